@@ -1,0 +1,33 @@
+package config
+
+import (
+	"github.com/kiln-gpu/kiln/kernel/api"
+	"github.com/kiln-gpu/kiln/kernel/cost"
+	"github.com/kiln-gpu/kiln/kernel/device"
+	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/logging"
+	"github.com/kiln-gpu/kiln/kernel/worker"
+	"github.com/kiln-gpu/kiln/kernel/workflow"
+)
+
+// Config is kiln's whole effective configuration. Each component owns the
+// struct of its own section; this type only assembles them.
+type Config struct {
+	// Listen is the HTTP address; loopback unless an operator says otherwise.
+	Listen string `koanf:"listen"`
+	// DataDir holds the queue database and outputs.
+	DataDir string `koanf:"data_dir"`
+	// ModelsDir is the local model store (ComfyUI folder layout:
+	// checkpoints/, loras/, vae/, ...).
+	ModelsDir string `koanf:"models_dir"`
+	// OutputDir is where workers write outputs; empty means DataDir/output.
+	OutputDir string `koanf:"output_dir"`
+
+	Log     logging.Config  `koanf:"log"`
+	API     api.Config      `koanf:"api"`
+	Queue   job.Config      `koanf:"queue"`
+	Devices device.Config   `koanf:"devices"`
+	Workers worker.Config   `koanf:"workers"`
+	Cost    cost.Config     `koanf:"cost"`
+	Limits  workflow.Limits `koanf:"limits"`
+}

@@ -1,0 +1,183 @@
+package worker
+
+// ProtocolVersion is the version of the worker protocol described in
+// PROTOCOL.md. The kernel sends it in hello; a worker that does not speak it
+// answers with an error frame and exits.
+//
+// History:
+//   - 1: initial protocol (hello, ping, load, unload, run, progress, result,
+//     cancel, stats).
+const ProtocolVersion = 1
+
+// MaxFrameBytes bounds one frame (4-byte length prefix excluded). Bulk bytes
+// never travel through the socket, so a frame near this size is a bug or an
+// attack, and the decoder refuses it before allocating.
+const MaxFrameBytes = 16 << 20
+
+// Message types. Requests flow kernel → worker; replies and progress flow
+// worker → kernel and carry the id of the request they answer.
+const (
+	TypeHello    = "hello"    // request: HelloRequest; reply ok: HelloReply
+	TypePing     = "ping"     // request: PingRequest; reply ok: PingReply
+	TypeLoad     = "load"     // request: LoadRequest; reply ok: LoadReply
+	TypeUnload   = "unload"   // request: UnloadRequest; reply ok: UnloadReply
+	TypeRun      = "run"      // request: RunRequest; progress*, then result: RunResult
+	TypeCancel   = "cancel"   // request: CancelRequest; reply ok: empty map
+	TypeStats    = "stats"    // request: empty map; reply ok: StatsReply
+	TypeOK       = "ok"       // terminal reply to every request but run
+	TypeError    = "error"    // terminal reply to any request: ErrorReply
+	TypeProgress = "progress" // non-terminal, for a run: Progress
+	TypeResult   = "result"   // terminal reply to run: RunResult
+)
+
+// Header is the first msgpack value of every frame.
+type Header struct {
+	// ID is chosen by the kernel for a request (non-zero, unique per
+	// connection) and copied by the worker into every frame that answers it.
+	ID   uint64 `msgpack:"id"`
+	Type string `msgpack:"type"`
+}
+
+// Error codes carried in ErrorReply.Code.
+const (
+	ErrCodeBadRequest  = "bad_request"   // the request could not be decoded or is invalid
+	ErrCodeUnsupported = "unsupported"   // unknown message type or protocol version
+	ErrCodeNotLoaded   = "not_loaded"    // run or unload names a model that is not loaded
+	ErrCodeOutOfMemory = "out_of_memory" // the device cannot hold the model
+	ErrCodeCancelled   = "cancelled"     // the run was cancelled
+	ErrCodeFailed      = "failed"        // the run failed (bad graph, missing file, ...)
+	ErrCodeInternal    = "internal"      // anything else
+)
+
+// ErrorReply is the body of an error frame.
+type ErrorReply struct {
+	Code    string `msgpack:"code"`
+	Message string `msgpack:"message"`
+}
+
+// HelloRequest is the first request on a connection.
+type HelloRequest struct {
+	Protocol int    `msgpack:"protocol"`
+	WorkerID string `msgpack:"worker_id"`
+	// Device describes the device this worker is pinned to.
+	Device DeviceInfo `msgpack:"device"`
+	// OutputDir is where the worker writes output files (under the job id).
+	OutputDir string `msgpack:"output_dir"`
+	// Options is worker-specific configuration (for kiln-worker-sim: the cost
+	// model). Workers ignore keys they do not know.
+	Options map[string]any `msgpack:"options"`
+}
+
+// DeviceInfo describes the (possibly simulated) device a worker runs on.
+type DeviceInfo struct {
+	Index         int     `msgpack:"index"`
+	Name          string  `msgpack:"name"`
+	UUID          string  `msgpack:"uuid"`
+	MemoryBytes   uint64  `msgpack:"memory_bytes"`
+	H2DBandwidth  float64 `msgpack:"h2d_bytes_per_s"`
+	ComputeFactor float64 `msgpack:"compute_factor"`
+	Simulated     bool    `msgpack:"simulated"`
+}
+
+// HelloReply is the ok body answering hello.
+type HelloReply struct {
+	Protocol     int      `msgpack:"protocol"`
+	Name         string   `msgpack:"name"`
+	Version      string   `msgpack:"version"`
+	PID          int      `msgpack:"pid"`
+	Capabilities []string `msgpack:"capabilities"` // e.g. "cancel", "node:KSampler"
+}
+
+// PingRequest carries an opaque nonce echoed in the reply.
+type PingRequest struct {
+	Nonce uint64 `msgpack:"nonce"`
+}
+
+// PingReply echoes the nonce.
+type PingReply struct {
+	Nonce uint64 `msgpack:"nonce"`
+}
+
+// LoadRequest asks the worker to make a model resident on its device.
+type LoadRequest struct {
+	Model  string `msgpack:"model"`  // catalog id, e.g. "checkpoints/sd_xl_base_1.0.safetensors"
+	Path   string `msgpack:"path"`   // file to map read-only (L2 segment or local file)
+	Bytes  int64  `msgpack:"bytes"`  // expected file size; a mismatch is an error
+	Family string `msgpack:"family"` // cost-model family: sd15, sdxl, flux, lora, vae, ...
+}
+
+// LoadReply reports what the load cost.
+type LoadReply struct {
+	Model     string `msgpack:"model"`
+	VRAMBytes int64  `msgpack:"vram_bytes"`
+	LoadNanos int64  `msgpack:"load_ns"`
+	Checksum  string `msgpack:"checksum"` // hex digest of the sampled bytes
+}
+
+// UnloadRequest asks the worker to free a model.
+type UnloadRequest struct {
+	Model string `msgpack:"model"`
+}
+
+// UnloadReply reports what was freed.
+type UnloadReply struct {
+	Model      string `msgpack:"model"`
+	FreedBytes int64  `msgpack:"freed_bytes"`
+}
+
+// RunRequest asks the worker to execute one job's workflow.
+type RunRequest struct {
+	JobID   string `msgpack:"job_id"`
+	Attempt int    `msgpack:"attempt"`
+	// Workflow is the ComfyUI API-format graph: node id → {class_type, inputs}.
+	Workflow map[string]any `msgpack:"workflow"`
+	// Models maps the model names the graph uses ("checkpoints/x.safetensors")
+	// to the ids loaded on this worker; all of them were loaded before run.
+	Models []string `msgpack:"models"`
+}
+
+// Progress is sent while a run executes, at least once per sampler step.
+type Progress struct {
+	JobID string `msgpack:"job_id"`
+	Node  string `msgpack:"node"`
+	Value int    `msgpack:"value"`
+	Max   int    `msgpack:"max"`
+}
+
+// Output names one file the run wrote.
+type Output struct {
+	Node      string `msgpack:"node"`
+	Filename  string `msgpack:"filename"`
+	Subfolder string `msgpack:"subfolder"`
+	Type      string `msgpack:"type"` // output | temp
+	Width     int    `msgpack:"width"`
+	Height    int    `msgpack:"height"`
+}
+
+// RunResult is the terminal reply to a successful run.
+type RunResult struct {
+	JobID    string   `msgpack:"job_id"`
+	Outputs  []Output `msgpack:"outputs"`
+	RunNanos int64    `msgpack:"run_ns"`
+}
+
+// CancelRequest cancels a run in flight; the run then ends with an error frame
+// whose code is ErrCodeCancelled. Cancelling an unknown or finished run is ok.
+type CancelRequest struct {
+	Target uint64 `msgpack:"target"` // id of the run request
+}
+
+// ModelStat is the VRAM held by one loaded model.
+type ModelStat struct {
+	Model     string `msgpack:"model"`
+	VRAMBytes int64  `msgpack:"vram_bytes"`
+}
+
+// StatsReply reports the worker's state.
+type StatsReply struct {
+	Models   []ModelStat `msgpack:"models"`
+	VRAMUsed int64       `msgpack:"vram_used"`
+	JobsDone int64       `msgpack:"jobs_done"`
+	RSSBytes int64       `msgpack:"rss_bytes"`
+	Running  int         `msgpack:"running"`
+}
