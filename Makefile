@@ -1,0 +1,67 @@
+# kiln — see README.md. `make run` and `make test` are the two commands that
+# must work on a fresh machine with only Go installed.
+
+GO       ?= go
+BIN      := bin
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+PKGS     := ./...
+# Extra arguments for `make run`, e.g. RUN_ARGS='--jobs 80'.
+RUN_ARGS ?=
+# The demo charges a quarter of the published per-step times (shared/COSTS.md)
+# so that it finishes in about a minute; `make serve` runs at scale 1.
+DEMO_SETS ?= --set cost.time_scale=0.25
+
+.PHONY: all build run serve test test-short bench check fmt vet tidy-check fuzz clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/kiln ./cmd/kiln
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/kiln-worker-sim ./cmd/kiln-worker-sim
+
+run: build
+	$(BIN)/kiln demo $(DEMO_SETS) $(RUN_ARGS)
+
+serve: build
+	$(BIN)/kiln serve --data-dir demo/data --models demo/models
+
+# Unit tests and the process-level tests in tests/ (they build bin/ first).
+test: build
+	$(GO) test -count=1 -timeout 9m $(PKGS)
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./kernel/worker/ ./kernel/job/ ./kernel/modelfile/
+	$(GO) run ./tests/loadgen -duration 10s -concurrency 64
+
+fmt:
+	gofmt -w .
+
+vet:
+	$(GO) vet $(PKGS)
+
+tidy-check:
+	@cp go.mod /tmp/kiln-go.mod.bak && cp go.sum /tmp/kiln-go.sum.bak
+	@$(GO) mod tidy
+	@if ! diff -q go.mod /tmp/kiln-go.mod.bak >/dev/null || ! diff -q go.sum /tmp/kiln-go.sum.bak >/dev/null; then \
+		echo "go.mod/go.sum are not tidy; run go mod tidy and commit"; \
+		cp /tmp/kiln-go.mod.bak go.mod; cp /tmp/kiln-go.sum.bak go.sum; exit 1; fi
+
+check: build
+	@out=$$(gofmt -l . | grep -v '^bin/'); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(MAKE) tidy-check
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+# Each fuzz target for FUZZTIME (default 60s).
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzReadFrame$$' -fuzztime $(FUZZTIME) ./sdk/worker/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSubmit$$' -fuzztime $(FUZZTIME) ./kernel/api/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./kernel/workflow/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadHeader$$' -fuzztime $(FUZZTIME) ./kernel/modelfile/
+	$(GO) test -run '^$$' -fuzz '^FuzzLoadYAML$$' -fuzztime $(FUZZTIME) ./kernel/config/
+
+clean:
+	rm -rf $(BIN) demo

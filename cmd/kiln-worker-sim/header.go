@@ -1,0 +1,23 @@
+package main
+
+import (
+	"io"
+
+	"github.com/kiln-gpu/kiln/kernel/modelfile"
+)
+
+// modelInfo is what a load learns from a model file's header.
+type modelInfo struct {
+	nominal int64  // the size the file stands for (synthetic files are scaled down)
+	family  string // kiln.family metadata, empty when absent
+}
+
+// readModelInfo reads the safetensors header of a model file. Files in other
+// formats (.ckpt, .pth) give an error; the caller then charges their size.
+func readModelInfo(r io.ReaderAt, size int64) (modelInfo, error) {
+	h, err := modelfile.ReadHeader(r, size)
+	if err != nil {
+		return modelInfo{}, err
+	}
+	return modelInfo{nominal: h.NominalBytes(), family: h.Family()}, nil
+}

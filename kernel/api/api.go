@@ -1,0 +1,474 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/kiln-gpu/kiln/kernel/catalog"
+	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/device"
+	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/metrics"
+	"github.com/kiln-gpu/kiln/kernel/worker"
+	"github.com/kiln-gpu/kiln/kernel/workflow"
+)
+
+// Deps are the kernel parts the API serves.
+type Deps struct {
+	Store      *job.Store
+	Dispatcher *dispatch.Dispatcher
+	Pool       *worker.Pool
+	Devices    *device.Set
+	Catalog    *catalog.Catalog
+	Metrics    *metrics.Metrics
+	Limits     workflow.Limits
+	Clock      clock.Clock
+	Log        zerolog.Logger
+}
+
+// Server is kiln's HTTP API.
+type Server struct {
+	cfg  Config
+	deps Deps
+	mux  *http.ServeMux
+	srv  *http.Server
+}
+
+// WithDefaults fills zero fields with the defaults of configs/kiln.yaml.
+func (c Config) WithDefaults() Config {
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 10 << 20
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = 1 << 20
+	}
+	if c.ReadHeaderTimeout == 0 {
+		c.ReadHeaderTimeout = 5 * time.Second
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = 30 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 60 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 120 * time.Second
+	}
+	return c
+}
+
+// Validate checks the api section.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxBodyBytes < 1024:
+		return fmt.Errorf("api.max_body_bytes: must be ≥ 1024, got %d", c.MaxBodyBytes)
+	case c.MaxHeaderBytes < 4096:
+		return fmt.Errorf("api.max_header_bytes: must be ≥ 4096, got %d", c.MaxHeaderBytes)
+	case c.ReadHeaderTimeout <= 0, c.ReadTimeout <= 0, c.WriteTimeout <= 0, c.IdleTimeout <= 0:
+		return errors.New("api: timeouts must be > 0")
+	}
+	return nil
+}
+
+// New builds the API's routes.
+func New(cfg Config, deps Deps) *Server {
+	if deps.Clock == nil {
+		deps.Clock = clock.Real()
+	}
+	s := &Server{cfg: cfg.WithDefaults(), deps: deps, mux: http.NewServeMux()}
+	s.mux.HandleFunc("POST /v1/jobs", s.submitJob)
+	s.mux.HandleFunc("GET /v1/jobs", s.listJobs)
+	s.mux.HandleFunc("GET /v1/jobs/{id}", s.getJob)
+	s.mux.HandleFunc("DELETE /v1/jobs/{id}", s.cancelJob)
+	s.mux.HandleFunc("GET /v1/workers", s.listWorkers)
+	s.mux.HandleFunc("GET /v1/devices", s.listDevices)
+	s.mux.HandleFunc("GET /v1/models", s.listModels)
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	if deps.Metrics != nil {
+		s.mux.Handle("GET /metrics", deps.Metrics.Handler())
+	}
+	return s
+}
+
+// Handler returns the API's root handler: the routes, with JSON errors for
+// unknown paths and methods and a recovery guard.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.deps.Log.Error().Interface("panic", v).Str("path", r.URL.Path).Msg("handler panic")
+				writeError(w, http.StatusInternalServerError, "internal_error", "internal error")
+			}
+		}()
+		h, pattern := s.mux.Handler(r)
+		if pattern == "" {
+			// Let the mux decide between 404 and 405, then answer in JSON.
+			rec := &statusRecorder{header: http.Header{}}
+			h.ServeHTTP(rec, r)
+			if allow := rec.header.Get("Allow"); allow != "" {
+				w.Header().Set("Allow", allow)
+			}
+			if rec.status == http.StatusMethodNotAllowed {
+				writeError(w, rec.status, "method_not_allowed", fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path))
+				return
+			}
+			writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// ListenAndServe serves on addr until ctx ends, then shuts down gracefully.
+// ready is called with the bound address once the listener is open.
+func (s *Server) ListenAndServe(ctx context.Context, addr string, ready func(net.Addr)) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("api: listen %s: %w", addr, err)
+	}
+	s.srv = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		WriteTimeout:      s.cfg.WriteTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ErrorLog:          nil,
+	}
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.srv.Shutdown(sctx)
+		return nil
+	}
+}
+
+// jobResponse is the API's view of a job.
+type jobResponse struct {
+	ID         string             `json:"id"`
+	State      job.State          `json:"state"`
+	Class      job.Class          `json:"class"`
+	Attempts   int                `json:"attempts"`
+	Models     []string           `json:"models"`
+	DeadlineMS int64              `json:"deadline_ms,omitempty"`
+	CreatedAt  *time.Time         `json:"created_at"`
+	StartedAt  *time.Time         `json:"started_at"`
+	FinishedAt *time.Time         `json:"finished_at"`
+	Worker     string             `json:"worker,omitempty"`
+	Outputs    []job.Output       `json:"outputs"`
+	Error      *string            `json:"error"`
+	Progress   *dispatch.Progress `json:"progress,omitempty"`
+	Workflow   map[string]any     `json:"workflow,omitempty"`
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func (s *Server) view(j *job.Job, withWorkflow bool) jobResponse {
+	r := jobResponse{
+		ID: j.ID, State: j.State, Class: j.Class, Attempts: j.Attempts, Models: j.Models, DeadlineMS: j.DeadlineMS,
+		CreatedAt: timePtr(j.CreatedAt), StartedAt: timePtr(j.StartedAt), FinishedAt: timePtr(j.FinishedAt),
+		Worker: j.Worker, Outputs: j.Outputs,
+	}
+	if r.Outputs == nil {
+		r.Outputs = []job.Output{}
+	}
+	if r.Models == nil {
+		r.Models = []string{}
+	}
+	if j.Error != "" {
+		e := j.Error
+		r.Error = &e
+	}
+	if j.State == job.Running && s.deps.Dispatcher != nil {
+		if p, ok := s.deps.Dispatcher.Progress(j.ID); ok {
+			r.Progress = &p
+		}
+	}
+	if withWorkflow {
+		r.Workflow = j.Workflow
+	}
+	return r
+}
+
+func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
+	body, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	req, apiErr := DecodeSubmit(body, s.deps.Limits)
+	if apiErr != nil {
+		s.reject(w, apiErr)
+		return
+	}
+	if apiErr := s.checkNodeClasses(req); apiErr != nil {
+		s.reject(w, apiErr)
+		return
+	}
+	if apiErr := s.checkModels(req); apiErr != nil {
+		s.reject(w, apiErr)
+		return
+	}
+	if r.URL.Query().Get("dry_run") == "1" {
+		// Validation only: the caller learns whether kiln would accept the
+		// job and which models it needs, and nothing is queued.
+		writeJSON(w, http.StatusOK, map[string]any{"state": "valid", "class": req.Class, "models": req.Models})
+		return
+	}
+	j := &job.Job{
+		Class: req.Class, Workflow: req.Workflow, Models: req.Models, DeadlineMS: req.DeadlineMS,
+		Tenant: req.Tenant, ClientID: req.ClientID,
+	}
+	if err := s.deps.Store.Submit(r.Context(), j); err != nil {
+		switch {
+		case errors.Is(err, job.ErrQueueFull):
+			s.reject(w, &Error{Status: http.StatusTooManyRequests, Type: "queue_full", Message: err.Error()})
+		case errors.Is(err, job.ErrBadClass):
+			s.reject(w, &Error{Status: http.StatusBadRequest, Type: "invalid_class", Message: err.Error()})
+		case r.Context().Err() != nil:
+			// The client went away; nothing useful to send.
+		default:
+			s.deps.Log.Error().Err(err).Msg("submit job")
+			writeError(w, http.StatusServiceUnavailable, "store_unavailable", "the job could not be stored; retry later")
+		}
+		return
+	}
+	if s.deps.Metrics != nil {
+		s.deps.Metrics.JobSubmitted(string(j.Class))
+	}
+	w.Header().Set("Location", "/v1/jobs/"+j.ID)
+	writeJSON(w, http.StatusAccepted, map[string]any{"id": j.ID, "state": j.State})
+}
+
+// checkNodeClasses refuses graphs with node classes that no worker can
+// execute, as ComfyUI refuses unknown nodes, instead of failing them later.
+func (s *Server) checkNodeClasses(req *SubmitRequest) *Error {
+	if s.deps.Pool == nil {
+		return nil
+	}
+	known, ok := s.deps.Pool.NodeClasses()
+	if !ok {
+		return nil
+	}
+	var missing []string
+	for _, c := range req.NodeClasses {
+		if !known[c] {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return &Error{Status: http.StatusBadRequest, Type: "missing_node_type",
+		Message: fmt.Sprintf("no worker can execute node classes %v", missing), Details: map[string]any{"classes": missing}}
+}
+
+// checkModels refuses, at submit time, jobs whose models are not in the store
+// or could never fit on any device together.
+func (s *Server) checkModels(req *SubmitRequest) *Error {
+	if s.deps.Catalog == nil {
+		return nil
+	}
+	var missing []string
+	var vram uint64
+	for _, m := range req.Models {
+		e, err := s.deps.Catalog.Lookup(m)
+		if err != nil {
+			if errors.Is(err, catalog.ErrNotFound) || errors.Is(err, catalog.ErrBadID) {
+				missing = append(missing, m)
+				continue
+			}
+			return &Error{Status: http.StatusServiceUnavailable, Type: "catalog_unavailable", Message: err.Error()}
+		}
+		vram += uint64(e.VRAMBytes)
+	}
+	if len(missing) > 0 {
+		return &Error{Status: http.StatusBadRequest, Type: "model_not_found",
+			Message: fmt.Sprintf("models not found in the model store: %v", missing), Details: map[string]any{"models": missing}}
+	}
+	if s.deps.Devices != nil {
+		var best uint64
+		for _, d := range s.deps.Devices.Devices() {
+			if led := s.deps.Devices.Ledger(d.Info().Index); led != nil && led.Usable() > best {
+				best = led.Usable()
+			}
+		}
+		if best > 0 && vram > best {
+			return &Error{Status: http.StatusBadRequest, Type: "does_not_fit",
+				Message: fmt.Sprintf("the workflow's models need %.1f GiB of VRAM together; the largest device has %.1f GiB usable",
+					float64(vram)/(1<<30), float64(best)/(1<<30))}
+		}
+	}
+	return nil
+}
+
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
+	state := job.State(r.URL.Query().Get("state"))
+	switch state {
+	case "", job.Queued, job.Running, job.Done, job.Failed, job.Cancelled:
+	default:
+		writeError(w, http.StatusBadRequest, "invalid_state",
+			fmt.Sprintf("state %q is not one of queued, running, done, failed, cancelled", state))
+		return
+	}
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			writeError(w, http.StatusBadRequest, "invalid_limit", "limit must be an integer between 1 and 10000")
+			return
+		}
+		limit = n
+	}
+	jobs, err := s.deps.Store.List(state, limit)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
+		return
+	}
+	out := make([]jobResponse, 0, len(jobs))
+	for _, j := range jobs {
+		out = append(out, s.view(j, false))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": out, "counts": s.deps.Store.Counts()})
+}
+
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
+	j, err := s.deps.Store.Get(r.PathValue("id"))
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.view(j, r.URL.Query().Get("workflow") == "1"))
+}
+
+func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
+	j, err := s.deps.Dispatcher.Cancel(r.PathValue("id"))
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.view(j, false))
+}
+
+func (s *Server) storeError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, job.ErrNotFound):
+		writeError(w, http.StatusNotFound, "job_not_found", err.Error())
+	case errors.Is(err, job.ErrBadTransition):
+		writeError(w, http.StatusConflict, "invalid_state", err.Error())
+	default:
+		writeError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
+	}
+}
+
+func (s *Server) listWorkers(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"workers": s.deps.Pool.Infos()})
+}
+
+func (s *Server) listDevices(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"devices": s.deps.Devices.Describe()})
+}
+
+func (s *Server) listModels(w http.ResponseWriter, _ *http.Request) {
+	models, err := s.deps.Catalog.List()
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "catalog_unavailable", err.Error())
+		return
+	}
+	if models == nil {
+		models = []catalog.Entry{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"models": models})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	ready := s.deps.Pool.Ready()
+	if ready == 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not_ready", "workers_ready": 0})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "workers_ready": ready})
+}
+
+// readBody reads a request body under the configured limit.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	buf, err := readAll(r)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			s.reject(w, &Error{Status: http.StatusRequestEntityTooLarge, Type: "body_too_large",
+				Message: fmt.Sprintf("request body exceeds api.max_body_bytes (%d bytes)", s.cfg.MaxBodyBytes)})
+			return nil, false
+		}
+		s.reject(w, &Error{Status: http.StatusBadRequest, Type: "bad_body", Message: "could not read the request body: " + err.Error()})
+		return nil, false
+	}
+	return buf, true
+}
+
+func (s *Server) reject(w http.ResponseWriter, e *Error) {
+	if s.deps.Metrics != nil {
+		s.deps.Metrics.JobRejected(e.Type)
+	}
+	writeJSON(w, e.Status, map[string]any{"error": e})
+}
+
+// statusRecorder captures the status a fallback handler would send.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *statusRecorder) Header() http.Header { return r.header }
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return len(b), nil
+}
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, typ, msg string) {
+	writeJSON(w, status, map[string]any{"error": &Error{Status: status, Type: typ, Message: msg}})
+}

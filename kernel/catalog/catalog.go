@@ -1,0 +1,203 @@
+// Package catalog maps model ids to the files that hold them.
+//
+// A model id is a ComfyUI folder plus file name, e.g.
+// "checkpoints/sd_xl_base_1.0.safetensors". For now the catalog reads a local
+// model store laid out as ComfyUI's models directory; the storage plugins of
+// the tier work replace the source without changing this API.
+//
+//	c := catalog.New("./models", costCfg)
+//	e, err := c.Lookup("loras/epi_noiseoffset2.safetensors")
+//	// e.Path, e.Bytes, e.Family, e.NominalBytes, e.VRAMBytes
+package catalog
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/kiln-gpu/kiln/kernel/cost"
+	"github.com/kiln-gpu/kiln/kernel/modelfile"
+)
+
+// ErrNotFound is returned for a model id that is not in the store.
+var ErrNotFound = errors.New("model not found")
+
+// ErrBadID is returned for an id that is not a clean relative path.
+var ErrBadID = errors.New("bad model id")
+
+// Entry describes one model file.
+type Entry struct {
+	ID     string `json:"id"`
+	Path   string `json:"path"`
+	Bytes  int64  `json:"bytes"`
+	Family string `json:"family"`
+	// NominalBytes is the size of the real model this file stands for; it
+	// differs from Bytes only for synthetic, scaled-down demo files.
+	NominalBytes int64 `json:"nominal_bytes"`
+	// VRAMBytes is the estimated device memory the loaded model holds; the
+	// ledger reserves it before a load starts.
+	VRAMBytes int64  `json:"vram_bytes"`
+	Format    string `json:"format"`
+}
+
+// Catalog resolves model ids against a directory. Safe for concurrent use.
+type Catalog struct {
+	dir  string
+	cost cost.Config
+
+	mu    sync.Mutex
+	cache map[string]cached
+}
+
+type cached struct {
+	entry Entry
+	size  int64
+	mtime int64
+}
+
+// New returns a catalog over dir.
+func New(dir string, c cost.Config) *Catalog {
+	return &Catalog{dir: dir, cost: c, cache: map[string]cached{}}
+}
+
+// Dir is the model store's root.
+func (c *Catalog) Dir() string { return c.dir }
+
+// CleanID checks that id is "folder/name" with no way out of the store.
+func CleanID(id string) error {
+	if id == "" || strings.ContainsAny(id, "\\\x00") || strings.HasPrefix(id, "/") {
+		return fmt.Errorf("%w: %q", ErrBadID, id)
+	}
+	for _, seg := range strings.Split(id, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("%w: %q", ErrBadID, id)
+		}
+	}
+	if !strings.Contains(id, "/") {
+		return fmt.Errorf("%w: %q has no folder", ErrBadID, id)
+	}
+	return nil
+}
+
+// Lookup returns the entry for id, reading the file's header the first time
+// and again whenever the file changes.
+func (c *Catalog) Lookup(id string) (Entry, error) {
+	if err := CleanID(id); err != nil {
+		return Entry{}, err
+	}
+	path := filepath.Join(c.dir, filepath.FromSlash(id))
+	st, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return Entry{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		return Entry{}, fmt.Errorf("catalog: stat %s: %w", id, err)
+	}
+	if st.IsDir() {
+		return Entry{}, fmt.Errorf("%w: %s is a directory", ErrNotFound, id)
+	}
+	c.mu.Lock()
+	hit, ok := c.cache[id]
+	c.mu.Unlock()
+	if ok && hit.size == st.Size() && hit.mtime == st.ModTime().UnixNano() {
+		return hit.entry, nil
+	}
+	e, err := c.inspect(id, path, st.Size())
+	if err != nil {
+		return Entry{}, err
+	}
+	c.mu.Lock()
+	c.cache[id] = cached{entry: e, size: st.Size(), mtime: st.ModTime().UnixNano()}
+	c.mu.Unlock()
+	return e, nil
+}
+
+func (c *Catalog) inspect(id, path string, size int64) (Entry, error) {
+	e := Entry{ID: id, Path: path, Bytes: size, NominalBytes: size, Family: familyOf(id), Format: "unknown"}
+	f, err := os.Open(path)
+	if err != nil {
+		return Entry{}, fmt.Errorf("catalog: open %s: %w", id, err)
+	}
+	defer f.Close()
+	// Files that are not safetensors (a .pth upscaler, say) are served by
+	// size alone; only their VRAM estimate is coarser.
+	if h, err := modelfile.ReadHeader(f, size); err == nil {
+		e.Format = "safetensors"
+		e.NominalBytes = h.NominalBytes()
+		if fam := h.Family(); fam != "" {
+			e.Family = fam
+		}
+	}
+	e.VRAMBytes = cost.VRAMBytes(e.Family, e.NominalBytes)
+	return e, nil
+}
+
+// List walks the store and returns every model, sorted by id.
+func (c *Catalog) List() ([]Entry, error) {
+	var out []Entry
+	err := filepath.WalkDir(c.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() || strings.HasPrefix(d.Name(), ".") {
+			return nil
+		}
+		rel, err := filepath.Rel(c.dir, path)
+		if err != nil {
+			return err
+		}
+		id := filepath.ToSlash(rel)
+		if CleanID(id) != nil {
+			return nil
+		}
+		e, err := c.Lookup(id)
+		if err != nil {
+			return err
+		}
+		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("catalog: list %s: %w", c.dir, err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// familyOf guesses the cost-model family from the folder and name, for files
+// whose header does not say.
+func familyOf(id string) string {
+	folder, name, _ := strings.Cut(id, "/")
+	n := strings.ToLower(name)
+	switch folder {
+	case "loras":
+		return "lora"
+	case "vae":
+		return "vae"
+	case "controlnet":
+		return "controlnet"
+	case "upscale_models":
+		return "upscaler"
+	case "text_encoders", "clip":
+		return "text_encoder"
+	case "clip_vision":
+		return "clip_vision"
+	}
+	switch {
+	case strings.Contains(n, "flux"):
+		return "flux"
+	case strings.Contains(n, "sd3"):
+		return "sd3"
+	case strings.Contains(n, "xl"):
+		return "sdxl"
+	}
+	return "sd15"
+}

@@ -1,0 +1,688 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/kiln-gpu/kiln/kernel/catalog"
+	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/device"
+	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/worker"
+	wire "github.com/kiln-gpu/kiln/sdk/worker"
+)
+
+// Hooks let the metrics layer observe the dispatcher without the dispatcher
+// importing it. Every field is optional.
+type Hooks struct {
+	JobFinished  func(j *job.Job)
+	ModelLoaded  func(model string, d time.Duration)
+	ModelEvicted func(model string)
+}
+
+// Options are the dispatcher's collaborators.
+type Options struct {
+	Store   *job.Store
+	Pool    *worker.Pool
+	Devices *device.Set
+	Catalog *catalog.Catalog
+	Clock   clock.Clock
+	Log     zerolog.Logger
+	Hooks   Hooks
+
+	Scheduler Scheduler
+	Balancer  Balancer
+	Evictor   Evictor
+}
+
+// Progress is the live state of a running job.
+type Progress struct {
+	Phase string `json:"phase"` // loading | running
+	Node  string `json:"node,omitempty"`
+	Value int    `json:"value"`
+	Max   int    `json:"max"`
+}
+
+// Dispatcher moves jobs from the durable queue onto workers: it asks the
+// scheduler which job runs next and the balancer where, makes the job's
+// models resident on that worker (evicting through the evictor under the VRAM
+// ledger), runs it, and records the outcome in the store. It assumes nothing
+// about which policies it is given.
+type Dispatcher struct {
+	opts Options
+	log  zerolog.Logger
+	clk  clock.Clock
+	wake chan struct{}
+
+	mu       sync.Mutex
+	running  map[string]context.CancelFunc
+	progress map[string]Progress
+	resident map[string]map[string]*residentModel // worker → model → state
+	unpinned chan struct{}                        // closed and replaced on every unpin
+
+	wg sync.WaitGroup
+}
+
+type residentModel struct {
+	model   string
+	res     *device.Reservation
+	pins    int
+	hits    int
+	lastUse time.Time
+	loading chan struct{} // non-nil while a load is in flight
+	loadErr error
+}
+
+// New returns a dispatcher; call Run to start it.
+func New(opts Options) *Dispatcher {
+	if opts.Clock == nil {
+		opts.Clock = clock.Real()
+	}
+	if opts.Scheduler == nil {
+		opts.Scheduler = PriorityFIFO{}
+	}
+	if opts.Balancer == nil {
+		opts.Balancer = LeastLoaded{}
+	}
+	if opts.Evictor == nil {
+		opts.Evictor = LRU{}
+	}
+	return &Dispatcher{
+		opts:     opts,
+		log:      opts.Log,
+		clk:      opts.Clock,
+		wake:     make(chan struct{}, 1),
+		running:  map[string]context.CancelFunc{},
+		progress: map[string]Progress{},
+		resident: map[string]map[string]*residentModel{},
+		unpinned: make(chan struct{}),
+	}
+}
+
+// SetPool sets the worker pool. The pool takes the dispatcher's hooks, so the
+// two are built in turn; call SetPool before Run.
+func (d *Dispatcher) SetPool(p *worker.Pool) { d.opts.Pool = p }
+
+// Wake asks the dispatcher to look at the queue and the workers again.
+func (d *Dispatcher) Wake() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// OnWorkerReady is the pool's OnReady hook.
+func (d *Dispatcher) OnWorkerReady(*worker.Worker) { d.Wake() }
+
+// OnWorkerExit is the pool's OnExit hook: the process is gone, so are its
+// models; their VRAM goes back to the ledger.
+func (d *Dispatcher) OnWorkerExit(w *worker.Worker, _ []string, reason string) {
+	d.mu.Lock()
+	models := d.resident[w.ID()]
+	delete(d.resident, w.ID())
+	d.mu.Unlock()
+	led := d.opts.Devices.Ledger(w.Device().Index)
+	for _, rm := range models {
+		if rm.res != nil {
+			led.Release(rm.res)
+		}
+	}
+	d.log.Debug().Str("worker", w.ID()).Str("reason", reason).Int("models", len(models)).Msg("worker gone; released its VRAM")
+	d.signalUnpin()
+	d.Wake()
+}
+
+// Progress returns the live progress of a running job.
+func (d *Dispatcher) Progress(id string) (Progress, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p, ok := d.progress[id]
+	return p, ok
+}
+
+// Cancel cancels a queued or running job. A running job's worker is told to
+// stop; the store records the cancellation first so that the job cannot be
+// finished or re-queued afterwards.
+func (d *Dispatcher) Cancel(id string) (*job.Job, error) {
+	j, err := d.opts.Store.Cancel(id)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	cancel := d.running[id]
+	d.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	return j, nil
+}
+
+// Run dispatches until ctx ends, then waits for the jobs it started to stop.
+// Jobs interrupted by shutdown stay "running" in the store and are queued
+// again when the store is next opened.
+func (d *Dispatcher) Run(ctx context.Context) {
+	defer d.wg.Wait()
+	notify := d.opts.Store.Notify()
+	for {
+		d.dispatchReady(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.wake:
+		case <-notify:
+		case <-d.clk.After(time.Second):
+			// A safety net: a lost wake-up costs at most a second.
+		}
+	}
+}
+
+// dispatchReady starts jobs while there are idle workers and queued jobs.
+func (d *Dispatcher) dispatchReady(ctx context.Context) {
+	for ctx.Err() == nil {
+		workers := d.workerViews()
+		idle := 0
+		for _, w := range workers {
+			if w.Idle {
+				idle++
+			}
+		}
+		if idle == 0 {
+			return
+		}
+		queued := d.queuedViews(256)
+		if len(queued) == 0 {
+			return
+		}
+		id, ok := d.opts.Scheduler.Next(queued, workers)
+		if !ok {
+			return
+		}
+		var jv *JobView
+		for i := range queued {
+			if queued[i].ID == id {
+				jv = &queued[i]
+			}
+		}
+		if jv == nil {
+			d.log.Error().Str("job", id).Msg("scheduler chose a job that is not queued; ignoring its answer")
+			return
+		}
+		wid, ok := d.opts.Balancer.Place(*jv, workers)
+		if !ok {
+			return
+		}
+		lease, ok := d.opts.Pool.Acquire(wid)
+		if !ok {
+			// The worker died or was taken between the snapshot and now;
+			// look again.
+			continue
+		}
+		j, err := d.opts.Store.Start(id, wid)
+		if err != nil {
+			d.opts.Pool.Release(lease, false)
+			if errors.Is(err, job.ErrBadTransition) || errors.Is(err, job.ErrNotFound) {
+				continue // cancelled meanwhile
+			}
+			d.log.Error().Err(err).Str("job", id).Msg("start job")
+			return
+		}
+		runCtx, cancel := context.WithCancel(ctx)
+		d.mu.Lock()
+		d.running[j.ID] = cancel
+		d.progress[j.ID] = Progress{Phase: "loading"}
+		d.mu.Unlock()
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			defer cancel()
+			d.execute(runCtx, ctx, j, lease)
+		}()
+	}
+}
+
+func (d *Dispatcher) queuedViews(limit int) []JobView {
+	jobs := d.opts.Store.Snapshot(limit)
+	now := d.clk.Now()
+	out := make([]JobView, 0, len(jobs))
+	for _, j := range jobs {
+		var vram uint64
+		for _, m := range j.Models {
+			if e, err := d.opts.Catalog.Lookup(m); err == nil {
+				vram += uint64(e.VRAMBytes)
+			}
+		}
+		out = append(out, JobView{
+			ID: j.ID, Class: j.Class, Seq: j.Seq, Age: now.Sub(j.CreatedAt), DeadlineMS: j.DeadlineMS,
+			Models: j.Models, Attempts: j.Attempts, EstimatedVRAM: vram,
+		})
+	}
+	return out
+}
+
+func (d *Dispatcher) workerViews() []WorkerView {
+	infos := d.opts.Pool.Infos()
+	busy := map[int]int{}
+	for _, in := range infos {
+		if in.State == worker.Busy {
+			busy[in.Device]++
+		}
+	}
+	out := make([]WorkerView, 0, len(infos))
+	for _, in := range infos {
+		led := d.opts.Devices.Ledger(in.Device)
+		v := WorkerView{
+			ID: in.ID, Device: in.Device, Idle: in.State == worker.Ready, DeviceBusy: busy[in.Device],
+			Resident: in.Resident,
+		}
+		if led != nil {
+			v.FreeVRAM = led.Free()
+			v.UsableVRAM = led.Usable()
+		}
+		v.Degraded = d.opts.Devices.Degraded(in.Device)
+		out = append(out, v)
+	}
+	return out
+}
+
+// execute runs one started job to its end and records the outcome.
+func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease worker.Lease) {
+	w := lease.Worker
+	log := d.log.With().Str("job", j.ID).Str("worker", w.ID()).Int("attempt", j.Attempts).Logger()
+	completed := false
+	defer func() {
+		d.mu.Lock()
+		delete(d.running, j.ID)
+		delete(d.progress, j.ID)
+		d.mu.Unlock()
+		d.opts.Pool.Release(lease, completed)
+		d.Wake()
+	}()
+
+	unpin, err := d.ensureResident(ctx, w, j.Models)
+	if err == nil {
+		d.setProgress(j.ID, Progress{Phase: "running"})
+		var res wire.RunResult
+		res, err = w.Run(ctx, wire.RunRequest{JobID: j.ID, Attempt: j.Attempts, Workflow: j.Workflow, Models: j.Models},
+			func(p wire.Progress) {
+				d.setProgress(j.ID, Progress{Phase: "running", Node: p.Node, Value: p.Value, Max: p.Max})
+			})
+		unpin()
+		if err == nil {
+			completed = true
+			outs := make([]job.Output, 0, len(res.Outputs))
+			for _, o := range res.Outputs {
+				outs = append(outs, job.Output{Node: o.Node, Filename: o.Filename, Subfolder: o.Subfolder, Type: o.Type})
+			}
+			if ferr := d.opts.Store.Finish(j.ID, outs); ferr != nil {
+				log.Warn().Err(ferr).Msg("record finished job")
+				return
+			}
+			d.finished(j.ID)
+			return
+		}
+	}
+	d.recordFailure(ctx, kernelCtx, j, err, log)
+}
+
+// recordFailure decides what a failed attempt means: a cancelled job stays
+// cancelled, a dead worker or a kernel shutdown gives the job back to the
+// queue, and an error in the job itself fails it.
+func (d *Dispatcher) recordFailure(ctx, kernelCtx context.Context, j *job.Job, err error, log zerolog.Logger) {
+	var werr *wire.Error
+	var noRoom *NoRoomError
+	switch {
+	case kernelCtx.Err() != nil:
+		// Shutting down: the store re-queues running jobs when it opens.
+		log.Info().Msg("kernel stopping; job will be re-queued on restart")
+	case ctx.Err() != nil:
+		log.Info().Msg("job cancelled")
+	case errors.As(err, &noRoom):
+		if ferr := d.opts.Store.Fail(j.ID, noRoom.Error()); ferr == nil {
+			d.finished(j.ID)
+		}
+		log.Warn().Err(err).Msg("job cannot fit on its device")
+	case errors.As(err, &werr) && (werr.Code == wire.ErrCodeFailed || werr.Code == wire.ErrCodeBadRequest || werr.Code == wire.ErrCodeUnsupported):
+		if ferr := d.opts.Store.Fail(j.ID, werr.Message); ferr == nil {
+			d.finished(j.ID)
+		}
+		log.Warn().Err(err).Msg("job failed")
+	default:
+		// The worker died, timed out or lost a model: not the job's fault,
+		// so it goes back to the queue until it has used its attempts.
+		nj, rerr := d.opts.Store.Requeue(j.ID, err.Error())
+		if rerr != nil {
+			log.Warn().Err(rerr).Msg("re-queue job")
+			return
+		}
+		if nj.State == job.Failed {
+			d.finished(j.ID)
+		}
+		log.Warn().Err(err).Str("state", string(nj.State)).Msg("attempt lost; job re-queued")
+	}
+}
+
+func (d *Dispatcher) finished(id string) {
+	if d.opts.Hooks.JobFinished == nil {
+		return
+	}
+	if j, err := d.opts.Store.Get(id); err == nil {
+		d.opts.Hooks.JobFinished(j)
+	}
+}
+
+func (d *Dispatcher) setProgress(id string, p Progress) {
+	d.mu.Lock()
+	if _, ok := d.running[id]; ok {
+		d.progress[id] = p
+	}
+	d.mu.Unlock()
+}
+
+// NoRoomError says a job's models cannot fit on a device even with every
+// unpinned model evicted and no other job holding memory there.
+type NoRoomError struct {
+	Device int
+	Need   uint64
+	Usable uint64
+}
+
+func (e *NoRoomError) Error() string {
+	return fmt.Sprintf("the job's models need %s of VRAM but device %d has %s usable", human(e.Need), e.Device, human(e.Usable))
+}
+
+func human(b uint64) string {
+	return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+}
+
+// ensureResident makes every model of a job resident in the worker and pins
+// them; the returned function unpins. Independent models load in parallel.
+func (d *Dispatcher) ensureResident(ctx context.Context, w *worker.Worker, models []string) (func(), error) {
+	for {
+		pinned, wait, err := d.tryResident(ctx, w, models)
+		if err == nil {
+			return func() { d.unpin(w.ID(), pinned) }, nil
+		}
+		d.unpin(w.ID(), pinned)
+		if wait == nil {
+			return func() {}, err
+		}
+		// Other jobs on this device hold the memory we need: wait until one
+		// of them lets go, then try again from scratch (we released our own
+		// pins, so two jobs cannot wait on each other forever).
+		select {
+		case <-ctx.Done():
+			return func() {}, ctx.Err()
+		case <-wait:
+		}
+	}
+}
+
+// tryResident pins what it can. On a shortage that other jobs' pins cause, it
+// returns a channel that is closed at the next unpin.
+func (d *Dispatcher) tryResident(ctx context.Context, w *worker.Worker, models []string) (pinned []string, wait <-chan struct{}, err error) {
+	type pending struct {
+		rm    *residentModel
+		entry catalog.Entry
+	}
+	var loads []pending
+	var awaits []*residentModel
+	for _, m := range models {
+		e, lerr := d.opts.Catalog.Lookup(m)
+		if lerr != nil {
+			for _, p := range loads {
+				d.abandon(w, p.rm, lerr)
+			}
+			return pinned, nil, fmt.Errorf("model %s: %w", m, lerr)
+		}
+		d.mu.Lock()
+		byModel := d.resident[w.ID()]
+		if byModel == nil {
+			byModel = map[string]*residentModel{}
+			d.resident[w.ID()] = byModel
+		}
+		rm := byModel[m]
+		if rm != nil {
+			rm.pins++
+			rm.hits++
+			rm.lastUse = d.clk.Now()
+			pinned = append(pinned, m)
+			if rm.loading != nil {
+				awaits = append(awaits, rm)
+			}
+			d.mu.Unlock()
+			continue
+		}
+		d.mu.Unlock()
+		res, werr, rerr := d.reserve(ctx, w, m, uint64(e.VRAMBytes))
+		if rerr != nil {
+			// Entries made by this call whose loads never started must not
+			// stay behind looking "loading" to the next attempt.
+			for _, p := range loads {
+				d.abandon(w, p.rm, rerr)
+			}
+			return pinned, werr, rerr
+		}
+		d.mu.Lock()
+		rm = &residentModel{model: m, res: res, pins: 1, lastUse: d.clk.Now(), loading: make(chan struct{})}
+		byModel[m] = rm
+		d.mu.Unlock()
+		pinned = append(pinned, m)
+		loads = append(loads, pending{rm: rm, entry: e})
+	}
+	var wg sync.WaitGroup
+	for _, p := range loads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := d.clk.Now()
+			rep, lerr := w.Load(ctx, wire.LoadRequest{Model: p.entry.ID, Path: p.entry.Path, Bytes: p.entry.Bytes, Family: p.entry.Family})
+			if lerr == nil && rep.VRAMBytes > 0 && uint64(rep.VRAMBytes) != p.rm.res.Bytes() {
+				// The worker knows the true footprint; the ledger follows it.
+				if rerr := d.opts.Devices.Ledger(w.Device().Index).Resize(p.rm.res, uint64(rep.VRAMBytes)); rerr != nil {
+					d.log.Warn().Err(rerr).Str("model", p.entry.ID).Msg("ledger resize after load")
+				}
+			}
+			d.mu.Lock()
+			p.rm.loadErr = lerr
+			close(p.rm.loading)
+			p.rm.loading = nil
+			d.mu.Unlock()
+			if lerr == nil && d.opts.Hooks.ModelLoaded != nil {
+				d.opts.Hooks.ModelLoaded(p.entry.ID, d.clk.Since(start))
+			}
+		}()
+	}
+	wg.Wait()
+	for _, p := range loads {
+		if p.rm.loadErr != nil {
+			d.drop(w, p.rm)
+			return pinned, nil, p.rm.loadErr
+		}
+	}
+	for _, rm := range awaits {
+		d.mu.Lock()
+		ch := rm.loading
+		d.mu.Unlock()
+		if ch != nil {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return pinned, nil, ctx.Err()
+			}
+		}
+		d.mu.Lock()
+		lerr := rm.loadErr
+		d.mu.Unlock()
+		if lerr != nil {
+			return pinned, nil, lerr
+		}
+	}
+	return pinned, nil, nil
+}
+
+// abandon forgets an entry whose load was never started, waking anyone who
+// waits on it with err.
+func (d *Dispatcher) abandon(w *worker.Worker, rm *residentModel, err error) {
+	d.mu.Lock()
+	rm.loadErr = err
+	if rm.loading != nil {
+		close(rm.loading)
+		rm.loading = nil
+	}
+	d.mu.Unlock()
+	d.drop(w, rm)
+}
+
+// drop forgets a model whose load failed and gives its VRAM back.
+func (d *Dispatcher) drop(w *worker.Worker, rm *residentModel) {
+	d.mu.Lock()
+	if byModel := d.resident[w.ID()]; byModel != nil && byModel[rm.model] == rm {
+		delete(byModel, rm.model)
+	}
+	d.mu.Unlock()
+	if rm.res != nil {
+		d.opts.Devices.Ledger(w.Device().Index).Release(rm.res)
+	}
+}
+
+// reserve takes VRAM for a model on the worker's device, evicting unpinned
+// models of the device's workers through the evictor when it must.
+func (d *Dispatcher) reserve(ctx context.Context, w *worker.Worker, model string, bytes uint64) (*device.Reservation, <-chan struct{}, error) {
+	dev := w.Device().Index
+	led := d.opts.Devices.Ledger(dev)
+	for attempt := 0; ; attempt++ {
+		res, err := led.Reserve(w.ID(), model, bytes)
+		if err == nil {
+			return res, nil, nil
+		}
+		if !errors.Is(err, device.ErrInsufficientVRAM) {
+			return nil, nil, err
+		}
+		if bytes > led.Usable() {
+			return nil, nil, &NoRoomError{Device: dev, Need: bytes, Usable: led.Usable()}
+		}
+		entries, keys, pinnedBytes := d.deviceEntries(dev)
+		need := bytes - min(bytes, led.Free())
+		victims := d.opts.Evictor.Victims(need, entries)
+		valid := len(victims) > 0
+		for _, i := range victims {
+			if i < 0 || i >= len(entries) || entries[i].Pinned {
+				d.log.Error().Int("index", i).Msg("evictor chose an invalid or pinned entry; ignoring its answer")
+				valid = false
+				break
+			}
+		}
+		if !valid || attempt > 8 {
+			if pinnedBytes == 0 && attempt > 8 {
+				return nil, nil, &NoRoomError{Device: dev, Need: bytes, Usable: led.Usable()}
+			}
+			d.mu.Lock()
+			ch := d.unpinned
+			d.mu.Unlock()
+			return nil, ch, fmt.Errorf("device %d: waiting for %s of VRAM held by running jobs: %w", dev, human(bytes), err)
+		}
+		for _, i := range victims {
+			d.evict(ctx, keys[i].worker, keys[i].model)
+		}
+	}
+}
+
+type entryKey struct {
+	worker *worker.Worker
+	model  string
+}
+
+// deviceEntries lists every model resident on a device's workers.
+func (d *Dispatcher) deviceEntries(dev int) ([]EntryView, []entryKey, uint64) {
+	var entries []EntryView
+	var keys []entryKey
+	var pinnedBytes uint64
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, w := range d.opts.Pool.Workers() {
+		if w.Device().Index != dev {
+			continue
+		}
+		for m, rm := range d.resident[w.ID()] {
+			var b uint64
+			if rm.res != nil {
+				b = rm.res.Bytes()
+			}
+			pinned := rm.pins > 0 || rm.loading != nil
+			if pinned {
+				pinnedBytes += b
+			}
+			entries = append(entries, EntryView{Model: m, Worker: w.ID(), Bytes: b, LastUse: rm.lastUse, Hits: rm.hits, Pinned: pinned})
+			keys = append(keys, entryKey{worker: w, model: m})
+		}
+	}
+	// Map iteration order is random; policies deserve a stable input.
+	idx := make([]int, len(entries))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool {
+		x, y := entries[idx[a]], entries[idx[b]]
+		if x.Worker != y.Worker {
+			return x.Worker < y.Worker
+		}
+		return x.Model < y.Model
+	})
+	se := make([]EntryView, len(entries))
+	sk := make([]entryKey, len(keys))
+	for i, j := range idx {
+		se[i], sk[i] = entries[j], keys[j]
+	}
+	return se, sk, pinnedBytes
+}
+
+// evict unloads a model from a worker and releases its VRAM. It re-checks the
+// pin under the lock, so a model that was pinned since the policy looked is
+// left alone.
+func (d *Dispatcher) evict(ctx context.Context, w *worker.Worker, model string) {
+	d.mu.Lock()
+	rm := d.resident[w.ID()][model]
+	if rm == nil || rm.pins > 0 || rm.loading != nil {
+		d.mu.Unlock()
+		return
+	}
+	delete(d.resident[w.ID()], model)
+	d.mu.Unlock()
+	if _, err := w.Unload(ctx, model); err != nil {
+		d.log.Warn().Err(err).Str("model", model).Str("worker", w.ID()).Msg("unload")
+	}
+	if rm.res != nil {
+		d.opts.Devices.Ledger(w.Device().Index).Release(rm.res)
+	}
+	if d.opts.Hooks.ModelEvicted != nil {
+		d.opts.Hooks.ModelEvicted(model)
+	}
+	d.log.Debug().Str("model", model).Str("worker", w.ID()).Msg("evicted")
+}
+
+func (d *Dispatcher) unpin(workerID string, models []string) {
+	if len(models) == 0 {
+		return
+	}
+	d.mu.Lock()
+	for _, m := range models {
+		if rm := d.resident[workerID][m]; rm != nil && rm.pins > 0 {
+			rm.pins--
+		}
+	}
+	d.mu.Unlock()
+	d.signalUnpin()
+}
+
+func (d *Dispatcher) signalUnpin() {
+	d.mu.Lock()
+	close(d.unpinned)
+	d.unpinned = make(chan struct{})
+	d.mu.Unlock()
+}

@@ -1,0 +1,171 @@
+package dispatch
+
+import (
+	"sort"
+	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/job"
+)
+
+// JobView is what scheduling and placement policies see of a queued job.
+type JobView struct {
+	ID         string
+	Class      job.Class
+	Seq        uint64
+	Age        time.Duration
+	DeadlineMS int64
+	Models     []string
+	Attempts   int
+	// EstimatedVRAM is the sum of the job's models' VRAM footprints.
+	EstimatedVRAM uint64
+}
+
+// WorkerView is what scheduling and placement policies see of a worker.
+type WorkerView struct {
+	ID     string
+	Device int
+	// Idle is true when the worker can take a job now.
+	Idle bool
+	// DeviceBusy counts the busy workers on the same device.
+	DeviceBusy int
+	// Resident maps the models loaded in the worker to their VRAM bytes.
+	Resident map[string]int64
+	// FreeVRAM is what the device's ledger can still hand out.
+	FreeVRAM uint64
+	// UsableVRAM is the device memory minus headroom.
+	UsableVRAM uint64
+	Degraded   bool
+}
+
+// EntryView is what an eviction policy sees of one resident model.
+type EntryView struct {
+	Model   string
+	Worker  string
+	Bytes   uint64
+	LastUse time.Time
+	Hits    int
+	Pinned  bool
+}
+
+// Scheduler picks the next job to dispatch. It is asked whenever a worker is
+// idle and jobs are queued. queued is in submission order.
+//
+// Implementations must not keep the slices; they may be reused.
+type Scheduler interface {
+	Next(queued []JobView, workers []WorkerView) (jobID string, ok bool)
+}
+
+// Balancer picks the worker for a job among the idle ones.
+type Balancer interface {
+	Place(j JobView, workers []WorkerView) (workerID string, ok bool)
+}
+
+// Evictor picks resident models to unload so that need more bytes fit on a
+// device. It returns indices into entries. It must never pick a pinned entry;
+// the dispatcher checks and treats such an answer as a policy fault.
+type Evictor interface {
+	Victims(need uint64, entries []EntryView) []int
+}
+
+// PriorityFIFO runs interactive jobs before batch jobs, each class in
+// submission order. It is the native scheduler until WASM policies land.
+type PriorityFIFO struct{}
+
+var _ Scheduler = PriorityFIFO{}
+
+// Next returns the oldest interactive job, else the oldest batch job.
+func (PriorityFIFO) Next(queued []JobView, _ []WorkerView) (string, bool) {
+	best := -1
+	for i, j := range queued {
+		if best < 0 || rank(j) < rank(queued[best]) || (rank(j) == rank(queued[best]) && j.Seq < queued[best].Seq) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return "", false
+	}
+	return queued[best].ID, true
+}
+
+func rank(j JobView) int {
+	if j.Class == job.Interactive {
+		return 0
+	}
+	return 1
+}
+
+// LeastLoaded places a job on the idle worker whose device has the fewest
+// busy workers; ties go to the worker that already holds more of the job's
+// model bytes, then to the device with more free VRAM. Degraded devices are
+// used only when nothing else is idle, and devices whose usable memory cannot
+// hold the job at all are never chosen.
+type LeastLoaded struct{}
+
+var _ Balancer = LeastLoaded{}
+
+// Place returns the chosen worker.
+func (LeastLoaded) Place(j JobView, workers []WorkerView) (string, bool) {
+	cands := make([]WorkerView, 0, len(workers))
+	for _, w := range workers {
+		if w.Idle && (w.UsableVRAM == 0 || j.EstimatedVRAM <= w.UsableVRAM) {
+			cands = append(cands, w)
+		}
+	}
+	if len(cands) == 0 {
+		return "", false
+	}
+	resident := func(w WorkerView) int64 {
+		var n int64
+		for _, m := range j.Models {
+			n += w.Resident[m]
+		}
+		return n
+	}
+	sort.SliceStable(cands, func(a, b int) bool {
+		x, y := cands[a], cands[b]
+		if x.Degraded != y.Degraded {
+			return !x.Degraded
+		}
+		if x.DeviceBusy != y.DeviceBusy {
+			return x.DeviceBusy < y.DeviceBusy
+		}
+		if rx, ry := resident(x), resident(y); rx != ry {
+			return rx > ry
+		}
+		if x.FreeVRAM != y.FreeVRAM {
+			return x.FreeVRAM > y.FreeVRAM
+		}
+		return x.ID < y.ID
+	})
+	return cands[0].ID, true
+}
+
+// LRU evicts the least recently used unpinned models first.
+type LRU struct{}
+
+var _ Evictor = LRU{}
+
+// Victims returns unpinned entries, oldest use first, until need is covered;
+// it returns nil when even all unpinned entries are not enough.
+func (LRU) Victims(need uint64, entries []EntryView) []int {
+	cands := make([]int, 0, len(entries))
+	for i, e := range entries {
+		if !e.Pinned {
+			cands = append(cands, i)
+		}
+	}
+	sort.SliceStable(cands, func(a, b int) bool { return entries[cands[a]].LastUse.Before(entries[cands[b]].LastUse) })
+	var got uint64
+	var out []int
+	for _, i := range cands {
+		if got >= need {
+			break
+		}
+		out = append(out, i)
+		got += entries[i].Bytes
+	}
+	if got < need {
+		return nil
+	}
+	return out
+}

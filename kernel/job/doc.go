@@ -1,0 +1,35 @@
+// Package job keeps kiln's durable job queue.
+//
+// A Job is a ComfyUI workflow plus its metadata (priority class, deadline,
+// tenant). The Store writes every job to an embedded bbolt database and
+// answers Submit only once the job is on disk (fsync), so an accepted job
+// survives a crash. Submissions that arrive together share one write
+// transaction and one fsync (group commit): a single committer goroutine
+// takes everything that is waiting, commits it, and wakes all the callers.
+//
+// Jobs move through a small state machine, and every move is durable before
+// the call returns:
+//
+//	queued → running → done | failed | cancelled
+//	running → queued   (Requeue: the worker died; after MaxAttempts → failed)
+//	queued → failed | cancelled
+//
+// When the store is opened again, every job that was queued or running is
+// queued again (a running job keeps its attempt count).
+//
+// The store keeps an in-memory index of queued jobs per class, in submission
+// (Seq) order, so that the dispatcher never scans the database:
+//
+//	s, err := job.Open(path, cfg.Queue, clock.Real())
+//	if err != nil { ... }
+//	defer s.Close()
+//	err = s.Submit(ctx, &job.Job{Class: job.Interactive, Workflow: wf}) // durable on return
+//	for range s.Notify() {                 // a job became queued
+//		for _, q := range s.Snapshot(64) { // interactive first, then batch; FIFO in each
+//			j, err := s.Start(q.ID, workerID) // ErrBadTransition: someone else took it
+//			...
+//		}
+//	}
+//
+// See RATIONALE.md for the design decisions.
+package job

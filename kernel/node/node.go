@@ -1,0 +1,223 @@
+// Package node assembles one kiln daemon from its parts: devices, the
+// durable queue, the worker pool, the dispatcher and the HTTP API.
+//
+// The start order is the dependency order and Run undoes it in reverse, so
+// that no worker outlives the pool and no job is acknowledged without the
+// store.
+//
+//	n, err := node.New(cfg, node.Options{Log: log})
+//	err = n.Run(ctx) // serves until ctx ends; then stops everything
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/kiln-gpu/kiln/kernel/api"
+	"github.com/kiln-gpu/kiln/kernel/catalog"
+	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/config"
+	"github.com/kiln-gpu/kiln/kernel/device"
+	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/logging"
+	"github.com/kiln-gpu/kiln/kernel/metrics"
+	"github.com/kiln-gpu/kiln/kernel/worker"
+	wire "github.com/kiln-gpu/kiln/sdk/worker"
+)
+
+// Options are what a node takes from outside besides its config.
+type Options struct {
+	Log   zerolog.Logger
+	Clock clock.Clock
+	// OnListening is called with the API's bound address.
+	OnListening func(net.Addr)
+}
+
+// Node is one running kiln daemon.
+type Node struct {
+	cfg  *config.Config
+	opts Options
+	log  zerolog.Logger
+
+	Devices    *device.Set
+	Store      *job.Store
+	Pool       *worker.Pool
+	Dispatcher *dispatch.Dispatcher
+	Catalog    *catalog.Catalog
+	Metrics    *metrics.Metrics
+	API        *api.Server
+
+	addrMu sync.Mutex
+	addr   net.Addr
+}
+
+// New opens the devices and the queue and prepares the pool. Nothing runs
+// until Run. On error, whatever was opened is closed.
+func New(cfg *config.Config, opts Options) (n *Node, err error) {
+	if opts.Clock == nil {
+		opts.Clock = clock.Real()
+	}
+	n = &Node{cfg: cfg, opts: opts, log: opts.Log}
+	defer func() {
+		if err != nil {
+			n.close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	outDir := cfg.OutputDir
+	if outDir == "" {
+		outDir = filepath.Join(cfg.DataDir, "output")
+	}
+	if outDir, err = filepath.Abs(outDir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return nil, fmt.Errorf("output dir: %w", err)
+	}
+
+	n.Devices, err = device.Open(cfg.Devices, logging.Component(opts.Log, "device"))
+	if err != nil {
+		return nil, err
+	}
+	n.Store, err = job.Open(filepath.Join(cfg.DataDir, "queue.db"), cfg.Queue, opts.Clock)
+	if err != nil {
+		return nil, err
+	}
+	if r := n.Store.Recovered(); r > 0 {
+		n.log.Info().Int("jobs", r).Msg("re-queued unfinished jobs from the last run")
+	}
+	modelsDir, err := filepath.Abs(cfg.ModelsDir)
+	if err != nil {
+		return nil, err
+	}
+	costCfg := cfg.Cost.WithDefaults()
+	n.Catalog = catalog.New(modelsDir, costCfg)
+
+	var devs []wire.DeviceInfo
+	for _, d := range n.Devices.Devices() {
+		in := d.Info()
+		devs = append(devs, wire.DeviceInfo{
+			Index: in.Index, Name: in.Name, UUID: in.UUID, MemoryBytes: in.MemoryBytes,
+			H2DBandwidth: in.H2DBytesPerS, ComputeFactor: in.ComputeFactor, Simulated: in.Simulated,
+		})
+	}
+	costOpts := costCfg.Map()
+	n.Metrics = metrics.New(metrics.Sources{
+		QueueDepth: func() map[string]int {
+			st := n.Store.Stats()
+			out := map[string]int{}
+			for c, v := range st.QueuedByClass {
+				out[string(c)] = v
+			}
+			return out
+		},
+		JobsByState: func() map[string]int {
+			out := map[string]int{}
+			for s, v := range n.Store.Counts() {
+				out[string(s)] = v
+			}
+			return out
+		},
+		WorkerRestarts: func() int { return n.Pool.Restarts() },
+		WorkersReady:   func() int { return n.Pool.Ready() },
+		VRAMReserved: func() map[string]uint64 {
+			out := map[string]uint64{}
+			for _, d := range n.Devices.Devices() {
+				in := d.Info()
+				out[in.Name] = n.Devices.Ledger(in.Index).Used()
+			}
+			return out
+		},
+	})
+	n.Dispatcher = dispatch.New(dispatch.Options{
+		Store: n.Store, Devices: n.Devices, Catalog: n.Catalog, Clock: opts.Clock,
+		Log: logging.Component(opts.Log, "dispatch"),
+		Hooks: dispatch.Hooks{
+			JobFinished: func(j *job.Job) {
+				if !j.FinishedAt.IsZero() {
+					n.Metrics.JobFinished(string(j.Class), string(j.State), j.FinishedAt.Sub(j.CreatedAt).Seconds())
+				}
+			},
+			ModelLoaded:  func(_ string, d time.Duration) { n.Metrics.ModelLoaded(d.Seconds()) },
+			ModelEvicted: func(string) { n.Metrics.ModelEvicted() },
+		},
+	})
+	n.Pool, err = worker.NewPool(cfg.Workers, worker.PoolOptions{
+		Devices: devs, OutputDir: outDir, Options: map[string]any{"cost": costOpts},
+		Clock: opts.Clock, Log: logging.Component(opts.Log, "worker"),
+		OnReady: n.Dispatcher.OnWorkerReady, OnExit: n.Dispatcher.OnWorkerExit,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.Dispatcher.SetPool(n.Pool)
+	n.API = api.New(cfg.API, api.Deps{
+		Store: n.Store, Dispatcher: n.Dispatcher, Pool: n.Pool, Devices: n.Devices, Catalog: n.Catalog,
+		Metrics: n.Metrics, Limits: cfg.Limits, Clock: opts.Clock, Log: logging.Component(opts.Log, "api"),
+	})
+	return n, nil
+}
+
+// Run starts the workers, the dispatcher and the API, and serves until ctx
+// ends or the API fails. It then stops the API first (no new jobs), the
+// dispatcher and the workers, and closes the store.
+func (n *Node) Run(ctx context.Context) error {
+	defer n.close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	n.Pool.Start(ctx)
+	dispatchDone := make(chan struct{})
+	go func() {
+		defer close(dispatchDone)
+		n.Dispatcher.Run(ctx)
+	}()
+	err := n.API.ListenAndServe(ctx, n.cfg.Listen, func(a net.Addr) {
+		n.addrMu.Lock()
+		n.addr = a
+		n.addrMu.Unlock()
+		n.log.Info().Str("addr", a.String()).Int("devices", len(n.Devices.Devices())).
+			Int("workers", len(n.Pool.Workers())).Msg("kiln serving")
+		if n.opts.OnListening != nil {
+			n.opts.OnListening(a)
+		}
+	})
+	cancel()
+	<-dispatchDone
+	n.Pool.Stop()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// Addr is the API's bound address once listening, else nil.
+func (n *Node) Addr() net.Addr {
+	n.addrMu.Lock()
+	defer n.addrMu.Unlock()
+	return n.addr
+}
+
+func (n *Node) close() {
+	if n.Store != nil {
+		if err := n.Store.Close(); err != nil {
+			n.log.Warn().Err(err).Msg("close store")
+		}
+		n.Store = nil
+	}
+	if n.Devices != nil {
+		n.Devices.Close()
+		n.Devices = nil
+	}
+}

@@ -1,0 +1,240 @@
+// Command loadgen measures kiln's durable submit path from a separate
+// process on loopback: POST /v1/jobs throughput and latency percentiles,
+// against a baseline of the same requests with ?dry_run=1 (identical parsing
+// and validation, no durable commit), measured in the same run.
+//
+//	go run ./tests/loadgen -duration 10s -concurrency 64
+//
+// Without -addr it starts bin/kiln serve itself on a free loopback port with
+// a fresh data directory and a tiny synthetic model store, and stops it at
+// the end.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+func main() {
+	addr := flag.String("addr", "", "kiln base URL; empty starts bin/kiln serve")
+	duration := flag.Duration("duration", 10*time.Second, "length of each phase")
+	concurrency := flag.Int("concurrency", 64, "concurrent connections")
+	kilnBin := flag.String("kiln", "bin/kiln", "kiln binary, when starting one")
+	workflowFile := flag.String("workflow", "examples/workflows/salad-comfyui-api__sd1.5-txt2img.api.json", "workflow to submit")
+	flag.Parse()
+
+	base := *addr
+	if base == "" {
+		stop, b, err := startKiln(*kilnBin)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(1)
+		}
+		defer stop()
+		base = b
+	}
+	wf, err := os.ReadFile(*workflowFile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(1)
+	}
+	body := []byte(fmt.Sprintf(`{"workflow": %s, "class": "batch"}`, wf))
+
+	fmt.Printf("machine: %s/%s, %d CPUs; kiln at %s; concurrency %d; %s per phase\n",
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), base, *concurrency, *duration)
+	before := scrape(base)
+	dry := run(base+"/v1/jobs?dry_run=1", body, *concurrency, *duration, http.StatusOK)
+	durable := run(base+"/v1/jobs", body, *concurrency, *duration, http.StatusAccepted)
+	after := scrape(base)
+
+	report("baseline: POST /v1/jobs?dry_run=1 (validate only)", dry)
+	report("durable:  POST /v1/jobs (fsync before 202)", durable)
+	jobs := after["kiln_queue_jobs_committed_total"] - before["kiln_queue_jobs_committed_total"]
+	fsyncs := after["kiln_queue_fsyncs_total"] - before["kiln_queue_fsyncs_total"]
+	if jobs > 0 {
+		fmt.Printf("fsyncs: %.0f for %.0f jobs = %.4f fsyncs/job (group commit)\n", fsyncs, jobs, fsyncs/jobs)
+	}
+	if dry.ok > 0 && durable.ok > 0 {
+		fmt.Printf("durable/baseline throughput ratio: %.2f\n", durable.rate()/dry.rate())
+	}
+	fmt.Printf("kiln RSS after: %.1f MiB\n", after["process_resident_memory_bytes"]/(1<<20))
+}
+
+type result struct {
+	ok, errs  int
+	firstErr  string
+	latencies []time.Duration
+	elapsed   time.Duration
+}
+
+func (r result) rate() float64 { return float64(r.ok) / r.elapsed.Seconds() }
+
+func run(url string, body []byte, conc int, d time.Duration, want int) result {
+	tr := &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc, DisableCompression: true}
+	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var mu sync.Mutex
+	var res result
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < conc; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var lats []time.Duration
+			ok, errs := 0, 0
+			first := ""
+			for ctx.Err() == nil {
+				t0 := time.Now()
+				resp, err := c.Post(url, "application/json", bytes.NewReader(body))
+				if err != nil {
+					if ctx.Err() == nil {
+						errs++
+						if first == "" {
+							first = err.Error()
+						}
+					}
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				lat := time.Since(t0)
+				if resp.StatusCode != want {
+					errs++
+					if first == "" {
+						first = "HTTP " + strconv.Itoa(resp.StatusCode)
+					}
+					continue
+				}
+				ok++
+				lats = append(lats, lat)
+			}
+			mu.Lock()
+			res.ok += ok
+			res.errs += errs
+			res.latencies = append(res.latencies, lats...)
+			if res.firstErr == "" {
+				res.firstErr = first
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	tr.CloseIdleConnections()
+	return res
+}
+
+func report(name string, r result) {
+	sort.Slice(r.latencies, func(i, j int) bool { return r.latencies[i] < r.latencies[j] })
+	p := func(q float64) time.Duration {
+		if len(r.latencies) == 0 {
+			return 0
+		}
+		return r.latencies[int(q*float64(len(r.latencies)-1))]
+	}
+	fmt.Printf("%s\n  %d ok, %d errors in %s: %.0f req/s; latency p50 %s p99 %s max %s\n",
+		name, r.ok, r.errs, r.elapsed.Round(time.Millisecond), r.rate(), p(0.5), p(0.99), p(1))
+	if r.firstErr != "" {
+		fmt.Printf("  first error: %s\n", r.firstErr)
+	}
+}
+
+// scrape reads the unlabelled and summed series of /metrics.
+func scrape(base string) map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, val, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		if i := strings.IndexByte(name, '{'); i >= 0 {
+			name = name[:i]
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err == nil {
+			out[name] += v
+		}
+	}
+	return out
+}
+
+// startKiln runs kiln serve in the background with a fresh data dir.
+func startKiln(bin string) (func(), string, error) {
+	dir, err := os.MkdirTemp("", "kiln-loadgen-")
+	if err != nil {
+		return nil, "", err
+	}
+	models := filepath.Join(dir, "models")
+	if out, err := exec.Command(bin, "models", "synth", "--dir", models, "--from-workflows", "examples/workflows", "--scale", "0.0005").CombinedOutput(); err != nil {
+		return nil, "", fmt.Errorf("synth: %v: %s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(bin, "serve", "--listen", addr, "--data-dir", filepath.Join(dir, "data"), "--models", models,
+		"--set", "log.level=warn", "--set", "log.format=json",
+		"--set", "queue.batch_limit=10000000", "--set", "workers.per_device=1")
+	logf, err := os.Create(filepath.Join(dir, "kiln.log"))
+	if err != nil {
+		return nil, "", err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, "", err
+	}
+	base := "http://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			return nil, "", fmt.Errorf("kiln did not become ready; log in %s", logf.Name())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		logf.Close()
+		os.RemoveAll(dir)
+	}
+	return stop, base, nil
+}
