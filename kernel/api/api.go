@@ -128,7 +128,8 @@ func (s *Server) Handler() http.Handler {
 			writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 			return
 		}
-		h.ServeHTTP(w, r)
+		// ServeHTTP, not h: only the mux fills in the path values.
+		s.mux.ServeHTTP(w, r)
 	})
 }
 
