@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -97,6 +98,12 @@ func New(cfg Config, deps Deps) *Server {
 	if deps.Metrics != nil {
 		s.mux.Handle("GET /metrics", deps.Metrics.Handler())
 	}
+	if s.cfg.PProf {
+		s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	}
 	return s
 }
 
@@ -180,7 +187,7 @@ type jobResponse struct {
 	Outputs    []job.Output       `json:"outputs"`
 	Error      *string            `json:"error"`
 	Progress   *dispatch.Progress `json:"progress,omitempty"`
-	Workflow   map[string]any     `json:"workflow,omitempty"`
+	Workflow   json.RawMessage    `json:"workflow,omitempty"`
 }
 
 func timePtr(t time.Time) *time.Time {

@@ -10,4 +10,6 @@ type Config struct {
 	ReadTimeout       time.Duration `koanf:"read_timeout"`
 	WriteTimeout      time.Duration `koanf:"write_timeout"`
 	IdleTimeout       time.Duration `koanf:"idle_timeout"`
+	// PProf serves net/http/pprof under /debug/pprof/.
+	PProf bool `koanf:"pprof"`
 }

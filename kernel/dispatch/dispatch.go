@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -304,11 +305,20 @@ func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease w
 		d.Wake()
 	}()
 
+	var graph map[string]any
+	if err := json.Unmarshal(j.Workflow, &graph); err != nil {
+		// The API validated this graph before storing it; a store that
+		// hands back something else is corrupt, and the job cannot run.
+		if ferr := d.opts.Store.Fail(j.ID, "stored workflow is unreadable: "+err.Error()); ferr == nil {
+			d.finished(j.ID)
+		}
+		return
+	}
 	unpin, err := d.ensureResident(ctx, w, j.Models)
 	if err == nil {
 		d.setProgress(j.ID, Progress{Phase: "running"})
 		var res wire.RunResult
-		res, err = w.Run(ctx, wire.RunRequest{JobID: j.ID, Attempt: j.Attempts, Workflow: j.Workflow, Models: j.Models},
+		res, err = w.Run(ctx, wire.RunRequest{JobID: j.ID, Attempt: j.Attempts, Workflow: graph, Models: j.Models},
 			func(p wire.Progress) {
 				d.setProgress(j.ID, Progress{Phase: "running", Node: p.Node, Value: p.Value, Max: p.Max})
 			})

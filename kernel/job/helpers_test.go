@@ -2,6 +2,7 @@ package job
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"testing"
 	"time"
@@ -54,7 +55,7 @@ func reopen(t testing.TB, s *Store, path string, cfg Config) *Store {
 func newJob(class Class) *Job {
 	return &Job{
 		Class:    class,
-		Workflow: map[string]any{"1": map[string]any{"class_type": "KSampler", "inputs": map[string]any{"steps": 20.0}}},
+		Workflow: json.RawMessage(`{"1":{"class_type":"KSampler","inputs":{"steps":20}}}`),
 		Models:   []string{"checkpoints/sd15.safetensors"},
 	}
 }

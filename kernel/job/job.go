@@ -1,6 +1,9 @@
 package job
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Class is a job's priority class.
 type Class string
@@ -39,8 +42,10 @@ type Job struct {
 	Seq   uint64 `json:"seq"` // submission order, assigned by the store
 	Class Class  `json:"class"`
 	State State  `json:"state"`
-	// Workflow is the ComfyUI API-format graph, kept verbatim.
-	Workflow map[string]any `json:"workflow"`
+	// Workflow is the ComfyUI API-format graph, kept verbatim as the client
+	// sent it (the store writes these bytes as they are, which also spares
+	// the submit path a re-encoding of the graph).
+	Workflow json.RawMessage `json:"workflow"`
 	// Models are the catalog ids the workflow needs ("checkpoints/x.safetensors").
 	Models     []string  `json:"models"`
 	DeadlineMS int64     `json:"deadline_ms,omitempty"`

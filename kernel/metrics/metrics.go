@@ -30,6 +30,9 @@ type Sources struct {
 	WorkersReady func() int
 	// VRAMReserved returns reserved bytes per device name.
 	VRAMReserved func() map[string]uint64
+	// QueueCommits returns the queue's durable commits so far: all of
+	// them, those that carried submissions, and the jobs they carried.
+	QueueCommits func() (commits, submitCommits, jobs uint64)
 }
 
 // Metrics holds kiln's collectors and their registry.
@@ -119,6 +122,9 @@ var (
 	descRestarts   = prometheus.NewDesc("kiln_worker_restarts_total", "Worker process restarts after a crash or a failed health check.", nil, nil)
 	descReady      = prometheus.NewDesc("kiln_workers_ready", "Worker processes that are up (idle or busy).", nil, nil)
 	descVRAM       = prometheus.NewDesc("kiln_vram_reserved_bytes", "VRAM reserved in the ledger, by device.", []string{"device"}, nil)
+	descCommits    = prometheus.NewDesc("kiln_queue_commits_total", "Durable (fsynced) commits of the job queue.", nil, nil)
+	descSubCommits = prometheus.NewDesc("kiln_queue_submit_commits_total", "Durable commits that carried at least one new job (group commit shares one among many).", nil, nil)
+	descCommitted  = prometheus.NewDesc("kiln_queue_jobs_committed_total", "Jobs made durable by submission.", nil, nil)
 )
 
 // stateCollector reads owned state at scrape time.
@@ -130,6 +136,9 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRestarts
 	ch <- descReady
 	ch <- descVRAM
+	ch <- descCommits
+	ch <- descSubCommits
+	ch <- descCommitted
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -148,6 +157,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if f := c.src.WorkersReady; f != nil {
 		ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, float64(f()))
+	}
+	if f := c.src.QueueCommits; f != nil {
+		commits, sub, jobs := f()
+		ch <- prometheus.MustNewConstMetric(descCommits, prometheus.CounterValue, float64(commits))
+		ch <- prometheus.MustNewConstMetric(descSubCommits, prometheus.CounterValue, float64(sub))
+		ch <- prometheus.MustNewConstMetric(descCommitted, prometheus.CounterValue, float64(jobs))
 	}
 	if f := c.src.VRAMReserved; f != nil {
 		for dev, n := range f() {

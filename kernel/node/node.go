@@ -129,6 +129,10 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 			}
 			return out
 		},
+		QueueCommits: func() (uint64, uint64, uint64) {
+			st := n.Store.Stats()
+			return st.Commits, st.SubmitCommits, st.JobsCommitted
+		},
 		WorkerRestarts: func() int { return n.Pool.Restarts() },
 		WorkersReady:   func() int { return n.Pool.Ready() },
 		VRAMReserved: func() map[string]uint64 {

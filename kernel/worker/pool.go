@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -83,7 +84,8 @@ type Pool struct {
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
 
-	spawn chan spawnRequest
+	spawn   chan spawnRequest
+	classes atomic.Pointer[nodeClassSet]
 }
 
 // Worker is one supervised worker slot. Its process may be restarted many
@@ -287,6 +289,20 @@ type Lease struct {
 // worker advertised classes at all (a worker that lists none accepts any
 // graph, so nothing can be refused on its behalf).
 func (p *Pool) NodeClasses() (map[string]bool, bool) {
+	if c := p.classes.Load(); c != nil {
+		return c.set, c.known
+	}
+	return nil, false
+}
+
+// nodeClassSet is the cached answer of NodeClasses; it is rebuilt when a
+// worker says hello, not on every submission that asks.
+type nodeClassSet struct {
+	set   map[string]bool
+	known bool
+}
+
+func (p *Pool) refreshNodeClasses() {
 	out := map[string]bool{}
 	known := false
 	for _, w := range p.workers {
@@ -299,7 +315,7 @@ func (p *Pool) NodeClasses() (map[string]bool, bool) {
 		}
 		w.mu.Unlock()
 	}
-	return out, known
+	p.classes.Store(&nodeClassSet{set: out, known: known})
 }
 
 // Acquire marks a ready worker busy; ok is false when the worker is not ready
@@ -613,6 +629,7 @@ func (w *Worker) runOnce(ctx context.Context, log zerolog.Logger) (string, error
 	w.hello = hr
 	w.state = Ready
 	w.mu.Unlock()
+	p.refreshNodeClasses()
 	log.Info().Int("pid", proc.cmd.Process.Pid).Str("name", hr.Name).Int("device", w.device.Index).Msg("worker ready")
 	p.opts.OnReady(w)
 
