@@ -67,7 +67,8 @@ type Dispatcher struct {
 	resident map[string]map[string]*residentModel // worker → model → state
 	unpinned chan struct{}                        // closed and replaced on every unpin
 
-	wg sync.WaitGroup
+	events bus
+	wg     sync.WaitGroup
 }
 
 type residentModel struct {
@@ -159,7 +160,9 @@ func (d *Dispatcher) Cancel(id string) (*job.Job, error) {
 	cancel := d.running[id]
 	d.mu.Unlock()
 	if cancel != nil {
-		cancel()
+		cancel() // execute reports the end once the worker has stopped
+	} else {
+		d.finished(id)
 	}
 	return j, nil
 }
@@ -295,6 +298,7 @@ func (d *Dispatcher) workerViews() []WorkerView {
 func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease worker.Lease) {
 	w := lease.Worker
 	log := d.log.With().Str("job", j.ID).Str("worker", w.ID()).Int("attempt", j.Attempts).Logger()
+	d.publish(Event{Type: EventStarted, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts})
 	completed := false
 	defer func() {
 		d.mu.Lock()
@@ -317,10 +321,13 @@ func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease w
 	unpin, err := d.ensureResident(ctx, w, j.Models)
 	if err == nil {
 		d.setProgress(j.ID, Progress{Phase: "running"})
+		d.publish(Event{Type: EventRunning, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts})
 		var res wire.RunResult
 		res, err = w.Run(ctx, wire.RunRequest{JobID: j.ID, Attempt: j.Attempts, Workflow: graph, Models: j.Models},
 			func(p wire.Progress) {
 				d.setProgress(j.ID, Progress{Phase: "running", Node: p.Node, Value: p.Value, Max: p.Max})
+				d.publish(Event{Type: EventProgress, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts,
+					Node: p.Node, Value: p.Value, Max: p.Max})
 			})
 		unpin()
 		if err == nil {
@@ -352,6 +359,7 @@ func (d *Dispatcher) recordFailure(ctx, kernelCtx context.Context, j *job.Job, e
 		log.Info().Msg("kernel stopping; job will be re-queued on restart")
 	case ctx.Err() != nil:
 		log.Info().Msg("job cancelled")
+		d.finished(j.ID)
 	case errors.As(err, &noRoom):
 		if ferr := d.opts.Store.Fail(j.ID, noRoom.Error()); ferr == nil {
 			d.finished(j.ID)
@@ -372,18 +380,25 @@ func (d *Dispatcher) recordFailure(ctx, kernelCtx context.Context, j *job.Job, e
 		}
 		if nj.State == job.Failed {
 			d.finished(j.ID)
+		} else {
+			d.publish(Event{Type: EventRequeued, JobID: j.ID, ClientID: j.ClientID, Attempt: j.Attempts, Error: err.Error()})
 		}
 		log.Warn().Err(err).Str("state", string(nj.State)).Msg("attempt lost; job re-queued")
 	}
 }
 
+// finished reports a job that reached a terminal state to the hooks and
+// the event subscribers, from the store's record.
 func (d *Dispatcher) finished(id string) {
-	if d.opts.Hooks.JobFinished == nil {
+	j, err := d.opts.Store.Get(id)
+	if err != nil {
 		return
 	}
-	if j, err := d.opts.Store.Get(id); err == nil {
+	if d.opts.Hooks.JobFinished != nil {
 		d.opts.Hooks.JobFinished(j)
 	}
+	d.publish(Event{Type: EventFinished, JobID: j.ID, ClientID: j.ClientID, Worker: j.Worker, Attempt: j.Attempts,
+		State: j.State, Outputs: j.Outputs, Error: j.Error})
 }
 
 func (d *Dispatcher) setProgress(id string, p Progress) {
