@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -203,21 +204,7 @@ func (d *Dispatcher) dispatchReady(ctx context.Context) {
 		if len(queued) == 0 {
 			return
 		}
-		id, ok := d.opts.Scheduler.Next(queued, workers)
-		if !ok {
-			return
-		}
-		var jv *JobView
-		for i := range queued {
-			if queued[i].ID == id {
-				jv = &queued[i]
-			}
-		}
-		if jv == nil {
-			d.log.Error().Str("job", id).Msg("scheduler chose a job that is not queued; ignoring its answer")
-			return
-		}
-		wid, ok := d.opts.Balancer.Place(*jv, workers)
+		id, wid, ok := d.choose(queued, workers)
 		if !ok {
 			return
 		}
@@ -248,6 +235,40 @@ func (d *Dispatcher) dispatchReady(ctx context.Context) {
 			d.execute(runCtx, ctx, j, lease)
 		}()
 	}
+}
+
+// choose asks the scheduler for a job and the balancer for its worker. A job
+// the balancer cannot place now is set aside for this round and the
+// scheduler asked again, so that one unplaceable job does not block the
+// queue behind it; a job that no device could ever hold fails at once.
+func (d *Dispatcher) choose(queued []JobView, workers []WorkerView) (jobID, workerID string, ok bool) {
+	var maxUsable uint64
+	for _, w := range workers {
+		maxUsable = max(maxUsable, w.UsableVRAM)
+	}
+	for len(queued) > 0 {
+		id, ok := d.opts.Scheduler.Next(queued, workers)
+		if !ok {
+			return "", "", false
+		}
+		i := slices.IndexFunc(queued, func(j JobView) bool { return j.ID == id })
+		if i < 0 {
+			d.log.Error().Str("job", id).Msg("scheduler chose a job that is not queued; ignoring its answer")
+			return "", "", false
+		}
+		jv := queued[i]
+		if maxUsable > 0 && jv.EstimatedVRAM > maxUsable {
+			err := &NoRoomError{Device: -1, Need: jv.EstimatedVRAM, Usable: maxUsable}
+			if ferr := d.opts.Store.Fail(jv.ID, err.Error()); ferr == nil {
+				d.finished(jv.ID)
+			}
+			d.log.Warn().Str("job", jv.ID).Err(err).Msg("job can never fit on this node's devices")
+		} else if wid, ok := d.opts.Balancer.Place(jv, workers); ok {
+			return id, wid, true
+		}
+		queued = slices.Delete(slices.Clone(queued), i, i+1)
+	}
+	return "", "", false
 }
 
 func (d *Dispatcher) queuedViews(limit int) []JobView {
@@ -418,6 +439,9 @@ type NoRoomError struct {
 }
 
 func (e *NoRoomError) Error() string {
+	if e.Device < 0 {
+		return fmt.Sprintf("the job's models need %s of VRAM but the largest device has %s usable", human(e.Need), human(e.Usable))
+	}
 	return fmt.Sprintf("the job's models need %s of VRAM but device %d has %s usable", human(e.Need), e.Device, human(e.Usable))
 }
 
