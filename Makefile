@@ -12,7 +12,7 @@ RUN_ARGS ?=
 # so that it finishes in about a minute; `make serve` runs at scale 1.
 DEMO_SETS ?= --set cost.time_scale=0.25
 
-.PHONY: all build run serve test test-short bench check fmt vet tidy-check fuzz clean
+.PHONY: all build run serve test bench chaos check fmt vet tidy-check fuzz clean
 
 all: build
 
@@ -30,6 +30,12 @@ serve: build
 # Unit tests and the process-level tests in tests/ (they build bin/ first).
 test: build
 	$(GO) test -count=1 -timeout 9m $(PKGS)
+
+# The chaos test of `make test`, run for longer: random worker kills and a
+# kill -9 of kiln under continuous submission; prints the counts.
+CHAOS_SECONDS ?= 120
+chaos: build
+	KILN_CHAOS_SECONDS=$(CHAOS_SECONDS) $(GO) test -count=1 -timeout 30m -run Chaos -v ./tests/ | grep -E 'chaos:|^(---|ok|FAIL)'
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./kernel/worker/ ./kernel/job/ ./kernel/modelfile/
