@@ -37,11 +37,26 @@ func main() {
 	concurrency := flag.Int("concurrency", 64, "concurrent connections")
 	kilnBin := flag.String("kiln", "bin/kiln", "kiln binary, when starting one")
 	workflowFile := flag.String("workflow", "examples/workflows/salad-comfyui-api__sd1.5-txt2img.api.json", "workflow to submit")
+	scenario := flag.Bool("scenario", false, "run the open-loop scenario (ramp, sustained, spike) instead of the closed-loop comparison")
+	ramp := flag.Duration("ramp", 60*time.Second, "scenario: ramp from 1 to -ramp-to submissions/s over this long")
+	rampTo := flag.Float64("ramp-to", 1000, "scenario: rate at the end of the ramp")
+	sustain := flag.Duration("sustain", 10*time.Minute, "scenario: how long to sustain -sustain-rate")
+	sustainRate := flag.Float64("sustain-rate", 500, "scenario: sustained submissions/s")
+	spike := flag.Duration("spike", 10*time.Second, "scenario: how long the spike lasts")
+	spikeRate := flag.Float64("spike-rate", 2000, "scenario: submissions/s during the spike")
 	flag.Parse()
 
 	base := *addr
 	if base == "" {
-		stop, b, err := startKiln(*kilnBin)
+		// The closed-loop comparison keeps the workers at real-time cost
+		// (they barely use the CPU); the long scenario runs jobs at 1/1000
+		// of it so that the workers drain the queue and memory reaches a
+		// steady state instead of growing with a backlog.
+		extra := []string{"--set", "workers.per_device=1"}
+		if *scenario {
+			extra = []string{"--set", "workers.per_device=2", "--set", "cost.time_scale=0.001"}
+		}
+		stop, b, err := startKiln(*kilnBin, extra...)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "loadgen:", err)
 			os.Exit(1)
@@ -56,6 +71,17 @@ func main() {
 	}
 	body := []byte(fmt.Sprintf(`{"workflow": %s, "class": "batch"}`, wf))
 
+	if *scenario {
+		fmt.Printf("machine: %s/%s, %d CPUs; kiln at %s; open loop, at most %d in flight\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), base, *concurrency)
+		results, samples := runScenario(base, body, []phase{
+			{Name: fmt.Sprintf("ramp 1→%.0f/s", *rampTo), From: 1, To: *rampTo, Duration: *ramp},
+			{Name: fmt.Sprintf("sustained %.0f/s", *sustainRate), From: *sustainRate, To: *sustainRate, Duration: *sustain},
+			{Name: fmt.Sprintf("spike %.0f/s", *spikeRate), From: *spikeRate, To: *spikeRate, Duration: *spike},
+			{Name: fmt.Sprintf("after spike %.0f/s", *sustainRate), From: *sustainRate, To: *sustainRate, Duration: *spike * 3},
+		}, *concurrency, 10*time.Second)
+		reportScenario(results, samples)
+		return
+	}
 	fmt.Printf("machine: %s/%s, %d CPUs; kiln at %s; concurrency %d; %s per phase\n",
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), base, *concurrency, *duration)
 	before := scrape(base)
@@ -190,7 +216,7 @@ func scrape(base string) map[string]float64 {
 }
 
 // startKiln runs kiln serve in the background with a fresh data dir.
-func startKiln(bin string) (func(), string, error) {
+func startKiln(bin string, extraArgs ...string) (func(), string, error) {
 	dir, err := os.MkdirTemp("", "kiln-loadgen-")
 	if err != nil {
 		return nil, "", err
@@ -207,7 +233,8 @@ func startKiln(bin string) (func(), string, error) {
 	ln.Close()
 	cmd := exec.Command(bin, "serve", "--listen", addr, "--data-dir", filepath.Join(dir, "data"), "--models", models,
 		"--set", "log.level=warn", "--set", "log.format=json",
-		"--set", "queue.batch_limit=10000000", "--set", "workers.per_device=1")
+		"--set", "queue.batch_limit=10000000")
+	cmd.Args = append(cmd.Args, extraArgs...)
 	logf, err := os.Create(filepath.Join(dir, "kiln.log"))
 	if err != nil {
 		return nil, "", err
