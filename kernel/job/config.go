@@ -16,6 +16,11 @@ type Config struct {
 	MaxAttempts int `koanf:"max_attempts"`
 	// CommitMaxBatch bounds how many submissions share one fsync.
 	CommitMaxBatch int `koanf:"commit_max_batch"`
+	// HistoryLimit bounds how many finished (done, failed, cancelled) jobs
+	// the store keeps; the oldest are deleted in batches beyond it, so that
+	// a long-running node's disk and memory stay flat. -1 keeps every job.
+	// ComfyUI keeps 10,000 history items; so does kiln by default.
+	HistoryLimit int `koanf:"history_limit"`
 }
 
 // Default values that WithDefaults puts in place of zero fields.
@@ -24,6 +29,7 @@ const (
 	DefaultBatchLimit       = 100000
 	DefaultMaxAttempts      = 3
 	DefaultCommitMaxBatch   = 1024
+	DefaultHistoryLimit     = 10000
 )
 
 // WithDefaults returns a copy of c in which every zero field holds its
@@ -42,6 +48,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.CommitMaxBatch == 0 {
 		c.CommitMaxBatch = DefaultCommitMaxBatch
+	}
+	if c.HistoryLimit == 0 {
+		c.HistoryLimit = DefaultHistoryLimit
 	}
 	return c
 }
@@ -62,6 +71,9 @@ func (c Config) Validate() error {
 		if f.v < 1 {
 			errs = append(errs, fmt.Errorf("%s: must be ≥ 1, got %d", f.key, f.v))
 		}
+	}
+	if c.HistoryLimit < -1 || c.HistoryLimit == 0 {
+		errs = append(errs, fmt.Errorf("queue.history_limit: must be ≥ 1, or -1 to keep every job, got %d", c.HistoryLimit))
 	}
 	return errors.Join(errs...)
 }

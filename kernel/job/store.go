@@ -76,9 +76,10 @@ func WithLockTimeout(d time.Duration) Option {
 // Store is the durable job queue. It is safe for concurrent use. Every method
 // that changes a job returns only after the change is committed to disk.
 type Store struct {
-	db  *bolt.DB
-	cfg Config
-	clk clock.Clock
+	db      *bolt.DB
+	cfg     Config
+	clk     clock.Clock
+	pruning atomic.Bool // a history prune is running
 
 	randMu sync.Mutex
 	rand   io.Reader
@@ -456,6 +457,7 @@ func (s *Store) commit(batch []*op) {
 	for _, o := range batch {
 		close(o.done)
 	}
+	s.maybePrune()
 }
 
 // getJob reads and decodes one job.
