@@ -11,9 +11,9 @@ func TestConfigWithDefaults(t *testing.T) {
 		in   Config
 		want Config
 	}{
-		{name: "zero", in: Config{}, want: Config{InteractiveLimit: 10000, BatchLimit: 100000, MaxAttempts: 3, CommitMaxBatch: 1024}},
-		{name: "kept", in: Config{InteractiveLimit: 5, BatchLimit: 6, MaxAttempts: 7, CommitMaxBatch: 8}, want: Config{InteractiveLimit: 5, BatchLimit: 6, MaxAttempts: 7, CommitMaxBatch: 8}},
-		{name: "negative kept", in: Config{MaxAttempts: -1}, want: Config{InteractiveLimit: 10000, BatchLimit: 100000, MaxAttempts: -1, CommitMaxBatch: 1024}},
+		{name: "zero", in: Config{}, want: Config{InteractiveLimit: 10000, BatchLimit: 100000, MaxAttempts: 3, CommitMaxBatch: 1024, HistoryLimit: 10000}},
+		{name: "kept", in: Config{InteractiveLimit: 5, BatchLimit: 6, MaxAttempts: 7, CommitMaxBatch: 8, HistoryLimit: 9}, want: Config{InteractiveLimit: 5, BatchLimit: 6, MaxAttempts: 7, CommitMaxBatch: 8, HistoryLimit: 9}},
+		{name: "negative kept", in: Config{MaxAttempts: -1, HistoryLimit: -1}, want: Config{InteractiveLimit: 10000, BatchLimit: 100000, MaxAttempts: -1, CommitMaxBatch: 1024, HistoryLimit: -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.in.WithDefaults(); got != tc.want {
