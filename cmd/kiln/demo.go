@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -114,6 +115,10 @@ func cmdDemo(args []string) error {
 	t0 := time.Now()
 	views := watchDemo(ctx, c, ids, out)
 	printSummary(out, views, time.Since(t0), n.Pool.Restarts(), base)
+	if m := scrapeMetrics(ctx, c); m != nil {
+		fmt.Fprintf(out, "model loads %.0f (%.1f s loading in all), evictions %.0f\n",
+			m["kiln_model_loads_total"], m["kiln_model_load_seconds_sum"], m["kiln_model_evictions_total"])
+	}
 	if *exit || ctx.Err() != nil {
 		stop()
 		return <-runErr
@@ -314,4 +319,32 @@ func pct(ds []time.Duration, q float64) string {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	i := int(q*float64(len(s)-1) + 0.5)
 	return s[i].Round(10 * time.Millisecond).String()
+}
+
+// scrapeMetrics reads kiln's unlabelled counters from /metrics.
+func scrapeMetrics(ctx context.Context, c *client) map[string]float64 {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/metrics", nil)
+	if err != nil {
+		return nil
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(data), "\n") {
+		name, val, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(line, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(val, 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out
 }
