@@ -211,6 +211,8 @@ func (e *execution) run() error {
 		if err := e.ctx.Err(); err != nil {
 			return err
 		}
+		// Max 0: node n starts executing (ComfyUI's "executing" message).
+		e.progress(wire.Progress{JobID: e.jobID, Node: n.ID})
 		v, err := nodeTable[n.ClassType](e, n)
 		if err != nil {
 			var we *wire.Error

@@ -77,7 +77,9 @@ func TestServeSocketpair(t *testing.T) {
 			if err := wire.DecodeBody(raw, &p); err != nil {
 				t.Fatal(err)
 			}
-			prog = append(prog, p)
+			if p.Max > 0 { // Max 0 frames mark node starts, not steps
+				prog = append(prog, p)
+			}
 		}
 	}
 

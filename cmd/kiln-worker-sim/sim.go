@@ -144,6 +144,7 @@ func (s *sim) Hello(ctx context.Context, req wire.HelloRequest) (wire.HelloReply
 		Version:      Version,
 		PID:          os.Getpid(),
 		Capabilities: caps,
+		NodeSpecs:    nodeSpecs(),
 	}, nil
 }
 
@@ -303,7 +304,7 @@ func (s *sim) Unload(ctx context.Context, req wire.UnloadRequest) (wire.UnloadRe
 // Stats reports the loaded models, VRAM, jobs done, RSS and runs in flight.
 func (s *sim) Stats(ctx context.Context) (wire.StatsReply, error) {
 	s.mu.Lock()
-	rep := wire.StatsReply{VRAMUsed: s.vramUsed, JobsDone: s.jobsDone, Running: s.running}
+	rep := wire.StatsReply{VRAMUsed: s.vramUsed, JobsDone: s.jobsDone, Running: s.running, NodeSpecs: nodeSpecs()}
 	for _, m := range s.models {
 		rep.Models = append(rep.Models, wire.ModelStat{Model: m.id, VRAMBytes: m.vram})
 	}

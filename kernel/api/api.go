@@ -34,6 +34,10 @@ type Deps struct {
 	Limits     workflow.Limits
 	Clock      clock.Clock
 	Log        zerolog.Logger
+	// OutputDir is where workers write outputs (ComfyUI's output and temp
+	// folders, /view); Comfy configures the ComfyUI-compatible routes.
+	OutputDir string
+	Comfy     ComfyConfig
 }
 
 // Server is kiln's HTTP API.
@@ -95,6 +99,7 @@ func New(cfg Config, deps Deps) *Server {
 	s.mux.HandleFunc("GET /v1/models", s.listModels)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.registerComfy()
 	if deps.Metrics != nil {
 		s.mux.Handle("GET /metrics", deps.Metrics.Handler())
 	}

@@ -2,8 +2,9 @@
 //
 // A model id is a ComfyUI folder plus file name, e.g.
 // "checkpoints/sd_xl_base_1.0.safetensors". For now the catalog reads a local
-// model store laid out as ComfyUI's models directory; the storage plugins of
-// the tier work replace the source without changing this API.
+// model store laid out as ComfyUI's models directory (New), or lists storage
+// backend plugins and inspects each artifact with a loader plugin
+// (NewFromBackends, then Refresh); both answer the same API.
 //
 //	c := catalog.New("./models", costCfg)
 //	e, err := c.Lookup("loras/epi_noiseoffset2.safetensors")
@@ -43,6 +44,23 @@ type Entry struct {
 	// ledger reserves it before a load starts.
 	VRAMBytes int64  `json:"vram_bytes"`
 	Format    string `json:"format"`
+
+	// The fields below are set by catalogs built from storage backends.
+
+	// URI names the artifact in its backend.
+	URI string `json:"uri,omitempty"`
+	// SHA256 is the digest the backend reports ("" if it does not know).
+	SHA256 string `json:"sha256,omitempty"`
+	// Backend is the name of the storage backend that holds the artifact.
+	Backend string `json:"backend,omitempty"`
+	// Component is the artifact's kind (checkpoint, lora, vae, ...).
+	Component string `json:"component,omitempty"`
+	// Tensors is the number of tensors the loader found.
+	Tensors int `json:"tensors,omitempty"`
+	// DependsOn lists what must load before this artifact.
+	DependsOn []string `json:"depends_on,omitempty"`
+	// LoaderVRAMBytes is the loader plugin's own footprint estimate.
+	LoaderVRAMBytes int64 `json:"loader_vram_bytes,omitempty"`
 }
 
 // Catalog resolves model ids against a directory. Safe for concurrent use.
@@ -52,6 +70,8 @@ type Catalog struct {
 
 	mu    sync.Mutex
 	cache map[string]cached
+
+	set *backendSet // nil for a directory catalog
 }
 
 type cached struct {
@@ -65,7 +85,7 @@ func New(dir string, c cost.Config) *Catalog {
 	return &Catalog{dir: dir, cost: c, cache: map[string]cached{}}
 }
 
-// Dir is the model store's root.
+// Dir is the model store's root ("" for a catalog built from backends).
 func (c *Catalog) Dir() string { return c.dir }
 
 // CleanID checks that id is "folder/name" with no way out of the store.
@@ -89,6 +109,9 @@ func CleanID(id string) error {
 func (c *Catalog) Lookup(id string) (Entry, error) {
 	if err := CleanID(id); err != nil {
 		return Entry{}, err
+	}
+	if c.set != nil {
+		return c.lookupBackends(id)
 	}
 	path := filepath.Join(c.dir, filepath.FromSlash(id))
 	st, err := os.Stat(path)
@@ -139,6 +162,9 @@ func (c *Catalog) inspect(id, path string, size int64) (Entry, error) {
 
 // List walks the store and returns every model, sorted by id.
 func (c *Catalog) List() ([]Entry, error) {
+	if c.set != nil {
+		return c.listBackends(), nil
+	}
 	var out []Entry
 	err := filepath.WalkDir(c.dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {

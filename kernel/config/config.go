@@ -6,6 +6,8 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/logging"
+	"github.com/kiln-gpu/kiln/kernel/plugin"
+	"github.com/kiln-gpu/kiln/kernel/tier"
 	"github.com/kiln-gpu/kiln/kernel/worker"
 	"github.com/kiln-gpu/kiln/kernel/workflow"
 )
@@ -30,4 +32,7 @@ type Config struct {
 	Workers worker.Config   `koanf:"workers"`
 	Cost    cost.Config     `koanf:"cost"`
 	Limits  workflow.Limits `koanf:"limits"`
+	ComfyUI api.ComfyConfig `koanf:"comfyui"`
+	Tiers   tier.Config     `koanf:"tiers"`
+	Plugins plugin.Config   `koanf:"plugins"`
 }

@@ -86,6 +86,13 @@ type HelloReply struct {
 	Version      string   `msgpack:"version"`
 	PID          int      `msgpack:"pid"`
 	Capabilities []string `msgpack:"capabilities"` // e.g. "cancel", "node:KSampler"
+	// NodeSpecs (optional, added in protocol 1 without a version change)
+	// describes the node classes the worker executes, class → a ComfyUI
+	// /object_info entry ({"input": {"required": {...}, "optional": {...}},
+	// "output": [...], "output_node": bool, ...}). The kernel serves these on
+	// /object_info and validates /prompt graphs against them. A worker that
+	// sends none is validated on class names only.
+	NodeSpecs map[string]any `msgpack:"node_specs,omitempty"`
 }
 
 // PingRequest carries an opaque nonce echoed in the reply.
@@ -180,4 +187,7 @@ type StatsReply struct {
 	JobsDone int64       `msgpack:"jobs_done"`
 	RSSBytes int64       `msgpack:"rss_bytes"`
 	Running  int         `msgpack:"running"`
+	// NodeSpecs repeats HelloReply.NodeSpecs (optional, additive), so that a
+	// kernel that did not keep the hello reply can ask for them again.
+	NodeSpecs map[string]any `msgpack:"node_specs,omitempty"`
 }

@@ -1,0 +1,613 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/worker"
+	"github.com/kiln-gpu/kiln/kernel/workflow"
+)
+
+// comfy serves the ComfyUI-compatible routes. See docs/comfyui.md.
+type comfy struct {
+	s        *Server
+	cfg      ComfyConfig
+	inputDir string
+	hub      *hub
+
+	specMu  sync.Mutex
+	specSig string
+	specs   *NodeSpecs
+}
+
+// registerComfy adds ComfyUI's routes, each also under /api/, and starts the
+// WebSocket hub that turns dispatcher events into ComfyUI messages.
+func (s *Server) registerComfy() {
+	c := &comfy{s: s, cfg: s.deps.Comfy.WithDefaults()}
+	c.inputDir = c.cfg.InputDir
+	if c.inputDir == "" && s.deps.OutputDir != "" {
+		c.inputDir = filepath.Join(filepath.Dir(s.deps.OutputDir), "input")
+	}
+	c.hub = newHub(c)
+	routes := []struct {
+		pattern string
+		h       http.HandlerFunc
+	}{
+		{"GET /prompt", c.getPrompt},
+		{"POST /prompt", c.postPrompt},
+		{"GET /queue", c.getQueue},
+		{"POST /queue", c.postQueue},
+		{"GET /history", c.getHistory},
+		{"GET /history/{id}", c.getHistoryID},
+		{"POST /history", c.postHistory},
+		{"GET /view", c.view},
+		{"POST /upload/image", c.uploadImage},
+		{"GET /object_info", c.objectInfo},
+		{"GET /object_info/{class}", c.objectInfo},
+		{"GET /system_stats", c.systemStats},
+		{"POST /interrupt", c.interrupt},
+		{"POST /free", c.free},
+		{"GET /models", c.modelFolders},
+		{"GET /models/{folder}", c.modelFolder},
+		{"GET /embeddings", c.embeddings},
+		{"GET /extensions", c.extensions},
+		{"GET /features", c.features},
+		{"GET /ws", c.hub.serveWS},
+	}
+	for _, r := range routes {
+		method, path, _ := strings.Cut(r.pattern, " ")
+		s.mux.HandleFunc(r.pattern, r.h)
+		s.mux.HandleFunc(method+" /api"+path, r.h)
+	}
+	if s.deps.Dispatcher != nil {
+		go c.hub.run()
+	}
+}
+
+// nodeSpecs returns the workers' node specs, fetched again when the set of
+// ready worker processes changes. A pool that offers NodeSpecs() (hello's
+// node_specs) is asked directly; otherwise the specs come from one stats
+// call per new worker process.
+func (c *comfy) nodeSpecs(ctx context.Context) *NodeSpecs {
+	p := c.s.deps.Pool
+	if p == nil {
+		return nil
+	}
+	if src, ok := any(p).(interface{ NodeSpecs() map[string]any }); ok {
+		if m := src.NodeSpecs(); len(m) > 0 {
+			c.specMu.Lock()
+			defer c.specMu.Unlock()
+			sig := fmt.Sprint(len(m))
+			for _, w := range p.Workers() {
+				sig += fmt.Sprintf("|%s:%d", w.ID(), w.Generation())
+			}
+			if sig != c.specSig || c.specs == nil {
+				if ns, err := ParseNodeSpecs(m); err == nil {
+					c.specs, c.specSig = ns, sig
+				}
+			}
+			return c.specs
+		}
+	}
+	var ready []*worker.Worker
+	sig := ""
+	for _, w := range p.Workers() {
+		if w.State() == worker.Ready || w.State() == worker.Busy {
+			ready = append(ready, w)
+			sig += fmt.Sprintf("|%s:%d", w.ID(), w.Generation())
+		}
+	}
+	c.specMu.Lock()
+	defer c.specMu.Unlock()
+	if sig == c.specSig || len(ready) == 0 {
+		return c.specs
+	}
+	merged := map[string]any{}
+	for _, w := range ready {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := w.Stats(sctx)
+		cancel()
+		if err != nil {
+			c.s.deps.Log.Debug().Err(err).Str("worker", w.ID()).Msg("fetch node specs")
+			return c.specs // try again on the next request
+		}
+		for k, v := range st.NodeSpecs {
+			merged[k] = v
+		}
+	}
+	ns, err := ParseNodeSpecs(merged)
+	if err != nil {
+		c.s.deps.Log.Warn().Err(err).Msg("workers sent malformed node specs")
+		return c.specs
+	}
+	c.specs, c.specSig = ns, sig
+	return ns
+}
+
+// env is what /prompt validation checks against.
+func (c *comfy) env(ctx context.Context) PromptEnv {
+	env := PromptEnv{Limits: c.s.deps.Limits, Specs: c.nodeSpecs(ctx)}
+	if c.s.deps.Pool != nil {
+		if classes, ok := c.s.deps.Pool.NodeClasses(); ok {
+			env.Classes = classes
+		}
+	}
+	if cat := c.s.deps.Catalog; cat != nil {
+		env.ModelExists = func(folder, name string) bool {
+			if folder == "input" {
+				_, err := c.safePath(c.inputDir, "", name)
+				if err != nil {
+					return false
+				}
+				p, _ := c.safePath(c.inputDir, "", name)
+				st, err := os.Stat(p)
+				return err == nil && st.Mode().IsRegular()
+			}
+			_, err := cat.Lookup(folder + "/" + name)
+			return err == nil
+		}
+		env.ModelNames = c.modelNames
+	}
+	return env
+}
+
+// modelNames lists the catalog's models in a ComfyUI folder ("input": the
+// uploaded files).
+func (c *comfy) modelNames(folder string) []string {
+	out := []string{}
+	if folder == "input" {
+		if c.inputDir == "" {
+			return out
+		}
+		_ = filepath.WalkDir(c.inputDir, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				if rel, err := filepath.Rel(c.inputDir, p); err == nil {
+					out = append(out, filepath.ToSlash(rel))
+				}
+			}
+			return nil
+		})
+		sort.Strings(out)
+		return out
+	}
+	if c.s.deps.Catalog == nil {
+		return out
+	}
+	entries, err := c.s.deps.Catalog.List()
+	if err != nil {
+		return out
+	}
+	for _, e := range entries {
+		if name, ok := strings.CutPrefix(e.ID, folder+"/"); ok {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// writePromptError answers a refused prompt in ComfyUI's shape.
+func (c *comfy) writePromptError(w http.ResponseWriter, e *PromptError) {
+	if c.s.deps.Metrics != nil {
+		c.s.deps.Metrics.JobRejected(e.Err.Type)
+	}
+	writeJSON(w, e.Status, e)
+}
+
+func (c *comfy) queueRemaining() int {
+	if c.s.deps.Store == nil {
+		return 0
+	}
+	n := c.s.deps.Store.Counts()
+	return n[job.Queued] + n[job.Running]
+}
+
+func (c *comfy) getPrompt(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"exec_info": map[string]any{"queue_remaining": c.queueRemaining()}})
+}
+
+func (c *comfy) postPrompt(w http.ResponseWriter, r *http.Request) {
+	body, ok := c.s.readBody(w, r)
+	if !ok {
+		return
+	}
+	req, perr := DecodePrompt(body, c.env(r.Context()))
+	if perr != nil {
+		c.writePromptError(w, perr)
+		return
+	}
+	if req.PromptID == "" {
+		req.PromptID = newUUID()
+	}
+	if hit := c.hub.cache.lookup(req); hit != nil {
+		c.hub.answerFromCache(req, hit)
+		writeJSON(w, http.StatusOK, map[string]any{"prompt_id": req.PromptID, "number": hit.number, "node_errors": map[string]any{}})
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		c.hub.replayCached(req.PromptID)
+		return
+	}
+	class := job.Class(c.cfg.DefaultClass)
+	if req.Front {
+		class = job.Interactive
+	}
+	j := &job.Job{ID: req.PromptID, Class: class, Workflow: req.Workflow, Models: req.Models, ClientID: req.ClientID}
+	if err := c.s.deps.Store.Submit(r.Context(), j); err != nil {
+		switch {
+		case errors.Is(err, job.ErrQueueFull):
+			c.writePromptError(w, promptErr(http.StatusTooManyRequests, "queue_full", "the queue is full; retry later", err.Error()))
+		case errors.Is(err, job.ErrDuplicate):
+			c.writePromptError(w, promptErr(http.StatusBadRequest, "invalid_prompt", "prompt_id is already in use", err.Error()))
+		case errors.Is(err, job.ErrBadID):
+			c.writePromptError(w, promptErr(http.StatusBadRequest, "invalid_prompt", "invalid prompt_id", err.Error()))
+		case r.Context().Err() != nil:
+		default:
+			c.s.deps.Log.Error().Err(err).Msg("submit prompt")
+			c.writePromptError(w, promptErr(http.StatusServiceUnavailable, "store_unavailable", "the prompt could not be stored; retry later", ""))
+		}
+		return
+	}
+	if c.s.deps.Metrics != nil {
+		c.s.deps.Metrics.JobSubmitted(string(j.Class))
+	}
+	c.hub.rememberExtra(j.ID, req.ExtraData)
+	writeJSON(w, http.StatusOK, map[string]any{"prompt_id": j.ID, "number": j.Seq, "node_errors": map[string]any{}})
+	c.hub.broadcastStatus()
+}
+
+// queueItem is [number, prompt_id, prompt, extra_data, outputs_to_execute].
+func (c *comfy) queueItem(j *job.Job) []any {
+	return []any{j.Seq, j.ID, j.Workflow, c.hub.extraData(j), outputIDs(j.Workflow)}
+}
+
+// outputIDs lists a stored graph's output nodes.
+func outputIDs(wf json.RawMessage) []string {
+	var g map[string]struct {
+		ClassType string `json:"class_type"`
+	}
+	out := []string{}
+	if json.Unmarshal(wf, &g) != nil {
+		return out
+	}
+	for id, n := range g {
+		if isOutputClass(n.ClassType) {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (c *comfy) getQueue(w http.ResponseWriter, _ *http.Request) {
+	running, err := c.s.deps.Store.List(job.Running, 10000)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
+		return
+	}
+	queued, err := c.s.deps.Store.List(job.Queued, 10000)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
+		return
+	}
+	// Pending in the order kiln runs them: interactive, then batch, FIFO.
+	sort.SliceStable(queued, func(a, b int) bool {
+		ca, cb := queued[a].Class == job.Interactive, queued[b].Class == job.Interactive
+		if ca != cb {
+			return ca
+		}
+		return queued[a].Seq < queued[b].Seq
+	})
+	out := map[string][]any{"queue_running": {}, "queue_pending": {}}
+	for _, j := range running {
+		out["queue_running"] = append(out["queue_running"], c.queueItem(j))
+	}
+	for _, j := range queued {
+		out["queue_pending"] = append(out["queue_pending"], c.queueItem(j))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// clearDelete is the body of POST /queue and POST /history.
+type clearDelete struct {
+	Clear  bool     `json:"clear"`
+	Delete []string `json:"delete"`
+}
+
+func (c *comfy) readClearDelete(w http.ResponseWriter, r *http.Request) (clearDelete, bool) {
+	var cd clearDelete
+	body, ok := c.s.readBody(w, r)
+	if !ok {
+		return cd, false
+	}
+	if len(strings.TrimSpace(string(body))) > 0 {
+		if err := json.Unmarshal(body, &cd); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_json", "the body must be {\"clear\": bool, \"delete\": [ids]}: "+err.Error())
+			return cd, false
+		}
+	}
+	return cd, true
+}
+
+func (c *comfy) postQueue(w http.ResponseWriter, r *http.Request) {
+	cd, ok := c.readClearDelete(w, r)
+	if !ok {
+		return
+	}
+	ids := cd.Delete
+	if cd.Clear {
+		queued, _ := c.s.deps.Store.List(job.Queued, 100000)
+		for _, j := range queued {
+			ids = append(ids, j.ID)
+		}
+	}
+	for _, id := range ids {
+		// ComfyUI deletes pending items only; they leave no history.
+		if j, err := c.s.deps.Store.Get(id); err == nil && j.State == job.Queued {
+			if _, err := c.s.deps.Dispatcher.Cancel(id); err == nil {
+				c.hub.forget(id)
+				_ = c.s.deps.Store.Delete(id)
+			}
+		}
+	}
+	c.hub.broadcastStatus()
+	w.WriteHeader(http.StatusOK)
+}
+
+func (c *comfy) postHistory(w http.ResponseWriter, r *http.Request) {
+	cd, ok := c.readClearDelete(w, r)
+	if !ok {
+		return
+	}
+	ids := cd.Delete
+	if cd.Clear {
+		for _, j := range c.terminalJobs(0) {
+			ids = append(ids, j.ID)
+		}
+		c.hub.clearCachedHistory()
+	}
+	for _, id := range ids {
+		c.hub.deleteCachedHistory(id)
+		if err := c.s.deps.Store.Delete(id); err == nil {
+			c.hub.forget(id)
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// terminalJobs lists finished jobs oldest first; max > 0 keeps the newest max.
+func (c *comfy) terminalJobs(max int) []*job.Job {
+	var out []*job.Job
+	for _, st := range []job.State{job.Done, job.Failed, job.Cancelled} {
+		jobs, err := c.s.deps.Store.List(st, 100000)
+		if err != nil {
+			continue
+		}
+		out = append(out, jobs...)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Seq < out[b].Seq })
+	if max > 0 && len(out) > max {
+		out = out[len(out)-max:]
+	}
+	return out
+}
+
+func (c *comfy) getHistory(w http.ResponseWriter, r *http.Request) {
+	max := 0
+	if v := r.URL.Query().Get("max_items"); v != "" {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			max = n
+		}
+	}
+	out := map[string]any{}
+	for _, j := range c.terminalJobs(max) {
+		out[j.ID] = c.hub.historyEntry(j)
+	}
+	for id, e := range c.hub.cachedHistory(max) {
+		out[id] = e
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (c *comfy) getHistoryID(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	out := map[string]any{}
+	if e := c.hub.cachedHistoryEntry(id); e != nil {
+		out[id] = e
+	} else if j, err := c.s.deps.Store.Get(id); err == nil && j.State != job.Queued && j.State != job.Running {
+		out[id] = c.hub.historyEntry(j)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (c *comfy) objectInfo(w http.ResponseWriter, r *http.Request) {
+	specs := c.nodeSpecs(r.Context())
+	only := r.PathValue("class")
+	out := specs.objectInfo(only, c.modelNames)
+	if specs.Len() == 0 && c.s.deps.Pool != nil {
+		// Workers that send no specs: their classes, without inputs.
+		if classes, ok := c.s.deps.Pool.NodeClasses(); ok {
+			for class := range classes {
+				if only == "" || only == class {
+					out[class] = map[string]any{"input": map[string]any{"required": map[string]any{}}, "output": []any{},
+						"name": class, "display_name": class, "category": "", "output_node": isOutputClass(class)}
+				}
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (c *comfy) systemStats(w http.ResponseWriter, _ *http.Request) {
+	total, free := memInfo()
+	osName := "posix"
+	if runtime.GOOS == "windows" {
+		osName = "nt"
+	}
+	devices := []any{}
+	if c.s.deps.Devices != nil {
+		for _, d := range c.s.deps.Devices.Describe() {
+			typ := "cuda"
+			if d.Simulated {
+				typ = "simulated"
+			}
+			devices = append(devices, map[string]any{
+				"name": fmt.Sprintf("cuda:%d %s", d.Index, d.Name), "type": typ, "index": d.Index,
+				"vram_total": d.MemoryTotal, "vram_free": d.MemoryFree,
+				"torch_vram_total": d.Usable, "torch_vram_free": d.Usable - min(d.Usable, d.Reserved),
+				"simulated": d.Simulated,
+			})
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"system": map[string]any{
+			"os": osName, "ram_total": total, "ram_free": free,
+			"comfyui_version": "kiln", "required_frontend_version": "", "python_version": "n/a (kiln " + runtime.Version() + ")",
+			"pytorch_version": "n/a", "embedded_python": false, "argv": os.Args,
+		},
+		"devices": devices,
+	})
+}
+
+// memInfo reads MemTotal and MemAvailable from /proc/meminfo (0 elsewhere).
+func memInfo() (total, free uint64) {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseUint(f[1], 10, 64)
+		switch f[0] {
+		case "MemTotal:":
+			total = v * 1024
+		case "MemAvailable:":
+			free = v * 1024
+		}
+	}
+	return total, free
+}
+
+// interrupt cancels running jobs: the one named by prompt_id, else those of
+// client_id (body, or the clientId query), else every running job (what
+// ComfyUI's single executor does).
+func (c *comfy) interrupt(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		PromptID string `json:"prompt_id"`
+		ClientID string `json:"client_id"`
+	}
+	if data, ok := c.s.readBody(w, r); !ok {
+		return
+	} else if len(strings.TrimSpace(string(data))) > 0 {
+		_ = json.Unmarshal(data, &body)
+	}
+	if body.ClientID == "" {
+		body.ClientID = r.URL.Query().Get("clientId")
+	}
+	running, _ := c.s.deps.Store.List(job.Running, 10000)
+	for _, j := range running {
+		switch {
+		case body.PromptID != "" && j.ID != body.PromptID:
+			continue
+		case body.PromptID == "" && body.ClientID != "" && j.ClientID != body.ClientID:
+			continue
+		}
+		if _, err := c.s.deps.Dispatcher.Cancel(j.ID); err != nil {
+			c.s.deps.Log.Debug().Err(err).Str("job", j.ID).Msg("interrupt")
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// free clears the result cache and, with unload_models, unloads every model
+// no running job uses.
+func (c *comfy) free(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		UnloadModels bool `json:"unload_models"`
+		FreeMemory   bool `json:"free_memory"`
+	}
+	if data, ok := c.s.readBody(w, r); !ok {
+		return
+	} else if len(strings.TrimSpace(string(data))) > 0 {
+		_ = json.Unmarshal(data, &body)
+	}
+	if body.FreeMemory || body.UnloadModels {
+		c.hub.cache.clear()
+	}
+	if body.UnloadModels && c.s.deps.Dispatcher != nil {
+		n := c.s.deps.Dispatcher.UnloadIdle(r.Context())
+		c.s.deps.Log.Info().Int("models", n).Msg("free: unloaded idle models")
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// modelFolderNames are ComfyUI's model folders.
+var modelFolderNames = []string{"checkpoints", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
+	"style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen", "upscale_models", "hypernetworks",
+	"photomaker", "classifiers", "configs"}
+
+func (c *comfy) modelFolders(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, modelFolderNames)
+}
+
+func (c *comfy) modelFolder(w http.ResponseWriter, r *http.Request) {
+	folder := r.PathValue("folder")
+	switch folder {
+	case "unet":
+		folder = "diffusion_models"
+	case "clip":
+		folder = "text_encoders"
+	}
+	known := false
+	for _, f := range modelFolderNames {
+		known = known || f == folder
+	}
+	if !known {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no model folder %q", r.PathValue("folder")))
+		return
+	}
+	writeJSON(w, http.StatusOK, c.modelNames(folder))
+}
+
+func (c *comfy) embeddings(w http.ResponseWriter, _ *http.Request) {
+	out := []string{}
+	for _, n := range c.modelNames("embeddings") {
+		out = append(out, strings.TrimSuffix(n, filepath.Ext(n)))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (c *comfy) extensions(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, []string{})
+}
+
+func (c *comfy) features(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"supports_preview_metadata": true, "max_upload_size": c.s.cfg.MaxBodyBytes})
+}
+
+func isOutputClass(class string) bool { return workflow.IsOutputClass(class) }
+
+// newUUID returns a random UUID v4, as ComfyUI's prompt ids are.
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}

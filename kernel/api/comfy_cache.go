@@ -1,0 +1,216 @@
+package api
+
+import (
+	"bytes"
+	"container/list"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/job"
+)
+
+// resultCache answers a prompt whose canonical graph matches a finished
+// one. A node's canonical hash covers its class, its literal inputs (so the
+// seed) and the hashes of the nodes it links to, never its id; a graph's key
+// is the sorted hashes of its output nodes. Entries are bounded in number
+// and age, and a hit is used only while its files still exist.
+type resultCache struct {
+	enabled   bool
+	max       int
+	maxAge    time.Duration
+	clk       clock.Clock
+	outputDir string
+
+	mu      sync.Mutex
+	entries map[string]*list.Element
+	order   *list.List // front: newest
+}
+
+type cacheEntry struct {
+	key    string
+	at     time.Time
+	number uint64
+	byHash map[string][]job.Output // output node hash → its files
+}
+
+// cacheHit is a prompt's outputs, renamed to its node ids.
+type cacheHit struct {
+	number  uint64
+	outputs []job.Output
+}
+
+func newResultCache(cfg ComfyCacheConfig, clk clock.Clock, outputDir string) *resultCache {
+	return &resultCache{enabled: cfg.Enabled != nil && *cfg.Enabled && cfg.MaxEntries > 0 && outputDir != "",
+		max: cfg.MaxEntries, maxAge: cfg.MaxAge, clk: clk, outputDir: outputDir,
+		entries: map[string]*list.Element{}, order: list.New()}
+}
+
+// canonical computes the hash of every node an output depends on.
+func canonical(graph map[string]any) (map[string]string, []string) {
+	hashes := map[string]string{}
+	var hashOf func(id string, depth int) string
+	hashOf = func(id string, depth int) string {
+		if h, ok := hashes[id]; ok {
+			return h
+		}
+		if depth > 10000 {
+			return "cycle"
+		}
+		node, _ := graph[id].(map[string]any)
+		class, _ := node["class_type"].(string)
+		inputs, _ := node["inputs"].(map[string]any)
+		names := make([]string, 0, len(inputs))
+		for n := range inputs {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		sum := sha256.New()
+		fmt.Fprintf(sum, "class=%q;", class)
+		for _, n := range names {
+			v := inputs[n]
+			if arr, ok := v.([]any); ok && len(arr) == 2 {
+				if src, ok := linkID(arr[0]); ok {
+					fmt.Fprintf(sum, "%q=link(%s,%v);", n, hashOf(src, depth+1), arr[1])
+					continue
+				}
+			}
+			b, _ := json.Marshal(v)
+			fmt.Fprintf(sum, "%q=%s;", n, b)
+		}
+		h := hex.EncodeToString(sum.Sum(nil))
+		hashes[id] = h
+		return h
+	}
+	var outs []string
+	for id, n := range graph {
+		node, _ := n.(map[string]any)
+		class, _ := node["class_type"].(string)
+		if isOutputClass(class) {
+			outs = append(outs, id)
+			hashOf(id, 0)
+		}
+	}
+	sort.Strings(outs)
+	return hashes, outs
+}
+
+func linkID(v any) (string, bool) {
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case json.Number:
+		return x.String(), true
+	case float64:
+		return fmt.Sprint(x), true
+	}
+	return "", false
+}
+
+func graphKey(hashes map[string]string, outs []string) string {
+	hs := make([]string, 0, len(outs))
+	for _, o := range outs {
+		hs = append(hs, hashes[o])
+	}
+	sort.Strings(hs)
+	sum := sha256.Sum256([]byte(fmt.Sprint(hs)))
+	return hex.EncodeToString(sum[:])
+}
+
+func decodeGraph(raw json.RawMessage) map[string]any {
+	var g map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if dec.Decode(&g) != nil {
+		return nil
+	}
+	return g
+}
+
+// store records a finished job's outputs.
+func (c *resultCache) store(j *job.Job) {
+	if c == nil || !c.enabled || j.State != job.Done || len(j.Outputs) == 0 {
+		return
+	}
+	g := decodeGraph(j.Workflow)
+	if g == nil {
+		return
+	}
+	hashes, outs := canonical(g)
+	e := &cacheEntry{key: graphKey(hashes, outs), at: c.clk.Now(), number: j.Seq, byHash: map[string][]job.Output{}}
+	for _, o := range j.Outputs {
+		h := hashes[o.Node]
+		e.byHash[h] = append(e.byHash[h], o)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.entries[e.key]; ok {
+		c.order.Remove(old)
+	}
+	c.entries[e.key] = c.order.PushFront(e)
+	for c.order.Len() > c.max {
+		last := c.order.Back()
+		c.order.Remove(last)
+		delete(c.entries, last.Value.(*cacheEntry).key)
+	}
+}
+
+// lookup finds a prompt's outputs, renamed to its node ids.
+func (c *resultCache) lookup(req *PromptRequest) *cacheHit {
+	if c == nil || !c.enabled {
+		return nil
+	}
+	g := decodeGraph(req.Workflow)
+	if g == nil {
+		return nil
+	}
+	hashes, outs := canonical(g)
+	key := graphKey(hashes, outs)
+	c.mu.Lock()
+	el, ok := c.entries[key]
+	var e *cacheEntry
+	if ok {
+		e = el.Value.(*cacheEntry)
+		if c.maxAge > 0 && c.clk.Since(e.at) > c.maxAge {
+			c.order.Remove(el)
+			delete(c.entries, key)
+			e = nil
+		}
+	}
+	c.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	hit := &cacheHit{number: e.number}
+	for _, id := range outs {
+		for _, o := range e.byHash[hashes[id]] {
+			if _, err := os.Stat(filepath.Join(c.outputDir, filepath.FromSlash(o.Subfolder), o.Filename)); err != nil {
+				return nil // the files are gone: run again
+			}
+			o.Node = id
+			hit.outputs = append(hit.outputs, o)
+		}
+	}
+	if len(hit.outputs) == 0 {
+		return nil
+	}
+	return hit
+}
+
+// clear empties the cache.
+func (c *resultCache) clear() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.entries = map[string]*list.Element{}
+	c.order.Init()
+}

@@ -1,0 +1,69 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/job"
+)
+
+// ComfyConfig is the comfyui section: kiln's ComfyUI-compatible API
+// (/prompt, /queue, /history, /view, /ws, ...; see docs/comfyui.md).
+type ComfyConfig struct {
+	// InputDir holds uploaded images (/upload/image, LoadImage, /view
+	// type=input); empty means "input" next to the output directory.
+	InputDir string `koanf:"input_dir"`
+	// DefaultClass is the priority class of a /prompt without "front".
+	DefaultClass string `koanf:"default_class"`
+	// Keepalive is how often an idle WebSocket gets a status frame;
+	// ComfyUI clients reconnect after 10 s of silence.
+	Keepalive time.Duration `koanf:"keepalive"`
+	// Cache configures the result cache.
+	Cache ComfyCacheConfig `koanf:"cache"`
+}
+
+// ComfyCacheConfig bounds the result cache: a /prompt whose canonical graph
+// matches a finished one is answered from it without running.
+type ComfyCacheConfig struct {
+	Enabled    *bool         `koanf:"enabled"`
+	MaxEntries int           `koanf:"max_entries"`
+	MaxAge     time.Duration `koanf:"max_age"`
+}
+
+// WithDefaults fills zero fields with the defaults of configs/kiln.yaml.
+func (c ComfyConfig) WithDefaults() ComfyConfig {
+	if c.DefaultClass == "" {
+		c.DefaultClass = string(job.Interactive)
+	}
+	if c.Keepalive == 0 {
+		c.Keepalive = 5 * time.Second
+	}
+	if c.Cache.Enabled == nil {
+		on := true
+		c.Cache.Enabled = &on
+	}
+	if c.Cache.MaxEntries == 0 {
+		c.Cache.MaxEntries = 1024
+	}
+	if c.Cache.MaxAge == 0 {
+		c.Cache.MaxAge = 24 * time.Hour
+	}
+	return c
+}
+
+// Validate checks the comfyui section.
+func (c ComfyConfig) Validate() error {
+	c = c.WithDefaults()
+	switch {
+	case c.DefaultClass != string(job.Interactive) && c.DefaultClass != string(job.Batch):
+		return fmt.Errorf("comfyui.default_class: %q is not one of interactive, batch", c.DefaultClass)
+	case c.Keepalive < 100*time.Millisecond || c.Keepalive > 9*time.Second:
+		return fmt.Errorf("comfyui.keepalive: must be between 100ms and 9s (clients give up after 10s), got %s", c.Keepalive)
+	case c.Cache.MaxEntries < 0:
+		return errors.New("comfyui.cache.max_entries: must be ≥ 0")
+	case c.Cache.MaxAge < 0:
+		return errors.New("comfyui.cache.max_age: must be ≥ 0")
+	}
+	return nil
+}

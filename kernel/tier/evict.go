@@ -1,0 +1,56 @@
+package tier
+
+import (
+	"sort"
+	"time"
+)
+
+// EntryView is what an eviction policy sees of one cached model. Its fields
+// are those of dispatch.EntryView, so that one policy serves every tier:
+// Worker names the tier ("disk", "ram") here.
+type EntryView struct {
+	Model   string
+	Worker  string
+	Bytes   uint64
+	LastUse time.Time
+	Hits    int
+	Pinned  bool
+}
+
+// Evictor picks entries to drop so that need more bytes fit. It returns
+// indices into entries and must never pick a pinned one; the tier checks
+// and ignores such an answer. Its method set is dispatch.Evictor's, so a
+// WASM eviction policy adapter implements both.
+type Evictor interface {
+	Victims(need uint64, entries []EntryView) []int
+}
+
+// LRU evicts the least recently used unpinned entries first.
+type LRU struct{}
+
+var _ Evictor = LRU{}
+
+// Victims returns unpinned entries, oldest use first, until need is covered;
+// nil when all unpinned entries together are not enough.
+func (LRU) Victims(need uint64, entries []EntryView) []int {
+	cands := make([]int, 0, len(entries))
+	for i, e := range entries {
+		if !e.Pinned {
+			cands = append(cands, i)
+		}
+	}
+	sort.SliceStable(cands, func(a, b int) bool { return entries[cands[a]].LastUse.Before(entries[cands[b]].LastUse) })
+	var got uint64
+	var out []int
+	for _, i := range cands {
+		if got >= need {
+			break
+		}
+		out = append(out, i)
+		got += entries[i].Bytes
+	}
+	if got < need {
+		return nil
+	}
+	return out
+}

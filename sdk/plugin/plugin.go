@@ -1,0 +1,154 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	goplugin "github.com/hashicorp/go-plugin"
+)
+
+// Handshake is the one handshake between kiln and every plugin.
+//
+// Version history:
+//   - 1: StorageBackend (List, Stat, Open, Put) and ModelLoader (Inspect,
+//     Convert), package kilnplugin.v1.
+var Handshake = goplugin.HandshakeConfig{
+	ProtocolVersion:  1,
+	MagicCookieKey:   "KILN_PLUGIN",
+	MagicCookieValue: "b6f1c2e0-kiln-process-plugin",
+}
+
+// Plugin kinds, the keys of PluginMap.
+const (
+	KindStorage = "storage"
+	KindLoader  = "loader"
+)
+
+// ErrNotFound is returned (and sent as gRPC NotFound) for a missing key.
+var ErrNotFound = errors.New("not found")
+
+// ErrUnsupported is returned (and sent as gRPC Unimplemented) by optional
+// calls a plugin does not implement.
+var ErrUnsupported = errors.New("unsupported")
+
+// Object describes one stored artifact.
+type Object struct {
+	// Key is the artifact's slash-separated path inside the backend.
+	Key  string `json:"key"`
+	Size int64  `json:"size"`
+	// SHA256 is the lower-case hex digest, or "" when the backend does not know it.
+	SHA256  string    `json:"sha256,omitempty"`
+	ModTime time.Time `json:"mod_time"`
+	// URI names the artifact for humans and logs.
+	URI string `json:"uri"`
+	// LocalPath is set by backends whose bytes sit on a local file system.
+	LocalPath string `json:"local_path,omitempty"`
+}
+
+// Storage is a source of model bytes. Every method must be safe for
+// concurrent use and idempotent.
+type Storage interface {
+	// List returns the objects whose keys start with prefix ("" for all).
+	List(ctx context.Context, prefix string) ([]Object, error)
+	// Stat returns one object or an error wrapping ErrNotFound.
+	Stat(ctx context.Context, key string) (Object, error)
+	// Open streams length bytes of key from offset (length <= 0: to the end).
+	Open(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
+}
+
+// Putter is implemented by storage backends that accept writes.
+type Putter interface {
+	Put(ctx context.Context, key string, size int64, r io.Reader) (Object, error)
+}
+
+// Tensor is one tensor of a model file.
+type Tensor struct {
+	Name  string  `json:"name"`
+	DType string  `json:"dtype"`
+	Shape []int64 `json:"shape"`
+	// Begin and End are byte offsets from the start of the file.
+	Begin int64 `json:"begin"`
+	End   int64 `json:"end"`
+}
+
+// InspectRequest names the artifact a loader should read.
+type InspectRequest struct {
+	Key  string
+	Size int64
+	// Head is the artifact's first bytes.
+	Head []byte
+	// Path, when set, is a local file with the whole artifact.
+	Path string
+}
+
+// ModelInfo is what a loader found in an artifact.
+type ModelInfo struct {
+	// NeedBytes > 0 means Head was too short: ask again with that many bytes.
+	NeedBytes  int64    `json:"need_bytes,omitempty"`
+	Format     string   `json:"format"`
+	TotalBytes int64    `json:"total_bytes"`
+	Tensors    []Tensor `json:"tensors,omitempty"`
+	// VRAMBytes is the estimated device memory of the loaded model.
+	VRAMBytes int64  `json:"vram_bytes"`
+	Component string `json:"component"`
+	Family    string `json:"family,omitempty"`
+	// DependsOn lists what must be loaded before this artifact.
+	DependsOn []string          `json:"depends_on,omitempty"`
+	Metadata  map[string]string `json:"metadata,omitempty"`
+	// NominalBytes is the size of the real model a synthetic file stands for.
+	NominalBytes int64 `json:"nominal_bytes"`
+}
+
+// Loader reads model metadata. Inspect must be idempotent.
+type Loader interface {
+	Inspect(ctx context.Context, req InspectRequest) (ModelInfo, error)
+}
+
+// Converter is implemented by loaders that can rewrite an artifact into a
+// loading-friendly layout.
+type Converter interface {
+	Convert(ctx context.Context, srcPath, dstPath string) (bytes int64, format string, err error)
+}
+
+// PluginMap is the go-plugin plugin set for both kinds; a host dispenses
+// KindStorage or KindLoader from it.
+func PluginMap() map[string]goplugin.Plugin {
+	return map[string]goplugin.Plugin{
+		KindStorage: &StoragePlugin{},
+		KindLoader:  &LoaderPlugin{},
+	}
+}
+
+// Logger returns the JSON stderr logger plugins should use; go-plugin relays
+// its lines into kiln's log.
+func Logger(name string) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: name, Output: os.Stderr, JSONFormat: true, Level: hclog.Info})
+}
+
+// Serve runs impl as a plugin until kiln closes it. impl must be a Storage or
+// a Loader. Serve never returns to a process that was not started by kiln:
+// go-plugin prints a message and exits.
+func Serve(impl any) {
+	plugins := map[string]goplugin.Plugin{}
+	name := "kiln-plugin"
+	switch v := impl.(type) {
+	case Storage:
+		plugins[KindStorage] = &StoragePlugin{Impl: v}
+		name = "storage"
+	case Loader:
+		plugins[KindLoader] = &LoaderPlugin{Impl: v}
+		name = "loader"
+	default:
+		panic("plugin.Serve: impl is neither a plugin.Storage nor a plugin.Loader")
+	}
+	goplugin.Serve(&goplugin.ServeConfig{
+		HandshakeConfig: Handshake,
+		Plugins:         plugins,
+		GRPCServer:      goplugin.DefaultGRPCServer,
+		Logger:          Logger(name),
+	})
+}
