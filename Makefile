@@ -12,7 +12,7 @@ RUN_ARGS ?=
 # so that it finishes in about a minute; `make serve` runs at scale 1.
 DEMO_SETS ?= --set cost.time_scale=0.25
 
-.PHONY: all build run serve test bench chaos check fmt vet tidy-check fuzz clean
+.PHONY: all build run serve test bench chaos check fmt vet tidy-check fuzz proto proto-check clean
 
 all: build
 
@@ -20,6 +20,8 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/kiln ./cmd/kiln
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/kiln-worker-sim ./cmd/kiln-worker-sim
+	for p in storage-fs storage-http loader-safetensors loader-gguf; do \
+		$(GO) build -o $(BIN)/kiln-$$p ./plugins/$$p || exit 1; done
 
 run: build
 	$(BIN)/kiln demo $(DEMO_SETS) $(RUN_ARGS)
@@ -68,6 +70,17 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./kernel/workflow/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadHeader$$' -fuzztime $(FUZZTIME) ./kernel/modelfile/
 	$(GO) test -run '^$$' -fuzz '^FuzzLoadYAML$$' -fuzztime $(FUZZTIME) ./kernel/config/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugins/loader-safetensors/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugins/loader-gguf/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodePrompt$$' -fuzztime $(FUZZTIME) ./kernel/api/
+
+# The plugin protocol's generated Go code is committed; regenerating needs
+# protoc (Debian's protobuf-compiler) and protoc-gen-go/-go-grpc.
+proto:
+	sdk/plugin/gen.sh
+
+proto-check: proto
+	git diff --exit-code sdk/plugin/kilnpluginv1
 
 clean:
 	rm -rf $(BIN) demo

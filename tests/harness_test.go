@@ -28,8 +28,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	for _, target := range []string{"kiln", "kiln-worker-sim"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, target), "../cmd/"+target)
+	// Every binary kiln runs, next to kiln as `make build` lays them out:
+	// the daemon finds its worker and its storage and loader plugins there.
+	for target, pkg := range map[string]string{
+		"kiln": "../cmd/kiln", "kiln-worker-sim": "../cmd/kiln-worker-sim",
+		"kiln-storage-fs": "../plugins/storage-fs", "kiln-storage-http": "../plugins/storage-http",
+		"kiln-loader-safetensors": "../plugins/loader-safetensors", "kiln-loader-gguf": "../plugins/loader-gguf",
+	} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, target), pkg)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintf(os.Stderr, "build %s: %v\n", target, err)

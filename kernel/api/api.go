@@ -19,6 +19,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/metrics"
+	"github.com/kiln-gpu/kiln/kernel/tier"
 	"github.com/kiln-gpu/kiln/kernel/worker"
 	"github.com/kiln-gpu/kiln/kernel/workflow"
 )
@@ -38,6 +39,8 @@ type Deps struct {
 	// folders, /view); Comfy configures the ComfyUI-compatible routes.
 	OutputDir string
 	Comfy     ComfyConfig
+	// Tiers serves GET /v1/tiers; nil when kiln runs without them.
+	Tiers *tier.Manager
 }
 
 // Server is kiln's HTTP API.
@@ -97,6 +100,8 @@ func New(cfg Config, deps Deps) *Server {
 	s.mux.HandleFunc("GET /v1/workers", s.listWorkers)
 	s.mux.HandleFunc("GET /v1/devices", s.listDevices)
 	s.mux.HandleFunc("GET /v1/models", s.listModels)
+	s.mux.HandleFunc("POST /v1/models/refresh", s.refreshModels)
+	s.mux.HandleFunc("GET /v1/tiers", s.listTiers)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.registerComfy()
@@ -417,6 +422,23 @@ func (s *Server) listModels(w http.ResponseWriter, _ *http.Request) {
 		models = []catalog.Entry{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"models": models})
+}
+
+func (s *Server) refreshModels(w http.ResponseWriter, r *http.Request) {
+	res, err := s.deps.Catalog.Refresh(r.Context())
+	if err != nil {
+		writeError(w, http.StatusBadGateway, "refresh_failed", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) listTiers(w http.ResponseWriter, r *http.Request) {
+	if s.deps.Tiers == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"tiers": []any{}, "note": "kiln runs without cache tiers (no storage plugin found)"})
+		return
+	}
+	s.deps.Tiers.TiersHandler().ServeHTTP(w, r)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -16,6 +16,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/tier"
 	"github.com/kiln-gpu/kiln/kernel/worker"
 	wire "github.com/kiln-gpu/kiln/sdk/worker"
 )
@@ -34,9 +35,13 @@ type Options struct {
 	Pool    *worker.Pool
 	Devices *device.Set
 	Catalog *catalog.Catalog
-	Clock   clock.Clock
-	Log     zerolog.Logger
-	Hooks   Hooks
+	// Tiers, when set, makes each model's bytes resident in shared memory
+	// (L2) before a worker loads it from there; without it workers load
+	// from the catalog's file path.
+	Tiers *tier.Manager
+	Clock clock.Clock
+	Log   zerolog.Logger
+	Hooks Hooks
 
 	Scheduler Scheduler
 	Balancer  Balancer
@@ -530,7 +535,7 @@ func (d *Dispatcher) tryResident(ctx context.Context, w *worker.Worker, models [
 		go func() {
 			defer wg.Done()
 			start := d.clk.Now()
-			rep, lerr := w.Load(ctx, wire.LoadRequest{Model: p.entry.ID, Path: p.entry.Path, Bytes: p.entry.Bytes, Family: p.entry.Family})
+			rep, lerr := d.load(ctx, w, p.entry)
 			if lerr == nil && rep.VRAMBytes > 0 && uint64(rep.VRAMBytes) != p.rm.res.Bytes() {
 				// The worker knows the true footprint; the ledger follows it.
 				if rerr := d.opts.Devices.Ledger(w.Device().Index).Resize(p.rm.res, uint64(rep.VRAMBytes)); rerr != nil {
@@ -573,6 +578,26 @@ func (d *Dispatcher) tryResident(ctx context.Context, w *worker.Worker, models [
 		}
 	}
 	return pinned, nil, nil
+}
+
+// load makes one model resident in a worker: through the tiers when kiln has
+// them (the bytes climb to an L2 segment, which the worker maps read-only),
+// else from the catalog's file.
+func (d *Dispatcher) load(ctx context.Context, w *worker.Worker, e catalog.Entry) (wire.LoadReply, error) {
+	req := wire.LoadRequest{Model: e.ID, Path: e.Path, Bytes: e.Bytes, Family: e.Family}
+	if d.opts.Tiers != nil {
+		lease, err := d.opts.Tiers.Acquire(ctx, e.ID)
+		if err != nil {
+			return wire.LoadReply{}, fmt.Errorf("model %s: %w", e.ID, err)
+		}
+		// The segment is pinned only while the worker maps it: once the
+		// load is answered the worker holds its own mapping (an evicted
+		// segment's pages live until the worker unmaps them), so L2 need not
+		// be as large as every worker's VRAM put together.
+		defer lease.Release()
+		req.Path, req.Bytes = lease.Path(), lease.Bytes()
+	}
+	return w.Load(ctx, req)
 }
 
 // abandon forgets an entry whose load was never started, waking anyone who

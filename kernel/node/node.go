@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,12 +26,16 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/catalog"
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/config"
+	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/logging"
 	"github.com/kiln-gpu/kiln/kernel/metrics"
+	"github.com/kiln-gpu/kiln/kernel/plugin"
+	"github.com/kiln-gpu/kiln/kernel/tier"
 	"github.com/kiln-gpu/kiln/kernel/worker"
+	sdkplugin "github.com/kiln-gpu/kiln/sdk/plugin"
 	wire "github.com/kiln-gpu/kiln/sdk/worker"
 )
 
@@ -50,6 +55,8 @@ type Node struct {
 
 	Devices    *device.Set
 	Store      *job.Store
+	Plugins    *plugin.Host
+	Tiers      *tier.Manager // nil when no storage plugin could be found
 	Pool       *worker.Pool
 	Dispatcher *dispatch.Dispatcher
 	Catalog    *catalog.Catalog
@@ -102,7 +109,9 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		return nil, err
 	}
 	costCfg := cfg.Cost.WithDefaults()
-	n.Catalog = catalog.New(modelsDir, costCfg)
+	if err := n.openModels(cfg, modelsDir, costCfg, logging.Component(opts.Log, "tier")); err != nil {
+		return nil, err
+	}
 
 	var devs []wire.DeviceInfo
 	for _, d := range n.Devices.Devices() {
@@ -144,8 +153,12 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 			return out
 		},
 	})
+	if n.Tiers != nil {
+		n.Metrics.Register(n.Tiers.Collector())
+		n.Tiers.SetVRAMStats(n.vramStats)
+	}
 	n.Dispatcher = dispatch.New(dispatch.Options{
-		Store: n.Store, Devices: n.Devices, Catalog: n.Catalog, Clock: opts.Clock,
+		Store: n.Store, Devices: n.Devices, Catalog: n.Catalog, Tiers: n.Tiers, Clock: opts.Clock,
 		Log: logging.Component(opts.Log, "dispatch"),
 		Hooks: dispatch.Hooks{
 			JobFinished: func(j *job.Job) {
@@ -169,7 +182,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	n.API = api.New(cfg.API, api.Deps{
 		Store: n.Store, Dispatcher: n.Dispatcher, Pool: n.Pool, Devices: n.Devices, Catalog: n.Catalog,
 		Metrics: n.Metrics, Limits: cfg.Limits, Clock: opts.Clock, Log: logging.Component(opts.Log, "api"),
-		OutputDir: outDir, Comfy: cfg.ComfyUI,
+		OutputDir: outDir, Comfy: cfg.ComfyUI, Tiers: n.Tiers,
 	})
 	return n, nil
 }
@@ -214,12 +227,98 @@ func (n *Node) Addr() net.Addr {
 	return n.addr
 }
 
+// openModels builds the catalog and the cache tiers from the storage and
+// loader plugins of the tiers section; with no backend configured, a
+// kiln-storage-fs plugin serves the models directory. When no storage plugin
+// binary can be found (a bare `go build` of kiln alone), kiln says so and
+// serves the directory itself, loading models from their files without the
+// disk and RAM tiers.
+func (n *Node) openModels(cfg *config.Config, modelsDir string, costCfg cost.Config, log zerolog.Logger) error {
+	tcfg := cfg.Tiers.WithDefaults()
+	backends := tcfg.Remote.Backends
+	if len(backends) == 0 {
+		backends = []tier.BackendConfig{{Name: "models", Plugin: "kiln-storage-fs", Options: map[string]string{"root": modelsDir}}}
+	}
+	n.Plugins = plugin.NewHost(cfg.Plugins, n.opts.Clock, logging.Component(n.opts.Log, "plugin"))
+	for _, b := range backends {
+		if _, err := n.Plugins.Resolve(b.Plugin); err != nil {
+			if len(tcfg.Remote.Backends) > 0 {
+				return fmt.Errorf("tiers.remote.backends %s: %w", b.Name, err)
+			}
+			log.Warn().Err(err).Str("dir", modelsDir).
+				Msg("storage plugin not found; serving the models directory without the disk and RAM tiers")
+			n.Catalog = catalog.New(modelsDir, costCfg)
+			return nil
+		}
+	}
+	var sources []catalog.Backend
+	for _, b := range backends {
+		st, err := n.Plugins.Storage(b.Name, b.Plugin, b.Options)
+		if err != nil {
+			return fmt.Errorf("storage plugin %s: %w", b.Name, err)
+		}
+		sources = append(sources, catalog.Backend{Name: b.Name, Storage: st})
+	}
+	loaders := map[string]sdkplugin.Loader{}
+	for _, l := range tcfg.Remote.Loaders {
+		if _, err := n.Plugins.Resolve(l.Plugin); err != nil {
+			log.Warn().Err(err).Msg("loader plugin not found; its formats are catalogued by size only")
+			continue
+		}
+		ld, err := n.Plugins.Loader(l.Plugin, l.Plugin, nil)
+		if err != nil {
+			return fmt.Errorf("loader plugin %s: %w", l.Plugin, err)
+		}
+		for _, ext := range l.Extensions {
+			loaders[strings.ToLower(ext)] = ld
+		}
+	}
+	n.Catalog = catalog.NewFromBackends(sources, catalog.ExtLoaders(loaders), costCfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := n.Catalog.Refresh(ctx)
+	if err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	for _, e := range res.Errors {
+		log.Warn().Str("problem", e).Msg("catalog")
+	}
+	log.Info().Int("models", res.Models).Int("backends", len(sources)).Msg("catalog ready")
+	n.Tiers, err = tier.New(tcfg, n.Catalog, tier.Options{DataDir: cfg.DataDir, Clock: n.opts.Clock, Log: log})
+	if err != nil {
+		return fmt.Errorf("tiers: %w", err)
+	}
+	return nil
+}
+
+// vramStats describes the VRAM tier from the devices' ledgers.
+func (n *Node) vramStats() tier.Stats {
+	st := tier.Stats{Name: "vram"}
+	for _, d := range n.Devices.Devices() {
+		led := n.Devices.Ledger(d.Info().Index)
+		st.CapacityBytes += int64(led.Usable())
+		st.UsedBytes += int64(led.Used())
+		st.Entries += len(led.Snapshot())
+	}
+	return st
+}
+
 func (n *Node) close() {
 	if n.Store != nil {
 		if err := n.Store.Close(); err != nil {
 			n.log.Warn().Err(err).Msg("close store")
 		}
 		n.Store = nil
+	}
+	if n.Tiers != nil {
+		if err := n.Tiers.Close(); err != nil {
+			n.log.Warn().Err(err).Msg("close tiers")
+		}
+		n.Tiers = nil
+	}
+	if n.Plugins != nil {
+		n.Plugins.Close()
+		n.Plugins = nil
 	}
 	if n.Devices != nil {
 		n.Devices.Close()
