@@ -12,7 +12,7 @@ RUN_ARGS ?=
 # so that it finishes in about a minute; `make serve` runs at scale 1.
 DEMO_SETS ?= --set cost.time_scale=0.25
 
-.PHONY: all build run serve test bench chaos check fmt vet tidy-check fuzz proto proto-check clean
+.PHONY: all build run serve test test-torch bench chaos check fmt vet tidy-check fuzz proto proto-check clean
 
 all: build
 
@@ -32,6 +32,16 @@ serve: build
 # Unit tests and the process-level tests in tests/ (they build bin/ first).
 test: build
 	$(GO) test -count=1 -timeout 9m $(PKGS)
+	@if /usr/bin/python3 -c 'import msgpack' 2>/dev/null; then \
+		cd sdk/python && /usr/bin/python3 -m unittest -q; \
+	else echo "skip: the Python worker SDK tests need /usr/bin/python3 with msgpack (apt-get install python3-msgpack)"; fi
+
+# The PyTorch worker end to end through kiln on this machine's CPU (slow to
+# install: Debian's python3-torch), plus the Python SDK's unit tests.
+test-torch: build
+	apt-get install -y python3-torch python3-msgpack
+	$(GO) test -tags torch -count=1 -run Torch -v ./tests/
+	cd sdk/python && /usr/bin/python3 -m unittest
 
 # The chaos test of `make test`, run for longer: random worker kills and a
 # kill -9 of kiln under continuous submission; prints the counts.

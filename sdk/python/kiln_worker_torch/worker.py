@@ -1,0 +1,373 @@
+"""kiln-worker-torch: model bytes → torch tensors, and a compute stand-in.
+
+Options (command-line arguments, set with kiln's ``workers.args``):
+
+  --device auto|cpu|cuda   where tensors live (auto: CUDA when available)
+  --threads N              torch CPU threads (default: torch's choice)
+  --width-scale F          multiplies the stand-in's hidden width (default 1)
+
+Every figure this worker reports is measured: ``vram_bytes`` is the CUDA
+allocator's growth during the load on a GPU and the tensors' byte size on
+CPU; run and load times are wall-clock.
+"""
+
+import argparse
+import os
+import threading
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from kiln_worker import graph as g
+from kiln_worker import mapping, png, safetensors
+from kiln_worker import protocol as p
+from kiln_worker.server import Handler, rss_bytes, serve_fd3
+
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+          "BOOL": torch.bool}
+
+# The stand-in network per family: hidden width and layers per step. The
+# widths are the families' first-stage channel counts (SD1.5 320, SDXL 320
+# with wider attention, SD3/Flux 1536/3072 model dims scaled down); the
+# layer counts keep a CPU step at 512² within tens to hundreds of ms. These
+# are STAND-IN sizes, not the real networks.
+FAMILY_NET = {"sd15": (320, 4), "sdxl": (640, 6), "sd3": (768, 6), "flux": (1024, 8)}
+DEFAULT_NET = (320, 4)
+
+
+def pick_device(choice):
+    """Return the torch.device for --device."""
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def tensors_from_mapping(buf, header, device):
+    """Wrap every tensor of a mapped safetensors file with torch.frombuffer.
+
+    On CPU the tensors are views of the read-only mapping: no copy. On CUDA
+    each view is copied to the device once. Returns {name: tensor}.
+    """
+    out = {}
+    with warnings.catch_warnings():
+        # The mapping is read-only; torch warns that it cannot enforce that.
+        warnings.simplefilter("ignore", UserWarning)
+        for t in header.tensors:
+            dtype = DTYPES.get(t.dtype, torch.uint8)
+            size = torch.tensor([], dtype=dtype).element_size()
+            count = t.nbytes // size
+            if count == 0:
+                continue
+            try:
+                v = torch.frombuffer(buf, dtype=dtype, count=count, offset=t.begin)
+            except (ValueError, RuntimeError):  # misaligned or odd size: copy
+                v = torch.frombuffer(bytearray(buf[t.begin:t.begin + count * size]), dtype=dtype)
+            if dtype != torch.uint8 and count == _numel(t.shape):
+                v = v.view(t.shape)
+            out[t.name] = v.to(device) if device.type == "cuda" else v
+    return out
+
+
+def _numel(shape):
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+class Model:
+    """One loaded model: its mapping, tensors and measured bytes."""
+
+    def __init__(self, model_id, family, mf, tensors, nbytes, checksum):
+        self.id, self.family, self.mf, self.tensors = model_id, family, mf, tensors
+        self.nbytes, self.checksum = nbytes, checksum
+        self.work = {}  # width → (W, W_in, W_out): stand-in weights derived from the model
+        self.lock = threading.Lock()
+
+    def stand_in_weights(self, width, device):
+        """Return (W [width×width], W_in [4×width], W_out [width×4]) built from
+        the model's largest floating tensor (tiled when it is smaller)."""
+        with self.lock:
+            if width not in self.work:
+                src = max((t for t in self.tensors.values() if t.is_floating_point()),
+                          key=lambda t: t.numel(), default=None)
+                need = width * width + 8 * width
+                flat = (src.reshape(-1)[:need].to(device=device, dtype=torch.float32) if src is not None
+                        else torch.empty(0, device=device))
+                if flat.numel() < need:
+                    gen = torch.Generator(device="cpu").manual_seed(len(self.id))
+                    pad = torch.randn(need - flat.numel(), generator=gen).to(device)
+                    flat = torch.cat([flat, pad])
+                flat = torch.nan_to_num(flat, nan=0.0, posinf=0.0, neginf=0.0)
+                flat = flat / (flat.abs().max() + 1e-6)
+                w = flat[:width * width].view(width, width) / width ** 0.5
+                w_in = flat[width * width:width * width + 4 * width].view(4, width)
+                w_out = flat[width * width + 4 * width:need].view(width, 4) / width ** 0.5
+                self.work[width] = (w.contiguous(), w_in.contiguous(), w_out.contiguous())
+            return self.work[width]
+
+
+class TorchWorker(Handler):
+    """The kiln-worker-torch Handler; safe for concurrent use."""
+
+    name = "kiln-worker-torch"
+    version = "0.1.0"
+
+    def __init__(self, device, width_scale=1.0, getenv=os.environ.get):
+        self.device = device
+        self.width_scale = width_scale
+        self.mu = threading.Lock()
+        self.models = {}
+        self.loading = {}
+        self.output_dir = ""
+        self.jobs_done = 0
+        self.running = 0
+        self.device_memory = 0
+        crash = getenv("KILN_SIM_CRASH_AFTER_JOBS") or ""
+        self.crash_after = int(crash) if crash.isdigit() else 0  # test hook, as kiln-worker-sim's
+        self.started = 0
+
+    # -- hello, load, unload, stats -----------------------------------------
+
+    def hello(self, req):
+        """Record the output directory and the device's memory bound."""
+        out = p.get_str(req, "output_dir")
+        if not out:
+            raise p.WorkerError(p.BAD_REQUEST, "output_dir is empty")
+        dev = p.get_map(req, "device")
+        with self.mu:
+            self.output_dir = out
+            self.device_memory = int(dev.get("memory_bytes") or 0)
+        name = torch.cuda.get_device_name(0) if self.device.type == "cuda" else "cpu"
+        print("kiln-worker-torch: torch %s on %s (%s), kernel device %r" % (
+            torch.__version__, self.device, name, dev.get("name")), flush=True)
+        caps = ["cancel", "progress", "device:" + self.device.type]
+        caps += ["node:" + c for c in g.NODE_CLASSES]
+        return {"name": self.name, "version": self.version, "capabilities": caps}
+
+    def load(self, req):
+        """Map the file, wrap it in tensors, move them to the device."""
+        mid = req["model"]
+        while True:
+            with self.mu:
+                if mid in self.models:
+                    m = self.models[mid]
+                    return {"model": mid, "vram_bytes": m.nbytes, "checksum": m.checksum, "load_ns": 0}
+                ev = self.loading.get(mid)
+                if ev is None:
+                    self.loading[mid] = threading.Event()
+                    break
+            ev.wait()
+        try:
+            start = time.monotonic_ns()
+            m = self._load(req)
+            took = time.monotonic_ns() - start
+        finally:
+            with self.mu:
+                self.loading.pop(mid).set()
+        with self.mu:
+            self.models[mid] = m
+        print("kiln-worker-torch: loaded %s (%s): %d bytes in %.1f ms" % (mid, m.family, m.nbytes, took / 1e6),
+              flush=True)
+        return {"model": mid, "vram_bytes": m.nbytes, "checksum": m.checksum, "load_ns": took}
+
+    def _load(self, req):
+        mf = mapping.map_model(req["model"], req["path"], req["bytes"])
+        try:
+            checksum = mapping.checksum_sample(mf.buf)
+            try:
+                header = safetensors.read_header(mf.buf)
+                family = req["family"] or header.family()
+            except ValueError:
+                # Not safetensors (.ckpt, .pth): one byte tensor over the file.
+                header = safetensors.Header([safetensors.Tensor("file", "U8", [mf.size], 0, mf.size)], {}, 0)
+                family = req["family"]
+            before = torch.cuda.memory_allocated() if self.device.type == "cuda" else 0
+            if self.device.type == "cuda" and self.device_memory:
+                need = sum(t.nbytes for t in header.tensors)
+                free, _ = torch.cuda.mem_get_info()
+                if need > free:
+                    raise p.WorkerError(p.OUT_OF_MEMORY, "load %s: needs %d bytes, %d free" % (req["model"], need, free))
+            try:
+                tensors = tensors_from_mapping(mf.buf, header, self.device)
+            except RuntimeError as exc:
+                if "out of memory" in str(exc):
+                    raise p.WorkerError(p.OUT_OF_MEMORY, "load %s: %s" % (req["model"], exc)) from None
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+                nbytes = torch.cuda.memory_allocated() - before
+            else:
+                nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+            return Model(req["model"], family, mf, tensors, nbytes, checksum)
+        except BaseException:
+            mf.close()
+            raise
+
+    def unload(self, req):
+        """Drop a model's tensors and mapping."""
+        with self.mu:
+            m = self.models.pop(req["model"], None)
+        if m is None:
+            raise p.WorkerError(p.NOT_LOADED, "unload: model %r is not loaded" % req["model"])
+        m.tensors.clear()
+        m.work.clear()
+        m.mf.close()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return {"model": m.id, "freed_bytes": m.nbytes}
+
+    def stats(self):
+        """Per-model bytes; vram_used from the CUDA allocator on a GPU."""
+        with self.mu:
+            models = [{"model": k, "vram_bytes": v.nbytes} for k, v in sorted(self.models.items())]
+            used = sum(v.nbytes for v in self.models.values())
+            rep = {"models": models, "jobs_done": self.jobs_done, "running": self.running}
+        rep["vram_used"] = torch.cuda.memory_allocated() if self.device.type == "cuda" else used
+        rep["rss_bytes"] = rss_bytes()
+        return rep
+
+    # -- run ------------------------------------------------------------------
+
+    def run(self, req, ctx):
+        """Execute the graph; samplers run the compute stand-in per step."""
+        start = time.monotonic_ns()
+        job_id = req["job_id"]
+        g.check_job_id(job_id)
+        graph = g.Graph(req["workflow"])
+        with self.mu:
+            for mid, nid, _ in graph.models():
+                if mid not in self.models:
+                    raise p.WorkerError(p.NOT_LOADED, "run %s: model %r (node %s) is not loaded" % (job_id, mid, nid))
+            self.running += 1
+            self.started += 1
+            ctx.crash = self.crash_after > 0 and self.started == self.crash_after
+            out_dir = self.output_dir
+        try:
+            with torch.inference_mode():
+                outputs = self._execute(graph, ctx, job_id, out_dir)
+        finally:
+            with self.mu:
+                self.running -= 1
+        with self.mu:
+            self.jobs_done += 1
+        return {"job_id": job_id, "outputs": outputs, "run_ns": time.monotonic_ns() - start}
+
+    def _model_for(self, graph, node):
+        nid, hops = node.link("model") or node.link("guider"), 0
+        while nid is not None and hops < 64:
+            n = graph.nodes[nid]
+            for inp, folder in g.LOADERS.get(n.class_type, ()):
+                if folder in ("checkpoints", "diffusion_models"):
+                    name = n.literal(inp, "")
+                    with self.mu:
+                        m = self.models.get(folder + "/" + str(name))
+                    if m is not None:
+                        return m
+            nid, hops = n.link("model"), hops + 1
+        with self.mu:  # no traceable checkpoint: any loaded model's weights
+            return next(iter(self.models.values()), None)
+
+    def _execute(self, graph, ctx, job_id, out_dir):
+        vals, outputs, counters = {}, [], {}
+        for n in graph.order:
+            ctx.check()
+            ctx.progress(n.id, 0, 0)
+            val = next((vals[v] for v in (n.link(k) for k in sorted(n.inputs)) if v in vals), None)
+            if n.class_type in g.SAMPLERS:
+                val = self._sample(graph, n, ctx, val)
+            elif n.class_type in ("VAEDecode", "VAEDecodeTiled") and val is not None and "latent" in val:
+                val = {"image": decode(val["latent"])}
+            elif n.class_type in g.OUTPUT_CLASSES:
+                if val is None or "image" not in val:
+                    raise p.WorkerError(p.FAILED, "run %s: node %s: no image reaches it" % (job_id, n.id))
+                images = val["image"].to("cpu")
+                for i in range(images.shape[0]):
+                    ctx.check()
+                    sub, name, typ = g.output_name(n, counters, job_id)
+                    h, w = images.shape[1], images.shape[2]
+                    png.write_atomic(os.path.join(out_dir, sub, name), png.encode_rgb(w, h, images[i].numpy().tobytes()
+                                                                                      if _has_numpy() else
+                                                                                      bytes(images[i].reshape(-1).tolist())))
+                    outputs.append({"node": n.id, "filename": name, "subfolder": sub, "type": typ,
+                                    "width": w, "height": h})
+            if val is not None:
+                vals[n.id] = val
+        return outputs
+
+    def _sample(self, graph, node, ctx, val):
+        prm = graph.sampler_params(node)
+        model = self._model_for(graph, node)
+        if model is None:
+            raise p.WorkerError(p.NOT_LOADED, "node %s: no model loaded for the sampler" % node.id)
+        width, layers = FAMILY_NET.get(model.family or prm["family"], DEFAULT_NET)
+        width = max(8, int(width * self.width_scale))
+        w, w_in, w_out = model.stand_in_weights(width, self.device)
+        seed = node.literal("seed", node.literal("noise_seed", 0))
+        gen = torch.Generator(device="cpu").manual_seed(int(seed) % (1 << 63) if isinstance(seed, int) else 0)
+        lh, lw = max(1, prm["height"] // 8), max(1, prm["width"] // 8)
+        if val is not None and "latent" in val:
+            x = val["latent"].to(self.device)
+        else:
+            x = torch.randn(prm["batch"], 4, lh, lw, generator=gen).to(self.device)
+        steps = prm["steps"]
+        for i in range(1, steps + 1):
+            ctx.check()
+            # STAND-IN for one UNet/DiT evaluation: tokens × (4→W, L × W→W, W→4).
+            tokens = x.flatten(2).transpose(1, 2)            # b × (h·w) × 4
+            hdn = tokens @ w_in                               # b × n × W
+            for _ in range(layers):
+                hdn = F.gelu(hdn @ w) + hdn
+                hdn = hdn / (hdn.norm(dim=-1, keepdim=True) + 1e-6)
+            eps = (hdn @ w_out).transpose(1, 2).reshape_as(x)
+            x = x - eps / steps
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            ctx.progress(node.id, i, steps)
+            if getattr(ctx, "crash", False):
+                os._exit(3)
+        return {"latent": x}
+
+
+def decode(latent):
+    """STAND-IN VAE decode: 4 latent channels → RGB, ×8 nearest upsampling, uint8."""
+    mix = torch.tensor([[0.35, 0.23, 0.32], [0.33, 0.5, 0.24], [-0.28, 0.18, 0.27], [-0.21, -0.26, -0.72]],
+                       device=latent.device, dtype=latent.dtype)
+    rgb = torch.einsum("bchw,cd->bdhw", latent, mix)
+    rgb = F.interpolate(rgb, scale_factor=8, mode="nearest")
+    rgb = ((torch.tanh(rgb) + 1) * 127.5).clamp(0, 255).to(torch.uint8)
+    return rgb.permute(0, 2, 3, 1).contiguous()               # b × H × W × 3
+
+
+_NUMPY = None
+
+
+def _has_numpy():
+    global _NUMPY
+    if _NUMPY is None:
+        try:
+            import numpy  # noqa: F401  (torch's .numpy() needs it; Debian's torch depends on it)
+            _NUMPY = True
+        except ImportError:
+            _NUMPY = False
+    return _NUMPY
+
+
+def parse_args(argv=None):
+    """Parse the worker's command line."""
+    ap = argparse.ArgumentParser(prog="kiln-worker-torch", description=__doc__.split("\n")[0])
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--width-scale", type=float, default=1.0)
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    """Serve kiln-worker-torch on fd 3."""
+    args = parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    serve_fd3(TorchWorker(pick_device(args.device), args.width_scale))
