@@ -300,13 +300,30 @@ func (p *Pool) NodeClasses() (map[string]bool, bool) {
 type nodeClassSet struct {
 	set   map[string]bool
 	known bool
+	specs map[string]any
+}
+
+// NodeSpecs returns the node specs (ComfyUI /object_info entries by class)
+// that the workers sent in hello, merged; nil when none sent any.
+func (p *Pool) NodeSpecs() map[string]any {
+	if c := p.classes.Load(); c != nil {
+		return c.specs
+	}
+	return nil
 }
 
 func (p *Pool) refreshNodeClasses() {
 	out := map[string]bool{}
 	known := false
+	var specs map[string]any
 	for _, w := range p.workers {
 		w.mu.Lock()
+		for class, spec := range w.hello.NodeSpecs {
+			if specs == nil {
+				specs = map[string]any{}
+			}
+			specs[class] = spec
+		}
 		for _, c := range w.hello.Capabilities {
 			if cls, ok := strings.CutPrefix(c, "node:"); ok {
 				out[cls] = true
@@ -315,7 +332,7 @@ func (p *Pool) refreshNodeClasses() {
 		}
 		w.mu.Unlock()
 	}
-	p.classes.Store(&nodeClassSet{set: out, known: known})
+	p.classes.Store(&nodeClassSet{set: out, known: known, specs: specs})
 }
 
 // Acquire marks a ready worker busy; ok is false when the worker is not ready
