@@ -12,7 +12,7 @@ RUN_ARGS ?=
 # so that it finishes in about a minute; `make serve` runs at scale 1.
 DEMO_SETS ?= --set cost.time_scale=0.25
 
-.PHONY: all build run serve test test-torch bench chaos check fmt vet tidy-check fuzz proto proto-check clean
+.PHONY: all build run serve test test-torch load bench chaos check fmt vet tidy-check fuzz proto proto-check clean
 
 all: build
 
@@ -48,6 +48,12 @@ test-torch: build
 CHAOS_SECONDS ?= 120
 chaos: build
 	KILN_CHAOS_SECONDS=$(CHAOS_SECONDS) $(GO) test -count=1 -timeout 30m -run Chaos -v ./tests/ | grep -E 'chaos:|^(---|ok|FAIL)'
+
+# The seeds' load scenario on loopback, open loop: ramp 1 → 1,000
+# submissions/s over a minute, 10 minutes at 500/s, a spike to 2,000/s; it
+# prints errors, accept latency and kiln's memory over time.
+load: build
+	$(GO) run ./tests/loadgen -scenario -concurrency 512
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./kernel/worker/ ./kernel/job/ ./kernel/modelfile/
