@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc"
 	"io"
 	"os"
 	"os/exec"
@@ -254,6 +255,12 @@ func (p *Process) get(ctx context.Context) (any, error) {
 		Managed:          true,
 		StartTimeout:     p.h.cfg.StartTimeout,
 		Logger:           hclogFor(p.log),
+		// Match the plugin side's flow-control windows (sdk/plugin): model
+		// bytes stream through these connections.
+		GRPCDialOptions: []grpc.DialOption{
+			grpc.WithInitialWindowSize(sdk.StreamWindow), grpc.WithInitialConnWindowSize(sdk.StreamWindow),
+			grpc.WithReadBufferSize(256 << 10), grpc.WithWriteBufferSize(256 << 10),
+		},
 	})
 	rpc, err := c.Client()
 	if err != nil {

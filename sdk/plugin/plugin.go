@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"errors"
+	"google.golang.org/grpc"
 	"io"
 	"os"
 	"time"
@@ -148,7 +149,20 @@ func Serve(impl any) {
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		Plugins:         plugins,
-		GRPCServer:      goplugin.DefaultGRPCServer,
+		GRPCServer:      grpcServer,
 		Logger:          Logger(name),
 	})
 }
+
+// grpcServer is go-plugin's default server with larger HTTP/2 flow-control
+// windows: model bytes stream through Open in 1 MiB chunks, and gRPC's
+// 64 KiB default window stalls the stream on every few frames.
+func grpcServer(opts []grpc.ServerOption) *grpc.Server {
+	opts = append(opts, grpc.InitialWindowSize(StreamWindow), grpc.InitialConnWindowSize(StreamWindow),
+		grpc.ReadBufferSize(256<<10), grpc.WriteBufferSize(256<<10))
+	return goplugin.DefaultGRPCServer(opts)
+}
+
+// StreamWindow is the HTTP/2 flow-control window both ends of a plugin
+// connection use.
+const StreamWindow = 16 << 20
