@@ -412,12 +412,27 @@ func (c *comfy) getHistory(w http.ResponseWriter, r *http.Request) {
 			max = n
 		}
 	}
-	out := map[string]any{}
-	for _, j := range c.terminalJobs(max) {
-		out[j.ID] = c.hub.historyEntry(j)
+	// Runs and cache hits together, oldest first by when they finished,
+	// so that max_items keeps the newest max of both.
+	type finished struct {
+		id    string
+		at    time.Time
+		entry map[string]any
 	}
-	for id, e := range c.hub.cachedHistory(max) {
-		out[id] = e
+	var all []finished
+	for _, j := range c.terminalJobs(0) {
+		all = append(all, finished{j.ID, j.FinishedAt, c.hub.historyEntry(j)})
+	}
+	for _, hit := range c.hub.cachedHistory() {
+		all = append(all, finished{hit.id, hit.at, hit.entry})
+	}
+	sort.SliceStable(all, func(a, b int) bool { return all[a].at.Before(all[b].at) })
+	if max > 0 && len(all) > max {
+		all = all[len(all)-max:]
+	}
+	out := map[string]any{}
+	for _, f := range all {
+		out[f.id] = f.entry
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -371,6 +371,8 @@ func (h *hub) historyEntry(j *job.Job) map[string]any {
 
 // cachedPrompt is a prompt answered from the result cache.
 type cachedPrompt struct {
+	id       string
+	at       time.Time // when it was answered, to order /history
 	clientID string
 	entry    map[string]any
 	nodes    []string
@@ -406,7 +408,7 @@ func (h *hub) answerFromCache(req *PromptRequest, hit *cacheHit) {
 		wsMessage{"executing", map[string]any{"node": nil, "display_node": nil, "prompt_id": req.PromptID}})
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.hits[req.PromptID] = &cachedPrompt{clientID: req.ClientID, entry: entry, nodes: nodes, outputs: hit.outputs}
+	h.hits[req.PromptID] = &cachedPrompt{id: req.PromptID, at: h.c.s.deps.Clock.Now(), clientID: req.ClientID, entry: entry, nodes: nodes, outputs: hit.outputs}
 	h.hitSeq = append(h.hitSeq, req.PromptID)
 	h.pending[req.PromptID] = msgs
 	for len(h.hitSeq) > max(h.c.cfg.Cache.MaxEntries, 1) {
@@ -440,17 +442,14 @@ func (h *hub) cachedHistoryEntry(id string) map[string]any {
 	return nil
 }
 
-func (h *hub) cachedHistory(max int) map[string]any {
+// cachedHistory lists the cache hits still remembered, oldest first.
+func (h *hub) cachedHistory() []*cachedPrompt {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	ids := h.hitSeq
-	if max > 0 && len(ids) > max {
-		ids = ids[len(ids)-max:]
-	}
-	out := map[string]any{}
-	for _, id := range ids {
+	out := make([]*cachedPrompt, 0, len(h.hitSeq))
+	for _, id := range h.hitSeq {
 		if hit := h.hits[id]; hit != nil {
-			out[id] = hit.entry
+			out = append(out, hit)
 		}
 	}
 	return out
