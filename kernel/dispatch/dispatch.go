@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -73,8 +74,9 @@ type Dispatcher struct {
 	resident map[string]map[string]*residentModel // worker → model → state
 	unpinned chan struct{}                        // closed and replaced on every unpin
 
-	events bus
-	wg     sync.WaitGroup
+	events      bus
+	prefetching atomic.Bool // a lookahead is climbing the tiers
+	wg          sync.WaitGroup
 }
 
 type residentModel struct {
@@ -181,6 +183,7 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	notify := d.opts.Store.Notify()
 	for {
 		d.dispatchReady(ctx)
+		d.lookahead(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -240,6 +243,43 @@ func (d *Dispatcher) dispatchReady(ctx context.Context) {
 			d.execute(runCtx, ctx, j, lease)
 		}()
 	}
+}
+
+// lookaheadJobs is how many queued jobs, from the head of the queue, have
+// their models pulled toward the GPU while they wait.
+const lookaheadJobs = 4
+
+// lookahead starts the models of the jobs at the head of the queue climbing
+// the tiers (remote → disk → shared memory) while they wait, so that loading
+// overlaps queueing instead of following it. One lookahead runs at a time;
+// the tiers' single-flight shares its transfers with any load that wants
+// the same model meanwhile, and nothing is pinned.
+func (d *Dispatcher) lookahead(ctx context.Context) {
+	if d.opts.Tiers == nil || !d.prefetching.CompareAndSwap(false, true) {
+		return
+	}
+	seen := map[string]bool{}
+	var ids []string
+	for _, j := range d.opts.Store.Snapshot(lookaheadJobs) {
+		for _, m := range j.Models {
+			if !seen[m] {
+				seen[m] = true
+				ids = append(ids, m)
+			}
+		}
+	}
+	if len(ids) == 0 {
+		d.prefetching.Store(false)
+		return
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer d.prefetching.Store(false)
+		if err := d.opts.Tiers.Prefetch(ctx, ids); err != nil && ctx.Err() == nil {
+			d.log.Debug().Err(err).Msg("lookahead")
+		}
+	}()
 }
 
 // choose asks the scheduler for a job and the balancer for its worker. A job
