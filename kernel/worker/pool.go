@@ -344,7 +344,7 @@ func (p *Pool) Acquire(id string) (Lease, bool) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.state != Ready {
+	if w.state != Ready || !w.aliveLocked() {
 		return Lease{}, false
 	}
 	w.state = Busy
@@ -379,9 +379,30 @@ func (p *Pool) Release(l Lease, jobCompleted bool) {
 		}
 		return
 	}
+	if !w.aliveLocked() {
+		// The process died under the job; the supervisor is about to
+		// notice. Marking it ready now would hand the next job to a corpse.
+		w.state = Stopping
+		w.mu.Unlock()
+		return
+	}
 	w.state = Ready
 	w.mu.Unlock()
 	p.opts.OnReady(w)
+}
+
+// aliveLocked reports whether the worker's connection is up. Callers hold
+// w.mu.
+func (w *Worker) aliveLocked() bool {
+	if w.conn == nil {
+		return false
+	}
+	select {
+	case <-w.conn.Done():
+		return false
+	default:
+		return true
+	}
 }
 
 // ID is the worker's stable slot id, e.g. "w0.1" (device 0, slot 1).
