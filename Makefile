@@ -12,11 +12,19 @@ RUN_ARGS ?=
 # so that it finishes in about a minute; `make serve` runs at scale 1.
 DEMO_SETS ?= --set cost.time_scale=0.25
 
-.PHONY: all build run serve test test-torch load bench chaos check fmt vet tidy-check fuzz proto proto-check clean
+.PHONY: all policies build run serve test test-torch load bench chaos check fmt vet tidy-check fuzz proto proto-check clean
 
 all: build
 
-build:
+# The built-in policies, built to WASM for bin/kiln to embed (gitignored; a
+# built-in whose module is missing is served by its native build).
+POLICY_DIRS := $(wildcard policies/*/*/wasm)
+policies:
+	@for d in $(POLICY_DIRS); do p=$${d%/wasm}; k=$$(echo $$p | cut -d/ -f2); n=$$(echo $$p | cut -d/ -f3); \
+	  GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -ldflags='-s -w' \
+	    -o kernel/policy/builtin/$$k.$$n.wasm ./$$d || exit 1; done
+
+build: policies
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/kiln ./cmd/kiln
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/kiln-worker-sim ./cmd/kiln-worker-sim
@@ -89,6 +97,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugins/loader-safetensors/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugins/loader-gguf/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePrompt$$' -fuzztime $(FUZZTIME) ./kernel/api/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./sdk/policy/
 
 # The plugin protocol's generated Go code is committed; regenerating needs
 # protoc (Debian's protobuf-compiler) and protoc-gen-go/-go-grpc.
@@ -99,4 +108,4 @@ proto-check: proto
 	git diff --exit-code sdk/plugin/kilnpluginv1
 
 clean:
-	rm -rf $(BIN) demo
+	rm -rf $(BIN) demo kernel/policy/builtin/*.wasm

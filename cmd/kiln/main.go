@@ -22,7 +22,9 @@ usage:
   kiln submit   FILE [--class interactive|batch] [--deadline-ms N] [--wait] [--addr URL]
   kiln jobs     [--state S] [--limit N] [--addr URL]
   kiln devices  [--addr URL] [--config FILE] [--set k=v]...
-  kiln models   synth --dir DIR --from-workflows DIR [--scale F] [--seed N]
+  kiln models   [list|refresh] [--addr URL] | synth --dir DIR --from-workflows DIR [--scale F] [--seed N]
+  kiln policy   load FILE --kind K [--name N] | activate NAME[@V] | rollback KIND | list [--json]
+                [--addr URL] [--token T]
   kiln config   print [--config FILE] [--set k=v]... | validate FILE
   kiln version
 
@@ -48,7 +50,13 @@ func main() {
 	case "devices":
 		err = cmdDevices(args)
 	case "models":
-		err = cmdModels(args)
+		if len(args) > 0 && args[0] == "synth" {
+			err = cmdModels(args)
+		} else {
+			err = cmdModelsList(args)
+		}
+	case "policy":
+		err = cmdPolicy(args)
 	case "config":
 		err = cmdConfig(args)
 	case "version", "--version":

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -41,6 +43,10 @@ type Deps struct {
 	Comfy     ComfyConfig
 	// Tiers serves GET /v1/tiers; nil when kiln runs without them.
 	Tiers *tier.Manager
+	// Policies serves /v1/policies (it checks the admin token itself).
+	Policies http.Handler
+	// AdminToken guards the mutating admin endpoints; empty disables them.
+	AdminToken string
 }
 
 // Server is kiln's HTTP API.
@@ -100,11 +106,15 @@ func New(cfg Config, deps Deps) *Server {
 	s.mux.HandleFunc("GET /v1/workers", s.listWorkers)
 	s.mux.HandleFunc("GET /v1/devices", s.listDevices)
 	s.mux.HandleFunc("GET /v1/models", s.listModels)
-	s.mux.HandleFunc("POST /v1/models/refresh", s.refreshModels)
+	s.mux.Handle("POST /v1/models/refresh", s.admin(http.HandlerFunc(s.refreshModels)))
 	s.mux.HandleFunc("GET /v1/tiers", s.listTiers)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.registerComfy()
+	if deps.Policies != nil {
+		s.mux.Handle("/v1/policies", deps.Policies)
+		s.mux.Handle("/v1/policies/", deps.Policies)
+	}
 	if deps.Metrics != nil {
 		s.mux.Handle("GET /metrics", deps.Metrics.Handler())
 	}
@@ -422,6 +432,23 @@ func (s *Server) listModels(w http.ResponseWriter, _ *http.Request) {
 		models = []catalog.Entry{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"models": models})
+}
+
+// admin guards a mutating admin endpoint with the bearer token. The token
+// is compared in constant time and never logged.
+func (s *Server) admin(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		const prefix = "Bearer "
+		got := r.Header.Get("Authorization")
+		if s.deps.AdminToken == "" || !strings.HasPrefix(got, prefix) ||
+			subtle.ConstantTimeCompare([]byte(strings.TrimPrefix(got, prefix)), []byte(s.deps.AdminToken)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="kiln admin"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized",
+				"this endpoint needs the admin token: Authorization: Bearer <token> (admin.token, KILN_ADMIN_TOKEN, or <data_dir>/admin.token)")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) refreshModels(w http.ResponseWriter, r *http.Request) {

@@ -7,6 +7,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/logging"
 	"github.com/kiln-gpu/kiln/kernel/plugin"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/tier"
 	"github.com/kiln-gpu/kiln/kernel/worker"
 	"github.com/kiln-gpu/kiln/kernel/workflow"
@@ -35,4 +36,8 @@ type Config struct {
 	ComfyUI api.ComfyConfig `koanf:"comfyui"`
 	Tiers   tier.Config     `koanf:"tiers"`
 	Plugins plugin.Config   `koanf:"plugins"`
+
+	// The policy host (kernel/policy) and the admin token that guards it.
+	Admin    policy.AdminConfig `koanf:"admin"`
+	Policies policy.Config      `koanf:"policies"`
 }

@@ -153,7 +153,7 @@ func TestErrors(t *testing.T) {
 			name: "unknown key in file", file: "queue:\n  max_attemps: 3\n",
 			want: `unknown key "queue.max_attemps" (allowed under queue: batch_limit, commit_max_batch, `,
 		},
-		{name: "unknown top-level key in file", file: "listne: x\n", want: `unknown key "listne" (allowed at top level: api, `},
+		{name: "unknown top-level key in file", file: "listne: x\n", want: `unknown key "listne" (allowed at top level: admin, api, `},
 		{name: "unknown key in list element", file: "devices:\n  simulated:\n    - name: a\n      memory: 1\n", want: `unknown key "devices.simulated[0].memory" (allowed under devices.simulated[0]: compute_factor, h2d_bytes_per_s, memory_bytes, name)`},
 		{name: "unknown key in map value", file: "cost:\n  families:\n    sdxl:\n      step_secs: 1\n", want: `unknown key "cost.families.sdxl.step_secs"`},
 		{name: "section as scalar", file: "queue: 5\n", want: `queue: want a section with keys batch_limit`},

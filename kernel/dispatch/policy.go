@@ -18,6 +18,29 @@ type JobView struct {
 	Attempts   int
 	// EstimatedVRAM is the sum of the job's models' VRAM footprints.
 	EstimatedVRAM uint64
+
+	// The fields below feed the WASM policies (kernel/policy); zero values
+	// mean "unknown" and the policies fall back to estimates.
+
+	// ModelBytes are the VRAM footprints of Models, index for index.
+	ModelBytes []uint64
+	// LoadCost estimates, index for index with Models, the time to make each
+	// model resident on a worker that lacks it (from the fastest tier that
+	// holds it, at measured bandwidth).
+	LoadCost []time.Duration
+	// EstimatedCost is the job's estimated run time once its models are in.
+	EstimatedCost time.Duration
+	// BatchKey is equal for jobs that may run in one batch (same models,
+	// compatible parameters); "" means the job does not batch.
+	BatchKey string
+	// BatchVRAM is the extra VRAM one more batch member needs.
+	BatchVRAM uint64
+	// Running, Worker and AtStepBoundary describe a running job, for
+	// preemption: the worker it runs on and whether it can stop now without
+	// losing more than its current step.
+	Running        bool
+	Worker         string
+	AtStepBoundary bool
 }
 
 // WorkerView is what scheduling and placement policies see of a worker.
@@ -35,6 +58,10 @@ type WorkerView struct {
 	// UsableVRAM is the device memory minus headroom.
 	UsableVRAM uint64
 	Degraded   bool
+	// EstimatedWait is the time until the worker is expected to be free.
+	EstimatedWait time.Duration
+	// H2DBytesPerS is the device's measured host-to-device bandwidth.
+	H2DBytesPerS uint64
 }
 
 // EntryView is what an eviction policy sees of one resident model.
@@ -45,6 +72,10 @@ type EntryView struct {
 	LastUse time.Time
 	Hits    int
 	Pinned  bool
+	// Inserted is when the entry was loaded (zero: unknown).
+	Inserted time.Time
+	// LoadCost is how long the entry took to load (zero: unknown).
+	LoadCost time.Duration
 }
 
 // Scheduler picks the next job to dispatch. It is asked whenever a worker is
@@ -65,6 +96,25 @@ type Balancer interface {
 // the dispatcher checks and treats such an answer as a policy fault.
 type Evictor interface {
 	Victims(need uint64, entries []EntryView) []int
+}
+
+// Batcher chooses the jobs that run together with lead, the job the
+// scheduler picked, as one batch on one worker. It returns their IDs with
+// lead first; a wait > 0 asks the dispatcher to hold lead back up to that
+// long for more compatible jobs (the dispatcher may run it anyway).
+type Batcher interface {
+	Batch(lead JobView, queued []JobView, workers []WorkerView) (jobIDs []string, wait time.Duration)
+}
+
+// NoBatching runs every job alone. It is the native batcher and the
+// fallback of WASM batching policies.
+type NoBatching struct{}
+
+var _ Batcher = NoBatching{}
+
+// Batch returns lead alone, at once.
+func (NoBatching) Batch(lead JobView, _ []JobView, _ []WorkerView) ([]string, time.Duration) {
+	return []string{lead.ID}, 0
 }
 
 // PriorityFIFO runs interactive jobs before batch jobs, each class in

@@ -33,6 +33,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/logging"
 	"github.com/kiln-gpu/kiln/kernel/metrics"
 	"github.com/kiln-gpu/kiln/kernel/plugin"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/tier"
 	"github.com/kiln-gpu/kiln/kernel/worker"
 	sdkplugin "github.com/kiln-gpu/kiln/sdk/plugin"
@@ -57,6 +58,7 @@ type Node struct {
 	Store      *job.Store
 	Plugins    *plugin.Host
 	Tiers      *tier.Manager // nil when no storage plugin could be found
+	Policies   *policy.Host
 	Pool       *worker.Pool
 	Dispatcher *dispatch.Dispatcher
 	Catalog    *catalog.Catalog
@@ -79,6 +81,9 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 			n.close()
 		}
 	}()
+	if err := checkExposure(cfg); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -157,8 +162,26 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		n.Metrics.Register(n.Tiers.Collector())
 		n.Tiers.SetVRAMStats(n.vramStats)
 	}
+	pcfg := cfg.Policies
+	if pcfg.CacheDir == "" {
+		// The compilation cache is keyed by module content and wazero's
+		// version, so one per user serves every data dir and spares each
+		// fresh node the built-ins' compile time.
+		if dir, err := os.UserCacheDir(); err == nil {
+			pcfg.CacheDir = filepath.Join(dir, "kiln", "policy-compilation")
+		}
+	}
+	n.Policies, err = policy.NewHost(pcfg, logging.Component(opts.Log, "policy"), opts.Clock)
+	if err != nil {
+		return nil, err
+	}
+	adminToken, err := policy.AdminToken(cfg.Admin.Token, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	n.Dispatcher = dispatch.New(dispatch.Options{
 		Store: n.Store, Devices: n.Devices, Catalog: n.Catalog, Tiers: n.Tiers, Clock: opts.Clock,
+		Scheduler: n.Policies.Scheduler(), Balancer: n.Policies.Balancer(), Evictor: n.Policies.Evictor(),
 		Log: logging.Component(opts.Log, "dispatch"),
 		Hooks: dispatch.Hooks{
 			JobFinished: func(j *job.Job) {
@@ -183,6 +206,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		Store: n.Store, Dispatcher: n.Dispatcher, Pool: n.Pool, Devices: n.Devices, Catalog: n.Catalog,
 		Metrics: n.Metrics, Limits: cfg.Limits, Clock: opts.Clock, Log: logging.Component(opts.Log, "api"),
 		OutputDir: outDir, Comfy: cfg.ComfyUI, Tiers: n.Tiers,
+		Policies: n.Policies.Handler(adminToken), AdminToken: adminToken,
 	})
 	return n, nil
 }
@@ -291,6 +315,24 @@ func (n *Node) openModels(cfg *config.Config, modelsDir string, costCfg cost.Con
 	return nil
 }
 
+// checkExposure refuses to listen beyond loopback without an admin token
+// that the operator chose: a generated token is fine on one machine, but
+// whoever exposes kiln must have set one on purpose.
+func checkExposure(cfg *config.Config) error {
+	host, _, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %q: %w", cfg.Listen, err)
+	}
+	loopback := host == "localhost"
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		loopback = true
+	}
+	if loopback || cfg.Admin.Token != "" || os.Getenv("KILN_ADMIN_TOKEN") != "" {
+		return nil
+	}
+	return fmt.Errorf("listen %s is not a loopback address: set admin.token (or KILN_ADMIN_TOKEN) before exposing kiln beyond this machine", cfg.Listen)
+}
+
 // vramStats describes the VRAM tier from the devices' ledgers.
 func (n *Node) vramStats() tier.Stats {
 	st := tier.Stats{Name: "vram"}
@@ -309,6 +351,12 @@ func (n *Node) close() {
 			n.log.Warn().Err(err).Msg("close store")
 		}
 		n.Store = nil
+	}
+	if n.Policies != nil {
+		if err := n.Policies.Close(); err != nil {
+			n.log.Warn().Err(err).Msg("close policies")
+		}
+		n.Policies = nil
 	}
 	if n.Tiers != nil {
 		if err := n.Tiers.Close(); err != nil {

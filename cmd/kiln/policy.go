@@ -1,0 +1,284 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/policy"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
+)
+
+const policyUsage = `usage:
+  kiln policy load FILE --kind K [--name N] [--activate] [--reason R]
+  kiln policy activate NAME[@VERSION] [--kind K] [--reason R]
+  kiln policy rollback KIND [--reason R]
+  kiln policy list [--json]
+
+Kinds: eviction, scheduling, batching, balancing. Every command takes
+--addr URL (default $KILN_ADDR or http://127.0.0.1:8188). Changes need the
+admin token: --token, else $KILN_ADMIN_TOKEN, else admin.token from the
+config, else the token kiln keeps in <data_dir>/admin.token (--data-dir,
+--config, --set as for kiln serve).
+`
+
+// policyFlags are the flags every policy subcommand shares.
+type policyFlags struct {
+	configFlags
+	addr, token, dataDir, reason, kind string
+}
+
+func (p *policyFlags) register(fs *flag.FlagSet) {
+	p.configFlags.register(fs)
+	fs.StringVar(&p.addr, "addr", "", "kiln address")
+	fs.StringVar(&p.token, "token", "", "admin token")
+	fs.StringVar(&p.dataDir, "data-dir", "", "kiln's data dir, where it keeps a generated admin token")
+	fs.StringVar(&p.reason, "reason", "", "why, recorded with the change")
+	fs.StringVar(&p.kind, "kind", "", "policy kind: eviction, scheduling, batching or balancing")
+}
+
+// adminToken finds the token as documented in policyUsage.
+func (p *policyFlags) adminToken() (string, error) {
+	if p.token != "" {
+		return p.token, nil
+	}
+	if t := os.Getenv("KILN_ADMIN_TOKEN"); t != "" {
+		return t, nil
+	}
+	var extra []string
+	if p.dataDir != "" {
+		extra = append(extra, "data_dir="+p.dataDir)
+	}
+	cfg, err := p.load(extra...)
+	if err != nil {
+		return "", err
+	}
+	if cfg.Admin.Token != "" {
+		return cfg.Admin.Token, nil
+	}
+	t, err := policy.ReadAdminToken(cfg.DataDir)
+	if err != nil {
+		return "", fmt.Errorf("no admin token: pass --token, set KILN_ADMIN_TOKEN, or run where kiln's data dir is (--data-dir): %w", err)
+	}
+	return t, nil
+}
+
+// request sends one policy API call; admin calls carry the token.
+func (p *policyFlags) request(method, path, contentType string, body []byte, admin bool, out any) error {
+	c := newClient(p.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if admin {
+		tok, err := p.adminToken()
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("is kiln running at %s? %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 400 {
+		var env struct {
+			Error apiError `json:"error"`
+		}
+		if json.Unmarshal(data, &env) == nil && env.Error.Type != "" {
+			env.Error.Status = resp.StatusCode
+			return &env.Error
+		}
+		return &apiError{Status: resp.StatusCode, Type: "http_error", Message: strings.TrimSpace(string(data))}
+	}
+	if out != nil && len(data) > 0 {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+// cmdPolicy implements `kiln policy load|activate|rollback|list`.
+func cmdPolicy(args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Print(policyUsage)
+		return nil
+	}
+	sub, rest := args[0], args[1:]
+	fs := flag.NewFlagSet("policy "+sub, flag.ContinueOnError)
+	var pf policyFlags
+	pf.register(fs)
+	name := fs.String("name", "", "name of the loaded policy (default: the file name without .wasm)")
+	activate := fs.Bool("activate", false, "activate the policy once loaded")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, flagArgs := splitPositional(rest)
+	if err := fs.Parse(flagArgs); err != nil {
+		return err
+	}
+	pos = append(pos, fs.Args()...)
+	switch sub {
+	case "load":
+		if len(pos) != 1 || pf.kind == "" {
+			return errors.New("usage: kiln policy load FILE --kind K [--name N] [--activate]")
+		}
+		if _, err := abi.ParseKind(pf.kind); err != nil {
+			return err
+		}
+		wasm, err := os.ReadFile(pos[0])
+		if err != nil {
+			return err
+		}
+		n := *name
+		if n == "" {
+			n = strings.TrimSuffix(filepath.Base(pos[0]), ".wasm")
+		}
+		q := url.Values{"name": {n}, "reason": {pf.reason}}
+		if *activate {
+			q.Set("activate", "1")
+		}
+		var vi policy.VersionInfo
+		if err := pf.request(http.MethodPost, "/v1/policies/"+pf.kind+"?"+q.Encode(), "application/wasm", wasm, true, &vi); err != nil {
+			return err
+		}
+		state := "loaded"
+		if vi.Active {
+			state = "loaded and active"
+		}
+		fmt.Printf("%s policy %s@%d %s (sha256 %.12s)\n", vi.Kind, vi.Name, vi.Version, state, vi.SHA256)
+		return nil
+	case "activate":
+		if len(pos) != 1 {
+			return errors.New("usage: kiln policy activate NAME[@VERSION] [--kind K]")
+		}
+		n, ver, err := parseRef(pos[0])
+		if err != nil {
+			return err
+		}
+		kind := pf.kind
+		if kind == "" {
+			if kind, err = pf.resolveKind(n); err != nil {
+				return err
+			}
+		}
+		body, _ := json.Marshal(map[string]any{"name": n, "version": ver, "reason": pf.reason})
+		var vi policy.VersionInfo
+		if err := pf.request(http.MethodPost, "/v1/policies/"+kind+"/activate", "application/json", body, true, &vi); err != nil {
+			return err
+		}
+		fmt.Printf("%s policy %s@%d is active\n", vi.Kind, vi.Name, vi.Version)
+		return nil
+	case "rollback":
+		if len(pos) != 1 {
+			return errors.New("usage: kiln policy rollback KIND")
+		}
+		if _, err := abi.ParseKind(pos[0]); err != nil {
+			return err
+		}
+		body, _ := json.Marshal(map[string]any{"reason": pf.reason})
+		var vi policy.VersionInfo
+		if err := pf.request(http.MethodPost, "/v1/policies/"+pos[0]+"/rollback", "application/json", body, true, &vi); err != nil {
+			return err
+		}
+		fmt.Printf("%s policy rolled back to %s@%d\n", vi.Kind, vi.Name, vi.Version)
+		return nil
+	case "list":
+		var out struct {
+			Policies []policy.KindInfo `json:"policies"`
+		}
+		if err := pf.request(http.MethodGet, "/v1/policies", "", nil, false, &out); err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(out)
+		}
+		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "KIND\tPOLICY\tSOURCE\tACTIVE\tCALLS\tFAULTS\tLOADED")
+		for _, k := range out.Policies {
+			for _, v := range k.Versions {
+				act := ""
+				if v.Active {
+					act = "*"
+				}
+				fmt.Fprintf(tw, "%s\t%s@%d\t%s\t%s\t%d\t%d\t%s\n", k.Kind, v.Name, v.Version, v.Source, act, v.Calls, v.Faults, v.LoadedAt.Format(time.RFC3339))
+			}
+		}
+		return tw.Flush()
+	}
+	return fmt.Errorf("unknown policy command %q\n\n%s", sub, policyUsage)
+}
+
+// splitPositional separates leading positional arguments from flags, so
+// that `kiln policy load FILE --kind x` works as well as flags first.
+func splitPositional(args []string) (pos, flags []string) {
+	for i, a := range args {
+		if strings.HasPrefix(a, "-") {
+			return pos, args[i:]
+		}
+		pos = append(pos, a)
+	}
+	return pos, nil
+}
+
+// parseRef parses NAME[@VERSION]; version 0 means the newest.
+func parseRef(s string) (string, int, error) {
+	n, v, ok := strings.Cut(s, "@")
+	if !ok {
+		return n, 0, nil
+	}
+	ver, err := strconv.Atoi(v)
+	if err != nil || ver < 1 {
+		return "", 0, fmt.Errorf("policy %q: version must be a positive integer", s)
+	}
+	return n, ver, nil
+}
+
+// resolveKind finds the one kind that has a policy called name.
+func (p *policyFlags) resolveKind(name string) (string, error) {
+	var out struct {
+		Policies []policy.KindInfo `json:"policies"`
+	}
+	if err := p.request(http.MethodGet, "/v1/policies", "", nil, false, &out); err != nil {
+		return "", err
+	}
+	var kinds []string
+	for _, k := range out.Policies {
+		has := slices.Contains(k.Builtins, name)
+		for _, v := range k.Versions {
+			has = has || v.Name == name
+		}
+		if has {
+			kinds = append(kinds, k.Kind)
+		}
+	}
+	switch len(kinds) {
+	case 0:
+		return "", fmt.Errorf("no policy named %q is loaded or built in", name)
+	case 1:
+		return kinds[0], nil
+	}
+	return "", fmt.Errorf("policy %q exists for %s; say which with --kind", name, strings.Join(kinds, " and "))
+}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/policy"
+)
+
+func TestCmdPolicy(t *testing.T) {
+	h, err := policy.NewHost(policy.Config{NativeBuiltins: true}, zerolog.Nop(), clock.Real())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	srv := httptest.NewServer(h.Handler("tok"))
+	defer srv.Close()
+	t.Setenv("KILN_ADMIN_TOKEN", "")
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantErr string
+		active  string // eviction's active policy afterwards
+	}{
+		{name: "list", args: []string{"list", "--addr", srv.URL}, active: "lru@1"},
+		{name: "list json", args: []string{"list", "--json", "--addr", srv.URL}, active: "lru@1"},
+		{name: "activate without token", args: []string{"activate", "gdsf", "--addr", srv.URL, "--data-dir", t.TempDir()}, wantErr: "no admin token", active: "lru@1"},
+		{name: "activate wrong token", args: []string{"activate", "gdsf", "--addr", srv.URL, "--token", "x"}, wantErr: "unauthorized", active: "lru@1"},
+		{name: "activate finds the kind", args: []string{"activate", "gdsf", "--addr", srv.URL, "--token", "tok", "--reason", "test"}, active: "gdsf@1"},
+		{name: "activate unknown", args: []string{"activate", "nope@2", "--kind", "eviction", "--addr", srv.URL, "--token", "tok"}, wantErr: "not_found", active: "gdsf@1"},
+		{name: "rollback", args: []string{"rollback", "eviction", "--addr", srv.URL, "--token", "tok"}, active: "lru@1"},
+		{name: "load needs kind", args: []string{"load", "x.wasm", "--addr", srv.URL}, wantErr: "usage", active: "lru@1"},
+		{name: "bad kind", args: []string{"rollback", "cooking", "--addr", srv.URL}, wantErr: "unknown policy kind", active: "lru@1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := cmdPolicy(tc.args)
+			if (err != nil) != (tc.wantErr != "") || err != nil && !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("cmdPolicy(%v) = %v; want error containing %q", tc.args, err, tc.wantErr)
+			}
+			if got := h.List()[0].Active; got != tc.active {
+				t.Errorf("active eviction policy %s, want %s", got, tc.active)
+			}
+		})
+	}
+}

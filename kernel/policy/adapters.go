@@ -1,0 +1,397 @@
+package policy
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/job"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
+)
+
+// The native fallbacks: the kernel's foundation policies.
+var (
+	fallbackScheduler dispatch.Scheduler = dispatch.PriorityFIFO{}
+	fallbackBalancer  dispatch.Balancer  = dispatch.LeastLoaded{}
+	fallbackEvictor   dispatch.Evictor   = dispatch.LRU{}
+	fallbackBatcher   dispatch.Batcher   = dispatch.NoBatching{}
+)
+
+// Interface guards.
+var (
+	_ dispatch.Scheduler = (*Scheduler)(nil)
+	_ dispatch.Balancer  = (*Balancer)(nil)
+	_ dispatch.Evictor   = (*Evictor)(nil)
+	_ dispatch.Batcher   = (*Batcher)(nil)
+)
+
+// conv turns dispatch views into ABI inputs, reusing its buffers; models and
+// batch keys are interned into small ids per decision.
+type conv struct {
+	models  map[string]uint32
+	keys    map[string]uint32
+	workers map[string]uint32
+	infos   []abi.ModelInfo
+	sc      scratch
+
+	sched  abi.SchedulingInput
+	schedO abi.SchedulingOutput
+	bal    abi.BalancingInput
+	balO   abi.BalancingOutput
+	bat    abi.BatchingInput
+	batO   abi.BatchingOutput
+	ev     abi.EvictionInput
+	evO    abi.EvictionOutput
+}
+
+var convPool = sync.Pool{New: func() any {
+	return &conv{models: map[string]uint32{}, keys: map[string]uint32{}, workers: map[string]uint32{}}
+}}
+
+func getConv() *conv {
+	c := convPool.Get().(*conv)
+	clear(c.models)
+	clear(c.keys)
+	clear(c.workers)
+	c.infos = c.infos[:0]
+	return c
+}
+
+func (c *conv) model(name string, bytes uint64, load time.Duration) uint32 {
+	id, ok := c.models[name]
+	if !ok {
+		id = uint32(len(c.infos))
+		c.models[name] = id
+		c.infos = append(c.infos, abi.ModelInfo{})
+	}
+	mi := &c.infos[id]
+	if mi.Bytes == 0 {
+		mi.Bytes = bytes
+	}
+	if mi.LoadCost == 0 {
+		mi.LoadCost = load
+	}
+	return id
+}
+
+func (c *conv) job(dst *abi.Job, j *dispatch.JobView) {
+	models := dst.Models[:0]
+	for i, m := range j.Models {
+		var b uint64
+		var l time.Duration
+		if i < len(j.ModelBytes) {
+			b = j.ModelBytes[i]
+		}
+		if i < len(j.LoadCost) {
+			l = j.LoadCost[i]
+		}
+		models = append(models, c.model(m, b, l))
+	}
+	class := abi.ClassBatch
+	if j.Class == job.Interactive {
+		class = abi.ClassInteractive
+	}
+	var key uint32
+	if j.BatchKey != "" {
+		var ok bool
+		if key, ok = c.keys[j.BatchKey]; !ok {
+			key = uint32(len(c.keys) + 1)
+			c.keys[j.BatchKey] = key
+		}
+	}
+	w := abi.NoWorker
+	if j.Running {
+		if id, ok := c.workers[j.Worker]; ok {
+			w = id
+		}
+	}
+	*dst = abi.Job{Seq: j.Seq, Class: class, Attempts: uint32(max(j.Attempts, 0)), Age: j.Age,
+		HasDeadline: j.DeadlineMS > 0, EstCost: j.EstimatedCost, VRAM: j.EstimatedVRAM, BatchVRAM: j.BatchVRAM,
+		BatchKey: key, Models: models, Worker: w, AtStepBoundary: j.AtStepBoundary}
+	if dst.HasDeadline {
+		dst.Slack = time.Duration(j.DeadlineMS)*time.Millisecond - j.Age
+	}
+}
+
+func (c *conv) workerList(dst []abi.Worker, ws []dispatch.WorkerView) []abi.Worker {
+	dst = grow(dst, len(ws))
+	for i := range ws {
+		w := &ws[i]
+		c.workers[w.ID] = uint32(i)
+		res := dst[i].Resident[:0]
+		for m, b := range w.Resident {
+			res = append(res, c.model(m, uint64(max(b, 0)), 0))
+		}
+		dst[i] = abi.Worker{Device: uint32(max(w.Device, 0)), Idle: w.Idle, Degraded: w.Degraded, DeviceBusy: uint32(max(w.DeviceBusy, 0)),
+			FreeVRAM: w.FreeVRAM, UsableVRAM: w.UsableVRAM, Wait: w.EstimatedWait, H2DBytesPerS: w.H2DBytesPerS, Resident: res}
+	}
+	return dst
+}
+
+func grow[T any](s []T, n int) []T {
+	if cap(s) >= n {
+		return s[:n]
+	}
+	return append(s[:cap(s)], make([]T, n-cap(s))...)
+}
+
+// onFault counts a fault; it is a no-op for nil errors.
+func (h *Host) onFault(v *version, err error) bool {
+	if err == nil {
+		return false
+	}
+	h.fault(v, err)
+	return true
+}
+
+// Scheduler is the dispatch.Scheduler backed by the active scheduling
+// policy. Get it from Host.Scheduler.
+type Scheduler struct{ h *Host }
+
+// Plan is a scheduling decision: queued jobs to dispatch, best first, and
+// running jobs to preempt.
+type Plan struct {
+	Dispatch []string
+	Preempt  []string
+	// Fallback is true when the native fallback answered.
+	Fallback bool
+}
+
+// Next returns the first job of the active policy's plan.
+func (s *Scheduler) Next(queued []dispatch.JobView, workers []dispatch.WorkerView) (string, bool) {
+	p := s.Plan(queued, nil, workers)
+	if len(p.Dispatch) == 0 {
+		return "", false
+	}
+	return p.Dispatch[0], true
+}
+
+// Plan asks the active scheduling policy for its full decision, including
+// preemptions of running jobs.
+func (s *Scheduler) Plan(queued, running []dispatch.JobView, workers []dispatch.WorkerView) Plan {
+	h := s.h
+	v := h.slots[abi.KindScheduling].active.Load()
+	c := getConv()
+	defer convPool.Put(c)
+	in := &c.sched
+	in.Workers = c.workerList(in.Workers, workers)
+	in.Queued = grow(in.Queued, len(queued))
+	for i := range queued {
+		c.job(&in.Queued[i], &queued[i])
+	}
+	in.Running = grow(in.Running, len(running))
+	for i := range running {
+		c.job(&in.Running[i], &running[i])
+	}
+	in.Models = c.infos
+	st, err := decide(context.Background(), h, v, schedulingOps, in, &c.schedO, &c.sc)
+	if h.onFault(v, err) {
+		id, ok := fallbackScheduler.Next(queued, workers)
+		if !ok {
+			return Plan{Fallback: true}
+		}
+		return Plan{Dispatch: []string{id}, Fallback: true}
+	}
+	var p Plan
+	if st != abi.StatusOK {
+		return p
+	}
+	for _, i := range c.schedO.Dispatch {
+		p.Dispatch = append(p.Dispatch, queued[i].ID)
+	}
+	for _, i := range c.schedO.Preempt {
+		p.Preempt = append(p.Preempt, running[i].ID)
+	}
+	return p
+}
+
+// Balancer is the dispatch.Balancer backed by the active balancing policy.
+type Balancer struct{ h *Host }
+
+// Place returns the worker the active policy chose for j.
+func (b *Balancer) Place(j dispatch.JobView, workers []dispatch.WorkerView) (string, bool) {
+	h := b.h
+	v := h.slots[abi.KindBalancing].active.Load()
+	c := getConv()
+	defer convPool.Put(c)
+	in := &c.bal
+	in.Workers = c.workerList(in.Workers, workers)
+	c.job(&in.Job, &j)
+	in.Models = c.infos
+	st, err := decide(context.Background(), h, v, balancingOps, in, &c.balO, &c.sc)
+	if h.onFault(v, err) {
+		return fallbackBalancer.Place(j, workers)
+	}
+	if st != abi.StatusOK {
+		return "", false
+	}
+	return workers[c.balO.Worker].ID, true
+}
+
+// Batcher is the dispatch.Batcher backed by the active batching policy.
+type Batcher struct{ h *Host }
+
+// Batch returns the jobs that run with lead, lead first, or a wait.
+func (b *Batcher) Batch(lead dispatch.JobView, queued []dispatch.JobView, workers []dispatch.WorkerView) ([]string, time.Duration) {
+	h := b.h
+	v := h.slots[abi.KindBatching].active.Load()
+	c := getConv()
+	defer convPool.Put(c)
+	in := &c.bat
+	in.Workers = c.workerList(in.Workers, workers)
+	jobs := queued
+	li := -1
+	for i := range queued {
+		if queued[i].ID == lead.ID {
+			li = i
+			break
+		}
+	}
+	if li < 0 {
+		jobs = append(append(make([]dispatch.JobView, 0, len(queued)+1), queued...), lead)
+		li = len(queued)
+	}
+	in.Jobs = grow(in.Jobs, len(jobs))
+	for i := range jobs {
+		c.job(&in.Jobs[i], &jobs[i])
+	}
+	in.Lead = uint32(li)
+	in.Models = c.infos
+	st, err := decide(context.Background(), h, v, batchingOps, in, &c.batO, &c.sc)
+	if h.onFault(v, err) || st != abi.StatusOK {
+		return fallbackBatcher.Batch(lead, queued, workers)
+	}
+	ids := make([]string, 0, len(c.batO.Batch))
+	for _, i := range c.batO.Batch {
+		ids = append(ids, jobs[i].ID)
+	}
+	return ids, c.batO.Wait
+}
+
+// Evictor is the dispatch.Evictor backed by the active eviction policy. It
+// keeps what eviction policies need across decisions: each entry's tag and
+// a ghost list of recent evictions.
+type Evictor struct {
+	h      *Host
+	mu     sync.Mutex
+	tags   map[string]uint64
+	ghosts []ghost
+}
+
+type ghost struct {
+	model string
+	at    time.Time
+}
+
+const maxGhosts = 256
+
+// WantedModel is a model queued jobs need that is not cached: a prefetch
+// candidate.
+type WantedModel struct {
+	Model    string
+	Bytes    uint64
+	LoadCost time.Duration
+	Waiting  int
+}
+
+// EvictionRequest asks for victims so that Need more bytes fit where Free
+// bytes are free now.
+type EvictionRequest struct {
+	Need    uint64
+	Free    uint64
+	Entries []dispatch.EntryView
+	Wanted  []WantedModel
+}
+
+// EvictionResult names victims (indices into Entries) and models to
+// prefetch. Victims is nil when no set of unpinned entries is enough.
+type EvictionResult struct {
+	Victims  []int
+	Prefetch []string
+	Fallback bool
+}
+
+// Victims implements dispatch.Evictor.
+func (e *Evictor) Victims(need uint64, entries []dispatch.EntryView) []int {
+	return e.Decide(EvictionRequest{Need: need, Entries: entries}).Victims
+}
+
+func entryKey(en *dispatch.EntryView) string { return en.Worker + "\x00" + en.Model }
+
+// Decide asks the active eviction policy, with prefetch candidates.
+func (e *Evictor) Decide(r EvictionRequest) EvictionResult {
+	h := e.h
+	v := h.slots[abi.KindEviction].active.Load()
+	c := getConv()
+	defer convPool.Put(c)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := h.clk.Now()
+	in := &c.ev
+	in.Need, in.Free = r.Need, r.Free
+	in.Entries = grow(in.Entries, len(r.Entries))
+	for i := range r.Entries {
+		en := &r.Entries[i]
+		ins := en.Inserted
+		if ins.IsZero() {
+			ins = en.LastUse
+		}
+		var w uint32
+		if id, ok := c.workers[en.Worker]; ok {
+			w = id
+		} else {
+			w = uint32(len(c.workers))
+			c.workers[en.Worker] = w
+		}
+		in.Entries[i] = abi.Entry{Model: c.model(en.Model, en.Bytes, en.LoadCost), Worker: w, Bytes: en.Bytes,
+			SinceUse: max(now.Sub(en.LastUse), 0), SinceInsert: max(now.Sub(ins), 0), LoadCost: en.LoadCost,
+			Hits: uint32(max(en.Hits, 0)), Pinned: en.Pinned, Tag: e.tags[entryKey(en)]}
+	}
+	in.Ghosts = in.Ghosts[:0]
+	for _, g := range e.ghosts {
+		in.Ghosts = append(in.Ghosts, abi.Ghost{Model: c.model(g.model, 0, 0), Ago: max(now.Sub(g.at), 0)})
+	}
+	in.Wanted = grow(in.Wanted, len(r.Wanted))
+	for i, w := range r.Wanted {
+		in.Wanted[i] = abi.Wanted{Model: c.model(w.Model, w.Bytes, w.LoadCost), Bytes: w.Bytes, LoadCost: w.LoadCost, Waiting: uint32(max(w.Waiting, 0))}
+	}
+	st, err := decide(context.Background(), h, v, evictionOps, in, &c.evO, &c.sc)
+	if h.onFault(v, err) {
+		need := r.Need - min(r.Need, r.Free)
+		return EvictionResult{Victims: fallbackEvictor.Victims(need, r.Entries), Fallback: true}
+	}
+	if st != abi.StatusOK {
+		return EvictionResult{}
+	}
+	var res EvictionResult
+	for _, t := range c.evO.Tags {
+		e.tags[entryKey(&r.Entries[t.Entry])] = t.Tag
+	}
+	for _, i := range c.evO.Victims {
+		en := &r.Entries[i]
+		res.Victims = append(res.Victims, int(i))
+		delete(e.tags, entryKey(en))
+		e.ghosts = append(e.ghosts, ghost{model: en.Model, at: now})
+	}
+	if len(e.ghosts) > maxGhosts {
+		e.ghosts = append(e.ghosts[:0], e.ghosts[len(e.ghosts)-maxGhosts:]...)
+	}
+	for _, i := range c.evO.Prefetch {
+		res.Prefetch = append(res.Prefetch, r.Wanted[i].Model)
+	}
+	if len(e.tags) > 2*len(r.Entries)+64 {
+		// Entries that left without being evicted by us keep stale tags.
+		keep := make(map[string]uint64, len(r.Entries))
+		for i := range r.Entries {
+			if t, ok := e.tags[entryKey(&r.Entries[i])]; ok {
+				keep[entryKey(&r.Entries[i])] = t
+			}
+		}
+		e.tags = keep
+	}
+	if res.Victims == nil && r.Need > r.Free {
+		return EvictionResult{}
+	}
+	return res
+}

@@ -1,0 +1,101 @@
+package policy
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
+)
+
+var (
+	asOnce sync.Once
+	asWasm []byte
+	asErr  string
+)
+
+// asModule builds examples/policy-as with its pinned AssemblyScript
+// compiler, or skips when node or the npm packages are missing (.ci/run
+// installs them with `npm ci --prefix examples/policy-as`).
+func asModule(t testing.TB) []byte {
+	t.Helper()
+	asOnce.Do(func() {
+		dir := filepath.Join(repoRoot(), "examples", "policy-as")
+		node, err := exec.LookPath("node")
+		if err != nil {
+			asErr = "node is not installed; the AssemblyScript example cannot be built"
+			return
+		}
+		asc := filepath.Join(dir, "node_modules", "assemblyscript", "bin", "asc.js")
+		if _, err := os.Stat(asc); err != nil {
+			asErr = "AssemblyScript is not installed; run `npm ci --prefix examples/policy-as`"
+			return
+		}
+		out := filepath.Join(os.TempDir(), "kiln-policy-as-test.wasm")
+		cmd := exec.Command(node, asc, "assembly/index.ts", "--runtime", "stub", "--optimize", "--noAssert", "--outFile", out)
+		cmd.Dir = dir
+		if b, err := cmd.CombinedOutput(); err != nil {
+			asErr = "asc failed: " + err.Error() + "\n" + string(b)
+			return
+		}
+		asWasm, err = os.ReadFile(out)
+		if err != nil {
+			asErr = err.Error()
+		}
+	})
+	if asWasm == nil {
+		t.Skip(asErr)
+	}
+	return asWasm
+}
+
+func TestAssemblyScriptExample(t *testing.T) {
+	wasm := asModule(t)
+	h := newTestHost(t, Config{})
+	vi, err := h.Load(context.Background(), abi.KindBalancing, "resident-first", wasm, true, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vi.Params["min_free_gib"] != 0 {
+		t.Errorf("params %v, want min_free_gib 0", vi.Params)
+	}
+	const gib = 1 << 30
+	j := dispatch.JobView{ID: "j", Models: []string{"a", "b"}, ModelBytes: []uint64{2 * gib, 6 * gib}, EstimatedVRAM: 8 * gib}
+	for _, tc := range []struct {
+		name    string
+		minFree float64
+		workers []dispatch.WorkerView
+		want    string
+		wantOK  bool
+	}{
+		{name: "most resident bytes", workers: []dispatch.WorkerView{
+			{ID: "w0", Idle: true, Resident: map[string]int64{"a": 2 * gib}},
+			{ID: "w1", Idle: true, Resident: map[string]int64{"b": 6 * gib}},
+			{ID: "w2", Idle: false, Resident: map[string]int64{"a": 2 * gib, "b": 6 * gib}},
+		}, want: "w1", wantOK: true},
+		{name: "fewer busy breaks ties", workers: []dispatch.WorkerView{
+			{ID: "w0", Idle: true, DeviceBusy: 2}, {ID: "w1", Idle: true, DeviceBusy: 1},
+		}, want: "w1", wantOK: true},
+		{name: "too small", workers: []dispatch.WorkerView{{ID: "w0", Idle: true, UsableVRAM: 4 * gib}}},
+		{name: "min free parameter", minFree: 10, workers: []dispatch.WorkerView{
+			{ID: "w0", Idle: true, FreeVRAM: 4 * gib}, {ID: "w1", Idle: true, FreeVRAM: 12 * gib},
+		}, want: "w1", wantOK: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := h.SetParam(abi.KindBalancing, "min_free_gib", tc.minFree); err != nil {
+				t.Fatal(err)
+			}
+			got, ok := h.Balancer().Place(j, tc.workers)
+			if got != tc.want || ok != tc.wantOK {
+				t.Errorf("Place = %q, %v; want %q, %v", got, ok, tc.want, tc.wantOK)
+			}
+		})
+	}
+	if f := h.slots[abi.KindBalancing].active.Load().faults.Load(); f != 0 {
+		t.Errorf("%d faults", f)
+	}
+}

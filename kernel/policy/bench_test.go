@@ -1,0 +1,209 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/job"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
+)
+
+func benchViews(n int) ([]dispatch.JobView, []dispatch.WorkerView, []dispatch.EntryView) {
+	now := time.Now()
+	jobs := make([]dispatch.JobView, n)
+	workers := make([]dispatch.WorkerView, n)
+	entries := make([]dispatch.EntryView, n)
+	for i := range n {
+		m := fmt.Sprintf("checkpoints/m%d.safetensors", i%50)
+		jobs[i] = dispatch.JobView{ID: fmt.Sprintf("j%d", i), Class: job.Class([]string{"batch", "interactive"}[i%2]), Seq: uint64(n - i),
+			Age: time.Duration(i) * time.Second, Models: []string{m}, ModelBytes: []uint64{2 << 30}, EstimatedVRAM: 2 << 30}
+		workers[i] = dispatch.WorkerView{ID: fmt.Sprintf("w%d", i), Device: i / 2, Idle: i%3 != 0, DeviceBusy: i % 3,
+			Resident: map[string]int64{m: 2 << 30}, FreeVRAM: uint64(i) << 28, UsableVRAM: 80 << 30}
+		entries[i] = dispatch.EntryView{Model: m, Worker: fmt.Sprintf("w%d", i%8), Bytes: 1 << 30, LastUse: now.Add(-time.Duration(i*7%n) * time.Second),
+			Hits: i % 5, Pinned: i%4 == 0}
+	}
+	return jobs, workers, entries
+}
+
+// BenchmarkDecision measures one decision through the host's dispatch
+// adapters (view conversion, snapshot encoding, the call, decoding and
+// validation) for the WASM build and the native build of the same
+// built-in, and the kernel's foundation policy as a baseline.
+func BenchmarkDecision(b *testing.B) {
+	for _, kind := range []struct {
+		kind abi.Kind
+		name string
+	}{{abi.KindEviction, "lru"}, {abi.KindScheduling, "priority"}, {abi.KindBalancing, "least-loaded"}} {
+		wasm := wasmOf(b, kind.kind.String()+"."+kind.name)
+		for _, n := range []int{10, 100, 1000} {
+			jobs, workers, entries := benchViews(n)
+			run := func(b *testing.B, decide func()) {
+				b.ReportAllocs()
+				for b.Loop() {
+					decide()
+				}
+			}
+			for _, target := range []string{"foundation", "native", "wasm"} {
+				b.Run(fmt.Sprintf("%s/%s/n=%d/%s", kind.kind, kind.name, n, target), func(b *testing.B) {
+					h := newTestHost(b, Config{CallTimeout: 100 * time.Millisecond})
+					if target == "wasm" {
+						if _, err := h.Load(context.Background(), kind.kind, kind.name+"-wasm", wasm, true, "bench"); err != nil {
+							b.Fatal(err)
+						}
+					} else if _, err := h.Activate(context.Background(), kind.kind, kind.name, 0, "bench"); err != nil {
+						b.Fatal(err)
+					}
+					switch kind.kind {
+					case abi.KindEviction:
+						e := dispatch.Evictor(h.Evictor())
+						if target == "foundation" {
+							e = dispatch.LRU{}
+						}
+						run(b, func() { e.Victims(uint64(n/4)<<30, entries) })
+					case abi.KindScheduling:
+						s := dispatch.Scheduler(h.Scheduler())
+						if target == "foundation" {
+							s = dispatch.PriorityFIFO{}
+						}
+						run(b, func() { s.Next(jobs, workers[:min(n, 16)]) })
+					case abi.KindBalancing:
+						p := dispatch.Balancer(h.Balancer())
+						if target == "foundation" {
+							p = dispatch.LeastLoaded{}
+						}
+						run(b, func() { p.Place(jobs[0], workers) })
+					}
+					for _, ki := range h.List() {
+						for _, v := range ki.Versions {
+							if v.Faults > 0 {
+								b.Fatalf("%s faulted %d times", v.Name, v.Faults)
+							}
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkRawCall measures the WASM call alone on prepared balancing
+// snapshots: deadline context, buffer write, hook, answer read.
+func BenchmarkRawCall(b *testing.B) {
+	h := newTestHost(b, Config{CallTimeout: 100 * time.Millisecond})
+	if _, err := h.Load(context.Background(), abi.KindBalancing, "ll", wasmOf(b, "balancing.least-loaded"), true, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	v := h.slots[abi.KindBalancing].active.Load()
+	for _, n := range []int{0, 10, 100, 1000} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			in := &abi.BalancingInput{Workers: make([]abi.Worker, n)}
+			for i := range in.Workers {
+				in.Workers[i] = abi.Worker{Idle: i%2 == 0, DeviceBusy: uint32(i % 3)}
+			}
+			input := abi.AppendBalancingInput(nil, in)
+			ci := &callInfo{}
+			var out []byte
+			b.ReportAllocs()
+			for b.Loop() {
+				var err error
+				if out, err = v.mod.call(context.Background(), ci, input, out[:0]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkSwap measures load → compile (warm cache) → instantiate the pool
+// → self-test → active.
+func BenchmarkSwap(b *testing.B) {
+	wasm := wasmOf(b, "scheduling.fifo")
+	h := newTestHost(b, Config{})
+	if _, err := h.Load(context.Background(), abi.KindScheduling, "fifo", wasm, true, "warm the cache"); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := h.Load(context.Background(), abi.KindScheduling, "fifo", wasm, true, "bench"); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		// Keep the version list short: drop what this iteration added.
+		h.mu.Lock()
+		s := h.slots[abi.KindScheduling]
+		for _, v := range s.versions[2:] {
+			if v != s.active.Load() {
+				v.close()
+			}
+		}
+		s.versions = append(s.versions[:2], s.active.Load())
+		s.previous = s.previous[:1]
+		h.mu.Unlock()
+		b.StartTimer()
+	}
+}
+
+// BenchmarkInstanceMemory reports the memory one more pooled instance
+// costs: Go heap (wazero's bookkeeping and the linear memory it allocates)
+// and the guest's linear memory size.
+func BenchmarkInstanceMemory(b *testing.B) {
+	h := newTestHost(b, Config{})
+	if _, err := h.Load(context.Background(), abi.KindBalancing, "ll", wasmOf(b, "balancing.least-loaded"), true, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	m := h.slots[abi.KindBalancing].active.Load().mod
+	const n = 16
+	var before, after runtime.MemStats
+	var linear uint32
+	for b.Loop() {
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		ins := make([]*instance, n)
+		for i := range ins {
+			var err error
+			if ins[i], err = m.newInstance(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		linear = ins[0].mem.Size()
+		for _, in := range ins {
+			m.discard(in)
+		}
+	}
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n/(1<<20), "heap-MiB/instance")
+	b.ReportMetric(float64(linear)/(1<<20), "linear-MiB/instance")
+}
+
+// BenchmarkRawCallAS is BenchmarkRawCall for the AssemblyScript example,
+// which reads the snapshot in place: the cost of the ABI and the host
+// without a Go runtime in the guest.
+func BenchmarkRawCallAS(b *testing.B) {
+	h := newTestHost(b, Config{CallTimeout: 100 * time.Millisecond})
+	if _, err := h.Load(context.Background(), abi.KindBalancing, "as", asModule(b), true, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	v := h.slots[abi.KindBalancing].active.Load()
+	for _, n := range []int{0, 10, 100, 1000} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			in := &abi.BalancingInput{Workers: make([]abi.Worker, n)}
+			for i := range in.Workers {
+				in.Workers[i] = abi.Worker{Idle: i%2 == 0, DeviceBusy: uint32(i % 3)}
+			}
+			input := abi.AppendBalancingInput(nil, in)
+			ci := &callInfo{}
+			var out []byte
+			b.ReportAllocs()
+			for b.Loop() {
+				var err error
+				if out, err = v.mod.call(context.Background(), ci, input, out[:0]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

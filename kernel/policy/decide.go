@@ -1,0 +1,296 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
+)
+
+// ops is what differs between kinds on the decision path.
+type ops[I, O any] struct {
+	kind   abi.Kind
+	common func(*I) *abi.Common
+	state  func(*O) *[4]uint64
+	reset  func(*O)
+	native func(p any, in *I, out *O) abi.Status
+	encode func([]byte, *I) []byte
+	decode func([]byte, *O) (abi.Status, error)
+	valid  func(*I, *O) error
+}
+
+// scratch is one decision's reusable buffers.
+type scratch struct {
+	in, out []byte
+}
+
+// decide asks version v; it returns the status and, on any fault, a
+// *FaultError (the caller then answers with the fallback).
+func decide[I, O any](ctx context.Context, h *Host, v *version, op *ops[I, O], in *I, out *O, sc *scratch) (st abi.Status, err error) {
+	c := op.common(in)
+	c.Now = h.clk.Now().UnixNano()
+	v.stateMu.Lock()
+	c.State = v.state
+	v.stateMu.Unlock()
+	c.Params = *v.values.Load()
+	op.reset(out)
+	*op.state(out) = c.State
+	v.calls.Add(1)
+	if v.mod == nil {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					err = &FaultError{Kind: FaultTrap, Err: fmt.Errorf("native policy panicked: %v", r)}
+				}
+			}()
+			st = op.native(v.native, in, out)
+		}()
+		if err != nil {
+			return st, err
+		}
+	} else {
+		sc.in = op.encode(sc.in[:0], in)
+		ci := &callInfo{now: c.Now, params: v.params, values: c.Params}
+		sc.out, err = v.mod.call(ctx, ci, sc.in, sc.out[:0])
+		if err != nil {
+			return 0, err
+		}
+		if st, err = op.decode(sc.out, out); err != nil {
+			return st, &FaultError{Kind: FaultInvalid, Err: err}
+		}
+	}
+	switch st {
+	case abi.StatusOK:
+		if err := op.valid(in, out); err != nil {
+			return st, &FaultError{Kind: FaultInvalid, Err: err}
+		}
+		v.stateMu.Lock()
+		v.state = *op.state(out)
+		v.stateMu.Unlock()
+	case abi.StatusNoDecision:
+	default:
+		return st, &FaultError{Kind: FaultStatus, Err: fmt.Errorf("policy answered status %d", st)}
+	}
+	return st, nil
+}
+
+func unique(ids []uint32, n int, what string) error {
+	if len(ids) > n {
+		return fmt.Errorf("%d %s for %d candidates", len(ids), what, n)
+	}
+	var small [64]bool
+	var seen map[uint32]bool
+	if n > len(small) {
+		seen = make(map[uint32]bool, len(ids))
+	}
+	for _, id := range ids {
+		if int64(id) >= int64(n) {
+			return fmt.Errorf("%s %d does not exist (%d candidates)", what, id, n)
+		}
+		if seen != nil {
+			if seen[id] {
+				return fmt.Errorf("%s %d chosen twice", what, id)
+			}
+			seen[id] = true
+		} else {
+			if small[id] {
+				return fmt.Errorf("%s %d chosen twice", what, id)
+			}
+			small[id] = true
+		}
+	}
+	return nil
+}
+
+var evictionOps = &ops[abi.EvictionInput, abi.EvictionOutput]{
+	kind:   abi.KindEviction,
+	common: func(in *abi.EvictionInput) *abi.Common { return &in.Common },
+	state:  func(o *abi.EvictionOutput) *[4]uint64 { return &o.State },
+	reset: func(o *abi.EvictionOutput) {
+		*o = abi.EvictionOutput{Victims: o.Victims[:0], Prefetch: o.Prefetch[:0], Tags: o.Tags[:0]}
+	},
+	native: func(p any, in *abi.EvictionInput, out *abi.EvictionOutput) abi.Status {
+		if e, ok := p.(abi.Evictor); ok {
+			return e.Evict(in, out)
+		}
+		return abi.StatusUnsupported
+	},
+	encode: abi.AppendEvictionInput,
+	decode: abi.DecodeEvictionOutput,
+	valid: func(in *abi.EvictionInput, out *abi.EvictionOutput) error {
+		if err := unique(out.Victims, len(in.Entries), "victim"); err != nil {
+			return err
+		}
+		for _, v := range out.Victims {
+			if in.Entries[v].Pinned {
+				return fmt.Errorf("victim %d is pinned", v)
+			}
+		}
+		if err := unique(out.Prefetch, len(in.Wanted), "prefetch"); err != nil {
+			return err
+		}
+		for _, t := range out.Tags {
+			if int(t.Entry) >= len(in.Entries) {
+				return fmt.Errorf("tag for entry %d, which does not exist", t.Entry)
+			}
+		}
+		return nil
+	},
+}
+
+var schedulingOps = &ops[abi.SchedulingInput, abi.SchedulingOutput]{
+	kind:   abi.KindScheduling,
+	common: func(in *abi.SchedulingInput) *abi.Common { return &in.Common },
+	state:  func(o *abi.SchedulingOutput) *[4]uint64 { return &o.State },
+	reset: func(o *abi.SchedulingOutput) {
+		*o = abi.SchedulingOutput{Dispatch: o.Dispatch[:0], Preempt: o.Preempt[:0]}
+	},
+	native: func(p any, in *abi.SchedulingInput, out *abi.SchedulingOutput) abi.Status {
+		if s, ok := p.(abi.Scheduler); ok {
+			return s.Schedule(in, out)
+		}
+		return abi.StatusUnsupported
+	},
+	encode: abi.AppendSchedulingInput,
+	decode: abi.DecodeSchedulingOutput,
+	valid: func(in *abi.SchedulingInput, out *abi.SchedulingOutput) error {
+		if err := unique(out.Dispatch, len(in.Queued), "job"); err != nil {
+			return err
+		}
+		return unique(out.Preempt, len(in.Running), "preempted job")
+	},
+}
+
+var batchingOps = &ops[abi.BatchingInput, abi.BatchingOutput]{
+	kind:   abi.KindBatching,
+	common: func(in *abi.BatchingInput) *abi.Common { return &in.Common },
+	state:  func(o *abi.BatchingOutput) *[4]uint64 { return &o.State },
+	reset:  func(o *abi.BatchingOutput) { *o = abi.BatchingOutput{Batch: o.Batch[:0]} },
+	native: func(p any, in *abi.BatchingInput, out *abi.BatchingOutput) abi.Status {
+		if b, ok := p.(abi.Batcher); ok {
+			return b.Batch(in, out)
+		}
+		return abi.StatusUnsupported
+	},
+	encode: abi.AppendBatchingInput,
+	decode: abi.DecodeBatchingOutput,
+	valid: func(in *abi.BatchingInput, out *abi.BatchingOutput) error {
+		if err := unique(out.Batch, len(in.Jobs), "job"); err != nil {
+			return err
+		}
+		if len(out.Batch) == 0 || out.Batch[0] != in.Lead {
+			return fmt.Errorf("batch %v does not start with the lead job %d", out.Batch, in.Lead)
+		}
+		if out.Wait < 0 || out.Wait > time.Hour {
+			return fmt.Errorf("wait %s is outside [0, 1h]", out.Wait)
+		}
+		return nil
+	},
+}
+
+var balancingOps = &ops[abi.BalancingInput, abi.BalancingOutput]{
+	kind:   abi.KindBalancing,
+	common: func(in *abi.BalancingInput) *abi.Common { return &in.Common },
+	state:  func(o *abi.BalancingOutput) *[4]uint64 { return &o.State },
+	reset:  func(o *abi.BalancingOutput) { *o = abi.BalancingOutput{Worker: abi.NoWorker} },
+	native: func(p any, in *abi.BalancingInput, out *abi.BalancingOutput) abi.Status {
+		if b, ok := p.(abi.Balancer); ok {
+			return b.Balance(in, out)
+		}
+		return abi.StatusUnsupported
+	},
+	encode: abi.AppendBalancingInput,
+	decode: abi.DecodeBalancingOutput,
+	valid: func(in *abi.BalancingInput, out *abi.BalancingOutput) error {
+		if int64(out.Worker) >= int64(len(in.Workers)) {
+			return fmt.Errorf("worker %d does not exist (%d workers)", out.Worker, len(in.Workers))
+		}
+		w := &in.Workers[out.Worker]
+		if !w.Idle {
+			return fmt.Errorf("worker %d is busy", out.Worker)
+		}
+		if !abi.Fits(&in.Job, w) {
+			return fmt.Errorf("worker %d cannot hold the job's %d bytes", out.Worker, in.Job.VRAM)
+		}
+		return nil
+	},
+}
+
+// selfTest runs a new version on sample inputs of its kind; every answer
+// must decode, validate and carry no error status.
+func (h *Host) selfTest(v *version) error {
+	ctx := context.Background()
+	var sc scratch
+	check := func(st abi.Status, err error, sample string) error {
+		if err != nil {
+			return fmt.Errorf("sample %s: %w", sample, err)
+		}
+		return nil
+	}
+	const gib = 1 << 30
+	models := []abi.ModelInfo{{Bytes: 2 * gib, LoadCost: time.Second}, {Bytes: 6 * gib, LoadCost: 3 * time.Second}, {Bytes: gib}}
+	workers := []abi.Worker{
+		{Device: 0, Idle: true, FreeVRAM: 8 * gib, UsableVRAM: 20 * gib, Resident: []uint32{0}},
+		{Device: 1, Idle: false, DeviceBusy: 1, FreeVRAM: 2 * gib, UsableVRAM: 20 * gib, Resident: []uint32{1}},
+		{Device: 1, Idle: true, DeviceBusy: 1, FreeVRAM: 2 * gib, UsableVRAM: 20 * gib, Degraded: true},
+	}
+	jobs := []abi.Job{
+		{Seq: 1, Class: abi.ClassBatch, Age: 5 * time.Second, VRAM: 2 * gib, BatchKey: 1, Models: []uint32{0}, Worker: abi.NoWorker},
+		{Seq: 2, Class: abi.ClassInteractive, Age: 2 * time.Second, HasDeadline: true, Slack: time.Second, VRAM: 6 * gib, Models: []uint32{1}, Worker: abi.NoWorker},
+		{Seq: 3, Class: abi.ClassBatch, Age: time.Second, VRAM: 2 * gib, BatchKey: 1, BatchVRAM: gib / 2, Models: []uint32{0}, Worker: abi.NoWorker},
+	}
+	running := []abi.Job{{Seq: 0, Class: abi.ClassBatch, Age: time.Minute, Models: []uint32{1}, Worker: 1, AtStepBoundary: true}}
+	switch v.kind {
+	case abi.KindEviction:
+		in := &abi.EvictionInput{Need: 3 * gib, Free: gib, Entries: []abi.Entry{
+			{Model: 0, Bytes: 2 * gib, SinceUse: time.Minute, SinceInsert: time.Hour, LoadCost: time.Second, Hits: 3},
+			{Model: 1, Bytes: 6 * gib, SinceUse: time.Second, SinceInsert: time.Minute, LoadCost: 3 * time.Second, Pinned: true},
+			{Model: 2, Worker: 1, Bytes: gib, SinceUse: time.Hour, SinceInsert: time.Hour},
+		}, Ghosts: []abi.Ghost{{Model: 3, Ago: time.Minute}}, Wanted: []abi.Wanted{{Model: 3, Bytes: gib, Waiting: 2}}}
+		for _, tc := range []struct {
+			name string
+			in   *abi.EvictionInput
+		}{{"entries", in}, {"empty", &abi.EvictionInput{Need: gib}}} {
+			st, err := decide(ctx, h, v, evictionOps, tc.in, &abi.EvictionOutput{}, &sc)
+			if err := check(st, err, tc.name); err != nil {
+				return err
+			}
+		}
+	case abi.KindScheduling:
+		for _, tc := range []struct {
+			name string
+			in   *abi.SchedulingInput
+		}{
+			{"queue", &abi.SchedulingInput{Models: models, Queued: jobs, Running: running, Workers: workers}},
+			{"empty", &abi.SchedulingInput{Models: models, Workers: workers}},
+		} {
+			st, err := decide(ctx, h, v, schedulingOps, tc.in, &abi.SchedulingOutput{}, &sc)
+			if err := check(st, err, tc.name); err != nil {
+				return err
+			}
+		}
+	case abi.KindBatching:
+		for _, lead := range []uint32{0, 1} {
+			in := &abi.BatchingInput{Lead: lead, Models: models, Jobs: jobs, Workers: workers}
+			st, err := decide(ctx, h, v, batchingOps, in, &abi.BatchingOutput{}, &sc)
+			if err := check(st, err, fmt.Sprintf("lead %d", lead)); err != nil {
+				return err
+			}
+		}
+	case abi.KindBalancing:
+		for _, tc := range []struct {
+			name string
+			in   *abi.BalancingInput
+		}{
+			{"workers", &abi.BalancingInput{Models: models, Job: jobs[0], Workers: workers}},
+			{"none idle", &abi.BalancingInput{Models: models, Job: jobs[1], Workers: workers[1:2]}},
+		} {
+			st, err := decide(ctx, h, v, balancingOps, tc.in, &abi.BalancingOutput{}, &sc)
+			if err := check(st, err, tc.name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,297 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/policies/policytest"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
+)
+
+func newTestHost(t testing.TB, cfg Config) *Host {
+	t.Helper()
+	if cfg.CallTimeout == 0 {
+		cfg.CallTimeout = time.Second // generous: CI machines are slow and -race slower
+	}
+	cfg.CacheDir = testCacheDir
+	h, err := newHost(cfg, zerolog.Nop(), clock.Real(), fstest.MapFS{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func TestBuiltinsThroughWASM(t *testing.T) {
+	h := newTestHost(t, Config{})
+	for name, cases := range policytest.Cases {
+		t.Run(name, func(t *testing.T) {
+			kindName, policyName, _ := strings.Cut(name, ".")
+			k, err := abi.ParseKind(kindName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			vi, err := h.Load(context.Background(), k, policyName, wasmOf(t, name), false, "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := find(h.slots[k], policyName, vi.Version)
+			for _, c := range cases {
+				t.Run(c.Name, func(t *testing.T) {
+					out, err := v.mod.call(context.Background(), &callInfo{}, c.Input(nil), nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := c.Verify(out); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+		})
+	}
+}
+
+// sample views for the adapters.
+func sampleViews() ([]dispatch.JobView, []dispatch.WorkerView, []dispatch.EntryView) {
+	now := time.Now()
+	jobs := []dispatch.JobView{
+		{ID: "b1", Class: job.Batch, Seq: 1, Models: []string{"m1"}, EstimatedVRAM: 1 << 30},
+		{ID: "i2", Class: job.Interactive, Seq: 2, Models: []string{"m2"}, EstimatedVRAM: 1 << 30},
+	}
+	workers := []dispatch.WorkerView{
+		{ID: "w0", Idle: false, DeviceBusy: 1},
+		{ID: "w1", Idle: true, Device: 1, Resident: map[string]int64{"m1": 1 << 30}},
+	}
+	entries := []dispatch.EntryView{
+		{Model: "m1", Worker: "w1", Bytes: 1 << 30, LastUse: now.Add(-time.Minute)},
+		{Model: "m2", Worker: "w1", Bytes: 1 << 30, LastUse: now.Add(-time.Hour), Pinned: true},
+		{Model: "m3", Worker: "w1", Bytes: 1 << 30, LastUse: now.Add(-time.Second)},
+	}
+	return jobs, workers, entries
+}
+
+// TestHostileModules loads a module that misbehaves in each way the issue
+// names and checks that each decision gets the native fallback's answer,
+// that a fault is counted, and that the host keeps serving.
+func TestHostileModules(t *testing.T) {
+	wasm := wasmOf(t, "hostile")
+	h := newTestHost(t, Config{MaxFaults: 1000, CallTimeout: 200 * time.Millisecond, MemoryLimitMiB: 32})
+	jobs, workers, entries := sampleViews()
+	for _, k := range abi.Kinds {
+		if _, err := h.Load(context.Background(), k, "hostile", wasm, true, "test"); err != nil {
+			t.Fatalf("load hostile %s: %v", k, err)
+		}
+	}
+	wantSched, _ := dispatch.PriorityFIFO{}.Next(jobs, workers)
+	wantPlace, _ := dispatch.LeastLoaded{}.Place(jobs[0], workers)
+	wantVictims := dispatch.LRU{}.Victims(1<<30, entries)
+	decisions := func() (string, string, []int, []string) {
+		s, _ := h.Scheduler().Next(jobs, workers)
+		p, _ := h.Balancer().Place(jobs[0], workers)
+		v := h.Evictor().Victims(1<<30, entries)
+		b, _ := h.Batcher().Batch(jobs[0], jobs, workers)
+		return s, p, v, b
+	}
+	for _, tc := range []struct {
+		name string
+		mode float64
+	}{
+		{"infinite loop", 1}, {"memory bomb", 2}, {"panic", 3}, {"huge output", 4}, {"invalid answer", 5}, {"error status", 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := map[abi.Kind]int64{}
+			for _, k := range abi.Kinds {
+				if err := h.SetParam(k, "mode", tc.mode); err != nil {
+					t.Fatal(err)
+				}
+				before[k] = h.slots[k].active.Load().faults.Load()
+			}
+			s, p, v, b := decisions()
+			if s != wantSched || p != wantPlace || fmt.Sprint(v) != fmt.Sprint(wantVictims) || fmt.Sprint(b) != "[b1]" {
+				t.Errorf("decisions %q %q %v %v; want the fallbacks' %q %q %v [b1]", s, p, v, b, wantSched, wantPlace, wantVictims)
+			}
+			for _, k := range abi.Kinds {
+				if tc.mode == 4 && k == abi.KindBalancing || tc.mode == 4 && k == abi.KindBatching {
+					continue // these hooks have no huge answer to give
+				}
+				if got := h.slots[k].active.Load().faults.Load() - before[k]; got != 1 {
+					t.Errorf("%s: %d faults counted, want 1", k, got)
+				}
+			}
+		})
+	}
+	// Healthy again: the module answers by itself, from fresh instances.
+	for _, k := range abi.Kinds {
+		if err := h.SetParam(k, "mode", 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := h.slots[abi.KindScheduling].active.Load().faults.Load()
+	if s, _ := h.Scheduler().Next(jobs, workers); s != "i2" { // the hostile module picks the last job
+		t.Errorf("healthy hostile module chose %q, want i2", s)
+	}
+	if got := h.slots[abi.KindScheduling].active.Load().faults.Load(); got != before {
+		t.Errorf("faults grew from %d to %d on a healthy call", before, got)
+	}
+}
+
+func TestAutoRollback(t *testing.T) {
+	wasm := wasmOf(t, "hostile")
+	h := newTestHost(t, Config{MaxFaults: 3})
+	jobs, workers, _ := sampleViews()
+	if _, err := h.Load(context.Background(), abi.KindScheduling, "bad", wasm, true, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.SetParam(abi.KindScheduling, "mode", 6); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if got, _ := h.Scheduler().Next(jobs, workers); got != "i2" {
+			t.Fatalf("fallback answer %q, want i2", got)
+		}
+	}
+	ki := h.List()[1]
+	if ki.Active != "priority@1" {
+		t.Fatalf("active %s after 3 faults, want priority@1 (rolled back)", ki.Active)
+	}
+	last := ki.Changes[len(ki.Changes)-1]
+	if last.Action != "auto-rollback" || !strings.Contains(last.Reason, "3 faults") {
+		t.Errorf("last change %+v, want an auto-rollback naming 3 faults", last)
+	}
+}
+
+// TestHotSwapUnderLoad swaps the scheduling policy back and forth while
+// goroutines decide; no decision may fail or fall back.
+func TestHotSwapUnderLoad(t *testing.T) {
+	fifo, prio := wasmOf(t, "scheduling.fifo"), wasmOf(t, "scheduling.priority")
+	h := newTestHost(t, Config{})
+	ctx := context.Background()
+	if _, err := h.Load(ctx, abi.KindScheduling, "fifo", fifo, true, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Load(ctx, abi.KindScheduling, "prio", prio, false, "test"); err != nil {
+		t.Fatal(err)
+	}
+	jobs, workers, _ := sampleViews()
+	var stop atomic.Bool
+	var decisions, bad atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				p := h.Scheduler().Plan(jobs, nil, workers)
+				decisions.Add(1)
+				if p.Fallback || len(p.Dispatch) != 2 {
+					bad.Add(1)
+				}
+			}
+		}()
+	}
+	swaps := 0
+	for i := 0; swaps < 20 || decisions.Load() < 200; i++ {
+		name := []string{"prio", "fifo"}[i%2]
+		if _, err := h.Activate(ctx, abi.KindScheduling, name, 0, "swap test"); err != nil {
+			t.Fatal(err)
+		}
+		swaps++
+	}
+	stop.Store(true)
+	wg.Wait()
+	if bad.Load() != 0 {
+		t.Errorf("%d of %d decisions failed or fell back during %d swaps", bad.Load(), decisions.Load(), swaps)
+	}
+	for _, v := range h.slots[abi.KindScheduling].versions {
+		if v.faults.Load() != 0 {
+			t.Errorf("%s counted %d faults", v.ref(), v.faults.Load())
+		}
+	}
+}
+
+func TestRollbackAndActivate(t *testing.T) {
+	h := newTestHost(t, Config{})
+	ctx := context.Background()
+	if _, err := h.Rollback(abi.KindEviction, "nothing yet"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("rollback with no history: %v, want ErrNotFound", err)
+	}
+	if _, err := h.Activate(ctx, abi.KindEviction, "gdsf", 0, "try"); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.List()[0].Active; got != "gdsf@1" {
+		t.Fatalf("active %s, want gdsf@1", got)
+	}
+	if _, err := h.Rollback(abi.KindEviction, "back"); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.List()[0].Active; got != "lru@1" {
+		t.Fatalf("active %s after rollback, want lru@1", got)
+	}
+	if _, err := h.Activate(ctx, abi.KindEviction, "nope", 0, ""); !errors.Is(err, ErrNotFound) {
+		t.Errorf("activate unknown: %v, want ErrNotFound", err)
+	}
+}
+
+func TestNativeBuiltinsDecide(t *testing.T) {
+	h := newTestHost(t, Config{Scheduling: "edf", Balancing: "affinity", Batching: "same-model", Eviction: "s3fifo"})
+	jobs, workers, entries := sampleViews()
+	if id, ok := h.Scheduler().Next(jobs, workers); !ok || id != "i2" {
+		t.Errorf("edf chose %q, %v; want i2", id, ok)
+	}
+	if id, ok := h.Balancer().Place(jobs[0], workers); !ok || id != "w1" {
+		t.Errorf("affinity chose %q, %v; want w1", id, ok)
+	}
+	if v := h.Evictor().Victims(1<<30, entries); len(v) != 1 || entries[v[0]].Pinned {
+		t.Errorf("s3fifo chose %v", v)
+	}
+	if ids, _ := h.Batcher().Batch(jobs[1], jobs, workers); len(ids) != 1 || ids[0] != "i2" {
+		t.Errorf("same-model batch %v, want [i2]", ids)
+	}
+	for _, ki := range h.List() {
+		for _, v := range ki.Versions {
+			if v.Faults != 0 {
+				t.Errorf("%s.%s: %d faults", ki.Kind, v.Name, v.Faults)
+			}
+		}
+	}
+}
+
+func TestEmbeddedBuiltinUpgrade(t *testing.T) {
+	fsys := fstest.MapFS{BuiltinFile(abi.KindBalancing, "round-robin"): {Data: wasmOf(t, "balancing.round-robin")}}
+	h, err := newHost(Config{Balancing: "round-robin", CallTimeout: time.Second, CacheDir: testCacheDir}, zerolog.Nop(), clock.Real(), fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := h.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ki := h.List()[3]
+	if ki.Versions[0].Source != SourceBuiltin {
+		t.Fatalf("round-robin source %s, want %s", ki.Versions[0].Source, SourceBuiltin)
+	}
+	_, workers, _ := sampleViews()
+	workers = append(workers, dispatch.WorkerView{ID: "w2", Idle: true})
+	var got []string
+	for range 4 {
+		id, _ := h.Balancer().Place(dispatch.JobView{ID: "j"}, workers)
+		got = append(got, id)
+	}
+	if fmt.Sprint(got) != "[w1 w2 w1 w2]" {
+		t.Errorf("round-robin placed %v, want [w1 w2 w1 w2]", got)
+	}
+}

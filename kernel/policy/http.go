@@ -1,0 +1,165 @@
+package policy
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
+)
+
+// MaxModuleBytes bounds an uploaded module.
+const MaxModuleBytes = 64 << 20
+
+// Handler serves /v1/policies:
+//
+//	GET  /v1/policies                     every kind: active policy, versions, changes
+//	GET  /v1/policies/{kind}              one kind
+//	POST /v1/policies/{kind}?name=N[&activate=1][&reason=R]   body: the .wasm module → 201
+//	POST /v1/policies/{kind}/activate     {"name", "version", "reason"}
+//	POST /v1/policies/{kind}/rollback     {"reason"}
+//	PUT  /v1/policies/{kind}/params       {"name", "value"}
+//
+// Mutations need "Authorization: Bearer <adminToken>"; with an empty
+// adminToken they are refused, never open. Errors are
+// {"error": {"type", "message"}}.
+func (h *Host) Handler(adminToken string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/policies", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"policies": h.List()})
+	})
+	mux.HandleFunc("GET /v1/policies/{kind}", func(w http.ResponseWriter, r *http.Request) {
+		k, ok := kindParam(w, r)
+		if !ok {
+			return
+		}
+		for _, ki := range h.List() {
+			if ki.Kind == k.String() {
+				writeJSON(w, http.StatusOK, ki)
+			}
+		}
+	})
+	admin := func(f func(w http.ResponseWriter, r *http.Request, k abi.Kind)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if adminToken == "" {
+				writeError(w, http.StatusForbidden, "admin_disabled", "no admin token is configured; policy changes are refused")
+				return
+			}
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(adminToken)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="kiln admin"`)
+				writeError(w, http.StatusUnauthorized, "unauthorized", "policy changes need the admin token (Authorization: Bearer …)")
+				return
+			}
+			k, ok := kindParam(w, r)
+			if !ok {
+				return
+			}
+			f(w, r, k)
+		}
+	}
+	mux.HandleFunc("POST /v1/policies/{kind}", admin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
+		q := r.URL.Query()
+		name := q.Get("name")
+		data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxModuleBytes))
+		if err != nil {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("module larger than %d bytes", MaxModuleBytes))
+			return
+		}
+		activate := q.Get("activate") == "1" || q.Get("activate") == "true"
+		vi, err := h.Load(r.Context(), k, name, data, activate, q.Get("reason"))
+		if err != nil {
+			writeError(w, http.StatusUnprocessableEntity, "invalid_policy", err.Error())
+			return
+		}
+		writeJSON(w, http.StatusCreated, vi)
+	}))
+	mux.HandleFunc("POST /v1/policies/{kind}/activate", admin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
+		var body struct {
+			Name    string `json:"name"`
+			Version int    `json:"version"`
+			Reason  string `json:"reason"`
+		}
+		if !readBody(w, r, &body) {
+			return
+		}
+		vi, err := h.Activate(r.Context(), k, body.Name, body.Version, body.Reason)
+		if err != nil {
+			writeFailure(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, vi)
+	}))
+	mux.HandleFunc("POST /v1/policies/{kind}/rollback", admin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
+		var body struct {
+			Reason string `json:"reason"`
+		}
+		if !readBody(w, r, &body) {
+			return
+		}
+		vi, err := h.Rollback(k, body.Reason)
+		if err != nil {
+			writeFailure(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, vi)
+	}))
+	mux.HandleFunc("PUT /v1/policies/{kind}/params", admin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
+		var body struct {
+			Name  string  `json:"name"`
+			Value float64 `json:"value"`
+		}
+		if !readBody(w, r, &body) {
+			return
+		}
+		if err := h.SetParam(k, body.Name, body.Value); err != nil {
+			writeFailure(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	return mux
+}
+
+func kindParam(w http.ResponseWriter, r *http.Request) (abi.Kind, bool) {
+	k, err := abi.ParseKind(r.PathValue("kind"))
+	if err != nil {
+		writeError(w, http.StatusNotFound, "unknown_kind", err.Error())
+		return 0, false
+	}
+	return k, true
+}
+
+func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err == nil && len(data) > 0 {
+		err = json.Unmarshal(data, v)
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_body", "request body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func writeFailure(w http.ResponseWriter, err error) {
+	if errors.Is(err, ErrNotFound) {
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+		return
+	}
+	writeError(w, http.StatusUnprocessableEntity, "invalid_policy", err.Error())
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, typ, msg string) {
+	writeJSON(w, status, map[string]any{"error": map[string]string{"type": typ, "message": msg}})
+}

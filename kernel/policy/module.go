@@ -1,0 +1,352 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
+)
+
+// Fault kinds, as FaultError.Kind and in metrics.
+const (
+	FaultTrap    = "trap"
+	FaultTimeout = "timeout"
+	FaultInvalid = "invalid"
+	FaultStatus  = "error_status"
+)
+
+// FaultError is a decision that failed inside a policy: a trap, a timeout,
+// an invalid answer or an error status. The host answers with the fallback.
+type FaultError struct {
+	Kind string
+	Err  error
+}
+
+func (e *FaultError) Error() string { return e.Kind + ": " + e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *FaultError) Unwrap() error { return e.Err }
+
+// ErrABIVersion is wrapped by load errors for a module of another ABI major
+// version or a newer minor one.
+var ErrABIVersion = errors.New("unsupported policy ABI version")
+
+// allowedWASI are the WASI preview-1 functions a module may import: what the
+// Go runtime needs, no more. There are no preopened directories and no
+// sockets, and the clock and randomness are wazero's deterministic fakes.
+var allowedWASI = map[string]bool{
+	"sched_yield": true, "proc_exit": true, "args_get": true, "args_sizes_get": true,
+	"clock_time_get": true, "environ_get": true, "environ_sizes_get": true, "fd_write": true,
+	"random_get": true, "poll_oneoff": true, "fd_close": true, "fd_fdstat_get": true,
+	"fd_fdstat_set_flags": true, "fd_prestat_get": true, "fd_prestat_dir_name": true,
+}
+
+type sig struct{ params, results []api.ValueType }
+
+var (
+	i32 = api.ValueTypeI32
+	i64 = api.ValueTypeI64
+	f64 = api.ValueTypeF64
+)
+
+// allowedHost are the host functions a module may import, with signatures.
+var allowedHost = map[string]sig{
+	"kiln.log":    {[]api.ValueType{i32, i32, i32}, nil},
+	"kiln.param":  {[]api.ValueType{i32, i32}, []api.ValueType{f64}},
+	"kiln.now_ns": {nil, []api.ValueType{i64}},
+	"env.abort":   {[]api.ValueType{i32, i32, i32, i32}, nil}, // AssemblyScript's
+}
+
+var hookSig = sig{[]api.ValueType{i32}, []api.ValueType{i64}}
+
+func sameSig(f api.FunctionDefinition, s sig) bool {
+	eq := func(a, b []api.ValueType) bool {
+		if len(a) != len(b) {
+			return false
+		}
+		for i := range a {
+			if a[i] != b[i] {
+				return false
+			}
+		}
+		return true
+	}
+	return eq(f.ParamTypes(), s.params) && eq(f.ResultTypes(), s.results)
+}
+
+func sigString(f api.FunctionDefinition) string {
+	names := func(ts []api.ValueType) string {
+		var s []string
+		for _, t := range ts {
+			s = append(s, api.ValueTypeName(t))
+		}
+		return strings.Join(s, ",")
+	}
+	return "(" + names(f.ParamTypes()) + ")->(" + names(f.ResultTypes()) + ")"
+}
+
+// validate checks a compiled module against the ABI before any instance
+// exists: version marker, hook signatures, memory export, imports.
+func validate(cm wazero.CompiledModule, kind abi.Kind) error {
+	exports := cm.ExportedFunctions()
+	var marker string
+	for name, f := range exports {
+		if !strings.HasPrefix(name, "kiln_abi_v") {
+			continue
+		}
+		if marker != "" {
+			return fmt.Errorf("module exports two ABI markers, %s and %s", marker, name)
+		}
+		marker = name
+		if len(f.ParamTypes()) != 0 || len(f.ResultTypes()) != 0 {
+			return fmt.Errorf("ABI marker %s must take and return nothing, has %s", name, sigString(f))
+		}
+	}
+	if marker == "" {
+		return fmt.Errorf("module exports no ABI marker (kiln_abi_v%d_%d): %w", abi.ABIMajor, abi.ABIMinor, ErrABIVersion)
+	}
+	major, minor, ok := strings.Cut(strings.TrimPrefix(marker, "kiln_abi_v"), "_")
+	ma, err1 := strconv.Atoi(major)
+	mi, err2 := strconv.Atoi(minor)
+	if !ok || err1 != nil || err2 != nil {
+		return fmt.Errorf("malformed ABI marker %s: %w", marker, ErrABIVersion)
+	}
+	if ma != abi.ABIMajor || mi > abi.ABIMinor {
+		return fmt.Errorf("module speaks policy ABI %d.%d, this kiln speaks %d.%d (same major, minor ≤ %d): %w",
+			ma, mi, abi.ABIMajor, abi.ABIMinor, abi.ABIMinor, ErrABIVersion)
+	}
+	if f, ok := exports["kiln_buffer"]; !ok || !sameSig(f, sig{[]api.ValueType{i32}, []api.ValueType{i32}}) {
+		return errors.New("module must export kiln_buffer (i32)->(i32)")
+	}
+	if f, ok := exports["kiln_params"]; ok && !sameSig(f, sig{nil, []api.ValueType{i64}}) {
+		return fmt.Errorf("kiln_params must be ()->(i64), is %s", sigString(f))
+	}
+	if f, ok := exports["_initialize"]; ok && (len(f.ParamTypes()) != 0 || len(f.ResultTypes()) != 0) {
+		return fmt.Errorf("_initialize must be ()->(), is %s", sigString(f))
+	}
+	for _, k := range abi.Kinds {
+		f, ok := exports[k.Hook()]
+		if !ok {
+			if k == kind {
+				return fmt.Errorf("module does not export %s, the %s hook", k.Hook(), k)
+			}
+			continue
+		}
+		if !sameSig(f, hookSig) {
+			return fmt.Errorf("hook %s must be (i32)->(i64), is %s", k.Hook(), sigString(f))
+		}
+	}
+	if _, ok := cm.ExportedMemories()["memory"]; !ok {
+		return errors.New("module must export its memory as \"memory\"")
+	}
+	if len(cm.ImportedMemories()) > 0 {
+		return errors.New("module must not import memory")
+	}
+	for _, f := range cm.ImportedFunctions() {
+		mod, name, _ := f.Import()
+		if mod == "wasi_snapshot_preview1" {
+			if !allowedWASI[name] {
+				return fmt.Errorf("module imports %s.%s, which policies may not use", mod, name)
+			}
+			continue
+		}
+		s, ok := allowedHost[mod+"."+name]
+		if !ok {
+			return fmt.Errorf("module imports %s.%s, which policies may not use (allowed: kiln.log, kiln.param, kiln.now_ns, env.abort and a few WASI functions)", mod, name)
+		}
+		if !sameSig(f, s) {
+			return fmt.Errorf("import %s.%s has signature %s", mod, name, sigString(f))
+		}
+	}
+	return nil
+}
+
+// module is one compiled, validated policy module and its instance pool.
+type module struct {
+	rt       wazero.Runtime
+	compiled wazero.CompiledModule
+	kind     abi.Kind
+	timeout  time.Duration
+	pool     chan *instance
+	live     atomic.Int64
+	closed   atomic.Bool
+}
+
+// instance is one instantiated module. Calls on it are not goroutine-safe;
+// the pool hands it to one caller at a time. A trap or timeout poisons it:
+// the caller closes it instead of returning it.
+type instance struct {
+	mod    api.Module
+	mem    api.Memory
+	buffer api.Function
+	hook   api.Function
+	params api.Function
+	bufPtr uint32
+	bufCap uint32
+	stack  [1]uint64
+}
+
+type callCtxKey struct{}
+
+// callInfo reaches host functions through the call's context.
+type callInfo struct {
+	now    int64
+	params []abi.Param
+	values []float64
+	log    func(level uint32, msg string)
+}
+
+func (m *module) newInstance(ctx context.Context) (*instance, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second+10*m.timeout)
+	defer cancel()
+	mod, err := m.rt.InstantiateModule(ctx, m.compiled, wazero.NewModuleConfig().WithName("").WithStartFunctions("_initialize"))
+	if err != nil {
+		return nil, fmt.Errorf("instantiate: %w", err)
+	}
+	in := &instance{mod: mod, mem: mod.Memory(), buffer: mod.ExportedFunction("kiln_buffer"),
+		hook: mod.ExportedFunction(m.kind.Hook()), params: mod.ExportedFunction("kiln_params")}
+	if in.mem == nil || in.buffer == nil || in.hook == nil {
+		_ = mod.Close(ctx)
+		return nil, errors.New("instance lacks its memory, kiln_buffer or hook")
+	}
+	m.live.Add(1)
+	return in, nil
+}
+
+func (m *module) get(ctx context.Context) (*instance, error) {
+	select {
+	case in := <-m.pool:
+		return in, nil
+	default:
+		return m.newInstance(ctx)
+	}
+}
+
+func (m *module) put(in *instance) {
+	if !m.closed.Load() {
+		select {
+		case m.pool <- in:
+			return
+		default:
+		}
+	}
+	m.discard(in)
+}
+
+func (m *module) discard(in *instance) {
+	m.live.Add(-1)
+	_ = in.mod.Close(context.Background())
+}
+
+// warm fills the pool up to n instances.
+func (m *module) warm(ctx context.Context, n int) error {
+	for range n {
+		in, err := m.newInstance(ctx)
+		if err != nil {
+			return err
+		}
+		m.put(in)
+	}
+	return nil
+}
+
+func (m *module) close() {
+	if m.closed.Swap(true) {
+		return
+	}
+	for {
+		select {
+		case in := <-m.pool:
+			m.discard(in)
+		default:
+			return
+		}
+	}
+}
+
+// maxOutput bounds an answer: no legal answer is larger than its input
+// (every list in an answer indexes a list of larger records in the input)
+// plus the header.
+func maxOutput(inLen int) uint32 { return uint32(min(inLen*2+1024, math.MaxInt32)) }
+
+// call runs the kind's hook on input and appends its answer to dst.
+func (m *module) call(ctx context.Context, ci *callInfo, input, dst []byte) ([]byte, error) {
+	in, err := m.get(ctx)
+	if err != nil {
+		return dst, &FaultError{Kind: FaultTrap, Err: err}
+	}
+	cctx, cancel := context.WithTimeout(context.WithValue(ctx, callCtxKey{}, ci), m.timeout)
+	defer cancel()
+	out, err := in.run(cctx, input, dst)
+	if err != nil {
+		m.discard(in)
+		if cctx.Err() != nil {
+			return dst, &FaultError{Kind: FaultTimeout, Err: fmt.Errorf("no answer within %s", m.timeout)}
+		}
+		return dst, &FaultError{Kind: FaultTrap, Err: err}
+	}
+	m.put(in)
+	return out, nil
+}
+
+func (in *instance) run(ctx context.Context, input, dst []byte) ([]byte, error) {
+	if uint32(len(input)) > in.bufCap {
+		in.stack[0] = uint64(len(input))
+		if err := in.buffer.CallWithStack(ctx, in.stack[:]); err != nil {
+			return dst, fmt.Errorf("kiln_buffer: %w", err)
+		}
+		in.bufPtr, in.bufCap = uint32(in.stack[0]), uint32(len(input))
+	}
+	if !in.mem.Write(in.bufPtr, input) {
+		return dst, fmt.Errorf("kiln_buffer returned %#x, outside memory", in.bufPtr)
+	}
+	in.stack[0] = uint64(len(input))
+	if err := in.hook.CallWithStack(ctx, in.stack[:]); err != nil {
+		return dst, err
+	}
+	ptr, n := uint32(in.stack[0]>>32), uint32(in.stack[0])
+	if limit := maxOutput(len(input)); n > limit {
+		return dst, fmt.Errorf("answer of %d bytes exceeds the %d-byte limit", n, limit)
+	}
+	b, ok := in.mem.Read(ptr, n)
+	if !ok {
+		return dst, fmt.Errorf("answer [%#x,+%d) is outside memory", ptr, n)
+	}
+	return append(dst, b...), nil
+}
+
+// readParams asks a fresh instance for its parameter declarations.
+func (m *module) readParams(ctx context.Context) ([]abi.Param, error) {
+	in, err := m.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if in.params == nil {
+		m.put(in)
+		return nil, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, m.timeout+time.Second)
+	defer cancel()
+	if err := in.params.CallWithStack(cctx, in.stack[:]); err != nil {
+		m.discard(in)
+		return nil, fmt.Errorf("kiln_params: %w", err)
+	}
+	ptr, n := uint32(in.stack[0]>>32), uint32(in.stack[0])
+	b, ok := in.mem.Read(ptr, n)
+	if !ok || n > 1<<16 {
+		m.discard(in)
+		return nil, errors.New("kiln_params: table outside memory or too large")
+	}
+	ps, err := abi.DecodeParams(b)
+	m.put(in)
+	return ps, err
+}

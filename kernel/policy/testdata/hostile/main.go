@@ -1,0 +1,129 @@
+// Command hostile is a policy module that misbehaves on purpose, for the
+// host's containment tests. Its "mode" parameter picks the misdeed.
+package main
+
+import (
+	"github.com/kiln-gpu/kiln/sdk/policy"
+)
+
+// Modes.
+const (
+	modeOK = iota
+	modeLoop
+	modeMemory
+	modePanic
+	modeHuge
+	modeInvalid
+	modeError
+)
+
+type hostile struct{}
+
+func (hostile) Params() []policy.Param {
+	return []policy.Param{{Name: "mode", Type: policy.ParamInt, Default: 0, Min: 0, Max: 10}}
+}
+
+var sink [][]byte
+
+func misbehave(mode int) {
+	switch mode {
+	case modeLoop:
+		for {
+		}
+	case modeMemory:
+		for {
+			sink = append(sink, make([]byte, 1<<20))
+		}
+	case modePanic:
+		panic("hostile policy panics")
+	}
+}
+
+func (hostile) Evict(in *policy.EvictionInput, out *policy.EvictionOutput) policy.Status {
+	mode := int(in.Param(0, 0))
+	misbehave(mode)
+	switch mode {
+	case modeHuge:
+		out.Victims = make([]uint32, 4<<20)
+	case modeInvalid:
+		for i, e := range in.Entries {
+			if e.Pinned {
+				out.Victims = append(out.Victims, uint32(i))
+			}
+		}
+		out.Victims = append(out.Victims, 1<<30)
+	case modeError:
+		return policy.StatusError
+	default:
+		for i, e := range in.Entries {
+			if !e.Pinned {
+				out.Victims = append(out.Victims, uint32(i))
+				break
+			}
+		}
+	}
+	return policy.StatusOK
+}
+
+func (hostile) Schedule(in *policy.SchedulingInput, out *policy.SchedulingOutput) policy.Status {
+	mode := int(in.Param(0, 0))
+	misbehave(mode)
+	if len(in.Queued) == 0 {
+		return policy.StatusNoDecision
+	}
+	switch mode {
+	case modeHuge:
+		out.Dispatch = make([]uint32, 4<<20)
+	case modeInvalid:
+		out.Dispatch = append(out.Dispatch, 0, 0) // the same job twice
+	case modeError:
+		return policy.StatusError
+	default:
+		out.Dispatch = append(out.Dispatch, uint32(len(in.Queued)-1))
+	}
+	return policy.StatusOK
+}
+
+func (hostile) Batch(in *policy.BatchingInput, out *policy.BatchingOutput) policy.Status {
+	mode := int(in.Param(0, 0))
+	misbehave(mode)
+	switch mode {
+	case modeInvalid:
+		out.Batch = append(out.Batch, in.Lead+1000)
+	case modeError:
+		return policy.StatusError
+	default:
+		out.Batch = append(out.Batch, in.Lead)
+	}
+	return policy.StatusOK
+}
+
+func (hostile) Balance(in *policy.BalancingInput, out *policy.BalancingOutput) policy.Status {
+	mode := int(in.Param(0, 0))
+	misbehave(mode)
+	switch mode {
+	case modeInvalid:
+		for i, w := range in.Workers {
+			if !w.Idle {
+				out.Worker = uint32(i) // a busy worker
+				return policy.StatusOK
+			}
+		}
+		out.Worker = uint32(len(in.Workers) + 7) // an unknown one
+	case modeError:
+		return policy.StatusError
+	default:
+		for i, w := range in.Workers {
+			if w.Idle {
+				out.Worker = uint32(i)
+				return policy.StatusOK
+			}
+		}
+		return policy.StatusNoDecision
+	}
+	return policy.StatusOK
+}
+
+func init() { policy.Serve(hostile{}) }
+
+func main() {}

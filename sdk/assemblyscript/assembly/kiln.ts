@@ -1,0 +1,258 @@
+// kiln policy SDK for AssemblyScript — ABI 1.0 (sdk/policy/ABI.md).
+//
+// A policy module's entry file re-exports the ABI plumbing and exports the
+// hook of its kind:
+//
+//   export { kiln_abi_v1_0, kiln_buffer } from "<path>/sdk/assemblyscript/assembly/kiln";
+//   import { Input, Worker, answerBalancing, STATUS_OK } from "<path>/sdk/assemblyscript/assembly/kiln";
+//   export function kiln_balance(len: i32): u64 { const inp = new Input(len); ... }
+//
+// Inputs are read in place from the buffer the host wrote (no decoding, no
+// allocation); answers are written into one reused output buffer. Build
+// with `asc --runtime stub`: the SDK allocates only when a buffer must grow.
+
+// Kinds.
+export const KIND_EVICTION: u32 = 1;
+export const KIND_SCHEDULING: u32 = 2;
+export const KIND_BATCHING: u32 = 3;
+export const KIND_BALANCING: u32 = 4;
+
+// Statuses.
+export const STATUS_OK: u32 = 0;
+export const STATUS_NO_DECISION: u32 = 1;
+export const STATUS_UNSUPPORTED: u32 = 2;
+export const STATUS_ERROR: u32 = 3;
+
+export const NO_WORKER: u32 = 0xFFFFFFFF;
+
+// Record sizes.
+export const HEADER_SIZE: i32 = 56;
+export const MODEL_SIZE: i32 = 16;
+export const JOB_SIZE: i32 = 80;
+export const WORKER_SIZE: i32 = 56;
+export const ENTRY_SIZE: i32 = 56;
+export const GHOST_SIZE: i32 = 16;
+export const WANTED_SIZE: i32 = 24;
+
+// The ABI version marker: the host reads its name before instantiating.
+export function kiln_abi_v1_0(): void {}
+
+let inBuf: usize = 0;
+let inCap: i32 = 0;
+
+// kiln_buffer returns a buffer of at least size bytes for the host's input.
+export function kiln_buffer(size: i32): usize {
+  if (size > inCap) {
+    inBuf = heap.alloc(<usize>size);
+    inCap = size;
+  }
+  return inBuf;
+}
+
+@external("kiln", "log")
+declare function hostLog(level: i32, ptr: usize, len: i32): void;
+
+// log sends a message to kiln's log (0 debug … 3 error).
+export function log(level: i32, msg: string): void {
+  const utf8 = String.UTF8.encode(msg);
+  hostLog(level, changetype<usize>(utf8), utf8.byteLength);
+}
+
+// Model is a record of the input's model table.
+@unmanaged
+export class Model {
+  get bytes(): u64 { return load<u64>(changetype<usize>(this)); }
+  get loadCostNs(): i64 { return load<i64>(changetype<usize>(this), 8); }
+}
+
+// Job is a job record.
+@unmanaged
+export class Job {
+  get seq(): u64 { return load<u64>(changetype<usize>(this)); }
+  get ageNs(): i64 { return load<i64>(changetype<usize>(this), 8); }
+  get slackNs(): i64 { return load<i64>(changetype<usize>(this), 16); }
+  get estCostNs(): i64 { return load<i64>(changetype<usize>(this), 24); }
+  get vram(): u64 { return load<u64>(changetype<usize>(this), 32); }
+  get batchVRAM(): u64 { return load<u64>(changetype<usize>(this), 40); }
+  get priorityClass(): u32 { return load<u32>(changetype<usize>(this), 48); }
+  get hasDeadline(): bool { return (load<u32>(changetype<usize>(this), 52) & 1) != 0; }
+  get atStepBoundary(): bool { return (load<u32>(changetype<usize>(this), 52) & 2) != 0; }
+  get batchKey(): u32 { return load<u32>(changetype<usize>(this), 56); }
+  get attempts(): u32 { return load<u32>(changetype<usize>(this), 60); }
+  get modelsOffset(): u32 { return load<u32>(changetype<usize>(this), 64); }
+  get modelCount(): u32 { return load<u32>(changetype<usize>(this), 68); }
+  get worker(): u32 { return load<u32>(changetype<usize>(this), 72); }
+}
+
+// Worker is a worker record.
+@unmanaged
+export class Worker {
+  get freeVRAM(): u64 { return load<u64>(changetype<usize>(this)); }
+  get usableVRAM(): u64 { return load<u64>(changetype<usize>(this), 8); }
+  get waitNs(): i64 { return load<i64>(changetype<usize>(this), 16); }
+  get h2dBytesPerS(): u64 { return load<u64>(changetype<usize>(this), 24); }
+  get device(): u32 { return load<u32>(changetype<usize>(this), 32); }
+  get idle(): bool { return (load<u32>(changetype<usize>(this), 36) & 1) != 0; }
+  get degraded(): bool { return (load<u32>(changetype<usize>(this), 36) & 2) != 0; }
+  get deviceBusy(): u32 { return load<u32>(changetype<usize>(this), 40); }
+  get residentOffset(): u32 { return load<u32>(changetype<usize>(this), 44); }
+  get residentCount(): u32 { return load<u32>(changetype<usize>(this), 48); }
+}
+
+// Entry is an eviction entry record.
+@unmanaged
+export class Entry {
+  get bytes(): u64 { return load<u64>(changetype<usize>(this)); }
+  get sinceUseNs(): i64 { return load<i64>(changetype<usize>(this), 8); }
+  get sinceInsertNs(): i64 { return load<i64>(changetype<usize>(this), 16); }
+  get loadCostNs(): i64 { return load<i64>(changetype<usize>(this), 24); }
+  get tag(): u64 { return load<u64>(changetype<usize>(this), 32); }
+  get model(): u32 { return load<u32>(changetype<usize>(this), 40); }
+  get worker(): u32 { return load<u32>(changetype<usize>(this), 44); }
+  get hits(): u32 { return load<u32>(changetype<usize>(this), 48); }
+  get pinned(): bool { return (load<u32>(changetype<usize>(this), 52) & 1) != 0; }
+}
+
+// Input is a view of the input in the buffer. It checks the version and the
+// kind; valid is false when they do not match or the input is too short.
+export class Input {
+  base: usize;
+  len: i32;
+  body: usize;
+  valid: bool;
+  // Section addresses and counts, set by the kind's constructor below.
+  models: usize = 0; nModels: u32 = 0;
+  jobs: usize = 0; nJobs: u32 = 0;       // scheduling: queued; batching: jobs; balancing: the job
+  running: usize = 0; nRunning: u32 = 0;
+  workers: usize = 0; nWorkers: u32 = 0;
+  entries: usize = 0; nEntries: u32 = 0;
+  ghosts: usize = 0; nGhosts: u32 = 0;
+  wanted: usize = 0; nWanted: u32 = 0;
+  pool: usize = 0; nPool: u32 = 0;
+  lead: u32 = 0;
+
+  constructor(len: i32, kind: u32) {
+    this.base = inBuf;
+    this.len = len;
+    this.valid = len >= HEADER_SIZE && load<u16>(inBuf) == 1 && load<u32>(inBuf, 4) == kind;
+    const p = this.valid ? load<u32>(inBuf, 48) : 0;
+    this.body = inBuf + HEADER_SIZE + 8 * <usize>p;
+    const b = this.body;
+    if (!this.valid) {
+      // nothing to read
+    } else if (kind == KIND_EVICTION) {
+      this.nEntries = load<u32>(b, 16); this.nGhosts = load<u32>(b, 20); this.nWanted = load<u32>(b, 24);
+      this.entries = b + 32;
+      this.ghosts = this.entries + <usize>this.nEntries * ENTRY_SIZE;
+      this.wanted = this.ghosts + <usize>this.nGhosts * GHOST_SIZE;
+      this.valid = this.wanted + <usize>this.nWanted * WANTED_SIZE <= inBuf + len;
+    } else if (kind == KIND_SCHEDULING) {
+      this.nJobs = load<u32>(b); this.nRunning = load<u32>(b, 4); this.nWorkers = load<u32>(b, 8);
+      this.nModels = load<u32>(b, 12); this.nPool = load<u32>(b, 16);
+      this.models = b + 24;
+      this.jobs = this.models + <usize>this.nModels * MODEL_SIZE;
+      this.running = this.jobs + <usize>this.nJobs * JOB_SIZE;
+      this.workers = this.running + <usize>this.nRunning * JOB_SIZE;
+      this.pool = this.workers + <usize>this.nWorkers * WORKER_SIZE;
+      this.valid = this.pool + <usize>this.nPool * 4 <= inBuf + len;
+    } else if (kind == KIND_BATCHING) {
+      this.lead = load<u32>(b); this.nJobs = load<u32>(b, 4); this.nWorkers = load<u32>(b, 8);
+      this.nModels = load<u32>(b, 12); this.nPool = load<u32>(b, 16);
+      this.models = b + 24;
+      this.jobs = this.models + <usize>this.nModels * MODEL_SIZE;
+      this.workers = this.jobs + <usize>this.nJobs * JOB_SIZE;
+      this.pool = this.workers + <usize>this.nWorkers * WORKER_SIZE;
+      this.valid = this.pool + <usize>this.nPool * 4 <= inBuf + len && this.lead < this.nJobs;
+    } else if (kind == KIND_BALANCING) {
+      this.nWorkers = load<u32>(b); this.nModels = load<u32>(b, 4); this.nPool = load<u32>(b, 8);
+      this.models = b + 16;
+      this.jobs = this.models + <usize>this.nModels * MODEL_SIZE;
+      this.nJobs = 1;
+      this.workers = this.jobs + JOB_SIZE;
+      this.pool = this.workers + <usize>this.nWorkers * WORKER_SIZE;
+      this.valid = this.pool + <usize>this.nPool * 4 <= inBuf + len;
+    }
+  }
+
+  get nowNs(): i64 { return load<i64>(this.base, 8); }
+  state(i: i32): u64 { return load<u64>(this.base + 16 + 8 * <usize>i); }
+  get paramCount(): u32 { return load<u32>(this.base, 48); }
+  // param returns parameter i's value, or def when the host sent fewer.
+  param(i: u32, def: f64): f64 { return i < this.paramCount ? load<f64>(this.base + HEADER_SIZE + 8 * <usize>i) : def; }
+
+  model(i: u32): Model { return changetype<Model>(this.models + <usize>i * MODEL_SIZE); }
+  job(i: u32): Job { return changetype<Job>(this.jobs + <usize>i * JOB_SIZE); }
+  runningJob(i: u32): Job { return changetype<Job>(this.running + <usize>i * JOB_SIZE); }
+  worker(i: u32): Worker { return changetype<Worker>(this.workers + <usize>i * WORKER_SIZE); }
+  entry(i: u32): Entry { return changetype<Entry>(this.entries + <usize>i * ENTRY_SIZE); }
+  // poolAt returns element i of the pool (a model id); callers index it with
+  // a record's offset + k for k < its count. Out of range reads give 0xFFFFFFFF.
+  poolAt(i: u32): u32 { return i < this.nPool ? load<u32>(this.pool + 4 * <usize>i) : 0xFFFFFFFF; }
+  // resident reports whether worker w holds model m.
+  resident(w: Worker, m: u32): bool {
+    const off = w.residentOffset, n = w.residentCount;
+    for (let k: u32 = 0; k < n; k++) if (this.poolAt(off + k) == m) return true;
+    return false;
+  }
+}
+
+let outBuf: usize = 0;
+let outCap: i32 = 0;
+let outLen: i32 = 0;
+
+// begin starts an answer with room for extra body bytes.
+export function begin(status: u32, kind: u32, inp: Input, extra: i32): usize {
+  const need = 40 + extra;
+  if (need > outCap) {
+    outBuf = heap.alloc(<usize>need);
+    outCap = need;
+  }
+  store<u32>(outBuf, status);
+  store<u32>(outBuf, kind, 4);
+  for (let i = 0; i < 4; i++) store<u64>(outBuf + 8 + 8 * <usize>i, inp.valid ? inp.state(i) : 0);
+  outLen = need;
+  return outBuf;
+}
+
+// setState sets state word i of the answer begun last.
+export function setState(i: i32, v: u64): void { store<u64>(outBuf + 8 + 8 * <usize>i, v); }
+
+// finish returns the hook's result for the answer begun last.
+export function finish(): u64 { return (<u64>outBuf << 32) | <u64>outLen; }
+
+// answerStatus answers a status with an empty body for kind.
+export function answerStatus(status: u32, kind: u32, inp: Input): u64 {
+  let body = 0;
+  if (kind == KIND_EVICTION) body = 16;
+  else if (kind == KIND_SCHEDULING) body = 8;
+  else if (kind == KIND_BATCHING) body = 16;
+  else if (kind == KIND_BALANCING) body = 8;
+  const p = begin(status, kind, inp, body);
+  memory.fill(p + 40, 0, body);
+  if (kind == KIND_BALANCING) store<u32>(p, NO_WORKER, 40);
+  return finish();
+}
+
+// answerBalancing answers a balancing decision.
+export function answerBalancing(inp: Input, worker: u32): u64 {
+  const p = begin(worker == NO_WORKER ? STATUS_NO_DECISION : STATUS_OK, KIND_BALANCING, inp, 8);
+  store<u32>(p, worker, 40);
+  store<u32>(p, 0, 44);
+  return finish();
+}
+
+// answerList answers a scheduling (dispatch order), batching (batch, lead
+// first) or eviction (victims) decision from ids[0:n].
+export function answerList(kind: u32, inp: Input, ids: StaticArray<u32>, n: i32, waitNs: i64 = 0): u64 {
+  const head = kind == KIND_SCHEDULING ? 8 : 16;
+  const p = begin(STATUS_OK, kind, inp, head + 4 * n);
+  if (kind == KIND_SCHEDULING) {
+    store<u32>(p, n, 40); store<u32>(p, 0, 44);
+  } else if (kind == KIND_BATCHING) {
+    store<i64>(p, waitNs, 40); store<u32>(p, n, 48); store<u32>(p, 0, 52);
+  } else {
+    store<u32>(p, n, 40); store<u32>(p, 0, 44); store<u32>(p, 0, 48); store<u32>(p, 0, 52);
+  }
+  for (let i = 0; i < n; i++) store<u32>(p + 40 + <usize>head + 4 * <usize>i, unchecked(ids[i]));
+  return finish();
+}

@@ -1,0 +1,682 @@
+package policy
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Record sizes of the ABI's fixed layouts, in bytes (see ABI.md).
+const (
+	HeaderSize    = 56
+	OutHeaderSize = 40
+	ModelInfoSize = 16
+	JobSize       = 80
+	WorkerSize    = 56
+	EntrySize     = 56
+	GhostSize     = 16
+	WantedSize    = 24
+	TagUpdateSize = 16
+	ParamDeclSize = 64
+	maxParams     = 64
+	maxParamName  = 32
+	flagDeadline  = 1
+	flagBoundary  = 2
+	flagIdle      = 1
+	flagDegraded  = 2
+	flagPinned    = 1
+)
+
+// ErrShort is returned when a buffer ends before its layout says it does.
+var ErrShort = errors.New("policy abi: buffer too short")
+
+var le = binary.LittleEndian
+
+// enc appends little-endian fields.
+type enc []byte
+
+func (e enc) u32(v uint32) enc { return le.AppendUint32(e, v) }
+func (e enc) u64(v uint64) enc { return le.AppendUint64(e, v) }
+func (e enc) i64(v int64) enc  { return le.AppendUint64(e, uint64(v)) }
+
+// dec reads little-endian fields; the first overrun sets err and every later
+// read returns zero.
+type dec struct {
+	b   []byte
+	off int
+	err error
+}
+
+func (d *dec) need(n int) bool {
+	if d.err != nil {
+		return false
+	}
+	if n < 0 || len(d.b)-d.off < n {
+		d.err = ErrShort
+		return false
+	}
+	return true
+}
+
+// rec returns the next n bytes as one record, so that a record's fields are
+// read at constant offsets with one bounds check (this matters inside WASM,
+// where every call costs).
+func (d *dec) rec(n int) []byte {
+	if !d.need(n) {
+		return nil
+	}
+	r := d.b[d.off : d.off+n : d.off+n]
+	d.off += n
+	return r
+}
+
+func (d *dec) u32() uint32 {
+	if !d.need(4) {
+		return 0
+	}
+	v := le.Uint32(d.b[d.off:])
+	d.off += 4
+	return v
+}
+
+func (d *dec) u64() uint64 {
+	if !d.need(8) {
+		return 0
+	}
+	v := le.Uint64(d.b[d.off:])
+	d.off += 8
+	return v
+}
+
+func (d *dec) i64() int64 { return int64(d.u64()) }
+
+// count reads a record count and checks that count records of size bytes
+// can still follow, so that a hostile count cannot make us allocate.
+func (d *dec) count(n uint32, size int) int {
+	if d.err != nil {
+		return 0
+	}
+	if uint64(n)*uint64(size) > uint64(len(d.b)-d.off) {
+		d.err = fmt.Errorf("policy abi: %d records of %d bytes do not fit in %d bytes: %w", n, size, len(d.b)-d.off, ErrShort)
+		return 0
+	}
+	return int(n)
+}
+
+func grow[T any](s []T, n int) []T {
+	if cap(s) >= n {
+		return s[:n]
+	}
+	return make([]T, n)
+}
+
+func appendHeader(e enc, k Kind, c *Common) enc {
+	e = le.AppendUint16(e, ABIMajor)
+	e = le.AppendUint16(e, ABIMinor)
+	e = e.u32(uint32(k)).i64(c.Now)
+	for _, s := range c.State {
+		e = e.u64(s)
+	}
+	e = e.u32(uint32(len(c.Params))).u32(0)
+	for _, p := range c.Params {
+		e = e.u64(math.Float64bits(p))
+	}
+	return e
+}
+
+func readHeader(d *dec, k Kind, c *Common) {
+	if !d.need(HeaderSize) {
+		return
+	}
+	major, minor := le.Uint16(d.b[0:]), le.Uint16(d.b[2:])
+	d.off = 4
+	if major != ABIMajor {
+		d.err = fmt.Errorf("policy abi: input is version %d.%d, this code speaks %d.%d", major, minor, ABIMajor, ABIMinor)
+		return
+	}
+	if got := Kind(d.u32()); got != k {
+		d.err = fmt.Errorf("policy abi: input is for %s, want %s", got, k)
+		return
+	}
+	c.Now = d.i64()
+	for i := range c.State {
+		c.State[i] = d.u64()
+	}
+	n := d.u32()
+	d.u32()
+	if n > maxParams {
+		d.err = fmt.Errorf("policy abi: %d params, at most %d", n, maxParams)
+		return
+	}
+	c.Params = grow(c.Params, d.count(n, 8))
+	for i := range c.Params {
+		c.Params[i] = math.Float64frombits(d.u64())
+	}
+}
+
+func appendModels(e enc, ms []ModelInfo) enc {
+	for _, m := range ms {
+		e = e.u64(m.Bytes).i64(int64(m.LoadCost))
+	}
+	return e
+}
+
+func readModels(d *dec, n uint32, ms []ModelInfo) []ModelInfo {
+	ms = grow(ms, d.count(n, ModelInfoSize))
+	for i := range ms {
+		r := d.rec(ModelInfoSize)
+		if r == nil {
+			break
+		}
+		ms[i] = ModelInfo{Bytes: le.Uint64(r[0:]), LoadCost: time.Duration(le.Uint64(r[8:]))}
+	}
+	return ms
+}
+
+// pool collects the variable-length u32 lists (job models, worker
+// residency) that follow the fixed records.
+type pool []uint32
+
+func (p *pool) add(ids []uint32) (off, n uint32) {
+	off = uint32(len(*p))
+	*p = append(*p, ids...)
+	return off, uint32(len(ids))
+}
+
+func appendJob(e enc, j *Job, p *pool) enc {
+	var flags uint32
+	if j.HasDeadline {
+		flags |= flagDeadline
+	}
+	if j.AtStepBoundary {
+		flags |= flagBoundary
+	}
+	off, n := p.add(j.Models)
+	return e.u64(j.Seq).i64(int64(j.Age)).i64(int64(j.Slack)).i64(int64(j.EstCost)).u64(j.VRAM).u64(j.BatchVRAM).
+		u32(uint32(j.Class)).u32(flags).u32(j.BatchKey).u32(j.Attempts).u32(off).u32(n).u32(j.Worker).u32(0)
+}
+
+type span struct{ off, n uint32 }
+
+func readJob(d *dec, j *Job) span {
+	r := d.rec(JobSize)
+	if r == nil {
+		return span{}
+	}
+	j.Seq = le.Uint64(r[0:])
+	j.Age = time.Duration(le.Uint64(r[8:]))
+	j.Slack = time.Duration(le.Uint64(r[16:]))
+	j.EstCost = time.Duration(le.Uint64(r[24:]))
+	j.VRAM = le.Uint64(r[32:])
+	j.BatchVRAM = le.Uint64(r[40:])
+	j.Class = Class(le.Uint32(r[48:]))
+	flags := le.Uint32(r[52:])
+	j.HasDeadline = flags&flagDeadline != 0
+	j.AtStepBoundary = flags&flagBoundary != 0
+	j.BatchKey = le.Uint32(r[56:])
+	j.Attempts = le.Uint32(r[60:])
+	j.Worker = le.Uint32(r[72:])
+	return span{le.Uint32(r[64:]), le.Uint32(r[68:])}
+}
+
+func appendWorker(e enc, w *Worker, p *pool) enc {
+	var flags uint32
+	if w.Idle {
+		flags |= flagIdle
+	}
+	if w.Degraded {
+		flags |= flagDegraded
+	}
+	off, n := p.add(w.Resident)
+	return e.u64(w.FreeVRAM).u64(w.UsableVRAM).i64(int64(w.Wait)).u64(w.H2DBytesPerS).
+		u32(w.Device).u32(flags).u32(w.DeviceBusy).u32(off).u32(n).u32(0)
+}
+
+func readWorker(d *dec, w *Worker) span {
+	r := d.rec(WorkerSize)
+	if r == nil {
+		return span{}
+	}
+	w.FreeVRAM = le.Uint64(r[0:])
+	w.UsableVRAM = le.Uint64(r[8:])
+	w.Wait = time.Duration(le.Uint64(r[16:]))
+	w.H2DBytesPerS = le.Uint64(r[24:])
+	w.Device = le.Uint32(r[32:])
+	flags := le.Uint32(r[36:])
+	w.Idle = flags&flagIdle != 0
+	w.Degraded = flags&flagDegraded != 0
+	w.DeviceBusy = le.Uint32(r[40:])
+	return span{le.Uint32(r[44:]), le.Uint32(r[48:])}
+}
+
+func appendPool(e enc, p pool) enc {
+	for _, v := range p {
+		e = e.u32(v)
+	}
+	return e
+}
+
+// readPool reads n u32s and returns a function that slices a span of them
+// into dst, checking its bounds.
+func readPool(d *dec, n uint32, buf []uint32) []uint32 {
+	return readU32s(d, n, buf)
+}
+
+func slicePool(d *dec, p []uint32, s span, dst []uint32) []uint32 {
+	if d.err != nil {
+		return dst[:0]
+	}
+	if uint64(s.off)+uint64(s.n) > uint64(len(p)) {
+		d.err = fmt.Errorf("policy abi: list [%d,+%d) outside the pool of %d", s.off, s.n, len(p))
+		return dst[:0]
+	}
+	return append(dst[:0], p[s.off:s.off+s.n]...)
+}
+
+func checkIDs(d *dec, ids []uint32, n int, what string) {
+	for _, id := range ids {
+		if d.err == nil && int64(id) >= int64(n) {
+			d.err = fmt.Errorf("policy abi: %s %d out of range (%d)", what, id, n)
+		}
+	}
+}
+
+func done(d *dec) error {
+	if d.err != nil {
+		return d.err
+	}
+	if d.off != len(d.b) {
+		return fmt.Errorf("policy abi: %d trailing bytes", len(d.b)-d.off)
+	}
+	return nil
+}
+
+// AppendEvictionInput appends the binary snapshot of in to dst.
+func AppendEvictionInput(dst []byte, in *EvictionInput) []byte {
+	e := appendHeader(enc(dst), KindEviction, &in.Common)
+	e = e.u64(in.Need).u64(in.Free).u32(uint32(len(in.Entries))).u32(uint32(len(in.Ghosts))).u32(uint32(len(in.Wanted))).u32(0)
+	for i := range in.Entries {
+		x := &in.Entries[i]
+		var flags uint32
+		if x.Pinned {
+			flags = flagPinned
+		}
+		e = e.u64(x.Bytes).i64(int64(x.SinceUse)).i64(int64(x.SinceInsert)).i64(int64(x.LoadCost)).u64(x.Tag).
+			u32(x.Model).u32(x.Worker).u32(x.Hits).u32(flags)
+	}
+	for _, g := range in.Ghosts {
+		e = e.i64(int64(g.Ago)).u32(g.Model).u32(0)
+	}
+	for _, w := range in.Wanted {
+		e = e.u64(w.Bytes).i64(int64(w.LoadCost)).u32(w.Model).u32(w.Waiting)
+	}
+	return e
+}
+
+// DecodeEvictionInput decodes a snapshot into in, reusing its slices.
+func DecodeEvictionInput(b []byte, in *EvictionInput) error {
+	d := &dec{b: b}
+	readHeader(d, KindEviction, &in.Common)
+	in.Need, in.Free = d.u64(), d.u64()
+	ne, ng, nw := d.u32(), d.u32(), d.u32()
+	d.u32()
+	in.Entries = grow(in.Entries, d.count(ne, EntrySize))
+	for i := range in.Entries {
+		r := d.rec(EntrySize)
+		if r == nil {
+			break
+		}
+		in.Entries[i] = Entry{Bytes: le.Uint64(r[0:]), SinceUse: time.Duration(le.Uint64(r[8:])),
+			SinceInsert: time.Duration(le.Uint64(r[16:])), LoadCost: time.Duration(le.Uint64(r[24:])), Tag: le.Uint64(r[32:]),
+			Model: le.Uint32(r[40:]), Worker: le.Uint32(r[44:]), Hits: le.Uint32(r[48:]), Pinned: le.Uint32(r[52:])&flagPinned != 0}
+	}
+	in.Ghosts = grow(in.Ghosts, d.count(ng, GhostSize))
+	for i := range in.Ghosts {
+		in.Ghosts[i].Ago = time.Duration(d.i64())
+		in.Ghosts[i].Model = d.u32()
+		d.u32()
+	}
+	in.Wanted = grow(in.Wanted, d.count(nw, WantedSize))
+	for i := range in.Wanted {
+		w := &in.Wanted[i]
+		w.Bytes = d.u64()
+		w.LoadCost = time.Duration(d.i64())
+		w.Model, w.Waiting = d.u32(), d.u32()
+	}
+	return done(d)
+}
+
+func appendOutHeader(e enc, st Status, k Kind, state *[4]uint64) enc {
+	e = e.u32(uint32(st)).u32(uint32(k))
+	for _, s := range state {
+		e = e.u64(s)
+	}
+	return e
+}
+
+func readOutHeader(d *dec, k Kind, state *[4]uint64) Status {
+	st := Status(d.u32())
+	if got := Kind(d.u32()); d.err == nil && got != k {
+		d.err = fmt.Errorf("policy abi: output is for %s, want %s", got, k)
+	}
+	for i := range state {
+		state[i] = d.u64()
+	}
+	return st
+}
+
+func appendU32s(e enc, v []uint32) enc {
+	for _, x := range v {
+		e = e.u32(x)
+	}
+	return e
+}
+
+func readU32s(d *dec, n uint32, dst []uint32) []uint32 {
+	dst = grow(dst, d.count(n, 4))
+	r := d.rec(4 * len(dst))
+	for i := range dst {
+		dst[i] = le.Uint32(r[4*i:])
+	}
+	return dst
+}
+
+// AppendEvictionOutput appends an eviction hook's answer to dst.
+func AppendEvictionOutput(dst []byte, st Status, out *EvictionOutput) []byte {
+	e := appendOutHeader(enc(dst), st, KindEviction, &out.State)
+	e = e.u32(uint32(len(out.Victims))).u32(uint32(len(out.Prefetch))).u32(uint32(len(out.Tags))).u32(0)
+	e = appendU32s(appendU32s(e, out.Victims), out.Prefetch)
+	for _, t := range out.Tags {
+		e = e.u32(t.Entry).u32(0).u64(t.Tag)
+	}
+	return e
+}
+
+// DecodeEvictionOutput decodes an eviction hook's answer into out.
+func DecodeEvictionOutput(b []byte, out *EvictionOutput) (Status, error) {
+	d := &dec{b: b}
+	st := readOutHeader(d, KindEviction, &out.State)
+	nv, np, nt := d.u32(), d.u32(), d.u32()
+	d.u32()
+	out.Victims = readU32s(d, nv, out.Victims)
+	out.Prefetch = readU32s(d, np, out.Prefetch)
+	out.Tags = grow(out.Tags, d.count(nt, TagUpdateSize))
+	for i := range out.Tags {
+		out.Tags[i].Entry = d.u32()
+		d.u32()
+		out.Tags[i].Tag = d.u64()
+	}
+	return st, done(d)
+}
+
+// AppendSchedulingInput appends the binary snapshot of in to dst.
+func AppendSchedulingInput(dst []byte, in *SchedulingInput) []byte {
+	var p pool
+	e := appendHeader(enc(dst), KindScheduling, &in.Common)
+	body := enc(nil)
+	for i := range in.Queued {
+		body = appendJob(body, &in.Queued[i], &p)
+	}
+	for i := range in.Running {
+		body = appendJob(body, &in.Running[i], &p)
+	}
+	for i := range in.Workers {
+		body = appendWorker(body, &in.Workers[i], &p)
+	}
+	e = e.u32(uint32(len(in.Queued))).u32(uint32(len(in.Running))).u32(uint32(len(in.Workers))).
+		u32(uint32(len(in.Models))).u32(uint32(len(p))).u32(0)
+	e = appendModels(e, in.Models)
+	e = append(e, body...)
+	return appendPool(e, p)
+}
+
+// DecodeSchedulingInput decodes a snapshot into in, reusing its slices.
+func DecodeSchedulingInput(b []byte, in *SchedulingInput) error {
+	d := &dec{b: b}
+	readHeader(d, KindScheduling, &in.Common)
+	nq, nr, nw, nm, np := d.u32(), d.u32(), d.u32(), d.u32(), d.u32()
+	d.u32()
+	in.Models = readModels(d, nm, in.Models)
+	in.Queued = grow(in.Queued, d.count(nq, JobSize))
+	in.Running = grow(in.Running, d.count(nr, JobSize))
+	in.Workers = grow(in.Workers, d.count(nw, WorkerSize))
+	nq2, nr2 := len(in.Queued), len(in.Queued)+len(in.Running)
+	sp := grow(in.spans, nr2+len(in.Workers))
+	in.spans = sp
+	for i := range in.Queued {
+		sp[i] = readJob(d, &in.Queued[i])
+	}
+	for i := range in.Running {
+		sp[nq2+i] = readJob(d, &in.Running[i])
+	}
+	for i := range in.Workers {
+		sp[nr2+i] = readWorker(d, &in.Workers[i])
+	}
+	p := readPool(d, np, in.pool)
+	in.pool = p
+	for i := range in.Queued {
+		in.Queued[i].Models = slicePool(d, p, sp[i], in.Queued[i].Models)
+		checkIDs(d, in.Queued[i].Models, len(in.Models), "model")
+	}
+	for i := range in.Running {
+		in.Running[i].Models = slicePool(d, p, sp[nq2+i], in.Running[i].Models)
+		checkIDs(d, in.Running[i].Models, len(in.Models), "model")
+	}
+	for i := range in.Workers {
+		in.Workers[i].Resident = slicePool(d, p, sp[nr2+i], in.Workers[i].Resident)
+		checkIDs(d, in.Workers[i].Resident, len(in.Models), "model")
+	}
+	return done(d)
+}
+
+// AppendSchedulingOutput appends a scheduling hook's answer to dst.
+func AppendSchedulingOutput(dst []byte, st Status, out *SchedulingOutput) []byte {
+	e := appendOutHeader(enc(dst), st, KindScheduling, &out.State)
+	e = e.u32(uint32(len(out.Dispatch))).u32(uint32(len(out.Preempt)))
+	return appendU32s(appendU32s(e, out.Dispatch), out.Preempt)
+}
+
+// DecodeSchedulingOutput decodes a scheduling hook's answer into out.
+func DecodeSchedulingOutput(b []byte, out *SchedulingOutput) (Status, error) {
+	d := &dec{b: b}
+	st := readOutHeader(d, KindScheduling, &out.State)
+	nd, np := d.u32(), d.u32()
+	out.Dispatch = readU32s(d, nd, out.Dispatch)
+	out.Preempt = readU32s(d, np, out.Preempt)
+	return st, done(d)
+}
+
+// AppendBatchingInput appends the binary snapshot of in to dst.
+func AppendBatchingInput(dst []byte, in *BatchingInput) []byte {
+	var p pool
+	e := appendHeader(enc(dst), KindBatching, &in.Common)
+	body := enc(nil)
+	for i := range in.Jobs {
+		body = appendJob(body, &in.Jobs[i], &p)
+	}
+	for i := range in.Workers {
+		body = appendWorker(body, &in.Workers[i], &p)
+	}
+	e = e.u32(in.Lead).u32(uint32(len(in.Jobs))).u32(uint32(len(in.Workers))).u32(uint32(len(in.Models))).u32(uint32(len(p))).u32(0)
+	e = appendModels(e, in.Models)
+	e = append(e, body...)
+	return appendPool(e, p)
+}
+
+// DecodeBatchingInput decodes a snapshot into in, reusing its slices.
+func DecodeBatchingInput(b []byte, in *BatchingInput) error {
+	d := &dec{b: b}
+	readHeader(d, KindBatching, &in.Common)
+	in.Lead = d.u32()
+	nj, nw, nm, np := d.u32(), d.u32(), d.u32(), d.u32()
+	d.u32()
+	in.Models = readModels(d, nm, in.Models)
+	in.Jobs = grow(in.Jobs, d.count(nj, JobSize))
+	in.Workers = grow(in.Workers, d.count(nw, WorkerSize))
+	sp := grow(in.spans, len(in.Jobs)+len(in.Workers))
+	in.spans = sp
+	js, ws := sp[:len(in.Jobs)], sp[len(in.Jobs):]
+	for i := range in.Jobs {
+		js[i] = readJob(d, &in.Jobs[i])
+	}
+	for i := range in.Workers {
+		ws[i] = readWorker(d, &in.Workers[i])
+	}
+	p := readPool(d, np, in.pool)
+	in.pool = p
+	for i := range in.Jobs {
+		in.Jobs[i].Models = slicePool(d, p, js[i], in.Jobs[i].Models)
+		checkIDs(d, in.Jobs[i].Models, len(in.Models), "model")
+	}
+	for i := range in.Workers {
+		in.Workers[i].Resident = slicePool(d, p, ws[i], in.Workers[i].Resident)
+		checkIDs(d, in.Workers[i].Resident, len(in.Models), "model")
+	}
+	if d.err == nil && int(in.Lead) >= len(in.Jobs) {
+		d.err = fmt.Errorf("policy abi: lead %d out of range (%d jobs)", in.Lead, len(in.Jobs))
+	}
+	return done(d)
+}
+
+// AppendBatchingOutput appends a batching hook's answer to dst.
+func AppendBatchingOutput(dst []byte, st Status, out *BatchingOutput) []byte {
+	e := appendOutHeader(enc(dst), st, KindBatching, &out.State)
+	e = e.i64(int64(out.Wait)).u32(uint32(len(out.Batch))).u32(0)
+	return appendU32s(e, out.Batch)
+}
+
+// DecodeBatchingOutput decodes a batching hook's answer into out.
+func DecodeBatchingOutput(b []byte, out *BatchingOutput) (Status, error) {
+	d := &dec{b: b}
+	st := readOutHeader(d, KindBatching, &out.State)
+	out.Wait = time.Duration(d.i64())
+	n := d.u32()
+	d.u32()
+	out.Batch = readU32s(d, n, out.Batch)
+	return st, done(d)
+}
+
+// AppendBalancingInput appends the binary snapshot of in to dst.
+func AppendBalancingInput(dst []byte, in *BalancingInput) []byte {
+	var p pool
+	e := appendHeader(enc(dst), KindBalancing, &in.Common)
+	body := appendJob(nil, &in.Job, &p)
+	for i := range in.Workers {
+		body = appendWorker(body, &in.Workers[i], &p)
+	}
+	e = e.u32(uint32(len(in.Workers))).u32(uint32(len(in.Models))).u32(uint32(len(p))).u32(0)
+	e = appendModels(e, in.Models)
+	e = append(e, body...)
+	return appendPool(e, p)
+}
+
+// DecodeBalancingInput decodes a snapshot into in, reusing its slices.
+func DecodeBalancingInput(b []byte, in *BalancingInput) error {
+	d := &dec{b: b}
+	readHeader(d, KindBalancing, &in.Common)
+	nw, nm, np := d.u32(), d.u32(), d.u32()
+	d.u32()
+	in.Models = readModels(d, nm, in.Models)
+	js := readJob(d, &in.Job)
+	in.Workers = grow(in.Workers, d.count(nw, WorkerSize))
+	ws := grow(in.spans, len(in.Workers))
+	in.spans = ws
+	for i := range in.Workers {
+		ws[i] = readWorker(d, &in.Workers[i])
+	}
+	p := readPool(d, np, in.pool)
+	in.pool = p
+	in.Job.Models = slicePool(d, p, js, in.Job.Models)
+	checkIDs(d, in.Job.Models, len(in.Models), "model")
+	for i := range in.Workers {
+		in.Workers[i].Resident = slicePool(d, p, ws[i], in.Workers[i].Resident)
+		checkIDs(d, in.Workers[i].Resident, len(in.Models), "model")
+	}
+	return done(d)
+}
+
+// AppendBalancingOutput appends a balancing hook's answer to dst.
+func AppendBalancingOutput(dst []byte, st Status, out *BalancingOutput) []byte {
+	return appendOutHeader(enc(dst), st, KindBalancing, &out.State).u32(out.Worker).u32(0)
+}
+
+// DecodeBalancingOutput decodes a balancing hook's answer into out.
+func DecodeBalancingOutput(b []byte, out *BalancingOutput) (Status, error) {
+	d := &dec{b: b}
+	st := readOutHeader(d, KindBalancing, &out.State)
+	out.Worker = d.u32()
+	d.u32()
+	return st, done(d)
+}
+
+// AppendParams appends the declaration table a module's kiln_params export
+// returns.
+func AppendParams(dst []byte, ps []Param) []byte {
+	e := enc(dst).u32(uint32(len(ps))).u32(0)
+	for _, p := range ps {
+		var name [maxParamName]byte
+		copy(name[:], p.Name)
+		e = append(e, name[:]...)
+		e = e.u32(uint32(p.Type)).u32(0).u64(math.Float64bits(p.Default)).u64(math.Float64bits(p.Min)).u64(math.Float64bits(p.Max))
+	}
+	return e
+}
+
+// DecodeParams decodes a declaration table and checks every declaration.
+func DecodeParams(b []byte) ([]Param, error) {
+	d := &dec{b: b}
+	n := d.u32()
+	d.u32()
+	if n > maxParams {
+		return nil, fmt.Errorf("policy abi: %d params, at most %d", n, maxParams)
+	}
+	ps := make([]Param, d.count(n, ParamDeclSize))
+	for i := range ps {
+		if !d.need(maxParamName) {
+			break
+		}
+		name := d.b[d.off : d.off+maxParamName]
+		d.off += maxParamName
+		end := 0
+		for end < len(name) && name[end] != 0 {
+			end++
+		}
+		ps[i].Name = string(name[:end])
+		ps[i].Type = ParamType(d.u32())
+		d.u32()
+		ps[i].Default = math.Float64frombits(d.u64())
+		ps[i].Min = math.Float64frombits(d.u64())
+		ps[i].Max = math.Float64frombits(d.u64())
+	}
+	if err := done(d); err != nil {
+		return nil, err
+	}
+	for _, p := range ps {
+		if err := p.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	return ps, nil
+}
+
+// Validate checks a declaration: a name of [a-z0-9_.], a known type, and
+// min ≤ default ≤ max.
+func (p Param) Validate() error {
+	if p.Name == "" || len(p.Name) > maxParamName {
+		return fmt.Errorf("param %q: name must be 1 to %d bytes", p.Name, maxParamName)
+	}
+	for _, c := range p.Name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '.') {
+			return fmt.Errorf("param %q: name may hold only a-z, 0-9, _ and .", p.Name)
+		}
+	}
+	if p.Type > ParamBool {
+		return fmt.Errorf("param %s: unknown type %d", p.Name, p.Type)
+	}
+	if math.IsNaN(p.Default) || math.IsNaN(p.Min) || math.IsNaN(p.Max) || p.Min > p.Default || p.Default > p.Max {
+		return fmt.Errorf("param %s: want min ≤ default ≤ max, have %v ≤ %v ≤ %v", p.Name, p.Min, p.Default, p.Max)
+	}
+	return nil
+}

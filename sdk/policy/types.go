@@ -1,0 +1,334 @@
+package policy
+
+import (
+	"fmt"
+	"time"
+)
+
+// ABIMajor and ABIMinor are the version of the ABI this SDK speaks. A host
+// accepts a module whose major equals its own and whose minor is not above
+// its own; see ABI.md.
+const (
+	ABIMajor = 1
+	ABIMinor = 0
+)
+
+// Kind is what a policy decides.
+type Kind uint32
+
+// The four kinds of policy.
+const (
+	KindEviction   Kind = 1
+	KindScheduling Kind = 2
+	KindBatching   Kind = 3
+	KindBalancing  Kind = 4
+)
+
+// Kinds lists every kind in ABI order.
+var Kinds = []Kind{KindEviction, KindScheduling, KindBatching, KindBalancing}
+
+// String returns the kind's name as the API and CLI spell it.
+func (k Kind) String() string {
+	switch k {
+	case KindEviction:
+		return "eviction"
+	case KindScheduling:
+		return "scheduling"
+	case KindBatching:
+		return "batching"
+	case KindBalancing:
+		return "balancing"
+	}
+	return fmt.Sprintf("kind(%d)", uint32(k))
+}
+
+// Hook is the name of the export that implements the kind.
+func (k Kind) Hook() string {
+	switch k {
+	case KindEviction:
+		return "kiln_evict"
+	case KindScheduling:
+		return "kiln_schedule"
+	case KindBatching:
+		return "kiln_batch"
+	case KindBalancing:
+		return "kiln_balance"
+	}
+	return ""
+}
+
+// ParseKind parses a kind name.
+func ParseKind(s string) (Kind, error) {
+	for _, k := range Kinds {
+		if k.String() == s {
+			return k, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown policy kind %q (want eviction, scheduling, batching or balancing)", s)
+}
+
+// Status is a hook's verdict. A soft error is a status, never a trap.
+type Status uint32
+
+// The statuses a hook returns.
+const (
+	// StatusOK means the output holds a decision.
+	StatusOK Status = 0
+	// StatusNoDecision means there is nothing to do now (no job to run, no
+	// suitable worker, no victims that would be enough).
+	StatusNoDecision Status = 1
+	// StatusUnsupported means the module does not implement this kind.
+	StatusUnsupported Status = 2
+	// StatusError means the policy failed; the host uses its fallback.
+	StatusError Status = 3
+)
+
+// Class is a job's priority class.
+type Class uint32
+
+// The priority classes.
+const (
+	ClassInteractive Class = 0
+	ClassBatch       Class = 1
+)
+
+// NoWorker marks a job that runs on no worker, and a balancing answer that
+// names none.
+const NoWorker = ^uint32(0)
+
+// Common is what every input carries.
+type Common struct {
+	// Now is the decision's time in Unix nanoseconds (virtual time in the
+	// simulator). Policies need it rarely: every age in the input is
+	// already relative to it.
+	Now int64
+	// State is the policy's own state: the words its last output returned
+	// for this kind (zero at first). GDSF keeps its inflation value here.
+	State [4]uint64
+	// Params are the values of the tunable parameters the policy declares,
+	// in declaration order.
+	Params []float64
+
+	// Decoding scratch, reused so that a guest's steady state allocates
+	// nothing (a Go guest that allocates per call pays for GC assists).
+	spans []span
+	pool  []uint32
+}
+
+// Param returns Params[i], or def when the host sent fewer values.
+func (c *Common) Param(i int, def float64) float64 {
+	if i < len(c.Params) {
+		return c.Params[i]
+	}
+	return def
+}
+
+// ModelInfo is what the input says about one model; models are named by
+// their index in the input's Models table.
+type ModelInfo struct {
+	// Bytes is the model's VRAM footprint.
+	Bytes uint64
+	// LoadCost is the estimated time to make it resident on a worker that
+	// lacks it, from the fastest tier that holds it, at measured bandwidth.
+	LoadCost time.Duration
+}
+
+// Job is a queued or running job.
+type Job struct {
+	Seq      uint64
+	Class    Class
+	Attempts uint32
+	// Age is the time since submission.
+	Age time.Duration
+	// Slack is the time left until the job's deadline (negative when it is
+	// late); meaningful only when HasDeadline.
+	Slack       time.Duration
+	HasDeadline bool
+	// EstCost is the estimated run time once its models are resident.
+	EstCost time.Duration
+	// VRAM is the sum of its models' footprints.
+	VRAM uint64
+	// BatchVRAM is the extra VRAM one more member of a batch costs.
+	BatchVRAM uint64
+	// BatchKey groups jobs with the same models and compatible parameters;
+	// 0 means the job does not batch.
+	BatchKey uint32
+	// Models are indices into the input's Models table.
+	Models []uint32
+	// Worker is the index of the worker that runs it (running jobs), or
+	// NoWorker.
+	Worker uint32
+	// AtStepBoundary says a running job can be preempted now without
+	// losing work beyond its current step.
+	AtStepBoundary bool
+}
+
+// Worker is one worker process and its device.
+type Worker struct {
+	Device uint32
+	// Idle is true when the worker can take a job now.
+	Idle     bool
+	Degraded bool
+	// DeviceBusy counts the busy workers on the same device.
+	DeviceBusy uint32
+	FreeVRAM   uint64
+	UsableVRAM uint64
+	// Wait is the estimated time until the worker is free.
+	Wait time.Duration
+	// H2DBytesPerS is the measured host-to-device bandwidth (0: unknown).
+	H2DBytesPerS uint64
+	// Resident are the models in its VRAM (indices into Models).
+	Resident []uint32
+}
+
+// Entry is one cached model an eviction policy may drop.
+type Entry struct {
+	Model uint32 // interned: equal ids are the same model within one input
+	// Worker distinguishes copies of one model held by different workers.
+	Worker      uint32
+	Bytes       uint64
+	SinceUse    time.Duration
+	SinceInsert time.Duration
+	// LoadCost is the measured time it took to load.
+	LoadCost time.Duration
+	Hits     uint32
+	Pinned   bool
+	// Tag is the policy's own per-entry word, as its last output set it
+	// (0 for a new entry).
+	Tag uint64
+}
+
+// Ghost is a model evicted recently (S3-FIFO's ghost queue, kept by the host).
+type Ghost struct {
+	Model uint32
+	Ago   time.Duration
+}
+
+// Wanted is a model that queued jobs need and that is not cached here: a
+// candidate for prefetch.
+type Wanted struct {
+	Model    uint32
+	Bytes    uint64
+	LoadCost time.Duration
+	// Waiting counts the queued jobs that need it.
+	Waiting uint32
+}
+
+// TagUpdate sets an entry's Tag for the next decision.
+type TagUpdate struct {
+	Entry uint32
+	Tag   uint64
+}
+
+// EvictionInput asks which entries to drop so that Need more bytes fit.
+type EvictionInput struct {
+	Common
+	Need    uint64
+	Free    uint64
+	Entries []Entry
+	Ghosts  []Ghost
+	Wanted  []Wanted
+}
+
+// EvictionOutput names the victims (indices into Entries), optionally the
+// models to prefetch (indices into Wanted) and tag updates.
+type EvictionOutput struct {
+	State    [4]uint64
+	Victims  []uint32
+	Prefetch []uint32
+	Tags     []TagUpdate
+}
+
+// SchedulingInput asks which queued jobs to dispatch next.
+type SchedulingInput struct {
+	Common
+	Models  []ModelInfo
+	Queued  []Job // in submission order
+	Running []Job
+	Workers []Worker
+}
+
+// SchedulingOutput lists queued jobs to dispatch, best first, and running
+// jobs to preempt (indices into Queued and Running).
+type SchedulingOutput struct {
+	State    [4]uint64
+	Dispatch []uint32
+	Preempt  []uint32
+}
+
+// BatchingInput asks which jobs run together with Jobs[Lead].
+type BatchingInput struct {
+	Common
+	Lead    uint32
+	Models  []ModelInfo
+	Jobs    []Job
+	Workers []Worker
+}
+
+// BatchingOutput is the batch (indices into Jobs, the lead included), or a
+// wait: when Wait > 0 the host holds the lead back up to Wait for more
+// compatible jobs.
+type BatchingOutput struct {
+	State [4]uint64
+	Batch []uint32
+	Wait  time.Duration
+}
+
+// BalancingInput asks which worker should run Job.
+type BalancingInput struct {
+	Common
+	Models  []ModelInfo
+	Job     Job
+	Workers []Worker
+}
+
+// BalancingOutput names the worker (index into Workers), or NoWorker.
+type BalancingOutput struct {
+	State  [4]uint64
+	Worker uint32
+}
+
+// ParamType is a tunable parameter's type.
+type ParamType uint32
+
+// The parameter types. Every value travels as a float64.
+const (
+	ParamFloat ParamType = 0
+	ParamInt   ParamType = 1
+	ParamBool  ParamType = 2
+)
+
+// Param declares one tunable parameter. Its value reaches the policy in
+// Common.Params, in declaration order.
+type Param struct {
+	Name    string // at most 32 bytes, [a-z0-9_.]
+	Type    ParamType
+	Default float64
+	Min     float64
+	Max     float64
+}
+
+// Evictor is an eviction policy.
+type Evictor interface {
+	Evict(in *EvictionInput, out *EvictionOutput) Status
+}
+
+// Scheduler is a scheduling policy.
+type Scheduler interface {
+	Schedule(in *SchedulingInput, out *SchedulingOutput) Status
+}
+
+// Batcher is a batching policy.
+type Batcher interface {
+	Batch(in *BatchingInput, out *BatchingOutput) Status
+}
+
+// Balancer is a load-balancing policy.
+type Balancer interface {
+	Balance(in *BalancingInput, out *BalancingOutput) Status
+}
+
+// ParamDeclarer is implemented by policies with tunable parameters.
+type ParamDeclarer interface {
+	Params() []Param
+}
