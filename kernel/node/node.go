@@ -76,9 +76,11 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		opts.Clock = clock.Real()
 	}
 	n = &Node{cfg: cfg, opts: opts, log: opts.Log}
+	// The error returns set n to nil, so the cleanup keeps its own pointer.
+	opened := n
 	defer func() {
 		if err != nil {
-			n.close()
+			opened.close()
 		}
 	}()
 	if err := checkExposure(cfg); err != nil {
