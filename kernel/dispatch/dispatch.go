@@ -15,6 +15,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/catalog"
 	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/tier"
@@ -40,6 +41,8 @@ type Options struct {
 	// (L2) before a worker loads it from there; without it workers load
 	// from the catalog's file path.
 	Tiers *tier.Manager
+	// Cost estimates load times for the policies' views.
+	Cost  cost.Config
 	Clock clock.Clock
 	Log   zerolog.Logger
 	Hooks Hooks
@@ -85,8 +88,12 @@ type residentModel struct {
 	pins    int
 	hits    int
 	lastUse time.Time
-	loading chan struct{} // non-nil while a load is in flight
-	loadErr error
+	// inserted is when the load started, loadTook how long it took: the
+	// eviction policies' age and cost of an entry.
+	inserted time.Time
+	loadTook time.Duration
+	loading  chan struct{} // non-nil while a load is in flight
+	loadErr  error
 }
 
 // New returns a dispatcher; call Run to start it.
@@ -94,6 +101,10 @@ func New(opts Options) *Dispatcher {
 	if opts.Clock == nil {
 		opts.Clock = clock.Real()
 	}
+	if opts.Cost.TimeScale == 0 {
+		opts.Cost = cost.Default()
+	}
+	opts.Cost = opts.Cost.WithDefaults()
 	if opts.Scheduler == nil {
 		opts.Scheduler = PriorityFIFO{}
 	}
@@ -322,14 +333,21 @@ func (d *Dispatcher) queuedViews(limit int) []JobView {
 	out := make([]JobView, 0, len(jobs))
 	for _, j := range jobs {
 		var vram uint64
-		for _, m := range j.Models {
+		sizes := make([]uint64, len(j.Models))
+		loads := make([]time.Duration, len(j.Models))
+		for i, m := range j.Models {
 			if e, err := d.opts.Catalog.Lookup(m); err == nil {
 				vram += uint64(e.VRAMBytes)
+				sizes[i] = uint64(e.VRAMBytes)
+				// What a cold load would cost (disk and host→device at the
+				// cost model's bandwidths); a policy weighs it against
+				// waiting for a worker that already holds the model.
+				loads[i] = d.opts.Cost.LoadTime(e.Family, e.NominalBytes, cost.Device{})
 			}
 		}
 		out = append(out, JobView{
 			ID: j.ID, Class: j.Class, Seq: j.Seq, Age: now.Sub(j.CreatedAt), DeadlineMS: j.DeadlineMS,
-			Models: j.Models, Attempts: j.Attempts, EstimatedVRAM: vram,
+			Models: j.Models, Attempts: j.Attempts, EstimatedVRAM: vram, ModelBytes: sizes, LoadCost: loads,
 		})
 	}
 	return out
@@ -355,6 +373,9 @@ func (d *Dispatcher) workerViews() []WorkerView {
 			v.UsableVRAM = led.Usable()
 		}
 		v.Degraded = d.opts.Devices.Degraded(in.Device)
+		if w := d.opts.Pool.Get(in.ID); w != nil {
+			v.H2DBytesPerS = uint64(w.Device().H2DBandwidth)
+		}
 		out = append(out, v)
 	}
 	return out
@@ -563,7 +584,7 @@ func (d *Dispatcher) tryResident(ctx context.Context, w *worker.Worker, models [
 			return pinned, werr, rerr
 		}
 		d.mu.Lock()
-		rm = &residentModel{model: m, res: res, pins: 1, lastUse: d.clk.Now(), loading: make(chan struct{})}
+		rm = &residentModel{model: m, res: res, pins: 1, lastUse: d.clk.Now(), inserted: d.clk.Now(), loading: make(chan struct{})}
 		byModel[m] = rm
 		d.mu.Unlock()
 		pinned = append(pinned, m)
@@ -584,6 +605,7 @@ func (d *Dispatcher) tryResident(ctx context.Context, w *worker.Worker, models [
 			}
 			d.mu.Lock()
 			p.rm.loadErr = lerr
+			p.rm.loadTook = d.clk.Since(start)
 			close(p.rm.loading)
 			p.rm.loading = nil
 			d.mu.Unlock()
@@ -732,7 +754,8 @@ func (d *Dispatcher) deviceEntries(dev int) ([]EntryView, []entryKey, uint64) {
 			if pinned {
 				pinnedBytes += b
 			}
-			entries = append(entries, EntryView{Model: m, Worker: w.ID(), Bytes: b, LastUse: rm.lastUse, Hits: rm.hits, Pinned: pinned})
+			entries = append(entries, EntryView{Model: m, Worker: w.ID(), Bytes: b, LastUse: rm.lastUse, Hits: rm.hits, Pinned: pinned,
+				Inserted: rm.inserted, LoadCost: rm.loadTook})
 			keys = append(keys, entryKey{worker: w, model: m})
 		}
 	}

@@ -182,7 +182,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		return nil, err
 	}
 	n.Dispatcher = dispatch.New(dispatch.Options{
-		Store: n.Store, Devices: n.Devices, Catalog: n.Catalog, Tiers: n.Tiers, Clock: opts.Clock,
+		Store: n.Store, Devices: n.Devices, Catalog: n.Catalog, Tiers: n.Tiers, Cost: costCfg, Clock: opts.Clock,
 		Scheduler: n.Policies.Scheduler(), Balancer: n.Policies.Balancer(), Evictor: n.Policies.Evictor(),
 		Log: logging.Component(opts.Log, "dispatch"),
 		Hooks: dispatch.Hooks{
