@@ -60,7 +60,9 @@ func TestAdminEndpointsNeedTheToken(t *testing.T) {
 				t.Fatalf("HTTP %d, want %d: %.300s", code, tc.want, data)
 			}
 			if code == 401 {
-				var env struct{ Error struct{ Type, Message string } }
+				var env struct {
+					Error struct{ Type, Message string }
+				}
 				if json.Unmarshal(data, &env) != nil || env.Error.Message == "" {
 					t.Fatalf("401 without a JSON error: %s", data)
 				}
