@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"image"
 	"image/png"
@@ -95,4 +96,30 @@ func writePNG(path string, w, h int, seed uint64) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// PreviewSize is the side of the square preview the sim sends with every
+// sampler step (ComfyUI's previews are at most 512 px; 64 keeps the frame
+// near 1 KiB and its encoding near 50 µs).
+const PreviewSize = 64
+
+// renderPreview encodes the preview of step (1-based) of steps for seed as
+// a PNG: the final picture's gradient, faded in from grey as the steps
+// advance, so that previews change visibly and the same seed and step
+// always give the same bytes.
+func renderPreview(seed uint64, step, steps int) ([]byte, error) {
+	img := renderImage(PreviewSize, PreviewSize, seed)
+	if steps > 0 && step < steps {
+		for i := 0; i < len(img.Pix); i += 4 {
+			for c := range 3 {
+				v := int(img.Pix[i+c])
+				img.Pix[i+c] = uint8(128 + (v-128)*step/steps)
+			}
+		}
+	}
+	var buf bytes.Buffer
+	if err := pngEncoder.Encode(&buf, img); err != nil {
+		return nil, fmt.Errorf("encode preview: %w", err)
+	}
+	return buf.Bytes(), nil
 }

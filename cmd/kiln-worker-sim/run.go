@@ -401,8 +401,8 @@ func (e *execution) loadImage(n *workflow.Node) (value, error) {
 	return sized(value{}, workflow.DefaultWidth, workflow.DefaultHeight, 1)
 }
 
-// sample runs a sampler node: steps × StepTime, with progress after each
-// step.
+// sample runs a sampler node: steps × StepTime, with progress and a
+// PreviewSize² PNG preview after each step.
 func (e *execution) sample(n *workflow.Node) (value, error) {
 	p, ok := e.params[n.ID]
 	if !ok {
@@ -440,7 +440,13 @@ func (e *execution) sample(n *workflow.Node) (value, error) {
 		if err := e.charge(step); err != nil {
 			return value{}, err
 		}
-		e.progress(wire.Progress{JobID: e.jobID, Node: n.ID, Value: i, Max: p.Steps})
+		pr := wire.Progress{JobID: e.jobID, Node: n.ID, Value: i, Max: p.Steps}
+		// A preview with every step, as ComfyUI's latent previewer sends
+		// one per step; a preview that fails to encode is left out.
+		if img, err := renderPreview(out.seed, i, p.Steps); err == nil {
+			pr.Preview, pr.PreviewFormat = img, wire.PreviewPNG
+		}
+		e.progress(pr)
 		if e.crash {
 			e.sim.log.Warn().Str("job_id", e.jobID).Str("env", EnvCrashAfterJobs).Msg("simulated crash")
 			e.sim.exit(CrashExitCode)

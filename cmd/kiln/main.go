@@ -25,6 +25,8 @@ usage:
   kiln models   [list|refresh] [--addr URL] | synth --dir DIR --from-workflows DIR [--scale F] [--seed N]
   kiln policy   load FILE --kind K [--name N] | activate NAME[@V] | rollback KIND | list [--json]
                 [--addr URL] [--token T]
+  kiln sim      --trace F --models F [--config F] [--set k=v]... [--seed N] [--report json|md]
+  kiln sim gen  --kind zipf|bursty|diurnal --out DIR ...
   kiln config   print [--config FILE] [--set k=v]... | validate FILE
   kiln version
 
@@ -57,6 +59,8 @@ func main() {
 		}
 	case "policy":
 		err = cmdPolicy(args)
+	case "sim":
+		err = cmdSim(args)
 	case "config":
 		err = cmdConfig(args)
 	case "version", "--version":

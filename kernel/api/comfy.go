@@ -241,11 +241,23 @@ func (c *comfy) postPrompt(w http.ResponseWriter, r *http.Request) {
 		c.hub.replayCached(req.PromptID)
 		return
 	}
+	// ComfyUI's queue runs prompts by number, lowest first; a prompt
+	// without one gets the next counter value, negated for front. kiln's
+	// queue runs by class, then by job order (job.Job.Rank): an explicit
+	// number becomes the job's Order, and a prompt without one keeps its
+	// submission number (Seq) as its rank, so both kinds interleave as in
+	// ComfyUI. front, as in ComfyUI, counts only without a number: the
+	// prompt goes to the interactive class, ahead of every prompt already
+	// there (job.Job.Front).
 	class := job.Class(c.cfg.DefaultClass)
-	if req.Front {
-		class = job.Interactive
+	j := &job.Job{ID: req.PromptID, Workflow: req.Workflow, Models: req.Models, ClientID: req.ClientID}
+	switch {
+	case req.Number != nil:
+		j.Order = req.Number
+	case req.Front:
+		class, j.Front = job.Interactive, true
 	}
-	j := &job.Job{ID: req.PromptID, Class: class, Workflow: req.Workflow, Models: req.Models, ClientID: req.ClientID}
+	j.Class = class
 	if err := c.s.deps.Store.Submit(r.Context(), j); err != nil {
 		switch {
 		case errors.Is(err, job.ErrQueueFull):
@@ -265,13 +277,25 @@ func (c *comfy) postPrompt(w http.ResponseWriter, r *http.Request) {
 		c.s.deps.Metrics.JobSubmitted(string(j.Class))
 	}
 	c.hub.rememberExtra(j.ID, req.ExtraData)
-	writeJSON(w, http.StatusOK, map[string]any{"prompt_id": j.ID, "number": j.Seq, "node_errors": map[string]any{}})
+	writeJSON(w, http.StatusOK, map[string]any{"prompt_id": j.ID, "number": promptNumber(j), "node_errors": map[string]any{}})
 	c.hub.broadcastStatus()
+}
+
+// promptNumber is the number kiln reports for a prompt (the /prompt answer,
+// /queue and /history items): the number the client gave, else kiln's
+// submission number, Seq. A front prompt also reports its Seq, although it
+// runs ahead (its job's Order is -Seq; ComfyUI reports that negative
+// number): clients that compare numbers see kiln's submission order.
+func promptNumber(j *job.Job) float64 {
+	if j.Order != nil && !j.Front {
+		return *j.Order
+	}
+	return float64(j.Seq)
 }
 
 // queueItem is [number, prompt_id, prompt, extra_data, outputs_to_execute].
 func (c *comfy) queueItem(j *job.Job) []any {
-	return []any{j.Seq, j.ID, j.Workflow, c.hub.extraData(j), outputIDs(j.Workflow)}
+	return []any{promptNumber(j), j.ID, j.Workflow, c.hub.extraData(j), outputIDs(j.Workflow)}
 }
 
 // outputIDs lists a stored graph's output nodes.
@@ -303,13 +327,14 @@ func (c *comfy) getQueue(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
 		return
 	}
-	// Pending in the order kiln runs them: interactive, then batch, FIFO.
+	// Pending in the order kiln runs them: interactive, then batch, each
+	// in queue order (number or front, else submission).
 	sort.SliceStable(queued, func(a, b int) bool {
 		ca, cb := queued[a].Class == job.Interactive, queued[b].Class == job.Interactive
 		if ca != cb {
 			return ca
 		}
-		return queued[a].Seq < queued[b].Seq
+		return job.CompareQueued(queued[a], queued[b]) < 0
 	})
 	out := map[string][]any{"queue_running": {}, "queue_pending": {}}
 	for _, j := range running {
@@ -613,7 +638,13 @@ func (c *comfy) extensions(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (c *comfy) features(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"supports_preview_metadata": true, "max_upload_size": c.s.cfg.MaxBodyBytes})
+	writeJSON(w, http.StatusOK, c.featureFlags())
+}
+
+// featureFlags are the server's feature flags, for GET /features and the
+// WebSocket's feature_flags reply.
+func (c *comfy) featureFlags() map[string]any {
+	return map[string]any{"supports_preview_metadata": true, "max_upload_size": c.s.cfg.MaxBodyBytes}
 }
 
 func isOutputClass(class string) bool { return workflow.IsOutputClass(class) }

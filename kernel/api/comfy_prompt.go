@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/big"
 	"net/http"
 	"sort"
@@ -27,8 +28,11 @@ type PromptRequest struct {
 	ClientID  string
 	PromptID  string
 	ExtraData map[string]any
-	Front     bool
-	Number    *float64
+	// Front and Number are ComfyUI's queue position: Number, when given,
+	// orders the prompt among the others (lower first); Front, without a
+	// Number, puts it ahead of them.
+	Front  bool
+	Number *float64
 }
 
 // ComfyError is one error in ComfyUI's shape.
@@ -128,8 +132,16 @@ func DecodePrompt(body []byte, env PromptEnv) (*PromptRequest, *PromptError) {
 	if b, ok := pb.Front.(bool); ok {
 		req.Front = b
 	}
-	if f, ok := pb.Number.(float64); ok {
-		req.Number = &f
+	// ComfyUI takes float(number): a JSON number or a numeric string. kiln
+	// also needs it finite (it orders the queue); anything else is
+	// ignored, as a number of another type always was.
+	switch v := pb.Number.(type) {
+	case float64:
+		req.Number = &v
+	case string:
+		if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil && !math.IsInf(f, 0) && !math.IsNaN(f) {
+			req.Number = &f
+		}
 	}
 	switch v := pb.PromptID.(type) {
 	case nil:

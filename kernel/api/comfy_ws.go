@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"net/http"
 	"sort"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
+	wire "github.com/kiln-gpu/kiln/sdk/worker"
 )
 
 // hub turns dispatcher events into ComfyUI WebSocket messages, sent to the
@@ -45,10 +47,44 @@ type wsMessage struct {
 
 // wsConn is one WebSocket client.
 type wsConn struct {
-	id              string
-	send            chan []byte
+	id   string
+	send chan wsFrame
+	// previewMetadata is set when the client sent feature_flags with
+	// supports_preview_metadata: it then gets type 4 preview frames
+	// instead of type 1. Guarded by hub.mu.
 	previewMetadata bool
 }
+
+// wsFrame is one frame queued for a client: a JSON text message, or a
+// binary preview frame.
+type wsFrame struct {
+	binary bool
+	data   []byte
+}
+
+// Binary frame types, from ComfyUI's protocol.BinaryEventTypes. kiln sends
+// these two only: types 2 (unencoded preview, converted to 1 by ComfyUI
+// before it is sent) and 3 (progress text) never leave kiln.
+const (
+	// binPreviewImage is [u32 1][u32 format][image bytes], big-endian,
+	// format previewJPEG or previewPNG (ComfyUI's send_image).
+	binPreviewImage = 1
+	// binPreviewImageWithMetadata is [u32 4][u32 len][metadata JSON of len
+	// bytes][image bytes], big-endian (ComfyUI's send_image_with_metadata).
+	binPreviewImageWithMetadata = 4
+)
+
+// maxQueuedPreviews is how full a client's send queue may be for a preview
+// to join it: previews may be large (up to wire.MaxPreviewBytes each), so a
+// client that falls behind gets text messages only, and a stalled one holds
+// at most this many previews in memory.
+const maxQueuedPreviews = 16
+
+// Image formats in a type 1 frame, as ComfyUI's send_image numbers them.
+const (
+	previewJPEG = 1
+	previewPNG  = 2
+)
 
 func newHub(c *comfy) *hub {
 	return &hub{
@@ -102,6 +138,10 @@ func (h *hub) handle(e dispatch.Event) {
 		}
 		if e.Max > 0 {
 			h.send(e.ClientID, "progress", map[string]any{"value": e.Value, "max": e.Max, "prompt_id": id, "node": e.Node})
+		}
+		if len(e.Preview) > 0 {
+			// After its progress message, as ComfyUI sends them.
+			h.sendPreview(e)
 		}
 	case dispatch.EventRequeued:
 		h.broadcastStatus()
@@ -210,11 +250,80 @@ func (h *hub) send(clientID, typ string, data any) {
 	for c := range h.conns {
 		if clientID == "" || c.id == clientID {
 			select {
-			case c.send <- b:
+			case c.send <- wsFrame{data: b}:
 			default: // a client that does not read loses messages, not the hub
 			}
 		}
 	}
+}
+
+// sendPreview sends a progress event's preview image to the prompt's client
+// (every client when the prompt has none), as ComfyUI does: a type 4 frame
+// with metadata to a client that declared supports_preview_metadata, a type
+// 1 frame to any other, never both. The dispatcher bounded the image's size
+// and checked its format (dispatch.Event.Preview).
+func (h *hub) sendPreview(e dispatch.Event) {
+	var legacy, withMeta []byte // each built once, when first needed
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.conns {
+		if e.ClientID != "" && c.id != e.ClientID {
+			continue
+		}
+		var b []byte
+		if c.previewMetadata {
+			if withMeta == nil {
+				withMeta = previewWithMetadataFrame(e)
+			}
+			b = withMeta
+		} else {
+			if legacy == nil {
+				legacy = previewFrame(e)
+			}
+			b = legacy
+		}
+		if len(c.send) >= maxQueuedPreviews {
+			continue // a slow client loses previews first; they are stale at once
+		}
+		select {
+		case c.send <- wsFrame{binary: true, data: b}:
+		default: // as for text: a client that does not read loses previews
+		}
+	}
+}
+
+// previewFrame is ComfyUI's type 1 frame: [u32 1][u32 format][image].
+func previewFrame(e dispatch.Event) []byte {
+	format := uint32(previewPNG)
+	if e.PreviewFormat == wire.PreviewJPEG {
+		format = previewJPEG
+	}
+	b := make([]byte, 0, 8+len(e.Preview))
+	b = binary.BigEndian.AppendUint32(b, binPreviewImage)
+	b = binary.BigEndian.AppendUint32(b, format)
+	return append(b, e.Preview...)
+}
+
+// previewWithMetadataFrame is ComfyUI's type 4 frame: [u32 4][u32 len]
+// [metadata JSON][image], the metadata being what ComfyUI's progress handler
+// sends (node_id, prompt_id, display_node_id, parent_node_id, real_node_id)
+// plus the image_type its send_image_with_metadata adds. kiln has no
+// subgraph expansion, so the display and real node are the node itself and
+// there is no parent.
+func previewWithMetadataFrame(e dispatch.Event) []byte {
+	mime := "image/png"
+	if e.PreviewFormat == wire.PreviewJPEG {
+		mime = "image/jpeg"
+	}
+	meta, _ := json.Marshal(map[string]any{
+		"node_id": e.Node, "prompt_id": e.JobID, "display_node_id": e.Node,
+		"parent_node_id": nil, "real_node_id": e.Node, "image_type": mime,
+	})
+	b := make([]byte, 0, 8+len(meta)+len(e.Preview))
+	b = binary.BigEndian.AppendUint32(b, binPreviewImageWithMetadata)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(meta)))
+	b = append(b, meta...)
+	return append(b, e.Preview...)
 }
 
 func (h *hub) statusData(sid string) map[string]any {
@@ -242,9 +351,9 @@ func (h *hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	if id == "" {
 		id = newUUID()
 	}
-	c := &wsConn{id: id, send: make(chan []byte, 1024)}
+	c := &wsConn{id: id, send: make(chan wsFrame, 1024)}
 	first, _ := json.Marshal(wsMessage{Type: "status", Data: h.statusData(id)})
-	c.send <- first
+	c.send <- wsFrame{data: first}
 	h.mu.Lock()
 	h.conns[c] = struct{}{}
 	h.mu.Unlock()
@@ -275,24 +384,34 @@ func (h *hub) serveWS(w http.ResponseWriter, r *http.Request) {
 				h.mu.Lock()
 				c.previewMetadata = m.Data.SupportsPreviewMetadata
 				h.mu.Unlock()
+				// ComfyUI answers a client's flags with its own.
+				reply, _ := json.Marshal(wsMessage{Type: "feature_flags", Data: h.c.featureFlags()})
+				select {
+				case c.send <- wsFrame{data: reply}:
+				default:
+				}
 			}
 		}
 	}()
 	clk := h.c.s.deps.Clock
 	for {
-		var msg []byte
+		var f wsFrame
 		select {
 		case <-ctx.Done():
 			ws.Close(websocket.StatusNormalClosure, "")
 			return
-		case msg = <-c.send:
+		case f = <-c.send:
 		case <-clk.After(h.c.cfg.Keepalive):
 			// Clients reconnect after 10 s of silence (models may take
 			// longer to load): a status frame keeps them.
-			msg, _ = json.Marshal(wsMessage{Type: "status", Data: h.statusData("")})
+			f.data, _ = json.Marshal(wsMessage{Type: "status", Data: h.statusData("")})
+		}
+		typ := websocket.MessageText
+		if f.binary {
+			typ = websocket.MessageBinary
 		}
 		wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-		err := ws.Write(wctx, websocket.MessageText, msg)
+		err := ws.Write(wctx, typ, f.data)
 		wcancel()
 		if err != nil {
 			return
@@ -362,7 +481,7 @@ func (h *hub) historyEntry(j *job.Job) map[string]any {
 			"executed": []string{}, "timestamp": end}})
 	}
 	return map[string]any{
-		"prompt":  []any{j.Seq, j.ID, j.Workflow, h.extraData(j), outputIDs(j.Workflow)},
+		"prompt":  []any{promptNumber(j), j.ID, j.Workflow, h.extraData(j), outputIDs(j.Workflow)},
 		"outputs": outputs,
 		"status":  map[string]any{"status_str": status, "completed": j.State == job.Done, "messages": msgs},
 		"meta":    meta,

@@ -331,7 +331,7 @@ func (d *Dispatcher) queuedViews(limit int) []JobView {
 	jobs := d.opts.Store.Snapshot(limit)
 	now := d.clk.Now()
 	out := make([]JobView, 0, len(jobs))
-	for _, j := range jobs {
+	for i, j := range jobs {
 		var vram uint64
 		sizes := make([]uint64, len(j.Models))
 		loads := make([]time.Duration, len(j.Models))
@@ -346,7 +346,7 @@ func (d *Dispatcher) queuedViews(limit int) []JobView {
 			}
 		}
 		out = append(out, JobView{
-			ID: j.ID, Class: j.Class, Seq: j.Seq, Age: now.Sub(j.CreatedAt), DeadlineMS: j.DeadlineMS,
+			ID: j.ID, Class: j.Class, Seq: uint64(i) + 1, Age: now.Sub(j.CreatedAt), DeadlineMS: j.DeadlineMS,
 			Models: j.Models, Attempts: j.Attempts, EstimatedVRAM: vram, ModelBytes: sizes, LoadCost: loads,
 		})
 	}
@@ -413,8 +413,8 @@ func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease w
 		res, err = w.Run(ctx, wire.RunRequest{JobID: j.ID, Attempt: j.Attempts, Workflow: graph, Models: j.Models},
 			func(p wire.Progress) {
 				d.setProgress(j.ID, Progress{Phase: "running", Node: p.Node, Value: p.Value, Max: p.Max})
-				d.publish(Event{Type: EventProgress, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts,
-					Node: p.Node, Value: p.Value, Max: p.Max})
+				d.publish(withPreview(Event{Type: EventProgress, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts,
+					Node: p.Node, Value: p.Value, Max: p.Max}, p))
 			})
 		unpin()
 		if err == nil {

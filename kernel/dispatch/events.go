@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/kiln-gpu/kiln/kernel/job"
+	wire "github.com/kiln-gpu/kiln/sdk/worker"
 )
 
 // EventType names what happened to a job.
@@ -34,6 +35,13 @@ type Event struct {
 	Node  string
 	Value int
 	Max   int
+	// Preview and PreviewFormat carry the worker's preview image of a
+	// progress frame, encoded as PreviewFormat (wire.PreviewPNG or
+	// wire.PreviewJPEG). Preview is nil when the frame had none, or one
+	// over wire.MaxPreviewBytes or of an unknown format (see withPreview).
+	// Subscribers must not modify it: every subscriber gets the same bytes.
+	Preview       []byte
+	PreviewFormat string
 	// State, Outputs and Error are set on EventFinished.
 	State   job.State
 	Outputs []job.Output
@@ -81,4 +89,19 @@ func (d *Dispatcher) publish(e Event) {
 		default:
 		}
 	}
+}
+
+// withPreview adds p's preview to e, if it has one the kernel forwards: of a
+// known format and at most wire.MaxPreviewBytes. Others are dropped here, so
+// that an oversized preview costs no subscriber anything; the progress
+// itself is kept.
+func withPreview(e Event, p wire.Progress) Event {
+	if len(p.Preview) == 0 || len(p.Preview) > wire.MaxPreviewBytes {
+		return e
+	}
+	switch p.PreviewFormat {
+	case wire.PreviewPNG, wire.PreviewJPEG:
+		e.Preview, e.PreviewFormat = p.Preview, p.PreviewFormat
+	}
+	return e
 }

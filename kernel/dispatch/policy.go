@@ -9,8 +9,13 @@ import (
 
 // JobView is what scheduling and placement policies see of a queued job.
 type JobView struct {
-	ID         string
-	Class      job.Class
+	ID    string
+	Class job.Class
+	// Seq is the job's place in the store's queue order (1 for the first
+	// job of Snapshot, then 2, ...): submission order, except for jobs with
+	// an explicit order (job.Job.Order, from ComfyUI's number and front).
+	// Lower goes first within a class. It is not the job's job.Job.Seq and
+	// may change between scheduling rounds; compare, do not keep it.
 	Seq        uint64
 	Age        time.Duration
 	DeadlineMS int64

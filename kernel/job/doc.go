@@ -17,15 +17,17 @@
 // When the store is opened again, every job that was queued or running is
 // queued again (a running job keeps its attempt count).
 //
-// The store keeps an in-memory index of queued jobs per class, in submission
-// (Seq) order, so that the dispatcher never scans the database:
+// The store keeps an in-memory index of queued jobs per class, in queue
+// order, so that the dispatcher never scans the database. Queue order is
+// submission (Seq) order unless a job carries an explicit Order (or Front):
+// see Job.Rank.
 //
 //	s, err := job.Open(path, cfg.Queue, clock.Real())
 //	if err != nil { ... }
 //	defer s.Close()
 //	err = s.Submit(ctx, &job.Job{Class: job.Interactive, Workflow: wf}) // durable on return
 //	for range s.Notify() {                 // a job became queued
-//		for _, q := range s.Snapshot(64) { // interactive first, then batch; FIFO in each
+//		for _, q := range s.Snapshot(64) { // interactive first, then batch; each in queue order
 //			j, err := s.Start(q.ID, workerID) // ErrBadTransition: someone else took it
 //			...
 //		}

@@ -1,6 +1,7 @@
 package job
 
 import (
+	"cmp"
 	"encoding/json"
 	"time"
 )
@@ -42,6 +43,18 @@ type Job struct {
 	Seq   uint64 `json:"seq"` // submission order, assigned by the store
 	Class Class  `json:"class"`
 	State State  `json:"state"`
+	// Order, when set, places the job within its class's queue: jobs run
+	// by Rank (Order, else Seq), lower first, equal ranks by Seq. Nil, the
+	// default and the value of every job stored before the field existed,
+	// means submission order. The ComfyUI API sets it from a prompt's
+	// `number`. It must be finite.
+	Order *float64 `json:"order,omitempty"`
+	// Front asks Submit to put the job ahead of its class: when Order is
+	// nil, Submit sets it to -Seq, which is below the rank of every job
+	// queued in submission order, and below earlier front jobs, so the
+	// newest front job runs first (ComfyUI's `front`). Jobs with an explicit
+	// Order below -Seq still go first.
+	Front bool `json:"front,omitempty"`
 	// Workflow is the ComfyUI API-format graph, kept verbatim as the client
 	// sent it (the store writes these bytes as they are, which also spares
 	// the submit path a re-encoding of the graph).
@@ -58,4 +71,23 @@ type Job struct {
 	Worker     string    `json:"worker,omitempty"`
 	Outputs    []Output  `json:"outputs,omitempty"`
 	Error      string    `json:"error,omitempty"`
+}
+
+// Rank is the job's place within its class's queue: Order when set, else
+// Seq. Queued jobs run in increasing Rank, equal ranks in increasing Seq.
+func (j *Job) Rank() float64 {
+	if j.Order != nil {
+		return *j.Order
+	}
+	return float64(j.Seq)
+}
+
+// CompareQueued orders two queued jobs of one class the way they run: by
+// Rank, then Seq. It returns a negative number when a runs before b, as
+// cmp.Compare does, and is what the store's queue index sorts by.
+func CompareQueued(a, b *Job) int {
+	if c := cmp.Compare(a.Rank(), b.Rank()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Seq, b.Seq)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"time"
 
@@ -37,6 +38,9 @@ func (s *Store) Submit(ctx context.Context, job *Job) error {
 	if job.Class != Interactive && job.Class != Batch {
 		return fmt.Errorf("job: submit: class %q: %w", job.Class, ErrBadClass)
 	}
+	if o := job.Order; o != nil && (math.IsNaN(*o) || math.IsInf(*o, 0)) {
+		return fmt.Errorf("job: submit: order %v: %w", *o, ErrBadOrder)
+	}
 	j := *job
 	now := s.now()
 	if j.ID == "" {
@@ -64,6 +68,13 @@ func (s *Store) Submit(ctx context.Context, job *Job) error {
 	j.StartedAt, j.FinishedAt = time.Time{}, time.Time{}
 	j.Worker, j.Outputs, j.Error = "", nil, ""
 	j.Seq = s.seq.Add(1)
+	if j.Order != nil {
+		o := *j.Order // the caller keeps its own pointer
+		j.Order = &o
+	} else if j.Front {
+		o := -float64(j.Seq)
+		j.Order = &o
+	}
 	data, err := json.Marshal(&j)
 	if err != nil {
 		return fmt.Errorf("job: submit: encode: %w", err)
@@ -347,12 +358,14 @@ func (s *Store) QueuedLen(class Class) int {
 }
 
 // Snapshot returns up to limit queued jobs (all when limit ≤ 0) in dispatch
-// order: interactive jobs first, then batch, each by Seq (FIFO; a re-queued
-// job keeps its original place). It reads memory only.
+// order: interactive jobs first, then batch, each in queue order: by Rank
+// (Order when the job has one, else Seq), then Seq. Without explicit orders
+// that is FIFO; a re-queued job keeps its original place. It reads memory
+// only.
 //
 // The jobs are copies that carry the fields a scheduling policy needs (ID,
-// Seq, Class, Models, DeadlineMS, Tenant, ClientID, Attempts, CreatedAt) but
-// not the Workflow: Start returns the full job.
+// Seq, Order, Class, Models, DeadlineMS, Tenant, ClientID, Attempts,
+// CreatedAt) but not the Workflow: Start returns the full job.
 func (s *Store) Snapshot(limit int) []*Job {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -387,7 +400,8 @@ type entry struct {
 	dead bool
 }
 
-// queue holds one class's queued jobs in Seq order.
+// queue holds one class's queued jobs in queue order (CompareQueued: Rank,
+// then Seq). Dead entries keep their place, so items[head:] stays sorted.
 type queue struct {
 	items []*entry
 	head  int // items[:head] are dead
@@ -396,20 +410,22 @@ type queue struct {
 
 func (q *queue) add(e *entry) {
 	q.live++
-	if n := len(q.items); n == q.head || q.items[n-1].j.Seq < e.j.Seq {
+	// The common case: a job in submission order goes last.
+	if n := len(q.items); n == q.head || CompareQueued(q.items[n-1].j, e.j) < 0 {
 		q.items = append(q.items, e)
 		return
 	}
-	// A re-queued job goes back to its place.
-	i, _ := slices.BinarySearchFunc(q.items[q.head:], e.j.Seq, func(x *entry, seq uint64) int {
-		switch {
-		case x.j.Seq < seq:
-			return -1
-		case x.j.Seq > seq:
-			return 1
-		}
-		return 0
+	// A re-queued job goes back to its place; a job with an explicit order
+	// goes to its place.
+	i, _ := slices.BinarySearchFunc(q.items[q.head:], e.j, func(x *entry, j *Job) int {
+		return CompareQueued(x.j, j)
 	})
+	if i == 0 && q.head > 0 {
+		// Ahead of everything (ComfyUI's front): reuse a dead slot.
+		q.head--
+		q.items[q.head] = e
+		return
+	}
 	q.items = slices.Insert(q.items, q.head+i, e)
 }
 

@@ -33,6 +33,8 @@ var (
 	// ErrBadTransition: the state machine does not allow the move from the
 	// job's current state.
 	ErrBadTransition = errors.New("bad state transition")
+	// ErrBadOrder: a job's Order is NaN or infinite.
+	ErrBadOrder = errors.New("invalid job order")
 	// ErrNotFound: no job has this id.
 	ErrNotFound = errors.New("job not found")
 	// ErrClosed: the store has been closed.

@@ -149,7 +149,26 @@ type Progress struct {
 	Node  string `msgpack:"node"`
 	Value int    `msgpack:"value"`
 	Max   int    `msgpack:"max"`
+	// Preview (optional, added in protocol 1 without a version change) is
+	// a small picture of the run so far, encoded as PreviewFormat
+	// (PreviewPNG or PreviewJPEG), at most MaxPreviewBytes. The kernel
+	// forwards it to ComfyUI WebSocket clients as a binary preview frame;
+	// it drops a larger one or one of another format, and the step still
+	// counts. Kernels that predate the field ignore it.
+	Preview       []byte `msgpack:"preview,omitempty"`
+	PreviewFormat string `msgpack:"preview_format,omitempty"`
 }
+
+// Preview formats for Progress.PreviewFormat.
+const (
+	PreviewPNG  = "png"
+	PreviewJPEG = "jpeg"
+)
+
+// MaxPreviewBytes bounds Progress.Preview. Previews are thumbnails that a
+// client shows while it waits (ComfyUI's are 512 px at most); the bound
+// keeps one step's frame small next to MaxFrameBytes.
+const MaxPreviewBytes = 512 << 10
 
 // Output names one file the run wrote.
 type Output struct {

@@ -130,7 +130,13 @@ def decode_payload(payload):
 def _read_exact(sock, n):
     buf = bytearray()
     while len(buf) < n:
-        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        try:
+            chunk = sock.recv(min(n - len(buf), 1 << 20))
+        except ConnectionResetError:
+            # The kernel closed its end while a reply of ours was still
+            # unread, so the close arrived as a reset: it is still the
+            # kernel going away, not a broken stream.
+            chunk = b""
         if not chunk:
             if buf:
                 raise MalformedFrame("stream ended inside a frame")

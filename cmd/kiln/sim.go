@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/sim"
+)
+
+const simUsage = `usage:
+  kiln sim --trace TRACE.csv --models MODELS.csv [--config FILE] [--set k=v]... [--seed N] [--report json|md]
+           [--ram-bytes N] [--disk-bytes N] [--remote-bytes-per-s F]
+  kiln sim gen --kind zipf|bursty|diurnal --out DIR [--jobs N] [--rate F] [--checkpoints N] [--zipf-s F]
+           [--drift DUR] [--interactive F] [--deadline-ms N] [--seed N]
+`
+
+// cmdSim runs the trace-driven simulator (kernel/sim) or, with "gen",
+// writes a synthetic workload.
+func cmdSim(args []string) error {
+	if len(args) > 0 && args[0] == "gen" {
+		return cmdSimGen(args[1:])
+	}
+	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), simUsage); fs.PrintDefaults() }
+	tracePath := fs.String("trace", "", "trace CSV: time_s,models,class,deadline_ms[,workflow]")
+	modelsPath := fs.String("models", "", "model table CSV: model_id,bytes,family")
+	seed := fs.Int64("seed", 1, "seed recorded in the report (the run itself draws no random numbers)")
+	format := fs.String("report", "json", "report format: json or md")
+	ramBytes := fs.Int64("ram-bytes", 0, "L2 RAM tier capacity (default tiers.ram.capacity_bytes)")
+	diskBytes := fs.Int64("disk-bytes", 0, "L3 disk tier capacity (default tiers.disk.capacity_bytes)")
+	remoteBW := fs.Float64("remote-bytes-per-s", 0, "model source (L4) read bandwidth (default 1.25e9)")
+	var cf configFlags
+	cf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *tracePath == "" || *modelsPath == "" {
+		return errors.New("sim: --trace and --models are required")
+	}
+	if *format != "json" && *format != "md" {
+		return fmt.Errorf("sim: --report %q: want json or md", *format)
+	}
+	cfg, err := cf.load()
+	if err != nil {
+		return err
+	}
+	mf, err := os.Open(*modelsPath)
+	if err != nil {
+		return fmt.Errorf("sim: %w", err)
+	}
+	defer mf.Close()
+	models, err := sim.ReadModels(mf, *modelsPath)
+	if err != nil {
+		return err
+	}
+	tf, err := os.Open(*tracePath)
+	if err != nil {
+		return fmt.Errorf("sim: %w", err)
+	}
+	defer tf.Close()
+	trace, err := sim.ReadTrace(tf, sim.TraceOptions{File: *tracePath, Models: models, WorkflowDir: filepath.Dir(*tracePath)})
+	if err != nil {
+		return err
+	}
+	sc := sim.FromKernelConfig(cfg)
+	if *ramBytes > 0 {
+		sc.RAMBytes = *ramBytes
+	}
+	if *diskBytes > 0 {
+		sc.DiskBytes = *diskBytes
+	}
+	if *remoteBW > 0 {
+		sc.RemoteBytesPerS = *remoteBW
+	}
+	rep, err := sim.Run(context.Background(), sc, models, trace, sim.Options{Seed: *seed})
+	if err != nil {
+		return err
+	}
+	if *format == "md" {
+		return rep.WriteMarkdown(os.Stdout)
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}
+
+func cmdSimGen(args []string) error {
+	fs := flag.NewFlagSet("sim gen", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), simUsage); fs.PrintDefaults() }
+	var g sim.GenConfig
+	fs.StringVar(&g.Kind, "kind", sim.KindZipf, "workload: zipf, bursty or diurnal")
+	out := fs.String("out", ".", "directory for trace.csv and models.csv")
+	fs.IntVar(&g.Jobs, "jobs", 1000, "number of requests")
+	fs.Float64Var(&g.Rate, "rate", 1, "mean arrival rate, jobs per second")
+	fs.IntVar(&g.Checkpoints, "checkpoints", 20, "distinct base models")
+	fs.Float64Var(&g.ZipfS, "zipf-s", 1, "Zipf exponent of model popularity")
+	fs.DurationVar(&g.Drift, "drift", 0, "rotate popularity by one rank every DUR of trace time (0: none)")
+	fs.Float64Var(&g.InteractiveFrac, "interactive", 0.5, "share of interactive jobs")
+	fs.Int64Var(&g.DeadlineMS, "deadline-ms", 30000, "deadline of interactive jobs")
+	seed := fs.Uint64("seed", 1, "seed of every draw")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	g.Seed = *seed
+	models, reqs, err := sim.Generate(g)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return fmt.Errorf("sim gen: %w", err)
+	}
+	write := func(name string, fn func(*os.File) error) error {
+		f, err := os.Create(filepath.Join(*out, name))
+		if err != nil {
+			return fmt.Errorf("sim gen: %w", err)
+		}
+		if err := fn(f); err != nil {
+			f.Close()
+			return fmt.Errorf("sim gen: write %s: %w", name, err)
+		}
+		return f.Close()
+	}
+	if err := write("models.csv", func(f *os.File) error { return sim.WriteModels(f, models) }); err != nil {
+		return err
+	}
+	if err := write("trace.csv", func(f *os.File) error { return sim.WriteTrace(f, reqs) }); err != nil {
+		return err
+	}
+	last := time.Duration(0)
+	if len(reqs) > 0 {
+		last = reqs[len(reqs)-1].Time
+	}
+	fmt.Fprintf(os.Stderr, "kiln sim gen: %d requests over %s, %s models → %s\n", len(reqs), last, strconv.Itoa(len(models)), *out)
+	return nil
+}

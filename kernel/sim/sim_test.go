@@ -1,0 +1,315 @@
+package sim
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/cost"
+	"github.com/kiln-gpu/kiln/kernel/device"
+	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/policy"
+)
+
+// fakeWall keeps reports byte-identical: sim_speedup is 0 when the wall
+// clock does not move.
+func fakeWall() clock.Clock { return clock.NewFake(time.Unix(0, 0)) }
+
+func node(devices, perDevice int, memory uint64, eviction string) Config {
+	c := Config{WorkersPerDevice: perDevice, Cost: cost.Default(), RAMBytes: 16e9, DiskBytes: 100e9,
+		RemoteBytesPerS: 1e9, Policies: policy.Config{Eviction: eviction, NativeBuiltins: true}}
+	for i := 0; i < devices; i++ {
+		c.Devices = append(c.Devices, device.SimDeviceConfig{Name: "g", MemoryBytes: memory, H2DBytesPerS: 20e9, ComputeFactor: 1})
+	}
+	return c
+}
+
+func run(t testing.TB, cfg Config, models []Model, reqs []Request) *Report {
+	t.Helper()
+	rep, err := Run(context.Background(), cfg, models, &Trace{Requests: reqs}, Options{Wall: fakeWall(), Seed: 7})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	return rep
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+
+func TestTinyTraceMatchesCostModel(t *testing.T) {
+	models := []Model{{ID: "checkpoints/a.safetensors", Bytes: 2e9, Family: "sd15"}}
+	reqs := []Request{
+		{Time: 0, Models: []string{"checkpoints/a.safetensors"}, Class: job.Batch},
+		{Time: time.Second, Models: []string{"checkpoints/a.safetensors"}, Class: job.Batch},
+	}
+	rep := run(t, node(1, 1, 24e9, "lru"), models, reqs)
+
+	c := cost.Default()
+	// Cold load: remote 2e9 B at 1e9 B/s, disk 2e9 B at 1.7e9 B/s, then
+	// host→device at half (pageable) of 20e9 B/s plus 0.5 s overhead.
+	load := 2.0 + 2e9/1.7e9 + (0.5 + 2e9/10e9)
+	// Compute: two prompts, 20 steps at 512², one decode.
+	f := c.Families["sd15"]
+	compute := 2*f.TextEncodeSeconds + 20*f.StepSeconds + f.DecodeSecondsPerMP*0.25
+	done1 := load + compute
+	lat2 := done1 + compute - 1 // waits for job 1, then a VRAM hit
+	if !near(rep.TotalLoadTimeS, load) {
+		t.Errorf("total load = %v, want %v", rep.TotalLoadTimeS, load)
+	}
+	if rep.Completed != 2 || rep.ColdLoads != 1 {
+		t.Fatalf("completed %d, cold loads %d; want 2, 1", rep.Completed, rep.ColdLoads)
+	}
+	// Nearest rank over two values: p50 is the smaller, p95 the larger.
+	lo, hi := min(done1, lat2), max(done1, lat2)
+	if math.Abs(rep.P50LatencyS-lo) > 1e-6 || math.Abs(rep.P95LatencyS-hi) > 1e-6 {
+		t.Errorf("p50/p95 = %v/%v, want %v/%v", rep.P50LatencyS, rep.P95LatencyS, lo, hi)
+	}
+	if math.Abs(rep.SimulatedS-(done1+compute)) > 1e-6 {
+		t.Errorf("simulated %v, want %v", rep.SimulatedS, done1+compute)
+	}
+	if v := rep.Tiers["vram"]; v.Hits != 1 || v.Misses != 1 {
+		t.Errorf("vram hits/misses = %d/%d, want 1/1", v.Hits, v.Misses)
+	}
+	if r := rep.Tiers["remote"]; r.Hits != 1 || r.Bytes != 2e9 {
+		t.Errorf("remote fetches = %d (%d B), want 1 (2e9 B)", r.Hits, r.Bytes)
+	}
+	if !near(rep.OptimalLoadTimeS, load) {
+		t.Errorf("optimal load = %v, want %v", rep.OptimalLoadTimeS, load)
+	}
+}
+
+func TestEvictionUnderSmallLedger(t *testing.T) {
+	models := []Model{
+		{ID: "a", Bytes: 4e9, Family: "sdxl"}, {ID: "b", Bytes: 4e9, Family: "sdxl"}, {ID: "c", Bytes: 4e9, Family: "sdxl"},
+	}
+	var reqs []Request
+	for i, m := range []string{"a", "b", "c", "a"} {
+		reqs = append(reqs, Request{Time: time.Duration(i) * time.Minute, Models: []string{m}, Class: job.Batch})
+	}
+	cfg := node(1, 1, 10e9, "lru") // 10 GB usable: two of the three fit
+	rep := run(t, cfg, models, reqs)
+	v := rep.Tiers["vram"]
+	if v.Misses != 4 || v.Hits != 0 || v.Evictions != 2 || v.EvictedBytes != 8e9 {
+		t.Errorf("vram = %+v; want 4 misses, 0 hits, 2 evictions of 8e9 B", v)
+	}
+	// The second use of a comes from RAM: one RAM hit.
+	if r := rep.Tiers["ram"]; r.Hits != 1 {
+		t.Errorf("ram hits = %d, want 1", r.Hits)
+	}
+}
+
+func TestPinnedModelsAreNotEvicted(t *testing.T) {
+	// Two workers share a 10 GB device; job 1 holds an 8 GB model while it
+	// runs, so job 2's 4 GB model must wait for it to finish.
+	models := []Model{{ID: "big", Bytes: 8e9, Family: "flux"}, {ID: "small", Bytes: 4e9, Family: "sdxl"}}
+	reqs := []Request{
+		{Time: 0, Models: []string{"big"}, Class: job.Batch},
+		{Time: time.Second, Models: []string{"small"}, Class: job.Batch},
+	}
+	s, err := newSimulator(context.Background(), node(1, 2, 10e9, "lru").withDefaults(), models, &Trace{Requests: reqs}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.host.Close()
+	if err := s.run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	j1, j2 := s.jobs[0], s.jobs[1]
+	if j1.state != jobDone || j2.state != jobDone {
+		t.Fatalf("states %v %v, want both done", j1.state, j2.state)
+	}
+	if j2.start < j1.done {
+		t.Errorf("job 2 started at %v before job 1 released its pinned model at %v", j2.start, j1.done)
+	}
+}
+
+func TestDeterminism(t *testing.T) {
+	models, reqs, err := Generate(GenConfig{Kind: KindBursty, Jobs: 400, Rate: 0.5, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := node(2, 2, 24e9, "gdsf")
+	a, _ := json.Marshal(run(t, cfg, models, reqs))
+	b, _ := json.Marshal(run(t, cfg, models, reqs))
+	if !bytes.Equal(a, b) {
+		t.Fatalf("two runs with the same inputs differ:\n%s\n%s", a, b)
+	}
+	models2, reqs2, _ := Generate(GenConfig{Kind: KindBursty, Jobs: 400, Rate: 0.5, Seed: 3})
+	c, _ := json.Marshal(run(t, cfg, models2, reqs2))
+	if !bytes.Equal(a, c) {
+		t.Fatal("the generator is not deterministic for a seed")
+	}
+}
+
+func TestWASMAndNativeAgree(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		// Compiling the WASM built-ins takes about a minute under -race.
+		t.Skip("compiles the WASM built-ins")
+	}
+	models, reqs, _ := Generate(GenConfig{Jobs: 150, Rate: 0.5, Seed: 5})
+	cfg := node(1, 2, 24e9, "gdsf")
+	native := run(t, cfg, models, reqs)
+	cfg.Policies.NativeBuiltins = false
+	wasm := run(t, cfg, models, reqs)
+	if wasm.Policies["eviction"] == native.Policies["eviction"] {
+		t.Logf("eviction served as %s in both runs (no embedded WASM build?)", wasm.Policies["eviction"])
+	}
+	native.Policies, wasm.Policies = nil, nil
+	a, _ := json.Marshal(native)
+	b, _ := json.Marshal(wasm)
+	if !bytes.Equal(a, b) {
+		t.Errorf("WASM and native built-ins disagree:\n%s\n%s", a, b)
+	}
+}
+
+func TestPoliciesAndOptimum(t *testing.T) {
+	models, reqs, err := Generate(GenConfig{Kind: KindZipf, Jobs: 600, Rate: 0.4, Checkpoints: 24, ZipfS: 0.9, Seed: 11})
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := map[string]*Report{}
+	for _, ev := range []string{"lru", "gdsf", "s3fifo"} {
+		t.Run(ev, func(t *testing.T) {
+			rep := run(t, node(2, 1, 24e9, ev), models, reqs)
+			results[ev] = rep
+			if rep.Policies["eviction"] == "" || !strings.HasPrefix(rep.Policies["eviction"], ev) {
+				t.Errorf("eviction policy = %q, want %s", rep.Policies["eviction"], ev)
+			}
+			if rep.Tiers["vram"].Evictions == 0 {
+				t.Errorf("no evictions: the workload does not exercise the policy")
+			}
+			if rep.OptimalLoadTimeS > rep.TotalLoadTimeS {
+				t.Errorf("optimum %.1f s > %s's load time %.1f s", rep.OptimalLoadTimeS, ev, rep.TotalLoadTimeS)
+			}
+			if rep.GPUBusy <= 0 || rep.GPUBusy > 1 {
+				t.Errorf("gpu_busy = %v outside (0, 1]", rep.GPUBusy)
+			}
+		})
+	}
+	if l, g := results["lru"], results["gdsf"]; l != nil && g != nil {
+		if l.Tiers["vram"].Hits == g.Tiers["vram"].Hits && l.TotalLoadTimeS == g.TotalLoadTimeS {
+			t.Errorf("lru and gdsf gave the same outcome (%d hits, %.1f s): the policy is not consulted", l.Tiers["vram"].Hits, l.TotalLoadTimeS)
+		}
+		t.Logf("vram hit ratio lru %.3f gdsf %.3f; load time lru %.0f s gdsf %.0f s optimum %.0f s",
+			l.Tiers["vram"].HitRatio(), g.Tiers["vram"].HitRatio(), l.TotalLoadTimeS, g.TotalLoadTimeS, l.OptimalLoadTimeS)
+	}
+}
+
+func TestJobTooLargeFails(t *testing.T) {
+	models := []Model{{ID: "huge", Bytes: 30e9, Family: "flux"}, {ID: "ok", Bytes: 2e9, Family: "sd15"}}
+	reqs := []Request{{Models: []string{"huge"}, Class: job.Batch}, {Models: []string{"ok"}, Class: job.Batch}}
+	rep := run(t, node(1, 1, 24e9, "lru"), models, reqs)
+	if rep.Failed != 1 || rep.Completed != 1 {
+		t.Errorf("failed %d completed %d, want 1 and 1", rep.Failed, rep.Completed)
+	}
+}
+
+func TestReadErrors(t *testing.T) {
+	models := "model_id,bytes,family\na,100,sd15\n"
+	for _, tc := range []struct {
+		name, models, trace, want string
+	}{
+		{name: "models missing column", models: "model_id,bytes\na,1\n", want: "models.csv:1: column family: missing column"},
+		{name: "models bad bytes", models: "model_id,bytes,family\na,x,sd15\n", want: `models.csv:2: column bytes: "x" is not a positive integer`},
+		{name: "models duplicate", models: "model_id,bytes,family\na,1,sd15\na,2,sd15\n", want: `models.csv:3: column model_id: "a" repeats line 2`},
+		{name: "models empty", models: "", want: "models.csv:1: empty file"},
+		{name: "trace bad time", models: models, trace: "time_s,models,class,deadline_ms\n0,a,batch,0\nsoon,a,batch,0\n", want: `trace.csv:3: column time_s: "soon"`},
+		{name: "trace unknown model", models: models, trace: "time_s,models,class,deadline_ms\n0,a;b,batch,0\n", want: `trace.csv:2: column models: unknown model "b"`},
+		{name: "trace bad class", models: models, trace: "time_s,models,class,deadline_ms\n0,a,urgent,0\n", want: `trace.csv:2: column class: "urgent"`},
+		{name: "trace bad deadline", models: models, trace: "time_s,models,class,deadline_ms\n0,a,batch,-5\n", want: `trace.csv:2: column deadline_ms: "-5"`},
+		{name: "trace missing header", models: models, trace: "time_s,models\n0,a\n", want: "trace.csv:1: column class: missing column"},
+		{name: "trace no models", models: models, trace: "time_s,models,class,deadline_ms\n0,,batch,0\n", want: "trace.csv:2: column models: no models"},
+		{name: "trace missing workflow", models: models, trace: "time_s,models,class,deadline_ms,workflow\n0,a,batch,0,nope.json\n", want: "trace.csv:2: column workflow: read workflow"},
+		{name: "trace quote", models: models, trace: "time_s,models,class,deadline_ms\n0,\"a,batch,0\n", want: "trace.csv:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ms, err := ReadModels(strings.NewReader(tc.models), "models.csv")
+			if err == nil && tc.trace != "" {
+				_, err = ReadTrace(strings.NewReader(tc.trace), TraceOptions{File: "trace.csv", Models: ms, WorkflowDir: t.TempDir()})
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want it to contain %q", err, tc.want)
+			}
+			var pe *ParseError
+			if !errors.As(err, &pe) {
+				t.Errorf("error %v is not a *ParseError", err)
+			}
+		})
+	}
+}
+
+func TestWorkflowColumn(t *testing.T) {
+	ms, err := ReadModels(strings.NewReader("model_id,bytes,family\ncheckpoints/sdxl.safetensors,6940000000,sdxl\n"), "m.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := ReadTrace(strings.NewReader("time_s,models,class,deadline_ms,workflow\n0,checkpoints/sdxl.safetensors,interactive,9000,sdxl.json\n"),
+		TraceOptions{File: "t.csv", Models: ms, WorkflowDir: "testdata"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := tr.Requests[0].Samplers
+	if len(p) != 1 || p[0].Steps != 30 || p[0].Width != 1024 {
+		t.Fatalf("samplers = %+v, want one of 30 steps at 1024", p)
+	}
+	rep := run(t, node(1, 1, 24e9, "lru"), ms, tr.Requests)
+	c := cost.Default()
+	want := c.JobEstimate(cost.TextToImage("sdxl", 30, 1024, 1024, 1), cost.Device{ComputeFactor: 1}).Seconds() + rep.TotalLoadTimeS
+	if math.Abs(rep.P50LatencyS-want) > 1e-6 {
+		t.Errorf("latency %v, want %v", rep.P50LatencyS, want)
+	}
+}
+
+func TestGenerateSizes(t *testing.T) {
+	for _, m := range Catalog(16, 1) {
+		var lo, hi float64
+		switch m.Family {
+		case "lora":
+			lo, hi = 40e6, 800e6
+		case "vae":
+			lo, hi = 160e6, 335e6
+		case "controlnet":
+			lo, hi = 0.7e9, 2.5e9
+		case "upscaler":
+			lo, hi = 50e6, 70e6
+		case "flux":
+			lo, hi = 11e9, 24e9
+		case "sd15":
+			lo, hi = 1.9e9, 2.2e9
+		case "sdxl":
+			lo, hi = 6.8e9, 7e9
+		case "sd3":
+			lo, hi = 5.9e9, 6.1e9
+		}
+		if b := float64(m.Bytes); b < lo || b > hi {
+			t.Errorf("%s (%s) = %d B, outside [%g, %g]", m.ID, m.Family, m.Bytes, lo, hi)
+		}
+	}
+	if _, _, err := Generate(GenConfig{Kind: "spiky"}); err == nil {
+		t.Error("unknown kind accepted")
+	}
+}
+
+// BenchmarkRun replays 10,000 jobs on 4 GPUs with 2 workers each and
+// reports simulated seconds per wall second.
+func BenchmarkRun(b *testing.B) {
+	models, reqs, err := Generate(GenConfig{Kind: KindZipf, Jobs: 10000, Rate: 1.5, Checkpoints: 30, Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := node(4, 2, 24e9, "lru")
+	var speed float64
+	for b.Loop() {
+		rep, err := Run(context.Background(), cfg, models, &Trace{Requests: reqs}, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		speed = rep.SimSpeedup
+	}
+	b.ReportMetric(speed, "sim_speedup")
+}
