@@ -150,7 +150,8 @@ func newRig(t *testing.T, deviceMemory uint64, perDevice int, models map[string]
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, err := worker.NewPool(worker.Config{PerDevice: perDevice, Command: exe, RestartBackoffMin: 10 * time.Millisecond,
+	pool, err := worker.NewPool(worker.Config{PerDevice: perDevice, Command: exe, Env: []string{"KILN_TEST_WORKER", "KILN_TEST_CRASH_ONCE"},
+		RestartBackoffMin: 10 * time.Millisecond,
 		RestartBackoffMax: 50 * time.Millisecond, PingInterval: 200 * time.Millisecond}.WithDefaults(), worker.PoolOptions{
 		Devices: []wire.DeviceInfo{{Index: 0, Name: "sim-0", MemoryBytes: deviceMemory, Simulated: true}},
 		Log:     log, OnReady: d.OnWorkerReady, OnExit: d.OnWorkerExit,

@@ -20,6 +20,12 @@ type Config struct {
 	RecycleAfterJobs int `koanf:"recycle_after_jobs"`
 	// MaxRSSBytes restarts a worker whose resident memory grows past it (0: never).
 	MaxRSSBytes int64 `koanf:"max_rss_bytes"`
+	// Env is what workers get of an environment beyond DefaultEnv and the
+	// variables kiln sets (KILN_WORKER_ID, KILN_PROTOCOL,
+	// CUDA_VISIBLE_DEVICES): "NAME" passes kiln's own value through,
+	// "NAME=VALUE" sets one. Workers never inherit kiln's whole environment
+	// (which may hold the admin token or cloud credentials).
+	Env []string `koanf:"env"`
 	// RestartBackoffMin and RestartBackoffMax bound the exponential backoff
 	// between restarts of a worker that keeps crashing.
 	RestartBackoffMin time.Duration `koanf:"restart_backoff_min"`

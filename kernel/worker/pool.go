@@ -787,7 +787,7 @@ func (p *Pool) startProcess(ctx context.Context, w *Worker, log zerolog.Logger) 
 
 	cmd := exec.Command(path, p.cfg.Args...)
 	cmd.ExtraFiles = []*os.File{workerEnd} // becomes fd 3
-	cmd.Env = append(os.Environ(),
+	cmd.Env = append(workerEnv(p.cfg.Env, os.Getenv),
 		"KILN_WORKER_ID="+w.id,
 		"KILN_PROTOCOL="+strconv.Itoa(wire.ProtocolVersion),
 		"CUDA_VISIBLE_DEVICES="+visibleDevice(w.device),
@@ -849,6 +849,39 @@ func relayLog(r io.Reader, log zerolog.Logger, stream string) {
 		}
 		log.Info().Str("stream", stream).Msg(string(line))
 	}
+}
+
+// DefaultEnv are the variables every worker gets from kiln's environment
+// when kiln has them: what a process needs to find its interpreter, its
+// libraries and a temporary directory, and nothing that could carry a
+// secret.
+var DefaultEnv = []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "PYTHONPATH"}
+
+// workerEnv builds a worker's minimal environment from DefaultEnv and the
+// configured extra entries.
+func workerEnv(extra []string, getenv func(string) string) []string {
+	var env []string
+	seen := map[string]bool{}
+	add := func(name, value string) {
+		if !seen[name] {
+			seen[name] = true
+			env = append(env, name+"="+value)
+		}
+	}
+	for _, e := range extra {
+		if name, value, ok := strings.Cut(e, "="); ok {
+			add(name, value)
+		}
+	}
+	for _, name := range append(append([]string(nil), DefaultEnv...), extra...) {
+		if strings.Contains(name, "=") {
+			continue
+		}
+		if v := getenv(name); v != "" {
+			add(name, v)
+		}
+	}
+	return env
 }
 
 func visibleDevice(d wire.DeviceInfo) string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -79,6 +80,7 @@ func newTestPool(t *testing.T, mode string, cfg Config, onExit func(*Worker, []s
 		t.Fatal(err)
 	}
 	cfg.Command = exe
+	cfg.Env = append(cfg.Env, "KILN_TEST_WORKER")
 	cfg.PerDevice = 1
 	if cfg.RestartBackoffMin == 0 {
 		cfg.RestartBackoffMin = 10 * time.Millisecond
@@ -241,5 +243,27 @@ func TestPoolKillsUnresponsiveWorker(t *testing.T) {
 	waitUntil(t, "restart", func() bool { return p.Get("w0.0").State() == Ready })
 	if in := p.Infos()[0]; in.LastError == "" || in.Restarts != 1 {
 		t.Fatalf("after kill: %+v", in)
+	}
+}
+
+func TestWorkerEnvIsMinimal(t *testing.T) {
+	kiln := map[string]string{"PATH": "/usr/bin", "HOME": "/root", "KILN_ADMIN_TOKEN": "secret", "AWS_SECRET_ACCESS_KEY": "x", "HF_HOME": "/cache"}
+	got := workerEnv([]string{"HF_HOME", "EXTRA=1", "PATH=/opt/bin"}, func(k string) string { return kiln[k] })
+	want := map[string]string{"PATH": "/opt/bin", "HOME": "/root", "HF_HOME": "/cache", "EXTRA": "1"}
+	have := map[string]string{}
+	for _, e := range got {
+		k, v, _ := strings.Cut(e, "=")
+		if _, dup := have[k]; dup {
+			t.Errorf("%s set twice", k)
+		}
+		have[k] = v
+	}
+	if len(have) != len(want) {
+		t.Errorf("env %v, want exactly %v", have, want)
+	}
+	for k, v := range want {
+		if have[k] != v {
+			t.Errorf("%s = %q, want %q", k, have[k], v)
+		}
 	}
 }
