@@ -7,11 +7,16 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -243,44 +248,229 @@ func TestTiersCorruptDiskFileIsRefetched(t *testing.T) {
 }
 
 func TestTiersPluginKilledMidTransferResumes(t *testing.T) {
+	// An Open stream resumes at the byte it had reached.
+	t.Run("open", func(t *testing.T) {
+		const size = 24 << 20
+		models, ids := tierModels(t, 1, size)
+		r := newTierRig(t, models, tier.Config{}, plugin.Config{RestartBackoffMin: 10_000_000})
+		ctx := context.Background()
+		rc, err := r.store.Open(ctx, ids[0], 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := make([]byte, 1<<20)
+		if _, err := io.ReadFull(rc, head); err != nil {
+			t.Fatal(err)
+		}
+		pid := r.store.Process().PID()
+		r.store.Process().Kill()
+		waitFor(t, defaultTierWait, "plugin process gone", func() bool { return !processAlive(pid) })
+		rest, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatalf("read after kill: %v", err)
+		}
+		want, _ := os.ReadFile(filepath.Join(models, ids[0]))
+		if !bytes.Equal(append(head, rest...), want) {
+			t.Fatalf("transfer across a plugin restart returned wrong bytes (%d of %d)", len(head)+len(rest), len(want))
+		}
+		// An idempotent call after the death is retried on a restarted plugin.
+		if _, err := r.store.Stat(ctx, ids[0]); err != nil {
+			t.Fatal(err)
+		}
+		if r.store.Process().Restarts() < 1 {
+			t.Fatalf("restarts = %d, want >= 1", r.store.Process().Restarts())
+		}
+		// And the tiers still work end to end through the restarted plugin.
+		l, err := r.mgr.Acquire(ctx, ids[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkLease(t, l, filepath.Join(models, ids[0]))
+		l.Release()
+	})
+	// A FetchTo that dies half way is retried on a restarted plugin, which
+	// rewrites the whole file.
+	t.Run("fetch to", testTiersPluginKilledMidFetchTo)
+}
+
+func testTiersPluginKilledMidFetchTo(t *testing.T) {
 	const size = 24 << 20
 	models, ids := tierModels(t, 1, size)
-	r := newTierRig(t, models, tier.Config{}, plugin.Config{RestartBackoffMin: 10_000_000})
-	ctx := context.Background()
-	rc, err := r.store.Open(ctx, ids[0], 0, 0)
+	var requests atomic.Int64
+	stalled := make(chan struct{})
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	files := http.FileServer(http.Dir(models))
+	// The first GET of the model sends half its bytes and stalls until the
+	// plugin that asked is killed; later ones are served in full.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/"+ids[0] || r.Method != http.MethodGet || requests.Add(1) > 1 {
+			files.ServeHTTP(w, r)
+			return
+		}
+		b, _ := os.ReadFile(filepath.Join(models, ids[0]))
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		_, _ = w.Write(b[:len(b)/2])
+		w.(http.Flusher).Flush()
+		close(stalled)
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(srv.Close)
+	writeHTTPIndex(t, models)
+	h := plugin.NewHost(plugin.Config{Dir: tierPlugins(t), RestartBackoffMin: 10_000_000}, nil, zerolog.Nop())
+	t.Cleanup(h.Close)
+	st, err := h.Storage("http", "kiln-storage-http", map[string]string{"url": srv.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
-	head := make([]byte, 1<<20)
-	if _, err := io.ReadFull(rc, head); err != nil {
-		t.Fatal(err)
+	cs := &countingStorage{Storage: st, fetcher: st}
+	m := tierManagerOver(t, cs)
+	type result struct {
+		l   *tier.Lease
+		err error
 	}
-	pid := r.store.Process().PID()
-	r.store.Process().Kill()
+	done := make(chan result, 1)
+	go func() {
+		l, err := m.Acquire(context.Background(), ids[0])
+		done <- result{l, err}
+	}()
+	select {
+	case <-stalled:
+	case res := <-done:
+		t.Fatalf("acquire finished before the stall: %v", res.err)
+	}
+	pid := st.Process().PID()
+	st.Process().Kill()
 	waitFor(t, defaultTierWait, "plugin process gone", func() bool { return !processAlive(pid) })
-	rest, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil {
-		t.Fatalf("read after kill: %v", err)
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("acquire across a plugin death: %v", res.err)
 	}
-	want, _ := os.ReadFile(filepath.Join(models, ids[0]))
-	if !bytes.Equal(append(head, rest...), want) {
-		t.Fatalf("transfer across a plugin restart returned wrong bytes (%d of %d)", len(head)+len(rest), len(want))
+	checkLease(t, res.l, filepath.Join(models, ids[0]))
+	res.l.Release()
+	if st.Process().Restarts() < 1 || requests.Load() < 2 {
+		t.Fatalf("restarts = %d, model requests = %d; want a restart and a second request", st.Process().Restarts(), requests.Load())
 	}
-	// An idempotent call after the death is retried on a restarted plugin.
-	if _, err := r.store.Stat(ctx, ids[0]); err != nil {
+	if f, o := cs.fetches.Load(), cs.opens.Load(); f != 1 || o != 0 {
+		t.Fatalf("FetchTo calls = %d, Open calls = %d; want 1 and 0", f, o)
+	}
+	if got := tierStat(m, "remote").BytesOut; got != size {
+		t.Fatalf("remote bytes out = %d, want %d", got, size)
+	}
+}
+
+// countingStorage counts the calls that move a model's bytes. fetcher, when
+// set, is what FetchTo forwards to; a backend without FetchTo leaves it nil
+// and answers ErrUnsupported, as a plugin that answers UNIMPLEMENTED does.
+type countingStorage struct {
+	sdk.Storage
+	fetcher        sdk.Fetcher
+	fetches, opens atomic.Int64
+}
+
+var _ sdk.Fetcher = (*countingStorage)(nil)
+
+func (c *countingStorage) Open(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	c.opens.Add(1)
+	return c.Storage.Open(ctx, key, offset, length)
+}
+
+func (c *countingStorage) FetchTo(ctx context.Context, key string, offset, length int64, path string) (int64, error) {
+	c.fetches.Add(1)
+	if c.fetcher == nil {
+		return 0, fmt.Errorf("fetch %s: %w", key, sdk.ErrUnsupported)
+	}
+	return c.fetcher.FetchTo(ctx, key, offset, length, path)
+}
+
+// streamOnly hides every method but those of sdk.Storage: a backend that
+// has never heard of FetchTo.
+type streamOnly struct{ sdk.Storage }
+
+// tierManagerOver returns a tier manager over a catalog of one backend.
+func tierManagerOver(t *testing.T, st sdk.Storage) *tier.Manager {
+	t.Helper()
+	cat := catalog.NewFromBackends([]catalog.Backend{{Name: "models", Storage: st}},
+		func(string) sdk.Loader { return nil }, cost.Config{}.WithDefaults())
+	if _, err := cat.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if r.store.Process().Restarts() < 1 {
-		t.Fatalf("restarts = %d, want >= 1", r.store.Process().Restarts())
-	}
-	// And the tiers still work end to end through the restarted plugin.
-	l, err := r.mgr.Acquire(ctx, ids[0])
+	data := t.TempDir()
+	m, err := tier.New(tier.Config{RAM: tier.RAMConfig{Dir: filepath.Join(data, "shm")}}, cat, tier.Options{DataDir: data})
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkLease(t, l, filepath.Join(models, ids[0]))
-	l.Release()
+	t.Cleanup(func() { _ = m.Close() })
+	return m
+}
+
+// writeHTTPIndex writes the index.json storage-http lists dir with.
+func writeHTTPIndex(t *testing.T, dir string) {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(tierPlugins(t), "kiln-storage-http"), "index", dir).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "index.json"), out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTiersFetchToSkipsThePluginConnection checks that both storage plugins
+// write models straight into the disk tier, and that a backend without
+// FetchTo still works through Open.
+func TestTiersFetchToSkipsThePluginConnection(t *testing.T) {
+	const size = 5<<20 + 123
+	models, ids := tierModels(t, 1, size)
+	writeHTTPIndex(t, models)
+	srv := httptest.NewServer(http.FileServer(http.Dir(models)))
+	t.Cleanup(srv.Close)
+	h := plugin.NewHost(plugin.Config{Dir: tierPlugins(t)}, nil, zerolog.Nop())
+	t.Cleanup(h.Close)
+	fsStore, err := h.Storage("fs", "kiln-storage-fs", map[string]string{"root": models})
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpStore, err := h.Storage("http", "kiln-storage-http", map[string]string{"url": srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name        string
+		store       *countingStorage
+		hideFetchTo bool
+		wantFetches int64
+		wantOpens   int64
+	}{
+		{name: "storage-fs", store: &countingStorage{Storage: fsStore, fetcher: fsStore}, wantFetches: 1},
+		{name: "storage-http", store: &countingStorage{Storage: httpStore, fetcher: httpStore}, wantFetches: 1},
+		{name: "plugin answers unsupported", store: &countingStorage{Storage: httpStore}, wantFetches: 1, wantOpens: 1},
+		{name: "backend without FetchTo", store: &countingStorage{Storage: fsStore}, hideFetchTo: true, wantOpens: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var st sdk.Storage = tc.store
+			if tc.hideFetchTo {
+				st = streamOnly{tc.store}
+			}
+			m := tierManagerOver(t, st)
+			l, err := m.Acquire(context.Background(), ids[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkLease(t, l, filepath.Join(models, ids[0]))
+			l.Release()
+			if f, o := tc.store.fetches.Load(), tc.store.opens.Load(); f != tc.wantFetches || o != tc.wantOpens {
+				t.Fatalf("FetchTo calls = %d, Open calls = %d; want %d and %d", f, o, tc.wantFetches, tc.wantOpens)
+			}
+			if got := tierStat(m, "remote").BytesOut; got != size {
+				t.Fatalf("remote bytes out = %d, want %d", got, size)
+			}
+		})
+	}
 }
 
 func TestTiersWrongPluginChecksumRefused(t *testing.T) {

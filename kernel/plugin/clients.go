@@ -12,7 +12,10 @@ import (
 // restarted plugin when the process dies.
 type Storage struct{ p *Process }
 
-var _ sdk.Storage = (*Storage)(nil)
+var (
+	_ sdk.Storage = (*Storage)(nil)
+	_ sdk.Fetcher = (*Storage)(nil)
+)
 
 // Process is the plugin process behind s.
 func (s *Storage) Process() *Process { return s.p }
@@ -90,6 +93,26 @@ func (r *resumingReader) Read(b []byte) (int, error) {
 }
 
 func (r *resumingReader) Close() error { return r.rc.Close() }
+
+// FetchTo asks the plugin to write a byte range of key into the local file at
+// path (see sdk.Fetcher). Each call rewrites the whole file, so it is retried
+// on a restarted plugin like List and Stat. It returns an error wrapping
+// sdk.ErrUnsupported when the plugin does not implement FetchTo; callers then
+// read through Open.
+//
+// path must be a file the caller created in a directory it owns: the plugin
+// runs as the same user and writes there.
+func (s *Storage) FetchTo(ctx context.Context, key string, offset, length int64, path string) (n int64, err error) {
+	err = s.p.call(ctx, func(impl any) error {
+		f, ok := impl.(sdk.Fetcher)
+		if !ok {
+			return sdk.ErrUnsupported
+		}
+		n, err = f.FetchTo(ctx, key, offset, length, path)
+		return err
+	})
+	return n, err
+}
 
 // Put calls the plugin's Put once: a stream from a caller's reader cannot be
 // replayed, so it is not retried.

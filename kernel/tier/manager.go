@@ -367,8 +367,8 @@ func (m *Manager) ensureL3(ctx context.Context, id string, src Source) (*entry, 
 	return nil, fmt.Errorf("disk tier: %s evicted as soon as it was fetched: %w", id, ErrNoRoom)
 }
 
-// fetchL3 streams the model from its backend into a temp file, checks size
-// and sha256, and renames it into place.
+// fetchL3 fetches the model from its backend into a temp file in the disk
+// tier's directory, checks size and sha256, and renames it into place.
 func (m *Manager) fetchL3(ctx context.Context, id string, src Source) error {
 	if src.Storage == nil {
 		return fmt.Errorf("fetch %s: no storage backend", id)
@@ -388,13 +388,7 @@ func (m *Manager) fetchL3(ctx context.Context, id string, src Source) error {
 		return fmt.Errorf("tier disk: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	rc, err := src.Storage.Open(ctx, src.Key, 0, 0)
-	if err != nil {
-		tmp.Close()
-		return fmt.Errorf("fetch %s from %s: %w", id, src.Backend, err)
-	}
-	n, sum, err := copyHash(tmp, rc)
-	rc.Close()
+	n, sum, err := m.fetchInto(ctx, src, tmp)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -429,6 +423,46 @@ func (m *Manager) fetchL3(ctx context.Context, id string, src Source) error {
 	m.mu.Unlock()
 	m.log.Debug().Str("model", id).Int64("bytes", n).Dur("took", took).Msg("fetched into disk tier")
 	return nil
+}
+
+// fetchInto fills tmp with the model's bytes and returns their count and
+// sha256. A backend that implements sdk.Fetcher (a storage plugin with
+// FetchTo) writes the file itself, so that bulk bytes do not cross the plugin
+// connection; they are then read back from the page cache to be hashed. Any
+// other backend, or one that answers ErrUnsupported, streams through Open
+// and is hashed on the way.
+//
+// # Notes
+//
+// FetchTo hands the plugin tmp's path: a file this process created, with a
+// random name, in its own cache directory. The plugin must share the file
+// system and run as the same user; a backend that does not (a remote-only
+// plugin) simply does not implement FetchTo. Nothing the plugin reports is
+// trusted: the size and digest checked by the caller are those of the file.
+func (m *Manager) fetchInto(ctx context.Context, src Source, tmp *os.File) (int64, string, error) {
+	if f, ok := src.Storage.(sdk.Fetcher); ok {
+		wrote, err := f.FetchTo(ctx, src.Key, 0, 0, tmp.Name())
+		switch {
+		case err == nil:
+			n, sum, err := copyHash(io.Discard, tmp)
+			if err == nil && n != wrote {
+				err = fmt.Errorf("backend wrote %d bytes, file holds %d: %w", wrote, n, ErrCorrupt)
+			}
+			return n, sum, err
+		case !errors.Is(err, sdk.ErrUnsupported):
+			return 0, "", err
+		}
+		// The file is untouched (or truncated): stream into it from the start.
+		if err := tmp.Truncate(0); err != nil {
+			return 0, "", err
+		}
+	}
+	rc, err := src.Storage.Open(ctx, src.Key, 0, 0)
+	if err != nil {
+		return 0, "", err
+	}
+	defer rc.Close()
+	return copyHash(tmp, rc)
 }
 
 // Stats returns vram, ram, disk and remote, in that order. vram is empty

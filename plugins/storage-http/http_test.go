@@ -73,10 +73,57 @@ func TestHTTPStorage(t *testing.T) {
 			if err != nil || !bytes.Equal(got, tc.want) {
 				t.Fatalf("read %d bytes (%v), want %d", len(got), err, len(tc.want))
 			}
+			checkFetchTo(t, s, tc.key, tc.offset, tc.length, tc.want)
 		})
 	}
 	o, err := s.Stat(ctx, "checkpoints/m.safetensors")
 	if err != nil || o.Size != int64(len(data)) {
 		t.Fatalf("Stat = %+v, %v", o, err)
+	}
+}
+
+// checkFetchTo fetches a range into a file that already holds longer, stale
+// bytes (FetchTo must truncate it) and compares it with want.
+func checkFetchTo(t *testing.T, f plugin.Fetcher, key string, offset, length int64, want []byte) {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), ".tmp-fetch")
+	if err := os.WriteFile(dst, bytes.Repeat([]byte{0xee}, len(want)+100), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n, err := f.FetchTo(context.Background(), key, offset, length, dst)
+	if err != nil {
+		t.Fatalf("FetchTo: %v", err)
+	}
+	got, err := os.ReadFile(dst)
+	if err != nil || n != int64(len(want)) || !bytes.Equal(got, want) {
+		t.Fatalf("FetchTo = %d (file %d bytes, %v), want %d bytes", n, len(got), err, len(want))
+	}
+}
+
+func TestFetchToRefusesUnsafePaths(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "victim")
+	if err := os.WriteFile(target, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	// The path is checked before any request: no server is needed.
+	s := newHTTPStorage("http://127.0.0.1:1", "")
+	for _, tc := range []struct{ name, path string }{
+		{name: "relative", path: "victim"},
+		{name: "symlink", path: link},
+		{name: "directory", path: dir},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := s.FetchTo(context.Background(), "a.bin", 0, 0, tc.path); err == nil {
+				t.Fatalf("FetchTo(%q) succeeded, want it refused", tc.path)
+			}
+		})
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep" {
+		t.Fatalf("symlink target was written: %q", b)
 	}
 }

@@ -35,7 +35,7 @@ func (p *StoragePlugin) GRPCServer(_ *goplugin.GRPCBroker, s *grpc.Server) error
 	return nil
 }
 
-// GRPCClient returns a Storage (and Putter) that calls the plugin.
+// GRPCClient returns a Storage (and Putter and Fetcher) that calls the plugin.
 func (p *StoragePlugin) GRPCClient(_ context.Context, _ *goplugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
 	return &GRPCStorage{client: pb.NewStorageBackendClient(c)}, nil
 }
@@ -204,8 +204,21 @@ func (s *storageServer) Put(stream pb.StorageBackend_PutServer) error {
 	return stream.SendAndClose(&pb.PutResponse{Object: objToPB(o)})
 }
 
-// GRPCStorage is the host side of a storage plugin: a Storage and Putter
-// whose methods are gRPC calls.
+func (s *storageServer) FetchTo(ctx context.Context, req *pb.FetchToRequest) (*pb.FetchToResponse, error) {
+	f, ok := s.impl.(Fetcher)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "fetch to: this backend does not write local files")
+	}
+	n, err := f.FetchTo(ctx, req.Key, req.Offset, req.Length, req.Path)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.FetchToResponse{Bytes: n}, nil
+}
+
+// GRPCStorage is the host side of a storage plugin: a Storage, Putter and
+// Fetcher whose methods are gRPC calls. Put and FetchTo return errors
+// wrapping ErrUnsupported when the plugin lacks them.
 type GRPCStorage struct {
 	client pb.StorageBackendClient
 }
@@ -213,6 +226,7 @@ type GRPCStorage struct {
 var (
 	_ Storage = (*GRPCStorage)(nil)
 	_ Putter  = (*GRPCStorage)(nil)
+	_ Fetcher = (*GRPCStorage)(nil)
 )
 
 // List calls the plugin's List.
@@ -315,6 +329,16 @@ func (c *GRPCStorage) Put(ctx context.Context, key string, size int64, r io.Read
 		return Object{}, fromStatus("put "+key, err)
 	}
 	return objFromPB(resp.Object), nil
+}
+
+// FetchTo asks the plugin to write a byte range of key into the local file
+// at path.
+func (c *GRPCStorage) FetchTo(ctx context.Context, key string, offset, length int64, path string) (int64, error) {
+	r, err := c.client.FetchTo(ctx, &pb.FetchToRequest{Key: key, Offset: offset, Length: length, Path: path})
+	if err != nil {
+		return 0, fromStatus("fetch "+key, err)
+	}
+	return r.Bytes, nil
 }
 
 type loaderServer struct {

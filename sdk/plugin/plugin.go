@@ -3,9 +3,11 @@ package plugin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"google.golang.org/grpc"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -17,6 +19,9 @@ import (
 // Version history:
 //   - 1: StorageBackend (List, Stat, Open, Put) and ModelLoader (Inspect,
 //     Convert), package kilnplugin.v1.
+//   - 1 (unchanged): StorageBackend gained the optional FetchTo. The change
+//     is additive: an older plugin answers UNIMPLEMENTED and kiln falls back
+//     to Open, and an older kiln never calls it, so the version stays 1.
 var Handshake = goplugin.HandshakeConfig{
 	ProtocolVersion:  1,
 	MagicCookieKey:   "KILN_PLUGIN",
@@ -64,6 +69,50 @@ type Storage interface {
 // Putter is implemented by storage backends that accept writes.
 type Putter interface {
 	Put(ctx context.Context, key string, size int64, r io.Reader) (Object, error)
+}
+
+// Fetcher is implemented by storage backends that can write an object's
+// bytes straight into a local file, so that bulk bytes do not cross the
+// plugin connection. kiln calls FetchTo when the plugin has it and falls back
+// to Open when it answers ErrUnsupported.
+//
+// FetchTo writes length bytes of key from offset (length <= 0: to the end)
+// into the file at path, from the file's start, and returns how many bytes
+// it wrote. path is an absolute path to a file that kiln created in its own
+// cache directory; open it with CreateFetchFile, which truncates it and
+// refuses anything but a regular file. FetchTo must be idempotent: kiln
+// calls it again, on a restarted plugin, when the plugin died during a call.
+//
+// # Notes
+//
+// The plugin and kiln must share a file system and run as the same user: a
+// backend meant to run elsewhere simply does not implement Fetcher. kiln
+// checks the size and sha256 of what was written before using it.
+type Fetcher interface {
+	FetchTo(ctx context.Context, key string, offset, length int64, path string) (int64, error)
+}
+
+// CreateFetchFile opens path for a FetchTo: it must be absolute and, if it
+// exists, a regular file (a symlink is refused, not followed). The file is
+// truncated and opened write-only.
+func CreateFetchFile(path string) (*os.File, error) {
+	if !filepath.IsAbs(path) {
+		return nil, fmt.Errorf("fetch target %q: not an absolute path", path)
+	}
+	if st, err := os.Lstat(path); err == nil && !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("fetch target %s: not a regular file (%s)", path, st.Mode().Type())
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|fetchOpenFlags, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("fetch target: %w", err)
+	}
+	// O_NOFOLLOW covers a symlink swapped in after the Lstat; a FIFO or a
+	// device swapped in would have opened, so look again at what we got.
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("fetch target %s: not a regular file", path)
+	}
+	return f, nil
 }
 
 // Tensor is one tensor of a model file.

@@ -504,6 +504,124 @@ func (x *PutResponse) GetObject() *Object {
 	return nil
 }
 
+type FetchToRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Key    string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Offset int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Length is the number of bytes to write; 0 or less means to the end.
+	Length int64 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	// Path is an absolute path to a file the host created for the bytes, in
+	// its own cache directory. The plugin truncates it and writes the range
+	// from the file's start; it refuses a path that is not absolute or that
+	// names anything but a regular file, and never follows a symlink.
+	Path          string `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchToRequest) Reset() {
+	*x = FetchToRequest{}
+	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchToRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchToRequest) ProtoMessage() {}
+
+func (x *FetchToRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchToRequest.ProtoReflect.Descriptor instead.
+func (*FetchToRequest) Descriptor() ([]byte, []int) {
+	return file_kilnplugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *FetchToRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *FetchToRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *FetchToRequest) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *FetchToRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type FetchToResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes is the number of bytes written.
+	Bytes         int64 `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchToResponse) Reset() {
+	*x = FetchToResponse{}
+	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchToResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchToResponse) ProtoMessage() {}
+
+func (x *FetchToResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchToResponse.ProtoReflect.Descriptor instead.
+func (*FetchToResponse) Descriptor() ([]byte, []int) {
+	return file_kilnplugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *FetchToResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 type Tensor struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -518,7 +636,7 @@ type Tensor struct {
 
 func (x *Tensor) Reset() {
 	*x = Tensor{}
-	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +648,7 @@ func (x *Tensor) String() string {
 func (*Tensor) ProtoMessage() {}
 
 func (x *Tensor) ProtoReflect() protoreflect.Message {
-	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +661,7 @@ func (x *Tensor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tensor.ProtoReflect.Descriptor instead.
 func (*Tensor) Descriptor() ([]byte, []int) {
-	return file_kilnplugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+	return file_kilnplugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Tensor) GetName() string {
@@ -597,7 +715,7 @@ type InspectRequest struct {
 
 func (x *InspectRequest) Reset() {
 	*x = InspectRequest{}
-	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +727,7 @@ func (x *InspectRequest) String() string {
 func (*InspectRequest) ProtoMessage() {}
 
 func (x *InspectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +740,7 @@ func (x *InspectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectRequest.ProtoReflect.Descriptor instead.
 func (*InspectRequest) Descriptor() ([]byte, []int) {
-	return file_kilnplugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_kilnplugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *InspectRequest) GetKey() string {
@@ -680,7 +798,7 @@ type InspectResponse struct {
 
 func (x *InspectResponse) Reset() {
 	*x = InspectResponse{}
-	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +810,7 @@ func (x *InspectResponse) String() string {
 func (*InspectResponse) ProtoMessage() {}
 
 func (x *InspectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +823,7 @@ func (x *InspectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectResponse.ProtoReflect.Descriptor instead.
 func (*InspectResponse) Descriptor() ([]byte, []int) {
-	return file_kilnplugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_kilnplugin_v1_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *InspectResponse) GetNeedBytes() int64 {
@@ -788,7 +906,7 @@ type ConvertRequest struct {
 
 func (x *ConvertRequest) Reset() {
 	*x = ConvertRequest{}
-	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +918,7 @@ func (x *ConvertRequest) String() string {
 func (*ConvertRequest) ProtoMessage() {}
 
 func (x *ConvertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +931,7 @@ func (x *ConvertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvertRequest.ProtoReflect.Descriptor instead.
 func (*ConvertRequest) Descriptor() ([]byte, []int) {
-	return file_kilnplugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_kilnplugin_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ConvertRequest) GetSrcPath() string {
@@ -840,7 +958,7 @@ type ConvertResponse struct {
 
 func (x *ConvertResponse) Reset() {
 	*x = ConvertResponse{}
-	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +970,7 @@ func (x *ConvertResponse) String() string {
 func (*ConvertResponse) ProtoMessage() {}
 
 func (x *ConvertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_kilnplugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +983,7 @@ func (x *ConvertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvertResponse.ProtoReflect.Descriptor instead.
 func (*ConvertResponse) Descriptor() ([]byte, []int) {
-	return file_kilnplugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+	return file_kilnplugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ConvertResponse) GetBytes() int64 {
@@ -914,7 +1032,14 @@ const file_kilnplugin_v1_plugin_proto_rawDesc = "" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\"<\n" +
 	"\vPutResponse\x12-\n" +
-	"\x06object\x18\x01 \x01(\v2\x15.kilnplugin.v1.ObjectR\x06object\"p\n" +
+	"\x06object\x18\x01 \x01(\v2\x15.kilnplugin.v1.ObjectR\x06object\"f\n" +
+	"\x0eFetchToRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\x03R\x06length\x12\x12\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\"'\n" +
+	"\x0fFetchToResponse\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\"p\n" +
 	"\x06Tensor\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05dtype\x18\x02 \x01(\tR\x05dtype\x12\x14\n" +
@@ -950,12 +1075,13 @@ const file_kilnplugin_v1_plugin_proto_rawDesc = "" +
 	"\bdst_path\x18\x02 \x01(\tR\adstPath\"?\n" +
 	"\x0fConvertResponse\x12\x14\n" +
 	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x16\n" +
-	"\x06format\x18\x02 \x01(\tR\x06format2\x8c\x02\n" +
+	"\x06format\x18\x02 \x01(\tR\x06format2\xd6\x02\n" +
 	"\x0eStorageBackend\x12?\n" +
 	"\x04List\x12\x1a.kilnplugin.v1.ListRequest\x1a\x1b.kilnplugin.v1.ListResponse\x12?\n" +
 	"\x04Stat\x12\x1a.kilnplugin.v1.StatRequest\x1a\x1b.kilnplugin.v1.StatResponse\x12:\n" +
 	"\x04Open\x12\x1a.kilnplugin.v1.OpenRequest\x1a\x14.kilnplugin.v1.Chunk0\x01\x12<\n" +
-	"\x03Put\x12\x17.kilnplugin.v1.PutChunk\x1a\x1a.kilnplugin.v1.PutResponse(\x012\xa1\x01\n" +
+	"\x03Put\x12\x17.kilnplugin.v1.PutChunk\x1a\x1a.kilnplugin.v1.PutResponse(\x01\x12H\n" +
+	"\aFetchTo\x12\x1d.kilnplugin.v1.FetchToRequest\x1a\x1e.kilnplugin.v1.FetchToResponse2\xa1\x01\n" +
 	"\vModelLoader\x12H\n" +
 	"\aInspect\x12\x1d.kilnplugin.v1.InspectRequest\x1a\x1e.kilnplugin.v1.InspectResponse\x12H\n" +
 	"\aConvert\x12\x1d.kilnplugin.v1.ConvertRequest\x1a\x1e.kilnplugin.v1.ConvertResponseB2Z0github.com/kiln-gpu/kiln/sdk/plugin/kilnpluginv1b\x06proto3"
@@ -972,7 +1098,7 @@ func file_kilnplugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_kilnplugin_v1_plugin_proto_rawDescData
 }
 
-var file_kilnplugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_kilnplugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_kilnplugin_v1_plugin_proto_goTypes = []any{
 	(*Object)(nil),          // 0: kilnplugin.v1.Object
 	(*ListRequest)(nil),     // 1: kilnplugin.v1.ListRequest
@@ -983,33 +1109,37 @@ var file_kilnplugin_v1_plugin_proto_goTypes = []any{
 	(*Chunk)(nil),           // 6: kilnplugin.v1.Chunk
 	(*PutChunk)(nil),        // 7: kilnplugin.v1.PutChunk
 	(*PutResponse)(nil),     // 8: kilnplugin.v1.PutResponse
-	(*Tensor)(nil),          // 9: kilnplugin.v1.Tensor
-	(*InspectRequest)(nil),  // 10: kilnplugin.v1.InspectRequest
-	(*InspectResponse)(nil), // 11: kilnplugin.v1.InspectResponse
-	(*ConvertRequest)(nil),  // 12: kilnplugin.v1.ConvertRequest
-	(*ConvertResponse)(nil), // 13: kilnplugin.v1.ConvertResponse
-	nil,                     // 14: kilnplugin.v1.InspectResponse.MetadataEntry
+	(*FetchToRequest)(nil),  // 9: kilnplugin.v1.FetchToRequest
+	(*FetchToResponse)(nil), // 10: kilnplugin.v1.FetchToResponse
+	(*Tensor)(nil),          // 11: kilnplugin.v1.Tensor
+	(*InspectRequest)(nil),  // 12: kilnplugin.v1.InspectRequest
+	(*InspectResponse)(nil), // 13: kilnplugin.v1.InspectResponse
+	(*ConvertRequest)(nil),  // 14: kilnplugin.v1.ConvertRequest
+	(*ConvertResponse)(nil), // 15: kilnplugin.v1.ConvertResponse
+	nil,                     // 16: kilnplugin.v1.InspectResponse.MetadataEntry
 }
 var file_kilnplugin_v1_plugin_proto_depIdxs = []int32{
 	0,  // 0: kilnplugin.v1.ListResponse.objects:type_name -> kilnplugin.v1.Object
 	0,  // 1: kilnplugin.v1.StatResponse.object:type_name -> kilnplugin.v1.Object
 	0,  // 2: kilnplugin.v1.PutResponse.object:type_name -> kilnplugin.v1.Object
-	9,  // 3: kilnplugin.v1.InspectResponse.tensors:type_name -> kilnplugin.v1.Tensor
-	14, // 4: kilnplugin.v1.InspectResponse.metadata:type_name -> kilnplugin.v1.InspectResponse.MetadataEntry
+	11, // 3: kilnplugin.v1.InspectResponse.tensors:type_name -> kilnplugin.v1.Tensor
+	16, // 4: kilnplugin.v1.InspectResponse.metadata:type_name -> kilnplugin.v1.InspectResponse.MetadataEntry
 	1,  // 5: kilnplugin.v1.StorageBackend.List:input_type -> kilnplugin.v1.ListRequest
 	3,  // 6: kilnplugin.v1.StorageBackend.Stat:input_type -> kilnplugin.v1.StatRequest
 	5,  // 7: kilnplugin.v1.StorageBackend.Open:input_type -> kilnplugin.v1.OpenRequest
 	7,  // 8: kilnplugin.v1.StorageBackend.Put:input_type -> kilnplugin.v1.PutChunk
-	10, // 9: kilnplugin.v1.ModelLoader.Inspect:input_type -> kilnplugin.v1.InspectRequest
-	12, // 10: kilnplugin.v1.ModelLoader.Convert:input_type -> kilnplugin.v1.ConvertRequest
-	2,  // 11: kilnplugin.v1.StorageBackend.List:output_type -> kilnplugin.v1.ListResponse
-	4,  // 12: kilnplugin.v1.StorageBackend.Stat:output_type -> kilnplugin.v1.StatResponse
-	6,  // 13: kilnplugin.v1.StorageBackend.Open:output_type -> kilnplugin.v1.Chunk
-	8,  // 14: kilnplugin.v1.StorageBackend.Put:output_type -> kilnplugin.v1.PutResponse
-	11, // 15: kilnplugin.v1.ModelLoader.Inspect:output_type -> kilnplugin.v1.InspectResponse
-	13, // 16: kilnplugin.v1.ModelLoader.Convert:output_type -> kilnplugin.v1.ConvertResponse
-	11, // [11:17] is the sub-list for method output_type
-	5,  // [5:11] is the sub-list for method input_type
+	9,  // 9: kilnplugin.v1.StorageBackend.FetchTo:input_type -> kilnplugin.v1.FetchToRequest
+	12, // 10: kilnplugin.v1.ModelLoader.Inspect:input_type -> kilnplugin.v1.InspectRequest
+	14, // 11: kilnplugin.v1.ModelLoader.Convert:input_type -> kilnplugin.v1.ConvertRequest
+	2,  // 12: kilnplugin.v1.StorageBackend.List:output_type -> kilnplugin.v1.ListResponse
+	4,  // 13: kilnplugin.v1.StorageBackend.Stat:output_type -> kilnplugin.v1.StatResponse
+	6,  // 14: kilnplugin.v1.StorageBackend.Open:output_type -> kilnplugin.v1.Chunk
+	8,  // 15: kilnplugin.v1.StorageBackend.Put:output_type -> kilnplugin.v1.PutResponse
+	10, // 16: kilnplugin.v1.StorageBackend.FetchTo:output_type -> kilnplugin.v1.FetchToResponse
+	13, // 17: kilnplugin.v1.ModelLoader.Inspect:output_type -> kilnplugin.v1.InspectResponse
+	15, // 18: kilnplugin.v1.ModelLoader.Convert:output_type -> kilnplugin.v1.ConvertResponse
+	12, // [12:19] is the sub-list for method output_type
+	5,  // [5:12] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
@@ -1026,7 +1156,7 @@ func file_kilnplugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kilnplugin_v1_plugin_proto_rawDesc), len(file_kilnplugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -24,10 +24,11 @@ import (
 const _ = grpc.SupportPackageIsVersion7
 
 const (
-	StorageBackend_List_FullMethodName = "/kilnplugin.v1.StorageBackend/List"
-	StorageBackend_Stat_FullMethodName = "/kilnplugin.v1.StorageBackend/Stat"
-	StorageBackend_Open_FullMethodName = "/kilnplugin.v1.StorageBackend/Open"
-	StorageBackend_Put_FullMethodName  = "/kilnplugin.v1.StorageBackend/Put"
+	StorageBackend_List_FullMethodName    = "/kilnplugin.v1.StorageBackend/List"
+	StorageBackend_Stat_FullMethodName    = "/kilnplugin.v1.StorageBackend/Stat"
+	StorageBackend_Open_FullMethodName    = "/kilnplugin.v1.StorageBackend/Open"
+	StorageBackend_Put_FullMethodName     = "/kilnplugin.v1.StorageBackend/Put"
+	StorageBackend_FetchTo_FullMethodName = "/kilnplugin.v1.StorageBackend/FetchTo"
 )
 
 // StorageBackendClient is the client API for StorageBackend service.
@@ -39,6 +40,12 @@ type StorageBackendClient interface {
 	Open(ctx context.Context, in *OpenRequest, opts ...grpc.CallOption) (StorageBackend_OpenClient, error)
 	// Put is optional; backends without it answer UNIMPLEMENTED.
 	Put(ctx context.Context, opts ...grpc.CallOption) (StorageBackend_PutClient, error)
+	// FetchTo is optional: write a byte range of key straight into a local
+	// file, so that bulk bytes do not cross the plugin connection. It is
+	// idempotent (each call rewrites the whole file). Backends without local
+	// file access (a plugin on another machine) answer UNIMPLEMENTED and kiln
+	// reads through Open.
+	FetchTo(ctx context.Context, in *FetchToRequest, opts ...grpc.CallOption) (*FetchToResponse, error)
 }
 
 type storageBackendClient struct {
@@ -133,6 +140,15 @@ func (x *storageBackendPutClient) CloseAndRecv() (*PutResponse, error) {
 	return m, nil
 }
 
+func (c *storageBackendClient) FetchTo(ctx context.Context, in *FetchToRequest, opts ...grpc.CallOption) (*FetchToResponse, error) {
+	out := new(FetchToResponse)
+	err := c.cc.Invoke(ctx, StorageBackend_FetchTo_FullMethodName, in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StorageBackendServer is the server API for StorageBackend service.
 // All implementations must embed UnimplementedStorageBackendServer
 // for forward compatibility
@@ -142,6 +158,12 @@ type StorageBackendServer interface {
 	Open(*OpenRequest, StorageBackend_OpenServer) error
 	// Put is optional; backends without it answer UNIMPLEMENTED.
 	Put(StorageBackend_PutServer) error
+	// FetchTo is optional: write a byte range of key straight into a local
+	// file, so that bulk bytes do not cross the plugin connection. It is
+	// idempotent (each call rewrites the whole file). Backends without local
+	// file access (a plugin on another machine) answer UNIMPLEMENTED and kiln
+	// reads through Open.
+	FetchTo(context.Context, *FetchToRequest) (*FetchToResponse, error)
 	mustEmbedUnimplementedStorageBackendServer()
 }
 
@@ -160,6 +182,9 @@ func (UnimplementedStorageBackendServer) Open(*OpenRequest, StorageBackend_OpenS
 }
 func (UnimplementedStorageBackendServer) Put(StorageBackend_PutServer) error {
 	return status.Errorf(codes.Unimplemented, "method Put not implemented")
+}
+func (UnimplementedStorageBackendServer) FetchTo(context.Context, *FetchToRequest) (*FetchToResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method FetchTo not implemented")
 }
 func (UnimplementedStorageBackendServer) mustEmbedUnimplementedStorageBackendServer() {}
 
@@ -257,6 +282,24 @@ func (x *storageBackendPutServer) Recv() (*PutChunk, error) {
 	return m, nil
 }
 
+func _StorageBackend_FetchTo_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FetchToRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageBackendServer).FetchTo(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StorageBackend_FetchTo_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageBackendServer).FetchTo(ctx, req.(*FetchToRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // StorageBackend_ServiceDesc is the grpc.ServiceDesc for StorageBackend service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -271,6 +314,10 @@ var StorageBackend_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Stat",
 			Handler:    _StorageBackend_Stat_Handler,
+		},
+		{
+			MethodName: "FetchTo",
+			Handler:    _StorageBackend_FetchTo_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
