@@ -129,9 +129,15 @@ func TestKilnKilledLosesNoAcceptedJob(t *testing.T) {
 			pids = append(pids, w.PID)
 		}
 	}
+	// Every child of kiln: the workers and the storage and loader plugins.
+	children := childPIDs(k.cmd.Process.Pid)
+	if len(children) <= len(pids) {
+		t.Fatalf("kiln has %d children, want its %d workers and its plugins", len(children), len(pids))
+	}
+	pids = append(pids, children...)
 	k.kill9()
-	// Workers die with kiln (parent-death signal): no orphans.
-	waitFor(t, 10*time.Second, "worker processes to die with kiln", func() bool {
+	// Workers and plugins die with kiln (parent-death signal): no orphans.
+	waitFor(t, 10*time.Second, "worker and plugin processes to die with kiln", func() bool {
 		for _, pid := range pids {
 			if processAlive(pid) {
 				return false

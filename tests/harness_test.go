@@ -315,3 +315,23 @@ func processAlive(pid int) bool {
 }
 
 func syscallKill(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
+
+// childPIDs lists the direct children of pid, from every thread's children
+// file in /proc.
+func childPIDs(pid int) []int {
+	var out []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, f := range tasks {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, field := range strings.Fields(string(data)) {
+			var child int
+			if _, err := fmt.Sscan(field, &child); err == nil {
+				out = append(out, child)
+			}
+		}
+	}
+	return out
+}

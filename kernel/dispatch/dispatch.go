@@ -590,36 +590,70 @@ func (d *Dispatcher) tryResident(ctx context.Context, w *worker.Worker, models [
 		pinned = append(pinned, m)
 		loads = append(loads, pending{rm: rm, entry: e})
 	}
-	var wg sync.WaitGroup
-	for _, p := range loads {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			start := d.clk.Now()
-			rep, lerr := d.load(ctx, w, p.entry)
-			if lerr == nil && rep.VRAMBytes > 0 && uint64(rep.VRAMBytes) != p.rm.res.Bytes() {
-				// The worker knows the true footprint; the ledger follows it.
-				if rerr := d.opts.Devices.Ledger(w.Device().Index).Resize(p.rm.res, uint64(rep.VRAMBytes)); rerr != nil {
-					d.log.Warn().Err(rerr).Str("model", p.entry.ID).Msg("ledger resize after load")
+	runWave := func(wave []pending) {
+		var wg sync.WaitGroup
+		for _, p := range wave {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				start := d.clk.Now()
+				rep, lerr := d.load(ctx, w, p.entry)
+				if lerr == nil && rep.VRAMBytes > 0 && uint64(rep.VRAMBytes) != p.rm.res.Bytes() {
+					// The worker knows the true footprint; the ledger follows it.
+					if rerr := d.opts.Devices.Ledger(w.Device().Index).Resize(p.rm.res, uint64(rep.VRAMBytes)); rerr != nil {
+						d.log.Warn().Err(rerr).Str("model", p.entry.ID).Msg("ledger resize after load")
+					}
 				}
-			}
-			d.mu.Lock()
-			p.rm.loadErr = lerr
-			p.rm.loadTook = d.clk.Since(start)
-			close(p.rm.loading)
-			p.rm.loading = nil
-			d.mu.Unlock()
-			if lerr == nil && d.opts.Hooks.ModelLoaded != nil {
-				d.opts.Hooks.ModelLoaded(p.entry.ID, d.clk.Since(start))
-			}
-		}()
+				d.mu.Lock()
+				p.rm.loadErr = lerr
+				p.rm.loadTook = d.clk.Since(start)
+				close(p.rm.loading)
+				p.rm.loading = nil
+				d.mu.Unlock()
+				if lerr == nil && d.opts.Hooks.ModelLoaded != nil {
+					d.opts.Hooks.ModelLoaded(p.entry.ID, d.clk.Since(start))
+				}
+			}()
+		}
+		wg.Wait()
 	}
-	wg.Wait()
+	// Independent components load in parallel; those that declare a
+	// dependency (a LoRA or a ControlNet on its base checkpoint) load after
+	// the first wave, so that a worker never receives one before its base.
+	var bases, dependents []pending
+	for _, p := range loads {
+		if len(p.entry.DependsOn) > 0 {
+			dependents = append(dependents, p)
+		} else {
+			bases = append(bases, p)
+		}
+	}
+	runWave(bases)
+	var loadErr error
+	for _, p := range bases {
+		if p.rm.loadErr != nil && loadErr == nil {
+			loadErr = p.rm.loadErr
+		}
+	}
+	if loadErr != nil {
+		for _, p := range dependents {
+			d.abandon(w, p.rm, loadErr)
+		}
+	} else {
+		runWave(dependents)
+	}
+	// Every failed load is forgotten, not only the first: an entry left
+	// behind with an error would fail every later job that needs it.
 	for _, p := range loads {
 		if p.rm.loadErr != nil {
 			d.drop(w, p.rm)
-			return pinned, nil, p.rm.loadErr
+			if loadErr == nil {
+				loadErr = p.rm.loadErr
+			}
 		}
+	}
+	if loadErr != nil {
+		return pinned, nil, loadErr
 	}
 	for _, rm := range awaits {
 		d.mu.Lock()
