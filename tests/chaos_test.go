@@ -73,7 +73,7 @@ func TestChaosNoAcceptedJobLost(t *testing.T) {
 
 	rng := rand.New(rand.NewPCG(1, 2))
 	start := time.Now()
-	kills, restarted := 0, false
+	kills, pluginKills, rounds, restarted := 0, 0, 0, false
 	for time.Since(start) < total {
 		time.Sleep(700 * time.Millisecond)
 		if !restarted && time.Since(start) > total/2 {
@@ -87,9 +87,26 @@ func TestChaosNoAcceptedJobLost(t *testing.T) {
 			continue
 		}
 		var pids []int
+		workers := map[int]bool{}
 		for _, w := range k.workers() {
 			if w.PID > 0 {
 				pids = append(pids, w.PID)
+				workers[w.PID] = true
+			}
+		}
+		// Every third kill takes a plugin (storage or loader) instead: the
+		// tiers restart it on their next call and retry.
+		if rounds++; rounds%3 == 0 {
+			var plugins []int
+			for _, c := range childPIDs(k.cmd.Process.Pid) {
+				if !workers[c] {
+					plugins = append(plugins, c)
+				}
+			}
+			if len(plugins) > 0 {
+				_ = syscallKill(plugins[rng.IntN(len(plugins))])
+				pluginKills++
+				continue
 			}
 		}
 		if len(pids) > 0 {
@@ -139,8 +156,8 @@ func TestChaosNoAcceptedJobLost(t *testing.T) {
 			t.Errorf("accepted job %s is lost", id)
 		}
 	}
-	t.Logf("chaos: %s, %d worker kills, 1 kiln kill -9 + restart; accepted %d, refused/unreachable %d; in store %d: done %d, failed %d; lost %d",
-		total, kills, len(ids), refused, len(list.Jobs), states["done"], states["failed"], lost)
+	t.Logf("chaos: %s, %d worker kills, %d plugin kills, 1 kiln kill -9 + restart; accepted %d, refused/unreachable %d; in store %d: done %d, failed %d; lost %d",
+		total, kills, pluginKills, len(ids), refused, len(list.Jobs), states["done"], states["failed"], lost)
 	if states["done"] == 0 {
 		t.Fatal("no job completed")
 	}
