@@ -55,7 +55,7 @@ test-torch: build
 # kill -9 of kiln under continuous submission; prints the counts.
 CHAOS_SECONDS ?= 120
 chaos: build
-	KILN_CHAOS_SECONDS=$(CHAOS_SECONDS) $(GO) test -count=1 -timeout 30m -run Chaos -v ./tests/ | grep -E 'chaos:|^(---|ok|FAIL)'
+	CHAOS_SECONDS=$(CHAOS_SECONDS) $(GO) test -count=1 -timeout 30m -run Chaos -v ./tests/ | grep -E 'chaos:|^(---|ok|FAIL)'
 
 # The seeds' load scenario on loopback, open loop: ramp 1 → 1,000
 # submissions/s over a minute, 10 minutes at 500/s, a spike to 2,000/s; it

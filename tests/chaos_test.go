@@ -16,10 +16,10 @@ import (
 // processes are killed at random and kiln itself is killed once and
 // restarted on the same data directory. Afterwards every job that kiln
 // accepted (answered 202) is in the store exactly once and ended done, or
-// failed with a reason. `make chaos` runs it longer (KILN_CHAOS_SECONDS).
+// failed with a reason. `make chaos` runs it longer (CHAOS_SECONDS).
 func TestChaosNoAcceptedJobLost(t *testing.T) {
 	seconds := 12
-	if v, err := strconv.Atoi(os.Getenv("KILN_CHAOS_SECONDS")); err == nil && v > 0 {
+	if v, err := strconv.Atoi(os.Getenv("CHAOS_SECONDS")); err == nil && v > 0 {
 		seconds = v
 	}
 	total := time.Duration(seconds) * time.Second
