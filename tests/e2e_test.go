@@ -201,3 +201,23 @@ func TestBadInputGetsJSONErrors(t *testing.T) {
 		t.Fatalf("healthz: %d", code)
 	}
 }
+
+// TestRelativeDataDir runs a job with --data-dir relative to kiln's working
+// directory: the paths kiln hands to plugins and workers must still resolve
+// in theirs (the demo and most operators use relative paths).
+func TestRelativeDataDir(t *testing.T) {
+	rel, err := os.MkdirTemp(".", ".tmp-reldata-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(rel) })
+	k := startKiln(t, rel, fastCost)
+	id := k.submit(loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 4, 1), "interactive")
+	waitFor(t, 60*time.Second, "the job to finish", func() bool {
+		st := k.job(id).State
+		if st == "failed" {
+			t.Fatalf("job failed: %v", *k.job(id).Error)
+		}
+		return st == "done"
+	})
+}

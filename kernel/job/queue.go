@@ -157,9 +157,10 @@ func (s *Store) Fail(id, reason string) error {
 // Requeue gives a running job back to the queue because its worker died; the
 // job keeps its place (its Seq) and its attempt count, and StartedAt and
 // Worker are cleared. A job that has already been started MaxAttempts times
-// fails instead, with Error "worker died N times: <reason>". The returned
-// job's State says which happened. Requeued jobs are not counted against the
-// class limit: they had been admitted already.
+// fails instead, with Error "gave up after N lost attempts; last: <reason>"
+// (a lost attempt: the worker died, or a model could not be made resident).
+// The returned job's State says which happened. Requeued jobs are not
+// counted against the class limit: they had been admitted already.
 func (s *Store) Requeue(id, reason string) (*Job, error) {
 	return s.transition("requeue", id, func(j *Job, now time.Time) error {
 		if j.State != Running {
@@ -168,7 +169,7 @@ func (s *Store) Requeue(id, reason string) (*Job, error) {
 		if j.Attempts >= s.cfg.MaxAttempts {
 			j.State = Failed
 			j.FinishedAt = now
-			j.Error = fmt.Sprintf("worker died %d times: %s", j.Attempts, reason)
+			j.Error = fmt.Sprintf("gave up after %d lost attempts; last: %s", j.Attempts, reason)
 			return nil
 		}
 		j.State = Queued

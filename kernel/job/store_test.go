@@ -119,11 +119,11 @@ func TestRequeueMaxAttempts(t *testing.T) {
 	}{
 		{name: "first death requeues", maxAttempts: 2, steps: []step{"start", "requeue"}, wantState: Queued, wantAttempt: 1},
 		{name: "second death fails", maxAttempts: 2, steps: []step{"start", "requeue", "start", "requeue"},
-			wantState: Failed, wantAttempt: 2, wantError: "worker died 2 times: gpu fell off the bus"},
+			wantState: Failed, wantAttempt: 2, wantError: "gave up after 2 lost attempts; last: gpu fell off the bus"},
 		{name: "one attempt only", maxAttempts: 1, steps: []step{"start", "requeue"},
-			wantState: Failed, wantAttempt: 1, wantError: "worker died 1 times: gpu fell off the bus"},
+			wantState: Failed, wantAttempt: 1, wantError: "gave up after 1 lost attempts; last: gpu fell off the bus"},
 		{name: "crash counts an attempt", maxAttempts: 3, steps: []step{"start", "reopen", "start", "reopen", "start", "requeue"},
-			wantState: Failed, wantAttempt: 3, wantError: "worker died 3 times: gpu fell off the bus"},
+			wantState: Failed, wantAttempt: 3, wantError: "gave up after 3 lost attempts; last: gpu fell off the bus"},
 		{name: "crash then requeue", maxAttempts: 3, steps: []step{"start", "reopen", "start", "requeue"},
 			wantState: Queued, wantAttempt: 2},
 	} {

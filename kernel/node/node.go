@@ -86,6 +86,16 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err := checkExposure(cfg); err != nil {
 		return nil, err
 	}
+	// Everything below hands paths to other processes (workers, plugins),
+	// which run in their own working directories.
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	abs := *cfg
+	abs.DataDir = dataDir
+	cfg = &abs
+	n.cfg = cfg
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}

@@ -93,6 +93,16 @@ func New(cfg Config, res Resolver, opts Options) (*Manager, error) {
 	if ramDir == "" {
 		ramDir = DefaultRAMDir(opts.DataDir)
 	}
+	// Plugins write into the disk tier by path (FetchTo) and workers map
+	// RAM segments by path: both run in their own working directories, so
+	// the tiers hand out absolute paths only.
+	var err error
+	if diskDir, err = filepath.Abs(diskDir); err != nil {
+		return nil, fmt.Errorf("tiers.disk.dir: %w", err)
+	}
+	if ramDir, err = filepath.Abs(ramDir); err != nil {
+		return nil, fmt.Errorf("tiers.ram.dir: %w", err)
+	}
 	m := &Manager{
 		res:     res,
 		disk:    newStore("disk", diskDir, cfg.Disk.CapacityBytes, cfg.Disk.TargetFill, opts.DiskEvictor, opts.Clock, opts.Log),
