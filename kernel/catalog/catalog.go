@@ -23,6 +23,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/modelfile"
+	"github.com/kiln-gpu/kiln/kernel/workflow"
 )
 
 // ErrNotFound is returned for a model id that is not in the store.
@@ -199,31 +200,8 @@ func (c *Catalog) List() ([]Entry, error) {
 }
 
 // familyOf guesses the cost-model family from the folder and name, for files
-// whose header does not say.
+// whose header does not say, as the workflow parser does for a graph's models.
 func familyOf(id string) string {
 	folder, name, _ := strings.Cut(id, "/")
-	n := strings.ToLower(name)
-	switch folder {
-	case "loras":
-		return "lora"
-	case "vae":
-		return "vae"
-	case "controlnet":
-		return "controlnet"
-	case "upscale_models":
-		return "upscaler"
-	case "text_encoders", "clip":
-		return "text_encoder"
-	case "clip_vision":
-		return "clip_vision"
-	}
-	switch {
-	case strings.Contains(n, "flux"):
-		return "flux"
-	case strings.Contains(n, "sd3"):
-		return "sd3"
-	case strings.Contains(n, "xl"):
-		return "sdxl"
-	}
-	return "sd15"
+	return workflow.GuessFamily(folder, name)
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/tier"
 )
 
 // JobView is what scheduling and placement policies see of a queued job.
@@ -69,19 +70,10 @@ type WorkerView struct {
 	H2DBytesPerS uint64
 }
 
-// EntryView is what an eviction policy sees of one resident model.
-type EntryView struct {
-	Model   string
-	Worker  string
-	Bytes   uint64
-	LastUse time.Time
-	Hits    int
-	Pinned  bool
-	// Inserted is when the entry was loaded (zero: unknown).
-	Inserted time.Time
-	// LoadCost is how long the entry took to load (zero: unknown).
-	LoadCost time.Duration
-}
+// EntryView is what an eviction policy sees of one resident model. It is
+// the tiers' type: one eviction policy (native or WASM) serves VRAM here and
+// the RAM and disk tiers there; for VRAM, Worker names the worker.
+type EntryView = tier.EntryView
 
 // Scheduler picks the next job to dispatch. It is asked whenever a worker is
 // idle and jobs are queued. queued is in submission order.
@@ -97,11 +89,10 @@ type Balancer interface {
 }
 
 // Evictor picks resident models to unload so that need more bytes fit on a
-// device. It returns indices into entries. It must never pick a pinned entry;
-// the dispatcher checks and treats such an answer as a policy fault.
-type Evictor interface {
-	Victims(need uint64, entries []EntryView) []int
-}
+// device. It is tier.Evictor: it returns indices into entries and must never
+// pick a pinned entry; the dispatcher checks and treats such an answer as a
+// policy fault.
+type Evictor = tier.Evictor
 
 // Batcher chooses the jobs that run together with lead, the job the
 // scheduler picked, as one batch on one worker. It returns their IDs with
@@ -195,32 +186,6 @@ func (LeastLoaded) Place(j JobView, workers []WorkerView) (string, bool) {
 	return cands[0].ID, true
 }
 
-// LRU evicts the least recently used unpinned models first.
-type LRU struct{}
-
-var _ Evictor = LRU{}
-
-// Victims returns unpinned entries, oldest use first, until need is covered;
-// it returns nil when even all unpinned entries are not enough.
-func (LRU) Victims(need uint64, entries []EntryView) []int {
-	cands := make([]int, 0, len(entries))
-	for i, e := range entries {
-		if !e.Pinned {
-			cands = append(cands, i)
-		}
-	}
-	sort.SliceStable(cands, func(a, b int) bool { return entries[cands[a]].LastUse.Before(entries[cands[b]].LastUse) })
-	var got uint64
-	var out []int
-	for _, i := range cands {
-		if got >= need {
-			break
-		}
-		out = append(out, i)
-		got += entries[i].Bytes
-	}
-	if got < need {
-		return nil
-	}
-	return out
-}
+// LRU evicts the least recently used unpinned models first; it is the
+// tiers' native LRU.
+type LRU = tier.LRU

@@ -5,9 +5,10 @@ import (
 	"time"
 )
 
-// EntryView is what an eviction policy sees of one cached model. Its fields
-// are those of dispatch.EntryView, so that one policy serves every tier:
-// Worker names the tier ("disk", "ram") here.
+// EntryView is what an eviction policy sees of one cached model, in every
+// tier: dispatch.EntryView is this type, so one policy serves VRAM, RAM and
+// disk. Worker names the worker holding the model in VRAM, and the tier
+// ("disk", "ram") here.
 type EntryView struct {
 	Model   string
 	Worker  string
@@ -15,12 +16,16 @@ type EntryView struct {
 	LastUse time.Time
 	Hits    int
 	Pinned  bool
+	// Inserted is when the entry was loaded (zero: unknown).
+	Inserted time.Time
+	// LoadCost is how long the entry took to load (zero: unknown).
+	LoadCost time.Duration
 }
 
 // Evictor picks entries to drop so that need more bytes fit. It returns
 // indices into entries and must never pick a pinned one; the tier checks
-// and ignores such an answer. Its method set is dispatch.Evictor's, so a
-// WASM eviction policy adapter implements both.
+// and ignores such an answer. dispatch.Evictor is this interface, so an
+// eviction policy (the WASM host's adapter included) serves every tier.
 type Evictor interface {
 	Victims(need uint64, entries []EntryView) []int
 }
