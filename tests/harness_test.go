@@ -23,6 +23,18 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	// E2E_BIN_DIR names a folder of binaries built beforehand (make build's
+	// layout), for machines that run a compiled test binary and have no Go
+	// toolchain, such as a GPU machine lent for the NVML tests.
+	if prebuilt := os.Getenv("E2E_BIN_DIR"); prebuilt != "" {
+		abs, err := filepath.Abs(prebuilt)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		binDir = abs
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "kiln-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -3,6 +3,9 @@
 package tests
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,31 +49,91 @@ func nvmlUsed(t *testing.T) (used uint64, name string) {
 	return *s.MemoryUsed, d.Info().Name
 }
 
+// gpuModelScale sizes the synthesized models for the GPU test: full size,
+// so that the ledger's figures are large against the CUDA context and a
+// disagreement cannot hide inside the tolerance.
+const gpuModelScale = "1.0"
+
+// gpuModelStore synthesizes full-size models for the given workflows only
+// (the whole example set at full size would be over 100 GB).
+func gpuModelStore(t *testing.T, workflows ...string) string {
+	t.Helper()
+	wf := t.TempDir()
+	for _, name := range workflows {
+		data, err := os.ReadFile(filepath.Join("../examples/workflows", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(wf, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	out, err := exec.Command(filepath.Join(binDir, "kiln"), "models", "synth", "--dir", dir,
+		"--from-workflows", wf, "--scale", gpuModelScale).CombinedOutput()
+	if err != nil {
+		t.Fatalf("models synth: %v\n%s", err, out)
+	}
+	return dir
+}
+
 func TestTorchGPULedgerMatchesNVML(t *testing.T) {
 	requireTorch(t)
 	base, name := nvmlUsed(t)
 	t.Logf("GPU %s: %d bytes used before kiln", name, base)
-	k := startKiln(t, t.TempDir(), torchSets(t, "cuda")...)
-	id := k.submit(smallWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 512, 4, 1), "interactive")
-	waitFor(t, 5*time.Minute, "the GPU job to finish", func() bool {
-		s := k.job(id).State
-		if s == "failed" {
-			t.Fatalf("job failed:\n%s", k.logTail())
+	sd15 := "salad-comfyui-api__sd1.5-txt2img.api.json"
+	sdxl := "comfyui__tests_inference_graphs_default_graph_sdxl1_0.api.json"
+	k := &kilnProc{t: t, dataDir: t.TempDir(), models: gpuModelStore(t, sd15, sdxl), sets: torchSets(t, "cuda")}
+	k.start(freePort(t))
+	t.Cleanup(k.stop)
+
+	compare := func(when string) (ledger uint64) {
+		t.Helper()
+		ledger = vramReserved(t, k)
+		used, _ := nvmlUsed(t)
+		diff := int64(used-base) - int64(ledger)
+		t.Logf("%s: ledger %d bytes, NVML used %d (+%d over baseline), difference %d",
+			when, ledger, used, used-base, diff)
+		if diff < -LedgerTolerance || diff > LedgerTolerance {
+			t.Errorf("%s: ledger %d and NVML %d differ by %d bytes, more than %d",
+				when, ledger, used-base, diff, LedgerTolerance)
 		}
-		return s == "done"
-	})
-	ledger := vramReserved(t, k)
-	used, _ := nvmlUsed(t)
-	diff := int64(used-base) - int64(ledger)
-	t.Logf("ledger %d bytes, NVML used %d (+%d over baseline), difference %d", ledger, used, used-base, diff)
-	if diff < -LedgerTolerance || diff > LedgerTolerance {
-		t.Errorf("ledger %d and NVML %d differ by %d bytes, more than %d", ledger, used-base, diff, LedgerTolerance)
+		return ledger
 	}
+	for _, wf := range []string{sd15, sdxl} {
+		id := k.submit(smallWorkflow(t, wf, 512, 4, 1), "interactive")
+		waitFor(t, 5*time.Minute, "the GPU job to finish", func() bool {
+			s := k.job(id).State
+			if s == "failed" {
+				t.Fatalf("job failed: %+v\n%s", k.job(id), k.logTail())
+			}
+			return s == "done"
+		})
+		if ledger := compare("after " + wf); ledger < 1<<30 {
+			t.Errorf("ledger holds %d bytes after a full-size %s job; the models did not load", ledger, wf)
+		}
+	}
+	if code, ans := k.postJSON("/free", map[string]any{"unload_models": true}); code != 200 {
+		t.Fatalf("/free: %d %v", code, ans)
+	}
+	waitFor(t, time.Minute, "the ledger to empty after /free", func() bool { return vramReserved(t, k) == 0 })
+	compare("after unloading every model")
+
 	code, data := k.do("GET", "/metrics", nil)
 	if code != 200 {
 		t.Fatalf("metrics: HTTP %d", code)
 	}
-	t.Logf("metrics:\n%.3000s", data)
+	for _, series := range []string{"kiln_device_memory_used_bytes", "kiln_device_utilization_ratio",
+		"kiln_device_temperature_celsius", "kiln_device_degraded"} {
+		if !strings.Contains(string(data), series+`{backend="nvml"`) {
+			t.Errorf("metrics lack %s for the NVML device", series)
+		}
+	}
+	for _, line := range splitLines(string(data)) {
+		if strings.HasPrefix(line, "kiln_device_") || strings.HasPrefix(line, "kiln_vram_") {
+			t.Log(line)
+		}
+	}
 }
 
 // vramReserved sums kiln_vram_reserved_bytes over devices from /metrics.

@@ -21,8 +21,15 @@ import (
 // (the Makefile's test-torch target). They skip when the packages are
 // missing.
 
-// torchPython is the interpreter kiln-worker-torch runs under.
-const torchPython = "/usr/bin/python3"
+// torchPython is the interpreter kiln-worker-torch runs under: Debian's by
+// default, or the one TORCH_PYTHON names (a CUDA build of PyTorch usually
+// lives in a virtual environment).
+var torchPython = func() string {
+	if p := os.Getenv("TORCH_PYTHON"); p != "" {
+		return p
+	}
+	return "/usr/bin/python3"
+}()
 
 // requireTorch skips the test unless torchPython has torch and msgpack.
 func requireTorch(t *testing.T) {

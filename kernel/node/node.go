@@ -170,6 +170,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 			return out
 		},
 	})
+	n.Metrics.Register(n.Devices.Collector())
 	if n.Tiers != nil {
 		n.Metrics.Register(n.Tiers.Collector())
 		n.Tiers.SetVRAMStats(n.vramStats)
