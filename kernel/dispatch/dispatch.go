@@ -5,8 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
-	"sort"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +49,9 @@ type Options struct {
 	Scheduler Scheduler
 	Balancer  Balancer
 	Evictor   Evictor
+	// Batcher groups queued jobs that share a batch key to run one after
+	// the other on one worker, models warm; nil runs every job alone.
+	Batcher Batcher
 }
 
 // Progress is the live state of a running job.
@@ -67,6 +69,7 @@ type Progress struct {
 // about which policies it is given.
 type Dispatcher struct {
 	opts Options
+	core Core
 	log  zerolog.Logger
 	clk  clock.Clock
 	wake chan struct{}
@@ -74,6 +77,10 @@ type Dispatcher struct {
 	mu       sync.Mutex
 	running  map[string]context.CancelFunc
 	progress map[string]Progress
+	// claimed holds the batch members waiting for their turn on the
+	// worker that runs their batch: queued in the store, hidden from the
+	// scheduler so that no other worker takes them.
+	claimed  map[string]bool
 	resident map[string]map[string]*residentModel // worker → model → state
 	unpinned chan struct{}                        // closed and replaced on every unpin
 
@@ -114,8 +121,13 @@ func New(opts Options) *Dispatcher {
 	if opts.Evictor == nil {
 		opts.Evictor = LRU{}
 	}
+	if opts.Batcher == nil {
+		opts.Batcher = NoBatching{}
+	}
 	return &Dispatcher{
 		opts:     opts,
+		core:     Core{Scheduler: opts.Scheduler, Balancer: opts.Balancer, Evictor: opts.Evictor, Batcher: opts.Batcher},
+		claimed:  map[string]bool{},
 		log:      opts.Log,
 		clk:      opts.Clock,
 		wake:     make(chan struct{}, 1),
@@ -223,7 +235,7 @@ func (d *Dispatcher) dispatchReady(ctx context.Context) {
 		if len(queued) == 0 {
 			return
 		}
-		id, wid, ok := d.choose(queued, workers)
+		ids, wid, ok := d.choose(queued, workers)
 		if !ok {
 			return
 		}
@@ -233,27 +245,86 @@ func (d *Dispatcher) dispatchReady(ctx context.Context) {
 			// look again.
 			continue
 		}
-		j, err := d.opts.Store.Start(id, wid)
+		j, err := d.opts.Store.Start(ids[0], wid)
 		if err != nil {
 			d.opts.Pool.Release(lease, false)
 			if errors.Is(err, job.ErrBadTransition) || errors.Is(err, job.ErrNotFound) {
 				continue // cancelled meanwhile
 			}
-			d.log.Error().Err(err).Str("job", id).Msg("start job")
+			d.log.Error().Err(err).Str("job", ids[0]).Msg("start job")
 			return
 		}
-		runCtx, cancel := context.WithCancel(ctx)
+		followers := ids[1:]
 		d.mu.Lock()
-		d.running[j.ID] = cancel
-		d.progress[j.ID] = Progress{Phase: "loading"}
+		for _, f := range followers {
+			d.claimed[f] = true
+		}
 		d.mu.Unlock()
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			defer cancel()
-			d.execute(runCtx, ctx, j, lease)
+			d.runBatch(ctx, j, followers, lease)
 		}()
 	}
+}
+
+// runBatch runs a started lead job and then its batch followers on the
+// lease's worker, one after the other: each follower finds the lead's
+// models warm and pinned (the pins are held across the batch so that no
+// other worker's load evicts them in between). A follower cancelled
+// meanwhile is skipped; when an attempt is lost (the worker died, the
+// kernel stops) the rest go back to the scheduler.
+func (d *Dispatcher) runBatch(ctx context.Context, lead *job.Job, followers []string, lease worker.Lease) {
+	completed := 0 // jobs that ran to an outcome: the pool counts them toward recycling
+	var hold func()
+	defer func() {
+		if hold != nil {
+			hold()
+		}
+		d.mu.Lock()
+		for _, f := range followers {
+			delete(d.claimed, f)
+		}
+		d.mu.Unlock()
+		d.opts.Pool.Release(lease, completed > 0)
+		d.Wake()
+	}()
+	next := 0 // index of the next follower to start
+	for j := lead; j != nil; {
+		ok, warm := d.runOne(ctx, j, lease, hold == nil && next < len(followers))
+		if warm != nil {
+			hold = warm
+		}
+		if !ok {
+			return
+		}
+		completed++
+		j = nil
+		for j == nil && next < len(followers) && ctx.Err() == nil {
+			id := followers[next]
+			next++
+			// An error means it was cancelled or is gone since the batch
+			// was formed: go on with the next.
+			j, _ = d.opts.Store.Start(id, lease.Worker.ID())
+			d.mu.Lock()
+			delete(d.claimed, id)
+			d.mu.Unlock()
+		}
+	}
+}
+
+// runOne runs one started job on the lease's worker. ok is false when the
+// attempt was lost in a way that should stop a batch (the worker died, the
+// kernel stops). With keepWarm, the job's models stay pinned after it and
+// warm unpins them.
+func (d *Dispatcher) runOne(kernelCtx context.Context, j *job.Job, lease worker.Lease, keepWarm bool) (ok bool, warm func()) {
+	runCtx, cancel := context.WithCancel(kernelCtx)
+	defer cancel()
+	d.mu.Lock()
+	d.running[j.ID] = cancel
+	d.progress[j.ID] = Progress{Phase: "loading"}
+	d.mu.Unlock()
+	return d.execute(runCtx, kernelCtx, j, lease, keepWarm)
 }
 
 // lookaheadJobs is how many queued jobs, from the head of the queue, have
@@ -269,16 +340,7 @@ func (d *Dispatcher) lookahead(ctx context.Context) {
 	if d.opts.Tiers == nil || !d.prefetching.CompareAndSwap(false, true) {
 		return
 	}
-	seen := map[string]bool{}
-	var ids []string
-	for _, j := range d.opts.Store.Snapshot(lookaheadJobs) {
-		for _, m := range j.Models {
-			if !seen[m] {
-				seen[m] = true
-				ids = append(ids, m)
-			}
-		}
-	}
+	ids := LookaheadModels(d.queuedViews(lookaheadJobs), lookaheadJobs)
 	if len(ids) == 0 {
 		d.prefetching.Store(false)
 		return
@@ -293,45 +355,33 @@ func (d *Dispatcher) lookahead(ctx context.Context) {
 	}()
 }
 
-// choose asks the scheduler for a job and the balancer for its worker. A job
-// the balancer cannot place now is set aside for this round and the
-// scheduler asked again, so that one unplaceable job does not block the
-// queue behind it; a job that no device could ever hold fails at once.
-func (d *Dispatcher) choose(queued []JobView, workers []WorkerView) (jobID, workerID string, ok bool) {
-	var maxUsable uint64
-	for _, w := range workers {
-		maxUsable = max(maxUsable, w.UsableVRAM)
+// choose asks the decision core (Core.Choose) for the next dispatch and
+// fails the jobs it found no device could ever hold.
+func (d *Dispatcher) choose(queued []JobView, workers []WorkerView) (jobIDs []string, workerID string, ok bool) {
+	dec, ok := d.core.Choose(queued, workers)
+	for _, u := range dec.Unfit {
+		if ferr := d.opts.Store.Fail(u.JobID, u.Err.Error()); ferr == nil {
+			d.finished(u.JobID)
+		}
+		d.log.Warn().Str("job", u.JobID).Err(u.Err).Msg("job can never fit on this node's devices")
 	}
-	for len(queued) > 0 {
-		id, ok := d.opts.Scheduler.Next(queued, workers)
-		if !ok {
-			return "", "", false
-		}
-		i := slices.IndexFunc(queued, func(j JobView) bool { return j.ID == id })
-		if i < 0 {
-			d.log.Error().Str("job", id).Msg("scheduler chose a job that is not queued; ignoring its answer")
-			return "", "", false
-		}
-		jv := queued[i]
-		if maxUsable > 0 && jv.EstimatedVRAM > maxUsable {
-			err := &NoRoomError{Device: -1, Need: jv.EstimatedVRAM, Usable: maxUsable}
-			if ferr := d.opts.Store.Fail(jv.ID, err.Error()); ferr == nil {
-				d.finished(jv.ID)
-			}
-			d.log.Warn().Str("job", jv.ID).Err(err).Msg("job can never fit on this node's devices")
-		} else if wid, ok := d.opts.Balancer.Place(jv, workers); ok {
-			return id, wid, true
-		}
-		queued = slices.Delete(slices.Clone(queued), i, i+1)
+	if dec.BatchFault != nil {
+		d.log.Error().Err(dec.BatchFault).Msg("batching policy gave an invalid batch; running the lead alone")
 	}
-	return "", "", false
+	return dec.Jobs, dec.Worker, ok
 }
 
 func (d *Dispatcher) queuedViews(limit int) []JobView {
 	jobs := d.opts.Store.Snapshot(limit)
 	now := d.clk.Now()
 	out := make([]JobView, 0, len(jobs))
+	d.mu.Lock()
+	claimed := maps.Clone(d.claimed)
+	d.mu.Unlock()
 	for i, j := range jobs {
+		if claimed[j.ID] {
+			continue
+		}
 		var vram uint64
 		sizes := make([]uint64, len(j.Models))
 		loads := make([]time.Duration, len(j.Models))
@@ -348,6 +398,7 @@ func (d *Dispatcher) queuedViews(limit int) []JobView {
 		out = append(out, JobView{
 			ID: j.ID, Class: j.Class, Seq: uint64(i) + 1, Age: now.Sub(j.CreatedAt), DeadlineMS: j.DeadlineMS,
 			Models: j.Models, Attempts: j.Attempts, EstimatedVRAM: vram, ModelBytes: sizes, LoadCost: loads,
+			BatchKey: BatchKey(j.Models),
 		})
 	}
 	return out
@@ -381,19 +432,19 @@ func (d *Dispatcher) workerViews() []WorkerView {
 	return out
 }
 
-// execute runs one started job to its end and records the outcome.
-func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease worker.Lease) {
+// execute runs one started job to its end and records the outcome. ok is
+// false when the attempt was lost to the worker or the kernel (the job is
+// back in the queue or stays running for the next start). With keepWarm a
+// successful job's models stay pinned and warm unpins them.
+func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease worker.Lease, keepWarm bool) (ok bool, warm func()) {
 	w := lease.Worker
 	log := d.log.With().Str("job", j.ID).Str("worker", w.ID()).Int("attempt", j.Attempts).Logger()
 	d.publish(Event{Type: EventStarted, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts})
-	completed := false
 	defer func() {
 		d.mu.Lock()
 		delete(d.running, j.ID)
 		delete(d.progress, j.ID)
 		d.mu.Unlock()
-		d.opts.Pool.Release(lease, completed)
-		d.Wake()
 	}()
 
 	var graph map[string]any
@@ -403,7 +454,7 @@ func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease w
 		if ferr := d.opts.Store.Fail(j.ID, "stored workflow is unreadable: "+err.Error()); ferr == nil {
 			d.finished(j.ID)
 		}
-		return
+		return true, nil
 	}
 	unpin, err := d.ensureResident(ctx, w, j.Models)
 	if err == nil {
@@ -416,34 +467,39 @@ func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease w
 				d.publish(withPreview(Event{Type: EventProgress, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts,
 					Node: p.Node, Value: p.Value, Max: p.Max}, p))
 			})
-		unpin()
+		if err == nil && keepWarm {
+			warm = unpin
+		} else {
+			unpin()
+		}
 		if err == nil {
-			completed = true
 			outs := make([]job.Output, 0, len(res.Outputs))
 			for _, o := range res.Outputs {
 				outs = append(outs, job.Output{Node: o.Node, Filename: o.Filename, Subfolder: o.Subfolder, Type: o.Type})
 			}
 			if ferr := d.opts.Store.Finish(j.ID, outs); ferr != nil {
 				log.Warn().Err(ferr).Msg("record finished job")
-				return
+				return true, warm
 			}
 			d.finished(j.ID)
-			return
+			return true, warm
 		}
 	}
-	d.recordFailure(ctx, kernelCtx, j, err, log)
+	return d.recordFailure(ctx, kernelCtx, j, err, log), warm
 }
 
 // recordFailure decides what a failed attempt means: a cancelled job stays
 // cancelled, a dead worker or a kernel shutdown gives the job back to the
-// queue, and an error in the job itself fails it.
-func (d *Dispatcher) recordFailure(ctx, kernelCtx context.Context, j *job.Job, err error, log zerolog.Logger) {
+// queue, and an error in the job itself fails it. It reports whether the
+// worker may take the next job of a batch.
+func (d *Dispatcher) recordFailure(ctx, kernelCtx context.Context, j *job.Job, err error, log zerolog.Logger) bool {
 	var werr *wire.Error
 	var noRoom *NoRoomError
 	switch {
 	case kernelCtx.Err() != nil:
 		// Shutting down: the store re-queues running jobs when it opens.
 		log.Info().Msg("kernel stopping; job will be re-queued on restart")
+		return false
 	case ctx.Err() != nil:
 		log.Info().Msg("job cancelled")
 		d.finished(j.ID)
@@ -463,7 +519,7 @@ func (d *Dispatcher) recordFailure(ctx, kernelCtx context.Context, j *job.Job, e
 		nj, rerr := d.opts.Store.Requeue(j.ID, err.Error())
 		if rerr != nil {
 			log.Warn().Err(rerr).Msg("re-queue job")
-			return
+			return false
 		}
 		if nj.State == job.Failed {
 			d.finished(j.ID)
@@ -471,7 +527,9 @@ func (d *Dispatcher) recordFailure(ctx, kernelCtx context.Context, j *job.Job, e
 			d.publish(Event{Type: EventRequeued, JobID: j.ID, ClientID: j.ClientID, Attempt: j.Attempts, Error: err.Error()})
 		}
 		log.Warn().Err(err).Str("state", string(nj.State)).Msg("attempt lost; job re-queued")
+		return false
 	}
+	return true
 }
 
 // finished reports a job that reached a terminal state to the hooks and
@@ -721,46 +779,34 @@ func (d *Dispatcher) drop(w *worker.Worker, rm *residentModel) {
 	}
 }
 
-// reserve takes VRAM for a model on the worker's device, evicting unpinned
-// models of the device's workers through the evictor when it must.
+// reserve takes VRAM for a model on the worker's device through the
+// decision core (Core.Reserve), which evicts unpinned models of the
+// device's workers through the evictor when it must. When running jobs'
+// pins stand in the way it returns a channel closed at the next unpin.
 func (d *Dispatcher) reserve(ctx context.Context, w *worker.Worker, model string, bytes uint64) (*device.Reservation, <-chan struct{}, error) {
 	dev := w.Device().Index
-	led := d.opts.Devices.Ledger(dev)
-	for attempt := 0; ; attempt++ {
-		res, err := led.Reserve(w.ID(), model, bytes)
-		if err == nil {
-			return res, nil, nil
-		}
-		if !errors.Is(err, device.ErrInsufficientVRAM) {
-			return nil, nil, err
-		}
-		if bytes > led.Usable() {
-			return nil, nil, &NoRoomError{Device: dev, Need: bytes, Usable: led.Usable()}
-		}
-		entries, keys, pinnedBytes := d.deviceEntries(dev)
-		need := bytes - min(bytes, led.Free())
-		victims := d.opts.Evictor.Victims(need, entries)
-		valid := len(victims) > 0
-		for _, i := range victims {
-			if i < 0 || i >= len(entries) || entries[i].Pinned {
-				d.log.Error().Int("index", i).Msg("evictor chose an invalid or pinned entry; ignoring its answer")
-				valid = false
-				break
-			}
-		}
-		if !valid || attempt > 8 {
-			if pinnedBytes == 0 && attempt > 8 {
-				return nil, nil, &NoRoomError{Device: dev, Need: bytes, Usable: led.Usable()}
-			}
-			d.mu.Lock()
-			ch := d.unpinned
-			d.mu.Unlock()
-			return nil, ch, fmt.Errorf("device %d: waiting for %s of VRAM held by running jobs: %w", dev, human(bytes), err)
-		}
-		for _, i := range victims {
-			d.evict(ctx, keys[i].worker, keys[i].model)
-		}
+	var keys []entryKey
+	room := Room{
+		Device: dev,
+		Ledger: d.opts.Devices.Ledger(dev),
+		List: func() ([]EntryView, uint64) {
+			var entries []EntryView
+			var pinned uint64
+			entries, keys, pinned = d.deviceEntries(dev)
+			return entries, pinned
+		},
+		Evict: func(i int) { d.evict(ctx, keys[i].worker, keys[i].model) },
 	}
+	// The wait channel is taken before trying, so that an unpin between a
+	// failed try and the wait is not missed.
+	d.mu.Lock()
+	ch := d.unpinned
+	d.mu.Unlock()
+	res, err := d.core.Reserve(room, w.ID(), model, bytes)
+	if errors.Is(err, ErrVRAMHeld) {
+		return nil, ch, err
+	}
+	return res, nil, err
 }
 
 type entryKey struct {
@@ -793,24 +839,8 @@ func (d *Dispatcher) deviceEntries(dev int) ([]EntryView, []entryKey, uint64) {
 			keys = append(keys, entryKey{worker: w, model: m})
 		}
 	}
-	// Map iteration order is random; policies deserve a stable input.
-	idx := make([]int, len(entries))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.Slice(idx, func(a, b int) bool {
-		x, y := entries[idx[a]], entries[idx[b]]
-		if x.Worker != y.Worker {
-			return x.Worker < y.Worker
-		}
-		return x.Model < y.Model
-	})
-	se := make([]EntryView, len(entries))
-	sk := make([]entryKey, len(keys))
-	for i, j := range idx {
-		se[i], sk[i] = entries[j], keys[j]
-	}
-	return se, sk, pinnedBytes
+	SortEntries(entries, keys)
+	return entries, keys, pinnedBytes
 }
 
 // evict unloads a model from a worker and releases its VRAM. It re-checks the

@@ -195,7 +195,8 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	n.Dispatcher = dispatch.New(dispatch.Options{
 		Store: n.Store, Devices: n.Devices, Catalog: n.Catalog, Tiers: n.Tiers, Cost: costCfg, Clock: opts.Clock,
 		Scheduler: n.Policies.Scheduler(), Balancer: n.Policies.Balancer(), Evictor: n.Policies.Evictor(),
-		Log: logging.Component(opts.Log, "dispatch"),
+		Batcher: n.Policies.Batcher(),
+		Log:     logging.Component(opts.Log, "dispatch"),
 		Hooks: dispatch.Hooks{
 			JobFinished: func(j *job.Job) {
 				if !j.FinishedAt.IsZero() {

@@ -1,0 +1,274 @@
+package dispatch
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/kiln-gpu/kiln/kernel/device"
+)
+
+// Core is the dispatcher's decision logic with no goroutines, I/O or clock
+// of its own: which job (or batch of jobs) runs next and where, which
+// resident models make room for a load, and which models the queue head
+// wants pulled up the tiers. The live Dispatcher calls it from its dispatch
+// loop; the simulator (kernel/sim) calls the same methods from its event
+// loop in virtual time, so a policy judged in the simulator is judged on
+// the code that runs live.
+//
+// Every input is a snapshot the caller takes (views, ledgers, entry lists),
+// and every time the policies read is already inside those views (ages,
+// last uses), so a Core is deterministic for a given sequence of calls.
+//
+//	core := dispatch.Core{Scheduler: s, Balancer: b, Evictor: e, Batcher: bt}
+//	dec, ok := core.Choose(queued, workers)
+//	for _, f := range dec.Unfit { fail(f.JobID, f.Err) }
+//	if ok { start(dec.Jobs, dec.Worker) }
+type Core struct {
+	Scheduler Scheduler
+	Balancer  Balancer
+	Evictor   Evictor
+	// Batcher groups jobs with the lead; nil runs every job alone.
+	Batcher Batcher
+	// MaxEvictionRounds bounds the evict-and-retry rounds of one
+	// reservation; 0 means DefaultEvictionRounds.
+	MaxEvictionRounds int
+}
+
+// DefaultEvictionRounds is how many times a reservation asks the evictor
+// again when the victims it named did not free enough (entries changed, or
+// the policy under-counted) before it waits for running jobs instead.
+const DefaultEvictionRounds = 9
+
+// withDefaults fills the nil policies with the native ones.
+func (c Core) withDefaults() Core {
+	if c.Scheduler == nil {
+		c.Scheduler = PriorityFIFO{}
+	}
+	if c.Balancer == nil {
+		c.Balancer = LeastLoaded{}
+	}
+	if c.Evictor == nil {
+		c.Evictor = LRU{}
+	}
+	if c.Batcher == nil {
+		c.Batcher = NoBatching{}
+	}
+	if c.MaxEvictionRounds <= 0 {
+		c.MaxEvictionRounds = DefaultEvictionRounds
+	}
+	return c
+}
+
+// Unfit is a queued job that no device of the node could ever hold: the
+// caller fails it.
+type Unfit struct {
+	JobID string
+	Err   *NoRoomError
+}
+
+// Decision is one dispatch: Jobs run on Worker, Jobs[0] (the lead, the
+// scheduler's pick) first and the others, which share its BatchKey, right
+// after it with the models still warm (protocol v1 runs one job per run
+// message; see RATIONALE.md).
+type Decision struct {
+	Jobs   []string
+	Worker string
+	// Unfit lists jobs set aside for good while choosing; the caller fails
+	// them whether or not a dispatch was found.
+	Unfit []Unfit
+	// BatchFault is set when the batcher's answer was invalid (a job that
+	// is not queued, a repeat, a different batch key) and the lead runs
+	// alone.
+	BatchFault error
+}
+
+// Choose asks the scheduler for a job, the balancer for its worker and the
+// batcher for the jobs that run with it. A job the balancer cannot place
+// now is set aside for this round and the scheduler asked again, so that
+// one unplaceable job does not block the queue behind it. ok is false when
+// nothing can start now.
+func (c Core) Choose(queued []JobView, workers []WorkerView) (dec Decision, ok bool) {
+	c = c.withDefaults()
+	var maxUsable uint64
+	for _, w := range workers {
+		maxUsable = max(maxUsable, w.UsableVRAM)
+	}
+	cands := queued
+	for len(cands) > 0 {
+		id, ok := c.Scheduler.Next(cands, workers)
+		if !ok {
+			return dec, false
+		}
+		i := slices.IndexFunc(cands, func(j JobView) bool { return j.ID == id })
+		if i < 0 {
+			// A scheduler that names a job it was not shown is faulty;
+			// dispatching nothing this round is the safe answer.
+			return dec, false
+		}
+		jv := cands[i]
+		if maxUsable > 0 && jv.EstimatedVRAM > maxUsable {
+			dec.Unfit = append(dec.Unfit, Unfit{JobID: jv.ID, Err: &NoRoomError{Device: -1, Need: jv.EstimatedVRAM, Usable: maxUsable}})
+		} else if wid, ok := c.Balancer.Place(jv, workers); ok && idle(workers, wid) {
+			dec.Worker = wid
+			dec.Jobs, dec.BatchFault = c.batch(jv, cands, workers)
+			return dec, true
+		}
+		cands = slices.Delete(slices.Clone(cands), i, i+1)
+	}
+	return dec, false
+}
+
+func idle(workers []WorkerView, id string) bool {
+	i := slices.IndexFunc(workers, func(w WorkerView) bool { return w.ID == id })
+	return i >= 0 && workers[i].Idle
+}
+
+// batch asks the batcher for lead's company among cands and checks its
+// answer: lead first, then distinct queued jobs with lead's non-empty batch
+// key. An invalid answer runs lead alone. The batcher's wait is not
+// honoured: the dispatcher runs the batch it has rather than hold a worker
+// idle (DESIGN §4.6 lets it), which keeps live and simulated runs free of
+// timers.
+func (c Core) batch(lead JobView, cands []JobView, workers []WorkerView) ([]string, error) {
+	alone := []string{lead.ID}
+	if lead.BatchKey == "" {
+		return alone, nil
+	}
+	ids, _ := c.Batcher.Batch(lead, cands, workers)
+	if len(ids) <= 1 {
+		return alone, nil
+	}
+	if ids[0] != lead.ID {
+		return alone, fmt.Errorf("batcher put %q before the lead %q", ids[0], lead.ID)
+	}
+	seen := map[string]bool{lead.ID: true}
+	for _, id := range ids[1:] {
+		i := slices.IndexFunc(cands, func(j JobView) bool { return j.ID == id })
+		switch {
+		case seen[id]:
+			return alone, fmt.Errorf("batcher named %q twice", id)
+		case i < 0:
+			return alone, fmt.Errorf("batcher named %q, which is not queued", id)
+		case cands[i].BatchKey != lead.BatchKey:
+			return alone, fmt.Errorf("batcher grouped %q with %q across batch keys", id, lead.ID)
+		}
+		seen[id] = true
+	}
+	return slices.Clone(ids), nil
+}
+
+// BatchKey is the batch key of a job that needs models: jobs with the same
+// set of models may run as one batch on one worker, because the second and
+// later ones find every model warm. A job without models does not batch.
+func BatchKey(models []string) string {
+	if len(models) == 0 {
+		return ""
+	}
+	s := slices.Clone(models)
+	sort.Strings(s)
+	s = slices.Compact(s)
+	return strings.Join(s, "\x00")
+}
+
+// LookaheadModels returns the distinct models of the first n queued jobs,
+// in queue order: what the dispatcher starts climbing the tiers while those
+// jobs wait.
+func LookaheadModels(queued []JobView, n int) []string {
+	seen := map[string]bool{}
+	var ids []string
+	for _, j := range queued[:min(n, len(queued))] {
+		for _, m := range j.Models {
+			if !seen[m] {
+				seen[m] = true
+				ids = append(ids, m)
+			}
+		}
+	}
+	return ids
+}
+
+// ErrVRAMHeld is returned (wrapped) by Room.Reserve when the bytes a load
+// needs are held by running jobs' pins: the caller waits for an unpin and
+// tries again.
+var ErrVRAMHeld = errors.New("vram held by running jobs")
+
+// Room is one device's VRAM as a reservation sees it: the ledger, and the
+// models resident on the device's workers that may be evicted.
+type Room struct {
+	Device int
+	Ledger *device.Ledger
+	// List returns the device's resident models in a stable order (sort
+	// with SortEntries) and the bytes of the pinned ones.
+	List func() (entries []EntryView, pinnedBytes uint64)
+	// Evict unloads entries[i] of the last List and releases its VRAM on
+	// the ledger; it must leave an entry that was pinned since alone.
+	Evict func(i int)
+}
+
+// Reserve takes bytes of VRAM for owner's model on the room's ledger,
+// evicting unpinned models through the evictor when the ledger refuses. It
+// returns a *NoRoomError when the model can never fit on the device, and an
+// error wrapping ErrVRAMHeld when only pinned models stand in the way.
+func (c Core) Reserve(r Room, owner, model string, bytes uint64) (*device.Reservation, error) {
+	c = c.withDefaults()
+	for attempt := 0; ; attempt++ {
+		res, err := r.Ledger.Reserve(owner, model, bytes)
+		if err == nil {
+			return res, nil
+		}
+		if !errors.Is(err, device.ErrInsufficientVRAM) {
+			return nil, err
+		}
+		if bytes > r.Ledger.Usable() {
+			return nil, &NoRoomError{Device: r.Device, Need: bytes, Usable: r.Ledger.Usable()}
+		}
+		entries, pinnedBytes := r.List()
+		need := bytes - min(bytes, r.Ledger.Free())
+		victims := c.Evictor.Victims(need, entries)
+		valid := len(victims) > 0
+		for _, i := range victims {
+			if i < 0 || i >= len(entries) || entries[i].Pinned {
+				valid = false
+				break
+			}
+		}
+		if !valid || attempt >= c.MaxEvictionRounds {
+			if pinnedBytes == 0 && attempt >= c.MaxEvictionRounds {
+				return nil, &NoRoomError{Device: r.Device, Need: bytes, Usable: r.Ledger.Usable()}
+			}
+			return nil, fmt.Errorf("device %d: waiting for %s of VRAM: %w", r.Device, human(bytes), ErrVRAMHeld)
+		}
+		for _, i := range victims {
+			r.Evict(i)
+		}
+	}
+}
+
+// SortEntries sorts a device's entries by worker, then model, and keys with
+// them: map iteration order is random and policies deserve a stable input.
+func SortEntries[K any](entries []EntryView, keys []K) {
+	idx := make([]int, len(entries))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool {
+		x, y := entries[idx[a]], entries[idx[b]]
+		if x.Worker != y.Worker {
+			return x.Worker < y.Worker
+		}
+		return x.Model < y.Model
+	})
+	se := make([]EntryView, len(entries))
+	sk := make([]K, len(keys))
+	for i, j := range idx {
+		se[i] = entries[j]
+		if j < len(keys) {
+			sk[i] = keys[j]
+		}
+	}
+	copy(entries, se)
+	copy(keys, sk)
+}
