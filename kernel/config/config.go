@@ -4,6 +4,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/api"
 	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/device"
+	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/logging"
 	"github.com/kiln-gpu/kiln/kernel/plugin"
@@ -40,4 +41,8 @@ type Config struct {
 	// The policy host (kernel/policy) and the admin token that guards it.
 	Admin    policy.AdminConfig `koanf:"admin"`
 	Policies policy.Config      `koanf:"policies"`
+
+	Dispatch dispatch.Config `koanf:"dispatch"`
+	// Sim is read by `kiln sim` only.
+	Sim SimConfig `koanf:"sim"`
 }

@@ -49,6 +49,10 @@ type Options struct {
 	Scheduler Scheduler
 	Balancer  Balancer
 	Evictor   Evictor
+	// LookaheadJobs is how many jobs at the head of the queue have their
+	// models pulled up the tiers while they wait: 0 means
+	// DefaultLookaheadJobs, a negative value turns lookahead off.
+	LookaheadJobs int
 	// Batcher groups queued jobs that share a batch key to run one after
 	// the other on one worker, models warm; nil runs every job alone.
 	Batcher Batcher
@@ -123,6 +127,9 @@ func New(opts Options) *Dispatcher {
 	}
 	if opts.Batcher == nil {
 		opts.Batcher = NoBatching{}
+	}
+	if opts.LookaheadJobs == 0 {
+		opts.LookaheadJobs = DefaultLookaheadJobs
 	}
 	return &Dispatcher{
 		opts:     opts,
@@ -327,20 +334,17 @@ func (d *Dispatcher) runOne(kernelCtx context.Context, j *job.Job, lease worker.
 	return d.execute(runCtx, kernelCtx, j, lease, keepWarm)
 }
 
-// lookaheadJobs is how many queued jobs, from the head of the queue, have
-// their models pulled toward the GPU while they wait.
-const lookaheadJobs = 4
-
 // lookahead starts the models of the jobs at the head of the queue climbing
 // the tiers (remote → disk → shared memory) while they wait, so that loading
 // overlaps queueing instead of following it. One lookahead runs at a time;
 // the tiers' single-flight shares its transfers with any load that wants
 // the same model meanwhile, and nothing is pinned.
 func (d *Dispatcher) lookahead(ctx context.Context) {
-	if d.opts.Tiers == nil || !d.prefetching.CompareAndSwap(false, true) {
+	n := d.opts.LookaheadJobs
+	if d.opts.Tiers == nil || n < 0 || !d.prefetching.CompareAndSwap(false, true) {
 		return
 	}
-	ids := LookaheadModels(d.queuedViews(lookaheadJobs), lookaheadJobs)
+	ids := LookaheadModels(d.queuedViews(n), n)
 	if len(ids) == 0 {
 		d.prefetching.Store(false)
 		return

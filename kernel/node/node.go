@@ -195,8 +195,8 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	n.Dispatcher = dispatch.New(dispatch.Options{
 		Store: n.Store, Devices: n.Devices, Catalog: n.Catalog, Tiers: n.Tiers, Cost: costCfg, Clock: opts.Clock,
 		Scheduler: n.Policies.Scheduler(), Balancer: n.Policies.Balancer(), Evictor: n.Policies.Evictor(),
-		Batcher: n.Policies.Batcher(),
-		Log:     logging.Component(opts.Log, "dispatch"),
+		Batcher: n.Policies.Batcher(), LookaheadJobs: lookahead(cfg.Dispatch),
+		Log: logging.Component(opts.Log, "dispatch"),
 		Hooks: dispatch.Hooks{
 			JobFinished: func(j *job.Job) {
 				if !j.FinishedAt.IsZero() {
@@ -386,4 +386,13 @@ func (n *Node) close() {
 		n.Devices.Close()
 		n.Devices = nil
 	}
+}
+
+// lookahead maps the config's "0 turns it off" onto the dispatcher's "0
+// means the default".
+func lookahead(c dispatch.Config) int {
+	if c.LookaheadJobs == 0 {
+		return -1
+	}
+	return c.LookaheadJobs
 }

@@ -1,0 +1,40 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+)
+
+// SimConfig is the sim section: what only a simulated node has (`kiln
+// sim`; `kiln serve` ignores it). It lives here rather than in kernel/sim
+// because kernel/sim reads the whole Config (sim.FromKernelConfig), and a
+// section type there would make the two packages import each other.
+type SimConfig struct {
+	// RemoteBytesPerS is the model source's (L4) read bandwidth into the
+	// disk tier; 0 means 1.25e9 (a 10 Gbit/s share or object store).
+	RemoteBytesPerS float64 `koanf:"remote_bytes_per_s"`
+	// NoRAMTier simulates a deployment without a host-memory model cache
+	// (a worker-comfyui-style serverless worker): every load reads the
+	// disk tier or the source.
+	NoRAMTier bool `koanf:"no_ram_tier"`
+	// BatchExecution is how a batch of jobs is charged: "fused" (one run
+	// at the cost model's batch efficiency, what a batching worker gains)
+	// or "sequential" (one job after the other with the models warm, what
+	// protocol-v1 workers do live). Empty means fused.
+	BatchExecution string `koanf:"batch_execution"`
+}
+
+// Validate checks the section.
+func (c SimConfig) Validate() error {
+	var errs []error
+	if c.RemoteBytesPerS < 0 || math.IsInf(c.RemoteBytesPerS, 0) || math.IsNaN(c.RemoteBytesPerS) {
+		errs = append(errs, fmt.Errorf("sim.remote_bytes_per_s: must be ≥ 0, got %v", c.RemoteBytesPerS))
+	}
+	switch c.BatchExecution {
+	case "", "fused", "sequential":
+	default:
+		errs = append(errs, fmt.Errorf("sim.batch_execution: %q is not fused or sequential", c.BatchExecution))
+	}
+	return errors.Join(errs...)
+}
