@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -150,4 +151,23 @@ func pick[T any](a *Arm, k abi.Kind, p *T) *T {
 		return nil
 	}
 	return p
+}
+
+// SetParam sets a tunable parameter of the arm's version, within the
+// bounds it declares. The version is shared: if it is also the active
+// policy, the active policy changes too.
+func (a *Arm) SetParam(name string, value float64) error {
+	for i, p := range a.v.params {
+		if p.Name != name {
+			continue
+		}
+		if value < p.Min || value > p.Max {
+			return fmt.Errorf("param %s of %s: %v is outside [%v, %v]", name, a.v.ref(), value, p.Min, p.Max)
+		}
+		vals := slices.Clone(*a.v.values.Load())
+		vals[i] = value
+		a.v.values.Store(&vals)
+		return nil
+	}
+	return fmt.Errorf("param %s of %s: %w", name, a.v.ref(), ErrNotFound)
 }
