@@ -137,6 +137,19 @@ func (c Core) batch(lead JobView, cands []JobView, workers []WorkerView) ([]stri
 	if lead.BatchKey == "" {
 		return alone, nil
 	}
+	// A valid batch holds only jobs with the lead's key: without another
+	// one queued the answer is known, and the policy call (which copies
+	// the whole queue into its input) is spared.
+	company := false
+	for i := range cands {
+		if cands[i].BatchKey == lead.BatchKey && cands[i].ID != lead.ID {
+			company = true
+			break
+		}
+	}
+	if !company {
+		return alone, nil
+	}
 	ids, _ := c.Batcher.Batch(lead, cands, workers)
 	if len(ids) <= 1 {
 		return alone, nil

@@ -12,6 +12,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/policy"
+	"github.com/kiln-gpu/kiln/kernel/tier"
 )
 
 // DefaultRemoteBytesPerS is the bandwidth from the model source (L4) when
@@ -48,7 +49,32 @@ type Config struct {
 	// QueueView bounds the queued jobs shown to the scheduler; 0 means
 	// DefaultQueueView.
 	QueueView int
+	// RAMTargetFill and DiskTargetFill are the fill levels eviction frees
+	// the host tiers down to (tiers.*.target_fill); 0 means 0.9.
+	RAMTargetFill, DiskTargetFill float64
+	// TierEvictor picks the host tiers' victims; nil means tier.LRU, what
+	// a node's tiers use.
+	TierEvictor tier.Evictor
+	// NoRAMTier drops the L2 RAM tier (sim.no_ram_tier): every load reads
+	// disk or the source, as a serverless worker without a host cache.
+	NoRAMTier bool
+	// LookaheadJobs is dispatch.lookahead_jobs: how many queued jobs have
+	// their models pulled up to RAM while they wait (0: off).
+	LookaheadJobs int
+	// BatchExecution is BatchFused (default) or BatchSequential
+	// (sim.batch_execution).
+	BatchExecution string
 }
+
+// How a batch is charged (Config.BatchExecution).
+const (
+	// BatchFused runs a batch as one sampler run at the summed batch size:
+	// the cost model's batch efficiency (cost.Config.BatchFactor).
+	BatchFused = "fused"
+	// BatchSequential runs a batch's jobs one after the other with the
+	// models warm, as the live dispatcher does over worker protocol v1.
+	BatchSequential = "sequential"
+)
 
 // FromKernelConfig takes the simulated node from kiln's config.
 func FromKernelConfig(c *config.Config) Config {
@@ -60,6 +86,12 @@ func FromKernelConfig(c *config.Config) Config {
 		Policies:         c.Policies,
 		RAMBytes:         c.Tiers.RAM.CapacityBytes,
 		DiskBytes:        c.Tiers.Disk.CapacityBytes,
+		RAMTargetFill:    c.Tiers.RAM.TargetFill,
+		DiskTargetFill:   c.Tiers.Disk.TargetFill,
+		RemoteBytesPerS:  c.Sim.RemoteBytesPerS,
+		NoRAMTier:        c.Sim.NoRAMTier,
+		LookaheadJobs:    c.Dispatch.LookaheadJobs,
+		BatchExecution:   c.Sim.BatchExecution,
 	}
 }
 
@@ -82,6 +114,12 @@ func (c Config) withDefaults() Config {
 	if c.DiskBytes == 0 {
 		c.DiskBytes = 50 << 30
 	}
+	if c.NoRAMTier {
+		c.RAMBytes = 0
+	}
+	if c.BatchExecution == "" {
+		c.BatchExecution = BatchFused
+	}
 	return c
 }
 
@@ -98,6 +136,12 @@ func (c Config) Validate() error {
 	}
 	if c.WorkersPerDevice < 1 {
 		errs = append(errs, fmt.Errorf("sim: workers.per_device: %d is < 1", c.WorkersPerDevice))
+	}
+	if c.BatchExecution != BatchFused && c.BatchExecution != BatchSequential {
+		errs = append(errs, fmt.Errorf("sim: batch execution %q is not fused or sequential", c.BatchExecution))
+	}
+	if c.LookaheadJobs < 0 {
+		errs = append(errs, fmt.Errorf("sim: lookahead jobs %d is < 0", c.LookaheadJobs))
 	}
 	if c.RAMBytes < 0 || c.DiskBytes < 0 {
 		errs = append(errs, errors.New("sim: tier capacities must be >= 0"))
@@ -122,4 +166,9 @@ type Options struct {
 	// Seed is recorded in the report. The run itself draws no random
 	// numbers (every tie is broken by order); the generators use the seed.
 	Seed int64
+	// OnStart, when set, is called for every job start in dispatch order
+	// with the job's index in the trace and the worker's id (batch
+	// followers when their turn comes): the sequence the live dispatcher's
+	// EventStarted events give, for comparing the two.
+	OnStart func(request int, worker string)
 }

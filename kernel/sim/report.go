@@ -61,13 +61,43 @@ type Report struct {
 	SimSpeedup float64 `json:"sim_speedup"`
 	WallS      float64 `json:"wall_s"`
 	// Policies is the active policy per kind, e.g. "lru@1 (native)".
-	// Batching is reported but not simulated: every job runs alone.
 	Policies map[string]string `json:"policies"`
+	// Batching counts the batches the batching policy formed.
+	Batching BatchReport `json:"batching"`
+	// Prefetch is the lookahead's outcome; nil when lookahead is off.
+	Prefetch *PrefetchReport `json:"prefetch,omitempty"`
 	// Node describes the simulated hardware.
 	Node NodeReport `json:"node"`
 	// ModelSizes is the model table the run used.
 	ModelSizes []Model `json:"model_sizes"`
 	Seed       int64   `json:"seed"`
+}
+
+// BatchReport describes batching in a run.
+type BatchReport struct {
+	// Batches counts dispatches of more than one job; BatchedJobs the jobs
+	// in them. Execution is fused or sequential (Config.BatchExecution).
+	Batches     int    `json:"batches"`
+	BatchedJobs int    `json:"batched_jobs"`
+	Execution   string `json:"execution"`
+}
+
+// PrefetchReport is what the lookahead did: models it started pulling up
+// to the RAM tier (Issued), those a job then loaded from there or from the
+// transfer in flight (Used), and those evicted from RAM, or left at the
+// end, before any job used them (Wasted). LoadTimeSavedS is the load time
+// the used ones saved: what the loads would have cost from the tier the
+// model was in when the lookahead started, minus what they cost.
+type PrefetchReport struct {
+	Issued         int64   `json:"issued"`
+	IssuedBytes    int64   `json:"issued_bytes"`
+	Used           int64   `json:"used"`
+	UsedBytes      int64   `json:"used_bytes"`
+	Wasted         int64   `json:"wasted"`
+	WastedBytes    int64   `json:"wasted_bytes"`
+	LoadTimeSavedS float64 `json:"load_time_saved_s"`
+
+	saved time.Duration
 }
 
 // ClassReport is the per-class part of a report.
@@ -177,7 +207,8 @@ func (s *simulator) report(wall time.Duration, seed int64) *Report {
 		}
 		for _, j := range s.jobs {
 			if j.state == jobDone {
-				worker += j.done - j.start
+				// A fused batch shares one run: count it once.
+				worker += (j.done - j.start) / time.Duration(max(1, j.shared))
 			}
 		}
 		r.GPUBusy = secs(gpu) / (secs(end) * float64(len(s.devices)))
@@ -205,6 +236,12 @@ func (s *simulator) report(wall time.Duration, seed int64) *Report {
 			}
 		}
 		r.Policies[k.Kind] = desc
+	}
+	r.Batching = BatchReport{Batches: s.batches, BatchedJobs: s.batchedJobs, Execution: s.cfg.BatchExecution}
+	if s.cfg.LookaheadJobs > 0 && !s.cfg.NoRAMTier {
+		p := s.prefetch
+		p.LoadTimeSavedS = secs(p.saved)
+		r.Prefetch = &p
 	}
 	r.Node = NodeReport{Devices: len(s.devices), WorkersPerDevice: s.cfg.WorkersPerDevice, UsableVRAMBytes: usable,
 		RAMBytes: s.cfg.RAMBytes, DiskBytes: s.cfg.DiskBytes, DiskBytesPerS: s.cfg.Cost.DiskBytesPerS,
@@ -250,6 +287,12 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	f("| cold loads | %d (%d jobs waited for a load) |\n", r.ColdLoads, r.JobsWithLoads)
 	f("| total load time | %.1f s |\n", r.TotalLoadTimeS)
 	f("| optimal load time | %.1f s |\n", r.OptimalLoadTimeS)
+	f("| batches | %d (%d jobs, %s) |\n", r.Batching.Batches, r.Batching.BatchedJobs, r.Batching.Execution)
+	if p := r.Prefetch; p != nil {
+		f("| prefetch issued / used / wasted | %d (%s) / %d (%s) / %d (%s) |\n", p.Issued, device.FormatBytes(uint64(p.IssuedBytes)),
+			p.Used, device.FormatBytes(uint64(p.UsedBytes)), p.Wasted, device.FormatBytes(uint64(p.WastedBytes)))
+		f("| prefetch load time saved | %.1f s |\n", p.LoadTimeSavedS)
+	}
 	f("| sim speedup | %.0fx (wall %.3f s) |\n", r.SimSpeedup, r.WallS)
 	f("| seed | %d |\n\n", r.Seed)
 	f("Optimum: %s.\n\n", r.OptimalVariant)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strconv"
 	"time"
 
@@ -51,16 +50,16 @@ func Run(ctx context.Context, cfg Config, models []Model, trace *Trace, opts Opt
 // simulator is one run's state.
 type simulator struct {
 	cfg    Config
+	opts   Options
 	clk    *clock.Fake
 	now    time.Duration
 	host   *policy.Host
-	sched  dispatch.Scheduler
-	bal    dispatch.Balancer
-	evict  dispatch.Evictor
+	core   dispatch.Core
 	models map[string]Model
 	sizes  []Model
 
 	jobs    []*simJob
+	byJobID map[string]*simJob
 	queue   []*simJob // queued, in arrival (Seq) order
 	events  eventHeap
 	evSeq   uint64
@@ -69,20 +68,33 @@ type simulator struct {
 	devices []*simDevice
 	blocked bool // a job waits for VRAM held by running jobs: retry after a completion
 
-	ram, disk *lruTier
+	ram, disk *hostTier
 	vram      TierStats
 	remote    TierStats
 	coldLoads int64
 	loadTime  time.Duration
 	uses      []use // every job start, for the offline optimum
 	firstUse  map[string]bool
+
+	// Lookahead (prefetch) state: one lookahead in flight at a time, as
+	// the live dispatcher; inflight maps a model to the end of its
+	// transfer; unused marks prefetched models no job has used yet, with
+	// what the load would have cost without the prefetch.
+	prefetching int
+	inflight    map[string]time.Duration
+	unused      map[string]time.Duration
+	prefetch    PrefetchReport
+
+	batches, batchedJobs int
 }
 
 type simJob struct {
 	id       string
+	index    int // in the trace
 	seq      uint64
 	req      *Request
 	models   []string // deduplicated
+	key      string   // dispatch.BatchKey of models
 	sizes    []uint64
 	vram     uint64
 	work     cost.Work
@@ -94,6 +106,7 @@ type simJob struct {
 	loads       int
 	device      int
 	state       jobState
+	shared      int // members of the fused batch it ran in (0 or 1: alone)
 }
 
 type jobState int
@@ -120,7 +133,7 @@ type resident struct {
 type simWorker struct {
 	id        string
 	dev       int
-	job       *simJob
+	batch     []*simJob // running: the lead first
 	busyUntil time.Duration
 	resident  map[string]*resident
 }
@@ -146,13 +159,17 @@ type use struct {
 func newSimulator(ctx context.Context, cfg Config, models []Model, trace *Trace, opts Options) (*simulator, error) {
 	s := &simulator{
 		cfg:      cfg,
+		opts:     opts,
 		clk:      clock.NewFake(epoch),
 		models:   make(map[string]Model, len(models)),
 		sizes:    slices.Clone(models),
 		byID:     map[string]*simWorker{},
-		ram:      newLRUTier(cfg.RAMBytes),
-		disk:     newLRUTier(cfg.DiskBytes),
+		byJobID:  map[string]*simJob{},
+		ram:      newHostTier("ram", cfg.RAMBytes, cfg.RAMTargetFill, cfg.TierEvictor),
+		disk:     newHostTier("disk", cfg.DiskBytes, cfg.DiskTargetFill, cfg.TierEvictor),
 		firstUse: map[string]bool{},
+		inflight: map[string]time.Duration{},
+		unused:   map[string]time.Duration{},
 	}
 	for _, m := range models {
 		s.models[m.ID] = m
@@ -175,7 +192,7 @@ func newSimulator(ctx context.Context, cfg Config, models []Model, trace *Trace,
 	}
 	for i := range trace.Requests {
 		r := &trace.Requests[i]
-		j := &simJob{id: fmt.Sprintf("j%06d", i), seq: uint64(i + 1), req: r}
+		j := &simJob{id: fmt.Sprintf("j%06d", i), index: i, seq: uint64(i + 1), req: r}
 		for _, m := range r.Models {
 			if slices.Contains(j.models, m) {
 				continue
@@ -189,9 +206,11 @@ func newSimulator(ctx context.Context, cfg Config, models []Model, trace *Trace,
 			j.sizes = append(j.sizes, b)
 			j.vram += b
 		}
+		j.key = dispatch.BatchKey(j.models)
 		j.work = s.work(j)
 		j.estimate = cfg.Cost.JobEstimate(j.work, cost.Device{})
 		s.jobs = append(s.jobs, j)
+		s.byJobID[j.id] = j
 		s.push(event{at: r.Time, kind: evArrive, job: j})
 	}
 	host, err := policy.NewHost(cfg.Policies, opts.Log, s.clk)
@@ -205,7 +224,9 @@ func newSimulator(ctx context.Context, cfg Config, models []Model, trace *Trace,
 		return nil, fmt.Errorf("sim: policy host: %w", err)
 	}
 	s.host = host
-	s.sched, s.bal, s.evict = host.Scheduler(), host.Balancer(), host.Evictor()
+	// The live dispatcher's decision core, over the same policy adapters
+	// a node gives it (kernel/node).
+	s.core = dispatch.Core{Scheduler: host.Scheduler(), Balancer: host.Balancer(), Evictor: host.Evictor(), Batcher: host.Batcher()}
 	return s, nil
 }
 
@@ -265,14 +286,16 @@ type evKind int
 const (
 	evArrive evKind = iota
 	evDone
+	evPrefetched
 )
 
 type event struct {
-	at   time.Duration
-	seq  uint64
-	kind evKind
-	job  *simJob
-	w    *simWorker
+	at    time.Duration
+	seq   uint64
+	kind  evKind
+	job   *simJob
+	w     *simWorker
+	model string
 }
 
 type eventHeap []event
@@ -324,6 +347,8 @@ func (s *simulator) run(ctx context.Context) error {
 				s.queue = append(s.queue, e.job)
 			case evDone:
 				s.finish(e.w)
+			case evPrefetched:
+				s.prefetched(e.model)
 			}
 		}
 		s.dispatch()
@@ -334,75 +359,121 @@ func (s *simulator) run(ctx context.Context) error {
 		j.state = jobFailed
 	}
 	s.queue = nil
+	for m := range s.unused {
+		// Prefetched and never used by the end of the run.
+		s.prefetch.Wasted++
+		s.prefetch.WastedBytes += s.models[m].Bytes
+	}
 	return nil
 }
 
-// dispatch starts jobs while a worker is idle and jobs are queued.
+// dispatch starts jobs while a worker is idle and jobs are queued, asking
+// the live dispatcher's decision core (dispatch.Core.Choose) exactly as
+// Dispatcher.dispatchReady does, then starts the lookahead.
 func (s *simulator) dispatch() {
 	for !s.blocked && len(s.queue) > 0 && s.anyIdle() {
-		queued := s.queuedViews()
-		workers := s.workerViews()
-		j, w, ok := s.choose(queued, workers)
-		if !ok {
-			return
+		dec, ok := s.core.Choose(s.queuedViews(s.cfg.QueueView), s.workerViews())
+		for _, u := range dec.Unfit {
+			j := s.byJobID[u.JobID]
+			s.dequeue(j)
+			j.state = jobFailed
 		}
-		s.start(j, w)
+		if !ok {
+			break
+		}
+		w := s.byID[dec.Worker]
+		batch := make([]*simJob, 0, len(dec.Jobs))
+		for _, id := range dec.Jobs {
+			batch = append(batch, s.byJobID[id])
+		}
+		s.start(batch, w)
 	}
+	s.lookahead()
 }
 
 func (s *simulator) anyIdle() bool {
 	for _, w := range s.workers {
-		if w.job == nil {
+		if w.batch == nil {
 			return true
 		}
 	}
 	return false
 }
 
-// choose mirrors dispatch.Dispatcher.choose: ask the scheduler, then the
-// balancer; a job the balancer cannot place is set aside for this round; a
-// job no device could ever hold fails at once.
-func (s *simulator) choose(queued []dispatch.JobView, workers []dispatch.WorkerView) (*simJob, *simWorker, bool) {
-	var maxUsable uint64
-	for _, w := range workers {
-		maxUsable = max(maxUsable, w.UsableVRAM)
-	}
-	for len(queued) > 0 {
-		id, ok := s.sched.Next(queued, workers)
-		if !ok {
-			return nil, nil, false
-		}
-		i := slices.IndexFunc(queued, func(j dispatch.JobView) bool { return j.ID == id })
-		if i < 0 {
-			return nil, nil, false
-		}
-		jv := queued[i]
-		j := s.queuedJob(id)
-		if maxUsable > 0 && jv.EstimatedVRAM > maxUsable {
-			s.dequeue(j)
-			j.state = jobFailed
-		} else if wid, ok := s.bal.Place(jv, workers); ok {
-			if w := s.byID[wid]; w != nil && w.job == nil {
-				return j, w, true
-			}
-		}
-		queued = slices.Delete(slices.Clone(queued), i, i+1)
-	}
-	return nil, nil, false
-}
-
-func (s *simulator) queuedJob(id string) *simJob {
-	for _, j := range s.queue {
-		if j.id == id {
-			return j
-		}
-	}
-	return nil
-}
-
 func (s *simulator) dequeue(j *simJob) {
 	if i := slices.Index(s.queue, j); i >= 0 {
 		s.queue = slices.Delete(s.queue, i, i+1)
+	}
+}
+
+// requeue puts jobs back into the queue in arrival order.
+func (s *simulator) requeue(jobs []*simJob) {
+	for _, j := range jobs {
+		i, _ := slices.BinarySearchFunc(s.queue, j.seq, func(q *simJob, seq uint64) int { return cmpU64(q.seq, seq) })
+		s.queue = slices.Insert(s.queue, i, j)
+		j.state = jobQueued
+	}
+}
+
+// lookahead mirrors Dispatcher.lookahead: when no lookahead is in flight,
+// the models of the first LookaheadJobs queued jobs (dispatch.
+// LookaheadModels) start climbing to the RAM tier, in parallel, each
+// arriving when its transfer from the tier that holds it would end.
+func (s *simulator) lookahead() {
+	n := s.cfg.LookaheadJobs
+	if n <= 0 || s.prefetching > 0 || len(s.queue) == 0 || s.cfg.NoRAMTier {
+		return
+	}
+	for _, m := range dispatch.LookaheadModels(s.queuedViews(n), n) {
+		if s.ram.has(m) {
+			continue
+		}
+		if _, busy := s.inflight[m]; busy {
+			continue
+		}
+		mod := s.models[m]
+		if mod.Bytes > s.ram.capacity {
+			continue // the tier skips what does not fit
+		}
+		var took time.Duration
+		if s.disk.has(m) {
+			took = s.cfg.Cost.DiskReadTime(mod.Bytes)
+		} else {
+			took = s.remoteTime(mod.Bytes) + s.cfg.Cost.DiskReadTime(mod.Bytes)
+		}
+		s.inflight[m] = s.now + took
+		s.unused[m] = took
+		s.prefetching++
+		s.prefetch.Issued++
+		s.prefetch.IssuedBytes += mod.Bytes
+		s.push(event{at: s.now + took, kind: evPrefetched, model: m})
+	}
+}
+
+// prefetched lands a lookahead transfer in the host tiers.
+func (s *simulator) prefetched(m string) {
+	s.prefetching--
+	if _, ok := s.inflight[m]; !ok {
+		return // a job's load took the transfer over and landed it
+	}
+	delete(s.inflight, m)
+	mod := s.models[m]
+	if !s.disk.has(m) {
+		s.remote.Hits++
+		s.remote.Bytes += mod.Bytes
+		s.evicted(s.disk.insert(m, mod.Bytes, s.now))
+	}
+	s.evicted(s.ram.insert(m, mod.Bytes, s.now))
+}
+
+// evicted books host-tier evictions of prefetched models no job used.
+func (s *simulator) evicted(ids []string) {
+	for _, m := range ids {
+		if _, ok := s.unused[m]; ok && !s.ram.has(m) {
+			delete(s.unused, m)
+			s.prefetch.Wasted++
+			s.prefetch.WastedBytes += s.models[m].Bytes
+		}
 	}
 }
 
@@ -424,17 +495,32 @@ func (s *simulator) remoteTime(bytes int64) time.Duration {
 	return time.Duration(float64(bytes) / s.cfg.RemoteBytesPerS * s.cfg.Cost.TimeScale * float64(time.Second))
 }
 
-func (s *simulator) queuedViews() []dispatch.JobView {
-	n := min(len(s.queue), s.cfg.QueueView)
+func (s *simulator) queuedViews(limit int) []dispatch.JobView {
+	n := min(len(s.queue), limit)
 	out := make([]dispatch.JobView, 0, n)
+	// Load costs depend only on the tiers' contents, which do not change
+	// within one view: price each model once.
+	costs := make(map[string]time.Duration, 16)
+	total := 0
 	for _, j := range s.queue[:n] {
-		loads := make([]time.Duration, len(j.models))
+		total += len(j.models)
+	}
+	flat := make([]time.Duration, total)
+	for _, j := range s.queue[:n] {
+		loads := flat[:len(j.models):len(j.models)]
+		flat = flat[len(j.models):]
 		for i, m := range j.models {
-			loads[i] = s.loadCost(m, cost.Device{})
+			c, ok := costs[m]
+			if !ok {
+				c = s.loadCost(m, cost.Device{})
+				costs[m] = c
+			}
+			loads[i] = c
 		}
 		out = append(out, dispatch.JobView{
 			ID: j.id, Class: j.req.Class, Seq: j.seq, Age: s.now - j.req.Time, DeadlineMS: j.req.DeadlineMS,
 			Models: j.models, EstimatedVRAM: j.vram, ModelBytes: j.sizes, LoadCost: loads, EstimatedCost: j.estimate,
+			BatchKey: j.key,
 		})
 	}
 	return out
@@ -445,7 +531,7 @@ func (s *simulator) workerViews() []dispatch.WorkerView {
 	for _, d := range s.devices {
 		busy := 0
 		for _, w := range d.workers {
-			if w.job != nil {
+			if w.batch != nil {
 				busy++
 			}
 		}
@@ -457,10 +543,10 @@ func (s *simulator) workerViews() []dispatch.WorkerView {
 				}
 			}
 			v := dispatch.WorkerView{
-				ID: w.id, Device: d.index, Idle: w.job == nil, DeviceBusy: busy, Resident: res,
+				ID: w.id, Device: d.index, Idle: w.batch == nil, DeviceBusy: busy, Resident: res,
 				FreeVRAM: d.ledger.Free(), UsableVRAM: d.ledger.Usable(), H2DBytesPerS: uint64(d.cfg.H2DBytesPerS),
 			}
-			if w.job != nil {
+			if w.batch != nil {
 				v.EstimatedWait = max(w.busyUntil-s.now, 0)
 			}
 			out = append(out, v)
@@ -469,13 +555,14 @@ func (s *simulator) workerViews() []dispatch.WorkerView {
 	return out
 }
 
-// errWait means a reservation must wait for running jobs to unpin VRAM.
-var errWait = errors.New("waiting for vram held by running jobs")
-
-// start makes j's models resident on w and schedules its completion.
-func (s *simulator) start(j *simJob, w *simWorker) {
+// start makes the lead's models resident on w (the followers of a batch
+// share its key, so its models) and schedules the batch's completion.
+func (s *simulator) start(batch []*simJob, w *simWorker) {
 	d := s.devices[w.dev]
-	s.dequeue(j)
+	lead := batch[0]
+	for _, j := range batch {
+		s.dequeue(j)
+	}
 	var pinned, fresh []string
 	undo := func() {
 		for _, m := range fresh {
@@ -487,33 +574,33 @@ func (s *simulator) start(j *simJob, w *simWorker) {
 			w.resident[m].pins--
 		}
 	}
-	for i, m := range j.models {
+	for i, m := range lead.models {
 		if r, ok := w.resident[m]; ok {
 			r.pins++
 			pinned = append(pinned, m)
 			continue
 		}
-		res, err := s.reserve(d, w, m, j.sizes[i])
+		res, err := s.reserve(d, w, m, lead.sizes[i])
 		if err != nil {
 			undo()
-			if errors.Is(err, errWait) {
+			if errors.Is(err, dispatch.ErrVRAMHeld) {
 				// Back into the queue in arrival order; retried after the
 				// next completion frees pinned VRAM.
-				i, _ := slices.BinarySearchFunc(s.queue, j.seq, func(q *simJob, seq uint64) int { return cmpU64(q.seq, seq) })
-				s.queue = slices.Insert(s.queue, i, j)
+				s.requeue(batch)
 				s.blocked = true
 			} else {
-				j.state = jobFailed
+				lead.state = jobFailed
+				s.requeue(batch[1:])
 			}
 			return
 		}
-		w.resident[m] = &resident{bytes: j.sizes[i], res: res, pins: 1, fresh: true}
+		w.resident[m] = &resident{bytes: lead.sizes[i], res: res, pins: 1, fresh: true}
 		fresh = append(fresh, m)
 	}
 	// Every model is reserved: charge the loads, tier by tier.
 	var load time.Duration
-	use := use{device: w.dev, models: j.models, cold: make([]bool, len(j.models))}
-	for i, m := range j.models {
+	u := use{device: w.dev, models: lead.models, cold: make([]bool, len(lead.models))}
+	for i, m := range lead.models {
 		r := w.resident[m]
 		if !r.fresh {
 			s.vram.Hits++
@@ -525,26 +612,106 @@ func (s *simulator) start(j *simJob, w *simWorker) {
 		s.vram.Misses++
 		if !s.firstUse[m] {
 			s.firstUse[m] = true
-			use.cold[i] = true
+			u.cold[i] = true
 		}
 		lt := s.fetch(m, d.cost)
 		r.fresh = false
 		r.inserted, r.lastUse, r.loadCost = s.now, s.now, lt
 		load += lt
-		j.loads++
+		lead.loads++
 		s.coldLoads++
 	}
-	s.uses = append(s.uses, use)
+	s.uses = append(s.uses, u)
 	s.loadTime += load
-	j.start, j.load, j.device = s.now, load, w.dev
-	j.compute = s.cfg.Cost.JobEstimate(j.work, d.cost)
-	j.done = s.now + load + j.compute
-	j.state = jobRunning
-	w.job, w.busyUntil = j, j.done
-	if j.compute > 0 {
-		d.busy = append(d.busy, interval{s.now + load, j.done})
+	if len(batch) > 1 {
+		s.batches++
+		s.batchedJobs += len(batch)
 	}
-	s.push(event{at: j.done, kind: evDone, job: j, w: w})
+	at := s.now + load // compute starts once the models are in
+	if fused, ok := s.fusedCompute(batch, d.cost); ok {
+		for _, j := range batch {
+			j.start, j.device, j.compute, j.done, j.shared = s.now, w.dev, fused, at+fused, len(batch)
+		}
+		lead.load = load
+		if fused > 0 {
+			d.busy = append(d.busy, interval{at, at + fused})
+		}
+		at += fused
+	} else {
+		for i, j := range batch {
+			j.start, j.device = s.now, w.dev
+			if i > 0 {
+				// A follower starts when the job before it ends.
+				j.start = at
+			}
+			j.compute = s.cfg.Cost.JobEstimate(j.work, d.cost)
+			j.done = at + j.compute
+			if j.compute > 0 {
+				d.busy = append(d.busy, interval{at, j.done})
+			}
+			at = j.done
+		}
+		lead.load = load
+	}
+	for i, j := range batch {
+		j.state = jobRunning
+		if i > 0 {
+			// Followers find every model warm: one VRAM hit each, as their
+			// live ensureResident counts.
+			s.vram.Hits += int64(len(j.models))
+			for _, m := range j.models {
+				r := w.resident[m]
+				s.vram.Bytes += int64(r.bytes)
+				r.hits++
+			}
+			s.uses = append(s.uses, use{device: w.dev, models: j.models, cold: make([]bool, len(j.models))})
+		}
+		if s.opts.OnStart != nil {
+			s.opts.OnStart(j.index, w.id)
+		}
+	}
+	w.batch, w.busyUntil = batch, at
+	s.push(event{at: at, kind: evDone, w: w})
+}
+
+// fusedCompute is the compute time of a batch run as one (sim.
+// batch_execution fused): the members' samplers and decodes at the summed
+// batch size, so the cost model's batch efficiency applies. Members whose
+// work differs in shape (steps, size, family) cannot share a sampler run;
+// such a batch, and every batch under sequential execution, is charged one
+// job after the other (ok false).
+func (s *simulator) fusedCompute(batch []*simJob, dev cost.Device) (time.Duration, bool) {
+	if len(batch) < 2 || s.cfg.BatchExecution == BatchSequential {
+		return 0, false
+	}
+	w := batch[0].work
+	for _, j := range batch[1:] {
+		if !sameShape(w, j.work) {
+			return 0, false
+		}
+	}
+	k := len(batch)
+	f := w
+	f.TextEncodes = w.TextEncodes * k
+	f.LoRAs = w.LoRAs // applied once to the shared model
+	f.Samplers = slices.Clone(w.Samplers)
+	for i := range f.Samplers {
+		f.Samplers[i].Batch = max(f.Samplers[i].Batch, 1) * k
+	}
+	f.Decodes = slices.Clone(w.Decodes)
+	for i := range f.Decodes {
+		f.Decodes[i].Batch = max(f.Decodes[i].Batch, 1) * k
+	}
+	f.Upscales = slices.Clone(w.Upscales)
+	for i := range f.Upscales {
+		f.Upscales[i].Batch = max(f.Upscales[i].Batch, 1) * k
+	}
+	return s.cfg.Cost.JobEstimate(f, dev), true
+}
+
+func sameShape(a, b cost.Work) bool {
+	return a.Family == b.Family && a.TextEncodes == b.TextEncodes && a.LoRAs == b.LoRAs &&
+		slices.Equal(a.Samplers, b.Samplers) && slices.Equal(a.Decodes, b.Decodes) && slices.Equal(a.Upscales, b.Upscales)
 }
 
 func cmpU64(a, b uint64) int {
@@ -560,62 +727,82 @@ func cmpU64(a, b uint64) int {
 // fetch walks the host tiers for model m and returns the time to make it
 // resident on a device: RAM hit → host→device transfer; disk hit → disk
 // read plus transfer; miss → remote read, disk read and transfer. Each tier
-// passed on the way keeps a copy (inclusive tiers, as kernel/tier).
+// passed on the way keeps a copy (inclusive tiers, as kernel/tier). A
+// model whose lookahead transfer is still in flight is waited for, as the
+// tiers' single-flight shares the transfer.
 func (s *simulator) fetch(m string, dev cost.Device) time.Duration {
 	mod := s.models[m]
 	c := s.cfg.Cost
-	if s.ram.lookup(m, mod.Bytes) {
+	if end, ok := s.inflight[m]; ok {
+		// Land the prefetch now and wait for the rest of its transfer.
+		delete(s.inflight, m)
+		without := s.unused[m] + c.TransferTime(mod.Bytes, dev)
+		delete(s.unused, m)
+		if !s.disk.has(m) {
+			s.remote.Hits++
+			s.remote.Bytes += mod.Bytes
+			s.evicted(s.disk.insert(m, mod.Bytes, s.now))
+		}
+		s.evicted(s.ram.insert(m, mod.Bytes, s.now))
+		s.ram.stats.Hits++
+		s.ram.stats.Bytes += mod.Bytes
+		got := (end - s.now) + c.TransferTime(mod.Bytes, dev)
+		s.prefetch.Used++
+		s.prefetch.UsedBytes += mod.Bytes
+		s.prefetch.saved += without - got
+		return got
+	}
+	if !s.cfg.NoRAMTier && s.ram.lookup(m, mod.Bytes, s.now) {
+		if without, ok := s.unused[m]; ok {
+			delete(s.unused, m)
+			s.prefetch.Used++
+			s.prefetch.UsedBytes += mod.Bytes
+			s.prefetch.saved += without
+		}
 		return c.TransferTime(mod.Bytes, dev)
 	}
-	if s.disk.lookup(m, mod.Bytes) {
-		s.ram.insert(m, mod.Bytes)
+	if s.disk.lookup(m, mod.Bytes, s.now) {
+		if !s.cfg.NoRAMTier {
+			s.evicted(s.ram.insert(m, mod.Bytes, s.now))
+		}
 		return c.LoadTime(mod.Family, mod.Bytes, dev)
 	}
 	s.remote.Hits++
 	s.remote.Bytes += mod.Bytes
-	s.disk.insert(m, mod.Bytes)
-	s.ram.insert(m, mod.Bytes)
+	s.evicted(s.disk.insert(m, mod.Bytes, s.now))
+	if !s.cfg.NoRAMTier {
+		s.evicted(s.ram.insert(m, mod.Bytes, s.now))
+	}
 	return s.remoteTime(mod.Bytes) + c.LoadTime(mod.Family, mod.Bytes, dev)
 }
 
-// reserve mirrors dispatch.Dispatcher.reserve: take VRAM on the device's
-// ledger, asking the evictor for unpinned victims among the device's
-// workers when the ledger refuses.
+// reserve takes VRAM on the device's ledger through the live dispatcher's
+// decision core (dispatch.Core.Reserve): the same evict-and-retry rounds
+// over the device's entries, sorted as the dispatcher sorts them.
 func (s *simulator) reserve(d *simDevice, w *simWorker, model string, bytes uint64) (*device.Reservation, error) {
-	for attempt := 0; ; attempt++ {
-		res, err := d.ledger.Reserve(w.id, model, bytes)
-		if err == nil {
-			return res, nil
-		}
-		if bytes > d.ledger.Usable() {
-			return nil, fmt.Errorf("device %d: %s needs %s, more than the usable %s", d.index, model,
-				device.FormatBytes(bytes), device.FormatBytes(d.ledger.Usable()))
-		}
-		entries, keys, pinnedBytes := s.deviceEntries(d)
-		need := bytes - min(bytes, d.ledger.Free())
-		victims := s.evict.Victims(need, entries)
-		valid := len(victims) > 0
-		for _, i := range victims {
-			if i < 0 || i >= len(entries) || entries[i].Pinned {
-				valid = false
-				break
-			}
-		}
-		if !valid || attempt > 8 {
-			if pinnedBytes == 0 && attempt > 8 {
-				return nil, fmt.Errorf("device %d: no room for %s", d.index, model)
-			}
-			return nil, errWait
-		}
-		for _, i := range victims {
+	var keys []entryKey
+	room := dispatch.Room{
+		Device: d.index,
+		Ledger: d.ledger,
+		List: func() ([]dispatch.EntryView, uint64) {
+			var entries []dispatch.EntryView
+			var pinned uint64
+			entries, keys, pinned = s.deviceEntries(d)
+			return entries, pinned
+		},
+		Evict: func(i int) {
 			k := keys[i]
 			r := k.w.resident[k.model]
+			if r == nil || r.pins > 0 {
+				return
+			}
 			d.ledger.Release(r.res)
 			delete(k.w.resident, k.model)
 			s.vram.Evictions++
 			s.vram.EvictedBytes += int64(r.bytes)
-		}
+		},
 	}
+	return s.core.Reserve(room, w.id, model, bytes)
 }
 
 type entryKey struct {
@@ -623,20 +810,14 @@ type entryKey struct {
 	model string
 }
 
-// deviceEntries lists the models resident on a device's workers, sorted by
-// worker then model (a stable input, as the live dispatcher gives).
+// deviceEntries lists the models resident on a device's workers in the
+// dispatcher's order (dispatch.SortEntries).
 func (s *simulator) deviceEntries(d *simDevice) ([]dispatch.EntryView, []entryKey, uint64) {
 	var entries []dispatch.EntryView
 	var keys []entryKey
 	var pinnedBytes uint64
-	for _, w := range d.workers { // workers are in id order
-		ms := make([]string, 0, len(w.resident))
-		for m := range w.resident {
-			ms = append(ms, m)
-		}
-		sort.Strings(ms)
-		for _, m := range ms {
-			r := w.resident[m]
+	for _, w := range d.workers {
+		for m, r := range w.resident {
 			pinned := r.pins > 0
 			if pinned {
 				pinnedBytes += r.bytes
@@ -647,19 +828,22 @@ func (s *simulator) deviceEntries(d *simDevice) ([]dispatch.EntryView, []entryKe
 			keys = append(keys, entryKey{w: w, model: m})
 		}
 	}
+	dispatch.SortEntries(entries, keys)
 	return entries, keys, pinnedBytes
 }
 
-// finish ends the job running on w.
+// finish ends the batch running on w.
 func (s *simulator) finish(w *simWorker) {
-	j := w.job
-	for _, m := range j.models {
+	lead := w.batch[0]
+	for _, m := range lead.models {
 		if r, ok := w.resident[m]; ok {
 			r.pins--
 			r.lastUse = s.now
 		}
 	}
-	j.state = jobDone
-	w.job = nil
+	for _, j := range w.batch {
+		j.state = jobDone
+	}
+	w.batch = nil
 	s.blocked = false
 }

@@ -1,6 +1,11 @@
 package sim
 
-import "container/list"
+import (
+	"sort"
+	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/tier"
+)
 
 // TierStats counts what happened in one tier during a run.
 type TierStats struct {
@@ -25,37 +30,48 @@ func (s TierStats) HitRatio() float64 {
 	return float64(s.Hits) / float64(s.Hits+s.Misses)
 }
 
-// lruTier is a byte-bounded LRU cache of model ids: the host tiers (L2 RAM,
-// L3 disk). It models contents only; the time to read from it is charged by
-// the simulator from the tier's bandwidth.
+// hostTier is a byte-bounded cache of model ids standing in for a host
+// tier (L2 RAM, L3 disk). It keeps contents only (the time to read from it
+// is charged by the simulator from the tier's bandwidth) and makes room as
+// kernel/tier's store does: the tier's eviction policy (a tier.Evictor, LRU
+// by default, as a node's tiers) is asked for victims down to the target
+// fill, then for exactly what is needed, over the entries sorted by model.
 //
-// The live tiers (kernel/tier) evict through the eviction policy and pin
-// entries during promotion; here promotions are instantaneous in virtual
-// time (the time is charged to the job), so nothing is ever pinned in a host
-// tier and plain LRU is what they would do.
-type lruTier struct {
+// Promotions are instantaneous in virtual time, so nothing is ever pinned
+// in a host tier.
+type hostTier struct {
+	name     string
 	capacity int64
+	target   float64
 	used     int64
-	order    *list.List // front: most recently used; values are *lruEntry
-	byID     map[string]*list.Element
+	ev       tier.Evictor
+	entries  map[string]*hostEntry
 	stats    TierStats
 }
 
-type lruEntry struct {
-	id    string
-	bytes int64
+type hostEntry struct {
+	bytes   int64
+	lastUse time.Duration
+	hits    int
 }
 
-func newLRUTier(capacity int64) *lruTier {
-	return &lruTier{capacity: capacity, order: list.New(), byID: map[string]*list.Element{},
+func newHostTier(name string, capacity int64, target float64, ev tier.Evictor) *hostTier {
+	if ev == nil {
+		ev = tier.LRU{}
+	}
+	if target <= 0 || target > 1 {
+		target = 0.9
+	}
+	return &hostTier{name: name, capacity: capacity, target: target, ev: ev, entries: map[string]*hostEntry{},
 		stats: TierStats{CapacityBytes: capacity}}
 }
 
 // lookup reports whether id is in the tier, counting a hit or a miss and
 // refreshing the entry's recency on a hit.
-func (t *lruTier) lookup(id string, bytes int64) bool {
-	if e, ok := t.byID[id]; ok {
-		t.order.MoveToFront(e)
+func (t *hostTier) lookup(id string, bytes int64, now time.Duration) bool {
+	if e, ok := t.entries[id]; ok {
+		e.lastUse = now
+		e.hits++
 		t.stats.Hits++
 		t.stats.Bytes += bytes
 		return true
@@ -65,27 +81,58 @@ func (t *lruTier) lookup(id string, bytes int64) bool {
 }
 
 // has reports whether id is in the tier without touching its statistics.
-func (t *lruTier) has(id string) bool { _, ok := t.byID[id]; return ok }
+func (t *hostTier) has(id string) bool { _, ok := t.entries[id]; return ok }
 
-// insert adds id, evicting least recently used entries until it fits. A
-// model larger than the whole tier is not kept.
-func (t *lruTier) insert(id string, bytes int64) {
+// insert adds id, evicting through the tier's policy until it fits, and
+// returns the evicted ids. A model larger than the whole tier is not kept,
+// nor one the policy finds no room for.
+func (t *hostTier) insert(id string, bytes int64, now time.Duration) []string {
 	if bytes > t.capacity {
-		return
+		return nil
 	}
-	if e, ok := t.byID[id]; ok {
-		t.order.MoveToFront(e)
-		return
+	if e, ok := t.entries[id]; ok {
+		e.lastUse = now
+		return nil
 	}
-	for t.used+bytes > t.capacity {
-		back := t.order.Back()
-		v := back.Value.(*lruEntry)
-		t.order.Remove(back)
-		delete(t.byID, v.id)
-		t.used -= v.bytes
-		t.stats.Evictions++
-		t.stats.EvictedBytes += v.bytes
+	var gone []string
+	if t.used+bytes > t.capacity {
+		ids := make([]string, 0, len(t.entries))
+		for k := range t.entries {
+			ids = append(ids, k)
+		}
+		sort.Strings(ids)
+		views := make([]tier.EntryView, len(ids))
+		for i, k := range ids {
+			e := t.entries[k]
+			views[i] = tier.EntryView{Model: k, Worker: t.name, Bytes: uint64(e.bytes), LastUse: epoch.Add(e.lastUse), Hits: e.hits}
+		}
+		target := int64(float64(t.capacity) * t.target)
+		victims := t.ev.Victims(uint64(t.used+bytes-min(target, t.capacity-bytes)), views)
+		if len(victims) == 0 {
+			// The target is a wish; settle for exactly what is needed.
+			victims = t.ev.Victims(uint64(t.used+bytes-t.capacity), views)
+		}
+		for _, i := range victims {
+			if i < 0 || i >= len(views) {
+				victims = nil
+				break
+			}
+		}
+		for _, i := range victims {
+			k := ids[i]
+			if e, ok := t.entries[k]; ok {
+				delete(t.entries, k)
+				t.used -= e.bytes
+				t.stats.Evictions++
+				t.stats.EvictedBytes += e.bytes
+				gone = append(gone, k)
+			}
+		}
+		if t.used+bytes > t.capacity {
+			return gone
+		}
 	}
-	t.byID[id] = t.order.PushFront(&lruEntry{id: id, bytes: bytes})
+	t.entries[id] = &hostEntry{bytes: bytes, lastUse: now}
 	t.used += bytes
+	return gone
 }
