@@ -64,6 +64,12 @@ type Config struct {
 	// BatchExecution is BatchFused (default) or BatchSequential
 	// (sim.batch_execution).
 	BatchExecution string
+	// Params sets tunable parameters of the active policies before the
+	// run, by kind and parameter name ({"batching": {"max_size": 8}}), as
+	// PUT /v1/policies/{kind}/params does live; the auto-tuner
+	// (kernel/tune) searches over them. A parameter the policy does not
+	// declare, or a value outside its bounds, fails the run.
+	Params map[string]map[string]float64
 }
 
 // How a batch is charged (Config.BatchExecution).

@@ -223,6 +223,10 @@ func newSimulator(ctx context.Context, cfg Config, models []Model, trace *Trace,
 		host.Close()
 		return nil, fmt.Errorf("sim: policy host: %w", err)
 	}
+	if err := applyParams(host, cfg.Params); err != nil {
+		host.Close()
+		return nil, err
+	}
 	s.host = host
 	// The live dispatcher's decision core, over the same policy adapters
 	// a node gives it (kernel/node).
