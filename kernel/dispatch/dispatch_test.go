@@ -119,6 +119,25 @@ const gib = 1 << 30
 
 func newRig(t *testing.T, deviceMemory uint64, perDevice int, models map[string]int64, env ...string) *rig {
 	t.Helper()
+	return newRigWith(t, rigConfig{deviceMemory: deviceMemory, perDevice: perDevice, models: models, env: env})
+}
+
+// rigConfig describes a rig. policies (Scheduler, Balancer, Evictor,
+// Batcher) replace the native ones; before, when set, runs once every
+// worker is ready and before the dispatcher starts, so that it can fill
+// the queue and the first dispatch round sees all of it.
+type rigConfig struct {
+	deviceMemory uint64
+	perDevice    int
+	models       map[string]int64
+	env          []string
+	policies     Options
+	before       func(r *rig)
+}
+
+func newRigWith(t *testing.T, rc rigConfig) *rig {
+	t.Helper()
+	deviceMemory, perDevice, models, env := rc.deviceMemory, rc.perDevice, rc.models, rc.env
 	dir := t.TempDir()
 	t.Setenv("KILN_TEST_WORKER", "1")
 	for i := 0; i+1 < len(env); i += 2 {
@@ -145,7 +164,8 @@ func newRig(t *testing.T, deviceMemory uint64, perDevice int, models map[string]
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := New(Options{Store: store, Devices: set, Catalog: catalog.New(filepath.Join(dir, "models"), cost.Default()), Log: log})
+	d := New(Options{Store: store, Devices: set, Catalog: catalog.New(filepath.Join(dir, "models"), cost.Default()), Log: log,
+		Scheduler: rc.policies.Scheduler, Balancer: rc.policies.Balancer, Evictor: rc.policies.Evictor, Batcher: rc.policies.Batcher})
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -163,6 +183,17 @@ func newRig(t *testing.T, deviceMemory uint64, perDevice int, models map[string]
 	events, unsubscribe := d.Subscribe(10000)
 	ctx, cancel := context.WithCancel(context.Background())
 	pool.Start(ctx)
+	r := &rig{t: t, store: store, d: d, pool: pool, set: set, events: events}
+	if rc.before != nil {
+		deadline := time.Now().Add(30 * time.Second)
+		for pool.Ready() < perDevice {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of %d workers ready", pool.Ready(), perDevice)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		rc.before(r)
+	}
 	done := make(chan struct{})
 	go func() { defer close(done); d.Run(ctx) }()
 	t.Cleanup(func() {
@@ -173,7 +204,7 @@ func newRig(t *testing.T, deviceMemory uint64, perDevice int, models map[string]
 		store.Close()
 		set.Close()
 	})
-	return &rig{t: t, store: store, d: d, pool: pool, set: set, events: events}
+	return r
 }
 
 func (r *rig) submit(class job.Class, workflow string, models ...string) string {

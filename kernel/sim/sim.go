@@ -13,6 +13,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/workflow"
 )
@@ -60,7 +61,10 @@ type simulator struct {
 
 	jobs    []*simJob
 	byJobID map[string]*simJob
-	queue   []*simJob // queued, in arrival (Seq) order
+	// queues hold the queued jobs, interactive then batch, each in arrival
+	// order: the store's Snapshot order, which the live dispatcher's views
+	// follow.
+	queues  [2][]*simJob
 	events  eventHeap
 	evSeq   uint64
 	workers []*simWorker
@@ -347,8 +351,7 @@ func (s *simulator) run(ctx context.Context) error {
 			e := heap.Pop(&s.events).(event)
 			switch e.kind {
 			case evArrive:
-				e.job.state = jobQueued
-				s.queue = append(s.queue, e.job)
+				s.enqueue(e.job)
 			case evDone:
 				s.finish(e.w)
 			case evPrefetched:
@@ -357,12 +360,12 @@ func (s *simulator) run(ctx context.Context) error {
 		}
 		s.dispatch()
 	}
-	for _, j := range s.queue {
+	for _, j := range s.head(0) {
 		// Left behind: only possible when a job waits for VRAM that no
 		// completion will free. Count it as failed rather than hang.
 		j.state = jobFailed
 	}
-	s.queue = nil
+	s.queues = [2][]*simJob{}
 	for m := range s.unused {
 		// Prefetched and never used by the end of the run.
 		s.prefetch.Wasted++
@@ -375,7 +378,7 @@ func (s *simulator) run(ctx context.Context) error {
 // the live dispatcher's decision core (dispatch.Core.Choose) exactly as
 // Dispatcher.dispatchReady does, then starts the lookahead.
 func (s *simulator) dispatch() {
-	for !s.blocked && len(s.queue) > 0 && s.anyIdle() {
+	for !s.blocked && s.queued() > 0 && s.anyIdle() {
 		dec, ok := s.core.Choose(s.queuedViews(s.cfg.QueueView), s.workerViews())
 		for _, u := range dec.Unfit {
 			j := s.byJobID[u.JobID]
@@ -404,18 +407,51 @@ func (s *simulator) anyIdle() bool {
 	return false
 }
 
+func classIndex(c job.Class) int {
+	if c == job.Interactive {
+		return 0
+	}
+	return 1
+}
+
+func bySeq(q *simJob, seq uint64) int { return cmpU64(q.seq, seq) }
+
+func (s *simulator) queued() int { return len(s.queues[0]) + len(s.queues[1]) }
+
+// enqueue puts j into its class's queue at its arrival place (a job that
+// goes back keeps its place, as in the store).
+func (s *simulator) enqueue(j *simJob) {
+	q := &s.queues[classIndex(j.req.Class)]
+	i, _ := slices.BinarySearchFunc(*q, j.seq, bySeq)
+	*q = slices.Insert(*q, i, j)
+	j.state = jobQueued
+}
+
 func (s *simulator) dequeue(j *simJob) {
-	if i := slices.Index(s.queue, j); i >= 0 {
-		s.queue = slices.Delete(s.queue, i, i+1)
+	q := &s.queues[classIndex(j.req.Class)]
+	if i, ok := slices.BinarySearchFunc(*q, j.seq, bySeq); ok {
+		*q = slices.Delete(*q, i, i+1)
 	}
 }
 
-// requeue puts jobs back into the queue in arrival order.
+// head returns up to limit queued jobs (all when limit ≤ 0) in the store's
+// Snapshot order.
+func (s *simulator) head(limit int) []*simJob {
+	n := s.queued()
+	if limit > 0 {
+		n = min(n, limit)
+	}
+	out := make([]*simJob, 0, n)
+	for _, q := range s.queues {
+		out = append(out, q[:min(len(q), n-len(out))]...)
+	}
+	return out
+}
+
+// requeue puts jobs back into the queue at their places.
 func (s *simulator) requeue(jobs []*simJob) {
 	for _, j := range jobs {
-		i, _ := slices.BinarySearchFunc(s.queue, j.seq, func(q *simJob, seq uint64) int { return cmpU64(q.seq, seq) })
-		s.queue = slices.Insert(s.queue, i, j)
-		j.state = jobQueued
+		s.enqueue(j)
 	}
 }
 
@@ -425,7 +461,7 @@ func (s *simulator) requeue(jobs []*simJob) {
 // arriving when its transfer from the tier that holds it would end.
 func (s *simulator) lookahead() {
 	n := s.cfg.LookaheadJobs
-	if n <= 0 || s.prefetching > 0 || len(s.queue) == 0 || s.cfg.NoRAMTier {
+	if n <= 0 || s.prefetching > 0 || s.queued() == 0 || s.cfg.NoRAMTier {
 		return
 	}
 	for _, m := range dispatch.LookaheadModels(s.queuedViews(n), n) {
@@ -500,17 +536,17 @@ func (s *simulator) remoteTime(bytes int64) time.Duration {
 }
 
 func (s *simulator) queuedViews(limit int) []dispatch.JobView {
-	n := min(len(s.queue), limit)
-	out := make([]dispatch.JobView, 0, n)
+	head := s.head(limit)
+	out := make([]dispatch.JobView, 0, len(head))
 	// Load costs depend only on the tiers' contents, which do not change
 	// within one view: price each model once.
 	costs := make(map[string]time.Duration, 16)
 	total := 0
-	for _, j := range s.queue[:n] {
+	for _, j := range head {
 		total += len(j.models)
 	}
 	flat := make([]time.Duration, total)
-	for _, j := range s.queue[:n] {
+	for k, j := range head {
 		loads := flat[:len(j.models):len(j.models)]
 		flat = flat[len(j.models):]
 		for i, m := range j.models {
@@ -522,7 +558,7 @@ func (s *simulator) queuedViews(limit int) []dispatch.JobView {
 			loads[i] = c
 		}
 		out = append(out, dispatch.JobView{
-			ID: j.id, Class: j.req.Class, Seq: j.seq, Age: s.now - j.req.Time, DeadlineMS: j.req.DeadlineMS,
+			ID: j.id, Class: j.req.Class, Seq: uint64(k) + 1, Age: s.now - j.req.Time, DeadlineMS: j.req.DeadlineMS,
 			Models: j.models, EstimatedVRAM: j.vram, ModelBytes: j.sizes, LoadCost: loads, EstimatedCost: j.estimate,
 			BatchKey: j.key,
 		})

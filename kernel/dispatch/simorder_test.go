@@ -1,0 +1,77 @@
+package dispatch_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/cost"
+	"github.com/kiln-gpu/kiln/kernel/device"
+	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/policy"
+	"github.com/kiln-gpu/kiln/kernel/sim"
+)
+
+// TestSimulatorAndLiveAgreeOnDispatchOrder queues one small workload in a
+// live dispatcher (real store, a real worker process) and in the simulator,
+// with the same policies, and checks that jobs start in the same order. The
+// workload mixes classes (the priority scheduler reorders) and repeats model
+// sets (the same-model batcher groups them), so the order is not the
+// submission order and a simulator that decided differently from the
+// dispatcher's core would start them differently.
+func TestSimulatorAndLiveAgreeOnDispatchOrder(t *testing.T) {
+	const gib = 1 << 30
+	a, b, c := "checkpoints/a.safetensors", "checkpoints/b.safetensors", "checkpoints/c.safetensors"
+	sizes := map[string]int64{a: 6 * gib, b: 6 * gib, c: 2 * gib}
+	classes := []job.Class{job.Batch, job.Batch, job.Interactive, job.Batch, job.Interactive, job.Batch, job.Batch, job.Interactive, job.Batch, job.Batch}
+	sets := [][]string{{a}, {b}, {c}, {a}, {b}, {a}, {c}, {c}, {b}, {a}}
+	var live []dispatch.LiveJob
+	var reqs []sim.Request
+	for i := range classes {
+		live = append(live, dispatch.LiveJob{Class: classes[i], Models: sets[i]})
+		reqs = append(reqs, sim.Request{Models: sets[i], Class: classes[i]})
+	}
+	pcfg := policy.Config{Scheduling: "priority", Batching: "same-model", Eviction: "lru", Balancing: "least-loaded", NativeBuiltins: true}
+
+	host, err := policy.NewHost(pcfg.WithDefaults(), zerolog.Nop(), clock.Real())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	got := dispatch.RunLiveOrder(t, 10*gib, sizes, dispatch.Options{
+		Scheduler: host.Scheduler(), Balancer: host.Balancer(), Evictor: host.Evictor(), Batcher: host.Batcher(),
+	}, live)
+
+	var models []sim.Model
+	for _, id := range []string{a, b, c} {
+		models = append(models, sim.Model{ID: id, Bytes: sizes[id], Family: "sdxl"})
+	}
+	var want []int
+	cfg := sim.Config{
+		Devices:          []device.SimDeviceConfig{{Name: "sim-0", MemoryBytes: 10 * gib, H2DBytesPerS: 25e9, ComputeFactor: 1}},
+		Headroom:         0.2,
+		WorkersPerDevice: 1,
+		Cost:             cost.Default(),
+		Policies:         pcfg,
+		BatchExecution:   sim.BatchSequential,
+	}
+	_, err = sim.Run(context.Background(), cfg, models, &sim.Trace{Requests: reqs},
+		sim.Options{Wall: clock.NewFake(time.Unix(0, 0)), OnStart: func(i int, _ string) { want = append(want, i) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("start order: live %v, simulator %v", got, want)
+	}
+	// The workload must exercise the scheduler and the batcher: the order
+	// is neither submission order nor interactive-first alone.
+	if slices.IsSorted(want) {
+		t.Fatalf("order %v is submission order: the workload does not test the policies", want)
+	}
+	t.Logf("start order %v", want)
+}
