@@ -1,0 +1,118 @@
+package tune
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/sim"
+)
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func TestRecorderRingAndPersistence(t *testing.T) {
+	path := filepath.Join(t.TempDir(), TraceFile)
+	clk := clock.NewFake(t0)
+	r, err := NewRecorder(path, 3, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		// Recorded out of order on purpose: jobs are seen when they start.
+		at := t0.Add(time.Duration(5-i) * time.Second)
+		r.Record(Arrival{At: at, Models: []string{"checkpoints/m" + string(rune('0'+i)) + ".safetensors"}, Class: job.Interactive, DeadlineMS: 30000})
+	}
+	arr := r.Arrivals()
+	// The ring keeps the last three recorded (m2, m3, m4), sorted by time.
+	if len(arr) != 3 || arr[0].Models[0] != "checkpoints/m4.safetensors" || arr[2].Models[0] != "checkpoints/m2.safetensors" {
+		t.Fatalf("ring kept %v", arr)
+	}
+	for i := 1; i < len(arr); i++ {
+		if arr[i].At.Before(arr[i-1].At) {
+			t.Errorf("arrivals out of order: %v", arr)
+		}
+	}
+	if err := r.Save(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := NewRecorder(path, 10, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := again.Arrivals()
+	if len(got) != 3 || !got[2].At.Equal(arr[2].At) || got[1].Models[0] != arr[1].Models[0] || got[0].DeadlineMS != 30000 {
+		t.Errorf("reloaded %v, want %v", got, arr)
+	}
+	// A damaged file is reported, and what could be read is kept.
+	if err := os.WriteFile(path, []byte("time_s,models,class,deadline_ms\n1.5,a,batch,0\nnot,a,line,x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := NewRecorder(path, 10, clk)
+	if err == nil || bad == nil || bad.Len() != 1 {
+		t.Errorf("damaged file: err %v, kept %d", err, bad.Len())
+	}
+}
+
+func TestRecorderFeedAndHandler(t *testing.T) {
+	clk := clock.NewFake(t0)
+	r, _ := NewRecorder(filepath.Join(t.TempDir(), TraceFile), 0, clk)
+	jobs := map[string]*job.Job{
+		"a": {ID: "a", CreatedAt: t0, Models: []string{"m1", "lora1"}, Class: job.Interactive, DeadlineMS: 5000},
+		"b": {ID: "b", CreatedAt: t0.Add(1500 * time.Millisecond), Models: []string{"m2"}, Class: job.Batch},
+	}
+	ch := make(chan dispatch.Event, 10)
+	ch <- dispatch.Event{Type: dispatch.EventStarted, JobID: "a", Attempt: 1}
+	ch <- dispatch.Event{Type: dispatch.EventProgress, JobID: "a", Attempt: 1}
+	ch <- dispatch.Event{Type: dispatch.EventStarted, JobID: "a", Attempt: 2} // a retry is not a new arrival
+	ch <- dispatch.Event{Type: dispatch.EventStarted, JobID: "gone", Attempt: 1}
+	ch <- dispatch.Event{Type: dispatch.EventStarted, JobID: "b", Attempt: 1}
+	close(ch)
+	err := r.Feed(context.Background(), ch, func(id string) (*job.Job, error) {
+		if j, ok := jobs[id]; ok {
+			return j, nil
+		}
+		return nil, errors.New("not found")
+	})
+	if err != nil || r.Len() != 2 {
+		t.Fatalf("feed: %v, %d arrivals", err, r.Len())
+	}
+
+	rec := httptest.NewRecorder()
+	r.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/experiments/trace", nil))
+	want := "time_s,models,class,deadline_ms\n0.000,m1;lora1,interactive,5000\n1.500,m2,batch,0\n"
+	if rec.Code != 200 || rec.Body.String() != want {
+		t.Errorf("GET: %d\n%s\nwant\n%s", rec.Code, rec.Body, want)
+	}
+	// The CSV is a trace the simulator reads.
+	tr, err := sim.ReadTrace(strings.NewReader(rec.Body.String()), sim.TraceOptions{File: "t.csv",
+		Models: []sim.Model{{ID: "m1", Bytes: 1}, {ID: "lora1", Bytes: 1}, {ID: "m2", Bytes: 1}}})
+	if err != nil || len(tr.Requests) != 2 || tr.Requests[1].Time != 1500*time.Millisecond {
+		t.Errorf("ReadTrace: %v %+v", err, tr)
+	}
+	rec = httptest.NewRecorder()
+	r.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/experiments/trace?limit=1", nil))
+	if !strings.HasSuffix(rec.Body.String(), "\n0.000,m2,batch,0\n") {
+		t.Errorf("limit=1: %s", rec.Body)
+	}
+	for _, q := range []string{"?limit=0", "?limit=x", "?limit=-3"} {
+		rec = httptest.NewRecorder()
+		r.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/experiments/trace"+q, nil))
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `"invalid_limit"`) {
+			t.Errorf("%s: %d %s", q, rec.Code, rec.Body)
+		}
+	}
+	rec = httptest.NewRecorder()
+	r.Handler().ServeHTTP(rec, httptest.NewRequest("DELETE", "/v1/experiments/trace", nil))
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Errorf("DELETE: %d", rec.Code)
+	}
+}
