@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/catalog"
+	"github.com/kiln-gpu/kiln/kernel/sim"
+	"github.com/kiln-gpu/kiln/kernel/tune"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
+)
+
+const tuneUsage = `usage: kiln tune --kind K --policy NAME [--budget N] [--objective O] [--seed S]
+                 [--limit N] [--no-canary] [--json]
+
+Searches the parameters the built-in policy NAME of kind K declares, in the
+simulator, on the arrivals this kiln recorded (GET /v1/experiments/trace),
+with the node described by the config (--config, --set as for kiln serve).
+If the best parameters beat the defaults, starts a canary of them through
+/v1/experiments, which re-validates them on live traffic and promotes or
+rolls them back (kiln experiment show ID). Needs the admin token.
+
+Objectives: mean_latency (default), p95_latency, p99_latency, slo_miss, load_time.
+`
+
+// parseTuneSpec reads "KIND=POLICY" (the --tune flag of kiln sim).
+func parseTuneSpec(s string) (abi.Kind, string, error) {
+	k, name, ok := strings.Cut(s, "=")
+	if !ok || name == "" {
+		return 0, "", fmt.Errorf("--tune %q: want KIND=POLICY, e.g. batching=same-model", s)
+	}
+	kind, err := abi.ParseKind(k)
+	if err != nil {
+		return 0, "", fmt.Errorf("--tune %q: %w", s, err)
+	}
+	return kind, name, nil
+}
+
+// simReportWithTune is kiln sim's JSON report with the search's result.
+type simReportWithTune struct {
+	*sim.Report
+	Tune *tune.Result `json:"tune,omitempty"`
+}
+
+// writeSimTune writes a sim report and, if a search ran, its result: JSON
+// with a "tune" object, or markdown with the tuning table after the report.
+func writeSimTune(w io.Writer, format string, rep *sim.Report, res *tune.Result) error {
+	if format == "md" {
+		if err := rep.WriteMarkdown(w); err != nil {
+			return err
+		}
+		if res == nil {
+			return nil
+		}
+		fmt.Fprintln(w)
+		return res.WriteMarkdown(w)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(simReportWithTune{Report: rep, Tune: res})
+}
+
+// cmdTune implements `kiln tune`.
+func cmdTune(args []string) error {
+	fs := flag.NewFlagSet("tune", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), tuneUsage); fs.PrintDefaults() }
+	var p policyFlags
+	p.register(fs)
+	name := fs.String("policy", "", "built-in policy whose parameters to search")
+	budget := fs.Int("budget", tune.DefaultBudget, "simulator runs, the defaults' included")
+	objective := fs.String("objective", tune.ObjectiveMeanLatency, "what to minimise")
+	seed := fs.Uint64("seed", 1, "seed of the random phase")
+	limit := fs.Int("limit", 0, "use only the last N recorded arrivals (0: all)")
+	noCanary := fs.Bool("no-canary", false, "search only; do not start a canary")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if p.kind == "" || *name == "" {
+		return errors.New("tune: --kind and --policy are required")
+	}
+	kind, err := abi.ParseKind(p.kind)
+	if err != nil {
+		return fmt.Errorf("tune: %w", err)
+	}
+	if _, err := tune.Declared(kind, *name); err != nil {
+		return err
+	}
+	cfg, err := p.load()
+	if err != nil {
+		return err
+	}
+
+	path := "/v1/experiments/trace"
+	if *limit > 0 {
+		path += fmt.Sprintf("?limit=%d", *limit)
+	}
+	csv, err := p.requestRaw("GET", path, true)
+	if err != nil {
+		return fmt.Errorf("tune: fetch the recorded arrivals: %w", err)
+	}
+	var list struct {
+		Models []catalog.Entry `json:"models"`
+	}
+	if err := p.request("GET", "/v1/models", "", nil, false, &list); err != nil {
+		return fmt.Errorf("tune: fetch the model catalog: %w", err)
+	}
+	models := make([]sim.Model, 0, len(list.Models))
+	for _, m := range list.Models {
+		b := m.NominalBytes
+		if b <= 0 {
+			b = m.Bytes
+		}
+		models = append(models, sim.Model{ID: m.ID, Bytes: b, Family: m.Family})
+	}
+	trace, err := sim.ReadTrace(bytes.NewReader(csv), sim.TraceOptions{File: "recorded arrivals", Models: models})
+	if err != nil {
+		return fmt.Errorf("tune: %w", err)
+	}
+	if len(trace.Requests) < 20 {
+		return fmt.Errorf("tune: kiln has recorded %d arrivals; a search needs at least 20", len(trace.Requests))
+	}
+	res, err := tune.Search(context.Background(), sim.FromKernelConfig(cfg), models, trace, kind, *name,
+		tune.Options{Budget: *budget, Seed: *seed, Objective: *objective})
+	if err != nil {
+		return err
+	}
+	out := struct {
+		Tune       *tune.Result    `json:"tune"`
+		Arrivals   int             `json:"arrivals"`
+		Experiment json.RawMessage `json:"experiment,omitempty"`
+		Note       string          `json:"note,omitempty"`
+	}{Tune: res, Arrivals: len(trace.Requests)}
+	switch {
+	case res.Gain <= 0:
+		out.Note = "the defaults were not beaten in the simulator; no canary started"
+	case *noCanary:
+		out.Note = "--no-canary: no canary started"
+	default:
+		spec, _ := json.Marshal(map[string]any{"kind": kind.String(), "policy": *name, "type": "canary", "params": res.Best})
+		var exp json.RawMessage
+		if err := p.request("POST", "/v1/experiments", "application/json", spec, true, &exp); err != nil {
+			return fmt.Errorf("tune: found %v (gain %.1f%% in the simulator) but could not start its canary: %w", res.Best, 100*res.Gain, err)
+		}
+		out.Experiment = exp
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	fmt.Printf("searched on %d recorded arrivals\n\n", out.Arrivals)
+	if err := res.WriteMarkdown(os.Stdout); err != nil {
+		return err
+	}
+	if out.Note != "" {
+		fmt.Printf("\n%s\n", out.Note)
+	}
+	if len(out.Experiment) > 0 {
+		var e struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal(out.Experiment, &e)
+		fmt.Printf("\ncanary %s started: kiln experiment show %s\n", e.ID, e.ID)
+	}
+	return nil
+}
+
+// requestRaw is request for a body that is not JSON (the trace CSV).
+func (p *policyFlags) requestRaw(method, path string, admin bool) ([]byte, error) {
+	c := newClient(p.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if admin {
+		tok, err := p.adminToken()
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("is kiln running at %s? %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 400 {
+		var env struct {
+			Error apiError `json:"error"`
+		}
+		if json.Unmarshal(data, &env) == nil && env.Error.Type != "" {
+			env.Error.Status = resp.StatusCode
+			return nil, &env.Error
+		}
+		return nil, &apiError{Status: resp.StatusCode, Type: "http_error", Message: strings.TrimSpace(string(data))}
+	}
+	return data, nil
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/kiln-gpu/kiln/kernel/sim"
+	"github.com/kiln-gpu/kiln/kernel/tune"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
+)
+
+func TestParseTuneSpec(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		kind abi.Kind
+		name string
+		bad  bool
+	}{
+		{in: "batching=same-model", kind: abi.KindBatching, name: "same-model"},
+		{in: "eviction=gdsf", kind: abi.KindEviction, name: "gdsf"},
+		{in: "batching", bad: true},
+		{in: "batching=", bad: true},
+		{in: "weather=sunny", bad: true},
+	} {
+		k, n, err := parseTuneSpec(tc.in)
+		if (err != nil) != tc.bad || (!tc.bad && (k != tc.kind || n != tc.name)) {
+			t.Errorf("parseTuneSpec(%q) = %v, %q, %v", tc.in, k, n, err)
+		}
+	}
+}
+
+func TestWriteSimTune(t *testing.T) {
+	rep := &sim.Report{Jobs: 3, Completed: 3}
+	res := &tune.Result{Kind: "batching", Policy: "same-model", Best: map[string]float64{"max_size": 8}, Gain: 0.1}
+	var b bytes.Buffer
+	if err := writeSimTune(&b, "json", rep, res); err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]json.RawMessage
+	if err := json.Unmarshal(b.Bytes(), &got); err != nil || got["jobs"] == nil || got["tune"] == nil {
+		t.Errorf("json report must keep the sim fields and add tune: %s", b.String())
+	}
+	b.Reset()
+	if err := writeSimTune(&b, "json", rep, nil); err != nil || strings.Contains(b.String(), `"tune"`) {
+		t.Errorf("no search, no tune object: %s", b.String())
+	}
+}
+
+// TestCmdTune runs `kiln tune` against a fake kiln: it must fetch the
+// recorded arrivals with the admin token, search, and start a canary of
+// the best parameters.
+func TestCmdTune(t *testing.T) {
+	models, reqs, err := sim.Generate(sim.GenConfig{Kind: sim.KindZipf, Jobs: 200, Rate: 0.5, Checkpoints: 5, Seed: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var trace bytes.Buffer
+	if err := sim.WriteTrace(&trace, reqs); err != nil {
+		t.Fatal(err)
+	}
+	var posted map[string]any
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		admin := r.Header.Get("Authorization") == "Bearer sekrit"
+		switch {
+		case r.Method == "GET" && r.URL.Path == "/v1/experiments/trace" && admin:
+			w.Write(trace.Bytes())
+		case r.Method == "GET" && r.URL.Path == "/v1/models":
+			var ms []map[string]any
+			for _, m := range models {
+				ms = append(ms, map[string]any{"id": m.ID, "bytes": 1024, "nominal_bytes": m.Bytes, "family": m.Family})
+			}
+			json.NewEncoder(w).Encode(map[string]any{"models": ms})
+		case r.Method == "POST" && r.URL.Path == "/v1/experiments" && admin:
+			body, _ := io.ReadAll(r.Body)
+			json.Unmarshal(body, &posted)
+			w.WriteHeader(http.StatusCreated)
+			w.Write([]byte(`{"id":"exp-1","state":"running"}`))
+		default:
+			w.WriteHeader(http.StatusUnauthorized)
+			w.Write([]byte(`{"error":{"type":"unauthorized","message":"no"}}`))
+		}
+	}))
+	defer srv.Close()
+	t.Setenv("KILN_ADMIN_TOKEN", "sekrit")
+	err = cmdTune([]string{"--addr", srv.URL, "--kind", "batching", "--policy", "same-model", "--budget", "6", "--json",
+		"--set", "policies.native_builtins=true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if posted == nil {
+		t.Fatal("no canary was started (the search found no gain on a trace where batching helps)")
+	}
+	if posted["type"] != "canary" || posted["policy"] != "same-model" || posted["kind"] != "batching" || posted["params"] == nil {
+		t.Errorf("canary spec: %v", posted)
+	}
+
+	t.Setenv("KILN_ADMIN_TOKEN", "wrong")
+	err = cmdTune([]string{"--addr", srv.URL, "--kind", "batching", "--policy", "same-model"})
+	if err == nil || !strings.Contains(err.Error(), "arrivals") {
+		t.Errorf("a refused token must fail the fetch: %v", err)
+	}
+	if err := cmdTune([]string{"--addr", srv.URL, "--kind", "batching", "--policy", "none"}); err == nil {
+		t.Error("a policy without parameters must be refused")
+	}
+}
