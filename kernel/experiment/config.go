@@ -1,0 +1,110 @@
+package experiment
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config is the experiments section of kiln's config: the defaults of an
+// experiment's spec and how often the controller looks.
+type Config struct {
+	// Steps are a canary's default candidate shares, in percent.
+	Steps []int `koanf:"steps"`
+	// StepDuration is the least time a canary step lasts.
+	StepDuration time.Duration `koanf:"step_duration"`
+	// MinSamples is the fewest jobs per arm before a verdict.
+	MinSamples int `koanf:"min_samples"`
+	// Deadline bounds an experiment (a stalled canary is rolled back).
+	Deadline time.Duration `koanf:"deadline"`
+	// Confidence is 1 − alpha of every test.
+	Confidence float64 `koanf:"confidence"`
+	// Window and BurnIn are a switchback's defaults.
+	Window time.Duration `koanf:"window"`
+	BurnIn time.Duration `koanf:"burn_in"`
+	// Guards are a canary's default guards.
+	Guards []string `koanf:"guards"`
+	// MinEffect is the smallest latency difference, as a fraction of the
+	// baseline's mean, that a canary acts on; MinRateEffect the smallest
+	// difference of an error or deadline-miss rate.
+	MinEffect     float64 `koanf:"min_effect"`
+	MinRateEffect float64 `koanf:"min_rate_effect"`
+	// Interval is how often the controller looks at a running experiment.
+	Interval time.Duration `koanf:"interval"`
+	// History is how many finished experiments the record keeps.
+	History int `koanf:"history"`
+}
+
+// DefaultConfig is the section's defaults, as configs/kiln.yaml has them.
+func DefaultConfig() Config {
+	return Config{
+		Steps: []int{5, 25, 50, 100}, StepDuration: 5 * time.Minute, MinSamples: 50, Deadline: 2 * time.Hour,
+		Confidence: 0.98, Window: 10 * time.Minute, BurnIn: time.Minute, Guards: []string{"faults==0"},
+		Interval: 10 * time.Second, History: 100, MinEffect: 0.1, MinRateEffect: 0.02,
+	}
+}
+
+// WithDefaults fills zero fields from DefaultConfig.
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	if len(c.Steps) == 0 {
+		c.Steps = d.Steps
+	}
+	if c.StepDuration == 0 {
+		c.StepDuration = d.StepDuration
+	}
+	if c.MinSamples == 0 {
+		c.MinSamples = d.MinSamples
+	}
+	if c.Deadline == 0 {
+		c.Deadline = d.Deadline
+	}
+	if c.Confidence == 0 {
+		c.Confidence = d.Confidence
+	}
+	if c.Window == 0 {
+		c.Window = d.Window
+	}
+	if c.BurnIn == 0 {
+		c.BurnIn = d.BurnIn
+	}
+	if c.Guards == nil {
+		c.Guards = d.Guards
+	}
+	if c.MinEffect == 0 {
+		c.MinEffect = d.MinEffect
+	}
+	if c.MinRateEffect == 0 {
+		c.MinRateEffect = d.MinRateEffect
+	}
+	if c.Interval == 0 {
+		c.Interval = d.Interval
+	}
+	if c.History == 0 {
+		c.History = d.History
+	}
+	return c
+}
+
+// Validate checks the section, defaults filled.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	s := Spec{Kind: "scheduling", Policy: "fifo", Type: Canary}.withDefaults(c)
+	var errs []error
+	if err := s.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("experiments: %w", err))
+	}
+	if c.BurnIn >= c.Window {
+		errs = append(errs, fmt.Errorf("experiments.burn_in (%s) must be shorter than experiments.window (%s)", c.BurnIn, c.Window))
+	}
+	if c.Interval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("experiments.interval %s: want at least 10ms", c.Interval))
+	}
+	if c.MinEffect < 0 || c.MinEffect > 10 || c.MinRateEffect < 0 || c.MinRateEffect > 1 {
+		errs = append(errs, errors.New("experiments.min_effect must be in [0, 10] and experiments.min_rate_effect in [0, 1]"))
+	}
+	if c.History < 1 {
+		errs = append(errs, errors.New("experiments.history: want at least 1"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,334 @@
+package experiment
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/stats"
+)
+
+// look builds the report of the running step: both arms, the comparisons
+// (gating ones by always-valid sequential tests, so that looking every
+// interval keeps the error rate), the guards and the SRM check.
+func (c *Controller) look(a *active, now time.Time) *Report {
+	rec, spec := a.rec, a.rec.Spec
+	pct := sharePct(spec, rec.Step)
+	rep := &Report{Time: now, Step: rec.Step, Share: pct}
+	tier := a.tierNow()
+	for arm := range 2 {
+		acc := a.step[arm]
+		acc.hits, acc.misses, acc.bytes = tier[arm].hits, tier[arm].misses, tier[arm].bytes
+		acc.faults = a.arms[arm].Faults() - a.faults0[arm]
+		a.total[arm].faults = acc.faults
+		rep.Arms[arm] = acc.report(arm, a.arms[arm].Ref())
+	}
+	if spec.Unit == Workers {
+		rep.Arms[Baseline].Workers = rec.Assignment.BaselineWorkers
+		rep.Arms[Candidate].Workers = rec.Assignment.CandidateWorkers
+	}
+	rule := stats.Rule{MinN: spec.MinSamples, Alpha: a.alpha, LowerIsBetter: true}
+	hasBaseline := pct < 100
+	if hasBaseline && spec.Type != Switchback {
+		lat := a.seqLat.Look()
+		rep.Comparisons = append(rep.Comparisons, gating("latency_s", fmt.Sprintf("sequential (mixture SPRT) on means of %d jobs", batchJobs),
+			lat, batchRule(rule), c.cfg.MinEffect*lat.MeanA))
+		rep.Comparisons = append(rep.Comparisons, gating("error_rate", "sequential (mixture SPRT) on the proportion", a.seqErr.Look(), rule, c.cfg.MinRateEffect))
+		if a.step[Baseline].withDeadline > 0 || a.step[Candidate].withDeadline > 0 {
+			rep.Comparisons = append(rep.Comparisons, gating("deadline_miss_rate", "sequential (mixture SPRT) on the proportion", a.seqMiss.Look(), rule, c.cfg.MinRateEffect))
+		}
+		// The rank test and its shift estimate describe the effect for
+		// the reader; they are fixed-horizon, so they do not gate.
+		if la, lb := a.step[Baseline].latency, a.step[Candidate].latency; len(la) > 0 && len(lb) > 0 {
+			mw := stats.MannWhitneyCI(la, lb, spec.Confidence)
+			cmp := mw.Comparison()
+			rep.Comparisons = append(rep.Comparisons, Comparison{Metric: "latency_s", Test: "mann-whitney (hodges-lehmann shift)",
+				NA: cmp.NA, NB: cmp.NB, Effect: cmp.Effect, Low: cmp.Low, High: cmp.High, P: cmp.P, Alpha: 1 - spec.Confidence,
+				Verdict: stats.Decide(cmp, stats.Rule{MinN: spec.MinSamples, Alpha: 1 - spec.Confidence, LowerIsBetter: true})})
+		}
+		srmP := 1.0
+		nb, nc := a.step[Baseline].n, a.step[Candidate].n
+		sb, sc := a.r.shares[Baseline], a.r.shares[Candidate]
+		if sb > 0 && sc > 0 {
+			_, srmP = stats.SRM([]int{nb, nc}, []float64{sb, sc})
+		}
+		exp := 0.0
+		if sb+sc > 0 {
+			exp = sc / (sb + sc)
+		}
+		rep.SRM = &SRMResult{Expected: exp, Baseline: nb, Candidate: nc, P: srmP, Mismatch: srmP < stats.SRMAlpha}
+	}
+	if spec.Type == Switchback {
+		rep.Comparisons = append(rep.Comparisons, c.windowComparison(a, rule))
+	}
+	for _, gs := range spec.Guards {
+		g, err := ParseGuard(gs)
+		if err != nil {
+			continue
+		}
+		rep.Guards = append(rep.Guards, judgeGuard(g, rep.Arms, hasBaseline, spec.MinSamples))
+	}
+	for i := range rep.Comparisons {
+		rep.Comparisons[i].clean()
+	}
+	rep.Verdict = overall(rep.Comparisons)
+	rec.Report = rep
+	return rep
+}
+
+// gating judges an always-valid comparison by its confidence sequence:
+// worse when the whole interval lies above +minEffect, better when it lies
+// below −minEffect (lower is better for every gating metric). The
+// sequence's p-value is the minimum over looks, so its sign says nothing
+// of the current effect; the interval does. minEffect is the practical
+// threshold: queues make latencies of one worker group correlated, and a
+// difference smaller than it is not worth a rollback or a promotion.
+func gating(metric, test string, r stats.SequentialResult, rule stats.Rule, minEffect float64) Comparison {
+	cmp := r.Comparison()
+	c := Comparison{Metric: metric, Test: test, NA: cmp.NA, NB: cmp.NB, Effect: cmp.Effect, Low: cmp.Low, High: cmp.High,
+		P: cmp.P, Alpha: rule.Alpha, MinEffect: minEffect, Gating: true}
+	c.Verdict = stats.Decide(cmp, rule)
+	if c.Verdict == stats.InsufficientData {
+		return c
+	}
+	switch {
+	case !r.Bounded:
+		c.Verdict = stats.InsufficientData
+	case r.Rejected && r.Low > minEffect:
+		c.Verdict = stats.Worse
+	case r.Rejected && r.High < -minEffect:
+		c.Verdict = stats.Better
+	default:
+		c.Verdict = stats.NoDifference
+	}
+	return c
+}
+
+// windowComparison compares a switchback's arms by window: the unit of
+// randomisation is the window, so each window's mean latency is one
+// observation. The interval is a bootstrap of the difference of the
+// means; the p-value is the rank test's on the window means.
+func (c *Controller) windowComparison(a *active, rule stats.Rule) Comparison {
+	var means [2][]float64
+	for arm := range 2 {
+		for _, lat := range a.step[arm].windows {
+			if len(lat) > 0 {
+				means[arm] = append(means[arm], stats.Mean(lat))
+			}
+		}
+	}
+	cmp := Comparison{Metric: "window_mean_latency_s", Test: "bootstrap over windows + mann-whitney", NA: len(means[0]), NB: len(means[1]),
+		Alpha: rule.Alpha, Gating: true, P: 1}
+	if len(means[0]) == 0 || len(means[1]) == 0 {
+		return cmp
+	}
+	// Sort so that map order does not reach the seeded bootstrap.
+	for arm := range 2 {
+		slices.Sort(means[arm])
+	}
+	iv := stats.BootstrapDiff(means[0], means[1], stats.Mean, 2000, 1-rule.Alpha, a.rng)
+	mw := stats.MannWhitney(means[0], means[1])
+	cmp.Effect, cmp.Low, cmp.High, cmp.P = iv.Estimate, iv.Low, iv.High, mw.P
+	// A window is a unit: three per arm is the least that says anything.
+	wr := rule
+	wr.MinN = 3
+	cmp.Verdict = stats.Decide(stats.Comparison{NA: cmp.NA, NB: cmp.NB, Effect: cmp.Effect, Low: cmp.Low, High: cmp.High, P: cmp.P}, wr)
+	if cmp.Verdict.Conclusive() && cmp.Low <= 0 && cmp.High >= 0 {
+		cmp.Verdict = stats.NoDifference // the interval and the test disagree: do not claim an effect
+	}
+	return cmp
+}
+
+// judgeGuard checks one guard on the candidate arm (a ratio guard: on the
+// candidate's figure over the baseline's).
+func judgeGuard(g Guard, arms [2]ArmReport, hasBaseline bool, minN int) GuardResult {
+	res := GuardResult{Guard: g.Expr}
+	base, ratio := strings.CutPrefix(g.Metric, "ratio_")
+	v, n, ok := arms[Candidate].metric(base)
+	res.N = n
+	if ratio {
+		if !hasBaseline {
+			res.Judged, res.OK = true, true // nothing left to compare with
+			return res
+		}
+		bv, bn, bok := arms[Baseline].metric(base)
+		ok = ok && bok && bv > 0
+		n = min(n, bn)
+		res.N = n
+		if ok {
+			v /= bv
+		}
+	}
+	if !ok {
+		return res
+	}
+	res.Value = v
+	need := g.minSamples(minN)
+	if g.Critical {
+		need = 1
+	}
+	res.Judged = n >= need
+	res.OK = g.holds(v) || !res.Judged
+	if g.Critical && !g.holds(v) {
+		res.Judged, res.OK = true, false
+	}
+	return res
+}
+
+// overall is the step's verdict from its gating comparisons: worse if any
+// is worse; insufficient data if any has too little; better if any is
+// better; else no difference.
+func overall(cs []Comparison) stats.Verdict {
+	v, seen := stats.NoDifference, false
+	for _, c := range cs {
+		if !c.Gating {
+			continue
+		}
+		seen = true
+		switch c.Verdict {
+		case stats.Worse:
+			return stats.Worse
+		case stats.InsufficientData:
+			v = stats.InsufficientData
+		case stats.Better:
+			if v != stats.InsufficientData {
+				v = stats.Better
+			}
+		}
+	}
+	if !seen {
+		return stats.InsufficientData
+	}
+	return v
+}
+
+func evidenceOf(rep *Report) *Evidence {
+	if rep == nil {
+		return nil
+	}
+	ev := &Evidence{Comparisons: rep.Comparisons, Guards: rep.Guards, SRM: rep.SRM, Verdict: rep.Verdict}
+	for _, ar := range rep.Arms {
+		ev.Arms = append(ev.Arms, ArmSummary{Arm: ar.Arm, Policy: ar.Policy, N: ar.N, Failed: ar.Failed, P95S: ar.P95S})
+	}
+	return ev
+}
+
+// evaluate takes one look's decision; c.mu is held.
+func (c *Controller) evaluate(a *active, now time.Time) {
+	rec, spec := a.rec, a.rec.Spec
+	rep := c.look(a, now)
+	ev := evidenceOf(rep)
+	if f := rep.Arms[Candidate].Faults; f > 0 {
+		c.end(a, now, RolledBack, "rolled_back", fmt.Sprintf("the candidate faulted (%d failed decisions, answered by the native fallback): a fault rolls back at once", f), ev)
+		return
+	}
+	for _, g := range rep.Guards {
+		if g.Judged && !g.OK {
+			if spec.Type == Canary || strings.HasPrefix(g.Guard, "faults") {
+				c.end(a, now, RolledBack, "rolled_back", fmt.Sprintf("guard %s breached: %.4g over %d jobs", g.Guard, g.Value, g.N), ev)
+				return
+			}
+		}
+	}
+	elapsed := now.Sub(rec.StartedAt)
+	switch spec.Type {
+	case Canary:
+		if rep.Verdict == stats.Worse {
+			c.end(a, now, RolledBack, "rolled_back", "the candidate is worse than the baseline: "+worst(rep.Comparisons), ev)
+			return
+		}
+		if elapsed >= time.Duration(spec.Deadline) {
+			c.end(a, now, RolledBack, "rolled_back", fmt.Sprintf("progress deadline %s passed at step %d (%d%%) without a decision", time.Duration(spec.Deadline), rec.Step, rep.Share), ev)
+			return
+		}
+		if why := c.holdReason(a, rep, now); why != "" {
+			c.decide(a, now, "hold", why, ev)
+			return
+		}
+		if rec.Step == len(spec.Steps)-1 {
+			c.end(a, now, Promoted, "promoted", fmt.Sprintf("passed all %d steps", len(spec.Steps)), ev)
+			return
+		}
+		c.decide(a, now, "advance", fmt.Sprintf("step %d (%d%%) passed: %s", rec.Step, rep.Share, rep.Verdict), ev)
+		c.startStep(a, now, rec.Step+1, c.workers())
+	default:
+		conclusive := rep.Verdict.Conclusive() && (rep.SRM == nil || !rep.SRM.Mismatch)
+		if elapsed >= time.Duration(spec.Deadline) || conclusive && now.Sub(rec.StepStartedAt) >= time.Duration(spec.StepDuration) {
+			verdict := rep.Verdict.String()
+			if rep.Verdict == stats.InsufficientData {
+				verdict = "inconclusive"
+			}
+			c.end(a, now, Completed, verdict, fmt.Sprintf("after %s: %s", elapsed.Round(time.Second), summary(rep)), ev)
+			return
+		}
+		c.decide(a, now, "hold", "collecting until a verdict or the deadline", ev)
+	}
+	if err := c.persist(); err != nil {
+		c.log.Error().Err(err).Str("experiment", rec.ID).Msg("save experiment record")
+	}
+}
+
+// holdReason says why a canary step cannot advance yet ("" when it can).
+// Insufficient data holds; it never passes.
+func (c *Controller) holdReason(a *active, rep *Report, now time.Time) string {
+	rec, spec := a.rec, a.rec.Spec
+	var why []string
+	if left := time.Duration(spec.StepDuration) - now.Sub(rec.StepStartedAt); left > 0 {
+		why = append(why, fmt.Sprintf("the step lasts at least %s", time.Duration(spec.StepDuration)))
+	}
+	if rep.Share < 100 {
+		if rep.Verdict == stats.InsufficientData {
+			why = append(why, fmt.Sprintf("insufficient data (want %d jobs per arm and metric; counts in the evidence)", spec.MinSamples))
+		}
+		if rep.SRM != nil && rep.SRM.Mismatch {
+			why = append(why, fmt.Sprintf("sample ratio mismatch (p=%.2g): the split is not what was asked", rep.SRM.P))
+		}
+	} else if rep.Arms[Candidate].N < spec.MinSamples {
+		why = append(why, fmt.Sprintf("insufficient data (want %d candidate jobs)", spec.MinSamples))
+	}
+	for _, g := range rep.Guards {
+		if !g.Judged {
+			why = append(why, fmt.Sprintf("guard %s lacks samples", g.Guard))
+		}
+	}
+	return strings.Join(why, "; ")
+}
+
+func worst(cs []Comparison) string {
+	for _, c := range cs {
+		if c.Gating && c.Verdict == stats.Worse {
+			return fmt.Sprintf("%s %+.4g [%.4g, %.4g], p=%.2g < %.2g", c.Metric, c.Effect, c.Low, c.High, c.P, c.Alpha)
+		}
+	}
+	return ""
+}
+
+func summary(rep *Report) string {
+	var parts []string
+	for _, c := range rep.Comparisons {
+		if c.Gating {
+			parts = append(parts, fmt.Sprintf("%s %s (n=%d/%d, effect %+.3g, p=%.2g)", c.Metric, c.Verdict, c.NA, c.NB, c.Effect, finite(c.P)))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+func finite(x float64) float64 {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return 1
+	}
+	return x
+}
+
+// clean replaces values JSON cannot carry (an unbounded interval, an
+// undefined p-value) with neutral ones: no effect, p = 1.
+func (c *Comparison) clean() {
+	for _, f := range []*float64{&c.Effect, &c.Low, &c.High} {
+		if math.IsNaN(*f) || math.IsInf(*f, 0) {
+			*f = 0
+		}
+	}
+	c.P = finite(c.P)
+}

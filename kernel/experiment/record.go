@@ -1,0 +1,157 @@
+package experiment
+
+import (
+	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/stats"
+)
+
+// State is where an experiment is.
+type State string
+
+// The states. Only Running is not final.
+const (
+	Running State = "running"
+	// Promoted: a canary passed every step; the candidate is active.
+	Promoted State = "promoted"
+	// RolledBack: a canary failed (or an A/B test's candidate faulted);
+	// the baseline serves every decision again.
+	RolledBack State = "rolled_back"
+	// Completed: an A/B test or switchback ended with its verdict.
+	Completed State = "completed"
+	// Aborted: an operator stopped it; the baseline serves again.
+	Aborted State = "aborted"
+)
+
+// Record is an experiment's durable record: what was asked, how the node
+// was split, every decision with its evidence, and the latest report.
+type Record struct {
+	ID    string `json:"id"`
+	Spec  Spec   `json:"spec"`
+	State State  `json:"state"`
+	// Verdict is the outcome: promoted, rolled_back, better, worse,
+	// no_difference or inconclusive; empty while running.
+	Verdict   string    `json:"verdict,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	Baseline  string    `json:"baseline"`
+	Candidate string    `json:"candidate"`
+	StartedAt time.Time `json:"started_at"`
+	EndedAt   time.Time `json:"ended_at,omitzero"`
+	// Step is the index of the canary step in Spec.Steps.
+	Step          int        `json:"step"`
+	StepStartedAt time.Time  `json:"step_started_at"`
+	Assignment    Assignment `json:"assignment"`
+	Decisions     []Decision `json:"decisions"`
+	Report        *Report    `json:"report,omitempty"`
+}
+
+// Assignment is how the node is split between the arms, recorded so that
+// a split can be checked and replayed.
+type Assignment struct {
+	Unit Unit   `json:"unit"`
+	Seed uint64 `json:"seed"`
+	// JobShare is the candidate's share of jobs (by the seeded hash of job
+	// IDs), 0..1.
+	JobShare float64 `json:"job_share"`
+	// BaselineShare is the baseline arm's share; the rest of the node
+	// (production) runs the active policies and is not counted.
+	BaselineShare    float64  `json:"baseline_share"`
+	CandidateWorkers []string `json:"candidate_workers,omitempty"`
+	BaselineWorkers  []string `json:"baseline_workers,omitempty"`
+	// Windows is a switchback's arm sequence (0 baseline, 1 candidate),
+	// repeating, from StartedAt in steps of Spec.Window.
+	Windows []int `json:"windows,omitempty"`
+}
+
+// Decision is one thing the controller decided, with its evidence.
+type Decision struct {
+	Time time.Time `json:"time"`
+	// AtS is seconds since the experiment started.
+	AtS    float64 `json:"at_s"`
+	Step   int     `json:"step"`
+	Share  int     `json:"share_pct"`
+	Action string  `json:"action"` // start | hold | advance | promote | rollback | conclude | abort | resume
+	Reason string  `json:"reason"`
+	// Looks counts the evaluations a hold stands for: consecutive holds
+	// for the same reason are one decision, so that the record stays
+	// readable over a long step.
+	Looks    int       `json:"looks,omitempty"`
+	Evidence *Evidence `json:"evidence,omitempty"`
+}
+
+// Evidence is what a decision was taken on.
+type Evidence struct {
+	Arms        []ArmSummary   `json:"arms"`
+	Comparisons []Comparison   `json:"comparisons,omitempty"`
+	Guards      []GuardResult  `json:"guards,omitempty"`
+	SRM         *SRMResult     `json:"srm,omitempty"`
+	Verdict     stats.Verdict  `json:"verdict"`
+	Extra       map[string]any `json:"extra,omitempty"`
+}
+
+// ArmSummary is an arm in a decision's evidence.
+type ArmSummary struct {
+	Arm    string  `json:"arm"`
+	Policy string  `json:"policy"`
+	N      int     `json:"n"`
+	Failed int     `json:"failed"`
+	P95S   float64 `json:"p95_s"`
+}
+
+// Comparison is one statistical test of candidate against baseline. Effect,
+// Low and High are candidate − baseline, in the metric's units (seconds or
+// a rate).
+type Comparison struct {
+	Metric string  `json:"metric"`
+	Test   string  `json:"test"`
+	NA     int     `json:"n_baseline"`
+	NB     int     `json:"n_candidate"`
+	Effect float64 `json:"effect"`
+	Low    float64 `json:"low"`
+	High   float64 `json:"high"`
+	P      float64 `json:"p"`
+	Alpha  float64 `json:"alpha"`
+	// MinEffect is the practical threshold a gating effect must pass.
+	MinEffect float64       `json:"min_effect,omitempty"`
+	Verdict   stats.Verdict `json:"verdict"`
+	// Gating is false for comparisons reported for information only.
+	Gating bool `json:"gating"`
+}
+
+// GuardResult is one guard at one look.
+type GuardResult struct {
+	Guard string  `json:"guard"`
+	Value float64 `json:"value"`
+	N     int     `json:"n"`
+	// Judged is false until the arm has enough samples for the metric.
+	Judged bool `json:"judged"`
+	OK     bool `json:"ok"`
+}
+
+// SRMResult is the sample-ratio-mismatch check of the counted jobs
+// against the split's intended share.
+type SRMResult struct {
+	Expected  float64 `json:"expected_candidate_share"`
+	Baseline  int     `json:"baseline"`
+	Candidate int     `json:"candidate"`
+	P         float64 `json:"p"`
+	Mismatch  bool    `json:"mismatch"`
+}
+
+// Report is an experiment's latest look: both arms and their comparisons.
+type Report struct {
+	Time        time.Time     `json:"time"`
+	Step        int           `json:"step"`
+	Share       int           `json:"share_pct"`
+	Arms        [2]ArmReport  `json:"arms"`
+	Comparisons []Comparison  `json:"comparisons,omitempty"`
+	Guards      []GuardResult `json:"guards,omitempty"`
+	SRM         *SRMResult    `json:"srm,omitempty"`
+	Verdict     stats.Verdict `json:"verdict"`
+}
+
+func (r *Record) clone() Record {
+	c := *r
+	c.Decisions = append([]Decision(nil), r.Decisions...)
+	return c
+}
