@@ -5,6 +5,7 @@ Options (command-line arguments, set with kiln's ``workers.args``):
   --device auto|cpu|cuda   where tensors live (auto: CUDA when available)
   --threads N              torch CPU threads (default: torch's choice)
   --width-scale F          multiplies the stand-in's hidden width (default 1)
+  --h2d pageable|staged|register  how model bytes cross to a GPU (see H2D_MODES)
 
 Every figure this worker reports is measured: ``vram_bytes`` is the CUDA
 allocator's growth during the load on a GPU and the tensors' byte size on
@@ -45,13 +46,28 @@ def pick_device(choice):
     return torch.device("cpu")
 
 
-def tensors_from_mapping(buf, header, device):
+# How model bytes cross to the GPU (--h2d):
+#   pageable  tensor.to("cuda") on views of the mapping: the driver stages
+#             each copy through its own small pinned buffer, synchronously
+#   staged    kiln copies the mapping through two pinned staging buffers of
+#             STAGE_BYTES while the DMA engine drains the other one, so
+#             the CPU copy and the transfer overlap
+#   register  pins the mapping itself (cudaHostRegister, read-only) so the
+#             DMA engine reads the L2 segment directly; pinning costs time
+#             once per load
+H2D_MODES = ("pageable", "staged", "register")
+STAGE_BYTES = 64 << 20
+_CUDA_HOST_REGISTER_READ_ONLY = 8
+
+
+def tensors_from_mapping(buf, header, device, h2d="staged"):
     """Wrap every tensor of a mapped safetensors file with torch.frombuffer.
 
     On CPU the tensors are views of the read-only mapping: no copy. On CUDA
-    each view is copied to the device once. Returns {name: tensor}.
+    each view is copied to the device once, the way h2d names. Returns
+    {name: tensor}.
     """
-    out = {}
+    views = {}
     with warnings.catch_warnings():
         # The mapping is read-only; torch warns that it cannot enforce that.
         warnings.simplefilter("ignore", UserWarning)
@@ -67,8 +83,57 @@ def tensors_from_mapping(buf, header, device):
                 v = torch.frombuffer(bytearray(buf[t.begin:t.begin + count * size]), dtype=dtype)
             if dtype != torch.uint8 and count == _numel(t.shape):
                 v = v.view(t.shape)
-            out[t.name] = v.to(device) if device.type == "cuda" else v
+            views[t.name] = v
+    if device.type != "cuda":
+        return views
+    if h2d == "staged":
+        return _to_cuda_staged(views, device)
+    if h2d == "register":
+        return _to_cuda_registered(buf, views, device)
+    return {k: v.to(device) for k, v in views.items()}
+
+
+def _to_cuda_staged(views, device):
+    """Copy views to the GPU through two pinned buffers on a side stream.
+
+    Chunk i is copied by the CPU into one buffer while chunk i-1's DMA from
+    the other is in flight; an event per buffer says when it may be reused.
+    """
+    stage = [torch.empty(STAGE_BYTES, dtype=torch.uint8, pin_memory=True) for _ in range(2)]
+    done = [None, None]
+    stream = torch.cuda.Stream(device)
+    out, k = {}, 0
+    for name, v in views.items():
+        dst = torch.empty(v.shape, dtype=v.dtype, device=device)
+        src_b, dst_b = v.reshape(-1).view(torch.uint8), dst.reshape(-1).view(torch.uint8)
+        for off in range(0, src_b.numel(), STAGE_BYTES):
+            n = min(STAGE_BYTES, src_b.numel() - off)
+            if done[k] is not None:
+                done[k].synchronize()
+            stage[k][:n].copy_(src_b[off:off + n])
+            with torch.cuda.stream(stream):
+                dst_b[off:off + n].copy_(stage[k][:n], non_blocking=True)
+                done[k] = torch.cuda.Event()
+                done[k].record(stream)
+            k ^= 1
+        out[name] = dst
+    stream.synchronize()
     return out
+
+
+def _to_cuda_registered(buf, views, device):
+    """Pin the whole mapping, copy with DMA straight from it, then unpin."""
+    base = torch.frombuffer(buf, dtype=torch.uint8)
+    cudart = torch.cuda.cudart()
+    err = cudart.cudaHostRegister(base.data_ptr(), base.numel(), _CUDA_HOST_REGISTER_READ_ONLY)
+    if int(err) != 0:  # not supported here: fall back to staging
+        return _to_cuda_staged(views, device)
+    try:
+        out = {k: v.to(device, non_blocking=True) for k, v in views.items()}
+        torch.cuda.synchronize(device)
+        return out
+    finally:
+        cudart.cudaHostUnregister(base.data_ptr())
 
 
 def _numel(shape):
@@ -116,9 +181,10 @@ class TorchWorker(Handler):
     name = "kiln-worker-torch"
     version = "0.1.0"
 
-    def __init__(self, device, width_scale=1.0, getenv=os.environ.get):
+    def __init__(self, device, width_scale=1.0, getenv=os.environ.get, h2d="staged"):
         self.device = device
         self.width_scale = width_scale
+        self.h2d = h2d
         self.mu = threading.Lock()
         self.models = {}
         self.loading = {}
@@ -192,7 +258,7 @@ class TorchWorker(Handler):
                 if need > free:
                     raise p.WorkerError(p.OUT_OF_MEMORY, "load %s: needs %d bytes, %d free" % (req["model"], need, free))
             try:
-                tensors = tensors_from_mapping(mf.buf, header, self.device)
+                tensors = tensors_from_mapping(mf.buf, header, self.device, self.h2d)
             except RuntimeError as exc:
                 if "out of memory" in str(exc):
                     raise p.WorkerError(p.OUT_OF_MEMORY, "load %s: %s" % (req["model"], exc)) from None
@@ -362,6 +428,7 @@ def parse_args(argv=None):
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--width-scale", type=float, default=1.0)
+    ap.add_argument("--h2d", choices=H2D_MODES, default="staged")
     return ap.parse_args(argv)
 
 
@@ -370,4 +437,4 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    serve_fd3(TorchWorker(pick_device(args.device), args.width_scale))
+    serve_fd3(TorchWorker(pick_device(args.device), args.width_scale, h2d=args.h2d))
