@@ -47,6 +47,11 @@ type Deps struct {
 	Policies http.Handler
 	// AdminToken guards the mutating admin endpoints; empty disables them.
 	AdminToken string
+	// Shadow serves GET /v1/experiments/shadow (read-only: what /metrics
+	// exports, no token); Trace serves GET /v1/experiments/trace (the
+	// node's recent traffic) behind the admin token. Nil leaves a route out.
+	Shadow http.Handler
+	Trace  http.Handler
 }
 
 // Server is kiln's HTTP API.
@@ -114,6 +119,12 @@ func New(cfg Config, deps Deps) *Server {
 	if deps.Policies != nil {
 		s.mux.Handle("/v1/policies", deps.Policies)
 		s.mux.Handle("/v1/policies/", deps.Policies)
+	}
+	if deps.Shadow != nil {
+		s.mux.Handle("GET /v1/experiments/shadow", deps.Shadow)
+	}
+	if deps.Trace != nil {
+		s.mux.Handle("GET /v1/experiments/trace", s.admin(deps.Trace))
 	}
 	if deps.Metrics != nil {
 		s.mux.Handle("GET /metrics", deps.Metrics.Handler())

@@ -34,7 +34,9 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/metrics"
 	"github.com/kiln-gpu/kiln/kernel/plugin"
 	"github.com/kiln-gpu/kiln/kernel/policy"
+	"github.com/kiln-gpu/kiln/kernel/shadow"
 	"github.com/kiln-gpu/kiln/kernel/tier"
+	"github.com/kiln-gpu/kiln/kernel/tune"
 	"github.com/kiln-gpu/kiln/kernel/worker"
 	sdkplugin "github.com/kiln-gpu/kiln/sdk/plugin"
 	wire "github.com/kiln-gpu/kiln/sdk/worker"
@@ -64,6 +66,11 @@ type Node struct {
 	Catalog    *catalog.Catalog
 	Metrics    *metrics.Metrics
 	API        *api.Server
+	// Shadow replays live model accesses into ghost caches under each
+	// candidate eviction policy; Arrivals records recent arrivals for the
+	// auto-tuner. Either is nil when off (see shadow.go).
+	Shadow   *shadow.Shadow
+	Arrivals *tune.Recorder
 
 	addrMu sync.Mutex
 	addr   net.Addr
@@ -216,11 +223,13 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		return nil, err
 	}
 	n.Dispatcher.SetPool(n.Pool)
+	n.openShadow(shadow.Config{})
 	n.API = api.New(cfg.API, api.Deps{
 		Store: n.Store, Dispatcher: n.Dispatcher, Pool: n.Pool, Devices: n.Devices, Catalog: n.Catalog,
 		Metrics: n.Metrics, Limits: cfg.Limits, Clock: opts.Clock, Log: logging.Component(opts.Log, "api"),
 		OutputDir: outDir, Comfy: cfg.ComfyUI, Tiers: n.Tiers,
 		Policies: n.Policies.Handler(adminToken), AdminToken: adminToken,
+		Shadow: n.shadowHandler(), Trace: n.traceHandler(),
 	})
 	return n, nil
 }
@@ -239,6 +248,7 @@ func (n *Node) Run(ctx context.Context) error {
 		defer close(dispatchDone)
 		n.Dispatcher.Run(ctx)
 	}()
+	shadowDone := n.runShadow(ctx)
 	err := n.API.ListenAndServe(ctx, n.cfg.Listen, func(a net.Addr) {
 		n.addrMu.Lock()
 		n.addr = a
@@ -251,6 +261,7 @@ func (n *Node) Run(ctx context.Context) error {
 	})
 	cancel()
 	<-dispatchDone
+	shadowDone()
 	n.Pool.Stop()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
@@ -360,6 +371,12 @@ func (n *Node) vramStats() tier.Stats {
 }
 
 func (n *Node) close() {
+	if n.Shadow != nil {
+		if err := n.Shadow.Close(); err != nil {
+			n.log.Warn().Err(err).Msg("close eviction shadow")
+		}
+		n.Shadow = nil
+	}
 	if n.Store != nil {
 		if err := n.Store.Close(); err != nil {
 			n.log.Warn().Err(err).Msg("close store")
