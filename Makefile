@@ -12,7 +12,7 @@ RUN_ARGS ?=
 # so that it finishes in about a minute; `make serve` runs at scale 1.
 DEMO_SETS ?= --set cost.time_scale=0.25
 
-.PHONY: all policies build run serve test test-torch load bench chaos check fmt vet tidy-check fuzz proto proto-check clean
+.PHONY: all policies build run serve test test-torch load bench bench-sim chaos check fmt vet tidy-check fuzz proto proto-check clean
 
 all: build
 
@@ -66,6 +66,14 @@ load: build
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./kernel/worker/ ./kernel/job/ ./kernel/modelfile/
 	$(GO) run ./tests/loadgen -duration 10s -concurrency 64
+
+# The simulator's suite (kernel/sim, docs/simulator.md): the three configs
+# of configs/ and every eviction policy on the ServeGen and Azure traces
+# (derived traces are generated in memory, not written), written into the
+# marked section of BENCHMARKS.md. A few minutes on two cores.
+TRACES ?= ../shared/traces
+bench-sim:
+	$(GO) run ./cmd/kiln sim bench --traces $(TRACES) --configs configs --update BENCHMARKS.md
 
 fmt:
 	gofmt -w .

@@ -18,7 +18,12 @@ const simUsage = `usage:
   kiln sim --trace TRACE.csv --models MODELS.csv [--config FILE] [--set k=v]... [--seed N] [--report json|md]
            [--ram-bytes N] [--disk-bytes N] [--remote-bytes-per-s F]
   kiln sim gen --kind zipf|bursty|diurnal --out DIR [--jobs N] [--rate F] [--checkpoints N] [--zipf-s F]
-           [--drift DUR] [--interactive F] [--deadline-ms N] [--seed N]
+           [--drift DUR] [--burst-factor F] [--on DUR] [--off DUR] [--period DUR] [--amplitude F]
+           [--interactive F] [--deadline-ms N] [--seed N]
+  kiln sim gen --kind servegen --servegen DIR --out DIR [--start DUR] [--duration DUR] [--rate F | --rate-scale F]
+           [--mapping stripe|block] [--checkpoints N] [--jobs N] [--interactive F] [--deadline-ms N] [--seed N]
+  kiln sim gen --kind azure --azure FILE --out DIR [--rate F | --rate-scale F] [--checkpoints N] [--zipf-s F] [--jobs N] [--seed N]
+  kiln sim bench [--traces DIR] [--update BENCHMARKS.md] [--quick]
 `
 
 // cmdSim runs the trace-driven simulator (kernel/sim) or, with "gen",
@@ -26,6 +31,9 @@ const simUsage = `usage:
 func cmdSim(args []string) error {
 	if len(args) > 0 && args[0] == "gen" {
 		return cmdSimGen(args[1:])
+	}
+	if len(args) > 0 && args[0] == "bench" {
+		return cmdSimBench(args[1:])
 	}
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), simUsage); fs.PrintDefaults() }
@@ -95,21 +103,56 @@ func cmdSimGen(args []string) error {
 	fs := flag.NewFlagSet("sim gen", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), simUsage); fs.PrintDefaults() }
 	var g sim.GenConfig
-	fs.StringVar(&g.Kind, "kind", sim.KindZipf, "workload: zipf, bursty or diurnal")
+	fs.StringVar(&g.Kind, "kind", sim.KindZipf, "workload: zipf, bursty, diurnal, servegen or azure")
 	out := fs.String("out", ".", "directory for trace.csv and models.csv")
-	fs.IntVar(&g.Jobs, "jobs", 1000, "number of requests")
-	fs.Float64Var(&g.Rate, "rate", 1, "mean arrival rate, jobs per second")
+	fs.IntVar(&g.Jobs, "jobs", 1000, "number of requests (importers: a cap, 0 for none)")
+	fs.Float64Var(&g.Rate, "rate", 1, "mean arrival rate, jobs per second (importers: the target rate; 0 keeps the trace's)")
+	rateScale := fs.Float64("rate-scale", 0, "importers: multiply the trace's rates (when --rate is 0)")
 	fs.IntVar(&g.Checkpoints, "checkpoints", 20, "distinct base models")
 	fs.Float64Var(&g.ZipfS, "zipf-s", 1, "Zipf exponent of model popularity")
 	fs.DurationVar(&g.Drift, "drift", 0, "rotate popularity by one rank every DUR of trace time (0: none)")
+	fs.Float64Var(&g.BurstFactor, "burst-factor", 4, "bursty: rate×F when on, rate/F when off")
+	fs.DurationVar(&g.On, "on", time.Minute, "bursty: mean length of an on period")
+	fs.DurationVar(&g.Off, "off", 4*time.Minute, "bursty: mean length of an off period")
+	fs.DurationVar(&g.Period, "period", time.Hour, "diurnal: period of the rate's sine")
+	fs.Float64Var(&g.Amplitude, "amplitude", 0.8, "diurnal: relative amplitude of the sine (0-1)")
 	fs.Float64Var(&g.InteractiveFrac, "interactive", 0.5, "share of interactive jobs")
 	fs.Int64Var(&g.DeadlineMS, "deadline-ms", 30000, "deadline of interactive jobs")
+	servegen := fs.String("servegen", "", "servegen: a category folder of chunk-N-trace.csv files, e.g. ../shared/traces/servegen/reason/deepseek-r1")
+	start := fs.Duration("start", 0, "servegen: where in the trace the span starts")
+	duration := fs.Duration("duration", time.Hour, "servegen: the span's length (0: to the end)")
+	mapping := fs.String("mapping", sim.MapStripe, "servegen: clients onto models by stripe or block")
+	azure := fs.String("azure", "", "azure: the Azure LLM trace CSV (TIMESTAMP,ContextTokens,GeneratedTokens)")
 	seed := fs.Uint64("seed", 1, "seed of every draw")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	g.Seed = *seed
-	models, reqs, err := sim.Generate(g)
+	var models []sim.Model
+	var reqs []sim.Request
+	var err error
+	switch g.Kind {
+	case "servegen":
+		if *servegen == "" {
+			return errors.New("sim gen: --kind servegen needs --servegen DIR")
+		}
+		models, reqs, err = sim.ImportServeGen(sim.ServeGenOptions{FS: os.DirFS(*servegen), Dir: ".", Start: *start, Duration: *duration,
+			TargetRate: g.Rate, RateScale: *rateScale, Checkpoints: g.Checkpoints, Mapping: *mapping,
+			InteractiveFrac: g.InteractiveFrac, DeadlineMS: g.DeadlineMS, MaxJobs: g.Jobs, Seed: g.Seed})
+	case "azure":
+		if *azure == "" {
+			return errors.New("sim gen: --kind azure needs --azure FILE")
+		}
+		f, ferr := os.Open(*azure)
+		if ferr != nil {
+			return fmt.Errorf("sim gen: %w", ferr)
+		}
+		models, reqs, err = sim.ImportAzure(f, *azure, sim.AzureOptions{TargetRate: g.Rate, RateScale: *rateScale, Checkpoints: g.Checkpoints,
+			ZipfS: g.ZipfS, InteractiveFrac: g.InteractiveFrac, DeadlineMS: g.DeadlineMS, MaxJobs: g.Jobs, Seed: g.Seed})
+		f.Close()
+	default:
+		models, reqs, err = sim.Generate(g)
+	}
 	if err != nil {
 		return err
 	}

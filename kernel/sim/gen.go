@@ -55,7 +55,13 @@ type GenConfig struct {
 	Amplitude float64
 	// Seed seeds every draw.
 	Seed uint64
+
+	// times, for the importers (kindTimes), are given arrival times.
+	times []time.Duration
 }
+
+// kindTimes draws models and classes for arrival times an importer read.
+const kindTimes = "times"
 
 func (c GenConfig) withDefaults() GenConfig {
 	def := func(v *float64, d float64) {
@@ -154,7 +160,7 @@ func Catalog(n int, seed uint64) []Model {
 func Generate(cfg GenConfig) ([]Model, []Request, error) {
 	cfg = cfg.withDefaults()
 	switch cfg.Kind {
-	case KindZipf, KindBursty, KindDiurnal:
+	case KindZipf, KindBursty, KindDiurnal, kindTimes:
 	default:
 		return nil, nil, fmt.Errorf("sim: generate: unknown kind %q (want zipf, bursty or diurnal)", cfg.Kind)
 	}
@@ -204,6 +210,8 @@ func Generate(cfg GenConfig) ([]Model, []Request, error) {
 	on, phaseEnd := true, expo(r, cfg.On.Seconds())
 	for len(reqs) < cfg.Jobs {
 		switch cfg.Kind {
+		case kindTimes:
+			t = cfg.times[len(reqs)].Seconds()
 		case KindZipf:
 			t += expo(r, 1/cfg.Rate)
 		case KindBursty:

@@ -8,7 +8,7 @@ import (
 // reports; RATIONALE.md explains the choice.
 const OptimumVariant = "belady-farthest-next-use with sizes, per device, on the run's own request sequence; " +
 	"evicts the unpinned entry used farthest in the future (never-again first, larger first on ties) until the load fits; " +
-	"first use of a model on the node charged from the source, every other miss from RAM"
+	"first use of a model on the node charged what the run paid for it (a compulsory load), every other miss a RAM→GPU transfer"
 
 // optimalLoadTime replays the run's job starts device by device through a
 // clairvoyant cache of the device's usable VRAM and returns the load time
@@ -77,7 +77,7 @@ func (s *simulator) beladyDevice(d *simDevice, seq []use) time.Duration {
 			mod := s.models[m]
 			b := uint64(mod.Bytes)
 			if u.cold[k] {
-				total += s.remoteTime(mod.Bytes) + s.cfg.Cost.LoadTime(mod.Family, mod.Bytes, d.cost)
+				total += u.coldCost[k]
 			} else {
 				total += s.cfg.Cost.TransferTime(mod.Bytes, d.cost)
 			}

@@ -158,6 +158,10 @@ type use struct {
 	device int
 	models []string
 	cold   []bool // index for index: the model's first use on the node
+	// coldCost is, for a first use, the load time the run charged: a
+	// compulsory load whose price the tiers and the lookahead set, not
+	// the VRAM eviction policy.
+	coldCost []time.Duration
 }
 
 func newSimulator(ctx context.Context, cfg Config, models []Model, trace *Trace, opts Options) (*simulator, error) {
@@ -639,7 +643,7 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 	}
 	// Every model is reserved: charge the loads, tier by tier.
 	var load time.Duration
-	u := use{device: w.dev, models: lead.models, cold: make([]bool, len(lead.models))}
+	u := use{device: w.dev, models: lead.models, cold: make([]bool, len(lead.models)), coldCost: make([]time.Duration, len(lead.models))}
 	for i, m := range lead.models {
 		r := w.resident[m]
 		if !r.fresh {
@@ -655,6 +659,9 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 			u.cold[i] = true
 		}
 		lt := s.fetch(m, d.cost)
+		if u.cold[i] {
+			u.coldCost[i] = lt
+		}
 		r.fresh = false
 		r.inserted, r.lastUse, r.loadCost = s.now, s.now, lt
 		load += lt

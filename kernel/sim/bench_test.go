@@ -1,0 +1,44 @@
+package sim
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/clock"
+)
+
+// TestBenchQuick runs the benchmark suite's short form over the shared
+// traces (skipped where they are absent) and checks that every table is
+// there and that the suite is deterministic apart from wall time.
+func TestBenchQuick(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("runs about a hundred simulations")
+	}
+	traces := "../../../shared/traces"
+	if _, err := os.Stat(traces + "/servegen"); err != nil {
+		t.Skip("no shared traces")
+	}
+	run := func() string {
+		var b strings.Builder
+		err := Bench(context.Background(), BenchOptions{ConfigDir: "../../configs", Traces: os.DirFS(traces), Quick: true,
+			Wall: clock.NewFake(time.Unix(0, 0))}, &b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	a := run()
+	for _, want := range []string{"### kiln-default vs naive-serverless", "### Throughput at the p95 SLO", "### Eviction policies vs the offline optimum",
+		"### GPU busy at saturation", "### Lookahead prefetch and batching", "### Simulator speed", "| reason | kiln-default |", "| azure-conv |"} {
+		if !strings.Contains(a, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if b := run(); a != b {
+		t.Errorf("two runs of the suite differ")
+	}
+	t.Log(a)
+}
