@@ -252,7 +252,8 @@ func (c *Controller) pin(ctx context.Context, k abi.Kind, candRef, baseRef strin
 
 // gatingAlpha splits the experiment's alpha between its gating tests
 // (Bonferroni): three metrics at each step with a baseline, so that the
-// chance of a false rollback over the whole canary stays under alpha.
+// chance of a false rollback over the whole canary stays under alpha. The
+// tests are always-valid, so the looks within a step need no share.
 func gatingAlpha(s Spec) float64 {
 	looks := 1
 	if s.Type == Canary {
@@ -262,6 +263,9 @@ func gatingAlpha(s Spec) float64 {
 				looks++
 			}
 		}
+	}
+	if s.Type == Switchback {
+		return 1 - s.Confidence // one test: the windows' mean latencies
 	}
 	return (1 - s.Confidence) / float64(3*max(looks, 1))
 }
