@@ -5,6 +5,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/experiment"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/logging"
 	"github.com/kiln-gpu/kiln/kernel/plugin"
@@ -43,6 +44,8 @@ type Config struct {
 	Policies policy.Config      `koanf:"policies"`
 
 	Dispatch dispatch.Config `koanf:"dispatch"`
+	// Experiments are the defaults of policy experiments (kernel/experiment).
+	Experiments experiment.Config `koanf:"experiments"`
 	// Sim is read by `kiln sim` only.
 	Sim SimConfig `koanf:"sim"`
 }
