@@ -52,6 +52,9 @@ type Deps struct {
 	// node's recent traffic) behind the admin token. Nil leaves a route out.
 	Shadow http.Handler
 	Trace  http.Handler
+	// Experiments serves /v1/experiments (kernel/experiment); the API
+	// guards its POST routes with AdminToken.
+	Experiments http.Handler
 }
 
 // Server is kiln's HTTP API.
@@ -119,6 +122,15 @@ func New(cfg Config, deps Deps) *Server {
 	if deps.Policies != nil {
 		s.mux.Handle("/v1/policies", deps.Policies)
 		s.mux.Handle("/v1/policies/", deps.Policies)
+	}
+	if deps.Experiments != nil {
+		// The experiments handler routes these itself; mutations take the
+		// admin token. /v1/experiments/shadow and /trace are more specific
+		// patterns and stay with their handlers.
+		s.mux.Handle("GET /v1/experiments", deps.Experiments)
+		s.mux.Handle("GET /v1/experiments/{id}", deps.Experiments)
+		s.mux.Handle("POST /v1/experiments", s.admin(deps.Experiments))
+		s.mux.Handle("POST /v1/experiments/{id}/abort", s.admin(deps.Experiments))
 	}
 	if deps.Shadow != nil {
 		s.mux.Handle("GET /v1/experiments/shadow", deps.Shadow)
