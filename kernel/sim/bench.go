@@ -342,6 +342,43 @@ func Bench(ctx context.Context, o BenchOptions, w io.Writer) error {
 		f("- **%s**: %s; %d jobs at the base rate.\n", wl.name, wl.desc, len(in.reqs))
 	}
 
+	// The goals, per workload, from the tables below.
+	f("\n### Goals\n\n| workload | p95 kiln/naive (goal ≤ 0.2) | throughput at SLO kiln/naive (≥ 2) | best eviction / optimum, 1 and 2 workers/GPU (≤ 1.2) | kiln GPU busy at saturation (≥ 0.9) |\n|---|---|---|---|---|\n")
+	mark := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "**missed**"
+	}
+	for _, wl := range workloads {
+		naive, k := find(base, wl.name, BaselineNaive), find(base, wl.name, BaselineKiln)
+		p95 := k.P95LatencyS / naive.P95LatencyS
+		thr := "no config meets the SLO at the lowest rate"
+		nb, kb := best[sweepKey{wl.name, BaselineNaive}], best[sweepKey{wl.name, BaselineKiln}]
+		switch {
+		case nb != nil && kb != nil:
+			x := kb.rep.ThroughputJobsPerS / nb.rep.ThroughputJobsPerS
+			thr = fmt.Sprintf("%.2f× %s", x, mark(x >= 2))
+		case kb != nil:
+			thr = "∞ (naive never meets it) met"
+		}
+		bestEv := func(pd int) (string, float64) {
+			name, x := "", math.Inf(1)
+			for _, ev := range evictions {
+				r := find(base, wl.name, fmt.Sprintf("evict-%s-pd%d", ev, pd))
+				if v := r.TotalLoadTimeS / r.OptimalLoadTimeS; v < x {
+					name, x = ev, v
+				}
+			}
+			return name, x
+		}
+		e1, x1 := bestEv(1)
+		e2, x2 := bestEv(2)
+		sat := find(base, wl.name, BaselineKiln+"@sat").GPUBusy
+		f("| %s | %.3f %s | %s | %s %.2f× %s; %s %.2f× %s | %.3f %s |\n", wl.name, p95, mark(p95 <= 0.2), thr,
+			e1, x1, mark(x1 <= 1.2), e2, x2, mark(x2 <= 1.2), sat, mark(sat >= 0.9))
+	}
+
 	f("\n### kiln-default vs naive-serverless at %.2g jobs/s\n\n", benchBaseRate)
 	f("| workload | config | p50 s | p95 s | p95 vs naive | SLO attainment | cold loads | load time s | GPU busy |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, wl := range workloads {

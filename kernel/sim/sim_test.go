@@ -313,3 +313,83 @@ func BenchmarkRun(b *testing.B) {
 	}
 	b.ReportMetric(speed, "sim_speedup")
 }
+
+func TestBatchFusedAndSequential(t *testing.T) {
+	models := []Model{{ID: "a", Bytes: 2e9, Family: "sd15"}}
+	var reqs []Request
+	for range 3 {
+		reqs = append(reqs, Request{Models: []string{"a"}, Class: job.Batch})
+	}
+	c := cost.Default()
+	load := 2.0 + 2e9/1.7e9 + (0.5 + 2e9/10e9) // as in TestTinyTraceMatchesCostModel
+	one := c.JobEstimate(cost.TextToImage("sd15", 20, 512, 512, 1), cost.Device{ComputeFactor: 1}).Seconds()
+	// Fused: one run of batch 3 (six prompts, a batch-3 sampler and decode).
+	three := cost.TextToImage("sd15", 20, 512, 512, 3)
+	three.TextEncodes = 6
+	fused := c.JobEstimate(three, cost.Device{ComputeFactor: 1}).Seconds()
+	if fused >= 3*one {
+		t.Fatalf("fused batch of 3 takes %v s, no faster than 3 × %v s: the cost model has no batch efficiency", fused, one)
+	}
+	for _, tc := range []struct {
+		exec          string
+		p50, makespan float64
+	}{
+		{BatchFused, load + fused, load + fused},
+		{BatchSequential, load + 2*one, load + 3*one},
+	} {
+		t.Run(tc.exec, func(t *testing.T) {
+			cfg := node(1, 1, 24e9, "lru")
+			cfg.Policies.Batching, cfg.BatchExecution = "same-model", tc.exec
+			rep := run(t, cfg, models, reqs)
+			if rep.Batching.Batches != 1 || rep.Batching.BatchedJobs != 3 || rep.ColdLoads != 1 {
+				t.Fatalf("batches %+v, cold loads %d; want one batch of 3 and one load", rep.Batching, rep.ColdLoads)
+			}
+			if math.Abs(rep.P50LatencyS-tc.p50) > 1e-6 || math.Abs(rep.SimulatedS-tc.makespan) > 1e-6 {
+				t.Errorf("p50 %v makespan %v; want %v %v", rep.P50LatencyS, rep.SimulatedS, tc.p50, tc.makespan)
+			}
+			// The followers found the model warm.
+			if v := rep.Tiers["vram"]; v.Hits != 2 || v.Misses != 1 {
+				t.Errorf("vram hits/misses %d/%d, want 2/1", v.Hits, v.Misses)
+			}
+		})
+	}
+	// Without a batching policy every job runs alone.
+	rep := run(t, node(1, 1, 24e9, "lru"), models, reqs)
+	if rep.Batching.Batches != 0 || math.Abs(rep.SimulatedS-(load+3*one)) > 1e-6 {
+		t.Errorf("no batching: %+v, makespan %v", rep.Batching, rep.SimulatedS)
+	}
+}
+
+func TestLookaheadPrefetch(t *testing.T) {
+	// Job 1 loads a and computes; job 2, queued behind it, needs b. The
+	// lookahead starts b climbing to RAM when job 2 arrives, so when job 2
+	// starts it waits only for the rest of that transfer.
+	models := []Model{{ID: "a", Bytes: 2e9, Family: "sd15"}, {ID: "b", Bytes: 6e9, Family: "sdxl"}}
+	reqs := []Request{
+		{Time: 0, Models: []string{"a"}, Class: job.Batch},
+		{Time: time.Millisecond, Models: []string{"b"}, Class: job.Batch},
+	}
+	cfg := node(1, 1, 24e9, "lru")
+	cfg.LookaheadJobs = 4
+	rep := run(t, cfg, models, reqs)
+	c := cost.Default()
+	dev := cost.Device{ComputeFactor: 1}
+	loadA := 2.0 + 2e9/1.7e9 + (0.5 + 2e9/10e9)
+	done1 := loadA + c.JobEstimate(cost.TextToImage("sd15", 20, 512, 512, 1), dev).Seconds()
+	climbB := 6e9/1e9 + 6e9/1.7e9 // source, then disk: ends at 0.001 + climbB
+	transferB := 0.5 + 6e9/10e9
+	p := rep.Prefetch
+	if p == nil || p.Issued != 1 || p.Used != 1 || p.Wasted != 0 || p.IssuedBytes != 6e9 {
+		t.Fatalf("prefetch %+v, want one issued and used", p)
+	}
+	if want := done1 - 0.001; math.Abs(p.LoadTimeSavedS-want) > 1e-6 {
+		t.Errorf("saved %v s, want %v (the climb's part done before job 2 started)", p.LoadTimeSavedS, want)
+	}
+	if want := loadA + (0.001 + climbB - done1) + transferB; math.Abs(rep.TotalLoadTimeS-want) > 1e-6 {
+		t.Errorf("total load %v, want %v", rep.TotalLoadTimeS, want)
+	}
+	cfg.LookaheadJobs = 0
+	if rep := run(t, cfg, models, reqs); rep.Prefetch != nil {
+		t.Errorf("lookahead off, prefetch %+v", rep.Prefetch)
+	}
+}
