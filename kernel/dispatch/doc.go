@@ -2,7 +2,8 @@
 //
 // Every choice is asked of a policy behind a small interface — Scheduler
 // (which queued job next), Balancer (which idle worker), Evictor (which
-// resident models to unload when a device's VRAM ledger is full) — so that
+// resident models to unload when a device's VRAM ledger is full), Batcher
+// (which queued jobs run with the chosen one) — so that
 // the native implementations here (PriorityFIFO, LeastLoaded, LRU) and the
 // WASM policies of kernel/policy are interchangeable. The dispatcher itself
 // owns only mechanics: VRAM reservations before loads (a load that cannot fit
@@ -14,6 +15,14 @@
 //   - queued again: the worker died or lost a model (attempts are counted
 //     by the store, which fails the job after max_attempts);
 //   - cancelled: DELETE /v1/jobs/{id}; the worker is told to stop.
+//
+// The decisions themselves (choose a job, its worker and its batch; make
+// room on a device's ledger; pick the models to pull up the tiers) live in
+// Core, which has no goroutines or clock of its own: the Dispatcher calls it
+// from its loop and the simulator (kernel/sim) from its event loop. Jobs
+// that a Batcher groups with a lead (same BatchKey) run right after it on
+// the same worker with the models kept warm, since worker protocol v1 runs
+// one job per run message.
 //
 // Live observers subscribe to job events (Subscribe); the store stays the
 // source of truth.

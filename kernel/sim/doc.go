@@ -1,16 +1,18 @@
-// Package sim replays a trace of requests against the kernel's own
-// scheduling, placement and eviction code in virtual time.
+// Package sim replays a trace of requests through the kernel's own
+// dispatch decisions in virtual time.
 //
 // A run builds a policy.Host (the same built-ins, WASM or native, that a
 // live node runs) on a fake clock, one device.Ledger per simulated device
-// and two host tiers (L2 RAM and L3 disk, byte-bounded LRU). Jobs arrive
-// from the trace; whenever a worker is idle and jobs are queued the
-// scheduler picks a job and the balancer its worker, the job's models are
-// reserved on the device's ledger (asking the evictor for victims when the
-// ledger refuses, never evicting a model a running job pins), load time is
-// charged from the tier that held the bytes and compute time from the cost
-// model (kernel/cost, shared with kiln-worker-sim). The event loop stands in
-// for the dispatcher's goroutines, the worker IPC and the bbolt queue; see
+// and two host tiers (L2 RAM and L3 disk, bounded and evicting through a
+// tier.Evictor as kernel/tier does). Jobs arrive from the trace; whenever a
+// worker is idle and jobs are queued, the live dispatcher's decision core
+// (dispatch.Core) picks the job, its worker and its batch, reserves its
+// models on the device's ledger (asking the evictor for victims when the
+// ledger refuses, never evicting a model a running job pins) and names the
+// models the lookahead pulls toward RAM. Load time is charged from the tier
+// that held the bytes and compute time from the cost model (kernel/cost,
+// shared with kiln-worker-sim). The event loop stands in for the
+// dispatcher's goroutines, the worker IPC and the bbolt queue; see
 // RATIONALE.md and docs/simulator.md.
 //
 //	models, _ := sim.ReadModels(mf, "models.csv")
@@ -18,6 +20,9 @@
 //	rep, err := sim.Run(ctx, sim.FromKernelConfig(cfg), models, trace, sim.Options{Seed: 1})
 //	_ = rep.WriteMarkdown(os.Stdout)
 //
-// Workloads come from Generate (zipf, bursty, diurnal) with realistic model
-// sizes (modelfile.NominalSize).
+// Workloads come from Generate (zipf with drift, bursty on/off, diurnal),
+// ImportServeGen (Alibaba ServeGen client rate windows, clients mapped onto
+// models by stripe or block) and ImportAzure (the Azure LLM trace's
+// arrival times), with realistic model sizes (Catalog). Bench runs the
+// suite of `make bench-sim` against the baselines in configs/.
 package sim
