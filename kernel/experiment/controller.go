@@ -77,6 +77,9 @@ type Controller struct {
 	wake    chan struct{}
 	faulted atomic.Bool
 
+	liveMu    sync.Mutex
+	runningAt map[string]time.Time // job → when its models were resident (Follow)
+
 	mu   sync.Mutex
 	rng  *rand.Rand
 	recs []*Record
@@ -122,7 +125,7 @@ func New(opts Options) (*Controller, error) {
 		rng = rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x5eed))
 	}
 	c := &Controller{cfg: cfg, host: opts.Host, router: opts.Router, clk: opts.Clock, log: opts.Log,
-		workers: opts.Workers, rng: rng, wake: make(chan struct{}, 1)}
+		workers: opts.Workers, rng: rng, wake: make(chan struct{}, 1), runningAt: map[string]time.Time{}}
 	if c.workers == nil {
 		c.workers = func() []string { return nil }
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/experiment"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/logging"
 	"github.com/kiln-gpu/kiln/kernel/metrics"
@@ -71,6 +72,10 @@ type Node struct {
 	// auto-tuner. Either is nil when off (see shadow.go).
 	Shadow   *shadow.Shadow
 	Arrivals *tune.Recorder
+	// Router stands between the dispatcher and the policies; Experiments
+	// runs canaries, A/B tests and switchbacks through it (experiment.go).
+	Router      *experiment.Router
+	Experiments *experiment.Controller
 
 	addrMu sync.Mutex
 	addr   net.Addr
@@ -199,16 +204,19 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := n.openExperiments(); err != nil {
+		return nil, err
+	}
 	n.Dispatcher = dispatch.New(dispatch.Options{
 		Store: n.Store, Devices: n.Devices, Catalog: n.Catalog, Tiers: n.Tiers, Cost: costCfg, Clock: opts.Clock,
-		Scheduler: n.Policies.Scheduler(), Balancer: n.Policies.Balancer(), Evictor: n.Policies.Evictor(),
-		Batcher: n.Policies.Batcher(), LookaheadJobs: lookahead(cfg.Dispatch),
+		Scheduler: n.Router, Balancer: n.Router, Evictor: n.Router, Batcher: n.Router, LookaheadJobs: lookahead(cfg.Dispatch),
 		Log: logging.Component(opts.Log, "dispatch"),
 		Hooks: dispatch.Hooks{
 			JobFinished: func(j *job.Job) {
 				if !j.FinishedAt.IsZero() {
 					n.Metrics.JobFinished(string(j.Class), string(j.State), j.FinishedAt.Sub(j.CreatedAt).Seconds())
 				}
+				n.Experiments.JobFinished(j)
 			},
 			ModelLoaded:  func(_ string, d time.Duration) { n.Metrics.ModelLoaded(d.Seconds()) },
 			ModelEvicted: func(string) { n.Metrics.ModelEvicted() },
@@ -229,7 +237,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		Metrics: n.Metrics, Limits: cfg.Limits, Clock: opts.Clock, Log: logging.Component(opts.Log, "api"),
 		OutputDir: outDir, Comfy: cfg.ComfyUI, Tiers: n.Tiers,
 		Policies: n.Policies.Handler(adminToken), AdminToken: adminToken,
-		Shadow: n.shadowHandler(), Trace: n.traceHandler(),
+		Shadow: n.shadowHandler(), Trace: n.traceHandler(), Experiments: n.Experiments.Handler(),
 	})
 	return n, nil
 }
@@ -249,6 +257,7 @@ func (n *Node) Run(ctx context.Context) error {
 		n.Dispatcher.Run(ctx)
 	}()
 	shadowDone := n.runShadow(ctx)
+	experimentsDone := n.runExperiments(ctx)
 	err := n.API.ListenAndServe(ctx, n.cfg.Listen, func(a net.Addr) {
 		n.addrMu.Lock()
 		n.addr = a
@@ -262,6 +271,7 @@ func (n *Node) Run(ctx context.Context) error {
 	cancel()
 	<-dispatchDone
 	shadowDone()
+	experimentsDone()
 	n.Pool.Stop()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err

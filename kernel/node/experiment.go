@@ -1,0 +1,62 @@
+package node
+
+import (
+	"context"
+	"sync"
+
+	"github.com/kiln-gpu/kiln/kernel/experiment"
+	"github.com/kiln-gpu/kiln/kernel/logging"
+)
+
+// openExperiments builds the router the dispatcher asks its policies
+// through and the experiment controller behind /v1/experiments. With no
+// experiment running the router hands every decision straight to the
+// active policies.
+func (n *Node) openExperiments() error {
+	n.Router = experiment.NewRouter(experiment.Policies{
+		Scheduler: n.Policies.Scheduler(), Balancer: n.Policies.Balancer(),
+		Batcher: n.Policies.Batcher(), Evictor: n.Policies.Evictor(),
+	})
+	ctl, err := experiment.New(experiment.Options{
+		Config: n.cfg.Experiments, Host: n.Policies, Router: n.Router, Clock: n.opts.Clock,
+		Seed: uint64(n.opts.Clock.Now().UnixNano()), DataDir: n.cfg.DataDir,
+		Log: logging.Component(n.opts.Log, "experiment"),
+		Workers: func() []string {
+			if n.Pool == nil {
+				return nil
+			}
+			var ids []string
+			for _, w := range n.Pool.Workers() {
+				ids = append(ids, w.ID())
+			}
+			return ids
+		},
+	})
+	if err != nil {
+		return err
+	}
+	n.Experiments = ctl
+	n.Metrics.Register(ctl)
+	return nil
+}
+
+// runExperiments starts the controller's loop (which first resumes, or
+// rolls back, what was running when kiln stopped) and its event reader;
+// the returned function waits for both after ctx ends.
+func (n *Node) runExperiments(ctx context.Context) func() {
+	events, unsubscribe := n.Dispatcher.Subscribe(1024)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		n.Experiments.Run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		n.Experiments.Follow(ctx, events)
+	}()
+	return func() {
+		unsubscribe()
+		wg.Wait()
+	}
+}
