@@ -27,6 +27,8 @@ usage:
                 [--addr URL] [--token T]
   kiln sim      --trace F --models F [--config F] [--set k=v]... [--seed N] [--report json|md]
   kiln sim gen  --kind zipf|bursty|diurnal --out DIR ...
+  kiln experiment canary|ab|switchback --kind K --policy NAME [--steps 5,25,50,100] [--guard 'p95<=30s']...
+                | list | show ID | abort ID  [--json] [--addr URL] [--token T]
   kiln config   print [--config FILE] [--set k=v]... | validate FILE
   kiln version
 
@@ -61,6 +63,8 @@ func main() {
 		err = cmdPolicy(args)
 	case "sim":
 		err = cmdSim(args)
+	case "experiment", "experiments":
+		err = cmdExperiment(args)
 	case "config":
 		err = cmdConfig(args)
 	case "version", "--version":
