@@ -135,6 +135,12 @@ func TestTorchGPULedgerMatchesNVML(t *testing.T) {
 			t.Log(line)
 		}
 	}
+	// The worker's own load timings (L2 mapping to GPU tensors).
+	for _, line := range splitLines(k.log.String()) {
+		if i := strings.Index(line, "kiln-worker-torch: loaded"); i >= 0 {
+			t.Log(strings.TrimRight(line[i:], `"}`))
+		}
+	}
 }
 
 // vramReserved sums kiln_vram_reserved_bytes over devices from /metrics.
