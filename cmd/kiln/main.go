@@ -27,6 +27,7 @@ usage:
                 [--addr URL] [--token T]
   kiln sim      --trace F --models F [--config F] [--set k=v]... [--seed N] [--report json|md]
   kiln sim gen  --kind zipf|bursty|diurnal --out DIR ...
+  kiln tune     --kind K --policy NAME [--budget N] [--objective O] [--no-canary] [--addr URL] [--token T]
   kiln experiment canary|ab|switchback --kind K --policy NAME [--steps 5,25,50,100] [--guard 'p95<=30s']...
                 | list | show ID | abort ID  [--json] [--addr URL] [--token T]
   kiln config   print [--config FILE] [--set k=v]... | validate FILE
@@ -63,6 +64,8 @@ func main() {
 		err = cmdPolicy(args)
 	case "sim":
 		err = cmdSim(args)
+	case "tune":
+		err = cmdTune(args)
 	case "experiment", "experiments":
 		err = cmdExperiment(args)
 	case "config":

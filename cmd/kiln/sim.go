@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,11 +11,13 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/sim"
+	"github.com/kiln-gpu/kiln/kernel/tune"
 )
 
 const simUsage = `usage:
   kiln sim --trace TRACE.csv --models MODELS.csv [--config FILE] [--set k=v]... [--seed N] [--report json|md]
            [--ram-bytes N] [--disk-bytes N] [--remote-bytes-per-s F]
+           [--tune KIND=POLICY [--budget N] [--objective mean_latency|p95_latency|p99_latency|slo_miss|load_time]]
   kiln sim gen --kind zipf|bursty|diurnal --out DIR [--jobs N] [--rate F] [--checkpoints N] [--zipf-s F]
            [--drift DUR] [--burst-factor F] [--on DUR] [--off DUR] [--period DUR] [--amplitude F]
            [--interactive F] [--deadline-ms N] [--seed N]
@@ -44,6 +45,9 @@ func cmdSim(args []string) error {
 	ramBytes := fs.Int64("ram-bytes", 0, "L2 RAM tier capacity (default tiers.ram.capacity_bytes)")
 	diskBytes := fs.Int64("disk-bytes", 0, "L3 disk tier capacity (default tiers.disk.capacity_bytes)")
 	remoteBW := fs.Float64("remote-bytes-per-s", 0, "model source (L4) read bandwidth (default 1.25e9)")
+	tuneSpec := fs.String("tune", "", "KIND=POLICY: also search the built-in policy's declared parameters (kernel/tune)")
+	budget := fs.Int("budget", tune.DefaultBudget, "--tune: simulator runs, the defaults' included")
+	objective := fs.String("objective", tune.ObjectiveMeanLatency, "--tune: what to minimise")
 	var cf configFlags
 	cf.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -87,16 +91,20 @@ func cmdSim(args []string) error {
 	if *remoteBW > 0 {
 		sc.RemoteBytesPerS = *remoteBW
 	}
+	if *tuneSpec != "" {
+		if _, _, err := parseTuneSpec(*tuneSpec); err != nil {
+			return err
+		}
+	}
 	rep, err := sim.Run(context.Background(), sc, models, trace, sim.Options{Seed: *seed})
 	if err != nil {
 		return err
 	}
-	if *format == "md" {
-		return rep.WriteMarkdown(os.Stdout)
+	tuned, err := simTune(sc, models, trace, *tuneSpec, *budget, *objective, *seed)
+	if err != nil {
+		return err
 	}
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(rep)
+	return writeSimTune(os.Stdout, *format, rep, tuned)
 }
 
 func cmdSimGen(args []string) error {

@@ -45,6 +45,19 @@ func parseTuneSpec(s string) (abi.Kind, string, error) {
 	return kind, name, nil
 }
 
+// simTune runs kiln sim's --tune search; nil without a spec.
+func simTune(sc sim.Config, models []sim.Model, trace *sim.Trace, spec string, budget int, objective string, seed int64) (*tune.Result, error) {
+	if spec == "" {
+		return nil, nil
+	}
+	kind, name, err := parseTuneSpec(spec)
+	if err != nil {
+		return nil, err
+	}
+	return tune.Search(context.Background(), sc, models, trace, kind, name,
+		tune.Options{Budget: budget, Seed: uint64(seed), Objective: objective})
+}
+
 // simReportWithTune is kiln sim's JSON report with the search's result.
 type simReportWithTune struct {
 	*sim.Report
