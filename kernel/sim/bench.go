@@ -60,7 +60,7 @@ const (
 	benchSatRate     = 4.0
 )
 
-var benchRates = []float64{0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 4}
+var benchRates = []float64{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.25, 1.5, 2, 2.5, 3, 4}
 
 func (o BenchOptions) workloads() []benchWorkload {
 	span := time.Hour
