@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/shadow"
 )
 
 // Config is the experiments section of kiln's config: the defaults of an
@@ -33,6 +35,9 @@ type Config struct {
 	Interval time.Duration `koanf:"interval"`
 	// History is how many finished experiments the record keeps.
 	History int `koanf:"history"`
+	// Shadow is the eviction shadow's section (kernel/shadow): which
+	// eviction policies the ghost caches replay live traffic under.
+	Shadow shadow.Config `koanf:"shadow"`
 }
 
 // DefaultConfig is the section's defaults, as configs/kiln.yaml has them.
@@ -105,6 +110,9 @@ func (c Config) Validate() error {
 	}
 	if c.History < 1 {
 		errs = append(errs, errors.New("experiments.history: want at least 1"))
+	}
+	if err := c.Shadow.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -231,7 +231,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		return nil, err
 	}
 	n.Dispatcher.SetPool(n.Pool)
-	n.openShadow(shadow.Config{})
+	n.openShadow(cfg.Experiments.Shadow)
 	n.API = api.New(cfg.API, api.Deps{
 		Store: n.Store, Dispatcher: n.Dispatcher, Pool: n.Pool, Devices: n.Devices, Catalog: n.Catalog,
 		Metrics: n.Metrics, Limits: cfg.Limits, Clock: opts.Clock, Log: logging.Component(opts.Log, "api"),
