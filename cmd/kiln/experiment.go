@@ -22,6 +22,7 @@ const experimentUsage = `usage:
   kiln experiment list [--json]
   kiln experiment show ID [--json]
   kiln experiment abort ID [--reason R]
+  kiln experiment shadow [--json]    (eviction: ghost caches, no split)
 
 Starting an experiment also takes --baseline NAME[@V] (default: the active
 policy), --unit workers|traffic, --step-duration D, --min-samples N,
@@ -41,6 +42,9 @@ func cmdExperiment(args []string) error {
 		return nil
 	}
 	sub, rest := args[0], args[1:]
+	if sub == "shadow" {
+		return cmdExperimentShadow(rest)
+	}
 	fs := flag.NewFlagSet("experiment "+sub, flag.ContinueOnError)
 	var pf policyFlags
 	pf.register(fs)
