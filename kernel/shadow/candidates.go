@@ -56,8 +56,9 @@ func (c Config) Validate() error {
 // build (the same source as the WASM one, the same answers, no compile),
 // so that its state is its own. Any other name must be a version loaded
 // into the live host; it is asked through a version-pinned arm (each ghost
-// its own tags, the version's state words shared with any other user of
-// that version: shadow a copy loaded under another name to keep it apart).
+// its own tags; the version's state words are shared with every other user
+// of that version, its other ghost tiers included — load a copy under
+// another name to keep it apart from the live policy).
 // live may be nil when only built-ins are named.
 func PolicyCandidates(cfg Config, live *policy.Host, log zerolog.Logger, clk clock.Clock) []Candidate {
 	liveName := ""
