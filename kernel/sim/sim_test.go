@@ -134,6 +134,9 @@ func TestDeterminism(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := node(2, 2, 24e9, "gdsf")
+	// Batching and lookahead too: both add state (claimed followers,
+	// transfers in flight) whose order must not depend on map iteration.
+	cfg.Policies.Batching, cfg.Policies.Balancing, cfg.LookaheadJobs = "same-model", "affinity", 4
 	a, _ := json.Marshal(run(t, cfg, models, reqs))
 	b, _ := json.Marshal(run(t, cfg, models, reqs))
 	if !bytes.Equal(a, b) {
