@@ -7,7 +7,7 @@ import (
 )
 
 // Resolver turns a dispatcher event into an access: the device the job's
-// worker drives and the job's models. ok is false for events that are not
+// worker (Event.Worker) drives and the job's models. ok is false for events that are not
 // accesses or cannot be placed.
 type Resolver func(dispatch.Event) (device int, models []string, ok bool)
 
@@ -31,7 +31,7 @@ func (s *Shadow) Feed(ctx context.Context, ch <-chan dispatch.Event, resolve Res
 				s.Dropped(1)
 				continue
 			}
-			s.Access(dev, models)
+			s.AccessOn(dev, e.Worker, models)
 		}
 	}
 }

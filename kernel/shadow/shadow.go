@@ -188,8 +188,14 @@ func (s *Shadow) Dropped(n uint64) {
 	s.mu.Unlock()
 }
 
-// Access replays one job's model accesses on device dev, now.
-func (s *Shadow) Access(dev int, models []string) {
+// Access replays one job's model accesses on device dev, now, without
+// telling workers apart. See AccessOn.
+func (s *Shadow) Access(dev int, models []string) { s.AccessOn(dev, "", models) }
+
+// AccessOn replays one job's model accesses by worker on device dev, now.
+// VRAM residency is per worker, as live: a model another worker on the same
+// device holds is a miss, and its second copy takes room on the device.
+func (s *Shadow) AccessOn(dev int, worker string, models []string) {
 	now := s.clk.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -231,7 +237,7 @@ func (s *Shadow) Access(dev int, models []string) {
 		pinned = pinned[:0]
 		for _, m := range ms {
 			pinned = append(pinned, m.id)
-			err := h.access(dev, m.id, m.file, m.vram, now, bw, h2d, pinned)
+			err := h.access(dev, worker, m.id, m.file, m.vram, now, bw, h2d, pinned)
 			if err != nil {
 				h.faulted, h.fault = true, err.Error()
 				break
@@ -244,26 +250,27 @@ func (s *Shadow) Access(dev int, models []string) {
 // access climbs one candidate's hierarchy for one model. pinned holds the
 // models of the same job already placed: they must stay while the rest of
 // the job's models are made room for, as live.
-func (h *hierarchy) access(dev int, id string, file, vram uint64, now time.Time, bw Bandwidths, h2d float64, pinned []string) error {
-	if h.vram[dev].hit(id, now) {
+func (h *hierarchy) access(dev int, worker, id string, file, vram uint64, now time.Time, bw Bandwidths, h2d float64, pinned []string) error {
+	if h.vram[dev].hit(worker, id, now) {
 		return nil
 	}
-	// Below VRAM: the RAM tier, then disk, then the source.
-	if h.ram == nil || !h.ram.hit(id, now) {
-		if h.disk == nil || !h.disk.hit(id, now) {
+	// Below VRAM: the RAM tier, then disk, then the source. Host tiers are
+	// shared by every worker.
+	if h.ram == nil || !h.ram.hit("", id, now) {
+		if h.disk == nil || !h.disk.hit("", id, now) {
 			if h.disk != nil {
-				if err := h.disk.insert(id, file, now, transfer(file, bw.Disk), pinned); err != nil {
+				if err := h.disk.insert("", id, file, now, transfer(file, bw.Disk), pinned); err != nil {
 					return err
 				}
 			}
 		}
 		if h.ram != nil {
-			if err := h.ram.insert(id, file, now, transfer(file, bw.RAM), pinned); err != nil {
+			if err := h.ram.insert("", id, file, now, transfer(file, bw.RAM), pinned); err != nil {
 				return err
 			}
 		}
 	}
-	return h.vram[dev].insert(id, vram, now, transfer(vram, h2d), pinned)
+	return h.vram[dev].insert(worker, id, vram, now, transfer(vram, h2d), pinned)
 }
 
 func transfer(bytes uint64, rate float64) time.Duration {
@@ -290,6 +297,7 @@ type ghost struct {
 }
 
 type gentry struct {
+	owner    string // the worker holding it in VRAM; "" in host tiers
 	model    string
 	bytes    uint64
 	lastUse  time.Time
@@ -298,9 +306,11 @@ type gentry struct {
 	loadCost time.Duration
 }
 
-// hit looks id up, counting a hit or a miss.
-func (g *ghost) hit(id string, now time.Time) bool {
-	if i, ok := g.index[id]; ok {
+func key(owner, model string) string { return owner + "\x00" + model }
+
+// hit looks owner's copy of id up, counting a hit or a miss.
+func (g *ghost) hit(owner, id string, now time.Time) bool {
+	if i, ok := g.index[key(owner, id)]; ok {
 		e := &g.entries[i]
 		e.lastUse = now
 		e.hits++
@@ -315,7 +325,7 @@ func (g *ghost) hit(id string, now time.Time) bool {
 // policy for room when the tier is full. A model that cannot fit (larger
 // than the tier, or the policy finds no victims) passes through uncached,
 // as a live load that bypasses the tier would.
-func (g *ghost) insert(id string, bytes uint64, now time.Time, cost time.Duration, pinned []string) error {
+func (g *ghost) insert(owner, id string, bytes uint64, now time.Time, cost time.Duration, pinned []string) error {
 	g.bytesLoaded += bytes
 	g.loadTime += cost
 	if bytes > g.capacity || g.decide == nil {
@@ -327,7 +337,7 @@ func (g *ghost) insert(id string, bytes uint64, now time.Time, cost time.Duratio
 		if len(g.entries) >= MaxEntries {
 			need = max(need, 1)
 		}
-		victims, err := g.ask(need, now, pinned)
+		victims, err := g.ask(need, owner, pinned)
 		if err != nil {
 			return fmt.Errorf("%s: %w", g.tier, err)
 		}
@@ -337,8 +347,8 @@ func (g *ghost) insert(id string, bytes uint64, now time.Time, cost time.Duratio
 		}
 		g.remove(victims)
 	}
-	g.index[id] = len(g.entries)
-	g.entries = append(g.entries, gentry{model: id, bytes: bytes, lastUse: now, inserted: now, loadCost: cost})
+	g.index[key(owner, id)] = len(g.entries)
+	g.entries = append(g.entries, gentry{owner: owner, model: id, bytes: bytes, lastUse: now, inserted: now, loadCost: cost})
 	g.used += bytes
 	return nil
 }
@@ -346,11 +356,15 @@ func (g *ghost) insert(id string, bytes uint64, now time.Time, cost time.Duratio
 // ask runs one decision and checks its answer the way a live tier does: an
 // index out of range, repeated or pinned is a fault; too few bytes is no
 // answer.
-func (g *ghost) ask(need uint64, now time.Time, pinned []string) ([]string, error) {
+func (g *ghost) ask(need uint64, owner string, pinned []string) ([]string, error) {
 	g.views = g.views[:0]
 	for _, e := range g.entries {
-		g.views = append(g.views, tier.EntryView{Model: e.model, Worker: g.tier, Bytes: e.bytes, LastUse: e.lastUse,
-			Hits: e.hits, Pinned: slices.Contains(pinned, e.model), Inserted: e.inserted, LoadCost: e.loadCost})
+		w := e.owner
+		if w == "" {
+			w = g.tier
+		}
+		g.views = append(g.views, tier.EntryView{Model: e.model, Worker: w, Bytes: e.bytes, LastUse: e.lastUse,
+			Hits: e.hits, Pinned: e.owner == owner && slices.Contains(pinned, e.model), Inserted: e.inserted, LoadCost: e.loadCost})
 	}
 	idx, err := g.decide(need, g.views)
 	if err != nil {
@@ -365,7 +379,7 @@ func (g *ghost) ask(need uint64, now time.Time, pinned []string) ([]string, erro
 		}
 		seen[i] = true
 		freed += g.views[i].Bytes
-		out = append(out, g.views[i].Model)
+		out = append(out, key(g.entries[i].owner, g.entries[i].model))
 	}
 	if freed < need {
 		return nil, nil
@@ -373,9 +387,9 @@ func (g *ghost) ask(need uint64, now time.Time, pinned []string) ([]string, erro
 	return out, nil
 }
 
-func (g *ghost) remove(models []string) {
-	for _, m := range models {
-		i, ok := g.index[m]
+func (g *ghost) remove(keys []string) {
+	for _, k := range keys {
+		i, ok := g.index[k]
 		if !ok {
 			continue
 		}
@@ -383,9 +397,9 @@ func (g *ghost) remove(models []string) {
 		// Delete in place, keeping the order of the rest: evictors that
 		// break ties by position see the same order a live tier would.
 		g.entries = slices.Delete(g.entries, i, i+1)
-		delete(g.index, m)
+		delete(g.index, k)
 		for j := i; j < len(g.entries); j++ {
-			g.index[g.entries[j].model] = j
+			g.index[key(g.entries[j].owner, g.entries[j].model)] = j
 		}
 		g.evictions++
 	}

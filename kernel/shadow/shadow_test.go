@@ -307,3 +307,27 @@ func TestFeedHandlerAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+// VRAM residency is per worker, as live: a model another worker on the
+// same GPU holds is a miss, and the second copy takes room too. Host tiers
+// are shared.
+func TestVRAMIsPerWorker(t *testing.T) {
+	clk := clock.NewFake(time.Unix(0, 0))
+	topo := Topology{Devices: []Device{{VRAMBytes: 5 * gib}}, RAMBytes: 8 * gib}
+	s, _ := New([]Candidate{FromEvictor("lru", tier.LRU{})}, topo, sources(Bandwidths{}), clk)
+	s.AccessOn(0, "w0", []string{"a"})
+	clk.Advance(time.Second)
+	s.AccessOn(0, "w1", []string{"a"}) // miss in VRAM, hit in RAM
+	clk.Advance(time.Second)
+	s.AccessOn(0, "w0", []string{"a"}) // w0 still holds it
+	clk.Advance(time.Second)
+	s.AccessOn(0, "w1", []string{"b"}) // 3 × 2 GiB > 5 GiB: evicts w1's a, used least recently
+	c := find(t, s.Report(), "lru")
+	vram, ram := tierOf(t, c, "vram:0"), tierOf(t, c, "ram")
+	if vram.Hits != 1 || vram.Misses != 3 || vram.Evictions != 1 || vram.Entries != 2 {
+		t.Errorf("vram: %+v", vram)
+	}
+	if ram.Hits != 1 || ram.Misses != 2 {
+		t.Errorf("ram: %+v", ram)
+	}
+}
