@@ -341,7 +341,7 @@ func (c *Controller) startStep(a *active, now time.Time, i int, workers []string
 		a.r.mu.Unlock()
 	}
 	r.tierAcc = &a.tier
-	a.seqLat = stats.NewSequential(stats.SequentialConfig{Alpha: a.alpha, MinN: 10})
+	a.seqLat = stats.NewSequential(stats.SequentialConfig{Alpha: a.alpha, MinN: 10, EffectSize: 0.5})
 	a.batch = [2][]float64{}
 	a.seqErr = stats.NewSequential(stats.SequentialConfig{Alpha: a.alpha, Proportion: true})
 	a.seqMiss = stats.NewSequential(stats.SequentialConfig{Alpha: a.alpha, Proportion: true})

@@ -78,13 +78,13 @@ func (c *Controller) look(a *active, now time.Time) *Report {
 	return rep
 }
 
-// gating judges an always-valid comparison by its confidence sequence:
-// worse when the whole interval lies above +minEffect, better when it lies
-// below −minEffect (lower is better for every gating metric). The
-// sequence's p-value is the minimum over looks, so its sign says nothing
-// of the current effect; the interval does. minEffect is the practical
-// threshold: queues make latencies of one worker group correlated, and a
-// difference smaller than it is not worth a rollback or a promotion.
+// gating judges an always-valid comparison: worse when the test rejects,
+// the confidence sequence lies above zero and the current effect exceeds
+// minEffect; better the other way round (lower is better for every gating
+// metric). The sequence's p-value is the minimum over looks, so its sign
+// says nothing of the current effect; the interval and the effect do.
+// minEffect is the practical threshold: a difference smaller than it is
+// not worth a rollback or a promotion.
 func gating(metric, test string, r stats.SequentialResult, rule stats.Rule, minEffect float64) Comparison {
 	cmp := r.Comparison()
 	c := Comparison{Metric: metric, Test: test, NA: cmp.NA, NB: cmp.NB, Effect: cmp.Effect, Low: cmp.Low, High: cmp.High,
@@ -96,9 +96,9 @@ func gating(metric, test string, r stats.SequentialResult, rule stats.Rule, minE
 	switch {
 	case !r.Bounded:
 		c.Verdict = stats.InsufficientData
-	case r.Rejected && r.Low > minEffect:
+	case r.Rejected && r.Low > 0 && r.Diff > minEffect:
 		c.Verdict = stats.Worse
-	case r.Rejected && r.High < -minEffect:
+	case r.Rejected && r.High < 0 && r.Diff < -minEffect:
 		c.Verdict = stats.Better
 	default:
 		c.Verdict = stats.NoDifference
@@ -281,6 +281,15 @@ func (c *Controller) holdReason(a *active, rep *Report, now time.Time) string {
 	if rep.Share < 100 {
 		if rep.Verdict == stats.InsufficientData {
 			why = append(why, fmt.Sprintf("insufficient data (want %d jobs per arm and metric; counts in the evidence)", spec.MinSamples))
+		}
+		// The rank test is fixed-horizon, so it may not roll back on its
+		// own at every look; but it is more powerful than the sequential
+		// test on small samples, and holding on it is safe: a false alarm
+		// only delays the step while the sequential test gathers evidence.
+		for _, c := range rep.Comparisons {
+			if !c.Gating && c.Verdict == stats.Worse {
+				why = append(why, fmt.Sprintf("the rank test finds the candidate slower (p=%.2g); waiting for the sequential test", c.P))
+			}
 		}
 		if rep.SRM != nil && rep.SRM.Mismatch {
 			why = append(why, fmt.Sprintf("sample ratio mismatch (p=%.2g): the split is not what was asked", rep.SRM.P))

@@ -318,6 +318,9 @@ func (rt *Router) Next(queued []dispatch.JobView, workers []dispatch.WorkerView)
 		r.checkFault(arm)
 		return id, ok
 	}
+	if r.unit == Traffic {
+		return r.nextShared(rt.base.Scheduler, queued, workers)
+	}
 	for _, arm := range r.order() {
 		if arm < 0 {
 			continue
@@ -340,6 +343,35 @@ func (rt *Router) Next(queued []dispatch.JobView, workers []dispatch.WorkerView)
 		}
 	}
 	return "", false
+}
+
+// nextShared is Next for unit traffic, where every group shares the
+// workers and so must share one queue discipline: the active scheduler
+// picks the job that gets the worker over the whole queue, which decides
+// whose turn it is, and in a scheduling experiment that arm's scheduler
+// then picks which of its own jobs takes the turn. Serving groups by a
+// fixed share instead would make each a small queue of its own, whose
+// backlog drains only at its share's pace: its latencies would depend on
+// its luck with bursts more than on its policy.
+func (r *routing) nextShared(base dispatch.Scheduler, queued []dispatch.JobView, workers []dispatch.WorkerView) (string, bool) {
+	id, ok := base.Next(queued, workers)
+	if !ok || r.kind != abi.KindScheduling {
+		return id, ok
+	}
+	i := slices.IndexFunc(queued, func(j dispatch.JobView) bool { return j.ID == id })
+	if i < 0 {
+		return id, ok
+	}
+	arm := r.jobArm(&queued[i])
+	if arm == Production {
+		return id, ok
+	}
+	own, ok2 := r.arms[arm].Scheduler().Next(r.armJobs(arm, queued), workers)
+	r.checkFault(arm)
+	if !ok2 {
+		return id, ok
+	}
+	return own, true
 }
 
 func anyIdle(ws []dispatch.WorkerView) bool {

@@ -177,4 +177,7 @@ type Options struct {
 	// followers when their turn comes): the sequence the live dispatcher's
 	// EventStarted events give, for comparing the two.
 	OnStart func(request int, worker string)
+	// Canary, when set, runs a canary with the live experiment controller
+	// in virtual time (canary.go) and adds its outcome to the report.
+	Canary *Canary
 }

@@ -71,6 +71,8 @@ type Report struct {
 	// ModelSizes is the model table the run used.
 	ModelSizes []Model `json:"model_sizes"`
 	Seed       int64   `json:"seed"`
+	// Canary is the outcome of Options.Canary.
+	Canary *CanaryReport `json:"canary,omitempty"`
 }
 
 // BatchReport describes batching in a run.
@@ -238,6 +240,7 @@ func (s *simulator) report(wall time.Duration, seed int64) *Report {
 		r.Policies[k.Kind] = desc
 	}
 	r.Batching = BatchReport{Batches: s.batches, BatchedJobs: s.batchedJobs, Execution: s.cfg.BatchExecution}
+	r.Canary = s.canaryReport()
 	if s.cfg.LookaheadJobs > 0 && !s.cfg.NoRAMTier {
 		p := s.prefetch
 		p.LoadTimeSavedS = secs(p.saved)
@@ -320,6 +323,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	for _, m := range r.ModelSizes {
 		f("| %s | %s | %d (%s) |\n", m.ID, m.Family, m.Bytes, device.FormatBytes(uint64(m.Bytes)))
 	}
+	writeCanaryMarkdown(&b, r.Canary)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -90,6 +90,8 @@ type simulator struct {
 	prefetch    PrefetchReport
 
 	batches, batchedJobs int
+
+	canary *canaryState // nil without Options.Canary
 }
 
 type simJob struct {
@@ -239,6 +241,12 @@ func newSimulator(ctx context.Context, cfg Config, models []Model, trace *Trace,
 	// The live dispatcher's decision core, over the same policy adapters
 	// a node gives it (kernel/node).
 	s.core = dispatch.Core{Scheduler: host.Scheduler(), Balancer: host.Balancer(), Evictor: host.Evictor(), Batcher: host.Batcher()}
+	if opts.Canary != nil {
+		if err := s.startCanary(ctx, opts.Canary); err != nil {
+			host.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -363,6 +371,7 @@ func (s *simulator) run(ctx context.Context) error {
 			}
 		}
 		s.dispatch()
+		s.tickCanary()
 	}
 	for _, j := range s.head(0) {
 		// Left behind: only possible when a job waits for VRAM that no
@@ -891,6 +900,7 @@ func (s *simulator) finish(w *simWorker) {
 	for _, j := range w.batch {
 		j.state = jobDone
 	}
+	s.observeCanary(w)
 	w.batch = nil
 	s.blocked = false
 }
