@@ -185,6 +185,7 @@ class TorchWorker(Handler):
         self.device = device
         self.width_scale = width_scale
         self.h2d = h2d
+        self.gpu_load_mu = threading.Lock()
         self.mu = threading.Lock()
         self.models = {}
         self.loading = {}
@@ -251,23 +252,29 @@ class TorchWorker(Handler):
                 # Not safetensors (.ckpt, .pth): one byte tensor over the file.
                 header = safetensors.Header([safetensors.Tensor("file", "U8", [mf.size], 0, mf.size)], {}, 0)
                 family = req["family"]
-            before = torch.cuda.memory_allocated() if self.device.type == "cuda" else 0
-            if self.device.type == "cuda" and self.device_memory:
-                need = sum(t.nbytes for t in header.tensors)
-                free, _ = torch.cuda.mem_get_info()
-                if need > free:
-                    raise p.WorkerError(p.OUT_OF_MEMORY, "load %s: needs %d bytes, %d free" % (req["model"], need, free))
-            try:
+            if self.device.type != "cuda":
                 tensors = tensors_from_mapping(mf.buf, header, self.device, self.h2d)
-            except RuntimeError as exc:
-                if "out of memory" in str(exc):
-                    raise p.WorkerError(p.OUT_OF_MEMORY, "load %s: %s" % (req["model"], exc)) from None
-                raise
-            if self.device.type == "cuda":
+                nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+                return Model(req["model"], family, mf, tensors, nbytes, checksum)
+            # One GPU load at a time: the allocator's growth is then this
+            # model's alone (two loads measured over overlapping windows each
+            # count the other's tensors, and the ledger would hold both
+            # twice), and the copies share one PCIe link anyway.
+            with self.gpu_load_mu:
+                before = torch.cuda.memory_allocated()
+                if self.device_memory:
+                    need = sum(t.nbytes for t in header.tensors)
+                    free, _ = torch.cuda.mem_get_info()
+                    if need > free:
+                        raise p.WorkerError(p.OUT_OF_MEMORY, "load %s: needs %d bytes, %d free" % (req["model"], need, free))
+                try:
+                    tensors = tensors_from_mapping(mf.buf, header, self.device, self.h2d)
+                except RuntimeError as exc:
+                    if "out of memory" in str(exc):
+                        raise p.WorkerError(p.OUT_OF_MEMORY, "load %s: %s" % (req["model"], exc)) from None
+                    raise
                 torch.cuda.synchronize()
                 nbytes = torch.cuda.memory_allocated() - before
-            else:
-                nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
             return Model(req["model"], family, mf, tensors, nbytes, checksum)
         except BaseException:
             mf.close()
