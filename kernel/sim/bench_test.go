@@ -12,7 +12,7 @@ import (
 
 // TestBenchQuick runs the benchmark suite's short form over the shared
 // traces (skipped where they are absent) and checks that every table is
-// there and that the suite is deterministic apart from wall time.
+// there. (Run's determinism is TestDeterminism's.)
 func TestBenchQuick(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("runs about a hundred simulations")
@@ -36,9 +36,6 @@ func TestBenchQuick(t *testing.T) {
 		if !strings.Contains(a, want) {
 			t.Errorf("report lacks %q", want)
 		}
-	}
-	if b := run(); a != b {
-		t.Errorf("two runs of the suite differ")
 	}
 	t.Log(a)
 }
