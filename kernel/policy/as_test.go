@@ -99,3 +99,47 @@ func TestAssemblyScriptExample(t *testing.T) {
 		t.Errorf("%d faults", f)
 	}
 }
+
+// TestGuestMemoryStaysFlat makes many decisions on one instance of each
+// guest language and checks that its linear memory does not grow: a guest
+// that allocates per call (the AssemblyScript stub runtime never frees; a
+// Go guest that never yields never collects) would reach the memory cap and
+// trap after enough decisions.
+func TestGuestMemoryStaysFlat(t *testing.T) {
+	for _, guest := range []string{"as", "go"} {
+		t.Run(guest, func(t *testing.T) {
+			var wasm []byte
+			if guest == "as" {
+				wasm = asModule(t)
+			} else {
+				wasm = wasmOf(t, "balancing.least-loaded")
+			}
+			h := newTestHost(t, Config{PoolSize: 1})
+			if _, err := h.Load(context.Background(), abi.KindBalancing, guest, wasm, true, "test"); err != nil {
+				t.Fatal(err)
+			}
+			m := h.slots[abi.KindBalancing].active.Load().mod
+			in := &abi.BalancingInput{Workers: make([]abi.Worker, 100)}
+			for i := range in.Workers {
+				in.Workers[i] = abi.Worker{Idle: true, DeviceBusy: uint32(i % 3)}
+			}
+			input := abi.AppendBalancingInput(nil, in)
+			call := func(n int) uint32 {
+				var out []byte
+				for range n {
+					var err error
+					if out, err = m.call(context.Background(), &callInfo{}, input, out[:0]); err != nil {
+						t.Fatal(err)
+					}
+				}
+				inst := <-m.pool
+				defer m.put(inst)
+				return inst.mem.Size()
+			}
+			warm := call(200)
+			if after := call(3000); after > warm {
+				t.Errorf("linear memory grew from %d to %d bytes over 3000 decisions", warm, after)
+			}
+		})
+	}
+}

@@ -22,7 +22,7 @@ type ops[I, O any] struct {
 
 // scratch is one decision's reusable buffers.
 type scratch struct {
-	in, out []byte
+	ci callInfo
 }
 
 // decide asks version v; it returns the status and, on any fault, a
@@ -50,14 +50,8 @@ func decide[I, O any](ctx context.Context, h *Host, v *version, op *ops[I, O], i
 			return st, err
 		}
 	} else {
-		sc.in = op.encode(sc.in[:0], in)
-		ci := &callInfo{now: c.Now, params: v.params, values: c.Params}
-		sc.out, err = v.mod.call(ctx, ci, sc.in, sc.out[:0])
-		if err != nil {
-			return 0, err
-		}
-		if st, err = op.decode(sc.out, out); err != nil {
-			return st, &FaultError{Kind: FaultInvalid, Err: err}
+		if st, err = decideWASM(ctx, v, op, in, out, sc); err != nil {
+			return st, err
 		}
 	}
 	switch st {
@@ -71,6 +65,31 @@ func decide[I, O any](ctx context.Context, h *Host, v *version, op *ops[I, O], i
 	case abi.StatusNoDecision:
 	default:
 		return st, &FaultError{Kind: FaultStatus, Err: fmt.Errorf("policy answered status %d", st)}
+	}
+	return st, nil
+}
+
+// decideWASM encodes the snapshot straight into the guest's input buffer,
+// calls the hook and decodes the answer where the guest left it, before the
+// instance goes back to its pool.
+func decideWASM[I, O any](ctx context.Context, v *version, op *ops[I, O], in *I, out *O, sc *scratch) (abi.Status, error) {
+	m := v.mod
+	inst, err := m.get(ctx)
+	if err != nil {
+		return 0, &FaultError{Kind: FaultTrap, Err: err}
+	}
+	c := op.common(in)
+	sc.ci = callInfo{now: c.Now, params: v.params, values: c.Params}
+	input := op.encode(inst.inputBuffer(), in)
+	answer, err := inst.run(m, &sc.ci, input)
+	if err != nil {
+		m.discard(inst)
+		return 0, m.fault(err)
+	}
+	st, err := op.decode(answer, out)
+	m.put(inst)
+	if err != nil {
+		return st, &FaultError{Kind: FaultInvalid, Err: err}
 	}
 	return st, nil
 }

@@ -41,6 +41,7 @@ type Host struct {
 	rt    wazero.Runtime
 	cache wazero.CompilationCache
 	fsys  fs.FS
+	wd    *watchdog
 
 	mu    sync.Mutex // serialises loads, swaps and the change log
 	slots map[abi.Kind]*slot
@@ -127,9 +128,12 @@ func newHost(cfg Config, log zerolog.Logger, clk clock.Clock, fsys fs.FS) (*Host
 	} else {
 		h.cache = wazero.NewCompilationCache()
 	}
-	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(true).
+	// No WithCloseOnContextDone: the watchdog and the instrumented loop
+	// checks are the deadline (see instrument).
+	rc := wazero.NewRuntimeConfig().
 		WithMemoryLimitPages(uint32(cfg.MemoryLimitMiB) * 16).WithCompilationCache(h.cache)
 	h.rt = wazero.NewRuntimeWithConfig(h.ctx, rc)
+	h.wd = newWatchdog(cfg.CallTimeout / 2)
 	if err := h.instantiateHostModules(); err != nil {
 		h.Close()
 		return nil, err
@@ -301,7 +305,11 @@ func hostAbort(ctx context.Context, m api.Module, _ []uint64) {
 // prepare compiles, validates, instantiates and self-tests a module,
 // returning a version not yet registered.
 func (h *Host) prepare(ctx context.Context, k abi.Kind, name, source string, wasm []byte) (*version, error) {
-	cm, err := h.rt.CompileModule(ctx, wasm)
+	code, err := instrument(wasm)
+	if err != nil {
+		return nil, fmt.Errorf("read module: %w", err)
+	}
+	cm, err := h.rt.CompileModule(ctx, code)
 	if err != nil {
 		return nil, fmt.Errorf("compile: %w", err)
 	}
@@ -311,7 +319,7 @@ func (h *Host) prepare(ctx context.Context, k abi.Kind, name, source string, was
 	}
 	sum := sha256.Sum256(wasm)
 	v := &version{name: name, kind: k, source: source, sha: hex.EncodeToString(sum[:]), loadedAt: h.clk.Now(),
-		mod: &module{rt: h.rt, compiled: cm, kind: k, timeout: h.cfg.CallTimeout, pool: make(chan *instance, h.cfg.PoolSize)}}
+		mod: &module{rt: h.rt, compiled: cm, kind: k, timeout: h.cfg.CallTimeout, wd: h.wd, pool: make(chan *instance, h.cfg.PoolSize)}}
 	fail := func(err error) (*version, error) {
 		v.close()
 		_ = cm.Close(ctx)
@@ -599,6 +607,9 @@ func (h *Host) Close() error {
 	var err error
 	if h.rt != nil {
 		err = h.rt.Close(context.Background())
+	}
+	if h.wd != nil {
+		h.wd.close()
 	}
 	if h.cache != nil {
 		_ = h.cache.Close(context.Background())

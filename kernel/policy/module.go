@@ -176,6 +176,7 @@ type module struct {
 	compiled wazero.CompiledModule
 	kind     abi.Kind
 	timeout  time.Duration
+	wd       *watchdog
 	pool     chan *instance
 	live     atomic.Int64
 	closed   atomic.Bool
@@ -185,15 +186,24 @@ type module struct {
 // the pool hands it to one caller at a time. A trap or timeout poisons it:
 // the caller closes it instead of returning it.
 type instance struct {
-	mod    api.Module
-	mem    api.Memory
-	buffer api.Function
-	hook   api.Function
-	params api.Function
-	bufPtr uint32
-	bufCap uint32
-	stack  [1]uint64
+	mod      api.Module
+	mem      api.Memory
+	buffer   api.Function
+	hook     api.Function
+	params   api.Function
+	deadline api.MutableGlobal // kiln.deadline: set by the watchdog, checked at every loop head
+	bufPtr   uint32
+	bufCap   uint32
+	stack    [1]uint64
+	// started is the watchdog epoch + 1 at which the call in flight began;
+	// 0 when idle, killed once the watchdog has stopped it.
+	started atomic.Uint64
+	ctx     callCtx
 }
+
+// initialBuffer is the input buffer an instance asks for when it is made,
+// so that decisions up to a few hundred candidates never grow it.
+const initialBuffer = 64 << 10
 
 type callCtxKey struct{}
 
@@ -205,21 +215,68 @@ type callInfo struct {
 	log    func(level uint32, msg string)
 }
 
+// callCtx is each instance's context for its calls: it never ends (the
+// deadline is the watchdog's) and carries the call's callInfo to the host
+// functions, so that a call allocates no context.
+type callCtx struct{ ci *callInfo }
+
+func (*callCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (*callCtx) Done() <-chan struct{}       { return nil }
+func (*callCtx) Err() error                  { return nil }
+func (c *callCtx) Value(key any) any {
+	if _, ok := key.(callCtxKey); ok && c.ci != nil {
+		return c.ci
+	}
+	return nil
+}
+
+// errKilled is a call the watchdog stopped.
+var errKilled = errors.New("stopped at its deadline")
+
 func (m *module) newInstance(ctx context.Context) (*instance, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Second+10*m.timeout)
-	defer cancel()
-	mod, err := m.rt.InstantiateModule(ctx, m.compiled, wazero.NewModuleConfig().WithName("").WithStartFunctions("_initialize"))
+	mod, err := m.rt.InstantiateModule(ctx, m.compiled, wazero.NewModuleConfig().WithName("").WithStartFunctions())
 	if err != nil {
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
 	in := &instance{mod: mod, mem: mod.Memory(), buffer: mod.ExportedFunction("kiln_buffer"),
 		hook: mod.ExportedFunction(m.kind.Hook()), params: mod.ExportedFunction("kiln_params")}
-	if in.mem == nil || in.buffer == nil || in.hook == nil {
+	in.deadline, _ = mod.ExportedGlobal(deadlineExport).(api.MutableGlobal)
+	if in.mem == nil || in.buffer == nil || in.hook == nil || in.deadline == nil {
 		_ = mod.Close(ctx)
-		return nil, errors.New("instance lacks its memory, kiln_buffer or hook")
+		return nil, errors.New("instance lacks its memory, kiln_buffer, hook or deadline")
 	}
 	m.live.Add(1)
+	m.wd.add(in)
+	fail := func(err error) (*instance, error) {
+		m.discard(in)
+		return nil, err
+	}
+	// Start functions run under the watchdog like any call, with room for
+	// a language runtime's initialisation.
+	for _, name := range []string{startExport, "_initialize"} {
+		if f := mod.ExportedFunction(name); f != nil {
+			if err := in.invoke(m.wd, f, 10*m.timeout+time.Second); err != nil {
+				return fail(fmt.Errorf("%s: %w", name, err))
+			}
+		}
+	}
+	in.stack[0] = initialBuffer
+	if err := in.invoke(m.wd, in.buffer, m.timeout+time.Second); err != nil {
+		return fail(fmt.Errorf("kiln_buffer: %w", err))
+	}
+	in.bufPtr, in.bufCap = uint32(in.stack[0]), initialBuffer
 	return in, nil
+}
+
+// invoke calls f with in.stack under the watchdog: limit is how long the
+// call may run.
+func (in *instance) invoke(wd *watchdog, f api.Function, limit time.Duration) error {
+	e := wd.start(in, limit)
+	err := f.CallWithStack(&in.ctx, in.stack[:])
+	if !in.started.CompareAndSwap(e, 0) {
+		return errKilled
+	}
+	return err
 }
 
 func (m *module) get(ctx context.Context) (*instance, error) {
@@ -243,6 +300,7 @@ func (m *module) put(in *instance) {
 }
 
 func (m *module) discard(in *instance) {
+	m.wd.remove(in)
 	m.live.Add(-1)
 	_ = in.mod.Close(context.Background())
 }
@@ -278,50 +336,86 @@ func (m *module) close() {
 // plus the header.
 func maxOutput(inLen int) uint32 { return uint32(min(inLen*2+1024, math.MaxInt32)) }
 
-// call runs the kind's hook on input and appends its answer to dst.
+// fault turns a failed call into the FaultError it counts as.
+func (m *module) fault(err error) error {
+	if errors.Is(err, errKilled) {
+		return &FaultError{Kind: FaultTimeout, Err: fmt.Errorf("no answer within %s", m.timeout)}
+	}
+	return &FaultError{Kind: FaultTrap, Err: err}
+}
+
+// call runs the kind's hook on input and appends its answer to dst. The
+// decision path (decide) encodes and decodes in guest memory instead; this
+// is for callers that hold an encoded input.
 func (m *module) call(ctx context.Context, ci *callInfo, input, dst []byte) ([]byte, error) {
 	in, err := m.get(ctx)
 	if err != nil {
 		return dst, &FaultError{Kind: FaultTrap, Err: err}
 	}
-	cctx, cancel := context.WithTimeout(context.WithValue(ctx, callCtxKey{}, ci), m.timeout)
-	defer cancel()
-	out, err := in.run(cctx, input, dst)
+	out, err := in.run(m, ci, input)
 	if err != nil {
 		m.discard(in)
-		if cctx.Err() != nil {
-			return dst, &FaultError{Kind: FaultTimeout, Err: fmt.Errorf("no answer within %s", m.timeout)}
-		}
-		return dst, &FaultError{Kind: FaultTrap, Err: err}
+		return dst, m.fault(err)
 	}
+	dst = append(dst, out...)
 	m.put(in)
-	return out, nil
+	return dst, nil
 }
 
-func (in *instance) run(ctx context.Context, input, dst []byte) ([]byte, error) {
-	if uint32(len(input)) > in.bufCap {
-		in.stack[0] = uint64(len(input))
-		if err := in.buffer.CallWithStack(ctx, in.stack[:]); err != nil {
-			return dst, fmt.Errorf("kiln_buffer: %w", err)
+// inputBuffer returns the guest's input buffer as an empty slice whose
+// capacity is the buffer, so that an encoder appending to it writes the
+// snapshot straight into guest memory.
+func (in *instance) inputBuffer() []byte {
+	b, ok := in.mem.Read(in.bufPtr, in.bufCap)
+	if !ok {
+		return nil
+	}
+	return b[:0]
+}
+
+// run calls the hook on input, which is either what inputBuffer returned,
+// appended to, or any other bytes (copied in, growing the guest's buffer
+// when needed). The answer it returns is a view of guest memory, valid
+// until the instance's next call.
+func (in *instance) run(m *module, ci *callInfo, input []byte) ([]byte, error) {
+	if !inPlace(input, in) {
+		if uint32(len(input)) > in.bufCap {
+			in.stack[0] = uint64(len(input))
+			if err := in.invoke(m.wd, in.buffer, m.timeout); err != nil {
+				return nil, fmt.Errorf("kiln_buffer: %w", err)
+			}
+			in.bufPtr, in.bufCap = uint32(in.stack[0]), uint32(len(input))
 		}
-		in.bufPtr, in.bufCap = uint32(in.stack[0]), uint32(len(input))
+		if !in.mem.Write(in.bufPtr, input) {
+			return nil, fmt.Errorf("kiln_buffer returned %#x, outside memory", in.bufPtr)
+		}
 	}
-	if !in.mem.Write(in.bufPtr, input) {
-		return dst, fmt.Errorf("kiln_buffer returned %#x, outside memory", in.bufPtr)
-	}
+	in.ctx.ci = ci
 	in.stack[0] = uint64(len(input))
-	if err := in.hook.CallWithStack(ctx, in.stack[:]); err != nil {
-		return dst, err
+	err := in.invoke(m.wd, in.hook, m.timeout)
+	in.ctx.ci = nil
+	if err != nil {
+		return nil, err
 	}
 	ptr, n := uint32(in.stack[0]>>32), uint32(in.stack[0])
 	if limit := maxOutput(len(input)); n > limit {
-		return dst, fmt.Errorf("answer of %d bytes exceeds the %d-byte limit", n, limit)
+		return nil, fmt.Errorf("answer of %d bytes exceeds the %d-byte limit", n, limit)
 	}
 	b, ok := in.mem.Read(ptr, n)
 	if !ok {
-		return dst, fmt.Errorf("answer [%#x,+%d) is outside memory", ptr, n)
+		return nil, fmt.Errorf("answer [%#x,+%d) is outside memory", ptr, n)
 	}
-	return append(dst, b...), nil
+	return b, nil
+}
+
+// inPlace reports whether b is the instance's input buffer (an encoder
+// appended to inputBuffer without outgrowing it).
+func inPlace(b []byte, in *instance) bool {
+	if len(b) == 0 || cap(b) != int(in.bufCap) {
+		return false
+	}
+	buf, ok := in.mem.Read(in.bufPtr, in.bufCap)
+	return ok && &buf[0] == &b[0]
 }
 
 // readParams asks a fresh instance for its parameter declarations.
@@ -334,9 +428,7 @@ func (m *module) readParams(ctx context.Context) ([]abi.Param, error) {
 		m.put(in)
 		return nil, nil
 	}
-	cctx, cancel := context.WithTimeout(ctx, m.timeout+time.Second)
-	defer cancel()
-	if err := in.params.CallWithStack(cctx, in.stack[:]); err != nil {
+	if err := in.invoke(m.wd, in.params, m.timeout+time.Second); err != nil {
 		m.discard(in)
 		return nil, fmt.Errorf("kiln_params: %w", err)
 	}

@@ -28,7 +28,7 @@ export function kiln_params(): u64 {
 }
 
 export function kiln_balance(len: i32): u64 {
-  const inp = new Input(len, KIND_BALANCING);
+  const inp = Input.read(len, KIND_BALANCING);
   if (!inp.valid) return answerStatus(STATUS_ERROR, KIND_BALANCING, inp);
   const job = inp.job(0);
   const minFree = <u64>(inp.param(0, 0) * 1073741824.0);

@@ -5,7 +5,7 @@
 //
 //   export { kiln_abi_v1_0, kiln_buffer } from "<path>/sdk/assemblyscript/assembly/kiln";
 //   import { Input, Worker, answerBalancing, STATUS_OK } from "<path>/sdk/assemblyscript/assembly/kiln";
-//   export function kiln_balance(len: i32): u64 { const inp = new Input(len); ... }
+//   export function kiln_balance(len: i32): u64 { const inp = Input.read(len, KIND_BALANCING); ... }
 //
 // Inputs are read in place from the buffer the host wrote (no decoding, no
 // allocation); answers are written into one reused output buffer. Build
@@ -115,11 +115,15 @@ export class Entry {
 
 // Input is a view of the input in the buffer. It checks the version and the
 // kind; valid is false when they do not match or the input is too short.
+// Get it with Input.read: there is one Input per module, reset by each
+// call, because `new` allocates and the stub runtime never frees, so an
+// Input made per call would grow the module's memory on every decision
+// until it hit the host's cap.
 export class Input {
-  base: usize;
-  len: i32;
-  body: usize;
-  valid: bool;
+  base: usize = 0;
+  len: i32 = 0;
+  body: usize = 0;
+  valid: bool = false;
   // Section addresses and counts, set by the kind's constructor below.
   models: usize = 0; nModels: u32 = 0;
   jobs: usize = 0; nJobs: u32 = 0;       // scheduling: queued; batching: jobs; balancing: the job
@@ -131,7 +135,23 @@ export class Input {
   pool: usize = 0; nPool: u32 = 0;
   lead: u32 = 0;
 
-  constructor(len: i32, kind: u32) {
+  // read returns the module's Input, reset to the len bytes the host wrote
+  // for a call of kind.
+  static read(len: i32, kind: u32): Input {
+    let inp = shared;
+    if (inp == null) {
+      inp = new Input();
+      shared = inp;
+    }
+    inp.reset(len, kind);
+    return inp;
+  }
+
+  reset(len: i32, kind: u32): void {
+    this.models = 0; this.nModels = 0; this.jobs = 0; this.nJobs = 0;
+    this.running = 0; this.nRunning = 0; this.workers = 0; this.nWorkers = 0;
+    this.entries = 0; this.nEntries = 0; this.ghosts = 0; this.nGhosts = 0;
+    this.wanted = 0; this.nWanted = 0; this.pool = 0; this.nPool = 0; this.lead = 0;
     this.base = inBuf;
     this.len = len;
     this.valid = len >= HEADER_SIZE && load<u16>(inBuf) == 1 && load<u32>(inBuf, 4) == kind;
@@ -195,6 +215,8 @@ export class Input {
     return false;
   }
 }
+
+let shared: Input | null = null;
 
 let outBuf: usize = 0;
 let outCap: i32 = 0;
