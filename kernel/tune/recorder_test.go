@@ -116,3 +116,19 @@ func TestRecorderFeedAndHandler(t *testing.T) {
 		t.Errorf("DELETE: %d", rec.Code)
 	}
 }
+
+// FuzzReadArrivals: the persisted file is read back at start; whatever it
+// holds must give an error or arrivals, never a panic.
+func FuzzReadArrivals(f *testing.F) {
+	f.Add("time_s,models,class,deadline_ms\n1795685165.391,a;b,interactive,0\n")
+	f.Add("# c\ntime_s,models,class,deadline_ms\nNaN,a,batch,1\n")
+	f.Add("time_s,models,class,deadline_ms\n1e300,a,batch,-5\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		arr, _ := readArrivals(strings.NewReader(in))
+		for _, a := range arr {
+			if len(a.Models) == 0 {
+				t.Errorf("arrival without models from %q", in)
+			}
+		}
+	})
+}
