@@ -145,8 +145,10 @@ func cmdExperiment(args []string) error {
 // exitRolledBack is the exit status of --wait when the candidate lost.
 type exitRolledBack struct{ id, reason string }
 
-func (e exitRolledBack) Error() string { return fmt.Sprintf("experiment %s rolled back: %s", e.id, e.reason) }
-func (exitRolledBack) ExitCode() int   { return 3 }
+func (e exitRolledBack) Error() string {
+	return fmt.Sprintf("experiment %s rolled back: %s", e.id, e.reason)
+}
+func (exitRolledBack) ExitCode() int { return 3 }
 
 func followExperiment(pf *policyFlags, id string, asJSON bool) error {
 	last := -1
@@ -268,4 +270,3 @@ func printRecord(w io.Writer, rec experiment.Record, asJSON bool) error {
 	}
 	return nil
 }
-

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/kiln-gpu/kiln/kernel/experiment"
 	"github.com/kiln-gpu/kiln/kernel/sim"
 	"github.com/kiln-gpu/kiln/kernel/tune"
 )
@@ -18,6 +19,7 @@ const simUsage = `usage:
   kiln sim --trace TRACE.csv --models MODELS.csv [--config FILE] [--set k=v]... [--seed N] [--report json|md]
            [--ram-bytes N] [--disk-bytes N] [--remote-bytes-per-s F]
            [--tune KIND=POLICY [--budget N] [--objective mean_latency|p95_latency|p99_latency|slo_miss|load_time]]
+           [--canary KIND=POLICY[@V] [--steps 5,25,50,100] [--guard 'p95<=30s']... [--unit workers|traffic]]
   kiln sim gen --kind zipf|bursty|diurnal --out DIR [--jobs N] [--rate F] [--checkpoints N] [--zipf-s F]
            [--drift DUR] [--burst-factor F] [--on DUR] [--off DUR] [--period DUR] [--amplitude F]
            [--interactive F] [--deadline-ms N] [--seed N]
@@ -48,6 +50,11 @@ func cmdSim(args []string) error {
 	tuneSpec := fs.String("tune", "", "KIND=POLICY: also search the built-in policy's declared parameters (kernel/tune)")
 	budget := fs.Int("budget", tune.DefaultBudget, "--tune: simulator runs, the defaults' included")
 	objective := fs.String("objective", tune.ObjectiveMeanLatency, "--tune: what to minimise")
+	canary := fs.String("canary", "", "KIND=POLICY: run a canary of the built-in policy with the live experiment controller (kernel/experiment)")
+	canarySteps := fs.String("steps", "", "--canary: steps in percent (default experiments.steps)")
+	var canaryGuards []string
+	fs.Func("guard", "--canary: a guard such as 'p95<=30s' (repeatable)", func(g string) error { canaryGuards = append(canaryGuards, g); return nil })
+	canaryUnit := fs.String("unit", "", "--canary: workers or traffic (default: workers with two or more workers)")
 	var cf configFlags
 	cf.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -96,7 +103,21 @@ func cmdSim(args []string) error {
 			return err
 		}
 	}
-	rep, err := sim.Run(context.Background(), sc, models, trace, sim.Options{Seed: *seed})
+	opts := sim.Options{Seed: *seed}
+	if *canary != "" {
+		spec, err := sim.ParseCanary(*canary)
+		if err != nil {
+			return err
+		}
+		if *canarySteps != "" {
+			if spec.Steps, err = experiment.ParseSteps(*canarySteps); err != nil {
+				return err
+			}
+		}
+		spec.Guards, spec.Unit = canaryGuards, experiment.Unit(*canaryUnit)
+		opts.Canary = &sim.Canary{Spec: spec, Config: cfg.Experiments, Seed: uint64(*seed)}
+	}
+	rep, err := sim.Run(context.Background(), sc, models, trace, opts)
 	if err != nil {
 		return err
 	}

@@ -183,8 +183,11 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (Record, error) {
 	spec = spec.withDefaults(c.cfg)
 	workers := c.workers()
 	if spec.Unit == "" {
+		// A balancer needs a choice of workers, which a small worker group
+		// does not give it; scheduling and batching are cleanest split by
+		// workers, which gives each arm its own queue discipline.
 		spec.Unit = Traffic
-		if len(workers) >= 2 {
+		if len(workers) >= 2 && spec.Kind != "balancing" {
 			spec.Unit = Workers
 		}
 	}

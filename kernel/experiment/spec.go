@@ -84,8 +84,9 @@ type Spec struct {
 	// Baseline is the baseline arm; empty means the active policy.
 	Baseline string `json:"baseline,omitempty"`
 	Type     Type   `json:"type"`
-	// Unit is workers or traffic (canary and ab); empty chooses workers
-	// when the node has at least two workers, else traffic.
+	// Unit is workers or traffic (canary and ab); empty chooses traffic
+	// for balancing (a balancer needs a choice of workers) and workers for
+	// the other kinds when the node has at least two workers.
 	Unit Unit `json:"unit,omitempty"`
 	// Steps are a canary's candidate shares in percent, increasing; the
 	// last is usually 100, a step with no baseline left that is gated by
