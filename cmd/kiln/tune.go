@@ -20,7 +20,7 @@ import (
 )
 
 const tuneUsage = `usage: kiln tune --kind K --policy NAME [--budget N] [--objective O] [--seed S]
-                 [--limit N] [--no-canary] [--json]
+                 [--params a,b] [--limit N] [--no-canary] [--wait] [--json]
 
 Searches the parameters the built-in policy NAME of kind K declares, in the
 simulator, on the arrivals this kiln recorded (GET /v1/experiments/trace),
@@ -95,11 +95,17 @@ func cmdTune(args []string) error {
 	limit := fs.Int("limit", 0, "use only the last N recorded arrivals (0: all)")
 	noCanary := fs.Bool("no-canary", false, "search only; do not start a canary")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	wait := fs.Bool("wait", false, "follow the canary until it is promoted or rolled back")
+	only := fs.String("params", "", "search only these parameters, comma-separated (default: all)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if p.kind == "" || *name == "" {
 		return errors.New("tune: --kind and --policy are required")
+	}
+	var params []string
+	if *only != "" {
+		params = strings.Split(*only, ",")
 	}
 	kind, err := abi.ParseKind(p.kind)
 	if err != nil {
@@ -143,10 +149,11 @@ func cmdTune(args []string) error {
 		return fmt.Errorf("tune: kiln has recorded %d arrivals; a search needs at least 20", len(trace.Requests))
 	}
 	res, err := tune.Search(context.Background(), sim.FromKernelConfig(cfg), models, trace, kind, *name,
-		tune.Options{Budget: *budget, Seed: *seed, Objective: *objective})
+		tune.Options{Budget: *budget, Seed: *seed, Objective: *objective, Params: params})
 	if err != nil {
 		return err
 	}
+	var canaryErr error
 	out := struct {
 		Tune       *tune.Result    `json:"tune"`
 		Arrivals   int             `json:"arrivals"`
@@ -161,29 +168,50 @@ func cmdTune(args []string) error {
 	default:
 		spec, _ := json.Marshal(map[string]any{"kind": kind.String(), "policy": *name, "type": "canary", "params": res.Best})
 		var exp json.RawMessage
-		if err := p.request("POST", "/v1/experiments", "application/json", spec, true, &exp); err != nil {
-			return fmt.Errorf("tune: found %v (gain %.1f%% in the simulator) but could not start its canary: %w", res.Best, 100*res.Gain, err)
+		if canaryErr = p.request("POST", "/v1/experiments", "application/json", spec, true, &exp); canaryErr != nil {
+			// The search's result is worth printing all the same.
+			canaryErr = fmt.Errorf("tune: could not start the canary of the best parameters: %w", canaryErr)
+			out.Note = canaryErr.Error()
+		} else {
+			out.Experiment = exp
 		}
-		out.Experiment = exp
 	}
-	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
-	}
-	fmt.Printf("searched on %d recorded arrivals\n\n", out.Arrivals)
-	if err := res.WriteMarkdown(os.Stdout); err != nil {
-		return err
-	}
-	if out.Note != "" {
-		fmt.Printf("\n%s\n", out.Note)
-	}
+	var id string
 	if len(out.Experiment) > 0 {
 		var e struct {
 			ID string `json:"id"`
 		}
 		_ = json.Unmarshal(out.Experiment, &e)
-		fmt.Printf("\ncanary %s started: kiln experiment show %s\n", e.ID, e.ID)
+		id = e.ID
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	} else if err := printTune(res, out.Arrivals, out.Note, id); err != nil {
+		return err
+	}
+	if canaryErr != nil {
+		return canaryErr
+	}
+	if *wait && id != "" {
+		return followExperiment(&p, id, *asJSON)
+	}
+	return nil
+}
+
+func printTune(res *tune.Result, arrivals int, note, id string) error {
+	fmt.Printf("searched on %d recorded arrivals\n\n", arrivals)
+	if err := res.WriteMarkdown(os.Stdout); err != nil {
+		return err
+	}
+	if note != "" {
+		fmt.Printf("\n%s\n", note)
+	}
+	if id != "" {
+		fmt.Printf("\ncanary %s started: kiln experiment show %s\n", id, id)
 	}
 	return nil
 }

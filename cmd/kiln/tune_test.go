@@ -64,6 +64,7 @@ func TestCmdTune(t *testing.T) {
 		t.Fatal(err)
 	}
 	var posted map[string]any
+	refuse := false
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		admin := r.Header.Get("Authorization") == "Bearer sekrit"
 		switch {
@@ -75,6 +76,9 @@ func TestCmdTune(t *testing.T) {
 				ms = append(ms, map[string]any{"id": m.ID, "bytes": 1024, "nominal_bytes": m.Bytes, "family": m.Family})
 			}
 			json.NewEncoder(w).Encode(map[string]any{"models": ms})
+		case r.Method == "POST" && r.URL.Path == "/v1/experiments" && refuse:
+			w.WriteHeader(http.StatusBadRequest)
+			w.Write([]byte(`{"error":{"type":"invalid_spec","message":"json: unknown field \"params\""}}`))
 		case r.Method == "POST" && r.URL.Path == "/v1/experiments" && admin:
 			body, _ := io.ReadAll(r.Body)
 			json.Unmarshal(body, &posted)
@@ -97,6 +101,15 @@ func TestCmdTune(t *testing.T) {
 	}
 	if posted["type"] != "canary" || posted["policy"] != "same-model" || posted["kind"] != "batching" || posted["params"] == nil {
 		t.Errorf("canary spec: %v", posted)
+	}
+
+	// A controller that refuses the spec fails the command, after the
+	// search's result is printed.
+	refuse = true
+	err = cmdTune([]string{"--addr", srv.URL, "--kind", "batching", "--policy", "same-model", "--budget", "6",
+		"--set", "policies.native_builtins=true"})
+	if err == nil || !strings.Contains(err.Error(), "could not start the canary") || !strings.Contains(err.Error(), "params") {
+		t.Errorf("refused canary: %v", err)
 	}
 
 	t.Setenv("KILN_ADMIN_TOKEN", "wrong")
