@@ -79,6 +79,9 @@ type Decision struct {
 	// Unfit lists jobs set aside for good while choosing; the caller fails
 	// them whether or not a dispatch was found.
 	Unfit []Unfit
+	// SchedulerFault is set when the scheduler named a job it was not
+	// shown; nothing is dispatched this round.
+	SchedulerFault error
 	// BatchFault is set when the batcher's answer was invalid (a job that
 	// is not queued, a repeat, a different batch key) and the lead runs
 	// alone.
@@ -106,6 +109,7 @@ func (c Core) Choose(queued []JobView, workers []WorkerView) (dec Decision, ok b
 		if i < 0 {
 			// A scheduler that names a job it was not shown is faulty;
 			// dispatching nothing this round is the safe answer.
+			dec.SchedulerFault = fmt.Errorf("scheduler chose %q, which is not queued", id)
 			return dec, false
 		}
 		jv := cands[i]

@@ -369,6 +369,9 @@ func (d *Dispatcher) choose(queued []JobView, workers []WorkerView) (jobIDs []st
 		}
 		d.log.Warn().Str("job", u.JobID).Err(u.Err).Msg("job can never fit on this node's devices")
 	}
+	if dec.SchedulerFault != nil {
+		d.log.Error().Err(dec.SchedulerFault).Msg("ignoring the scheduling policy's answer")
+	}
 	if dec.BatchFault != nil {
 		d.log.Error().Err(dec.BatchFault).Msg("batching policy gave an invalid batch; running the lead alone")
 	}
