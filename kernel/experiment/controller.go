@@ -100,6 +100,7 @@ type active struct {
 	tierDone [2]tierCounts // the steps before
 	seqLat   *stats.Sequential
 	batch    [2][]float64 // latencies not yet averaged into seqLat
+	rank     *Comparison  // the last rank test, reused while the counts stay
 	seqErr   *stats.Sequential
 	seqMiss  *stats.Sequential
 	alpha    float64 // per gating test
@@ -346,6 +347,7 @@ func (c *Controller) startStep(a *active, now time.Time, i int, workers []string
 	r.tierAcc = &a.tier
 	a.seqLat = stats.NewSequential(stats.SequentialConfig{Alpha: a.alpha, MinN: 10, EffectSize: 0.5})
 	a.batch = [2][]float64{}
+	a.rank = nil
 	a.seqErr = stats.NewSequential(stats.SequentialConfig{Alpha: a.alpha, Proportion: true})
 	a.seqMiss = stats.NewSequential(stats.SequentialConfig{Alpha: a.alpha, Proportion: true})
 	a.r = r

@@ -56,8 +56,11 @@ func TestCanaryPromotesPriority(t *testing.T) {
 // none may be rolled back at the default confidence.
 func TestCanaryAA(t *testing.T) {
 	wl := defaultWorkload()
-	rollbacks := 0
-	for seed := uint64(100); seed < 120; seed++ {
+	rollbacks, n := 0, uint64(20)
+	if testing.Short() || raceEnabled {
+		n = 5
+	}
+	for seed := uint64(100); seed < 100+n; seed++ {
 		d := newDriver(t, wl, seed, "priority", testConfig(), "")
 		rec := d.start(Spec{Kind: "scheduling", Policy: "priority", Type: Canary})
 		rec = d.run(rec.ID)
@@ -66,5 +69,5 @@ func TestCanaryAA(t *testing.T) {
 			t.Errorf("seed %d: A/A canary ended %s: %s", seed, rec.State, rec.Reason)
 		}
 	}
-	t.Logf("20 A/A canaries: %d not promoted", rollbacks)
+	t.Logf("%d A/A canaries: %d not promoted", n, rollbacks)
 }

@@ -41,12 +41,16 @@ func (c *Controller) look(a *active, now time.Time) *Report {
 		}
 		// The rank test and its shift estimate describe the effect for
 		// the reader; they are fixed-horizon, so they do not gate.
-		if la, lb := a.step[Baseline].latency, a.step[Candidate].latency; len(la) > 0 && len(lb) > 0 {
-			mw := stats.MannWhitneyCI(la, lb, spec.Confidence)
-			cmp := mw.Comparison()
-			rep.Comparisons = append(rep.Comparisons, Comparison{Metric: "latency_s", Test: "mann-whitney (hodges-lehmann shift)",
-				NA: cmp.NA, NB: cmp.NB, Effect: cmp.Effect, Low: cmp.Low, High: cmp.High, P: cmp.P, Alpha: 1 - spec.Confidence,
-				Verdict: stats.Decide(cmp, stats.Rule{MinN: spec.MinSamples, Alpha: 1 - spec.Confidence, LowerIsBetter: true})})
+		// Until both arms have min_samples the step holds anyway; the test
+		// is computed only then, and again only when the counts changed.
+		if la, lb := a.step[Baseline].latency, a.step[Candidate].latency; len(la) >= spec.MinSamples && len(lb) >= spec.MinSamples {
+			if a.rank == nil || a.rank.NA != len(la) || a.rank.NB != len(lb) {
+				cmp := stats.MannWhitneyCI(la, lb, spec.Confidence).Comparison()
+				a.rank = &Comparison{Metric: "latency_s", Test: "mann-whitney (hodges-lehmann shift)",
+					NA: cmp.NA, NB: cmp.NB, Effect: cmp.Effect, Low: cmp.Low, High: cmp.High, P: cmp.P, Alpha: 1 - spec.Confidence,
+					Verdict: stats.Decide(cmp, stats.Rule{MinN: spec.MinSamples, Alpha: 1 - spec.Confidence, LowerIsBetter: true})}
+			}
+			rep.Comparisons = append(rep.Comparisons, *a.rank)
 		}
 		srmP := 1.0
 		nb, nc := a.step[Baseline].n, a.step[Candidate].n
