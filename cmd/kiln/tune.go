@@ -190,8 +190,14 @@ func cmdTune(args []string) error {
 		if err := enc.Encode(out); err != nil {
 			return err
 		}
-	} else if err := printTune(res, out.Arrivals, out.Note, id); err != nil {
-		return err
+	} else {
+		note := out.Note
+		if canaryErr != nil {
+			note = "" // main prints the error
+		}
+		if err := printTune(res, out.Arrivals, note, id); err != nil {
+			return err
+		}
 	}
 	if canaryErr != nil {
 		return canaryErr
