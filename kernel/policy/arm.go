@@ -171,3 +171,47 @@ func (a *Arm) SetParam(name string, value float64) error {
 	}
 	return fmt.Errorf("param %s of %s: %w", name, a.v.ref(), ErrNotFound)
 }
+
+// ArmWithParams is Arm with some of the version's declared parameters set
+// to values of the arm's own: the arm asks a private copy of the version
+// (the same compiled module and instance pool, its own parameter values,
+// state words and counters), so that the baseline, which may run the same
+// version, keeps its values. This is how a tuned candidate is canaried.
+// Without params it is Arm.
+func (h *Host) ArmWithParams(ctx context.Context, k abi.Kind, name string, number int, params map[string]float64) (*Arm, error) {
+	a, err := h.Arm(ctx, k, name, number)
+	if err != nil || len(params) == 0 {
+		return a, err
+	}
+	v := a.v
+	c := &version{name: v.name, number: v.number, kind: v.kind, source: v.source, sha: v.sha, loadedAt: v.loadedAt,
+		mod: v.mod, params: v.params}
+	if v.native != nil {
+		c.native = Builtin(k, v.name)
+	}
+	vals := slices.Clone(*v.values.Load())
+	for pname, val := range params {
+		i := slices.IndexFunc(c.params, func(p abi.Param) bool { return p.Name == pname })
+		if i < 0 {
+			return nil, fmt.Errorf("param %s of %s: %w", pname, v.ref(), ErrNotFound)
+		}
+		if p := c.params[i]; val < p.Min || val > p.Max || val != val {
+			return nil, fmt.Errorf("param %s of %s: %v is outside [%v, %v]", pname, v.ref(), val, p.Min, p.Max)
+		}
+		vals[i] = val
+	}
+	c.values.Store(&vals)
+	return h.armOf(c), nil
+}
+
+// Params are the arm's parameter values, by name.
+func (a *Arm) Params() map[string]float64 {
+	vals := *a.v.values.Load()
+	out := make(map[string]float64, len(a.v.params))
+	for i, p := range a.v.params {
+		if i < len(vals) {
+			out[p.Name] = vals[i]
+		}
+	}
+	return out
+}

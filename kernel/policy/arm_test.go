@@ -88,3 +88,29 @@ func TestParseRef(t *testing.T) {
 		})
 	}
 }
+
+// TestArmWithParams checks that a tuned arm has values of its own while
+// the version it copies keeps its defaults.
+func TestArmWithParams(t *testing.T) {
+	h := newTestHost(t, Config{Scheduling: "priority"})
+	arm, err := h.ArmWithParams(context.Background(), abi.KindScheduling, "priority", 0, map[string]float64{"max_wait_ms": 5000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := arm.Params()["max_wait_ms"]; got != 5000 {
+		t.Errorf("arm's max_wait_ms = %v, want 5000", got)
+	}
+	base, _ := h.ActiveArm(abi.KindScheduling)
+	if got := base.Params()["max_wait_ms"]; got != 30000 {
+		t.Errorf("the active version's max_wait_ms = %v, want its default 30000", got)
+	}
+	jobs, workers, _ := sampleViews()
+	if got, _ := arm.Scheduler().Next(jobs, workers); got != "i2" {
+		t.Errorf("tuned arm chose %q, want i2", got)
+	}
+	for _, bad := range []map[string]float64{{"no_such": 1}, {"max_wait_ms": -1}} {
+		if _, err := h.ArmWithParams(context.Background(), abi.KindScheduling, "priority", 0, bad); err == nil {
+			t.Errorf("ArmWithParams(%v) did not fail", bad)
+		}
+	}
+}
