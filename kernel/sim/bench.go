@@ -336,10 +336,39 @@ func Bench(ctx context.Context, o BenchOptions, w io.Writer) error {
 		f("| %s | %d | %s | %s | %s | %s | %s | %d jobs |\n", name, c.WorkersPerDevice, c.Policies.Scheduling, c.Policies.Balancing,
 			c.Policies.Eviction, c.Policies.Batching, ram, c.LookaheadJobs)
 	}
-	f("\nWorkloads (model sizes: `sim.Catalog`, the realistic table in docs/simulator.md):\n\n")
+	f("\nWorkloads:\n\n")
+	var catalog []Model
 	for _, wl := range workloads {
 		in, _ := load(wl, benchBaseRate)
+		catalog = in.models
 		f("- **%s**: %s; %d jobs at the base rate.\n", wl.name, wl.desc, len(in.reqs))
+	}
+	// The traces carry no model sizes: every workload uses this table
+	// (sim.Catalog, from published checkpoint sizes; docs/simulator.md).
+	type span struct {
+		n      int
+		lo, hi int64
+	}
+	fams := map[string]*span{}
+	var order []string
+	for _, m := range catalog {
+		sp := fams[m.Family]
+		if sp == nil {
+			sp = &span{lo: m.Bytes, hi: m.Bytes}
+			fams[m.Family] = sp
+			order = append(order, m.Family)
+		}
+		sp.n++
+		sp.lo, sp.hi = min(sp.lo, m.Bytes), max(sp.hi, m.Bytes)
+	}
+	f("\nModel sizes (the same catalog in every workload; the traces have none):\n\n| family | models | size |\n|---|---|---|\n")
+	for _, fam := range order {
+		sp := fams[fam]
+		size := fmt.Sprintf("%.2f GB", float64(sp.lo)/1e9)
+		if sp.hi != sp.lo {
+			size = fmt.Sprintf("%.2f–%.2f GB", float64(sp.lo)/1e9, float64(sp.hi)/1e9)
+		}
+		f("| %s | %d | %s |\n", fam, sp.n, size)
 	}
 
 	// The issue's goals, per workload, from the tables below.
