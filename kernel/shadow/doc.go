@@ -11,9 +11,9 @@
 // ghost, a RAM miss from the disk ghost, a disk miss from the remote source;
 // each miss is charged bytes / the measured bandwidth into that tier.
 //
-//	s := shadow.New(cfg, candidates, topo, clk)
-//	s.Access(device, []string{"checkpoints/sdxl.safetensors"}) // or s.Feed(ctx, events, resolve)
-//	rep := s.Report()
+//	s, err := shadow.New(shadow.PolicyCandidates(cfg, liveHost, log, clk), topo, sources, clk)
+//	s.AccessOn(device, workerID, []string{"checkpoints/sdxl.safetensors"}) // or s.Feed(ctx, events, resolve)
+//	rep := s.Report() // also s.Handler(), s.Collector()
 //
 // # Notes
 //
