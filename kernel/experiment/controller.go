@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -34,6 +35,8 @@ var (
 // Host is what the controller needs of the policy host (*policy.Host).
 type Host interface {
 	Arm(ctx context.Context, k abi.Kind, name string, number int) (*policy.Arm, error)
+	ArmWithParams(ctx context.Context, k abi.Kind, name string, number int, params map[string]float64) (*policy.Arm, error)
+	SetParam(k abi.Kind, name string, value float64) error
 	ActiveArm(k abi.Kind) (*policy.Arm, error)
 	Activate(ctx context.Context, k abi.Kind, name string, number int, reason string) (policy.VersionInfo, error)
 }
@@ -202,7 +205,7 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (Record, error) {
 		return Record{}, errors.New("experiments: no policy host")
 	}
 	k := spec.kind()
-	cand, base, err := c.pin(ctx, k, spec.Policy, spec.Baseline)
+	cand, base, err := c.pin(ctx, k, spec.Policy, spec.Baseline, spec.Params)
 	if err != nil {
 		return Record{}, err
 	}
@@ -222,7 +225,11 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (Record, error) {
 	a.faults0 = [2]int64{base.Faults(), cand.Faults()}
 	a.alpha = gatingAlpha(spec)
 	c.startStep(a, now, 0, workers)
-	c.decide(a, now, "start", fmt.Sprintf("%s of %s %s against %s (%s)", spec.Type, spec.Kind, rec.Candidate, rec.Baseline, spec.Unit), nil)
+	what := fmt.Sprintf("%s of %s %s against %s (%s)", spec.Type, spec.Kind, rec.Candidate, rec.Baseline, spec.Unit)
+	if len(spec.Params) > 0 {
+		what += fmt.Sprintf(" with params %v", cand.Params())
+	}
+	c.decide(a, now, "start", what, nil)
 	c.recs = append(c.recs, rec)
 	c.trim()
 	c.run = a
@@ -238,12 +245,12 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (Record, error) {
 }
 
 // pin resolves both arms; the baseline defaults to the active policy.
-func (c *Controller) pin(ctx context.Context, k abi.Kind, candRef, baseRef string) (cand, base *policy.Arm, err error) {
+func (c *Controller) pin(ctx context.Context, k abi.Kind, candRef, baseRef string, params map[string]float64) (cand, base *policy.Arm, err error) {
 	name, num, err := policy.ParseRef(candRef)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	if cand, err = c.host.Arm(ctx, k, name, num); err != nil {
+	if cand, err = c.host.ArmWithParams(ctx, k, name, num, params); err != nil {
 		return nil, nil, fmt.Errorf("%w: candidate: %w", ErrInvalid, err)
 	}
 	if baseRef == "" {
@@ -532,6 +539,14 @@ func (c *Controller) end(a *active, now time.Time, st State, verdict, reason str
 		if _, err := c.host.Activate(context.Background(), a.kind, a.arms[Candidate].Name(), a.arms[Candidate].Number(), why); err != nil {
 			st, verdict, action = RolledBack, "rolled_back", "rollback"
 			reason = fmt.Sprintf("promotion failed, the baseline keeps serving: %v", err)
+		} else {
+			// A tuned candidate's values go with it (sorted: the order of
+			// the log and of a failure must not depend on map order).
+			for _, name := range slices.Sorted(maps.Keys(rec.Spec.Params)) {
+				if err := c.host.SetParam(a.kind, name, rec.Spec.Params[name]); err != nil {
+					reason += fmt.Sprintf("; but param %s could not be set: %v", name, err)
+				}
+			}
 		}
 	}
 	c.decide(a, now, action, reason, ev)
@@ -583,7 +598,7 @@ func (c *Controller) Resume(ctx context.Context) {
 	c.mu.Unlock()
 	for _, rec := range todo {
 		k := rec.Spec.kind()
-		cand, base, err := c.pin(ctx, k, rec.Candidate, rec.Baseline)
+		cand, base, err := c.pin(ctx, k, rec.Candidate, rec.Baseline, rec.Spec.Params)
 		c.mu.Lock()
 		now := c.clk.Now()
 		a := &active{rec: rec, kind: k, arms: [2]*policy.Arm{base, cand}, alpha: gatingAlpha(rec.Spec),

@@ -282,3 +282,27 @@ func BenchmarkRouterIdle(b *testing.B) {
 		}
 	})
 }
+
+// TestTunedCandidate canaries a version with tuned parameter values: the
+// baseline keeps its own values while the canary runs, and promotion
+// activates the version with the tuned ones.
+func TestTunedCandidate(t *testing.T) {
+	d := newDriver(t, defaultWorkload(), 11, "priority", testConfig(), "")
+	if _, err := d.ctl.Start(context.Background(), Spec{Kind: "scheduling", Policy: "priority", Type: Canary,
+		Params: map[string]float64{"max_wait_ms": -5}}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("out-of-range param: %v, want ErrInvalid", err)
+	}
+	rec := d.start(Spec{Kind: "scheduling", Policy: "priority", Type: Canary, Params: map[string]float64{"max_wait_ms": 1000}})
+	base, _ := d.host.ActiveArm(abi.KindScheduling)
+	if got := base.Params()["max_wait_ms"]; got != 30000 {
+		t.Errorf("while the canary runs the baseline's max_wait_ms is %v, want 30000", got)
+	}
+	rec = d.run(rec.ID)
+	if rec.State != Promoted {
+		t.Fatalf("state %s (%s), want promoted", rec.State, rec.Reason)
+	}
+	active, _ := d.host.ActiveArm(abi.KindScheduling)
+	if got := active.Params()["max_wait_ms"]; got != 1000 {
+		t.Errorf("after promotion max_wait_ms is %v, want the tuned 1000", got)
+	}
+}

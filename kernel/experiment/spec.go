@@ -81,6 +81,10 @@ type Spec struct {
 	Kind string `json:"kind"`
 	// Policy is the candidate, "name" or "name@version".
 	Policy string `json:"policy"`
+	// Params set some of the candidate's declared parameters (a tuned
+	// candidate): the candidate arm runs a private copy of the version with
+	// these values, and promotion activates the version and sets them.
+	Params map[string]float64 `json:"params,omitempty"`
 	// Baseline is the baseline arm; empty means the active policy.
 	Baseline string `json:"baseline,omitempty"`
 	Type     Type   `json:"type"`
@@ -206,6 +210,14 @@ func (s Spec) Validate() error {
 	for _, g := range s.Guards {
 		if _, err := ParseGuard(g); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if len(s.Params) > 64 {
+		errs = append(errs, errors.New("params: at most 64"))
+	}
+	for name, v := range s.Params {
+		if name == "" || math.IsNaN(v) || math.IsInf(v, 0) {
+			errs = append(errs, fmt.Errorf("params: %q = %v is not a named finite number", name, v))
 		}
 	}
 	if len(s.Guards) > 32 {
