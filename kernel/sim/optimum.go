@@ -6,13 +6,21 @@ import (
 
 // OptimumVariant names the offline reference that optimal_load_time_s
 // reports; RATIONALE.md explains the choice.
-const OptimumVariant = "belady-farthest-next-use with sizes, per device, on the run's own request sequence; " +
-	"evicts the unpinned entry used farthest in the future (never-again first, larger first on ties) until the load fits; " +
+const OptimumVariant = "belady-farthest-next-use with sizes, per device, on the run's own request sequence and placement; " +
+	"a cached item is a (worker, model) pair, since each worker process holds its own copy, sharing the device's usable VRAM; " +
+	"evicts the entry used farthest in the future (never-again first, larger first on ties, never one the current job needs) until the load fits; " +
 	"first use of a model on the node charged what the run paid for it (a compulsory load), every other miss a RAM→GPU transfer"
+
+// SharedOptimumVariant names optimal_shared_load_time_s: the same replay
+// with one copy of a model per device, whichever worker needs it, a lower
+// reference that separate worker processes cannot reach.
+const SharedOptimumVariant = "as optimal_variant, with one copy of a model per device shared by its workers"
 
 // optimalLoadTime replays the run's job starts device by device through a
 // clairvoyant cache of the device's usable VRAM and returns the load time
-// it would have charged.
+// it would have charged: with perWorker, each worker's copy of a model is
+// an item of its own (OptimumVariant); without, a device holds one copy
+// (SharedOptimumVariant).
 //
 // # Notes
 //
@@ -21,7 +29,7 @@ const OptimumVariant = "belady-farthest-next-use with sizes, per device, on the 
 // optimality. It also treats a device as one cache (no copy per worker)
 // and charges misses at the cheapest tier that could serve them, so it is
 // a lower reference for the simulated policies rather than the exact best.
-func (s *simulator) optimalLoadTime() time.Duration {
+func (s *simulator) optimalLoadTime(perWorker bool) time.Duration {
 	var total time.Duration
 	for _, d := range s.devices {
 		var seq []use
@@ -30,17 +38,24 @@ func (s *simulator) optimalLoadTime() time.Duration {
 				seq = append(seq, u)
 			}
 		}
-		total += s.beladyDevice(d, seq)
+		total += s.beladyDevice(d, seq, perWorker)
 	}
 	return total
 }
 
-func (s *simulator) beladyDevice(d *simDevice, seq []use) time.Duration {
-	// Positions of each model's uses, and a cursor into them.
+func (s *simulator) beladyDevice(d *simDevice, seq []use, perWorker bool) time.Duration {
+	// Cache keys: the model, or the worker's copy of it.
+	key := func(u use, m string) string {
+		if perWorker {
+			return u.worker + "\x00" + m
+		}
+		return m
+	}
+	// Positions of each key's uses, and a cursor into them.
 	positions := map[string][]int{}
 	for i, u := range seq {
 		for _, m := range u.models {
-			positions[m] = append(positions[m], i)
+			positions[key(u, m)] = append(positions[key(u, m)], i)
 		}
 	}
 	cursor := map[string]int{}
@@ -62,19 +77,21 @@ func (s *simulator) beladyDevice(d *simDevice, seq []use) time.Duration {
 	var used uint64
 	var total time.Duration
 	for i, u := range seq {
-		inGroup := func(m string) bool {
+		inGroup := func(c string) bool {
 			for _, g := range u.models {
-				if g == m {
+				if key(u, g) == c {
 					return true
 				}
 			}
 			return false
 		}
 		for k, m := range u.models {
+			m0 := m
+			m = key(u, m)
 			if _, ok := cache[m]; ok {
 				continue
 			}
-			mod := s.models[m]
+			mod := s.models[m0]
 			b := uint64(mod.Bytes)
 			if u.cold[k] {
 				total += u.coldCost[k]

@@ -56,6 +56,10 @@ type Report struct {
 	TotalLoadTimeS   float64 `json:"total_load_time_s"`
 	OptimalLoadTimeS float64 `json:"optimal_load_time_s"`
 	OptimalVariant   string  `json:"optimal_variant"`
+	// OptimalSharedLoadTimeS is the same replay with one copy of a model
+	// per device (SharedOptimumVariant); it equals OptimalLoadTimeS with
+	// one worker per device.
+	OptimalSharedLoadTimeS float64 `json:"optimal_shared_load_time_s"`
 	// SimSpeedup is simulated seconds per wall second (0 when the wall
 	// clock did not move, as with a fake clock in tests).
 	SimSpeedup float64 `json:"sim_speedup"`
@@ -225,7 +229,8 @@ func (s *simulator) report(wall time.Duration, seed int64) *Report {
 	r.Tiers = map[string]TierStats{"vram": vram, "ram": s.ram.stats, "disk": s.disk.stats, "remote": s.remote}
 	r.ColdLoads = s.coldLoads
 	r.TotalLoadTimeS = secs(s.loadTime)
-	r.OptimalLoadTimeS = secs(s.optimalLoadTime())
+	r.OptimalLoadTimeS = secs(s.optimalLoadTime(true))
+	r.OptimalSharedLoadTimeS = secs(s.optimalLoadTime(false))
 	r.WallS = wall.Seconds()
 	if wall > 0 {
 		r.SimSpeedup = r.SimulatedS / wall.Seconds()
@@ -289,7 +294,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	f("| GPU busy / worker busy | %.4f / %.4f |\n", r.GPUBusy, r.WorkerBusy)
 	f("| cold loads | %d (%d jobs waited for a load) |\n", r.ColdLoads, r.JobsWithLoads)
 	f("| total load time | %.1f s |\n", r.TotalLoadTimeS)
-	f("| optimal load time | %.1f s |\n", r.OptimalLoadTimeS)
+	f("| optimal load time | %.1f s (one copy per device: %.1f s) |\n", r.OptimalLoadTimeS, r.OptimalSharedLoadTimeS)
 	f("| batches | %d (%d jobs, %s) |\n", r.Batching.Batches, r.Batching.BatchedJobs, r.Batching.Execution)
 	if p := r.Prefetch; p != nil {
 		f("| prefetch issued / used / wasted | %d (%s) / %d (%s) / %d (%s) |\n", p.Issued, device.FormatBytes(uint64(p.IssuedBytes)),

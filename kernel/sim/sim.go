@@ -158,6 +158,7 @@ type interval struct{ from, to time.Duration }
 // use is one job start, as the optimum replays it.
 type use struct {
 	device int
+	worker string
 	models []string
 	cold   []bool // index for index: the model's first use on the node
 	// coldCost is, for a first use, the load time the run charged: a
@@ -652,7 +653,7 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 	}
 	// Every model is reserved: charge the loads, tier by tier.
 	var load time.Duration
-	u := use{device: w.dev, models: lead.models, cold: make([]bool, len(lead.models)), coldCost: make([]time.Duration, len(lead.models))}
+	u := use{device: w.dev, worker: w.id, models: lead.models, cold: make([]bool, len(lead.models)), coldCost: make([]time.Duration, len(lead.models))}
 	for i, m := range lead.models {
 		r := w.resident[m]
 		if !r.fresh {
@@ -720,7 +721,7 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 				s.vram.Bytes += int64(r.bytes)
 				r.hits++
 			}
-			s.uses = append(s.uses, use{device: w.dev, models: j.models, cold: make([]bool, len(j.models))})
+			s.uses = append(s.uses, use{device: w.dev, worker: w.id, models: j.models, cold: make([]bool, len(j.models))})
 		}
 		if s.opts.OnStart != nil {
 			s.opts.OnStart(j.index, w.id)

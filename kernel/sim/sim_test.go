@@ -396,3 +396,21 @@ func TestLookaheadPrefetch(t *testing.T) {
 		t.Errorf("lookahead off, prefetch %+v", rep.Prefetch)
 	}
 }
+
+func TestOptimumCountsEachWorkersCopy(t *testing.T) {
+	// Two workers of one device start a job on a at once: each loads its
+	// own copy, the first from the source, the second from RAM. No
+	// eviction policy could do better, so the per-worker optimum equals the
+	// run; one copy per device would need only the first load.
+	models := []Model{{ID: "a", Bytes: 3e9, Family: "sd15"}}
+	reqs := []Request{{Models: []string{"a"}, Class: job.Batch}, {Models: []string{"a"}, Class: job.Batch}}
+	rep := run(t, node(1, 2, 24e9, "lru"), models, reqs)
+	cold := 3.0 + 3e9/1.7e9 + (0.5 + 3e9/10e9)
+	ram := 0.5 + 3e9/10e9
+	if rep.ColdLoads != 2 || !near(rep.TotalLoadTimeS, cold+ram) {
+		t.Fatalf("loads %d taking %v s, want 2 taking %v", rep.ColdLoads, rep.TotalLoadTimeS, cold+ram)
+	}
+	if !near(rep.OptimalLoadTimeS, cold+ram) || !near(rep.OptimalSharedLoadTimeS, cold) {
+		t.Errorf("optimum %v (want %v), shared %v (want %v)", rep.OptimalLoadTimeS, cold+ram, rep.OptimalSharedLoadTimeS, cold)
+	}
+}
