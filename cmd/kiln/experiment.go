@@ -258,7 +258,11 @@ func printRecord(w io.Writer, rec experiment.Record, asJSON bool) error {
 		}
 		fmt.Fprintf(w, "guard %s: %.4g over %d jobs, %s\n", g.Guard, g.Value, g.N, status)
 	}
-	fmt.Fprintf(w, "step verdict: %s\n", rep.Verdict)
+	if rep.Share >= 100 && s.Type == experiment.Canary {
+		fmt.Fprintln(w, "step verdict: no baseline left at 100%; the guards and the candidate's sample gate this step")
+	} else {
+		fmt.Fprintf(w, "step verdict: %s\n", rep.Verdict)
+	}
 	if len(rec.Decisions) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)

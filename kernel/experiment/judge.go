@@ -78,6 +78,11 @@ func (c *Controller) look(a *active, now time.Time) *Report {
 		rep.Comparisons[i].clean()
 	}
 	rep.Verdict = overall(rep.Comparisons)
+	if !hasBaseline && spec.Type == Canary {
+		// Nothing left to compare with: the guards and the candidate's
+		// sample gate this step (holdReason), not a comparison.
+		rep.Verdict = stats.NoDifference
+	}
 	rec.Report = rep
 	return rep
 }
