@@ -200,6 +200,13 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	n.Metrics.Register(n.Policies.Collector())
+	if n.Tiers != nil {
+		// The tiers exist before the policy host; from here on the active
+		// eviction policy picks their victims too (the native LRU answers
+		// when it faults).
+		n.Tiers.SetEvictors(n.Policies.NewEvictor(), n.Policies.NewEvictor())
+	}
 	adminToken, err := policy.AdminToken(cfg.Admin.Token, cfg.DataDir)
 	if err != nil {
 		return nil, err

@@ -312,6 +312,12 @@ type EvictionResult struct {
 	Fallback bool
 }
 
+// NewEvictor returns another dispatch.Evictor (and tier.Evictor) backed by
+// the active eviction policy, with its own tags and ghost list: one per
+// cache (each cache tier, VRAM), because what a policy remembers about one
+// cache's entries and evictions means nothing for another's.
+func (h *Host) NewEvictor() *Evictor { return &Evictor{h: h, tags: map[string]uint64{}} }
+
 // Victims implements dispatch.Evictor.
 func (e *Evictor) Victims(need uint64, entries []dispatch.EntryView) []int {
 	return e.Decide(EvictionRequest{Need: need, Entries: entries}).Victims

@@ -29,7 +29,9 @@ type scratch struct {
 // *FaultError (the caller then answers with the fallback).
 func decide[I, O any](ctx context.Context, h *Host, v *version, op *ops[I, O], in *I, out *O, sc *scratch) (st abi.Status, err error) {
 	c := op.common(in)
-	c.Now = h.clk.Now().UnixNano()
+	start := h.clk.Now()
+	c.Now = start.UnixNano()
+	defer func() { h.latency.observe(op.kind, h.clk.Since(start)) }()
 	v.stateMu.Lock()
 	c.State = v.state
 	v.stateMu.Unlock()

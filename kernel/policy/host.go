@@ -43,6 +43,11 @@ type Host struct {
 	fsys  fs.FS
 	wd    *watchdog
 
+	latency *decisionLatency
+
+	compiledMu sync.Mutex
+	compiled   map[[32]byte]wazero.CompiledModule // by SHA-256 of the module as loaded
+
 	mu    sync.Mutex // serialises loads, swaps and the change log
 	slots map[abi.Kind]*slot
 
@@ -67,6 +72,7 @@ type slot struct {
 	previous []*version // previously active, most recent last
 	changes  []Change
 	faults   []time.Time // recent faults of the active version
+	slotCounters
 }
 
 // version is one loaded policy.
@@ -82,8 +88,9 @@ type version struct {
 	params   []abi.Param
 	values   atomic.Pointer[[]float64]
 
-	calls  atomic.Int64
-	faults atomic.Int64
+	calls    atomic.Int64
+	faults   atomic.Int64
+	faultsBy [len(faultReasons)]atomic.Int64
 
 	stateMu sync.Mutex
 	state   [4]uint64
@@ -117,7 +124,8 @@ func newHost(cfg Config, log zerolog.Logger, clk clock.Clock, fsys fs.FS) (*Host
 	if clk == nil {
 		clk = clock.Real()
 	}
-	h := &Host{cfg: cfg, log: log, clk: clk, fsys: fsys, slots: map[abi.Kind]*slot{}}
+	h := &Host{cfg: cfg, log: log, clk: clk, fsys: fsys, slots: map[abi.Kind]*slot{}, latency: newDecisionLatency(),
+		compiled: map[[32]byte]wazero.CompiledModule{}}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	var err error
 	if cfg.CacheDir != "" {
@@ -305,24 +313,24 @@ func hostAbort(ctx context.Context, m api.Module, _ []uint64) {
 // prepare compiles, validates, instantiates and self-tests a module,
 // returning a version not yet registered.
 func (h *Host) prepare(ctx context.Context, k abi.Kind, name, source string, wasm []byte) (*version, error) {
-	code, err := instrument(wasm)
+	sum := sha256.Sum256(wasm)
+	cm, cached, err := h.compile(ctx, sum, wasm)
 	if err != nil {
-		return nil, fmt.Errorf("read module: %w", err)
-	}
-	cm, err := h.rt.CompileModule(ctx, code)
-	if err != nil {
-		return nil, fmt.Errorf("compile: %w", err)
-	}
-	if err := validate(cm, k); err != nil {
-		_ = cm.Close(ctx)
 		return nil, err
 	}
-	sum := sha256.Sum256(wasm)
+	if err := validate(cm, k); err != nil {
+		if !cached {
+			_ = cm.Close(ctx)
+		}
+		return nil, err
+	}
 	v := &version{name: name, kind: k, source: source, sha: hex.EncodeToString(sum[:]), loadedAt: h.clk.Now(),
 		mod: &module{rt: h.rt, compiled: cm, kind: k, timeout: h.cfg.CallTimeout, wd: h.wd, pool: make(chan *instance, h.cfg.PoolSize)}}
 	fail := func(err error) (*version, error) {
 		v.close()
-		_ = cm.Close(ctx)
+		if !cached {
+			_ = cm.Close(ctx)
+		}
 		return nil, err
 	}
 	if err := v.mod.warm(ctx, 1); err != nil {
@@ -336,6 +344,13 @@ func (h *Host) prepare(ctx context.Context, k abi.Kind, name, source string, was
 		return fail(fmt.Errorf("self-test: %w", err))
 	}
 	v.state, v.calls = [4]uint64{}, atomic.Int64{}
+	if !cached {
+		h.compiledMu.Lock()
+		if _, ok := h.compiled[sum]; !ok {
+			h.compiled[sum] = cm
+		}
+		h.compiledMu.Unlock()
+	}
 	// The self-test's instance is warm; the rest of the pool fills in the
 	// background (instantiating a Go guest runs its runtime's init, a few
 	// ms each), so that a swap waits for one instance only.
@@ -345,6 +360,30 @@ func (h *Host) prepare(ctx context.Context, k abi.Kind, name, source string, was
 		_ = v.mod.warm(h.ctx, h.cfg.PoolSize-1)
 	}()
 	return v, nil
+}
+
+// compile returns the compiled module of wasm, whose SHA-256 is sum, and
+// whether it came from the host's own cache of modules that passed a
+// self-test before. wazero's compilation cache spares the compiler but not
+// the decoding and validation of every function, which is most of a Go
+// module's load time once its compilation is cached; a module this host
+// has already loaded (reloaded, activated again, restored) skips them.
+func (h *Host) compile(ctx context.Context, sum [32]byte, wasm []byte) (wazero.CompiledModule, bool, error) {
+	h.compiledMu.Lock()
+	cm, ok := h.compiled[sum]
+	h.compiledMu.Unlock()
+	if ok {
+		return cm, true, nil
+	}
+	code, err := instrument(wasm)
+	if err != nil {
+		return nil, false, fmt.Errorf("read module: %w", err)
+	}
+	cm, err = h.rt.CompileModule(ctx, code)
+	if err != nil {
+		return nil, false, fmt.Errorf("compile: %w", err)
+	}
+	return cm, false, nil
 }
 
 // VersionInfo describes one loaded policy version.
@@ -458,6 +497,13 @@ func (h *Host) swap(s *slot, v *version, action, reason string) {
 	}
 	s.active.Store(v)
 	s.faults = nil
+	s.swaps.Add(1)
+	switch action {
+	case "rollback":
+		s.rollbacks.Add(1)
+	case "auto-rollback":
+		s.autoRollbacks.Add(1)
+	}
 	s.changes = append(s.changes, Change{Time: h.clk.Now(), Kind: s.kind.String(), From: old.ref(), To: v.ref(), Action: action, Reason: reason})
 	if len(s.changes) > 200 {
 		s.changes = slices.Delete(s.changes, 0, len(s.changes)-200)
@@ -574,6 +620,7 @@ func (h *Host) SetParam(k abi.Kind, name string, value float64) error {
 // active, has failed MaxFaults times within FaultWindow.
 func (h *Host) fault(v *version, err error) {
 	v.faults.Add(1)
+	v.faultsBy[faultIndex(err)].Add(1)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.slots[v.kind]

@@ -48,6 +48,15 @@ type Options struct {
 	RAMEvictor  Evictor
 }
 
+// SetEvictors replaces the disk and RAM tiers' eviction policies (nil
+// keeps one as it is). The node builds the tiers before its policy host
+// exists and hands them the host's evictors once it does, so that the
+// active eviction policy decides for L3 and L2 as it does for VRAM.
+func (m *Manager) SetEvictors(disk, ram Evictor) {
+	m.disk.setEvictor(disk)
+	m.ram.setEvictor(ram)
+}
+
 // Manager runs the L4→L3→L2 tiers. Safe for concurrent use.
 type Manager struct {
 	res  Resolver

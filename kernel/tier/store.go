@@ -44,6 +44,10 @@ type entry struct {
 	pins    int
 	hits    int
 	lastUse time.Time
+	// inserted and loadCost are what cost-aware eviction policies (GDSF)
+	// weigh: when the entry arrived and what bringing it back would cost.
+	inserted time.Time
+	loadCost time.Duration
 }
 
 // store is one file-backed tier (L3 or L2): capacity, pins and eviction.
@@ -61,6 +65,16 @@ type store struct {
 	used     int64 // bytes of entries plus reservations
 	st       Stats
 	bwSample bool
+}
+
+// setEvictor replaces the eviction policy; nil keeps the current one.
+func (s *store) setEvictor(ev Evictor) {
+	if ev == nil {
+		return
+	}
+	s.mu.Lock()
+	s.evictor = ev
+	s.mu.Unlock()
 }
 
 func newStore(name, dir string, capBytes int64, target float64, ev Evictor, clk clock.Clock, log zerolog.Logger) *store {
@@ -118,7 +132,8 @@ func (s *store) reserve(size int64) error {
 		sort.Strings(keys)
 		for _, k := range keys {
 			e := s.entries[k]
-			views = append(views, EntryView{Model: e.model, Worker: s.name, Bytes: uint64(e.size), LastUse: e.lastUse, Hits: e.hits, Pinned: e.pins > 0})
+			views = append(views, EntryView{Model: e.model, Worker: s.name, Bytes: uint64(e.size), LastUse: e.lastUse, Hits: e.hits, Pinned: e.pins > 0,
+				Inserted: e.inserted, LoadCost: e.loadCost})
 		}
 		victims := s.evictor.Victims(uint64(need), views)
 		if len(victims) == 0 {
@@ -159,7 +174,8 @@ func (s *store) add(sum, model string, size int64, took time.Duration) *entry {
 		old.pins++
 		return old
 	}
-	e := &entry{sum: sum, model: model, size: size, pins: 1, lastUse: s.clk.Now()}
+	now := s.clk.Now()
+	e := &entry{sum: sum, model: model, size: size, pins: 1, lastUse: now, inserted: now, loadCost: took}
 	s.entries[sum] = e
 	s.st.BytesIn += uint64(size)
 	s.sampleLocked(size, took)
