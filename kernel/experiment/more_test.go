@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/job"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -305,4 +307,38 @@ func TestTunedCandidate(t *testing.T) {
 	if got := active.Params()["max_wait_ms"]; got != 1000 {
 		t.Errorf("after promotion max_wait_ms is %v, want the tuned 1000", got)
 	}
+}
+
+// BenchmarkRouterRunning is a decision while a canary splits the node
+// (worker groups, 256 queued jobs, 8 workers) against the same decision
+// asked of the active policy directly: the split's cost per decision.
+func BenchmarkRouterRunning(b *testing.B) {
+	d := newDriver(b, defaultWorkload(), 1, "priority", testConfig(), "")
+	var qs []dispatch.JobView
+	for i := range 256 {
+		class := job.Batch
+		if i%2 == 0 {
+			class = job.Interactive
+		}
+		qs = append(qs, dispatch.JobView{ID: fmt.Sprintf("j%04d", i), Seq: uint64(i + 1), Class: class})
+	}
+	var ws []dispatch.WorkerView
+	for _, w := range d.workers {
+		ws = append(ws, dispatch.WorkerView{ID: w.id, Idle: true})
+	}
+	b.Run("direct", func(b *testing.B) {
+		for b.Loop() {
+			id, _ := d.host.Scheduler().Next(qs, ws)
+			d.host.Balancer().Place(qs[0], ws)
+			_ = id
+		}
+	})
+	d.start(Spec{Kind: "scheduling", Policy: "edf", Type: Canary, Steps: []int{50, 100}})
+	b.Run("canary", func(b *testing.B) {
+		for b.Loop() {
+			id, _ := d.router.Next(qs, ws)
+			d.router.Place(qs[0], ws)
+			_ = id
+		}
+	})
 }

@@ -149,6 +149,11 @@ func (rt *Router) Active() bool { return rt.cur.Load() != nil }
 func (r *routing) jobArm(j *dispatch.JobView) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.jobArmLocked(j)
+}
+
+// jobArmLocked is jobArm with r.mu held.
+func (r *routing) jobArmLocked(j *dispatch.JobView) int {
 	if g, ok := r.assign[j.ID]; ok {
 		return int(g)
 	}
@@ -390,8 +395,10 @@ func (r *routing) groupWorkers(arm int, workers []dispatch.WorkerView) []dispatc
 
 func (r *routing) armJobs(arm int, queued []dispatch.JobView) []dispatch.JobView {
 	out := make([]dispatch.JobView, 0, len(queued))
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for i := range queued {
-		if j := queued[i]; r.jobArm(&j) == arm {
+		if j := queued[i]; r.jobArmLocked(&j) == arm {
 			out = append(out, j)
 		}
 	}
