@@ -52,8 +52,9 @@ type Config struct {
 	// RAMTargetFill and DiskTargetFill are the fill levels eviction frees
 	// the host tiers down to (tiers.*.target_fill); 0 means 0.9.
 	RAMTargetFill, DiskTargetFill float64
-	// TierEvictor picks the host tiers' victims; nil means tier.LRU, what
-	// a node's tiers use.
+	// TierEvictor picks the host tiers' victims; nil means the active
+	// eviction policy (policy.Host.NewEvictor, one per tier), as a node's
+	// tiers use.
 	TierEvictor tier.Evictor
 	// NoRAMTier drops the L2 RAM tier (sim.no_ram_tier): every load reads
 	// disk or the source, as a serverless worker without a host cache.

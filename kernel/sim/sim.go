@@ -242,6 +242,12 @@ func newSimulator(ctx context.Context, cfg Config, models []Model, trace *Trace,
 	// The live dispatcher's decision core, over the same policy adapters
 	// a node gives it (kernel/node).
 	s.core = dispatch.Core{Scheduler: host.Scheduler(), Balancer: host.Balancer(), Evictor: host.Evictor(), Batcher: host.Batcher()}
+	if cfg.TierEvictor == nil {
+		// As kernel/node does, the host tiers evict through the active
+		// eviction policy too, each through its own adapter (tags and
+		// ghosts are per cache).
+		s.disk.ev, s.ram.ev = host.NewEvictor(), host.NewEvictor()
+	}
 	if opts.Canary != nil {
 		if err := s.startCanary(ctx, opts.Canary); err != nil {
 			host.Close()

@@ -33,9 +33,10 @@ func (s TierStats) HitRatio() float64 {
 // hostTier is a byte-bounded cache of model ids standing in for a host
 // tier (L2 RAM, L3 disk). It keeps contents only (the time to read from it
 // is charged by the simulator from the tier's bandwidth) and makes room as
-// kernel/tier's store does: the tier's eviction policy (a tier.Evictor, LRU
-// by default, as a node's tiers) is asked for victims down to the target
-// fill, then for exactly what is needed, over the entries sorted by model.
+// kernel/tier's store does: the tier's eviction policy (a tier.Evictor: the
+// active eviction policy, as a node's tiers) is asked for victims down to
+// the target fill, then for exactly what is needed, over the entries sorted
+// by model.
 //
 // Promotions are instantaneous in virtual time, so nothing is ever pinned
 // in a host tier.
