@@ -196,6 +196,9 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 			pcfg.CacheDir = filepath.Join(dir, "kiln", "policy-compilation")
 		}
 	}
+	// Modules loaded through the API, the active choices and their history
+	// survive a restart (kernel/policy/persist.go).
+	pcfg.StateDir = filepath.Join(cfg.DataDir, "policies")
 	n.Policies, err = policy.NewHost(pcfg, logging.Component(opts.Log, "policy"), opts.Clock)
 	if err != nil {
 		return nil, err

@@ -30,6 +30,10 @@ type Config struct {
 	FaultWindow time.Duration `koanf:"fault_window"`
 	// CacheDir holds wazero's compilation cache; empty keeps it in memory.
 	CacheDir string `koanf:"cache_dir"`
+	// StateDir keeps loaded modules, the active choices and their history
+	// across restarts (see persist.go); empty keeps nothing. The node sets
+	// it to <data_dir>/policies; it is not a config key.
+	StateDir string `koanf:"-"`
 }
 
 // AdminConfig is the admin section: the token that guards mutating

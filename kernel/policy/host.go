@@ -50,6 +50,9 @@ type Host struct {
 
 	mu    sync.Mutex // serialises loads, swaps and the change log
 	slots map[abi.Kind]*slot
+	// restoring is true until the saved state is restored: saving before
+	// then would overwrite it with the configured defaults.
+	restoring bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -170,6 +173,14 @@ func newHost(cfg Config, log zerolog.Logger, clk clock.Clock, fsys fs.FS) (*Host
 		go func() {
 			defer h.bg.Done()
 			h.upgradeBuiltin(k, name, wasm)
+		}()
+	}
+	if cfg.StateDir != "" {
+		h.restoring = true
+		h.bg.Add(1)
+		go func() {
+			defer h.bg.Done()
+			h.restore()
 		}()
 	}
 	return h, nil
@@ -458,6 +469,10 @@ func (h *Host) Load(ctx context.Context, k abi.Kind, name string, wasm []byte, a
 	if err != nil {
 		return VersionInfo{}, fmt.Errorf("load %s policy %s: %w", k, name, err)
 	}
+	if err := h.saveModule(v.sha, wasm); err != nil {
+		v.close()
+		return VersionInfo{}, fmt.Errorf("load %s policy %s: keep the module in %s: %w", k, name, h.cfg.StateDir, err)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.slots[k]
@@ -471,6 +486,7 @@ func (h *Host) Load(ctx context.Context, k abi.Kind, name string, wasm []byte, a
 	if activate {
 		h.swap(s, v, "activate", reason)
 	}
+	h.persistLocked()
 	return v.info(s.active.Load() == v), nil
 }
 
@@ -486,7 +502,10 @@ func checkName(name string) error {
 	return nil
 }
 
-// swap makes v active; h.mu is held.
+// maxChanges bounds each kind's change log.
+const maxChanges = 200
+
+// swap makes v active; h.mu is held. The caller persists.
 func (h *Host) swap(s *slot, v *version, action, reason string) {
 	old := s.active.Load()
 	if old == v {
@@ -505,8 +524,8 @@ func (h *Host) swap(s *slot, v *version, action, reason string) {
 		s.autoRollbacks.Add(1)
 	}
 	s.changes = append(s.changes, Change{Time: h.clk.Now(), Kind: s.kind.String(), From: old.ref(), To: v.ref(), Action: action, Reason: reason})
-	if len(s.changes) > 200 {
-		s.changes = slices.Delete(s.changes, 0, len(s.changes)-200)
+	if len(s.changes) > maxChanges {
+		s.changes = slices.Delete(s.changes, 0, len(s.changes)-maxChanges)
 	}
 	h.log.Info().Str("kind", s.kind.String()).Str("from", old.ref()).Str("to", v.ref()).Str("action", action).Str("reason", reason).Msg("policy swapped")
 }
@@ -547,6 +566,7 @@ func (h *Host) Activate(ctx context.Context, k abi.Kind, name string, number int
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.swap(s, v, "activate", reason)
+	h.persistLocked()
 	return v.info(true), nil
 }
 
@@ -588,6 +608,7 @@ func (h *Host) Rollback(k abi.Kind, reason string) (VersionInfo, error) {
 	prev := s.previous[len(s.previous)-1]
 	s.previous = s.previous[:len(s.previous)-1]
 	h.swap(s, prev, "rollback", reason)
+	h.persistLocked()
 	return prev.info(true), nil
 }
 
@@ -611,6 +632,7 @@ func (h *Host) SetParam(k abi.Kind, name string, value float64) error {
 		vals := slices.Clone(*v.values.Load())
 		vals[i] = value
 		v.values.Store(&vals)
+		h.persistLocked()
 		return nil
 	}
 	return fmt.Errorf("param %s of %s: %w", name, v.ref(), ErrNotFound)
@@ -637,6 +659,7 @@ func (h *Host) fault(v *version, err error) {
 		prev := s.previous[len(s.previous)-1]
 		s.previous = s.previous[:len(s.previous)-1]
 		h.swap(s, prev, "auto-rollback", fmt.Sprintf("%d faults within %s; last: %v", len(s.faults), h.cfg.FaultWindow, err))
+		h.persistLocked()
 	}
 }
 

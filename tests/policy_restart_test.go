@@ -1,0 +1,100 @@
+package tests
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPoliciesSurviveRestart loads a module through the admin API and
+// activates it, activates a built-in of another kind, stops kiln and starts
+// it again on the same data dir: the same policies are active, the module
+// is the same bytes, and the history from before the restart is kept.
+func TestPoliciesSurviveRestart(t *testing.T) {
+	wasm := filepath.Join(t.TempDir(), "fifo.wasm")
+	build := exec.Command("go", "build", "-buildmode=c-shared", "-o", wasm, "../policies/scheduling/fifo/wasm")
+	build.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build module: %v\n%s", err, out)
+	}
+	module, err := os.ReadFile(wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir := t.TempDir()
+	k := startKiln(t, dataDir)
+	tok, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(k *kilnProc, method, path string, body []byte) (int, []byte) {
+		req, _ := http.NewRequest(method, k.base+path, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var buf bytes.Buffer
+		_, _ = buf.ReadFrom(resp.Body)
+		return resp.StatusCode, buf.Bytes()
+	}
+	type kindInfo struct {
+		Active   string
+		Versions []struct {
+			Name   string
+			SHA256 string
+			Source string
+		}
+		Changes []struct{ Action, To string }
+	}
+	kind := func(k *kilnProc, name string) kindInfo {
+		_, data := call(k, "GET", "/v1/policies/"+name, nil)
+		var ki kindInfo
+		if err := json.Unmarshal(data, &ki); err != nil {
+			t.Fatalf("policies: %v: %s", err, data)
+		}
+		return ki
+	}
+
+	if code, data := call(k, "POST", "/v1/policies/scheduling?name=mine&activate=1&reason=restart+test", module); code != http.StatusCreated {
+		t.Fatalf("load module: HTTP %d: %s", code, data)
+	}
+	body, _ := json.Marshal(map[string]any{"name": "gdsf", "reason": "restart test"})
+	if code, data := call(k, "POST", "/v1/policies/eviction/activate", body); code != http.StatusOK {
+		t.Fatalf("activate gdsf: HTTP %d: %s", code, data)
+	}
+	sched, evict := kind(k, "scheduling"), kind(k, "eviction")
+	if sched.Active != "mine@1" || evict.Active != "gdsf@1" {
+		t.Fatalf("before the restart: scheduling %s, eviction %s", sched.Active, evict.Active)
+	}
+	k.stop()
+
+	k2 := startKiln(t, dataDir)
+	waitFor(t, 60*time.Second, "the saved policies to be active again", func() bool {
+		return kind(k2, "scheduling").Active == "mine@1" && kind(k2, "eviction").Active == "gdsf@1"
+	})
+	after := kind(k2, "scheduling")
+	var sum string
+	for _, v := range sched.Versions {
+		if v.Name == "mine" {
+			sum = v.SHA256
+		}
+	}
+	found := false
+	for _, v := range after.Versions {
+		found = found || v.Name == "mine" && v.SHA256 == sum && v.Source == "wasm"
+	}
+	if !found || sum == "" {
+		t.Errorf("restored versions %+v, want mine with sum %s", after.Versions, sum)
+	}
+	if len(after.Changes) < len(sched.Changes)+1 || after.Changes[len(sched.Changes)-1].To != "mine@1" {
+		t.Errorf("history after the restart %+v, want the %d changes before it first", after.Changes, len(sched.Changes))
+	}
+}
