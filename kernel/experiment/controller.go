@@ -583,10 +583,11 @@ func (c *Controller) trim() {
 // memory and are gone, so the current step starts again with fresh ones;
 // the progress deadline still counts from the original start, so restarts
 // cannot keep a canary alive forever. An experiment whose arms cannot be
-// pinned again (an uploaded candidate is not kept across restarts), or
+// pinned again (an uploaded candidate the policy host did not restore), or
 // whose deadline has passed, is rolled back instead: the candidate was
 // never the active policy unless it had been promoted, so rolling back
-// needs no policy change and is always safe.
+// needs no policy change and is always safe. Call it once the policy host
+// is ready (Host.WaitReady).
 func (c *Controller) Resume(ctx context.Context) {
 	c.mu.Lock()
 	var todo []*Record

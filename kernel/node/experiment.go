@@ -49,6 +49,12 @@ func (n *Node) runExperiments(ctx context.Context) func() {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
+		// Resuming pins the arms again: wait until the host has compiled
+		// the built-ins and restored the policies loaded before the
+		// restart, so that a candidate is not missed for being early.
+		if err := n.Policies.WaitReady(ctx); err != nil {
+			return
+		}
 		n.Experiments.Run(ctx)
 	}()
 	go func() {
