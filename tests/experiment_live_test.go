@@ -164,4 +164,41 @@ func TestCanaryLive(t *testing.T) {
 	if !strings.Contains(string(data), rec.ID) || !strings.Contains(string(data), rec.State) {
 		t.Errorf("after a restart the experiment list lacks %s (%s): %s", rec.ID, rec.State, data)
 	}
+
+	// A canary running when kiln stops resumes after the restart; an
+	// operator can then abort it.
+	long := map[string]any{"kind": "balancing", "policy": "round-robin", "type": "canary", "step_duration": "1h", "deadline": "2h"}
+	code, data = call("POST", "/v1/experiments", long, true)
+	if code != http.StatusCreated {
+		t.Fatalf("start a long canary: HTTP %d: %s", code, data)
+	}
+	var running struct{ ID string }
+	_ = json.Unmarshal(data, &running)
+	k.stop()
+	k.start(freePort(t))
+	var after struct {
+		State     string
+		Decisions []struct{ Action string }
+	}
+	resumed := func() bool {
+		for _, d := range after.Decisions {
+			if d.Action == "resume" {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, 30*time.Second, "the canary to resume", func() bool {
+		_, data := call("GET", "/v1/experiments/"+running.ID, nil, false)
+		after.Decisions = nil
+		_ = json.Unmarshal(data, &after)
+		return resumed() || after.State != "running"
+	})
+	if after.State != "running" || !resumed() {
+		t.Fatalf("after a restart: state %s, decisions %+v; want running and resumed", after.State, after.Decisions)
+	}
+	code, data = call("POST", "/v1/experiments/"+running.ID+"/abort", map[string]string{"reason": "test"}, true)
+	if code != http.StatusOK || !strings.Contains(string(data), `"state":"aborted"`) {
+		t.Errorf("abort: HTTP %d: %s", code, data)
+	}
 }
