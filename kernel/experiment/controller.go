@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -134,7 +135,7 @@ func New(opts Options) (*Controller, error) {
 		c.workers = func() []string { return nil }
 	}
 	if opts.DataDir != "" {
-		c.store = &fileStore{path: opts.DataDir + "/" + File}
+		c.store = &fileStore{path: filepath.Join(opts.DataDir, File)}
 		recs, err := c.store.load()
 		if err != nil {
 			return nil, err
@@ -386,7 +387,7 @@ func (c *Controller) Observe(o Observation) {
 	}
 	p, ok := a.r.attribute(o.JobID, o.Worker)
 	if !ok {
-		if a.r.typ == Switchback {
+		if p.discard {
 			a.step[p.arm].discarded++
 		}
 		return
