@@ -106,6 +106,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugins/loader-gguf/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePrompt$$' -fuzztime $(FUZZTIME) ./kernel/api/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./sdk/policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseGuard$$' -fuzztime $(FUZZTIME) ./kernel/experiment/
+	$(GO) test -run '^$$' -fuzz '^FuzzSpec$$' -fuzztime $(FUZZTIME) ./kernel/experiment/
 
 # The plugin protocol's generated Go code is committed; regenerating needs
 # protoc (Debian's protobuf-compiler) and protoc-gen-go/-go-grpc.
