@@ -73,11 +73,19 @@ func BenchmarkDecision(b *testing.B) {
 		for _, n := range []int{10, 100, 1000} {
 			jobs, workers, entries := benchViews(n)
 			run := loop
-			for _, target := range []string{"foundation", "native", "wasm"} {
+			targets := []string{"foundation", "native", "wasm"}
+			if kind.kind == abi.KindBalancing {
+				targets = append(targets, "wasm-as") // resident-first: the same shape of decision
+			}
+			for _, target := range targets {
 				b.Run(fmt.Sprintf("%s/%s/n=%d/%s", kind.kind, kind.name, n, target), func(b *testing.B) {
 					h := newTestHost(b, Config{CallTimeout: time.Second})
-					if target == "wasm" {
-						if _, err := h.Load(context.Background(), kind.kind, kind.name+"-wasm", wasm, true, "bench"); err != nil {
+					if target == "wasm" || target == "wasm-as" {
+						m := wasm
+						if target == "wasm-as" {
+							m = asModule(b)
+						}
+						if _, err := h.Load(context.Background(), kind.kind, kind.name+"-"+target, m, true, "bench"); err != nil {
 							b.Fatal(err)
 						}
 					} else if _, err := h.Activate(context.Background(), kind.kind, kind.name, 0, "bench"); err != nil {

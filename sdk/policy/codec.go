@@ -175,14 +175,45 @@ func readModels(d *dec, n uint32, ms []ModelInfo) []ModelInfo {
 	return ms
 }
 
-// pool collects the variable-length u32 lists (job models, worker
-// residency) that follow the fixed records.
-type pool []uint32
+// pool places the variable-length u32 lists (job models, worker residency)
+// that follow the fixed records: each record holds its list's offset and
+// length, and the lists follow all records in the same order. Encoding
+// writes straight into dst in two passes over the records, with no
+// scratch buffer, so that the host can encode into guest memory.
+type pool struct{ n uint32 }
 
 func (p *pool) add(ids []uint32) (off, n uint32) {
-	off = uint32(len(*p))
-	*p = append(*p, ids...)
-	return off, uint32(len(ids))
+	off, n = p.n, uint32(len(ids))
+	p.n += n
+	return off, n
+}
+
+func jobLists(js []Job) (n int) {
+	for i := range js {
+		n += len(js[i].Models)
+	}
+	return n
+}
+
+func workerLists(ws []Worker) (n int) {
+	for i := range ws {
+		n += len(ws[i].Resident)
+	}
+	return n
+}
+
+func appendJobLists(e enc, js []Job) enc {
+	for i := range js {
+		e = appendU32s(e, js[i].Models)
+	}
+	return e
+}
+
+func appendWorkerLists(e enc, ws []Worker) enc {
+	for i := range ws {
+		e = appendU32s(e, ws[i].Resident)
+	}
+	return e
 }
 
 func appendJob(e enc, j *Job, p *pool) enc {
@@ -249,13 +280,6 @@ func readWorker(d *dec, w *Worker) span {
 	w.Degraded = flags&flagDegraded != 0
 	w.DeviceBusy = le.Uint32(r[40:])
 	return span{le.Uint32(r[44:]), le.Uint32(r[48:])}
-}
-
-func appendPool(e enc, p pool) enc {
-	for _, v := range p {
-		e = e.u32(v)
-	}
-	return e
 }
 
 // readPool reads n u32s and returns a function that slices a span of them
@@ -413,23 +437,24 @@ func DecodeEvictionOutput(b []byte, out *EvictionOutput) (Status, error) {
 
 // AppendSchedulingInput appends the binary snapshot of in to dst.
 func AppendSchedulingInput(dst []byte, in *SchedulingInput) []byte {
-	var p pool
+	np := jobLists(in.Queued) + jobLists(in.Running) + workerLists(in.Workers)
 	e := appendHeader(enc(dst), KindScheduling, &in.Common)
-	body := enc(nil)
+	e = e.u32(uint32(len(in.Queued))).u32(uint32(len(in.Running))).u32(uint32(len(in.Workers))).
+		u32(uint32(len(in.Models))).u32(uint32(np)).u32(0)
+	e = appendModels(e, in.Models)
+	var p pool
 	for i := range in.Queued {
-		body = appendJob(body, &in.Queued[i], &p)
+		e = appendJob(e, &in.Queued[i], &p)
 	}
 	for i := range in.Running {
-		body = appendJob(body, &in.Running[i], &p)
+		e = appendJob(e, &in.Running[i], &p)
 	}
 	for i := range in.Workers {
-		body = appendWorker(body, &in.Workers[i], &p)
+		e = appendWorker(e, &in.Workers[i], &p)
 	}
-	e = e.u32(uint32(len(in.Queued))).u32(uint32(len(in.Running))).u32(uint32(len(in.Workers))).
-		u32(uint32(len(in.Models))).u32(uint32(len(p))).u32(0)
-	e = appendModels(e, in.Models)
-	e = append(e, body...)
-	return appendPool(e, p)
+	e = appendJobLists(e, in.Queued)
+	e = appendJobLists(e, in.Running)
+	return appendWorkerLists(e, in.Workers)
 }
 
 // DecodeSchedulingInput decodes a snapshot into in, reusing its slices.
@@ -490,19 +515,19 @@ func DecodeSchedulingOutput(b []byte, out *SchedulingOutput) (Status, error) {
 
 // AppendBatchingInput appends the binary snapshot of in to dst.
 func AppendBatchingInput(dst []byte, in *BatchingInput) []byte {
-	var p pool
+	np := jobLists(in.Jobs) + workerLists(in.Workers)
 	e := appendHeader(enc(dst), KindBatching, &in.Common)
-	body := enc(nil)
+	e = e.u32(in.Lead).u32(uint32(len(in.Jobs))).u32(uint32(len(in.Workers))).u32(uint32(len(in.Models))).u32(uint32(np)).u32(0)
+	e = appendModels(e, in.Models)
+	var p pool
 	for i := range in.Jobs {
-		body = appendJob(body, &in.Jobs[i], &p)
+		e = appendJob(e, &in.Jobs[i], &p)
 	}
 	for i := range in.Workers {
-		body = appendWorker(body, &in.Workers[i], &p)
+		e = appendWorker(e, &in.Workers[i], &p)
 	}
-	e = e.u32(in.Lead).u32(uint32(len(in.Jobs))).u32(uint32(len(in.Workers))).u32(uint32(len(in.Models))).u32(uint32(len(p))).u32(0)
-	e = appendModels(e, in.Models)
-	e = append(e, body...)
-	return appendPool(e, p)
+	e = appendJobLists(e, in.Jobs)
+	return appendWorkerLists(e, in.Workers)
 }
 
 // DecodeBatchingInput decodes a snapshot into in, reusing its slices.
@@ -560,16 +585,17 @@ func DecodeBatchingOutput(b []byte, out *BatchingOutput) (Status, error) {
 
 // AppendBalancingInput appends the binary snapshot of in to dst.
 func AppendBalancingInput(dst []byte, in *BalancingInput) []byte {
-	var p pool
+	np := len(in.Job.Models) + workerLists(in.Workers)
 	e := appendHeader(enc(dst), KindBalancing, &in.Common)
-	body := appendJob(nil, &in.Job, &p)
-	for i := range in.Workers {
-		body = appendWorker(body, &in.Workers[i], &p)
-	}
-	e = e.u32(uint32(len(in.Workers))).u32(uint32(len(in.Models))).u32(uint32(len(p))).u32(0)
+	e = e.u32(uint32(len(in.Workers))).u32(uint32(len(in.Models))).u32(uint32(np)).u32(0)
 	e = appendModels(e, in.Models)
-	e = append(e, body...)
-	return appendPool(e, p)
+	var p pool
+	e = appendJob(e, &in.Job, &p)
+	for i := range in.Workers {
+		e = appendWorker(e, &in.Workers[i], &p)
+	}
+	e = appendU32s(e, in.Job.Models)
+	return appendWorkerLists(e, in.Workers)
 }
 
 // DecodeBalancingInput decodes a snapshot into in, reusing its slices.
