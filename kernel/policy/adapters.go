@@ -206,6 +206,15 @@ func (s *Scheduler) Plan(queued, running []dispatch.JobView, workers []dispatch.
 	return p
 }
 
+// PlanIDs is Plan in types the dispatcher owns, so that it can find it by
+// type assertion without importing this package: the queued jobs to
+// dispatch, best first, and the running jobs to preempt at their next step
+// boundary.
+func (s *Scheduler) PlanIDs(queued, running []dispatch.JobView, workers []dispatch.WorkerView) (next, preempt []string) {
+	p := s.Plan(queued, running, workers)
+	return p.Dispatch, p.Preempt
+}
+
 // Balancer is the dispatch.Balancer backed by the active balancing policy.
 type Balancer struct{ h *Host }
 

@@ -295,3 +295,25 @@ func TestEmbeddedBuiltinUpgrade(t *testing.T) {
 		t.Errorf("round-robin placed %v, want [w1 w2 w1 w2]", got)
 	}
 }
+
+// TestPlanIDsPreempts asks the priority policy, through the adapter the
+// dispatcher can find by type assertion, for a plan with a running batch
+// job at a step boundary and an interactive job that has waited past the
+// bound: the plan dispatches the interactive job and preempts the batch one.
+func TestPlanIDsPreempts(t *testing.T) {
+	h := newTestHost(t, Config{})
+	queued := []dispatch.JobView{{ID: "i1", Class: job.Interactive, Age: time.Minute, Seq: 2}}
+	running := []dispatch.JobView{{ID: "b1", Class: job.Batch, Age: 2 * time.Minute, Seq: 1, Running: true, Worker: "w0", AtStepBoundary: true}}
+	workers := []dispatch.WorkerView{{ID: "w0", Idle: false}}
+	var planner interface {
+		PlanIDs(queued, running []dispatch.JobView, workers []dispatch.WorkerView) ([]string, []string)
+	} = h.Scheduler()
+	next, preempt := planner.PlanIDs(queued, running, workers)
+	if fmt.Sprint(next) != "[i1]" || fmt.Sprint(preempt) != "[b1]" {
+		t.Errorf("PlanIDs = %v, %v; want [i1], [b1]", next, preempt)
+	}
+	running[0].AtStepBoundary = false
+	if _, preempt := planner.PlanIDs(queued, running, workers); len(preempt) != 0 {
+		t.Errorf("preempted %v between step boundaries", preempt)
+	}
+}
