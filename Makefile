@@ -113,6 +113,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugins/loader-gguf/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePrompt$$' -fuzztime $(FUZZTIME) ./kernel/api/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./sdk/policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzInstrument$$' -fuzztime $(FUZZTIME) ./kernel/policy/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseGuard$$' -fuzztime $(FUZZTIME) ./kernel/experiment/
 	$(GO) test -run '^$$' -fuzz '^FuzzSpec$$' -fuzztime $(FUZZTIME) ./kernel/experiment/
 
