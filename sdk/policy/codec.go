@@ -1,10 +1,9 @@
 package policy
 
 import (
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"math"
+	"strconv"
 	"time"
 )
 
@@ -32,14 +31,52 @@ const (
 // ErrShort is returned when a buffer ends before its layout says it does.
 var ErrShort = errors.New("policy abi: buffer too short")
 
-var le = binary.LittleEndian
+// Little-endian reads and appends, written out rather than taken from
+// encoding/binary, which would bring reflect into every module; the
+// compiler turns each into one load or store.
+func u16le(b []byte) uint16 { _ = b[1]; return uint16(b[0]) | uint16(b[1])<<8 }
+func u32le(b []byte) uint32 {
+	_ = b[3]
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
+func u64le(b []byte) uint64 {
+	_ = b[7]
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+}
+func appendU16le(b []byte, v uint16) []byte { return append(b, byte(v), byte(v>>8)) }
+func appendU32le(b []byte, v uint32) []byte {
+	return append(b, byte(v), byte(v>>8), byte(v>>16), byte(v>>24))
+}
+func appendU64le(b []byte, v uint64) []byte {
+	return append(b, byte(v), byte(v>>8), byte(v>>16), byte(v>>24), byte(v>>32), byte(v>>40), byte(v>>48), byte(v>>56))
+}
+
+// The SDK formats its errors with strconv, not fmt: fmt brings reflect,
+// os and the Unicode tables into every Go policy module (with
+// encoding/binary, a fifth of its size), and a module's size is what its
+// load and swap time scale with.
+func itoa[T ~int | ~int64 | ~uint32](v T) string { return strconv.FormatInt(int64(v), 10) }
+
+func ftoa(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+
+// wrappedError is msg: err, unwrapping to err (what fmt.Errorf's %w does).
+type wrappedError struct {
+	msg string
+	err error
+}
+
+func (e *wrappedError) Error() string { return e.msg + ": " + e.err.Error() }
+func (e *wrappedError) Unwrap() error { return e.err }
+
+func wrapError(msg string, err error) error { return &wrappedError{msg, err} }
 
 // enc appends little-endian fields.
 type enc []byte
 
-func (e enc) u32(v uint32) enc { return le.AppendUint32(e, v) }
-func (e enc) u64(v uint64) enc { return le.AppendUint64(e, v) }
-func (e enc) i64(v int64) enc  { return le.AppendUint64(e, uint64(v)) }
+func (e enc) u32(v uint32) enc { return appendU32le(e, v) }
+func (e enc) u64(v uint64) enc { return appendU64le(e, v) }
+func (e enc) i64(v int64) enc  { return appendU64le(e, uint64(v)) }
 
 // dec reads little-endian fields; the first overrun sets err and every later
 // read returns zero.
@@ -76,7 +113,7 @@ func (d *dec) u32() uint32 {
 	if !d.need(4) {
 		return 0
 	}
-	v := le.Uint32(d.b[d.off:])
+	v := u32le(d.b[d.off:])
 	d.off += 4
 	return v
 }
@@ -85,7 +122,7 @@ func (d *dec) u64() uint64 {
 	if !d.need(8) {
 		return 0
 	}
-	v := le.Uint64(d.b[d.off:])
+	v := u64le(d.b[d.off:])
 	d.off += 8
 	return v
 }
@@ -99,7 +136,7 @@ func (d *dec) count(n uint32, size int) int {
 		return 0
 	}
 	if uint64(n)*uint64(size) > uint64(len(d.b)-d.off) {
-		d.err = fmt.Errorf("policy abi: %d records of %d bytes do not fit in %d bytes: %w", n, size, len(d.b)-d.off, ErrShort)
+		d.err = wrapError("policy abi: "+itoa(int64(n))+" records of "+itoa(int64(size))+" bytes do not fit in "+itoa(int64(len(d.b)-d.off))+" bytes", ErrShort)
 		return 0
 	}
 	return int(n)
@@ -113,8 +150,8 @@ func grow[T any](s []T, n int) []T {
 }
 
 func appendHeader(e enc, k Kind, c *Common) enc {
-	e = le.AppendUint16(e, ABIMajor)
-	e = le.AppendUint16(e, ABIMinor)
+	e = appendU16le(e, ABIMajor)
+	e = appendU16le(e, ABIMinor)
 	e = e.u32(uint32(k)).i64(c.Now)
 	for _, s := range c.State {
 		e = e.u64(s)
@@ -130,14 +167,14 @@ func readHeader(d *dec, k Kind, c *Common) {
 	if !d.need(HeaderSize) {
 		return
 	}
-	major, minor := le.Uint16(d.b[0:]), le.Uint16(d.b[2:])
+	major, minor := u16le(d.b[0:]), u16le(d.b[2:])
 	d.off = 4
 	if major != ABIMajor {
-		d.err = fmt.Errorf("policy abi: input is version %d.%d, this code speaks %d.%d", major, minor, ABIMajor, ABIMinor)
+		d.err = errors.New("policy abi: input is version " + itoa(int64(major)) + "." + itoa(int64(minor)) + ", this code speaks " + itoa(ABIMajor) + "." + itoa(ABIMinor))
 		return
 	}
 	if got := Kind(d.u32()); got != k {
-		d.err = fmt.Errorf("policy abi: input is for %s, want %s", got, k)
+		d.err = errors.New("policy abi: input is for " + got.String() + ", want " + k.String())
 		return
 	}
 	c.Now = d.i64()
@@ -147,7 +184,7 @@ func readHeader(d *dec, k Kind, c *Common) {
 	n := d.u32()
 	d.u32()
 	if n > maxParams {
-		d.err = fmt.Errorf("policy abi: %d params, at most %d", n, maxParams)
+		d.err = errors.New("policy abi: " + itoa(int64(n)) + " params, at most " + itoa(maxParams))
 		return
 	}
 	c.Params = grow(c.Params, d.count(n, 8))
@@ -170,7 +207,7 @@ func readModels(d *dec, n uint32, ms []ModelInfo) []ModelInfo {
 		if r == nil {
 			break
 		}
-		ms[i] = ModelInfo{Bytes: le.Uint64(r[0:]), LoadCost: time.Duration(le.Uint64(r[8:]))}
+		ms[i] = ModelInfo{Bytes: u64le(r[0:]), LoadCost: time.Duration(u64le(r[8:]))}
 	}
 	return ms
 }
@@ -236,20 +273,20 @@ func readJob(d *dec, j *Job) span {
 	if r == nil {
 		return span{}
 	}
-	j.Seq = le.Uint64(r[0:])
-	j.Age = time.Duration(le.Uint64(r[8:]))
-	j.Slack = time.Duration(le.Uint64(r[16:]))
-	j.EstCost = time.Duration(le.Uint64(r[24:]))
-	j.VRAM = le.Uint64(r[32:])
-	j.BatchVRAM = le.Uint64(r[40:])
-	j.Class = Class(le.Uint32(r[48:]))
-	flags := le.Uint32(r[52:])
+	j.Seq = u64le(r[0:])
+	j.Age = time.Duration(u64le(r[8:]))
+	j.Slack = time.Duration(u64le(r[16:]))
+	j.EstCost = time.Duration(u64le(r[24:]))
+	j.VRAM = u64le(r[32:])
+	j.BatchVRAM = u64le(r[40:])
+	j.Class = Class(u32le(r[48:]))
+	flags := u32le(r[52:])
 	j.HasDeadline = flags&flagDeadline != 0
 	j.AtStepBoundary = flags&flagBoundary != 0
-	j.BatchKey = le.Uint32(r[56:])
-	j.Attempts = le.Uint32(r[60:])
-	j.Worker = le.Uint32(r[72:])
-	return span{le.Uint32(r[64:]), le.Uint32(r[68:])}
+	j.BatchKey = u32le(r[56:])
+	j.Attempts = u32le(r[60:])
+	j.Worker = u32le(r[72:])
+	return span{u32le(r[64:]), u32le(r[68:])}
 }
 
 func appendWorker(e enc, w *Worker, p *pool) enc {
@@ -270,16 +307,16 @@ func readWorker(d *dec, w *Worker) span {
 	if r == nil {
 		return span{}
 	}
-	w.FreeVRAM = le.Uint64(r[0:])
-	w.UsableVRAM = le.Uint64(r[8:])
-	w.Wait = time.Duration(le.Uint64(r[16:]))
-	w.H2DBytesPerS = le.Uint64(r[24:])
-	w.Device = le.Uint32(r[32:])
-	flags := le.Uint32(r[36:])
+	w.FreeVRAM = u64le(r[0:])
+	w.UsableVRAM = u64le(r[8:])
+	w.Wait = time.Duration(u64le(r[16:]))
+	w.H2DBytesPerS = u64le(r[24:])
+	w.Device = u32le(r[32:])
+	flags := u32le(r[36:])
 	w.Idle = flags&flagIdle != 0
 	w.Degraded = flags&flagDegraded != 0
-	w.DeviceBusy = le.Uint32(r[40:])
-	return span{le.Uint32(r[44:]), le.Uint32(r[48:])}
+	w.DeviceBusy = u32le(r[40:])
+	return span{u32le(r[44:]), u32le(r[48:])}
 }
 
 // readPool reads n u32s and returns a function that slices a span of them
@@ -293,7 +330,7 @@ func slicePool(d *dec, p []uint32, s span, dst []uint32) []uint32 {
 		return dst[:0]
 	}
 	if uint64(s.off)+uint64(s.n) > uint64(len(p)) {
-		d.err = fmt.Errorf("policy abi: list [%d,+%d) outside the pool of %d", s.off, s.n, len(p))
+		d.err = errors.New("policy abi: list [" + itoa(int64(s.off)) + ",+" + itoa(int64(s.n)) + ") outside the pool of " + itoa(int64(len(p))))
 		return dst[:0]
 	}
 	return append(dst[:0], p[s.off:s.off+s.n]...)
@@ -302,7 +339,7 @@ func slicePool(d *dec, p []uint32, s span, dst []uint32) []uint32 {
 func checkIDs(d *dec, ids []uint32, n int, what string) {
 	for _, id := range ids {
 		if d.err == nil && int64(id) >= int64(n) {
-			d.err = fmt.Errorf("policy abi: %s %d out of range (%d)", what, id, n)
+			d.err = errors.New("policy abi: " + what + " " + itoa(int64(id)) + " out of range (" + itoa(int64(n)) + ")")
 		}
 	}
 }
@@ -312,7 +349,7 @@ func done(d *dec) error {
 		return d.err
 	}
 	if d.off != len(d.b) {
-		return fmt.Errorf("policy abi: %d trailing bytes", len(d.b)-d.off)
+		return errors.New("policy abi: " + itoa(int64(len(d.b)-d.off)) + " trailing bytes")
 	}
 	return nil
 }
@@ -352,9 +389,9 @@ func DecodeEvictionInput(b []byte, in *EvictionInput) error {
 		if r == nil {
 			break
 		}
-		in.Entries[i] = Entry{Bytes: le.Uint64(r[0:]), SinceUse: time.Duration(le.Uint64(r[8:])),
-			SinceInsert: time.Duration(le.Uint64(r[16:])), LoadCost: time.Duration(le.Uint64(r[24:])), Tag: le.Uint64(r[32:]),
-			Model: le.Uint32(r[40:]), Worker: le.Uint32(r[44:]), Hits: le.Uint32(r[48:]), Pinned: le.Uint32(r[52:])&flagPinned != 0}
+		in.Entries[i] = Entry{Bytes: u64le(r[0:]), SinceUse: time.Duration(u64le(r[8:])),
+			SinceInsert: time.Duration(u64le(r[16:])), LoadCost: time.Duration(u64le(r[24:])), Tag: u64le(r[32:]),
+			Model: u32le(r[40:]), Worker: u32le(r[44:]), Hits: u32le(r[48:]), Pinned: u32le(r[52:])&flagPinned != 0}
 	}
 	in.Ghosts = grow(in.Ghosts, d.count(ng, GhostSize))
 	for i := range in.Ghosts {
@@ -383,7 +420,7 @@ func appendOutHeader(e enc, st Status, k Kind, state *[4]uint64) enc {
 func readOutHeader(d *dec, k Kind, state *[4]uint64) Status {
 	st := Status(d.u32())
 	if got := Kind(d.u32()); d.err == nil && got != k {
-		d.err = fmt.Errorf("policy abi: output is for %s, want %s", got, k)
+		d.err = errors.New("policy abi: output is for " + got.String() + ", want " + k.String())
 	}
 	for i := range state {
 		state[i] = d.u64()
@@ -402,7 +439,7 @@ func readU32s(d *dec, n uint32, dst []uint32) []uint32 {
 	dst = grow(dst, d.count(n, 4))
 	r := d.rec(4 * len(dst))
 	for i := range dst {
-		dst[i] = le.Uint32(r[4*i:])
+		dst[i] = u32le(r[4*i:])
 	}
 	return dst
 }
@@ -560,7 +597,7 @@ func DecodeBatchingInput(b []byte, in *BatchingInput) error {
 		checkIDs(d, in.Workers[i].Resident, len(in.Models), "model")
 	}
 	if d.err == nil && int(in.Lead) >= len(in.Jobs) {
-		d.err = fmt.Errorf("policy abi: lead %d out of range (%d jobs)", in.Lead, len(in.Jobs))
+		d.err = errors.New("policy abi: lead " + itoa(int64(in.Lead)) + " out of range (" + itoa(int64(len(in.Jobs))) + " jobs)")
 	}
 	return done(d)
 }
@@ -656,7 +693,7 @@ func DecodeParams(b []byte) ([]Param, error) {
 	n := d.u32()
 	d.u32()
 	if n > maxParams {
-		return nil, fmt.Errorf("policy abi: %d params, at most %d", n, maxParams)
+		return nil, errors.New("policy abi: " + itoa(int64(n)) + " params, at most " + itoa(maxParams))
 	}
 	ps := make([]Param, d.count(n, ParamDeclSize))
 	for i := range ps {
@@ -691,18 +728,18 @@ func DecodeParams(b []byte) ([]Param, error) {
 // min ≤ default ≤ max.
 func (p Param) Validate() error {
 	if p.Name == "" || len(p.Name) > maxParamName {
-		return fmt.Errorf("param %q: name must be 1 to %d bytes", p.Name, maxParamName)
+		return errors.New("param " + strconv.Quote(p.Name) + ": name must be 1 to " + itoa(maxParamName) + " bytes")
 	}
 	for _, c := range p.Name {
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '.') {
-			return fmt.Errorf("param %q: name may hold only a-z, 0-9, _ and .", p.Name)
+			return errors.New("param " + strconv.Quote(p.Name) + ": name may hold only a-z, 0-9, _ and .")
 		}
 	}
 	if p.Type > ParamBool {
-		return fmt.Errorf("param %s: unknown type %d", p.Name, p.Type)
+		return errors.New("param " + p.Name + ": unknown type " + itoa(int64(p.Type)))
 	}
 	if math.IsNaN(p.Default) || math.IsNaN(p.Min) || math.IsNaN(p.Max) || p.Min > p.Default || p.Default > p.Max {
-		return fmt.Errorf("param %s: want min ≤ default ≤ max, have %v ≤ %v ≤ %v", p.Name, p.Min, p.Default, p.Max)
+		return errors.New("param " + p.Name + ": want min ≤ default ≤ max, have " + ftoa(p.Min) + " ≤ " + ftoa(p.Default) + " ≤ " + ftoa(p.Max))
 	}
 	return nil
 }

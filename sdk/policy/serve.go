@@ -1,6 +1,6 @@
 package policy
 
-import "fmt"
+import "errors"
 
 // Guest runs one policy behind the ABI's byte interface: it decodes an
 // input snapshot, calls the policy and encodes its answer, reusing its
@@ -29,13 +29,13 @@ type Guest struct {
 func NewGuest(p any) (*Guest, error) {
 	g := &Guest{p: p}
 	if len(g.Kinds()) == 0 {
-		return nil, fmt.Errorf("policy %T implements no policy kind", p)
+		return nil, errors.New("policy " + typeName(p) + " implements no policy kind")
 	}
 	if d, ok := p.(ParamDeclarer); ok {
 		g.params = d.Params()
 		for _, pr := range g.params {
 			if err := pr.Validate(); err != nil {
-				return nil, fmt.Errorf("policy %T: %w", p, err)
+				return nil, wrapError("policy "+typeName(p), err)
 			}
 		}
 	}

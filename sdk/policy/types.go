@@ -1,7 +1,8 @@
 package policy
 
 import (
-	"fmt"
+	"errors"
+	"strconv"
 	"time"
 )
 
@@ -39,7 +40,7 @@ func (k Kind) String() string {
 	case KindBalancing:
 		return "balancing"
 	}
-	return fmt.Sprintf("kind(%d)", uint32(k))
+	return "kind(" + itoa(int64(k)) + ")"
 }
 
 // Hook is the name of the export that implements the kind.
@@ -64,7 +65,7 @@ func ParseKind(s string) (Kind, error) {
 			return k, nil
 		}
 	}
-	return 0, fmt.Errorf("unknown policy kind %q (want eviction, scheduling, batching or balancing)", s)
+	return 0, errors.New("unknown policy kind " + strconv.Quote(s) + " (want eviction, scheduling, batching or balancing)")
 }
 
 // Status is a hook's verdict. A soft error is a status, never a trap.
