@@ -12,11 +12,11 @@ import (
 	"time"
 )
 
-// TestPoliciesSurviveRestart loads a module through the admin API and
+// TestPolicyStateSurvivesRestart loads a module through the admin API and
 // activates it, activates a built-in of another kind, stops kiln and starts
 // it again on the same data dir: the same policies are active, the module
 // is the same bytes, and the history from before the restart is kept.
-func TestPoliciesSurviveRestart(t *testing.T) {
+func TestPolicyStateSurvivesRestart(t *testing.T) {
 	wasm := filepath.Join(t.TempDir(), "fifo.wasm")
 	build := exec.Command("go", "build", "-buildmode=c-shared", "-o", wasm, "../policies/scheduling/fifo/wasm")
 	build.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
