@@ -6,7 +6,9 @@
 // it (with a compilation cache), checks its ABI marker, hook signatures and
 // imports before any instance exists, instantiates a pool of instances and
 // self-tests it on sample snapshots; only then can it become active, by an
-// atomic swap. Every decision runs under a deadline and a memory cap. A
+// atomic swap. Every decision runs under a deadline (instrumented loop
+// heads and one watchdog goroutine: nothing per call; see instrument.go)
+// and a memory cap. A
 // trap, timeout, error status or invalid answer discards the instance,
 // answers with the kernel's native policy of the same kind and counts a
 // fault; MaxFaults faults within FaultWindow roll the kind back to the
@@ -20,6 +22,11 @@
 //	d := dispatch.New(dispatch.Options{Scheduler: h.Scheduler(), Balancer: h.Balancer(), Evictor: h.Evictor(), ...})
 //	mux.Handle("/v1/policies", h.Handler(token))
 //	mux.Handle("/v1/policies/", h.Handler(token))
+//	tiers.SetEvictors(h.NewEvictor(), h.NewEvictor()) // one evictor per cache
+//	registry.MustRegister(h.Collector())               // kiln_policy_* metrics
+//
+// With Config.StateDir set, loaded modules, active choices, rollback stacks,
+// parameters and history survive a restart (persist.go).
 //
 // Built-in policies (policies/<kind>/<name>) are embedded as WASM when
 // `make policies` built them; a missing module means the native build of

@@ -212,7 +212,6 @@ type callInfo struct {
 	now    int64
 	params []abi.Param
 	values []float64
-	log    func(level uint32, msg string)
 }
 
 // callCtx is each instance's context for its calls: it never ends (the
