@@ -32,21 +32,25 @@ export function kiln_balance(len: i32): u64 {
   if (!inp.valid) return answerStatus(STATUS_ERROR, KIND_BALANCING, inp);
   const job = inp.job(0);
   const minFree = <u64>(inp.param(0, 0) * 1073741824.0);
+  // The job's fields and the best worker's are kept in locals: each read of
+  // the snapshot is a bounds-checked load in the host's compiled code.
+  const vram = job.vram, off = job.modelsOffset, nm = job.modelCount;
   let best: u32 = NO_WORKER;
-  let bestRes: u64 = 0;
+  let bestRes: u64 = 0, bestBusy: u32 = 0, bestFree: u64 = 0;
   for (let i: u32 = 0; i < inp.nWorkers; i++) {
     const w = inp.worker(i);
-    if (!w.idle || (w.usableVRAM != 0 && job.vram > w.usableVRAM) || w.freeVRAM < minFree) continue;
+    if (!w.idle) continue;
+    const usable = w.usableVRAM, free = w.freeVRAM;
+    if ((usable != 0 && vram > usable) || free < minFree) continue;
     let res: u64 = 0;
-    for (let k: u32 = 0; k < job.modelCount; k++) {
-      const m = inp.poolAt(job.modelsOffset + k);
+    for (let k: u32 = 0; k < nm; k++) {
+      const m = inp.poolAt(off + k);
       if (m < inp.nModels && inp.resident(w, m)) res += inp.model(m).bytes;
     }
-    if (best == NO_WORKER) { best = i; bestRes = res; continue; }
-    const b = inp.worker(best);
-    if (res > bestRes || (res == bestRes && (w.deviceBusy < b.deviceBusy ||
-        (w.deviceBusy == b.deviceBusy && w.freeVRAM > b.freeVRAM)))) {
-      best = i; bestRes = res;
+    const busy = w.deviceBusy;
+    if (best == NO_WORKER || res > bestRes || (res == bestRes && (busy < bestBusy ||
+        (busy == bestBusy && free > bestFree)))) {
+      best = i; bestRes = res; bestBusy = busy; bestFree = free;
     }
   }
   return answerBalancing(inp, best);
