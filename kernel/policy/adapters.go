@@ -321,6 +321,23 @@ type EvictionResult struct {
 	Fallback bool
 }
 
+// PrefetchIDs asks the active eviction policy which of the models queued
+// jobs want — wanted[i], of wantedBytes[i] bytes, waited for by waiting[i]
+// jobs — to bring into a cache now, where free bytes are free and entries
+// are resident: the prefetch half of an eviction decision with nothing to
+// make room for, in the dispatcher's own types so that it can find it by
+// type assertion. It evicts nothing; the slices must be of one length.
+func (e *Evictor) PrefetchIDs(free uint64, entries []dispatch.EntryView, wanted []string, wantedBytes []uint64, waiting []int) []string {
+	if len(wantedBytes) != len(wanted) || len(waiting) != len(wanted) {
+		return nil
+	}
+	ws := make([]WantedModel, len(wanted))
+	for i, m := range wanted {
+		ws[i] = WantedModel{Model: m, Bytes: wantedBytes[i], Waiting: waiting[i]}
+	}
+	return e.Decide(EvictionRequest{Free: free, Entries: entries, Wanted: ws}).Prefetch
+}
+
 // NewEvictor returns another dispatch.Evictor (and tier.Evictor) backed by
 // the active eviction policy, with its own tags and ghost list: one per
 // cache (each cache tier, VRAM), because what a policy remembers about one

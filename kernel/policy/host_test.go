@@ -317,3 +317,25 @@ func TestPlanIDsPreempts(t *testing.T) {
 		t.Errorf("preempted %v between step boundaries", preempt)
 	}
 }
+
+// TestPrefetchIDs asks the LRU built-in, through the adapter the
+// dispatcher can find by type assertion, what to prefetch into 10 GiB: the
+// most-waited-for model does not fit, the next does, and a model nobody
+// waits for is never fetched.
+func TestPrefetchIDs(t *testing.T) {
+	h := newTestHost(t, Config{})
+	const gib = 1 << 30
+	var prefetcher interface {
+		PrefetchIDs(free uint64, entries []dispatch.EntryView, wanted []string, wantedBytes []uint64, waiting []int) []string
+	} = h.Evictor()
+	got := prefetcher.PrefetchIDs(10*gib, nil, []string{"a", "b", "c"}, []uint64{2 * gib, 20 * gib, gib}, []int{2, 5, 0})
+	if fmt.Sprint(got) != "[a]" {
+		t.Errorf("PrefetchIDs = %v, want [a]", got)
+	}
+	if err := h.SetParam(abi.KindEviction, "prefetch", 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := prefetcher.PrefetchIDs(10*gib, nil, []string{"a"}, []uint64{2 * gib}, []int{2}); len(got) != 0 {
+		t.Errorf("PrefetchIDs with prefetch off = %v, want none", got)
+	}
+}
