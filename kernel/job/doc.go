@@ -12,6 +12,8 @@
 //
 //	queued → running → done | failed | cancelled
 //	running → queued   (Requeue: the worker died; after MaxAttempts → failed)
+//	running → queued   (Preempt: a job of a higher class took the worker;
+//	                    the attempt does not count toward MaxAttempts)
 //	queued → failed | cancelled
 //
 // When the store is opened again, every job that was queued or running is

@@ -60,17 +60,21 @@ type Job struct {
 	// the submit path a re-encoding of the graph).
 	Workflow json.RawMessage `json:"workflow"`
 	// Models are the catalog ids the workflow needs ("checkpoints/x.safetensors").
-	Models     []string  `json:"models"`
-	DeadlineMS int64     `json:"deadline_ms,omitempty"`
-	Tenant     string    `json:"tenant,omitempty"`
-	ClientID   string    `json:"client_id,omitempty"`
-	Attempts   int       `json:"attempts"`
-	CreatedAt  time.Time `json:"created_at"`
-	StartedAt  time.Time `json:"started_at,omitzero"`
-	FinishedAt time.Time `json:"finished_at,omitzero"`
-	Worker     string    `json:"worker,omitempty"`
-	Outputs    []Output  `json:"outputs,omitempty"`
-	Error      string    `json:"error,omitempty"`
+	Models     []string `json:"models"`
+	DeadlineMS int64    `json:"deadline_ms,omitempty"`
+	Tenant     string   `json:"tenant,omitempty"`
+	ClientID   string   `json:"client_id,omitempty"`
+	// Attempts counts the job's starts. Preemptions of them ended because
+	// the scheduler gave the worker to a job of a higher class; those do
+	// not count toward the queue's MaxAttempts, which bounds lost attempts.
+	Attempts    int       `json:"attempts"`
+	Preemptions int       `json:"preemptions,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	Worker      string    `json:"worker,omitempty"`
+	Outputs     []Output  `json:"outputs,omitempty"`
+	Error       string    `json:"error,omitempty"`
 }
 
 // Rank is the job's place within its class's queue: Order when set, else

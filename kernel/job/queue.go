@@ -63,7 +63,7 @@ func (s *Store) Submit(ctx context.Context, job *Job) error {
 		return fmt.Errorf("job: submit: %s queue has %d jobs: %w", j.Class, limit, ErrQueueFull)
 	}
 	j.State = Queued
-	j.Attempts = 0
+	j.Attempts, j.Preemptions = 0, 0
 	j.CreatedAt = now
 	j.StartedAt, j.FinishedAt = time.Time{}, time.Time{}
 	j.Worker, j.Outputs, j.Error = "", nil, ""
@@ -166,13 +166,33 @@ func (s *Store) Requeue(id, reason string) (*Job, error) {
 		if j.State != Running {
 			return badTransition(j.State, Queued)
 		}
-		if j.Attempts >= s.cfg.MaxAttempts {
+		if lost := j.Attempts - j.Preemptions; lost >= s.cfg.MaxAttempts {
 			j.State = Failed
 			j.FinishedAt = now
-			j.Error = fmt.Sprintf("gave up after %d lost attempts; last: %s", j.Attempts, reason)
+			j.Error = fmt.Sprintf("gave up after %d lost attempts; last: %s", lost, reason)
 			return nil
 		}
 		j.State = Queued
+		j.StartedAt = time.Time{}
+		j.Worker = ""
+		return nil
+	})
+}
+
+// Preempt gives a running job back to the queue because the scheduler gave
+// its worker to a job of a higher class. As with Requeue the job keeps its
+// place (its Seq and Order) and StartedAt and Worker are cleared; unlike
+// Requeue the attempt is not lost: Preemptions goes up with it, so the job
+// never fails for having been preempted. A job that is no longer running
+// (it finished or was cancelled meanwhile) gives an error wrapping
+// ErrBadTransition, and stays as it is.
+func (s *Store) Preempt(id string) (*Job, error) {
+	return s.transition("preempt", id, func(j *Job, now time.Time) error {
+		if j.State != Running {
+			return badTransition(j.State, Queued)
+		}
+		j.State = Queued
+		j.Preemptions++
 		j.StartedAt = time.Time{}
 		j.Worker = ""
 		return nil

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -115,6 +116,7 @@ func TestRequeueMaxAttempts(t *testing.T) {
 		steps       []step
 		wantState   State
 		wantAttempt int
+		wantPreempt int
 		wantError   string
 	}{
 		{name: "first death requeues", maxAttempts: 2, steps: []step{"start", "requeue"}, wantState: Queued, wantAttempt: 1},
@@ -126,6 +128,13 @@ func TestRequeueMaxAttempts(t *testing.T) {
 			wantState: Failed, wantAttempt: 3, wantError: "gave up after 3 lost attempts; last: gpu fell off the bus"},
 		{name: "crash then requeue", maxAttempts: 3, steps: []step{"start", "reopen", "start", "requeue"},
 			wantState: Queued, wantAttempt: 2},
+		{name: "preemptions are not lost attempts", maxAttempts: 2,
+			steps:     []step{"start", "preempt", "start", "preempt", "start", "preempt", "start", "requeue"},
+			wantState: Queued, wantAttempt: 4, wantPreempt: 3},
+		{name: "lost attempts still fail after a preemption", maxAttempts: 1, steps: []step{"start", "preempt", "start", "requeue"},
+			wantState: Failed, wantAttempt: 2, wantPreempt: 1, wantError: "gave up after 1 lost attempts; last: gpu fell off the bus"},
+		{name: "a preemption is durable", maxAttempts: 2, steps: []step{"start", "preempt", "reopen", "start", "requeue"},
+			wantState: Queued, wantAttempt: 2, wantPreempt: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := Config{MaxAttempts: tc.maxAttempts}
@@ -139,6 +148,8 @@ func TestRequeueMaxAttempts(t *testing.T) {
 					last, err = s.Start(id, "w")
 				case "requeue":
 					last, err = s.Requeue(id, "gpu fell off the bus")
+				case "preempt":
+					last, err = s.Preempt(id)
 				case "reopen":
 					s = reopen(t, s, path, cfg)
 					last = mustGet(t, s, id)
@@ -148,9 +159,10 @@ func TestRequeueMaxAttempts(t *testing.T) {
 				}
 			}
 			got := mustGet(t, s, id)
-			if last.State != tc.wantState || got.State != tc.wantState || got.Attempts != tc.wantAttempt || got.Error != tc.wantError {
-				t.Errorf("job = %+v (returned state %s); want state %s, attempts %d, error %q",
-					got, last.State, tc.wantState, tc.wantAttempt, tc.wantError)
+			if last.State != tc.wantState || got.State != tc.wantState || got.Attempts != tc.wantAttempt ||
+				got.Preemptions != tc.wantPreempt || got.Error != tc.wantError {
+				t.Errorf("job = %+v (returned state %s); want state %s, attempts %d, preemptions %d, error %q",
+					got, last.State, tc.wantState, tc.wantAttempt, tc.wantPreempt, tc.wantError)
 			}
 			checkIndex(t, s)
 		})
@@ -279,4 +291,37 @@ func TestHelperProcess(t *testing.T) {
 	}
 	wg.Wait()
 	os.Exit(0)
+}
+
+// TestPreemptKeepsThePlace preempts the first of three batch jobs: it goes
+// back to the head of its class, not behind the jobs submitted after it,
+// and preempting a job that is not running changes nothing.
+func TestPreemptKeepsThePlace(t *testing.T) {
+	s, _, _ := openTest(t, Config{})
+	a := mustSubmit(t, s, Batch).ID
+	b := mustSubmit(t, s, Batch).ID
+	c := mustSubmit(t, s, Batch).ID
+	if _, err := s.Start(a, "w"); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(s.Snapshot(10)); !slices.Equal(got, []string{b, c}) {
+		t.Fatalf("queue while a runs = %v", got)
+	}
+	j, err := s.Preempt(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.State != Queued || j.Worker != "" || !j.StartedAt.IsZero() || j.Preemptions != 1 {
+		t.Errorf("preempted job = %+v", j)
+	}
+	if got := ids(s.Snapshot(10)); !slices.Equal(got, []string{a, b, c}) {
+		t.Errorf("queue after the preemption = %v, want %v", got, []string{a, b, c})
+	}
+	if _, err := s.Preempt(b); !errors.Is(err, ErrBadTransition) {
+		t.Errorf("preempting a queued job: %v, want ErrBadTransition", err)
+	}
+	if got := mustGet(t, s, b); got.State != Queued || got.Preemptions != 0 {
+		t.Errorf("queued job after a refused preemption = %+v", got)
+	}
+	checkIndex(t, s)
 }
