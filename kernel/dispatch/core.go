@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/device"
 )
@@ -288,4 +289,134 @@ func SortEntries[K any](entries []EntryView, keys []K) {
 	}
 	copy(entries, se)
 	copy(keys, sk)
+}
+
+// Prefetcher is implemented by evictors whose policy also chooses which
+// models to bring into a cache before anyone asks for them (the prefetch
+// half of an eviction decision; kernel/policy's Evictor). wanted are
+// models queued jobs need, wantedBytes their sizes and waiting how many of
+// those jobs need each, index for index; free is the room the cache has
+// and entries what it holds. The answer names models among wanted, best
+// first; it evicts nothing. The lookahead (Core.Lookahead) finds it by
+// type assertion on the Evictor.
+type Prefetcher interface {
+	PrefetchIDs(free uint64, entries []EntryView, wanted []string, wantedBytes []uint64, waiting []int) []string
+}
+
+// PrefetchRoom is what the lookahead knows of the cache it fills: the
+// bytes it has free and the entries it holds (nil when unknown).
+type PrefetchRoom struct {
+	Free    uint64
+	Entries []EntryView
+}
+
+// Lookahead returns the models of the first n queued jobs to start
+// climbing the tiers now. An Evictor that is a Prefetcher chooses among
+// them, given room; any other gets LookaheadModels, every model of those
+// jobs. Names the policy makes up, or repeats, are dropped: a prefetch is a
+// hint and a wrong one must cost nothing but the call.
+func (c Core) Lookahead(queued []JobView, n int, room PrefetchRoom) []string {
+	c = c.withDefaults()
+	all := LookaheadModels(queued, n)
+	p, ok := c.Evictor.(Prefetcher)
+	if !ok || len(all) == 0 {
+		return all
+	}
+	index := make(map[string]int, len(all))
+	for i, m := range all {
+		index[m] = i
+	}
+	bytes := make([]uint64, len(all))
+	waiting := make([]int, len(all))
+	for _, j := range queued[:min(n, len(queued))] {
+		seen := map[string]bool{}
+		for k, m := range j.Models {
+			i := index[m]
+			if k < len(j.ModelBytes) {
+				bytes[i] = max(bytes[i], j.ModelBytes[k])
+			}
+			if !seen[m] {
+				seen[m] = true
+				waiting[i]++
+			}
+		}
+	}
+	var out []string
+	taken := map[string]bool{}
+	for _, m := range p.PrefetchIDs(room.Free, room.Entries, all, bytes, waiting) {
+		if _, ok := index[m]; ok && !taken[m] {
+			taken[m] = true
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Preemption is a running job to stop and give back to the queue so that a
+// waiting job of a higher class takes its worker.
+type Preemption struct {
+	JobID  string // the running job
+	Worker string // its worker
+	For    string // the queued job it makes way for
+}
+
+// Preempt asks a Planner scheduler whether a running job should make way
+// for a queued one. The Core enforces its own rules whatever the policy
+// answers, because a preemption throws work away:
+//
+//   - only when no worker is idle (an idle worker is the cheaper answer);
+//   - only running jobs that have run for at least minRun in their current
+//     attempt are shown and may be named, which bounds each job to one
+//     preemption per minRun of its run time and guarantees it progress;
+//   - only a job of a lower class than the queued job it makes way for
+//     (the first of the plan), never one of the same or a higher class;
+//   - at most one per call: the caller asks again once the worker is free.
+//
+// A scheduler that does not plan, or a plan without preemptions, preempts
+// nothing. fault is set when the plan names jobs it was not shown.
+func (c Core) Preempt(queued, running []JobView, workers []WorkerView, minRun time.Duration) (p Preemption, ok bool, fault error) {
+	c = c.withDefaults()
+	planner, isPlanner := c.Scheduler.(Planner)
+	if !isPlanner || len(queued) == 0 || slices.ContainsFunc(workers, func(w WorkerView) bool { return w.Idle }) {
+		return p, false, nil
+	}
+	best := rank(queued[0])
+	for _, j := range queued[1:] {
+		best = min(best, rank(j))
+	}
+	// Only jobs that could ever be preempted go to the policy: shorter
+	// inputs, and no answer the Core would have to refuse for a job the
+	// policy could have passed over for another.
+	var cands []JobView
+	for _, r := range running {
+		if rank(r) > best && r.RunTime >= minRun {
+			cands = append(cands, r)
+		}
+	}
+	if len(cands) == 0 {
+		return p, false, nil
+	}
+	next, preempt := planner.PlanIDs(queued, cands, workers)
+	if len(preempt) == 0 {
+		return p, false, nil
+	}
+	if len(next) == 0 {
+		return p, false, fmt.Errorf("scheduler preempted %v for no queued job", preempt)
+	}
+	qi := slices.IndexFunc(queued, func(j JobView) bool { return j.ID == next[0] })
+	if qi < 0 {
+		return p, false, fmt.Errorf("scheduler planned %q first, which is not queued", next[0])
+	}
+	for _, id := range preempt {
+		ri := slices.IndexFunc(cands, func(j JobView) bool { return j.ID == id })
+		if ri < 0 {
+			return p, false, fmt.Errorf("scheduler preempted %q, which is not a preemptible running job", id)
+		}
+		if rank(cands[ri]) > rank(queued[qi]) {
+			return Preemption{JobID: id, Worker: cands[ri].Worker, For: next[0]}, true, nil
+		}
+	}
+	// Every named job is of the waiting job's class or higher: the plan
+	// is valid but asks for what the Core never does.
+	return p, false, nil
 }

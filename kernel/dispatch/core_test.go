@@ -121,3 +121,143 @@ func TestCoreReserve(t *testing.T) {
 		t.Errorf("reserve more than the device: %v, want *NoRoomError", err)
 	}
 }
+
+// recordingPrefetcher is an LRU whose policy also prefetches: it answers
+// with answer and keeps what it was asked.
+type recordingPrefetcher struct {
+	LRU
+	answer  []string
+	free    uint64
+	wanted  []string
+	bytes   []uint64
+	waiting []int
+}
+
+var (
+	_ Evictor    = (*recordingPrefetcher)(nil)
+	_ Prefetcher = (*recordingPrefetcher)(nil)
+)
+
+func (p *recordingPrefetcher) PrefetchIDs(free uint64, _ []EntryView, wanted []string, bytes []uint64, waiting []int) []string {
+	p.free, p.wanted, p.bytes, p.waiting = free, wanted, bytes, waiting
+	return p.answer
+}
+
+func TestCoreLookahead(t *testing.T) {
+	q := []JobView{
+		{ID: "j1", Models: []string{"a", "b"}, ModelBytes: []uint64{2 * gib, gib}},
+		{ID: "j2", Models: []string{"b", "b"}, ModelBytes: []uint64{gib, gib}},
+		{ID: "j3", Models: []string{"c"}, ModelBytes: []uint64{3 * gib}},
+		{ID: "j4", Models: []string{"d"}, ModelBytes: []uint64{gib}},
+	}
+	room := PrefetchRoom{Free: 5 * gib}
+	for _, tc := range []struct {
+		name   string
+		answer []string
+		want   []string
+	}{
+		{name: "the policy's choice, in its order", answer: []string{"c", "a"}, want: []string{"c", "a"}},
+		{name: "made-up and repeated names dropped", answer: []string{"b", "d", "zz", "b"}, want: []string{"b"}},
+		{name: "nothing is nothing", answer: nil, want: nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &recordingPrefetcher{answer: tc.answer}
+			got := Core{Evictor: p}.Lookahead(q, 3, room)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("Lookahead = %v, want %v", got, tc.want)
+			}
+			// The policy sees the first 3 jobs' models in queue order,
+			// how many of those jobs wait for each (j2 needs b once) and
+			// the room.
+			if !slices.Equal(p.wanted, []string{"a", "b", "c"}) || !slices.Equal(p.bytes, []uint64{2 * gib, gib, 3 * gib}) ||
+				!slices.Equal(p.waiting, []int{1, 2, 1}) || p.free != 5*gib {
+				t.Errorf("prefetcher asked free %d, wanted %v, bytes %v, waiting %v", p.free, p.wanted, p.bytes, p.waiting)
+			}
+		})
+	}
+	t.Run("an evictor that does not prefetch gets every model", func(t *testing.T) {
+		if got := (Core{}).Lookahead(q, 3, room); !slices.Equal(got, []string{"a", "b", "c"}) {
+			t.Errorf("Lookahead = %v, want [a b c]", got)
+		}
+	})
+}
+
+// fakePlanner is PriorityFIFO with a fixed plan; it keeps the running jobs
+// it was shown.
+type fakePlanner struct {
+	PriorityFIFO
+	next, preempt []string
+	shown         []string
+	asked         bool
+}
+
+var _ Planner = (*fakePlanner)(nil)
+
+func (p *fakePlanner) PlanIDs(_, running []JobView, _ []WorkerView) ([]string, []string) {
+	p.asked = true
+	for _, r := range running {
+		p.shown = append(p.shown, r.ID)
+	}
+	return p.next, p.preempt
+}
+
+func TestCorePreempt(t *testing.T) {
+	const minRun = 10 * time.Second
+	queued := []JobView{
+		{ID: "i1", Class: job.Interactive, Seq: 2},
+		{ID: "q1", Class: job.Batch, Seq: 3},
+	}
+	running := []JobView{
+		{ID: "b1", Class: job.Batch, Running: true, Worker: "w0", AtStepBoundary: true, RunTime: 20 * time.Second},
+		{ID: "b2", Class: job.Batch, Running: true, Worker: "w1", AtStepBoundary: true, RunTime: 5 * time.Second},
+		{ID: "i0", Class: job.Interactive, Running: true, Worker: "w2", AtStepBoundary: true, RunTime: time.Minute},
+	}
+	busy := []WorkerView{{ID: "w0"}, {ID: "w1"}, {ID: "w2"}}
+	oneIdle := []WorkerView{{ID: "w0"}, {ID: "w1"}, {ID: "w2"}, {ID: "w3", Idle: true}}
+	for _, tc := range []struct {
+		name         string
+		sched        Scheduler
+		queued       []JobView
+		workers      []WorkerView
+		want         Preemption
+		fault, asked bool
+		shown        []string
+	}{
+		{name: "a batch job makes way for an interactive one", sched: &fakePlanner{next: []string{"i1"}, preempt: []string{"b1"}},
+			want: Preemption{JobID: "b1", Worker: "w0", For: "i1"}, asked: true, shown: []string{"b1"}},
+		{name: "the first allowed of several", sched: &fakePlanner{next: []string{"i1"}, preempt: []string{"b1", "b1"}},
+			want: Preemption{JobID: "b1", Worker: "w0", For: "i1"}, asked: true, shown: []string{"b1"}},
+		{name: "an idle worker is the answer", sched: &fakePlanner{next: []string{"i1"}, preempt: []string{"b1"}}, workers: oneIdle},
+		{name: "a plan without preemptions", sched: &fakePlanner{next: []string{"i1"}}, asked: true, shown: []string{"b1"}},
+		{name: "the native scheduler never preempts", sched: PriorityFIFO{}},
+		{name: "no class above a running one waits", sched: &fakePlanner{next: []string{"q1"}, preempt: []string{"b1"}},
+			queued: queued[1:]},
+		{name: "never for a job of the same class", sched: &fakePlanner{next: []string{"q1"}, preempt: []string{"b1"}},
+			asked: true, shown: []string{"b1"}},
+		{name: "a job that ran less than the minimum is not shown", sched: &fakePlanner{next: []string{"i1"}, preempt: []string{"b2"}},
+			fault: true, asked: true, shown: []string{"b1"}},
+		{name: "a job of the same class is not shown", sched: &fakePlanner{next: []string{"i1"}, preempt: []string{"i0"}},
+			fault: true, asked: true, shown: []string{"b1"}},
+		{name: "a plan led by a stranger", sched: &fakePlanner{next: []string{"zz"}, preempt: []string{"b1"}},
+			fault: true, asked: true, shown: []string{"b1"}},
+		{name: "a preemption for nobody", sched: &fakePlanner{preempt: []string{"b1"}},
+			fault: true, asked: true, shown: []string{"b1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, ws := queued, busy
+			if tc.queued != nil {
+				q = tc.queued
+			}
+			if tc.workers != nil {
+				ws = tc.workers
+			}
+			p, ok, fault := Core{Scheduler: tc.sched}.Preempt(q, running, ws, minRun)
+			if p != tc.want || ok != (tc.want != Preemption{}) || (fault != nil) != tc.fault {
+				t.Errorf("Preempt = %+v, %v, %v; want %+v, fault %v", p, ok, fault, tc.want, tc.fault)
+			}
+			if fp, isFake := tc.sched.(*fakePlanner); isFake && (fp.asked != tc.asked || !slices.Equal(fp.shown, tc.shown)) {
+				t.Errorf("planner asked %v with running %v; want asked %v with %v", fp.asked, fp.shown, tc.asked, tc.shown)
+			}
+		})
+	}
+}

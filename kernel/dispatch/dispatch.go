@@ -336,7 +336,8 @@ func (d *Dispatcher) runOne(kernelCtx context.Context, j *job.Job, lease worker.
 
 // lookahead starts the models of the jobs at the head of the queue climbing
 // the tiers (remote → disk → shared memory) while they wait, so that loading
-// overlaps queueing instead of following it. One lookahead runs at a time;
+// overlaps queueing instead of following it. An eviction policy that
+// prefetches (Prefetcher) chooses which of those models go (Core.Lookahead). One lookahead runs at a time;
 // the tiers' single-flight shares its transfers with any load that wants
 // the same model meanwhile, and nothing is pinned.
 func (d *Dispatcher) lookahead(ctx context.Context) {
@@ -344,7 +345,7 @@ func (d *Dispatcher) lookahead(ctx context.Context) {
 	if d.opts.Tiers == nil || n < 0 || !d.prefetching.CompareAndSwap(false, true) {
 		return
 	}
-	ids := LookaheadModels(d.queuedViews(n), n)
+	ids := d.core.Lookahead(d.queuedViews(n), n, d.ramRoom())
 	if len(ids) == 0 {
 		d.prefetching.Store(false)
 		return
@@ -357,6 +358,18 @@ func (d *Dispatcher) lookahead(ctx context.Context) {
 			d.log.Debug().Err(err).Msg("lookahead")
 		}
 	}()
+}
+
+// ramRoom is the RAM tier as a prefetching policy sees it: the lookahead
+// fills that tier. Its entries are not listed (the tier keeps them to
+// itself); a policy that needs them sees none and judges by the free bytes.
+func (d *Dispatcher) ramRoom() PrefetchRoom {
+	for _, st := range d.opts.Tiers.Stats() {
+		if st.Name == "ram" {
+			return PrefetchRoom{Free: uint64(max(st.CapacityBytes-st.UsedBytes, 0))}
+		}
+	}
+	return PrefetchRoom{}
 }
 
 // choose asks the decision core (Core.Choose) for the next dispatch and

@@ -47,6 +47,9 @@ type JobView struct {
 	Running        bool
 	Worker         string
 	AtStepBoundary bool
+	// RunTime is how long a running job has held its worker in its
+	// current attempt (loading included).
+	RunTime time.Duration
 }
 
 // WorkerView is what scheduling and placement policies see of a worker.
@@ -81,6 +84,18 @@ type EntryView = tier.EntryView
 // Implementations must not keep the slices; they may be reused.
 type Scheduler interface {
 	Next(queued []JobView, workers []WorkerView) (jobID string, ok bool)
+}
+
+// Planner is implemented by schedulers whose policy also names running
+// jobs to preempt (kernel/policy's Scheduler). next are queued jobs in the
+// order the policy would dispatch them; preempt are jobs of running to stop
+// so that next[0] gets a worker. The dispatcher finds it by type assertion
+// on its Scheduler and asks it only when no worker is idle and a job of a
+// higher class than some running job waits (Core.Preempt); running then
+// holds only the jobs it may preempt. Implementations must not keep the
+// slices.
+type Planner interface {
+	PlanIDs(queued, running []JobView, workers []WorkerView) (next, preempt []string)
 }
 
 // Balancer picks the worker for a job among the idle ones.
