@@ -143,7 +143,7 @@ func (h *hub) handle(e dispatch.Event) {
 			// After its progress message, as ComfyUI sends them.
 			h.sendPreview(e)
 		}
-	case dispatch.EventRequeued:
+	case dispatch.EventRequeued, dispatch.EventPreempted:
 		h.broadcastStatus()
 	case dispatch.EventFinished:
 		h.finished(e)

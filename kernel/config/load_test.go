@@ -44,6 +44,8 @@ func TestDefaultLoadsAndValidates(t *testing.T) {
 		{"workers.args", len(cfg.Workers.Args), 0},
 		{"cost.time_scale", cfg.Cost.TimeScale, 1.0},
 		{"limits.max_steps", cfg.Limits.MaxSteps, 150},
+		{"dispatch.preemption", cfg.Dispatch.Preemption, true},
+		{"dispatch.preempt_min_run", cfg.Dispatch.PreemptMinRun, 10 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.got != tc.want {

@@ -1,6 +1,9 @@
 package dispatch
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Config is the dispatch section of kiln's config.
 type Config struct {
@@ -8,7 +11,20 @@ type Config struct {
 	// have their models pulled up the tiers while they wait; 0 turns
 	// lookahead off.
 	LookaheadJobs int `koanf:"lookahead_jobs"`
+	// Preemption lets a scheduling policy that plans preemptions (the
+	// built-in priority does) stop a running job of a lower class for a
+	// waiting one when no worker is free; the stopped job goes back to
+	// the queue at its place without spending an attempt.
+	Preemption bool `koanf:"preemption"`
+	// PreemptMinRun is how long a job must have run in its current
+	// attempt before it may be preempted: each job loses at most one
+	// attempt per PreemptMinRun and always makes progress.
+	PreemptMinRun time.Duration `koanf:"preempt_min_run"`
 }
+
+// DefaultPreemptMinRun is the preempt_min_run of the embedded config and
+// of a dispatcher built without one.
+const DefaultPreemptMinRun = 10 * time.Second
 
 // DefaultLookaheadJobs is the lookahead of the embedded config and of a
 // dispatcher built without one.
@@ -18,6 +34,9 @@ const DefaultLookaheadJobs = 4
 func (c Config) Validate() error {
 	if c.LookaheadJobs < 0 || c.LookaheadJobs > 256 {
 		return fmt.Errorf("dispatch.lookahead_jobs: must be between 0 and 256, got %d", c.LookaheadJobs)
+	}
+	if c.PreemptMinRun < 0 {
+		return fmt.Errorf("dispatch.preempt_min_run: must not be negative, got %s", c.PreemptMinRun)
 	}
 	return nil
 }

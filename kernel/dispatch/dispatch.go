@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,9 @@ type Hooks struct {
 	JobFinished  func(j *job.Job)
 	ModelLoaded  func(model string, d time.Duration)
 	ModelEvicted func(model string)
+	// JobPreempted sees a job given back to the queue by a preemption,
+	// as the store recorded it.
+	JobPreempted func(j *job.Job)
 }
 
 // Options are the dispatcher's collaborators.
@@ -56,6 +60,13 @@ type Options struct {
 	// Batcher groups queued jobs that share a batch key to run one after
 	// the other on one worker, models warm; nil runs every job alone.
 	Batcher Batcher
+	// Preemption lets a Scheduler that is a Planner stop a running job
+	// for a waiting job of a higher class (Core.Preempt); off by default
+	// here, on in the embedded config (dispatch.preemption).
+	Preemption bool
+	// PreemptMinRun is how long a job runs before it may be preempted; 0
+	// means DefaultPreemptMinRun.
+	PreemptMinRun time.Duration
 }
 
 // Progress is the live state of a running job.
@@ -79,7 +90,7 @@ type Dispatcher struct {
 	wake chan struct{}
 
 	mu       sync.Mutex
-	running  map[string]context.CancelFunc
+	running  map[string]*runningJob
 	progress map[string]Progress
 	// claimed holds the batch members waiting for their turn on the
 	// worker that runs their batch: queued in the store, hidden from the
@@ -91,7 +102,27 @@ type Dispatcher struct {
 	events      bus
 	prefetching atomic.Bool // a lookahead is climbing the tiers
 	wg          sync.WaitGroup
+	// rounds counts the dispatch loop's finished rounds, so that a test
+	// can tell that the loop has looked at a state it set up (a decision
+	// not taken leaves nothing else to wait for).
+	rounds atomic.Uint64
 }
+
+// runningJob is a job between its start and its outcome: what a
+// preemption needs to show the scheduling policy and to stop it.
+type runningJob struct {
+	job     *job.Job
+	worker  string
+	started time.Time
+	cancel  context.CancelCauseFunc
+	// preempting is set once a preemption has cancelled the job, until
+	// its attempt ends.
+	preempting bool
+}
+
+// errPreempted is the cause with which a preemption cancels a job's run, so
+// that the end of the attempt is told from a user's cancel.
+var errPreempted = errors.New("preempted for a job of a higher class")
 
 type residentModel struct {
 	model   string
@@ -131,6 +162,9 @@ func New(opts Options) *Dispatcher {
 	if opts.LookaheadJobs == 0 {
 		opts.LookaheadJobs = DefaultLookaheadJobs
 	}
+	if opts.PreemptMinRun <= 0 {
+		opts.PreemptMinRun = DefaultPreemptMinRun
+	}
 	return &Dispatcher{
 		opts:     opts,
 		core:     Core{Scheduler: opts.Scheduler, Balancer: opts.Balancer, Evictor: opts.Evictor, Batcher: opts.Batcher},
@@ -138,7 +172,7 @@ func New(opts Options) *Dispatcher {
 		log:      opts.Log,
 		clk:      opts.Clock,
 		wake:     make(chan struct{}, 1),
-		running:  map[string]context.CancelFunc{},
+		running:  map[string]*runningJob{},
 		progress: map[string]Progress{},
 		resident: map[string]map[string]*residentModel{},
 		unpinned: make(chan struct{}),
@@ -195,10 +229,10 @@ func (d *Dispatcher) Cancel(id string) (*job.Job, error) {
 		return nil, err
 	}
 	d.mu.Lock()
-	cancel := d.running[id]
+	rj := d.running[id]
 	d.mu.Unlock()
-	if cancel != nil {
-		cancel() // execute reports the end once the worker has stopped
+	if rj != nil {
+		rj.cancel(nil) // execute reports the end once the worker has stopped
 	} else {
 		d.finished(id)
 	}
@@ -213,7 +247,9 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	notify := d.opts.Store.Notify()
 	for {
 		d.dispatchReady(ctx)
+		d.preempt()
 		d.lookahead(ctx)
+		d.rounds.Add(1)
 		select {
 		case <-ctx.Done():
 			return
@@ -325,10 +361,10 @@ func (d *Dispatcher) runBatch(ctx context.Context, lead *job.Job, followers []st
 // kernel stops). With keepWarm, the job's models stay pinned after it and
 // warm unpins them.
 func (d *Dispatcher) runOne(kernelCtx context.Context, j *job.Job, lease worker.Lease, keepWarm bool) (ok bool, warm func()) {
-	runCtx, cancel := context.WithCancel(kernelCtx)
-	defer cancel()
+	runCtx, cancel := context.WithCancelCause(kernelCtx)
+	defer cancel(nil)
 	d.mu.Lock()
-	d.running[j.ID] = cancel
+	d.running[j.ID] = &runningJob{job: j, worker: lease.Worker.ID(), started: d.clk.Now(), cancel: cancel}
 	d.progress[j.ID] = Progress{Phase: "loading"}
 	d.mu.Unlock()
 	return d.execute(runCtx, kernelCtx, j, lease, keepWarm)
@@ -520,6 +556,9 @@ func (d *Dispatcher) recordFailure(ctx, kernelCtx context.Context, j *job.Job, e
 		// Shutting down: the store re-queues running jobs when it opens.
 		log.Info().Msg("kernel stopping; job will be re-queued on restart")
 		return false
+	case errors.Is(context.Cause(ctx), errPreempted):
+		d.preempted(j, context.Cause(ctx), log)
+		return false
 	case ctx.Err() != nil:
 		log.Info().Msg("job cancelled")
 		d.finished(j.ID)
@@ -550,6 +589,106 @@ func (d *Dispatcher) recordFailure(ctx, kernelCtx context.Context, j *job.Job, e
 		return false
 	}
 	return true
+}
+
+// preempt stops a running job when the scheduling policy plans it
+// (Core.Preempt) for a waiting job of a higher class and no worker is idle.
+// One preemption is in flight at a time: the worker it frees goes to the
+// waiting job through the ordinary dispatch round before anything else is
+// stopped. The attempt's end (execute) gives the job back to the queue.
+func (d *Dispatcher) preempt() {
+	if !d.opts.Preemption {
+		return
+	}
+	if _, ok := d.core.Scheduler.(Planner); !ok {
+		return // spares the snapshots below
+	}
+	workers := d.workerViews()
+	for _, w := range workers {
+		if w.Idle {
+			return
+		}
+	}
+	running, busy := d.runningViews()
+	if busy {
+		return
+	}
+	// Most rounds end here, before the queue snapshot and the policy
+	// call: only an interactive job waiting while a batch job has run
+	// long enough can lead to a preemption (Core.Preempt's rules).
+	ripe := false
+	for _, r := range running {
+		ripe = ripe || (r.Class != job.Interactive && r.RunTime >= d.opts.PreemptMinRun)
+	}
+	if !ripe || d.opts.Store.QueuedLen(job.Interactive) == 0 {
+		return
+	}
+	queued := d.queuedViews(256)
+	p, ok, fault := d.core.Preempt(queued, running, workers, d.opts.PreemptMinRun)
+	if fault != nil {
+		d.log.Error().Err(fault).Msg("ignoring the scheduling policy's preemptions")
+	}
+	if !ok {
+		return
+	}
+	d.mu.Lock()
+	rj := d.running[p.JobID]
+	if rj == nil || rj.worker != p.Worker || rj.preempting {
+		// It ended since the snapshot: its worker is free anyway.
+		d.mu.Unlock()
+		return
+	}
+	rj.preempting = true
+	d.mu.Unlock()
+	d.log.Info().Str("job", p.JobID).Str("worker", p.Worker).Str("for", p.For).Msg("preempting")
+	rj.cancel(fmt.Errorf("%w (%s)", errPreempted, p.For))
+}
+
+// runningViews describes the running jobs for Core.Preempt. busy is true
+// while a preemption is in flight.
+func (d *Dispatcher) runningViews() (views []JobView, busy bool) {
+	now := d.clk.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id, rj := range d.running {
+		if rj.preempting {
+			return nil, true
+		}
+		j := rj.job
+		views = append(views, JobView{
+			// Seq is the submission order here: running jobs have no
+			// place in the queue, and policies compare them by age.
+			ID: id, Class: j.Class, Seq: j.Seq, Age: now.Sub(j.CreatedAt), DeadlineMS: j.DeadlineMS,
+			Models: j.Models, Attempts: j.Attempts, BatchKey: BatchKey(j.Models),
+			Running: true, Worker: rj.worker, RunTime: now.Sub(rj.started),
+			// The worker checks for a cancel between steps, so a running
+			// graph stops at its next step boundary; a job still loading
+			// its models has no step to lose but its loads.
+			AtStepBoundary: d.progress[id].Phase == "running",
+		})
+	}
+	// Map order is random; a policy deserves a stable input.
+	sort.Slice(views, func(a, b int) bool { return views[a].Seq < views[b].Seq })
+	return views, false
+}
+
+// preempted gives a job whose attempt a preemption ended back to the queue.
+// A job cancelled or finished meanwhile stays as the store has it.
+func (d *Dispatcher) preempted(j *job.Job, cause error, log zerolog.Logger) {
+	nj, err := d.opts.Store.Preempt(j.ID)
+	if err != nil {
+		if cur, gerr := d.opts.Store.Get(j.ID); gerr == nil && cur.State != job.Queued && cur.State != job.Running {
+			d.finished(j.ID)
+		}
+		log.Info().Err(err).Msg("preempted job is no longer running")
+		return
+	}
+	if d.opts.Hooks.JobPreempted != nil {
+		d.opts.Hooks.JobPreempted(nj)
+	}
+	d.publish(Event{Type: EventPreempted, JobID: j.ID, ClientID: j.ClientID, Worker: j.Worker, Attempt: j.Attempts,
+		Error: cause.Error()})
+	log.Info().Int("preemptions", nj.Preemptions).Msg("job preempted; back in the queue at its place")
 }
 
 // finished reports a job that reached a terminal state to the hooks and

@@ -81,6 +81,30 @@ func (s *stubWorker) Run(ctx context.Context, r wire.RunRequest, progress func(w
 	if steps, _ := r.Workflow["fail"].(bool); steps {
 		return wire.RunResult{}, wire.Errorf(wire.ErrCodeFailed, "the graph asked to fail")
 	}
+	// block_once names a marker file: the first run that creates it
+	// reports one step and then runs until it is cancelled; later runs
+	// find it and run normally. gate names a file the run waits for.
+	if marker, _ := r.Workflow["block_once"].(string); marker != "" {
+		if f, err := os.OpenFile(marker, os.O_CREATE|os.O_EXCL, 0o644); err == nil {
+			f.Close()
+			progress(wire.Progress{JobID: r.JobID, Node: "3", Value: 1, Max: 3})
+			<-ctx.Done()
+			return wire.RunResult{}, ctx.Err()
+		}
+	}
+	if gate, _ := r.Workflow["gate"].(string); gate != "" {
+		progress(wire.Progress{JobID: r.JobID, Node: "3", Value: 0, Max: 3})
+		for {
+			if _, err := os.Stat(gate); err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return wire.RunResult{}, ctx.Err()
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}
 	for step := 1; step <= 3; step++ {
 		progress(wire.Progress{JobID: r.JobID, Node: "3", Value: step, Max: 3})
 		if step == 2 && s.crashMarker != "" {
@@ -123,7 +147,8 @@ func newRig(t *testing.T, deviceMemory uint64, perDevice int, models map[string]
 }
 
 // rigConfig describes a rig. policies (Scheduler, Balancer, Evictor,
-// Batcher) replace the native ones; before, when set, runs once every
+// Batcher) replace the native ones, and its Clock, Hooks, Preemption and
+// PreemptMinRun are the dispatcher's (the store shares the clock); before, when set, runs once every
 // worker is ready and before the dispatcher starts, so that it can fill
 // the queue and the first dispatch round sees all of it.
 type rigConfig struct {
@@ -160,11 +185,16 @@ func newRigWith(t *testing.T, rc rigConfig) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := job.Open(filepath.Join(dir, "queue.db"), job.Config{MaxAttempts: 3}.WithDefaults(), clock.Real())
+	clk := rc.policies.Clock
+	if clk == nil {
+		clk = clock.Real()
+	}
+	store, err := job.Open(filepath.Join(dir, "queue.db"), job.Config{MaxAttempts: 3}.WithDefaults(), clk)
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := New(Options{Store: store, Devices: set, Catalog: catalog.New(filepath.Join(dir, "models"), cost.Default()), Log: log,
+		Clock: clk, Hooks: rc.policies.Hooks, Preemption: rc.policies.Preemption, PreemptMinRun: rc.policies.PreemptMinRun,
 		Scheduler: rc.policies.Scheduler, Balancer: rc.policies.Balancer, Evictor: rc.policies.Evictor, Batcher: rc.policies.Batcher})
 	exe, err := os.Executable()
 	if err != nil {

@@ -11,13 +11,15 @@ import (
 type EventType string
 
 // Event types, in the order a job sees them. A job whose worker dies sees
-// EventRequeued and then EventStarted again.
+// EventRequeued and then EventStarted again; a preempted job,
+// EventPreempted and then EventStarted again.
 const (
-	EventStarted  EventType = "started"  // a worker took the job; models are being made resident
-	EventRunning  EventType = "running"  // models resident; the worker runs the graph
-	EventProgress EventType = "progress" // a progress frame from the worker
-	EventRequeued EventType = "requeued" // the attempt was lost (worker died); back in the queue
-	EventFinished EventType = "finished" // done, failed or cancelled; see State
+	EventStarted   EventType = "started"   // a worker took the job; models are being made resident
+	EventRunning   EventType = "running"   // models resident; the worker runs the graph
+	EventProgress  EventType = "progress"  // a progress frame from the worker
+	EventRequeued  EventType = "requeued"  // the attempt was lost (worker died); back in the queue
+	EventPreempted EventType = "preempted" // stopped for a job of a higher class (Error names it); back in the queue at its place
+	EventFinished  EventType = "finished"  // done, failed or cancelled; see State
 )
 
 // Event is one thing that happened to a job, for live observers (the

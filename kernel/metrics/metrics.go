@@ -46,6 +46,7 @@ type Metrics struct {
 	loads       prometheus.Counter
 	loadSeconds prometheus.Histogram
 	evictions   prometheus.Counter
+	preemptions *prometheus.CounterVec
 }
 
 // New registers every collector on a fresh registry.
@@ -81,7 +82,11 @@ func New(src Sources) *Metrics {
 		Name: "kiln_model_evictions_total",
 		Help: "Models unloaded from a worker to make room.",
 	})
-	m.reg.MustRegister(m.jobLatency, m.jobsDone, m.submitted, m.rejected, m.loads, m.loadSeconds, m.evictions,
+	m.preemptions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kiln_preemptions_total",
+		Help: "Running jobs stopped and queued again for a job of a higher class, by the preempted job's class.",
+	}, []string{"class"})
+	m.reg.MustRegister(m.jobLatency, m.jobsDone, m.submitted, m.rejected, m.loads, m.loadSeconds, m.evictions, m.preemptions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{src: src})
 	return m
@@ -119,6 +124,9 @@ func (m *Metrics) ModelLoaded(seconds float64) {
 
 // ModelEvicted counts an eviction.
 func (m *Metrics) ModelEvicted() { m.evictions.Inc() }
+
+// JobPreempted counts a preemption of a job of class.
+func (m *Metrics) JobPreempted(class string) { m.preemptions.WithLabelValues(class).Inc() }
 
 var (
 	descQueueDepth = prometheus.NewDesc("kiln_queue_depth", "Queued jobs waiting for a worker, by class.", []string{"class"}, nil)

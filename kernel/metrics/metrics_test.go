@@ -24,6 +24,7 @@ func TestMetricsLint(t *testing.T) {
 	m.JobFinished("batch", "done", 1.5)
 	m.ModelLoaded(0.3)
 	m.ModelEvicted()
+	m.JobPreempted("batch")
 	problems, err := testutil.GatherAndLint(m.Registry())
 	if err != nil {
 		t.Fatal(err)
@@ -34,6 +35,7 @@ func TestMetricsLint(t *testing.T) {
 	for name, want := range map[string]int{
 		"kiln_queue_depth": 2, "kiln_jobs": 2, "kiln_worker_restarts_total": 1, "kiln_vram_reserved_bytes": 1,
 		"kiln_queue_jobs_committed_total": 1, "kiln_job_latency_seconds": 1, "kiln_jobs_submitted_total": 1,
+		"kiln_preemptions_total": 1,
 	} {
 		if got, err := testutil.GatherAndCount(m.Registry(), name); err != nil || got != want {
 			t.Errorf("%s: %d series, want %d (%v)", name, got, want, err)

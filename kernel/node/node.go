@@ -220,6 +220,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	n.Dispatcher = dispatch.New(dispatch.Options{
 		Store: n.Store, Devices: n.Devices, Catalog: n.Catalog, Tiers: n.Tiers, Cost: costCfg, Clock: opts.Clock,
 		Scheduler: n.Router, Balancer: n.Router, Evictor: n.Router, Batcher: n.Router, LookaheadJobs: lookahead(cfg.Dispatch),
+		Preemption: cfg.Dispatch.Preemption, PreemptMinRun: cfg.Dispatch.PreemptMinRun,
 		Log: logging.Component(opts.Log, "dispatch"),
 		Hooks: dispatch.Hooks{
 			JobFinished: func(j *job.Job) {
@@ -230,6 +231,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 			},
 			ModelLoaded:  func(_ string, d time.Duration) { n.Metrics.ModelLoaded(d.Seconds()) },
 			ModelEvicted: func(string) { n.Metrics.ModelEvicted() },
+			JobPreempted: func(j *job.Job) { n.Metrics.JobPreempted(string(j.Class)) },
 		},
 	})
 	n.Pool, err = worker.NewPool(cfg.Workers, worker.PoolOptions{
