@@ -74,10 +74,12 @@ type Router struct {
 
 // Interface guards.
 var (
-	_ dispatch.Scheduler = (*Router)(nil)
-	_ dispatch.Balancer  = (*Router)(nil)
-	_ dispatch.Batcher   = (*Router)(nil)
-	_ dispatch.Evictor   = (*Router)(nil)
+	_ dispatch.Scheduler  = (*Router)(nil)
+	_ dispatch.Balancer   = (*Router)(nil)
+	_ dispatch.Batcher    = (*Router)(nil)
+	_ dispatch.Evictor    = (*Router)(nil)
+	_ dispatch.Planner    = (*Router)(nil)
+	_ dispatch.Prefetcher = (*Router)(nil)
 )
 
 // NewRouter returns a router over the active policies.
@@ -607,4 +609,38 @@ func itoa(i int) string {
 		b[n] = byte('0' + i%10)
 	}
 	return string(b[n:])
+}
+
+// PlanIDs implements dispatch.Planner: the active scheduling policy's plan,
+// preemptions included, when no experiment runs and that policy plans.
+// While an experiment runs it plans nothing, so the dispatcher preempts
+// nothing: a preemption takes a worker from whichever group holds it, at
+// the word of one group's policy, and would move work between the arms
+// that the comparison needs kept apart.
+func (rt *Router) PlanIDs(queued, running []dispatch.JobView, workers []dispatch.WorkerView) (next, preempt []string) {
+	p, ok := rt.base.Scheduler.(dispatch.Planner)
+	if !ok || rt.cur.Load() != nil {
+		return nil, nil
+	}
+	return p.PlanIDs(queued, running, workers)
+}
+
+// PrefetchIDs implements dispatch.Prefetcher, with the evictor that
+// Victims would ask (a switchback's window's arm during an eviction
+// switchback). An evictor that does not choose prefetches gets every
+// wanted model, which is what the dispatcher's lookahead does without a
+// Prefetcher: the router must not change the node's behaviour by standing
+// in between.
+func (rt *Router) PrefetchIDs(free uint64, entries []dispatch.EntryView, wanted []string, wantedBytes []uint64, waiting []int) []string {
+	r := rt.cur.Load()
+	if r != nil && r.kind == abi.KindEviction && r.typ == Switchback {
+		_, arm, _ := r.windowAt(r.now())
+		ids := r.arms[arm].Evictor().PrefetchIDs(free, entries, wanted, wantedBytes, waiting)
+		r.checkFault(arm)
+		return ids
+	}
+	if p, ok := rt.base.Evictor.(dispatch.Prefetcher); ok {
+		return p.PrefetchIDs(free, entries, wanted, wantedBytes, waiting)
+	}
+	return slices.Clone(wanted)
 }

@@ -24,6 +24,10 @@ var (
 	_ dispatch.Balancer  = (*Balancer)(nil)
 	_ dispatch.Evictor   = (*Evictor)(nil)
 	_ dispatch.Batcher   = (*Batcher)(nil)
+	// The dispatcher finds these by type assertion; a signature that drifts
+	// would silently turn preemption and prefetch off.
+	_ dispatch.Planner    = (*Scheduler)(nil)
+	_ dispatch.Prefetcher = (*Evictor)(nil)
 )
 
 // conv turns dispatch views into ABI inputs, reusing its buffers; models and
