@@ -9,7 +9,11 @@
 // (dispatch.Core) picks the job, its worker and its batch, reserves its
 // models on the device's ledger (asking the evictor for victims when the
 // ledger refuses, never evicting a model a running job pins) and names the
-// models the lookahead pulls toward RAM. Load time is charged from the tier
+// models the lookahead pulls toward RAM (those the eviction policy chooses
+// to prefetch). The simulator does not preempt: a scheduling policy's
+// planned preemptions (dispatch.Core.Preempt), which the live dispatcher
+// carries out, are not asked for, so a policy that preempts is judged
+// here without them. Load time is charged from the tier
 // that held the bytes and compute time from the cost model (kernel/cost,
 // shared with kiln-worker-sim). The event loop stands in for the
 // dispatcher's goroutines, the worker IPC and the bbolt queue; see
