@@ -1,9 +1,12 @@
 package dispatch
 
 import (
+	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
@@ -45,4 +48,30 @@ func RunLiveOrder(t *testing.T, deviceMemory uint64, models map[string]int64, po
 		}
 	}
 	return order
+}
+
+// RunPreemption runs on one worker, with preemption on, a fake clock and
+// the given scheduler, a batch job that holds its worker until it is
+// cancelled (on its first run only) and an interactive job queued behind
+// it; once both are in, it advances the clock by advance. It returns the
+// started, preempted and finished events in order ("preempted batch", ...)
+// and the batch job as the store has it in the end. It is exported for
+// the test with the policy host's built-ins (package dispatch_test), which
+// cannot be imported from here.
+func RunPreemption(t *testing.T, sched Scheduler, advance time.Duration) ([]string, *job.Job) {
+	t.Helper()
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	r := newRigWith(t, rigConfig{deviceMemory: 24 * gib, perDevice: 1, models: map[string]int64{"checkpoints/a.safetensors": 2 * gib},
+		policies: Options{Scheduler: sched, Clock: clk, Preemption: true, PreemptMinRun: 10 * time.Second}})
+	marker := filepath.Join(t.TempDir(), "blocked")
+	batch := r.submit(job.Batch, `{"block_once": `+strconv.Quote(marker)+`}`, "checkpoints/a.safetensors")
+	r.waitRunning(batch)
+	inter := r.submit(job.Interactive, `{}`, "checkpoints/a.safetensors")
+	clk.Advance(advance)
+	order := r.eventOrder(map[string]string{batch: "batch", inter: "inter"})
+	b, err := r.store.Get(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return order, b
 }
