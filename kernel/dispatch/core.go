@@ -369,7 +369,8 @@ type Preemption struct {
 //     attempt are shown and may be named, which bounds each job to one
 //     preemption per minRun of its run time and guarantees it progress;
 //   - only a job of a lower class than the queued job it makes way for
-//     (the first of the plan), never one of the same or a higher class;
+//     (the first of the plan), never one of the same or a higher class,
+//     and never for a job that no worker's device could hold;
 //   - at most one per call: the caller asks again once the worker is free.
 //
 // A scheduler that does not plan, or a plan without preemptions, preempts
@@ -380,9 +381,21 @@ func (c Core) Preempt(queued, running []JobView, workers []WorkerView, minRun ti
 	if !isPlanner || len(queued) == 0 || slices.ContainsFunc(workers, func(w WorkerView) bool { return w.Idle }) {
 		return p, false, nil
 	}
-	best := rank(queued[0])
-	for _, j := range queued[1:] {
-		best = min(best, rank(j))
+	// A job that no device can hold is failed, not run, once a worker is
+	// free: stopping another job for it would only throw work away.
+	var maxUsable uint64
+	for _, w := range workers {
+		maxUsable = max(maxUsable, w.UsableVRAM)
+	}
+	fits := func(j JobView) bool { return maxUsable == 0 || j.EstimatedVRAM <= maxUsable }
+	best := -1
+	for _, j := range queued {
+		if fits(j) && (best < 0 || rank(j) < best) {
+			best = rank(j)
+		}
+	}
+	if best < 0 {
+		return p, false, nil
 	}
 	// Only jobs that could ever be preempted go to the policy: shorter
 	// inputs, and no answer the Core would have to refuse for a job the
@@ -406,6 +419,9 @@ func (c Core) Preempt(queued, running []JobView, workers []WorkerView, minRun ti
 	qi := slices.IndexFunc(queued, func(j JobView) bool { return j.ID == next[0] })
 	if qi < 0 {
 		return p, false, fmt.Errorf("scheduler planned %q first, which is not queued", next[0])
+	}
+	if !fits(queued[qi]) {
+		return p, false, nil
 	}
 	for _, id := range preempt {
 		ri := slices.IndexFunc(cands, func(j JobView) bool { return j.ID == id })

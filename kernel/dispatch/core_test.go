@@ -214,6 +214,7 @@ func TestCorePreempt(t *testing.T) {
 	}
 	busy := []WorkerView{{ID: "w0"}, {ID: "w1"}, {ID: "w2"}}
 	oneIdle := []WorkerView{{ID: "w0"}, {ID: "w1"}, {ID: "w2"}, {ID: "w3", Idle: true}}
+	small := []WorkerView{{ID: "w0", UsableVRAM: 10 * gib}, {ID: "w1", UsableVRAM: 10 * gib}, {ID: "w2", UsableVRAM: 10 * gib}}
 	for _, tc := range []struct {
 		name         string
 		sched        Scheduler
@@ -242,6 +243,11 @@ func TestCorePreempt(t *testing.T) {
 			fault: true, asked: true, shown: []string{"b1"}},
 		{name: "a preemption for nobody", sched: &fakePlanner{preempt: []string{"b1"}},
 			fault: true, asked: true, shown: []string{"b1"}},
+		{name: "never for a job no device can hold", sched: &fakePlanner{next: []string{"huge"}, preempt: []string{"b1"}},
+			queued: []JobView{{ID: "huge", Class: job.Interactive, EstimatedVRAM: 20 * gib}, queued[1]}, workers: small},
+		{name: "the plan's head does not fit", sched: &fakePlanner{next: []string{"huge"}, preempt: []string{"b1"}},
+			queued: []JobView{{ID: "huge", Class: job.Interactive, EstimatedVRAM: 20 * gib}, queued[0]}, workers: small,
+			asked: true, shown: []string{"b1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			q, ws := queued, busy

@@ -373,9 +373,10 @@ func (d *Dispatcher) runOne(kernelCtx context.Context, j *job.Job, lease worker.
 // lookahead starts the models of the jobs at the head of the queue climbing
 // the tiers (remote → disk → shared memory) while they wait, so that loading
 // overlaps queueing instead of following it. An eviction policy that
-// prefetches (Prefetcher) chooses which of those models go (Core.Lookahead). One lookahead runs at a time;
-// the tiers' single-flight shares its transfers with any load that wants
-// the same model meanwhile, and nothing is pinned.
+// prefetches (Prefetcher) chooses which of those models go
+// (Core.Lookahead). One lookahead runs at a time; the tiers' single-flight
+// shares its transfers with any load that wants the same model meanwhile,
+// and nothing is pinned.
 func (d *Dispatcher) lookahead(ctx context.Context) {
 	n := d.opts.LookaheadJobs
 	if d.opts.Tiers == nil || n < 0 || !d.prefetching.CompareAndSwap(false, true) {
