@@ -205,6 +205,17 @@ func TestTiersEvictAtDiskAndRAM(t *testing.T) {
 	if _, err := r.mgr.Acquire(context.Background(), ids[2]); err != nil {
 		t.Fatalf("after release: %v", err)
 	}
+	// InRAM, which the dispatcher's lookahead asks, sees exactly what L2
+	// holds: the model just acquired and as many others as fill it.
+	held := 0
+	for _, id := range ids {
+		if r.mgr.InRAM(id) {
+			held++
+		}
+	}
+	if ram := tierStat(r.mgr, "ram"); !r.mgr.InRAM(ids[2]) || int64(held) != ram.UsedBytes/size || r.mgr.InRAM("never/fetched.safetensors") {
+		t.Errorf("InRAM: %d models held, ram uses %d bytes; ids[2] held %v", held, ram.UsedBytes, r.mgr.InRAM(ids[2]))
+	}
 }
 
 func TestTiersCorruptDiskFileIsRefetched(t *testing.T) {

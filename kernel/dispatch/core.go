@@ -303,18 +303,30 @@ type Prefetcher interface {
 	PrefetchIDs(free uint64, entries []EntryView, wanted []string, wantedBytes []uint64, waiting []int) []string
 }
 
-// PrefetchRoom is what the lookahead knows of the cache it fills: the
-// bytes it has free and the entries it holds (nil when unknown).
+// PrefetchRoom is what the lookahead knows of the cache it fills.
 type PrefetchRoom struct {
-	Free    uint64
+	// Free is the room the cache can give the lookahead's models: its
+	// capacity, since the cache evicts through its own policy to make
+	// room. Lookahead takes the bytes of the models it holds already off.
+	Free uint64
+	// Entries are what the cache holds, nil when unknown.
 	Entries []EntryView
+	// Cached reports a model the cache holds already; nil knows none.
+	Cached func(model string) bool
 }
 
 // Lookahead returns the models of the first n queued jobs to start
 // climbing the tiers now. An Evictor that is a Prefetcher chooses among
-// them, given room; any other gets LookaheadModels, every model of those
-// jobs. Names the policy makes up, or repeats, are dropped: a prefetch is a
-// hint and a wrong one must cost nothing but the call.
+// those the cache does not hold, for the room left once those it does hold
+// are counted: a budget, so that a lookahead never evicts its own earlier
+// prefetches. The models it holds come first in the answer (pulling them
+// costs no transfer and keeps them warm), then the policy's choice. Any
+// other Evictor gets LookaheadModels, every model of those jobs. Names the
+// policy makes up, or repeats, are dropped: a prefetch is a hint and a
+// wrong one must cost nothing but the call.
+//
+// The sizes the policy sees are the models' VRAM footprints (JobView
+// ModelBytes), which stand in for their bytes in the cache.
 func (c Core) Lookahead(queued []JobView, n int, room PrefetchRoom) []string {
 	c = c.withDefaults()
 	all := LookaheadModels(queued, n)
@@ -322,29 +334,40 @@ func (c Core) Lookahead(queued []JobView, n int, room PrefetchRoom) []string {
 	if !ok || len(all) == 0 {
 		return all
 	}
-	index := make(map[string]int, len(all))
-	for i, m := range all {
-		index[m] = i
-	}
-	bytes := make([]uint64, len(all))
-	waiting := make([]int, len(all))
+	size := map[string]uint64{}
+	waits := map[string]int{}
 	for _, j := range queued[:min(n, len(queued))] {
 		seen := map[string]bool{}
 		for k, m := range j.Models {
-			i := index[m]
 			if k < len(j.ModelBytes) {
-				bytes[i] = max(bytes[i], j.ModelBytes[k])
+				size[m] = max(size[m], j.ModelBytes[k])
 			}
 			if !seen[m] {
 				seen[m] = true
-				waiting[i]++
+				waits[m]++
 			}
 		}
 	}
-	var out []string
+	var out, wanted []string
+	var bytes []uint64
+	var waiting []int
+	free := room.Free
+	for _, m := range all {
+		if room.Cached != nil && room.Cached(m) {
+			out = append(out, m)
+			free -= min(free, size[m])
+			continue
+		}
+		wanted = append(wanted, m)
+		bytes = append(bytes, size[m])
+		waiting = append(waiting, waits[m])
+	}
+	if len(wanted) == 0 {
+		return out
+	}
 	taken := map[string]bool{}
-	for _, m := range p.PrefetchIDs(room.Free, room.Entries, all, bytes, waiting) {
-		if _, ok := index[m]; ok && !taken[m] {
+	for _, m := range p.PrefetchIDs(free, room.Entries, wanted, bytes, waiting) {
+		if slices.Contains(wanted, m) && !taken[m] {
 			taken[m] = true
 			out = append(out, m)
 		}

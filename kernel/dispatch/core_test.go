@@ -150,34 +150,51 @@ func TestCoreLookahead(t *testing.T) {
 		{ID: "j3", Models: []string{"c"}, ModelBytes: []uint64{3 * gib}},
 		{ID: "j4", Models: []string{"d"}, ModelBytes: []uint64{gib}},
 	}
-	room := PrefetchRoom{Free: 5 * gib}
+	bCached := func(m string) bool { return m == "b" }
 	for _, tc := range []struct {
-		name   string
-		answer []string
-		want   []string
+		name    string
+		cached  func(string) bool
+		answer  []string
+		want    []string
+		wanted  []string
+		bytes   []uint64
+		waiting []int
+		free    uint64
 	}{
-		{name: "the policy's choice, in its order", answer: []string{"c", "a"}, want: []string{"c", "a"}},
-		{name: "made-up and repeated names dropped", answer: []string{"b", "d", "zz", "b"}, want: []string{"b"}},
-		{name: "nothing is nothing", answer: nil, want: nil},
+		// The policy sees the first 3 jobs' models in queue order, how
+		// many of those jobs wait for each (j2 needs b once) and the room.
+		{name: "the policy's choice, in its order", answer: []string{"c", "a"}, want: []string{"c", "a"},
+			wanted: []string{"a", "b", "c"}, bytes: []uint64{2 * gib, gib, 3 * gib}, waiting: []int{1, 2, 1}, free: 5 * gib},
+		{name: "made-up and repeated names dropped", answer: []string{"b", "d", "zz", "b"}, want: []string{"b"},
+			wanted: []string{"a", "b", "c"}, bytes: []uint64{2 * gib, gib, 3 * gib}, waiting: []int{1, 2, 1}, free: 5 * gib},
+		{name: "nothing is nothing", answer: nil, want: nil,
+			wanted: []string{"a", "b", "c"}, bytes: []uint64{2 * gib, gib, 3 * gib}, waiting: []int{1, 2, 1}, free: 5 * gib},
+		// A cached model is not offered, its bytes come off the room, and
+		// it leads the answer; the policy may not name it again.
+		{name: "cached models kept and counted", cached: bCached, answer: []string{"c", "b"}, want: []string{"b", "c"},
+			wanted: []string{"a", "c"}, bytes: []uint64{2 * gib, 3 * gib}, waiting: []int{1, 1}, free: 4 * gib},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := &recordingPrefetcher{answer: tc.answer}
-			got := Core{Evictor: p}.Lookahead(q, 3, room)
+			got := Core{Evictor: p}.Lookahead(q, 3, PrefetchRoom{Free: 5 * gib, Cached: tc.cached})
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("Lookahead = %v, want %v", got, tc.want)
 			}
-			// The policy sees the first 3 jobs' models in queue order,
-			// how many of those jobs wait for each (j2 needs b once) and
-			// the room.
-			if !slices.Equal(p.wanted, []string{"a", "b", "c"}) || !slices.Equal(p.bytes, []uint64{2 * gib, gib, 3 * gib}) ||
-				!slices.Equal(p.waiting, []int{1, 2, 1}) || p.free != 5*gib {
-				t.Errorf("prefetcher asked free %d, wanted %v, bytes %v, waiting %v", p.free, p.wanted, p.bytes, p.waiting)
+			if !slices.Equal(p.wanted, tc.wanted) || !slices.Equal(p.bytes, tc.bytes) || !slices.Equal(p.waiting, tc.waiting) || p.free != tc.free {
+				t.Errorf("prefetcher asked free %d, wanted %v, bytes %v, waiting %v; want %d, %v, %v, %v",
+					p.free, p.wanted, p.bytes, p.waiting, tc.free, tc.wanted, tc.bytes, tc.waiting)
 			}
 		})
 	}
 	t.Run("an evictor that does not prefetch gets every model", func(t *testing.T) {
-		if got := (Core{}).Lookahead(q, 3, room); !slices.Equal(got, []string{"a", "b", "c"}) {
+		if got := (Core{}).Lookahead(q, 3, PrefetchRoom{Free: gib, Cached: bCached}); !slices.Equal(got, []string{"a", "b", "c"}) {
 			t.Errorf("Lookahead = %v, want [a b c]", got)
+		}
+	})
+	t.Run("every model cached asks nothing", func(t *testing.T) {
+		p := &recordingPrefetcher{answer: []string{"a"}}
+		if got := (Core{Evictor: p}).Lookahead(q[1:2], 1, PrefetchRoom{Free: gib, Cached: bCached}); !slices.Equal(got, []string{"b"}) || p.wanted != nil {
+			t.Errorf("Lookahead = %v (policy asked for %v), want [b] without asking", got, p.wanted)
 		}
 	})
 }

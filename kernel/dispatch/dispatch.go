@@ -399,14 +399,15 @@ func (d *Dispatcher) lookahead(ctx context.Context) {
 
 // ramRoom is the RAM tier as a prefetching policy sees it: the lookahead
 // fills that tier. Its entries are not listed (the tier keeps them to
-// itself); a policy that needs them sees none and judges by the free bytes.
+// itself); a policy that needs them sees none and judges by the room.
 func (d *Dispatcher) ramRoom() PrefetchRoom {
+	room := PrefetchRoom{Cached: d.opts.Tiers.InRAM}
 	for _, st := range d.opts.Tiers.Stats() {
 		if st.Name == "ram" {
-			return PrefetchRoom{Free: uint64(max(st.CapacityBytes-st.UsedBytes, 0))}
+			room.Free = uint64(max(st.CapacityBytes, 0))
 		}
 	}
-	return PrefetchRoom{}
+	return room
 }
 
 // choose asks the decision core (Core.Choose) for the next dispatch and

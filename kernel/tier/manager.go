@@ -502,6 +502,16 @@ func (m *Manager) Stats() []Stats {
 // or not); for tests and tools.
 func (m *Manager) DiskPath(sum string) string { return m.disk.path(sum) }
 
+// InRAM reports whether model id's bytes are in L2 now, without counting a
+// hit or touching the entry: the dispatcher's lookahead offers a
+// prefetching policy only the models that are not. A model whose digest
+// this process has not learned (adopted from disk and not fetched since)
+// reads as absent, which costs at most a prefetch that finds it.
+func (m *Manager) InRAM(id string) bool {
+	sum := m.Learned(id)
+	return sum != "" && m.ram.has(sum)
+}
+
 // Learned returns the digest recorded for a model id, "" if none.
 func (m *Manager) Learned(id string) string {
 	m.mu.Lock()
