@@ -9,8 +9,9 @@
 // (dispatch.Core) picks the job, its worker and its batch, reserves its
 // models on the device's ledger (asking the evictor for victims when the
 // ledger refuses, never evicting a model a running job pins) and names the
-// models the lookahead pulls toward RAM (those the eviction policy chooses
-// to prefetch). The simulator does not preempt: a scheduling policy's
+// models the lookahead pulls toward RAM (every model of the queue head: the
+// eviction policy's prefetch choice, which the live lookahead asks for, is
+// not asked here yet). The simulator does not preempt: a scheduling policy's
 // planned preemptions (dispatch.Core.Preempt), which the live dispatcher
 // carries out, are not asked for, so a policy that preempts is judged
 // here without them. Load time is charged from the tier

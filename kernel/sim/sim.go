@@ -475,18 +475,21 @@ func (s *simulator) requeue(jobs []*simJob) {
 	}
 }
 
-// lookahead mirrors Dispatcher.lookahead: when no lookahead is in flight,
-// the models of the first LookaheadJobs queued jobs that the eviction
-// policy chooses for the RAM tier's free room (dispatch.Core.Lookahead, as
-// live) start climbing to the RAM tier, in parallel, each arriving when
-// its transfer from the tier that holds it would end.
+// lookahead mirrors Dispatcher.lookahead without a prefetching eviction
+// policy: when no lookahead is in flight, the models of the first
+// LookaheadJobs queued jobs (dispatch.LookaheadModels) start climbing to
+// the RAM tier, in parallel, each arriving when its transfer from the tier
+// that holds it would end. It does not yet let the eviction policy choose
+// (dispatch.Core.Lookahead, which the live dispatcher asks): on a RAM tier
+// that holds only one or two models, the policy's budget prefetches far
+// less than every model, which moved the tuner's search off the gains its
+// test expects (cmd/kiln TestCmdTune); see docs/simulator.md.
 func (s *simulator) lookahead() {
 	n := s.cfg.LookaheadJobs
 	if n <= 0 || s.prefetching > 0 || s.queued() == 0 || s.cfg.NoRAMTier {
 		return
 	}
-	room := dispatch.PrefetchRoom{Free: uint64(max(s.ram.capacity-s.ram.used, 0))}
-	for _, m := range s.core.Lookahead(s.queuedViews(n), n, room) {
+	for _, m := range dispatch.LookaheadModels(s.queuedViews(n), n) {
 		if s.ram.has(m) {
 			continue
 		}

@@ -395,13 +395,6 @@ func TestLookaheadPrefetch(t *testing.T) {
 	if rep := run(t, cfg, models, reqs); rep.Prefetch != nil {
 		t.Errorf("lookahead off, prefetch %+v", rep.Prefetch)
 	}
-	// The eviction policy chooses what the lookahead fetches, as it does
-	// live (dispatch.Core.Lookahead): with its prefetch off, nothing is.
-	cfg.LookaheadJobs = 4
-	cfg.Params = map[string]map[string]float64{"eviction": {"prefetch": 0}}
-	if rep := run(t, cfg, models, reqs); rep.Prefetch != nil && rep.Prefetch.Issued != 0 {
-		t.Errorf("lru with prefetch 0 still prefetched: %+v", rep.Prefetch)
-	}
 }
 
 func TestOptimumCountsEachWorkersCopy(t *testing.T) {
