@@ -110,7 +110,14 @@ func startKiln(t *testing.T, dataDir string, sets ...string) *kilnProc {
 	t.Helper()
 	k := &kilnProc{t: t, dataDir: dataDir, models: modelStore(t), sets: sets}
 	k.start(freePort(t))
-	t.Cleanup(func() { k.stop() })
+	t.Cleanup(func() {
+		k.stop()
+		if t.Failed() {
+			// A failure seen only by the test's HTTP client (an EOF, a
+			// 500) is explained by kiln's own log.
+			t.Logf("kiln's log, last lines:\n%s", k.logTail())
+		}
+	})
 	return k
 }
 

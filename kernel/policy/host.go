@@ -56,6 +56,17 @@ type Host struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
+	// startup counts the goroutines started with the host (the built-ins'
+	// WASM upgrades, the restore); ready closes when they are done.
+	// WaitReady waits on ready, never on a WaitGroup: an Add on a
+	// WaitGroup whose Wait is under way panics ("WaitGroup misuse"), and
+	// loads add background work at any time.
+	startup sync.WaitGroup
+	ready   chan struct{}
+	// bg counts every background goroutine, for Close. bgMu and closed
+	// keep Add and Wait apart: nothing is added once Close has begun.
+	bgMu   sync.Mutex
+	closed bool
 	bg     sync.WaitGroup
 
 	logBudget atomic.Int64 // guest log lines left in this second
@@ -169,30 +180,47 @@ func newHost(cfg Config, log zerolog.Logger, clk clock.Clock, fsys fs.FS) (*Host
 			h.log.Info().Str("policy", k.String()+"."+name).Msg("built-in policy has no WASM build in this binary; serving its native build")
 			continue
 		}
-		h.bg.Add(1)
-		go func() {
-			defer h.bg.Done()
+		h.startup.Add(1)
+		h.background(func() {
+			defer h.startup.Done()
 			h.upgradeBuiltin(k, name, wasm)
-		}()
+		})
 	}
 	if cfg.StateDir != "" {
 		h.restoring = true
-		h.bg.Add(1)
-		go func() {
-			defer h.bg.Done()
+		h.startup.Add(1)
+		h.background(func() {
+			defer h.startup.Done()
 			h.restore()
-		}()
+		})
 	}
+	h.ready = make(chan struct{})
+	go func() {
+		h.startup.Wait()
+		close(h.ready)
+	}()
 	return h, nil
 }
 
+// background runs f on its own goroutine unless the host is closing.
+func (h *Host) background(f func()) {
+	h.bgMu.Lock()
+	defer h.bgMu.Unlock()
+	if h.closed {
+		return
+	}
+	h.bg.Add(1)
+	go func() {
+		defer h.bg.Done()
+		f()
+	}()
+}
+
 // WaitReady waits until the built-ins' WASM builds compiled at start are
-// active (or failed), or ctx ends.
+// active (or failed) and the saved state is restored, or ctx ends.
 func (h *Host) WaitReady(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { h.bg.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-h.ready:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -365,11 +393,7 @@ func (h *Host) prepare(ctx context.Context, k abi.Kind, name, source string, was
 	// The self-test's instance is warm; the rest of the pool fills in the
 	// background (instantiating a Go guest runs its runtime's init, a few
 	// ms each), so that a swap waits for one instance only.
-	h.bg.Add(1)
-	go func() {
-		defer h.bg.Done()
-		_ = v.mod.warm(h.ctx, h.cfg.PoolSize-1)
-	}()
+	h.background(func() { _ = v.mod.warm(h.ctx, h.cfg.PoolSize-1) })
 	return v, nil
 }
 
@@ -665,6 +689,9 @@ func (h *Host) fault(v *version, err error) {
 
 // Close stops background compilation and releases every module.
 func (h *Host) Close() error {
+	h.bgMu.Lock()
+	h.closed = true
+	h.bgMu.Unlock()
 	h.cancel()
 	h.bg.Wait()
 	h.mu.Lock()
