@@ -202,7 +202,7 @@ func fuelCheck(fuel, deadline uint32, hasMemory bool) []byte {
 // global index space) and says whether a memory is imported.
 func countGlobalImports(b []byte) (uint32, bool, error) {
 	r := reader{b: b}
-	n := r.u32()
+	n := r.count()
 	var globals uint32
 	mem := false
 	for range n {
@@ -238,7 +238,7 @@ func countGlobalImports(b []byte) (uint32, bool, error) {
 // every loop opcode.
 func instrumentCode(b []byte, check []byte) ([]byte, error) {
 	r := reader{b: b}
-	n := r.u32()
+	n := r.count()
 	out := binary.AppendUvarint(make([]byte, 0, len(b)+len(b)/16), uint64(n))
 	var body []byte
 	for i := range n {
@@ -263,7 +263,7 @@ func instrumentCode(b []byte, check []byte) ([]byte, error) {
 
 func instrumentBody(dst, code, check []byte) ([]byte, error) {
 	r := reader{b: code}
-	groups := r.u32()
+	groups := r.count()
 	for range groups {
 		r.u32()
 		r.leb() // value type
@@ -292,16 +292,16 @@ func instrumentBody(dst, code, check []byte) ([]byte, error) {
 			r.leb()
 			r.leb()
 		case op == 0x0e: // br_table
-			for range r.u32() + 1 {
+			for range r.count() + 1 {
 				r.leb()
 			}
 		case op == 0x1c: // select t*
-			for range r.u32() {
+			for range r.count() {
 				r.leb()
 			}
 		case op == 0x1f: // try_table
 			r.blockType()
-			for range r.u32() {
+			for range r.count() {
 				if k := r.byte(); k <= 1 {
 					r.leb()
 				}
@@ -412,6 +412,22 @@ func (r *reader) u32() uint32 {
 		r.err = errors.New("u32 out of range")
 	}
 	return uint32(v)
+}
+
+// count reads a vector's length. Every element takes at least one byte,
+// so a length beyond the bytes left is an error at once, not billions of
+// iterations over a failed reader (a fuzzed seven-byte body declaring 2^32
+// local groups kept the instrumenter busy for a minute).
+func (r *reader) count() uint32 {
+	n := r.u32()
+	if r.err == nil && int64(n) > int64(len(r.b)-r.off) {
+		r.err = errors.New("vector longer than its section")
+		return 0
+	}
+	if r.err != nil {
+		return 0
+	}
+	return n
 }
 
 func (r *reader) name() string { return string(r.bytes(int(r.u32()))) }
