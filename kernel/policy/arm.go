@@ -3,7 +3,6 @@ package policy
 import (
 	"context"
 	"fmt"
-	"io/fs"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,30 +47,9 @@ func (h *Host) Arm(ctx context.Context, k abi.Kind, name string, number int) (*A
 	if !ok {
 		return nil, fmt.Errorf("policy arm: unknown kind %d", k)
 	}
-	h.mu.Lock()
-	v := find(s, name, number)
-	h.mu.Unlock()
-	if v == nil && number <= 1 && Builtin(k, name) != nil {
-		nv := h.nativeVersion(k, name)
-		if wasm, err := fs.ReadFile(h.fsys, BuiltinFile(k, name)); err == nil && !h.cfg.NativeBuiltins {
-			wv, err := h.prepare(ctx, k, name, SourceBuiltin, wasm)
-			if err != nil {
-				return nil, fmt.Errorf("load built-in %s policy %s: %w", k, name, err)
-			}
-			wv.number = 1
-			nv = wv
-		}
-		h.mu.Lock()
-		if v = find(s, name, number); v == nil {
-			v = nv
-			s.versions = append(s.versions, v)
-		} else {
-			nv.close()
-		}
-		h.mu.Unlock()
-	}
-	if v == nil {
-		return nil, fmt.Errorf("%s policy %s@%d: %w", k, name, number, ErrNotFound)
+	v, err := h.findOrLoadBuiltin(ctx, s, name, number)
+	if err != nil {
+		return nil, fmt.Errorf("policy arm: %w", err)
 	}
 	return h.armOf(v), nil
 }

@@ -554,14 +554,11 @@ func (h *Host) swap(s *slot, v *version, action, reason string) {
 	h.log.Info().Str("kind", s.kind.String()).Str("from", old.ref()).Str("to", v.ref()).Str("action", action).Str("reason", reason).Msg("policy swapped")
 }
 
-// Activate makes name@number (number 0: the newest) the active policy of
-// kind k. A built-in name not loaded yet is loaded first. The old version
-// stays loaded and warm for rollback; decisions in flight finish on it.
-func (h *Host) Activate(ctx context.Context, k abi.Kind, name string, number int, reason string) (VersionInfo, error) {
-	s, ok := h.slots[k]
-	if !ok {
-		return VersionInfo{}, fmt.Errorf("activate: unknown kind %d", k)
-	}
+// findOrLoadBuiltin returns name@number of slot s (number 0: the newest).
+// A built-in that is not loaded yet is loaded (its WASM build when this
+// binary has one), but not activated.
+func (h *Host) findOrLoadBuiltin(ctx context.Context, s *slot, name string, number int) (*version, error) {
+	k := s.kind
 	h.mu.Lock()
 	v := find(s, name, number)
 	h.mu.Unlock()
@@ -570,7 +567,7 @@ func (h *Host) Activate(ctx context.Context, k abi.Kind, name string, number int
 		if wasm, err := fs.ReadFile(h.fsys, BuiltinFile(k, name)); err == nil && !h.cfg.NativeBuiltins {
 			wv, err := h.prepare(ctx, k, name, SourceBuiltin, wasm)
 			if err != nil {
-				return VersionInfo{}, fmt.Errorf("activate built-in %s policy %s: %w", k, name, err)
+				return nil, fmt.Errorf("load built-in %s policy %s: %w", k, name, err)
 			}
 			wv.number = 1
 			nv = wv
@@ -585,7 +582,22 @@ func (h *Host) Activate(ctx context.Context, k abi.Kind, name string, number int
 		h.mu.Unlock()
 	}
 	if v == nil {
-		return VersionInfo{}, fmt.Errorf("activate %s policy %s@%d: %w", k, name, number, ErrNotFound)
+		return nil, fmt.Errorf("%s policy %s@%d: %w", k, name, number, ErrNotFound)
+	}
+	return v, nil
+}
+
+// Activate makes name@number (number 0: the newest) the active policy of
+// kind k. A built-in name not loaded yet is loaded first. The old version
+// stays loaded and warm for rollback; decisions in flight finish on it.
+func (h *Host) Activate(ctx context.Context, k abi.Kind, name string, number int, reason string) (VersionInfo, error) {
+	s, ok := h.slots[k]
+	if !ok {
+		return VersionInfo{}, fmt.Errorf("activate: unknown kind %d", k)
+	}
+	v, err := h.findOrLoadBuiltin(ctx, s, name, number)
+	if err != nil {
+		return VersionInfo{}, fmt.Errorf("activate: %w", err)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
