@@ -1,11 +1,8 @@
 package tests
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,31 +17,17 @@ import (
 func TestCanaryLive(t *testing.T) {
 	dataDir := t.TempDir()
 	k := startKiln(t, dataDir, "cost.time_scale=0.01", "experiments.interval=200ms")
-	tok, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	call := func(method, path string, body any, token bool) (int, []byte) {
 		t.Helper()
-		var rd *bytes.Reader
-		if s, ok := body.(string); ok {
-			rd = bytes.NewReader([]byte(s))
-		} else {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
+		b, ok := body.(string)
+		if !ok {
+			j, _ := json.Marshal(body)
+			b = string(j)
 		}
-		req, _ := http.NewRequest(method, k.base+path, rd)
 		if token {
-			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+			return k.admin(method, path, []byte(b))
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var buf bytes.Buffer
-		_, _ = buf.ReadFrom(resp.Body)
-		return resp.StatusCode, buf.Bytes()
+		return k.do(method, path, []byte(b))
 	}
 	spec := map[string]any{"kind": "scheduling", "policy": "edf", "type": "canary", "steps": []int{50, 100},
 		"step_duration": "1s", "min_samples": 10, "deadline": "4m", "guards": []string{"faults==0", "error_rate<=0.05"}}

@@ -60,6 +60,23 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// buildPolicy builds the Go policy package pkg (relative to tests/) to a
+// WASM module and returns its bytes.
+func buildPolicy(t *testing.T, pkg string) []byte {
+	t.Helper()
+	wasm := filepath.Join(t.TempDir(), "policy.wasm")
+	build := exec.Command("go", "build", "-buildmode=c-shared", "-o", wasm, pkg)
+	build.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", pkg, err, out)
+	}
+	module, err := os.ReadFile(wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return module
+}
+
 // modelStore synthesizes a small model store for the example workflows once
 // per test binary run.
 var modelStoreDir string
@@ -222,9 +239,27 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 
 func (k *kilnProc) do(method, path string, body []byte) (int, []byte) {
 	k.t.Helper()
+	return k.request(method, path, body, "")
+}
+
+// admin is do with the admin token kiln generated in its data dir.
+func (k *kilnProc) admin(method, path string, body []byte) (int, []byte) {
+	k.t.Helper()
+	tok, err := os.ReadFile(filepath.Join(k.dataDir, "admin.token"))
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	return k.request(method, path, body, strings.TrimSpace(string(tok)))
+}
+
+func (k *kilnProc) request(method, path string, body []byte, token string) (int, []byte) {
+	k.t.Helper()
 	req, err := http.NewRequest(method, k.base+path, bytes.NewReader(body))
 	if err != nil {
 		k.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -1,12 +1,8 @@
 package tests
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,34 +14,9 @@ import (
 // answers for the module — the faults are counted, and repeated faults roll
 // the kind back to the policy that served before.
 func TestHostilePolicyOnLiveTraffic(t *testing.T) {
-	wasm := filepath.Join(t.TempDir(), "hostile.wasm")
-	build := exec.Command("go", "build", "-buildmode=c-shared", "-o", wasm, "../kernel/policy/testdata/hostile")
-	build.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build hostile module: %v\n%s", err, out)
-	}
-	module, err := os.ReadFile(wasm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dataDir := t.TempDir()
-	k := startKiln(t, dataDir, "cost.time_scale=0.01", "policies.call_timeout=20ms")
-	tok, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := func(method, path string, body []byte) (int, []byte) {
-		req, _ := http.NewRequest(method, k.base+path, bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var buf bytes.Buffer
-		_, _ = buf.ReadFrom(resp.Body)
-		return resp.StatusCode, buf.Bytes()
-	}
+	module := buildPolicy(t, "../kernel/policy/testdata/hostile")
+	k := startKiln(t, t.TempDir(), "cost.time_scale=0.01", "policies.call_timeout=20ms")
+	admin := k.admin
 	type kindInfo struct {
 		Active   string
 		Versions []struct {

@@ -1,13 +1,8 @@
 package tests
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 )
@@ -17,34 +12,10 @@ import (
 // it again on the same data dir: the same policies are active, the module
 // is the same bytes, and the history from before the restart is kept.
 func TestPolicyStateSurvivesRestart(t *testing.T) {
-	wasm := filepath.Join(t.TempDir(), "fifo.wasm")
-	build := exec.Command("go", "build", "-buildmode=c-shared", "-o", wasm, "../policies/scheduling/fifo/wasm")
-	build.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build module: %v\n%s", err, out)
-	}
-	module, err := os.ReadFile(wasm)
-	if err != nil {
-		t.Fatal(err)
-	}
+	module := buildPolicy(t, "../policies/scheduling/fifo/wasm")
 	dataDir := t.TempDir()
 	k := startKiln(t, dataDir)
-	tok, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	call := func(k *kilnProc, method, path string, body []byte) (int, []byte) {
-		req, _ := http.NewRequest(method, k.base+path, bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var buf bytes.Buffer
-		_, _ = buf.ReadFrom(resp.Body)
-		return resp.StatusCode, buf.Bytes()
-	}
+	call := func(k *kilnProc, method, path string, body []byte) (int, []byte) { return k.admin(method, path, body) }
 	type kindInfo struct {
 		Active   string
 		Versions []struct {

@@ -18,31 +18,14 @@ import (
 func TestShadowAndArrivalsLive(t *testing.T) {
 	dataDir := t.TempDir()
 	k := startKiln(t, dataDir, "cost.time_scale=0.01")
-	tok, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	get := func(path string, token bool) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest("GET", k.base+path, nil)
 		if token {
-			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+			code, data := k.admin("GET", path, nil)
+			return code, string(data)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var b strings.Builder
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := resp.Body.Read(buf)
-			b.Write(buf[:n])
-			if err != nil {
-				break
-			}
-		}
-		return resp.StatusCode, b.String()
+		code, data := k.do("GET", path, nil)
+		return code, string(data)
 	}
 
 	const jobs = 6
