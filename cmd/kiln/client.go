@@ -46,25 +46,46 @@ func (e *apiError) Error() string {
 }
 
 func (c *client) do(ctx context.Context, method, path string, body []byte, out any) error {
+	contentType := ""
+	if body != nil {
+		contentType = "application/json"
+	}
+	data, err := c.send(ctx, method, path, contentType, "", body)
+	if err != nil {
+		return err
+	}
+	if out != nil && len(data) > 0 {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+// send makes one API call and returns the answer's body, or the API's
+// error (or the HTTP status) as an *apiError. A token, when given, is sent
+// as the admin bearer token.
+func (c *client) send(ctx context.Context, method, path, contentType, token string, body []byte) ([]byte, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("is kiln running at %s? %w", c.base, err)
+		return nil, fmt.Errorf("is kiln running at %s? %w", c.base, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if resp.StatusCode >= 400 {
 		var env struct {
@@ -72,14 +93,11 @@ func (c *client) do(ctx context.Context, method, path string, body []byte, out a
 		}
 		if json.Unmarshal(data, &env) == nil && env.Error.Type != "" {
 			env.Error.Status = resp.StatusCode
-			return &env.Error
+			return nil, &env.Error
 		}
-		return &apiError{Status: resp.StatusCode, Type: "http_error", Message: strings.TrimSpace(string(data))}
+		return nil, &apiError{Status: resp.StatusCode, Type: "http_error", Message: strings.TrimSpace(string(data))}
 	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
+	return data, nil
 }
 
 // jobView mirrors the API's job answer.

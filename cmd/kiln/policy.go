@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -78,46 +76,29 @@ func (p *policyFlags) adminToken() (string, error) {
 
 // request sends one policy API call; admin calls carry the token.
 func (p *policyFlags) request(method, path, contentType string, body []byte, admin bool, out any) error {
-	c := newClient(p.addr)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	data, err := p.send(method, path, contentType, body, admin)
 	if err != nil {
 		return err
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	if admin {
-		tok, err := p.adminToken()
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("is kiln running at %s? %w", c.base, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 400 {
-		var env struct {
-			Error apiError `json:"error"`
-		}
-		if json.Unmarshal(data, &env) == nil && env.Error.Type != "" {
-			env.Error.Status = resp.StatusCode
-			return &env.Error
-		}
-		return &apiError{Status: resp.StatusCode, Type: "http_error", Message: strings.TrimSpace(string(data))}
 	}
 	if out != nil && len(data) > 0 {
 		return json.Unmarshal(data, out)
 	}
 	return nil
+}
+
+// send is one policy API call with the flags' address and, for admin
+// calls, the admin token.
+func (p *policyFlags) send(method, path, contentType string, body []byte, admin bool) ([]byte, error) {
+	var tok string
+	if admin {
+		var err error
+		if tok, err = p.adminToken(); err != nil {
+			return nil, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return newClient(p.addr).send(ctx, method, path, contentType, tok, body)
 }
 
 // cmdPolicy implements `kiln policy load|activate|rollback|list`.

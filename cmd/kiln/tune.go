@@ -8,10 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/catalog"
 	"github.com/kiln-gpu/kiln/kernel/sim"
@@ -123,7 +121,7 @@ func cmdTune(args []string) error {
 	if *limit > 0 {
 		path += fmt.Sprintf("?limit=%d", *limit)
 	}
-	csv, err := p.requestRaw("GET", path, true)
+	csv, err := p.send("GET", path, "", nil, true)
 	if err != nil {
 		return fmt.Errorf("tune: fetch the recorded arrivals: %w", err)
 	}
@@ -220,42 +218,4 @@ func printTune(res *tune.Result, arrivals int, note, id string) error {
 		fmt.Printf("\ncanary %s started: kiln experiment show %s\n", id, id)
 	}
 	return nil
-}
-
-// requestRaw is request for a body that is not JSON (the trace CSV).
-func (p *policyFlags) requestRaw(method, path string, admin bool) ([]byte, error) {
-	c := newClient(p.addr)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	if admin {
-		tok, err := p.adminToken()
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("is kiln running at %s? %w", c.base, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode >= 400 {
-		var env struct {
-			Error apiError `json:"error"`
-		}
-		if json.Unmarshal(data, &env) == nil && env.Error.Type != "" {
-			env.Error.Status = resp.StatusCode
-			return nil, &env.Error
-		}
-		return nil, &apiError{Status: resp.StatusCode, Type: "http_error", Message: strings.TrimSpace(string(data))}
-	}
-	return data, nil
 }
