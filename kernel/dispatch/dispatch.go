@@ -475,7 +475,7 @@ func (d *Dispatcher) workerViews() []WorkerView {
 		led := d.opts.Devices.Ledger(in.Device)
 		v := WorkerView{
 			ID: in.ID, Device: in.Device, Idle: in.State == worker.Ready, DeviceBusy: busy[in.Device],
-			Resident: in.Resident,
+			Resident: ResidentList(nil, in.Resident),
 		}
 		if led != nil {
 			v.FreeVRAM = led.Free()

@@ -1,7 +1,9 @@
 package dispatch
 
 import (
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/job"
@@ -60,8 +62,11 @@ type WorkerView struct {
 	Idle bool
 	// DeviceBusy counts the busy workers on the same device.
 	DeviceBusy int
-	// Resident maps the models loaded in the worker to their VRAM bytes.
-	Resident map[string]int64
+	// Resident lists the models loaded in the worker and their VRAM bytes,
+	// sorted by model. A list, not a map: the views are rebuilt for every
+	// decision and read by each policy, and iterating a map cost a policy
+	// adapter more than the decision itself (BENCHMARKS.md).
+	Resident []ResidentModel
 	// FreeVRAM is what the device's ledger can still hand out.
 	FreeVRAM uint64
 	// UsableVRAM is the device memory minus headroom.
@@ -71,6 +76,34 @@ type WorkerView struct {
 	EstimatedWait time.Duration
 	// H2DBytesPerS is the device's measured host-to-device bandwidth.
 	H2DBytesPerS uint64
+}
+
+// ResidentModel is one model loaded in a worker's process.
+type ResidentModel struct {
+	Model string
+	Bytes int64
+}
+
+// ResidentBytes returns the VRAM bytes model holds in the worker and
+// whether it is loaded there.
+func (w *WorkerView) ResidentBytes(model string) (int64, bool) {
+	for _, r := range w.Resident {
+		if r.Model == model {
+			return r.Bytes, true
+		}
+	}
+	return 0, false
+}
+
+// ResidentList turns a model → bytes map into a view's sorted list,
+// appending to dst.
+func ResidentList(dst []ResidentModel, m map[string]int64) []ResidentModel {
+	start := len(dst)
+	for model, b := range m {
+		dst = append(dst, ResidentModel{Model: model, Bytes: b})
+	}
+	slices.SortFunc(dst[start:], func(a, b ResidentModel) int { return strings.Compare(a.Model, b.Model) })
+	return dst
 }
 
 // EntryView is what an eviction policy sees of one resident model. It is
@@ -178,7 +211,8 @@ func (LeastLoaded) Place(j JobView, workers []WorkerView) (string, bool) {
 	resident := func(w WorkerView) int64 {
 		var n int64
 		for _, m := range j.Models {
-			n += w.Resident[m]
+			b, _ := w.ResidentBytes(m)
+			n += b
 		}
 		return n
 	}

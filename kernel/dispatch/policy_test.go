@@ -45,7 +45,7 @@ func TestLeastLoaded(t *testing.T) {
 		}, want: "w1.0", wantOK: true},
 		{name: "resident model breaks the tie", workers: []WorkerView{
 			{ID: "w0.0", Idle: true, UsableVRAM: 20 * gib, FreeVRAM: 20 * gib},
-			{ID: "w1.0", Device: 1, Idle: true, UsableVRAM: 20 * gib, Resident: map[string]int64{"checkpoints/a": 7 * gib}},
+			{ID: "w1.0", Device: 1, Idle: true, UsableVRAM: 20 * gib, Resident: []ResidentModel{{Model: "checkpoints/a", Bytes: 7 * gib}}},
 		}, want: "w1.0", wantOK: true},
 		{name: "more free VRAM next", workers: []WorkerView{
 			{ID: "w0.0", Idle: true, UsableVRAM: 20 * gib, FreeVRAM: 2 * gib},

@@ -439,7 +439,7 @@ func (r *routing) placedOn(j dispatch.JobView, arm, win int, burn bool, workers 
 	var tc tierCounts
 	if i := slices.IndexFunc(workers, func(w dispatch.WorkerView) bool { return w.ID == wid }); i >= 0 {
 		for k, m := range j.Models {
-			if _, ok := workers[i].Resident[m]; ok {
+			if _, ok := workers[i].ResidentBytes(m); ok {
 				tc.hits++
 			} else {
 				tc.misses++

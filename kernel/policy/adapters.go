@@ -30,14 +30,18 @@ var (
 	_ dispatch.Prefetcher = (*Evictor)(nil)
 )
 
-// conv turns dispatch views into ABI inputs, reusing its buffers; models and
-// batch keys are interned into small ids per decision.
+// conv turns dispatch views into ABI inputs, reusing its buffers; models,
+// batch keys and workers are numbered into small dense ids per decision.
 type conv struct {
-	models  map[string]uint32
-	keys    map[string]uint32
-	workers map[string]uint32
+	models  interner
+	keys    interner
+	workers interner
 	infos   []abi.ModelInfo
 	sc      scratch
+	// views are the workers of the decision, numbered lazily: only a
+	// running job's worker needs a lookup by name.
+	views   []dispatch.WorkerView
+	indexed bool
 
 	sched  abi.SchedulingInput
 	schedO abi.SchedulingOutput
@@ -49,25 +53,79 @@ type conv struct {
 	evO    abi.EvictionOutput
 }
 
-var convPool = sync.Pool{New: func() any {
-	return &conv{models: map[string]uint32{}, keys: map[string]uint32{}, workers: map[string]uint32{}}
-}}
+var convPool = sync.Pool{New: func() any { return &conv{} }}
 
 func getConv() *conv {
 	c := convPool.Get().(*conv)
-	clear(c.models)
-	clear(c.keys)
-	clear(c.workers)
+	c.models.reset()
+	c.keys.reset()
+	c.workers.reset()
 	c.infos = c.infos[:0]
+	c.views, c.indexed = nil, false
 	return c
 }
 
+func putConv(c *conv) {
+	c.views = nil
+	convPool.Put(c)
+}
+
+// interner numbers names 0, 1, 2… in the order a decision first asks for
+// them. Its map outlives the decision: each slot remembers the decision
+// (generation) that last numbered it, so a new decision costs one counter
+// increment instead of clearing the map and inserting every name again —
+// the conversion of the dispatcher's views was most of a decision's time.
+type interner struct {
+	slots map[string]*internSlot
+	gen   uint64
+	n     uint32
+}
+
+type internSlot struct {
+	gen uint64
+	id  uint32
+}
+
+// maxInterned bounds the names an interner remembers between decisions
+// (model names come and go with the catalog).
+const maxInterned = 4096
+
+func (t *interner) reset() {
+	t.gen++
+	t.n = 0
+	if t.slots == nil || len(t.slots) > maxInterned {
+		t.slots = make(map[string]*internSlot)
+	}
+}
+
+// id returns name's number in this decision and whether it is new.
+func (t *interner) id(name string) (uint32, bool) {
+	s := t.slots[name]
+	if s == nil {
+		s = &internSlot{}
+		t.slots[name] = s
+	}
+	if s.gen != t.gen {
+		s.gen, s.id = t.gen, t.n
+		t.n++
+		return s.id, true
+	}
+	return s.id, false
+}
+
+// lookup returns name's number if this decision has given it one.
+func (t *interner) lookup(name string) (uint32, bool) {
+	if s := t.slots[name]; s != nil && s.gen == t.gen {
+		return s.id, true
+	}
+	return 0, false
+}
+
 func (c *conv) model(name string, bytes uint64, load time.Duration) uint32 {
-	id, ok := c.models[name]
-	if !ok {
-		id = uint32(len(c.infos))
-		c.models[name] = id
-		c.infos = append(c.infos, abi.ModelInfo{})
+	id, fresh := c.models.id(name)
+	if fresh {
+		c.infos = append(c.infos, abi.ModelInfo{Bytes: bytes, LoadCost: load})
+		return id
 	}
 	mi := &c.infos[id]
 	if mi.Bytes == 0 {
@@ -77,6 +135,17 @@ func (c *conv) model(name string, bytes uint64, load time.Duration) uint32 {
 		mi.LoadCost = load
 	}
 	return id
+}
+
+// workerIndex returns the index of the decision's worker named id.
+func (c *conv) workerIndex(id string) (uint32, bool) {
+	if !c.indexed {
+		c.indexed = true
+		for i := range c.views {
+			c.workers.id(c.views[i].ID) // numbered in order: the id is i
+		}
+	}
+	return c.workers.lookup(id)
 }
 
 func (c *conv) job(dst *abi.Job, j *dispatch.JobView) {
@@ -98,15 +167,13 @@ func (c *conv) job(dst *abi.Job, j *dispatch.JobView) {
 	}
 	var key uint32
 	if j.BatchKey != "" {
-		var ok bool
-		if key, ok = c.keys[j.BatchKey]; !ok {
-			key = uint32(len(c.keys) + 1)
-			c.keys[j.BatchKey] = key
-		}
+		// Keys start at 1: 0 means the job batches with nothing.
+		id, _ := c.keys.id(j.BatchKey)
+		key = id + 1
 	}
 	w := abi.NoWorker
 	if j.Running {
-		if id, ok := c.workers[j.Worker]; ok {
+		if id, ok := c.workerIndex(j.Worker); ok {
 			w = id
 		}
 	}
@@ -119,13 +186,13 @@ func (c *conv) job(dst *abi.Job, j *dispatch.JobView) {
 }
 
 func (c *conv) workerList(dst []abi.Worker, ws []dispatch.WorkerView) []abi.Worker {
+	c.views, c.indexed = ws, false
 	dst = grow(dst, len(ws))
 	for i := range ws {
 		w := &ws[i]
-		c.workers[w.ID] = uint32(i)
 		res := dst[i].Resident[:0]
-		for m, b := range w.Resident {
-			res = append(res, c.model(m, uint64(max(b, 0)), 0))
+		for _, r := range w.Resident {
+			res = append(res, c.model(r.Model, uint64(max(r.Bytes, 0)), 0))
 		}
 		dst[i] = abi.Worker{Device: uint32(max(w.Device, 0)), Idle: w.Idle, Degraded: w.Degraded, DeviceBusy: uint32(max(w.DeviceBusy, 0)),
 			FreeVRAM: w.FreeVRAM, UsableVRAM: w.UsableVRAM, Wait: w.EstimatedWait, H2DBytesPerS: w.H2DBytesPerS, Resident: res}
@@ -177,7 +244,7 @@ func (s *Scheduler) Plan(queued, running []dispatch.JobView, workers []dispatch.
 	h := s.h
 	v := h.slots[abi.KindScheduling].active.Load()
 	c := getConv()
-	defer convPool.Put(c)
+	defer putConv(c)
 	in := &c.sched
 	in.Workers = c.workerList(in.Workers, workers)
 	in.Queued = grow(in.Queued, len(queued))
@@ -227,7 +294,7 @@ func (b *Balancer) Place(j dispatch.JobView, workers []dispatch.WorkerView) (str
 	h := b.h
 	v := h.slots[abi.KindBalancing].active.Load()
 	c := getConv()
-	defer convPool.Put(c)
+	defer putConv(c)
 	in := &c.bal
 	in.Workers = c.workerList(in.Workers, workers)
 	c.job(&in.Job, &j)
@@ -250,7 +317,7 @@ func (b *Batcher) Batch(lead dispatch.JobView, queued []dispatch.JobView, worker
 	h := b.h
 	v := h.slots[abi.KindBatching].active.Load()
 	c := getConv()
-	defer convPool.Put(c)
+	defer putConv(c)
 	in := &c.bat
 	in.Workers = c.workerList(in.Workers, workers)
 	jobs := queued
@@ -288,7 +355,7 @@ func (b *Batcher) Batch(lead dispatch.JobView, queued []dispatch.JobView, worker
 type Evictor struct {
 	h      *Host
 	mu     sync.Mutex
-	tags   map[string]uint64
+	tags   map[entryKey]uint64
 	ghosts []ghost
 }
 
@@ -346,21 +413,25 @@ func (e *Evictor) PrefetchIDs(free uint64, entries []dispatch.EntryView, wanted 
 // the active eviction policy, with its own tags and ghost list: one per
 // cache (each cache tier, VRAM), because what a policy remembers about one
 // cache's entries and evictions means nothing for another's.
-func (h *Host) NewEvictor() *Evictor { return &Evictor{h: h, tags: map[string]uint64{}} }
+func (h *Host) NewEvictor() *Evictor { return &Evictor{h: h, tags: map[entryKey]uint64{}} }
 
 // Victims implements dispatch.Evictor.
 func (e *Evictor) Victims(need uint64, entries []dispatch.EntryView) []int {
 	return e.Decide(EvictionRequest{Need: need, Entries: entries}).Victims
 }
 
-func entryKey(en *dispatch.EntryView) string { return en.Worker + "\x00" + en.Model }
+// entryKey names a cache entry for its tag; a struct, not a joined string,
+// so that looking a tag up allocates nothing.
+type entryKey struct{ worker, model string }
+
+func keyOf(en *dispatch.EntryView) entryKey { return entryKey{en.Worker, en.Model} }
 
 // Decide asks the active eviction policy, with prefetch candidates.
 func (e *Evictor) Decide(r EvictionRequest) EvictionResult {
 	h := e.h
 	v := h.slots[abi.KindEviction].active.Load()
 	c := getConv()
-	defer convPool.Put(c)
+	defer putConv(c)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := h.clk.Now()
@@ -373,16 +444,10 @@ func (e *Evictor) Decide(r EvictionRequest) EvictionResult {
 		if ins.IsZero() {
 			ins = en.LastUse
 		}
-		var w uint32
-		if id, ok := c.workers[en.Worker]; ok {
-			w = id
-		} else {
-			w = uint32(len(c.workers))
-			c.workers[en.Worker] = w
-		}
+		w, _ := c.workers.id(en.Worker)
 		in.Entries[i] = abi.Entry{Model: c.model(en.Model, en.Bytes, en.LoadCost), Worker: w, Bytes: en.Bytes,
 			SinceUse: max(now.Sub(en.LastUse), 0), SinceInsert: max(now.Sub(ins), 0), LoadCost: en.LoadCost,
-			Hits: uint32(max(en.Hits, 0)), Pinned: en.Pinned, Tag: e.tags[entryKey(en)]}
+			Hits: uint32(max(en.Hits, 0)), Pinned: en.Pinned, Tag: e.tags[keyOf(en)]}
 	}
 	in.Ghosts = in.Ghosts[:0]
 	for _, g := range e.ghosts {
@@ -402,12 +467,12 @@ func (e *Evictor) Decide(r EvictionRequest) EvictionResult {
 	}
 	var res EvictionResult
 	for _, t := range c.evO.Tags {
-		e.tags[entryKey(&r.Entries[t.Entry])] = t.Tag
+		e.tags[keyOf(&r.Entries[t.Entry])] = t.Tag
 	}
 	for _, i := range c.evO.Victims {
 		en := &r.Entries[i]
 		res.Victims = append(res.Victims, int(i))
-		delete(e.tags, entryKey(en))
+		delete(e.tags, keyOf(en))
 		e.ghosts = append(e.ghosts, ghost{model: en.Model, at: now})
 	}
 	if len(e.ghosts) > maxGhosts {
@@ -418,10 +483,10 @@ func (e *Evictor) Decide(r EvictionRequest) EvictionResult {
 	}
 	if len(e.tags) > 2*len(r.Entries)+64 {
 		// Entries that left without being evicted by us keep stale tags.
-		keep := make(map[string]uint64, len(r.Entries))
+		keep := make(map[entryKey]uint64, len(r.Entries))
 		for i := range r.Entries {
-			if t, ok := e.tags[entryKey(&r.Entries[i])]; ok {
-				keep[entryKey(&r.Entries[i])] = t
+			if t, ok := e.tags[keyOf(&r.Entries[i])]; ok {
+				keep[keyOf(&r.Entries[i])] = t
 			}
 		}
 		e.tags = keep

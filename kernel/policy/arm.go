@@ -86,7 +86,7 @@ func (h *Host) armOf(v *version) *Arm {
 	a.sched = Scheduler{h: view}
 	a.bal = Balancer{h: view}
 	a.batch = Batcher{h: view}
-	a.evict = Evictor{h: view, tags: map[string]uint64{}}
+	a.evict = Evictor{h: view, tags: map[entryKey]uint64{}}
 	return a
 }
 

@@ -73,9 +73,9 @@ func TestAssemblyScriptExample(t *testing.T) {
 		wantOK  bool
 	}{
 		{name: "most resident bytes", workers: []dispatch.WorkerView{
-			{ID: "w0", Idle: true, Resident: map[string]int64{"a": 2 * gib}},
-			{ID: "w1", Idle: true, Resident: map[string]int64{"b": 6 * gib}},
-			{ID: "w2", Idle: false, Resident: map[string]int64{"a": 2 * gib, "b": 6 * gib}},
+			{ID: "w0", Idle: true, Resident: []dispatch.ResidentModel{{Model: "a", Bytes: 2 * gib}}},
+			{ID: "w1", Idle: true, Resident: []dispatch.ResidentModel{{Model: "b", Bytes: 6 * gib}}},
+			{ID: "w2", Idle: false, Resident: []dispatch.ResidentModel{{Model: "a", Bytes: 2 * gib}, {Model: "b", Bytes: 6 * gib}}},
 		}, want: "w1", wantOK: true},
 		{name: "fewer busy breaks ties", workers: []dispatch.WorkerView{
 			{ID: "w0", Idle: true, DeviceBusy: 2}, {ID: "w1", Idle: true, DeviceBusy: 1},

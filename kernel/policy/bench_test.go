@@ -53,7 +53,7 @@ func benchViews(n int) ([]dispatch.JobView, []dispatch.WorkerView, []dispatch.En
 		jobs[i] = dispatch.JobView{ID: fmt.Sprintf("j%d", i), Class: job.Class([]string{"batch", "interactive"}[i%2]), Seq: uint64(n - i),
 			Age: time.Duration(i) * time.Second, Models: []string{m}, ModelBytes: []uint64{2 << 30}, EstimatedVRAM: 2 << 30}
 		workers[i] = dispatch.WorkerView{ID: fmt.Sprintf("w%d", i), Device: i / 2, Idle: i%3 != 0, DeviceBusy: i % 3,
-			Resident: map[string]int64{m: 2 << 30}, FreeVRAM: uint64(i) << 28, UsableVRAM: 80 << 30}
+			Resident: []dispatch.ResidentModel{{Model: m, Bytes: 2 << 30}}, FreeVRAM: uint64(i) << 28, UsableVRAM: 80 << 30}
 		entries[i] = dispatch.EntryView{Model: m, Worker: fmt.Sprintf("w%d", i%8), Bytes: 1 << 30, LastUse: now.Add(-time.Duration(i*7%n) * time.Second),
 			Hits: i % 5, Pinned: i%4 == 0}
 	}

@@ -162,7 +162,7 @@ func newHost(cfg Config, log zerolog.Logger, clk clock.Clock, fsys fs.FS) (*Host
 	}
 	h.sched = Scheduler{h: h}
 	h.bal = Balancer{h: h}
-	h.evict = Evictor{h: h, tags: map[string]uint64{}}
+	h.evict = Evictor{h: h, tags: map[entryKey]uint64{}}
 	h.batch = Batcher{h: h}
 	for _, k := range abi.Kinds {
 		s := &slot{kind: k}

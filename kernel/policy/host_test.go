@@ -72,7 +72,7 @@ func sampleViews() ([]dispatch.JobView, []dispatch.WorkerView, []dispatch.EntryV
 	}
 	workers := []dispatch.WorkerView{
 		{ID: "w0", Idle: false, DeviceBusy: 1},
-		{ID: "w1", Idle: true, Device: 1, Resident: map[string]int64{"m1": 1 << 30}},
+		{ID: "w1", Idle: true, Device: 1, Resident: []dispatch.ResidentModel{{Model: "m1", Bytes: 1 << 30}}},
 	}
 	entries := []dispatch.EntryView{
 		{Model: "m1", Worker: "w1", Bytes: 1 << 30, LastUse: now.Add(-time.Minute)},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
@@ -601,12 +602,13 @@ func (s *simulator) workerViews() []dispatch.WorkerView {
 			}
 		}
 		for _, w := range d.workers {
-			res := make(map[string]int64, len(w.resident))
+			res := make([]dispatch.ResidentModel, 0, len(w.resident))
 			for m, r := range w.resident {
 				if !r.fresh {
-					res[m] = int64(r.bytes)
+					res = append(res, dispatch.ResidentModel{Model: m, Bytes: int64(r.bytes)})
 				}
 			}
+			slices.SortFunc(res, func(a, b dispatch.ResidentModel) int { return strings.Compare(a.Model, b.Model) })
 			v := dispatch.WorkerView{
 				ID: w.id, Device: d.index, Idle: w.batch == nil, DeviceBusy: busy, Resident: res,
 				FreeVRAM: d.ledger.Free(), UsableVRAM: d.ledger.Usable(), H2DBytesPerS: uint64(d.cfg.H2DBytesPerS),
