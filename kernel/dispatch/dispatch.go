@@ -99,6 +99,7 @@ type Dispatcher struct {
 	resident map[string]map[string]*residentModel // worker → model → state
 	unpinned chan struct{}                        // closed and replaced on every unpin
 
+	estimates   estimates
 	events      bus
 	prefetching atomic.Bool // a lookahead is climbing the tiers
 	wg          sync.WaitGroup
@@ -456,9 +457,24 @@ func (d *Dispatcher) queuedViews(limit int) []JobView {
 		out = append(out, JobView{
 			ID: j.ID, Class: j.Class, Seq: uint64(i) + 1, Age: now.Sub(j.CreatedAt), DeadlineMS: j.DeadlineMS,
 			Models: j.Models, Attempts: j.Attempts, EstimatedVRAM: vram, ModelBytes: sizes, LoadCost: loads,
-			BatchKey: BatchKey(j.Models),
+			BatchKey: BatchKey(j.Models), EstimatedCost: d.estimates.of(d, j),
 		})
 	}
+	d.mu.Lock()
+	if n := len(jobs) + len(d.running) + len(d.claimed); d.estimates.overgrown(n) {
+		keep := make(map[string]bool, n)
+		for _, j := range jobs {
+			keep[j.ID] = true
+		}
+		for id := range d.running {
+			keep[id] = true
+		}
+		for id := range d.claimed {
+			keep[id] = true
+		}
+		d.estimates.keepOnly(keep)
+	}
+	d.mu.Unlock()
 	return out
 }
 
@@ -470,12 +486,21 @@ func (d *Dispatcher) workerViews() []WorkerView {
 			busy[in.Device]++
 		}
 	}
+	// A busy worker is expected to be free once its job has run for its
+	// estimate (batch followers waiting for it are not counted).
+	now := d.clk.Now()
+	wait := map[string]time.Duration{}
+	d.mu.Lock()
+	for _, rj := range d.running {
+		wait[rj.worker] = max(d.estimates.of(d, rj.job)-now.Sub(rj.started), 0)
+	}
+	d.mu.Unlock()
 	out := make([]WorkerView, 0, len(infos))
 	for _, in := range infos {
 		led := d.opts.Devices.Ledger(in.Device)
 		v := WorkerView{
 			ID: in.ID, Device: in.Device, Idle: in.State == worker.Ready, DeviceBusy: busy[in.Device],
-			Resident: ResidentList(nil, in.Resident),
+			Resident: ResidentList(nil, in.Resident), EstimatedWait: wait[in.ID],
 		}
 		if led != nil {
 			v.FreeVRAM = led.Free()
@@ -662,7 +687,7 @@ func (d *Dispatcher) runningViews() (views []JobView, busy bool) {
 			// place in the queue, and policies compare them by age.
 			ID: id, Class: j.Class, Seq: j.Seq, Age: now.Sub(j.CreatedAt), DeadlineMS: j.DeadlineMS,
 			Models: j.Models, Attempts: j.Attempts, BatchKey: BatchKey(j.Models),
-			Running: true, Worker: rj.worker, RunTime: now.Sub(rj.started),
+			Running: true, Worker: rj.worker, RunTime: now.Sub(rj.started), EstimatedCost: d.estimates.of(d, j),
 			// The worker checks for a cancel between steps, so a running
 			// graph stops at its next step boundary; a job still loading
 			// its models has no step to lose but its loads.
