@@ -16,7 +16,11 @@ func TestWork(t *testing.T) {
 		want     cost.Work
 	}{
 		{"no graph: the base family's default at its reference size", []string{FamilyLoRA, FamilySD15}, nil,
-			func() cost.Work { w := cost.TextToImage(FamilySD15, DefaultJobSteps, 512, 512, 1); w.LoRAs = 1; return w }()},
+			func() cost.Work {
+				w := cost.TextToImage(FamilySD15, DefaultJobSteps, 512, 512, 1)
+				w.LoRAs = 1
+				return w
+			}()},
 		{"upscale only", []string{FamilyUpscaler}, nil,
 			cost.Work{Upscales: []cost.Image{{Width: 4096, Height: 4096, Batch: 1}}}},
 		{"a sampler on its own model's family, then an upscale of its output", []string{"sdxl", FamilyUpscaler},
