@@ -169,10 +169,16 @@ func (c Config) UpscaleTime(width, height, batch int, dev Device) time.Duration 
 
 // DiskReadTime is reading nominalBytes from the model store into host RAM.
 func (c Config) DiskReadTime(nominalBytes int64) time.Duration {
-	if nominalBytes <= 0 || c.DiskBytesPerS <= 0 {
+	return c.MoveTime(nominalBytes, c.DiskBytesPerS)
+}
+
+// MoveTime is moving nominalBytes at bytesPerS (a measured rate, say);
+// 0 when either is unknown.
+func (c Config) MoveTime(nominalBytes int64, bytesPerS float64) time.Duration {
+	if nominalBytes <= 0 || bytesPerS <= 0 {
 		return 0
 	}
-	return c.seconds(float64(nominalBytes) / c.DiskBytesPerS)
+	return c.seconds(float64(nominalBytes) / bytesPerS)
 }
 
 // TransferTime is moving nominalBytes from host RAM onto the device at the

@@ -437,6 +437,7 @@ func (d *Dispatcher) queuedViews(limit int) []JobView {
 	d.mu.Lock()
 	claimed := maps.Clone(d.claimed)
 	d.mu.Unlock()
+	lc := d.loadCoster()
 	for i, j := range jobs {
 		if claimed[j.ID] {
 			continue
@@ -448,10 +449,9 @@ func (d *Dispatcher) queuedViews(limit int) []JobView {
 			if e, err := d.opts.Catalog.Lookup(m); err == nil {
 				vram += uint64(e.VRAMBytes)
 				sizes[i] = uint64(e.VRAMBytes)
-				// What a cold load would cost (disk and host→device at the
-				// cost model's bandwidths); a policy weighs it against
-				// waiting for a worker that already holds the model.
-				loads[i] = d.opts.Cost.LoadTime(e.Family, e.NominalBytes, cost.Device{})
+				// A policy weighs it against waiting for a worker that
+				// already holds the model.
+				loads[i] = lc.of(e)
 			}
 		}
 		out = append(out, JobView{

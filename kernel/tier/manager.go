@@ -512,6 +512,17 @@ func (m *Manager) InRAM(id string) bool {
 	return sum != "" && m.ram.has(sum)
 }
 
+// Holds reports whether model id's bytes are in RAM (L2) and on local disk
+// (L3) now, without counting a hit: what the dispatcher prices a load by.
+// A model whose digest this process has not learned reads as in neither.
+func (m *Manager) Holds(id string) (ram, disk bool) {
+	sum := m.Learned(id)
+	if sum == "" {
+		return false, false
+	}
+	return m.ram.has(sum), m.disk.has(sum)
+}
+
 // Learned returns the digest recorded for a model id, "" if none.
 func (m *Manager) Learned(id string) string {
 	m.mu.Lock()
