@@ -54,8 +54,13 @@ func TestWriteSimTune(t *testing.T) {
 // TestCmdTune runs `kiln tune` against a fake kiln: it must fetch the
 // recorded arrivals with the admin token, search, and start a canary of
 // the best parameters.
+//
+// The arrivals come at 1.5 jobs/s, more than the node's four workers keep
+// up with, so that same-model jobs queue and batches larger than the
+// default max_size (4) pay; at a lighter load the defaults are the best
+// there is, and a search rightly finds no gain.
 func TestCmdTune(t *testing.T) {
-	models, reqs, err := sim.Generate(sim.GenConfig{Kind: sim.KindZipf, Jobs: 200, Rate: 0.5, Checkpoints: 5, Seed: 4})
+	models, reqs, err := sim.Generate(sim.GenConfig{Kind: sim.KindZipf, Jobs: 200, Rate: 1.5, Checkpoints: 5, Seed: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,6 +106,10 @@ func TestCmdTune(t *testing.T) {
 	}
 	if posted["type"] != "canary" || posted["policy"] != "same-model" || posted["kind"] != "batching" || posted["params"] == nil {
 		t.Errorf("canary spec: %v", posted)
+	}
+	params, _ := posted["params"].(map[string]any)
+	if size, _ := params["max_size"].(float64); size <= 4 {
+		t.Errorf("canary params %v: want larger batches than the default 4", posted["params"])
 	}
 
 	// A controller that refuses the spec fails the command, after the

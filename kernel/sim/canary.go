@@ -91,14 +91,15 @@ func (s *simulator) startCanary(ctx context.Context, c *Canary) error {
 	return nil
 }
 
-// observeCanary counts the finished jobs of a batch for their arm.
-func (s *simulator) observeCanary(w *simWorker) {
+// observeCanary counts jobs of a batch that finished on a worker for their
+// arm.
+func (s *simulator) observeCanary(worker string, jobs []*simJob) {
 	if s.canary == nil {
 		return
 	}
-	for _, j := range w.batch {
+	for _, j := range jobs {
 		lat := j.done - j.req.Time
-		s.canary.ctl.Observe(experiment.Observation{JobID: j.id, Worker: w.id, Latency: lat,
+		s.canary.ctl.Observe(experiment.Observation{JobID: j.id, Worker: worker, Latency: lat,
 			QueueWait: j.start - j.req.Time, Load: j.load, Run: j.compute,
 			HasDeadline:    j.req.DeadlineMS > 0,
 			MissedDeadline: j.req.DeadlineMS > 0 && lat > time.Duration(j.req.DeadlineMS)*time.Millisecond})

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/config"
 	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/device"
+	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/tier"
 )
@@ -65,6 +67,13 @@ type Config struct {
 	// BatchExecution is BatchFused (default) or BatchSequential
 	// (sim.batch_execution).
 	BatchExecution string
+	// Preemption is dispatch.preemption: a scheduling policy that plans
+	// preemptions may stop a running job of a lower class for a waiting
+	// one when no worker is idle (dispatch.Core.Preempt), as live.
+	Preemption bool
+	// PreemptMinRun is dispatch.preempt_min_run; 0 means
+	// dispatch.DefaultPreemptMinRun, as a dispatcher built without one.
+	PreemptMinRun time.Duration
 	// Params sets tunable parameters of the active policies before the
 	// run, by kind and parameter name ({"batching": {"max_size": 8}}), as
 	// PUT /v1/policies/{kind}/params does live; the auto-tuner
@@ -99,6 +108,8 @@ func FromKernelConfig(c *config.Config) Config {
 		NoRAMTier:        c.Sim.NoRAMTier,
 		LookaheadJobs:    c.Dispatch.LookaheadJobs,
 		BatchExecution:   c.Sim.BatchExecution,
+		Preemption:       c.Dispatch.Preemption,
+		PreemptMinRun:    c.Dispatch.PreemptMinRun,
 	}
 }
 
@@ -126,6 +137,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BatchExecution == "" {
 		c.BatchExecution = BatchFused
+	}
+	if c.PreemptMinRun <= 0 {
+		c.PreemptMinRun = dispatch.DefaultPreemptMinRun
 	}
 	return c
 }

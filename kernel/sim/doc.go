@@ -9,12 +9,11 @@
 // (dispatch.Core) picks the job, its worker and its batch, reserves its
 // models on the device's ledger (asking the evictor for victims when the
 // ledger refuses, never evicting a model a running job pins) and names the
-// models the lookahead pulls toward RAM (every model of the queue head: the
-// eviction policy's prefetch choice, which the live lookahead asks for, is
-// not asked here yet). The simulator does not preempt: a scheduling policy's
-// planned preemptions (dispatch.Core.Preempt), which the live dispatcher
-// carries out, are not asked for, so a policy that preempts is judged
-// here without them. Load time is charged from the tier
+// models the lookahead pulls toward RAM (those the eviction policy chooses
+// to prefetch into the RAM tier's room, as live). With dispatch.preemption
+// on, a scheduling policy's planned preemptions (dispatch.Core.Preempt) are
+// carried out as live: the stopped job goes back to its place in the queue
+// and starts over. Load time is charged from the tier
 // that held the bytes and compute time from the cost model (kernel/cost,
 // shared with kiln-worker-sim). The event loop stands in for the
 // dispatcher's goroutines, the worker IPC and the bbolt queue; see

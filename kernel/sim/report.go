@@ -68,6 +68,12 @@ type Report struct {
 	Policies map[string]string `json:"policies"`
 	// Batching counts the batches the batching policy formed.
 	Batching BatchReport `json:"batching"`
+	// Preemptions counts running jobs stopped for a waiting job of a
+	// higher class (dispatch.preemption); PreemptedWorkS is the worker
+	// time their stopped attempts had taken, thrown away (it counts in
+	// worker_busy).
+	Preemptions    int     `json:"preemptions"`
+	PreemptedWorkS float64 `json:"preempted_work_s"`
 	// Prefetch is the lookahead's outcome; nil when lookahead is off.
 	Prefetch *PrefetchReport `json:"prefetch,omitempty"`
 	// Node describes the simulated hardware.
@@ -207,7 +213,8 @@ func (s *simulator) report(wall time.Duration, seed int64) *Report {
 	r.SimulatedS = secs(end)
 	if end > 0 {
 		r.ThroughputJobsPerS = float64(r.Completed) / secs(end)
-		var gpu, worker time.Duration
+		var gpu time.Duration
+		worker := s.preemptedWork
 		for _, d := range s.devices {
 			gpu += union(d.busy)
 		}
@@ -245,6 +252,7 @@ func (s *simulator) report(wall time.Duration, seed int64) *Report {
 		r.Policies[k.Kind] = desc
 	}
 	r.Batching = BatchReport{Batches: s.batches, BatchedJobs: s.batchedJobs, Execution: s.cfg.BatchExecution}
+	r.Preemptions, r.PreemptedWorkS = s.preemptions, secs(s.preemptedWork)
 	r.Canary = s.canaryReport()
 	if s.cfg.LookaheadJobs > 0 && !s.cfg.NoRAMTier {
 		p := s.prefetch
@@ -296,6 +304,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	f("| total load time | %.1f s |\n", r.TotalLoadTimeS)
 	f("| optimal load time | %.1f s (one copy per device: %.1f s) |\n", r.OptimalLoadTimeS, r.OptimalSharedLoadTimeS)
 	f("| batches | %d (%d jobs, %s) |\n", r.Batching.Batches, r.Batching.BatchedJobs, r.Batching.Execution)
+	f("| preemptions | %d (%.1f s of work lost) |\n", r.Preemptions, r.PreemptedWorkS)
 	if p := r.Prefetch; p != nil {
 		f("| prefetch issued / used / wasted | %d (%s) / %d (%s) / %d (%s) |\n", p.Issued, device.FormatBytes(uint64(p.IssuedBytes)),
 			p.Used, device.FormatBytes(uint64(p.UsedBytes)), p.Wasted, device.FormatBytes(uint64(p.WastedBytes)))

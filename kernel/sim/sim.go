@@ -92,6 +92,13 @@ type simulator struct {
 
 	batches, batchedJobs int
 
+	// Preemption (preempt.go): how many running jobs were stopped, the
+	// worker time their lost attempts took, and the next poll due while a
+	// preemption may become possible with no event to look again.
+	preemptions   int
+	preemptedWork time.Duration
+	pollAt        time.Duration
+
 	canary *canaryState // nil without Options.Canary
 }
 
@@ -143,6 +150,14 @@ type simWorker struct {
 	batch     []*simJob // running: the lead first
 	busyUntil time.Duration
 	resident  map[string]*resident
+	// run numbers the worker's starts, so that the completion event of a
+	// batch a preemption stopped is told from the current one's.
+	run uint64
+	// loaded are the models the running batch's start loaded, and busy
+	// the [from, to) indices of its compute intervals in its device's
+	// busy list: what a preemption takes back.
+	loaded []string
+	busy   [2]int
 }
 
 type simDevice struct {
@@ -315,6 +330,7 @@ const (
 	evArrive evKind = iota
 	evDone
 	evPrefetched
+	evPoll // a dispatch round with no other cause (preempt.go)
 )
 
 type event struct {
@@ -323,6 +339,7 @@ type event struct {
 	kind  evKind
 	job   *simJob
 	w     *simWorker
+	run   uint64 // evDone: the worker's start it ends
 	model string
 }
 
@@ -373,9 +390,13 @@ func (s *simulator) run(ctx context.Context) error {
 			case evArrive:
 				s.enqueue(e.job)
 			case evDone:
-				s.finish(e.w)
+				if e.run == e.w.run && e.w.batch != nil {
+					s.finish(e.w)
+				}
 			case evPrefetched:
 				s.prefetched(e.model)
+			case evPoll:
+				// Nothing but the round below.
 			}
 		}
 		s.dispatch()
@@ -397,8 +418,20 @@ func (s *simulator) run(ctx context.Context) error {
 
 // dispatch starts jobs while a worker is idle and jobs are queued, asking
 // the live dispatcher's decision core (dispatch.Core.Choose) exactly as
-// Dispatcher.dispatchReady does, then starts the lookahead.
+// Dispatcher.dispatchReady does, then preempts and starts the lookahead, as
+// a round of Dispatcher.Run. A preemption frees its worker at once, and the
+// waiting job takes it in the same instant's next dispatch.
 func (s *simulator) dispatch() {
+	for {
+		s.dispatchReady()
+		if !s.preempt() {
+			break
+		}
+	}
+	s.lookahead()
+}
+
+func (s *simulator) dispatchReady() {
 	for !s.blocked && s.queued() > 0 && s.anyIdle() {
 		dec, ok := s.core.Choose(s.queuedViews(s.cfg.QueueView), s.workerViews())
 		for _, u := range dec.Unfit {
@@ -416,7 +449,6 @@ func (s *simulator) dispatch() {
 		}
 		s.start(batch, w)
 	}
-	s.lookahead()
 }
 
 func (s *simulator) anyIdle() bool {
@@ -476,21 +508,22 @@ func (s *simulator) requeue(jobs []*simJob) {
 	}
 }
 
-// lookahead mirrors Dispatcher.lookahead without a prefetching eviction
-// policy: when no lookahead is in flight, the models of the first
-// LookaheadJobs queued jobs (dispatch.LookaheadModels) start climbing to
-// the RAM tier, in parallel, each arriving when its transfer from the tier
-// that holds it would end. It does not yet let the eviction policy choose
-// (dispatch.Core.Lookahead, which the live dispatcher asks): on a RAM tier
-// that holds only one or two models, the policy's budget prefetches far
-// less than every model, which moved the tuner's search off the gains its
-// test expects (cmd/kiln TestCmdTune); see docs/simulator.md.
+// lookahead mirrors Dispatcher.lookahead: when no lookahead is in flight,
+// the decision core (dispatch.Core.Lookahead) names the models of the
+// first LookaheadJobs queued jobs to pull, the eviction policy's choice
+// when it is a dispatch.Prefetcher (the policy host's always is) and every
+// model otherwise, and those not in RAM start climbing to the RAM tier, in
+// parallel, each arriving when its transfer from the tier that holds it
+// would end. The room is the live one (Dispatcher.ramRoom): the tier's
+// capacity, since the tier evicts through its own policy to make room, and
+// no entries.
 func (s *simulator) lookahead() {
 	n := s.cfg.LookaheadJobs
 	if n <= 0 || s.prefetching > 0 || s.queued() == 0 || s.cfg.NoRAMTier {
 		return
 	}
-	for _, m := range dispatch.LookaheadModels(s.queuedViews(n), n) {
+	room := dispatch.PrefetchRoom{Free: uint64(max(s.ram.capacity, 0)), Cached: s.ram.has}
+	for _, m := range s.core.Lookahead(s.queuedViews(n), n, room) {
 		if s.ram.has(m) {
 			continue
 		}
@@ -631,6 +664,7 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 		s.dequeue(j)
 	}
 	var pinned, fresh []string
+	busyFrom := len(d.busy)
 	undo := func() {
 		for _, m := range fresh {
 			r := w.resident[m]
@@ -741,7 +775,9 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 		}
 	}
 	w.batch, w.busyUntil = batch, at
-	s.push(event{at: at, kind: evDone, w: w})
+	w.run++
+	w.loaded, w.busy = fresh, [2]int{busyFrom, len(d.busy)}
+	s.push(event{at: at, kind: evDone, w: w, run: w.run})
 }
 
 // fusedCompute is the compute time of a batch run as one (sim.
@@ -914,7 +950,7 @@ func (s *simulator) finish(w *simWorker) {
 	for _, j := range w.batch {
 		j.state = jobDone
 	}
-	s.observeCanary(w)
+	s.observeCanary(w.id, w.batch)
 	w.batch = nil
 	s.blocked = false
 }

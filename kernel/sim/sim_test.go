@@ -15,6 +15,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/policy"
+	"github.com/kiln-gpu/kiln/kernel/workflow"
 )
 
 // fakeWall keeps reports byte-identical: sim_speedup is 0 when the wall
@@ -412,5 +413,35 @@ func TestOptimumCountsEachWorkersCopy(t *testing.T) {
 	}
 	if !near(rep.OptimalLoadTimeS, cold+ram) || !near(rep.OptimalSharedLoadTimeS, cold) {
 		t.Errorf("optimum %v (want %v), shared %v (want %v)", rep.OptimalLoadTimeS, cold+ram, rep.OptimalSharedLoadTimeS, cold)
+	}
+}
+
+func TestLookaheadAsksTheEvictionPolicy(t *testing.T) {
+	// A long job holds the only worker; jobs on b and then c queue behind
+	// it, and RAM holds one of the two. The lookahead pulls b; once b is
+	// in, lru's prefetch choice (dispatch.Core.Lookahead, as live) leaves c
+	// out, since it does not fit the room b leaves, and pulls it only when
+	// b's job has started. Pulling every model would have evicted b, unused,
+	// to make room for c. With lru's prefetch off nothing is pulled.
+	models := []Model{{ID: "a", Bytes: 2e9, Family: "sd15"}, {ID: "b", Bytes: 6e9, Family: "sdxl"}, {ID: "c", Bytes: 6e9, Family: "sdxl"}}
+	reqs := []Request{
+		{Models: []string{"a"}, Class: job.Batch, Samplers: []workflow.SamplerParams{{Steps: 2000, Width: 512, Height: 512, BatchSize: 1}}},
+		{Time: time.Millisecond, Models: []string{"b"}, Class: job.Batch},
+		{Time: 2 * time.Millisecond, Models: []string{"c"}, Class: job.Batch},
+	}
+	for _, tc := range []struct {
+		prefetch           float64
+		issued, used, lost int64
+	}{
+		{prefetch: 1, issued: 2, used: 2},
+		{prefetch: 0},
+	} {
+		cfg := node(1, 1, 24e9, "lru")
+		cfg.RAMBytes, cfg.LookaheadJobs = 8e9, 4
+		cfg.Params = map[string]map[string]float64{"eviction": {"prefetch": tc.prefetch}}
+		p := run(t, cfg, models, reqs).Prefetch
+		if p == nil || p.Issued != tc.issued || p.Used != tc.used || p.Wasted != tc.lost {
+			t.Errorf("prefetch %v: %+v; want issued %d, used %d, wasted %d", tc.prefetch, p, tc.issued, tc.used, tc.lost)
+		}
 	}
 }
