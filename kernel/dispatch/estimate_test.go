@@ -40,7 +40,9 @@ func TestViewsCarryCostEstimates(t *testing.T) {
 		policies: Options{Balancer: bal, Clock: clk}})
 	gate := filepath.Join(t.TempDir(), "gate")
 	first := r.submit(job.Batch, `{"gate":"`+gate+`"}`, model)
-	r.waitState(first, job.Running)
+	// Its first progress report means the dispatcher holds it as running,
+	// with its start time taken: only then does the clock move.
+	r.waitRunning(first)
 	clk.Advance(time.Second)
 
 	// The rig's graphs name no sampler: an SDXL job (the rig's family) is
