@@ -273,54 +273,18 @@ func newSimulator(ctx context.Context, cfg Config, models []Model, trace *Trace,
 	return s, nil
 }
 
-// Default sampling where a request has no workflow: 20 steps at the
-// family's reference size (512² for SD1.5, 1024² for the others).
-const defaultSteps = 20
+// defaultSteps is the sampling of a request without a workflow.
+const defaultSteps = workflow.DefaultJobSteps
 
-// work is the compute a job asks for, for the cost model.
+// work is the compute a job asks for, for the cost model: the same
+// estimate the live dispatcher makes (workflow.Work).
 func (s *simulator) work(j *simJob) cost.Work {
-	base := ""
-	var loras, upscalers int
-	for _, id := range j.models {
-		f := s.models[id].Family
-		switch f {
-		case workflow.FamilyLoRA:
-			loras++
-		case workflow.FamilyUpscaler:
-			upscalers++
-		}
-		if _, known := s.cfg.Cost.Lookup(f); known && base == "" {
-			base = f
-		}
+	fams := make([]string, len(j.models))
+	for i, id := range j.models {
+		fams[i] = s.models[id].Family
 	}
-	size := 1024
-	if base == workflow.FamilySD15 {
-		size = 512
-	}
-	var w cost.Work
-	if base == "" && upscalers > 0 && len(j.req.Samplers) == 0 {
-		// An upscale-only job.
-		w = cost.Work{}
-	} else if len(j.req.Samplers) == 0 {
-		w = cost.TextToImage(base, defaultSteps, size, size, 1)
-	} else {
-		w = cost.Work{Family: base}
-		for _, p := range j.req.Samplers {
-			fam := base
-			if p.Model != "" && p.Family != "" {
-				fam = p.Family
-			}
-			w.TextEncodes += 2
-			w.Samplers = append(w.Samplers, cost.Sample{Family: fam, Steps: p.Steps, Width: p.Width, Height: p.Height, Batch: p.BatchSize})
-			w.Decodes = append(w.Decodes, cost.Image{Family: fam, Width: p.Width, Height: p.Height, Batch: p.BatchSize})
-			size = p.Width
-		}
-	}
-	w.LoRAs = loras
-	for range upscalers {
-		w.Upscales = append(w.Upscales, cost.Image{Width: 4 * size, Height: 4 * size, Batch: 1})
-	}
-	return w
+	known := func(f string) bool { _, ok := s.cfg.Cost.Lookup(f); return ok }
+	return workflow.Work(fams, j.req.Samplers, known)
 }
 
 // Events. At equal times, events run in the order they were scheduled.
