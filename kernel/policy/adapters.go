@@ -268,6 +268,7 @@ func (s *Scheduler) Plan(queued, running []dispatch.JobView, workers []dispatch.
 	if st != abi.StatusOK {
 		return p
 	}
+	p.Dispatch = make([]string, 0, len(c.schedO.Dispatch))
 	for _, i := range c.schedO.Dispatch {
 		p.Dispatch = append(p.Dispatch, queued[i].ID)
 	}
