@@ -176,9 +176,10 @@ func BenchmarkRawCall(b *testing.B) {
 // BenchmarkSwap measures load → compile → instantiate one instance →
 // self-test → active, for a built-in Go module, with wazero's compilation
 // cache warm. "again" loads a module this host loaded before (its own cache
-// skips decoding and validation); "new" is a module new to a fresh host,
-// as after a restart: wazero decodes and validates every function before it
-// finds the compiled code in its file cache.
+// skips decoding and validation); "restarted" loads it into a host that
+// restored it from its state dir; "new" is a module a fresh host has never
+// seen: wazero decodes and validates every function before it finds the
+// compiled code in its file cache.
 func BenchmarkSwap(b *testing.B) {
 	wasm := wasmOf(b, "scheduling.fifo")
 	b.Run("again", func(b *testing.B) {
@@ -204,6 +205,37 @@ func BenchmarkSwap(b *testing.B) {
 			s.versions = append(s.versions[:2], s.active.Load())
 			s.previous = s.previous[:1]
 			h.mu.Unlock()
+			b.StartTimer()
+		}
+	})
+	// "restarted": a node restarted with its data dir, which restores the
+	// modules it kept (in the background, before it reports ready) and so
+	// knows them again, as after any restart in production.
+	b.Run("restarted", func(b *testing.B) {
+		state := b.TempDir()
+		cfg := Config{CacheDir: testCacheDir, StateDir: state, CallTimeout: time.Second}
+		first, err := newHost(cfg, zerolog.Nop(), clock.Real(), fstest.MapFS{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := first.Load(context.Background(), abi.KindScheduling, "fifo", wasm, true, "keep"); err != nil {
+			b.Fatal(err)
+		}
+		settle(b, first)
+		first.Close()
+		for b.Loop() {
+			b.StopTimer()
+			h, err := newHost(cfg, zerolog.Nop(), clock.Real(), fstest.MapFS{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			settle(b, h)
+			b.StartTimer()
+			if _, err := h.Load(context.Background(), abi.KindScheduling, "fifo", wasm, true, "bench"); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			h.Close()
 			b.StartTimer()
 		}
 	})
