@@ -132,7 +132,10 @@ func TestGuestMemoryStaysFlat(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				inst := <-m.pool
+				inst := m.pool.take()
+				if inst == nil {
+					t.Fatal("the call left no instance in the pool")
+				}
 				defer m.put(inst)
 				return inst.mem.Size()
 			}

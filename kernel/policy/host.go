@@ -364,7 +364,7 @@ func (h *Host) prepare(ctx context.Context, k abi.Kind, name, source string, was
 		return nil, err
 	}
 	v := &version{name: name, kind: k, source: source, sha: hex.EncodeToString(sum[:]), loadedAt: h.clk.Now(),
-		mod: &module{rt: h.rt, compiled: cm, kind: k, timeout: h.cfg.CallTimeout, wd: h.wd, pool: make(chan *instance, h.cfg.PoolSize)}}
+		mod: &module{rt: h.rt, compiled: cm, kind: k, timeout: h.cfg.CallTimeout, wd: h.wd, pool: instancePool{max: h.cfg.PoolSize}}}
 	fail := func(err error) (*version, error) {
 		v.close()
 		if !cached {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -177,9 +178,57 @@ type module struct {
 	kind     abi.Kind
 	timeout  time.Duration
 	wd       *watchdog
-	pool     chan *instance
+	pool     instancePool
 	live     atomic.Int64
-	closed   atomic.Bool
+}
+
+// instancePool holds a module's idle instances, at most max, last in first
+// out (the instance used last has the warmest caches). A mutex and a slice
+// rather than a channel: every decision takes an instance and gives it
+// back, and the two channel operations were a third of the host's part of
+// a call (~80 of 245 ns for an AssemblyScript guest).
+type instancePool struct {
+	mu     sync.Mutex
+	idle   []*instance
+	max    int
+	closed bool
+}
+
+func (p *instancePool) take() *instance {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.idle)
+	if n == 0 {
+		return nil
+	}
+	in := p.idle[n-1]
+	p.idle[n-1] = nil
+	p.idle = p.idle[:n-1]
+	return in
+}
+
+// give keeps in unless the pool is full or closed.
+func (p *instancePool) give(in *instance) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.idle) >= p.max {
+		return false
+	}
+	p.idle = append(p.idle, in)
+	return true
+}
+
+// close refuses further instances and returns the idle ones, once.
+func (p *instancePool) close() []*instance {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	idle := p.idle
+	p.idle = nil
+	return idle
 }
 
 // instance is one instantiated module. Calls on it are not goroutine-safe;
@@ -279,23 +328,16 @@ func (in *instance) invoke(wd *watchdog, f api.Function, limit time.Duration) er
 }
 
 func (m *module) get(ctx context.Context) (*instance, error) {
-	select {
-	case in := <-m.pool:
+	if in := m.pool.take(); in != nil {
 		return in, nil
-	default:
-		return m.newInstance(ctx)
 	}
+	return m.newInstance(ctx)
 }
 
 func (m *module) put(in *instance) {
-	if !m.closed.Load() {
-		select {
-		case m.pool <- in:
-			return
-		default:
-		}
+	if !m.pool.give(in) {
+		m.discard(in)
 	}
-	m.discard(in)
 }
 
 func (m *module) discard(in *instance) {
@@ -317,16 +359,8 @@ func (m *module) warm(ctx context.Context, n int) error {
 }
 
 func (m *module) close() {
-	if m.closed.Swap(true) {
-		return
-	}
-	for {
-		select {
-		case in := <-m.pool:
-			m.discard(in)
-		default:
-			return
-		}
+	for _, in := range m.pool.close() {
+		m.discard(in)
 	}
 }
 
