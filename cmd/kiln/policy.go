@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -24,7 +25,11 @@ const policyUsage = `usage:
   kiln policy load FILE --kind K [--name N] [--activate] [--reason R]
   kiln policy activate NAME[@VERSION] [--kind K] [--reason R]
   kiln policy rollback KIND [--reason R]
+  kiln policy set KIND NAME=VALUE [NAME=VALUE ...]
   kiln policy list [--json]
+
+set changes tunable parameters of KIND's active policy (the ones it
+declares; list shows them), in place: no reload, no swap.
 
 Kinds: eviction, scheduling, batching, balancing. Every command takes
 --addr URL (default $KILN_ADDR or http://127.0.0.1:8188). Changes need the
@@ -101,7 +106,7 @@ func (p *policyFlags) send(method, path, contentType string, body []byte, admin 
 	return newClient(p.addr).send(ctx, method, path, contentType, tok, body)
 }
 
-// cmdPolicy implements `kiln policy load|activate|rollback|list`.
+// cmdPolicy implements `kiln policy load|activate|rollback|set|list`.
 func cmdPolicy(args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Print(policyUsage)
@@ -184,6 +189,36 @@ func cmdPolicy(args []string) error {
 		}
 		fmt.Printf("%s policy rolled back to %s@%d\n", vi.Kind, vi.Name, vi.Version)
 		return nil
+	case "set":
+		if len(pos) < 2 {
+			return errors.New("usage: kiln policy set KIND NAME=VALUE [NAME=VALUE ...]")
+		}
+		if _, err := abi.ParseKind(pos[0]); err != nil {
+			return err
+		}
+		// All values are checked before the first is sent, so that a typo
+		// in the last does not leave the first ones changed.
+		type param struct {
+			Name  string  `json:"name"`
+			Value float64 `json:"value"`
+		}
+		var params []param
+		for _, a := range pos[1:] {
+			n, v, ok := strings.Cut(a, "=")
+			f, err := strconv.ParseFloat(v, 64)
+			if !ok || n == "" || err != nil {
+				return fmt.Errorf("parameter %q: want NAME=NUMBER", a)
+			}
+			params = append(params, param{n, f})
+		}
+		for _, pr := range params {
+			body, _ := json.Marshal(pr)
+			if err := pf.request(http.MethodPut, "/v1/policies/"+pos[0]+"/params", "application/json", body, true, nil); err != nil {
+				return fmt.Errorf("set %s: %w", pr.Name, err)
+			}
+			fmt.Printf("%s policy: %s = %s\n", pos[0], pr.Name, strconv.FormatFloat(pr.Value, 'g', -1, 64))
+		}
+		return nil
 	case "list":
 		var out struct {
 			Policies []policy.KindInfo `json:"policies"`
@@ -197,19 +232,29 @@ func cmdPolicy(args []string) error {
 			return enc.Encode(out)
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "KIND\tPOLICY\tSOURCE\tACTIVE\tCALLS\tFAULTS\tLOADED")
+		fmt.Fprintln(tw, "KIND\tPOLICY\tSOURCE\tACTIVE\tCALLS\tFAULTS\tLOADED\tPARAMS")
 		for _, k := range out.Policies {
 			for _, v := range k.Versions {
 				act := ""
 				if v.Active {
 					act = "*"
 				}
-				fmt.Fprintf(tw, "%s\t%s@%d\t%s\t%s\t%d\t%d\t%s\n", k.Kind, v.Name, v.Version, v.Source, act, v.Calls, v.Faults, v.LoadedAt.Format(time.RFC3339))
+				fmt.Fprintf(tw, "%s\t%s@%d\t%s\t%s\t%d\t%d\t%s\t%s\n", k.Kind, v.Name, v.Version, v.Source, act, v.Calls, v.Faults,
+					v.LoadedAt.Format(time.RFC3339), formatParams(v.Params))
 			}
 		}
 		return tw.Flush()
 	}
 	return fmt.Errorf("unknown policy command %q\n\n%s", sub, policyUsage)
+}
+
+// formatParams writes parameters as name=value, by name.
+func formatParams(ps map[string]float64) string {
+	var parts []string
+	for _, n := range slices.Sorted(maps.Keys(ps)) {
+		parts = append(parts, n+"="+strconv.FormatFloat(ps[n], 'g', -1, 64))
+	}
+	return strings.Join(parts, " ")
 }
 
 // splitPositional separates leading positional arguments from flags, so

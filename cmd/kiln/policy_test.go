@@ -35,6 +35,10 @@ func TestCmdPolicy(t *testing.T) {
 		{name: "rollback", args: []string{"rollback", "eviction", "--addr", srv.URL, "--token", "tok"}, active: "lru@1"},
 		{name: "load needs kind", args: []string{"load", "x.wasm", "--addr", srv.URL}, wantErr: "usage", active: "lru@1"},
 		{name: "bad kind", args: []string{"rollback", "cooking", "--addr", srv.URL}, wantErr: "unknown policy kind", active: "lru@1"},
+		{name: "set", args: []string{"set", "eviction", "prefetch=0", "--addr", srv.URL, "--token", "tok"}, active: "lru@1"},
+		{name: "set malformed", args: []string{"set", "eviction", "prefetch", "--addr", srv.URL, "--token", "tok"}, wantErr: "NAME=NUMBER", active: "lru@1"},
+		{name: "set unknown param", args: []string{"set", "eviction", "nope=1", "--addr", srv.URL, "--token", "tok"}, wantErr: "nope", active: "lru@1"},
+		{name: "set out of range", args: []string{"set", "eviction", "prefetch=7", "--addr", srv.URL, "--token", "tok"}, wantErr: "prefetch", active: "lru@1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := cmdPolicy(tc.args)
@@ -45,5 +49,11 @@ func TestCmdPolicy(t *testing.T) {
 				t.Errorf("active eviction policy %s, want %s", got, tc.active)
 			}
 		})
+	}
+	// The successful set changed the active version's value.
+	for _, v := range h.List()[0].Versions {
+		if v.Active && v.Params["prefetch"] != 0 {
+			t.Errorf("active %s@%d has prefetch %v after `set eviction prefetch=0`", v.Name, v.Version, v.Params["prefetch"])
+		}
 	}
 }
