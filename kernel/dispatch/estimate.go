@@ -63,11 +63,19 @@ func (d *Dispatcher) estimateJob(j *job.Job) time.Duration {
 			fams = append(fams, e.Family)
 		}
 	}
+	// The queue's snapshots carry no graph (the store keeps summaries in
+	// memory): read the job once from the store for it.
+	graph := j.Workflow
+	if len(graph) == 0 && d.opts.Store != nil {
+		if full, err := d.opts.Store.Get(j.ID); err == nil {
+			graph = full.Workflow
+		}
+	}
 	var samplers []workflow.SamplerParams
-	if len(j.Workflow) > 0 {
+	if len(graph) > 0 {
 		// The API checked the graph on submit; one that no longer parses
 		// (a limit lowered since) is estimated from its models alone.
-		if g, err := workflow.Parse(j.Workflow, workflow.Limits{}.WithDefaults()); err == nil {
+		if g, err := workflow.Parse(graph, workflow.Limits{}.WithDefaults()); err == nil {
 			samplers = g.Params()
 		}
 	}

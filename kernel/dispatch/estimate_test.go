@@ -28,14 +28,22 @@ func (b *recordingBalancer) Place(j JobView, ws []WorkerView) (string, bool) {
 	return b.LeastLoaded.Place(j, ws)
 }
 
+// sdxlGraph is a ComfyUI graph sampling 35 steps at 1024×768, batch 2,
+// on an SDXL checkpoint: what the cost model prices a job by.
+const sdxlGraph = `{"4":{"class_type":"CheckpointLoaderSimple","inputs":{"ckpt_name":"sd_xl_base_1.0.safetensors"}},` +
+	`"5":{"class_type":"EmptyLatentImage","inputs":{"width":1024,"height":768,"batch_size":2}},` +
+	`"3":{"class_type":"KSampler","inputs":{"steps":35,"model":["4",0],"latent_image":["5",0]}},` +
+	`"9":{"class_type":"SaveImage","inputs":{"images":["3",0]}}}`
+
 // TestViewsCarryCostEstimates checks what the live dispatcher tells edf and
-// affinity: a queued job's estimated run time from the cost model, and a
-// busy worker's expected wait, its running job's estimate less the time it
-// has run (on the dispatcher's clock).
+// affinity: a queued job's estimated run time from the cost model and its
+// graph (which the queue's snapshots do not carry), and a busy worker's
+// expected wait, its running job's estimate less the time it has run (on
+// the dispatcher's clock).
 func TestViewsCarryCostEstimates(t *testing.T) {
 	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	bal := &recordingBalancer{}
-	const model = "checkpoints/a.safetensors"
+	const model = "checkpoints/sd_xl_base_1.0.safetensors"
 	r := newRigWith(t, rigConfig{deviceMemory: 24 * gib, perDevice: 2, models: map[string]int64{model: 2 * gib},
 		policies: Options{Balancer: bal, Clock: clk}})
 	gate := filepath.Join(t.TempDir(), "gate")
@@ -45,28 +53,30 @@ func TestViewsCarryCostEstimates(t *testing.T) {
 	r.waitRunning(first)
 	clk.Advance(time.Second)
 
-	// The rig's graphs name no sampler: an SDXL job (the rig's family) is
-	// priced at the default 20 steps at 1024².
-	want := cost.Default().JobEstimate(cost.TextToImage("sdxl", 20, 1024, 1024, 1), cost.Device{})
-	if want <= time.Second {
-		t.Fatalf("estimate %v: too small for this test", want)
+	// The first job's graph names no sampler: an SDXL job is priced at the
+	// default 20 steps at 1024²; the second's at what its graph says.
+	c := cost.Default()
+	firstEst := c.JobEstimate(cost.TextToImage("sdxl", 20, 1024, 1024, 1), cost.Device{})
+	secondEst := c.JobEstimate(cost.TextToImage("sdxl", 35, 1024, 768, 2), cost.Device{})
+	if firstEst <= time.Second || firstEst == secondEst {
+		t.Fatalf("estimates %v and %v do not tell the cases apart", firstEst, secondEst)
 	}
-	second := r.submit(job.Batch, `{}`, model)
+	second := r.submit(job.Batch, sdxlGraph, model)
 	r.waitState(second, job.Done)
 	bal.mu.Lock()
 	defer bal.mu.Unlock()
-	if bal.job.ID != second || bal.job.EstimatedCost != want {
-		t.Errorf("placed %s with estimate %v; want %s, %v", bal.job.ID, bal.job.EstimatedCost, second, want)
+	if bal.job.ID != second || bal.job.EstimatedCost != secondEst {
+		t.Errorf("placed %s with estimate %v; want %s, %v", bal.job.ID, bal.job.EstimatedCost, second, secondEst)
 	}
 	var busy, idle int
 	for _, w := range bal.workers {
 		switch {
-		case !w.Idle && w.EstimatedWait == want-time.Second:
+		case !w.Idle && w.EstimatedWait == firstEst-time.Second:
 			busy++
 		case w.Idle && w.EstimatedWait == 0:
 			idle++
 		default:
-			t.Errorf("worker %s: idle %v, wait %v; want a busy worker waiting %v or an idle one", w.ID, w.Idle, w.EstimatedWait, want-time.Second)
+			t.Errorf("worker %s: idle %v, wait %v; want a busy worker waiting %v or an idle one", w.ID, w.Idle, w.EstimatedWait, firstEst-time.Second)
 		}
 	}
 	if busy != 1 || idle != 1 {
@@ -83,17 +93,10 @@ func TestViewsCarryCostEstimates(t *testing.T) {
 func TestEstimateReadsTheGraph(t *testing.T) {
 	const model = "checkpoints/sd_xl_base_1.0.safetensors"
 	r := newRig(t, 24*gib, 1, map[string]int64{model: 2 * gib})
-	graph := `{"4":{"class_type":"CheckpointLoaderSimple","inputs":{"ckpt_name":"sd_xl_base_1.0.safetensors"}},` +
-		`"5":{"class_type":"EmptyLatentImage","inputs":{"width":1024,"height":768,"batch_size":2}},` +
-		`"3":{"class_type":"KSampler","inputs":{"steps":35,"model":["4",0],"latent_image":["5",0]}},` +
-		`"9":{"class_type":"SaveImage","inputs":{"images":["3",0]}}}`
-	j := &job.Job{ID: "j1", Workflow: []byte(graph), Models: []string{model}}
+	j := &job.Job{ID: "j1", Workflow: []byte(sdxlGraph), Models: []string{model}}
 	got := r.d.estimates.of(r.d, j)
 	want := cost.Default().JobEstimate(cost.TextToImage("sdxl", 35, 1024, 768, 2), cost.Device{})
 	if got != want {
 		t.Errorf("estimate %v, want %v (35 steps at 1024×768, batch 2)", got, want)
-	}
-	if def := cost.Default().JobEstimate(cost.TextToImage("sdxl", 20, 1024, 1024, 1), cost.Device{}); got == def {
-		t.Errorf("estimate %v is the default's: the graph was not read", got)
 	}
 }
