@@ -488,13 +488,19 @@ func (d *Dispatcher) workerViews() []WorkerView {
 	}
 	// A busy worker is expected to be free once its job has run for its
 	// estimate (batch followers waiting for it are not counted).
+	// The estimates are taken outside d.mu: one not made yet reads the
+	// job's graph from the store.
 	now := d.clk.Now()
-	wait := map[string]time.Duration{}
 	d.mu.Lock()
+	running := make([]runningJob, 0, len(d.running))
 	for _, rj := range d.running {
-		wait[rj.worker] = max(d.estimates.of(d, rj.job)-now.Sub(rj.started), 0)
+		running = append(running, runningJob{job: rj.job, worker: rj.worker, started: rj.started})
 	}
 	d.mu.Unlock()
+	wait := make(map[string]time.Duration, len(running))
+	for _, rj := range running {
+		wait[rj.worker] = max(d.estimates.of(d, rj.job)-now.Sub(rj.started), 0)
+	}
 	out := make([]WorkerView, 0, len(infos))
 	for _, in := range infos {
 		led := d.opts.Devices.Ledger(in.Device)
@@ -675,24 +681,31 @@ func (d *Dispatcher) preempt() {
 // while a preemption is in flight.
 func (d *Dispatcher) runningViews() (views []JobView, busy bool) {
 	now := d.clk.Now()
+	var jobs []*job.Job
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	for id, rj := range d.running {
 		if rj.preempting {
+			d.mu.Unlock()
 			return nil, true
 		}
 		j := rj.job
+		jobs = append(jobs, j)
 		views = append(views, JobView{
 			// Seq is the submission order here: running jobs have no
 			// place in the queue, and policies compare them by age.
 			ID: id, Class: j.Class, Seq: j.Seq, Age: now.Sub(j.CreatedAt), DeadlineMS: j.DeadlineMS,
 			Models: j.Models, Attempts: j.Attempts, BatchKey: BatchKey(j.Models),
-			Running: true, Worker: rj.worker, RunTime: now.Sub(rj.started), EstimatedCost: d.estimates.of(d, j),
+			Running: true, Worker: rj.worker, RunTime: now.Sub(rj.started),
 			// The worker checks for a cancel between steps, so a running
 			// graph stops at its next step boundary; a job still loading
 			// its models has no step to lose but its loads.
 			AtStepBoundary: d.progress[id].Phase == "running",
 		})
+	}
+	d.mu.Unlock()
+	// Outside d.mu: an estimate not made yet reads the graph from the store.
+	for i, j := range jobs {
+		views[i].EstimatedCost = d.estimates.of(d, j)
 	}
 	// Map order is random; a policy deserves a stable input.
 	sort.Slice(views, func(a, b int) bool { return views[a].Seq < views[b].Seq })
