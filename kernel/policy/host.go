@@ -410,7 +410,7 @@ func (h *Host) compile(ctx context.Context, sum [32]byte, wasm []byte) (wazero.C
 	if ok {
 		return cm, true, nil
 	}
-	code, err := instrument(wasm)
+	code, err := h.instrumented(sum, wasm)
 	if err != nil {
 		return nil, false, fmt.Errorf("read module: %w", err)
 	}
