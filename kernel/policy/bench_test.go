@@ -223,46 +223,39 @@ func BenchmarkSwap(b *testing.B) {
 		}
 		settle(b, first)
 		first.Close()
-		for b.Loop() {
-			b.StopTimer()
-			h, err := newHost(cfg, zerolog.Nop(), clock.Real(), fstest.MapFS{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			settle(b, h)
-			runtime.GC()
-			b.StartTimer()
-			if _, err := h.Load(context.Background(), abi.KindScheduling, "fifo", wasm, true, "bench"); err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
-			h.Close()
-			b.StartTimer()
-		}
+		swapIntoFreshHosts(b, cfg, wasm)
 	})
 	b.Run("new", func(b *testing.B) {
 		warm := newTestHost(b, Config{})
 		if _, err := warm.Load(context.Background(), abi.KindScheduling, "fifo", wasm, true, "warm the file cache"); err != nil {
 			b.Fatal(err)
 		}
-		for b.Loop() {
-			b.StopTimer()
-			h, err := newHost(Config{CacheDir: testCacheDir, CallTimeout: time.Second}, zerolog.Nop(), clock.Real(), fstest.MapFS{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			// The hosts of earlier iterations are garbage (tens of MB of
-			// compiled code each) that a node would not carry into a swap.
-			runtime.GC()
-			b.StartTimer()
-			if _, err := h.Load(context.Background(), abi.KindScheduling, "fifo", wasm, true, "bench"); err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
-			h.Close()
-			b.StartTimer()
-		}
+		swapIntoFreshHosts(b, Config{CacheDir: testCacheDir, CallTimeout: time.Second}, wasm)
 	})
+}
+
+// swapIntoFreshHosts times, in each iteration, one load-and-activate of
+// wasm into a new host made with cfg, once the host is ready (a host with
+// a state dir restores it first).
+func swapIntoFreshHosts(b *testing.B, cfg Config, wasm []byte) {
+	for b.Loop() {
+		b.StopTimer()
+		h, err := newHost(cfg, zerolog.Nop(), clock.Real(), fstest.MapFS{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		settle(b, h)
+		// The hosts of earlier iterations are garbage (tens of MB of
+		// compiled code each) that a node would not carry into a swap.
+		runtime.GC()
+		b.StartTimer()
+		if _, err := h.Load(context.Background(), abi.KindScheduling, "fifo", wasm, true, "bench"); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		h.Close()
+		b.StartTimer()
+	}
 }
 
 // BenchmarkInstanceMemory reports the memory one more pooled instance
