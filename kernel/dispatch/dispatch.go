@@ -95,7 +95,7 @@ type Dispatcher struct {
 	// claimed holds the batch members waiting for their turn on the
 	// worker that runs their batch: queued in the store, hidden from the
 	// scheduler so that no other worker takes them.
-	claimed  map[string]bool
+	claimed  map[string]string                    // job → the worker it waits for
 	resident map[string]map[string]*residentModel // worker → model → state
 	unpinned chan struct{}                        // closed and replaced on every unpin
 
@@ -169,7 +169,7 @@ func New(opts Options) *Dispatcher {
 	return &Dispatcher{
 		opts:     opts,
 		core:     Core{Scheduler: opts.Scheduler, Balancer: opts.Balancer, Evictor: opts.Evictor, Batcher: opts.Batcher},
-		claimed:  map[string]bool{},
+		claimed:  map[string]string{},
 		log:      opts.Log,
 		clk:      opts.Clock,
 		wake:     make(chan struct{}, 1),
@@ -301,7 +301,7 @@ func (d *Dispatcher) dispatchReady(ctx context.Context) {
 		followers := ids[1:]
 		d.mu.Lock()
 		for _, f := range followers {
-			d.claimed[f] = true
+			d.claimed[f] = wid
 		}
 		d.mu.Unlock()
 		d.wg.Add(1)
@@ -439,7 +439,7 @@ func (d *Dispatcher) queuedViews(limit int) []JobView {
 	d.mu.Unlock()
 	lc := d.loadCoster()
 	for i, j := range jobs {
-		if claimed[j.ID] {
+		if _, ok := claimed[j.ID]; ok {
 			continue
 		}
 		var vram uint64
@@ -487,7 +487,7 @@ func (d *Dispatcher) workerViews() []WorkerView {
 		}
 	}
 	// A busy worker is expected to be free once its job has run for its
-	// estimate (batch followers waiting for it are not counted).
+	// estimate and the batch followers waiting for it have run for theirs.
 	// The estimates are taken outside d.mu: one not made yet reads the
 	// job's graph from the store.
 	now := d.clk.Now()
@@ -496,10 +496,16 @@ func (d *Dispatcher) workerViews() []WorkerView {
 	for _, rj := range d.running {
 		running = append(running, runningJob{job: rj.job, worker: rj.worker, started: rj.started})
 	}
-	d.mu.Unlock()
 	wait := make(map[string]time.Duration, len(running))
+	for id, wid := range d.claimed {
+		// A batch follower was estimated when it was queued.
+		if est, ok := d.estimates.cached(id); ok {
+			wait[wid] += est
+		}
+	}
+	d.mu.Unlock()
 	for _, rj := range running {
-		wait[rj.worker] = max(d.estimates.of(d, rj.job)-now.Sub(rj.started), 0)
+		wait[rj.worker] += max(d.estimates.of(d, rj.job)-now.Sub(rj.started), 0)
 	}
 	out := make([]WorkerView, 0, len(infos))
 	for _, in := range infos {

@@ -36,6 +36,14 @@ func (e *estimates) of(d *Dispatcher, j *job.Job) time.Duration {
 	return est
 }
 
+// cached returns the estimate of the job with id if one was made.
+func (e *estimates) cached(id string) (time.Duration, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	est, ok := e.byJob[id]
+	return est, ok
+}
+
 // overgrown reports whether the map holds well more than the n jobs the
 // dispatcher knows of: jobs cancelled or finished leave no other trace
 // here, so they are dropped in bulk (keepOnly) rather than one by one.

@@ -100,3 +100,40 @@ func TestEstimateReadsTheGraph(t *testing.T) {
 		t.Errorf("estimate %v, want %v (35 steps at 1024×768, batch 2)", got, want)
 	}
 }
+
+// TestBusyWaitCountsBatchFollowers: a worker running a batch is expected
+// to be free once its running job and the followers claimed for it have
+// run for their estimates.
+func TestBusyWaitCountsBatchFollowers(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	bal := &recordingBalancer{}
+	a, b := "checkpoints/sd_xl_base_1.0.safetensors", "checkpoints/sd_xl_refiner_1.0.safetensors"
+	gate := filepath.Join(t.TempDir(), "gate")
+	var lead string
+	r := newRigWith(t, rigConfig{deviceMemory: 24 * gib, perDevice: 2, models: map[string]int64{a: 2 * gib, b: 2 * gib},
+		policies: Options{Balancer: bal, Batcher: sameKey{}, Clock: clk},
+		before: func(r *rig) {
+			lead = r.submit(job.Batch, `{"gate":"`+gate+`"}`, a)
+			r.submit(job.Batch, `{}`, a) // its follower
+		}})
+	r.waitRunning(lead)
+	clk.Advance(time.Second)
+	est := cost.Default().JobEstimate(cost.TextToImage("sdxl", 20, 1024, 1024, 1), cost.Device{})
+	other := r.submit(job.Batch, `{}`, b)
+	r.waitState(other, job.Done)
+	bal.mu.Lock()
+	var waits []time.Duration
+	for _, w := range bal.workers {
+		if !w.Idle {
+			waits = append(waits, w.EstimatedWait)
+		}
+	}
+	bal.mu.Unlock()
+	if want := 2*est - time.Second; len(waits) != 1 || waits[0] != want {
+		t.Errorf("busy workers' waits %v, want one of %v (the lead's rest and its follower)", waits, want)
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.waitState(lead, job.Done)
+}
