@@ -7,6 +7,7 @@
 package samemodel
 
 import (
+	"cmp"
 	"slices"
 	"time"
 
@@ -63,14 +64,14 @@ func (*SameModel) Batch(in *policy.BatchingInput, out *policy.BatchingOutput) po
 			cands = append(cands, uint32(i))
 		}
 	}
-	slices.SortStableFunc(cands, func(a, b uint32) int {
+	slices.SortFunc(cands, func(a, b uint32) int {
 		switch x, y := in.Jobs[a].Seq, in.Jobs[b].Seq; {
 		case x < y:
 			return -1
 		case x > y:
 			return 1
 		}
-		return 0
+		return cmp.Compare(a, b) // equal keys keep their input order
 	})
 	var used uint64
 	for _, c := range cands {

@@ -14,6 +14,7 @@
 package gdsf
 
 import (
+	"cmp"
 	"math"
 	"slices"
 
@@ -56,14 +57,14 @@ func (*GDSF) Evict(in *policy.EvictionInput, out *policy.EvictionOutput) policy.
 			cands = append(cands, uint32(i))
 		}
 	}
-	slices.SortStableFunc(cands, func(a, b uint32) int {
+	slices.SortFunc(cands, func(a, b uint32) int {
 		switch {
 		case h[a] < h[b]:
 			return -1
 		case h[a] > h[b]:
 			return 1
 		}
-		return 0
+		return cmp.Compare(a, b) // equal keys keep their input order
 	})
 	free := in.Free
 	for _, i := range cands {

@@ -3,6 +3,7 @@
 package lru
 
 import (
+	"cmp"
 	"slices"
 
 	"github.com/kiln-gpu/kiln/sdk/policy"
@@ -33,7 +34,7 @@ func (*LRU) Evict(in *policy.EvictionInput, out *policy.EvictionOutput) policy.S
 			cands = append(cands, uint32(i))
 		}
 	}
-	slices.SortStableFunc(cands, func(a, b uint32) int {
+	slices.SortFunc(cands, func(a, b uint32) int {
 		x, y := in.Entries[a].SinceUse, in.Entries[b].SinceUse
 		switch {
 		case x > y:
@@ -41,7 +42,7 @@ func (*LRU) Evict(in *policy.EvictionInput, out *policy.EvictionOutput) policy.S
 		case x < y:
 			return 1
 		}
-		return 0
+		return cmp.Compare(a, b) // equal keys keep their input order
 	})
 	free := in.Free
 	for _, i := range cands {

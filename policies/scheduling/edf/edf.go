@@ -5,6 +5,7 @@
 package edf
 
 import (
+	"cmp"
 	"slices"
 
 	"github.com/kiln-gpu/kiln/sdk/policy"
@@ -26,7 +27,7 @@ func (*EDF) Schedule(in *policy.SchedulingInput, out *policy.SchedulingOutput) p
 	for i := range in.Queued {
 		out.Dispatch = append(out.Dispatch, uint32(i))
 	}
-	slices.SortStableFunc(out.Dispatch, func(a, b uint32) int {
+	slices.SortFunc(out.Dispatch, func(a, b uint32) int {
 		x, y := &in.Queued[a], &in.Queued[b]
 		if x.HasDeadline != y.HasDeadline {
 			if x.HasDeadline {
@@ -50,7 +51,7 @@ func (*EDF) Schedule(in *policy.SchedulingInput, out *policy.SchedulingOutput) p
 		case x.Seq > y.Seq:
 			return 1
 		}
-		return 0
+		return cmp.Compare(a, b) // equal keys keep their input order
 	})
 	return policy.StatusOK
 }

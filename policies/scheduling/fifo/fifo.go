@@ -3,6 +3,7 @@
 package fifo
 
 import (
+	"cmp"
 	"slices"
 
 	"github.com/kiln-gpu/kiln/sdk/policy"
@@ -24,8 +25,11 @@ func (*FIFO) Schedule(in *policy.SchedulingInput, out *policy.SchedulingOutput) 
 	for i := range in.Queued {
 		out.Dispatch = append(out.Dispatch, uint32(i))
 	}
-	slices.SortStableFunc(out.Dispatch, func(a, b uint32) int {
-		return cmpU64(in.Queued[a].Seq, in.Queued[b].Seq)
+	slices.SortFunc(out.Dispatch, func(a, b uint32) int {
+		if c := cmpU64(in.Queued[a].Seq, in.Queued[b].Seq); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b) // equal keys keep their input order
 	})
 	return policy.StatusOK
 }

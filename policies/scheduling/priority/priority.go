@@ -6,6 +6,7 @@
 package priority
 
 import (
+	"cmp"
 	"slices"
 	"time"
 
@@ -37,7 +38,7 @@ func (*Priority) Schedule(in *policy.SchedulingInput, out *policy.SchedulingOutp
 	for i := range in.Queued {
 		out.Dispatch = append(out.Dispatch, uint32(i))
 	}
-	slices.SortStableFunc(out.Dispatch, func(a, b uint32) int {
+	slices.SortFunc(out.Dispatch, func(a, b uint32) int {
 		x, y := &in.Queued[a], &in.Queued[b]
 		if x.Class != y.Class {
 			return int(x.Class) - int(y.Class)
@@ -48,7 +49,7 @@ func (*Priority) Schedule(in *policy.SchedulingInput, out *policy.SchedulingOutp
 		case x.Seq > y.Seq:
 			return 1
 		}
-		return 0
+		return cmp.Compare(a, b) // equal keys keep their input order
 	})
 	first := &in.Queued[out.Dispatch[0]]
 	maxWait := time.Duration(in.Param(0, 30000)) * time.Millisecond
