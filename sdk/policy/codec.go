@@ -167,29 +167,31 @@ func readHeader(d *dec, k Kind, c *Common) {
 	if !d.need(HeaderSize) {
 		return
 	}
-	major, minor := u16le(d.b[0:]), u16le(d.b[2:])
-	d.off = 4
+	// Fields are read from the record at fixed offsets, not one call each:
+	// inside WASM a Go call costs more than the read.
+	r := d.rec(HeaderSize)
+	major, minor := u16le(r[0:]), u16le(r[2:])
 	if major != ABIMajor {
 		d.err = errors.New("policy abi: input is version " + itoa(int64(major)) + "." + itoa(int64(minor)) + ", this code speaks " + itoa(ABIMajor) + "." + itoa(ABIMinor))
 		return
 	}
-	if got := Kind(d.u32()); got != k {
+	if got := Kind(u32le(r[4:])); got != k {
 		d.err = errors.New("policy abi: input is for " + got.String() + ", want " + k.String())
 		return
 	}
-	c.Now = d.i64()
+	c.Now = int64(u64le(r[8:]))
 	for i := range c.State {
-		c.State[i] = d.u64()
+		c.State[i] = u64le(r[16+8*i:])
 	}
-	n := d.u32()
-	d.u32()
+	n := u32le(r[48:])
 	if n > maxParams {
 		d.err = errors.New("policy abi: " + itoa(int64(n)) + " params, at most " + itoa(maxParams))
 		return
 	}
 	c.Params = grow(c.Params, d.count(n, 8))
+	pr := d.rec(8 * len(c.Params))
 	for i := range c.Params {
-		c.Params[i] = math.Float64frombits(d.u64())
+		c.Params[i] = math.Float64frombits(u64le(pr[8*i:]))
 	}
 }
 
@@ -273,6 +275,21 @@ func readJob(d *dec, j *Job) span {
 	if r == nil {
 		return span{}
 	}
+	return jobFrom(r, j)
+}
+
+// readJobs reads one record per job and its models' span.
+func readJobs(d *dec, js []Job, spans []span) {
+	r := d.rec(JobSize * len(js))
+	if r == nil {
+		return
+	}
+	for i := range js {
+		spans[i] = jobFrom(r[JobSize*i:JobSize*(i+1)], &js[i])
+	}
+}
+
+func jobFrom(r []byte, j *Job) span {
 	j.Seq = u64le(r[0:])
 	j.Age = time.Duration(u64le(r[8:]))
 	j.Slack = time.Duration(u64le(r[16:]))
@@ -302,45 +319,85 @@ func appendWorker(e enc, w *Worker, p *pool) enc {
 		u32(w.Device).u32(flags).u32(w.DeviceBusy).u32(off).u32(n).u32(0)
 }
 
-func readWorker(d *dec, w *Worker) span {
-	r := d.rec(WorkerSize)
+// readWorkers reads one record per worker and its residency span. One call
+// for all of them, and the same for jobs and lists below: inside WASM, a Go
+// call costs as much as decoding a record (BENCHMARKS.md).
+func readWorkers(d *dec, ws []Worker, spans []span) {
+	r := d.rec(WorkerSize * len(ws))
 	if r == nil {
-		return span{}
+		return
 	}
-	w.FreeVRAM = u64le(r[0:])
-	w.UsableVRAM = u64le(r[8:])
-	w.Wait = time.Duration(u64le(r[16:]))
-	w.H2DBytesPerS = u64le(r[24:])
-	w.Device = u32le(r[32:])
-	flags := u32le(r[36:])
-	w.Idle = flags&flagIdle != 0
-	w.Degraded = flags&flagDegraded != 0
-	w.DeviceBusy = u32le(r[40:])
-	return span{u32le(r[44:]), u32le(r[48:])}
+	for i := range ws {
+		w, rec := &ws[i], r[WorkerSize*i:WorkerSize*(i+1)]
+		w.FreeVRAM = u64le(rec[0:])
+		w.UsableVRAM = u64le(rec[8:])
+		w.Wait = time.Duration(u64le(rec[16:]))
+		w.H2DBytesPerS = u64le(rec[24:])
+		w.Device = u32le(rec[32:])
+		flags := u32le(rec[36:])
+		w.Idle = flags&flagIdle != 0
+		w.Degraded = flags&flagDegraded != 0
+		w.DeviceBusy = u32le(rec[40:])
+		spans[i] = span{u32le(rec[44:]), u32le(rec[48:])}
+	}
 }
 
-// readPool reads n u32s and returns a function that slices a span of them
-// into dst, checking its bounds.
-func readPool(d *dec, n uint32, buf []uint32) []uint32 {
-	return readU32s(d, n, buf)
-}
-
-func slicePool(d *dec, p []uint32, s span, dst []uint32) []uint32 {
-	if d.err != nil {
-		return dst[:0]
-	}
-	if uint64(s.off)+uint64(s.n) > uint64(len(p)) {
-		d.err = errors.New("policy abi: list [" + itoa(int64(s.off)) + ",+" + itoa(int64(s.n)) + ") outside the pool of " + itoa(int64(len(p))))
-		return dst[:0]
-	}
-	return append(dst[:0], p[s.off:s.off+s.n]...)
-}
-
-func checkIDs(d *dec, ids []uint32, n int, what string) {
-	for _, id := range ids {
-		if d.err == nil && int64(id) >= int64(n) {
-			d.err = errors.New("policy abi: " + what + " " + itoa(int64(id)) + " out of range (" + itoa(int64(n)) + ")")
+// readPool reads the n u32s that the records' lists are spans of. Every
+// one is a model id, checked here once rather than list by list.
+func readPool(d *dec, n uint32, buf []uint32, nModels int) []uint32 {
+	p := readU32s(d, n, buf)
+	for _, id := range p {
+		if int64(id) >= int64(nModels) {
+			if d.err == nil {
+				d.err = errors.New("policy abi: model " + itoa(int64(id)) + " out of range (" + itoa(int64(nModels)) + ")")
+			}
+			break
 		}
+	}
+	return p
+}
+
+// slicePool returns span s of the pool. The list shares the pool's array,
+// capacity-limited so that appending to it copies: a policy may change or
+// extend its lists without touching another's. Small enough for the
+// compiler to inline: inside WASM a Go call costs as much as the work.
+func slicePool(d *dec, p []uint32, s span) []uint32 {
+	end := uint64(s.off) + uint64(s.n)
+	if end > uint64(len(p)) {
+		return outsidePool(d, p, s)
+	}
+	return p[s.off:end:end]
+}
+
+func outsidePool(d *dec, p []uint32, s span) []uint32 {
+	if d.err == nil {
+		d.err = errors.New("policy abi: list [" + itoa(int64(s.off)) + ",+" + itoa(int64(s.n)) + ") outside the pool of " + itoa(int64(len(p))))
+	}
+	return nil
+}
+
+// jobModels and residents set each job's and worker's list from its span,
+// slicing in the loop: slicePool is just too big to inline, and a call per
+// record is what this decoder avoids.
+func jobModels(d *dec, p []uint32, js []Job, spans []span) {
+	for i, s := range spans[:len(js)] {
+		end := uint64(s.off) + uint64(s.n)
+		if end > uint64(len(p)) {
+			js[i].Models = outsidePool(d, p, s)
+			continue
+		}
+		js[i].Models = p[s.off:end:end]
+	}
+}
+
+func residents(d *dec, p []uint32, ws []Worker, spans []span) {
+	for i, s := range spans[:len(ws)] {
+		end := uint64(s.off) + uint64(s.n)
+		if end > uint64(len(p)) {
+			ws[i].Resident = outsidePool(d, p, s)
+			continue
+		}
+		ws[i].Resident = p[s.off:end:end]
 	}
 }
 
@@ -507,29 +564,14 @@ func DecodeSchedulingInput(b []byte, in *SchedulingInput) error {
 	nq2, nr2 := len(in.Queued), len(in.Queued)+len(in.Running)
 	sp := grow(in.spans, nr2+len(in.Workers))
 	in.spans = sp
-	for i := range in.Queued {
-		sp[i] = readJob(d, &in.Queued[i])
-	}
-	for i := range in.Running {
-		sp[nq2+i] = readJob(d, &in.Running[i])
-	}
-	for i := range in.Workers {
-		sp[nr2+i] = readWorker(d, &in.Workers[i])
-	}
-	p := readPool(d, np, in.pool)
+	readJobs(d, in.Queued, sp[:nq2])
+	readJobs(d, in.Running, sp[nq2:nr2])
+	readWorkers(d, in.Workers, sp[nr2:])
+	p := readPool(d, np, in.pool, len(in.Models))
 	in.pool = p
-	for i := range in.Queued {
-		in.Queued[i].Models = slicePool(d, p, sp[i], in.Queued[i].Models)
-		checkIDs(d, in.Queued[i].Models, len(in.Models), "model")
-	}
-	for i := range in.Running {
-		in.Running[i].Models = slicePool(d, p, sp[nq2+i], in.Running[i].Models)
-		checkIDs(d, in.Running[i].Models, len(in.Models), "model")
-	}
-	for i := range in.Workers {
-		in.Workers[i].Resident = slicePool(d, p, sp[nr2+i], in.Workers[i].Resident)
-		checkIDs(d, in.Workers[i].Resident, len(in.Models), "model")
-	}
+	jobModels(d, p, in.Queued, sp[:nq2])
+	jobModels(d, p, in.Running, sp[nq2:nr2])
+	residents(d, p, in.Workers, sp[nr2:])
 	return done(d)
 }
 
@@ -580,22 +622,12 @@ func DecodeBatchingInput(b []byte, in *BatchingInput) error {
 	sp := grow(in.spans, len(in.Jobs)+len(in.Workers))
 	in.spans = sp
 	js, ws := sp[:len(in.Jobs)], sp[len(in.Jobs):]
-	for i := range in.Jobs {
-		js[i] = readJob(d, &in.Jobs[i])
-	}
-	for i := range in.Workers {
-		ws[i] = readWorker(d, &in.Workers[i])
-	}
-	p := readPool(d, np, in.pool)
+	readJobs(d, in.Jobs, js)
+	readWorkers(d, in.Workers, ws)
+	p := readPool(d, np, in.pool, len(in.Models))
 	in.pool = p
-	for i := range in.Jobs {
-		in.Jobs[i].Models = slicePool(d, p, js[i], in.Jobs[i].Models)
-		checkIDs(d, in.Jobs[i].Models, len(in.Models), "model")
-	}
-	for i := range in.Workers {
-		in.Workers[i].Resident = slicePool(d, p, ws[i], in.Workers[i].Resident)
-		checkIDs(d, in.Workers[i].Resident, len(in.Models), "model")
-	}
+	jobModels(d, p, in.Jobs, js)
+	residents(d, p, in.Workers, ws)
 	if d.err == nil && int(in.Lead) >= len(in.Jobs) {
 		d.err = errors.New("policy abi: lead " + itoa(int64(in.Lead)) + " out of range (" + itoa(int64(len(in.Jobs))) + " jobs)")
 	}
@@ -646,17 +678,11 @@ func DecodeBalancingInput(b []byte, in *BalancingInput) error {
 	in.Workers = grow(in.Workers, d.count(nw, WorkerSize))
 	ws := grow(in.spans, len(in.Workers))
 	in.spans = ws
-	for i := range in.Workers {
-		ws[i] = readWorker(d, &in.Workers[i])
-	}
-	p := readPool(d, np, in.pool)
+	readWorkers(d, in.Workers, ws)
+	p := readPool(d, np, in.pool, len(in.Models))
 	in.pool = p
-	in.Job.Models = slicePool(d, p, js, in.Job.Models)
-	checkIDs(d, in.Job.Models, len(in.Models), "model")
-	for i := range in.Workers {
-		in.Workers[i].Resident = slicePool(d, p, ws[i], in.Workers[i].Resident)
-		checkIDs(d, in.Workers[i].Resident, len(in.Models), "model")
-	}
+	in.Job.Models = slicePool(d, p, js)
+	residents(d, p, in.Workers, ws)
 	return done(d)
 }
 

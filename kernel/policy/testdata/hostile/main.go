@@ -15,6 +15,10 @@ const (
 	modeHuge
 	modeInvalid
 	modeError
+	// modeGarbage allocates 256 KiB that it drops at once, every call: a
+	// careless but correct policy, whose memory only the Go runtime's
+	// garbage collector keeps bounded.
+	modeGarbage
 )
 
 type hostile struct{}
@@ -24,6 +28,10 @@ func (hostile) Params() []policy.Param {
 }
 
 var sink [][]byte
+
+// garbage is where modeGarbage's allocation goes, so that the compiler
+// cannot keep it off the heap.
+var garbage []byte
 
 func misbehave(mode int) {
 	switch mode {
@@ -36,6 +44,9 @@ func misbehave(mode int) {
 		}
 	case modePanic:
 		panic("hostile policy panics")
+	case modeGarbage:
+		garbage = make([]byte, 256<<10)
+		garbage = nil
 	}
 }
 
