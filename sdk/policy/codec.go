@@ -450,18 +450,21 @@ func DecodeEvictionInput(b []byte, in *EvictionInput) error {
 			SinceInsert: time.Duration(u64le(r[16:])), LoadCost: time.Duration(u64le(r[24:])), Tag: u64le(r[32:]),
 			Model: u32le(r[40:]), Worker: u32le(r[44:]), Hits: u32le(r[48:]), Pinned: u32le(r[52:])&flagPinned != 0}
 	}
+	// Records are read at fixed offsets, not a call per field: inside WASM a
+	// Go call costs more than the read, and there are up to 256 ghosts.
 	in.Ghosts = grow(in.Ghosts, d.count(ng, GhostSize))
-	for i := range in.Ghosts {
-		in.Ghosts[i].Ago = time.Duration(d.i64())
-		in.Ghosts[i].Model = d.u32()
-		d.u32()
+	if r := d.rec(GhostSize * len(in.Ghosts)); r != nil {
+		for i := range in.Ghosts {
+			g := r[GhostSize*i:]
+			in.Ghosts[i] = Ghost{Ago: time.Duration(u64le(g[0:])), Model: u32le(g[8:])}
+		}
 	}
 	in.Wanted = grow(in.Wanted, d.count(nw, WantedSize))
-	for i := range in.Wanted {
-		w := &in.Wanted[i]
-		w.Bytes = d.u64()
-		w.LoadCost = time.Duration(d.i64())
-		w.Model, w.Waiting = d.u32(), d.u32()
+	if r := d.rec(WantedSize * len(in.Wanted)); r != nil {
+		for i := range in.Wanted {
+			w := r[WantedSize*i:]
+			in.Wanted[i] = Wanted{Bytes: u64le(w[0:]), LoadCost: time.Duration(u64le(w[8:])), Model: u32le(w[16:]), Waiting: u32le(w[20:])}
+		}
 	}
 	return done(d)
 }
