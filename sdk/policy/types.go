@@ -154,7 +154,8 @@ type Job struct {
 	// BatchKey groups jobs with the same models and compatible parameters;
 	// 0 means the job does not batch.
 	BatchKey uint32
-	// Models are indices into the input's Models table.
+	// Models are indices into the input's Models table. Decoded lists
+	// share one array, valid until the next call; appending to one copies.
 	Models []uint32
 	// Worker is the index of the worker that runs it (running jobs), or
 	// NoWorker.
@@ -178,7 +179,8 @@ type Worker struct {
 	Wait time.Duration
 	// H2DBytesPerS is the measured host-to-device bandwidth (0: unknown).
 	H2DBytesPerS uint64
-	// Resident are the models in its VRAM (indices into Models).
+	// Resident are the models in its VRAM (indices into Models), in the
+	// same shared array as Job.Models.
 	Resident []uint32
 }
 
