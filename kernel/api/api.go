@@ -19,6 +19,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/httpjson"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/metrics"
 	"github.com/kiln-gpu/kiln/kernel/tier"
@@ -288,7 +289,7 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("dry_run") == "1" {
 		// Validation only: the caller learns whether kiln would accept the
 		// job and which models it needs, and nothing is queued.
-		writeJSON(w, http.StatusOK, map[string]any{"state": "valid", "class": req.Class, "models": req.Models})
+		httpjson.Write(w, http.StatusOK, map[string]any{"state": "valid", "class": req.Class, "models": req.Models})
 		return
 	}
 	j := &job.Job{
@@ -313,7 +314,7 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		s.deps.Metrics.JobSubmitted(string(j.Class))
 	}
 	w.Header().Set("Location", "/v1/jobs/"+j.ID)
-	writeJSON(w, http.StatusAccepted, map[string]any{"id": j.ID, "state": j.State})
+	httpjson.Write(w, http.StatusAccepted, map[string]any{"id": j.ID, "state": j.State})
 }
 
 // checkNodeClasses refuses graphs with node classes that no worker can
@@ -405,7 +406,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	for _, j := range jobs {
 		out = append(out, s.view(j, false))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"jobs": out, "counts": s.deps.Store.Counts()})
+	httpjson.Write(w, http.StatusOK, map[string]any{"jobs": out, "counts": s.deps.Store.Counts()})
 }
 
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
@@ -414,7 +415,7 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.view(j, r.URL.Query().Get("workflow") == "1"))
+	httpjson.Write(w, http.StatusOK, s.view(j, r.URL.Query().Get("workflow") == "1"))
 }
 
 func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
@@ -423,7 +424,7 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.view(j, false))
+	httpjson.Write(w, http.StatusOK, s.view(j, false))
 }
 
 func (s *Server) storeError(w http.ResponseWriter, err error) {
@@ -438,11 +439,11 @@ func (s *Server) storeError(w http.ResponseWriter, err error) {
 }
 
 func (s *Server) listWorkers(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"workers": s.deps.Pool.Infos()})
+	httpjson.Write(w, http.StatusOK, map[string]any{"workers": s.deps.Pool.Infos()})
 }
 
 func (s *Server) listDevices(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"devices": s.deps.Devices.Describe()})
+	httpjson.Write(w, http.StatusOK, map[string]any{"devices": s.deps.Devices.Describe()})
 }
 
 func (s *Server) listModels(w http.ResponseWriter, _ *http.Request) {
@@ -454,7 +455,7 @@ func (s *Server) listModels(w http.ResponseWriter, _ *http.Request) {
 	if models == nil {
 		models = []catalog.Entry{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"models": models})
+	httpjson.Write(w, http.StatusOK, map[string]any{"models": models})
 }
 
 // admin guards a mutating admin endpoint with the bearer token. The token
@@ -480,28 +481,28 @@ func (s *Server) refreshModels(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadGateway, "refresh_failed", err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
+	httpjson.Write(w, http.StatusOK, res)
 }
 
 func (s *Server) listTiers(w http.ResponseWriter, r *http.Request) {
 	if s.deps.Tiers == nil {
-		writeJSON(w, http.StatusOK, map[string]any{"tiers": []any{}, "note": "kiln runs without cache tiers (no storage plugin found)"})
+		httpjson.Write(w, http.StatusOK, map[string]any{"tiers": []any{}, "note": "kiln runs without cache tiers (no storage plugin found)"})
 		return
 	}
 	s.deps.Tiers.TiersHandler().ServeHTTP(w, r)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	httpjson.Write(w, http.StatusOK, map[string]any{"status": "ok"})
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	ready := s.deps.Pool.Ready()
 	if ready == 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not_ready", "workers_ready": 0})
+		httpjson.Write(w, http.StatusServiceUnavailable, map[string]any{"status": "not_ready", "workers_ready": 0})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "workers_ready": ready})
+	httpjson.Write(w, http.StatusOK, map[string]any{"status": "ready", "workers_ready": ready})
 }
 
 // readBody reads a request body under the configured limit.
@@ -525,7 +526,7 @@ func (s *Server) reject(w http.ResponseWriter, e *Error) {
 	if s.deps.Metrics != nil {
 		s.deps.Metrics.JobRejected(e.Type)
 	}
-	writeJSON(w, e.Status, map[string]any{"error": e})
+	httpjson.Write(w, e.Status, map[string]any{"error": e})
 }
 
 // statusRecorder captures the status a fallback handler would send.
@@ -547,13 +548,6 @@ func (r *statusRecorder) WriteHeader(code int) {
 	}
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	_ = enc.Encode(v)
-}
-
 func writeError(w http.ResponseWriter, status int, typ, msg string) {
-	writeJSON(w, status, map[string]any{"error": &Error{Status: status, Type: typ, Message: msg}})
+	httpjson.Write(w, status, map[string]any{"error": &Error{Status: status, Type: typ, Message: msg}})
 }

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kiln-gpu/kiln/kernel/httpjson"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/worker"
 	"github.com/kiln-gpu/kiln/kernel/workflow"
@@ -204,7 +205,7 @@ func (c *comfy) writePromptError(w http.ResponseWriter, e *PromptError) {
 	if c.s.deps.Metrics != nil {
 		c.s.deps.Metrics.JobRejected(e.Err.Type)
 	}
-	writeJSON(w, e.Status, e)
+	httpjson.Write(w, e.Status, e)
 }
 
 func (c *comfy) queueRemaining() int {
@@ -216,7 +217,7 @@ func (c *comfy) queueRemaining() int {
 }
 
 func (c *comfy) getPrompt(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"exec_info": map[string]any{"queue_remaining": c.queueRemaining()}})
+	httpjson.Write(w, http.StatusOK, map[string]any{"exec_info": map[string]any{"queue_remaining": c.queueRemaining()}})
 }
 
 func (c *comfy) postPrompt(w http.ResponseWriter, r *http.Request) {
@@ -234,7 +235,7 @@ func (c *comfy) postPrompt(w http.ResponseWriter, r *http.Request) {
 	}
 	if hit := c.hub.cache.lookup(req); hit != nil {
 		c.hub.answerFromCache(req, hit)
-		writeJSON(w, http.StatusOK, map[string]any{"prompt_id": req.PromptID, "number": hit.number, "node_errors": map[string]any{}})
+		httpjson.Write(w, http.StatusOK, map[string]any{"prompt_id": req.PromptID, "number": hit.number, "node_errors": map[string]any{}})
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush()
 		}
@@ -277,7 +278,7 @@ func (c *comfy) postPrompt(w http.ResponseWriter, r *http.Request) {
 		c.s.deps.Metrics.JobSubmitted(string(j.Class))
 	}
 	c.hub.rememberExtra(j.ID, req.ExtraData)
-	writeJSON(w, http.StatusOK, map[string]any{"prompt_id": j.ID, "number": promptNumber(j), "node_errors": map[string]any{}})
+	httpjson.Write(w, http.StatusOK, map[string]any{"prompt_id": j.ID, "number": promptNumber(j), "node_errors": map[string]any{}})
 	c.hub.broadcastStatus()
 }
 
@@ -343,7 +344,7 @@ func (c *comfy) getQueue(w http.ResponseWriter, _ *http.Request) {
 	for _, j := range queued {
 		out["queue_pending"] = append(out["queue_pending"], c.queueItem(j))
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpjson.Write(w, http.StatusOK, out)
 }
 
 // clearDelete is the body of POST /queue and POST /history.
@@ -459,7 +460,7 @@ func (c *comfy) getHistory(w http.ResponseWriter, r *http.Request) {
 	for _, f := range all {
 		out[f.id] = f.entry
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpjson.Write(w, http.StatusOK, out)
 }
 
 func (c *comfy) getHistoryID(w http.ResponseWriter, r *http.Request) {
@@ -470,7 +471,7 @@ func (c *comfy) getHistoryID(w http.ResponseWriter, r *http.Request) {
 	} else if j, err := c.s.deps.Store.Get(id); err == nil && j.State != job.Queued && j.State != job.Running {
 		out[id] = c.hub.historyEntry(j)
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpjson.Write(w, http.StatusOK, out)
 }
 
 func (c *comfy) objectInfo(w http.ResponseWriter, r *http.Request) {
@@ -488,7 +489,7 @@ func (c *comfy) objectInfo(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpjson.Write(w, http.StatusOK, out)
 }
 
 func (c *comfy) systemStats(w http.ResponseWriter, _ *http.Request) {
@@ -512,7 +513,7 @@ func (c *comfy) systemStats(w http.ResponseWriter, _ *http.Request) {
 			})
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	httpjson.Write(w, http.StatusOK, map[string]any{
 		"system": map[string]any{
 			"os": osName, "ram_total": total, "ram_free": free,
 			"comfyui_version": "kiln", "required_frontend_version": "", "python_version": "n/a (kiln " + runtime.Version() + ")",
@@ -603,7 +604,7 @@ var modelFolderNames = []string{"checkpoints", "loras", "vae", "text_encoders", 
 	"photomaker", "classifiers", "configs"}
 
 func (c *comfy) modelFolders(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, modelFolderNames)
+	httpjson.Write(w, http.StatusOK, modelFolderNames)
 }
 
 func (c *comfy) modelFolder(w http.ResponseWriter, r *http.Request) {
@@ -622,7 +623,7 @@ func (c *comfy) modelFolder(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no model folder %q", r.PathValue("folder")))
 		return
 	}
-	writeJSON(w, http.StatusOK, c.modelNames(folder))
+	httpjson.Write(w, http.StatusOK, c.modelNames(folder))
 }
 
 func (c *comfy) embeddings(w http.ResponseWriter, _ *http.Request) {
@@ -630,15 +631,15 @@ func (c *comfy) embeddings(w http.ResponseWriter, _ *http.Request) {
 	for _, n := range c.modelNames("embeddings") {
 		out = append(out, strings.TrimSuffix(n, filepath.Ext(n)))
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpjson.Write(w, http.StatusOK, out)
 }
 
 func (c *comfy) extensions(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, []string{})
+	httpjson.Write(w, http.StatusOK, []string{})
 }
 
 func (c *comfy) features(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, c.featureFlags())
+	httpjson.Write(w, http.StatusOK, c.featureFlags())
 }
 
 // featureFlags are the server's feature flags, for GET /features and the

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/kiln-gpu/kiln/kernel/httpjson"
 )
 
 // errEscapes is a subfolder that leaves its base directory (403).
@@ -159,5 +161,5 @@ func (c *comfy) uploadImage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "io_error", err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"name": name, "subfolder": subfolder, "type": typ})
+	httpjson.Write(w, http.StatusOK, map[string]any{"name": name, "subfolder": subfolder, "type": typ})
 }

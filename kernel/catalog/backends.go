@@ -2,7 +2,6 @@ package catalog
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/kiln-gpu/kiln/kernel/cost"
+	"github.com/kiln-gpu/kiln/kernel/httpjson"
 	"github.com/kiln-gpu/kiln/kernel/tier"
 	sdk "github.com/kiln-gpu/kiln/sdk/plugin"
 )
@@ -238,13 +238,13 @@ func (c *Catalog) ModelsHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		models, err := c.List()
 		if err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": map[string]string{"type": "catalog_unavailable", "message": err.Error()}})
+			httpjson.Write(w, http.StatusServiceUnavailable, map[string]any{"error": map[string]string{"type": "catalog_unavailable", "message": err.Error()}})
 			return
 		}
 		if models == nil {
 			models = []Entry{}
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"models": models})
+		httpjson.Write(w, http.StatusOK, map[string]any{"models": models})
 	})
 }
 
@@ -253,15 +253,9 @@ func (c *Catalog) RefreshHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		res, err := c.Refresh(r.Context())
 		if err != nil {
-			writeJSON(w, http.StatusBadGateway, map[string]any{"error": map[string]string{"type": "refresh_failed", "message": err.Error()}})
+			httpjson.Write(w, http.StatusBadGateway, map[string]any{"error": map[string]string{"type": "refresh_failed", "message": err.Error()}})
 			return
 		}
-		writeJSON(w, http.StatusOK, res)
+		httpjson.Write(w, http.StatusOK, res)
 	})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }

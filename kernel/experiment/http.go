@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/httpjson"
 )
 
 // maxSpecBytes bounds a POST /v1/experiments body.
@@ -53,7 +54,7 @@ func (c *Controller) Handler() http.Handler {
 		for _, rec := range c.List() {
 			out = append(out, rec.Summarize())
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"experiments": out})
+		httpjson.Write(w, http.StatusOK, map[string]any{"experiments": out})
 	})
 	mux.HandleFunc("GET /v1/experiments/{id}", func(w http.ResponseWriter, r *http.Request) {
 		rec, err := c.Get(r.PathValue("id"))
@@ -61,12 +62,12 @@ func (c *Controller) Handler() http.Handler {
 			writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, rec)
+		httpjson.Write(w, http.StatusOK, rec)
 	})
 	mux.HandleFunc("POST /v1/experiments", func(w http.ResponseWriter, r *http.Request) {
 		var spec Spec
 		if err := decodeStrict(w, r, &spec); err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_experiment", err.Error())
+			httpjson.Error(w, http.StatusBadRequest, "invalid_experiment", err.Error())
 			return
 		}
 		rec, err := c.Start(r.Context(), spec)
@@ -74,7 +75,7 @@ func (c *Controller) Handler() http.Handler {
 			writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusCreated, rec)
+		httpjson.Write(w, http.StatusCreated, rec)
 	})
 	mux.HandleFunc("POST /v1/experiments/{id}/abort", func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
@@ -82,7 +83,7 @@ func (c *Controller) Handler() http.Handler {
 		}
 		if r.ContentLength != 0 {
 			if err := decodeStrict(w, r, &body); err != nil {
-				writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+				httpjson.Error(w, http.StatusBadRequest, "invalid_request", err.Error())
 				return
 			}
 		}
@@ -95,7 +96,7 @@ func (c *Controller) Handler() http.Handler {
 			writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, rec)
+		httpjson.Write(w, http.StatusOK, rec)
 	})
 	return mux
 }
@@ -118,24 +119,14 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
 func writeErr(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, ErrInvalid):
-		writeError(w, http.StatusBadRequest, "invalid_experiment", err.Error())
+		httpjson.Error(w, http.StatusBadRequest, "invalid_experiment", err.Error())
 	case errors.Is(err, ErrNotFound):
-		writeError(w, http.StatusNotFound, "not_found", err.Error())
+		httpjson.Error(w, http.StatusNotFound, "not_found", err.Error())
 	case errors.Is(err, ErrBusy):
-		writeError(w, http.StatusConflict, "experiment_running", err.Error())
+		httpjson.Error(w, http.StatusConflict, "experiment_running", err.Error())
 	case errors.Is(err, ErrNotRunning):
-		writeError(w, http.StatusConflict, "not_running", err.Error())
+		httpjson.Error(w, http.StatusConflict, "not_running", err.Error())
 	default:
-		writeError(w, http.StatusInternalServerError, "internal_error", err.Error())
+		httpjson.Error(w, http.StatusInternalServerError, "internal_error", err.Error())
 	}
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, typ, msg string) {
-	writeJSON(w, status, map[string]any{"error": map[string]any{"status": status, "type": typ, "message": strings.TrimSpace(msg)}})
 }

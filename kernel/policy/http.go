@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/kiln-gpu/kiln/kernel/httpjson"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -30,7 +31,7 @@ const MaxModuleBytes = 64 << 20
 func (h *Host) Handler(adminToken string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/policies", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"policies": h.List()})
+		httpjson.Write(w, http.StatusOK, map[string]any{"policies": h.List()})
 	})
 	mux.HandleFunc("GET /v1/policies/{kind}", func(w http.ResponseWriter, r *http.Request) {
 		k, ok := kindParam(w, r)
@@ -39,20 +40,20 @@ func (h *Host) Handler(adminToken string) http.Handler {
 		}
 		for _, ki := range h.List() {
 			if ki.Kind == k.String() {
-				writeJSON(w, http.StatusOK, ki)
+				httpjson.Write(w, http.StatusOK, ki)
 			}
 		}
 	})
 	admin := func(f func(w http.ResponseWriter, r *http.Request, k abi.Kind)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if adminToken == "" {
-				writeError(w, http.StatusForbidden, "admin_disabled", "no admin token is configured; policy changes are refused")
+				httpjson.Error(w, http.StatusForbidden, "admin_disabled", "no admin token is configured; policy changes are refused")
 				return
 			}
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(adminToken)) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="kiln admin"`)
-				writeError(w, http.StatusUnauthorized, "unauthorized", "policy changes need the admin token (Authorization: Bearer …)")
+				httpjson.Error(w, http.StatusUnauthorized, "unauthorized", "policy changes need the admin token (Authorization: Bearer …)")
 				return
 			}
 			k, ok := kindParam(w, r)
@@ -67,16 +68,16 @@ func (h *Host) Handler(adminToken string) http.Handler {
 		name := q.Get("name")
 		data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxModuleBytes))
 		if err != nil {
-			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("module larger than %d bytes", MaxModuleBytes))
+			httpjson.Error(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("module larger than %d bytes", MaxModuleBytes))
 			return
 		}
 		activate := q.Get("activate") == "1" || q.Get("activate") == "true"
 		vi, err := h.Load(r.Context(), k, name, data, activate, q.Get("reason"))
 		if err != nil {
-			writeError(w, http.StatusUnprocessableEntity, "invalid_policy", err.Error())
+			httpjson.Error(w, http.StatusUnprocessableEntity, "invalid_policy", err.Error())
 			return
 		}
-		writeJSON(w, http.StatusCreated, vi)
+		httpjson.Write(w, http.StatusCreated, vi)
 	}))
 	mux.HandleFunc("POST /v1/policies/{kind}/activate", admin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
 		var body struct {
@@ -92,7 +93,7 @@ func (h *Host) Handler(adminToken string) http.Handler {
 			writeFailure(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, vi)
+		httpjson.Write(w, http.StatusOK, vi)
 	}))
 	mux.HandleFunc("POST /v1/policies/{kind}/rollback", admin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
 		var body struct {
@@ -106,7 +107,7 @@ func (h *Host) Handler(adminToken string) http.Handler {
 			writeFailure(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, vi)
+		httpjson.Write(w, http.StatusOK, vi)
 	}))
 	mux.HandleFunc("PUT /v1/policies/{kind}/params", admin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
 		var body struct {
@@ -128,7 +129,7 @@ func (h *Host) Handler(adminToken string) http.Handler {
 func kindParam(w http.ResponseWriter, r *http.Request) (abi.Kind, bool) {
 	k, err := abi.ParseKind(r.PathValue("kind"))
 	if err != nil {
-		writeError(w, http.StatusNotFound, "unknown_kind", err.Error())
+		httpjson.Error(w, http.StatusNotFound, "unknown_kind", err.Error())
 		return 0, false
 	}
 	return k, true
@@ -140,7 +141,7 @@ func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
 		err = json.Unmarshal(data, v)
 	}
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_body", "request body: "+err.Error())
+		httpjson.Error(w, http.StatusBadRequest, "invalid_body", "request body: "+err.Error())
 		return false
 	}
 	return true
@@ -148,18 +149,8 @@ func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
 
 func writeFailure(w http.ResponseWriter, err error) {
 	if errors.Is(err, ErrNotFound) {
-		writeError(w, http.StatusNotFound, "not_found", err.Error())
+		httpjson.Error(w, http.StatusNotFound, "not_found", err.Error())
 		return
 	}
-	writeError(w, http.StatusUnprocessableEntity, "invalid_policy", err.Error())
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, typ, msg string) {
-	writeJSON(w, status, map[string]any{"error": map[string]string{"type": typ, "message": msg}})
+	httpjson.Error(w, http.StatusUnprocessableEntity, "invalid_policy", err.Error())
 }

@@ -1,17 +1,17 @@
 package tier
 
 import (
-	"encoding/json"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kiln-gpu/kiln/kernel/httpjson"
 )
 
 // TiersHandler serves GET /v1/tiers: {"tiers":[vram, ram, disk, remote]}.
 func (m *Manager) TiersHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"tiers": m.Stats()})
+		httpjson.Write(w, http.StatusOK, map[string]any{"tiers": m.Stats()})
 	})
 }
 

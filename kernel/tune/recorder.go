@@ -3,7 +3,6 @@ package tune
 import (
 	"context"
 	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/httpjson"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/sim"
 )
@@ -269,14 +269,14 @@ func (r *Recorder) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method != http.MethodGet && req.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
-			httpError(w, http.StatusMethodNotAllowed, "method_not_allowed", "GET /v1/experiments/trace")
+			httpjson.Error(w, http.StatusMethodNotAllowed, "method_not_allowed", "GET /v1/experiments/trace")
 			return
 		}
 		limit := 0
 		if s := req.URL.Query().Get("limit"); s != "" {
 			n, err := strconv.Atoi(s)
 			if err != nil || n < 1 {
-				httpError(w, http.StatusBadRequest, "invalid_limit", fmt.Sprintf("limit must be a positive integer, got %q", s))
+				httpjson.Error(w, http.StatusBadRequest, "invalid_limit", fmt.Sprintf("limit must be a positive integer, got %q", s))
 				return
 			}
 			limit = n
@@ -286,10 +286,4 @@ func (r *Recorder) Handler() http.Handler {
 		w.Header().Set("X-Kiln-Arrivals", strconv.Itoa(len(reqs)))
 		_ = sim.WriteTrace(w, reqs)
 	})
-}
-
-func httpError(w http.ResponseWriter, status int, typ, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": typ, "message": msg}})
 }
