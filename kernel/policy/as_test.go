@@ -124,23 +124,8 @@ func TestGuestMemoryStaysFlat(t *testing.T) {
 				in.Workers[i] = abi.Worker{Idle: true, DeviceBusy: uint32(i % 3)}
 			}
 			input := abi.AppendBalancingInput(nil, in)
-			call := func(n int) uint32 {
-				var out []byte
-				for range n {
-					var err error
-					if out, err = m.call(context.Background(), &callInfo{}, input, out[:0]); err != nil {
-						t.Fatal(err)
-					}
-				}
-				inst := m.pool.take()
-				if inst == nil {
-					t.Fatal("the call left no instance in the pool")
-				}
-				defer m.put(inst)
-				return inst.mem.Size()
-			}
-			warm := call(200)
-			if after := call(3000); after > warm {
+			warm := memoryAfter(t, m, input, 200)
+			if after := memoryAfter(t, m, input, 3000); after > warm {
 				t.Errorf("linear memory grew from %d to %d bytes over 3000 decisions", warm, after)
 			}
 		})
@@ -157,15 +142,23 @@ func TestGoGuestGarbageIsCollected(t *testing.T) {
 	if _, err := h.Load(context.Background(), abi.KindBalancing, "hostile", wasmOf(t, "hostile"), true, "test"); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.SetParam(abi.KindBalancing, "mode", 7); err != nil {
-		t.Fatal(err)
-	}
-	v := h.slots[abi.KindBalancing].active.Load()
-	m := v.mod
+	m := h.slots[abi.KindBalancing].active.Load().mod
+	// The snapshot carries the parameter: mode 7 drops 256 KiB a call.
 	in := &abi.BalancingInput{Workers: []abi.Worker{{Idle: true}}, Common: abi.Common{Params: []float64{7}}}
-	input := abi.AppendBalancingInput(nil, in)
+	size := memoryAfter(t, m, abi.AppendBalancingInput(nil, in), 4000)
+	t.Logf("linear memory after 4,000 decisions: %d MiB", size>>20)
+	if size > 32<<20 {
+		t.Errorf("linear memory is %d MiB after 4,000 decisions that each dropped 256 KiB", size>>20)
+	}
+}
+
+// memoryAfter makes n decisions on input through m's pool and returns the
+// linear memory size of the instance that made them (the pool hands out
+// the one used last first).
+func memoryAfter(t *testing.T, m *module, input []byte, n int) uint32 {
+	t.Helper()
 	var out []byte
-	for range 4000 {
+	for range n {
 		var err error
 		if out, err = m.call(context.Background(), &callInfo{}, input, out[:0]); err != nil {
 			t.Fatal(err)
@@ -176,9 +169,5 @@ func TestGoGuestGarbageIsCollected(t *testing.T) {
 		t.Fatal("the calls left no instance in the pool")
 	}
 	defer m.put(inst)
-	size := inst.mem.Size()
-	t.Logf("linear memory after 4,000 decisions: %d MiB", size>>20)
-	if size > 32<<20 {
-		t.Errorf("linear memory is %d MiB after 4,000 decisions that each dropped 256 KiB", size>>20)
-	}
+	return inst.mem.Size()
 }
