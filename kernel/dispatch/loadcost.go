@@ -33,10 +33,10 @@ func (d *Dispatcher) loadCoster() loadCoster {
 }
 
 func (lc loadCoster) of(e catalog.Entry) time.Duration {
-	t := lc.cost.TransferTime(e.NominalBytes, cost.Device{})
 	if lc.tiers == nil {
 		return lc.cost.LoadTime(e.Family, e.NominalBytes, cost.Device{})
 	}
+	t := lc.cost.TransferTime(e.NominalBytes, cost.Device{})
 	inRAM, onDisk := lc.tiers.Holds(e.ID)
 	if inRAM {
 		return t
