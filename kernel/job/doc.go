@@ -29,7 +29,7 @@
 //	defer s.Close()
 //	err = s.Submit(ctx, &job.Job{Class: job.Interactive, Workflow: wf}) // durable on return
 //	for range s.Notify() {                 // a job became queued
-//		for _, q := range s.Snapshot(64) { // interactive first, then batch; each in queue order
+//		for _, q := range s.Window(64) { // each class's first 64, merged in queue order
 //			j, err := s.Start(q.ID, workerID) // ErrBadTransition: someone else took it
 //			...
 //		}

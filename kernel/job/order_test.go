@@ -3,6 +3,7 @@ package job
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"testing"
@@ -26,9 +27,9 @@ func TestQueueOrder(t *testing.T) {
 		want []string // Snapshot order, by name
 	}{
 		{
-			name: "fifo without orders",
+			name: "fifo without orders, across classes",
 			subs: []sub{{name: "a", class: Batch}, {name: "b", class: Batch}, {name: "c", class: Interactive}},
-			want: []string{"c", "a", "b"},
+			want: []string{"a", "b", "c"},
 		},
 		{
 			name: "explicit orders within a class",
@@ -65,9 +66,19 @@ func TestQueueOrder(t *testing.T) {
 			want: []string{"a", "f"},
 		},
 		{
-			name: "class still comes first",
+			// ComfyUI orders its one queue by number: the store compares
+			// ranks across classes too and leaves class to the policy.
+			name: "orders compare across classes",
 			subs: []sub{{name: "b", class: Batch, order: ord(-5)}, {name: "i", class: Interactive, order: ord(50)}},
-			want: []string{"i", "b"},
+			want: []string{"b", "i"},
+		},
+		{
+			name: "front goes ahead of every class",
+			subs: []sub{
+				{name: "i", class: Interactive}, {name: "b", class: Batch},
+				{name: "f", class: Batch, front: true},
+			},
+			want: []string{"f", "i", "b"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -146,5 +157,36 @@ func TestSubmitBadOrder(t *testing.T) {
 		if err := s.Submit(context.Background(), j); !errors.Is(err, ErrBadOrder) {
 			t.Errorf("Submit(order %v) = %v; want ErrBadOrder", v, err)
 		}
+	}
+}
+
+func TestWindow(t *testing.T) {
+	// Five batch jobs, then two interactive ones, then one more batch.
+	s, _, _ := openTest(t, Config{})
+	var b, in []string
+	for range 5 {
+		b = append(b, mustSubmit(t, s, Batch).ID)
+	}
+	for range 2 {
+		in = append(in, mustSubmit(t, s, Interactive).ID)
+	}
+	b = append(b, mustSubmit(t, s, Batch).ID)
+	for _, tc := range []struct {
+		perClass int
+		want     []string
+	}{
+		// Each class's head, merged in submission order: the interactive
+		// jobs are in the window although five older batch jobs are not
+		// all shown, and nothing is moved ahead of its elders.
+		{perClass: 2, want: []string{b[0], b[1], in[0], in[1]}},
+		{perClass: 3, want: []string{b[0], b[1], b[2], in[0], in[1]}},
+		{perClass: 0, want: []string{b[0], b[1], b[2], b[3], b[4], in[0], in[1], b[5]}},
+		{perClass: 100, want: []string{b[0], b[1], b[2], b[3], b[4], in[0], in[1], b[5]}},
+	} {
+		t.Run(fmt.Sprint(tc.perClass), func(t *testing.T) {
+			if got := ids(s.Window(tc.perClass)); !slices.Equal(got, tc.want) {
+				t.Errorf("Window(%d) = %v; want %v", tc.perClass, got, tc.want)
+			}
+		})
 	}
 }

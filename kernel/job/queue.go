@@ -378,11 +378,12 @@ func (s *Store) QueuedLen(class Class) int {
 	return s.queues[classIndex(class)].live
 }
 
-// Snapshot returns up to limit queued jobs (all when limit ≤ 0) in dispatch
-// order: interactive jobs first, then batch, each in queue order: by Rank
-// (Order when the job has one, else Seq), then Seq. Without explicit orders
-// that is FIFO; a re-queued job keeps its original place. It reads memory
-// only.
+// Snapshot returns up to limit queued jobs (all when limit ≤ 0) in queue
+// order across both classes: by Rank (Order when the job has one, else
+// Seq), then Seq (CompareQueued). Without explicit orders that is
+// submission order whatever the class: the store imposes no class order,
+// which is the scheduling policy's to choose. A re-queued job keeps its
+// original place. It reads memory only.
 //
 // The jobs are copies that carry the fields a scheduling policy needs (ID,
 // Seq, Order, Class, Models, DeadlineMS, Tenant, ClientID, Attempts,
@@ -394,19 +395,67 @@ func (s *Store) Snapshot(limit int) []*Job {
 	if limit > 0 {
 		n = min(n, limit)
 	}
+	return s.mergeLocked(n, n)
+}
+
+// Window returns, of each class, up to perClass queued jobs from the head
+// of that class's queue (all when perClass ≤ 0), merged into one list in
+// queue order across classes (as Snapshot). It is the dispatcher's view of
+// the queue: a class's first jobs are always in it, however many jobs of
+// the other class are older, so a policy that favours a class sees that
+// class's head, and a policy that does not sees the oldest jobs of both;
+// neither finds the list reordered by class.
+func (s *Store) Window(perClass int) []*Job {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	limit := max(s.queues[0].live, s.queues[1].live)
+	if perClass > 0 {
+		limit = min(limit, perClass)
+	}
+	return s.mergeLocked(min(s.queues[0].live, limit)+min(s.queues[1].live, limit), limit)
+}
+
+// mergeLocked merges the heads of the two class queues in CompareQueued
+// order, taking at most perClass live jobs of each and n in all, and
+// returns copies; callers hold s.mu.
+func (s *Store) mergeLocked(n, perClass int) []*Job {
 	out := make([]*Job, 0, n)
+	var pos [2]int   // next index into each queue's items
+	var taken [2]int // live jobs taken from each queue
 	for ci := range s.queues {
-		for _, e := range s.queues[ci].items[s.queues[ci].head:] {
-			if len(out) == n {
-				return out
-			}
-			if e.dead {
-				continue
-			}
-			c := *e.j
-			c.Models = slices.Clone(e.j.Models)
-			out = append(out, &c)
+		pos[ci] = s.queues[ci].head
+	}
+	// peek returns the next live entry of class ci within its budget.
+	peek := func(ci int) *entry {
+		q := &s.queues[ci]
+		if taken[ci] >= perClass {
+			return nil
 		}
+		for pos[ci] < len(q.items) && q.items[pos[ci]].dead {
+			pos[ci]++
+		}
+		if pos[ci] == len(q.items) {
+			return nil
+		}
+		return q.items[pos[ci]]
+	}
+	for len(out) < n {
+		a, b := peek(0), peek(1)
+		ci := 0
+		switch {
+		case a == nil && b == nil:
+			return out
+		case a == nil:
+			ci = 1
+		case b != nil && CompareQueued(b.j, a.j) < 0:
+			ci = 1
+		}
+		e := s.queues[ci].items[pos[ci]]
+		pos[ci]++
+		taken[ci]++
+		c := *e.j
+		c.Models = slices.Clone(e.j.Models)
+		out = append(out, &c)
 	}
 	return out
 }
