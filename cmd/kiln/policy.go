@@ -196,28 +196,25 @@ func cmdPolicy(args []string) error {
 		if _, err := abi.ParseKind(pos[0]); err != nil {
 			return err
 		}
-		// All values are checked before the first is sent, so that a typo
-		// in the last does not leave the first ones changed.
-		type param struct {
-			Name  string  `json:"name"`
-			Value float64 `json:"value"`
-		}
-		var params []param
+		// One request for every value: the host checks them all against
+		// the declared types and bounds and applies all or none.
+		set := map[string]float64{}
 		for _, a := range pos[1:] {
 			n, v, ok := strings.Cut(a, "=")
 			f, err := strconv.ParseFloat(v, 64)
 			if !ok || n == "" || err != nil {
 				return fmt.Errorf("parameter %q: want NAME=NUMBER", a)
 			}
-			params = append(params, param{n, f})
-		}
-		for _, pr := range params {
-			body, _ := json.Marshal(pr)
-			if err := pf.request(http.MethodPut, "/v1/policies/"+pos[0]+"/params", "application/json", body, true, nil); err != nil {
-				return fmt.Errorf("set %s: %w", pr.Name, err)
+			if _, dup := set[n]; dup {
+				return fmt.Errorf("parameter %s given twice", n)
 			}
-			fmt.Printf("%s policy: %s = %s\n", pos[0], pr.Name, strconv.FormatFloat(pr.Value, 'g', -1, 64))
+			set[n] = f
 		}
+		body, _ := json.Marshal(map[string]any{"params": set})
+		if err := pf.request(http.MethodPut, "/v1/policies/"+pos[0]+"/params", "application/json", body, true, nil); err != nil {
+			return fmt.Errorf("set %s: %w", pos[0], err)
+		}
+		fmt.Printf("%s policy: %s\n", pos[0], formatParams(set))
 		return nil
 	case "list":
 		var out struct {

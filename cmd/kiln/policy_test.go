@@ -39,6 +39,8 @@ func TestCmdPolicy(t *testing.T) {
 		{name: "set malformed", args: []string{"set", "eviction", "prefetch", "--addr", srv.URL, "--token", "tok"}, wantErr: "NAME=NUMBER", active: "lru@1"},
 		{name: "set unknown param", args: []string{"set", "eviction", "nope=1", "--addr", srv.URL, "--token", "tok"}, wantErr: "nope", active: "lru@1"},
 		{name: "set out of range", args: []string{"set", "eviction", "prefetch=7", "--addr", srv.URL, "--token", "tok"}, wantErr: "prefetch", active: "lru@1"},
+		{name: "set bool takes 0 or 1", args: []string{"set", "eviction", "prefetch=0.5", "--addr", srv.URL, "--token", "tok"}, wantErr: "not 0 or 1", active: "lru@1"},
+		{name: "set unknown lists declared", args: []string{"set", "eviction", "prefetch=1", "min_hits=2", "--addr", srv.URL, "--token", "tok"}, wantErr: "declares: prefetch (bool)", active: "lru@1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := cmdPolicy(tc.args)

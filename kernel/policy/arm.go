@@ -3,7 +3,6 @@ package policy
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -135,19 +134,12 @@ func pick[T any](a *Arm, k abi.Kind, p *T) *T {
 // bounds it declares. The version is shared: if it is also the active
 // policy, the active policy changes too.
 func (a *Arm) SetParam(name string, value float64) error {
-	for i, p := range a.v.params {
-		if p.Name != name {
-			continue
-		}
-		if value < p.Min || value > p.Max {
-			return fmt.Errorf("param %s of %s: %v is outside [%v, %v]", name, a.v.ref(), value, p.Min, p.Max)
-		}
-		vals := slices.Clone(*a.v.values.Load())
-		vals[i] = value
-		a.v.values.Store(&vals)
-		return nil
+	vals, err := a.v.withParams(map[string]float64{name: value})
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("param %s of %s: %w", name, a.v.ref(), ErrNotFound)
+	a.v.values.Store(&vals)
+	return nil
 }
 
 // ArmWithParams is Arm with some of the version's declared parameters set
@@ -167,16 +159,9 @@ func (h *Host) ArmWithParams(ctx context.Context, k abi.Kind, name string, numbe
 	if v.native != nil {
 		c.native = Builtin(k, v.name)
 	}
-	vals := slices.Clone(*v.values.Load())
-	for pname, val := range params {
-		i := slices.IndexFunc(c.params, func(p abi.Param) bool { return p.Name == pname })
-		if i < 0 {
-			return nil, fmt.Errorf("param %s of %s: %w", pname, v.ref(), ErrNotFound)
-		}
-		if p := c.params[i]; val < p.Min || val > p.Max || val != val {
-			return nil, fmt.Errorf("param %s of %s: %v is outside [%v, %v]", pname, v.ref(), val, p.Min, p.Max)
-		}
-		vals[i] = val
+	vals, err := v.withParams(params)
+	if err != nil {
+		return nil, err
 	}
 	c.values.Store(&vals)
 	return h.armOf(c), nil

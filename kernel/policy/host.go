@@ -649,29 +649,35 @@ func (h *Host) Rollback(k abi.Kind, reason string) (VersionInfo, error) {
 }
 
 // SetParam sets a tunable parameter of kind k's active policy, within the
-// bounds the policy declares.
+// type and bounds the policy declares. It is SetParams with one value.
 func (h *Host) SetParam(k abi.Kind, name string, value float64) error {
+	return h.SetParams(k, map[string]float64{name: value})
+}
+
+// SetParams sets several tunable parameters of kind k's active policy at
+// once: every value is checked against the type and bounds its parameter
+// declares (an int takes whole numbers, a bool 0 or 1) before any is
+// applied, and decisions see either none of the new values or all of them.
+// An unknown name is an error wrapping ErrUnknownParam that lists the
+// declared parameters.
+func (h *Host) SetParams(k abi.Kind, set map[string]float64) error {
 	s, ok := h.slots[k]
 	if !ok {
-		return fmt.Errorf("set param: unknown kind %d", k)
+		return fmt.Errorf("set params: unknown kind %d", k)
+	}
+	if len(set) == 0 {
+		return errors.New("set params: no values given")
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	v := s.active.Load()
-	for i, p := range v.params {
-		if p.Name != name {
-			continue
-		}
-		if value < p.Min || value > p.Max {
-			return fmt.Errorf("param %s of %s: %v is outside [%v, %v]", name, v.ref(), value, p.Min, p.Max)
-		}
-		vals := slices.Clone(*v.values.Load())
-		vals[i] = value
-		v.values.Store(&vals)
-		h.persistLocked()
-		return nil
+	vals, err := v.withParams(set)
+	if err != nil {
+		return fmt.Errorf("set params: %w", err)
 	}
-	return fmt.Errorf("param %s of %s: %w", name, v.ref(), ErrNotFound)
+	v.values.Store(&vals)
+	h.persistLocked()
+	return nil
 }
 
 // fault counts a failed decision of v and rolls its kind back when v, still

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -337,5 +338,37 @@ func TestPrefetchIDs(t *testing.T) {
 	}
 	if got := prefetcher.PrefetchIDs(10*gib, nil, []string{"a"}, []uint64{2 * gib}, []int{2}); len(got) != 0 {
 		t.Errorf("PrefetchIDs with prefetch off = %v, want none", got)
+	}
+}
+
+func TestSetParamsTypedAndAtomic(t *testing.T) {
+	h := newTestHost(t, Config{NativeBuiltins: true, Scheduling: "priority"})
+	k := abi.KindScheduling
+	value := func() float64 { return h.List()[1].Versions[0].Params["max_wait_ms"] }
+	for _, tc := range []struct {
+		name    string
+		set     map[string]float64
+		wantErr string
+		want    float64
+	}{
+		{name: "int", set: map[string]float64{"max_wait_ms": 1000}, want: 1000},
+		{name: "int refuses a fraction", set: map[string]float64{"max_wait_ms": 1.5}, wantErr: "not an integer", want: 1000},
+		{name: "NaN", set: map[string]float64{"max_wait_ms": math.NaN()}, wantErr: "not a number", want: 1000},
+		{name: "bounds", set: map[string]float64{"max_wait_ms": -1}, wantErr: "outside [0, 3.6e+06]", want: 1000},
+		// The valid value is not applied when another in the request is bad.
+		{name: "all or none", set: map[string]float64{"max_wait_ms": 2000, "zzz": 1}, wantErr: "declares: max_wait_ms (int, 0..3.6e+06)", want: 1000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := h.SetParams(k, tc.set)
+			if (err != nil) != (tc.wantErr != "") || err != nil && !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("SetParams(%v) = %v; want error containing %q", tc.set, err, tc.wantErr)
+			}
+			if got := value(); got != tc.want {
+				t.Errorf("max_wait_ms = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if err := h.SetParam(k, "zzz", 1); !errors.Is(err, ErrUnknownParam) {
+		t.Errorf("SetParam unknown: %v, want ErrUnknownParam", err)
 	}
 }

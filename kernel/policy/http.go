@@ -23,7 +23,7 @@ const MaxModuleBytes = 64 << 20
 //	POST /v1/policies/{kind}?name=N[&activate=1][&reason=R]   body: the .wasm module → 201
 //	POST /v1/policies/{kind}/activate     {"name", "version", "reason"}
 //	POST /v1/policies/{kind}/rollback     {"reason"}
-//	PUT  /v1/policies/{kind}/params       {"name", "value"}
+//	PUT  /v1/policies/{kind}/params       {"name", "value"} or {"params": {name: value, ...}}, all or none
 //
 // Mutations need "Authorization: Bearer <adminToken>"; with an empty
 // adminToken they are refused, never open. Errors are
@@ -110,15 +110,30 @@ func (h *Host) Handler(adminToken string) http.Handler {
 		httpjson.Write(w, http.StatusOK, vi)
 	}))
 	mux.HandleFunc("PUT /v1/policies/{kind}/params", admin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
+		// One value ({"name","value"}) or several at once ({"params":
+		// {name: value}}), applied together or not at all.
 		var body struct {
-			Name  string  `json:"name"`
-			Value float64 `json:"value"`
+			Name   string             `json:"name"`
+			Value  *float64           `json:"value"`
+			Params map[string]float64 `json:"params"`
 		}
 		if !readBody(w, r, &body) {
 			return
 		}
-		if err := h.SetParam(k, body.Name, body.Value); err != nil {
-			writeFailure(w, err)
+		set := body.Params
+		switch {
+		case body.Name != "" && body.Value != nil && set == nil:
+			set = map[string]float64{body.Name: *body.Value}
+		case body.Name != "" || body.Value != nil || len(set) == 0:
+			httpjson.Error(w, http.StatusBadRequest, "invalid_body", `want {"name": N, "value": V} or {"params": {N: V, ...}}`)
+			return
+		}
+		if err := h.SetParams(k, set); err != nil {
+			if errors.Is(err, ErrUnknownParam) {
+				httpjson.Error(w, http.StatusBadRequest, "unknown_param", err.Error())
+				return
+			}
+			httpjson.Error(w, http.StatusBadRequest, "invalid_param", err.Error())
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)

@@ -753,6 +753,37 @@ func DecodeParams(b []byte) ([]Param, error) {
 	return ps, nil
 }
 
+// Check reports whether v is a value the parameter accepts: a number
+// within [Min, Max] that is whole for an int parameter and 0 or 1 for a
+// bool one. The host applies it to every value an operator, the tuner or
+// an experiment sets, so a policy can rely on the type it declared.
+func (p Param) Check(v float64) error {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+		return errors.New("param " + p.Name + ": " + ftoa(v) + " is not a number")
+	case p.Type == ParamInt && v != math.Trunc(v):
+		return errors.New("param " + p.Name + ": " + ftoa(v) + " is not an integer (the parameter is an int)")
+	case p.Type == ParamBool && v != 0 && v != 1:
+		return errors.New("param " + p.Name + ": " + ftoa(v) + " is not 0 or 1 (the parameter is a bool)")
+	case v < p.Min || v > p.Max:
+		return errors.New("param " + p.Name + ": " + ftoa(v) + " is outside [" + ftoa(p.Min) + ", " + ftoa(p.Max) + "]")
+	}
+	return nil
+}
+
+// String is the parameter type's name: float, int or bool.
+func (t ParamType) String() string {
+	switch t {
+	case ParamFloat:
+		return "float"
+	case ParamInt:
+		return "int"
+	case ParamBool:
+		return "bool"
+	}
+	return "type " + itoa(int64(t))
+}
+
 // Validate checks a declaration: a name of [a-z0-9_.], a known type, and
 // min ≤ default ≤ max.
 func (p Param) Validate() error {
