@@ -410,6 +410,9 @@ func (h *Host) compile(ctx context.Context, sum [32]byte, wasm []byte) (wazero.C
 	if ok {
 		return cm, true, nil
 	}
+	if err := checkReservedExports(wasm); err != nil {
+		return nil, false, err
+	}
 	code, err := h.instrumented(sum, wasm)
 	if err != nil {
 		return nil, false, fmt.Errorf("read module: %w", err)

@@ -69,6 +69,15 @@ var allowedHost = map[string]sig{
 
 var hookSig = sig{[]api.ValueType{i32}, []api.ValueType{i64}}
 
+// hasSig says what an export's signature is, for an error about it: "" when
+// it is missing.
+func hasSig(f api.FunctionDefinition) string {
+	if f == nil {
+		return ""
+	}
+	return "; it has " + sigString(f)
+}
+
 func sameSig(f api.FunctionDefinition, s sig) bool {
 	eq := func(a, b []api.ValueType) bool {
 		if len(a) != len(b) {
@@ -85,14 +94,19 @@ func sameSig(f api.FunctionDefinition, s sig) bool {
 }
 
 func sigString(f api.FunctionDefinition) string {
+	return sig{f.ParamTypes(), f.ResultTypes()}.String()
+}
+
+// String writes the signature as load errors do: (i32,i32)->(f64).
+func (s sig) String() string {
 	names := func(ts []api.ValueType) string {
-		var s []string
+		var out []string
 		for _, t := range ts {
-			s = append(s, api.ValueTypeName(t))
+			out = append(out, api.ValueTypeName(t))
 		}
-		return strings.Join(s, ",")
+		return strings.Join(out, ",")
 	}
-	return "(" + names(f.ParamTypes()) + ")->(" + names(f.ResultTypes()) + ")"
+	return "(" + names(s.params) + ")->(" + names(s.results) + ")"
 }
 
 // validate checks a compiled module against the ABI before any instance
@@ -126,7 +140,7 @@ func validate(cm wazero.CompiledModule, kind abi.Kind) error {
 			ma, mi, abi.ABIMajor, abi.ABIMinor, abi.ABIMinor, ErrABIVersion)
 	}
 	if f, ok := exports["kiln_buffer"]; !ok || !sameSig(f, sig{[]api.ValueType{i32}, []api.ValueType{i32}}) {
-		return errors.New("module must export kiln_buffer (i32)->(i32)")
+		return fmt.Errorf("module must export kiln_buffer with signature (i32)->(i32)%s", hasSig(exports["kiln_buffer"]))
 	}
 	if f, ok := exports["kiln_params"]; ok && !sameSig(f, sig{nil, []api.ValueType{i64}}) {
 		return fmt.Errorf("kiln_params must be ()->(i64), is %s", sigString(f))
@@ -138,7 +152,7 @@ func validate(cm wazero.CompiledModule, kind abi.Kind) error {
 		f, ok := exports[k.Hook()]
 		if !ok {
 			if k == kind {
-				return fmt.Errorf("module does not export %s, the %s hook", k.Hook(), k)
+				return fmt.Errorf("module does not export %s, the %s hook, with signature (i32)->(i64)", k.Hook(), k)
 			}
 			continue
 		}
@@ -165,7 +179,7 @@ func validate(cm wazero.CompiledModule, kind abi.Kind) error {
 			return fmt.Errorf("module imports %s.%s, which policies may not use (allowed: kiln.log, kiln.param, kiln.now_ns, env.abort and a few WASI functions)", mod, name)
 		}
 		if !sameSig(f, s) {
-			return fmt.Errorf("import %s.%s has signature %s", mod, name, sigString(f))
+			return fmt.Errorf("import %s.%s has signature %s; want %s", mod, name, sigString(f), s)
 		}
 	}
 	return nil

@@ -128,6 +128,15 @@ func TestValidateRejects(t *testing.T) {
 			{name: "kiln_schedule", params: []byte{tI32}, results: []byte{tI32}}}, want: "must be (i32)->(i64)"},
 		{name: "missing hook", exports: []wasmFunc{{name: "kiln_abi_v1_0"},
 			{name: "kiln_buffer", params: []byte{tI32}, results: []byte{tI32}}}, want: "does not export kiln_schedule"},
+		{name: "reserved export", exports: append(baseExports("kiln_abi_v1_0"), wasmFunc{name: "kiln.foo"}),
+			want: `module exports function "kiln.foo": export names starting with "kiln." are reserved`},
+		{name: "reserved export the host adds", exports: append(baseExports("kiln_abi_v1_0"), wasmFunc{name: "kiln.start"}),
+			want: `"kiln.start": export names starting with "kiln." are reserved`},
+		{name: "import signature says what is wanted", imports: []wasmFunc{{module: "kiln", name: "log", params: []byte{tI64}, results: []byte{tI32}}},
+			exports: baseExports("kiln_abi_v1_0"), want: "import kiln.log has signature (i64)->(i32); want (i32,i32,i32)->()"},
+		{name: "kiln_buffer signature", exports: []wasmFunc{{name: "kiln_abi_v1_0"},
+			{name: "kiln_buffer", params: []byte{tI64}, results: []byte{tI32}},
+			{name: "kiln_schedule", params: []byte{tI32}, results: []byte{tI64}}}, want: "kiln_buffer with signature (i32)->(i32); it has (i64)->(i32)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := h.Load(context.Background(), abi.KindScheduling, "x", assemble(tc.imports, tc.exports), true, "test")
