@@ -54,4 +54,3 @@ func exportKind(k byte) string {
 	}
 	return "item"
 }
-
