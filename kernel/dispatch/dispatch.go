@@ -275,7 +275,7 @@ func (d *Dispatcher) dispatchReady(ctx context.Context) {
 		if idle == 0 {
 			return
 		}
-		queued := d.queuedViews(256)
+		queued := d.queuedViews(QueueWindow)
 		if len(queued) == 0 {
 			return
 		}
@@ -383,7 +383,7 @@ func (d *Dispatcher) lookahead(ctx context.Context) {
 	if d.opts.Tiers == nil || n < 0 || !d.prefetching.CompareAndSwap(false, true) {
 		return
 	}
-	ids := d.core.Lookahead(d.queuedViews(n), n, d.ramRoom())
+	ids := d.core.Lookahead(PlannedOrder(d.core.Scheduler, d.queuedViews(n), d.workerViews()), n, d.ramRoom())
 	if len(ids) == 0 {
 		d.prefetching.Store(false)
 		return
@@ -430,8 +430,12 @@ func (d *Dispatcher) choose(queued []JobView, workers []WorkerView) (jobIDs []st
 	return dec.Jobs, dec.Worker, ok
 }
 
-func (d *Dispatcher) queuedViews(limit int) []JobView {
-	jobs := d.opts.Store.Snapshot(limit)
+// queuedViews describes the queue's window (job.Store.Window): up to
+// perClass jobs of each class, in queue order across classes, each with
+// its place in that order as Seq. Jobs claimed by a batch being started
+// are left out.
+func (d *Dispatcher) queuedViews(perClass int) []JobView {
+	jobs := d.opts.Store.Window(perClass)
 	now := d.clk.Now()
 	out := make([]JobView, 0, len(jobs))
 	d.mu.Lock()
@@ -662,7 +666,7 @@ func (d *Dispatcher) preempt() {
 	if !ripe || d.opts.Store.QueuedLen(job.Interactive) == 0 {
 		return
 	}
-	queued := d.queuedViews(256)
+	queued := d.queuedViews(QueueWindow)
 	p, ok, fault := d.core.Preempt(queued, running, workers, d.opts.PreemptMinRun)
 	if fault != nil {
 		d.log.Error().Err(fault).Msg("ignoring the scheduling policy's preemptions")

@@ -14,11 +14,14 @@ import (
 type JobView struct {
 	ID    string
 	Class job.Class
-	// Seq is the job's place in the store's queue order (1 for the first
-	// job of Snapshot, then 2, ...): submission order, except for jobs with
-	// an explicit order (job.Job.Order, from ComfyUI's number and front).
-	// Lower goes first within a class. It is not the job's job.Job.Seq and
-	// may change between scheduling rounds; compare, do not keep it.
+	// Seq is the job's place in the queue's order across both classes (1
+	// for the first job of the window, then 2, ...): submission order,
+	// whatever the class, except for jobs with an explicit order
+	// (job.Job.Order, from ComfyUI's number and front), which take their
+	// place by it (job.CompareQueued). The kernel puts no class ahead of
+	// another; that is the scheduling policy's choice. Seq is not the
+	// job's job.Job.Seq and may change between scheduling rounds; compare,
+	// do not keep it. Running jobs (Running) carry their job.Job.Seq.
 	Seq        uint64
 	Age        time.Duration
 	DeadlineMS int64
@@ -111,8 +114,16 @@ func ResidentList(dst []ResidentModel, m map[string]int64) []ResidentModel {
 // the RAM and disk tiers there; for VRAM, Worker names the worker.
 type EntryView = tier.EntryView
 
+// QueueWindow is how many queued jobs of each class a decision sees (the
+// queue's window, job.Store.Window): each class's first QueueWindow jobs,
+// merged in queue order. Per class, so that a long queue of one class
+// never hides the other's head; merged, so that the window is not sorted
+// by class behind the policy's back (sdk/policy/ABI.md §4.4).
+const QueueWindow = 256
+
 // Scheduler picks the next job to dispatch. It is asked whenever a worker is
-// idle and jobs are queued. queued is in submission order.
+// idle and jobs are queued. queued is the queue's window in queue order
+// (JobView.Seq ascending), classes mixed.
 //
 // Implementations must not keep the slices; they may be reused.
 type Scheduler interface {
@@ -129,6 +140,55 @@ type Scheduler interface {
 // slices.
 type Planner interface {
 	PlanIDs(queued, running []JobView, workers []WorkerView) (next, preempt []string)
+}
+
+// PlannedOrder returns queued in the order the scheduler would dispatch
+// it, for the lookahead, which prefetches the models of the jobs that run
+// next: the plan of a Planner (the policy host's scheduler), the jobs it
+// leaves out after, in their order; PriorityFIFO's order for any other
+// scheduler, or when the planner plans nothing. queued itself is not
+// changed.
+func PlannedOrder(s Scheduler, queued []JobView, workers []WorkerView) []JobView {
+	out := slices.Clone(queued)
+	var next []string
+	if p, ok := s.(Planner); ok {
+		next, _ = p.PlanIDs(queued, nil, workers)
+	}
+	if len(next) == 0 {
+		// No plan (not a Planner, or one that plans nothing now, as the
+		// experiment router during an experiment).
+		slices.SortStableFunc(out, func(a, b JobView) int {
+			if c := rank(a) - rank(b); c != 0 {
+				return c
+			}
+			return cmpSeq(a.Seq, b.Seq)
+		})
+		return out
+	}
+	place := make(map[string]int, len(next))
+	for i, id := range next {
+		if _, dup := place[id]; !dup {
+			place[id] = i
+		}
+	}
+	at := func(j JobView) int {
+		if i, ok := place[j.ID]; ok {
+			return i
+		}
+		return len(next)
+	}
+	slices.SortStableFunc(out, func(a, b JobView) int { return at(a) - at(b) })
+	return out
+}
+
+func cmpSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // Balancer picks the worker for a job among the idle ones.
@@ -162,7 +222,8 @@ func (NoBatching) Batch(lead JobView, _ []JobView, _ []WorkerView) ([]string, ti
 }
 
 // PriorityFIFO runs interactive jobs before batch jobs, each class in
-// submission order. It is the native scheduler until WASM policies land.
+// queue order (JobView.Seq: submission order unless a job has an explicit
+// order). It is the native scheduler until WASM policies land.
 type PriorityFIFO struct{}
 
 var _ Scheduler = PriorityFIFO{}

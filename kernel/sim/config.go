@@ -21,9 +21,9 @@ import (
 // the config does not say: a 10 Gbit/s network share or object store.
 const DefaultRemoteBytesPerS = 1.25e9
 
-// DefaultQueueView is how many queued jobs the scheduler is shown per
-// decision, as the live dispatcher does (queuedViews(256)).
-const DefaultQueueView = 256
+// DefaultQueueView is how many queued jobs of each class the scheduler is
+// shown per decision, as the live dispatcher does (dispatch.QueueWindow).
+const DefaultQueueView = dispatch.QueueWindow
 
 // Config is the simulated node: its hardware, cost model and policies. It
 // is a value; Run does not change it. FromKernelConfig builds one from
@@ -48,7 +48,8 @@ type Config struct {
 	// Cost.DiskBytesPerS and RAM → device at the device's host→device
 	// bandwidth, both through the cost model.
 	RemoteBytesPerS float64
-	// QueueView bounds the queued jobs shown to the scheduler; 0 means
+	// QueueView bounds the queued jobs of each class shown to the
+	// scheduler (the window, merged in arrival order); 0 means
 	// DefaultQueueView.
 	QueueView int
 	// RAMTargetFill and DiskTargetFill are the fill levels eviction frees

@@ -63,8 +63,8 @@ type simulator struct {
 	jobs    []*simJob
 	byJobID map[string]*simJob
 	// queues hold the queued jobs, interactive then batch, each in arrival
-	// order: the store's Snapshot order, which the live dispatcher's views
-	// follow.
+	// order, as the store's per-class indexes; head merges them as the
+	// store's Window does.
 	queues  [2][]*simJob
 	events  eventHeap
 	evSeq   uint64
@@ -451,16 +451,22 @@ func (s *simulator) dequeue(j *simJob) {
 	}
 }
 
-// head returns up to limit queued jobs (all when limit ≤ 0) in the store's
-// Snapshot order.
-func (s *simulator) head(limit int) []*simJob {
-	n := s.queued()
-	if limit > 0 {
-		n = min(n, limit)
+// head returns, of each class, up to perClass queued jobs (all when
+// perClass ≤ 0), merged in arrival order across classes: the store's
+// Window, which the live dispatcher's views follow. Traces carry no
+// explicit orders, so queue order is arrival order.
+func (s *simulator) head(perClass int) []*simJob {
+	a, b := s.queues[0], s.queues[1]
+	if perClass > 0 {
+		a, b = a[:min(len(a), perClass)], b[:min(len(b), perClass)]
 	}
-	out := make([]*simJob, 0, n)
-	for _, q := range s.queues {
-		out = append(out, q[:min(len(q), n-len(out))]...)
+	out := make([]*simJob, 0, len(a)+len(b))
+	for len(a) > 0 || len(b) > 0 {
+		if len(b) == 0 || (len(a) > 0 && a[0].seq < b[0].seq) {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
 	}
 	return out
 }
@@ -487,7 +493,8 @@ func (s *simulator) lookahead() {
 		return
 	}
 	room := dispatch.PrefetchRoom{Free: uint64(max(s.ram.capacity, 0)), Cached: s.ram.has}
-	for _, m := range s.core.Lookahead(s.queuedViews(n), n, room) {
+	queued := dispatch.PlannedOrder(s.core.Scheduler, s.queuedViews(n), s.workerViews())
+	for _, m := range s.core.Lookahead(queued, n, room) {
 		if s.ram.has(m) {
 			continue
 		}
@@ -558,8 +565,11 @@ func (s *simulator) remoteTime(bytes int64) time.Duration {
 	return time.Duration(float64(bytes) / s.cfg.RemoteBytesPerS * s.cfg.Cost.TimeScale * float64(time.Second))
 }
 
-func (s *simulator) queuedViews(limit int) []dispatch.JobView {
-	head := s.head(limit)
+// queuedViews describes the queue's window as the live dispatcher's
+// queuedViews does: each class's first perClass jobs, in arrival order
+// across classes, with that place as Seq.
+func (s *simulator) queuedViews(perClass int) []dispatch.JobView {
+	head := s.head(perClass)
 	out := make([]dispatch.JobView, 0, len(head))
 	// Load costs depend only on the tiers' contents, which do not change
 	// within one view: price each model once.
