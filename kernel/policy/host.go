@@ -69,6 +69,10 @@ type Host struct {
 	closed bool
 	bg     sync.WaitGroup
 
+	// inUse says whether something outside the host (an experiment)
+	// needs a version; Unload asks it. Guarded by mu.
+	inUse InUseFunc
+
 	logBudget atomic.Int64 // guest log lines left in this second
 	logSecond atomic.Int64
 
@@ -111,6 +115,15 @@ type version struct {
 }
 
 func (v *version) ref() string { return fmt.Sprintf("%s@%d", v.name, v.number) }
+
+// setNumber numbers a version not yet registered, and names its module's
+// guest log lines after it.
+func (v *version) setNumber(n int) {
+	v.number = n
+	if v.mod != nil {
+		v.mod.setLabel(v.kind, v.ref())
+	}
+}
 
 // Change records one swap of a kind's active policy.
 type Change struct {
@@ -244,7 +257,7 @@ func (h *Host) upgradeBuiltin(k abi.Kind, name string, wasm []byte) {
 		v.close() // an operator chose another policy meanwhile
 		return
 	}
-	v.number = cur.number
+	v.setNumber(cur.number)
 	s.versions[slices.Index(s.versions, cur)] = v
 	s.active.Store(v)
 	h.log.Debug().Str("policy", k.String()+"."+name).Msg("built-in policy now runs as WASM")
@@ -319,7 +332,15 @@ func (h *Host) hostLog(ctx context.Context, m api.Module, stack []uint64) {
 	case abi.LevelError:
 		ev = h.log.Error()
 	}
-	ev.Str("guest", string(b)).Msg("policy log")
+	// The policy's name and version: with several loaded, a line that
+	// does not say whose it is cannot be acted on.
+	label := "unknown"
+	if mod, _ := ctx.Value(moduleKey{}).(*module); mod != nil {
+		if l := mod.label.Load(); l != nil {
+			label = *l
+		}
+	}
+	ev.Str("policy", label).Str("guest", string(b)).Msg("policy log")
 }
 
 func hostParam(ctx context.Context, m api.Module, stack []uint64) {
@@ -365,6 +386,8 @@ func (h *Host) prepare(ctx context.Context, k abi.Kind, name, source string, was
 	}
 	v := &version{name: name, kind: k, source: source, sha: hex.EncodeToString(sum[:]), loadedAt: h.clk.Now(),
 		mod: &module{rt: h.rt, compiled: cm, kind: k, timeout: h.cfg.CallTimeout, wd: h.wd, pool: instancePool{max: h.cfg.PoolSize}}}
+	// Until it has a number (Load gives it one), its log lines say "new".
+	v.mod.setLabel(k, name+"@new")
 	fail := func(err error) (*version, error) {
 		v.close()
 		if !cached {
@@ -438,6 +461,9 @@ type VersionInfo struct {
 	Params   map[string]float64 `json:"params,omitempty"`
 	// Instances is how many WASM instances are alive (pooled or in use).
 	Instances int64 `json:"instances"`
+	// Reused is set in a load's answer when the module's bytes were
+	// already loaded as this version: identical bytes are one version.
+	Reused bool `json:"reused,omitempty"`
 }
 
 // KindInfo describes one kind: its active policy, versions and history.
@@ -485,12 +511,21 @@ func (h *Host) List() []KindInfo {
 // Load compiles, validates and self-tests a module for kind k under name,
 // and registers it as the name's next version. With activate it then swaps
 // it in. Nothing changes when any step fails.
+//
+// Identical bytes are the same version: a module whose SHA-256 matches a
+// version of kind k already loaded (under any name) is not loaded again;
+// Load returns that version, with Reused set, and activates it if asked.
 func (h *Host) Load(ctx context.Context, k abi.Kind, name string, wasm []byte, activate bool, reason string) (VersionInfo, error) {
-	if _, ok := h.slots[k]; !ok {
+	s, ok := h.slots[k]
+	if !ok {
 		return VersionInfo{}, fmt.Errorf("load policy: unknown kind %d", k)
 	}
 	if err := checkName(name); err != nil {
 		return VersionInfo{}, err
+	}
+	sum := sha256.Sum256(wasm)
+	if vi, ok := h.reuse(s, hex.EncodeToString(sum[:]), activate, reason); ok {
+		return vi, nil
 	}
 	v, err := h.prepare(ctx, k, name, SourceWASM, wasm)
 	if err != nil {
@@ -502,19 +537,53 @@ func (h *Host) Load(ctx context.Context, k abi.Kind, name string, wasm []byte, a
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s := h.slots[k]
-	for _, o := range s.versions {
-		if o.name == name {
-			v.number = max(v.number, o.number)
+	if o := findSHA(s, v.sha); o != nil {
+		// The same bytes were loaded meanwhile: keep the first.
+		v.close()
+		v = o
+	} else {
+		n := 0
+		for _, o := range s.versions {
+			if o.name == name {
+				n = max(n, o.number)
+			}
 		}
+		v.setNumber(n + 1)
+		s.versions = append(s.versions, v)
 	}
-	v.number++
-	s.versions = append(s.versions, v)
 	if activate {
 		h.swap(s, v, "activate", reason)
 	}
 	h.persistLocked()
-	return v.info(s.active.Load() == v), nil
+	vi := v.info(s.active.Load() == v)
+	return vi, nil
+}
+
+// reuse answers a Load of bytes already loaded as a version of slot s.
+func (h *Host) reuse(s *slot, sha string, activate bool, reason string) (VersionInfo, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v := findSHA(s, sha)
+	if v == nil {
+		return VersionInfo{}, false
+	}
+	if activate {
+		h.swap(s, v, "activate", reason)
+		h.persistLocked()
+	}
+	vi := v.info(s.active.Load() == v)
+	vi.Reused = true
+	return vi, true
+}
+
+// findSHA returns slot s's version loaded from bytes whose SHA-256 is sha.
+func findSHA(s *slot, sha string) *version {
+	for _, v := range s.versions {
+		if v.source == SourceWASM && v.sha == sha {
+			return v
+		}
+	}
+	return nil
 }
 
 func checkName(name string) error {
@@ -572,7 +641,7 @@ func (h *Host) findOrLoadBuiltin(ctx context.Context, s *slot, name string, numb
 			if err != nil {
 				return nil, fmt.Errorf("load built-in %s policy %s: %w", k, name, err)
 			}
-			wv.number = 1
+			wv.setNumber(1)
 			nv = wv
 		}
 		h.mu.Lock()

@@ -23,6 +23,7 @@ const MaxModuleBytes = 64 << 20
 //	POST /v1/policies/{kind}?name=N[&activate=1][&reason=R]   body: the .wasm module → 201
 //	POST /v1/policies/{kind}/activate     {"name", "version", "reason"}
 //	POST /v1/policies/{kind}/rollback     {"reason"}
+//	POST /v1/policies/{kind}/unload       {"name", "version", "reason"}: 409 for the active version or one an experiment runs
 //	PUT  /v1/policies/{kind}/params       {"name", "value"} or {"params": {name: value, ...}}, all or none
 //
 // Mutations need "Authorization: Bearer <adminToken>"; with an empty
@@ -77,7 +78,11 @@ func (h *Host) Handler(adminToken string) http.Handler {
 			httpjson.Error(w, http.StatusUnprocessableEntity, "invalid_policy", err.Error())
 			return
 		}
-		httpjson.Write(w, http.StatusCreated, vi)
+		code := http.StatusCreated
+		if vi.Reused {
+			code = http.StatusOK // the same bytes are already this version
+		}
+		httpjson.Write(w, code, vi)
 	}))
 	mux.HandleFunc("POST /v1/policies/{kind}/activate", admin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
 		var body struct {
@@ -103,6 +108,26 @@ func (h *Host) Handler(adminToken string) http.Handler {
 			return
 		}
 		vi, err := h.Rollback(k, body.Reason)
+		if err != nil {
+			writeFailure(w, err)
+			return
+		}
+		httpjson.Write(w, http.StatusOK, vi)
+	}))
+	mux.HandleFunc("POST /v1/policies/{kind}/unload", admin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
+		var body struct {
+			Name    string `json:"name"`
+			Version int    `json:"version"`
+			Reason  string `json:"reason"`
+		}
+		if !readBody(w, r, &body) {
+			return
+		}
+		if body.Name == "" || body.Version < 1 {
+			httpjson.Error(w, http.StatusBadRequest, "invalid_body", `want {"name": N, "version": V (≥ 1), "reason": R}`)
+			return
+		}
+		vi, err := h.Unload(k, body.Name, body.Version, body.Reason)
 		if err != nil {
 			writeFailure(w, err)
 			return
@@ -165,6 +190,10 @@ func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
 func writeFailure(w http.ResponseWriter, err error) {
 	if errors.Is(err, ErrNotFound) {
 		httpjson.Error(w, http.StatusNotFound, "not_found", err.Error())
+		return
+	}
+	if errors.Is(err, ErrInUse) {
+		httpjson.Error(w, http.StatusConflict, "in_use", err.Error())
 		return
 	}
 	httpjson.Error(w, http.StatusUnprocessableEntity, "invalid_policy", err.Error())

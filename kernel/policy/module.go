@@ -194,6 +194,15 @@ type module struct {
 	wd       *watchdog
 	pool     instancePool
 	live     atomic.Int64
+	// label names the module's version in its guest log lines
+	// ("eviction.sieve@2"); set once the version has its number.
+	label atomic.Pointer[string]
+}
+
+// setLabel names the module's version for its guest log lines.
+func (m *module) setLabel(k abi.Kind, ref string) {
+	l := k.String() + "." + ref
+	m.label.Store(&l)
 }
 
 // instancePool holds a module's idle instances, at most max, last in first
@@ -278,16 +287,31 @@ type callInfo struct {
 }
 
 // callCtx is each instance's context for its calls: it never ends (the
-// deadline is the watchdog's) and carries the call's callInfo to the host
-// functions, so that a call allocates no context.
-type callCtx struct{ ci *callInfo }
+// deadline is the watchdog's) and carries the call's callInfo and the
+// instance's module to the host functions, so that a call allocates no
+// context.
+type callCtx struct {
+	ci  *callInfo
+	mod *module
+}
+
+// moduleKey finds the calling instance's module in a host function's
+// context (kiln.log names the policy with it).
+type moduleKey struct{}
 
 func (*callCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
 func (*callCtx) Done() <-chan struct{}       { return nil }
 func (*callCtx) Err() error                  { return nil }
 func (c *callCtx) Value(key any) any {
-	if _, ok := key.(callCtxKey); ok && c.ci != nil {
-		return c.ci
+	switch key.(type) {
+	case callCtxKey:
+		if c.ci != nil {
+			return c.ci
+		}
+	case moduleKey:
+		if c.mod != nil {
+			return c.mod
+		}
 	}
 	return nil
 }
@@ -302,6 +326,7 @@ func (m *module) newInstance(ctx context.Context) (*instance, error) {
 	}
 	in := &instance{mod: mod, mem: mod.Memory(), buffer: mod.ExportedFunction("kiln_buffer"),
 		hook: mod.ExportedFunction(m.kind.Hook()), params: mod.ExportedFunction("kiln_params")}
+	in.ctx.mod = m
 	in.deadline, _ = mod.ExportedGlobal(deadlineExport).(api.MutableGlobal)
 	if in.mem == nil || in.buffer == nil || in.hook == nil || in.deadline == nil {
 		_ = mod.Close(ctx)

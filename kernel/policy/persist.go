@@ -229,9 +229,31 @@ func (h *Host) restoreKind(k abi.Kind, sk *savedKind) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.slots[k]
-	for _, v := range byRef {
-		if !slices.Contains(s.versions, v) {
+	// One row per name@number. A built-in restored here may already be
+	// in the slot under another *version: the configured one, or its WASM
+	// build that upgradeBuiltin swapped in while this restore ran (the
+	// duplicate rows `policy list` showed after a restart). The one
+	// already registered stays, with the saved parameters, unless it is a
+	// native build and the restored one runs as WASM.
+	for ref, v := range byRef {
+		i := slices.IndexFunc(s.versions, func(o *version) bool { return o.ref() == ref })
+		switch {
+		case i < 0:
 			s.versions = append(s.versions, v)
+		case s.versions[i] == v:
+		case s.versions[i].source == SourceNative && v.source != SourceNative:
+			old := s.versions[i]
+			s.versions[i] = v
+			if s.active.Load() == old {
+				s.active.Store(v)
+			}
+		default:
+			kept := s.versions[i]
+			kept.setParams(paramsOf(v))
+			if v.mod != nil && v.mod != kept.mod {
+				v.close()
+			}
+			byRef[ref] = kept
 		}
 	}
 	start := s.changes
@@ -276,8 +298,18 @@ func (h *Host) restoreModule(ctx context.Context, k abi.Kind, sv savedVersion) (
 	if err != nil {
 		return nil, err
 	}
-	v.number = sv.Number
+	v.setNumber(sv.Number)
 	return v, nil
+}
+
+// paramsOf returns v's parameter values by name.
+func paramsOf(v *version) map[string]float64 {
+	vals := *v.values.Load()
+	out := make(map[string]float64, len(v.params))
+	for i, p := range v.params {
+		out[p.Name] = vals[i]
+	}
+	return out
 }
 
 // setParams sets saved parameter values that the version still declares,

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,7 +58,8 @@ func TestStateSurvivesRestart(t *testing.T) {
 	if _, err := h.Load(ctx, abi.KindBalancing, "ll", ll, true, "v1"); err != nil {
 		t.Fatal(err)
 	}
-	llInfo, err := h.Load(ctx, abi.KindBalancing, "ll", ll, true, "v2")
+	// Other bytes (a custom section more): identical bytes would be ll@1.
+	llInfo, err := h.Load(ctx, abi.KindBalancing, "ll", retag(ll, "v2"), true, "v2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +94,18 @@ func TestStateSurvivesRestart(t *testing.T) {
 			if i < len(got.Changes) && (got.Changes[i].To != c.To || got.Changes[i].Action != c.Action) {
 				t.Errorf("%s: change %d is %+v, want %+v", k, i, got.Changes[i], c)
 			}
+		}
+	}
+	// One row per version: no built-in twice (the configured one and the
+	// restored one), nothing loaded twice.
+	for _, ki := range h2.List() {
+		seen := map[string]bool{}
+		for _, v := range ki.Versions {
+			ref := fmt.Sprintf("%s@%d", v.Name, v.Version)
+			if seen[ref] {
+				t.Errorf("%s: %s listed twice after the restart", ki.Kind, ref)
+			}
+			seen[ref] = true
 		}
 	}
 	bal := kindInfo(t, h2, abi.KindBalancing)
@@ -181,4 +195,11 @@ func TestStateFileChecksum(t *testing.T) {
 	if got := kindInfo(t, h2, abi.KindEviction).Active; got != "lru@1" {
 		t.Errorf("active %s from an edited state file, want the configured lru@1", got)
 	}
+}
+
+// retag returns wasm with a custom section holding tag appended: other
+// bytes, and so another version, for the same code.
+func retag(wasm []byte, tag string) []byte {
+	body := append(str("kiln-test"), tag...)
+	return append(append([]byte(nil), wasm...), section(0, body)...)
 }

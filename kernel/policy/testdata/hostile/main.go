@@ -19,6 +19,9 @@ const (
 	// careless but correct policy, whose memory only the Go runtime's
 	// garbage collector keeps bounded.
 	modeGarbage
+	// modeLog logs a line every call (not hostile: for the test that
+	// guest log lines name their policy).
+	modeLog
 )
 
 type hostile struct{}
@@ -47,6 +50,8 @@ func misbehave(mode int) {
 	case modeGarbage:
 		garbage = make([]byte, 256<<10)
 		garbage = nil
+	case modeLog:
+		policy.Log(policy.LevelWarn, "hello from the guest")
 	}
 }
 
