@@ -6,6 +6,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/experiment"
 	"github.com/kiln-gpu/kiln/kernel/logging"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
 // openExperiments builds the router the dispatcher asks its policies
@@ -36,6 +37,15 @@ func (n *Node) openExperiments() error {
 		return err
 	}
 	n.Experiments = ctl
+	// A version an experiment runs as an arm must stay loaded: the host
+	// refuses to unload it while the experiment runs.
+	n.Policies.SetInUse(func(k abi.Kind, ref string) string {
+		rec, ok := ctl.Running()
+		if ok && rec.Spec.Kind == k.String() && (rec.Candidate == ref || rec.Baseline == ref) {
+			return "experiment " + rec.ID
+		}
+		return ""
+	})
 	n.Metrics.Register(ctl)
 	return nil
 }
