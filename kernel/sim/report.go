@@ -60,6 +60,14 @@ type Report struct {
 	// per device (SharedOptimumVariant); it equals OptimalLoadTimeS with
 	// one worker per device.
 	OptimalSharedLoadTimeS float64 `json:"optimal_shared_load_time_s"`
+	// OptimalVRAMLoadTimeS is the replay with a RAM tier that holds every
+	// model (InfiniteRAMOptimumVariant): what optimal_load_time_s was
+	// before the optimum modelled the host tiers. TotalLoadTimeS over it
+	// judges the VRAM eviction alone, over OptimalLoadTimeS every tier.
+	OptimalVRAMLoadTimeS float64 `json:"optimal_vram_load_time_s"`
+	// LoadTimeVsOptimum is TotalLoadTimeS / OptimalLoadTimeS (0 when the
+	// optimum is 0).
+	LoadTimeVsOptimum float64 `json:"load_time_vs_optimum"`
 	// SimSpeedup is simulated seconds per wall second (0 when the wall
 	// clock did not move, as with a fake clock in tests).
 	SimSpeedup float64 `json:"sim_speedup"`
@@ -236,8 +244,12 @@ func (s *simulator) report(wall time.Duration, seed int64) *Report {
 	r.Tiers = map[string]TierStats{"vram": vram, "ram": s.ram.stats, "disk": s.disk.stats, "remote": s.remote}
 	r.ColdLoads = s.coldLoads
 	r.TotalLoadTimeS = secs(s.loadTime)
-	r.OptimalLoadTimeS = secs(s.optimalLoadTime(true))
-	r.OptimalSharedLoadTimeS = secs(s.optimalLoadTime(false))
+	r.OptimalLoadTimeS = secs(s.optimalLoadTime(true, false))
+	r.OptimalSharedLoadTimeS = secs(s.optimalLoadTime(false, false))
+	r.OptimalVRAMLoadTimeS = secs(s.optimalLoadTime(true, true))
+	if r.OptimalLoadTimeS > 0 {
+		r.LoadTimeVsOptimum = r.TotalLoadTimeS / r.OptimalLoadTimeS
+	}
 	r.WallS = wall.Seconds()
 	if wall > 0 {
 		r.SimSpeedup = r.SimulatedS / wall.Seconds()
@@ -302,7 +314,8 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	f("| GPU busy / worker busy | %.4f / %.4f |\n", r.GPUBusy, r.WorkerBusy)
 	f("| cold loads | %d (%d jobs waited for a load) |\n", r.ColdLoads, r.JobsWithLoads)
 	f("| total load time | %.1f s |\n", r.TotalLoadTimeS)
-	f("| optimal load time | %.1f s (one copy per device: %.1f s) |\n", r.OptimalLoadTimeS, r.OptimalSharedLoadTimeS)
+	f("| optimal load time | %.1f s (one copy per device: %.1f s; with an unbounded RAM tier: %.1f s) |\n", r.OptimalLoadTimeS, r.OptimalSharedLoadTimeS, r.OptimalVRAMLoadTimeS)
+	f("| load time / optimum | %.3f |\n", r.LoadTimeVsOptimum)
 	f("| batches | %d (%d jobs, %s) |\n", r.Batching.Batches, r.Batching.BatchedJobs, r.Batching.Execution)
 	f("| preemptions | %d (%.1f s of work lost) |\n", r.Preemptions, r.PreemptedWorkS)
 	if p := r.Prefetch; p != nil {
