@@ -18,10 +18,11 @@ type SimConfig struct {
 	// (a worker-comfyui-style serverless worker): every load reads the
 	// disk tier or the source.
 	NoRAMTier bool `koanf:"no_ram_tier"`
-	// BatchExecution is how a batch of jobs is charged: "fused" (one run
-	// at the cost model's batch efficiency, what a batching worker gains)
-	// or "sequential" (one job after the other with the models warm, what
-	// protocol-v1 workers do live). Empty means fused.
+	// BatchExecution is how a batch of jobs is charged: "sequential" (one
+	// job after the other with the models warm, what protocol-v1 workers
+	// do live) or "fused" (one run at the cost model's batch efficiency,
+	// what a worker that declared it fuses would gain; none does today).
+	// Empty means sequential: the simulator charges what the node does.
 	BatchExecution string `koanf:"batch_execution"`
 }
 

@@ -65,8 +65,8 @@ type Config struct {
 	// LookaheadJobs is dispatch.lookahead_jobs: how many queued jobs have
 	// their models pulled up to RAM while they wait (0: off).
 	LookaheadJobs int
-	// BatchExecution is BatchFused (default) or BatchSequential
-	// (sim.batch_execution).
+	// BatchExecution is BatchSequential (default: what every worker does
+	// today) or BatchFused (sim.batch_execution).
 	BatchExecution string
 	// Preemption is dispatch.preemption: a scheduling policy that plans
 	// preemptions may stop a running job of a lower class for a waiting
@@ -86,10 +86,15 @@ type Config struct {
 // How a batch is charged (Config.BatchExecution).
 const (
 	// BatchFused runs a batch as one sampler run at the summed batch size:
-	// the cost model's batch efficiency (cost.Config.BatchFactor).
+	// the cost model's batch efficiency (cost.Config.BatchFactor). It
+	// models workers that declare they fuse batches; no worker does over
+	// protocol v1, so it answers "what would fusing gain", not "what does
+	// the node do".
 	BatchFused = "fused"
 	// BatchSequential runs a batch's jobs one after the other with the
-	// models warm, as the live dispatcher does over worker protocol v1.
+	// models warm, as the live dispatcher does over worker protocol v1
+	// (kernel/dispatch/RATIONALE.md, "Batches run back to back"). It is
+	// the default.
 	BatchSequential = "sequential"
 )
 
@@ -137,7 +142,7 @@ func (c Config) withDefaults() Config {
 		c.RAMBytes = 0
 	}
 	if c.BatchExecution == "" {
-		c.BatchExecution = BatchFused
+		c.BatchExecution = BatchSequential
 	}
 	if c.PreemptMinRun <= 0 {
 		c.PreemptMinRun = dispatch.DefaultPreemptMinRun

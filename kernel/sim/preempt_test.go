@@ -49,6 +49,7 @@ func TestPreemption(t *testing.T) {
 		scheduling string
 		batchJobs  int
 		batching   string
+		exec       string // sim.batch_execution; "" the default
 		// other puts the interactive job on a model of its own.
 		other bool
 		// want: the interactive job's latency, the batch jobs' latency,
@@ -67,13 +68,13 @@ func TestPreemption(t *testing.T) {
 		// A fused batch goes back whole; the two jobs run fused again
 		// after the interactive job, which loads its own model (on the
 		// same model, the batcher would put them behind it in its batch).
-		{name: "fused batch", preemption: true, minRun: minRun * time.Second, batchJobs: 2, batching: "same-model", other: true,
+		{name: "fused batch", preemption: true, minRun: minRun * time.Second, batchJobs: 2, batching: "same-model", exec: BatchFused, other: true,
 			interactive: (minRun - 1) + load + short, batch: minRun + load + short + fused, lost: minRun, preemptions: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := node(1, 1, 24e9, "lru")
 			cfg.Preemption, cfg.PreemptMinRun = tc.preemption, tc.minRun
-			cfg.Policies.Scheduling, cfg.Policies.Batching = tc.scheduling, tc.batching
+			cfg.Policies.Scheduling, cfg.Policies.Batching, cfg.BatchExecution = tc.scheduling, tc.batching, tc.exec
 			if tc.scheduling == "" {
 				cfg.Params = map[string]map[string]float64{"scheduling": {"max_wait_ms": 0}}
 			}
