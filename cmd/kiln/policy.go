@@ -17,6 +17,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/kiln-gpu/kiln/kernel/policy"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
@@ -25,11 +27,19 @@ const policyUsage = `usage:
   kiln policy load FILE --kind K [--name N] [--activate] [--reason R]
   kiln policy activate NAME[@VERSION] [--kind K] [--reason R]
   kiln policy rollback KIND [--reason R]
+  kiln policy unload NAME@VERSION [--kind K] [--reason R]
   kiln policy set KIND NAME=VALUE [NAME=VALUE ...]
   kiln policy list [--json]
+  kiln policy test FILE --kind K [--seed N] [--samples N] [--trace FILE] [--json]
 
 set changes tunable parameters of KIND's active policy (the ones it
-declares; list shows them), in place: no reload, no swap.
+declares; list shows them), in place: no reload, no swap; all the values
+or none. unload drops a version that is not active and no experiment runs,
+and returns its memory. Loading bytes already loaded answers with that
+version.
+
+test runs a module here, without a kiln: the load checks, the self-test,
+seeded random inputs and a trace, with the validation kiln applies.
 
 Kinds: eviction, scheduling, batching, balancing. Every command takes
 --addr URL (default $KILN_ADDR or http://127.0.0.1:8188). Changes need the
@@ -113,6 +123,10 @@ func cmdPolicy(args []string) error {
 		return nil
 	}
 	sub, rest := args[0], args[1:]
+	if sub == "test" {
+		// Local: none of the flags that reach a kiln apply.
+		return cmdPolicyTest(rest)
+	}
 	fs := flag.NewFlagSet("policy "+sub, flag.ContinueOnError)
 	var pf policyFlags
 	pf.register(fs)
@@ -149,8 +163,11 @@ func cmdPolicy(args []string) error {
 			return err
 		}
 		state := "loaded"
+		if vi.Reused {
+			state = "already loaded (identical bytes)"
+		}
 		if vi.Active {
-			state = "loaded and active"
+			state += ", active"
 		}
 		fmt.Printf("%s policy %s@%d %s (sha256 %.12s)\n", vi.Kind, vi.Name, vi.Version, state, vi.SHA256)
 		return nil
@@ -188,6 +205,30 @@ func cmdPolicy(args []string) error {
 			return err
 		}
 		fmt.Printf("%s policy rolled back to %s@%d\n", vi.Kind, vi.Name, vi.Version)
+		return nil
+	case "unload":
+		if len(pos) != 1 {
+			return errors.New("usage: kiln policy unload NAME@VERSION [--kind K]")
+		}
+		n, ver, err := parseRef(pos[0])
+		if err != nil {
+			return err
+		}
+		if ver == 0 {
+			return fmt.Errorf("policy %q: say which version to unload (NAME@VERSION; list shows them)", pos[0])
+		}
+		kind := pf.kind
+		if kind == "" {
+			if kind, err = pf.resolveKind(n); err != nil {
+				return err
+			}
+		}
+		body, _ := json.Marshal(map[string]any{"name": n, "version": ver, "reason": pf.reason})
+		var vi policy.VersionInfo
+		if err := pf.request(http.MethodPost, "/v1/policies/"+kind+"/unload", "application/json", body, true, &vi); err != nil {
+			return err
+		}
+		fmt.Printf("%s policy %s@%d unloaded\n", vi.Kind, vi.Name, vi.Version)
 		return nil
 	case "set":
 		if len(pos) < 2 {
@@ -304,4 +345,69 @@ func (p *policyFlags) resolveKind(name string) (string, error) {
 		return kinds[0], nil
 	}
 	return "", fmt.Errorf("policy %q exists for %s; say which with --kind", name, strings.Join(kinds, " and "))
+}
+
+// cmdPolicyTest is `kiln policy test FILE --kind K`: the load's checks, the
+// self-test and a seeded trace, here, with kiln's own validation.
+func cmdPolicyTest(args []string) error {
+	fs := flag.NewFlagSet("policy test", flag.ContinueOnError)
+	kind := fs.String("kind", "", "policy kind: eviction, scheduling, batching or balancing")
+	asJSON := fs.Bool("json", false, "print JSON")
+	seed := fs.Uint64("seed", 0, "seed of the random inputs (default: drawn, and printed)")
+	samples := fs.Int("samples", 1000, "decisions in the trace")
+	printInputs := fs.Int("print-inputs", 0, "print the first N random inputs as JSON instead of testing")
+	timeout := fs.Duration("call-timeout", 0, "per-call deadline (default policies.call_timeout, 50ms)")
+	pos, flagArgs := splitPositional(args)
+	if err := fs.Parse(flagArgs); err != nil {
+		return err
+	}
+	pos = append(pos, fs.Args()...)
+	if len(pos) != 1 && *printInputs == 0 || len(pos) > 1 || *kind == "" {
+		return errors.New("usage: kiln policy test FILE --kind K [--seed N] [--samples N] | kiln policy test --kind K --print-inputs N [--seed N]")
+	}
+	k, err := abi.ParseKind(*kind)
+	if err != nil {
+		return err
+	}
+	if !flagSet(fs, "seed") {
+		*seed = uint64(time.Now().UnixNano()) % 1e9
+	}
+	if *printInputs > 0 {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		for i := range *printInputs {
+			if err := enc.Encode(policy.SampleInput(k, *seed, i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	wasm, err := os.ReadFile(pos[0])
+	if err != nil {
+		return err
+	}
+	rep, err := policy.Check(context.Background(), k, wasm, policy.CheckOptions{Seed: *seed, Samples: *samples, CallTimeout: *timeout},
+		zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, NoColor: true}).Level(zerolog.InfoLevel))
+	if err != nil {
+		return fmt.Errorf("policy test %s (seed %d): %w", pos[0], *seed, err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	fmt.Printf("%s: passes as a %s policy (sha256 %.12s)\n", pos[0], rep.Kind, rep.SHA256)
+	fmt.Printf("  load checks and self-test: ok (fixed samples and %d random, seed %d)\n", policy.LoadSamples, *seed)
+	fmt.Printf("  trace: %d decisions, %d answered, %d no decision, 0 faults\n", rep.Trace.Decisions, rep.Trace.OK, rep.Trace.NoDecision)
+	for _, p := range rep.Params {
+		fmt.Printf("  param %s (%s) default %v in [%v, %v]\n", p.Name, p.Type, p.Default, p.Min, p.Max)
+	}
+	return nil
+}
+
+// flagSet reports whether the flag name was given.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -48,7 +48,7 @@ func buildModules() error {
 		return fmt.Errorf("no go tool to build WASM modules: %w", err)
 	}
 	root := repoRoot()
-	targets := map[string]string{"hostile": "./kernel/policy/testdata/hostile"}
+	targets := map[string]string{"hostile": "./kernel/policy/testdata/hostile", "sneaky": "./kernel/policy/testdata/sneaky"}
 	for _, k := range abi.Kinds {
 		for _, n := range BuiltinNames(k) {
 			targets[k.String()+"."+n] = "./policies/" + k.String() + "/" + n + "/wasm"
@@ -56,7 +56,7 @@ func buildModules() error {
 	}
 	h := sha256.New()
 	fmt.Fprintln(h, runtime.Version())
-	for _, dir := range []string{"sdk/policy", "policies", "kernel/policy/testdata/hostile", "go.mod"} {
+	for _, dir := range []string{"sdk/policy", "policies", "kernel/policy/testdata/hostile", "kernel/policy/testdata/sneaky", "go.mod"} {
 		_ = filepath.WalkDir(filepath.Join(root, dir), func(p string, d fs.DirEntry, err error) error {
 			if err != nil || d.IsDir() || !(strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "go.mod")) {
 				return nil

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -72,6 +73,10 @@ type Host struct {
 	// inUse says whether something outside the host (an experiment)
 	// needs a version; Unload asks it. Guarded by mu.
 	inUse InUseFunc
+
+	// sampleSeed draws the seed of a load's random self-test inputs; a
+	// fixed one in Check, so that a failure replays.
+	sampleSeed func() uint64
 
 	logBudget atomic.Int64 // guest log lines left in this second
 	logSecond atomic.Int64
@@ -403,6 +408,14 @@ func (h *Host) prepare(ctx context.Context, k abi.Kind, name, source string, was
 	}
 	v.setDefaults()
 	if err := h.selfTest(v); err != nil {
+		return fail(fmt.Errorf("self-test: %w", err))
+	}
+	// Then inputs no module can know in advance (samples.go).
+	seed := rand.Uint64() % 1e9 // short enough to type into kiln policy test
+	if h.sampleSeed != nil {
+		seed = h.sampleSeed()
+	}
+	if _, err := h.runTrace(ctx, v, seed, LoadSamples); err != nil {
 		return fail(fmt.Errorf("self-test: %w", err))
 	}
 	v.state, v.calls = [4]uint64{}, atomic.Int64{}
