@@ -109,7 +109,7 @@ func (s *simulator) runningViews() []dispatch.JobView {
 		j := s.current(w)
 		out = append(out, dispatch.JobView{
 			ID: j.id, Class: j.req.Class, Seq: j.seq, Age: s.now - j.req.Time, DeadlineMS: j.req.DeadlineMS,
-			Models: j.models, BatchKey: j.key,
+			Models: j.models, Attempts: j.attempts, BatchKey: j.key, EstimatedCost: j.estimate,
 			Running: true, Worker: w.id, RunTime: s.now - j.start, AtStepBoundary: s.now >= j.start+j.load,
 		})
 	}

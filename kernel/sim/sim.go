@@ -121,6 +121,9 @@ type simJob struct {
 	device      int
 	state       jobState
 	shared      int // members of the fused batch it ran in (0 or 1: alone)
+	// attempts counts the job's starts, as job.Job.Attempts: a preempted
+	// job comes back with one more.
+	attempts int
 }
 
 type jobState int
@@ -528,12 +531,21 @@ func (s *simulator) prefetched(m string) {
 	}
 	delete(s.inflight, m)
 	mod := s.models[m]
+	s.landPrefetch(m, mod)
+}
+
+// landPrefetch puts a prefetched model into the host tiers, each entry
+// priced at what its promotion took (as kernel/tier's store records it).
+func (s *simulator) landPrefetch(m string, mod Model) {
+	disk := s.cfg.Cost.DiskReadTime(mod.Bytes)
 	if !s.disk.has(m) {
 		s.remote.Hits++
 		s.remote.Bytes += mod.Bytes
-		s.evicted(s.disk.insert(m, mod.Bytes, s.now))
+		remote := s.remoteTime(mod.Bytes)
+		s.evicted(s.disk.insert(m, mod.Bytes, s.now, remote))
+		disk += remote
 	}
-	s.evicted(s.ram.insert(m, mod.Bytes, s.now))
+	s.evicted(s.ram.insert(m, mod.Bytes, s.now, disk))
 }
 
 // evicted books host-tier evictions of prefetched models no job used.
@@ -592,7 +604,7 @@ func (s *simulator) queuedViews(perClass int) []dispatch.JobView {
 		}
 		out = append(out, dispatch.JobView{
 			ID: j.id, Class: j.req.Class, Seq: uint64(k) + 1, Age: s.now - j.req.Time, DeadlineMS: j.req.DeadlineMS,
-			Models: j.models, EstimatedVRAM: j.vram, ModelBytes: j.sizes, LoadCost: loads, EstimatedCost: j.estimate,
+			Models: j.models, Attempts: j.attempts, EstimatedVRAM: j.vram, ModelBytes: j.sizes, LoadCost: loads, EstimatedCost: j.estimate,
 			BatchKey: j.key,
 		})
 	}
@@ -733,6 +745,7 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 	}
 	for i, j := range batch {
 		j.state = jobRunning
+		j.attempts++
 		if i > 0 {
 			// Followers find every model warm: one VRAM hit each, as their
 			// live ensureResident counts.
@@ -818,12 +831,7 @@ func (s *simulator) fetch(m string, dev cost.Device) time.Duration {
 		delete(s.inflight, m)
 		without := s.unused[m] + c.TransferTime(mod.Bytes, dev)
 		delete(s.unused, m)
-		if !s.disk.has(m) {
-			s.remote.Hits++
-			s.remote.Bytes += mod.Bytes
-			s.evicted(s.disk.insert(m, mod.Bytes, s.now))
-		}
-		s.evicted(s.ram.insert(m, mod.Bytes, s.now))
+		s.landPrefetch(m, mod)
 		s.ram.stats.Hits++
 		s.ram.stats.Bytes += mod.Bytes
 		got := (end - s.now) + c.TransferTime(mod.Bytes, dev)
@@ -843,15 +851,16 @@ func (s *simulator) fetch(m string, dev cost.Device) time.Duration {
 	}
 	if s.disk.lookup(m, mod.Bytes, s.now) {
 		if !s.cfg.NoRAMTier {
-			s.evicted(s.ram.insert(m, mod.Bytes, s.now))
+			s.evicted(s.ram.insert(m, mod.Bytes, s.now, c.DiskReadTime(mod.Bytes)))
 		}
 		return c.LoadTime(mod.Family, mod.Bytes, dev)
 	}
 	s.remote.Hits++
 	s.remote.Bytes += mod.Bytes
-	s.evicted(s.disk.insert(m, mod.Bytes, s.now))
+	remote := s.remoteTime(mod.Bytes)
+	s.evicted(s.disk.insert(m, mod.Bytes, s.now, remote))
 	if !s.cfg.NoRAMTier {
-		s.evicted(s.ram.insert(m, mod.Bytes, s.now))
+		s.evicted(s.ram.insert(m, mod.Bytes, s.now, remote+c.DiskReadTime(mod.Bytes)))
 	}
 	return s.remoteTime(mod.Bytes) + c.LoadTime(mod.Family, mod.Bytes, dev)
 }

@@ -54,6 +54,11 @@ type hostEntry struct {
 	bytes   int64
 	lastUse time.Duration
 	hits    int
+	// inserted and took are when the entry came in and what its
+	// promotion cost, which the live store shows cost-aware policies
+	// (tier.EntryView.Inserted, LoadCost).
+	inserted time.Duration
+	took     time.Duration
 }
 
 func newHostTier(name string, capacity int64, target float64, ev tier.Evictor) *hostTier {
@@ -84,10 +89,10 @@ func (t *hostTier) lookup(id string, bytes int64, now time.Duration) bool {
 // has reports whether id is in the tier without touching its statistics.
 func (t *hostTier) has(id string) bool { _, ok := t.entries[id]; return ok }
 
-// insert adds id, evicting through the tier's policy until it fits, and
-// returns the evicted ids. A model larger than the whole tier is not kept,
+// insert adds id, which took took to promote into the tier, evicting
+// through the tier's policy until it fits, and returns the evicted ids. A model larger than the whole tier is not kept,
 // nor one the policy finds no room for.
-func (t *hostTier) insert(id string, bytes int64, now time.Duration) []string {
+func (t *hostTier) insert(id string, bytes int64, now, took time.Duration) []string {
 	if bytes > t.capacity {
 		return nil
 	}
@@ -102,11 +107,7 @@ func (t *hostTier) insert(id string, bytes int64, now time.Duration) []string {
 			ids = append(ids, k)
 		}
 		sort.Strings(ids)
-		views := make([]tier.EntryView, len(ids))
-		for i, k := range ids {
-			e := t.entries[k]
-			views[i] = tier.EntryView{Model: k, Worker: t.name, Bytes: uint64(e.bytes), LastUse: epoch.Add(e.lastUse), Hits: e.hits}
-		}
+		views := t.views(ids)
 		target := int64(float64(t.capacity) * t.target)
 		victims := t.ev.Victims(uint64(t.used+bytes-min(target, t.capacity-bytes)), views)
 		if len(victims) == 0 {
@@ -133,7 +134,19 @@ func (t *hostTier) insert(id string, bytes int64, now time.Duration) []string {
 			return gone
 		}
 	}
-	t.entries[id] = &hostEntry{bytes: bytes, lastUse: now}
+	t.entries[id] = &hostEntry{bytes: bytes, lastUse: now, inserted: now, took: took}
 	t.used += bytes
 	return gone
+}
+
+// views describes the entries named by ids as kernel/tier's store shows
+// them to its eviction policy.
+func (t *hostTier) views(ids []string) []tier.EntryView {
+	views := make([]tier.EntryView, len(ids))
+	for i, k := range ids {
+		e := t.entries[k]
+		views[i] = tier.EntryView{Model: k, Worker: t.name, Bytes: uint64(e.bytes), LastUse: epoch.Add(e.lastUse), Hits: e.hits,
+			Inserted: epoch.Add(e.inserted), LoadCost: e.took}
+	}
+	return views
 }
