@@ -23,7 +23,10 @@ import (
 // workload mixes classes (the priority scheduler reorders) and repeats model
 // sets (the same-model batcher groups them), so the order is not the
 // submission order and a simulator that decided differently from the
-// dispatcher's core would start them differently.
+// dispatcher's core would start them differently. Batches run back to back
+// in both (the simulator's default, as live). With fifo and no batching the
+// order must be the submission order across classes, live and simulated:
+// the views carry arrival order, not an interactive-first one.
 func TestSimulatorAndLiveAgreeOnDispatchOrder(t *testing.T) {
 	const gib = 1 << 30
 	a, b, c := "checkpoints/a.safetensors", "checkpoints/b.safetensors", "checkpoints/c.safetensors"
@@ -36,42 +39,57 @@ func TestSimulatorAndLiveAgreeOnDispatchOrder(t *testing.T) {
 		live = append(live, dispatch.LiveJob{Class: classes[i], Models: sets[i]})
 		reqs = append(reqs, sim.Request{Models: sets[i], Class: classes[i]})
 	}
-	pcfg := policy.Config{Scheduling: "priority", Batching: "same-model", Eviction: "lru", Balancing: "least-loaded", NativeBuiltins: true}
-
-	host, err := policy.NewHost(pcfg.WithDefaults(), zerolog.Nop(), clock.Real())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer host.Close()
-	got := dispatch.RunLiveOrder(t, 10*gib, sizes, dispatch.Options{
-		Scheduler: host.Scheduler(), Balancer: host.Balancer(), Evictor: host.Evictor(), Batcher: host.Batcher(),
-	}, live)
-
 	var models []sim.Model
 	for _, id := range []string{a, b, c} {
 		models = append(models, sim.Model{ID: id, Bytes: sizes[id], Family: "sdxl"})
 	}
-	var want []int
-	cfg := sim.Config{
-		Devices:          []device.SimDeviceConfig{{Name: "sim-0", MemoryBytes: 10 * gib, H2DBytesPerS: 25e9, ComputeFactor: 1}},
-		Headroom:         0.2,
-		WorkersPerDevice: 1,
-		Cost:             cost.Default(),
-		Policies:         pcfg,
-		BatchExecution:   sim.BatchSequential,
+	orders := map[string][]int{}
+	for _, tc := range []struct {
+		scheduling, batching string
+		// submissionOrder: the start order must be the submission order.
+		submissionOrder bool
+	}{
+		{scheduling: "priority", batching: "same-model"},
+		{scheduling: "fifo", batching: "none", submissionOrder: true},
+		{scheduling: "priority", batching: "none"},
+	} {
+		t.Run(tc.scheduling+"/"+tc.batching, func(t *testing.T) {
+			pcfg := policy.Config{Scheduling: tc.scheduling, Batching: tc.batching, Eviction: "lru", Balancing: "least-loaded", NativeBuiltins: true}
+			host, err := policy.NewHost(pcfg.WithDefaults(), zerolog.Nop(), clock.Real())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer host.Close()
+			got := dispatch.RunLiveOrder(t, 10*gib, sizes, dispatch.Options{
+				Scheduler: host.Scheduler(), Balancer: host.Balancer(), Evictor: host.Evictor(), Batcher: host.Batcher(),
+			}, live)
+
+			var want []int
+			cfg := sim.Config{
+				Devices:          []device.SimDeviceConfig{{Name: "sim-0", MemoryBytes: 10 * gib, H2DBytesPerS: 25e9, ComputeFactor: 1}},
+				Headroom:         0.2,
+				WorkersPerDevice: 1,
+				Cost:             cost.Default(),
+				Policies:         pcfg,
+			}
+			_, err = sim.Run(context.Background(), cfg, models, &sim.Trace{Requests: reqs},
+				sim.Options{Wall: clock.NewFake(time.Unix(0, 0)), OnStart: func(i int, _ string) { want = append(want, i) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("start order: live %v, simulator %v", got, want)
+			}
+			// The workload must exercise the policies: only fifo may
+			// start the jobs in submission order.
+			if slices.IsSorted(want) != tc.submissionOrder {
+				t.Fatalf("order %v: submission order is %v, want %v", want, slices.IsSorted(want), tc.submissionOrder)
+			}
+			orders[tc.scheduling+"/"+tc.batching] = want
+			t.Logf("start order %v", want)
+		})
 	}
-	_, err = sim.Run(context.Background(), cfg, models, &sim.Trace{Requests: reqs},
-		sim.Options{Wall: clock.NewFake(time.Unix(0, 0)), OnStart: func(i int, _ string) { want = append(want, i) }})
-	if err != nil {
-		t.Fatal(err)
+	if f, p := orders["fifo/none"], orders["priority/none"]; f != nil && p != nil && slices.Equal(f, p) {
+		t.Errorf("fifo and priority start the jobs in the same order %v", f)
 	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("start order: live %v, simulator %v", got, want)
-	}
-	// The workload must exercise the scheduler and the batcher: the order
-	// is neither submission order nor interactive-first alone.
-	if slices.IsSorted(want) {
-		t.Fatalf("order %v is submission order: the workload does not test the policies", want)
-	}
-	t.Logf("start order %v", want)
 }
