@@ -54,7 +54,7 @@ func TestQueuedViewsTellTheTruth(t *testing.T) {
 		{name: "BatchKey", subs: [2][]sub{{{class: job.Batch, models: []string{a}}}, {{class: job.Batch, models: []string{b}}}},
 			field: func(v JobView) any { return v.BatchKey }, want: [2]any{BatchKey([]string{a}), BatchKey([]string{b})}},
 		{name: "Age", subs: [2][]sub{{{class: job.Batch}}, {{class: job.Batch}}},
-			then: func(t *testing.T, _ *job.Store, clk *clock.Fake, _ []string) { clk.Advance(7 * time.Second) },
+			then:  func(t *testing.T, _ *job.Store, clk *clock.Fake, _ []string) { clk.Advance(7 * time.Second) },
 			field: func(v JobView) any { return v.Age }},
 		{name: "Attempts", subs: [2][]sub{{{class: job.Batch}}, {{class: job.Batch}}},
 			then: func(t *testing.T, s *job.Store, _ *clock.Fake, ids []string) {
