@@ -4,8 +4,19 @@
 // hook of its kind:
 //
 //   export { kiln_abi_v1_0, kiln_buffer } from "<path>/sdk/assemblyscript/assembly/kiln";
-//   import { Input, Worker, answerBalancing, STATUS_OK } from "<path>/sdk/assemblyscript/assembly/kiln";
-//   export function kiln_balance(len: i32): u64 { const inp = Input.read(len, KIND_BALANCING); ... }
+//   import { Input, KIND_BALANCING, NO_WORKER, answerBalancing } from "<path>/sdk/assemblyscript/assembly/kiln";
+//   export function kiln_balance(len: i32): u64 {
+//     const inp = Input.read(len, KIND_BALANCING);
+//     for (let i: u32 = 0; i < inp.nWorkers; i++) if (inp.worker(i).idle) return answerBalancing(inp, i);
+//     return answerBalancing(inp, NO_WORKER); // NO_DECISION
+//   }
+//
+// Every record the Go SDK decodes has an accessor here (Input.model, job,
+// runningJob, worker, entry, ghost, wantedModel, poolAt; need and free),
+// and every answer an encoder (answerEviction with victims, prefetch and
+// tags; answerScheduling with preemptions; answerBatching with a wait;
+// answerBalancing). kernel/policy's TestAssemblyScriptSDKMatchesGo checks
+// that both SDKs read and write the same bytes for every kind.
 //
 // Inputs are read in place from the buffer the host wrote (no decoding, no
 // allocation); answers are written into one reused output buffer. Build
@@ -113,6 +124,23 @@ export class Entry {
   get pinned(): bool { return (load<u32>(changetype<usize>(this), 52) & 1) != 0; }
 }
 
+// Ghost is a model evicted recently from this cache (eviction).
+@unmanaged
+export class Ghost {
+  get agoNs(): i64 { return load<i64>(changetype<usize>(this)); }
+  get model(): u32 { return load<u32>(changetype<usize>(this), 8); }
+}
+
+// Wanted is a prefetch candidate: a model queued jobs need that this cache
+// lacks (eviction).
+@unmanaged
+export class Wanted {
+  get bytes(): u64 { return load<u64>(changetype<usize>(this)); }
+  get loadCostNs(): i64 { return load<i64>(changetype<usize>(this), 8); }
+  get model(): u32 { return load<u32>(changetype<usize>(this), 16); }
+  get waiting(): u32 { return load<u32>(changetype<usize>(this), 20); }
+}
+
 // Input is a view of the input in the buffer. It checks the version and the
 // kind; valid is false when they do not match or the input is too short.
 // Get it with Input.read: there is one Input per module, reset by each
@@ -205,6 +233,13 @@ export class Input {
   runningJob(i: u32): Job { return changetype<Job>(this.running + <usize>i * JOB_SIZE); }
   worker(i: u32): Worker { return changetype<Worker>(this.workers + <usize>i * WORKER_SIZE); }
   entry(i: u32): Entry { return changetype<Entry>(this.entries + <usize>i * ENTRY_SIZE); }
+  ghost(i: u32): Ghost { return changetype<Ghost>(this.ghosts + <usize>i * GHOST_SIZE); }
+  wantedModel(i: u32): Wanted { return changetype<Wanted>(this.wanted + <usize>i * WANTED_SIZE); }
+  // need is the bytes an eviction call must make room for, net of the
+  // free space the cache already has (0: a prefetch-only call).
+  get need(): u64 { return load<u64>(this.body); }
+  // free is the bytes free now (a prefetch call's room).
+  get free(): u64 { return load<u64>(this.body, 8); }
   // poolAt returns element i of the pool (a model id); callers index it with
   // a record's offset + k for k < its count. Out of range reads give 0xFFFFFFFF.
   poolAt(i: u32): u32 { return i < this.nPool ? load<u32>(this.pool + 4 * <usize>i) : 0xFFFFFFFF; }
@@ -263,18 +298,53 @@ export function answerBalancing(inp: Input, worker: u32): u64 {
   return finish();
 }
 
-// answerList answers a scheduling (dispatch order), batching (batch, lead
-// first) or eviction (victims) decision from ids[0:n].
-export function answerList(kind: u32, inp: Input, ids: StaticArray<u32>, n: i32, waitNs: i64 = 0): u64 {
-  const head = kind == KIND_SCHEDULING ? 8 : 16;
-  const p = begin(STATUS_OK, kind, inp, head + 4 * n);
-  if (kind == KIND_SCHEDULING) {
-    store<u32>(p, n, 40); store<u32>(p, 0, 44);
-  } else if (kind == KIND_BATCHING) {
-    store<i64>(p, waitNs, 40); store<u32>(p, n, 48); store<u32>(p, 0, 52);
-  } else {
-    store<u32>(p, n, 40); store<u32>(p, 0, 44); store<u32>(p, 0, 48); store<u32>(p, 0, 52);
+// answerEviction answers an eviction decision: victims[0:nv] (entry
+// indices, in eviction order), prefetch[0:np] (wanted indices) and nt tag
+// updates, tagEntries[i] getting tagValues[i].
+export function answerEviction(inp: Input, victims: StaticArray<u32>, nv: i32, prefetch: StaticArray<u32>, np: i32,
+    tagEntries: StaticArray<u32>, tagValues: StaticArray<u64>, nt: i32): u64 {
+  const p = begin(STATUS_OK, KIND_EVICTION, inp, 16 + 4 * nv + 4 * np + 16 * nt) + 40;
+  store<u32>(p, nv); store<u32>(p, np, 4); store<u32>(p, nt, 8); store<u32>(p, 0, 12);
+  let q = p + 16;
+  for (let i = 0; i < nv; i++, q += 4) store<u32>(q, unchecked(victims[i]));
+  for (let i = 0; i < np; i++, q += 4) store<u32>(q, unchecked(prefetch[i]));
+  for (let i = 0; i < nt; i++, q += 16) {
+    store<u32>(q, unchecked(tagEntries[i])); store<u32>(q, 0, 4); store<u64>(q, unchecked(tagValues[i]), 8);
   }
-  for (let i = 0; i < n; i++) store<u32>(p + 40 + <usize>head + 4 * <usize>i, unchecked(ids[i]));
   return finish();
 }
+
+// answerScheduling answers a scheduling decision: queued jobs to dispatch,
+// dispatch[0:nd], best first, and running jobs to preempt, preempt[0:np].
+export function answerScheduling(inp: Input, dispatch: StaticArray<u32>, nd: i32, preempt: StaticArray<u32>, np: i32): u64 {
+  const p = begin(STATUS_OK, KIND_SCHEDULING, inp, 8 + 4 * nd + 4 * np) + 40;
+  store<u32>(p, nd); store<u32>(p, np, 4);
+  let q = p + 8;
+  for (let i = 0; i < nd; i++, q += 4) store<u32>(q, unchecked(dispatch[i]));
+  for (let i = 0; i < np; i++, q += 4) store<u32>(q, unchecked(preempt[i]));
+  return finish();
+}
+
+// answerBatching answers a batching decision: batch[0:n], the lead first,
+// and waitNs > 0 to hold the lead back for more company.
+export function answerBatching(inp: Input, batch: StaticArray<u32>, n: i32, waitNs: i64 = 0): u64 {
+  const p = begin(STATUS_OK, KIND_BATCHING, inp, 16 + 4 * n) + 40;
+  store<i64>(p, waitNs); store<u32>(p, n, 8); store<u32>(p, 0, 12);
+  for (let i = 0; i < n; i++) store<u32>(p + 16 + 4 * <usize>i, unchecked(batch[i]));
+  return finish();
+}
+
+// answerList answers a scheduling (dispatch order, no preemption),
+// batching (batch, lead first) or eviction (victims only) decision from
+// ids[0:n]. Kept for modules written against the first SDK; the answer*
+// functions above write every field.
+export function answerList(kind: u32, inp: Input, ids: StaticArray<u32>, n: i32, waitNs: i64 = 0): u64 {
+  if (kind == KIND_SCHEDULING) return answerScheduling(inp, ids, n, noIDs, 0);
+  if (kind == KIND_BATCHING) return answerBatching(inp, ids, n, waitNs);
+  return answerEviction(inp, ids, n, noIDs, 0, noIDs, noTags, 0);
+}
+
+// Empty lists, made once: with the stub runtime nothing is ever freed, so
+// an allocation per call would grow memory until the host's cap.
+const noIDs = new StaticArray<u32>(0);
+const noTags = new StaticArray<u64>(0);
