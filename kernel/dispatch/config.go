@@ -20,7 +20,22 @@ type Config struct {
 	// attempt before it may be preempted: each job loses at most one
 	// attempt per PreemptMinRun and always makes progress.
 	PreemptMinRun time.Duration `koanf:"preempt_min_run"`
+	// VRAMWait bounds how long a started job waits for VRAM that running
+	// jobs' pins hold before its attempt is given back to the queue, so
+	// that no wait in the kernel lacks a deadline; 0 means
+	// DefaultVRAMWait.
+	VRAMWait time.Duration `koanf:"vram_wait"`
 }
+
+// DefaultVRAMWait is the vram_wait of the embedded config and of a
+// dispatcher built without one: longer than any one image job runs, so
+// that it fires only when memory is not coming back.
+const DefaultVRAMWait = 10 * time.Minute
+
+// vramRetry is how often a job waiting for VRAM tries again even without
+// an unpin: the eviction policy may have changed, or a load's estimate
+// been corrected, since the last try.
+const vramRetry = time.Second
 
 // DefaultPreemptMinRun is the preempt_min_run of the embedded config and
 // of a dispatcher built without one.
@@ -34,6 +49,9 @@ const DefaultLookaheadJobs = 4
 func (c Config) Validate() error {
 	if c.LookaheadJobs < 0 || c.LookaheadJobs > 256 {
 		return fmt.Errorf("dispatch.lookahead_jobs: must be between 0 and 256, got %d", c.LookaheadJobs)
+	}
+	if c.VRAMWait < 0 {
+		return fmt.Errorf("dispatch.vram_wait: must not be negative, got %s", c.VRAMWait)
 	}
 	if c.PreemptMinRun < 0 {
 		return fmt.Errorf("dispatch.preempt_min_run: must not be negative, got %s", c.PreemptMinRun)

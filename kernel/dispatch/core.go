@@ -230,6 +230,13 @@ type Room struct {
 // evicting unpinned models through the evictor when the ledger refuses. It
 // returns a *NoRoomError when the model can never fit on the device, and an
 // error wrapping ErrVRAMHeld when only pinned models stand in the way.
+//
+// The kernel never waits on a policy: when the evictor's answer (invalid,
+// empty or too small) would leave the load waiting although evicting
+// unpinned models could make the room, the native LRU answers for that
+// round. The WASM adapters count such an answer as a stall fault before it
+// gets here (kernel/policy, FaultStall); this is the floor under every
+// Evictor, whoever wrote it.
 func (c Core) Reserve(r Room, owner, model string, bytes uint64) (*device.Reservation, error) {
 	c = c.withDefaults()
 	for attempt := 0; ; attempt++ {
@@ -245,15 +252,17 @@ func (c Core) Reserve(r Room, owner, model string, bytes uint64) (*device.Reserv
 		}
 		entries, pinnedBytes := r.List()
 		need := bytes - min(bytes, r.Ledger.Free())
-		victims := c.Evictor.Victims(need, entries)
-		valid := len(victims) > 0
-		for _, i := range victims {
-			if i < 0 || i >= len(entries) || entries[i].Pinned {
-				valid = false
-				break
+		var unpinned uint64
+		for i := range entries {
+			if !entries[i].Pinned {
+				unpinned += entries[i].Bytes
 			}
 		}
-		if !valid || attempt >= c.MaxEvictionRounds {
+		victims := c.Evictor.Victims(need, entries)
+		if unpinned >= need && covered(victims, entries) < need {
+			victims = LRU{}.Victims(need, entries)
+		}
+		if covered(victims, entries) == 0 || attempt >= c.MaxEvictionRounds {
 			if pinnedBytes == 0 && attempt >= c.MaxEvictionRounds {
 				return nil, &NoRoomError{Device: r.Device, Need: bytes, Usable: r.Ledger.Usable()}
 			}
@@ -263,6 +272,22 @@ func (c Core) Reserve(r Room, owner, model string, bytes uint64) (*device.Reserv
 			r.Evict(i)
 		}
 	}
+}
+
+// covered returns the bytes victims would free, or 0 when the answer is
+// invalid (an index out of range, a pinned entry, a repeat): an invalid
+// answer is not carried out at all.
+func covered(victims []int, entries []EntryView) uint64 {
+	var freed uint64
+	seen := make(map[int]bool, len(victims))
+	for _, i := range victims {
+		if i < 0 || i >= len(entries) || entries[i].Pinned || seen[i] {
+			return 0
+		}
+		seen[i] = true
+		freed += entries[i].Bytes
+	}
+	return freed
 }
 
 // SortEntries sorts a device's entries by worker, then model, and keys with

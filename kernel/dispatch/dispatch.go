@@ -67,6 +67,9 @@ type Options struct {
 	// PreemptMinRun is how long a job runs before it may be preempted; 0
 	// means DefaultPreemptMinRun.
 	PreemptMinRun time.Duration
+	// VRAMWait bounds a started job's wait for VRAM that running jobs
+	// hold; 0 means DefaultVRAMWait.
+	VRAMWait time.Duration
 }
 
 // Progress is the live state of a running job.
@@ -785,6 +788,11 @@ func human(b uint64) string {
 // ensureResident makes every model of a job resident in the worker and pins
 // them; the returned function unpins. Independent models load in parallel.
 func (d *Dispatcher) ensureResident(ctx context.Context, w *worker.Worker, models []string) (func(), error) {
+	limit := d.opts.VRAMWait
+	if limit <= 0 {
+		limit = DefaultVRAMWait
+	}
+	deadline := d.clk.Now().Add(limit)
 	for {
 		pinned, wait, err := d.tryResident(ctx, w, models)
 		if err == nil {
@@ -796,14 +804,26 @@ func (d *Dispatcher) ensureResident(ctx context.Context, w *worker.Worker, model
 		}
 		// Other jobs on this device hold the memory we need: wait until one
 		// of them lets go, then try again from scratch (we released our own
-		// pins, so two jobs cannot wait on each other forever).
+		// pins, so two jobs cannot wait on each other forever). The wait
+		// has a deadline and a heartbeat: a retry each vramRetry even
+		// without an unpin, and the attempt given back to the queue at the
+		// deadline (ErrVRAMWait), where another worker may take it.
+		if !d.clk.Now().Before(deadline) {
+			return func() {}, fmt.Errorf("%w after %s: %w", ErrVRAMWait, limit, err)
+		}
 		select {
 		case <-ctx.Done():
 			return func() {}, ctx.Err()
 		case <-wait:
+		case <-d.clk.After(min(vramRetry, max(deadline.Sub(d.clk.Now()), 0))):
 		}
 	}
 }
+
+// ErrVRAMWait is returned (wrapped) when a started job has waited
+// Options.VRAMWait for VRAM that running jobs hold: the attempt is lost
+// and the job goes back to the queue.
+var ErrVRAMWait = errors.New("gave up waiting for vram")
 
 // tryResident pins what it can. On a shortage that other jobs' pins cause, it
 // returns a channel that is closed at the next unpin.

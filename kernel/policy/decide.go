@@ -18,6 +18,9 @@ type ops[I, O any] struct {
 	encode func([]byte, *I) []byte
 	decode func([]byte, *O) (abi.Status, error)
 	valid  func(*I, *O) error
+	// stall, when set, checks a valid answer (or a NO_DECISION) for
+	// leaving work stuck that could progress; see FaultStall.
+	stall func(*I, *O, abi.Status) error
 }
 
 // scratch is one decision's reusable buffers.
@@ -61,14 +64,102 @@ func decide[I, O any](ctx context.Context, h *Host, v *version, op *ops[I, O], i
 		if err := op.valid(in, out); err != nil {
 			return st, &FaultError{Kind: FaultInvalid, Err: err}
 		}
-		v.stateMu.Lock()
-		v.state = *op.state(out)
-		v.stateMu.Unlock()
 	case abi.StatusNoDecision:
 	default:
 		return st, &FaultError{Kind: FaultStatus, Err: fmt.Errorf("policy answered status %d", st)}
 	}
+	// A well-formed answer may still leave work stuck that could move: it
+	// is a fault like any other, answered by the native policy, so that no
+	// job ever waits on a policy (RATIONALE.md, "Liveness is a fault").
+	if op.stall != nil {
+		if err := op.stall(in, out, st); err != nil {
+			return st, &FaultError{Kind: FaultStall, Err: err}
+		}
+	}
+	if st == abi.StatusOK {
+		v.stateMu.Lock()
+		v.state = *op.state(out)
+		v.stateMu.Unlock()
+	}
 	return st, nil
+}
+
+// FaultStall is the FaultError kind of a decision that leaves work unable
+// to progress while progress is possible: an eviction that frees less than
+// the need while unpinned entries could cover it, a scheduling answer that
+// dispatches nothing while a queued job fits an idle worker, a balancing
+// answer that places nothing while an idle worker can hold the job. A
+// NO_DECISION status is judged the same way: it is a fault exactly where a
+// decision was needed and possible.
+const FaultStall = "stall"
+
+// evictionStall reports an answer that does not make the room asked for
+// although the unpinned entries could. A shortfall that only pinned entries
+// can close is not the policy's: the kernel waits for a running job to let
+// go (with a deadline of its own). Prefetch-only calls (need covered by
+// free) cannot stall.
+func evictionStall(in *abi.EvictionInput, out *abi.EvictionOutput, st abi.Status) error {
+	required := in.Need - min(in.Need, in.Free)
+	if required == 0 {
+		return nil
+	}
+	var unpinned, freed uint64
+	for i := range in.Entries {
+		if !in.Entries[i].Pinned {
+			unpinned += in.Entries[i].Bytes
+		}
+	}
+	if unpinned < required {
+		return nil
+	}
+	if st == abi.StatusOK {
+		for _, i := range out.Victims {
+			freed += in.Entries[i].Bytes
+		}
+	}
+	if freed >= required {
+		return nil
+	}
+	if st != abi.StatusOK {
+		return fmt.Errorf("no decision where %d bytes are needed and unpinned entries hold %d", required, unpinned)
+	}
+	return fmt.Errorf("victims free %d of the %d bytes needed while unpinned entries hold %d", freed, required, unpinned)
+}
+
+// schedulingStall reports an answer that dispatches nothing while a queued
+// job fits an idle worker (abi.Fits: the device's usable memory can hold
+// it, once resident models are evicted).
+func schedulingStall(in *abi.SchedulingInput, out *abi.SchedulingOutput, st abi.Status) error {
+	if len(in.Queued) == 0 || st == abi.StatusOK && len(out.Dispatch) > 0 {
+		return nil
+	}
+	for wi := range in.Workers {
+		w := &in.Workers[wi]
+		if !w.Idle {
+			continue
+		}
+		for ji := range in.Queued {
+			if abi.Fits(&in.Queued[ji], w) {
+				return fmt.Errorf("dispatched nothing while job %d of %d waits and idle worker %d can hold it", ji, len(in.Queued), wi)
+			}
+		}
+	}
+	return nil
+}
+
+// balancingStall reports an answer that places the job nowhere while an
+// idle worker can hold it. (A placement on a busy or too small worker is
+// already invalid.)
+func balancingStall(in *abi.BalancingInput, _ *abi.BalancingOutput, st abi.Status) error {
+	if st == abi.StatusOK {
+		return nil
+	}
+	for wi := range in.Workers {
+		if w := &in.Workers[wi]; w.Idle && abi.Fits(&in.Job, w) {
+			return fmt.Errorf("placed the job nowhere while idle worker %d can hold it", wi)
+		}
+	}
+	return nil
 }
 
 // decideWASM encodes the snapshot straight into the guest's input buffer,
@@ -135,6 +226,7 @@ var evictionOps = &ops[abi.EvictionInput, abi.EvictionOutput]{
 	},
 	encode: abi.AppendEvictionInput,
 	decode: abi.DecodeEvictionOutput,
+	stall:  evictionStall,
 	valid: func(in *abi.EvictionInput, out *abi.EvictionOutput) error {
 		if err := unique(out.Victims, len(in.Entries), "victim"); err != nil {
 			return err
@@ -171,6 +263,7 @@ var schedulingOps = &ops[abi.SchedulingInput, abi.SchedulingOutput]{
 	},
 	encode: abi.AppendSchedulingInput,
 	decode: abi.DecodeSchedulingOutput,
+	stall:  schedulingStall,
 	valid: func(in *abi.SchedulingInput, out *abi.SchedulingOutput) error {
 		if err := unique(out.Dispatch, len(in.Queued), "job"); err != nil {
 			return err
@@ -219,6 +312,7 @@ var balancingOps = &ops[abi.BalancingInput, abi.BalancingOutput]{
 	},
 	encode: abi.AppendBalancingInput,
 	decode: abi.DecodeBalancingOutput,
+	stall:  balancingStall,
 	valid: func(in *abi.BalancingInput, out *abi.BalancingOutput) error {
 		if int64(out.Worker) >= int64(len(in.Workers)) {
 			return fmt.Errorf("worker %d does not exist (%d workers)", out.Worker, len(in.Workers))

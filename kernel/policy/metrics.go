@@ -12,7 +12,7 @@ import (
 )
 
 // faultReasons are FaultError kinds in the order of version.faultsBy.
-var faultReasons = [...]string{FaultTrap, FaultTimeout, FaultInvalid, FaultStatus}
+var faultReasons = [...]string{FaultTrap, FaultTimeout, FaultInvalid, FaultStatus, FaultStall}
 
 func faultIndex(err error) int {
 	var fe *FaultError
@@ -30,7 +30,7 @@ var (
 	descDecisions = prometheus.NewDesc("kiln_policy_decisions_total",
 		"Decisions asked of a policy version (a fault included).", []string{"kind", "policy", "version", "source"}, nil)
 	descFaults = prometheus.NewDesc("kiln_policy_faults_total",
-		"Decisions of a policy version that failed and were answered by the native fallback, by reason (trap, timeout, invalid, error_status).",
+		"Decisions of a policy version that failed and were answered by the native fallback, by reason (trap, timeout, invalid, error_status, stall).",
 		[]string{"kind", "policy", "version", "reason"}, nil)
 	descRollbacks = prometheus.NewDesc("kiln_policy_rollbacks_total",
 		"Returns of a kind to its previous policy, asked for (manual) or after repeated faults (auto).", []string{"kind", "trigger"}, nil)

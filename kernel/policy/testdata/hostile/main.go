@@ -22,12 +22,18 @@ const (
 	// modeLog logs a line every call (not hostile: for the test that
 	// guest log lines name their policy).
 	modeLog
+	// modeStall answers OK and does nothing: no victims, no job to
+	// dispatch (a balancing answer cannot be OK without a worker, so it
+	// answers NO_DECISION). Every answer is well formed; the work stalls.
+	modeStall
+	// modeNoDecision answers NO_DECISION to everything.
+	modeNoDecision
 )
 
 type hostile struct{}
 
 func (hostile) Params() []policy.Param {
-	return []policy.Param{{Name: "mode", Type: policy.ParamInt, Default: 0, Min: 0, Max: 10}}
+	return []policy.Param{{Name: "mode", Type: policy.ParamInt, Default: 0, Min: 0, Max: 15}}
 }
 
 var sink [][]byte
@@ -70,11 +76,19 @@ func (hostile) Evict(in *policy.EvictionInput, out *policy.EvictionOutput) polic
 		out.Victims = append(out.Victims, 1<<30)
 	case modeError:
 		return policy.StatusError
+	case modeStall:
+	case modeNoDecision:
+		return policy.StatusNoDecision
 	default:
+		// The first unpinned entries, until the need is covered.
+		free := in.Free
 		for i, e := range in.Entries {
+			if free >= in.Need {
+				break
+			}
 			if !e.Pinned {
 				out.Victims = append(out.Victims, uint32(i))
-				break
+				free += e.Bytes
 			}
 		}
 	}
@@ -94,6 +108,9 @@ func (hostile) Schedule(in *policy.SchedulingInput, out *policy.SchedulingOutput
 		out.Dispatch = append(out.Dispatch, 0, 0) // the same job twice
 	case modeError:
 		return policy.StatusError
+	case modeStall:
+	case modeNoDecision:
+		return policy.StatusNoDecision
 	default:
 		out.Dispatch = append(out.Dispatch, uint32(len(in.Queued)-1))
 	}
@@ -108,6 +125,9 @@ func (hostile) Batch(in *policy.BatchingInput, out *policy.BatchingOutput) polic
 		out.Batch = append(out.Batch, in.Lead+1000)
 	case modeError:
 		return policy.StatusError
+	case modeNoDecision:
+		// Running the lead alone is always progress: not a stall.
+		return policy.StatusNoDecision
 	default:
 		out.Batch = append(out.Batch, in.Lead)
 	}
@@ -128,9 +148,11 @@ func (hostile) Balance(in *policy.BalancingInput, out *policy.BalancingOutput) p
 		out.Worker = uint32(len(in.Workers) + 7) // an unknown one
 	case modeError:
 		return policy.StatusError
+	case modeStall, modeNoDecision:
+		return policy.StatusNoDecision
 	default:
-		for i, w := range in.Workers {
-			if w.Idle {
+		for i := range in.Workers {
+			if w := &in.Workers[i]; w.Idle && policy.Fits(&in.Job, w) {
 				out.Worker = uint32(i)
 				return policy.StatusOK
 			}

@@ -1,0 +1,145 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
+)
+
+// The hostile module's stalling modes (testdata/hostile).
+const (
+	hostileStall      = 9
+	hostileNoDecision = 10
+)
+
+// TestStallingAnswersAreFaults loads a module whose answers are well formed
+// but leave work stuck — OK with nothing, or NO_DECISION — and checks, for
+// each kind where a decision was needed and possible, that the native
+// policy answers, that a stall fault is counted, and that the same answers
+// where nothing could progress are not faults.
+func TestStallingAnswersAreFaults(t *testing.T) {
+	wasm := wasmOf(t, "hostile")
+	h := newTestHost(t, Config{MaxFaults: 1000})
+	for _, k := range abi.Kinds {
+		if _, err := h.Load(context.Background(), k, "hostile", wasm, true, "test"); err != nil {
+			t.Fatalf("load hostile %s: %v", k, err)
+		}
+	}
+	jobs, workers, entries := sampleViews()
+	const gib = 1 << 30
+	allBusy := []dispatch.WorkerView{{ID: "w0", DeviceBusy: 1}, {ID: "w1", DeviceBusy: 1}}
+	tooSmall := []dispatch.WorkerView{{ID: "w0", Idle: true, UsableVRAM: gib / 2}}
+	for _, tc := range []struct {
+		name    string
+		kind    abi.Kind
+		decide  func() string
+		want    string // the answer (the native policy's where it is a fault)
+		isFault bool
+	}{
+		{
+			name: "evict nothing though unpinned entries cover the need", kind: abi.KindEviction,
+			decide: func() string { return fmt.Sprint(h.Evictor().Victims(2*gib, entries)) },
+			want:   fmt.Sprint(dispatch.LRU{}.Victims(2*gib, entries)), isFault: true,
+		},
+		{
+			name: "evict nothing when only pins stand in the way", kind: abi.KindEviction,
+			decide: func() string { return fmt.Sprint(h.Evictor().Victims(3*gib, entries)) },
+			want:   "[]",
+		},
+		{
+			name: "prefetch-only call that evicts nothing", kind: abi.KindEviction,
+			decide: func() string {
+				return fmt.Sprint(h.Evictor().Decide(EvictionRequest{Need: gib, Free: 2 * gib, Entries: entries}).Victims)
+			},
+			want: "[]",
+		},
+		{
+			name: "dispatch nothing while a job fits an idle worker", kind: abi.KindScheduling,
+			decide: func() string { id, _ := h.Scheduler().Next(jobs, workers); return id },
+			want:   nativeNext(jobs, workers), isFault: true,
+		},
+		{
+			name: "dispatch nothing while every worker is busy", kind: abi.KindScheduling,
+			decide: func() string { id, _ := h.Scheduler().Next(jobs, allBusy); return id },
+			want:   "",
+		},
+		{
+			name: "dispatch nothing while no idle worker can hold a job", kind: abi.KindScheduling,
+			decide: func() string { id, _ := h.Scheduler().Next(jobs, tooSmall); return id },
+			want:   "",
+		},
+		{
+			name: "place nowhere while an idle worker can hold the job", kind: abi.KindBalancing,
+			decide: func() string { id, _ := h.Balancer().Place(jobs[0], workers); return id },
+			want:   "w1", isFault: true,
+		},
+		{
+			name: "place nowhere while no idle worker can hold the job", kind: abi.KindBalancing,
+			decide: func() string { id, _ := h.Balancer().Place(jobs[0], tooSmall); return id },
+			want:   "",
+		},
+	} {
+		for _, mode := range []float64{hostileStall, hostileNoDecision} {
+			t.Run(fmt.Sprintf("%s/mode %v", tc.name, mode), func(t *testing.T) {
+				if err := h.SetParam(tc.kind, "mode", mode); err != nil {
+					t.Fatal(err)
+				}
+				v := h.slots[tc.kind].active.Load()
+				before, beforeStall := v.faults.Load(), v.faultsBy[faultIndex(&FaultError{Kind: FaultStall})].Load()
+				if got := strings.Trim(tc.decide(), "[]"); got != strings.Trim(tc.want, "[]") {
+					t.Errorf("answer %q, want %q", got, tc.want)
+				}
+				faults, stalls := v.faults.Load()-before, v.faultsBy[faultIndex(&FaultError{Kind: FaultStall})].Load()-beforeStall
+				if want := map[bool]int64{true: 1, false: 0}[tc.isFault]; faults != want || stalls != want {
+					t.Errorf("%d faults (%d stalls) counted, want %d", faults, stalls, want)
+				}
+			})
+		}
+	}
+}
+
+func nativeNext(jobs []dispatch.JobView, workers []dispatch.WorkerView) string {
+	id, _ := dispatch.PriorityFIFO{}.Next(jobs, workers)
+	return id
+}
+
+// TestStallingPolicyIsRolledBack checks that stall faults roll a policy
+// back like any other fault: after MaxFaults within the window the kind's
+// previous version is active again, and the change says why.
+func TestStallingPolicyIsRolledBack(t *testing.T) {
+	wasm := wasmOf(t, "hostile")
+	h := newTestHost(t, Config{MaxFaults: 3, FaultWindow: time.Minute})
+	jobs, workers, entries := sampleViews()
+	for _, k := range []abi.Kind{abi.KindEviction, abi.KindScheduling, abi.KindBalancing} {
+		if _, err := h.Load(context.Background(), k, "stall", wasm, true, "test"); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.SetParam(k, "mode", hostileStall); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		h.Evictor().Victims(1<<30, entries)
+		h.Scheduler().Next(jobs, workers)
+		h.Balancer().Place(jobs[0], workers)
+	}
+	for _, ki := range h.List() {
+		if !slices.Contains([]string{"eviction", "scheduling", "balancing"}, ki.Kind) {
+			continue
+		}
+		if strings.HasPrefix(ki.Active, "stall@") {
+			t.Errorf("%s: still %s after 3 stall faults", ki.Kind, ki.Active)
+			continue
+		}
+		last := ki.Changes[len(ki.Changes)-1]
+		if last.Action != "auto-rollback" || !strings.Contains(last.Reason, FaultStall) {
+			t.Errorf("%s: last change %+v, want an auto-rollback naming the stall", ki.Kind, last)
+		}
+	}
+}
