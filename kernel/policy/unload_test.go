@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -154,4 +157,57 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestUnloadReturnsMemory loads 15 versions of a Go module (other bytes
+// each, so that each is compiled) and unloads each after the next is
+// loaded; the process's RSS must end near where it began, where keeping
+// them all grew it by ~14 MiB a version (issue 21: 262 → 470 MiB).
+func TestUnloadReturnsMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("compiles 15 Go modules")
+	}
+	fifo := wasmOf(t, "scheduling.fifo")
+	h := newTestHost(t, Config{PoolSize: 2})
+	ctx, k := context.Background(), abi.KindScheduling
+	settle := func() uint64 {
+		runtime.GC()
+		debug.FreeOSMemory()
+		return rssBytes(t)
+	}
+	var start uint64
+	for i := range 16 {
+		if _, err := h.Load(ctx, k, "churn", retag(fifo, fmt.Sprint(i)), true, "churn"); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			start = settle() // the first version's memory stays: it is active
+			continue
+		}
+		if _, err := h.Unload(k, "churn", i, "churn"); err != nil { // the previous version
+			t.Fatal(err)
+		}
+	}
+	end := settle()
+	t.Logf("RSS after the first load %d MiB, after 15 more loads and 15 unloads %d MiB", start>>20, end>>20)
+	if end > start+60<<20 {
+		t.Errorf("RSS grew %d MiB over 15 loads and unloads; want it returned", (end-start)>>20)
+	}
+}
+
+// rssBytes reads the process's resident set size from /proc.
+func rssBytes(t *testing.T) uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip("no /proc/self/status: cannot measure RSS here")
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb uint64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
+			return kb << 10
+		}
+	}
+	t.Skip("no VmRSS in /proc/self/status")
+	return 0
 }
