@@ -31,6 +31,13 @@ type Config struct {
 	// difference of an error or deadline-miss rate.
 	MinEffect     float64 `koanf:"min_effect"`
 	MinRateEffect float64 `koanf:"min_rate_effect"`
+	// MaxRegression is the latency regression, as a fraction of the
+	// baseline's mean, that a canary must rule out before it promotes:
+	// its last step with a baseline holds until the upper end of the
+	// latency test's confidence set is below this (a non-inferiority
+	// test at the experiment's confidence). A canary that cannot get
+	// there by its deadline is rolled back as stalled.
+	MaxRegression float64 `koanf:"max_regression"`
 	// Interval is how often the controller looks at a running experiment.
 	Interval time.Duration `koanf:"interval"`
 	// History is how many finished experiments the record keeps.
@@ -45,7 +52,7 @@ func DefaultConfig() Config {
 	return Config{
 		Steps: []int{5, 25, 50, 100}, StepDuration: 5 * time.Minute, MinSamples: 50, Deadline: 2 * time.Hour,
 		Confidence: 0.98, Window: 10 * time.Minute, BurnIn: time.Minute, Guards: []string{"faults==0"},
-		Interval: 10 * time.Second, History: 100, MinEffect: 0.1, MinRateEffect: 0.02,
+		Interval: 10 * time.Second, History: 100, MinEffect: 0.1, MinRateEffect: 0.02, MaxRegression: 0.2,
 	}
 }
 
@@ -84,6 +91,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Interval == 0 {
 		c.Interval = d.Interval
+	}
+	if c.MaxRegression == 0 {
+		c.MaxRegression = d.MaxRegression
 	}
 	if c.History == 0 {
 		c.History = d.History

@@ -17,7 +17,6 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/policy"
-	"github.com/kiln-gpu/kiln/kernel/stats"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -102,12 +101,13 @@ type active struct {
 	total    [2]*armAcc    // the whole experiment's, for the metrics
 	tier     [2]tierCounts // this step's, written by the router
 	tierDone [2]tierCounts // the steps before
-	seqLat   *stats.Sequential
-	batch    [2][]float64 // latencies not yet averaged into seqLat
-	rank     *Comparison  // the last rank test, reused while the counts stay
-	seqErr   *stats.Sequential
-	seqMiss  *stats.Sequential
-	alpha    float64 // per gating test
+	// series and tests are the gating metrics' paired windows and their
+	// always-valid tests, over the whole experiment (every step with a
+	// baseline adds to them): see windowed.go and RATIONALE.md.
+	series   [nGating]*pairedSeries
+	tests    [nGating]*autoSeq
+	rank     *Comparison // the last rank test, reused while the counts stay
+	alpha    float64     // per gating test
 	nextLook time.Time
 	rng      *rand.Rand
 }
@@ -225,6 +225,7 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (Record, error) {
 		rng: rand.New(rand.NewPCG(spec.Seed, 7))}
 	a.faults0 = [2]int64{base.Faults(), cand.Faults()}
 	a.alpha = gatingAlpha(spec)
+	c.newTests(a)
 	c.startStep(a, now, 0, workers)
 	what := fmt.Sprintf("%s of %s %s against %s (%s)", spec.Type, spec.Kind, rec.Candidate, rec.Baseline, spec.Unit)
 	if len(spec.Params) > 0 {
@@ -266,23 +267,12 @@ func (c *Controller) pin(ctx context.Context, k abi.Kind, candRef, baseRef strin
 }
 
 // gatingAlpha splits the experiment's alpha between its gating tests
-// (Bonferroni): three metrics at each step with a baseline, so that the
-// chance of a false rollback over the whole canary stays under alpha. The
-// tests are always-valid, so the looks within a step need no share.
+// (Bonferroni over the three metrics), so that the chance of a false
+// rollback over the whole experiment stays under alpha. Each test runs
+// over the whole experiment, every step adding to it, and is always-valid,
+// so neither the looks nor the steps need a share.
 func gatingAlpha(s Spec) float64 {
-	looks := 1
-	if s.Type == Canary {
-		looks = 0
-		for _, p := range s.Steps {
-			if p < 100 {
-				looks++
-			}
-		}
-	}
-	if s.Type == Switchback {
-		return 1 - s.Confidence // one test: the windows' mean latencies
-	}
-	return (1 - s.Confidence) / float64(3*max(looks, 1))
+	return (1 - s.Confidence) / nGating
 }
 
 // sharePct is the candidate's share at step i, in percent.
@@ -353,11 +343,7 @@ func (c *Controller) startStep(a *active, now time.Time, i int, workers []string
 		a.r.mu.Unlock()
 	}
 	r.tierAcc = &a.tier
-	a.seqLat = stats.NewSequential(stats.SequentialConfig{Alpha: a.alpha, MinN: 10, EffectSize: 0.5})
-	a.batch = [2][]float64{}
 	a.rank = nil
-	a.seqErr = stats.NewSequential(stats.SequentialConfig{Alpha: a.alpha, Proportion: true})
-	a.seqMiss = stats.NewSequential(stats.SequentialConfig{Alpha: a.alpha, Proportion: true})
 	a.r = r
 	a.nextLook = now.Add(c.cfg.Interval)
 	c.router.set(r)
@@ -398,37 +384,29 @@ func (c *Controller) Observe(o Observation) {
 	}
 	a.step[p.arm].add(o, win)
 	a.total[p.arm].add(o, win)
-	fail := 0.0
-	if o.Failed {
-		fail = 1
+	if a.r.typ != Switchback && sharePct(a.rec.Spec, a.rec.Step) >= 100 {
+		return // no baseline to pair with: the step is gated by guards
 	}
-	miss := 0.0
-	if o.MissedDeadline {
-		miss = 1
+	// The window: the minute the job finished in, or a switchback's
+	// window pair (its arm is the window's in which it was placed).
+	w := a.series[mLatency].index(c.clk.Now())
+	if a.r.typ == Switchback {
+		w = p.window / 2
 	}
 	if !o.Failed {
-		b := append(a.batch[p.arm], o.Latency.Seconds())
-		if len(b) == batchJobs {
-			if p.arm == Baseline {
-				a.seqLat.AddA(stats.Mean(b))
-			} else {
-				a.seqLat.AddB(stats.Mean(b))
-			}
-			b = b[:0]
-		}
-		a.batch[p.arm] = b
+		a.series[mLatency].add(p.arm, w, o.Latency.Seconds())
 	}
-	if p.arm == Baseline {
-		a.seqErr.AddA(fail)
-		if o.HasDeadline {
-			a.seqMiss.AddA(miss)
-		}
-	} else {
-		a.seqErr.AddB(fail)
-		if o.HasDeadline {
-			a.seqMiss.AddB(miss)
-		}
+	a.series[mError].add(p.arm, w, indicator(o.Failed))
+	if o.HasDeadline {
+		a.series[mMiss].add(p.arm, w, indicator(o.MissedDeadline))
 	}
+}
+
+func indicator(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Wake is signalled when an arm faults, so that a loop waiting for the
@@ -550,6 +528,14 @@ func (c *Controller) end(a *active, now time.Time, st State, verdict, reason str
 			}
 		}
 	}
+	// Every verdict says what it could have seen: a promotion (or an A/B
+	// test's "no difference") is "no regression larger than X".
+	rec.Power = power(rec.Report)
+	if st == Promoted || st == Completed {
+		if t := powerText(rec.Power, rec.Spec.Confidence); t != "" {
+			reason += "; " + t
+		}
+	}
 	c.decide(a, now, action, reason, ev)
 	rec.State, rec.Verdict, rec.Reason, rec.EndedAt = st, verdict, reason, now
 	if err := c.persist(); err != nil {
@@ -605,6 +591,7 @@ func (c *Controller) Resume(ctx context.Context) {
 		now := c.clk.Now()
 		a := &active{rec: rec, kind: k, arms: [2]*policy.Arm{base, cand}, alpha: gatingAlpha(rec.Spec),
 			rng: rand.New(rand.NewPCG(rec.Spec.Seed, 7))}
+		c.newTests(a)
 		workers := c.workers()
 		switch {
 		case err != nil:
@@ -639,15 +626,33 @@ func (a *active) tierNow() [2]tierCounts {
 	return a.tier
 }
 
-// batchJobs is how many consecutive latencies of an arm make one
-// observation of the latency test. Jobs that queue behind each other have
-// correlated latencies; the test assumes independent observations, and
-// means of consecutive batches are much closer to that (the batch-means
-// method of simulation output analysis).
-const batchJobs = 5
+// The gating metrics, in the order of active.series and active.tests.
+const (
+	mLatency = iota
+	mError
+	mMiss
+	nGating
+)
 
-// batchRule is rule for batch means: MinN counts jobs, the test batches.
-func batchRule(r stats.Rule) stats.Rule {
-	r.MinN = max((r.MinN+batchJobs-1)/batchJobs, 10)
-	return r
+// newTests makes the experiment's paired series and tests; after a
+// restart they start again empty (the samples lived in memory), from now.
+func (c *Controller) newTests(a *active) {
+	spec := a.rec.Spec
+	origin, width, lag := c.clk.Now(), pairWindow, time.Duration(0)
+	if spec.Type == Switchback {
+		// A pair of windows is the unit; its jobs finish after it ends,
+		// so a pair closes one window late.
+		origin, width, lag = a.rec.StartedAt, 2*time.Duration(spec.Window), time.Duration(spec.Window)
+	}
+	minEffect, rateTau := c.cfg.MinEffect, max(c.cfg.MinRateEffect, 0.05)
+	for m := range nGating {
+		a.series[m] = newPairedSeries(origin, width, lag)
+		tau := func(float64) float64 { return rateTau }
+		if m == mLatency {
+			// The mixture is centred on effects of twice the practical
+			// threshold: the regressions a canary must catch.
+			tau = func(base float64) float64 { return 2 * minEffect * base }
+		}
+		a.tests[m] = newAutoSeq(a.alpha, tau)
+	}
 }

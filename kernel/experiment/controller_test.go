@@ -16,7 +16,8 @@ func actions(rec Record) []string {
 
 // TestCanaryRollsBackFIFO plants FIFO scheduling where interactive jobs
 // have deadlines: the candidate's group misses them behind batch jobs, and
-// the canary must roll it back at its first gated step.
+// the canary must roll it back before it promotes (its tests pool every
+// step with a baseline, so the rollback may come at a later step).
 func TestCanaryRollsBackFIFO(t *testing.T) {
 	d := newDriver(t, defaultWorkload(), 1, "priority", testConfig(), "")
 	rec := d.start(Spec{Kind: "scheduling", Policy: "fifo", Type: Canary})
@@ -25,8 +26,8 @@ func TestCanaryRollsBackFIFO(t *testing.T) {
 	if rec.State != RolledBack {
 		t.Fatalf("state %s (%s), want rolled_back", rec.State, rec.Reason)
 	}
-	if rec.Step != 0 {
-		t.Errorf("rolled back at step %d, want the first gated step (0)", rec.Step)
+	if steps := rec.Spec.Steps; steps[rec.Step] >= 100 {
+		t.Errorf("rolled back at step %d (%d%%), want a step with a baseline", rec.Step, steps[rec.Step])
 	}
 	if got := d.host.ActiveRef(2); got != "priority@1" {
 		t.Errorf("active scheduling policy is %s, want the baseline priority@1", got)
@@ -64,10 +65,15 @@ func TestCanaryAA(t *testing.T) {
 		d := newDriver(t, wl, seed, "priority", testConfig(), "")
 		rec := d.start(Spec{Kind: "scheduling", Policy: "priority", Type: Canary})
 		rec = d.run(rec.ID)
-		if rec.State != Promoted {
+		// A canary that has not yet ruled out a regression of
+		// max_regression keeps holding (it is not a false alarm); a
+		// rollback is.
+		if rec.State == RolledBack {
 			rollbacks++
-			t.Errorf("seed %d: A/A canary ended %s: %s", seed, rec.State, rec.Reason)
+			t.Errorf("seed %d: A/A canary rolled back: %s", seed, rec.Reason)
+		} else if rec.State != Promoted {
+			t.Logf("seed %d: A/A canary still %s at the horizon", seed, rec.State)
 		}
 	}
-	t.Logf("%d A/A canaries: %d not promoted", n, rollbacks)
+	t.Logf("%d A/A canaries: %d rolled back", n, rollbacks)
 }

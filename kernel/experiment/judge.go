@@ -31,16 +31,19 @@ func (c *Controller) look(a *active, now time.Time) *Report {
 	}
 	rule := stats.Rule{MinN: spec.MinSamples, Alpha: a.alpha, LowerIsBetter: true}
 	hasBaseline := pct < 100
+	// The gating tests run over the whole experiment: a canary's 100%
+	// step still reports what its earlier steps established.
+	rep.Comparisons = append(rep.Comparisons, c.windowed(a, now, mLatency, "latency_s", spec.MinSamples))
+	rep.Comparisons = append(rep.Comparisons, c.windowed(a, now, mError, "error_rate", spec.MinSamples))
+	if s := a.series[mMiss]; s.n[Baseline]+s.n[Candidate] > 0 {
+		// Jobs with a deadline are a fraction of the traffic: the
+		// paired windows' minimum is this test's floor, not min_samples.
+		rep.Comparisons = append(rep.Comparisons, c.windowed(a, now, mMiss, "deadline_miss_rate", 0))
+	}
 	if hasBaseline && spec.Type != Switchback {
-		lat := a.seqLat.Look()
-		rep.Comparisons = append(rep.Comparisons, gating("latency_s", fmt.Sprintf("sequential (mixture SPRT) on means of %d jobs", batchJobs),
-			lat, batchRule(rule), c.cfg.MinEffect*lat.MeanA))
-		rep.Comparisons = append(rep.Comparisons, gating("error_rate", "sequential (mixture SPRT) on the proportion", a.seqErr.Look(), rule, c.cfg.MinRateEffect))
-		if a.step[Baseline].withDeadline > 0 || a.step[Candidate].withDeadline > 0 {
-			rep.Comparisons = append(rep.Comparisons, gating("deadline_miss_rate", "sequential (mixture SPRT) on the proportion", a.seqMiss.Look(), rule, c.cfg.MinRateEffect))
-		}
 		// The rank test and its shift estimate describe the effect for
-		// the reader; they are fixed-horizon, so they do not gate.
+		// the reader; they are fixed-horizon and assume independent jobs,
+		// which bursty traffic's are not, so they neither gate nor hold.
 		// Until both arms have min_samples the step holds anyway; the test
 		// is computed only then, and again only when the counts changed.
 		if la, lb := a.step[Baseline].latency, a.step[Candidate].latency; len(la) >= spec.MinSamples && len(lb) >= spec.MinSamples {
@@ -65,7 +68,9 @@ func (c *Controller) look(a *active, now time.Time) *Report {
 		rep.SRM = &SRMResult{Expected: exp, Baseline: nb, Candidate: nc, P: srmP, Mismatch: srmP < stats.SRMAlpha}
 	}
 	if spec.Type == Switchback {
-		rep.Comparisons = append(rep.Comparisons, c.windowComparison(a, rule))
+		info := c.windowComparison(a, rule)
+		info.Gating = false // fixed-horizon: for the reader only
+		rep.Comparisons = append(rep.Comparisons, info)
 	}
 	for _, gs := range spec.Guards {
 		g, err := ParseGuard(gs)
@@ -87,32 +92,98 @@ func (c *Controller) look(a *active, now time.Time) *Report {
 	return rep
 }
 
-// gating judges an always-valid comparison: worse when the test rejects,
-// the confidence sequence lies above zero and the current effect exceeds
-// minEffect; better the other way round (lower is better for every gating
-// metric). The sequence's p-value is the minimum over looks, so its sign
-// says nothing of the current effect; the interval and the effect do.
-// minEffect is the practical threshold: a difference smaller than it is
-// not worth a rollback or a promotion.
-func gating(metric, test string, r stats.SequentialResult, rule stats.Rule, minEffect float64) Comparison {
-	cmp := r.Comparison()
-	c := Comparison{Metric: metric, Test: test, NA: cmp.NA, NB: cmp.NB, Effect: cmp.Effect, Low: cmp.Low, High: cmp.High,
-		P: cmp.P, Alpha: rule.Alpha, MinEffect: minEffect, Gating: true}
-	c.Verdict = stats.Decide(cmp, rule)
-	if c.Verdict == stats.InsufficientData {
-		return c
+// windowed judges gating metric m on its paired windows: worse when the
+// always-valid test has rejected, the current confidence set lies above
+// zero and the current effect exceeds the practical threshold; better the
+// other way round (lower is better for every gating metric). Fewer than
+// minJobs jobs in either arm, or too few windows, is insufficient data.
+func (c *Controller) windowed(a *active, now time.Time, m int, metric string, minJobs int) Comparison {
+	s := a.series[m]
+	s.close(now)
+	base := s.baseMean()
+	floor := 0.0
+	if m != mLatency {
+		floor = s.rateFloor()
+	}
+	r := a.tests[m].look(s.diffs, base, floor)
+	minEffect := c.cfg.MinRateEffect
+	if m == mLatency {
+		minEffect = c.cfg.MinEffect * base
+	}
+	cmp := Comparison{Metric: metric, NA: s.n[Baseline], NB: s.n[Candidate], Windows: r.N, BaselineMean: base,
+		Effect: r.Mean, Low: r.Low, High: r.High, P: r.P, Alpha: a.alpha, MinEffect: minEffect, Gating: true,
+		Test: fmt.Sprintf("always-valid mixture SPRT on paired %s windows (Newey–West variance)", s.width)}
+	if a.rec.Spec.Type == Switchback {
+		cmp.Test = "always-valid mixture SPRT on switchback window pairs (Newey–West variance)"
 	}
 	switch {
-	case !r.Bounded:
-		c.Verdict = stats.InsufficientData
-	case r.Rejected && r.Low > 0 && r.Diff > minEffect:
-		c.Verdict = stats.Worse
-	case r.Rejected && r.High < 0 && r.Diff < -minEffect:
-		c.Verdict = stats.Better
+	case !r.Bounded || cmp.NA < minJobs || cmp.NB < minJobs:
+		cmp.Verdict = stats.InsufficientData
+		if !r.Bounded {
+			cmp.Low, cmp.High = 0, 0
+		}
+		return cmp
+	case r.P <= a.alpha && r.Low > 0 && r.Mean > minEffect:
+		cmp.Verdict = stats.Worse
+	case r.P <= a.alpha && r.High < 0 && r.Mean < -minEffect:
+		cmp.Verdict = stats.Better
 	default:
-		c.Verdict = stats.NoDifference
+		cmp.Verdict = stats.NoDifference
 	}
-	return c
+	cmp.Detectable = max(r.Half, minEffect)
+	cmp.NoWorseThan = max(r.High, 0)
+	if m != mLatency {
+		// A rate differs by at most 1.
+		cmp.Detectable, cmp.NoWorseThan = min(cmp.Detectable, 1), min(cmp.NoWorseThan, 1)
+	}
+	return cmp
+}
+
+// power is what the last look's gating comparisons can say.
+func power(rep *Report) []Power {
+	if rep == nil {
+		return nil
+	}
+	var out []Power
+	for _, c := range rep.Comparisons {
+		if !c.Gating {
+			continue
+		}
+		p := Power{Metric: c.Metric, Detectable: c.Detectable, NoWorseThan: c.NoWorseThan, Bounded: c.Detectable > 0}
+		if c.Metric == "latency_s" && c.BaselineMean > 0 {
+			p.DetectableRel, p.NoWorseThanRel = c.Detectable/c.BaselineMean, c.NoWorseThan/c.BaselineMean
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// powerText says what a verdict rules out, e.g. "no regression larger
+// than latency +3.1 s (+8.0%), error rate +0.004, deadline-miss rate
+// +0.031 (98% confidence); smallest detectable: …".
+func powerText(ps []Power, conf float64) string {
+	var bound, det []string
+	for _, p := range ps {
+		if !p.Bounded {
+			bound = append(bound, p.Metric+" unbounded (too few windows)")
+			continue
+		}
+		if p.Metric == "latency_s" {
+			bound = append(bound, fmt.Sprintf("latency +%.3g s (+%.1f%%)", p.NoWorseThan, 100*p.NoWorseThanRel))
+			det = append(det, fmt.Sprintf("latency +%.3g s (+%.1f%%)", p.Detectable, 100*p.DetectableRel))
+			continue
+		}
+		bound = append(bound, fmt.Sprintf("%s +%.3g", p.Metric, p.NoWorseThan))
+		det = append(det, fmt.Sprintf("%s +%.3g", p.Metric, p.Detectable))
+	}
+	if len(bound) == 0 {
+		return ""
+	}
+	s := fmt.Sprintf("no regression larger than %s (%.0f%% confidence)", strings.Join(bound, ", "), 100*conf)
+	if len(det) > 0 {
+		s += "; smallest detectable effect " + strings.Join(det, ", ")
+	}
+	return s
 }
 
 // windowComparison compares a switchback's arms by window: the unit of
@@ -291,13 +362,18 @@ func (c *Controller) holdReason(a *active, rep *Report, now time.Time) string {
 		if rep.Verdict == stats.InsufficientData {
 			why = append(why, fmt.Sprintf("insufficient data (want %d jobs per arm and metric; counts in the evidence)", spec.MinSamples))
 		}
-		// The rank test is fixed-horizon, so it may not roll back on its
-		// own at every look; but it is more powerful than the sequential
-		// test on small samples, and holding on it is safe: a false alarm
-		// only delays the step while the sequential test gathers evidence.
-		for _, c := range rep.Comparisons {
-			if !c.Gating && c.Verdict == stats.Worse {
-				why = append(why, fmt.Sprintf("the rank test finds the candidate slower (p=%.2g); waiting for the sequential test", c.P))
+		// The last step with a baseline is the canary's last chance to
+		// see a regression: it holds until the latency test rules out
+		// one of max_regression (non-inferiority; RATIONALE.md), so a
+		// promotion always means "no regression larger than that".
+		// Under a true regression of that size the bound falls below
+		// it with probability at most alpha.
+		if next := rec.Step + 1; next < len(spec.Steps) && spec.Steps[next] >= 100 && spec.Type == Canary {
+			for _, cm := range rep.Comparisons {
+				if cm.Gating && cm.Metric == "latency_s" && cm.BaselineMean > 0 && (cm.Verdict == stats.InsufficientData || cm.NoWorseThan > c.cfg.MaxRegression*cm.BaselineMean) {
+					why = append(why, fmt.Sprintf("the latency test does not yet rule out a regression of %.0f%% (upper bound %+.1f%%)",
+						100*c.cfg.MaxRegression, 100*cm.NoWorseThan/cm.BaselineMean))
+				}
 			}
 		}
 		if rep.SRM != nil && rep.SRM.Mismatch {

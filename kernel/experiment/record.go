@@ -43,6 +43,24 @@ type Record struct {
 	Assignment    Assignment `json:"assignment"`
 	Decisions     []Decision `json:"decisions"`
 	Report        *Report    `json:"report,omitempty"`
+	// Power is what the verdict can and cannot say, per gating metric:
+	// the smallest effect the experiment could have detected and the
+	// largest regression it rules out. Set when the experiment ends.
+	Power []Power `json:"power,omitempty"`
+}
+
+// Power is one gating metric's resolution at an experiment's end.
+type Power struct {
+	Metric string `json:"metric"`
+	// Detectable and NoWorseThan are Comparison's, in the metric's units;
+	// the Rel fields divide them by the baseline's mean (latency only).
+	Detectable     float64 `json:"detectable"`
+	NoWorseThan    float64 `json:"no_worse_than"`
+	DetectableRel  float64 `json:"detectable_rel,omitempty"`
+	NoWorseThanRel float64 `json:"no_worse_than_rel,omitempty"`
+	// Bounded is false when the experiment ended before the test had
+	// enough windows to bound anything: it then detected nothing.
+	Bounded bool `json:"bounded"`
 }
 
 // Assignment is how the node is split between the arms, recorded so that
@@ -112,8 +130,23 @@ type Comparison struct {
 	P      float64 `json:"p"`
 	Alpha  float64 `json:"alpha"`
 	// MinEffect is the practical threshold a gating effect must pass.
-	MinEffect float64       `json:"min_effect,omitempty"`
-	Verdict   stats.Verdict `json:"verdict"`
+	MinEffect float64 `json:"min_effect,omitempty"`
+	// Windows counts the paired windows (a switchback's window pairs) the
+	// test has seen; they, not the jobs, are its observations.
+	Windows int `json:"windows,omitempty"`
+	// BaselineMean is the baseline's mean over the paired windows, the
+	// scale of the relative figures.
+	BaselineMean float64 `json:"baseline_mean,omitempty"`
+	// Detectable is the smallest effect this comparison could have acted
+	// on at this look: the half-width of its confidence set, or MinEffect
+	// when that is larger. An effect of this size would have been judged
+	// worse about half of the time; much larger ones almost always.
+	Detectable float64 `json:"detectable,omitempty"`
+	// NoWorseThan is the upper end of the confidence set (0 when it lies
+	// below zero): with confidence 1 − Alpha the candidate is not worse
+	// than the baseline by more than this. A promotion says it.
+	NoWorseThan float64       `json:"no_worse_than,omitempty"`
+	Verdict     stats.Verdict `json:"verdict"`
 	// Gating is false for comparisons reported for information only.
 	Gating bool `json:"gating"`
 }
@@ -153,5 +186,6 @@ type Report struct {
 func (r *Record) clone() Record {
 	c := *r
 	c.Decisions = append([]Decision(nil), r.Decisions...)
+	c.Power = append([]Power(nil), r.Power...)
 	return c
 }
