@@ -50,6 +50,10 @@ type GenConfig struct {
 	// length with means On and Off (defaults 4, 60 s, 240 s).
 	BurstFactor float64
 	On, Off     time.Duration
+	// BurstLow, when positive, sets the off periods' rate to rate×BurstLow
+	// instead of rate/BurstFactor, so that bursts and lulls can be shaped
+	// apart (the experiments' workloads use ×1.8 and ×0.3).
+	BurstLow float64
 	// Period and Amplitude shape diurnal traffic (defaults 1 h, 0.8).
 	Period    time.Duration
 	Amplitude float64
@@ -218,6 +222,9 @@ func Generate(cfg GenConfig) ([]Model, []Request, error) {
 			rate := cfg.Rate * cfg.BurstFactor
 			if !on {
 				rate = cfg.Rate / cfg.BurstFactor
+				if cfg.BurstLow > 0 {
+					rate = cfg.Rate * cfg.BurstLow
+				}
 			}
 			t += expo(r, 1/rate)
 			for t > phaseEnd {
