@@ -12,7 +12,7 @@ RUN_ARGS ?=
 # so that it finishes in about a minute; `make serve` runs at scale 1.
 DEMO_SETS ?= --set cost.time_scale=0.25
 
-.PHONY: all policies policy-as build run serve test test-torch load bench bench-sim chaos check fmt vet tidy-check fuzz proto proto-check clean
+.PHONY: all policies policy-as build run serve test test-torch load bench bench-sim bench-experiments chaos check fmt vet tidy-check fuzz proto proto-check clean
 
 all: build
 
@@ -81,6 +81,13 @@ bench: build
 TRACES ?= ../shared/traces
 bench-sim:
 	$(GO) run ./cmd/kiln sim bench --traces $(TRACES) --configs configs --update BENCHMARKS.md
+
+# The experiments' error rates (kernel/experiment/RATIONALE.md): A/A false
+# rollbacks and planted bad policies' rollback rates (power), per kind and
+# load, with Wilson intervals; the table goes to bench-experiments.md, to
+# be pasted into BENCHMARKS.md (about half an hour on two cores).
+bench-experiments:
+	KILN_BENCH_EXPERIMENTS=$(CURDIR)/bench-experiments.md $(GO) test -count=1 -timeout 0 -run '^TestBenchExperiments$$' -v ./kernel/sim/
 
 fmt:
 	gofmt -w .
