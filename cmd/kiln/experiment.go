@@ -230,13 +230,19 @@ func printRecord(w io.Writer, rec experiment.Record, asJSON bool) error {
 	if len(rep.Comparisons) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
-		fmt.Fprintln(tw, "METRIC\tTEST\tN (B/C)\tEFFECT (C-B)\tINTERVAL\tP\tVERDICT")
+		fmt.Fprintln(tw, "METRIC\tTEST\tN (B/C)\tEFFECT (C-B)\tINTERVAL\tP\tDETECTABLE\tNO WORSE THAN\tVERDICT")
 		for _, c := range rep.Comparisons {
 			v := c.Verdict.String()
 			if !c.Gating {
 				v += " (info)"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%+.4g\t[%.4g, %.4g]\t%.3g\t%s\n", c.Metric, c.Test, c.NA, c.NB, c.Effect, c.Low, c.High, c.P, v)
+			// Every verdict says the smallest effect it could have seen
+			// (kernel/experiment/RATIONALE.md); "-" where it bounds nothing.
+			det, nwt := "-", "-"
+			if c.Detectable > 0 {
+				det, nwt = fmt.Sprintf("+%.4g", c.Detectable), fmt.Sprintf("+%.4g", c.NoWorseThan)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%+.4g\t[%.4g, %.4g]\t%.3g\t%s\t%s\t%s\n", c.Metric, c.Test, c.NA, c.NB, c.Effect, c.Low, c.High, c.P, det, nwt, v)
 		}
 		tw.Flush()
 	}

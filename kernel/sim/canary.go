@@ -53,6 +53,10 @@ type CanaryReport struct {
 	Evidence []experiment.Decision `json:"evidence"`
 	// Report is the last look: arms, comparisons, guards, SRM.
 	Report *experiment.Report `json:"report,omitempty"`
+	// Power is, per gating metric, the smallest effect the experiment
+	// could have detected and the regression it rules out ("no
+	// regression larger than X"); empty when it ended undecided.
+	Power []experiment.Power `json:"power,omitempty"`
 }
 
 // canaryState is the run's experiment, when it has one.
@@ -132,7 +136,7 @@ func (s *simulator) canaryReport() *CanaryReport {
 	}
 	return &CanaryReport{ID: rec.ID, Kind: rec.Spec.Kind, Candidate: rec.Candidate, Baseline: rec.Baseline, Verdict: verdict,
 		Reason: rec.Reason, DecidedAtS: rec.EndedAt.Sub(rec.StartedAt).Seconds(), Step: rec.Step, Steps: rec.Spec.Steps,
-		Evidence: rec.Decisions, Report: rec.Report}
+		Evidence: rec.Decisions, Report: rec.Report, Power: rec.Power}
 }
 
 // writeCanaryMarkdown is the report's canary section.
