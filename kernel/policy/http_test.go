@@ -50,7 +50,9 @@ func TestHandler(t *testing.T) {
 		{name: "activate built-in", method: "POST", path: "/v1/policies/eviction/activate", token: "s3cret", body: []byte(`{"name":"gdsf","reason":"try"}`), status: 200},
 		{name: "activate unknown", method: "POST", path: "/v1/policies/eviction/activate", token: "s3cret", body: []byte(`{"name":"zzz"}`), status: 404, errType: "not_found"},
 		{name: "set param", method: "PUT", path: "/v1/policies/eviction/params", token: "s3cret", body: []byte(`{"name":"prefetch","value":0}`), status: 204},
-		{name: "param out of range", method: "PUT", path: "/v1/policies/eviction/params", token: "s3cret", body: []byte(`{"name":"prefetch","value":7}`), status: 422, errType: "invalid_policy"},
+		{name: "param out of range", method: "PUT", path: "/v1/policies/eviction/params", token: "s3cret", body: []byte(`{"name":"prefetch","value":7}`), status: 400, errType: "invalid_param"},
+		{name: "param unknown", method: "PUT", path: "/v1/policies/eviction/params", token: "s3cret", body: []byte(`{"params":{"prefetch":1,"nope":2}}`), status: 400, errType: "unknown_param"},
+		{name: "params neither form", method: "PUT", path: "/v1/policies/eviction/params", token: "s3cret", body: []byte(`{"name":"prefetch"}`), status: 400, errType: "invalid_body"},
 		{name: "rollback", method: "POST", path: "/v1/policies/eviction/rollback", token: "s3cret", body: []byte(`{"reason":"done"}`), status: 200},
 		{name: "rollback again", method: "POST", path: "/v1/policies/eviction/rollback", token: "s3cret", status: 404, errType: "not_found"},
 	} {
