@@ -284,3 +284,68 @@ func TestCorePreempt(t *testing.T) {
 		})
 	}
 }
+
+// stallingEvictor answers with a fixed list whatever it is asked.
+type stallingEvictor struct{ victims []int }
+
+func (s stallingEvictor) Victims(uint64, []EntryView) []int { return s.victims }
+
+// TestCoreReserveNeverWaitsOnAPolicy checks the floor under every evictor:
+// an answer that is empty, too small or invalid while evicting unpinned
+// models could make the room is replaced by LRU's, so the load proceeds
+// instead of waiting for an unpin that may never come.
+func TestCoreReserveNeverWaitsOnAPolicy(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		victims []int
+	}{
+		{"no victims", nil},
+		{"too few victims", []int{0}},
+		{"a pinned victim", []int{2}},
+		{"an unknown victim", []int{7}},
+		{"a repeated victim", []int{0, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// 10 GiB at 20 % headroom: 8 GiB usable, all of it resident:
+			// a (1 GiB) and b (5 GiB) unpinned, c (2 GiB) pinned.
+			led := device.NewLedger(10*gib, 0.2)
+			entries := []EntryView{
+				{Model: "a", Worker: "w0", Bytes: 1 * gib, LastUse: time.Unix(1, 0)},
+				{Model: "b", Worker: "w0", Bytes: 5 * gib, LastUse: time.Unix(2, 0)},
+				{Model: "c", Worker: "w0", Bytes: 2 * gib, Pinned: true},
+			}
+			held := map[string]*device.Reservation{}
+			for _, e := range entries {
+				r, err := led.Reserve("w0", e.Model, e.Bytes)
+				if err != nil {
+					t.Fatal(err)
+				}
+				held[e.Model] = r
+			}
+			var listed []string // the last List's entries, as Room.Evict indexes them
+			room := Room{Device: 0, Ledger: led,
+				List: func() ([]EntryView, uint64) {
+					var live []EntryView
+					listed = listed[:0]
+					for _, e := range entries {
+						if held[e.Model] != nil {
+							live = append(live, e)
+							listed = append(listed, e.Model)
+						}
+					}
+					return live, 2 * gib
+				},
+				Evict: func(i int) {
+					led.Release(held[listed[i]])
+					held[listed[i]] = nil
+				}}
+			c := Core{Evictor: stallingEvictor{victims: tc.victims}}
+			if _, err := c.Reserve(room, "w0", "x", 4*gib); err != nil {
+				t.Fatalf("reserve 4 GiB with 6 GiB unpinned: %v; want the native policy to make room", err)
+			}
+			if held["c"] == nil {
+				t.Error("the pinned model was evicted")
+			}
+		})
+	}
+}
