@@ -143,3 +143,74 @@ func TestStallingPolicyIsRolledBack(t *testing.T) {
 		}
 	}
 }
+
+// TestBuiltinsNeverStall runs every built-in (its native build: the same
+// source as its WASM build) over many seeded random traces, through the
+// host's full decision path, stall check included. A built-in that could
+// stall would be answered by the fallback and rolled back in production,
+// and would fail its load on an unlucky self-test seed.
+func TestBuiltinsNeverStall(t *testing.T) {
+	h := newTestHost(t, Config{NativeBuiltins: true, MaxFaults: 1 << 30})
+	seeds := uint64(300)
+	if testing.Short() {
+		seeds = 40
+	}
+	for _, k := range abi.Kinds {
+		for name := range builtins[k] {
+			if strings.HasPrefix(name, "test-") {
+				continue
+			}
+			arm, err := h.Arm(context.Background(), k, name, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for seed := uint64(1); seed <= seeds; seed++ {
+				if _, err := h.runTrace(context.Background(), arm.v, seed, 40); err != nil {
+					t.Fatalf("%s.%s: %v", k, name, err)
+				}
+			}
+		}
+	}
+}
+
+// neverDecides answers NO_DECISION to every kind.
+type neverDecides struct{}
+
+func (neverDecides) Evict(*abi.EvictionInput, *abi.EvictionOutput) abi.Status { return abi.StatusNoDecision }
+func (neverDecides) Schedule(*abi.SchedulingInput, *abi.SchedulingOutput) abi.Status {
+	return abi.StatusNoDecision
+}
+func (neverDecides) Balance(*abi.BalancingInput, *abi.BalancingOutput) abi.Status {
+	return abi.StatusNoDecision
+}
+
+func init() {
+	for _, k := range []abi.Kind{abi.KindEviction, abi.KindScheduling, abi.KindBalancing} {
+		RegisterNative(k, "test-never-decides", func() any { return neverDecides{} })
+	}
+}
+
+// TestRandomTracesCatchStalls checks that the traces TestBuiltinsNeverStall
+// relies on do ask for decisions that are needed and possible: a policy
+// that never decides must stall on them, for every kind that can stall.
+func TestRandomTracesCatchStalls(t *testing.T) {
+	h := newTestHost(t, Config{NativeBuiltins: true, MaxFaults: 1 << 30})
+	for _, k := range []abi.Kind{abi.KindEviction, abi.KindScheduling, abi.KindBalancing} {
+		arm, err := h.Arm(context.Background(), k, "test-never-decides", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		caught := 0
+		for seed := uint64(1); seed <= 20; seed++ {
+			if _, err := h.runTrace(context.Background(), arm.v, seed, 40); err != nil {
+				if !strings.Contains(err.Error(), FaultStall) {
+					t.Fatalf("%s: %v, want a stall", k, err)
+				}
+				caught++
+			}
+		}
+		if caught < 15 {
+			t.Errorf("%s: only %d of 20 traces caught a policy that never decides", k, caught)
+		}
+	}
+}
