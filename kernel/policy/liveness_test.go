@@ -176,7 +176,9 @@ func TestBuiltinsNeverStall(t *testing.T) {
 // neverDecides answers NO_DECISION to every kind.
 type neverDecides struct{}
 
-func (neverDecides) Evict(*abi.EvictionInput, *abi.EvictionOutput) abi.Status { return abi.StatusNoDecision }
+func (neverDecides) Evict(*abi.EvictionInput, *abi.EvictionOutput) abi.Status {
+	return abi.StatusNoDecision
+}
 func (neverDecides) Schedule(*abi.SchedulingInput, *abi.SchedulingOutput) abi.Status {
 	return abi.StatusNoDecision
 }
