@@ -637,6 +637,7 @@ func (h *Host) swap(s *slot, v *version, action, reason string) {
 		s.changes = slices.Delete(s.changes, 0, len(s.changes)-maxChanges)
 	}
 	h.log.Info().Str("kind", s.kind.String()).Str("from", old.ref()).Str("to", v.ref()).Str("action", action).Str("reason", reason).Msg("policy swapped")
+	h.swapped(s, old, v, action, reason) // watch_hook.go
 }
 
 // findOrLoadBuiltin returns name@number of slot s (number 0: the newest).
@@ -760,6 +761,7 @@ func (h *Host) SetParams(k abi.Kind, set map[string]float64) error {
 	if err != nil {
 		return fmt.Errorf("set params: %w", err)
 	}
+	h.paramsSet(s, v, vals) // watch_hook.go
 	v.values.Store(&vals)
 	h.persistLocked()
 	return nil
