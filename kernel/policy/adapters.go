@@ -358,6 +358,14 @@ type Evictor struct {
 	mu     sync.Mutex
 	tags   map[entryKey]uint64
 	ghosts []ghost
+	// state is this cache's state words, and owner the version that wrote
+	// them and the tags: a cache's words mean something only to the
+	// policy version that keeps them there (GDSF's inflation clock is one
+	// cache's clock), so both start again at zero when another version
+	// decides here (ABI 1.1, section 9). Ghosts are the cache's own
+	// history and stay.
+	state [4]uint64
+	owner *version
 }
 
 type ghost struct {
@@ -435,6 +443,12 @@ func (e *Evictor) Decide(r EvictionRequest) EvictionResult {
 	defer putConv(c)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.owner != v {
+		e.owner, e.state = v, [4]uint64{}
+		clear(e.tags)
+	}
+	c.sc.state = &e.state
+	defer func() { c.sc.state = nil }()
 	now := h.clk.Now()
 	in := &c.ev
 	in.Need, in.Free = r.Need, r.Free

@@ -26,6 +26,10 @@ type ops[I, O any] struct {
 // scratch is one decision's reusable buffers.
 type scratch struct {
 	ci callInfo
+	// state, when set, holds the state words of the decision's caller
+	// instead of the version's: an Evictor keeps its cache's own
+	// (ABI 1.1, section 9). The caller serialises its decisions.
+	state *[4]uint64
 }
 
 // decide asks version v; it returns the status and, on any fault, a
@@ -35,9 +39,13 @@ func decide[I, O any](ctx context.Context, h *Host, v *version, op *ops[I, O], i
 	start := h.clk.Now()
 	c.Now = start.UnixNano()
 	defer func() { h.latency.observe(op.kind, h.clk.Since(start)) }()
-	v.stateMu.Lock()
-	c.State = v.state
-	v.stateMu.Unlock()
+	if sc.state != nil {
+		c.State = *sc.state
+	} else {
+		v.stateMu.Lock()
+		c.State = v.state
+		v.stateMu.Unlock()
+	}
 	c.Params = *v.values.Load()
 	op.reset(out)
 	*op.state(out) = c.State
@@ -77,9 +85,13 @@ func decide[I, O any](ctx context.Context, h *Host, v *version, op *ops[I, O], i
 		}
 	}
 	if st == abi.StatusOK {
-		v.stateMu.Lock()
-		v.state = *op.state(out)
-		v.stateMu.Unlock()
+		if sc.state != nil {
+			*sc.state = *op.state(out)
+		} else {
+			v.stateMu.Lock()
+			v.state = *op.state(out)
+			v.stateMu.Unlock()
+		}
 	}
 	return st, nil
 }

@@ -22,7 +22,7 @@ func Log(level int, msg string) {
 // The version marker; the host reads the version from the name before it
 // instantiates the module.
 //
-//go:wasmexport kiln_abi_v1_0
+//go:wasmexport kiln_abi_v1_1
 func abiMarker() {}
 
 //go:wasmexport kiln_buffer

@@ -11,7 +11,7 @@ import (
 // its own; see ABI.md.
 const (
 	ABIMajor = 1
-	ABIMinor = 0
+	ABIMinor = 1
 )
 
 // Kind is what a policy decides.

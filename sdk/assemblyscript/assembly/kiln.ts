@@ -1,9 +1,9 @@
-// kiln policy SDK for AssemblyScript — ABI 1.0 (sdk/policy/ABI.md).
+// kiln policy SDK for AssemblyScript — ABI 1.1 (sdk/policy/ABI.md).
 //
 // A policy module's entry file re-exports the ABI plumbing and exports the
 // hook of its kind:
 //
-//   export { kiln_abi_v1_0, kiln_buffer } from "<path>/sdk/assemblyscript/assembly/kiln";
+//   export { kiln_abi_v1_1, kiln_buffer } from "<path>/sdk/assemblyscript/assembly/kiln";
 //   import { Input, KIND_BALANCING, NO_WORKER, answerBalancing } from "<path>/sdk/assemblyscript/assembly/kiln";
 //   export function kiln_balance(len: i32): u64 {
 //     const inp = Input.read(len, KIND_BALANCING);
@@ -46,7 +46,7 @@ export const GHOST_SIZE: i32 = 16;
 export const WANTED_SIZE: i32 = 24;
 
 // The ABI version marker: the host reads its name before instantiating.
-export function kiln_abi_v1_0(): void {}
+export function kiln_abi_v1_1(): void {}
 
 let inBuf: usize = 0;
 let inCap: i32 = 0;

@@ -4,7 +4,7 @@
 // decision made of every answer field. The Go half does the same through
 // the Go SDK; the two answers must be the same bytes. The decisions are
 // not meant to be good, only to use every field.
-export { kiln_abi_v1_0, kiln_buffer } from "../assembly/kiln";
+export { kiln_abi_v1_1, kiln_buffer } from "../assembly/kiln";
 import {
   Input, Job, Worker, KIND_EVICTION, KIND_SCHEDULING, KIND_BATCHING, KIND_BALANCING, NO_WORKER, STATUS_ERROR,
   answerEviction, answerScheduling, answerBatching, answerBalancing, answerStatus, setState,
