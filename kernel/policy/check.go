@@ -62,7 +62,9 @@ func Check(ctx context.Context, k abi.Kind, wasm []byte, opts CheckOptions, log 
 	rep := CheckReport{Kind: k.String(), SHA256: v.sha, Params: v.params}
 	// The trace starts with the load's samples (the same seed), so that
 	// one seed replays both.
-	rep.Trace, err = h.runTrace(ctx, v, opts.Seed, opts.Samples)
+	// The trace keeps the live timeout: a module too slow for it would
+	// fault on a node.
+	rep.Trace, err = h.runTrace(ctx, v, opts.Seed, opts.Samples, 0)
 	if err != nil {
 		return rep, fmt.Errorf("trace: %w", err)
 	}

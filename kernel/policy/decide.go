@@ -30,6 +30,8 @@ type scratch struct {
 	// instead of the version's: an Evictor keeps its cache's own
 	// (ABI 1.1, section 9). The caller serialises its decisions.
 	state *[4]uint64
+	// limit, when set, is the call timeout of the decision (callInfo.limit).
+	limit time.Duration
 }
 
 // decide asks version v; it returns the status and, on any fault, a
@@ -184,7 +186,7 @@ func decideWASM[I, O any](ctx context.Context, v *version, op *ops[I, O], in *I,
 		return 0, &FaultError{Kind: FaultTrap, Err: err}
 	}
 	c := op.common(in)
-	sc.ci = callInfo{now: c.Now, params: v.params, values: c.Params}
+	sc.ci = callInfo{now: c.Now, params: v.params, values: c.Params, limit: sc.limit}
 	input := op.encode(inst.inputBuffer(), in)
 	answer, err := inst.run(m, &sc.ci, input)
 	if err != nil {
@@ -344,7 +346,7 @@ var balancingOps = &ops[abi.BalancingInput, abi.BalancingOutput]{
 // must decode, validate and carry no error status.
 func (h *Host) selfTest(v *version) error {
 	ctx := context.Background()
-	var sc scratch
+	sc := scratch{limit: selfTestLimit(h.cfg.CallTimeout)}
 	check := func(st abi.Status, err error, sample string) error {
 		if err != nil {
 			return fmt.Errorf("sample %s: %w", sample, err)
@@ -416,4 +418,11 @@ func (h *Host) selfTest(v *version) error {
 		}
 	}
 	return nil
+}
+
+// selfTestLimit is the call timeout of a load's self-test: ten live
+// timeouts, at least a second. A module that loops is still stopped; one
+// that a busy machine slowed down once is not refused for it.
+func selfTestLimit(live time.Duration) time.Duration {
+	return max(10*live, time.Second)
 }

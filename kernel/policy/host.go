@@ -415,7 +415,7 @@ func (h *Host) prepare(ctx context.Context, k abi.Kind, name, source string, was
 	if h.sampleSeed != nil {
 		seed = h.sampleSeed()
 	}
-	if _, err := h.runTrace(ctx, v, seed, LoadSamples); err != nil {
+	if _, err := h.runTrace(ctx, v, seed, LoadSamples, selfTestLimit(h.cfg.CallTimeout)); err != nil {
 		return fail(fmt.Errorf("self-test: %w", err))
 	}
 	v.state, v.calls = [4]uint64{}, atomic.Int64{}

@@ -165,7 +165,7 @@ func TestBuiltinsNeverStall(t *testing.T) {
 				t.Fatal(err)
 			}
 			for seed := uint64(1); seed <= seeds; seed++ {
-				if _, err := h.runTrace(context.Background(), arm.v, seed, 40); err != nil {
+				if _, err := h.runTrace(context.Background(), arm.v, seed, 40, 0); err != nil {
 					t.Fatalf("%s.%s: %v", k, name, err)
 				}
 			}
@@ -204,7 +204,7 @@ func TestRandomTracesCatchStalls(t *testing.T) {
 		}
 		caught := 0
 		for seed := uint64(1); seed <= 20; seed++ {
-			if _, err := h.runTrace(context.Background(), arm.v, seed, 40); err != nil {
+			if _, err := h.runTrace(context.Background(), arm.v, seed, 40, 0); err != nil {
 				if !strings.Contains(err.Error(), FaultStall) {
 					t.Fatalf("%s: %v, want a stall", k, err)
 				}

@@ -227,11 +227,12 @@ type TraceResult struct {
 
 // runTrace asks v n inputs of the trace seed draws, through decide: the
 // encoding, call, decoding and validation of a live decision. It stops at
-// the first fault, whose error names the sample.
-func (h *Host) runTrace(ctx context.Context, v *version, seed uint64, n int) (TraceResult, error) {
+// the first fault, whose error names the sample. limit, when set, replaces
+// the call timeout (callInfo.limit).
+func (h *Host) runTrace(ctx context.Context, v *version, seed uint64, n int, limit time.Duration) (TraceResult, error) {
 	s := newSampler(seed)
 	r := TraceResult{Seed: seed}
-	var sc scratch
+	sc := scratch{limit: limit}
 	for i := range n {
 		var st abi.Status
 		var err error
