@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/url"
@@ -20,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kiln-gpu/kiln/kernel/policy"
+	"github.com/kiln-gpu/kiln/kernel/sim"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -30,7 +32,7 @@ const policyUsage = `usage:
   kiln policy unload NAME@VERSION [--kind K] [--reason R]
   kiln policy set KIND NAME=VALUE [NAME=VALUE ...]
   kiln policy list [--json]
-  kiln policy test FILE --kind K [--seed N] [--samples N] [--trace FILE] [--json]
+  kiln policy test FILE --kind K [--seed N] [--samples N] [--trace T --models M [--config F]] [--json]
 
 set changes tunable parameters of KIND's active policy (the ones it
 declares; list shows them), in place: no reload, no swap; all the values
@@ -357,13 +359,20 @@ func cmdPolicyTest(args []string) error {
 	samples := fs.Int("samples", 1000, "decisions in the trace")
 	printInputs := fs.Int("print-inputs", 0, "print the first N random inputs as JSON instead of testing")
 	timeout := fs.Duration("call-timeout", 0, "per-call deadline (default policies.call_timeout, 50ms)")
+	tracePath := fs.String("trace", "", "also replay this trace CSV in the simulator (as kiln sim --trace), once with the config's policy and once with the module")
+	modelsPath := fs.String("models", "", "--trace: the model table CSV (as kiln sim --models)")
+	var cf configFlags
+	cf.register(fs)
 	pos, flagArgs := splitPositional(args)
 	if err := fs.Parse(flagArgs); err != nil {
 		return err
 	}
 	pos = append(pos, fs.Args()...)
 	if len(pos) != 1 && *printInputs == 0 || len(pos) > 1 || *kind == "" {
-		return errors.New("usage: kiln policy test FILE --kind K [--seed N] [--samples N] | kiln policy test --kind K --print-inputs N [--seed N]")
+		return errors.New("usage: kiln policy test FILE --kind K [--seed N] [--samples N] [--trace T --models M [--config F] [--set k=v]] | kiln policy test --kind K --print-inputs N [--seed N]")
+	}
+	if (*tracePath == "") != (*modelsPath == "") {
+		return errors.New("policy test: --trace and --models go together")
 	}
 	k, err := abi.ParseKind(*kind)
 	if err != nil {
@@ -391,11 +400,21 @@ func cmdPolicyTest(args []string) error {
 	if err != nil {
 		return fmt.Errorf("policy test %s (seed %d): %w", pos[0], *seed, err)
 	}
+	var replay *traceReplay
+	if *tracePath != "" {
+		if replay, err = replayTrace(cf, *tracePath, *modelsPath, k, pos[0], wasm); err != nil {
+			return fmt.Errorf("policy test %s: %w", pos[0], err)
+		}
+	}
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		return enc.Encode(struct {
+			policy.CheckReport
+			Replay *traceReplay `json:"replay,omitempty"`
+		}{rep, replay})
 	}
+	defer replay.print(os.Stdout)
 	fmt.Printf("%s: passes as a %s policy (sha256 %.12s)\n", pos[0], rep.Kind, rep.SHA256)
 	fmt.Printf("  load checks and self-test: ok (fixed samples and %d random, seed %d)\n", policy.LoadSamples, *seed)
 	fmt.Printf("  trace: %d decisions, %d answered, %d no decision, 0 faults\n", rep.Trace.Decisions, rep.Trace.OK, rep.Trace.NoDecision)
@@ -410,4 +429,82 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// traceReplay is `kiln policy test --trace`: the simulator run on a
+// recorded (or generated) trace with the config's policy of the kind, and
+// the same run with the module active, so that an author sees what the
+// module decides on real arrivals — and the faults the host would count,
+// stalls included — before shipping it.
+type traceReplay struct {
+	Trace    string      `json:"trace"`
+	Kind     string      `json:"kind"`
+	Baseline *sim.Report `json:"baseline"`
+	Module   *sim.Report `json:"module"`
+}
+
+func replayTrace(cf configFlags, tracePath, modelsPath string, k abi.Kind, file string, wasm []byte) (*traceReplay, error) {
+	cfg, err := cf.load()
+	if err != nil {
+		return nil, err
+	}
+	mf, err := os.Open(modelsPath)
+	if err != nil {
+		return nil, err
+	}
+	defer mf.Close()
+	models, err := sim.ReadModels(mf, modelsPath)
+	if err != nil {
+		return nil, err
+	}
+	tf, err := os.Open(tracePath)
+	if err != nil {
+		return nil, err
+	}
+	defer tf.Close()
+	trace, err := sim.ReadTrace(tf, sim.TraceOptions{File: tracePath, Models: models, WorkflowDir: filepath.Dir(tracePath)})
+	if err != nil {
+		return nil, err
+	}
+	sc := sim.FromKernelConfig(cfg)
+	r := &traceReplay{Trace: tracePath, Kind: k.String()}
+	if r.Baseline, err = sim.Run(context.Background(), sc, models, trace, sim.Options{Seed: 1}); err != nil {
+		return nil, err
+	}
+	name := strings.TrimSuffix(filepath.Base(file), ".wasm")
+	mod := sim.Module{Kind: k, Name: name, WASM: wasm}
+	if r.Module, err = sim.Run(context.Background(), sc, models, trace, sim.Options{Seed: 1, Modules: []sim.Module{mod}}); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// print writes the two runs side by side; a nil replay prints nothing.
+func (r *traceReplay) print(w io.Writer) {
+	if r == nil {
+		return
+	}
+	b, m := r.Baseline, r.Module
+	fmt.Fprintf(w, "  trace %s in the simulator (%d jobs), the config's policy against the module:\n", r.Trace, b.Jobs)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "    \t%s\t%s\n", b.Policies[r.Kind], m.Policies[r.Kind])
+	row := func(name string, f func(*sim.Report) float64, format string) {
+		fmt.Fprintf(tw, "    %s\t"+format+"\t"+format+"\n", name, f(b), f(m))
+	}
+	row("completed", func(r *sim.Report) float64 { return float64(r.Completed) }, "%.0f")
+	row("failed", func(r *sim.Report) float64 { return float64(r.Failed) }, "%.0f")
+	row("mean latency s", func(r *sim.Report) float64 { return r.MeanLatencyS }, "%.2f")
+	row("p95 latency s", func(r *sim.Report) float64 { return r.P95LatencyS }, "%.2f")
+	row("interactive p95 s", func(r *sim.Report) float64 { return r.PerClass["interactive"].P95LatencyS }, "%.2f")
+	row("total load time s", func(r *sim.Report) float64 { return r.TotalLoadTimeS }, "%.1f")
+	tw.Flush()
+	if len(m.PolicyFaults) == 0 {
+		fmt.Fprintln(w, "  faults on the trace: none")
+	}
+	for v, by := range m.PolicyFaults {
+		fmt.Fprintf(w, "  faults on the trace: %s %v\n", v, by)
+	}
+	for _, rb := range m.PolicyRollbacks {
+		fmt.Fprintf(w, "  %s\n", rb)
+	}
 }

@@ -462,15 +462,18 @@ func (h *Host) compile(ctx context.Context, sum [32]byte, wasm []byte) (wazero.C
 
 // VersionInfo describes one loaded policy version.
 type VersionInfo struct {
-	Name     string             `json:"name"`
-	Version  int                `json:"version"`
-	Kind     string             `json:"kind"`
-	Source   string             `json:"source"`
-	SHA256   string             `json:"sha256,omitempty"`
-	LoadedAt time.Time          `json:"loaded_at"`
-	Active   bool               `json:"active"`
-	Calls    int64              `json:"calls"`
-	Faults   int64              `json:"faults"`
+	Name     string    `json:"name"`
+	Version  int       `json:"version"`
+	Kind     string    `json:"kind"`
+	Source   string    `json:"source"`
+	SHA256   string    `json:"sha256,omitempty"`
+	LoadedAt time.Time `json:"loaded_at"`
+	Active   bool      `json:"active"`
+	Calls    int64     `json:"calls"`
+	Faults   int64     `json:"faults"`
+	// FaultsBy splits Faults by reason (trap, timeout, invalid,
+	// error_status, stall); reasons with none are left out.
+	FaultsBy map[string]int64   `json:"faults_by,omitempty"`
 	Params   map[string]float64 `json:"params,omitempty"`
 	// Instances is how many WASM instances are alive (pooled or in use).
 	Instances int64 `json:"instances"`
@@ -492,6 +495,14 @@ type KindInfo struct {
 func (v *version) info(active bool) VersionInfo {
 	vi := VersionInfo{Name: v.name, Version: v.number, Kind: v.kind.String(), Source: v.source, SHA256: v.sha,
 		LoadedAt: v.loadedAt, Active: active, Calls: v.calls.Load(), Faults: v.faults.Load()}
+	for i, r := range faultReasons {
+		if n := v.faultsBy[i].Load(); n > 0 {
+			if vi.FaultsBy == nil {
+				vi.FaultsBy = map[string]int64{}
+			}
+			vi.FaultsBy[r] = n
+		}
+	}
 	if vals := *v.values.Load(); len(v.params) > 0 {
 		vi.Params = map[string]float64{}
 		for i, p := range v.params {

@@ -15,6 +15,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/tier"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
 // DefaultRemoteBytesPerS is the bandwidth from the model source (L4) when
@@ -201,4 +202,18 @@ type Options struct {
 	// Canary, when set, runs a canary with the live experiment controller
 	// in virtual time (canary.go) and adds its outcome to the report.
 	Canary *Canary
+	// Watch, when set, makes a change by hand mid-run and has the live
+	// watcher judge it (watch.go); its outcome is in the report.
+	Watch *Watch
+	// Modules are policy modules to load and activate before the run,
+	// after the built-ins the config names: `kiln policy test --trace`
+	// replays a recorded trace with a module an author is writing.
+	Modules []Module
+}
+
+// Module is a WASM policy module for Options.Modules.
+type Module struct {
+	Kind abi.Kind
+	Name string
+	WASM []byte
 }

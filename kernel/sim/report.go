@@ -74,6 +74,12 @@ type Report struct {
 	WallS      float64 `json:"wall_s"`
 	// Policies is the active policy per kind, e.g. "lru@1 (native)".
 	Policies map[string]string `json:"policies"`
+	// PolicyFaults counts, per policy version ("kind.name@N") that faulted,
+	// its faults by reason (kernel/policy: trap, timeout, invalid,
+	// error_status, stall); PolicyRollbacks lists the automatic rollbacks
+	// the fault counter made. Both are empty for a run without faults.
+	PolicyFaults    map[string]map[string]int64 `json:"policy_faults,omitempty"`
+	PolicyRollbacks []string                    `json:"policy_rollbacks,omitempty"`
 	// Batching counts the batches the batching policy formed.
 	Batching BatchReport `json:"batching"`
 	// Preemptions counts running jobs stopped for a waiting job of a
@@ -91,6 +97,8 @@ type Report struct {
 	Seed       int64   `json:"seed"`
 	// Canary is the outcome of Options.Canary.
 	Canary *CanaryReport `json:"canary,omitempty"`
+	// Watch is the outcome of Options.Watch.
+	Watch *WatchReport `json:"watch,omitempty"`
 }
 
 // BatchReport describes batching in a run.
@@ -262,10 +270,24 @@ func (s *simulator) report(wall time.Duration, seed int64) *Report {
 			}
 		}
 		r.Policies[k.Kind] = desc
+		for _, v := range k.Versions {
+			if len(v.FaultsBy) > 0 {
+				if r.PolicyFaults == nil {
+					r.PolicyFaults = map[string]map[string]int64{}
+				}
+				r.PolicyFaults[fmt.Sprintf("%s.%s@%d", k.Kind, v.Name, v.Version)] = v.FaultsBy
+			}
+		}
+		for _, c := range k.Changes {
+			if c.Action == "auto-rollback" {
+				r.PolicyRollbacks = append(r.PolicyRollbacks, fmt.Sprintf("%s: rolled back from %s to %s: %s", k.Kind, c.From, c.To, c.Reason))
+			}
+		}
 	}
 	r.Batching = BatchReport{Batches: s.batches, BatchedJobs: s.batchedJobs, Execution: s.cfg.BatchExecution}
 	r.Preemptions, r.PreemptedWorkS = s.preemptions, secs(s.preemptedWork)
 	r.Canary = s.canaryReport()
+	r.Watch = s.watchReport()
 	if s.cfg.LookaheadJobs > 0 && !s.cfg.NoRAMTier {
 		p := s.prefetch
 		p.LoadTimeSavedS = secs(p.saved)
@@ -351,6 +373,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		f("| %s | %s | %d (%s) |\n", m.ID, m.Family, m.Bytes, device.FormatBytes(uint64(m.Bytes)))
 	}
 	writeCanaryMarkdown(&b, r.Canary)
+	writeWatchMarkdown(&b, r.Watch)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -100,6 +100,7 @@ type simulator struct {
 	pollAt        time.Duration
 
 	canary *canaryState // nil without Options.Canary
+	watch  *watchState  // nil without Options.Watch (watch.go)
 }
 
 type simJob struct {
@@ -253,6 +254,12 @@ func newSimulator(ctx context.Context, cfg Config, models []Model, trace *Trace,
 		host.Close()
 		return nil, fmt.Errorf("sim: policy host: %w", err)
 	}
+	for _, m := range opts.Modules {
+		if _, err := host.Load(ctx, m.Kind, m.Name, m.WASM, true, "sim"); err != nil {
+			host.Close()
+			return nil, fmt.Errorf("sim: load %s policy %s: %w", m.Kind, m.Name, err)
+		}
+	}
 	if err := applyParams(host, cfg.Params); err != nil {
 		host.Close()
 		return nil, err
@@ -272,6 +279,10 @@ func newSimulator(ctx context.Context, cfg Config, models []Model, trace *Trace,
 			host.Close()
 			return nil, err
 		}
+	}
+	if err := s.startWatch(opts.Watch); err != nil {
+		host.Close()
+		return nil, err
 	}
 	return s, nil
 }
@@ -368,6 +379,7 @@ func (s *simulator) run(ctx context.Context) error {
 		}
 		s.dispatch()
 		s.tickCanary()
+		s.tickWatch()
 	}
 	for _, j := range s.head(0) {
 		// Left behind: only possible when a job waits for VRAM that no
@@ -934,6 +946,7 @@ func (s *simulator) finish(w *simWorker) {
 		j.state = jobDone
 	}
 	s.observeCanary(w.id, w.batch)
+	s.observeWatch(w.batch)
 	w.batch = nil
 	s.blocked = false
 }
