@@ -267,7 +267,7 @@ func (c *Controller) pin(ctx context.Context, k abi.Kind, candRef, baseRef strin
 }
 
 // gatingAlpha splits the experiment's alpha between its gating tests
-// (Bonferroni over the three metrics), so that the chance of a false
+// (Bonferroni over the four metrics), so that the chance of a false
 // rollback over the whole experiment stays under alpha. Each test runs
 // over the whole experiment, every step adding to it, and is always-valid,
 // so neither the looks nor the steps need a share.
@@ -400,6 +400,9 @@ func (c *Controller) Observe(o Observation) {
 	if o.HasDeadline {
 		a.series[mMiss].add(p.arm, w, indicator(o.MissedDeadline))
 	}
+	if o.Interactive && !o.Failed {
+		a.series[mInteractive].add(p.arm, w, o.Latency.Seconds())
+	}
 }
 
 func indicator(b bool) float64 {
@@ -512,7 +515,7 @@ func (c *Controller) end(a *active, now time.Time, st State, verdict, reason str
 	c.router.set(nil)
 	c.run = nil
 	c.last = a
-	action := map[State]string{Promoted: "promote", RolledBack: "rollback", Completed: "conclude", Aborted: "abort"}[st]
+	action := map[State]string{Promoted: "promote", RolledBack: "rollback", Completed: "conclude", Inconclusive: "conclude", Aborted: "abort"}[st]
 	if st == Promoted {
 		why := fmt.Sprintf("experiment %s promoted the candidate", rec.ID)
 		if _, err := c.host.Activate(context.Background(), a.kind, a.arms[Candidate].Name(), a.arms[Candidate].Number(), why); err != nil {
@@ -531,7 +534,7 @@ func (c *Controller) end(a *active, now time.Time, st State, verdict, reason str
 	// Every verdict says what it could have seen: a promotion (or an A/B
 	// test's "no difference") is "no regression larger than X".
 	rec.Power = power(rec.Report)
-	if st == Promoted || st == Completed {
+	if st == Promoted || st == Completed || st == Inconclusive {
 		if t := powerText(rec.Power, rec.Spec.Confidence); t != "" {
 			reason += "; " + t
 		}
@@ -597,7 +600,7 @@ func (c *Controller) Resume(ctx context.Context) {
 		case err != nil:
 			c.end(a, now, RolledBack, "rolled_back", fmt.Sprintf("kiln restarted and the arms could not be pinned again (%v); the baseline keeps serving", err), nil)
 		case now.Sub(rec.StartedAt) >= time.Duration(rec.Spec.Deadline):
-			c.end(a, now, RolledBack, "rolled_back", "kiln restarted after the experiment's deadline; the baseline keeps serving", nil)
+			c.end(a, now, Inconclusive, "inconclusive", "kiln restarted after the experiment's deadline; the baseline keeps serving", nil)
 		case c.run != nil:
 			c.end(a, now, RolledBack, "rolled_back", "kiln restarted while another experiment runs", nil)
 		case rec.Spec.Unit == Workers && len(workers) < 2:
@@ -627,32 +630,37 @@ func (a *active) tierNow() [2]tierCounts {
 }
 
 // The gating metrics, in the order of active.series and active.tests.
+// Interactive latency gates apart from the overall latency: a scheduler
+// that starves the interactive class (batch-first, a FIFO against
+// deadlines) can leave the mean of all jobs nearly unchanged.
 const (
 	mLatency = iota
 	mError
 	mMiss
+	mInteractive
 	nGating
 )
 
 // newTests makes the experiment's paired series and tests; after a
 // restart they start again empty (the samples lived in memory), from now.
+// Each test's look plan ends at the deadline: alpha is spent only on
+// looks that can come.
 func (c *Controller) newTests(a *active) {
 	spec := a.rec.Spec
-	origin, width, lag := c.clk.Now(), pairWindow, time.Duration(0)
+	now := c.clk.Now()
+	origin, width, lag := now, pairWindow, time.Duration(0)
 	if spec.Type == Switchback {
 		// A pair of windows is the unit; its jobs finish after it ends,
 		// so a pair closes one window late.
 		origin, width, lag = a.rec.StartedAt, 2*time.Duration(spec.Window), time.Duration(spec.Window)
 	}
-	minEffect, rateTau := c.cfg.MinEffect, max(c.cfg.MinRateEffect, 0.05)
+	left := time.Duration(spec.Deadline) - now.Sub(a.rec.StartedAt) - lag
+	if spec.Type == Switchback {
+		left = time.Duration(spec.Deadline) - lag // pairs count from the start
+	}
+	horizon := int(max(left, 0) / width)
 	for m := range nGating {
 		a.series[m] = newPairedSeries(origin, width, lag)
-		tau := func(float64) float64 { return rateTau }
-		if m == mLatency {
-			// The mixture is centred on effects of twice the practical
-			// threshold: the regressions a canary must catch.
-			tau = func(base float64) float64 { return 2 * minEffect * base }
-		}
-		a.tests[m] = newAutoSeq(a.alpha, tau)
+		a.tests[m] = newAutoSeq(a.alpha, horizon)
 	}
 }

@@ -40,6 +40,10 @@ func (c *Controller) look(a *active, now time.Time) *Report {
 		// paired windows' minimum is this test's floor, not min_samples.
 		rep.Comparisons = append(rep.Comparisons, c.windowed(a, now, mMiss, "deadline_miss_rate", 0))
 	}
+	if s := a.series[mInteractive]; s.n[Baseline]+s.n[Candidate] > 0 {
+		// Likewise a fraction of the traffic.
+		rep.Comparisons = append(rep.Comparisons, c.windowed(a, now, mInteractive, "interactive_latency_s", 0))
+	}
 	if hasBaseline && spec.Type != Switchback {
 		// The rank test and its shift estimate describe the effect for
 		// the reader; they are fixed-horizon and assume independent jobs,
@@ -93,28 +97,29 @@ func (c *Controller) look(a *active, now time.Time) *Report {
 }
 
 // windowed judges gating metric m on its paired windows: worse when the
-// always-valid test has rejected, the current confidence set lies above
-// zero and the current effect exceeds the practical threshold; better the
-// other way round (lower is better for every gating metric). Fewer than
-// minJobs jobs in either arm, or too few windows, is insufficient data.
+// group-sequential test's last look rejects with its interval above zero
+// and an effect beyond the practical threshold; better the other way
+// round (lower is better for every gating metric). Fewer than minJobs
+// jobs in either arm, or no bounded look yet, is insufficient data.
 func (c *Controller) windowed(a *active, now time.Time, m int, metric string, minJobs int) Comparison {
 	s := a.series[m]
 	s.close(now)
 	base := s.baseMean()
+	latency := m == mLatency || m == mInteractive
 	floor := 0.0
-	if m != mLatency {
+	if !latency {
 		floor = s.rateFloor()
 	}
-	r := a.tests[m].look(s.diffs, base, floor)
+	r := a.tests[m].look(s.diffs, floor)
 	minEffect := c.cfg.MinRateEffect
-	if m == mLatency {
+	if latency {
 		minEffect = c.cfg.MinEffect * base
 	}
 	cmp := Comparison{Metric: metric, NA: s.n[Baseline], NB: s.n[Candidate], Windows: r.N, BaselineMean: base,
 		Effect: r.Mean, Low: r.Low, High: r.High, P: r.P, Alpha: a.alpha, MinEffect: minEffect, Gating: true,
-		Test: fmt.Sprintf("always-valid mixture SPRT on paired %s windows (Newey–West variance)", s.width)}
+		Test: fmt.Sprintf("group-sequential batch-means t on paired %s windows", s.width)}
 	if a.rec.Spec.Type == Switchback {
-		cmp.Test = "always-valid mixture SPRT on switchback window pairs (Newey–West variance)"
+		cmp.Test = "group-sequential batch-means t on switchback window pairs"
 	}
 	switch {
 	case !r.Bounded || cmp.NA < minJobs || cmp.NB < minJobs:
@@ -123,16 +128,16 @@ func (c *Controller) windowed(a *active, now time.Time, m int, metric string, mi
 			cmp.Low, cmp.High = 0, 0
 		}
 		return cmp
-	case r.P <= a.alpha && r.Low > 0 && r.Mean > minEffect:
+	case r.Low > 0 && r.Mean > minEffect:
 		cmp.Verdict = stats.Worse
-	case r.P <= a.alpha && r.High < 0 && r.Mean < -minEffect:
+	case r.High < 0 && r.Mean < -minEffect:
 		cmp.Verdict = stats.Better
 	default:
 		cmp.Verdict = stats.NoDifference
 	}
 	cmp.Detectable = max(r.Half, minEffect)
 	cmp.NoWorseThan = max(r.High, 0)
-	if m != mLatency {
+	if !latency {
 		// A rate differs by at most 1.
 		cmp.Detectable, cmp.NoWorseThan = min(cmp.Detectable, 1), min(cmp.NoWorseThan, 1)
 	}
@@ -150,7 +155,7 @@ func power(rep *Report) []Power {
 			continue
 		}
 		p := Power{Metric: c.Metric, Detectable: c.Detectable, NoWorseThan: c.NoWorseThan, Bounded: c.Detectable > 0}
-		if c.Metric == "latency_s" && c.BaselineMean > 0 {
+		if latencyMetric(c.Metric) && c.BaselineMean > 0 {
 			p.DetectableRel, p.NoWorseThanRel = c.Detectable/c.BaselineMean, c.NoWorseThan/c.BaselineMean
 		}
 		out = append(out, p)
@@ -168,9 +173,10 @@ func powerText(ps []Power, conf float64) string {
 			bound = append(bound, p.Metric+" unbounded (too few windows)")
 			continue
 		}
-		if p.Metric == "latency_s" {
-			bound = append(bound, fmt.Sprintf("latency +%.3g s (+%.1f%%)", p.NoWorseThan, 100*p.NoWorseThanRel))
-			det = append(det, fmt.Sprintf("latency +%.3g s (+%.1f%%)", p.Detectable, 100*p.DetectableRel))
+		if latencyMetric(p.Metric) {
+			name := strings.TrimSuffix(p.Metric, "_s")
+			bound = append(bound, fmt.Sprintf("%s +%.3g s (+%.1f%%)", name, p.NoWorseThan, 100*p.NoWorseThanRel))
+			det = append(det, fmt.Sprintf("%s +%.3g s (+%.1f%%)", name, p.Detectable, 100*p.DetectableRel))
 			continue
 		}
 		bound = append(bound, fmt.Sprintf("%s +%.3g", p.Metric, p.NoWorseThan))
@@ -185,6 +191,10 @@ func powerText(ps []Power, conf float64) string {
 	}
 	return s
 }
+
+// latencyMetric reports whether a gating metric is a latency (its effects
+// are also stated relative to the baseline's mean).
+func latencyMetric(m string) bool { return m == "latency_s" || m == "interactive_latency_s" }
 
 // windowComparison compares a switchback's arms by window: the unit of
 // randomisation is the window, so each window's mean latency is one
@@ -320,7 +330,12 @@ func (c *Controller) evaluate(a *active, now time.Time) {
 			return
 		}
 		if elapsed >= time.Duration(spec.Deadline) {
-			c.end(a, now, RolledBack, "rolled_back", fmt.Sprintf("progress deadline %s passed at step %d (%d%%) without a decision", time.Duration(spec.Deadline), rec.Step, rep.Share), ev)
+			// Not a rollback: nothing showed the candidate worse. It is
+			// not promoted either (it could not rule out max_regression);
+			// the baseline keeps serving and the record states what the
+			// canary could have seen (end adds the power).
+			c.end(a, now, Inconclusive, "inconclusive", fmt.Sprintf("progress deadline %s passed at step %d (%d%%) without a decision; the baseline keeps serving",
+				time.Duration(spec.Deadline), rec.Step, rep.Share), ev)
 			return
 		}
 		if why := c.holdReason(a, rep, now); why != "" {
@@ -363,16 +378,21 @@ func (c *Controller) holdReason(a *active, rep *Report, now time.Time) string {
 			why = append(why, fmt.Sprintf("insufficient data (want %d jobs per arm and metric; counts in the evidence)", spec.MinSamples))
 		}
 		// The last step with a baseline is the canary's last chance to
-		// see a regression: it holds until the latency test rules out
+		// see a regression: it holds until both latency tests rule out
 		// one of max_regression (non-inferiority; RATIONALE.md), so a
 		// promotion always means "no regression larger than that".
 		// Under a true regression of that size the bound falls below
 		// it with probability at most alpha.
 		if next := rec.Step + 1; next < len(spec.Steps) && spec.Steps[next] >= 100 && spec.Type == Canary {
 			for _, cm := range rep.Comparisons {
-				if cm.Gating && cm.Metric == "latency_s" && cm.BaselineMean > 0 && (cm.Verdict == stats.InsufficientData || cm.NoWorseThan > c.cfg.MaxRegression*cm.BaselineMean) {
-					why = append(why, fmt.Sprintf("the latency test does not yet rule out a regression of %.0f%% (upper bound %+.1f%%)",
-						100*c.cfg.MaxRegression, 100*cm.NoWorseThan/cm.BaselineMean))
+				if !cm.Gating || !latencyMetric(cm.Metric) {
+					continue
+				}
+				if cm.Verdict == stats.InsufficientData || cm.BaselineMean <= 0 {
+					why = append(why, fmt.Sprintf("the %s test cannot bound a regression yet", cm.Metric))
+				} else if cm.NoWorseThan > c.cfg.MaxRegression*cm.BaselineMean {
+					why = append(why, fmt.Sprintf("the %s test does not yet rule out a regression of %.0f%% (upper bound %+.1f%%)",
+						cm.Metric, 100*c.cfg.MaxRegression, 100*cm.NoWorseThan/cm.BaselineMean))
 				}
 			}
 		}

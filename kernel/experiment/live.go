@@ -50,7 +50,7 @@ func (c *Controller) JobFinished(j *job.Job) {
 		return
 	}
 	o := Observation{JobID: j.ID, Worker: j.Worker, Failed: j.State == job.Failed,
-		Latency: j.FinishedAt.Sub(j.CreatedAt), HasDeadline: j.DeadlineMS > 0}
+		Latency: j.FinishedAt.Sub(j.CreatedAt), HasDeadline: j.DeadlineMS > 0, Interactive: j.Class == job.Interactive}
 	if !j.StartedAt.IsZero() {
 		o.QueueWait = j.StartedAt.Sub(j.CreatedAt)
 		o.Run = j.FinishedAt.Sub(j.StartedAt)

@@ -20,6 +20,9 @@ type Observation struct {
 	Latency, QueueWait, Load, Run time.Duration
 	// HasDeadline and MissedDeadline describe the job's SLO.
 	HasDeadline, MissedDeadline bool
+	// Interactive is the job's class: interactive latency gates on its
+	// own (a scheduler can starve the class without moving the mean).
+	Interactive bool
 }
 
 // maxSamples bounds the latencies kept per arm and step; past it the arm's

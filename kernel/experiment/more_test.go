@@ -203,8 +203,10 @@ func TestGuardRollsBack(t *testing.T) {
 	}
 }
 
-// TestProgressDeadline: a canary that cannot gather data (no traffic) is
-// rolled back at its deadline rather than held forever.
+// TestProgressDeadline: a canary that cannot gather data (no traffic)
+// ends inconclusive at its deadline rather than held forever: nothing is
+// promoted, the baseline keeps serving, and the record says that nothing
+// could be bounded.
 func TestProgressDeadline(t *testing.T) {
 	wl := defaultWorkload()
 	wl.rate = 1e-9
@@ -213,8 +215,11 @@ func TestProgressDeadline(t *testing.T) {
 	d := newDriver(t, wl, 9, "priority", cfg, "")
 	rec := d.start(Spec{Kind: "scheduling", Policy: "edf", Type: Canary})
 	rec = d.run(rec.ID)
-	if rec.State != RolledBack || !strings.Contains(rec.Reason, "deadline") {
-		t.Fatalf("state %s (%s), want rolled back at the deadline", rec.State, rec.Reason)
+	if rec.State != Inconclusive || rec.Verdict != "inconclusive" || !strings.Contains(rec.Reason, "deadline") {
+		t.Fatalf("state %s, verdict %s (%s), want inconclusive at the deadline", rec.State, rec.Verdict, rec.Reason)
+	}
+	if !strings.Contains(rec.Reason, "unbounded") {
+		t.Errorf("reason %q does not say that nothing could be bounded", rec.Reason)
 	}
 	holds := 0
 	for _, dd := range rec.Decisions {

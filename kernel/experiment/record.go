@@ -19,6 +19,11 @@ const (
 	RolledBack State = "rolled_back"
 	// Completed: an A/B test or switchback ended with its verdict.
 	Completed State = "completed"
+	// Inconclusive: a canary reached its deadline without a decision:
+	// nothing showed it worse, but it could not rule out max_regression
+	// either. Nothing is promoted; the baseline keeps serving, and the
+	// record's Power says what the canary could have seen.
+	Inconclusive State = "inconclusive"
 	// Aborted: an operator stopped it; the baseline serves again.
 	Aborted State = "aborted"
 )
@@ -29,8 +34,9 @@ type Record struct {
 	ID    string `json:"id"`
 	Spec  Spec   `json:"spec"`
 	State State  `json:"state"`
-	// Verdict is the outcome: promoted, rolled_back, better, worse,
-	// no_difference or inconclusive; empty while running.
+	// Verdict is the outcome: promoted, rolled_back, inconclusive (a
+	// canary), better, worse, no_difference or inconclusive (an A/B test
+	// or switchback); empty while running.
 	Verdict   string    `json:"verdict,omitempty"`
 	Reason    string    `json:"reason,omitempty"`
 	Baseline  string    `json:"baseline"`

@@ -14,16 +14,6 @@ import (
 // the burst and the queue state it left.
 const pairWindow = time.Minute
 
-// minWindows is the fewest paired windows before a windowed test says
-// anything: the long-run variance needs a series several times longer
-// than its bandwidth.
-const minWindows = 20
-
-// minEffective is the fewest effective (independent-equivalent) terms a
-// windowed test needs: the series' length times its plain variance over
-// its long-run variance.
-const minEffective = 15
-
 // pairedSeries accumulates one metric of both arms per window and turns
 // each closed window in which both arms have an observation into one
 // difference, candidate − baseline. A window index is the window of the
@@ -32,7 +22,7 @@ const minEffective = 15
 //
 // The series of differences is what the gating tests see. Differences of
 // neighbouring windows are still correlated (a backlog outlives a
-// minute), which the test's long-run variance accounts for (autoSeq).
+// minute), which the test's batch means account for (autoSeq).
 type pairedSeries struct {
 	origin time.Time
 	width  time.Duration
@@ -134,121 +124,223 @@ func (p *pairedSeries) baseMean() float64 {
 	return p.pairedBase / float64(len(p.diffs))
 }
 
-// autoSeq is an always-valid test that a series of differences has mean
-// zero, for series whose terms are correlated: the mixture sequential
-// probability ratio test of kernel/stats.Sequential, with the variance of
-// the mean taken from the series' long-run variance (Newey–West, Bartlett
-// kernel) instead of the variance of one term over n.
+// The look plan of every gating test (RATIONALE.md, "group-sequential
+// batch means"): the first look at firstLook terms, then every time the
+// series has grown by lookGrowth, at most maxLooks looks, none past the
+// experiment's horizon.
+const (
+	firstLook   = 20
+	lookGrowth  = 1.5
+	maxLooks    = 12
+	lookBatches = 10
+	// rhoUpperZ makes the lag-1 correlation an upper 95% confidence bound:
+	// a short series underestimates how persistent it is, and the batch
+	// means' correction is only as good as that estimate.
+	rhoUpperZ = 1.645
+)
+
+// autoSeq is a group-sequential test that a series of correlated
+// differences has mean zero: batch means with a Student-t reference at a
+// bounded plan of looks, alpha spent over the looks (Bonferroni, weighted
+// by each look's length), the batch-means variance corrected for the
+// correlation that short batches keep.
 //
 // # Notes
 //
-// The test is valid as long as the variance estimate is, which is why it
-// waits for minWindows terms and never uses less than the iid variance:
-// an underestimated variance is exactly what rolled back A/A canaries on
-// bursty traffic. The mixture's standard deviation τ is fixed, in the
-// metric's units, at the first look that computes anything (so that it
-// does not follow the data afterwards). P is the minimum over looks of
-// 1/Λ; the interval is the current look's confidence set, not the running
-// intersection, so a rollback needs the evidence of now as well as a
-// p-value that once crossed alpha.
+// At a look on n terms the series (its last m·B terms) is cut into B =
+// min(10, n/2) batches of m terms; the batch means are much less
+// correlated than the terms and their spread gives the variance of the
+// mean with B − 1 degrees of freedom. Batches of a few minutes do not make
+// a queue's memory vanish, so the variance is multiplied by what AR(1)
+// with ρ at its upper 95% bound says the batch means still hide: V_n·(B−1)
+// / (V_m − V_n), V_k being the variance of a mean of k terms. A look is
+// skipped (its alpha unspent) when that ρ leaves fewer than minEffective
+// independent-equivalent terms: such a series says nothing yet.
+//
+// Look k gets alpha·n_k/Σn_j. Bonferroni over looks needs no joint
+// distribution of the looks, so it holds for any correlation between
+// them; weighting by length gives the late looks, where the information
+// is, most of the error. The p-value is min over looks of p_k·Σn_j/n_k,
+// comparable with alpha. The interval and the effect are the last look's;
+// between looks they stay as they were.
+//
+// TestAutoSeqHoldsAlphaOnCorrelatedSeries checks the false-rejection rate
+// on AR(1) series with ρ up to 0.9 and on a regime-switching series.
 type autoSeq struct {
-	alpha float64
-	// tauOf gives τ from the baseline's mean at the first bounded look.
-	tauOf func(baseMean float64) float64
-	tau   float64
-	p     float64
-	looks int
+	alpha   float64
+	plan    []int
+	weights []float64
+	next    int // index of the next look in plan
+	last    seqLook
+	p       float64
 }
 
-func newAutoSeq(alpha float64, tauOf func(float64) float64) *autoSeq {
-	return &autoSeq{alpha: alpha, tauOf: tauOf, p: 1}
+// newAutoSeq is a test at alpha for a series that can grow to horizon
+// terms (the experiment's deadline over its window width): the plan has
+// no look beyond it, so that no alpha is kept for looks that cannot come.
+func newAutoSeq(alpha float64, horizon int) *autoSeq {
+	s := &autoSeq{alpha: alpha, plan: lookPlan(horizon), p: 1}
+	var total float64
+	for _, n := range s.plan {
+		total += float64(n)
+	}
+	for _, n := range s.plan {
+		s.weights = append(s.weights, float64(n)/total)
+	}
+	return s
 }
+
+// lookPlan is the series lengths at which a test of that horizon looks:
+// firstLook, then ×lookGrowth, up to horizon and maxLooks; a horizon
+// shorter than firstLook (a switchback of few window pairs) gets one look
+// at its end if it has at least half of firstLook.
+func lookPlan(horizon int) []int {
+	if horizon < firstLook {
+		if horizon >= firstLook/2 {
+			return []int{horizon}
+		}
+		return nil
+	}
+	var plan []int
+	for n := float64(firstLook); int(n) <= horizon && len(plan) < maxLooks; n = math.Ceil(n * lookGrowth) {
+		plan = append(plan, int(n))
+	}
+	return plan
+}
+
+// minEffective is the fewest independent-equivalent terms (n(1−ρ)/(1+ρ),
+// ρ at its upper bound) a look needs before it says anything.
+const minEffective = 8
 
 // seqLook is one look of an autoSeq.
 type seqLook struct {
-	N       int // terms of the series
+	N       int // terms of the series at the look
 	Mean    float64
 	Low     float64
 	High    float64
-	Half    float64 // half-width of the confidence set
-	P       float64
+	Half    float64 // half-width of the confidence interval
+	P       float64 // adjusted for the looks: compare with alpha
 	Bounded bool
 }
 
-// look tests the series as it stands. floor is the least variance of the
-// mean to assume (for rates: the binomial variance of the counts, so that
-// a series of zeros, no errors in either arm, still bounds the effect).
-func (s *autoSeq) look(d []float64, baseMean, floor float64) seqLook {
-	s.looks++
-	r := seqLook{N: len(d), P: s.p}
-	if len(d) == 0 {
+// look tests the series as it stands: when it has reached the next
+// planned length it takes that look on exactly that many terms (skipping
+// looks a long gap jumped over, whose alpha then stays unspent), else it
+// returns the last look. floor is the least variance of the mean to
+// assume (for rates: the binomial variance of the counts, so that a series
+// of zeros, no errors in either arm, still bounds the effect).
+func (s *autoSeq) look(d []float64, floor float64) seqLook {
+	k := -1
+	for s.next < len(s.plan) && s.plan[s.next] <= len(d) {
+		k = s.next
+		s.next++
+	}
+	if k < 0 {
+		r := s.last
+		if !r.Bounded {
+			r.N, r.P = len(d), s.p
+			if len(d) > 0 {
+				r.Mean = stats.Mean(d)
+			}
+		}
 		return r
 	}
-	r.Mean = stats.Mean(d)
-	if len(d) < minWindows {
-		return r
+	r, ok := batchLook(d[:s.plan[k]], s.alpha*s.weights[k], floor)
+	if !ok {
+		// Too persistent (or constant) to bound: this look's alpha stays
+		// unspent, the last bounded look stands.
+		if !s.last.Bounded {
+			s.last = seqLook{N: len(d), Mean: stats.Mean(d), P: s.p}
+		}
+		return s.last
 	}
-	lrv, iid := longRunVariance(d)
-	// The normal approximation needs enough independent information, not
-	// just terms: a series as persistent as AR(1) with ρ = 0.8 carries a
-	// ninth of its length. Wait for minEffective effective terms.
-	if lrv > 0 && float64(len(d))*iid/lrv < minEffective {
-		return r
-	}
-	v := max(lrv/float64(len(d)), floor)
-	if s.tau == 0 {
-		s.tau = s.tauOf(baseMean)
-	}
-	tau2 := s.tau * s.tau
-	if !(v > 0) || !(tau2 > 0) {
-		return r
-	}
-	logLambda := 0.5*math.Log(v/(v+tau2)) + tau2*r.Mean*r.Mean/(2*v*(v+tau2))
-	s.p = math.Min(s.p, math.Min(1, math.Exp(-logLambda)))
-	h := math.Sqrt(2 * v * (v + tau2) / tau2 * (math.Log(1/s.alpha) + 0.5*math.Log((v+tau2)/v)))
-	r.P, r.Low, r.High, r.Half, r.Bounded = s.p, r.Mean-h, r.Mean+h, h, true
+	s.p = math.Min(s.p, math.Min(1, r.P/s.weights[k]))
+	r.P = s.p
+	s.last = r
 	return r
 }
 
-// longRunVariance estimates σ² such that Var(mean of n terms) ≈ σ²/n for
-// a stationary, correlated series: the Bartlett-kernel (Newey–West) sum of
-// autocovariances up to a bandwidth of 2·n^⅓ terms, times n/(n−L) for the
-// bias a short series' estimated mean leaves, and never below the AR(1)
-// plug-in estimate nor the plain variance (negative autocorrelation is not
-// credited).
-//
-// It returns the plain variance too, for the effective sample size.
-func longRunVariance(d []float64) (lrv, iid float64) {
+// batchLook is one look's batch-means t-test at level alpha: the mean of
+// d, its (1 − alpha) interval and its two-sided p-value; ok is false when
+// the series is too persistent or too constant to bound.
+func batchLook(d []float64, alpha, floor float64) (seqLook, bool) {
 	n := len(d)
-	if n < 2 {
-		return 0, 0
+	b := min(lookBatches, n/2)
+	if b < 2 {
+		return seqLook{}, false
 	}
+	m := n / b
+	x := d[n-m*b:]
+	means := make([]float64, b)
+	for i := range b {
+		means[i] = stats.Mean(x[i*m : (i+1)*m])
+	}
+	mu := stats.Mean(x)
+	var ss float64
+	for _, v := range means {
+		ss += (v - mu) * (v - mu)
+	}
+	rho := rhoUpper(d)
+	if float64(n)*(1-rho)/(1+rho) < minEffective {
+		return seqLook{}, false
+	}
+	v := batchInflation(rho, m, b) * ss / float64(b-1) / float64(b)
+	v = math.Max(v, floor)
+	if !(v > 0) {
+		return seqLook{}, false
+	}
+	se := math.Sqrt(v)
+	df := float64(b - 1)
+	h := stats.StudentTQuantile(1-alpha/2, df) * se
+	p := math.Min(1, 2*stats.StudentTSF(math.Abs(mu)/se, df))
+	return seqLook{N: n, Mean: mu, Low: mu - h, High: mu + h, Half: h, P: p, Bounded: true}, true
+}
+
+// rhoUpper is an upper 95% bound on the series' lag-1 autocorrelation:
+// the estimate, plus its short-series bias (≈ (1+3ρ)/n), plus rhoUpperZ
+// standard errors √((1−ρ²)/n); never below 0 (negative correlation is not
+// credited), at most 0.98.
+func rhoUpper(d []float64) float64 {
+	n := len(d)
 	m := stats.Mean(d)
-	gamma := func(k int) float64 {
-		var s float64
-		for i := k; i < n; i++ {
-			s += (d[i] - m) * (d[i-k] - m)
+	var g0, g1 float64
+	for i, v := range d {
+		g0 += (v - m) * (v - m)
+		if i > 0 {
+			g1 += (v - m) * (d[i-1] - m)
 		}
-		return s / float64(n)
 	}
-	g0 := gamma(0)
-	L := min(int(math.Ceil(2*math.Cbrt(float64(n)))), n-1)
-	lrv = g0
-	for k := 1; k <= L; k++ {
-		lrv += 2 * (1 - float64(k)/float64(L+1)) * gamma(k)
+	if !(g0 > 0) {
+		return 0
 	}
-	if n > L+1 {
-		lrv *= float64(n) / float64(n-L)
+	r := min(max(g1/g0, 0), 0.99)
+	up := r + (1+3*r)/float64(n) + rhoUpperZ*math.Sqrt((1-r*r)/float64(n))
+	return min(max(up, 0), 0.98)
+}
+
+// batchInflation is, for an AR(1) series with lag-1 correlation rho, the
+// ratio of the true variance of the mean of b batches of m terms to the
+// expected batch-means estimate of it: V_n·(b−1)/(V_m − V_n), n = m·b. It
+// is 1 for independent terms and grows as the batches get short against
+// the series' memory; never below 1.
+func batchInflation(rho float64, m, b int) float64 {
+	if rho <= 0 {
+		return 1
 	}
-	iid = g0 * float64(n) / float64(n-1)
-	// A series as persistent as a queue's backlog (lag-1 correlation near
-	// one) has far more long-run variance than a bandwidth of a few terms
-	// sees; the AR(1) plug-in (1+ρ)/(1−ρ), with ρ's short-series bias
-	// (≈ (1+3ρ)/n) added back, bounds it from below.
-	if g0 > 0 {
-		rho := gamma(1) / g0
-		rho = min(max(rho+(1+3*rho)/float64(n), 0), 0.95)
-		lrv = math.Max(lrv, iid*(1+rho)/(1-rho))
+	vn, vm := meanVariance(rho, m*b), meanVariance(rho, m)
+	if !(vm > vn) {
+		return 1
 	}
-	return math.Max(lrv, iid), iid
+	return math.Max(1, vn*float64(b-1)/(vm-vn))
+}
+
+// meanVariance is the variance of the mean of n consecutive terms of a
+// unit-variance AR(1) series: (n + 2Σ_{k<n}(n−k)ρ^k)/n².
+func meanVariance(rho float64, n int) float64 {
+	s, p := float64(n), 1.0
+	for k := 1; k < n; k++ {
+		p *= rho
+		s += 2 * float64(n-k) * p
+	}
+	return s / float64(n*n)
 }

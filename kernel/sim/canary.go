@@ -9,6 +9,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/experiment"
+	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
 // Canary asks a run to canary a policy with the live experiment controller
@@ -105,7 +106,7 @@ func (s *simulator) observeCanary(worker string, jobs []*simJob) {
 		lat := j.done - j.req.Time
 		s.canary.ctl.Observe(experiment.Observation{JobID: j.id, Worker: worker, Latency: lat,
 			QueueWait: j.start - j.req.Time, Load: j.load, Run: j.compute,
-			HasDeadline:    j.req.DeadlineMS > 0,
+			HasDeadline: j.req.DeadlineMS > 0, Interactive: j.req.Class == job.Interactive,
 			MissedDeadline: j.req.DeadlineMS > 0 && lat > time.Duration(j.req.DeadlineMS)*time.Millisecond})
 	}
 }

@@ -49,15 +49,15 @@ func (k trialKind) trial(t testing.TB, cand string, load float64, span time.Dura
 		Config: experiment.Config{Deadline: span}}
 }
 
-// outcome classifies a finished trial: false alarm or detection (a
-// rollback or a worse verdict on the statistics), stalled (rolled back at
-// the deadline), or passed.
+// outcome classifies a finished trial: "worse" (a canary rolled back on
+// the statistics, or an A/B test or switchback that concluded worse: a
+// false alarm under A/A, a detection otherwise), "rolled_back_other" (a
+// guard or a fault), or the verdict itself (promoted, inconclusive,
+// no_difference, better).
 func outcome(c *CanaryReport) string {
 	switch {
 	case c.Verdict == "worse" || c.Verdict == "rolled_back" && strings.Contains(c.Reason, "worse than the baseline"):
 		return "worse"
-	case c.Verdict == "rolled_back" && strings.Contains(c.Reason, "deadline"):
-		return "stalled"
 	case c.Verdict == "rolled_back":
 		return "rolled_back_other"
 	}
