@@ -56,6 +56,9 @@ type Deps struct {
 	// Experiments serves /v1/experiments (kernel/experiment); the API
 	// guards its POST routes with AdminToken.
 	Experiments http.Handler
+	// Tune serves GET /v1/tune, the background tuner's status
+	// (kernel/tune): read-only, no token, like /v1/experiments.
+	Tune http.Handler
 }
 
 // Server is kiln's HTTP API.
@@ -132,6 +135,9 @@ func New(cfg Config, deps Deps) *Server {
 		s.mux.Handle("GET /v1/experiments/{id}", deps.Experiments)
 		s.mux.Handle("POST /v1/experiments", s.admin(deps.Experiments))
 		s.mux.Handle("POST /v1/experiments/{id}/abort", s.admin(deps.Experiments))
+	}
+	if deps.Tune != nil {
+		s.mux.Handle("GET /v1/tune", deps.Tune)
 	}
 	if deps.Shadow != nil {
 		s.mux.Handle("GET /v1/experiments/shadow", deps.Shadow)

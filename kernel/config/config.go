@@ -11,6 +11,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/plugin"
 	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/tier"
+	"github.com/kiln-gpu/kiln/kernel/tune/autotune"
 	"github.com/kiln-gpu/kiln/kernel/worker"
 	"github.com/kiln-gpu/kiln/kernel/workflow"
 )
@@ -46,6 +47,9 @@ type Config struct {
 	Dispatch dispatch.Config `koanf:"dispatch"`
 	// Experiments are the defaults of policy experiments (kernel/experiment).
 	Experiments experiment.Config `koanf:"experiments"`
+	// Tune is the background tuner (kernel/tune, tune.auto); off by
+	// default.
+	Tune autotune.Config `koanf:"tune"`
 	// Sim is read by `kiln sim` only.
 	Sim SimConfig `koanf:"sim"`
 }

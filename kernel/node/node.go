@@ -76,6 +76,10 @@ type Node struct {
 	// runs canaries, A/B tests and switchbacks through it (experiment.go).
 	Router      *experiment.Router
 	Experiments *experiment.Controller
+	// Tuner is the background tuner of tune.auto (tune.go): it searches
+	// the active policies' parameters in the simulator and canaries what
+	// wins on a hold-out. Nil without an arrival recorder.
+	Tuner *tune.Auto
 
 	addrMu sync.Mutex
 	addr   net.Addr
@@ -244,12 +248,16 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	}
 	n.Dispatcher.SetPool(n.Pool)
 	n.openShadow(cfg.Experiments.Shadow)
+	if err := n.openTune(); err != nil {
+		return nil, err
+	}
 	n.API = api.New(cfg.API, api.Deps{
 		Store: n.Store, Dispatcher: n.Dispatcher, Pool: n.Pool, Devices: n.Devices, Catalog: n.Catalog,
 		Metrics: n.Metrics, Limits: cfg.Limits, Clock: opts.Clock, Log: logging.Component(opts.Log, "api"),
 		OutputDir: outDir, Comfy: cfg.ComfyUI, Tiers: n.Tiers,
 		Policies: n.Policies.Handler(adminToken), AdminToken: adminToken,
 		Shadow: n.shadowHandler(), Trace: n.traceHandler(), Experiments: n.Experiments.Handler(),
+		Tune: n.tuneHandler(),
 	})
 	return n, nil
 }
@@ -270,6 +278,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}()
 	shadowDone := n.runShadow(ctx)
 	experimentsDone := n.runExperiments(ctx)
+	tuneDone := n.runTune(ctx)
 	err := n.API.ListenAndServe(ctx, n.cfg.Listen, func(a net.Addr) {
 		n.addrMu.Lock()
 		n.addr = a
@@ -284,6 +293,7 @@ func (n *Node) Run(ctx context.Context) error {
 	<-dispatchDone
 	shadowDone()
 	experimentsDone()
+	tuneDone()
 	n.Pool.Stop()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
