@@ -19,6 +19,7 @@ import (
 
 const tuneUsage = `usage: kiln tune --kind K --policy NAME [--budget N] [--objective O] [--seed S]
                  [--params a,b] [--limit N] [--no-canary] [--wait] [--json]
+       kiln tune status [--json]
 
 Searches the parameters the built-in policy NAME of kind K declares, in the
 simulator, on the arrivals this kiln recorded (GET /v1/experiments/trace),
@@ -28,6 +29,10 @@ If the best parameters beat the defaults, starts a canary of them through
 rolls them back (kiln experiment show ID). Needs the admin token.
 
 Objectives: mean_latency (default), p95_latency, p99_latency, slo_miss, load_time.
+
+kiln tune status shows the background tuner (tune.auto): whether it is on,
+its next run, and its recent runs with what each found and why it started
+a canary or kept the current settings (GET /v1/tune).
 `
 
 // parseTuneSpec reads "KIND=POLICY" (the --tune flag of kiln sim).
@@ -82,6 +87,9 @@ func writeSimTune(w io.Writer, format string, rep *sim.Report, res *tune.Result)
 
 // cmdTune implements `kiln tune`.
 func cmdTune(args []string) error {
+	if len(args) > 0 && args[0] == "status" {
+		return cmdTuneStatus(args[1:])
+	}
 	fs := flag.NewFlagSet("tune", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), tuneUsage); fs.PrintDefaults() }
 	var p policyFlags
@@ -218,4 +226,56 @@ func printTune(res *tune.Result, arrivals int, note, id string) error {
 		fmt.Printf("\ncanary %s started: kiln experiment show %s\n", id, id)
 	}
 	return nil
+}
+
+// cmdTuneStatus implements `kiln tune status`.
+func cmdTuneStatus(args []string) error {
+	fs := flag.NewFlagSet("tune status", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), tuneUsage); fs.PrintDefaults() }
+	var p policyFlags
+	p.register(fs)
+	asJSON := fs.Bool("json", false, "print the status as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	data, err := p.send("GET", "/v1/tune", "", nil, false)
+	if err != nil {
+		return fmt.Errorf("tune status: %w", err)
+	}
+	if *asJSON {
+		_, err := os.Stdout.Write(data)
+		return err
+	}
+	var st tune.Status
+	if err := json.Unmarshal(data, &st); err != nil {
+		return fmt.Errorf("tune status: %w", err)
+	}
+	return printTuneStatus(os.Stdout, st)
+}
+
+func printTuneStatus(w io.Writer, st tune.Status) error {
+	var b strings.Builder
+	if !st.Auto {
+		b.WriteString("the background tuner is off (tune.auto: false)\n")
+	} else {
+		fmt.Fprintf(&b, "the background tuner is on: every %s, kinds %s, objective %s, hold-out %.0f%% in %d blocks, margin %.0f%%\n",
+			st.Config.Interval, strings.Join(st.Config.Kinds, ", "), st.Config.Objective, 100*st.Config.Holdout,
+			st.Config.Repeats, 100*st.Config.Margin)
+		if st.Running {
+			b.WriteString("a run is in progress\n")
+		} else if st.NextRunAt != nil {
+			fmt.Fprintf(&b, "next run at %s\n", st.NextRunAt.Format("2006-01-02 15:04:05 MST"))
+		}
+	}
+	if len(st.Runs) == 0 {
+		b.WriteString("no runs yet\n")
+	} else {
+		b.WriteString("\n| started | outcome | arrivals (train + hold-out) | experiment | reason |\n|---|---|---|---|---|\n")
+		for _, r := range st.Runs {
+			fmt.Fprintf(&b, "| %s | %s | %d (%d + %d) | %s | %s |\n", r.StartedAt.Format("2006-01-02 15:04:05"), r.Outcome,
+				r.Arrivals, r.Train, r.Holdout, r.Experiment, strings.ReplaceAll(r.Reason, "|", "/"))
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }

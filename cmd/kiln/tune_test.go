@@ -130,3 +130,15 @@ func TestCmdTune(t *testing.T) {
 		t.Error("a policy without parameters must be refused")
 	}
 }
+
+func TestPrintTuneStatus(t *testing.T) {
+	var b bytes.Buffer
+	if err := printTuneStatus(&b, tune.Status{}); err != nil || !strings.Contains(b.String(), "off (tune.auto: false)") || !strings.Contains(b.String(), "no runs yet") {
+		t.Errorf("off: %v\n%s", err, b.String())
+	}
+	b.Reset()
+	st := tune.Status{Auto: true, Runs: []tune.Run{{Outcome: tune.OutcomeKeptDefaults, Reason: "batching: nothing beat it", Arrivals: 100, Train: 70, Holdout: 30}}}
+	if err := printTuneStatus(&b, st); err != nil || !strings.Contains(b.String(), "| kept_defaults | 100 (70 + 30) |") {
+		t.Errorf("on: %v\n%s", err, b.String())
+	}
+}
