@@ -10,13 +10,41 @@ import (
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
-// The native fallbacks: the kernel's foundation policies.
-var (
-	fallbackScheduler dispatch.Scheduler = dispatch.PriorityFIFO{}
-	fallbackBalancer  dispatch.Balancer  = dispatch.LeastLoaded{}
-	fallbackEvictor   dispatch.Evictor   = dispatch.LRU{}
-	fallbackBatcher   dispatch.Batcher   = dispatch.NoBatching{}
-)
+// fallbackNames are the built-ins whose native builds answer for a policy
+// that faults: one source, two targets — the same policies/* code whose
+// WASM build is the default, compiled into the kernel, decides on the same
+// ABI input the faulting module was given.
+var fallbackNames = map[abi.Kind]string{
+	abi.KindScheduling: "priority",
+	abi.KindBalancing:  "least-loaded",
+	abi.KindEviction:   "lru",
+	abi.KindBatching:   "none",
+}
+
+// fallbacks are their native instances; the built-ins keep no state in
+// the instance (ABI §7), so one each serves every call.
+var fallbacks = func() map[abi.Kind]any {
+	m := map[abi.Kind]any{}
+	for k, name := range fallbackNames {
+		m[k] = Builtin(k, name)
+	}
+	return m
+}()
+
+// fallback answers in with the native build of kind op.kind's fallback
+// built-in, with its own defaults (the faulting policy's parameters and
+// state words mean nothing to it). An answer that does not pass the
+// host's checks is taken as no decision.
+func fallback[I, O any](op *ops[I, O], in *I, out *O) abi.Status {
+	c := op.common(in)
+	c.Params, c.State = nil, [4]uint64{}
+	op.reset(out)
+	st := op.native(fallbacks[op.kind], in, out)
+	if st == abi.StatusOK && op.valid(in, out) != nil {
+		return abi.StatusNoDecision
+	}
+	return st
+}
 
 // Interface guards.
 var (
@@ -257,14 +285,10 @@ func (s *Scheduler) Plan(queued, running []dispatch.JobView, workers []dispatch.
 	}
 	in.Models = c.infos
 	st, err := decide(context.Background(), h, v, schedulingOps, in, &c.schedO, &c.sc)
-	if h.onFault(v, err) {
-		id, ok := fallbackScheduler.Next(queued, workers)
-		if !ok {
-			return Plan{Fallback: true}
-		}
-		return Plan{Dispatch: []string{id}, Fallback: true}
-	}
 	var p Plan
+	if h.onFault(v, err) {
+		st, p.Fallback = fallback(schedulingOps, in, &c.schedO), true
+	}
 	if st != abi.StatusOK {
 		return p
 	}
@@ -302,7 +326,7 @@ func (b *Balancer) Place(j dispatch.JobView, workers []dispatch.WorkerView) (str
 	in.Models = c.infos
 	st, err := decide(context.Background(), h, v, balancingOps, in, &c.balO, &c.sc)
 	if h.onFault(v, err) {
-		return fallbackBalancer.Place(j, workers)
+		st = fallback(balancingOps, in, &c.balO)
 	}
 	if st != abi.StatusOK {
 		return "", false
@@ -340,8 +364,11 @@ func (b *Batcher) Batch(lead dispatch.JobView, queued []dispatch.JobView, worker
 	in.Lead = uint32(li)
 	in.Models = c.infos
 	st, err := decide(context.Background(), h, v, batchingOps, in, &c.batO, &c.sc)
-	if h.onFault(v, err) || st != abi.StatusOK {
-		return fallbackBatcher.Batch(lead, queued, workers)
+	if h.onFault(v, err) {
+		st = fallback(batchingOps, in, &c.batO)
+	}
+	if st != abi.StatusOK {
+		return []string{lead.ID}, 0 // no company: the lead runs alone
 	}
 	ids := make([]string, 0, len(c.batO.Batch))
 	for _, i := range c.batO.Batch {
@@ -473,14 +500,13 @@ func (e *Evictor) Decide(r EvictionRequest) EvictionResult {
 		in.Wanted[i] = abi.Wanted{Model: c.model(w.Model, w.Bytes, w.LoadCost), Bytes: w.Bytes, LoadCost: w.LoadCost, Waiting: uint32(max(w.Waiting, 0))}
 	}
 	st, err := decide(context.Background(), h, v, evictionOps, in, &c.evO, &c.sc)
+	var res EvictionResult
 	if h.onFault(v, err) {
-		need := r.Need - min(r.Need, r.Free)
-		return EvictionResult{Victims: fallbackEvictor.Victims(need, r.Entries), Fallback: true}
+		st, res.Fallback = fallback(evictionOps, in, &c.evO), true
 	}
 	if st != abi.StatusOK {
-		return EvictionResult{}
+		return res
 	}
-	var res EvictionResult
 	for _, t := range c.evO.Tags {
 		e.tags[keyOf(&r.Entries[t.Entry])] = t.Tag
 	}
@@ -507,7 +533,7 @@ func (e *Evictor) Decide(r EvictionRequest) EvictionResult {
 		e.tags = keep
 	}
 	if res.Victims == nil && r.Need > r.Free {
-		return EvictionResult{}
+		return EvictionResult{Fallback: res.Fallback}
 	}
 	return res
 }
