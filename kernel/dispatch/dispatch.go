@@ -521,6 +521,16 @@ func (d *Dispatcher) workerViews() []WorkerView {
 			ID: in.ID, Device: in.Device, Idle: in.State == worker.Ready, DeviceBusy: busy[in.Device],
 			Resident: ResidentList(nil, in.Resident), EstimatedWait: wait[in.ID],
 		}
+		// A worker that does not report a model's footprint (its load
+		// reply's vram_bytes is optional) still holds what the ledger
+		// reserved for it: the policy sees that, not 0.
+		d.mu.Lock()
+		for i := range v.Resident {
+			if rm := d.resident[in.ID][v.Resident[i].Model]; v.Resident[i].Bytes <= 0 && rm != nil && rm.res != nil {
+				v.Resident[i].Bytes = int64(rm.res.Bytes())
+			}
+		}
+		d.mu.Unlock()
 		if led != nil {
 			v.FreeVRAM = led.Free()
 			v.UsableVRAM = led.Usable()

@@ -147,8 +147,8 @@ func newRig(t *testing.T, deviceMemory uint64, perDevice int, models map[string]
 }
 
 // rigConfig describes a rig. policies (Scheduler, Balancer, Evictor,
-// Batcher) replace the native ones, and its Clock, Hooks, Preemption and
-// PreemptMinRun are the dispatcher's (the store shares the clock); before, when set, runs once every
+// Batcher) replace the native ones, and its Clock, Hooks, Preemption,
+// PreemptMinRun and VRAMWait are the dispatcher's (the store shares the clock); before, when set, runs once every
 // worker is ready and before the dispatcher starts, so that it can fill
 // the queue and the first dispatch round sees all of it.
 type rigConfig struct {
@@ -194,7 +194,7 @@ func newRigWith(t *testing.T, rc rigConfig) *rig {
 		t.Fatal(err)
 	}
 	d := New(Options{Store: store, Devices: set, Catalog: catalog.New(filepath.Join(dir, "models"), cost.Default()), Log: log,
-		Clock: clk, Hooks: rc.policies.Hooks, Preemption: rc.policies.Preemption, PreemptMinRun: rc.policies.PreemptMinRun,
+		Clock: clk, Hooks: rc.policies.Hooks, Preemption: rc.policies.Preemption, PreemptMinRun: rc.policies.PreemptMinRun, VRAMWait: rc.policies.VRAMWait,
 		Scheduler: rc.policies.Scheduler, Balancer: rc.policies.Balancer, Evictor: rc.policies.Evictor, Batcher: rc.policies.Batcher})
 	exe, err := os.Executable()
 	if err != nil {
@@ -203,7 +203,7 @@ func newRigWith(t *testing.T, rc rigConfig) *rig {
 	pool, err := worker.NewPool(worker.Config{PerDevice: perDevice, Command: exe, Env: []string{"KILN_TEST_WORKER", "KILN_TEST_CRASH_ONCE"},
 		RestartBackoffMin: 10 * time.Millisecond,
 		RestartBackoffMax: 50 * time.Millisecond, PingInterval: 200 * time.Millisecond}.WithDefaults(), worker.PoolOptions{
-		Devices: []wire.DeviceInfo{{Index: 0, Name: "sim-0", MemoryBytes: deviceMemory, Simulated: true}},
+		Devices: []wire.DeviceInfo{{Index: 0, Name: "sim-0", MemoryBytes: deviceMemory, H2DBandwidth: 25e9, Simulated: true}},
 		Log:     log, OnReady: d.OnWorkerReady, OnExit: d.OnWorkerExit,
 	})
 	if err != nil {
