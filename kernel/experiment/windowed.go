@@ -132,7 +132,7 @@ const (
 	firstLook   = 20
 	lookGrowth  = 1.5
 	maxLooks    = 12
-	lookBatches = 10
+	lookBatches = 20
 	// rhoUpperZ makes the lag-1 correlation an upper 95% confidence bound:
 	// a short series underestimates how persistent it is, and the batch
 	// means' correction is only as good as that estimate.
@@ -315,7 +315,7 @@ func rhoUpper(d []float64) float64 {
 	}
 	r := min(max(g1/g0, 0), 0.99)
 	up := r + (1+3*r)/float64(n) + rhoUpperZ*math.Sqrt((1-r*r)/float64(n))
-	return min(max(up, 0), 0.98)
+	return min(max(up, 0), 0.95)
 }
 
 // batchInflation is, for an AR(1) series with lag-1 correlation rho, the

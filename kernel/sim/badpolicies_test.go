@@ -17,7 +17,7 @@ func init() {
 	policy.RegisterNative(abi.KindScheduling, "test-batch-first", func() any { return batchFirst{} })
 	policy.RegisterNative(abi.KindBalancing, "test-busiest", func() any { return busiest{} })
 	policy.RegisterNative(abi.KindEviction, "test-mru", func() any { return mru{} })
-	policy.RegisterNative(abi.KindBatching, "test-hold", func() any { return hold{} })
+	policy.RegisterNative(abi.KindBatching, "test-hold", func() any { return hold{wait: 10 * time.Second} })
 }
 
 // batchFirst serves batch jobs before interactive ones, each class in
@@ -100,17 +100,15 @@ func (mru) Evict(in *abi.EvictionInput, out *abi.EvictionOutput) abi.Status {
 	return abi.StatusOK
 }
 
-// hold holds every job back until it is holdFor old, hoping for batch
+// hold holds every job back until it is wait old, hoping for batch
 // partners that it then does not take: pure added latency.
-type hold struct{}
-
-const holdFor = 10 * time.Second
+type hold struct{ wait time.Duration }
 
 var _ abi.Batcher = hold{}
 
-func (hold) Batch(in *abi.BatchingInput, out *abi.BatchingOutput) abi.Status {
-	if age := in.Jobs[in.Lead].Age; age < holdFor {
-		out.Wait = holdFor - age
+func (h hold) Batch(in *abi.BatchingInput, out *abi.BatchingOutput) abi.Status {
+	if age := in.Jobs[in.Lead].Age; age < h.wait {
+		out.Wait = h.wait - age
 		return abi.StatusOK
 	}
 	out.Batch = []uint32{in.Lead}
