@@ -196,6 +196,7 @@ func (h *Host) restore() {
 func (h *Host) restoreKind(k abi.Kind, sk *savedKind) {
 	ctx := h.ctx
 	byRef := map[string]*version{}
+	var order []string // the saved order, which List keeps: maps have none
 	var problems []string
 	for _, sv := range sk.Versions {
 		if h.ctx.Err() != nil {
@@ -225,6 +226,7 @@ func (h *Host) restoreKind(k abi.Kind, sk *savedKind) {
 		}
 		v.setParams(sv.Params)
 		byRef[v.ref()] = v
+		order = append(order, v.ref())
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -235,7 +237,8 @@ func (h *Host) restoreKind(k abi.Kind, sk *savedKind) {
 	// duplicate rows `policy list` showed after a restart). The one
 	// already registered stays, with the saved parameters, unless it is a
 	// native build and the restored one runs as WASM.
-	for ref, v := range byRef {
+	for _, ref := range order {
+		v := byRef[ref]
 		i := slices.IndexFunc(s.versions, func(o *version) bool { return o.ref() == ref })
 		switch {
 		case i < 0:
