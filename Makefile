@@ -83,11 +83,13 @@ bench-sim:
 	$(GO) run ./cmd/kiln sim bench --traces $(TRACES) --configs configs --update BENCHMARKS.md
 
 # The experiments' error rates (kernel/experiment/RATIONALE.md): A/A false
-# rollbacks and planted bad policies' rollback rates (power), per kind and
-# load, with Wilson intervals; the table goes to bench-experiments.md, to
-# be pasted into BENCHMARKS.md (about half an hour on two cores).
+# alarms and planted bad policies' rollback rates (power), per experiment
+# type and load, with Wilson intervals; the table goes to
+# bench-experiments.md, to be pasted into BENCHMARKS.md. About 1100
+# two-hour simulations, GOMAXPROCS at a time (15–35 min on two cores,
+# depending on what else runs); KILN_BENCH_RUNS=N for fewer A/A runs.
 bench-experiments:
-	KILN_BENCH_EXPERIMENTS=$(CURDIR)/bench-experiments.md $(GO) test -count=1 -timeout 0 -run '^TestBenchExperiments$$' -v ./kernel/sim/
+	KILN_BENCH_EXPERIMENTS=$(CURDIR)/bench-experiments.md nice $(GO) test -count=1 -timeout 0 -run '^TestBenchExperiments$$' -v ./kernel/sim/
 
 fmt:
 	gofmt -w .
