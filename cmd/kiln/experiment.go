@@ -208,6 +208,25 @@ func printRecord(w io.Writer, rec experiment.Record, asJSON bool) error {
 		fmt.Fprintf(w, ": %s", rec.Reason)
 	}
 	fmt.Fprintln(w)
+	if !rec.EndedAt.IsZero() {
+		// decided_at_s, as the simulator's report names it.
+		fmt.Fprintf(w, "decided at %.0fs after the start (%s)\n", rec.EndedAt.Sub(rec.StartedAt).Seconds(), rec.EndedAt.Local().Format(time.DateTime))
+	}
+	if len(rec.Power) > 0 {
+		// Every verdict says what it could have seen: a promotion or an
+		// inconclusive end is "no regression larger than X".
+		fmt.Fprintln(w, "resolution (smallest detectable effect; regression ruled out):")
+		for _, p := range rec.Power {
+			switch {
+			case !p.Bounded:
+				fmt.Fprintf(w, "  %s: nothing bounded (too few windows)\n", p.Metric)
+			case p.DetectableRel > 0:
+				fmt.Fprintf(w, "  %s: +%.4g (+%.1f%%); no worse than +%.4g (+%.1f%%)\n", p.Metric, p.Detectable, 100*p.DetectableRel, p.NoWorseThan, 100*p.NoWorseThanRel)
+			default:
+				fmt.Fprintf(w, "  %s: +%.4g; no worse than +%.4g\n", p.Metric, p.Detectable, p.NoWorseThan)
+			}
+		}
+	}
 	if s.Type == experiment.Canary {
 		fmt.Fprintf(w, "steps %v, at step %d since %s\n", s.Steps, rec.Step, rec.StepStartedAt.Local().Format(time.DateTime))
 	}
