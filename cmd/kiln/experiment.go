@@ -27,7 +27,8 @@ const experimentUsage = `usage:
 Starting an experiment also takes --baseline NAME[@V] (default: the active
 policy), --unit workers|traffic, --step-duration D, --min-samples N,
 --deadline D, --confidence C, --seed N, and --wait (follow it to its end;
-the exit status is 0 when promoted or completed, 3 when rolled back).
+the exit status is 0 when promoted or completed, 3 when rolled back, 4 when
+a canary ended inconclusive: not promoted, the baseline keeps serving).
 Guards: p50 p90 p95 p99 mean queue_p95 load_p95 (durations), error_rate
 deadline_miss_rate hit_ratio faults (numbers), or ratio_<metric> against the
 baseline; a trailing ! makes one critical. Every command takes --addr URL;
@@ -150,6 +151,16 @@ func (e exitRolledBack) Error() string {
 }
 func (exitRolledBack) ExitCode() int { return 3 }
 
+// exitInconclusive is the exit status of --wait when a canary reached its
+// deadline undecided: nothing was promoted, which a script that waits for
+// a promotion must not mistake for one.
+type exitInconclusive struct{ id, reason string }
+
+func (e exitInconclusive) Error() string {
+	return fmt.Sprintf("experiment %s inconclusive (not promoted): %s", e.id, e.reason)
+}
+func (exitInconclusive) ExitCode() int { return 4 }
+
 func followExperiment(pf *policyFlags, id string, asJSON bool) error {
 	last := -1
 	for {
@@ -169,8 +180,11 @@ func followExperiment(pf *policyFlags, id string, asJSON bool) error {
 			if err := printRecord(os.Stdout, rec, asJSON); err != nil {
 				return err
 			}
-			if rec.State == experiment.RolledBack {
+			switch rec.State {
+			case experiment.RolledBack:
 				return exitRolledBack{id: rec.ID, reason: rec.Reason}
+			case experiment.Inconclusive:
+				return exitInconclusive{id: rec.ID, reason: rec.Reason}
 			}
 			return nil
 		}
