@@ -18,15 +18,20 @@ import (
 )
 
 const tuneUsage = `usage: kiln tune --kind K --policy NAME [--budget N] [--objective O] [--seed S]
-                 [--params a,b] [--limit N] [--no-canary] [--wait] [--json]
+                 [--params a,b] [--limit N] [--holdout F] [--repeats N] [--margin F]
+                 [--no-canary] [--wait] [--json]
        kiln tune status [--json]
 
 Searches the parameters the built-in policy NAME of kind K declares, in the
 simulator, on the arrivals this kiln recorded (GET /v1/experiments/trace),
 with the node described by the config (--config, --set as for kiln serve).
-If the best parameters beat the defaults, starts a canary of them through
-/v1/experiments, which re-validates them on live traffic and promotes or
-rolls them back (kiln experiment show ID). Needs the admin token.
+The search sees only the older arrivals; the most recent --holdout of them
+(0.3) validate its best point against the defaults, whole and in --repeats
+blocks. Only if the best point wins there by more than --margin (0.05) and
+the blocks' noise (as tune.auto does) does kiln tune start a canary of it
+through /v1/experiments, which re-validates it on live traffic and promotes
+or rolls it back (kiln experiment show ID). --holdout 0 searches on every
+arrival and canaries any gain. Needs the admin token.
 
 Objectives: mean_latency (default), p95_latency, p99_latency, slo_miss, load_time.
 
@@ -103,6 +108,9 @@ func cmdTune(args []string) error {
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	wait := fs.Bool("wait", false, "follow the canary until it is promoted or rolled back")
 	only := fs.String("params", "", "search only these parameters, comma-separated (default: all)")
+	holdout := fs.Float64("holdout", 0.3, "fraction of the most recent arrivals kept from the search to validate its result (0: none)")
+	repeats := fs.Int("repeats", 4, "blocks the hold-out is cut into; their spread is the noise a gain must clear")
+	margin := fs.Float64("margin", 0.05, "smallest gain on the hold-out, beyond the noise, worth a canary")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -154,21 +162,42 @@ func cmdTune(args []string) error {
 	if len(trace.Requests) < 20 {
 		return fmt.Errorf("tune: kiln has recorded %d arrivals; a search needs at least 20", len(trace.Requests))
 	}
-	res, err := tune.Search(context.Background(), sim.FromKernelConfig(cfg), models, trace, kind, *name,
+	if *holdout < 0 || *holdout > 0.9 {
+		return fmt.Errorf("tune: --holdout %g: want a fraction in [0, 0.9]", *holdout)
+	}
+	train, hold := trace.Requests, []sim.Request(nil)
+	if *holdout > 0 {
+		train, hold = tune.SplitHoldout(trace.Requests, *holdout)
+	}
+	sc := sim.FromKernelConfig(cfg)
+	res, err := tune.Search(context.Background(), sc, models, &sim.Trace{Requests: train}, kind, *name,
 		tune.Options{Budget: *budget, Seed: *seed, Objective: *objective, Params: params})
 	if err != nil {
 		return err
 	}
+	var val *tune.Validation
+	if *holdout > 0 && res.Gain > 0 {
+		val, err = tune.ValidateHoldout(context.Background(), sc, models, hold, kind,
+			tune.Candidate{Policy: *name, Params: res.Defaults}, tune.Candidate{Policy: *name, Params: res.Best},
+			res.Objective, *repeats, *margin, nil)
+		if err != nil {
+			return err
+		}
+	}
 	var canaryErr error
 	out := struct {
-		Tune       *tune.Result    `json:"tune"`
-		Arrivals   int             `json:"arrivals"`
-		Experiment json.RawMessage `json:"experiment,omitempty"`
-		Note       string          `json:"note,omitempty"`
-	}{Tune: res, Arrivals: len(trace.Requests)}
+		Tune       *tune.Result     `json:"tune"`
+		Arrivals   int              `json:"arrivals"`
+		Holdout    int              `json:"holdout"`
+		Validation *tune.Validation `json:"validation,omitempty"`
+		Experiment json.RawMessage  `json:"experiment,omitempty"`
+		Note       string           `json:"note,omitempty"`
+	}{Tune: res, Arrivals: len(trace.Requests), Holdout: len(hold), Validation: val}
 	switch {
 	case res.Gain <= 0:
 		out.Note = "the defaults were not beaten in the simulator; no canary started"
+	case val != nil && !val.Passed:
+		out.Note = "on the hold-out: " + val.Reason + "; no canary started"
 	case *noCanary:
 		out.Note = "--no-canary: no canary started"
 	default:
@@ -201,7 +230,7 @@ func cmdTune(args []string) error {
 		if canaryErr != nil {
 			note = "" // main prints the error
 		}
-		if err := printTune(res, out.Arrivals, note, id); err != nil {
+		if err := printTune(res, out.Arrivals, out.Holdout, val, note, id); err != nil {
 			return err
 		}
 	}
@@ -214,10 +243,17 @@ func cmdTune(args []string) error {
 	return nil
 }
 
-func printTune(res *tune.Result, arrivals int, note, id string) error {
-	fmt.Printf("searched on %d recorded arrivals\n\n", arrivals)
+func printTune(res *tune.Result, arrivals, holdout int, val *tune.Validation, note, id string) error {
+	if holdout > 0 {
+		fmt.Printf("searched on the %d older of %d recorded arrivals; the %d most recent validate\n\n", arrivals-holdout, arrivals, holdout)
+	} else {
+		fmt.Printf("searched on %d recorded arrivals\n\n", arrivals)
+	}
 	if err := res.WriteMarkdown(os.Stdout); err != nil {
 		return err
+	}
+	if val != nil {
+		fmt.Printf("\nhold-out: %s\n", val.Reason)
 	}
 	if note != "" {
 		fmt.Printf("\n%s\n", note)
