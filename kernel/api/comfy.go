@@ -234,8 +234,14 @@ func (c *comfy) postPrompt(w http.ResponseWriter, r *http.Request) {
 		req.PromptID = newUUID()
 	}
 	if hit := c.hub.cache.lookup(req); hit != nil {
-		c.hub.answerFromCache(req, hit)
-		httpjson.Write(w, http.StatusOK, map[string]any{"prompt_id": req.PromptID, "number": hit.number, "node_errors": map[string]any{}})
+		// A hit is a prompt of its own: its own number, as ComfyUI gives
+		// every prompt the next counter value (or the number it sent).
+		number := float64(c.s.deps.Store.ReserveSeq())
+		if req.Number != nil {
+			number = *req.Number
+		}
+		c.hub.answerFromCache(req, hit, number)
+		httpjson.Write(w, http.StatusOK, map[string]any{"prompt_id": req.PromptID, "number": number, "node_errors": map[string]any{}})
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush()
 		}
@@ -431,36 +437,109 @@ func (c *comfy) terminalJobs(max int) []*job.Job {
 	return out
 }
 
+// getHistory is GET /history: finished prompts, runs and cache hits
+// together, in the order they finished, as ComfyUI's history dict keeps
+// them (insertion at task_done). max_items and offset select from that
+// order as ComfyUI's PromptQueue.get_history does: without offset, the
+// last max_items; with it, max_items from position offset on.
 func (c *comfy) getHistory(w http.ResponseWriter, r *http.Request) {
-	max := 0
-	if v := r.URL.Query().Get("max_items"); v != "" {
-		if n, err := strconv.Atoi(v); err == nil && n > 0 {
-			max = n
+	q := r.URL.Query()
+	maxItems, offset := -1, -1
+	for _, p := range []struct {
+		name string
+		dst  *int
+	}{{"max_items", &maxItems}, {"offset", &offset}} {
+		if v := q.Get(p.name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || (n < 0 && p.name == "max_items") {
+				// ComfyUI answers 500 for a non-integer (int() raises).
+				writeError(w, http.StatusBadRequest, "invalid_query", fmt.Sprintf("%s: %q is not an integer ≥ 0", p.name, v))
+				return
+			}
+			*p.dst = n
 		}
 	}
-	// Runs and cache hits together, oldest first by when they finished,
-	// so that max_items keeps the newest max of both.
-	type finished struct {
-		id    string
-		at    time.Time
-		entry map[string]any
-	}
-	var all []finished
-	for _, j := range c.terminalJobs(0) {
-		all = append(all, finished{j.ID, j.FinishedAt, c.hub.historyEntry(j)})
-	}
-	for _, hit := range c.hub.cachedHistory() {
-		all = append(all, finished{hit.id, hit.at, hit.entry})
-	}
-	sort.SliceStable(all, func(a, b int) bool { return all[a].at.Before(all[b].at) })
-	if max > 0 && len(all) > max {
-		all = all[len(all)-max:]
-	}
-	out := map[string]any{}
-	for _, f := range all {
-		out[f.id] = f.entry
+	all := c.finishedPrompts()
+	lo, hi := historyWindow(len(all), maxItems, offset)
+	out := orderedObject{}
+	for _, f := range all[lo:hi] {
+		out.add(f.id, f.entry)
 	}
 	httpjson.Write(w, http.StatusOK, out)
+}
+
+// historyWindow is the part [lo, hi) of n finished prompts that ComfyUI's
+// get_history returns for max_items and offset (-1: not given): a negative
+// offset with max_items means the last max_items; max_items 0 gives none.
+func historyWindow(n, maxItems, offset int) (lo, hi int) {
+	if offset < 0 && maxItems >= 0 {
+		offset = n - maxItems
+	}
+	lo, hi = min(max(offset, 0), n), n
+	if maxItems >= 0 {
+		hi = min(lo+maxItems, n)
+	}
+	return lo, hi
+}
+
+// finishedPrompt is one /history entry with the time it finished.
+type finishedPrompt struct {
+	id    string
+	at    time.Time
+	seq   float64
+	entry map[string]any
+}
+
+// finishedPrompts lists runs and cache hits in the order they finished;
+// equal times (a clock's resolution) go by number.
+func (c *comfy) finishedPrompts() []finishedPrompt {
+	var all []finishedPrompt
+	for _, j := range c.terminalJobs(0) {
+		all = append(all, finishedPrompt{j.ID, j.FinishedAt, float64(j.Seq), c.hub.historyEntry(j)})
+	}
+	for _, hit := range c.hub.cachedHistory() {
+		all = append(all, finishedPrompt{hit.id, hit.at, hit.number, hit.entry})
+	}
+	sort.SliceStable(all, func(a, b int) bool {
+		if !all[a].at.Equal(all[b].at) {
+			return all[a].at.Before(all[b].at)
+		}
+		return all[a].seq < all[b].seq
+	})
+	return all
+}
+
+// orderedObject is a JSON object that keeps its keys in insertion order:
+// ComfyUI clients read /history's order (the last key is the newest
+// prompt), which a Go map would sort by key.
+type orderedObject struct {
+	keys   []string
+	values []any
+}
+
+func (o *orderedObject) add(k string, v any) {
+	o.keys = append(o.keys, k)
+	o.values = append(o.values, v)
+}
+
+// MarshalJSON writes the keys in insertion order.
+func (o orderedObject) MarshalJSON() ([]byte, error) {
+	b := []byte{'{'}
+	for i, k := range o.keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		kb, err := json.Marshal(k)
+		if err != nil {
+			return nil, err
+		}
+		vb, err := json.Marshal(o.values[i])
+		if err != nil {
+			return nil, fmt.Errorf("history %s: %w", k, err)
+		}
+		b = append(append(append(b, kb...), ':'), vb...)
+	}
+	return append(b, '}'), nil
 }
 
 func (c *comfy) getHistoryID(w http.ResponseWriter, r *http.Request) {

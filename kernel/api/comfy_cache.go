@@ -37,13 +37,11 @@ type resultCache struct {
 type cacheEntry struct {
 	key    string
 	at     time.Time
-	number uint64
 	byHash map[string][]job.Output // output node hash → its files
 }
 
 // cacheHit is a prompt's outputs, renamed to its node ids.
 type cacheHit struct {
-	number  uint64
 	outputs []job.Output
 }
 
@@ -144,7 +142,7 @@ func (c *resultCache) store(j *job.Job) {
 		return
 	}
 	hashes, outs := canonical(g)
-	e := &cacheEntry{key: graphKey(hashes, outs), at: c.clk.Now(), number: j.Seq, byHash: map[string][]job.Output{}}
+	e := &cacheEntry{key: graphKey(hashes, outs), at: c.clk.Now(), byHash: map[string][]job.Output{}}
 	for _, o := range j.Outputs {
 		h := hashes[o.Node]
 		e.byHash[h] = append(e.byHash[h], o)
@@ -188,7 +186,7 @@ func (c *resultCache) lookup(req *PromptRequest) *cacheHit {
 	if e == nil {
 		return nil
 	}
-	hit := &cacheHit{number: e.number}
+	hit := &cacheHit{}
 	for _, id := range outs {
 		for _, o := range e.byHash[hashes[id]] {
 			if _, err := os.Stat(filepath.Join(c.outputDir, filepath.FromSlash(o.Subfolder), o.Filename)); err != nil {

@@ -492,6 +492,7 @@ func (h *hub) historyEntry(j *job.Job) map[string]any {
 type cachedPrompt struct {
 	id       string
 	at       time.Time // when it was answered, to order /history
+	number   float64
 	clientID string
 	entry    map[string]any
 	nodes    []string
@@ -500,14 +501,14 @@ type cachedPrompt struct {
 
 // answerFromCache records a cache hit in the history before the HTTP answer
 // and queues its messages for replayCached.
-func (h *hub) answerFromCache(req *PromptRequest, hit *cacheHit) {
+func (h *hub) answerFromCache(req *PromptRequest, hit *cacheHit, number float64) {
 	ts := h.nowMS()
 	nodes := make([]string, 0, req.Graph.Len())
 	for _, n := range req.Graph.Nodes() {
 		nodes = append(nodes, n.ID)
 	}
 	sort.Strings(nodes)
-	j := &job.Job{ID: req.PromptID, Seq: hit.number, ClientID: req.ClientID, Workflow: req.Workflow, Outputs: hit.outputs, State: job.Done}
+	j := &job.Job{ID: req.PromptID, Order: &number, ClientID: req.ClientID, Workflow: req.Workflow, Outputs: hit.outputs, State: job.Done}
 	h.rememberExtra(req.PromptID, req.ExtraData)
 	entry := h.historyEntry(j)
 	entry["status"] = map[string]any{"status_str": "success", "completed": true, "messages": []any{
@@ -527,7 +528,7 @@ func (h *hub) answerFromCache(req *PromptRequest, hit *cacheHit) {
 		wsMessage{"executing", map[string]any{"node": nil, "display_node": nil, "prompt_id": req.PromptID}})
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.hits[req.PromptID] = &cachedPrompt{id: req.PromptID, at: h.c.s.deps.Clock.Now(), clientID: req.ClientID, entry: entry, nodes: nodes, outputs: hit.outputs}
+	h.hits[req.PromptID] = &cachedPrompt{id: req.PromptID, at: h.c.s.deps.Clock.Now(), number: number, clientID: req.ClientID, entry: entry, nodes: nodes, outputs: hit.outputs}
 	h.hitSeq = append(h.hitSeq, req.PromptID)
 	h.pending[req.PromptID] = msgs
 	for len(h.hitSeq) > max(h.c.cfg.Cache.MaxEntries, 1) {

@@ -109,6 +109,13 @@ func (s *Store) Submit(ctx context.Context, job *Job) error {
 	return nil
 }
 
+// ReserveSeq hands out the next submission number without storing a job,
+// for a request answered without running (the ComfyUI API's result-cache
+// hits), so that its number is its own and never reused by a later Submit
+// while the process lives. The number is not persisted: after a restart a
+// job may get it again, when nothing that held it is left.
+func (s *Store) ReserveSeq() uint64 { return s.seq.Add(1) }
+
 // Start moves a queued job to running on worker: Attempts goes up by one and
 // StartedAt and Worker are set. It returns the full job (with its workflow).
 // A job that is no longer queued (started by someone else, cancelled) gives
