@@ -244,7 +244,15 @@ func newSimulator(ctx context.Context, cfg Config, models []Model, trace *Trace,
 		s.byJobID[j.id] = j
 		s.push(event{at: r.Time, kind: evArrive, job: j})
 	}
-	host, err := policy.NewHost(cfg.Policies, opts.Log, s.clk)
+	// A decision's deadline is wall time, by design (it bounds CPU spent in
+	// a guest). The simulator judges what policies decide, not how fast a
+	// busy machine runs them: with the live 50 ms a loaded machine made
+	// WASM gdsf time out and the fallback answer, so the same run gave
+	// another report. A generous deadline keeps runs reproducible and
+	// still stops a guest that loops.
+	pcfg := cfg.Policies
+	pcfg.CallTimeout = max(pcfg.CallTimeout, simCallTimeout)
+	host, err := policy.NewHost(pcfg, opts.Log, s.clk)
 	if err != nil {
 		return nil, fmt.Errorf("sim: policy host: %w", err)
 	}
@@ -592,6 +600,10 @@ func (s *simulator) remoteTime(bytes int64) time.Duration {
 // queuedViews describes the queue's window as the live dispatcher's
 // queuedViews does: each class's first perClass jobs, in arrival order
 // across classes, with that place as Seq.
+// simCallTimeout is the least per-decision deadline of the simulator's
+// policy host (see newSimulator).
+const simCallTimeout = time.Second
+
 func (s *simulator) queuedViews(perClass int) []dispatch.JobView {
 	head := s.head(perClass)
 	out := make([]dispatch.JobView, 0, len(head))
