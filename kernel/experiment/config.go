@@ -45,6 +45,9 @@ type Config struct {
 	// Shadow is the eviction shadow's section (kernel/shadow): which
 	// eviction policies the ghost caches replay live traffic under.
 	Shadow shadow.Config `koanf:"shadow"`
+	// Watch is how changes made by hand are watched and rolled back when
+	// they hurt (watch.go).
+	Watch WatchConfig `koanf:"watch"`
 }
 
 // DefaultConfig is the section's defaults, as configs/kiln.yaml has them.
@@ -122,6 +125,9 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("experiments.history: want at least 1"))
 	}
 	if err := c.Shadow.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Watch.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
