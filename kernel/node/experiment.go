@@ -14,12 +14,15 @@ import (
 // experiment running the router hands every decision straight to the
 // active policies.
 func (n *Node) openExperiments() error {
+	if err := n.openWatch(); err != nil {
+		return err
+	}
 	n.Router = experiment.NewRouter(experiment.Policies{
 		Scheduler: n.Policies.Scheduler(), Balancer: n.Policies.Balancer(),
 		Batcher: n.Policies.Batcher(), Evictor: n.Policies.Evictor(),
 	})
 	ctl, err := experiment.New(experiment.Options{
-		Config: n.cfg.Experiments, Host: n.Policies, Router: n.Router, Clock: n.opts.Clock,
+		Config: n.cfg.Experiments, Host: n.experimentHost(), Router: n.Router, Clock: n.opts.Clock,
 		Seed: uint64(n.opts.Clock.Now().UnixNano()), DataDir: n.cfg.DataDir,
 		Log: logging.Component(n.opts.Log, "experiment"),
 		Workers: func() []string {
@@ -71,8 +74,10 @@ func (n *Node) runExperiments(ctx context.Context) func() {
 		defer wg.Done()
 		n.Experiments.Follow(ctx, events)
 	}()
+	watchDone := n.runWatch(ctx)
 	return func() {
 		unsubscribe()
 		wg.Wait()
+		watchDone()
 	}
 }

@@ -76,6 +76,7 @@ type Node struct {
 	// runs canaries, A/B tests and switchbacks through it (experiment.go).
 	Router      *experiment.Router
 	Experiments *experiment.Controller
+	watch       *nodeWatch // the watch of changes made by hand (watch.go)
 	// Tuner is the background tuner of tune.auto (tune.go): it searches
 	// the active policies' parameters in the simulator and canaries what
 	// wins on a hold-out. Nil without an arrival recorder.
@@ -232,6 +233,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 					n.Metrics.JobFinished(string(j.Class), string(j.State), j.FinishedAt.Sub(j.CreatedAt).Seconds())
 				}
 				n.Experiments.JobFinished(j)
+				n.observeWatch(j)
 			},
 			ModelLoaded:  func(_ string, d time.Duration) { n.Metrics.ModelLoaded(d.Seconds()) },
 			ModelEvicted: func(string) { n.Metrics.ModelEvicted() },
@@ -256,7 +258,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		Metrics: n.Metrics, Limits: cfg.Limits, Clock: opts.Clock, Log: logging.Component(opts.Log, "api"),
 		OutputDir: outDir, Comfy: cfg.ComfyUI, Tiers: n.Tiers,
 		Policies: n.Policies.Handler(adminToken), AdminToken: adminToken,
-		Shadow: n.shadowHandler(), Trace: n.traceHandler(), Experiments: n.Experiments.Handler(),
+		Shadow: n.shadowHandler(), Trace: n.traceHandler(), Experiments: n.experimentsHandler(),
 		Tune: n.tuneHandler(),
 	})
 	return n, nil
