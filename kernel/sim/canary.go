@@ -41,8 +41,10 @@ type CanaryReport struct {
 	Kind      string `json:"kind"`
 	Candidate string `json:"candidate"`
 	Baseline  string `json:"baseline"`
-	// Verdict is promoted, rolled_back, or inconclusive (the trace ended
-	// before a decision).
+	// Verdict is promoted, rolled_back, or inconclusive (the canary's
+	// deadline passed, or the trace ended, before a decision: nothing was
+	// promoted). An A/B test or switchback has better, worse,
+	// no_difference or inconclusive.
 	Verdict string `json:"verdict"`
 	Reason  string `json:"reason"`
 	// DecidedAtS is virtual seconds from the trace's start to the decision
@@ -56,7 +58,7 @@ type CanaryReport struct {
 	Report *experiment.Report `json:"report,omitempty"`
 	// Power is, per gating metric, the smallest effect the experiment
 	// could have detected and the regression it rules out ("no
-	// regression larger than X"); empty when it ended undecided.
+	// regression larger than X"), at its end, whatever the verdict.
 	Power []experiment.Power `json:"power,omitempty"`
 }
 
