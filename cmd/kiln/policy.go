@@ -283,9 +283,40 @@ func cmdPolicy(args []string) error {
 					v.LoadedAt.Format(time.RFC3339), formatParams(v.Params))
 			}
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		return writeRecentChanges(os.Stdout, out.Policies)
 	}
 	return fmt.Errorf("unknown policy command %q\n\n%s", sub, policyUsage)
+}
+
+// recentChanges is how many of each kind's latest changes list shows
+// (--json has them all).
+const recentChanges = 3
+
+// writeRecentChanges lists each kind's latest changes after start-up —
+// activations, sets, rollbacks and why (a watch-rollback names the metric
+// that regressed) — so that an operator sees what undid their change.
+func writeRecentChanges(w io.Writer, kinds []policy.KindInfo) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	header := false
+	for _, k := range kinds {
+		var cs []policy.Change
+		for _, c := range k.Changes {
+			if c.Action != "start" {
+				cs = append(cs, c)
+			}
+		}
+		for _, c := range cs[max(len(cs)-recentChanges, 0):] {
+			if !header {
+				fmt.Fprintln(tw, "\nTIME\tKIND\tACTION\tFROM\tTO\tREASON")
+				header = true
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Time.Format(time.RFC3339), c.Kind, c.Action, c.From, c.To, c.Reason)
+		}
+	}
+	return tw.Flush()
 }
 
 // formatParams writes parameters as name=value, by name.
