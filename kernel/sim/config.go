@@ -199,6 +199,10 @@ type Options struct {
 	// followers when their turn comes): the sequence the live dispatcher's
 	// EventStarted events give, for comparing the two.
 	OnStart func(request int, worker string)
+	// OnEvict, when set, is called for every eviction from a host tier
+	// ("ram", "disk") in order, with the model evicted: the sequence the
+	// live tiers' evictions give, for comparing the two.
+	OnEvict func(tier, model string)
 	// Canary, when set, runs a canary with the live experiment controller
 	// in virtual time (canary.go) and adds its outcome to the report.
 	Canary *Canary

@@ -276,6 +276,7 @@ func newSimulator(ctx context.Context, cfg Config, models []Model, trace *Trace,
 	// The live dispatcher's decision core, over the same policy adapters
 	// a node gives it (kernel/node).
 	s.core = dispatch.Core{Scheduler: host.Scheduler(), Balancer: host.Balancer(), Evictor: host.Evictor(), Batcher: host.Batcher()}
+	s.ram.onEvict, s.disk.onEvict = opts.OnEvict, opts.OnEvict
 	if cfg.TierEvictor == nil {
 		// As kernel/node does, the host tiers evict through the active
 		// eviction policy too, each through its own adapter (tags and

@@ -46,8 +46,10 @@ type hostTier struct {
 	target   float64
 	used     int64
 	ev       tier.Evictor
-	entries  map[string]*hostEntry
-	stats    TierStats
+	// onEvict, when set, hears each eviction (Options.OnEvict).
+	onEvict func(tier, model string)
+	entries map[string]*hostEntry
+	stats   TierStats
 }
 
 type hostEntry struct {
@@ -128,6 +130,9 @@ func (t *hostTier) insert(id string, bytes int64, now, took time.Duration) []str
 				t.stats.Evictions++
 				t.stats.EvictedBytes += e.bytes
 				gone = append(gone, k)
+				if t.onEvict != nil {
+					t.onEvict(t.name, k)
+				}
 			}
 		}
 		if t.used+bytes > t.capacity {

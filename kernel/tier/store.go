@@ -97,10 +97,13 @@ func (s *store) get(sum string, count bool) *entry {
 		return nil
 	}
 	if count {
+		// A lookup this tier answered: a hit for the stats and for the
+		// entry (EntryView.Hits, ABI §9). The look after a promotion the
+		// caller's own miss brought in is neither.
 		s.st.Hits++
+		e.hits++
 	}
 	e.pins++
-	e.hits++
 	e.lastUse = s.clk.Now()
 	return e
 }
