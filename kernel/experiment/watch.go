@@ -149,9 +149,11 @@ type Watch struct {
 	ID       int           `json:"id"`
 	Change   WatchedChange `json:"change"`
 	OpenedAt time.Time     `json:"opened_at"`
-	EndsAt   time.Time     `json:"ends_at"`
-	State    string        `json:"state"`
-	Reason   string        `json:"reason,omitempty"`
+	// EndsAt is when the watch is judged: the window's end and a grace
+	// for the window's last jobs to finish (ended early when superseded).
+	EndsAt time.Time `json:"ends_at"`
+	State  string    `json:"state"`
+	Reason string    `json:"reason,omitempty"`
 	// ArrivalRatio is the arrival rate after over before.
 	ArrivalRatio float64           `json:"arrival_ratio,omitempty"`
 	Comparisons  []WatchComparison `json:"comparisons,omitempty"`
@@ -220,6 +222,13 @@ func NewWatcher(opts WatchOptions) (*Watcher, error) {
 		rolled: map[[2]string]int{}}, nil
 }
 
+// watchGrace is how long after the window's end the watch waits before it
+// judges: jobs belong to the window they were submitted in, and the last
+// ones submitted need time to finish. Those still running then are left
+// out, which can only hide a regression (they are the slow ones), never
+// invent one.
+func watchGrace(window time.Duration) time.Duration { return window / 4 }
+
 // watchSubWindow is the width of the sub-windows whose means are the
 // test's observations: a sixtieth of the window (15 s of the default
 // 15 min), at most a minute (the controller's paired window) and at least
@@ -233,6 +242,10 @@ func watchSubWindow(w time.Duration) time.Duration {
 
 // Config is the watcher's config, defaults filled.
 func (w *Watcher) Config() WatchConfig { return w.cfg }
+
+// JudgeAfter is how long after a change its watch is judged: the window
+// and the grace for its last jobs.
+func (w *Watcher) JudgeAfter() time.Duration { return w.cfg.Window + watchGrace(w.cfg.Window) }
 
 // Observe counts one finished job at the clock's now.
 func (w *Watcher) Observe(o Observation) {
@@ -271,7 +284,7 @@ func (w *Watcher) Changed(c WatchedChange) {
 	defer w.mu.Unlock()
 	w.supersede(now, fmt.Sprintf("%s %s → %s (%s) came before the window ended", c.Kind, c.From, c.To, c.Action))
 	w.nextID++
-	w.open = &Watch{ID: w.nextID, Change: c, OpenedAt: now, EndsAt: now.Add(w.cfg.Window), State: WatchOpen}
+	w.open = &Watch{ID: w.nextID, Change: c, OpenedAt: now, EndsAt: now.Add(w.JudgeAfter()), State: WatchOpen}
 	w.log.Info().Int("watch", w.open.ID).Str("kind", c.Kind).Str("from", c.From).Str("to", c.To).Str("action", c.Action).
 		Dur("window", w.cfg.Window).Msg("policy change watched")
 }
@@ -398,7 +411,7 @@ const (
 
 // judge compares the window after o's change with the one before it.
 func (w *Watcher) judge(o Watch) Watch {
-	start, end := o.OpenedAt.Add(-w.cfg.Window), o.EndsAt
+	start, end := o.OpenedAt.Add(-w.cfg.Window), o.OpenedAt.Add(w.cfg.Window)
 	alpha := (1 - w.cfg.Confidence) / float64(len(watchMetrics))
 	var arrivals [2]int
 	for _, ob := range w.obs {
@@ -485,8 +498,9 @@ func watchText(c WatchComparison) string {
 // time.
 func (w *Watcher) compare(m watchMetric, at time.Time, alpha float64) WatchComparison {
 	c := WatchComparison{Metric: m.name, Alpha: alpha, Verdict: "insufficient_data"}
-	// Sub-window means from the history's start (aligned on the change)
-	// to the window's end; NaN where no job finished.
+	// Per sub-window of submission time, from the history's start
+	// (aligned on the change) to the window's end: the sum and count of
+	// the metric over the jobs submitted then that have finished.
 	n := int(w.cfg.Window / w.sub)
 	hist := int(w.cfg.History / w.sub)
 	if len(w.obs) > 0 {
@@ -497,14 +511,14 @@ func (w *Watcher) compare(m watchMetric, at time.Time, alpha float64) WatchCompa
 	sums, cnts := make([]float64, hist+n), make([]float64, hist+n)
 	var tot [2]float64
 	for _, ob := range w.obs {
-		if ob.at.Before(from) || !ob.at.Before(at.Add(w.cfg.Window)) {
+		if ob.created.Before(from) || !ob.created.Before(at.Add(w.cfg.Window)) {
 			continue
 		}
 		x, ok := m.value(ob)
 		if !ok || math.IsNaN(x) || math.IsInf(x, 0) {
 			continue
 		}
-		i := min(int(ob.at.Sub(from)/w.sub), hist+n-1)
+		i := min(int(ob.created.Sub(from)/w.sub), hist+n-1)
 		sums[i] += x
 		cnts[i]++
 		if i >= hist-n {

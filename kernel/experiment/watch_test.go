@@ -89,7 +89,7 @@ func watchOnce(t testing.TB, seed uint64, factor, loadRate float64) (Watch, int)
 	s.run(15 * time.Minute)
 	s.w.Changed(WatchedChange{Kind: "scheduling", Action: "activate", From: "priority@1", To: "fifo@1"})
 	s.changed = true
-	s.run(10*time.Minute + time.Second)
+	s.run(13 * time.Minute) // the window and its grace
 	ws := s.w.Watches()
 	if len(ws) != 1 || ws[0].State == WatchOpen {
 		t.Fatalf("seed %d: watches %+v; want one, ended", seed, ws)
@@ -171,7 +171,7 @@ func TestWatchLifecycle(t *testing.T) {
 		s.run(15 * time.Minute)
 		s.w.Changed(WatchedChange{Kind: "scheduling", Action: "activate", From: "a@1", To: "b@1"})
 		s.changed = true
-		s.run(11 * time.Minute)
+		s.run(13 * time.Minute)
 		ws := s.w.Watches()
 		if len(ws) != 1 || ws[0].State != WatchKept || !strings.Contains(ws[0].Reason, "rollback failed") {
 			t.Errorf("watches %+v; want kept, the rollback failed", ws)
@@ -196,7 +196,7 @@ func TestWatchLifecycle(t *testing.T) {
 			t.Errorf("while open:\n%s", got)
 		}
 		s.changed = true
-		s.run(11 * time.Minute)
+		s.run(13 * time.Minute)
 		got := collectText(t, s.w)
 		if !strings.Contains(got, "kiln_policy_watches_open 0") || !strings.Contains(got, `kiln_policy_watch_rollbacks_total{kind="scheduling",reason="latency_s"} 1`) {
 			t.Errorf("after the rollback:\n%s", got)

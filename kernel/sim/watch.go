@@ -94,7 +94,7 @@ func (s *simulator) startWatch(spec *Watch) error {
 	ws.w = w
 	s.watch = ws
 	s.push(event{at: spec.At, kind: evPoll})
-	s.push(event{at: spec.At + w.Config().Window, kind: evPoll})
+	s.push(event{at: spec.At + w.JudgeAfter(), kind: evPoll})
 	return nil
 }
 

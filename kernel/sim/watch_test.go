@@ -6,11 +6,13 @@ import (
 	"math"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/experiment"
+	"github.com/kiln-gpu/kiln/kernel/stats"
 )
 
 // The watch's error-rate check (issue 14, "every change is watched";
@@ -61,10 +63,12 @@ var watchCases = []watchCase{
 }
 
 // watchRates runs n seeds of policy (the active one: A/A) at load and
-// counts rollbacks and inconclusive watches.
-func watchRates(t *testing.T, c watchCase, policy string, load float64, n int) (rolled, inconclusive int) {
+// counts rollbacks and inconclusive watches; reports are the watches, by
+// seed.
+func watchRates(t *testing.T, c watchCase, policy string, load float64, n int) (rolled, inconclusive int, reports []*WatchReport) {
 	for seed := range uint64(n) {
 		r := watchTrial(t, c.kind, c.active, policy, load, seed)
+		reports = append(reports, r)
 		switch r.State {
 		case experiment.WatchRolledBack:
 			rolled++
@@ -78,7 +82,48 @@ func watchRates(t *testing.T, c watchCase, policy string, load float64, n int) (
 			t.Errorf("%s %s seed %d: watch %s (%s); want a verdict", c.kind, policy, seed, r.State, r.Reason)
 		}
 	}
-	return rolled, inconclusive
+	return rolled, inconclusive, reports
+}
+
+// trueEffect is the median, over seeds, of what the bad policy did in the
+// window after the change: its after-window value against the A/A run's
+// on the same trace (relative for latency and load time, in points for
+// the deadline-miss rate), per gated metric.
+func trueEffect(aa, bad []*WatchReport) string {
+	var parts []string
+	for i, name := range []string{"latency_s", "deadline_miss_rate", "load_s"} {
+		var d []float64
+		for s := range aa {
+			a, b := afterOf(aa[s], name), afterOf(bad[s], name)
+			if math.IsNaN(a) || math.IsNaN(b) {
+				continue
+			}
+			if i == 1 {
+				d = append(d, b-a)
+			} else if a > 0 {
+				d = append(d, b/a-1)
+			}
+		}
+		if len(d) == 0 {
+			continue
+		}
+		m := stats.Median(d)
+		if i == 1 {
+			parts = append(parts, fmt.Sprintf("%s %+.3f", name, m))
+		} else {
+			parts = append(parts, fmt.Sprintf("%s %+.0f%%", name, 100*m))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func afterOf(r *WatchReport, metric string) float64 {
+	for _, c := range r.Watch.Comparisons {
+		if c.Metric == metric && c.Jobs[1] > 0 {
+			return c.After
+		}
+	}
+	return math.NaN()
 }
 
 func watchRuns(quick int) int {
@@ -103,7 +148,7 @@ func TestWatchErrorRates(t *testing.T) {
 		loads = []float64{0.3, 0.6, 0.9}
 	}
 	for _, load := range loads {
-		aa, inc := watchRates(t, watchCases[0], watchCases[0].active, load, n)
+		aa, inc, aaReps := watchRates(t, watchCases[0], watchCases[0].active, load, n)
 		t.Logf("load %.1f A/A: rolled back %s (Wilson 95%%), %d inconclusive", load, wilson(aa, n), inc)
 		p := float64(aa) / float64(n)
 		if lo, _ := wilsonBounds(aa, n); n >= 40 && p > 0.05 || lo > 0.05 {
@@ -111,9 +156,12 @@ func TestWatchErrorRates(t *testing.T) {
 		}
 		bad := 0
 		for _, c := range watchCases {
-			b, inc := watchRates(t, c, c.bad, load, n)
+			// Every A/A run is the same whichever kind re-activates its
+			// policy (the node's defaults), so one set serves all.
+			b, inc, reps := watchRates(t, c, c.bad, load, n)
 			bad += b
-			t.Logf("load %.1f %s %s: rolled back %s (Wilson 95%%), %d inconclusive", load, c.kind, c.bad, wilson(b, n), inc)
+			t.Logf("load %.1f %s %s: rolled back %s (Wilson 95%%), %d inconclusive; median effect in the window: %s",
+				load, c.kind, c.bad, wilson(b, n), inc, trueEffect(aaReps, reps))
 		}
 		if float64(bad)/float64(n*len(watchCases)) <= p {
 			t.Errorf("load %.1f: planted bad policies rolled back %d of %d, no more often than A/A changes (%d of %d)", load, bad, n*len(watchCases), aa, n)
