@@ -235,6 +235,7 @@ func nodeSpecTable() []nodeSpec {
 		spec("LoadImage", "image", outs("IMAGE", "MASK"), in{"image", []any{[]any{}, map[string]any{"image_upload": true, "kiln_input_files": true}}}),
 		spec("SaveImage", "image", outs(), link("images", "IMAGE"), strIn("filename_prefix", "ComfyUI", false)).output(),
 		spec("PreviewImage", "image", outs(), link("images", "IMAGE")).output(),
+		spec("SaveImageWebsocket", "image", outs(), link("images", "IMAGE")).output(),
 		spec("PrimitiveInt", "utils/primitive", outs("INT"), intIn("value", 0, -1<<63, int64(1<<63-1))),
 		spec("PrimitiveFloat", "utils/primitive", outs("FLOAT"), floatIn("value", 0, -1e308, 1e308, 0.01)),
 		spec("PrimitiveString", "utils/primitive", outs("STRING"), strIn("value", "", false)),

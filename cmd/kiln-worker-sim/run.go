@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -168,6 +169,7 @@ func init() {
 		"LoadImage":               (*execution).loadImage,
 		"SaveImage":               (*execution).save,
 		"PreviewImage":            (*execution).save,
+		"SaveImageWebsocket":      (*execution).saveWebsocket,
 	}
 	// Nodes that cost nothing measurable: they pass on what they receive.
 	for _, class := range []string{
@@ -483,8 +485,12 @@ func (e *execution) upscale(n *workflow.Node) (value, error) {
 	return out, e.charge(e.cost.UpscaleTime(out.width, out.height, out.batch, e.dev))
 }
 
-// save writes the node's images as PNGs, named as ComfyUI names them:
-// <prefix>_<NNNNN>_.png under <output_dir>/<job_id>[/<prefix's folder>].
+// save writes the node's images as PNGs, named as ComfyUI's SaveImage and
+// PreviewImage name them (folder_paths.get_save_image_path): the prefix's
+// folder is the subfolder of the output directory, and the file is
+// <name>_<NNNNN>_.png with a counter that continues after the highest one
+// already in that folder, across prompts and workers. PreviewImage's
+// prefix is "ComfyUI_temp_" and five random letters, as in ComfyUI.
 func (e *execution) save(n *workflow.Node) (value, error) {
 	img, ok := e.in(n, "images")
 	if !ok {
@@ -494,34 +500,111 @@ func (e *execution) save(n *workflow.Node) (value, error) {
 		img.width, img.height, img.batch = workflow.DefaultWidth, workflow.DefaultHeight, 1
 	}
 	typ, prefix := "output", "ComfyUI"
-	if n.ClassType == "PreviewImage" {
-		typ, prefix = "temp", "ComfyUI_temp"
-	}
 	if p, ok := n.Inputs["filename_prefix"].(string); ok && p != "" {
 		prefix = p
 	}
+	if n.ClassType == "PreviewImage" {
+		typ, prefix = "temp", "ComfyUI_temp_"+e.sim.randomLetters(5)
+	}
+	prefix = expandPrefix(prefix, img.width, img.height, e.sim.clock.Now())
 	clean := path.Clean(strings.ReplaceAll(prefix, "\\", "/"))
 	if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") || strings.ContainsRune(clean, 0) {
 		return value{}, fmt.Errorf("filename_prefix %q leaves the output directory", prefix)
 	}
-	dir, base := path.Split(clean)
-	subfolder := path.Join(e.jobID, dir)
+	subfolder, base := path.Split(clean)
+	subfolder = strings.TrimSuffix(subfolder, "/")
+	dir := filepath.Join(e.outDir, filepath.FromSlash(subfolder))
+	counter := nextCounter(dir, base)
 	for i := 0; i < img.batch; i++ {
 		if err := e.ctx.Err(); err != nil {
 			return value{}, err
 		}
-		e.counters[clean]++
-		name := fmt.Sprintf("%s_%05d_.png", base, e.counters[clean])
-		file := filepath.Join(e.outDir, filepath.FromSlash(subfolder), name)
-		if err := writePNG(file, img.width, img.height, img.seed+uint64(i)); err != nil {
+		name := strings.ReplaceAll(base, "%batch_num%", strconv.Itoa(i))
+		file, err := writeNewPNG(dir, name, &counter, img.width, img.height, img.seed+uint64(i))
+		if err != nil {
 			return value{}, err
 		}
 		e.outputs = append(e.outputs, wire.Output{
-			Node: n.ID, Filename: name, Subfolder: subfolder, Type: typ,
+			Node: n.ID, Filename: file, Subfolder: subfolder, Type: typ,
 			Width: img.width, Height: img.height,
 		})
 	}
 	return img, nil
+}
+
+// OutputWebsocket is the output type of a SaveImageWebsocket image: the
+// kernel sends the file to the prompt's WebSocket client as a binary frame
+// and then deletes it; it is not a saved output (see docs/comfyui.md).
+const OutputWebsocket = "websocket"
+
+// websocketDir is where SaveImageWebsocket images wait for the kernel,
+// below the output directory: a dot folder, so that no filename_prefix of
+// a SaveImage names it by accident.
+const websocketDir = ".websocket"
+
+// saveWebsocket is ComfyUI's SaveImageWebsocket: each image goes to the
+// client as a full-size PNG on the WebSocket instead of into the output
+// folder. The sim writes the PNGs under websocketDir/<job id> and reports
+// them as OutputWebsocket outputs; the kernel frames and sends them.
+// ComfyUI's node writes no metadata into these images.
+func (e *execution) saveWebsocket(n *workflow.Node) (value, error) {
+	img, ok := e.in(n, "images")
+	if !ok {
+		return value{}, fmt.Errorf("input images is not linked")
+	}
+	if !img.sized {
+		img.width, img.height, img.batch = workflow.DefaultWidth, workflow.DefaultHeight, 1
+	}
+	subfolder := path.Join(websocketDir, e.jobID)
+	for i := 0; i < img.batch; i++ {
+		if err := e.ctx.Err(); err != nil {
+			return value{}, err
+		}
+		name := fmt.Sprintf("%s_%05d.png", n.ID, i)
+		if err := writePNG(filepath.Join(e.outDir, filepath.FromSlash(subfolder), name), img.width, img.height, img.seed+uint64(i)); err != nil {
+			return value{}, err
+		}
+		e.outputs = append(e.outputs, wire.Output{
+			Node: n.ID, Filename: name, Subfolder: subfolder, Type: OutputWebsocket,
+			Width: img.width, Height: img.height,
+		})
+	}
+	return img, nil
+}
+
+// expandPrefix replaces the variables ComfyUI's get_save_image_path
+// expands in a filename prefix: %width%, %height% and the date and time.
+func expandPrefix(p string, w, h int, now time.Time) string {
+	if !strings.Contains(p, "%") {
+		return p
+	}
+	return strings.NewReplacer(
+		"%width%", strconv.Itoa(w), "%height%", strconv.Itoa(h),
+		"%year%", strconv.Itoa(now.Year()), "%month%", fmt.Sprintf("%02d", int(now.Month())),
+		"%day%", fmt.Sprintf("%02d", now.Day()), "%hour%", fmt.Sprintf("%02d", now.Hour()),
+		"%minute%", fmt.Sprintf("%02d", now.Minute()), "%second%", fmt.Sprintf("%02d", now.Second()),
+	).Replace(p)
+}
+
+// nextCounter is ComfyUI's counter for base in dir: one more than the
+// highest N of the files named base_N…, 1 when there are none.
+func nextCounter(dir, base string) int {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 1
+	}
+	highest := 0
+	for _, en := range entries {
+		rest, ok := strings.CutPrefix(en.Name(), base+"_")
+		if !ok {
+			continue
+		}
+		digits, _, _ := strings.Cut(rest, "_")
+		if n, err := strconv.Atoi(digits); err == nil && n > highest {
+			highest = n
+		}
+	}
+	return highest + 1
 }
 
 // intInput reads a literal integer input; absent or linked inputs give def.

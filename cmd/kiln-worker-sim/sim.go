@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"sort"
 	"strconv"
@@ -81,6 +82,19 @@ type model struct {
 }
 
 // newSim returns a sim with default costs that sleeps on clk.
+// previewLetters are the letters ComfyUI's PreviewImage draws its five
+// random prefix letters from (its list has "p" twice and no "w").
+const previewLetters = "abcdefghijklmnopqrstupvxyz"
+
+// randomLetters returns n letters of previewLetters.
+func (s *sim) randomLetters(n int) string {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = previewLetters[rand.IntN(len(previewLetters))]
+	}
+	return string(b)
+}
+
 func newSim(log zerolog.Logger, clk clock.Clock) *sim {
 	return &sim{
 		log:     log,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -362,37 +363,42 @@ func TestRunSD15LoRA(t *testing.T) {
 	if time.Duration(res.RunNanos) != want {
 		t.Errorf("RunNanos = %v, want %v", time.Duration(res.RunNanos), want)
 	}
-	wantOut := []wire.Output{{Node: "9", Filename: "ComfyUI_00001_.png", Subfolder: "job-1", Type: "output", Width: 512, Height: 512}}
+	wantOut := []wire.Output{{Node: "9", Filename: "ComfyUI_00001_.png", Subfolder: "", Type: "output", Width: 512, Height: 512}}
 	if res.JobID != "job-1" || !slices.Equal(res.Outputs, wantOut) {
 		t.Fatalf("result = %+v, want outputs %+v", res, wantOut)
 	}
-	file := filepath.Join(h.out, "job-1", "ComfyUI_00001_.png")
+	file := filepath.Join(h.out, "ComfyUI_00001_.png")
 	if w, ht := decodePNG(t, file); w != 512 || ht != 512 {
 		t.Errorf("PNG is %d×%d, want 512×512", w, ht)
 	}
 	first, _ := os.ReadFile(file)
 
-	// Same seed, other job: same bytes. Same job again: overwritten, not
-	// duplicated.
-	for _, job := range []string{"job-2", "job-1"} {
-		if _, _, err := h.run(context.Background(), job, wf); err != nil {
+	// Same seed, other job, or the same job again: same bytes, under the
+	// next name in the folder (ComfyUI's counter continues across
+	// prompts; nothing is overwritten).
+	for i, job := range []string{"job-2", "job-1"} {
+		res, _, err := h.run(context.Background(), job, wf)
+		if err != nil {
 			t.Fatalf("Run(%s): %v", job, err)
 		}
-		got, _ := os.ReadFile(filepath.Join(h.out, job, "ComfyUI_00001_.png"))
+		name := fmt.Sprintf("ComfyUI_%05d_.png", i+2)
+		if len(res.Outputs) != 1 || res.Outputs[0].Filename != name || res.Outputs[0].Subfolder != "" {
+			t.Fatalf("%s: outputs %+v, want %s", job, res.Outputs, name)
+		}
+		got, _ := os.ReadFile(filepath.Join(h.out, name))
 		if !bytes.Equal(got, first) {
 			t.Errorf("%s: PNG differs for the same seed", job)
 		}
 	}
-	entries, _ := os.ReadDir(filepath.Join(h.out, "job-1"))
-	if len(entries) != 1 {
-		t.Errorf("job-1 holds %d files after a re-run, want 1", len(entries))
+	if entries, _ := os.ReadDir(h.out); len(entries) != 3 {
+		t.Errorf("output folder holds %d files after three runs, want 3", len(entries))
 	}
 	// Another seed gives another picture.
 	wf["3"].(map[string]any)["inputs"].(map[string]any)["seed"] = 7.0
 	if _, _, err := h.run(context.Background(), "job-3", wf); err != nil {
 		t.Fatal(err)
 	}
-	other, _ := os.ReadFile(filepath.Join(h.out, "job-3", "ComfyUI_00001_.png"))
+	other, _ := os.ReadFile(filepath.Join(h.out, "ComfyUI_00004_.png"))
 	if bytes.Equal(other, first) {
 		t.Error("PNG is the same for another seed")
 	}
@@ -419,7 +425,7 @@ func TestRunExamples(t *testing.T) {
 				{"checkpoints/sd_xl_refiner_1.0.safetensors", "sdxl", 6_080_000_000},
 			},
 			wantSteps: map[string]int{"10": 20, "11": 5},
-			wantOut:   []wire.Output{{Node: "19", Filename: "ComfyUI_00001_.png", Subfolder: "j", Type: "output", Width: 1024, Height: 1024}},
+			wantOut:   []wire.Output{{Node: "19", Filename: "ComfyUI_00001_.png", Subfolder: "", Type: "output", Width: 1024, Height: 1024}},
 		},
 		{
 			file: "saintno-comfyui-sdk__example-txt2img-workflow.api.json",
@@ -429,15 +435,15 @@ func TestRunExamples(t *testing.T) {
 			},
 			wantSteps: map[string]int{"3": 8},
 			wantOut: []wire.Output{
-				{Node: "9", Filename: "ComfyUI_00001_.png", Subfolder: "j", Type: "output", Width: 512, Height: 512},
-				{Node: "12", Filename: "ComfyUI_00002_.png", Subfolder: "j", Type: "output", Width: 2048, Height: 2048},
+				{Node: "9", Filename: "ComfyUI_00001_.png", Subfolder: "", Type: "output", Width: 512, Height: 512},
+				{Node: "12", Filename: "ComfyUI_00002_.png", Subfolder: "", Type: "output", Width: 2048, Height: 2048},
 			},
 		},
 		{
 			file:      "worker-comfyui__workflow_sd3.api.json",
 			models:    []model{{"checkpoints/sd3_medium_incl_clips_t5xxlfp8.safetensors", "sd3", 10_900_000_000}},
 			wantSteps: map[string]int{"271": 28},
-			wantOut:   []wire.Output{{Node: "273", Filename: "sd3_00001_.png", Subfolder: "j/sd3", Type: "output", Width: 1152, Height: 768}},
+			wantOut:   []wire.Output{{Node: "273", Filename: "sd3_00001_.png", Subfolder: "sd3", Type: "output", Width: 1152, Height: 768}},
 		},
 		{
 			file: "worker-comfyui__workflow_flux1_dev.api.json",
@@ -448,16 +454,16 @@ func TestRunExamples(t *testing.T) {
 				{"diffusion_models/flux1-dev.safetensors", "flux", 11_900_000_000},
 			},
 			wantSteps: map[string]int{"13": 4},
-			wantOut:   []wire.Output{{Node: "9", Filename: "ComfyUI_00001_.png", Subfolder: "j", Type: "output", Width: 1024, Height: 1024}},
+			wantOut:   []wire.Output{{Node: "9", Filename: "ComfyUI_00001_.png", Subfolder: "", Type: "output", Width: 1024, Height: 1024}},
 		},
 		{
 			file:      "worker-comfyui__test_input.api.json",
 			models:    []model{{"checkpoints/flux1-dev-fp8.safetensors", "flux", 17_200_000_000}},
 			wantSteps: map[string]int{"31": 10},
 			wantOut: []wire.Output{ // two SaveImage nodes share the prefix and its counter
-				{Node: "9", Filename: "ComfyUI_00001_.png", Subfolder: "j", Type: "output", Width: 512, Height: 512},
-				{Node: "38", Filename: "ComfyUI_temp_00001_.png", Subfolder: "j", Type: "temp", Width: 512, Height: 512},
-				{Node: "40", Filename: "ComfyUI_00002_.png", Subfolder: "j", Type: "output", Width: 512, Height: 512},
+				{Node: "9", Filename: "ComfyUI_00001_.png", Subfolder: "", Type: "output", Width: 512, Height: 512},
+				{Node: "38", Filename: "ComfyUI_temp_?????_00001_.png", Subfolder: "", Type: "temp", Width: 512, Height: 512},
+				{Node: "40", Filename: "ComfyUI_00002_.png", Subfolder: "", Type: "output", Width: 512, Height: 512},
 			},
 		},
 	} {
@@ -470,19 +476,26 @@ func TestRunExamples(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Run: %v", err)
 			}
-			got := map[string]int{}
+			steps := map[string]int{}
 			for _, p := range prog {
-				got[p.Node]++
+				steps[p.Node]++
 				if p.Max != tc.wantSteps[p.Node] {
 					t.Errorf("progress %+v: max want %d", p, tc.wantSteps[p.Node])
 				}
 			}
 			for node, n := range tc.wantSteps {
-				if got[node] != n {
-					t.Errorf("node %s: %d progress messages, want %d", node, got[node], n)
+				if steps[node] != n {
+					t.Errorf("node %s: %d progress messages, want %d", node, steps[node], n)
 				}
 			}
-			if !slices.Equal(res.Outputs, tc.wantOut) {
+			// PreviewImage's five random letters, as in ComfyUI.
+			got := slices.Clone(res.Outputs)
+			for i := range got {
+				if f, ok := strings.CutPrefix(got[i].Filename, "ComfyUI_temp_"); ok && len(f) > 5 {
+					got[i].Filename = "ComfyUI_temp_?????" + f[5:]
+				}
+			}
+			if !slices.Equal(got, tc.wantOut) {
 				t.Fatalf("outputs = %+v\nwant %+v", res.Outputs, tc.wantOut)
 			}
 			for _, o := range res.Outputs {
@@ -511,8 +524,8 @@ func TestRunBatch(t *testing.T) {
 	if !slices.Equal(names, want) {
 		t.Fatalf("files = %v, want %v", names, want)
 	}
-	a, _ := os.ReadFile(filepath.Join(h.out, "b", want[0]))
-	b, _ := os.ReadFile(filepath.Join(h.out, "b", want[1]))
+	a, _ := os.ReadFile(filepath.Join(h.out, want[0]))
+	b, _ := os.ReadFile(filepath.Join(h.out, want[1]))
 	if bytes.Equal(a, b) {
 		t.Error("images of one batch are identical")
 	}
@@ -660,5 +673,64 @@ func BenchmarkWritePNG1024(b *testing.B) {
 		if err := writePNG(filepath.Join(dir, "x.png"), 1024, 1024, uint64(i)); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestRunSaveImageWebsocket(t *testing.T) {
+	h := newHarness(t, 80*gib)
+	wf := h.loadSD15LoRA()
+	wf["5"].(map[string]any)["inputs"].(map[string]any)["batch_size"] = 2.0
+	wf["9"] = map[string]any{"class_type": "SaveImageWebsocket", "inputs": map[string]any{"images": []any{"8", 0.0}}}
+	res, _, err := h.run(context.Background(), "ws-job", wf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []wire.Output{
+		{Node: "9", Filename: "9_00000.png", Subfolder: ".websocket/ws-job", Type: OutputWebsocket, Width: 512, Height: 512},
+		{Node: "9", Filename: "9_00001.png", Subfolder: ".websocket/ws-job", Type: OutputWebsocket, Width: 512, Height: 512},
+	}
+	if !slices.Equal(res.Outputs, want) {
+		t.Fatalf("outputs = %+v, want %+v", res.Outputs, want)
+	}
+	for _, o := range res.Outputs {
+		if w, ht := decodePNG(t, filepath.Join(h.out, filepath.FromSlash(o.Subfolder), o.Filename)); w != 512 || ht != 512 {
+			t.Errorf("%s is %d×%d", o.Filename, w, ht)
+		}
+	}
+	// Nothing is saved as an output: the next SaveImage starts at 1.
+	if n := nextCounter(h.out, "ComfyUI"); n != 1 {
+		t.Errorf("next ComfyUI counter = %d after a websocket save, want 1", n)
+	}
+}
+
+func TestSaveCounterAcrossConcurrentRuns(t *testing.T) {
+	h := newHarness(t, 80*gib)
+	wf := h.loadSD15LoRA()
+	var wg sync.WaitGroup
+	names := make(chan string, 8)
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, _, err := h.run(context.Background(), fmt.Sprintf("c%d", i), wf)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for _, o := range res.Outputs {
+				names <- o.Filename
+			}
+		}()
+	}
+	wg.Wait()
+	close(names)
+	var got []string
+	for n := range names {
+		got = append(got, n)
+	}
+	slices.Sort(got)
+	want := []string{"ComfyUI_00001_.png", "ComfyUI_00002_.png", "ComfyUI_00003_.png", "ComfyUI_00004_.png"}
+	if !slices.Equal(got, want) {
+		t.Errorf("files of four concurrent runs = %v, want %v", got, want)
 	}
 }
