@@ -20,6 +20,7 @@ const simUsage = `usage:
            [--ram-bytes N] [--disk-bytes N] [--remote-bytes-per-s F]
            [--tune KIND=POLICY [--budget N] [--objective mean_latency|p95_latency|p99_latency|slo_miss|load_time]]
            [--canary KIND=POLICY[@V] [--steps 5,25,50,100] [--guard 'p95<=30s']... [--unit workers|traffic]]
+           [--watch KIND=POLICY[@V]@T]   (activate by hand at T, e.g. scheduling=fifo@90m; the watch judges it)
   kiln sim gen --kind zipf|bursty|diurnal --out DIR [--jobs N] [--rate F] [--checkpoints N] [--zipf-s F]
            [--drift DUR] [--burst-factor F] [--on DUR] [--off DUR] [--period DUR] [--amplitude F]
            [--interactive F] [--deadline-ms N] [--seed N]
@@ -55,6 +56,7 @@ func cmdSim(args []string) error {
 	var canaryGuards []string
 	fs.Func("guard", "--canary: a guard such as 'p95<=30s' (repeatable)", func(g string) error { canaryGuards = append(canaryGuards, g); return nil })
 	canaryUnit := fs.String("unit", "", "--canary: workers or traffic (default: workers with two or more workers)")
+	watch := fs.String("watch", "", "KIND=POLICY[@V]@T: activate POLICY at virtual time T and let the watch (experiments.watch) judge it")
 	var cf configFlags
 	cf.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -116,6 +118,14 @@ func cmdSim(args []string) error {
 		}
 		spec.Guards, spec.Unit = canaryGuards, experiment.Unit(*canaryUnit)
 		opts.Canary = &sim.Canary{Spec: spec, Config: cfg.Experiments, Seed: uint64(*seed)}
+	}
+	if *watch != "" {
+		w, err := sim.ParseWatch(*watch)
+		if err != nil {
+			return err
+		}
+		w.Config = cfg.Experiments.Watch
+		opts.Watch = &w
 	}
 	rep, err := sim.Run(context.Background(), sc, models, trace, opts)
 	if err != nil {

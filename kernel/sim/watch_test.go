@@ -179,19 +179,24 @@ func wilsonBounds(x, n int) (lo, hi float64) {
 	return max(c-h, 0), min(c+h, 1)
 }
 
-func TestWatchDebugSim(t *testing.T) {
-	if os.Getenv("KILN_WATCH_DEBUG") == "" {
-		t.Skip()
-	}
-	for _, c := range watchCases {
-		for seed := range uint64(3) {
-			for _, pol := range []string{c.active, c.bad} {
-				r := watchTrial(t, c.kind, c.active, pol, 0.9, seed)
-				fmt.Printf("%s %s seed %d: %s %s ratio %.2f\n", c.kind, pol, seed, r.State, r.Reason, r.Watch.ArrivalRatio)
-				for _, cm := range r.Watch.Comparisons {
-					fmt.Printf("   %s %.3g → %.3g low %.3g thr %.3g %s\n", cm.Metric, cm.Before, cm.After, cm.Low, cm.Threshold, cm.Verdict)
-				}
+func TestParseWatch(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    Watch
+		wantErr bool
+	}{
+		{in: "scheduling=fifo@90m", want: Watch{At: 90 * time.Minute, Kind: "scheduling", Policy: "fifo"}},
+		{in: "eviction=mine@2@1h", want: Watch{At: time.Hour, Kind: "eviction", Policy: "mine@2"}},
+		{in: "scheduling=fifo", wantErr: true},
+		{in: "fifo@90m", wantErr: true},
+		{in: "scheduling=fifo@soon", wantErr: true},
+		{in: "scheduling=@5m", wantErr: true},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := ParseWatch(tc.in)
+			if (err != nil) != tc.wantErr || err == nil && (got.At != tc.want.At || got.Kind != tc.want.Kind || got.Policy != tc.want.Policy) {
+				t.Errorf("ParseWatch(%q) = %+v, %v; want %+v, err=%v", tc.in, got, err, tc.want, tc.wantErr)
 			}
-		}
+		})
 	}
 }
