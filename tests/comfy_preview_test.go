@@ -125,14 +125,22 @@ func TestComfyPreviewFrames(t *testing.T) {
 		name     string
 		clientID string
 		metadata bool   // sends feature_flags with supports_preview_metadata
-		wantType uint32 // of every binary frame
+		method   string // extra_data.preview_method; kiln's default is none
+		wantType uint32 // of every binary frame; 0: none at all
 	}{
+		// Previews are off by default (ComfyUI's --preview-method none):
+		// a client that keeps every binary frame gets none.
+		{name: "none by default", clientID: "legacy", wantType: 0},
+		{name: "none asked", clientID: "meta", metadata: true, method: "none", wantType: 0},
 		// Prompts run one after the other and both sockets stay open:
 		// a preview sent to the wrong client shows up in that client's
 		// next window and fails its count or its prompt id.
-		{name: "type 1", clientID: "legacy", wantType: 1},
-		{name: "type 4 with supports_preview_metadata", clientID: "meta", metadata: true, wantType: 4},
-		{name: "type 1 again", clientID: "legacy", wantType: 1},
+		// A prompt opts in with extra_data.preview_method, as ComfyUI's
+		// frontend does.
+		{name: "type 1", clientID: "legacy", method: "auto", wantType: 1},
+		{name: "type 4 with supports_preview_metadata", clientID: "meta", metadata: true, method: "taesd", wantType: 4},
+		{name: "type 1 again", clientID: "legacy", method: "latent2rgb", wantType: 1},
+		{name: "default again", clientID: "legacy", method: "default", wantType: 0},
 	} {
 		seed := 1000 + i // distinct seeds: a cache hit sends no progress
 		t.Run(tc.name, func(t *testing.T) {
@@ -160,7 +168,11 @@ func TestComfyPreviewFrames(t *testing.T) {
 					}
 				}
 			}
-			code, ans := k.postJSON("/prompt", map[string]any{"prompt": loadWorkflow(t, txt2img, steps, seed), "client_id": tc.clientID})
+			req := map[string]any{"prompt": loadWorkflow(t, txt2img, steps, seed), "client_id": tc.clientID}
+			if tc.method != "" {
+				req["extra_data"] = map[string]any{"preview_method": tc.method}
+			}
+			code, ans := k.postJSON("/prompt", req)
 			if code != 200 {
 				t.Fatalf("/prompt: %d %v", code, ans)
 			}
@@ -173,8 +185,10 @@ func TestComfyPreviewFrames(t *testing.T) {
 			for done := false; !done; {
 				f := ws.next(t)
 				if f.binary {
-					if lastText != "progress" {
-						t.Errorf("binary frame after %q; ComfyUI sends a preview right after its progress", lastText)
+					// ComfyUI's progress hook: progress_state, the type 4
+					// frame, progress, the type 1 frame.
+					if want := map[uint32]string{1: "progress", 4: "progress_state"}[tc.wantType]; lastText != want {
+						t.Errorf("binary frame after %q; ComfyUI sends a type %d preview right after %s", lastText, tc.wantType, want)
 					}
 					previews = append(previews, parsePreview(t, f.data))
 					continue
@@ -190,6 +204,12 @@ func TestComfyPreviewFrames(t *testing.T) {
 				case typ == "executing" && d["node"] == nil:
 					done = true
 				}
+			}
+			if tc.wantType == 0 {
+				if len(progress) != steps || len(previews) != 0 {
+					t.Fatalf("%d progress messages and %d previews; want %d and none", len(progress), len(previews), steps)
+				}
+				return
 			}
 			if len(progress) != steps || len(previews) != len(progress) {
 				t.Fatalf("%d progress messages and %d previews; want %d of each", len(progress), len(previews), steps)

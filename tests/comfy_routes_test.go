@@ -163,6 +163,11 @@ func TestComfyRoutes(t *testing.T) {
 	}
 
 	t.Run("view", func(t *testing.T) {
+		// Outputs are in the output folder itself (SaveImage's prefix has
+		// no folder), so the directory case gets one of its own.
+		if err := os.MkdirAll(filepath.Join(dataDir, "output", "a-folder"), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		out := url.Values{"filename": {firstImage["filename"].(string)}, "subfolder": {firstImage["subfolder"].(string)}, "type": {"output"}}
 		for _, tc := range []struct {
 			name  string
@@ -182,7 +187,7 @@ func TestComfyRoutes(t *testing.T) {
 			{"absolute subfolder stays inside", url.Values{"filename": {"passwd"}, "subfolder": {"/etc"}, "type": {"output"}}, 404},
 			{"missing file", url.Values{"filename": {"nope_00001_.png"}, "subfolder": out["subfolder"], "type": {"output"}}, 404},
 			{"missing input", url.Values{"filename": {"nope.png"}, "type": {"input"}}, 404},
-			{"a directory", url.Values{"filename": out["subfolder"], "type": {"output"}}, 404},
+			{"a directory", url.Values{"filename": {"a-folder"}, "type": {"output"}}, 404},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				code, ct, data := view(t, k, tc.query)
@@ -455,10 +460,10 @@ func TestComfyRoutes(t *testing.T) {
 				}
 			})
 		}
-		// A malformed max_items is ignored too, as ComfyUI's int() would
-		// refuse it: the whole history comes back.
-		if a, b := k.getJSON("/history"), k.getJSON("/history?max_items=many"); !reflect.DeepEqual(a, b) {
-			t.Errorf("/history?max_items=many differs from /history")
+		// A malformed max_items is refused with 400 in JSON (ComfyUI's
+		// int() raises, and it answers 500).
+		if code, body := k.do("GET", "/history?max_items=many", nil); code != 400 {
+			t.Errorf("/history?max_items=many: %d %s, want 400", code, body)
 		}
 	})
 
@@ -479,8 +484,22 @@ func TestComfyRoutes(t *testing.T) {
 				if id == origID {
 					t.Fatal("the cache hit reused the prompt id")
 				}
-				if got, want := types(msgs), []string{"execution_start", "execution_cached", "executed", "execution_success"}; !reflect.DeepEqual(got, want) {
+				// As ComfyUI runs a fully cached prompt: each node in
+				// execution order marked finished (progress_state), the
+				// output node's executed before its own.
+				want := []string{"execution_start", "execution_cached"}
+				for range len(tc.graph) - 1 {
+					want = append(want, "progress_state")
+				}
+				want = append(want, "executed", "progress_state", "execution_success")
+				if got := types(msgs); !reflect.DeepEqual(got, want) {
 					t.Fatalf("messages %v, want %v", got, want)
+				}
+				last := msgs[len(msgs)-2]["data"].(map[string]any)["nodes"].(map[string]any)
+				for id := range tc.graph {
+					if n, _ := last[id].(map[string]any); n["state"] != "finished" {
+						t.Errorf("last progress_state: node %s is %v", id, last[id])
+					}
 				}
 				cached := toStrings(msgs[1]["data"].(map[string]any)["nodes"])
 				if want := sortedKeys(tc.graph); !reflect.DeepEqual(cached, want) {

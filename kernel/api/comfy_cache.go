@@ -100,6 +100,20 @@ func canonical(graph map[string]any) (map[string]string, []string) {
 	return hashes, outs
 }
 
+// uncacheable reports whether a graph must run every time: one with a
+// SaveImageWebsocket node, which sends its images to the client as it runs
+// and keeps no files (its IS_CHANGED is the time in ComfyUI, so ComfyUI
+// runs it again too).
+func uncacheable(graph map[string]any) bool {
+	for _, n := range graph {
+		node, _ := n.(map[string]any)
+		if class, _ := node["class_type"].(string); class == "SaveImageWebsocket" {
+			return true
+		}
+	}
+	return false
+}
+
 func linkID(v any) (string, bool) {
 	switch x := v.(type) {
 	case string:
@@ -138,7 +152,7 @@ func (c *resultCache) store(j *job.Job) {
 		return
 	}
 	g := decodeGraph(j.Workflow)
-	if g == nil {
+	if g == nil || uncacheable(g) {
 		return
 	}
 	hashes, outs := canonical(g)
@@ -166,7 +180,7 @@ func (c *resultCache) lookup(req *PromptRequest) *cacheHit {
 		return nil
 	}
 	g := decodeGraph(req.Workflow)
-	if g == nil {
+	if g == nil || uncacheable(g) {
 		return nil
 	}
 	hashes, outs := canonical(g)

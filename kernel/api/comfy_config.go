@@ -19,9 +19,18 @@ type ComfyConfig struct {
 	// Keepalive is how often an idle WebSocket gets a status frame;
 	// ComfyUI clients reconnect after 10 s of silence.
 	Keepalive time.Duration `koanf:"keepalive"`
+	// PreviewMethod is ComfyUI's --preview-method: "none" (the default, as
+	// in ComfyUI) sends no sampler previews; "auto", "latent2rgb" or
+	// "taesd" forward the workers' previews as binary frames. A prompt may
+	// choose for itself with extra_data.preview_method, as ComfyUI's
+	// executor allows ("default" or none: this setting).
+	PreviewMethod string `koanf:"preview_method"`
 	// Cache configures the result cache.
 	Cache ComfyCacheConfig `koanf:"cache"`
 }
+
+// previewMethods are ComfyUI's LatentPreviewMethod values.
+var previewMethods = map[string]bool{"none": true, "auto": true, "latent2rgb": true, "taesd": true}
 
 // ComfyCacheConfig bounds the result cache: a /prompt whose canonical graph
 // matches a finished one is answered from it without running.
@@ -35,6 +44,9 @@ type ComfyCacheConfig struct {
 func (c ComfyConfig) WithDefaults() ComfyConfig {
 	if c.DefaultClass == "" {
 		c.DefaultClass = string(job.Interactive)
+	}
+	if c.PreviewMethod == "" {
+		c.PreviewMethod = "none"
 	}
 	if c.Keepalive == 0 {
 		c.Keepalive = 5 * time.Second
@@ -60,6 +72,8 @@ func (c ComfyConfig) Validate() error {
 		return fmt.Errorf("comfyui.default_class: %q is not one of interactive, batch", c.DefaultClass)
 	case c.Keepalive < 100*time.Millisecond || c.Keepalive > 9*time.Second:
 		return fmt.Errorf("comfyui.keepalive: must be between 100ms and 9s (clients give up after 10s), got %s", c.Keepalive)
+	case !previewMethods[c.PreviewMethod]:
+		return fmt.Errorf("comfyui.preview_method: %q is not one of none, auto, latent2rgb, taesd", c.PreviewMethod)
 	case c.Cache.MaxEntries < 0:
 		return errors.New("comfyui.cache.max_entries: must be ≥ 0")
 	case c.Cache.MaxAge < 0:

@@ -23,12 +23,12 @@ func TestPreviewFrames(t *testing.T) {
 		t.Run(tc.format, func(t *testing.T) {
 			e := dispatch.Event{Type: dispatch.EventProgress, JobID: "p1", Node: "3", Value: 1, Max: 2, Preview: img, PreviewFormat: tc.format}
 
-			b := previewFrame(e)
+			b := previewFrame(e.PreviewFormat, e.Preview)
 			if typ, f := binary.BigEndian.Uint32(b), binary.BigEndian.Uint32(b[4:]); typ != 1 || f != tc.wantFormat || !bytes.Equal(b[8:], img) {
 				t.Errorf("type 1 frame: type %d format %d image %q; want 1 %d %q", typ, f, b[8:], tc.wantFormat, img)
 			}
 
-			b = previewWithMetadataFrame(e)
+			b = previewWithMetadataFrame(e.JobID, e.Node, e.PreviewFormat, e.Preview)
 			if typ := binary.BigEndian.Uint32(b); typ != 4 {
 				t.Fatalf("type 4 frame: type %d", typ)
 			}

@@ -5,7 +5,10 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,6 +39,10 @@ type hub struct {
 // runState is what the hub remembers of a running prompt.
 type runState struct {
 	lastNode string
+	// nodes is the prompt's progress registry, as ComfyUI's
+	// comfy_execution.progress keeps it: every node that started, in
+	// order, with its state, for progress_state messages.
+	nodes    []*nodeProgress
 	executed []string
 }
 
@@ -43,6 +50,9 @@ type runState struct {
 type wsMessage struct {
 	Type string `json:"type"`
 	Data any    `json:"data"`
+	// broadcast sends a queued message to every client, not the
+	// prompt's (progress_state, as ComfyUI sends it).
+	broadcast bool
 }
 
 // wsConn is one WebSocket client.
@@ -128,20 +138,33 @@ func (h *hub) handle(e dispatch.Event) {
 			h.runs[id] = rs
 		}
 		newNode := rs.lastNode != e.Node
+		var finishedState, startState, stepState map[string]any
 		if newNode {
+			if rs.lastNode != "" {
+				rs.progress(rs.lastNode).finish()
+				finishedState = rs.progressState(id)
+			}
 			rs.lastNode = e.Node
 			rs.executed = append(rs.executed, e.Node)
+			rs.progress(e.Node).start()
+			startState = rs.progressState(id)
+		}
+		if e.Max > 0 {
+			rs.progress(e.Node).update(e.Value, e.Max)
+			stepState = rs.progressState(id)
 		}
 		h.mu.Unlock()
+		if finishedState != nil {
+			h.send("", "progress_state", finishedState)
+		}
 		if newNode {
+			// ComfyUI marks the node started (progress_state) before
+			// it sends "executing".
+			h.send("", "progress_state", startState)
 			h.send(e.ClientID, "executing", map[string]any{"node": e.Node, "display_node": e.Node, "prompt_id": id})
 		}
 		if e.Max > 0 {
-			h.send(e.ClientID, "progress", map[string]any{"value": e.Value, "max": e.Max, "prompt_id": id, "node": e.Node})
-		}
-		if len(e.Preview) > 0 {
-			// After its progress message, as ComfyUI sends them.
-			h.sendPreview(e)
+			h.sendStep(e.ClientID, id, e.Node, e.Value, e.Max, stepState, e.PreviewFormat, e.Preview, h.previewsOn(id), false)
 		}
 	case dispatch.EventRequeued, dispatch.EventPreempted:
 		h.broadcastStatus()
@@ -161,14 +184,32 @@ func (h *hub) finished(e dispatch.Event) {
 	delete(h.runs, id)
 	h.mu.Unlock()
 	ts := h.nowMS()
+	defer h.removeWebsocketImages(e.Outputs)
 	switch e.State {
 	case job.Done:
-		for _, node := range outputNodes(e.Outputs) {
+		j, jerr := h.c.s.deps.Store.Get(id)
+		if jerr == nil {
+			h.writePNGInfo(id, j.Workflow, savedOutputs(e.Outputs))
+		}
+		h.sendWebsocketImages(e, rs)
+		if rs != nil {
+			h.mu.Lock()
+			for _, n := range rs.nodes {
+				n.finish()
+			}
+			st := rs.progressState(id)
+			h.mu.Unlock()
+			if len(rs.nodes) > 0 {
+				h.send("", "progress_state", st)
+			}
+		}
+		saved := savedOutputs(e.Outputs)
+		for _, node := range outputNodes(saved) {
 			h.send(e.ClientID, "executed", map[string]any{"node": node, "display_node": node,
-				"output": map[string]any{"images": imagesOf(e.Outputs, node)}, "prompt_id": id})
+				"output": map[string]any{"images": imagesOf(saved, node)}, "prompt_id": id})
 		}
 		h.send(e.ClientID, "execution_success", map[string]any{"prompt_id": id, "timestamp": ts})
-		if j, err := h.c.s.deps.Store.Get(id); err == nil {
+		if jerr == nil {
 			h.cache.store(j)
 		}
 	case job.Failed:
@@ -180,6 +221,161 @@ func (h *hub) finished(e dispatch.Event) {
 		h.send(e.ClientID, "execution_interrupted", h.interruptedData(id, rs, ts))
 	}
 	h.send(e.ClientID, "executing", map[string]any{"node": nil, "display_node": nil, "prompt_id": id})
+}
+
+// sendStep sends one progress step in ComfyUI's order (main.py's progress
+// hook): progress_state (to every client, as ComfyUI's WebUIProgressHandler
+// sends it), the image as a type 4 frame to clients that support preview
+// metadata, "progress" to the prompt's client, then the image as a type 1
+// frame to the clients without the flag. state nil sends no progress_state.
+func (h *hub) sendStep(clientID, id, node string, value, max int, state map[string]any, format string, img []byte, withImage, output bool) {
+	if state != nil {
+		h.send("", "progress_state", state)
+	}
+	withImage = withImage && len(img) > 0
+	if withImage {
+		h.sendImage(clientID, id, node, format, img, output, true)
+	}
+	h.send(clientID, "progress", map[string]any{"value": value, "max": max, "prompt_id": id, "node": node})
+	if withImage {
+		h.sendImage(clientID, id, node, format, img, output, false)
+	}
+}
+
+// nodeProgress is one node's entry in a prompt's progress registry.
+type nodeProgress struct {
+	id         string
+	state      string // running, finished (ComfyUI's NodeState; pending nodes are not sent)
+	value, max float64
+}
+
+func (n *nodeProgress) start()          { n.state, n.value, n.max = "running", 0, 1 }
+func (n *nodeProgress) update(v, m int) { n.state, n.value, n.max = "running", float64(v), float64(m) }
+func (n *nodeProgress) finish()         { n.state, n.value = "finished", n.max }
+
+// progress returns node's registry entry, adding it when new.
+func (rs *runState) progress(node string) *nodeProgress {
+	for _, n := range rs.nodes {
+		if n.id == node {
+			return n
+		}
+	}
+	n := &nodeProgress{id: node, max: 1}
+	rs.nodes = append(rs.nodes, n)
+	return n
+}
+
+// progressState is a progress_state message's data: every node that has
+// started, with ComfyUI's fields (kiln has no subgraphs: the display and
+// real node are the node, and there is no parent).
+func (rs *runState) progressState(id string) map[string]any {
+	nodes := map[string]any{}
+	for _, n := range rs.nodes {
+		nodes[n.id] = map[string]any{"value": n.value, "max": n.max, "state": n.state, "node_id": n.id,
+			"prompt_id": id, "display_node_id": n.id, "parent_node_id": nil, "real_node_id": n.id}
+	}
+	return map[string]any{"prompt_id": id, "nodes": nodes}
+}
+
+// previewsOn reports whether a prompt's sampler previews go to its client:
+// its extra_data.preview_method when it names one of ComfyUI's methods
+// (ComfyUI's executor calls set_preview_method with it for every prompt),
+// else comfyui.preview_method; "none" turns them off.
+func (h *hub) previewsOn(id string) bool {
+	h.mu.Lock()
+	m, _ := h.extra[id]["preview_method"].(string)
+	h.mu.Unlock()
+	if !previewMethods[m] {
+		m = h.c.cfg.PreviewMethod
+	}
+	return m != "none"
+}
+
+// outputWebsocket is the output type of an image that a SaveImageWebsocket
+// node produced: a file the worker wrote for the kernel to send on the
+// WebSocket, not a saved output (kiln-worker-sim's OutputWebsocket).
+const outputWebsocket = "websocket"
+
+// savedOutputs are the outputs that /history and "executed" list: all but
+// SaveImageWebsocket's, whose node returns no ui in ComfyUI.
+func savedOutputs(outs []job.Output) []job.Output {
+	saved := make([]job.Output, 0, len(outs))
+	for _, o := range outs {
+		if o.Type != outputWebsocket {
+			saved = append(saved, o)
+		}
+	}
+	return saved
+}
+
+// sendWebsocketImages sends the images of the prompt's SaveImageWebsocket
+// nodes as ComfyUI's node does (custom_nodes/websocket_image_save.py):
+// while the node is the executing one, for each image a progress message
+// (value = the image's index, max = their number, as its
+// ProgressBar.update_absolute) and then the full-size PNG in a binary
+// frame, type 1 with format 2, or type 4 with metadata for a client that
+// asked for it — the frames a preview uses. The worker wrote them as files;
+// they are read here, after the run, so an "executing" for the node goes
+// first when another node ran after it.
+func (h *hub) sendWebsocketImages(e dispatch.Event, rs *runState) {
+	last := ""
+	if rs != nil {
+		last = rs.lastNode
+	}
+	for _, node := range outputNodes(e.Outputs) {
+		var imgs []job.Output
+		for _, o := range e.Outputs {
+			if o.Node == node && o.Type == outputWebsocket {
+				imgs = append(imgs, o)
+			}
+		}
+		if len(imgs) == 0 {
+			continue
+		}
+		if last != node {
+			h.send(e.ClientID, "executing", map[string]any{"node": node, "display_node": node, "prompt_id": e.JobID})
+			last = node
+		}
+		for i, o := range imgs {
+			p, err := h.c.safePath(h.c.s.deps.OutputDir, o.Subfolder, o.Filename)
+			if err != nil {
+				continue
+			}
+			img, err := os.ReadFile(p)
+			if err != nil {
+				h.c.s.deps.Log.Warn().Err(err).Str("prompt_id", e.JobID).Msg("read websocket image")
+				continue
+			}
+			var st map[string]any
+			if rs != nil {
+				h.mu.Lock()
+				rs.progress(node).update(i, len(imgs))
+				st = rs.progressState(e.JobID)
+				h.mu.Unlock()
+			}
+			h.sendStep(e.ClientID, e.JobID, node, i, len(imgs), st, wire.PreviewPNG, img, true, true)
+		}
+	}
+}
+
+// removeWebsocketImages deletes the files of SaveImageWebsocket images once
+// sent (or once the prompt failed): ComfyUI never stores them.
+func (h *hub) removeWebsocketImages(outs []job.Output) {
+	dirs := map[string]bool{}
+	for _, o := range outs {
+		// Only the sim's websocket folder: a worker's report must not
+		// delete saved outputs.
+		if o.Type != outputWebsocket || !strings.HasPrefix(o.Subfolder, ".websocket/") {
+			continue
+		}
+		if p, err := h.c.safePath(h.c.s.deps.OutputDir, o.Subfolder, o.Filename); err == nil {
+			_ = os.Remove(p)
+			dirs[filepath.Dir(p)] = true
+		}
+	}
+	for d := range dirs {
+		_ = os.Remove(d) // only when empty
+	}
 }
 
 func (h *hub) errorData(id string, rs *runState, msg string, ts int64) map[string]any {
@@ -257,51 +453,51 @@ func (h *hub) send(clientID, typ string, data any) {
 	}
 }
 
-// sendPreview sends a progress event's preview image to the prompt's client
-// (every client when the prompt has none), as ComfyUI does: a type 4 frame
-// with metadata to a client that declared supports_preview_metadata, a type
-// 1 frame to any other, never both. The dispatcher bounded the image's size
-// and checked its format (dispatch.Event.Preview).
-func (h *hub) sendPreview(e dispatch.Event) {
+// sendImage sends an image frame to the clients whose
+// supports_preview_metadata flag equals meta, in the format that flag asks
+// for (see sendStep). A preview is dropped for a client that has fallen behind;
+// an output image (SaveImageWebsocket's) is not, unless the client's queue
+// is full.
+func (h *hub) sendImage(clientID, promptID, node, format string, img []byte, output, meta bool) {
 	var legacy, withMeta []byte // each built once, when first needed
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for c := range h.conns {
-		if e.ClientID != "" && c.id != e.ClientID {
+		if (clientID != "" && c.id != clientID) || c.previewMetadata != meta {
 			continue
 		}
 		var b []byte
 		if c.previewMetadata {
 			if withMeta == nil {
-				withMeta = previewWithMetadataFrame(e)
+				withMeta = previewWithMetadataFrame(promptID, node, format, img)
 			}
 			b = withMeta
 		} else {
 			if legacy == nil {
-				legacy = previewFrame(e)
+				legacy = previewFrame(format, img)
 			}
 			b = legacy
 		}
-		if len(c.send) >= maxQueuedPreviews {
+		if !output && len(c.send) >= maxQueuedPreviews {
 			continue // a slow client loses previews first; they are stale at once
 		}
 		select {
 		case c.send <- wsFrame{binary: true, data: b}:
-		default: // as for text: a client that does not read loses previews
+		default: // as for text: a client that does not read loses frames
 		}
 	}
 }
 
 // previewFrame is ComfyUI's type 1 frame: [u32 1][u32 format][image].
-func previewFrame(e dispatch.Event) []byte {
-	format := uint32(previewPNG)
-	if e.PreviewFormat == wire.PreviewJPEG {
-		format = previewJPEG
+func previewFrame(format string, img []byte) []byte {
+	f := uint32(previewPNG)
+	if format == wire.PreviewJPEG {
+		f = previewJPEG
 	}
-	b := make([]byte, 0, 8+len(e.Preview))
+	b := make([]byte, 0, 8+len(img))
 	b = binary.BigEndian.AppendUint32(b, binPreviewImage)
-	b = binary.BigEndian.AppendUint32(b, format)
-	return append(b, e.Preview...)
+	b = binary.BigEndian.AppendUint32(b, f)
+	return append(b, img...)
 }
 
 // previewWithMetadataFrame is ComfyUI's type 4 frame: [u32 4][u32 len]
@@ -310,20 +506,20 @@ func previewFrame(e dispatch.Event) []byte {
 // plus the image_type its send_image_with_metadata adds. kiln has no
 // subgraph expansion, so the display and real node are the node itself and
 // there is no parent.
-func previewWithMetadataFrame(e dispatch.Event) []byte {
+func previewWithMetadataFrame(promptID, node, format string, img []byte) []byte {
 	mime := "image/png"
-	if e.PreviewFormat == wire.PreviewJPEG {
+	if format == wire.PreviewJPEG {
 		mime = "image/jpeg"
 	}
 	meta, _ := json.Marshal(map[string]any{
-		"node_id": e.Node, "prompt_id": e.JobID, "display_node_id": e.Node,
-		"parent_node_id": nil, "real_node_id": e.Node, "image_type": mime,
+		"node_id": node, "prompt_id": promptID, "display_node_id": node,
+		"parent_node_id": nil, "real_node_id": node, "image_type": mime,
 	})
-	b := make([]byte, 0, 8+len(meta)+len(e.Preview))
+	b := make([]byte, 0, 8+len(meta)+len(img))
 	b = binary.BigEndian.AppendUint32(b, binPreviewImageWithMetadata)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(meta)))
 	b = append(b, meta...)
-	return append(b, e.Preview...)
+	return append(b, img...)
 }
 
 func (h *hub) statusData(sid string) map[string]any {
@@ -455,8 +651,9 @@ func (h *hub) forget(id string) {
 func (h *hub) historyEntry(j *job.Job) map[string]any {
 	outputs := map[string]any{}
 	meta := map[string]any{}
-	for _, node := range outputNodes(j.Outputs) {
-		outputs[node] = map[string]any{"images": imagesOf(j.Outputs, node)}
+	saved := savedOutputs(j.Outputs)
+	for _, node := range outputNodes(saved) {
+		outputs[node] = map[string]any{"images": imagesOf(saved, node)}
 		meta[node] = map[string]any{"node_id": node, "display_node": node, "parent_node": nil, "real_node_id": node}
 	}
 	start, end := j.StartedAt.UnixMilli(), j.FinishedAt.UnixMilli()
@@ -517,15 +714,27 @@ func (h *hub) answerFromCache(req *PromptRequest, hit *cacheHit, number float64)
 		[]any{"execution_success", map[string]any{"prompt_id": req.PromptID, "timestamp": ts}},
 	}}
 	msgs := []wsMessage{
-		{"execution_start", map[string]any{"prompt_id": req.PromptID, "timestamp": ts}},
-		{"execution_cached", map[string]any{"nodes": nodes, "prompt_id": req.PromptID, "timestamp": ts}},
+		{Type: "execution_start", Data: map[string]any{"prompt_id": req.PromptID, "timestamp": ts}},
+		{Type: "execution_cached", Data: map[string]any{"nodes": nodes, "prompt_id": req.PromptID, "timestamp": ts}},
 	}
+	// Every node is cached: ComfyUI walks them in execution order, sends
+	// "executed" for those with output and marks each finished
+	// (progress_state to every client).
+	hasOutput := map[string]bool{}
 	for _, node := range outputNodes(hit.outputs) {
-		msgs = append(msgs, wsMessage{"executed", map[string]any{"node": node, "display_node": node,
-			"output": map[string]any{"images": imagesOf(hit.outputs, node)}, "prompt_id": req.PromptID}})
+		hasOutput[node] = true
 	}
-	msgs = append(msgs, wsMessage{"execution_success", map[string]any{"prompt_id": req.PromptID, "timestamp": ts}},
-		wsMessage{"executing", map[string]any{"node": nil, "display_node": nil, "prompt_id": req.PromptID}})
+	rs := &runState{}
+	for _, n := range req.Graph.Nodes() {
+		if hasOutput[n.ID] {
+			msgs = append(msgs, wsMessage{Type: "executed", Data: map[string]any{"node": n.ID, "display_node": n.ID,
+				"output": map[string]any{"images": imagesOf(hit.outputs, n.ID)}, "prompt_id": req.PromptID}})
+		}
+		rs.progress(n.ID).finish()
+		msgs = append(msgs, wsMessage{Type: "progress_state", Data: rs.progressState(req.PromptID), broadcast: true})
+	}
+	msgs = append(msgs, wsMessage{Type: "execution_success", Data: map[string]any{"prompt_id": req.PromptID, "timestamp": ts}},
+		wsMessage{Type: "executing", Data: map[string]any{"node": nil, "display_node": nil, "prompt_id": req.PromptID}})
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.hits[req.PromptID] = &cachedPrompt{id: req.PromptID, at: h.c.s.deps.Clock.Now(), number: number, clientID: req.ClientID, entry: entry, nodes: nodes, outputs: hit.outputs}
@@ -548,7 +757,11 @@ func (h *hub) replayCached(id string) {
 		return
 	}
 	for _, m := range msgs {
-		h.send(hit.clientID, m.Type, m.Data)
+		to := hit.clientID
+		if m.broadcast {
+			to = ""
+		}
+		h.send(to, m.Type, m.Data)
 	}
 	h.broadcastStatus()
 }

@@ -1,0 +1,57 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"image"
+	"image/png"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestAddPNGText(t *testing.T) {
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, image.NewRGBA(image.Rect(0, 0, 4, 3))); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "x.png")
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	chunks, err := pngInfoChunks(json.RawMessage(`{"9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "café 🐱"}}}`),
+		map[string]any{"workflow": map[string]any{"nodes": []any{}}, "bad\x00key": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := addPNGText(path, chunks); err != nil {
+		t.Fatal(err)
+	}
+	// Twice: a file with a prompt chunk is left alone.
+	if err := addPNGText(path, chunks); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	img, err := png.Decode(bytes.NewReader(data))
+	if err != nil || img.Bounds().Dx() != 4 {
+		t.Fatalf("decode after adding text: %v", err)
+	}
+	want := `{"9":{"class_type":"SaveImage","inputs":{"filename_prefix":"caf\u00e9 \ud83d\udc31"}}}`
+	for _, tc := range []struct{ key, want string }{{"prompt", want}, {"workflow", `{"nodes":[]}`}} {
+		needle := append(append([]byte("tEXt"+tc.key), 0), tc.want...)
+		if n := bytes.Count(data, needle); n != 1 {
+			t.Errorf("%d tEXt %s chunks with %s, want 1", n, tc.key, tc.want)
+		}
+	}
+	if bytes.Contains(data, []byte("bad")) {
+		t.Error("a keyword with a NUL was written")
+	}
+	if err := addPNGText(filepath.Join(t.TempDir(), "missing.png"), chunks); err == nil {
+		t.Error("no error for a missing file")
+	}
+	notPNG := filepath.Join(t.TempDir(), "n.png")
+	os.WriteFile(notPNG, []byte("GIF89a........................................"), 0o644)
+	if err := addPNGText(notPNG, chunks); err == nil {
+		t.Error("no error for a file that is not a PNG")
+	}
+}
