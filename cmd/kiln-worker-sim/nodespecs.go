@@ -10,14 +10,18 @@ import "sort"
 // inputs the shared workflows use and ComfyUI's output types.
 
 // samplerNames and schedulerNames are ComfyUI's KSampler.SAMPLERS and
-// KSampler.SCHEDULERS (comfy/samplers.py).
+// KSampler.SCHEDULERS (comfy/samplers.py: KSAMPLER_NAMES plus ddim, uni_pc
+// and uni_pc_bh2; SCHEDULER_HANDLERS), as of the ComfyUI that
+// docs/comfyui.md names.
 var (
 	samplerNames = []any{"euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2",
-		"dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
-		"dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde",
-		"dpmpp_2m_sde_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v", "deis",
-		"res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp",
-		"gradient_estimation", "er_sde", "seeds_2", "seeds_3", "ddim", "uni_pc", "uni_pc_bh2"}
+		"exp_heun_2_x0", "exp_heun_2_x0_sde", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive",
+		"dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp",
+		"dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde",
+		"dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v", "deis", "cfgpp_ud10_ab", "res_multistep",
+		"res_multistep_cfg_pp", "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "gradient_estimation",
+		"gradient_estimation_cfg_pp", "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece",
+		"ddim", "uni_pc", "uni_pc_bh2"}
 	schedulerNames = []any{"simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
 		"linear_quadratic", "kl_optimal"}
 	upscaleMethods = []any{"nearest-exact", "bilinear", "area", "bicubic", "lanczos"}
@@ -67,6 +71,7 @@ type nodeSpec struct {
 	outputs         []string
 	names           []string
 	outputNode      bool
+	hidden          bool // prompt and extra_pnginfo hidden inputs
 	required        []in
 	optional        []in
 }
@@ -97,12 +102,57 @@ func (n nodeSpec) entry() map[string]any {
 		input["optional"] = opt
 		order["optional"] = optOrder
 	}
-	return map[string]any{
+	if n.hidden {
+		// ComfyUI's SaveImage and PreviewImage take the prompt and the
+		// client's extra_pnginfo as hidden inputs (kiln's kernel writes
+		// them into the PNGs).
+		input["hidden"] = map[string]any{"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+		order["hidden"] = []any{"prompt", "extra_pnginfo"}
+	}
+	m := classMeta[n.class]
+	for name, tip := range m.tooltips {
+		addOption(req, name, "tooltip", tip)
+		addOption(opt, name, "tooltip", tip)
+	}
+	e := map[string]any{
 		"input": input, "input_order": order,
 		"output": outs, "output_is_list": isList, "output_name": names,
-		"name": n.class, "display_name": n.class, "description": "", "python_module": "nodes",
-		"category": n.category, "output_node": n.outputNode, "deprecated": false, "experimental": false,
+		"name": n.class, "display_name": n.class, "description": m.description, "python_module": "nodes",
+		"category": n.category, "output_node": n.outputNode,
 	}
+	if m.display != "" {
+		e["display_name"] = m.display
+	}
+	if m.module != "" {
+		e["python_module"] = m.module
+	}
+	if len(m.outputTooltips) > 0 {
+		e["output_tooltips"] = m.outputTooltips
+	}
+	// ComfyUI's server sends deprecated and experimental only when true.
+	if m.deprecated {
+		e["deprecated"] = true
+	}
+	return e
+}
+
+// addOption sets key in the options of input name of group, adding the
+// options object when the spec has none.
+func addOption(group map[string]any, name, key string, v any) {
+	spec, ok := group[name].([]any)
+	if !ok {
+		return
+	}
+	var opts map[string]any
+	if len(spec) > 1 {
+		opts, _ = spec[1].(map[string]any)
+	}
+	cp := map[string]any{}
+	for k, v := range opts {
+		cp[k] = v
+	}
+	cp[key] = v
+	group[name] = []any{spec[0], cp}
 }
 
 func nonNil(v []any) []any {
@@ -118,18 +168,22 @@ func spec(class, category string, outputs []string, required ...in) nodeSpec {
 
 func (n nodeSpec) named(names ...string) nodeSpec { n.names = names; return n }
 func (n nodeSpec) output() nodeSpec               { n.outputNode = true; return n }
+func (n nodeSpec) withHidden() nodeSpec           { n.hidden = true; return n }
 func (n nodeSpec) withOptional(o ...in) nodeSpec  { n.optional = o; return n }
 func outs(types ...string) []string               { return types }
 func cond(name string) in                         { return link(name, "CONDITIONING") }
 func steps(name string, def int64) in             { return intIn(name, def, 1, 10000) }
 func denoise() in                                 { return floatIn("denoise", 1, 0, 1, 0.01) }
-func cfg() in                                     { return floatIn("cfg", 8, 0, 100, 0.1) }
-func size(name string, def int64) in              { return intIn(name, def, 16, 16384) }
-func batch() in                                   { return intIn("batch_size", 1, 1, 4096) }
-func strength(name string, def float64) in        { return floatIn(name, def, -100, 100, 0.01) }
-func percent(name string, def float64) in         { return floatIn(name, def, 0, 1, 0.001) }
-func stepAt(name string, def int64) in            { return intIn(name, def, 0, 10000) }
-func enable(name string) in                       { return comboIn(name, []any{"enable", "disable"}) }
+func cfg() in {
+	return in{"cfg", []any{"FLOAT", map[string]any{"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}}}
+}
+func size(name string, def int64) in       { return intIn(name, def, 16, 16384) }
+func stepped(i in, step int64) in          { i.spec[1].(map[string]any)["step"] = step; return i }
+func batch() in                            { return intIn("batch_size", 1, 1, 4096) }
+func strength(name string, def float64) in { return floatIn(name, def, -100, 100, 0.01) }
+func percent(name string, def float64) in  { return floatIn(name, def, 0, 1, 0.001) }
+func stepAt(name string, def int64) in     { return intIn(name, def, 0, 10000) }
+func enable(name string) in                { return comboIn(name, []any{"enable", "disable"}) }
 
 // nodeSpecTable lists the specs of the classes in nodeTable.
 func nodeSpecTable() []nodeSpec {
@@ -153,7 +207,7 @@ func nodeSpecTable() []nodeSpec {
 		spec("DiffControlNetLoader", "loaders", outs("CONTROL_NET"), link("model", "MODEL"), modelIn("control_net_name", "controlnet")),
 		spec("CLIPVisionLoader", "loaders", outs("CLIP_VISION"), modelIn("clip_name", "clip_vision")),
 		spec("StyleModelLoader", "loaders", outs("STYLE_MODEL"), modelIn("style_model_name", "style_models")),
-		spec("CLIPTextEncode", "conditioning", outs("CONDITIONING"), strIn("text", "", true), link("clip", "CLIP")),
+		spec("CLIPTextEncode", "conditioning", outs("CONDITIONING"), in{"text", []any{"STRING", map[string]any{"multiline": true, "dynamicPrompts": true}}}, link("clip", "CLIP")),
 		spec("CLIPTextEncodeSDXL", "advanced/conditioning", outs("CONDITIONING"), link("clip", "CLIP"),
 			size("width", 1024), size("height", 1024), intIn("crop_w", 0, 0, 16384), intIn("crop_h", 0, 0, 16384),
 			size("target_width", 1024), size("target_height", 1024), strIn("text_g", "", true), strIn("text_l", "", true)),
@@ -205,8 +259,8 @@ func nodeSpecTable() []nodeSpec {
 		spec("BetaSamplingScheduler", "sampling/custom_sampling/schedulers", outs("SIGMAS"), link("model", "MODEL"), steps("steps", 20),
 			floatIn("alpha", 0.6, 0, 50, 0.01), floatIn("beta", 0.6, 0, 50, 0.01)),
 		spec("SplitSigmas", "sampling/custom_sampling/sigmas", outs("SIGMAS", "SIGMAS"), link("sigmas", "SIGMAS"), intIn("step", 0, 0, 10000)).named("high_sigmas", "low_sigmas"),
-		spec("EmptyLatentImage", "latent", outs("LATENT"), size("width", 512), size("height", 512), batch()),
-		spec("EmptySD3LatentImage", "latent/sd3", outs("LATENT"), size("width", 1024), size("height", 1024), batch()),
+		spec("EmptyLatentImage", "latent", outs("LATENT"), stepped(size("width", 512), 8), stepped(size("height", 512), 8), batch()),
+		spec("EmptySD3LatentImage", "latent/sd3", outs("LATENT"), stepped(size("width", 1024), 16), stepped(size("height", 1024), 16), batch()),
 		spec("LatentUpscale", "latent", outs("LATENT"), link("samples", "LATENT"), comboIn("upscale_method", upscaleMethods[:4]),
 			intIn("width", 512, 0, 16384), intIn("height", 512, 0, 16384), comboIn("crop", []any{"disabled", "center"})),
 		spec("LatentUpscaleBy", "latent", outs("LATENT"), link("samples", "LATENT"), comboIn("upscale_method", upscaleMethods[:4]), floatIn("scale_by", 1.5, 0.01, 8, 0.01)),
@@ -233,8 +287,8 @@ func nodeSpecTable() []nodeSpec {
 		spec("ImageInvert", "image", outs("IMAGE"), link("image", "IMAGE")),
 		spec("Canny", "image/preprocessors", outs("IMAGE"), link("image", "IMAGE"), floatIn("low_threshold", 0.4, 0.01, 0.99, 0.01), floatIn("high_threshold", 0.8, 0.01, 0.99, 0.01)),
 		spec("LoadImage", "image", outs("IMAGE", "MASK"), in{"image", []any{[]any{}, map[string]any{"image_upload": true, "kiln_input_files": true}}}),
-		spec("SaveImage", "image", outs(), link("images", "IMAGE"), strIn("filename_prefix", "ComfyUI", false)).output(),
-		spec("PreviewImage", "image", outs(), link("images", "IMAGE")).output(),
+		spec("SaveImage", "image", outs(), link("images", "IMAGE"), in{"filename_prefix", []any{"STRING", map[string]any{"default": "ComfyUI"}}}).output().withHidden(),
+		spec("PreviewImage", "image", outs(), link("images", "IMAGE")).output().withHidden(),
 		spec("SaveImageWebsocket", "image", outs(), link("images", "IMAGE")).output(),
 		spec("PrimitiveInt", "utils/primitive", outs("INT"), intIn("value", 0, -1<<63, int64(1<<63-1))),
 		spec("PrimitiveFloat", "utils/primitive", outs("FLOAT"), floatIn("value", 0, -1e308, 1e308, 0.01)),
