@@ -63,8 +63,8 @@ func TestShadowAndArrivalsLive(t *testing.T) {
 		if c.Faulted || c.Hits+c.Misses < jobs || c.Misses == 0 || c.BytesLoaded == 0 {
 			t.Errorf("candidate %+v", c)
 		}
-		if c.Live != (c.Policy == "lru") {
-			t.Errorf("%s: live = %v (the configured eviction policy is lru)", c.Policy, c.Live)
+		if c.Live != (c.Policy == "gdsf") {
+			t.Errorf("%s: live = %v (the configured eviction policy is gdsf)", c.Policy, c.Live)
 		}
 	}
 	for _, p := range []string{"lru", "gdsf", "s3fifo"} {
