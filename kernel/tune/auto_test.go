@@ -390,3 +390,18 @@ func TestValidateHoldout(t *testing.T) {
 		t.Error("one block measures no noise, but validation ran")
 	}
 }
+
+// TestAutoDeadline: a run whose context ends (the node stopping, or
+// tune.timeout passing) stops its simulations and fails without a canary.
+func TestAutoDeadline(t *testing.T) {
+	n := lightNode(t, 300)
+	cfg := autotune.DefaultConfig()
+	cfg.Kinds, cfg.Budget, cfg.MinArrivals = []string{"batching"}, 4, 100
+	exp := &fakeExperiments{}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r := newAuto(t, cfg, n.sources(exp), clock.NewFake(time.Unix(0, 0))).RunOnce(ctx)
+	if r.Outcome != OutcomeFailed || !strings.Contains(r.Reason, "context canceled") || len(exp.started) != 0 {
+		t.Errorf("outcome %s (%s), %d canaries", r.Outcome, r.Reason, len(exp.started))
+	}
+}
