@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/experiment"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/sim"
 	"github.com/kiln-gpu/kiln/kernel/tune/autotune"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
@@ -403,5 +405,53 @@ func TestAutoDeadline(t *testing.T) {
 	r := newAuto(t, cfg, n.sources(exp), clock.NewFake(time.Unix(0, 0))).RunOnce(ctx)
 	if r.Outcome != OutcomeFailed || !strings.Contains(r.Reason, "context canceled") || len(exp.started) != 0 {
 		t.Errorf("outcome %s (%s), %d canaries", r.Outcome, r.Reason, len(exp.started))
+	}
+}
+
+// TestAutoStartsARealCanary hands the tuner's winner to the experiment
+// controller that a node runs (on a policy host with the active
+// policies), not a fake: the controller must accept the spec and run the
+// tuned candidate, with its parameters, against the active policy.
+func TestAutoStartsARealCanary(t *testing.T) {
+	clk := clock.NewFake(time.Unix(0, 0))
+	host, err := policy.NewHost(policy.Config{NativeBuiltins: true, Batching: "none"}, zerolog.Nop(), clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	ctl, err := experiment.New(experiment.Options{Host: host, Clock: clk, Seed: 1,
+		Router:  experiment.NewRouter(experiment.Policies{Scheduler: host.Scheduler(), Balancer: host.Balancer(), Batcher: host.Batcher(), Evictor: host.Evictor()}),
+		Workers: func() []string { return []string{"w0", "w1"} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	models, reqs, err := sim.Generate(heavy(31, 3000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &simNode{cfg: node(), models: models, reqs: reqs}
+	src := n.sources(ctl)
+	src.Active = func(k abi.Kind) (string, map[string]float64, error) {
+		a, err := host.ActiveArm(k)
+		if err != nil {
+			return "", nil, err
+		}
+		return a.Name(), a.Params(), nil
+	}
+	cfg := autotune.DefaultConfig()
+	cfg.Kinds, cfg.Budget, cfg.TryBuiltins, cfg.MinArrivals = []string{"batching"}, 8, true, 200
+	cfg.Guards = []string{"faults==0", "ratio_p95<=1.5"}
+	r := newAuto(t, cfg, src, clk).RunOnce(context.Background())
+	if r.Outcome != OutcomeCanaryStarted {
+		t.Fatalf("outcome %s: %s", r.Outcome, r.Reason)
+	}
+	rec, ok := ctl.Running()
+	if !ok || rec.ID != r.Experiment || rec.Spec.Type != experiment.Canary || rec.Baseline != "none@1" ||
+		!strings.HasPrefix(rec.Candidate, "same-model@") || rec.Spec.Params["max_size"] <= 1 || len(rec.Spec.Guards) != 2 {
+		t.Fatalf("running experiment %+v (ok %v)", rec, ok)
+	}
+	// One canary at a time: the next run is skipped while it runs.
+	if r2 := newAuto(t, cfg, src, clk).RunOnce(context.Background()); r2.Outcome != OutcomeSkippedBusy {
+		t.Errorf("second run while the canary runs: %s (%s)", r2.Outcome, r2.Reason)
 	}
 }
