@@ -302,6 +302,28 @@ func TestComfyFidelity(t *testing.T) {
 		}
 	})
 
+	t.Run("outpaint with core nodes", func(t *testing.T) {
+		info := k.getJSON("/object_info/VAEEncodeForInpaint")["VAEEncodeForInpaint"].(map[string]any)
+		if info["display_name"] != "VAE Encode (for Inpainting)" {
+			t.Errorf("VAEEncodeForInpaint display_name %v", info["display_name"])
+		}
+		g := loadWorkflow(t, "comfyui__tests_inference_workflows_sd-1.5-lora-0.api.json", 2, 51)
+		g["20"] = map[string]any{"class_type": "EmptyImage", "inputs": map[string]any{"width": 512, "height": 512, "batch_size": 1, "color": 0}}
+		g["21"] = map[string]any{"class_type": "ImagePadForOutpaint", "inputs": map[string]any{"image": []any{"20", 0},
+			"left": 64, "top": 0, "right": 64, "bottom": 128, "feathering": 40}}
+		g["22"] = map[string]any{"class_type": "VAEEncodeForInpaint", "inputs": map[string]any{"pixels": []any{"21", 0},
+			"vae": []any{"4", 2}, "mask": []any{"21", 1}, "grow_mask_by": 6}}
+		g["3"].(map[string]any)["inputs"].(map[string]any)["latent_image"] = []any{"22", 0}
+		id := queue(t, map[string]any{"prompt": g})
+		followPrompt(t, ws, id, "")
+		img := k.getJSON("/history/" + id)[id].(map[string]any)["outputs"].(map[string]any)["9"].(map[string]any)["images"].([]any)[0].(map[string]any)
+		_, _, data := view(t, k, url.Values{"filename": {img["filename"].(string)}, "type": {"output"}})
+		cfg, err := png.DecodeConfig(bytes.NewReader(data))
+		if err != nil || cfg.Width != 640 || cfg.Height != 640 {
+			t.Errorf("outpainted image %d×%d (%v), want 640×640", cfg.Width, cfg.Height, err)
+		}
+	})
+
 	t.Run("PNG metadata", func(t *testing.T) {
 		g := loadWorkflow(t, txt2img, 2, 41)
 		workflow := map[string]any{"last_node_id": 9, "nodes": []any{map[string]any{"id": 9, "type": "SaveImage"}}}

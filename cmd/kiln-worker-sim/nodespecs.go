@@ -187,6 +187,12 @@ func enable(name string) in                { return comboIn(name, []any{"enable"
 
 // nodeSpecTable lists the specs of the classes in nodeTable.
 func nodeSpecTable() []nodeSpec {
+	return append(baseNodeSpecs(), coreNodeSpecs()...)
+}
+
+// baseNodeSpecs lists the specs of the shared workflows' classes and their
+// common neighbours.
+func baseNodeSpecs() []nodeSpec {
 	ckptOuts := outs("MODEL", "CLIP", "VAE")
 	return []nodeSpec{
 		spec("CheckpointLoaderSimple", "loaders", ckptOuts, modelIn("ckpt_name", "checkpoints")),

@@ -186,6 +186,9 @@ func init() {
 	} {
 		nodeTable[class] = (*execution).passThrough
 	}
+	for class, f := range coreNodeFuncs {
+		nodeTable[class] = f
+	}
 }
 
 // nodeClasses returns the classes the sim executes, sorted.

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/kiln-gpu/kiln/kernel/workflow"
+)
+
+// The core classes of ComfyUI's nodes.py that inpaint, outpaint, batch and
+// latent-editing workflows use. The sim carries a value's size and batch,
+// not its pixels, so these nodes do real geometry — a pad grows the image,
+// a crop shrinks it, a batch adds up, a 90° rotation swaps the sides — and
+// the PNGs that follow have those sizes; the encoders among them are
+// charged to the cost model like VAE and text encoders. Input specs follow
+// nodes.py (MAX_RESOLUTION 16384).
+
+const maxResolution = 16384
+
+// coreNodeSpecs are the specs of the classes in coreNodeFuncs.
+func coreNodeSpecs() []nodeSpec {
+	res := func(name string, def, lo int64) in {
+		return in{name, []any{"INT", map[string]any{"default": def, "min": lo, "max": maxResolution, "step": 8}}}
+	}
+	latent := func(name string) in { return link(name, "LATENT") }
+	return []nodeSpec{
+		spec("VAEEncodeForInpaint", "latent/inpaint", outs("LATENT"), link("pixels", "IMAGE"), link("vae", "VAE"), link("mask", "MASK"),
+			in{"grow_mask_by", []any{"INT", map[string]any{"default": 6, "min": 0, "max": 64, "step": 1}}}),
+		spec("VAEEncodeTiled", "_for_testing", outs("LATENT"), link("pixels", "IMAGE"), link("vae", "VAE"),
+			in{"tile_size", []any{"INT", map[string]any{"default": 512, "min": 64, "max": 4096, "step": 64}}},
+			in{"overlap", []any{"INT", map[string]any{"default": 64, "min": 0, "max": 4096, "step": 32}}},
+			in{"temporal_size", []any{"INT", map[string]any{"default": 64, "min": 8, "max": 4096, "step": 4}}},
+			in{"temporal_overlap", []any{"INT", map[string]any{"default": 8, "min": 4, "max": 4096, "step": 4}}}),
+		spec("SetLatentNoiseMask", "latent/inpaint", outs("LATENT"), latent("samples"), link("mask", "MASK")),
+		spec("InpaintModelConditioning", "conditioning/inpaint", outs("CONDITIONING", "CONDITIONING", "LATENT"),
+			cond("positive"), cond("negative"), link("vae", "VAE"), link("pixels", "IMAGE"), link("mask", "MASK"),
+			boolIn("noise_mask", true)).named("positive", "negative", "latent"),
+		spec("LoadImageMask", "mask", outs("MASK"),
+			in{"image", []any{[]any{}, map[string]any{"image_upload": true, "kiln_input_files": true}}},
+			comboIn("channel", []any{"alpha", "red", "green", "blue"})),
+		spec("EmptyImage", "image", outs("IMAGE"), in{"width", []any{"INT", map[string]any{"default": 512, "min": 1, "max": maxResolution, "step": 1}}},
+			in{"height", []any{"INT", map[string]any{"default": 512, "min": 1, "max": maxResolution, "step": 1}}}, batch(),
+			in{"color", []any{"INT", map[string]any{"default": 0, "min": 0, "max": 0xFFFFFF, "step": 1, "display": "color"}}}),
+		spec("ImageBatch", "image", outs("IMAGE"), link("image1", "IMAGE"), link("image2", "IMAGE")),
+		spec("ImagePadForOutpaint", "image", outs("IMAGE", "MASK"), link("image", "IMAGE"), res("left", 0, 0), res("top", 0, 0),
+			res("right", 0, 0), res("bottom", 0, 0),
+			in{"feathering", []any{"INT", map[string]any{"default": 40, "min": 0, "max": maxResolution, "step": 1}}}),
+		spec("LatentComposite", "latent", outs("LATENT"), latent("samples_to"), latent("samples_from"), res("x", 0, 0), res("y", 0, 0), res("feather", 0, 0)),
+		spec("LatentBlend", "_for_testing", outs("LATENT"), latent("samples1"), latent("samples2"), floatIn("blend_factor", 0.5, 0, 1, 0.01)),
+		spec("LatentRotate", "latent/transform", outs("LATENT"), latent("samples"),
+			comboIn("rotation", []any{"none", "90 degrees", "180 degrees", "270 degrees"})),
+		spec("LatentFlip", "latent/transform", outs("LATENT"), latent("samples"),
+			comboIn("flip_method", []any{"x-axis: vertically", "y-axis: horizontally"})),
+		spec("LatentCrop", "latent/transform", outs("LATENT"), latent("samples"), res("width", 512, 64), res("height", 512, 64), res("x", 0, 0), res("y", 0, 0)),
+		spec("LatentFromBatch", "latent/batch", outs("LATENT"), latent("samples"), intIn("batch_index", 0, 0, 63), intIn("length", 1, 1, 64)),
+		spec("ConditioningMultiply", "conditioning", outs("CONDITIONING"), cond("conditioning"), floatIn("multiplier", 1, -100, 100, 0.01)),
+		spec("ConditioningSetAreaPercentage", "conditioning", outs("CONDITIONING"), cond("conditioning"), floatIn("width", 1, 0, 1, 0.01),
+			floatIn("height", 1, 0, 1, 0.01), floatIn("x", 0, 0, 1, 0.01), floatIn("y", 0, 0, 1, 0.01), floatIn("strength", 1, 0, 10, 0.01)),
+		spec("ConditioningSetAreaStrength", "conditioning", outs("CONDITIONING"), cond("conditioning"), floatIn("strength", 1, 0, 10, 0.01)),
+		spec("CLIPVisionEncode", "conditioning", outs("CLIP_VISION_OUTPUT"), link("clip_vision", "CLIP_VISION"), link("image", "IMAGE"),
+			comboIn("crop", []any{"center", "none"})),
+		spec("StyleModelApply", "conditioning/style_model", outs("CONDITIONING"), cond("conditioning"), link("style_model", "STYLE_MODEL"),
+			link("clip_vision_output", "CLIP_VISION_OUTPUT"), floatIn("strength", 1, 0, 10, 0.001), comboIn("strength_type", []any{"multiply", "attn_bias"})),
+		spec("unCLIPConditioning", "conditioning", outs("CONDITIONING"), cond("conditioning"), link("clip_vision_output", "CLIP_VISION_OUTPUT"),
+			floatIn("strength", 1, -10, 10, 0.01), floatIn("noise_augmentation", 0, 0, 1, 0.01)),
+		spec("unCLIPCheckpointLoader", "loaders", outs("MODEL", "CLIP", "VAE", "CLIP_VISION"), modelIn("ckpt_name", "checkpoints")),
+		spec("GLIGENLoader", "loaders", outs("GLIGEN"), modelIn("gligen_name", "gligen")),
+		spec("GLIGENTextBoxApply", "conditioning/gligen", outs("CONDITIONING"), cond("conditioning_to"), link("clip", "CLIP"),
+			link("gligen_textbox_model", "GLIGEN"), in{"text", []any{"STRING", map[string]any{"multiline": true, "dynamicPrompts": true}}},
+			res("width", 64, 8), res("height", 64, 8), res("x", 0, 0), res("y", 0, 0)),
+	}
+}
+
+// coreNodeFuncs implement the classes of coreNodeSpecs.
+var coreNodeFuncs = map[string]nodeFunc{
+	"VAEEncodeForInpaint":           encodeFrom("pixels"),
+	"VAEEncodeTiled":                encodeFrom("pixels"),
+	"InpaintModelConditioning":      encodeFrom("pixels"),
+	"SetLatentNoiseMask":            sameAs("samples"),
+	"LatentBlend":                   sameAs("samples1"),
+	"LatentComposite":               sameAs("samples_to"),
+	"LatentFlip":                    sameAs("samples"),
+	"LoadImageMask":                 (*execution).loadImage,
+	"EmptyImage":                    (*execution).emptyImage,
+	"ImageBatch":                    (*execution).imageBatch,
+	"ImagePadForOutpaint":           (*execution).padForOutpaint,
+	"LatentRotate":                  (*execution).rotateLatent,
+	"LatentCrop":                    (*execution).cropLatent,
+	"LatentFromBatch":               (*execution).latentFromBatch,
+	"CLIPVisionEncode":              (*execution).clipVisionEncode,
+	"unCLIPCheckpointLoader":        (*execution).modelLoader,
+	"ConditioningMultiply":          (*execution).passThrough,
+	"ConditioningSetAreaPercentage": (*execution).passThrough,
+	"ConditioningSetAreaStrength":   (*execution).passThrough,
+	"StyleModelApply":               (*execution).passThrough,
+	"unCLIPConditioning":            (*execution).passThrough,
+	"GLIGENLoader":                  (*execution).passThrough,
+	"GLIGENTextBoxApply":            (*execution).passThrough,
+}
+
+// input is the value of the node that input links to, with the default
+// size when that node has none.
+func (e *execution) input(n *workflow.Node, name string) value {
+	v, _ := e.in(n, name)
+	if !v.sized {
+		v.width, v.height, v.batch, v.sized = workflow.DefaultWidth, workflow.DefaultHeight, 1, true
+	}
+	return v
+}
+
+// sameAs returns a node function whose output has the size of input name.
+func sameAs(name string) nodeFunc {
+	return func(e *execution, n *workflow.Node) (value, error) { return e.input(n, name), nil }
+}
+
+// encodeFrom returns a VAE-encoding node function: the latent has the size
+// of the image input name and is charged like a decode of that size.
+func encodeFrom(name string) nodeFunc {
+	return func(e *execution, n *workflow.Node) (value, error) {
+		v := e.input(n, name)
+		if vae, ok := e.in(n, "vae"); ok && v.family == "" {
+			v.family = vae.family
+		}
+		return v, e.charge(e.cost.DecodeTime(v.family, v.width, v.height, v.batch, e.dev))
+	}
+}
+
+// emptyImage is EmptyImage: width × height × batch_size of one colour; the
+// colour seeds the sim's picture so that colours differ.
+func (e *execution) emptyImage(n *workflow.Node) (value, error) {
+	w, err1 := intInput(n, "width", 512)
+	h, err2 := intInput(n, "height", 512)
+	b, err3 := intInput(n, "batch_size", 1)
+	c, err4 := intInput(n, "color", 0)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		return value{}, err
+	}
+	return sized(value{seed: uint64(c) + 1}, w, h, b)
+}
+
+// imageBatch is ImageBatch: image2 is scaled to image1's size and appended.
+func (e *execution) imageBatch(n *workflow.Node) (value, error) {
+	a, b := e.input(n, "image1"), e.input(n, "image2")
+	return sized(a, a.width, a.height, a.batch+b.batch)
+}
+
+// padForOutpaint is ImagePadForOutpaint: the image grows by the four pads.
+func (e *execution) padForOutpaint(n *workflow.Node) (value, error) {
+	v := e.input(n, "image")
+	var pad [4]int
+	var errs []error
+	for i, name := range []string{"left", "top", "right", "bottom"} {
+		p, err := intInput(n, name, 0)
+		errs = append(errs, err)
+		pad[i] = p
+	}
+	if err := errors.Join(errs...); err != nil {
+		return value{}, err
+	}
+	for _, p := range pad {
+		if p < 0 {
+			return value{}, fmt.Errorf("negative padding %d", p)
+		}
+	}
+	return sized(v, v.width+pad[0]+pad[2], v.height+pad[1]+pad[3], v.batch)
+}
+
+// rotateLatent is LatentRotate: a quarter turn swaps width and height.
+func (e *execution) rotateLatent(n *workflow.Node) (value, error) {
+	v := e.input(n, "samples")
+	if r, _ := n.Inputs["rotation"].(string); r == "90 degrees" || r == "270 degrees" {
+		v.width, v.height = v.height, v.width
+	}
+	return v, nil
+}
+
+// cropLatent is LatentCrop: a width × height window from (x, y), clipped
+// to the latent (ComfyUI works on the latent grid, 8 pixels a cell).
+func (e *execution) cropLatent(n *workflow.Node) (value, error) {
+	v := e.input(n, "samples")
+	w, err1 := intInput(n, "width", 512)
+	h, err2 := intInput(n, "height", 512)
+	x, err3 := intInput(n, "x", 0)
+	y, err4 := intInput(n, "y", 0)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		return value{}, err
+	}
+	x, y = min(max(x, 0), v.width-8), min(max(y, 0), v.height-8)
+	w = min(w, v.width-x)
+	h = min(h, v.height-y)
+	return sized(v, max(w, 8), max(h, 8), v.batch)
+}
+
+// latentFromBatch is LatentFromBatch: length latents from batch_index.
+func (e *execution) latentFromBatch(n *workflow.Node) (value, error) {
+	v := e.input(n, "samples")
+	i, err1 := intInput(n, "batch_index", 0)
+	l, err2 := intInput(n, "length", 1)
+	if err := errors.Join(err1, err2); err != nil {
+		return value{}, err
+	}
+	i = min(max(i, 0), v.batch-1)
+	l = min(max(l, 1), v.batch-i)
+	v.seed += uint64(i) // the images keep their place's picture
+	return sized(v, v.width, v.height, l)
+}
+
+// clipVisionEncode is CLIPVisionEncode: charged as a text encode (a
+// vision tower of the same order; ⚠ assumption, no COSTS.md row).
+func (e *execution) clipVisionEncode(n *workflow.Node) (value, error) {
+	v := e.inherit(n)
+	return v, e.charge(e.cost.TextEncodeTime(v.family, e.dev))
+}

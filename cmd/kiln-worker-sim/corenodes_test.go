@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+)
+
+// TestCoreNodeGeometry runs inpaint, outpaint, batch and latent-editing
+// graphs and checks the saved PNGs' sizes and counts against what ComfyUI's
+// nodes would produce.
+func TestCoreNodeGeometry(t *testing.T) {
+	link := func(id string, out int) []any { return []any{id, float64(out)} }
+	for _, tc := range []struct {
+		name       string
+		edit       func(wf map[string]any) // on the sd-1.5 LoRA graph (512×512, node 5 its latent)
+		wantW      int
+		wantH      int
+		wantImages int
+	}{
+		{
+			name: "outpaint",
+			edit: func(wf map[string]any) {
+				wf["20"] = map[string]any{"class_type": "EmptyImage", "inputs": map[string]any{"width": 512.0, "height": 512.0, "batch_size": 1.0, "color": 0.0}}
+				wf["21"] = map[string]any{"class_type": "ImagePadForOutpaint", "inputs": map[string]any{"image": link("20", 0),
+					"left": 64.0, "top": 0.0, "right": 64.0, "bottom": 128.0, "feathering": 40.0}}
+				wf["22"] = map[string]any{"class_type": "VAEEncodeForInpaint", "inputs": map[string]any{"pixels": link("21", 0),
+					"vae": link("4", 2), "mask": link("21", 1), "grow_mask_by": 6.0}}
+				wf["3"].(map[string]any)["inputs"].(map[string]any)["latent_image"] = link("22", 0)
+			},
+			wantW: 640, wantH: 640, wantImages: 1,
+		},
+		{
+			name: "inpaint with a noise mask",
+			edit: func(wf map[string]any) {
+				wf["20"] = map[string]any{"class_type": "EmptyImage", "inputs": map[string]any{"width": 768.0, "height": 512.0, "batch_size": 2.0, "color": 255.0}}
+				wf["21"] = map[string]any{"class_type": "VAEEncode", "inputs": map[string]any{"pixels": link("20", 0), "vae": link("4", 2)}}
+				wf["22"] = map[string]any{"class_type": "LoadImageMask", "inputs": map[string]any{"image": "mask.png", "channel": "alpha"}}
+				wf["23"] = map[string]any{"class_type": "SetLatentNoiseMask", "inputs": map[string]any{"samples": link("21", 0), "mask": link("22", 0)}}
+				wf["3"].(map[string]any)["inputs"].(map[string]any)["latent_image"] = link("23", 0)
+			},
+			wantW: 768, wantH: 512, wantImages: 2,
+		},
+		{
+			name: "rotate and crop a latent, one of a batch",
+			edit: func(wf map[string]any) {
+				wf["5"].(map[string]any)["inputs"].(map[string]any)["width"] = 768.0
+				wf["5"].(map[string]any)["inputs"].(map[string]any)["batch_size"] = 4.0
+				wf["20"] = map[string]any{"class_type": "LatentRotate", "inputs": map[string]any{"samples": link("5", 0), "rotation": "90 degrees"}}
+				wf["21"] = map[string]any{"class_type": "LatentCrop", "inputs": map[string]any{"samples": link("20", 0),
+					"width": 256.0, "height": 1024.0, "x": 64.0, "y": 128.0}}
+				wf["22"] = map[string]any{"class_type": "LatentFromBatch", "inputs": map[string]any{"samples": link("21", 0), "batch_index": 3.0, "length": 2.0}}
+				wf["3"].(map[string]any)["inputs"].(map[string]any)["latent_image"] = link("22", 0)
+			},
+			wantW: 256, wantH: 640, wantImages: 1, // 512×768 after the turn; the crop from y 128 leaves 640; index 3 of 4 leaves one
+		},
+		{
+			name: "batch images",
+			edit: func(wf map[string]any) {
+				wf["20"] = map[string]any{"class_type": "EmptyImage", "inputs": map[string]any{"width": 320.0, "height": 240.0, "batch_size": 2.0, "color": 0.0}}
+				wf["21"] = map[string]any{"class_type": "ImageBatch", "inputs": map[string]any{"image1": link("20", 0), "image2": link("8", 0)}}
+				wf["9"].(map[string]any)["inputs"].(map[string]any)["images"] = link("21", 0)
+			},
+			wantW: 320, wantH: 240, wantImages: 3,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, 80*gib)
+			wf := h.loadSD15LoRA()
+			tc.edit(wf)
+			res, _, err := h.run(context.Background(), "core", wf)
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if len(res.Outputs) != tc.wantImages {
+				t.Fatalf("%d images, want %d: %+v", len(res.Outputs), tc.wantImages, res.Outputs)
+			}
+			for _, o := range res.Outputs {
+				w, ht := decodePNG(t, filepath.Join(h.out, filepath.FromSlash(o.Subfolder), o.Filename))
+				if w != tc.wantW || ht != tc.wantH {
+					t.Errorf("%s is %d×%d, want %d×%d", o.Filename, w, ht, tc.wantW, tc.wantH)
+				}
+			}
+		})
+	}
+}
