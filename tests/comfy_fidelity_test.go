@@ -166,7 +166,7 @@ func TestComfyFidelity(t *testing.T) {
 			if outs := entry["outputs"].(map[string]any); len(outs) != 0 {
 				t.Errorf("history outputs %v, want none", outs)
 			}
-			if _, err := os.Stat(filepath.Join(k.dataDir, "output", ".websocket", id)); !os.IsNotExist(err) {
+			if _, err := os.Stat(filepath.Join(k.dataDir, "output", id, ".websocket")); !os.IsNotExist(err) {
 				t.Errorf("the websocket images of %s are still on disk: %v", id, err)
 			}
 		}

@@ -3,11 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"image"
 	"image/png"
-	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -98,46 +96,6 @@ func writePNG(path string, w, h int, seed uint64) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
-}
-
-// writeNewPNG renders the image for seed into dir as
-// <name>_<NNNNN>_.png, NNNNN being *counter or, when that file exists (a
-// prompt on another worker took the number), the next free one; *counter
-// ends one past the number used. The file appears whole and is never
-// overwritten: it is written to a temporary file and hard-linked to its
-// name, which fails if the name exists.
-func writeNewPNG(dir, name string, counter *int, w, h int, seed uint64) (string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("write %s: %w", dir, err)
-	}
-	tmp, err := os.CreateTemp(dir, ".tmp-*.png")
-	if err != nil {
-		return "", fmt.Errorf("write %s: %w", dir, err)
-	}
-	defer os.Remove(tmp.Name())
-	bw := bufio.NewWriterSize(tmp, 256<<10)
-	err = pngEncoder.Encode(bw, renderImage(w, h, seed))
-	if err == nil {
-		err = bw.Flush()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return "", fmt.Errorf("write %s: encode: %w", dir, err)
-	}
-	for tries := 0; tries < 100000; tries++ {
-		file := fmt.Sprintf("%s_%05d_.png", name, *counter)
-		*counter++
-		err := os.Link(tmp.Name(), filepath.Join(dir, file))
-		if err == nil {
-			return file, nil
-		}
-		if !errors.Is(err, fs.ErrExist) {
-			return "", fmt.Errorf("write %s: %w", file, err)
-		}
-	}
-	return "", fmt.Errorf("write %s: no free file name for %s", dir, name)
 }
 
 // PreviewSize is the side of the square preview the sim sends with every

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -488,12 +487,15 @@ func (e *execution) upscale(n *workflow.Node) (value, error) {
 	return out, e.charge(e.cost.UpscaleTime(out.width, out.height, out.batch, e.dev))
 }
 
-// save writes the node's images as PNGs, named as ComfyUI's SaveImage and
-// PreviewImage name them (folder_paths.get_save_image_path): the prefix's
-// folder is the subfolder of the output directory, and the file is
-// <name>_<NNNNN>_.png with a counter that continues after the highest one
-// already in that folder, across prompts and workers. PreviewImage's
-// prefix is "ComfyUI_temp_" and five random letters, as in ComfyUI.
+// save writes the node's images as PNGs, named as ComfyUI names them:
+// <prefix>_<NNNNN>_.png under <output_dir>/<job_id>[/<prefix's folder>],
+// the counter per prefix within the job. The job's folder is the worker
+// protocol's (sdk/worker/PROTOCOL.md: a re-run of the job overwrites its
+// files); the kernel gives the files ComfyUI's names in the output folder
+// itself, with a counter that continues across prompts
+// (docs/comfyui.md). PreviewImage's prefix is "ComfyUI_temp_" and five
+// letters, as in ComfyUI, drawn from the job and node ids so that a re-run
+// writes the same names.
 func (e *execution) save(n *workflow.Node) (value, error) {
 	img, ok := e.in(n, "images")
 	if !ok {
@@ -507,28 +509,27 @@ func (e *execution) save(n *workflow.Node) (value, error) {
 		prefix = p
 	}
 	if n.ClassType == "PreviewImage" {
-		typ, prefix = "temp", "ComfyUI_temp_"+e.sim.randomLetters(5)
+		typ, prefix = "temp", "ComfyUI_temp_"+previewLettersFor(e.jobID, n.ID)
 	}
 	prefix = expandPrefix(prefix, img.width, img.height, e.sim.clock.Now())
 	clean := path.Clean(strings.ReplaceAll(prefix, "\\", "/"))
 	if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") || strings.ContainsRune(clean, 0) {
 		return value{}, fmt.Errorf("filename_prefix %q leaves the output directory", prefix)
 	}
-	subfolder, base := path.Split(clean)
-	subfolder = strings.TrimSuffix(subfolder, "/")
-	dir := filepath.Join(e.outDir, filepath.FromSlash(subfolder))
-	counter := nextCounter(dir, base)
+	dir, base := path.Split(clean)
+	subfolder := path.Join(e.jobID, dir)
 	for i := 0; i < img.batch; i++ {
 		if err := e.ctx.Err(); err != nil {
 			return value{}, err
 		}
-		name := strings.ReplaceAll(base, "%batch_num%", strconv.Itoa(i))
-		file, err := writeNewPNG(dir, name, &counter, img.width, img.height, img.seed+uint64(i))
-		if err != nil {
+		e.counters[clean]++
+		name := fmt.Sprintf("%s_%05d_.png", strings.ReplaceAll(base, "%batch_num%", strconv.Itoa(i)), e.counters[clean])
+		file := filepath.Join(e.outDir, filepath.FromSlash(subfolder), name)
+		if err := writePNG(file, img.width, img.height, img.seed+uint64(i)); err != nil {
 			return value{}, err
 		}
 		e.outputs = append(e.outputs, wire.Output{
-			Node: n.ID, Filename: file, Subfolder: subfolder, Type: typ,
+			Node: n.ID, Filename: name, Subfolder: subfolder, Type: typ,
 			Width: img.width, Height: img.height,
 		})
 	}
@@ -541,13 +542,13 @@ func (e *execution) save(n *workflow.Node) (value, error) {
 const OutputWebsocket = "websocket"
 
 // websocketDir is where SaveImageWebsocket images wait for the kernel,
-// below the output directory: a dot folder, so that no filename_prefix of
-// a SaveImage names it by accident.
+// below the job's folder: a dot folder, so that no filename_prefix of a
+// SaveImage names it by accident.
 const websocketDir = ".websocket"
 
 // saveWebsocket is ComfyUI's SaveImageWebsocket: each image goes to the
 // client as a full-size PNG on the WebSocket instead of into the output
-// folder. The sim writes the PNGs under websocketDir/<job id> and reports
+// folder. The sim writes the PNGs under <job id>/websocketDir and reports
 // them as OutputWebsocket outputs; the kernel frames and sends them.
 // ComfyUI's node writes no metadata into these images.
 func (e *execution) saveWebsocket(n *workflow.Node) (value, error) {
@@ -558,7 +559,7 @@ func (e *execution) saveWebsocket(n *workflow.Node) (value, error) {
 	if !img.sized {
 		img.width, img.height, img.batch = workflow.DefaultWidth, workflow.DefaultHeight, 1
 	}
-	subfolder := path.Join(websocketDir, e.jobID)
+	subfolder := path.Join(e.jobID, websocketDir)
 	for i := 0; i < img.batch; i++ {
 		if err := e.ctx.Err(); err != nil {
 			return value{}, err
@@ -587,27 +588,6 @@ func expandPrefix(p string, w, h int, now time.Time) string {
 		"%day%", fmt.Sprintf("%02d", now.Day()), "%hour%", fmt.Sprintf("%02d", now.Hour()),
 		"%minute%", fmt.Sprintf("%02d", now.Minute()), "%second%", fmt.Sprintf("%02d", now.Second()),
 	).Replace(p)
-}
-
-// nextCounter is ComfyUI's counter for base in dir: one more than the
-// highest N of the files named base_N…, 1 when there are none.
-func nextCounter(dir, base string) int {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return 1
-	}
-	highest := 0
-	for _, en := range entries {
-		rest, ok := strings.CutPrefix(en.Name(), base+"_")
-		if !ok {
-			continue
-		}
-		digits, _, _ := strings.Cut(rest, "_")
-		if n, err := strconv.Atoi(digits); err == nil && n > highest {
-			highest = n
-		}
-	}
-	return highest + 1
 }
 
 // intInput reads a literal integer input; absent or linked inputs give def.

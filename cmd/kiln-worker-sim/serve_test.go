@@ -120,7 +120,7 @@ func TestServeSocketpair(t *testing.T) {
 	if len(prog) != 20 || len(res.Outputs) != 1 {
 		t.Fatalf("%d progress, outputs %+v", len(prog), res.Outputs)
 	}
-	if w, ht := decodePNG(t, filepath.Join(out, res.Outputs[0].Filename)); w != 512 || ht != 512 {
+	if w, ht := decodePNG(t, filepath.Join(out, "sock", res.Outputs[0].Filename)); w != 512 || ht != 512 {
 		t.Errorf("PNG %d×%d", w, ht)
 	}
 

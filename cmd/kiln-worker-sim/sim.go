@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"sort"
 	"strconv"
@@ -83,14 +82,17 @@ type model struct {
 
 // newSim returns a sim with default costs that sleeps on clk.
 // previewLetters are the letters ComfyUI's PreviewImage draws its five
-// random prefix letters from (its list has "p" twice and no "w").
+// prefix letters from (its list has "p" twice and no "w").
 const previewLetters = "abcdefghijklmnopqrstupvxyz"
 
-// randomLetters returns n letters of previewLetters.
-func (s *sim) randomLetters(n int) string {
-	b := make([]byte, n)
+// previewLettersFor returns the five letters of a PreviewImage prefix:
+// ComfyUI draws them at random; the sim derives them from the job and node
+// ids, so that a re-run of the job writes, and overwrites, the same files.
+func previewLettersFor(jobID, node string) string {
+	sum := sha256.Sum256([]byte(jobID + "\x00" + node))
+	b := make([]byte, 5)
 	for i := range b {
-		b[i] = previewLetters[rand.IntN(len(previewLetters))]
+		b[i] = previewLetters[int(sum[i])%len(previewLetters)]
 	}
 	return string(b)
 }

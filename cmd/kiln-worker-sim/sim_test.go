@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -363,42 +362,37 @@ func TestRunSD15LoRA(t *testing.T) {
 	if time.Duration(res.RunNanos) != want {
 		t.Errorf("RunNanos = %v, want %v", time.Duration(res.RunNanos), want)
 	}
-	wantOut := []wire.Output{{Node: "9", Filename: "ComfyUI_00001_.png", Subfolder: "", Type: "output", Width: 512, Height: 512}}
+	wantOut := []wire.Output{{Node: "9", Filename: "ComfyUI_00001_.png", Subfolder: "job-1", Type: "output", Width: 512, Height: 512}}
 	if res.JobID != "job-1" || !slices.Equal(res.Outputs, wantOut) {
 		t.Fatalf("result = %+v, want outputs %+v", res, wantOut)
 	}
-	file := filepath.Join(h.out, "ComfyUI_00001_.png")
+	file := filepath.Join(h.out, "job-1", "ComfyUI_00001_.png")
 	if w, ht := decodePNG(t, file); w != 512 || ht != 512 {
 		t.Errorf("PNG is %d×%d, want 512×512", w, ht)
 	}
 	first, _ := os.ReadFile(file)
 
-	// Same seed, other job, or the same job again: same bytes, under the
-	// next name in the folder (ComfyUI's counter continues across
-	// prompts; nothing is overwritten).
-	for i, job := range []string{"job-2", "job-1"} {
-		res, _, err := h.run(context.Background(), job, wf)
-		if err != nil {
+	// Same seed, other job: same bytes. Same job again: overwritten, not
+	// duplicated.
+	for _, job := range []string{"job-2", "job-1"} {
+		if _, _, err := h.run(context.Background(), job, wf); err != nil {
 			t.Fatalf("Run(%s): %v", job, err)
 		}
-		name := fmt.Sprintf("ComfyUI_%05d_.png", i+2)
-		if len(res.Outputs) != 1 || res.Outputs[0].Filename != name || res.Outputs[0].Subfolder != "" {
-			t.Fatalf("%s: outputs %+v, want %s", job, res.Outputs, name)
-		}
-		got, _ := os.ReadFile(filepath.Join(h.out, name))
+		got, _ := os.ReadFile(filepath.Join(h.out, job, "ComfyUI_00001_.png"))
 		if !bytes.Equal(got, first) {
 			t.Errorf("%s: PNG differs for the same seed", job)
 		}
 	}
-	if entries, _ := os.ReadDir(h.out); len(entries) != 3 {
-		t.Errorf("output folder holds %d files after three runs, want 3", len(entries))
+	entries, _ := os.ReadDir(filepath.Join(h.out, "job-1"))
+	if len(entries) != 1 {
+		t.Errorf("job-1 holds %d files after a re-run, want 1", len(entries))
 	}
 	// Another seed gives another picture.
 	wf["3"].(map[string]any)["inputs"].(map[string]any)["seed"] = 7.0
 	if _, _, err := h.run(context.Background(), "job-3", wf); err != nil {
 		t.Fatal(err)
 	}
-	other, _ := os.ReadFile(filepath.Join(h.out, "ComfyUI_00004_.png"))
+	other, _ := os.ReadFile(filepath.Join(h.out, "job-3", "ComfyUI_00001_.png"))
 	if bytes.Equal(other, first) {
 		t.Error("PNG is the same for another seed")
 	}
@@ -425,7 +419,7 @@ func TestRunExamples(t *testing.T) {
 				{"checkpoints/sd_xl_refiner_1.0.safetensors", "sdxl", 6_080_000_000},
 			},
 			wantSteps: map[string]int{"10": 20, "11": 5},
-			wantOut:   []wire.Output{{Node: "19", Filename: "ComfyUI_00001_.png", Subfolder: "", Type: "output", Width: 1024, Height: 1024}},
+			wantOut:   []wire.Output{{Node: "19", Filename: "ComfyUI_00001_.png", Subfolder: "j", Type: "output", Width: 1024, Height: 1024}},
 		},
 		{
 			file: "saintno-comfyui-sdk__example-txt2img-workflow.api.json",
@@ -435,15 +429,15 @@ func TestRunExamples(t *testing.T) {
 			},
 			wantSteps: map[string]int{"3": 8},
 			wantOut: []wire.Output{
-				{Node: "9", Filename: "ComfyUI_00001_.png", Subfolder: "", Type: "output", Width: 512, Height: 512},
-				{Node: "12", Filename: "ComfyUI_00002_.png", Subfolder: "", Type: "output", Width: 2048, Height: 2048},
+				{Node: "9", Filename: "ComfyUI_00001_.png", Subfolder: "j", Type: "output", Width: 512, Height: 512},
+				{Node: "12", Filename: "ComfyUI_00002_.png", Subfolder: "j", Type: "output", Width: 2048, Height: 2048},
 			},
 		},
 		{
 			file:      "worker-comfyui__workflow_sd3.api.json",
 			models:    []model{{"checkpoints/sd3_medium_incl_clips_t5xxlfp8.safetensors", "sd3", 10_900_000_000}},
 			wantSteps: map[string]int{"271": 28},
-			wantOut:   []wire.Output{{Node: "273", Filename: "sd3_00001_.png", Subfolder: "sd3", Type: "output", Width: 1152, Height: 768}},
+			wantOut:   []wire.Output{{Node: "273", Filename: "sd3_00001_.png", Subfolder: "j/sd3", Type: "output", Width: 1152, Height: 768}},
 		},
 		{
 			file: "worker-comfyui__workflow_flux1_dev.api.json",
@@ -454,16 +448,16 @@ func TestRunExamples(t *testing.T) {
 				{"diffusion_models/flux1-dev.safetensors", "flux", 11_900_000_000},
 			},
 			wantSteps: map[string]int{"13": 4},
-			wantOut:   []wire.Output{{Node: "9", Filename: "ComfyUI_00001_.png", Subfolder: "", Type: "output", Width: 1024, Height: 1024}},
+			wantOut:   []wire.Output{{Node: "9", Filename: "ComfyUI_00001_.png", Subfolder: "j", Type: "output", Width: 1024, Height: 1024}},
 		},
 		{
 			file:      "worker-comfyui__test_input.api.json",
 			models:    []model{{"checkpoints/flux1-dev-fp8.safetensors", "flux", 17_200_000_000}},
 			wantSteps: map[string]int{"31": 10},
 			wantOut: []wire.Output{ // two SaveImage nodes share the prefix and its counter
-				{Node: "9", Filename: "ComfyUI_00001_.png", Subfolder: "", Type: "output", Width: 512, Height: 512},
-				{Node: "38", Filename: "ComfyUI_temp_?????_00001_.png", Subfolder: "", Type: "temp", Width: 512, Height: 512},
-				{Node: "40", Filename: "ComfyUI_00002_.png", Subfolder: "", Type: "output", Width: 512, Height: 512},
+				{Node: "9", Filename: "ComfyUI_00001_.png", Subfolder: "j", Type: "output", Width: 512, Height: 512},
+				{Node: "38", Filename: "ComfyUI_temp_?????_00001_.png", Subfolder: "j", Type: "temp", Width: 512, Height: 512},
+				{Node: "40", Filename: "ComfyUI_00002_.png", Subfolder: "j", Type: "output", Width: 512, Height: 512},
 			},
 		},
 	} {
@@ -488,7 +482,7 @@ func TestRunExamples(t *testing.T) {
 					t.Errorf("node %s: %d progress messages, want %d", node, steps[node], n)
 				}
 			}
-			// PreviewImage's five random letters, as in ComfyUI.
+			// PreviewImage's five letters, as in ComfyUI.
 			got := slices.Clone(res.Outputs)
 			for i := range got {
 				if f, ok := strings.CutPrefix(got[i].Filename, "ComfyUI_temp_"); ok && len(f) > 5 {
@@ -524,8 +518,8 @@ func TestRunBatch(t *testing.T) {
 	if !slices.Equal(names, want) {
 		t.Fatalf("files = %v, want %v", names, want)
 	}
-	a, _ := os.ReadFile(filepath.Join(h.out, want[0]))
-	b, _ := os.ReadFile(filepath.Join(h.out, want[1]))
+	a, _ := os.ReadFile(filepath.Join(h.out, "b", want[0]))
+	b, _ := os.ReadFile(filepath.Join(h.out, "b", want[1]))
 	if bytes.Equal(a, b) {
 		t.Error("images of one batch are identical")
 	}
@@ -686,8 +680,8 @@ func TestRunSaveImageWebsocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []wire.Output{
-		{Node: "9", Filename: "9_00000.png", Subfolder: ".websocket/ws-job", Type: OutputWebsocket, Width: 512, Height: 512},
-		{Node: "9", Filename: "9_00001.png", Subfolder: ".websocket/ws-job", Type: OutputWebsocket, Width: 512, Height: 512},
+		{Node: "9", Filename: "9_00000.png", Subfolder: "ws-job/.websocket", Type: OutputWebsocket, Width: 512, Height: 512},
+		{Node: "9", Filename: "9_00001.png", Subfolder: "ws-job/.websocket", Type: OutputWebsocket, Width: 512, Height: 512},
 	}
 	if !slices.Equal(res.Outputs, want) {
 		t.Fatalf("outputs = %+v, want %+v", res.Outputs, want)
@@ -697,40 +691,21 @@ func TestRunSaveImageWebsocket(t *testing.T) {
 			t.Errorf("%s is %d×%d", o.Filename, w, ht)
 		}
 	}
-	// Nothing is saved as an output: the next SaveImage starts at 1.
-	if n := nextCounter(h.out, "ComfyUI"); n != 1 {
-		t.Errorf("next ComfyUI counter = %d after a websocket save, want 1", n)
+	// Nothing is saved as an output: the job's folder holds the websocket
+	// folder only.
+	if entries, _ := os.ReadDir(filepath.Join(h.out, "ws-job")); len(entries) != 1 || entries[0].Name() != ".websocket" {
+		t.Errorf("job folder holds %v", entries)
 	}
 }
 
-func TestSaveCounterAcrossConcurrentRuns(t *testing.T) {
-	h := newHarness(t, 80*gib)
-	wf := h.loadSD15LoRA()
-	var wg sync.WaitGroup
-	names := make(chan string, 8)
-	for i := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, _, err := h.run(context.Background(), fmt.Sprintf("c%d", i), wf)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			for _, o := range res.Outputs {
-				names <- o.Filename
-			}
-		}()
+func TestPreviewPrefixIsStablePerJob(t *testing.T) {
+	a, b, c := previewLettersFor("j1", "38"), previewLettersFor("j1", "38"), previewLettersFor("j2", "38")
+	if a != b || len(a) != 5 || a == c {
+		t.Errorf("preview letters %q, %q (same job and node), %q (another job)", a, b, c)
 	}
-	wg.Wait()
-	close(names)
-	var got []string
-	for n := range names {
-		got = append(got, n)
-	}
-	slices.Sort(got)
-	want := []string{"ComfyUI_00001_.png", "ComfyUI_00002_.png", "ComfyUI_00003_.png", "ComfyUI_00004_.png"}
-	if !slices.Equal(got, want) {
-		t.Errorf("files of four concurrent runs = %v, want %v", got, want)
+	for _, r := range a {
+		if !strings.ContainsRune(previewLetters, r) {
+			t.Errorf("letter %q is not one of ComfyUI's", r)
+		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +30,7 @@ type hub struct {
 	conns   map[*wsConn]struct{}
 	runs    map[string]*runState
 	extra   map[string]map[string]any
+	names   map[string][]job.Output  // prompt id → its outputs under ComfyUI's names (comfy_names.go)
 	hits    map[string]*cachedPrompt // prompt id → prompt answered from the cache
 	hitSeq  []string                 // hits in arrival order, for bounds and max_items
 	pending map[string][]wsMessage   // cache-hit messages waiting for the HTTP answer
@@ -100,7 +100,7 @@ func newHub(c *comfy) *hub {
 	return &hub{
 		c: c, cache: newResultCache(c.cfg.Cache, c.s.deps.Clock, c.s.deps.OutputDir),
 		conns: map[*wsConn]struct{}{}, runs: map[string]*runState{}, extra: map[string]map[string]any{},
-		hits: map[string]*cachedPrompt{}, pending: map[string][]wsMessage{},
+		hits: map[string]*cachedPrompt{}, pending: map[string][]wsMessage{}, names: map[string][]job.Output{},
 	}
 }
 
@@ -184,13 +184,15 @@ func (h *hub) finished(e dispatch.Event) {
 	delete(h.runs, id)
 	h.mu.Unlock()
 	ts := h.nowMS()
-	defer h.removeWebsocketImages(e.Outputs)
+	defer h.removeWebsocketImages(id, e.Outputs)
 	switch e.State {
 	case job.Done:
 		j, jerr := h.c.s.deps.Store.Get(id)
 		if jerr == nil {
 			h.writePNGInfo(id, j.Workflow, savedOutputs(e.Outputs))
 		}
+		// The metadata first: the ComfyUI names are links to the same files.
+		named := h.nameOutputs(id, e.Outputs)
 		h.sendWebsocketImages(e, rs)
 		if rs != nil {
 			h.mu.Lock()
@@ -203,13 +205,14 @@ func (h *hub) finished(e dispatch.Event) {
 				h.send("", "progress_state", st)
 			}
 		}
-		saved := savedOutputs(e.Outputs)
+		saved := savedOutputs(named)
 		for _, node := range outputNodes(saved) {
 			h.send(e.ClientID, "executed", map[string]any{"node": node, "display_node": node,
 				"output": map[string]any{"images": imagesOf(saved, node)}, "prompt_id": id})
 		}
 		h.send(e.ClientID, "execution_success", map[string]any{"prompt_id": id, "timestamp": ts})
 		if jerr == nil {
+			j.Outputs = named
 			h.cache.store(j)
 		}
 	case job.Failed:
@@ -360,12 +363,12 @@ func (h *hub) sendWebsocketImages(e dispatch.Event, rs *runState) {
 
 // removeWebsocketImages deletes the files of SaveImageWebsocket images once
 // sent (or once the prompt failed): ComfyUI never stores them.
-func (h *hub) removeWebsocketImages(outs []job.Output) {
+func (h *hub) removeWebsocketImages(jobID string, outs []job.Output) {
 	dirs := map[string]bool{}
 	for _, o := range outs {
-		// Only the sim's websocket folder: a worker's report must not
+		// Only files in the job's folder: a worker's report must not
 		// delete saved outputs.
-		if o.Type != outputWebsocket || !strings.HasPrefix(o.Subfolder, ".websocket/") {
+		if o.Type != outputWebsocket || !inJobFolder(o.Subfolder, jobID) {
 			continue
 		}
 		if p, err := h.c.safePath(h.c.s.deps.OutputDir, o.Subfolder, o.Filename); err == nil {
@@ -644,6 +647,7 @@ func (h *hub) forget(id string) {
 	h.mu.Lock()
 	delete(h.extra, id)
 	delete(h.runs, id)
+	delete(h.names, id)
 	h.mu.Unlock()
 }
 
@@ -651,7 +655,7 @@ func (h *hub) forget(id string) {
 func (h *hub) historyEntry(j *job.Job) map[string]any {
 	outputs := map[string]any{}
 	meta := map[string]any{}
-	saved := savedOutputs(j.Outputs)
+	saved := savedOutputs(h.outputsOf(j))
 	for _, node := range outputNodes(saved) {
 		outputs[node] = map[string]any{"images": imagesOf(saved, node)}
 		meta[node] = map[string]any{"node_id": node, "display_node": node, "parent_node": nil, "real_node_id": node}
