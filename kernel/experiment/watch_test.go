@@ -250,3 +250,36 @@ func collectText(t *testing.T, c prometheus.Collector) string {
 	}
 	return b.String()
 }
+
+// TestWatchConcurrent: the node calls Observe from the dispatcher, Changed
+// from the policy host and Tick from its own loop, and the rollback calls
+// back into Changed's caller; under -race none of it may race or deadlock.
+func TestWatchConcurrent(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	var w *Watcher
+	w, err := NewWatcher(WatchOptions{Config: WatchConfig{Enabled: true, Window: 10 * time.Second}, Clock: clk,
+		Rollback: func(Watch) error { w.Ended("rolled back"); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 2000 {
+			w.Observe(Observation{Latency: time.Duration(1+i%7) * time.Second})
+		}
+	}()
+	for i := range 200 {
+		if i%50 == 0 {
+			w.Changed(WatchedChange{Kind: "scheduling", Action: "activate", From: "a@1", To: "b@1"})
+		}
+		clk.Advance(100 * time.Millisecond)
+		w.Tick()
+		_ = w.Watches()
+		_ = collectText(t, w)
+	}
+	<-done
+	if len(w.Watches()) != 4 {
+		t.Errorf("%d watches; want 4", len(w.Watches()))
+	}
+}
