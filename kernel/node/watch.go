@@ -43,24 +43,28 @@ func (n *Node) openWatch() error {
 	}
 	nw.w = w
 	n.watch = nw
-	n.Policies.OnChange(func(e policy.ChangeEvent) {
-		switch e.Action {
-		case "activate", "set":
-			if nw.promoting.Load() > 0 {
-				return // an experiment's promotion: judged by the experiment
-			}
-			w.Changed(experiment.WatchedChange{Kind: e.Kind.String(), Action: e.Action, From: e.From, To: e.To,
-				Reason: e.Reason, Before: e.Before, After: e.After})
-		case "rollback", "auto-rollback":
-			// The operator (or the fault counter) moved the kind on: the
-			// watched change is no longer alone in the comparison.
-			w.Ended(e.Kind.String() + " " + e.Action + " to " + e.To)
-		}
-		// restore (a start) and watch-rollback (the watcher's own) open
-		// nothing.
-	})
+	n.Policies.OnChange(nw.onChange)
 	n.Metrics.Register(w)
 	return nil
+}
+
+// onChange is the policy host's change hook: a change by hand opens a
+// watch; a rollback by hand or a fault's auto-rollback ends the open one.
+func (nw *nodeWatch) onChange(e policy.ChangeEvent) {
+	switch e.Action {
+	case "activate", "set":
+		if nw.promoting.Load() > 0 {
+			return // an experiment's promotion: judged by the experiment
+		}
+		nw.w.Changed(experiment.WatchedChange{Kind: e.Kind.String(), Action: e.Action, From: e.From, To: e.To,
+			Reason: e.Reason, Before: e.Before, After: e.After})
+	case "rollback", "auto-rollback":
+		// The operator (or the fault counter) moved the kind on: the
+		// watched change is no longer alone in the comparison.
+		nw.w.Ended(e.Kind.String() + " " + e.Action + " to " + e.To)
+	}
+	// restore (a start) and watch-rollback (the watcher's own) open
+	// nothing.
 }
 
 // watchRollback undoes a watched change through the host.
