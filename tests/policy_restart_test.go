@@ -37,19 +37,19 @@ func TestPolicyStateSurvivesRestart(t *testing.T) {
 	if code, data := call(k, "POST", "/v1/policies/scheduling?name=mine&activate=1&reason=restart+test", module); code != http.StatusCreated {
 		t.Fatalf("load module: HTTP %d: %s", code, data)
 	}
-	body, _ := json.Marshal(map[string]any{"name": "gdsf", "reason": "restart test"})
+	body, _ := json.Marshal(map[string]any{"name": "s3fifo", "reason": "restart test"})
 	if code, data := call(k, "POST", "/v1/policies/eviction/activate", body); code != http.StatusOK {
-		t.Fatalf("activate gdsf: HTTP %d: %s", code, data)
+		t.Fatalf("activate s3fifo: HTTP %d: %s", code, data)
 	}
 	sched, evict := kind(k, "scheduling"), kind(k, "eviction")
-	if sched.Active != "mine@1" || evict.Active != "gdsf@1" {
+	if sched.Active != "mine@1" || evict.Active != "s3fifo@1" {
 		t.Fatalf("before the restart: scheduling %s, eviction %s", sched.Active, evict.Active)
 	}
 	k.stop()
 
 	k2 := startKiln(t, dataDir)
 	waitFor(t, 60*time.Second, "the saved policies to be active again", func() bool {
-		return kind(k2, "scheduling").Active == "mine@1" && kind(k2, "eviction").Active == "gdsf@1"
+		return kind(k2, "scheduling").Active == "mine@1" && kind(k2, "eviction").Active == "s3fifo@1"
 	})
 	after := kind(k2, "scheduling")
 	var sum string
