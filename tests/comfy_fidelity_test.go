@@ -377,4 +377,3 @@ func keysOf(m map[string]string) []string {
 	}
 	return out
 }
-

@@ -548,8 +548,10 @@ const websocketDir = ".websocket"
 
 // saveWebsocket is ComfyUI's SaveImageWebsocket: each image goes to the
 // client as a full-size PNG on the WebSocket instead of into the output
-// folder. The sim writes the PNGs under <job id>/websocketDir and reports
-// them as OutputWebsocket outputs; the kernel frames and sends them.
+// folder. The sim writes image i as <job id>/websocketDir/<node>_<i>.png,
+// then reports progress i+1 of n for the node, on which the kernel frames
+// and sends it; the images are also reported as OutputWebsocket outputs,
+// for the kernel to send any it missed and to delete them.
 // ComfyUI's node writes no metadata into these images.
 func (e *execution) saveWebsocket(n *workflow.Node) (value, error) {
 	img, ok := e.in(n, "images")
@@ -572,6 +574,9 @@ func (e *execution) saveWebsocket(n *workflow.Node) (value, error) {
 			Node: n.ID, Filename: name, Subfolder: subfolder, Type: OutputWebsocket,
 			Width: img.width, Height: img.height,
 		})
+		// Image i is on disk: the kernel sends it while the node runs,
+		// as ComfyUI's node does with each image.
+		e.progress(wire.Progress{JobID: e.jobID, Node: n.ID, Value: i + 1, Max: img.batch})
 	}
 	return img, nil
 }

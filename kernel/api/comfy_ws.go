@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -44,6 +45,10 @@ type runState struct {
 	// order, with its state, for progress_state messages.
 	nodes    []*nodeProgress
 	executed []string
+	// classes is the prompt's node id → class, read once when needed.
+	classes map[string]string
+	// wsSent counts the SaveImageWebsocket images sent per node.
+	wsSent map[string]int
 }
 
 // wsMessage is one text frame: {"type": ..., "data": ...}.
@@ -149,8 +154,19 @@ func (h *hub) handle(e dispatch.Event) {
 			rs.progress(e.Node).start()
 			startState = rs.progressState(id)
 		}
+		var wsImage []byte
 		if e.Max > 0 {
-			rs.progress(e.Node).update(e.Value, e.Max)
+			value := e.Value
+			if h.isWebsocketNode(id, rs, e.Node) {
+				// A SaveImageWebsocket image is ready: send it now, while
+				// its node executes, at ComfyUI's 0-based index.
+				value = e.Value - 1
+				wsImage = h.readWebsocketImage(id, e.Node, value)
+				if wsImage != nil {
+					rs.wsSent[e.Node]++
+				}
+			}
+			rs.progress(e.Node).update(value, e.Max)
 			stepState = rs.progressState(id)
 		}
 		h.mu.Unlock()
@@ -163,7 +179,10 @@ func (h *hub) handle(e dispatch.Event) {
 			h.send("", "progress_state", startState)
 			h.send(e.ClientID, "executing", map[string]any{"node": e.Node, "display_node": e.Node, "prompt_id": id})
 		}
-		if e.Max > 0 {
+		switch {
+		case wsImage != nil:
+			h.sendStep(e.ClientID, id, e.Node, e.Value-1, e.Max, stepState, wire.PreviewPNG, wsImage, true, true)
+		case e.Max > 0:
 			h.sendStep(e.ClientID, id, e.Node, e.Value, e.Max, stepState, e.PreviewFormat, e.Preview, h.previewsOn(id), false)
 		}
 	case dispatch.EventRequeued, dispatch.EventPreempted:
@@ -311,8 +330,9 @@ func savedOutputs(outs []job.Output) []job.Output {
 	return saved
 }
 
-// sendWebsocketImages sends the images of the prompt's SaveImageWebsocket
-// nodes as ComfyUI's node does (custom_nodes/websocket_image_save.py):
+// sendWebsocketImages sends, when the prompt ends, the images of its
+// SaveImageWebsocket nodes that were not sent while the node ran (a worker
+// that reports no progress for them), as ComfyUI's node does (custom_nodes/websocket_image_save.py):
 // while the node is the executing one, for each image a progress message
 // (value = the image's index, max = their number, as its
 // ProgressBar.update_absolute) and then the full-size PNG in a binary
@@ -335,11 +355,21 @@ func (h *hub) sendWebsocketImages(e dispatch.Event, rs *runState) {
 		if len(imgs) == 0 {
 			continue
 		}
+		sent := 0
+		if rs != nil {
+			h.mu.Lock()
+			sent = rs.wsSent[node]
+			h.mu.Unlock()
+		}
+		if sent >= len(imgs) {
+			continue // all sent while the node ran
+		}
 		if last != node {
 			h.send(e.ClientID, "executing", map[string]any{"node": node, "display_node": node, "prompt_id": e.JobID})
 			last = node
 		}
-		for i, o := range imgs {
+		for i, o := range imgs[sent:] {
+			i += sent
 			p, err := h.c.safePath(h.c.s.deps.OutputDir, o.Subfolder, o.Filename)
 			if err != nil {
 				continue
@@ -359,6 +389,44 @@ func (h *hub) sendWebsocketImages(e dispatch.Event, rs *runState) {
 			h.sendStep(e.ClientID, e.JobID, node, i, len(imgs), st, wire.PreviewPNG, img, true, true)
 		}
 	}
+}
+
+// isWebsocketNode reports whether node is a SaveImageWebsocket node of the
+// prompt. Called with h.mu held; the prompt's classes are read from the
+// store once.
+func (h *hub) isWebsocketNode(id string, rs *runState, node string) bool {
+	if rs.classes == nil {
+		rs.classes = map[string]string{}
+		if j, err := h.c.s.deps.Store.Get(id); err == nil {
+			var g map[string]struct {
+				ClassType string `json:"class_type"`
+			}
+			if json.Unmarshal(j.Workflow, &g) == nil {
+				for nid, n := range g {
+					rs.classes[nid] = n.ClassType
+				}
+			}
+		}
+		rs.wsSent = map[string]int{}
+	}
+	return rs.classes[node] == "SaveImageWebsocket"
+}
+
+// readWebsocketImage reads image i of a SaveImageWebsocket node, which the
+// worker wrote as <job id>/.websocket/<node>_<i>.png before it reported
+// image i done (the convention kiln-worker-sim follows; docs/comfyui.md).
+// It returns nil when there is no such file: the image then goes out when
+// the prompt ends, from the outputs the worker reports.
+func (h *hub) readWebsocketImage(id, node string, i int) []byte {
+	p, err := h.c.safePath(h.c.s.deps.OutputDir, id+"/.websocket", fmt.Sprintf("%s_%05d.png", node, i))
+	if err != nil {
+		return nil
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 // removeWebsocketImages deletes the files of SaveImageWebsocket images once
