@@ -85,8 +85,8 @@ bench-sim:
 # The experiments' error rates (kernel/experiment/RATIONALE.md): A/A false
 # alarms and planted bad policies' rollback rates (power), per experiment
 # type and load, with Wilson intervals; the table goes to
-# bench-experiments.md, to be pasted into BENCHMARKS.md. About 1100
-# two-hour simulations, GOMAXPROCS at a time (15–35 min on two cores,
+# bench-experiments.md, to be pasted into BENCHMARKS.md. About 900
+# two-hour simulations, GOMAXPROCS at a time (32 min on two shared cores,
 # depending on what else runs); KILN_BENCH_RUNS=N for fewer A/A runs.
 bench-experiments:
 	KILN_BENCH_EXPERIMENTS=$(CURDIR)/bench-experiments.md nice $(GO) test -count=1 -timeout 0 -run '^TestBenchExperiments$$' -v ./kernel/sim/
