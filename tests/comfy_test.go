@@ -8,7 +8,9 @@ import (
 	"image/png"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -157,6 +159,7 @@ func TestComfyWorkflows(t *testing.T) {
 			if len(outputs) == 0 {
 				t.Fatal("no outputs")
 			}
+			checkFileNames(t, wf, outputs)
 			for _, o := range outputs {
 				for _, img := range o.(map[string]any)["images"].([]any) {
 					im := img.(map[string]any)
@@ -202,5 +205,77 @@ func checkSequence(t *testing.T, msgs []map[string]any) {
 	}
 	if !sawProgress || !sawExecuted {
 		t.Fatalf("no progress or executed in %v", ts)
+	}
+	checkProgressState(t, msgs)
+}
+
+// checkProgressState checks the progress_state messages of a run against
+// ComfyUI's progress registry: each node marked running at 0/1 right
+// before its executing, each progress right after a progress_state with
+// the same value, and every started node finished (value = max) before
+// the first executed. Only ComfyUI's message types appear.
+func checkProgressState(t *testing.T, msgs []map[string]any) {
+	t.Helper()
+	known := map[string]bool{"execution_start": true, "execution_cached": true, "executing": true, "progress": true,
+		"progress_state": true, "executed": true, "execution_success": true}
+	started := map[string]bool{}
+	var lastState map[string]any
+	for i, m := range msgs {
+		typ, d := m["type"].(string), m["data"].(map[string]any)
+		if !known[typ] {
+			t.Fatalf("message type %q is not one ComfyUI sends for a run", typ)
+		}
+		var prevNodes map[string]any
+		if i > 0 && msgs[i-1]["type"] == "progress_state" {
+			prevNodes, _ = msgs[i-1]["data"].(map[string]any)["nodes"].(map[string]any)
+		}
+		switch typ {
+		case "progress_state":
+			lastState, _ = d["nodes"].(map[string]any)
+		case "executing":
+			node, _ := d["node"].(string)
+			n, _ := prevNodes[node].(map[string]any)
+			if n["state"] != "running" || n["value"] != 0.0 || n["max"] != 1.0 {
+				t.Fatalf("executing %s not right after progress_state with it running at 0/1: %v", node, types(msgs))
+			}
+			started[node] = true
+		case "progress":
+			n, _ := prevNodes[d["node"].(string)].(map[string]any)
+			if n["value"] != d["value"] || n["max"] != d["max"] {
+				t.Fatalf("progress %v not right after a progress_state with its value", d)
+			}
+		case "executed":
+			for node := range started {
+				if n, _ := lastState[node].(map[string]any); n["state"] != "finished" {
+					t.Fatalf("executed while node %s is %v", node, lastState[node])
+				}
+			}
+		}
+	}
+}
+
+// checkFileNames checks saved images' names as ComfyUI's SaveImage gives
+// them: <name>_<5 digits>_.png in the folder of the node's filename_prefix.
+func checkFileNames(t *testing.T, graph map[string]any, outputs map[string]any) {
+	t.Helper()
+	for node, o := range outputs {
+		n, _ := graph[node].(map[string]any)
+		if n["class_type"] != "SaveImage" {
+			continue
+		}
+		prefix, _ := n["inputs"].(map[string]any)["filename_prefix"].(string)
+		if prefix == "" {
+			prefix = "ComfyUI"
+		}
+		dir, base := path.Split(prefix)
+		for _, img := range o.(map[string]any)["images"].([]any) {
+			im := img.(map[string]any)
+			name, _ := im["filename"].(string)
+			digits, ok := strings.CutPrefix(name, base+"_")
+			digits, ok2 := strings.CutSuffix(digits, "_.png")
+			if _, err := strconv.Atoi(digits); !ok || !ok2 || len(digits) != 5 || err != nil || im["subfolder"] != strings.TrimSuffix(dir, "/") {
+				t.Errorf("node %s (prefix %q) saved %v; want %s_NNNNN_.png in %q", node, prefix, im, base, strings.TrimSuffix(dir, "/"))
+			}
+		}
 	}
 }
