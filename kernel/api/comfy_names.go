@@ -137,11 +137,23 @@ func nextCounter(dir, name string) int {
 	return highest + 1
 }
 
+// maxRememberedNames bounds the prompts whose names the hub keeps in memory:
+// ComfyUI's history holds 10000 prompts (MAXIMUM_HISTORY_SIZE). Older ones
+// are read again from their folders when /history asks.
+const maxRememberedNames = 10000
+
 // rememberNames keeps a prompt's ComfyUI-named outputs for /history.
 func (h *hub) rememberNames(id string, outs []job.Output) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.names[id]; !ok {
+		h.nameOrder = append(h.nameOrder, id)
+	}
 	h.names[id] = outs
-	h.mu.Unlock()
+	for len(h.nameOrder) > maxRememberedNames {
+		delete(h.names, h.nameOrder[0])
+		h.nameOrder = h.nameOrder[1:]
+	}
 }
 
 // outputsOf is a finished job's outputs under their ComfyUI names: those

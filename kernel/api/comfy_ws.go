@@ -27,14 +27,15 @@ type hub struct {
 	c     *comfy
 	cache *resultCache
 
-	mu      sync.Mutex
-	conns   map[*wsConn]struct{}
-	runs    map[string]*runState
-	extra   map[string]map[string]any
-	names   map[string][]job.Output  // prompt id → its outputs under ComfyUI's names (comfy_names.go)
-	hits    map[string]*cachedPrompt // prompt id → prompt answered from the cache
-	hitSeq  []string                 // hits in arrival order, for bounds and max_items
-	pending map[string][]wsMessage   // cache-hit messages waiting for the HTTP answer
+	mu        sync.Mutex
+	conns     map[*wsConn]struct{}
+	runs      map[string]*runState
+	extra     map[string]map[string]any
+	names     map[string][]job.Output  // prompt id → its outputs under ComfyUI's names (comfy_names.go)
+	nameOrder []string                 // names' keys, oldest first, to bound it
+	hits      map[string]*cachedPrompt // prompt id → prompt answered from the cache
+	hitSeq    []string                 // hits in arrival order, for bounds and max_items
+	pending   map[string][]wsMessage   // cache-hit messages waiting for the HTTP answer
 }
 
 // runState is what the hub remembers of a running prompt.
