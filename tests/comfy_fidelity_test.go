@@ -324,6 +324,37 @@ func TestComfyFidelity(t *testing.T) {
 		}
 	})
 
+	t.Run("SaveLatent", func(t *testing.T) {
+		g := loadWorkflow(t, "comfyui__tests_inference_workflows_sd-1.5-lora-0.api.json", 2, 71)
+		g["9"] = map[string]any{"class_type": "SaveLatent", "inputs": map[string]any{"samples": []any{"3", 0}, "filename_prefix": "latents/ComfyUI"}}
+		delete(g, "8")
+		for range 2 {
+			id := queue(t, map[string]any{"prompt": g})
+			_, texts, _ := followPrompt(t, ws, id, "")
+			out := k.getJSON("/history/" + id)[id].(map[string]any)["outputs"].(map[string]any)["9"].(map[string]any)
+			latents, _ := out["latents"].([]any)
+			if len(latents) != 1 || out["images"] != nil {
+				t.Fatalf("SaveLatent output %v, want one entry under latents, as ComfyUI's ui", out)
+			}
+			f := latents[0].(map[string]any)
+			if f["subfolder"] != "latents" || !strings.HasPrefix(f["filename"].(string), "ComfyUI_") || !strings.HasSuffix(f["filename"].(string), "_.latent") {
+				t.Errorf("latent file %v", f)
+			}
+			for _, m := range texts {
+				if m["type"] == "executed" {
+					if _, ok := m["data"].(map[string]any)["output"].(map[string]any)["latents"]; !ok {
+						t.Errorf("executed %v has no latents", m["data"])
+					}
+				}
+			}
+			g["3"].(map[string]any)["inputs"].(map[string]any)["seed"] = 72 // the second run is not a cache hit
+		}
+		entries, _ := os.ReadDir(filepath.Join(k.dataDir, "output", "latents"))
+		if len(entries) != 2 {
+			t.Errorf("latents folder holds %d files after two prompts, want 2 (the counter continues)", len(entries))
+		}
+	})
+
 	t.Run("PNG metadata", func(t *testing.T) {
 		g := loadWorkflow(t, txt2img, 2, 41)
 		workflow := map[string]any{"last_node_id": 9, "nodes": []any{map[string]any{"id": 9, "type": "SaveImage"}}}

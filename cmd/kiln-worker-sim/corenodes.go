@@ -1,10 +1,17 @@
 package main
 
 import (
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
 
 	"github.com/kiln-gpu/kiln/kernel/workflow"
+	wire "github.com/kiln-gpu/kiln/sdk/worker"
 )
 
 // The core classes of ComfyUI's nodes.py that inpaint, outpaint, batch and
@@ -65,6 +72,9 @@ func coreNodeSpecs() []nodeSpec {
 			floatIn("strength", 1, -10, 10, 0.01), floatIn("noise_augmentation", 0, 0, 1, 0.01)),
 		spec("unCLIPCheckpointLoader", "loaders", outs("MODEL", "CLIP", "VAE", "CLIP_VISION"), modelIn("ckpt_name", "checkpoints")),
 		spec("GLIGENLoader", "loaders", outs("GLIGEN"), modelIn("gligen_name", "gligen")),
+		spec("SaveLatent", "_for_testing", outs(), latent("samples"),
+			in{"filename_prefix", []any{"STRING", map[string]any{"default": "latents/ComfyUI"}}}).output().withHidden(),
+		spec("LoadLatent", "_for_testing", outs("LATENT"), in{"latent", []any{[]any{}, map[string]any{"kiln_input_files": true}}}),
 		spec("GLIGENTextBoxApply", "conditioning/gligen", outs("CONDITIONING"), cond("conditioning_to"), link("clip", "CLIP"),
 			link("gligen_textbox_model", "GLIGEN"), in{"text", []any{"STRING", map[string]any{"multiline": true, "dynamicPrompts": true}}},
 			res("width", 64, 8), res("height", 64, 8), res("x", 0, 0), res("y", 0, 0)),
@@ -96,6 +106,8 @@ var coreNodeFuncs = map[string]nodeFunc{
 	"unCLIPConditioning":            (*execution).passThrough,
 	"GLIGENLoader":                  (*execution).passThrough,
 	"GLIGENTextBoxApply":            (*execution).passThrough,
+	"SaveLatent":                    (*execution).saveLatent,
+	"LoadLatent":                    (*execution).loadImage,
 }
 
 // input is the value of the node that input links to, with the default
@@ -210,4 +222,46 @@ func (e *execution) latentFromBatch(n *workflow.Node) (value, error) {
 func (e *execution) clipVisionEncode(n *workflow.Node) (value, error) {
 	v := e.inherit(n)
 	return v, e.charge(e.cost.TextEncodeTime(v.family, e.dev))
+}
+
+// saveLatent is SaveLatent: the latent as a safetensors file, as ComfyUI
+// writes it — a "latent_tensor" of batch × 4 × h/8 × w/8 float32s (zeros:
+// the sim has no latents) and the "latent_format_version_0" marker that
+// LoadLatent looks for — named <prefix>_<NNNNN>_.latent in the job's folder
+// (the kernel gives it ComfyUI's name, as for images).
+func (e *execution) saveLatent(n *workflow.Node) (value, error) {
+	v := e.input(n, "samples")
+	prefix := "latents/ComfyUI"
+	if p, ok := n.Inputs["filename_prefix"].(string); ok && p != "" {
+		prefix = p
+	}
+	clean := path.Clean(strings.ReplaceAll(prefix, "\\", "/"))
+	if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") || strings.ContainsRune(clean, 0) {
+		return value{}, fmt.Errorf("filename_prefix %q leaves the output directory", prefix)
+	}
+	dir, base := path.Split(clean)
+	subfolder := path.Join(e.jobID, dir)
+	e.counters[clean]++
+	name := fmt.Sprintf("%s_%05d_.latent", base, e.counters[clean])
+	shape := []int{v.batch, 4, max(v.height/8, 1), max(v.width/8, 1)}
+	size := 4 * shape[0] * shape[1] * shape[2] * shape[3]
+	header, err := json.Marshal(map[string]any{
+		"latent_tensor":           map[string]any{"dtype": "F32", "shape": shape, "data_offsets": []int{0, size}},
+		"latent_format_version_0": map[string]any{"dtype": "F32", "shape": []int{0}, "data_offsets": []int{size, size}},
+	})
+	if err != nil {
+		return value{}, err
+	}
+	data := binary.LittleEndian.AppendUint64(nil, uint64(len(header)))
+	data = append(append(data, header...), make([]byte, size)...)
+	file := filepath.Join(e.outDir, filepath.FromSlash(subfolder), name)
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return value{}, err
+	}
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		return value{}, fmt.Errorf("write %s: %w", file, err)
+	}
+	e.outputs = append(e.outputs, wire.Output{Node: n.ID, Filename: name, Subfolder: subfolder, Type: "output",
+		Width: v.width, Height: v.height})
+	return v, nil
 }

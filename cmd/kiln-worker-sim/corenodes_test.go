@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/json"
+	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -82,5 +86,36 @@ func TestCoreNodeGeometry(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestSaveLatent(t *testing.T) {
+	h := newHarness(t, 80*gib)
+	wf := h.loadSD15LoRA()
+	wf["5"].(map[string]any)["inputs"].(map[string]any)["batch_size"] = 2.0
+	wf["9"] = map[string]any{"class_type": "SaveLatent", "inputs": map[string]any{"samples": []any{"3", 0.0}, "filename_prefix": "latents/ComfyUI"}}
+	res, _, err := h.run(context.Background(), "lat", wf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Outputs) != 1 || res.Outputs[0].Filename != "ComfyUI_00001_.latent" || res.Outputs[0].Subfolder != "lat/latents" {
+		t.Fatalf("outputs %+v", res.Outputs)
+	}
+	data, err := os.ReadFile(filepath.Join(h.out, "lat", "latents", "ComfyUI_00001_.latent"))
+	if err != nil || len(data) < 8 {
+		t.Fatal(err)
+	}
+	n := binary.LittleEndian.Uint64(data)
+	var header map[string]struct {
+		Shape   []int `json:"shape"`
+		Offsets []int `json:"data_offsets"`
+	}
+	if err := json.Unmarshal(data[8:8+n], &header); err != nil {
+		t.Fatalf("safetensors header: %v", err)
+	}
+	lt, ok := header["latent_tensor"]
+	if _, marker := header["latent_format_version_0"]; !ok || !marker || !slices.Equal(lt.Shape, []int{2, 4, 64, 64}) ||
+		uint64(len(data)) != 8+n+uint64(lt.Offsets[1]) {
+		t.Errorf("header %+v, file of %d bytes", header, len(data))
 	}
 }

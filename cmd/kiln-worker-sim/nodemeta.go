@@ -195,4 +195,6 @@ var classMeta = map[string]nodeMeta{
 	"unCLIPCheckpointLoader":        {display: "Load unCLIP Checkpoint"},
 	"GLIGENLoader":                  {display: "Load GLIGEN Model"},
 	"GLIGENTextBoxApply":            {display: "Apply GLIGEN Text Box"},
+	"SaveLatent":                    {display: "Save Latent"},
+	"LoadLatent":                    {display: "Load Latent"},
 }

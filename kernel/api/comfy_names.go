@@ -14,7 +14,8 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
-// ComfyUI's SaveImage names a file <name>_<NNNNN>_.png in the folder of its
+// ComfyUI's SaveImage names a file <name>_<NNNNN>_.png (SaveLatent,
+// <name>_<NNNNN>_.latent) in the folder of its
 // filename_prefix, the counter one past the highest already there
 // (folder_paths.get_save_image_path), so names continue across prompts and
 // a client that saves by file name never overwrites an earlier image.
@@ -68,7 +69,7 @@ func (h *hub) linkComfyName(base, jobID string, o job.Output, next map[string]in
 		return o, nil // not under the job's folder: a worker with its own naming
 	}
 	folder = strings.TrimSuffix(folder, "/")
-	name, ok := counterBase(o.Filename)
+	name, ext, ok := counterBase(o.Filename)
 	if !ok {
 		return o, nil
 	}
@@ -87,7 +88,7 @@ func (h *hub) linkComfyName(base, jobID string, o job.Output, next map[string]in
 	// The link fails when the name exists (another kiln, or a file put
 	// there since the scan): the next number then.
 	for tries := 0; tries < 100000; tries++ {
-		file := fmt.Sprintf("%s_%05d_.png", name, next[key])
+		file := fmt.Sprintf("%s_%05d_%s", name, next[key], ext)
 		next[key]++
 		err := os.Link(src, filepath.Join(dir, file))
 		if err == nil {
@@ -100,20 +101,22 @@ func (h *hub) linkComfyName(base, jobID string, o job.Output, next map[string]in
 	return o, fmt.Errorf("link %s: no free name in %s", o.Filename, dir)
 }
 
-// counterBase splits <name>_<digits>_.png, as workers name files, into name.
-func counterBase(file string) (string, bool) {
-	stem, ok := strings.CutSuffix(file, "_.png")
-	if !ok {
-		return "", false
+// counterBase splits <name>_<digits>_.<ext>, as workers name files (ext
+// png, or latent for SaveLatent), into name and ".<ext>".
+func counterBase(file string) (name, ext string, ok bool) {
+	ext = path.Ext(file)
+	stem, ok := strings.CutSuffix(file, "_"+ext)
+	if !ok || ext == "" {
+		return "", "", false
 	}
 	i := strings.LastIndexByte(stem, '_')
 	if i <= 0 {
-		return "", false
+		return "", "", false
 	}
 	if _, err := strconv.Atoi(stem[i+1:]); err != nil {
-		return "", false
+		return "", "", false
 	}
-	return stem[:i], true
+	return stem[:i], ext, true
 }
 
 // nextCounter is ComfyUI's counter for name in dir: one more than the

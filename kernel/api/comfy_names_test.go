@@ -14,19 +14,21 @@ import (
 
 func TestCounterBase(t *testing.T) {
 	for _, tc := range []struct {
-		file, want string
-		ok         bool
+		file, want, wantExt string
+		ok                  bool
 	}{
-		{"ComfyUI_00001_.png", "ComfyUI", true},
-		{"my_prefix_00012_.png", "my_prefix", true},
-		{"ComfyUI_temp_abcde_00001_.png", "ComfyUI_temp_abcde", true},
-		{"ComfyUI.png", "", false},
-		{"ComfyUI_x_.png", "", false},
-		{"_00001_.png", "", false},
+		{"ComfyUI_00001_.png", "ComfyUI", ".png", true},
+		{"my_prefix_00012_.png", "my_prefix", ".png", true},
+		{"ComfyUI_temp_abcde_00001_.png", "ComfyUI_temp_abcde", ".png", true},
+		{"ComfyUI_00003_.latent", "ComfyUI", ".latent", true},
+		{"ComfyUI.png", "", "", false},
+		{"ComfyUI_x_.png", "", "", false},
+		{"_00001_.png", "", "", false},
+		{"ComfyUI_00001_", "", "", false},
 	} {
-		got, ok := counterBase(tc.file)
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("counterBase(%q) = %q, %v; want %q, %v", tc.file, got, ok, tc.want, tc.ok)
+		got, ext, ok := counterBase(tc.file)
+		if got != tc.want || ext != tc.wantExt || ok != tc.ok {
+			t.Errorf("counterBase(%q) = %q, %q, %v; want %q, %q, %v", tc.file, got, ext, ok, tc.want, tc.wantExt, tc.ok)
 		}
 	}
 }

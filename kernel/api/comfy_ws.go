@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -228,7 +230,7 @@ func (h *hub) finished(e dispatch.Event) {
 		saved := savedOutputs(named)
 		for _, node := range outputNodes(saved) {
 			h.send(e.ClientID, "executed", map[string]any{"node": node, "display_node": node,
-				"output": map[string]any{"images": imagesOf(saved, node)}, "prompt_id": id})
+				"output": uiOf(saved, node), "prompt_id": id})
 		}
 		h.send(e.ClientID, "execution_success", map[string]any{"prompt_id": id, "timestamp": ts})
 		if jerr == nil {
@@ -497,14 +499,26 @@ func outputNodes(outs []job.Output) []string {
 	return nodes
 }
 
-func imagesOf(outs []job.Output, node string) []map[string]any {
-	images := []map[string]any{}
+// uiOf is a node's output as ComfyUI's "executed" and /history give it: its
+// files by kind, "latents" for SaveLatent's .latent files (nodes.py), else
+// "images".
+func uiOf(outs []job.Output, node string) map[string]any {
+	ui := map[string]any{}
 	for _, o := range outs {
-		if o.Node == node {
-			images = append(images, map[string]any{"filename": o.Filename, "subfolder": o.Subfolder, "type": o.Type})
+		if o.Node != node {
+			continue
 		}
+		kind := "images"
+		if strings.EqualFold(path.Ext(o.Filename), ".latent") {
+			kind = "latents"
+		}
+		list, _ := ui[kind].([]map[string]any)
+		ui[kind] = append(list, map[string]any{"filename": o.Filename, "subfolder": o.Subfolder, "type": o.Type})
 	}
-	return images
+	if len(ui) == 0 {
+		ui["images"] = []map[string]any{}
+	}
+	return ui
 }
 
 // send queues a message for a client, or for every client when id is "".
@@ -726,7 +740,7 @@ func (h *hub) historyEntry(j *job.Job) map[string]any {
 	meta := map[string]any{}
 	saved := savedOutputs(h.outputsOf(j))
 	for _, node := range outputNodes(saved) {
-		outputs[node] = map[string]any{"images": imagesOf(saved, node)}
+		outputs[node] = uiOf(saved, node)
 		meta[node] = map[string]any{"node_id": node, "display_node": node, "parent_node": nil, "real_node_id": node}
 	}
 	start, end := j.StartedAt.UnixMilli(), j.FinishedAt.UnixMilli()
@@ -801,7 +815,7 @@ func (h *hub) answerFromCache(req *PromptRequest, hit *cacheHit, number float64)
 	for _, n := range req.Graph.Nodes() {
 		if hasOutput[n.ID] {
 			msgs = append(msgs, wsMessage{Type: "executed", Data: map[string]any{"node": n.ID, "display_node": n.ID,
-				"output": map[string]any{"images": imagesOf(hit.outputs, n.ID)}, "prompt_id": req.PromptID}})
+				"output": uiOf(hit.outputs, n.ID), "prompt_id": req.PromptID}})
 		}
 		rs.progress(n.ID).finish()
 		msgs = append(msgs, wsMessage{Type: "progress_state", Data: rs.progressState(req.PromptID), broadcast: true})
