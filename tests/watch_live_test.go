@@ -37,7 +37,7 @@ func TestWatchLive(t *testing.T) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(150 * time.Millisecond):
+			case <-time.After(100 * time.Millisecond):
 			}
 			k.submit(loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 2, i), []string{"interactive", "batch"}[i%2])
 		}
@@ -66,7 +66,7 @@ func TestWatchLive(t *testing.T) {
 	start := time.Now()
 	waitFor(t, 2*window+10*time.Second, "a window of finished jobs before the change", func() bool {
 		code, data := k.do("GET", "/metrics", nil)
-		return code == http.StatusOK && time.Since(start) > window+3*time.Second && strings.Contains(string(data), "kiln_jobs_finished_total")
+		return code == http.StatusOK && time.Since(start) > window+6*time.Second && strings.Contains(string(data), "kiln_jobs_finished_total")
 	})
 	if code, data := k.admin("POST", "/v1/policies/scheduling?name=slowsched&activate=1&reason=by+hand", module); code != http.StatusCreated {
 		t.Fatalf("load and activate slowsched: HTTP %d: %s", code, data)
