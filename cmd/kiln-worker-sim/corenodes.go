@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
+	"image/color"
+	"image/draw"
 	"os"
 	"path"
 	"path/filepath"
@@ -15,11 +18,13 @@ import (
 )
 
 // The core classes of ComfyUI's nodes.py that inpaint, outpaint, batch and
-// latent-editing workflows use. The sim carries a value's size and batch,
-// not its pixels, so these nodes do real geometry — a pad grows the image,
-// a crop shrinks it, a batch adds up, a 90° rotation swaps the sides — and
-// the PNGs that follow have those sizes; the encoders among them are
-// charged to the cost model like VAE and text encoders. Input specs follow
+// latent-editing workflows use. They do real geometry — a pad grows the
+// image, a crop shrinks it, a batch adds up, a 90° rotation swaps the sides
+// — so the PNGs that follow have those sizes; the cheap image operations
+// (EmptyImage's fill, ImagePadForOutpaint's grey border, ImageInvert,
+// ImageBatch) work on real pixels, which SaveImage writes when they reach it
+// unchanged; the encoders are charged to the cost model like VAE and text
+// encoders. Input specs follow
 // nodes.py (MAX_RESOLUTION 16384).
 
 const maxResolution = 16384
@@ -107,6 +112,7 @@ var coreNodeFuncs = map[string]nodeFunc{
 	"GLIGENLoader":                  (*execution).passThrough,
 	"GLIGENTextBoxApply":            (*execution).passThrough,
 	"SaveLatent":                    (*execution).saveLatent,
+	"ImageInvert":                   (*execution).invertImage,
 	"LoadLatent":                    (*execution).loadImage,
 }
 
@@ -147,13 +153,40 @@ func (e *execution) emptyImage(n *workflow.Node) (value, error) {
 	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return value{}, err
 	}
-	return sized(value{seed: uint64(c) + 1}, w, h, b)
+	v, err := sized(value{seed: uint64(c) + 1}, w, h, b)
+	if err != nil {
+		return value{}, err
+	}
+	if !withinPixelBudget(w, h, b) {
+		return v, nil
+	}
+	fill := color.RGBA{R: uint8(c >> 16), G: uint8(c >> 8), B: uint8(c), A: 0xff}
+	for range b {
+		img := image.NewRGBA(image.Rect(0, 0, w, h))
+		draw.Draw(img, img.Bounds(), image.NewUniform(fill), image.Point{}, draw.Src)
+		v.pixels = append(v.pixels, img)
+	}
+	return v, nil
 }
 
 // imageBatch is ImageBatch: image2 is scaled to image1's size and appended.
 func (e *execution) imageBatch(n *workflow.Node) (value, error) {
 	a, b := e.input(n, "image1"), e.input(n, "image2")
-	return sized(a, a.width, a.height, a.batch+b.batch)
+	v, err := sized(a, a.width, a.height, a.batch+b.batch)
+	if err != nil {
+		return value{}, err
+	}
+	v.pixels = nil
+	if !withinPixelBudget(v.width, v.height, v.batch) {
+		return v, nil
+	}
+	for i := range a.batch {
+		v.pixels = append(v.pixels, a.picture(i))
+	}
+	for i := range b.batch {
+		v.pixels = append(v.pixels, scaleNearest(b.picture(i), a.width, a.height))
+	}
+	return v, nil
 }
 
 // padForOutpaint is ImagePadForOutpaint: the image grows by the four pads.
@@ -174,7 +207,81 @@ func (e *execution) padForOutpaint(n *workflow.Node) (value, error) {
 			return value{}, fmt.Errorf("negative padding %d", p)
 		}
 	}
-	return sized(v, v.width+pad[0]+pad[2], v.height+pad[1]+pad[3], v.batch)
+	out, err := sized(v, v.width+pad[0]+pad[2], v.height+pad[1]+pad[3], v.batch)
+	if err != nil {
+		return value{}, err
+	}
+	// ComfyUI fills the new border with 0.5 grey and puts the image at
+	// (left, top).
+	out.pixels = nil
+	if !withinPixelBudget(out.width, out.height, out.batch) {
+		return out, nil
+	}
+	for i := range v.batch {
+		img := image.NewRGBA(image.Rect(0, 0, out.width, out.height))
+		draw.Draw(img, img.Bounds(), image.NewUniform(color.RGBA{R: 128, G: 128, B: 128, A: 0xff}), image.Point{}, draw.Src)
+		src := v.picture(i)
+		draw.Draw(img, src.Bounds().Add(image.Pt(pad[0], pad[1])), src, image.Point{}, draw.Src)
+		out.pixels = append(out.pixels, img)
+	}
+	return out, nil
+}
+
+// invertImage is ImageInvert: 1 − x per channel.
+func (e *execution) invertImage(n *workflow.Node) (value, error) {
+	v := e.input(n, "image")
+	out := v
+	out.pixels = nil
+	if !withinPixelBudget(v.width, v.height, v.batch) {
+		return out, nil
+	}
+	for i := range v.batch {
+		src := v.picture(i)
+		img := image.NewRGBA(src.Bounds())
+		for p := 0; p < len(src.Pix); p += 4 {
+			img.Pix[p], img.Pix[p+1], img.Pix[p+2], img.Pix[p+3] = 255-src.Pix[p], 255-src.Pix[p+1], 255-src.Pix[p+2], src.Pix[p+3]
+		}
+		out.pixels = append(out.pixels, img)
+	}
+	return out, nil
+}
+
+// maxPixelWork bounds the pixels a node keeps in memory (64 MiB of RGBA):
+// a larger image or batch is handled by size only, drawn from its seed
+// when saved, so that a prompt cannot make the worker allocate without
+// bound.
+const maxPixelWork = 16 << 20
+
+func withinPixelBudget(w, h, batch int) bool {
+	return w > 0 && h > 0 && batch > 0 && int64(w)*int64(h)*int64(batch) <= maxPixelWork
+}
+
+// picture is batch item i of v: its pixels when a node made them, else the
+// picture its seed draws.
+func (v value) picture(i int) *image.RGBA {
+	if i < len(v.pixels) && v.pixels[i].Bounds().Dx() == v.width && v.pixels[i].Bounds().Dy() == v.height {
+		return v.pixels[i]
+	}
+	return renderImage(v.width, v.height, v.seed+uint64(i))
+}
+
+// scaleNearest resizes img to w × h by nearest neighbour (ComfyUI's
+// ImageBatch scales image2 to image1's size; the method matters little for
+// a stand-in).
+func scaleNearest(img *image.RGBA, w, h int) *image.RGBA {
+	b := img.Bounds()
+	if b.Dx() == w && b.Dy() == h {
+		return img
+	}
+	out := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := range h {
+		sy := b.Min.Y + y*b.Dy()/h
+		for x := range w {
+			sx := b.Min.X + x*b.Dx()/w
+			copy(out.Pix[out.PixOffset(x, y):out.PixOffset(x, y)+4], img.Pix[img.PixOffset(sx, sy):img.PixOffset(sx, sy)+4])
+		}
+	}
+	return out
 }
 
 // rotateLatent is LatentRotate: a quarter turn swaps width and height.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"image/png"
 	"os"
 	"path/filepath"
 	"slices"
@@ -117,5 +118,57 @@ func TestSaveLatent(t *testing.T) {
 	if _, marker := header["latent_format_version_0"]; !ok || !marker || !slices.Equal(lt.Shape, []int{2, 4, 64, 64}) ||
 		uint64(len(data)) != 8+n+uint64(lt.Offsets[1]) {
 		t.Errorf("header %+v, file of %d bytes", header, len(data))
+	}
+}
+
+// TestCoreNodePixels checks the nodes that work on real pixels: an
+// EmptyImage of one colour, padded for outpainting (a 0.5 grey border),
+// inverted and batched with a second image, saved without sampling.
+func TestCoreNodePixels(t *testing.T) {
+	h := newHarness(t, 80*gib)
+	wf := map[string]any{
+		"1": map[string]any{"class_type": "EmptyImage", "inputs": map[string]any{"width": 64.0, "height": 32.0, "batch_size": 1.0, "color": float64(0xff0000)}},
+		"2": map[string]any{"class_type": "ImagePadForOutpaint", "inputs": map[string]any{"image": []any{"1", 0.0},
+			"left": 16.0, "top": 0.0, "right": 0.0, "bottom": 8.0, "feathering": 0.0}},
+		"3": map[string]any{"class_type": "ImageInvert", "inputs": map[string]any{"image": []any{"2", 0.0}}},
+		"4": map[string]any{"class_type": "EmptyImage", "inputs": map[string]any{"width": 8.0, "height": 8.0, "batch_size": 1.0, "color": float64(0x00ff00)}},
+		"5": map[string]any{"class_type": "ImageBatch", "inputs": map[string]any{"image1": []any{"3", 0.0}, "image2": []any{"4", 0.0}}},
+		"6": map[string]any{"class_type": "SaveImage", "inputs": map[string]any{"images": []any{"5", 0.0}, "filename_prefix": "px"}},
+	}
+	res, _, err := h.run(context.Background(), "px", wf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Outputs) != 2 {
+		t.Fatalf("outputs %+v", res.Outputs)
+	}
+	at := func(o int, x, y int) [3]uint8 {
+		f, err := os.Open(filepath.Join(h.out, filepath.FromSlash(res.Outputs[o].Subfolder), res.Outputs[o].Filename))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		img, err := png.Decode(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := img.Bounds(); b.Dx() != 80 || b.Dy() != 40 {
+			t.Fatalf("image %d is %v, want 80×40", o, b)
+		}
+		r, g, b, _ := img.At(x, y).RGBA()
+		return [3]uint8{uint8(r >> 8), uint8(g >> 8), uint8(b >> 8)}
+	}
+	for _, tc := range []struct {
+		img, x, y int
+		want      [3]uint8
+	}{
+		{0, 40, 10, [3]uint8{0, 255, 255}},   // red, inverted
+		{0, 4, 10, [3]uint8{127, 127, 127}},  // the grey pad on the left, inverted
+		{0, 40, 36, [3]uint8{127, 127, 127}}, // the grey pad below, inverted
+		{1, 40, 20, [3]uint8{0, 255, 0}},     // the green image, scaled to 80×40
+	} {
+		if got := at(tc.img, tc.x, tc.y); got != tc.want {
+			t.Errorf("image %d at (%d, %d) = %v, want %v", tc.img, tc.x, tc.y, got, tc.want)
+		}
 	}
 }

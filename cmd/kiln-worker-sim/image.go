@@ -72,6 +72,11 @@ var pngEncoder = png.Encoder{CompressionLevel: png.BestSpeed}
 // temporary file and a rename, so that a crash never leaves half a PNG and a
 // re-run replaces the file whole.
 func writePNG(path string, w, h int, seed uint64) error {
+	return writeImagePNG(path, renderImage(w, h, seed))
+}
+
+// writeImagePNG writes img to path as writePNG does.
+func writeImagePNG(path string, img *image.RGBA) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -81,7 +86,7 @@ func writePNG(path string, w, h int, seed uint64) error {
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
 	bw := bufio.NewWriterSize(tmp, 256<<10)
-	if err := pngEncoder.Encode(bw, renderImage(w, h, seed)); err != nil {
+	if err := pngEncoder.Encode(bw, img); err != nil {
 		tmp.Close()
 		return fmt.Errorf("write %s: encode: %w", path, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
 	"math"
 	"path"
 	"path/filepath"
@@ -105,6 +106,11 @@ type value struct {
 	sized         bool
 	seed          uint64
 	upscale       float64
+	// pixels, when set, are the images themselves (one per batch item),
+	// from the nodes that do real pixel work (corenodes.go); nil means the
+	// picture the seed draws. Only a node's own output carries them:
+	// inherit does not pass them on.
+	pixels []*image.RGBA
 }
 
 // execution is the state of one Run.
@@ -180,7 +186,7 @@ func init() {
 		"ModelSamplingAuraFlow", "FreeU", "FreeU_V2", "BasicGuider", "CFGGuider", "DualCFGGuider",
 		"KSamplerSelect", "BasicScheduler", "KarrasScheduler", "ExponentialScheduler", "SDTurboScheduler",
 		"AlignYourStepsScheduler", "BetaSamplingScheduler", "SplitSigmas", "SamplerEulerAncestral",
-		"SamplerDPMPP_2M_SDE", "SamplerDPMPP_SDE", "DisableNoise", "Canny", "ImageInvert",
+		"SamplerDPMPP_2M_SDE", "SamplerDPMPP_SDE", "DisableNoise", "Canny",
 		"PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline", "PrimitiveBoolean",
 	} {
 		nodeTable[class] = (*execution).passThrough
@@ -525,7 +531,7 @@ func (e *execution) save(n *workflow.Node) (value, error) {
 		e.counters[clean]++
 		name := fmt.Sprintf("%s_%05d_.png", strings.ReplaceAll(base, "%batch_num%", strconv.Itoa(i)), e.counters[clean])
 		file := filepath.Join(e.outDir, filepath.FromSlash(subfolder), name)
-		if err := writePNG(file, img.width, img.height, img.seed+uint64(i)); err != nil {
+		if err := writeImagePNG(file, img.picture(i)); err != nil {
 			return value{}, err
 		}
 		e.outputs = append(e.outputs, wire.Output{
