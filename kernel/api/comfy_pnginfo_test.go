@@ -55,3 +55,29 @@ func TestAddPNGText(t *testing.T) {
 		t.Error("no error for a file that is not a PNG")
 	}
 }
+
+// FuzzAddPNGText feeds arbitrary files to the PNG chunk walker that reads
+// workers' outputs: it must never panic, and a file it accepts must keep
+// its bytes after the inserted chunks.
+func FuzzAddPNGText(f *testing.F) {
+	var buf bytes.Buffer
+	_ = png.Encode(&buf, image.NewRGBA(image.Rect(0, 0, 2, 2)))
+	f.Add(buf.Bytes())
+	f.Add([]byte("\x89PNG\r\n\x1a\n"))
+	f.Add(append([]byte("\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"), make([]byte, 17)...))
+	chunks := [][2]string{{"prompt", "{}"}}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_ = pngHasText(data, "prompt")
+		path := filepath.Join(t.TempDir(), "f.png")
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := addPNGText(path, chunks); err != nil {
+			return
+		}
+		got, _ := os.ReadFile(path)
+		if len(got) < len(data) || !bytes.HasSuffix(got, data[33:]) {
+			t.Errorf("the file lost bytes: %d → %d", len(data), len(got))
+		}
+	})
+}
