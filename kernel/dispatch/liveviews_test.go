@@ -20,6 +20,14 @@ func TestLiveWorkerAndEntryViewsTellTheTruth(t *testing.T) {
 	const mem = 16 * gib
 	a := "checkpoints/a.safetensors"
 	r := newRig(t, mem, 2, map[string]int64{a: 2 * gib})
+	// Both workers up first: a worker still starting is rightly not idle.
+	ready := time.Now().Add(30 * time.Second)
+	for r.pool.Ready() < 2 {
+		if time.Now().After(ready) {
+			t.Fatalf("%d of 2 workers ready", r.pool.Ready())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	slow := r.submit(job.Batch, `{"slow": true}`, a)
 	r.waitState(slow, job.Running)
 	var busyID string
