@@ -158,8 +158,8 @@ func (h *hub) handle(e dispatch.Event) {
 			startState = rs.progressState(id)
 		}
 		var wsImage []byte
+		value := e.Value
 		if e.Max > 0 {
-			value := e.Value
 			if h.isWebsocketNode(id, rs, e.Node) {
 				// A SaveImageWebsocket image is ready: send it now, while
 				// its node executes, at ComfyUI's 0-based index.
@@ -184,9 +184,9 @@ func (h *hub) handle(e dispatch.Event) {
 		}
 		switch {
 		case wsImage != nil:
-			h.sendStep(e.ClientID, id, e.Node, e.Value-1, e.Max, stepState, wire.PreviewPNG, wsImage, true, true)
+			h.sendStep(e.ClientID, id, e.Node, value, e.Max, stepState, wire.PreviewPNG, wsImage, true, true)
 		case e.Max > 0:
-			h.sendStep(e.ClientID, id, e.Node, e.Value, e.Max, stepState, e.PreviewFormat, e.Preview, h.previewsOn(id), false)
+			h.sendStep(e.ClientID, id, e.Node, value, e.Max, stepState, e.PreviewFormat, e.Preview, h.previewsOn(id), false)
 		}
 	case dispatch.EventRequeued, dispatch.EventPreempted:
 		h.broadcastStatus()
