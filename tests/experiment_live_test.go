@@ -16,7 +16,8 @@ import (
 // the data dir across a restart.
 func TestCanaryLive(t *testing.T) {
 	dataDir := t.TempDir()
-	k := startKiln(t, dataDir, "cost.time_scale=0.01", "experiments.interval=200ms")
+	// Two-second pair windows: a live canary's tests need about twenty.
+	k := startKiln(t, dataDir, "cost.time_scale=0.01", "experiments.interval=200ms", "experiments.pair_window=2s")
 	call := func(method, path string, body any, token bool) (int, []byte) {
 		t.Helper()
 		b, ok := body.(string)
@@ -30,7 +31,7 @@ func TestCanaryLive(t *testing.T) {
 		return k.do(method, path, []byte(b))
 	}
 	spec := map[string]any{"kind": "scheduling", "policy": "edf", "type": "canary", "steps": []int{50, 100},
-		"step_duration": "1s", "min_samples": 10, "deadline": "4m", "guards": []string{"faults==0", "error_rate<=0.05"}}
+		"step_duration": "1s", "min_samples": 10, "deadline": "90s", "guards": []string{"faults==0", "error_rate<=0.05"}}
 
 	if code, _ := call("POST", "/v1/experiments", spec, false); code != http.StatusUnauthorized {
 		t.Fatalf("start without the admin token: HTTP %d, want 401", code)

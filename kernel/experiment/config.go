@@ -36,8 +36,13 @@ type Config struct {
 	// its last step with a baseline holds until the upper end of the
 	// latency test's confidence set is below this (a non-inferiority
 	// test at the experiment's confidence). A canary that cannot get
-	// there by its deadline is rolled back as stalled.
+	// there by its deadline ends inconclusive.
 	MaxRegression float64 `koanf:"max_regression"`
+	// PairWindow is the width of the time windows whose per-arm means a
+	// canary's and an A/B test's gating tests pair (RATIONALE.md): wide
+	// enough that a window holds jobs of both arms, narrow enough that
+	// the two saw the same bursts. A test needs about twenty windows.
+	PairWindow time.Duration `koanf:"pair_window"`
 	// Interval is how often the controller looks at a running experiment.
 	Interval time.Duration `koanf:"interval"`
 	// History is how many finished experiments the record keeps.
@@ -55,7 +60,7 @@ func DefaultConfig() Config {
 	return Config{
 		Steps: []int{5, 25, 50, 100}, StepDuration: 5 * time.Minute, MinSamples: 50, Deadline: 2 * time.Hour,
 		Confidence: 0.98, Window: 10 * time.Minute, BurnIn: time.Minute, Guards: []string{"faults==0"},
-		Interval: 10 * time.Second, History: 100, MinEffect: 0.1, MinRateEffect: 0.02, MaxRegression: 0.2,
+		Interval: 10 * time.Second, History: 100, MinEffect: 0.1, MinRateEffect: 0.02, MaxRegression: 0.2, PairWindow: pairWindow,
 	}
 }
 
@@ -95,6 +100,9 @@ func (c Config) WithDefaults() Config {
 	if c.Interval == 0 {
 		c.Interval = d.Interval
 	}
+	if c.PairWindow == 0 {
+		c.PairWindow = d.PairWindow
+	}
 	if c.MaxRegression == 0 {
 		c.MaxRegression = d.MaxRegression
 	}
@@ -114,6 +122,9 @@ func (c Config) Validate() error {
 	}
 	if c.BurnIn >= c.Window {
 		errs = append(errs, fmt.Errorf("experiments.burn_in (%s) must be shorter than experiments.window (%s)", c.BurnIn, c.Window))
+	}
+	if c.PairWindow < 100*time.Millisecond || c.PairWindow > time.Hour {
+		errs = append(errs, fmt.Errorf("experiments.pair_window %s: want between 100ms and 1h", c.PairWindow))
 	}
 	if c.Interval < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("experiments.interval %s: want at least 10ms", c.Interval))

@@ -648,7 +648,7 @@ const (
 func (c *Controller) newTests(a *active) {
 	spec := a.rec.Spec
 	now := c.clk.Now()
-	origin, width, lag := now, pairWindow, time.Duration(0)
+	origin, width, lag := now, c.cfg.PairWindow, time.Duration(0)
 	if spec.Type == Switchback {
 		// A pair of windows is the unit; its jobs finish after it ends,
 		// so a pair closes one window late.

@@ -8,8 +8,8 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/stats"
 )
 
-// pairWindow is the width of the time windows whose per-arm means are
-// paired (unit workers and traffic): jobs of both arms that finish in the
+// pairWindow is the default width (experiments.pair_window) of the time
+// windows whose per-arm means are paired (unit workers and traffic): jobs of both arms that finish in the
 // same minute saw the same bursts, so their difference carries little of
 // the burst and the queue state it left.
 const pairWindow = time.Minute
