@@ -169,6 +169,19 @@ type WatchOptions struct {
 	// w.Reason. It is called without the watcher's lock held.
 	Rollback func(w Watch) error
 	Log      zerolog.Logger
+	// Pending, when set, lists the jobs submitted and not finished yet
+	// (queued or running). At judgement each counts, in the window it was
+	// submitted in, with its age as its latency — a lower bound — so that
+	// a change that stops jobs from finishing is seen, not left out as
+	// "too few jobs". It is called without the watcher's lock held.
+	Pending func() []PendingJob
+}
+
+// PendingJob is a job submitted and not finished when a watch is judged.
+type PendingJob struct {
+	Created time.Time
+	// Deadline is the job's deadline after Created; 0 means none.
+	Deadline time.Duration
 }
 
 // Watcher watches changes made by hand: every change opens a watch of
@@ -185,6 +198,7 @@ type Watcher struct {
 	cfg      WatchConfig
 	clk      clock.Clock
 	rollback func(Watch) error
+	pending  func() []PendingJob
 	log      zerolog.Logger
 	sub      time.Duration
 
@@ -218,15 +232,15 @@ func NewWatcher(opts WatchOptions) (*Watcher, error) {
 	if opts.Clock == nil {
 		opts.Clock = clock.Real()
 	}
-	return &Watcher{cfg: cfg, clk: opts.Clock, rollback: opts.Rollback, log: opts.Log, sub: watchSubWindow(cfg.Window),
+	return &Watcher{cfg: cfg, clk: opts.Clock, rollback: opts.Rollback, pending: opts.Pending, log: opts.Log, sub: watchSubWindow(cfg.Window),
 		rolled: map[[2]string]int{}}, nil
 }
 
 // watchGrace is how long after the window's end the watch waits before it
 // judges: jobs belong to the window they were submitted in, and the last
-// ones submitted need time to finish. Those still running then are left
-// out, which can only hide a regression (they are the slow ones), never
-// invent one.
+// ones submitted need time to finish. Those still unfinished then count
+// with their age so far (WatchOptions.Pending): a lower bound of their
+// latency, which can hide part of a regression but never invent one.
 func watchGrace(window time.Duration) time.Duration { return window / 4 }
 
 // watchSubWindow is the width of the sub-windows whose means are the
@@ -328,7 +342,17 @@ func (w *Watcher) Tick() {
 		w.mu.Unlock()
 		return
 	}
-	j := w.judge(*o)
+	w.mu.Unlock()
+	var pending []PendingJob
+	if w.pending != nil {
+		pending = w.pending()
+	}
+	w.mu.Lock()
+	if o = w.open; o == nil {
+		w.mu.Unlock()
+		return
+	}
+	j := w.judge(*o, w.withPending(now, pending))
 	if j.State != WatchRolledBack || w.rollback == nil {
 		w.finish(j)
 		w.mu.Unlock()
@@ -409,12 +433,33 @@ const (
 	minWatchEffective = 3
 )
 
-// judge compares the window after o's change with the one before it.
-func (w *Watcher) judge(o Watch) Watch {
+// withPending returns the observations with the unfinished jobs added as
+// censored ones: latency their age at now, a missed deadline if it has
+// passed, no load time (unknown), not failed.
+func (w *Watcher) withPending(now time.Time, pending []PendingJob) []watchObs {
+	if len(pending) == 0 {
+		return w.obs
+	}
+	obs := make([]watchObs, len(w.obs), len(w.obs)+len(pending))
+	copy(obs, w.obs)
+	for _, p := range pending {
+		age := now.Sub(p.Created)
+		if age < 0 {
+			continue
+		}
+		obs = append(obs, watchObs{at: now, created: p.Created, latency: age.Seconds(), load: math.NaN(),
+			hasDeadline: p.Deadline > 0, missed: p.Deadline > 0 && age > p.Deadline})
+	}
+	return obs
+}
+
+// judge compares the window after o's change with the one before it, over
+// obs (the finished jobs, and the unfinished ones censored).
+func (w *Watcher) judge(o Watch, obs []watchObs) Watch {
 	start, end := o.OpenedAt.Add(-w.cfg.Window), o.OpenedAt.Add(w.cfg.Window)
 	alpha := (1 - w.cfg.Confidence) / float64(len(watchMetrics))
 	var arrivals [2]int
-	for _, ob := range w.obs {
+	for _, ob := range obs {
 		if ob.created.Before(start) || !ob.created.Before(end) {
 			continue
 		}
@@ -426,7 +471,7 @@ func (w *Watcher) judge(o Watch) Watch {
 	var worse []WatchComparison
 	judged := 0
 	for _, m := range watchMetrics {
-		c := w.compare(m, o.OpenedAt, alpha)
+		c := w.compare(m, o.OpenedAt, alpha, obs)
 		o.Comparisons = append(o.Comparisons, c)
 		switch c.Verdict {
 		case "worse":
@@ -496,7 +541,7 @@ func watchText(c WatchComparison) string {
 // threshold at level alpha: H0 is "the change made m worse by at most the
 // threshold", so drift smaller than that rolls back at most alpha of the
 // time.
-func (w *Watcher) compare(m watchMetric, at time.Time, alpha float64) WatchComparison {
+func (w *Watcher) compare(m watchMetric, at time.Time, alpha float64, obs []watchObs) WatchComparison {
 	c := WatchComparison{Metric: m.name, Alpha: alpha, Verdict: "insufficient_data"}
 	// Per sub-window of submission time, from the history's start
 	// (aligned on the change) to the window's end: the sum and count of
@@ -510,7 +555,7 @@ func (w *Watcher) compare(m watchMetric, at time.Time, alpha float64) WatchCompa
 	from := at.Add(-time.Duration(hist) * w.sub)
 	sums, cnts := make([]float64, hist+n), make([]float64, hist+n)
 	var tot [2]float64
-	for _, ob := range w.obs {
+	for _, ob := range obs {
 		if ob.created.Before(from) || !ob.created.Before(at.Add(w.cfg.Window)) {
 			continue
 		}

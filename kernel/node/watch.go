@@ -36,7 +36,7 @@ type nodeWatch struct {
 // (promotingHost).
 func (n *Node) openWatch() error {
 	nw := &nodeWatch{runningAt: map[string]time.Time{}}
-	w, err := experiment.NewWatcher(experiment.WatchOptions{Config: n.cfg.Experiments.Watch, Clock: n.opts.Clock,
+	w, err := experiment.NewWatcher(experiment.WatchOptions{Config: n.cfg.Experiments.Watch, Clock: n.opts.Clock, Pending: n.pendingJobs,
 		Log: logging.Component(n.opts.Log, "watch"), Rollback: n.watchRollback})
 	if err != nil {
 		return err
@@ -209,4 +209,23 @@ func (n *Node) experimentsHandler() http.Handler {
 		}
 		inner.ServeHTTP(w, r)
 	})
+}
+
+// pendingJobs lists the queued and running jobs for the watch's censored
+// latencies (experiment.WatchOptions.Pending): queued from the store's
+// in-memory queue, running from its index.
+func (n *Node) pendingJobs() []experiment.PendingJob {
+	var out []experiment.PendingJob
+	add := func(j *job.Job) {
+		out = append(out, experiment.PendingJob{Created: j.CreatedAt, Deadline: time.Duration(j.DeadlineMS) * time.Millisecond})
+	}
+	for _, j := range n.Store.Snapshot(0) {
+		add(j)
+	}
+	if running, err := n.Store.List(job.Running, 0); err == nil {
+		for _, j := range running {
+			add(j)
+		}
+	}
+	return out
 }

@@ -87,7 +87,8 @@ func (s *simulator) startWatch(spec *Watch) error {
 	cfg.Enabled = true
 	ws := &watchState{spec: *spec}
 	w, err := experiment.NewWatcher(experiment.WatchOptions{Config: cfg, Clock: s.clk, Log: s.opts.Log,
-		Rollback: func(wt experiment.Watch) error { return s.watchRollback(wt) }})
+		Rollback: func(wt experiment.Watch) error { return s.watchRollback(wt) },
+		Pending:  s.pendingJobs})
 	if err != nil {
 		return fmt.Errorf("sim: watch: %w", err)
 	}
@@ -220,4 +221,20 @@ func writeWatchMarkdown(w io.Writer, r *WatchReport) {
 	for _, c := range r.Watch.Comparisons {
 		fmt.Fprintf(w, "| %s | %.4g | %.4g | %+.4g | %+.4g | %.4g | %s |\n", c.Metric, c.Before, c.After, c.Effect, c.Low, c.Threshold, c.Verdict)
 	}
+}
+
+// pendingJobs lists the jobs that have arrived and not finished, for the
+// watch's censored latencies (experiment.WatchOptions.Pending), in the
+// watcher's clock.
+func (s *simulator) pendingJobs() []experiment.PendingJob {
+	now := s.clk.Now()
+	var out []experiment.PendingJob
+	for _, j := range s.jobs {
+		if j.state != jobQueued && j.state != jobRunning {
+			continue
+		}
+		out = append(out, experiment.PendingJob{Created: now.Add(-(s.now - j.req.Time)),
+			Deadline: time.Duration(j.req.DeadlineMS) * time.Millisecond})
+	}
+	return out
 }
