@@ -53,7 +53,7 @@ func (n *Node) openWatch() error {
 func (nw *nodeWatch) onChange(e policy.ChangeEvent) {
 	switch e.Action {
 	case "activate", "set":
-		if nw.promoting.Load() > 0 {
+		if nw.promoting.Load() > 0 && !sharedHarm(e.Kind) {
 			return // an experiment's promotion: judged by the experiment
 		}
 		nw.w.Changed(experiment.WatchedChange{Kind: e.Kind.String(), Action: e.Action, From: e.From, To: e.To,
@@ -229,3 +229,11 @@ func (n *Node) pendingJobs() []experiment.PendingJob {
 	}
 	return out
 }
+
+// sharedHarm reports whether a kind's experiment arms share what its
+// policy harms, so that a split cannot see all of it: a balancer's or an
+// evictor's damage travels through the devices and caches both arms use
+// (BENCHMARKS.md: balancing canaries promoted a balancer that costs +312%
+// run alone). Its promotion is watched like a change by hand: the node
+// before against the node after.
+func sharedHarm(k abi.Kind) bool { return k == abi.KindBalancing || k == abi.KindEviction }
