@@ -272,6 +272,23 @@ func TestComfyRoutes(t *testing.T) {
 		if s := fmt.Sprint(info); !strings.Contains(s, "cat (1).png") || !strings.Contains(s, "pets/2024/cat.png") {
 			t.Errorf("/object_info/LoadImage does not list the uploads: %s", s)
 		}
+		// LoadImageOutput and LoadImage name files by ComfyUI's annotation
+		// ("[output]", "[input]", "[temp]", none: input): the temp upload
+		// dog.png lies in the output folder, cat.png only in the input one.
+		node := func(class, image string) map[string]any {
+			return map[string]any{"class_type": class, "inputs": map[string]any{"image": image}}
+		}
+		preview := func(id string) map[string]any {
+			return map[string]any{"class_type": "PreviewImage", "inputs": map[string]any{"images": []any{id, 0}}}
+		}
+		runPrompt(t, k, ws, "routes-client", map[string]any{"1": node("LoadImageOutput", "dog.png [output]"),
+			"2": node("LoadImage", "pets/2024/cat.png"), "3": preview("1"), "4": preview("2")})
+		for _, image := range []string{"cat.png [output]", "dog.png"} {
+			code, ans := k.postJSON("/prompt", map[string]any{"prompt": map[string]any{"1": node("LoadImageOutput", image), "2": preview("1")}})
+			if code != 400 || !strings.Contains(fmt.Sprint(ans["node_errors"]), "value_not_in_list") {
+				t.Errorf("LoadImageOutput %q: %d %v, want value_not_in_list", image, code, ans)
+			}
+		}
 	})
 
 	t.Run("info routes", func(t *testing.T) {

@@ -80,6 +80,13 @@ func coreNodeSpecs() []nodeSpec {
 		spec("SaveLatent", "_for_testing", outs(), latent("samples"),
 			in{"filename_prefix", []any{"STRING", map[string]any{"default": "latents/ComfyUI"}}}).output().withHidden(),
 		spec("LoadLatent", "_for_testing", outs("LATENT"), in{"latent", []any{[]any{}, map[string]any{"kiln_input_files": true}}}),
+		// LoadImageOutput's combo has no list: ComfyUI's frontend fetches the
+		// output files from the remote route, and kiln validates the name
+		// against the folder its annotation ("name.png [output]") names.
+		spec("LoadImageOutput", "image", outs("IMAGE", "MASK"), in{"image", []any{"COMBO", map[string]any{
+			"image_upload": true, "image_folder": "output",
+			"remote": map[string]any{"route": "/internal/files/output", "refresh_button": true, "control_after_refresh": "first"}}}}),
+		spec("DiffusersLoader", "advanced/loaders/deprecated", outs("MODEL", "CLIP", "VAE"), modelIn("model_path", "diffusers")),
 		spec("GLIGENTextBoxApply", "conditioning/gligen", outs("CONDITIONING"), cond("conditioning_to"), link("clip", "CLIP"),
 			link("gligen_textbox_model", "GLIGEN"), in{"text", []any{"STRING", map[string]any{"multiline": true, "dynamicPrompts": true}}},
 			res("width", 64, 8), res("height", 64, 8), res("x", 0, 0), res("y", 0, 0)),
@@ -114,6 +121,8 @@ var coreNodeFuncs = map[string]nodeFunc{
 	"SaveLatent":                    (*execution).saveLatent,
 	"ImageInvert":                   (*execution).invertImage,
 	"LoadLatent":                    (*execution).loadImage,
+	"LoadImageOutput":               (*execution).loadImage,
+	"DiffusersLoader":               (*execution).modelLoader,
 }
 
 // input is the value of the node that input links to, with the default

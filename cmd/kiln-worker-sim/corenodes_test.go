@@ -172,3 +172,52 @@ func TestCoreNodePixels(t *testing.T) {
 		}
 	}
 }
+
+// TestFileAndDiffusersLoaders runs LoadImageOutput (an output file, which
+// the sim takes as 512×512, as LoadImage) and DiffusersLoader, whose model
+// must cost what the same family's checkpoint does.
+func TestFileAndDiffusersLoaders(t *testing.T) {
+	link := func(id string, out int) []any { return []any{id, float64(out)} }
+	h := newHarness(t, 80*gib)
+	h.loadSD15LoRA()
+	h.loadSynth("checkpoints/sd_xl_base_1.0.safetensors", "sdxl", 6_940_000_000)
+	h.loadSynth("diffusers/stable-diffusion-xl-base-1.0", "sdxl", 6_940_000_000)
+	// The sd-1.5 LoRA graph without its LoRA, loading the model with loader.
+	graph := func(loader map[string]any) map[string]any {
+		wf := loadWorkflow(t, "comfyui__tests_inference_workflows_sd-1.5-lora-0.api.json")
+		delete(wf, "10")
+		wf["4"] = loader
+		wf["3"].(map[string]any)["inputs"].(map[string]any)["model"] = link("4", 0)
+		wf["6"].(map[string]any)["inputs"].(map[string]any)["clip"] = link("4", 1)
+		wf["7"].(map[string]any)["inputs"].(map[string]any)["clip"] = link("4", 1)
+		return wf
+	}
+	ckpt, _, err := h.run(context.Background(), "ckpt", graph(map[string]any{"class_type": "CheckpointLoaderSimple",
+		"inputs": map[string]any{"ckpt_name": "sd_xl_base_1.0.safetensors"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf := graph(map[string]any{"class_type": "DiffusersLoader", "inputs": map[string]any{"model_path": "stable-diffusion-xl-base-1.0"}})
+	wf["20"] = map[string]any{"class_type": "LoadImageOutput", "inputs": map[string]any{"image": "ComfyUI_00001_.png [output]"}}
+	wf["21"] = map[string]any{"class_type": "SaveImage", "inputs": map[string]any{"images": link("20", 0), "filename_prefix": "again"}}
+	res, _, err := h.run(context.Background(), "diffusers", wf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RunNanos != ckpt.RunNanos {
+		t.Errorf("DiffusersLoader run took %v, CheckpointLoaderSimple's of the same family %v", res.RunNanos, ckpt.RunNanos)
+	}
+	var loaded bool
+	for _, o := range res.Outputs {
+		if o.Node != "21" {
+			continue
+		}
+		loaded = true
+		if w, ht := decodePNG(t, filepath.Join(h.out, filepath.FromSlash(o.Subfolder), o.Filename)); w != 512 || ht != 512 {
+			t.Errorf("LoadImageOutput's image saved at %d×%d, want 512×512", w, ht)
+		}
+	}
+	if !loaded {
+		t.Errorf("no image from LoadImageOutput: %+v", res.Outputs)
+	}
+}

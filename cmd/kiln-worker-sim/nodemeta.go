@@ -4,7 +4,7 @@ package main
 // and outputs: the display name (nodes.NODE_DISPLAY_NAME_MAPPINGS, or a V3
 // schema's display_name), the module that defines it (python_module:
 // "nodes", "comfy_extras.<file>", "custom_nodes.<pack>"), DESCRIPTION,
-// input tooltips, OUTPUT_TOOLTIPS and DEPRECATED. Classes missing here get
+// input tooltips, OUTPUT_TOOLTIPS, DEPRECATED and EXPERIMENTAL. Classes missing here get
 // ComfyUI's defaults: the class name, "nodes", no description.
 type nodeMeta struct {
 	display        string
@@ -13,6 +13,7 @@ type nodeMeta struct {
 	tooltips       map[string]string // input name → tooltip
 	outputTooltips []string
 	deprecated     bool
+	experimental   bool
 }
 
 // Modules of the comfy_extras and custom-node classes the sim executes.
@@ -197,4 +198,9 @@ var classMeta = map[string]nodeMeta{
 	"GLIGENTextBoxApply":            {display: "Apply GLIGEN Text Box"},
 	"SaveLatent":                    {display: "Save Latent"},
 	"LoadLatent":                    {display: "Load Latent"},
+	"LoadImageOutput": {
+		display:      "Load Image (from Outputs)",
+		description:  "Load an image from the output folder. When the refresh button is clicked, the node will update the image list and automatically select the first image, allowing for easy iteration.",
+		experimental: true,
+	},
 }

@@ -133,6 +133,9 @@ func (n nodeSpec) entry() map[string]any {
 	if m.deprecated {
 		e["deprecated"] = true
 	}
+	if m.experimental {
+		e["experimental"] = true
+	}
 	return e
 }
 

@@ -95,6 +95,10 @@ func TestNodeSpecsMatchComfyUI(t *testing.T) {
 		{"KSamplerSelect", "display_name", "KSamplerSelect"}, // no mapping: the class name
 		{"VAEDecode", "description", "Decodes latent images back into pixel space images."},
 		{"ControlNetApply", "deprecated", true},
+		{"LoadImageOutput", "experimental", true},
+		{"LoadImageOutput", "display_name", "Load Image (from Outputs)"},
+		{"DiffusersLoader", "display_name", "DiffusersLoader"}, // no mapping, and not DEPRECATED: only its category says so
+		{"DiffusersLoader", "category", "advanced/loaders/deprecated"},
 		{"CLIPTextEncodeSD3", "python_module", "comfy_extras.nodes_sd3"},
 		{"KSampler", "python_module", "nodes"},
 		{"SaveImageWebsocket", "python_module", "custom_nodes.websocket_image_save"},
@@ -109,8 +113,8 @@ func TestNodeSpecsMatchComfyUI(t *testing.T) {
 		if v, ok := e["deprecated"]; ok && v != true {
 			t.Errorf("%s: deprecated %v", class, v)
 		}
-		if _, ok := e["experimental"]; ok {
-			t.Errorf("%s: experimental sent", class)
+		if v, ok := e["experimental"]; ok && v != true {
+			t.Errorf("%s: experimental %v", class, v)
 		}
 	}
 	ks := entry("KSampler")

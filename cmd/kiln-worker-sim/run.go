@@ -283,7 +283,7 @@ func (e *execution) passThrough(n *workflow.Node) (value, error) { return e.inhe
 
 func (e *execution) modelLoader(n *workflow.Node) (value, error) {
 	for _, m := range e.graph.Models() {
-		if m.NodeID == n.ID && (m.Folder == "checkpoints" || m.Folder == "diffusion_models") {
+		if m.NodeID == n.ID && (m.Folder == "checkpoints" || m.Folder == "diffusion_models" || m.Folder == "diffusers") {
 			return value{family: m.Family}, nil
 		}
 	}

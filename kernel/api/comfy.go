@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -148,12 +149,16 @@ func (c *comfy) env(ctx context.Context) PromptEnv {
 	}
 	if cat := c.s.deps.Catalog; cat != nil {
 		env.ModelExists = func(folder, name string) bool {
-			if folder == "input" {
-				_, err := c.safePath(c.inputDir, "", name)
+			if folder == "input" || folder == "output" || folder == "temp" {
+				// Files of the input-file combos, by annotatedFile's folder;
+				// a name may have subfolders, as ComfyUI joins it to the
+				// folder.
+				base, _ := c.dirOf(folder)
+				dir, file := path.Split(name)
+				p, err := c.safePath(base, dir, file)
 				if err != nil {
 					return false
 				}
-				p, _ := c.safePath(c.inputDir, "", name)
 				st, err := os.Stat(p)
 				return err == nil && st.Mode().IsRegular()
 			}

@@ -494,7 +494,8 @@ func (v *validator) literal(in *inputSpec, val any) *ComfyError {
 				return notInList(in, val, names)
 			}
 		case in.files:
-			if !isStr || (v.env.ModelExists != nil && !v.env.ModelExists("input", s)) {
+			typ, name := annotatedFile(s)
+			if !isStr || (v.env.ModelExists != nil && !v.env.ModelExists(typ, name)) {
 				return notInList(in, val, nil)
 			}
 		default:
@@ -511,6 +512,19 @@ func (v *validator) literal(in *inputSpec, val any) *ComfyError {
 		}
 	}
 	return nil
+}
+
+// annotatedFile is ComfyUI's folder_paths.annotated_filepath, which the
+// file-loading nodes' VALIDATE_INPUTS use: "name.png [output]", "[input]" or
+// "[temp]" picks the folder (the suffix and the space before it dropped),
+// and a name without one is an input file.
+func annotatedFile(s string) (typ, name string) {
+	for _, typ := range []string{"output", "input", "temp"} {
+		if strings.HasSuffix(s, "["+typ+"]") {
+			return typ, s[:max(len(s)-len(typ)-3, 0)]
+		}
+	}
+	return "input", s
 }
 
 func notInList(in *inputSpec, val any, names []string) *ComfyError {

@@ -146,6 +146,12 @@ func parseInputSpec(name string, raw json.RawMessage) (*inputSpec, error) {
 			if b, ok := opts["kiln_input_files"].(bool); ok {
 				in.files = b
 			}
+			// A "COMBO" with an image_folder (LoadImageOutput) lists no
+			// names: ComfyUI's frontend fetches them, and VALIDATE_INPUTS
+			// checks the annotated file, as for the input-file combos.
+			if f, ok := opts["image_folder"].(string); ok && f != "" && in.typ == "COMBO" {
+				in.files = true
+			}
 			if in.typ == "COMBO" {
 				if list, ok := opts["options"].([]any); ok && len(in.combo) == 0 {
 					in.combo = list

@@ -140,6 +140,85 @@ func TestDecodePromptFields(t *testing.T) {
 	}
 }
 
+// TestDecodePromptFileNodes checks LoadImageOutput's image, which names a
+// file by ComfyUI's annotation ("name.png [output]"; none means an input
+// file), and DiffusersLoader's model_path, a model of the diffusers folder.
+func TestDecodePromptFileNodes(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		node       string // node 20, whose output a preview (through a VAEDecode for a loader) uses
+		wantLookup string // the folder/name that validation looks up
+		wantModels []string
+		wantErr    string // node 20's error type
+	}{
+		{name: "output file", node: `{"class_type": "LoadImageOutput", "inputs": {"image": "ComfyUI_00001_.png [output]"}}`,
+			wantLookup: "output/ComfyUI_00001_.png", wantModels: []string{"checkpoints/v1-5.safetensors"}},
+		{name: "temp file in a subfolder", node: `{"class_type": "LoadImageOutput", "inputs": {"image": "sub/a.png [temp]"}}`,
+			wantLookup: "temp/sub/a.png", wantModels: []string{"checkpoints/v1-5.safetensors"}},
+		{name: "no annotation is an input file", node: `{"class_type": "LoadImageOutput", "inputs": {"image": "a.png"}}`,
+			wantLookup: "input/a.png", wantModels: []string{"checkpoints/v1-5.safetensors"}},
+		{name: "missing output file", node: `{"class_type": "LoadImageOutput", "inputs": {"image": "missing.png [output]"}}`,
+			wantLookup: "output/missing.png", wantErr: "value_not_in_list"},
+		{name: "diffusers model", node: `{"class_type": "DiffusersLoader", "inputs": {"model_path": "sdxl-base"}}`,
+			wantLookup: "diffusers/sdxl-base", wantModels: []string{"checkpoints/v1-5.safetensors", "diffusers/sdxl-base"}},
+		{name: "diffusers model not in the catalog", node: `{"class_type": "DiffusersLoader", "inputs": {"model_path": "missing-sd"}}`,
+			wantLookup: "diffusers/missing-sd", wantErr: "value_not_in_list"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := testEnv(t)
+			var lookups []string
+			env.ModelExists = func(folder, name string) bool {
+				lookups = append(lookups, folder+"/"+name)
+				return !strings.HasPrefix(name, "missing")
+			}
+			// Node 20's first output feeds a PreviewImage, so that it is
+			// validated and run.
+			var g map[string]json.RawMessage
+			if err := json.Unmarshal([]byte(txt2img), &g); err != nil {
+				t.Fatal(err)
+			}
+			g["20"] = json.RawMessage(tc.node)
+			g["21"] = json.RawMessage(`{"class_type": "PreviewImage", "inputs": {"images": ["20", 0]}}`)
+			if strings.Contains(tc.node, "DiffusersLoader") {
+				g["21"] = json.RawMessage(`{"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["20", 2]}}`)
+				g["22"] = json.RawMessage(`{"class_type": "PreviewImage", "inputs": {"images": ["21", 0]}}`)
+			}
+			prompt, _ := json.Marshal(g)
+			req, perr := DecodePrompt([]byte(`{"prompt": `+string(prompt)+`}`), env)
+			if !slices.Contains(lookups, tc.wantLookup) {
+				t.Errorf("looked up %v, want %s among them", lookups, tc.wantLookup)
+			}
+			if tc.wantErr != "" {
+				if perr == nil || perr.NodeErrors["20"] == nil || perr.NodeErrors["20"].Errors[0].Type != tc.wantErr {
+					t.Fatalf("error = %+v, want %s on node 20", perr, tc.wantErr)
+				}
+				return
+			}
+			if perr != nil {
+				t.Fatalf("refused: %+v", perr)
+			}
+			if !slices.Equal(req.Models, tc.wantModels) {
+				t.Errorf("models %v, want %v", req.Models, tc.wantModels)
+			}
+		})
+	}
+}
+
+func TestAnnotatedFile(t *testing.T) {
+	for _, tc := range []struct{ in, typ, name string }{
+		{"a.png [output]", "output", "a.png"},
+		{"a.png [input]", "input", "a.png"},
+		{"sub/a.png [temp]", "temp", "sub/a.png"},
+		{"a.png", "input", "a.png"},
+		{"[output]", "output", ""},
+		{"a.png [outputs]", "input", "a.png [outputs]"},
+	} {
+		if typ, name := annotatedFile(tc.in); typ != tc.typ || name != tc.name {
+			t.Errorf("annotatedFile(%q) = %q, %q; want %q, %q", tc.in, typ, name, tc.typ, tc.name)
+		}
+	}
+}
+
 // TestWorkflowsGolden checks every shared workflow: accepted or refused as
 // the issue says (ImageRequestParameter is not a core node), with the
 // models it needs.

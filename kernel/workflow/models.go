@@ -48,6 +48,7 @@ var loaders = map[string][]loaderInput{
 	"CheckpointLoader":          {{"ckpt_name", "checkpoints"}},
 	"unCLIPCheckpointLoader":    {{"ckpt_name", "checkpoints"}},
 	"ImageOnlyCheckpointLoader": {{"ckpt_name", "checkpoints"}},
+	"DiffusersLoader":           {{"model_path", "diffusers"}}, // a diffusers directory is one catalog entry
 	"LoraLoader":                {{"lora_name", "loras"}},
 	"LoraLoaderModelOnly":       {{"lora_name", "loras"}},
 	"VAELoader":                 {{"vae_name", "vae"}},

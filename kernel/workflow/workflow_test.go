@@ -177,6 +177,7 @@ func TestModelNames(t *testing.T) {
 		{name: "lora", class: "LoraLoaderModelOnly", input: "lora_name", value: "a.safetensors", wantID: "loras/a.safetensors"},
 		{name: "style", class: "StyleModelLoader", input: "style_model_name", value: "s.safetensors", wantID: "style_models/s.safetensors"},
 		{name: "photomaker", class: "PhotoMakerLoader", input: "photomaker_model_name", value: "p.bin", wantID: "photomaker/p.bin"},
+		{name: "diffusers", class: "DiffusersLoader", input: "model_path", value: "sdxl/stable-diffusion-xl-base-1.0", wantID: "diffusers/sdxl/stable-diffusion-xl-base-1.0"},
 		{name: "dotdot", class: "CheckpointLoaderSimple", input: "ckpt_name", value: "../../etc/passwd", wantErr: ErrInvalidModelName},
 		{name: "dotdot inside", class: "LoraLoader", input: "lora_name", value: "a/../../b", wantErr: ErrInvalidModelName},
 		{name: "absolute", class: "VAELoader", input: "vae_name", value: "/etc/passwd", wantErr: ErrInvalidModelName},
