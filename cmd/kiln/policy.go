@@ -181,15 +181,8 @@ func cmdPolicy(args []string) error {
 		if err != nil {
 			return err
 		}
-		kind := pf.kind
-		if kind == "" {
-			if kind, err = pf.resolveKind(n); err != nil {
-				return err
-			}
-		}
-		body, _ := json.Marshal(map[string]any{"name": n, "version": ver, "reason": pf.reason})
-		var vi policy.VersionInfo
-		if err := pf.request(http.MethodPost, "/v1/policies/"+kind+"/activate", "application/json", body, true, &vi); err != nil {
+		vi, err := pf.versionAction(n, ver, "activate")
+		if err != nil {
 			return err
 		}
 		fmt.Printf("%s policy %s@%d is active\n", vi.Kind, vi.Name, vi.Version)
@@ -219,15 +212,8 @@ func cmdPolicy(args []string) error {
 		if ver == 0 {
 			return fmt.Errorf("policy %q: say which version to unload (NAME@VERSION; list shows them)", pos[0])
 		}
-		kind := pf.kind
-		if kind == "" {
-			if kind, err = pf.resolveKind(n); err != nil {
-				return err
-			}
-		}
-		body, _ := json.Marshal(map[string]any{"name": n, "version": ver, "reason": pf.reason})
-		var vi policy.VersionInfo
-		if err := pf.request(http.MethodPost, "/v1/policies/"+kind+"/unload", "application/json", body, true, &vi); err != nil {
+		vi, err := pf.versionAction(n, ver, "unload")
+		if err != nil {
 			return err
 		}
 		fmt.Printf("%s policy %s@%d unloaded\n", vi.Kind, vi.Name, vi.Version)
@@ -538,4 +524,21 @@ func (r *traceReplay) print(w io.Writer) {
 	for _, rb := range m.PolicyRollbacks {
 		fmt.Fprintf(w, "  %s\n", rb)
 	}
+}
+
+// versionAction posts action ("activate", "unload") for name@version to
+// its kind (--kind, or the one the name is found in) and returns the
+// version the node answers with.
+func (pf *policyFlags) versionAction(name string, version int, action string) (policy.VersionInfo, error) {
+	var vi policy.VersionInfo
+	kind := pf.kind
+	if kind == "" {
+		var err error
+		if kind, err = pf.resolveKind(name); err != nil {
+			return vi, err
+		}
+	}
+	body, _ := json.Marshal(map[string]any{"name": name, "version": version, "reason": pf.reason})
+	err := pf.request(http.MethodPost, "/v1/policies/"+kind+"/"+action, "application/json", body, true, &vi)
+	return vi, err
 }

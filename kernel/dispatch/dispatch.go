@@ -523,14 +523,18 @@ func (d *Dispatcher) workerViews() []WorkerView {
 		}
 		// A worker that does not report a model's footprint (its load
 		// reply's vram_bytes is optional) still holds what the ledger
-		// reserved for it: the policy sees that, not 0.
-		d.mu.Lock()
+		// reserved for it: the policy sees that, not 0. Workers that
+		// report it (the usual case) cost no lock here.
 		for i := range v.Resident {
-			if rm := d.resident[in.ID][v.Resident[i].Model]; v.Resident[i].Bytes <= 0 && rm != nil && rm.res != nil {
+			if v.Resident[i].Bytes > 0 {
+				continue
+			}
+			d.mu.Lock()
+			if rm := d.resident[in.ID][v.Resident[i].Model]; rm != nil && rm.res != nil {
 				v.Resident[i].Bytes = int64(rm.res.Bytes())
 			}
+			d.mu.Unlock()
 		}
-		d.mu.Unlock()
 		if led != nil {
 			v.FreeVRAM = led.Free()
 			v.UsableVRAM = led.Usable()

@@ -43,21 +43,31 @@ func (c *Controller) JobFinished(j *job.Job) {
 		return
 	}
 	c.liveMu.Lock()
-	running, ok := c.runningAt[j.ID]
+	running := c.runningAt[j.ID]
 	delete(c.runningAt, j.ID)
 	c.liveMu.Unlock()
-	if j.State == job.Cancelled || j.FinishedAt.IsZero() {
-		return
+	if o, ok := ObservationOf(j, running); ok {
+		c.Observe(o)
 	}
-	o := Observation{JobID: j.ID, Worker: j.Worker, Failed: j.State == job.Failed,
+}
+
+// ObservationOf is what a finished job says of the policies that placed
+// it: running is when its models were resident (zero: unknown, the load
+// is then counted in the run). ok is false for a cancelled or unfinished
+// job: a client's choice says nothing of a policy.
+func ObservationOf(j *job.Job, running time.Time) (o Observation, ok bool) {
+	if j.State == job.Cancelled || j.FinishedAt.IsZero() {
+		return o, false
+	}
+	o = Observation{JobID: j.ID, Worker: j.Worker, Failed: j.State == job.Failed,
 		Latency: j.FinishedAt.Sub(j.CreatedAt), HasDeadline: j.DeadlineMS > 0, Interactive: j.Class == job.Interactive}
 	if !j.StartedAt.IsZero() {
 		o.QueueWait = j.StartedAt.Sub(j.CreatedAt)
 		o.Run = j.FinishedAt.Sub(j.StartedAt)
-		if ok && running.After(j.StartedAt) {
+		if running.After(j.StartedAt) {
 			o.Load, o.Run = running.Sub(j.StartedAt), j.FinishedAt.Sub(running)
 		}
 	}
 	o.MissedDeadline = o.HasDeadline && o.Latency > time.Duration(j.DeadlineMS)*time.Millisecond
-	c.Observe(o)
+	return o, true
 }

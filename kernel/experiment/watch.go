@@ -749,20 +749,11 @@ func meanVarianceOf(sums, cnts []float64) (v, df float64, ok bool) {
 // rhoBiasCorrected is the series' lag-1 autocorrelation plus its
 // short-series bias (≈ (1+3ρ)/n), in [0, 0.98].
 func rhoBiasCorrected(d []float64) float64 {
-	n := len(d)
-	m := stats.Mean(d)
-	var g0, g1 float64
-	for i, v := range d {
-		g0 += (v - m) * (v - m)
-		if i > 0 {
-			g1 += (v - m) * (d[i-1] - m)
-		}
-	}
-	if !(g0 > 0) {
+	r, ok := lag1(d)
+	if !ok {
 		return 0
 	}
-	r := min(max(g1/g0, 0), 0.99)
-	return min(max(r+(1+3*r)/float64(n), 0), 0.98)
+	return min(max(r+(1+3*r)/float64(len(d)), 0), 0.98)
 }
 
 var (

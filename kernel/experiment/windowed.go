@@ -301,7 +301,19 @@ func batchLook(d []float64, alpha, floor float64) (seqLook, bool) {
 // standard errors √((1−ρ²)/n); never below 0 (negative correlation is not
 // credited), at most 0.98.
 func rhoUpper(d []float64) float64 {
-	n := len(d)
+	r, ok := lag1(d)
+	if !ok {
+		return 0
+	}
+	n := float64(len(d))
+	up := r + (1+3*r)/n + rhoUpperZ*math.Sqrt((1-r*r)/n)
+	return min(max(up, 0), 0.95)
+}
+
+// lag1 is the series' lag-1 autocorrelation, clamped to [0, 0.99]
+// (negative correlation is not credited); ok is false for a constant or
+// empty series.
+func lag1(d []float64) (r float64, ok bool) {
 	m := stats.Mean(d)
 	var g0, g1 float64
 	for i, v := range d {
@@ -311,11 +323,9 @@ func rhoUpper(d []float64) float64 {
 		}
 	}
 	if !(g0 > 0) {
-		return 0
+		return 0, false
 	}
-	r := min(max(g1/g0, 0), 0.99)
-	up := r + (1+3*r)/float64(n) + rhoUpperZ*math.Sqrt((1-r*r)/float64(n))
-	return min(max(up, 0), 0.95)
+	return min(max(g1/g0, 0), 0.99), true
 }
 
 // batchInflation is, for an AR(1) series with lag-1 correlation rho, the

@@ -117,23 +117,12 @@ func (n *Node) observeWatch(j *job.Job) {
 		return
 	}
 	nw.mu.Lock()
-	running, ok := nw.runningAt[j.ID]
+	running := nw.runningAt[j.ID]
 	delete(nw.runningAt, j.ID)
 	nw.mu.Unlock()
-	if j.State == job.Cancelled || j.FinishedAt.IsZero() {
-		return // a client's choice says nothing of a policy
+	if o, ok := experiment.ObservationOf(j, running); ok {
+		nw.w.Observe(o)
 	}
-	o := experiment.Observation{JobID: j.ID, Worker: j.Worker, Failed: j.State == job.Failed,
-		Latency: j.FinishedAt.Sub(j.CreatedAt), HasDeadline: j.DeadlineMS > 0}
-	if !j.StartedAt.IsZero() {
-		o.QueueWait = j.StartedAt.Sub(j.CreatedAt)
-		o.Run = j.FinishedAt.Sub(j.StartedAt)
-		if ok && running.After(j.StartedAt) {
-			o.Load, o.Run = running.Sub(j.StartedAt), j.FinishedAt.Sub(running)
-		}
-	}
-	o.MissedDeadline = o.HasDeadline && o.Latency > time.Duration(j.DeadlineMS)*time.Millisecond
-	nw.w.Observe(o)
 }
 
 // maxRunning bounds the jobs whose resident time the watch remembers
