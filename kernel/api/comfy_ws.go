@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -67,6 +68,10 @@ type wsMessage struct {
 type wsConn struct {
 	id   string
 	send chan wsFrame
+	// previews counts the preview frames in send: the memory bound of
+	// maxQueuedPreviews is about them, not about the small text frames
+	// that progress_state adds several of per step.
+	previews atomic.Int32
 	// previewMetadata is set when the client sent feature_flags with
 	// supports_preview_metadata: it then gets type 4 preview frames
 	// instead of type 1. Guarded by hub.mu.
@@ -77,7 +82,9 @@ type wsConn struct {
 // binary preview frame.
 type wsFrame struct {
 	binary bool
-	data   []byte
+	// preview marks a frame counted in wsConn.previews.
+	preview bool
+	data    []byte
 }
 
 // Binary frame types, from ComfyUI's protocol.BinaryEventTypes. kiln sends
@@ -92,10 +99,12 @@ const (
 	binPreviewImageWithMetadata = 4
 )
 
-// maxQueuedPreviews is how full a client's send queue may be for a preview
-// to join it: previews may be large (up to wire.MaxPreviewBytes each), so a
-// client that falls behind gets text messages only, and a stalled one holds
-// at most this many previews in memory.
+// maxQueuedPreviews is how many previews a client's send queue may hold
+// for another to join it: previews may be large (up to
+// wire.MaxPreviewBytes each), so a client that falls behind gets text
+// messages only, and a stalled one holds at most this many previews in
+// memory. Text frames do not count: progress_state sends several per step,
+// and counting them dropped previews from a client that was keeping up.
 const maxQueuedPreviews = 16
 
 // Image formats in a type 1 frame, as ComfyUI's send_image numbers them.
@@ -564,12 +573,18 @@ func (h *hub) sendImage(clientID, promptID, node, format string, img []byte, out
 			}
 			b = legacy
 		}
-		if !output && len(c.send) >= maxQueuedPreviews {
+		if !output && c.previews.Load() >= maxQueuedPreviews {
 			continue // a slow client loses previews first; they are stale at once
 		}
+		if !output {
+			c.previews.Add(1) // before the send: the writer may take it at once
+		}
 		select {
-		case c.send <- wsFrame{binary: true, data: b}:
+		case c.send <- wsFrame{binary: true, data: b, preview: !output}:
 		default: // as for text: a client that does not read loses frames
+			if !output {
+				c.previews.Add(-1)
+			}
 		}
 	}
 }
@@ -683,6 +698,9 @@ func (h *hub) serveWS(w http.ResponseWriter, r *http.Request) {
 			ws.Close(websocket.StatusNormalClosure, "")
 			return
 		case f = <-c.send:
+			if f.preview {
+				c.previews.Add(-1)
+			}
 		case <-clk.After(h.c.cfg.Keepalive):
 			// Clients reconnect after 10 s of silence (models may take
 			// longer to load): a status frame keeps them.
