@@ -36,6 +36,10 @@ type ModelRef struct {
 	NodeID string `json:"node_id"`
 	// Family is a guess for the cost model; see the Family* constants.
 	Family string `json:"family"`
+	// WeightDType is the dtype the loader casts the weights to on load
+	// (UNETLoader's weight_dtype: fp8_e4m3fn, fp8_e4m3fn_fast, fp8_e5m2),
+	// empty for the file's own dtype. It sets the model's footprint.
+	WeightDType string `json:"weight_dtype,omitempty"`
 }
 
 type loaderInput struct {
@@ -221,8 +225,13 @@ func (g *Graph) extractModels() ([]ModelRef, error) {
 			}
 			seen[id] = true
 			folder := CanonicalFolder(li.folder)
-			out = append(out, ModelRef{ID: id, Folder: folder, Name: name, NodeID: n.ID,
-				Family: GuessFamily(folder, name)})
+			ref := ModelRef{ID: id, Folder: folder, Name: name, NodeID: n.ID, Family: GuessFamily(folder, name)}
+			if dt, ok := g.literal(n, "weight_dtype"); ok {
+				if s, ok := dt.(string); ok && s != "default" {
+					ref.WeightDType = s
+				}
+			}
+			out = append(out, ref)
 		}
 	}
 	return out, nil
