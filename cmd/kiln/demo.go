@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -25,17 +24,29 @@ import (
 // full kiln node (real worker processes on simulated GPUs unless real ones
 // are present), submits a mixed workload over the real HTTP API, shows live
 // progress and a summary, and keeps serving until Ctrl-C.
+const demoHelp = `usage: kiln demo [flags]
+
+What make run runs: makes a synthetic model store on first use, starts a
+full kiln node (real worker processes on simulated GPUs unless real ones
+are present), submits a mixed workload over the HTTP API, shows live
+progress and a summary, and keeps serving until Ctrl-C (or --exit).
+`
+
 func cmdDemo(args []string) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs := newFlags("demo", demoHelp)
 	var sf serveFlags
-	sf.register(fs)
+	sf.register(fs.FlagSet)
 	jobs := fs.Int("jobs", 40, "number of demo jobs to submit")
 	workflows := fs.String("workflows", "examples/workflows", "API-format workflows to draw the workload from")
 	scale := fs.Float64("scale", defaultSynthScale, "synthetic model size as a fraction of the real size")
 	exit := fs.Bool("exit", false, "stop after the summary instead of serving until Ctrl-C")
 	seed := fs.Uint64("seed", 7, "seed for the workload mix")
-	if err := fs.Parse(args); err != nil {
+	pos, err := fs.parse(args)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 {
+		return usagef("demo", "unexpected argument %q", pos[0])
 	}
 	if sf.dataDir == "" {
 		sf.dataDir = "demo/data"

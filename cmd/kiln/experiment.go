@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -38,7 +37,10 @@ changes need the admin token (--token, $KILN_ADMIN_TOKEN, admin.token, or
 
 // cmdExperiment implements `kiln experiment`.
 func cmdExperiment(args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
+		return usagef("experiment", "want a subcommand: canary, ab, switchback, list, show, abort or shadow")
+	}
+	if isHelp(args[0]) {
 		fmt.Print(experimentUsage)
 		return nil
 	}
@@ -46,10 +48,15 @@ func cmdExperiment(args []string) error {
 	if sub == "shadow" {
 		return cmdExperimentShadow(rest)
 	}
-	fs := flag.NewFlagSet("experiment "+sub, flag.ContinueOnError)
+	switch sub {
+	case "canary", "ab", "switchback", "list", "show", "abort":
+	default:
+		return usagef("experiment", "unknown subcommand %q", sub)
+	}
+	fs := newFlags("experiment "+sub, experimentUsage)
 	var pf policyFlags
-	pf.register(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
+	pf.register(fs.FlagSet)
+	out := fs.output("table")
 	var spec experiment.Spec
 	var guards []string
 	fs.StringVar(&spec.Policy, "policy", "", "candidate policy, NAME or NAME@VERSION")
@@ -66,15 +73,14 @@ func cmdExperiment(args []string) error {
 	confidence := fs.Float64("confidence", 0, "1 - alpha")
 	seed := fs.Uint64("seed", 0, "seed of the split (default: random, recorded)")
 	wait := fs.Bool("wait", false, "follow the experiment until it ends")
-	pos, flagArgs := splitPositional(rest)
-	if err := fs.Parse(flagArgs); err != nil {
+	pos, err := fs.parse(rest)
+	if err != nil {
 		return err
 	}
-	pos = append(pos, fs.Args()...)
 	switch sub {
 	case "canary", "ab", "switchback":
 		if len(pos) > 0 {
-			return fmt.Errorf("experiment %s: unexpected argument %q", sub, pos[0])
+			return usagef("experiment "+sub, "unexpected argument %q", pos[0])
 		}
 		spec.Type, spec.Kind, spec.Unit, spec.Share = experiment.Type(sub), pf.kind, experiment.Unit(*unit), *share
 		spec.Guards, spec.MinSamples, spec.Confidence, spec.Seed = guards, *minSamples, *confidence, *seed
@@ -88,7 +94,7 @@ func cmdExperiment(args []string) error {
 			spec.Steps = s
 		}
 		if spec.Kind == "" || spec.Policy == "" {
-			return fmt.Errorf("experiment %s: --kind and --policy are required", sub)
+			return usagef("experiment "+sub, "--kind and --policy are required")
 		}
 		for _, g := range guards {
 			if _, err := experiment.ParseGuard(g); err != nil {
@@ -101,34 +107,35 @@ func cmdExperiment(args []string) error {
 			return err
 		}
 		if !*wait {
-			return printRecord(os.Stdout, rec, *asJSON)
+			return printRecord(out, rec)
 		}
 		fmt.Fprintf(os.Stderr, "experiment %s started; following it (Ctrl-C leaves it running)\n", rec.ID)
-		return followExperiment(&pf, rec.ID, *asJSON)
+		return followExperiment(&pf, rec.ID, out)
 	case "list":
-		var out struct {
+		var list struct {
 			Experiments []experiment.Summary `json:"experiments"`
 		}
-		if err := pf.request(http.MethodGet, "/v1/experiments", "", nil, false, &out); err != nil {
+		if err := pf.request(http.MethodGet, "/v1/experiments", "", nil, false, &list); err != nil {
 			return err
 		}
-		if *asJSON {
-			return printJSON(out)
+		if list.Experiments == nil {
+			list.Experiments = []experiment.Summary{}
 		}
-		tw := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tTYPE\tKIND\tCANDIDATE\tBASELINE\tSTATE\tSTEP\tVERDICT\tSTARTED")
-		for _, s := range out.Experiments {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d (%d%%)\t%s\t%s\n", s.ID, s.Type, s.Kind, s.Candidate, s.Baseline, s.State,
-				s.Step, s.Share, dash(s.Verdict), s.StartedAt.Local().Format(time.DateTime))
-		}
-		return tw.Flush()
+		return out.print(list, func(w io.Writer) error {
+			tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tTYPE\tKIND\tCANDIDATE\tBASELINE\tSTATE\tSTEP\tVERDICT\tSTARTED")
+			for _, s := range list.Experiments {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d (%d%%)\t%s\t%s\n", s.ID, s.Type, s.Kind, s.Candidate, s.Baseline, s.State,
+					s.Step, s.Share, dash(s.Verdict), s.StartedAt.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		})
 	case "show", "abort":
 		if len(pos) != 1 {
-			return fmt.Errorf("experiment %s: want exactly one ID", sub)
+			return usagef("experiment "+sub, "want exactly one ID")
 		}
 		var rec experiment.Record
 		path := "/v1/experiments/" + url.PathEscape(pos[0])
-		var err error
 		if sub == "show" {
 			err = pf.request(http.MethodGet, path, "", nil, false, &rec)
 		} else {
@@ -138,9 +145,9 @@ func cmdExperiment(args []string) error {
 		if err != nil {
 			return err
 		}
-		return printRecord(os.Stdout, rec, *asJSON)
+		return printRecord(out, rec)
 	}
-	return fmt.Errorf("experiment: unknown subcommand %q\n\n%s", sub, experimentUsage)
+	return usagef("experiment", "unknown subcommand %q", sub)
 }
 
 // exitRolledBack is the exit status of --wait when the candidate lost.
@@ -161,7 +168,8 @@ func (e exitInconclusive) Error() string {
 }
 func (exitInconclusive) ExitCode() int { return 4 }
 
-func followExperiment(pf *policyFlags, id string, asJSON bool) error {
+func followExperiment(pf *policyFlags, id string, out *output) error {
+	asJSON := out.structured()
 	last := -1
 	for {
 		var rec experiment.Record
@@ -177,7 +185,7 @@ func followExperiment(pf *policyFlags, id string, asJSON bool) error {
 			last = n - 1
 		}
 		if rec.State != experiment.Running {
-			if err := printRecord(os.Stdout, rec, asJSON); err != nil {
+			if err := printRecord(out, rec); err != nil {
 				return err
 			}
 			switch rec.State {
@@ -192,12 +200,6 @@ func followExperiment(pf *policyFlags, id string, asJSON bool) error {
 	}
 }
 
-func printJSON(v any) error {
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
 func dash(s string) string {
 	if s == "" {
 		return "-"
@@ -207,10 +209,11 @@ func dash(s string) string {
 
 // printRecord prints an experiment's report: arms, n, effects with their
 // intervals, p-values, verdicts, the SRM check, guards and decisions.
-func printRecord(w io.Writer, rec experiment.Record, asJSON bool) error {
-	if asJSON {
-		return printJSON(rec)
-	}
+func printRecord(out *output, rec experiment.Record) error {
+	return out.print(rec, func(w io.Writer) error { return writeRecord(w, rec) })
+}
+
+func writeRecord(w io.Writer, rec experiment.Record) error {
 	s := rec.Spec
 	fmt.Fprintf(w, "experiment %s: %s of %s, candidate %s against baseline %s (unit %s, seed %d)\n",
 		rec.ID, s.Type, s.Kind, rec.Candidate, rec.Baseline, rec.Assignment.Unit, rec.Assignment.Seed)

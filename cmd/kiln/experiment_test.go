@@ -29,7 +29,7 @@ func TestPrintRecord(t *testing.T) {
 				Low: 0.44, High: 1.08, P: 1e-15, Verdict: stats.Worse, Gating: true}},
 			SRM: &experiment.SRMResult{Expected: 0.5, Baseline: 54, Candidate: 50, P: 0.69}}}
 	var b bytes.Buffer
-	if err := printRecord(&b, rec, false); err != nil {
+	if err := writeRecord(&b, rec); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()

@@ -2,27 +2,46 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"text/tabwriter"
+
+	"github.com/kiln-gpu/kiln/kernel/catalog"
 )
 
-// cmdModelsList runs `kiln models list [--addr A]` (the default) and `kiln
-// models refresh [--addr A]` against a running kiln. `kiln models synth`
-// stays in admin.go; the caller dispatches "synth" there first.
-func cmdModelsList(args []string) error {
+const modelsHelp = `usage: kiln models [list] [flags]
+       kiln models refresh [--token T] [flags]
+       kiln models synth --dir DIR --from-workflows DIR [--scale F] [--seed N]
+
+list (the default) prints the model catalog of a running kiln: each
+model's format, family, component, size, VRAM footprint, backend and
+checksum. refresh rescans kiln's models directory and prints what it added
+and removed (it needs the admin token, as kiln policy does). synth writes a
+synthetic model store here (kiln models synth --help).
+`
+
+// cmdModels dispatches `kiln models list|refresh|synth`.
+func cmdModels(args []string) error {
+	if len(args) > 0 && args[0] == "synth" {
+		return cmdModelsSynth(args[1:])
+	}
 	sub := "list"
 	if len(args) > 0 && (args[0] == "list" || args[0] == "refresh") {
 		sub, args = args[0], args[1:]
 	}
-	fs := flag.NewFlagSet("models "+sub, flag.ContinueOnError)
-	addr := fs.String("addr", "", "kiln address (default $KILN_ADDR or 127.0.0.1:8188)")
-	if err := fs.Parse(args); err != nil {
+	fs := newFlags("models "+sub, modelsHelp)
+	var pf policyFlags
+	pf.register(fs.FlagSet)
+	out := fs.output("table")
+	pos, err := fs.parse(args)
+	if err != nil {
 		return err
 	}
-	c := newClient(*addr)
+	if len(pos) > 0 {
+		return usagef("models", "unknown subcommand or argument %q (want list, refresh or synth)", pos[0])
+	}
 	if sub == "refresh" {
 		var res struct {
 			Models  int      `json:"models"`
@@ -30,44 +49,43 @@ func cmdModelsList(args []string) error {
 			Removed []string `json:"removed"`
 			Errors  []string `json:"errors"`
 		}
-		if err := c.do(context.Background(), http.MethodPost, "/v1/models/refresh", []byte("{}"), &res); err != nil {
+		if err := pf.request(http.MethodPost, "/v1/models/refresh", "application/json", []byte("{}"), true, &res); err != nil {
 			return fmt.Errorf("models refresh: %w", err)
 		}
-		fmt.Printf("%d models, %d added, %d removed\n", res.Models, len(res.Added), len(res.Removed))
-		for _, a := range res.Added {
-			fmt.Println("+", a)
-		}
-		for _, r := range res.Removed {
-			fmt.Println("-", r)
-		}
-		for _, e := range res.Errors {
-			fmt.Fprintln(os.Stderr, "error:", e)
-		}
-		return nil
+		return out.print(res, func(w io.Writer) error {
+			fmt.Fprintf(w, "%d models, %d added, %d removed\n", res.Models, len(res.Added), len(res.Removed))
+			for _, a := range res.Added {
+				fmt.Fprintln(w, "+", a)
+			}
+			for _, r := range res.Removed {
+				fmt.Fprintln(w, "-", r)
+			}
+			for _, e := range res.Errors {
+				fmt.Fprintln(os.Stderr, "error:", e)
+			}
+			return nil
+		})
 	}
-	var out struct {
-		Models []struct {
-			ID        string `json:"id"`
-			Bytes     int64  `json:"bytes"`
-			Format    string `json:"format"`
-			Family    string `json:"family"`
-			Component string `json:"component"`
-			VRAMBytes int64  `json:"vram_bytes"`
-			Backend   string `json:"backend"`
-			SHA256    string `json:"sha256"`
-		} `json:"models"`
+	var list struct {
+		Models []catalog.Entry `json:"models"`
 	}
-	if err := c.do(context.Background(), http.MethodGet, "/v1/models", nil, &out); err != nil {
+	if err := newClient(pf.addr).do(context.Background(), http.MethodGet, "/v1/models", nil, &list); err != nil {
 		return fmt.Errorf("models list: %w", err)
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tFORMAT\tFAMILY\tCOMPONENT\tBYTES\tVRAM\tBACKEND\tSHA256")
-	for _, m := range out.Models {
-		sum := m.SHA256
-		if len(sum) > 12 {
-			sum = sum[:12]
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", m.ID, m.Format, m.Family, m.Component, m.Bytes, gib(uint64(m.VRAMBytes)), m.Backend, sum)
+	if list.Models == nil {
+		list.Models = []catalog.Entry{}
 	}
-	return tw.Flush()
+	return out.print(list, func(w io.Writer) error {
+		tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tFORMAT\tFAMILY\tCOMPONENT\tBYTES\tVRAM\tBACKEND\tSHA256")
+		for _, m := range list.Models {
+			sum := m.SHA256
+			if len(sum) > 12 {
+				sum = sum[:12]
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", m.ID, m.Format, dash(m.Family), dash(m.Component), m.Bytes,
+				gib(uint64(m.VRAMBytes)), dash(m.Backend), dash(sum))
+		}
+		return tw.Flush()
+	})
 }

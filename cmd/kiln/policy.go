@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -58,11 +57,11 @@ type policyFlags struct {
 
 func (p *policyFlags) register(fs *flag.FlagSet) {
 	p.configFlags.register(fs)
-	fs.StringVar(&p.addr, "addr", "", "kiln address")
-	fs.StringVar(&p.token, "token", "", "admin token")
-	fs.StringVar(&p.dataDir, "data-dir", "", "kiln's data dir, where it keeps a generated admin token")
+	fs.StringVar(&p.addr, "addr", "", addrUsage)
+	fs.StringVar(&p.token, "token", "", "admin `TOKEN` (default $KILN_ADMIN_TOKEN, admin.token, <data_dir>/admin.token)")
+	fs.StringVar(&p.dataDir, "data-dir", "", "kiln's data `DIR`, where it keeps a generated admin token")
 	fs.StringVar(&p.reason, "reason", "", "why, recorded with the change")
-	fs.StringVar(&p.kind, "kind", "", "policy kind: eviction, scheduling, batching or balancing")
+	fs.StringVar(&p.kind, "kind", "", "policy `KIND`: eviction, scheduling, batching or balancing")
 }
 
 // adminToken finds the token as documented in policyUsage.
@@ -120,7 +119,10 @@ func (p *policyFlags) send(method, path, contentType string, body []byte, admin 
 
 // cmdPolicy implements `kiln policy load|activate|rollback|set|list`.
 func cmdPolicy(args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
+		return usagef("policy", "want a subcommand: load, activate, rollback, unload, set, list or test")
+	}
+	if isHelp(args[0]) {
 		fmt.Print(policyUsage)
 		return nil
 	}
@@ -129,21 +131,25 @@ func cmdPolicy(args []string) error {
 		// Local: none of the flags that reach a kiln apply.
 		return cmdPolicyTest(rest)
 	}
-	fs := flag.NewFlagSet("policy "+sub, flag.ContinueOnError)
+	switch sub {
+	case "load", "activate", "rollback", "unload", "set", "list":
+	default:
+		return usagef("policy", "unknown subcommand %q", sub)
+	}
+	fs := newFlags("policy "+sub, policyUsage)
 	var pf policyFlags
-	pf.register(fs)
+	pf.register(fs.FlagSet)
 	name := fs.String("name", "", "name of the loaded policy (default: the file name without .wasm)")
 	activate := fs.Bool("activate", false, "activate the policy once loaded")
-	asJSON := fs.Bool("json", false, "print JSON")
-	pos, flagArgs := splitPositional(rest)
-	if err := fs.Parse(flagArgs); err != nil {
+	out := fs.output("table")
+	pos, err := fs.parse(rest)
+	if err != nil {
 		return err
 	}
-	pos = append(pos, fs.Args()...)
 	switch sub {
 	case "load":
 		if len(pos) != 1 || pf.kind == "" {
-			return errors.New("usage: kiln policy load FILE --kind K [--name N] [--activate]")
+			return usagef("policy load", "want FILE and --kind K")
 		}
 		if _, err := abi.ParseKind(pf.kind); err != nil {
 			return err
@@ -171,11 +177,13 @@ func cmdPolicy(args []string) error {
 		if vi.Active {
 			state += ", active"
 		}
-		fmt.Printf("%s policy %s@%d %s (sha256 %.12s)\n", vi.Kind, vi.Name, vi.Version, state, vi.SHA256)
-		return nil
+		return out.print(vi, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "%s policy %s@%d %s (sha256 %.12s)\n", vi.Kind, vi.Name, vi.Version, state, vi.SHA256)
+			return err
+		})
 	case "activate":
 		if len(pos) != 1 {
-			return errors.New("usage: kiln policy activate NAME[@VERSION] [--kind K]")
+			return usagef("policy activate", "want one NAME[@VERSION]")
 		}
 		n, ver, err := parseRef(pos[0])
 		if err != nil {
@@ -185,11 +193,13 @@ func cmdPolicy(args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("%s policy %s@%d is active\n", vi.Kind, vi.Name, vi.Version)
-		return nil
+		return out.print(vi, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "%s policy %s@%d is active\n", vi.Kind, vi.Name, vi.Version)
+			return err
+		})
 	case "rollback":
 		if len(pos) != 1 {
-			return errors.New("usage: kiln policy rollback KIND")
+			return usagef("policy rollback", "want one KIND")
 		}
 		if _, err := abi.ParseKind(pos[0]); err != nil {
 			return err
@@ -199,11 +209,13 @@ func cmdPolicy(args []string) error {
 		if err := pf.request(http.MethodPost, "/v1/policies/"+pos[0]+"/rollback", "application/json", body, true, &vi); err != nil {
 			return err
 		}
-		fmt.Printf("%s policy rolled back to %s@%d\n", vi.Kind, vi.Name, vi.Version)
-		return nil
+		return out.print(vi, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "%s policy rolled back to %s@%d\n", vi.Kind, vi.Name, vi.Version)
+			return err
+		})
 	case "unload":
 		if len(pos) != 1 {
-			return errors.New("usage: kiln policy unload NAME@VERSION [--kind K]")
+			return usagef("policy unload", "want one NAME@VERSION")
 		}
 		n, ver, err := parseRef(pos[0])
 		if err != nil {
@@ -216,11 +228,13 @@ func cmdPolicy(args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("%s policy %s@%d unloaded\n", vi.Kind, vi.Name, vi.Version)
-		return nil
+		return out.print(vi, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "%s policy %s@%d unloaded\n", vi.Kind, vi.Name, vi.Version)
+			return err
+		})
 	case "set":
 		if len(pos) < 2 {
-			return errors.New("usage: kiln policy set KIND NAME=VALUE [NAME=VALUE ...]")
+			return usagef("policy set", "want KIND NAME=VALUE [NAME=VALUE ...]")
 		}
 		if _, err := abi.ParseKind(pos[0]); err != nil {
 			return err
@@ -246,20 +260,25 @@ func cmdPolicy(args []string) error {
 		fmt.Printf("%s policy: %s\n", pos[0], formatParams(set))
 		return nil
 	case "list":
-		var out struct {
+		var list struct {
 			Policies []policy.KindInfo `json:"policies"`
 		}
-		if err := pf.request(http.MethodGet, "/v1/policies", "", nil, false, &out); err != nil {
+		if err := pf.request(http.MethodGet, "/v1/policies", "", nil, false, &list); err != nil {
 			return err
 		}
-		if *asJSON {
-			enc := json.NewEncoder(os.Stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(out)
+		if list.Policies == nil {
+			list.Policies = []policy.KindInfo{}
 		}
-		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		return out.print(list, func(w io.Writer) error { return writePolicies(w, list.Policies) })
+	}
+	return usagef("policy", "unknown subcommand %q", sub)
+}
+
+func writePolicies(w io.Writer, kinds []policy.KindInfo) error {
+	{
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "KIND\tPOLICY\tSOURCE\tACTIVE\tCALLS\tFAULTS\tLOADED\tPARAMS")
-		for _, k := range out.Policies {
+		for _, k := range kinds {
 			for _, v := range k.Versions {
 				act := ""
 				if v.Active {
@@ -272,9 +291,8 @@ func cmdPolicy(args []string) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
-		return writeRecentChanges(os.Stdout, out.Policies)
+		return writeRecentChanges(w, kinds)
 	}
-	return fmt.Errorf("unknown policy command %q\n\n%s", sub, policyUsage)
 }
 
 // recentChanges is how many of each kind's latest changes list shows
@@ -312,18 +330,6 @@ func formatParams(ps map[string]float64) string {
 		parts = append(parts, n+"="+strconv.FormatFloat(ps[n], 'g', -1, 64))
 	}
 	return strings.Join(parts, " ")
-}
-
-// splitPositional separates leading positional arguments from flags, so
-// that `kiln policy load FILE --kind x` works as well as flags first.
-func splitPositional(args []string) (pos, flags []string) {
-	for i, a := range args {
-		if strings.HasPrefix(a, "-") {
-			return pos, args[i:]
-		}
-		pos = append(pos, a)
-	}
-	return pos, nil
 }
 
 // parseRef parses NAME[@VERSION]; version 0 means the newest.
@@ -369,9 +375,9 @@ func (p *policyFlags) resolveKind(name string) (string, error) {
 // cmdPolicyTest is `kiln policy test FILE --kind K`: the load's checks, the
 // self-test and a seeded trace, here, with kiln's own validation.
 func cmdPolicyTest(args []string) error {
-	fs := flag.NewFlagSet("policy test", flag.ContinueOnError)
+	fs := newFlags("policy test", policyUsage)
 	kind := fs.String("kind", "", "policy kind: eviction, scheduling, batching or balancing")
-	asJSON := fs.Bool("json", false, "print JSON")
+	out := fs.output("table")
 	seed := fs.Uint64("seed", 0, "seed of the random inputs (default: drawn, and printed)")
 	samples := fs.Int("samples", 1000, "decisions in the trace")
 	printInputs := fs.Int("print-inputs", 0, "print the first N random inputs as JSON instead of testing")
@@ -379,23 +385,22 @@ func cmdPolicyTest(args []string) error {
 	tracePath := fs.String("trace", "", "also replay this trace CSV in the simulator (as kiln sim --trace), once with the config's policy and once with the module")
 	modelsPath := fs.String("models", "", "--trace: the model table CSV (as kiln sim --models)")
 	var cf configFlags
-	cf.register(fs)
-	pos, flagArgs := splitPositional(args)
-	if err := fs.Parse(flagArgs); err != nil {
+	cf.register(fs.FlagSet)
+	pos, err := fs.parse(args)
+	if err != nil {
 		return err
 	}
-	pos = append(pos, fs.Args()...)
 	if len(pos) != 1 && *printInputs == 0 || len(pos) > 1 || *kind == "" {
-		return errors.New("usage: kiln policy test FILE --kind K [--seed N] [--samples N] [--trace T --models M [--config F] [--set k=v]] | kiln policy test --kind K --print-inputs N [--seed N]")
+		return usagef("policy test", "want FILE and --kind K (or --kind K --print-inputs N)")
 	}
 	if (*tracePath == "") != (*modelsPath == "") {
-		return errors.New("policy test: --trace and --models go together")
+		return usagef("policy test", "--trace and --models go together")
 	}
 	k, err := abi.ParseKind(*kind)
 	if err != nil {
 		return err
 	}
-	if !flagSet(fs, "seed") {
+	if !flagSet(fs.FlagSet, "seed") {
 		*seed = uint64(time.Now().UnixNano()) % 1e9
 	}
 	if *printInputs > 0 {
@@ -423,13 +428,11 @@ func cmdPolicyTest(args []string) error {
 			return fmt.Errorf("policy test %s: %w", pos[0], err)
 		}
 	}
-	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
+	if out.structured() {
+		return out.print(struct {
 			policy.CheckReport
 			Replay *traceReplay `json:"replay,omitempty"`
-		}{rep, replay})
+		}{rep, replay}, nil)
 	}
 	defer replay.print(os.Stdout)
 	fmt.Printf("%s: passes as a %s policy (sha256 %.12s)\n", pos[0], rep.Kind, rep.SHA256)

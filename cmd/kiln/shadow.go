@@ -1,11 +1,8 @@
 package main
 
 import (
-	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 
 	"github.com/kiln-gpu/kiln/kernel/shadow"
@@ -20,24 +17,22 @@ misses, bytes loaded and estimated load time. No admin token needed.
 
 // cmdExperimentShadow implements `kiln experiment shadow`.
 func cmdExperimentShadow(args []string) error {
-	fs := flag.NewFlagSet("experiment shadow", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), shadowUsage); fs.PrintDefaults() }
+	fs := newFlags("experiment shadow", shadowUsage)
 	var p policyFlags
-	p.register(fs)
-	asJSON := fs.Bool("json", false, "print the report as JSON")
-	if err := fs.Parse(args); err != nil {
+	p.register(fs.FlagSet)
+	out := fs.output("table")
+	pos, err := fs.parse(args)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 {
+		return usagef("experiment shadow", "unexpected argument %q", pos[0])
 	}
 	var rep shadow.Report
 	if err := p.request("GET", "/v1/experiments/shadow", "", nil, false, &rep); err != nil {
 		return err
 	}
-	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
-	}
-	return writeShadow(os.Stdout, rep)
+	return out.print(rep, func(w io.Writer) error { return writeShadow(w, rep) })
 }
 
 func writeShadow(w io.Writer, rep shadow.Report) error {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -39,8 +38,7 @@ func cmdSim(args []string) error {
 	if len(args) > 0 && args[0] == "bench" {
 		return cmdSimBench(args[1:])
 	}
-	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), simUsage); fs.PrintDefaults() }
+	fs := newFlags("sim", simUsage)
 	tracePath := fs.String("trace", "", "trace CSV: time_s,models,class,deadline_ms[,workflow]")
 	modelsPath := fs.String("models", "", "model table CSV: model_id,bytes,family")
 	seed := fs.Int64("seed", 1, "seed recorded in the report (the run itself draws no random numbers)")
@@ -58,15 +56,19 @@ func cmdSim(args []string) error {
 	canaryUnit := fs.String("unit", "", "--canary: workers or traffic (default: workers with two or more workers)")
 	watch := fs.String("watch", "", "KIND=POLICY[@V]@T: activate POLICY at virtual time T and let the watch (experiments.watch) judge it")
 	var cf configFlags
-	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	cf.register(fs.FlagSet)
+	pos, err := fs.parse(args)
+	if err != nil {
 		return err
 	}
+	if len(pos) > 0 {
+		return usagef("sim", "unexpected argument %q (want gen, bench, or flags)", pos[0])
+	}
 	if *tracePath == "" || *modelsPath == "" {
-		return errors.New("sim: --trace and --models are required")
+		return usagef("sim", "--trace and --models are required")
 	}
 	if *format != "json" && *format != "md" {
-		return fmt.Errorf("sim: --report %q: want json or md", *format)
+		return usagef("sim", "--report %q: want json or md", *format)
 	}
 	cfg, err := cf.load()
 	if err != nil {
@@ -139,8 +141,7 @@ func cmdSim(args []string) error {
 }
 
 func cmdSimGen(args []string) error {
-	fs := flag.NewFlagSet("sim gen", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), simUsage); fs.PrintDefaults() }
+	fs := newFlags("sim gen", simUsage)
 	var g sim.GenConfig
 	fs.StringVar(&g.Kind, "kind", sim.KindZipf, "workload: zipf, bursty, diurnal, servegen or azure")
 	out := fs.String("out", ".", "directory for trace.csv and models.csv")
@@ -163,13 +164,16 @@ func cmdSimGen(args []string) error {
 	mapping := fs.String("mapping", sim.MapStripe, "servegen: clients onto models by stripe or block")
 	azure := fs.String("azure", "", "azure: the Azure LLM trace CSV (TIMESTAMP,ContextTokens,GeneratedTokens)")
 	seed := fs.Uint64("seed", 1, "seed of every draw")
-	if err := fs.Parse(args); err != nil {
+	pos, err := fs.parse(args)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 {
+		return usagef("sim gen", "unexpected argument %q", pos[0])
 	}
 	g.Seed = *seed
 	var models []sim.Model
 	var reqs []sim.Request
-	var err error
 	switch g.Kind {
 	case "servegen":
 		if *servegen == "" {

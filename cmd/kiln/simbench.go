@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -22,14 +21,17 @@ const (
 // cmdSimBench runs the simulator's benchmark suite (sim.Bench) and prints
 // its tables, or writes them into the marked section of a file.
 func cmdSimBench(args []string) error {
-	fs := flag.NewFlagSet("sim bench", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), simUsage); fs.PrintDefaults() }
+	fs := newFlags("sim bench", simUsage)
 	traces := fs.String("traces", "../shared/traces", "folder holding servegen/ and azure-llm-2023/")
 	configs := fs.String("configs", "configs", "folder holding naive-serverless.yaml, comfy-single.yaml and kiln-default.yaml")
 	update := fs.String("update", "", "write the tables into this file's marked section (e.g. BENCHMARKS.md) instead of stdout")
 	quick := fs.Bool("quick", false, "a shorter suite (10-minute spans, three rates), for a smoke test")
-	if err := fs.Parse(args); err != nil {
+	pos, err := fs.parse(args)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 {
+		return usagef("sim bench", "unexpected argument %q", pos[0])
 	}
 	if st, err := os.Stat(*traces); err != nil || !st.IsDir() {
 		return fmt.Errorf("sim bench: traces folder %s: not found (pass --traces)", *traces)
@@ -38,7 +40,7 @@ func cmdSimBench(args []string) error {
 	// speed for a batch job that holds little memory.
 	debug.SetGCPercent(400)
 	var out strings.Builder
-	err := sim.Bench(context.Background(), sim.BenchOptions{ConfigDir: *configs, Traces: os.DirFS(*traces), Quick: *quick, Progress: os.Stderr}, &out)
+	err = sim.Bench(context.Background(), sim.BenchOptions{ConfigDir: *configs, Traces: os.DirFS(*traces), Quick: *quick, Progress: os.Stderr}, &out)
 	if err != nil {
 		return err
 	}

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -95,27 +93,30 @@ func cmdTune(args []string) error {
 	if len(args) > 0 && args[0] == "status" {
 		return cmdTuneStatus(args[1:])
 	}
-	fs := flag.NewFlagSet("tune", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), tuneUsage); fs.PrintDefaults() }
+	fs := newFlags("tune", tuneUsage)
 	var p policyFlags
-	p.register(fs)
+	p.register(fs.FlagSet)
 	name := fs.String("policy", "", "built-in policy whose parameters to search")
 	budget := fs.Int("budget", tune.DefaultBudget, "simulator runs, the defaults' included")
 	objective := fs.String("objective", tune.ObjectiveMeanLatency, "what to minimise")
 	seed := fs.Uint64("seed", 1, "seed of the random phase")
 	limit := fs.Int("limit", 0, "use only the last N recorded arrivals (0: all)")
 	noCanary := fs.Bool("no-canary", false, "search only; do not start a canary")
-	asJSON := fs.Bool("json", false, "print the result as JSON")
+	outFmt := fs.output("table")
 	wait := fs.Bool("wait", false, "follow the canary until it is promoted or rolled back")
 	only := fs.String("params", "", "search only these parameters, comma-separated (default: all)")
 	holdout := fs.Float64("holdout", 0.3, "fraction of the most recent arrivals kept from the search to validate its result (0: none)")
 	repeats := fs.Int("repeats", 4, "blocks the hold-out is cut into; their spread is the noise a gain must clear")
 	margin := fs.Float64("margin", 0.05, "smallest gain on the hold-out, beyond the noise, worth a canary")
-	if err := fs.Parse(args); err != nil {
+	pos, err := fs.parse(args)
+	if err != nil {
 		return err
 	}
+	if len(pos) > 0 {
+		return usagef("tune", "unexpected argument %q (want status, or flags)", pos[0])
+	}
 	if p.kind == "" || *name == "" {
-		return errors.New("tune: --kind and --policy are required")
+		return usagef("tune", "--kind and --policy are required")
 	}
 	var params []string
 	if *only != "" {
@@ -219,10 +220,8 @@ func cmdTune(args []string) error {
 		_ = json.Unmarshal(out.Experiment, &e)
 		id = e.ID
 	}
-	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(out); err != nil {
+	if outFmt.structured() {
+		if err := outFmt.print(out, nil); err != nil {
 			return err
 		}
 	} else {
@@ -238,7 +237,7 @@ func cmdTune(args []string) error {
 		return canaryErr
 	}
 	if *wait && id != "" {
-		return followExperiment(&p, id, *asJSON)
+		return followExperiment(&p, id, outFmt)
 	}
 	return nil
 }
@@ -266,27 +265,26 @@ func printTune(res *tune.Result, arrivals, holdout int, val *tune.Validation, no
 
 // cmdTuneStatus implements `kiln tune status`.
 func cmdTuneStatus(args []string) error {
-	fs := flag.NewFlagSet("tune status", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), tuneUsage); fs.PrintDefaults() }
+	fs := newFlags("tune status", tuneUsage)
 	var p policyFlags
-	p.register(fs)
-	asJSON := fs.Bool("json", false, "print the status as JSON")
-	if err := fs.Parse(args); err != nil {
+	p.register(fs.FlagSet)
+	out := fs.output("table")
+	pos, err := fs.parse(args)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 {
+		return usagef("tune status", "unexpected argument %q", pos[0])
 	}
 	data, err := p.send("GET", "/v1/tune", "", nil, false)
 	if err != nil {
 		return fmt.Errorf("tune status: %w", err)
 	}
-	if *asJSON {
-		_, err := os.Stdout.Write(data)
-		return err
-	}
 	var st tune.Status
 	if err := json.Unmarshal(data, &st); err != nil {
 		return fmt.Errorf("tune status: %w", err)
 	}
-	return printTuneStatus(os.Stdout, st)
+	return out.print(json.RawMessage(data), func(w io.Writer) error { return printTuneStatus(w, st) })
 }
 
 func printTuneStatus(w io.Writer, st tune.Status) error {
