@@ -10,6 +10,7 @@ import (
 type modelInfo struct {
 	nominal int64  // the size the file stands for (synthetic files are scaled down)
 	family  string // kiln.family metadata, empty when absent
+	dtype   string // the dtype that holds most of the tensor bytes
 }
 
 // readModelInfo reads the safetensors header of a model file. Files in other
@@ -19,5 +20,13 @@ func readModelInfo(r io.ReaderAt, size int64) (modelInfo, error) {
 	if err != nil {
 		return modelInfo{}, err
 	}
-	return modelInfo{nominal: h.NominalBytes(), family: h.Family()}, nil
+	by := map[string]int64{}
+	dtype := ""
+	for _, t := range h.Tensors {
+		by[t.DType] += t.Bytes()
+		if dtype == "" || by[t.DType] > by[dtype] || (by[t.DType] == by[dtype] && t.DType < dtype) {
+			dtype = t.DType
+		}
+	}
+	return modelInfo{nominal: h.NominalBytes(), family: h.Family(), dtype: dtype}, nil
 }

@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,8 +40,17 @@ func (s *sim) Run(ctx context.Context, req wire.RunRequest, progress func(wire.P
 		return wire.RunResult{}, wire.Errorf(wire.ErrCodeFailed, "run %s: %v", req.JobID, err)
 	}
 
+	// With a stage plan only the first stage's models are loaded now;
+	// the others are checked as their stages begin (enterStage).
+	stageOf, err := planStages(g, req.Stages)
+	if err != nil {
+		return wire.RunResult{}, wire.Errorf(wire.ErrCodeBadRequest, "run %s: %v", req.JobID, err)
+	}
 	s.mu.Lock()
 	for _, m := range g.Models() {
+		if len(req.Stages) > 0 && !slices.Contains(req.Stages[0].Models, m.ID) {
+			continue
+		}
 		if s.models[m.ID] == nil {
 			s.mu.Unlock()
 			return wire.RunResult{}, wire.Errorf(wire.ErrCodeNotLoaded, "run %s: model %q (node %s) is not loaded", req.JobID, m.ID, m.NodeID)
@@ -61,6 +71,8 @@ func (s *sim) Run(ctx context.Context, req wire.RunRequest, progress func(wire.P
 		counters: map[string]int{},
 		progress: progress,
 		crash:    crash,
+		stages:   req.Stages,
+		stageOf:  stageOf,
 	}
 	s.mu.Unlock()
 	defer func() {
@@ -128,6 +140,12 @@ type execution struct {
 	progress func(wire.Progress)
 	crash    bool // exit in the middle of this run
 	params   map[string]workflow.SamplerParams
+	// stages is the kernel's stage plan (nil: every model was loaded
+	// before the run), stageOf each node's stage in it, and stage the
+	// stage the run is in.
+	stages  []wire.RunStage
+	stageOf map[string]int
+	stage   int
 }
 
 // nodeFunc executes one node and returns the value it hands on.
@@ -221,6 +239,9 @@ func (e *execution) run() error {
 		if err := e.ctx.Err(); err != nil {
 			return err
 		}
+		if err := e.enterStage(n); err != nil {
+			return err
+		}
 		// Max 0: node n starts executing (ComfyUI's "executing" message).
 		e.progress(wire.Progress{JobID: e.jobID, Node: n.ID})
 		v, err := nodeTable[n.ClassType](e, n)
@@ -233,6 +254,52 @@ func (e *execution) run() error {
 			return wire.Errorf(wire.ErrCodeFailed, "run %s: node %s (%s): %v", e.jobID, n.ID, n.ClassType, err)
 		}
 		e.values[n.ID] = v
+	}
+	return nil
+}
+
+// planStages maps each node of g to its stage in plan, checking that the
+// plan covers every node once; an empty plan maps nothing.
+func planStages(g *workflow.Graph, plan []wire.RunStage) (map[string]int, error) {
+	if len(plan) == 0 {
+		return nil, nil
+	}
+	stageOf := make(map[string]int, g.Len())
+	for k, st := range plan {
+		for _, id := range st.Nodes {
+			if g.Node(id) == nil {
+				return nil, fmt.Errorf("stage %d names node %q, which is not in the workflow", k, id)
+			}
+			if _, dup := stageOf[id]; dup {
+				return nil, fmt.Errorf("node %q is in two stages", id)
+			}
+			stageOf[id] = k
+		}
+	}
+	if len(stageOf) != g.Len() {
+		return nil, fmt.Errorf("the stages hold %d of the workflow's %d nodes", len(stageOf), g.Len())
+	}
+	return stageOf, nil
+}
+
+// enterStage moves the run on to node n's stage when n is the first node of
+// a later one: it asks the kernel for each stage in turn (AwaitStage) and
+// checks that the stage's models are loaded once the kernel says so.
+func (e *execution) enterStage(n *workflow.Node) error {
+	k, ok := e.stageOf[n.ID]
+	for ok && e.stage < k {
+		e.stage++
+		if err := wire.AwaitStage(e.ctx, e.stage, n.ID); err != nil {
+			return err
+		}
+		e.sim.mu.Lock()
+		for _, m := range e.stages[e.stage].Models {
+			if e.sim.models[m] == nil {
+				e.sim.mu.Unlock()
+				return wire.Errorf(wire.ErrCodeNotLoaded, "run %s: stage %d: model %q is not loaded", e.jobID, e.stage, m)
+			}
+		}
+		e.sim.mu.Unlock()
 	}
 	return nil
 }

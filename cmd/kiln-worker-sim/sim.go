@@ -150,7 +150,7 @@ func (s *sim) Hello(ctx context.Context, req wire.HelloRequest) (wire.HelloReply
 	s.log.Info().Str("device", req.Device.Name).Uint64("memory_bytes", req.Device.MemoryBytes).
 		Float64("compute_factor", req.Device.ComputeFactor).Float64("time_scale", cfg.TimeScale).
 		Str("output_dir", req.OutputDir).Msg("hello")
-	caps := []string{"cancel", "progress"}
+	caps := []string{"cancel", "progress", wire.CapabilityStages}
 	for _, class := range nodeClasses() {
 		caps = append(caps, "node:"+class)
 	}
@@ -231,7 +231,7 @@ func (s *sim) load(ctx context.Context, req wire.LoadRequest) (*model, time.Dura
 	}
 
 	info, herr := readModelInfo(f, size)
-	nominal, family := size, req.Family
+	nominal, family, dtype := size, req.Family, ""
 	if herr != nil {
 		s.log.Debug().Err(herr).Str("model", req.Model).Msg("no safetensors header, charging the file size")
 	} else {
@@ -241,11 +241,14 @@ func (s *sim) load(ctx context.Context, req wire.LoadRequest) (*model, time.Dura
 		if family == "" {
 			family = info.family
 		}
+		dtype = info.dtype
 	}
 
 	s.mu.Lock()
 	c, dev, limit := s.cost, s.dev, s.memBytes
-	vram := cost.VRAMBytes(family, nominal)
+	// A loader that casts on load (UNETLoader's weight_dtype) holds the
+	// weights in that dtype: Flux-dev's bf16 file as fp8 takes half.
+	vram := cost.WeightBytes(cost.VRAMBytes(family, nominal), dtype, req.WeightDType)
 	if limit > 0 && s.vramUsed+vram > limit {
 		used := s.vramUsed
 		s.mu.Unlock()

@@ -369,7 +369,16 @@ func (s *Server) checkModels(req *SubmitRequest) *Error {
 		return &Error{Status: http.StatusBadRequest, Type: "model_not_found",
 			Message: fmt.Sprintf("models not found in the model store: %v", missing), Details: map[string]any{"models": missing}}
 	}
-	if s.deps.Devices != nil {
+	if s.deps.Dispatcher != nil && req.Graph != nil {
+		// A job needs its largest stage on one device (text encoders, then
+		// the diffusion model, then the VAE), not all its models at once.
+		need, room := s.deps.Dispatcher.Fit(req.Graph)
+		if room > 0 && need > room {
+			return &Error{Status: http.StatusBadRequest, Type: "does_not_fit",
+				Message: fmt.Sprintf("the workflow's largest stage needs %.1f GiB of VRAM (weights and activations); the largest device has %.1f GiB for one job",
+					float64(need)/(1<<30), float64(room)/(1<<30))}
+		}
+	} else if s.deps.Devices != nil {
 		var best uint64
 		for _, d := range s.deps.Devices.Devices() {
 			if led := s.deps.Devices.Ledger(d.Info().Index); led != nil && led.Usable() > best {

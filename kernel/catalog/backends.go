@@ -140,6 +140,7 @@ func (c *Catalog) inspectObject(ctx context.Context, b Backend, o sdk.Object) (E
 			ierr = err
 		} else {
 			e.Format, e.Tensors, e.DependsOn = mi.Format, len(mi.Tensors), mi.DependsOn
+			e.DType = mainDType(mi.Tensors, func(t sdk.Tensor) (string, int64) { return t.DType, t.End - t.Begin })
 			if mi.Component != "" {
 				e.Component = mi.Component
 			}

@@ -62,6 +62,24 @@ type Entry struct {
 	DependsOn []string `json:"depends_on,omitempty"`
 	// LoaderVRAMBytes is the loader plugin's own footprint estimate.
 	LoaderVRAMBytes int64 `json:"loader_vram_bytes,omitempty"`
+	// DType is the dtype that holds most of the file's tensor bytes
+	// ("BF16", "F8_E4M3"), empty when the header was not read: what a
+	// loader's cast on load (cost.WeightBytes) starts from.
+	DType string `json:"dtype,omitempty"`
+}
+
+// mainDType returns the dtype that holds the most bytes among tensors.
+func mainDType[T any](tensors []T, dtypeAndBytes func(T) (string, int64)) string {
+	by := map[string]int64{}
+	best := ""
+	for _, t := range tensors {
+		dt, n := dtypeAndBytes(t)
+		by[dt] += n
+		if best == "" || by[dt] > by[best] || (by[dt] == by[best] && dt < best) {
+			best = dt
+		}
+	}
+	return best
 }
 
 // Catalog resolves model ids against a directory. Safe for concurrent use.
@@ -153,6 +171,7 @@ func (c *Catalog) inspect(id, path string, size int64) (Entry, error) {
 	if h, err := modelfile.ReadHeader(f, size); err == nil {
 		e.Format = "safetensors"
 		e.NominalBytes = h.NominalBytes()
+		e.DType = mainDType(h.Tensors, func(t modelfile.Tensor) (string, int64) { return t.DType, t.Bytes() })
 		if fam := h.Family(); fam != "" {
 			e.Family = fam
 		}

@@ -228,3 +228,28 @@ func megapixels(w, h int) float64 {
 	}
 	return float64(w) * float64(h) / mp
 }
+
+// dtypeBytes are the element sizes of the dtypes weights are stored in
+// (safetensors' names) or cast to on load (ComfyUI's weight_dtype names).
+var dtypeBytes = map[string]float64{
+	"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1,
+	"fp32": 4, "fp16": 2, "bf16": 2, "fp8_e4m3fn": 1, "fp8_e4m3fn_fast": 1, "fp8_e5m2": 1,
+}
+
+// WeightBytes is the device memory of weights that hold vramBytes in their
+// stored dtype (storedDType, a safetensors dtype such as "BF16") once a
+// loader casts them to weightDType (ComfyUI's UNETLoader weight_dtype,
+// "fp8_e4m3fn" say): Flux-dev's 23.8 GB of bf16 weights hold 11.9 GB as
+// fp8. An empty or unknown weightDType keeps the stored size; an unknown
+// storedDType counts as 16-bit, what diffusion weights ship in.
+func WeightBytes(vramBytes int64, storedDType, weightDType string) int64 {
+	to, ok := dtypeBytes[weightDType]
+	if !ok || vramBytes <= 0 {
+		return max(vramBytes, 0)
+	}
+	from, ok := dtypeBytes[storedDType]
+	if !ok {
+		from = 2
+	}
+	return int64(math.Round(float64(vramBytes) * to / from))
+}

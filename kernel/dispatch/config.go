@@ -25,6 +25,10 @@ type Config struct {
 	// that no wait in the kernel lacks a deadline; 0 means
 	// DefaultVRAMWait.
 	VRAMWait time.Duration `koanf:"vram_wait"`
+	// WorkerContextBytes is the VRAM each worker process holds before any
+	// model (its CUDA context and allocator workspace): reserved on the
+	// device's ledger, and never room for a job's stages.
+	WorkerContextBytes int64 `koanf:"worker_context_bytes"`
 }
 
 // DefaultVRAMWait is the vram_wait of the embedded config and of a
@@ -52,6 +56,9 @@ func (c Config) Validate() error {
 	}
 	if c.VRAMWait < 0 {
 		return fmt.Errorf("dispatch.vram_wait: must not be negative, got %s", c.VRAMWait)
+	}
+	if c.WorkerContextBytes < 0 {
+		return fmt.Errorf("dispatch.worker_context_bytes: must not be negative, got %d", c.WorkerContextBytes)
 	}
 	if c.PreemptMinRun < 0 {
 		return fmt.Errorf("dispatch.preempt_min_run: must not be negative, got %s", c.PreemptMinRun)

@@ -70,6 +70,10 @@ type Options struct {
 	// VRAMWait bounds a started job's wait for VRAM that running jobs
 	// hold; 0 means DefaultVRAMWait.
 	VRAMWait time.Duration
+	// WorkerContextBytes is the VRAM each worker process holds before any
+	// model (its CUDA context): reserved on its device's ledger at its
+	// first job and taken off the room the policies see. 0 reserves none.
+	WorkerContextBytes uint64
 }
 
 // Progress is the live state of a running job.
@@ -100,6 +104,7 @@ type Dispatcher struct {
 	// scheduler so that no other worker takes them.
 	claimed  map[string]string                    // job → the worker it waits for
 	resident map[string]map[string]*residentModel // worker → model → state
+	contexts map[string]*device.Reservation       // worker → its context's reservation
 	unpinned chan struct{}                        // closed and replaced on every unpin
 
 	estimates   estimates
@@ -179,6 +184,7 @@ func New(opts Options) *Dispatcher {
 		running:  map[string]*runningJob{},
 		progress: map[string]Progress{},
 		resident: map[string]map[string]*residentModel{},
+		contexts: map[string]*device.Reservation{},
 		unpinned: make(chan struct{}),
 	}
 }
@@ -204,12 +210,17 @@ func (d *Dispatcher) OnWorkerExit(w *worker.Worker, _ []string, reason string) {
 	d.mu.Lock()
 	models := d.resident[w.ID()]
 	delete(d.resident, w.ID())
+	ctxRes := d.contexts[w.ID()]
+	delete(d.contexts, w.ID())
 	d.mu.Unlock()
 	led := d.opts.Devices.Ledger(w.Device().Index)
 	for _, rm := range models {
 		if rm.res != nil {
 			led.Release(rm.res)
 		}
+	}
+	if ctxRes != nil {
+		led.Release(ctxRes)
 	}
 	d.log.Debug().Str("worker", w.ID()).Str("reason", reason).Int("models", len(models)).Msg("worker gone; released its VRAM")
 	d.signalUnpin()
@@ -449,18 +460,23 @@ func (d *Dispatcher) queuedViews(perClass int) []JobView {
 		if _, ok := claimed[j.ID]; ok {
 			continue
 		}
-		var vram uint64
+		plan := d.estimates.planOf(d, j)
 		sizes := make([]uint64, len(j.Models))
 		loads := make([]time.Duration, len(j.Models))
 		for i, m := range j.Models {
 			if e, err := d.opts.Catalog.Lookup(m); err == nil {
-				vram += uint64(e.VRAMBytes)
-				sizes[i] = uint64(e.VRAMBytes)
+				sizes[i] = plan.Bytes(m)
+				if sizes[i] == 0 {
+					sizes[i] = uint64(e.VRAMBytes)
+				}
 				// A policy weighs it against waiting for a worker that
 				// already holds the model.
 				loads[i] = lc.of(e)
 			}
 		}
+		// A job needs its largest stage on one device, not all its
+		// models at once (Plan.Peak).
+		vram := plan.Peak()
 		out = append(out, JobView{
 			ID: j.ID, Class: j.Class, Seq: uint64(i) + 1, Age: now.Sub(j.CreatedAt), DeadlineMS: j.DeadlineMS,
 			Models: j.Models, Attempts: j.Attempts, EstimatedVRAM: vram, ModelBytes: sizes, LoadCost: loads,
@@ -488,10 +504,12 @@ func (d *Dispatcher) queuedViews(perClass int) []JobView {
 func (d *Dispatcher) workerViews() []WorkerView {
 	infos := d.opts.Pool.Infos()
 	busy := map[int]int{}
+	perDevice := map[int]uint64{}
 	for _, in := range infos {
 		if in.State == worker.Busy {
 			busy[in.Device]++
 		}
+		perDevice[in.Device]++
 	}
 	// A busy worker is expected to be free once its job has run for its
 	// estimate and the batch followers waiting for it have run for theirs.
@@ -537,7 +555,9 @@ func (d *Dispatcher) workerViews() []WorkerView {
 		}
 		if led != nil {
 			v.FreeVRAM = led.Free()
-			v.UsableVRAM = led.Usable()
+			// The device's workers' contexts are never room for models:
+			// a job fits when its largest stage fits beside them.
+			v.UsableVRAM = led.Usable() - min(led.Usable(), perDevice[in.Device]*d.opts.WorkerContextBytes)
 		}
 		v.Degraded = d.opts.Devices.Degraded(in.Device)
 		if w := d.opts.Pool.Get(in.ID); w != nil {
@@ -572,21 +592,52 @@ func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease w
 		}
 		return true, nil
 	}
-	unpin, err := d.ensureResident(ctx, w, j.Models)
+	// A worker that speaks stages gets the job's models stage by stage
+	// (docs/stages.md); any other gets them all before the run.
+	plan := d.estimates.planOf(d, j)
+	staged := len(plan.Stages) > 1 && w.Speaks(wire.CapabilityStages)
+	hold := &jobHold{d: d, w: w, jobID: j.ID, plan: plan}
+	first, act := j.Models, plan.MaxActivation()
+	if staged {
+		first, act = plan.Stages[0].Models, plan.Stages[0].ActivationBytes
+	}
+	err := d.ensureContext(ctx, w)
 	if err == nil {
+		err = hold.enter(ctx, first, act)
+	}
+	if err != nil {
+		hold.done()
+	} else {
 		d.setProgress(j.ID, Progress{Phase: "running"})
 		d.publish(Event{Type: EventRunning, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts})
+		req := wire.RunRequest{JobID: j.ID, Attempt: j.Attempts, Workflow: graph, Models: j.Models}
+		onProgress := func(p wire.Progress) {
+			d.setProgress(j.ID, Progress{Phase: "running", Node: p.Node, Value: p.Value, Max: p.Max})
+			d.publish(withPreview(Event{Type: EventProgress, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts,
+				Node: p.Node, Value: p.Value, Max: p.Max}, p))
+		}
 		var res wire.RunResult
-		res, err = w.Run(ctx, wire.RunRequest{JobID: j.ID, Attempt: j.Attempts, Workflow: graph, Models: j.Models},
-			func(p wire.Progress) {
-				d.setProgress(j.ID, Progress{Phase: "running", Node: p.Node, Value: p.Value, Max: p.Max})
-				d.publish(withPreview(Event{Type: EventProgress, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts,
-					Node: p.Node, Value: p.Value, Max: p.Max}, p))
+		if staged {
+			req.Stages = wireStages(plan)
+			res, err = w.RunStaged(ctx, req, onProgress, func(k int) error {
+				if k >= len(plan.Stages) {
+					return fmt.Errorf("worker asked for stage %d of %d", k, len(plan.Stages))
+				}
+				release, _ := plan.Step(k)
+				hold.release(release)
+				d.setProgress(j.ID, Progress{Phase: "loading"})
+				return hold.enter(ctx, plan.Stages[k].Models, plan.Stages[k].ActivationBytes)
 			})
-		if err == nil && keepWarm {
-			warm = unpin
 		} else {
-			unpin()
+			res, err = w.Run(ctx, req, onProgress)
+		}
+		if err == nil && keepWarm {
+			// The next job of the batch finds the models pinned; it holds
+			// its own activations.
+			hold.releaseActivations()
+			warm = hold.done
+		} else {
+			hold.done()
 		}
 		if err == nil {
 			outs := make([]job.Output, 0, len(res.Outputs))
@@ -799,39 +850,24 @@ func human(b uint64) string {
 	return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
 }
 
-// ensureResident makes every model of a job resident in the worker and pins
-// them; the returned function unpins. Independent models load in parallel.
-func (d *Dispatcher) ensureResident(ctx context.Context, w *worker.Worker, models []string) (func(), error) {
-	limit := d.opts.VRAMWait
-	if limit <= 0 {
-		limit = DefaultVRAMWait
-	}
-	deadline := d.clk.Now().Add(limit)
-	for {
-		pinned, wait, err := d.tryResident(ctx, w, models)
-		if err == nil {
-			return func() { d.unpin(w.ID(), pinned) }, nil
+// ensureResident makes models resident in the worker and pins them,
+// returning the models it pinned (the caller unpins them). Their
+// footprints and casts come from the job's plan. Independent models load
+// in parallel (LoadWaves). While other jobs' pins hold the memory it
+// releases its own pins and waits (waitVRAM), so that two jobs cannot wait
+// on each other forever.
+func (d *Dispatcher) ensureResident(ctx context.Context, w *worker.Worker, models []string, plan Plan) ([]string, error) {
+	var pinned []string
+	err := d.waitVRAM(ctx, func() (<-chan struct{}, error) {
+		p, wait, err := d.tryResident(ctx, w, models, plan)
+		if err != nil {
+			d.unpin(w.ID(), p)
+			return wait, err
 		}
-		d.unpin(w.ID(), pinned)
-		if wait == nil {
-			return func() {}, err
-		}
-		// Other jobs on this device hold the memory we need: wait until one
-		// of them lets go, then try again from scratch (we released our own
-		// pins, so two jobs cannot wait on each other forever). The wait
-		// has a deadline and a heartbeat: a retry each vramRetry even
-		// without an unpin, and the attempt given back to the queue at the
-		// deadline (ErrVRAMWait), where another worker may take it.
-		if !d.clk.Now().Before(deadline) {
-			return func() {}, fmt.Errorf("%w after %s: %w", ErrVRAMWait, limit, err)
-		}
-		select {
-		case <-ctx.Done():
-			return func() {}, ctx.Err()
-		case <-wait:
-		case <-d.clk.After(min(vramRetry, max(deadline.Sub(d.clk.Now()), 0))):
-		}
-	}
+		pinned = p
+		return nil, nil
+	})
+	return pinned, err
 }
 
 // ErrVRAMWait is returned (wrapped) when a started job has waited
@@ -841,7 +877,7 @@ var ErrVRAMWait = errors.New("gave up waiting for vram")
 
 // tryResident pins what it can. On a shortage that other jobs' pins cause, it
 // returns a channel that is closed at the next unpin.
-func (d *Dispatcher) tryResident(ctx context.Context, w *worker.Worker, models []string) (pinned []string, wait <-chan struct{}, err error) {
+func (d *Dispatcher) tryResident(ctx context.Context, w *worker.Worker, models []string, plan Plan) (pinned []string, wait <-chan struct{}, err error) {
 	type pending struct {
 		rm    *residentModel
 		entry catalog.Entry
@@ -875,7 +911,11 @@ func (d *Dispatcher) tryResident(ctx context.Context, w *worker.Worker, models [
 			continue
 		}
 		d.mu.Unlock()
-		res, werr, rerr := d.reserve(ctx, w, m, uint64(e.VRAMBytes))
+		bytes := plan.Bytes(m)
+		if bytes == 0 {
+			bytes = FootprintOf(e, "")
+		}
+		res, werr, rerr := d.reserve(ctx, w, m, bytes)
 		if rerr != nil {
 			// Entries made by this call whose loads never started must not
 			// stay behind looking "loading" to the next attempt.
@@ -898,7 +938,7 @@ func (d *Dispatcher) tryResident(ctx context.Context, w *worker.Worker, models [
 			go func() {
 				defer wg.Done()
 				start := d.clk.Now()
-				rep, lerr := d.load(ctx, w, p.entry)
+				rep, lerr := d.load(ctx, w, p.entry, plan.dtype(p.entry.ID))
 				if lerr == nil && rep.VRAMBytes > 0 && uint64(rep.VRAMBytes) != p.rm.res.Bytes() {
 					// The worker knows the true footprint; the ledger follows it.
 					if rerr := d.opts.Devices.Ledger(w.Device().Index).Resize(p.rm.res, uint64(rep.VRAMBytes)); rerr != nil {
@@ -918,30 +958,32 @@ func (d *Dispatcher) tryResident(ctx context.Context, w *worker.Worker, models [
 		}
 		wg.Wait()
 	}
-	// Independent components load in parallel; those that declare a
-	// dependency (a LoRA or a ControlNet on its base checkpoint) load after
-	// the first wave, so that a worker never receives one before its base.
-	var bases, dependents []pending
-	for _, p := range loads {
-		if len(p.entry.DependsOn) > 0 {
-			dependents = append(dependents, p)
-		} else {
-			bases = append(bases, p)
-		}
+	// Independent components load in parallel; those that patch another
+	// (a LoRA or a ControlNet on its checkpoint or diffusion model, by the
+	// loaders' component metadata) load in a later wave, so that a worker
+	// never receives one before its base. A failed wave abandons the rest.
+	entries := make([]catalog.Entry, len(loads))
+	for i, p := range loads {
+		entries[i] = p.entry
 	}
-	runWave(bases)
 	var loadErr error
-	for _, p := range bases {
-		if p.rm.loadErr != nil && loadErr == nil {
-			loadErr = p.rm.loadErr
+	for _, idx := range LoadWaves(entries) {
+		wave := make([]pending, len(idx))
+		for i, k := range idx {
+			wave[i] = loads[k]
 		}
-	}
-	if loadErr != nil {
-		for _, p := range dependents {
-			d.abandon(w, p.rm, loadErr)
+		if loadErr != nil {
+			for _, p := range wave {
+				d.abandon(w, p.rm, loadErr)
+			}
+			continue
 		}
-	} else {
-		runWave(dependents)
+		runWave(wave)
+		for _, p := range wave {
+			if p.rm.loadErr != nil && loadErr == nil {
+				loadErr = p.rm.loadErr
+			}
+		}
 	}
 	// Every failed load is forgotten, not only the first: an entry left
 	// behind with an error would fail every later job that needs it.
@@ -980,8 +1022,8 @@ func (d *Dispatcher) tryResident(ctx context.Context, w *worker.Worker, models [
 // load makes one model resident in a worker: through the tiers when kiln has
 // them (the bytes climb to an L2 segment, which the worker maps read-only),
 // else from the catalog's file.
-func (d *Dispatcher) load(ctx context.Context, w *worker.Worker, e catalog.Entry) (wire.LoadReply, error) {
-	req := wire.LoadRequest{Model: e.ID, Path: e.Path, Bytes: e.Bytes, Family: e.Family}
+func (d *Dispatcher) load(ctx context.Context, w *worker.Worker, e catalog.Entry, weightDType string) (wire.LoadReply, error) {
+	req := wire.LoadRequest{Model: e.ID, Path: e.Path, Bytes: e.Bytes, Family: e.Family, WeightDType: weightDType}
 	if d.opts.Tiers != nil {
 		lease, err := d.opts.Tiers.Acquire(ctx, e.ID)
 		if err != nil {
@@ -1036,7 +1078,8 @@ func (d *Dispatcher) reserve(ctx context.Context, w *worker.Worker, model string
 			var entries []EntryView
 			var pinned uint64
 			entries, keys, pinned = d.deviceEntries(dev)
-			return entries, pinned
+			// Contexts and activations wait to be let go like pins.
+			return entries, pinned + heldBytes(d.opts.Devices.Ledger(dev))
 		},
 		Evict: func(i int) { d.evict(ctx, keys[i].worker, keys[i].model) },
 	}

@@ -16,6 +16,63 @@ import (
 type estimates struct {
 	mu    sync.Mutex
 	byJob map[string]time.Duration
+	// plans holds each job's stage plan (PlanGraph), made on first sight
+	// like its estimate.
+	plans map[string]Plan
+}
+
+// planOf returns j's stage plan, making it on first sight.
+func (e *estimates) planOf(d *Dispatcher, j *job.Job) Plan {
+	e.mu.Lock()
+	p, ok := e.plans[j.ID]
+	e.mu.Unlock()
+	if ok {
+		return p
+	}
+	p = d.planJob(j)
+	e.mu.Lock()
+	if e.plans == nil {
+		e.plans = map[string]Plan{}
+	}
+	e.plans[j.ID] = p
+	e.mu.Unlock()
+	return p
+}
+
+// planJob plans j's stages from its graph; a job whose graph cannot be
+// read is planned as one stage of all its models.
+func (d *Dispatcher) planJob(j *job.Job) Plan {
+	if g := d.graphOf(j); g != nil {
+		return PlanGraph(g, d.opts.Catalog.Lookup, d.opts.Cost)
+	}
+	st := PlanStage{Models: j.Models, ModelBytes: make([]uint64, len(j.Models))}
+	for i, m := range j.Models {
+		if e, err := d.opts.Catalog.Lookup(m); err == nil {
+			st.ModelBytes[i] = FootprintOf(e, "")
+		}
+	}
+	return Plan{Stages: []PlanStage{st}}
+}
+
+// graphOf parses j's graph, reading it from the store when the queue's
+// snapshot carries none; nil when it cannot be read.
+func (d *Dispatcher) graphOf(j *job.Job) *workflow.Graph {
+	graph := j.Workflow
+	if len(graph) == 0 && d.opts.Store != nil {
+		if full, err := d.opts.Store.Get(j.ID); err == nil {
+			graph = full.Workflow
+		}
+	}
+	if len(graph) == 0 {
+		return nil
+	}
+	// The API checked the graph on submit; one that no longer parses (a
+	// limit lowered since) is judged by its models alone.
+	g, err := workflow.Parse(graph, workflow.Limits{}.WithDefaults())
+	if err != nil {
+		return nil
+	}
+	return g
 }
 
 // of returns j's estimate, computing it on first sight.
@@ -50,7 +107,7 @@ func (e *estimates) cached(id string) (time.Duration, bool) {
 func (e *estimates) overgrown(n int) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return len(e.byJob) > 2*n+256
+	return max(len(e.byJob), len(e.plans)) > 2*n+256
 }
 
 // keepOnly forgets the estimates of jobs not in keep.
@@ -60,6 +117,11 @@ func (e *estimates) keepOnly(keep map[string]bool) {
 	for id := range e.byJob {
 		if !keep[id] {
 			delete(e.byJob, id)
+		}
+	}
+	for id := range e.plans {
+		if !keep[id] {
+			delete(e.plans, id)
 		}
 	}
 }
@@ -72,20 +134,10 @@ func (d *Dispatcher) estimateJob(j *job.Job) time.Duration {
 		}
 	}
 	// The queue's snapshots carry no graph (the store keeps summaries in
-	// memory): read the job once from the store for it.
-	graph := j.Workflow
-	if len(graph) == 0 && d.opts.Store != nil {
-		if full, err := d.opts.Store.Get(j.ID); err == nil {
-			graph = full.Workflow
-		}
-	}
+	// memory): graphOf reads the job once from the store for it.
 	var samplers []workflow.SamplerParams
-	if len(graph) > 0 {
-		// The API checked the graph on submit; one that no longer parses
-		// (a limit lowered since) is estimated from its models alone.
-		if g, err := workflow.Parse(graph, workflow.Limits{}.WithDefaults()); err == nil {
-			samplers = g.Params()
-		}
+	if g := d.graphOf(j); g != nil {
+		samplers = g.Params()
 	}
 	known := func(f string) bool { _, ok := d.opts.Cost.Lookup(f); return ok }
 	return d.opts.Cost.JobEstimate(workflow.Work(fams, samplers, known), cost.Device{})

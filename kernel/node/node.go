@@ -226,7 +226,8 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		Store: n.Store, Devices: n.Devices, Catalog: n.Catalog, Tiers: n.Tiers, Cost: costCfg, Clock: opts.Clock,
 		Scheduler: n.Router, Balancer: n.Router, Evictor: n.Router, Batcher: n.Router, LookaheadJobs: lookahead(cfg.Dispatch),
 		Preemption: cfg.Dispatch.Preemption, PreemptMinRun: cfg.Dispatch.PreemptMinRun, VRAMWait: cfg.Dispatch.VRAMWait,
-		Log: logging.Component(opts.Log, "dispatch"),
+		WorkerContextBytes: uint64(cfg.Dispatch.WorkerContextBytes),
+		Log:                logging.Component(opts.Log, "dispatch"),
 		Hooks: dispatch.Hooks{
 			JobFinished: func(j *job.Job) {
 				if !j.FinishedAt.IsZero() {

@@ -267,6 +267,20 @@ func (c *Conn) Call(ctx context.Context, typ string, req any, reply any) error {
 }
 
 // decodeError turns an error frame's body into a *wire.Error.
+// enterStage makes stage k of run id resident (onStage) and releases it
+// with a stage request, or cancels the run (fail) with onStage's error.
+func (c *Conn) enterStage(ctx context.Context, id uint64, k int, onStage func(int) error, fail func(error)) {
+	if onStage != nil {
+		if err := onStage(k); err != nil {
+			fail(err)
+			return
+		}
+	}
+	if err := c.Call(ctx, wire.TypeStage, wire.StageRequest{Target: id, Stage: k}, nil); err != nil && ctx.Err() == nil {
+		fail(fmt.Errorf("release stage %d: %w", k, err))
+	}
+}
+
 func decodeError(raw msgpack.RawMessage) error {
 	var er wire.ErrorReply
 	if err := wire.DecodeBody(raw, &er); err != nil {
@@ -285,6 +299,33 @@ func decodeError(raw msgpack.RawMessage) error {
 // worker does not stop in time, the error also says so, and the caller
 // should consider the worker stuck.
 func (c *Conn) Run(ctx context.Context, req wire.RunRequest, onProgress func(wire.Progress)) (wire.RunResult, error) {
+	return c.RunStaged(ctx, req, onProgress, nil)
+}
+
+// RunStaged is Run for a request with Stages: when the worker asks for
+// stage k (a progress frame with Stage k), RunStaged calls onStage(k) on
+// its goroutine (the dispatcher makes the stage's models resident there)
+// and then releases the stage with a stage request. When onStage fails, the
+// run is cancelled as if ctx had ended, and RunStaged returns onStage's
+// error once the worker has stopped. A nil onStage releases every stage at
+// once.
+func (c *Conn) RunStaged(ctx context.Context, req wire.RunRequest, onProgress func(wire.Progress),
+	onStage func(stage int) error) (wire.RunResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var stageErr error // set on Run's goroutine only
+	fail := func(err error) { stageErr = err; cancel() }
+	res, err := c.run(ctx, req, onProgress, onStage, fail)
+	if err != nil && stageErr != nil {
+		// The stage could not be made resident: that, not the cancel
+		// that stopped the worker, is why the run ended.
+		return res, fmt.Errorf("worker run %s: stage: %w", req.JobID, stageErr)
+	}
+	return res, err
+}
+
+func (c *Conn) run(ctx context.Context, req wire.RunRequest, onProgress func(wire.Progress),
+	onStage func(stage int) error, fail func(error)) (wire.RunResult, error) {
 	if err := ctx.Err(); err != nil {
 		return wire.RunResult{}, fmt.Errorf("worker run %s: %w", req.JobID, err)
 	}
@@ -321,15 +362,21 @@ func (c *Conn) Run(ctx context.Context, req wire.RunRequest, onProgress func(wir
 		}
 		switch f.typ {
 		case wire.TypeProgress:
-			if onProgress == nil {
-				continue
-			}
 			var p wire.Progress
 			if err := wire.DecodeBody(f.raw, &p); err != nil {
 				c.log.Warn().Err(err).Str("job", req.JobID).Msg("undecodable progress frame")
 				continue
 			}
-			onProgress(p)
+			if p.Stage > 0 {
+				if waitCtx != ctx {
+					continue // cancelled meanwhile: the run is ending, not moving on
+				}
+				c.enterStage(ctx, id, p.Stage, onStage, fail)
+				continue
+			}
+			if onProgress != nil {
+				onProgress(p)
+			}
 			continue
 		case wire.TypeResult, wire.TypeOK:
 			if waitCtx != ctx {

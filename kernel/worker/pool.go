@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -518,6 +519,29 @@ func (w *Worker) Run(ctx context.Context, req wire.RunRequest, onProgress func(w
 	return res, nil
 }
 
+// RunStaged executes one job whose request carries Stages, calling onStage
+// for each stage the worker asks for (Conn.RunStaged).
+func (w *Worker) RunStaged(ctx context.Context, req wire.RunRequest, onProgress func(wire.Progress),
+	onStage func(stage int) error) (wire.RunResult, error) {
+	c, err := w.currentConn()
+	if err != nil {
+		return wire.RunResult{}, err
+	}
+	res, err := c.RunStaged(ctx, req, onProgress, onStage)
+	if err != nil {
+		return res, fmt.Errorf("worker %s: run %s: %w", w.id, req.JobID, err)
+	}
+	return res, nil
+}
+
+// Speaks reports whether the worker's hello reply lists capability (e.g.
+// wire.CapabilityStages).
+func (w *Worker) Speaks(capability string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Contains(w.hello.Capabilities, capability)
+}
+
 // Stats asks the worker for its state.
 func (w *Worker) Stats(ctx context.Context) (wire.StatsReply, error) {
 	c, err := w.currentConn()
@@ -650,11 +674,12 @@ func (w *Worker) runOnce(ctx context.Context, log zerolog.Logger) (string, error
 	helloCtx, cancel := context.WithTimeout(ctx, p.cfg.StartTimeout)
 	var hr wire.HelloReply
 	err = conn.Call(helloCtx, wire.TypeHello, wire.HelloRequest{
-		Protocol:  wire.ProtocolVersion,
-		WorkerID:  w.id,
-		Device:    w.device,
-		OutputDir: p.opts.OutputDir,
-		Options:   p.opts.Options,
+		Protocol:      wire.ProtocolVersion,
+		ProtocolMinor: wire.ProtocolMinor,
+		WorkerID:      w.id,
+		Device:        w.device,
+		OutputDir:     p.opts.OutputDir,
+		Options:       p.opts.Options,
 	}, &hr)
 	cancel()
 	if err == nil && hr.Protocol != wire.ProtocolVersion {

@@ -7,7 +7,15 @@ package worker
 // History:
 //   - 1: initial protocol (hello, ping, load, unload, run, progress, result,
 //     cancel, stats).
+//   - 1.1: stages (the stage request, RunRequest.stages, Progress.stage,
+//     LoadRequest.weight_dtype), additive: a kernel sends stages only to a
+//     worker whose hello reply lists CapabilityStages, and a worker sees
+//     the kernel's minor version in HelloRequest.ProtocolMinor.
 const ProtocolVersion = 1
+
+// ProtocolMinor is the minor version of the protocol this package speaks:
+// additions that older peers ignore (PROTOCOL.md §8).
+const ProtocolMinor = 1
 
 // MaxFrameBytes bounds one frame (4-byte length prefix excluded). Bulk bytes
 // never travel through the socket, so a frame near this size is a bug or an
@@ -24,6 +32,7 @@ const (
 	TypeRun      = "run"      // request: RunRequest; progress*, then result: RunResult
 	TypeCancel   = "cancel"   // request: CancelRequest; reply ok: empty map
 	TypeStats    = "stats"    // request: empty map; reply ok: StatsReply
+	TypeStage    = "stage"    // request: StageRequest; reply ok: empty map (workers with CapabilityStages)
 	TypeOK       = "ok"       // terminal reply to every request but run
 	TypeError    = "error"    // terminal reply to any request: ErrorReply
 	TypeProgress = "progress" // non-terminal, for a run: Progress
@@ -57,8 +66,11 @@ type ErrorReply struct {
 
 // HelloRequest is the first request on a connection.
 type HelloRequest struct {
-	Protocol int    `msgpack:"protocol"`
-	WorkerID string `msgpack:"worker_id"`
+	Protocol int `msgpack:"protocol"`
+	// ProtocolMinor (optional, additive) is the kernel's ProtocolMinor; 0
+	// from a kernel that predates minor versions.
+	ProtocolMinor int    `msgpack:"protocol_minor,omitempty"`
+	WorkerID      string `msgpack:"worker_id"`
 	// Device describes the device this worker is pinned to.
 	Device DeviceInfo `msgpack:"device"`
 	// OutputDir is where the worker writes output files (under the job id).
@@ -105,12 +117,23 @@ type PingReply struct {
 	Nonce uint64 `msgpack:"nonce"`
 }
 
+// CapabilityStages, in HelloReply.Capabilities, says that the worker runs a
+// RunRequest's Stages: it asks for each stage after the first with a
+// Progress whose Stage is set and waits for the kernel's StageRequest
+// before it goes on (PROTOCOL.md §3, "Stages"). The kernel sends Stages
+// only to workers that advertise it; others get every model before run.
+const CapabilityStages = "stages"
+
 // LoadRequest asks the worker to make a model resident on its device.
 type LoadRequest struct {
 	Model  string `msgpack:"model"`  // catalog id, e.g. "checkpoints/sd_xl_base_1.0.safetensors"
 	Path   string `msgpack:"path"`   // file to map read-only (L2 segment or local file)
 	Bytes  int64  `msgpack:"bytes"`  // expected file size; a mismatch is an error
 	Family string `msgpack:"family"` // cost-model family: sd15, sdxl, flux, lora, vae, ...
+	// WeightDType (optional, additive) is the dtype the graph's loader
+	// casts the weights to (UNETLoader's weight_dtype, "fp8_e4m3fn"); the
+	// footprint the kernel reserved assumes it. Empty: the file's dtype.
+	WeightDType string `msgpack:"weight_dtype,omitempty"`
 }
 
 // LoadReply reports what the load cost.
@@ -141,6 +164,32 @@ type RunRequest struct {
 	// Models maps the model names the graph uses ("checkpoints/x.safetensors")
 	// to the ids loaded on this worker; all of them were loaded before run.
 	Models []string `msgpack:"models"`
+	// Stages (optional, sent only to workers with CapabilityStages) is the
+	// kernel's plan of the run: the graph's nodes in stages, each with the
+	// models it needs resident. Stage 0's models are loaded before run;
+	// before the first node of stage k ≥ 1 the worker sends a Progress
+	// with Stage k and waits for a StageRequest for k. Models holds every
+	// model of the graph either way.
+	Stages []RunStage `msgpack:"stages,omitempty"`
+}
+
+// RunStage is one stage of a run's plan.
+type RunStage struct {
+	// Models are the models the stage's nodes use; the kernel has them
+	// loaded when the stage starts. Models of earlier stages that no later
+	// stage lists may be unloaded meanwhile.
+	Models []string `msgpack:"models"`
+	// Nodes are the stage's node ids, in the order the kernel planned.
+	Nodes []string `msgpack:"nodes"`
+}
+
+// StageRequest tells a worker that stage Stage of the run with request id
+// Target has its models loaded: the run goes on. The worker answers ok at
+// once (also for a run it no longer knows). When the kernel cannot make
+// room for a stage it cancels the run instead.
+type StageRequest struct {
+	Target uint64 `msgpack:"target"`
+	Stage  int    `msgpack:"stage"`
 }
 
 // Progress is sent while a run executes, at least once per sampler step.
@@ -157,6 +206,11 @@ type Progress struct {
 	// counts. Kernels that predate the field ignore it.
 	Preview       []byte `msgpack:"preview,omitempty"`
 	PreviewFormat string `msgpack:"preview_format,omitempty"`
+	// Stage (optional, additive; workers with CapabilityStages) set to
+	// k ≥ 1 says the run is about to start stage k of its RunRequest's
+	// Stages, at node Node, and waits for the kernel's StageRequest. Such
+	// a frame is no step and no "executing" message.
+	Stage int `msgpack:"stage,omitempty"`
 }
 
 // Preview formats for Progress.PreviewFormat.

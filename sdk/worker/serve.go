@@ -71,6 +71,9 @@ type runState struct {
 	cancel context.CancelFunc
 	mu     sync.Mutex
 	done   bool
+	// stages receives the stage numbers the kernel's stage requests
+	// release (AwaitStage).
+	stages chan int
 }
 
 func (s *server) serve(r *bufio.Reader) error {
@@ -108,6 +111,21 @@ func (s *server) serve(r *bufio.Reader) error {
 			s.mu.Lock()
 			if rs := s.runs[req.Target]; rs != nil {
 				rs.cancel()
+			}
+			s.mu.Unlock()
+			s.send(Header{ID: hdr.ID, Type: TypeOK}, nil)
+		case TypeStage:
+			var req StageRequest
+			if err := DecodeBody(body, &req); err != nil {
+				s.sendError(hdr.ID, ErrCodeBadRequest, err.Error())
+				continue
+			}
+			s.mu.Lock()
+			if rs := s.runs[req.Target]; rs != nil {
+				select {
+				case rs.stages <- req.Stage:
+				default: // a release nobody asked for: the run has one pending at most
+				}
 			}
 			s.mu.Unlock()
 			s.send(Header{ID: hdr.ID, Type: TypeOK}, nil)
@@ -204,7 +222,7 @@ func (s *server) startRun(id uint64, body msgpack.RawMessage) {
 		return
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
-	rs := &runState{cancel: cancel}
+	rs := &runState{cancel: cancel, stages: make(chan int, 1)}
 	s.mu.Lock()
 	if s.runs[id] != nil {
 		s.mu.Unlock()
@@ -222,6 +240,7 @@ func (s *server) startRun(id uint64, body msgpack.RawMessage) {
 			s.send(Header{ID: id, Type: TypeProgress}, p)
 		}
 	}
+	ctx = context.WithValue(ctx, stageGateKey{}, &stageGate{jobID: req.JobID, planned: len(req.Stages), progress: progress, released: rs.stages})
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -240,6 +259,43 @@ func (s *server) startRun(id uint64, body msgpack.RawMessage) {
 		}
 		s.send(Header{ID: id, Type: TypeResult}, res)
 	}()
+}
+
+type stageGateKey struct{}
+
+// stageGate is what AwaitStage needs of the run it is called from.
+type stageGate struct {
+	jobID    string
+	planned  int // len(RunRequest.Stages)
+	progress func(Progress)
+	released <-chan int
+}
+
+// AwaitStage is called by a Handler's Run, with Run's ctx, before it
+// executes the first node of stage k of its RunRequest's Stages (k ≥ 1):
+// it tells the kernel (a Progress with Stage k at node) and waits until the
+// kernel has the stage's models loaded. It returns at once when the run
+// has no such stage (the kernel sent no plan: every model was loaded
+// before run), and ctx's error when the run is cancelled meanwhile — which
+// is also how the kernel says it cannot make room for the stage. Stages
+// are entered in order, each once.
+func AwaitStage(ctx context.Context, k int, node string) error {
+	g, _ := ctx.Value(stageGateKey{}).(*stageGate)
+	if g == nil || k <= 0 || k >= g.planned {
+		return nil
+	}
+	g.progress(Progress{JobID: g.jobID, Node: node, Stage: k})
+	for {
+		select {
+		case got := <-g.released:
+			if got == k {
+				return nil
+			}
+			// A late release of an earlier stage: keep waiting for k.
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // guard calls fn and turns a panic into an error.
