@@ -146,33 +146,29 @@ func completions(words []string, cur string) []string {
 		}
 		return out
 	}
+	if len(words) > 1 {
+		if vals, ok := flagValues[words[len(words)-1]]; ok {
+			for _, v := range vals {
+				add(v)
+			}
+			return out
+		}
+	}
 	if len(c.subs) > 0 && len(positional) == 0 {
 		for _, s := range c.subs {
 			add(s)
 		}
-		return out
-	}
-	// A flag that takes a value of a known set.
-	if len(words) > 1 {
-		switch words[len(words)-1] {
-		case "-o", "--output":
-			for _, f := range []string{"table", "json", "yaml"} {
-				add(f)
-			}
-		case "--class":
-			add("interactive")
-			add("batch")
-		case "--kind":
-			for _, k := range []string{"eviction", "scheduling", "batching", "balancing"} {
-				add(k)
-			}
-		case "--state":
-			for _, s := range jobStates {
-				add(s)
-			}
-		}
 	}
 	return out
+}
+
+// flagValues are the values of the flags that take one of a known set.
+var flagValues = map[string][]string{
+	"-o":       {"table", "json", "yaml"},
+	"--output": {"table", "json", "yaml"},
+	"--class":  {"interactive", "batch"},
+	"--kind":   {"eviction", "scheduling", "batching", "balancing"},
+	"--state":  jobStates,
 }
 
 func contains(list []string, s string) bool {

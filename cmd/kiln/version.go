@@ -27,9 +27,18 @@ type buildVersion struct {
 
 // readVersion assembles kiln's version from -ldflags and the build info.
 func readVersion() buildVersion {
-	v := buildVersion{Version: version, GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
+	bi, _ := debug.ReadBuildInfo()
+	return versionFrom(version, bi)
+}
+
+// versionFrom is kiln's version from the -ldflags value ("dev" when unset)
+// and the build info (nil when the binary has none).
+func versionFrom(ldflags string, bi *debug.BuildInfo) buildVersion {
+	v := buildVersion{Version: ldflags, GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
+	if bi == nil {
+		if v.Version == "" {
+			v.Version = "dev"
+		}
 		return v
 	}
 	v.Module = bi.Main.Path

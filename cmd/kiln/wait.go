@@ -79,14 +79,14 @@ func (wt *waiter) wait() (jobView, error) {
 		select {
 		case <-sig:
 			wt.endLine()
-			return j, wt.interrupted(sig)
+			return j, wt.interrupted(sig, j.State)
 		case <-time.After(wt.poll):
 		}
 	}
 }
 
 // interrupted handles Ctrl-C during a wait.
-func (wt *waiter) interrupted(sig chan os.Signal) error {
+func (wt *waiter) interrupted(sig chan os.Signal, state string) error {
 	cancel := wt.cancelOnInterrupt
 	if !cancel && wt.ask {
 		fmt.Fprintf(wt.w, "cancel job %s? [y/N] ", wt.id)
@@ -103,7 +103,7 @@ func (wt *waiter) interrupted(sig chan os.Signal) error {
 		}
 	}
 	if !cancel {
-		fmt.Fprintf(wt.w, "job %s is still %s; cancel it with: kiln cancel %s%s\n", wt.id, "running or queued", wt.id, wt.addrHint())
+		fmt.Fprintf(wt.w, "job %s is still %s; cancel it with: kiln cancel %s%s\n", wt.id, state, wt.id, wt.addrHint())
 		return &exitError{code: exitInterrupted, msg: "interrupted; the job was left running"}
 	}
 	var j jobView
@@ -291,7 +291,7 @@ func (p *progress) line(j jobView, elapsed time.Duration, now time.Time) string 
 			fmt.Fprintf(&b, " [%s%s] %3.0f%%  %d/%d steps", strings.Repeat("#", filled), strings.Repeat(".", width-filled),
 				100*f, p.completed(), p.total())
 		}
-		if j.State == "running" && j.Progress != nil && j.Progress.Node != "" {
+		if j.State == "running" && j.Progress != nil && j.Progress.Node != "" && j.Progress.Max > 0 {
 			fmt.Fprintf(&b, "  node %s %d/%d", j.Progress.Node, j.Progress.Value, j.Progress.Max)
 		}
 	}
