@@ -10,7 +10,6 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/workflow"
 )
 
-
 // fluxCatalog holds the Flux dev workflow's models at their real sizes.
 func fluxCatalog(id string) (catalog.Entry, error) {
 	e, ok := map[string]catalog.Entry{
