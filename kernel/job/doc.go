@@ -1,11 +1,13 @@
 // Package job keeps kiln's durable job queue.
 //
 // A Job is a ComfyUI workflow plus its metadata (priority class, deadline,
-// tenant). The Store writes every job to an embedded bbolt database and
-// answers Submit only once the job is on disk (fsync), so an accepted job
-// survives a crash. Submissions that arrive together share one write
-// transaction and one fsync (group commit): a single committer goroutine
-// takes everything that is waiting, commits it, and wakes all the callers.
+// tenant). The Store answers Submit only once the job is on disk: appended
+// to a write-ahead log and fdatasync'd, so an accepted job survives a crash.
+// Submissions that arrive together share one append and one fdatasync
+// (group commit): a single committer goroutine takes everything that is
+// waiting, logs it, and wakes all the callers. An embedded bbolt database,
+// the index that listing and recovery read, is brought up to date from the
+// log off that path, and the log is replayed into it when the store opens.
 //
 // Jobs move through a small state machine, and every move is durable before
 // the call returns:

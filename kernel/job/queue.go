@@ -1,7 +1,9 @@
 package job
 
 import (
+	"cmp"
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -82,19 +84,14 @@ func (s *Store) Submit(ctx context.Context, job *Job) error {
 	sum := summaryOf(&j)
 	o := &op{submit: true}
 	o.apply = func(w *writer) error {
-		if w.jobs.Get([]byte(j.ID)) != nil {
+		if w.data(j.ID) != nil {
 			return fmt.Errorf("job: submit %s: %w", j.ID, ErrDuplicate)
 		}
 		if s.queues[ci].live+w.queuedDelta[ci] >= limit {
 			return fmt.Errorf("job: submit: %s queue has %d jobs: %w", j.Class, limit, ErrQueueFull)
 		}
-		if err := putEncoded(w.jobs, w.seqs, &j, data); err != nil {
-			w.fatal = err
-			return err
-		}
-		w.wrote++
+		w.put(&j, data)
 		w.queuedDelta[ci]++
-		w.maxSeq = max(w.maxSeq, j.Seq)
 		o.mem = func() {
 			s.counts[Queued]++
 			s.addQueued(sum)
@@ -226,22 +223,14 @@ func (s *Store) Cancel(id string) (*Job, error) {
 func (s *Store) Delete(id string) error {
 	o := &op{}
 	o.apply = func(w *writer) error {
-		j, err := getJob(w.jobs, id)
+		j, err := w.get(id)
 		if err != nil {
 			return fmt.Errorf("job: delete: %w", err)
 		}
 		if !j.State.terminal() {
 			return fmt.Errorf("job %s: delete: job is %s: %w", id, j.State, ErrBadTransition)
 		}
-		if err := w.jobs.Delete([]byte(id)); err != nil {
-			w.fatal = fmt.Errorf("job %s: delete: %w", id, err)
-			return w.fatal
-		}
-		if err := w.seqs.Delete(seqKey(j.Seq)); err != nil {
-			w.fatal = fmt.Errorf("job %s: delete seq index: %w", id, err)
-			return w.fatal
-		}
-		w.wrote++
+		w.remove(id, j.Seq)
 		st := j.State
 		o.mem = func() { s.counts[st]-- }
 		return nil
@@ -255,7 +244,7 @@ func (s *Store) transition(verb, id string, change func(j *Job, now time.Time) e
 	var out *Job
 	o := &op{}
 	o.apply = func(w *writer) error {
-		j, err := getJob(w.jobs, id)
+		j, err := w.get(id)
 		if err != nil {
 			return fmt.Errorf("job: %s: %w", verb, err)
 		}
@@ -263,11 +252,11 @@ func (s *Store) transition(verb, id string, change func(j *Job, now time.Time) e
 		if err := change(j, s.now()); err != nil {
 			return fmt.Errorf("job %s: %s: %w", id, verb, err)
 		}
-		if err := putJob(w.jobs, w.seqs, j); err != nil {
-			w.fatal = err
-			return err
+		data, err := json.Marshal(j)
+		if err != nil {
+			return fmt.Errorf("job %s: %s: encode: %w", id, verb, err)
 		}
-		w.wrote++
+		w.put(j, data)
 		ci := classIndex(j.Class)
 		if from == Queued {
 			w.queuedDelta[ci]--
@@ -296,9 +285,18 @@ func (st State) terminal() bool { return st == Done || st == Failed || st == Can
 // ErrNotFound.
 func (s *Store) Get(id string) (*Job, error) {
 	var j *Job
+	// The overlay is read before bbolt's snapshot is taken: the indexer
+	// drops an entry only after bbolt has it, so one of the two has it.
+	s.overlayMu.RLock()
+	r := s.overlay[id]
+	s.overlayMu.RUnlock()
 	err := s.view(func(tx *bolt.Tx) error {
 		var err error
-		j, err = getJob(tx.Bucket(bucketJobs), id)
+		if r != nil {
+			j, err = decodeJob(id, r.data)
+		} else {
+			j, err = getJob(tx.Bucket(bucketJobs), id)
+		}
 		return err
 	})
 	if err != nil {
@@ -318,12 +316,46 @@ func (s *Store) List(state State, limit int) ([]*Job, error) {
 			return nil, fmt.Errorf("job: list: unknown state %q", state)
 		}
 	}
+	// Changes that bbolt may not have yet supersede its entries for the same
+	// jobs; taken before bbolt's snapshot, as in Get.
+	s.overlayMu.RLock()
+	newer := make(map[string]bool, len(s.overlay))
+	var extra []*logRecord // the overlay's jobs in state, by descending seq
+	for id, r := range s.overlay {
+		newer[id] = true
+		if !r.del && (code == 0 || r.state == code) {
+			extra = append(extra, r)
+		}
+	}
+	s.overlayMu.RUnlock()
+	slices.SortFunc(extra, func(a, b *logRecord) int { return cmp.Compare(b.seq, a.seq) })
 	var out []*Job
+	full := func() bool { return limit > 0 && len(out) >= limit }
+	takeExtra := func(above uint64) error {
+		for len(extra) > 0 && extra[0].seq > above && !full() {
+			j, err := decodeJob(extra[0].id, extra[0].data)
+			if err != nil {
+				return err
+			}
+			out = append(out, j)
+			extra = extra[1:]
+		}
+		return nil
+	}
 	err := s.view(func(tx *bolt.Tx) error {
 		jobs := tx.Bucket(bucketJobs)
 		c := tx.Bucket(bucketSeq).Cursor()
-		for k, v := c.Last(); k != nil; k, v = c.Prev() {
-			if len(v) < 2 || (code != 0 && v[0] != code) {
+		for k, v := c.Last(); k != nil && !full(); k, v = c.Prev() {
+			if len(k) != 8 || len(v) < 2 {
+				continue
+			}
+			if err := takeExtra(binary.BigEndian.Uint64(k)); err != nil {
+				return err
+			}
+			if full() {
+				break
+			}
+			if (code != 0 && v[0] != code) || newer[string(v[1:])] {
 				continue
 			}
 			j, err := getJob(jobs, string(v[1:]))
@@ -331,11 +363,8 @@ func (s *Store) List(state State, limit int) ([]*Job, error) {
 				return err
 			}
 			out = append(out, j)
-			if limit > 0 && len(out) >= limit {
-				break
-			}
 		}
-		return nil
+		return takeExtra(0)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("job: list: %w", err)

@@ -1,8 +1,11 @@
 package job
 
 import (
+	"cmp"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"slices"
 )
 
 // historySlack is how far past HistoryLimit the finished jobs may grow
@@ -51,33 +54,44 @@ func (s *Store) Prune(keep int) (int, error) {
 			return nil
 		}
 		type victim struct {
-			seq []byte
-			id  []byte
+			seq uint64
+			id  string
 			st  State
 		}
+		// The oldest finished jobs, from bbolt and from the changes it may
+		// not have yet (which supersede its entries for the same jobs).
 		var victims []victim
 		c := w.seqs.Cursor()
 		for k, v := c.First(); k != nil && len(victims) < excess; k, v = c.Next() {
-			if len(v) < 2 {
+			if len(k) != 8 || len(v) < 2 {
 				continue
 			}
 			st, ok := stateOfCode(v[0])
-			if !ok || !st.terminal() {
+			if !ok || !st.terminal() || w.pending(string(v[1:])) != nil {
 				continue
 			}
-			victims = append(victims, victim{seq: append([]byte(nil), k...), id: append([]byte(nil), v[1:]...), st: st})
+			victims = append(victims, victim{seq: binary.BigEndian.Uint64(k), id: string(v[1:]), st: st})
 		}
+		s.overlayMu.RLock()
+		for id, r := range s.overlay {
+			if r.del || w.changed[id] != nil {
+				continue
+			}
+			if st, ok := stateOfCode(r.state); ok && st.terminal() {
+				victims = append(victims, victim{seq: r.seq, id: id, st: st})
+			}
+		}
+		s.overlayMu.RUnlock()
+		for id, r := range w.changed {
+			if st, ok := stateOfCode(r.state); ok && !r.del && st.terminal() {
+				victims = append(victims, victim{seq: r.seq, id: id, st: st})
+			}
+		}
+		slices.SortFunc(victims, func(a, b victim) int { return cmp.Compare(a.seq, b.seq) })
+		victims = victims[:min(len(victims), excess)]
 		for _, v := range victims {
-			if err := w.jobs.Delete(v.id); err != nil {
-				w.fatal = fmt.Errorf("job: prune %s: %w", v.id, err)
-				return w.fatal
-			}
-			if err := w.seqs.Delete(v.seq); err != nil {
-				w.fatal = fmt.Errorf("job: prune seq of %s: %w", v.id, err)
-				return w.fatal
-			}
+			w.remove(v.id, v.seq)
 		}
-		w.wrote += len(victims)
 		deleted = len(victims)
 		o.mem = func() {
 			for _, v := range victims {
