@@ -143,6 +143,8 @@ func (k *kilnProc) start(addr string) {
 	args := []string{"serve", "--listen", addr, "--data-dir", k.dataDir, "--models", k.models,
 		"--set", "log.format=json", "--set", "log.level=debug",
 		"--set", "workers.command=" + filepath.Join(binDir, "kiln-worker-sim"),
+		// On a GPU machine the harness still simulates, and says so (issue 16).
+		"--set", "workers.simulate=true",
 		"--set", "workers.restart_backoff_min=50ms", "--set", "workers.ping_interval=500ms"}
 	for _, s := range k.sets {
 		args = append(args, "--set", s)

@@ -10,6 +10,10 @@ type Config struct {
 	// the kiln executable (or on PATH).
 	Command string   `koanf:"command"`
 	Args    []string `koanf:"args"`
+	// Simulate allows the simulated worker (kiln-worker-sim) on devices
+	// that NVML found: without it kiln refuses to start there rather than
+	// sleep through jobs on a real GPU (CheckWorker).
+	Simulate bool `koanf:"simulate"`
 	// StartTimeout bounds process start plus hello.
 	StartTimeout time.Duration `koanf:"start_timeout"`
 	// PingInterval and PingTimeout drive health checks; a worker that misses

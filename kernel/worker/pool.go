@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
@@ -145,6 +146,9 @@ func NewPool(cfg Config, opts PoolOptions) (*Pool, error) {
 	}
 	if opts.OnExit == nil {
 		opts.OnExit = func(*Worker, []string, string) {}
+	}
+	if err := CheckWorker(cfg, opts.Devices); err != nil {
+		return nil, err
 	}
 	cfg = cfg.WithDefaults()
 	p := &Pool{cfg: cfg, opts: opts, log: opts.Log, clk: opts.Clock, spawn: make(chan spawnRequest)}
@@ -916,6 +920,35 @@ func visibleDevice(d wire.DeviceInfo) string {
 	return strconv.Itoa(d.Index)
 }
 
+// SimWorker is the simulated worker's executable name.
+const SimWorker = "kiln-worker-sim"
+
+// ErrSimulatedWorkerOnGPU is returned (wrapped) by CheckWorker.
+var ErrSimulatedWorkerOnGPU = errors.New("the simulated worker would run on real GPUs")
+
+// CheckWorker refuses a pool that would run the simulated worker
+// (workers.command empty, or naming kiln-worker-sim) on devices NVML found:
+// such a node would accept jobs, sleep and hand back gradient pictures
+// while its GPUs idle. workers.simulate says it is meant.
+func CheckWorker(cfg Config, devices []wire.DeviceInfo) error {
+	if cfg.Simulate || (cfg.Command != "" && filepath.Base(cfg.Command) != SimWorker) {
+		return nil
+	}
+	var real []string
+	for _, d := range devices {
+		if !d.Simulated {
+			real = append(real, d.Name)
+		}
+	}
+	if len(real) == 0 {
+		return nil
+	}
+	return fmt.Errorf("workers: NVML found %d NVIDIA GPU(s) (%s) but workers.command runs %s, which sleeps instead of computing: "+
+		"set workers.command to a real worker (sdk/python/kiln-worker-torch, or kiln_comfy with configs/comfyui-gpu.yaml), "+
+		"or set workers.simulate=true to simulate on these GPUs on purpose (or devices.backend=sim to ignore them): %w",
+		len(real), strings.Join(real, ", "), SimWorker, ErrSimulatedWorkerOnGPU)
+}
+
 // command resolves the worker executable: the configured one, else
 // kiln-worker-sim beside the running binary, else on PATH.
 func (p *Pool) command() (string, error) {
@@ -923,12 +956,12 @@ func (p *Pool) command() (string, error) {
 		return exec.LookPath(p.cfg.Command)
 	}
 	if exe, err := os.Executable(); err == nil {
-		cand := dirOf(exe) + "/kiln-worker-sim"
+		cand := dirOf(exe) + "/" + SimWorker
 		if st, err := os.Stat(cand); err == nil && !st.IsDir() {
 			return cand, nil
 		}
 	}
-	path, err := exec.LookPath("kiln-worker-sim")
+	path, err := exec.LookPath(SimWorker)
 	if err != nil {
 		return "", errors.New("workers.command is empty and kiln-worker-sim is neither next to kiln nor on PATH")
 	}
