@@ -10,7 +10,7 @@ PKGS     := ./...
 RUN_ARGS ?=
 # The demo charges a quarter of the published per-step times (shared/COSTS.md)
 # so that it finishes in about a minute; `make serve` runs at scale 1.
-DEMO_SETS ?= --set cost.time_scale=0.25
+DEMO_SETS ?= --set cost.time_scale=0.25 --set workers.simulate=true
 
 .PHONY: all policies policy-as build run serve test test-torch load bench bench-sim bench-experiments chaos check fmt vet tidy-check fuzz proto proto-check clean
 
