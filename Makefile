@@ -12,7 +12,7 @@ RUN_ARGS ?=
 # so that it finishes in about a minute; `make serve` runs at scale 1.
 DEMO_SETS ?= --set cost.time_scale=0.25 --set workers.simulate=true
 
-.PHONY: all policies policy-as build run serve test test-torch load bench bench-sim bench-experiments chaos check fmt vet tidy-check fuzz proto proto-check clean
+.PHONY: all policies policy-as build run serve test test-torch load bench bench-sim bench-experiments chaos check fmt vet tidy-check fuzz proto proto-check clean install
 
 all: build
 
@@ -90,6 +90,25 @@ bench-sim:
 # depending on what else runs); KILN_BENCH_RUNS=N for fewer A/A runs.
 bench-experiments:
 	KILN_BENCH_EXPERIMENTS=$(CURDIR)/bench-experiments.md nice $(GO) test -count=1 -timeout 0 -run '^TestBenchExperiments$$' -v ./kernel/sim/
+
+# Installs kiln as a daemon (docs/deploy.md): the binaries of make build in
+# $(PREFIX)/lib/kiln (kiln finds its worker and plugins beside it), kiln on
+# PATH, shell completion, the systemd unit, and /etc/kiln/kiln.yaml unless
+# there is one. Then: systemctl daemon-reload && systemctl enable --now kiln.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+install: build
+	install -d $(DESTDIR)$(PREFIX)/lib/kiln $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/kiln \
+	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+	  $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	install -m 0755 $(BIN)/kiln* $(DESTDIR)$(PREFIX)/lib/kiln/
+	ln -sf $(PREFIX)/lib/kiln/kiln $(DESTDIR)$(PREFIX)/bin/kiln
+	$(BIN)/kiln completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/kiln
+	$(BIN)/kiln completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_kiln
+	$(BIN)/kiln completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/kiln.fish
+	sed 's#/usr/local/lib/kiln/#$(PREFIX)/lib/kiln/#g' deploy/systemd/kiln.service > $(DESTDIR)/etc/systemd/system/kiln.service
+	@if [ -e $(DESTDIR)/etc/kiln/kiln.yaml ]; then echo "kept $(DESTDIR)/etc/kiln/kiln.yaml"; \
+	else install -m 0644 deploy/kiln.yaml $(DESTDIR)/etc/kiln/kiln.yaml; fi
 
 fmt:
 	gofmt -w .
