@@ -181,9 +181,13 @@ func (c *Conn) next(ctx context.Context, cl *call, timeout <-chan time.Time) (fr
 	for {
 		c.mu.Lock()
 		if len(cl.frames) > 0 {
+			// Shift rather than reslice: the pooled call keeps its slice's
+			// capacity, so the read loop's append does not allocate again
+			// on every round trip.
 			f := cl.frames[0]
-			cl.frames[0] = frame{}
-			cl.frames = cl.frames[1:]
+			n := copy(cl.frames, cl.frames[1:])
+			cl.frames[n] = frame{}
+			cl.frames = cl.frames[:n]
 			c.mu.Unlock()
 			return f, nil
 		}

@@ -152,14 +152,21 @@ func isMapOrNil(c byte) bool {
 // that ends inside a frame yields an error wrapping io.ErrUnexpectedEOF.
 // Any other error means the stream can no longer be trusted.
 func ReadFrame(r *bufio.Reader) (Header, msgpack.RawMessage, error) {
-	var lenBuf [4]byte
-	if _, err := io.ReadFull(r, lenBuf[:]); err != nil {
-		if err == io.EOF {
+	// Peek and Discard rather than io.ReadFull into a local array, which
+	// would escape through the io.Reader interface: one allocation per
+	// frame on both ends of every round trip.
+	lenBuf, err := r.Peek(4)
+	if err != nil {
+		if err == io.EOF && len(lenBuf) == 0 {
 			return Header{}, nil, io.EOF
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
 		}
 		return Header{}, nil, fmt.Errorf("read frame length: %w", err)
 	}
-	n := binary.BigEndian.Uint32(lenBuf[:])
+	n := binary.BigEndian.Uint32(lenBuf)
+	_, _ = r.Discard(4) // the 4 bytes are buffered: Peek returned them
 	if n == 0 || n > MaxFrameBytes {
 		return Header{}, nil, fmt.Errorf("read frame: %w: %d bytes", ErrFrameSize, n)
 	}

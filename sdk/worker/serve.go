@@ -62,6 +62,10 @@ type server struct {
 	runs map[uint64]*runState // runs in flight by request id
 
 	wg sync.WaitGroup // handler goroutines in flight
+
+	// ping and pong are the read loop's own; see TypePing in serve.
+	ping PingRequest
+	pong PingReply
 }
 
 // runState tracks one run in flight. mu orders its progress frames before
@@ -96,12 +100,16 @@ func (s *server) serve(r *bufio.Reader) error {
 		switch hdr.Type {
 		case TypePing:
 			// Answered inline: cheapest round trip, no handler involved.
-			var req PingRequest
-			if err := DecodeBody(body, &req); err != nil {
+			// The request and reply live in the server (only this loop
+			// uses them), so that decoding into them and passing the
+			// reply as an interface allocate nothing.
+			s.ping = PingRequest{}
+			if err := DecodeBody(body, &s.ping); err != nil {
 				s.sendError(hdr.ID, ErrCodeBadRequest, err.Error())
 				continue
 			}
-			s.send(Header{ID: hdr.ID, Type: TypeOK}, PingReply(req))
+			s.pong = PingReply(s.ping)
+			s.send(Header{ID: hdr.ID, Type: TypeOK}, &s.pong)
 		case TypeCancel:
 			var req CancelRequest
 			if err := DecodeBody(body, &req); err != nil {
