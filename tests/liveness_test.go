@@ -11,7 +11,7 @@ import (
 )
 
 // TestStallingPoliciesCannotStallTheNode activates, in a running kiln with
-// one 10 GiB device and one worker, policy modules whose answers are well
+// one 11 GiB device and one worker, policy modules whose answers are well
 // formed but stall the work: an eviction policy that always answers
 // NO_DECISION while alternating jobs need its models evicted (an SD1.5 and
 // an SDXL checkpoint do not fit together), then a scheduling policy that
@@ -23,7 +23,7 @@ func TestStallingPoliciesCannotStallTheNode(t *testing.T) {
 	module := buildPolicy(t, "../kernel/policy/testdata/hostile")
 	k := startKiln(t, t.TempDir(), "cost.time_scale=0.01", "workers.per_device=1",
 		"devices.backend=sim",
-		"devices.simulated=[{name: small, memory_bytes: 10737418240, h2d_bytes_per_s: 12e9, compute_factor: 1}]")
+		"devices.simulated=[{name: small, memory_bytes: 11811160064, h2d_bytes_per_s: 12e9, compute_factor: 1}]")
 	type kindInfo struct {
 		Active  string
 		Changes []struct{ Action, Reason string }
