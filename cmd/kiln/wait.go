@@ -130,6 +130,15 @@ func (wt *waiter) draw(j jobView, start time.Time) {
 	wt.prog.update(j, now)
 	line := wt.prog.line(j, now.Sub(start), now)
 	if wt.tty {
+		// One line, redrawn: cut to the terminal's width, or it wraps and
+		// the redraw leaves the wrapped part behind.
+		if f, ok := wt.w.(*os.File); ok {
+			if width := termWidth(f); width > 1 {
+				if r := []rune(line); len(r) > width-1 {
+					line = string(r[:width-1])
+				}
+			}
+		}
 		fmt.Fprintf(wt.w, "\r\033[K%s", line)
 		wt.lastLine = line
 		return
