@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -71,6 +73,8 @@ type Manager struct {
 	remote  Stats
 	bwSeen  bool
 	vram    func() Stats
+	// convert is tiers.convert (convert.go).
+	convert ConvertConfig
 }
 
 type flight struct {
@@ -121,6 +125,7 @@ func New(cfg Config, res Resolver, opts Options) (*Manager, error) {
 		flights: map[string]*flight{},
 		learned: map[string]string{},
 		remote:  Stats{Name: "remote"},
+		convert: cfg.Convert,
 	}
 	if err := os.MkdirAll(diskDir, 0o755); err != nil {
 		return nil, fmt.Errorf("tier disk: %w", err)
@@ -447,9 +452,9 @@ func (m *Manager) fetchL3(ctx context.Context, id string, src Source) error {
 // fetchInto fills tmp with the model's bytes and returns their count and
 // sha256. A backend that implements sdk.Fetcher (a storage plugin with
 // FetchTo) writes the file itself, so that bulk bytes do not cross the plugin
-// connection; they are then read back from the page cache to be hashed. Any
-// other backend, or one that answers ErrUnsupported, streams through Open
-// and is hashed on the way.
+// connection; the kernel hashes them while they are written
+// (hashWhileFetched). Any other backend, or one that answers ErrUnsupported,
+// streams through Open and is hashed on the way.
 //
 // # Notes
 //
@@ -458,12 +463,25 @@ func (m *Manager) fetchL3(ctx context.Context, id string, src Source) error {
 // system and run as the same user; a backend that does not (a remote-only
 // plugin) simply does not implement FetchTo. Nothing the plugin reports is
 // trusted: the size and digest checked by the caller are those of the file.
+// The digest taken while the plugin writes is kept only when it is the
+// digest the catalog expects and the file is as long as what was hashed.
+// Otherwise (no expected digest, a plugin that rewrote bytes in place) the
+// file is hashed again from the start, as it is on disk. A plugin that
+// rewrites bytes it wrote before, with others, without truncating, can
+// leave a file that is not what was hashed: the L3 → L2 promotion verifies
+// every file's digest again before a worker sees its bytes, as it must
+// anyway, since a plugin runs as kiln's user and could write the file even
+// after the rename.
 func (m *Manager) fetchInto(ctx context.Context, src Source, tmp *os.File) (int64, string, error) {
 	if f, ok := src.Storage.(sdk.Fetcher); ok {
-		wrote, err := f.FetchTo(ctx, src.Key, 0, 0, tmp.Name())
+		wrote, n, sum, err := hashWhileFetched(tmp, func() (int64, error) {
+			return f.FetchTo(ctx, src.Key, 0, 0, tmp.Name())
+		})
 		switch {
 		case err == nil:
-			n, sum, err := copyHash(io.Discard, tmp)
+			if st, serr := tmp.Stat(); serr != nil || st.Size() != n || src.SHA256 == "" || sum != src.SHA256 {
+				n, sum, err = copyHash(io.Discard, io.NewSectionReader(tmp, 0, math.MaxInt64))
+			}
 			if err == nil && n != wrote {
 				err = fmt.Errorf("backend wrote %d bytes, file holds %d: %w", wrote, n, ErrCorrupt)
 			}
@@ -528,6 +546,88 @@ func (m *Manager) Learned(id string) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.learned[id]
+}
+
+// followPoll is how long hashWhileFetched waits, at the end of what has
+// been written so far, before it looks again: at the 0.3–1 GB/s a plugin
+// writes, about a megabyte lands meanwhile.
+const followPoll = time.Millisecond
+
+// hashWhileFetched runs fetch, which fills f through a handle of its own
+// (the plugin's), and meanwhile reads and hashes f's bytes as they land,
+// while they are still in the page cache: hashing overlaps the transfer
+// instead of following it with a second pass over the file. It returns what
+// fetch reported, and the count and sha256 of the bytes it hashed. It
+// returns once fetch has returned.
+//
+// While fetch runs, the reader stops at the first hole (writtenUpTo): a
+// writer that fills the file out of order, or one preallocated, is hashed
+// once the bytes before the hole are there, not as the zeros a hole reads
+// as. A file found shorter than what was hashed means the writer started
+// over (a restarted plugin's FetchTo truncates the file): hashing starts
+// over with it. The digest is still only a candidate: a writer that
+// rewrites bytes already written, without truncating, leaves bytes that
+// were hashed before they changed. fetchInto keeps the candidate only when
+// it is the digest the catalog expects.
+func hashWhileFetched(f *os.File, fetch func() (int64, error)) (wrote, n int64, sum string, err error) {
+	type result struct {
+		wrote int64
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		w, err := fetch()
+		done <- result{w, err}
+	}()
+	h := sha256.New()
+	buf := make([]byte, 4<<20)
+	poll := time.NewTimer(followPoll)
+	defer poll.Stop()
+	var res *result
+	for {
+		next := buf
+		if res == nil {
+			if end, ok := writtenUpTo(f, n); ok && end-n < int64(len(buf)) {
+				next = buf[:max(end-n, 0)]
+			}
+		}
+		k, rerr := 0, io.EOF
+		if len(next) > 0 {
+			k, rerr = f.ReadAt(next, n)
+		}
+		if k > 0 {
+			h.Write(next[:k])
+			n += int64(k)
+		}
+		switch {
+		case rerr == nil:
+			continue // a full read: more may be there already
+		case rerr != io.EOF:
+			if res == nil {
+				r := <-done // the plugin's call ends by itself (its context)
+				res = &r
+			}
+			return res.wrote, n, "", fmt.Errorf("hash fetched bytes: %w", rerr)
+		case res != nil:
+			// fetch had returned before this read found the end: every
+			// byte is hashed.
+			return res.wrote, n, hex.EncodeToString(h.Sum(nil)), res.err
+		}
+		if k > 0 {
+			continue
+		}
+		if st, serr := f.Stat(); serr == nil && st.Size() < n {
+			h.Reset()
+			n = 0
+			continue
+		}
+		poll.Reset(followPoll)
+		select {
+		case r := <-done:
+			res = &r // read once more to the end
+		case <-poll.C:
+		}
+	}
 }
 
 // copyHash copies src to dst and hashes the bytes on another goroutine, so
