@@ -144,3 +144,21 @@ func (l *Loader) Inspect(ctx context.Context, req sdk.InspectRequest) (mi sdk.Mo
 	})
 	return mi, err
 }
+
+var _ sdk.Converter = (*Loader)(nil)
+
+// Convert calls the plugin's Convert, again on a restarted plugin when the
+// process dies (Convert rewrites the whole destination, so a retry is
+// safe). It returns an error wrapping sdk.ErrUnsupported when the plugin
+// does not convert.
+func (l *Loader) Convert(ctx context.Context, req sdk.ConvertRequest) (r sdk.ConvertResult, err error) {
+	err = l.p.call(ctx, func(impl any) error {
+		c, ok := impl.(sdk.Converter)
+		if !ok {
+			return sdk.ErrUnsupported
+		}
+		r, err = c.Convert(ctx, req)
+		return err
+	})
+	return r, err
+}

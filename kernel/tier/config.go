@@ -10,6 +10,9 @@ type Config struct {
 	Disk   DiskConfig   `koanf:"disk"`
 	RAM    RAMConfig    `koanf:"ram"`
 	Remote RemoteConfig `koanf:"remote"`
+	// Convert says which models are rewritten into another weight dtype
+	// before they load (convert.go).
+	Convert ConvertConfig `koanf:"convert"`
 }
 
 // DiskConfig sizes L3.
@@ -89,6 +92,9 @@ func (c Config) WithDefaults() Config {
 
 // Validate checks ranges and names.
 func (c Config) Validate() error {
+	if err := c.Convert.Validate(); err != nil {
+		return err
+	}
 	for name, f := range map[string]float64{"disk": c.Disk.TargetFill, "ram": c.RAM.TargetFill} {
 		if f < 0 || f > 1 {
 			return fmt.Errorf("tiers.%s.target_fill: %v is not in [0,1]", name, f)

@@ -367,11 +367,11 @@ func (s *loaderServer) Convert(ctx context.Context, req *pb.ConvertRequest) (*pb
 	if !ok {
 		return nil, status.Error(codes.Unimplemented, "convert: this loader does not convert")
 	}
-	n, f, err := cv.Convert(ctx, req.SrcPath, req.DstPath)
+	r, err := cv.Convert(ctx, ConvertRequest{SrcPath: req.SrcPath, DstPath: req.DstPath, DType: req.Dtype})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.ConvertResponse{Bytes: n, Format: f}, nil
+	return &pb.ConvertResponse{Bytes: r.Bytes, Format: r.Format, ConvertedTensors: r.ConvertedTensors}, nil
 }
 
 // GRPCLoader is the host side of a loader plugin.
@@ -402,10 +402,10 @@ func (c *GRPCLoader) Inspect(ctx context.Context, req InspectRequest) (ModelInfo
 }
 
 // Convert calls the plugin's Convert.
-func (c *GRPCLoader) Convert(ctx context.Context, src, dst string) (int64, string, error) {
-	r, err := c.client.Convert(ctx, &pb.ConvertRequest{SrcPath: src, DstPath: dst})
+func (c *GRPCLoader) Convert(ctx context.Context, req ConvertRequest) (ConvertResult, error) {
+	r, err := c.client.Convert(ctx, &pb.ConvertRequest{SrcPath: req.SrcPath, DstPath: req.DstPath, Dtype: req.DType})
 	if err != nil {
-		return 0, "", fromStatus("convert", err)
+		return ConvertResult{}, fromStatus("convert "+req.SrcPath, err)
 	}
-	return r.Bytes, r.Format, nil
+	return ConvertResult{Bytes: r.Bytes, Format: r.Format, ConvertedTensors: r.ConvertedTensors}, nil
 }

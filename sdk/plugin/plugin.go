@@ -22,6 +22,10 @@ import (
 //   - 1 (unchanged): StorageBackend gained the optional FetchTo. The change
 //     is additive: an older plugin answers UNIMPLEMENTED and kiln falls back
 //     to Open, and an older kiln never calls it, so the version stays 1.
+//   - 1 (unchanged): ConvertRequest gained dtype, ConvertResponse
+//     converted_tensors; the first loaders implement Convert. An older
+//     plugin never implemented Convert (UNIMPLEMENTED), so the version
+//     stays 1.
 var Handshake = goplugin.HandshakeConfig{
 	ProtocolVersion:  1,
 	MagicCookieKey:   "KILN_PLUGIN",
@@ -158,10 +162,46 @@ type Loader interface {
 	Inspect(ctx context.Context, req InspectRequest) (ModelInfo, error)
 }
 
-// Converter is implemented by loaders that can rewrite an artifact into a
-// loading-friendly layout.
+// Weight dtypes a Converter is asked for, in ComfyUI's weight_dtype names
+// (UNETLoader's choices), so that a graph's cast and kiln's conversion
+// speak of the same thing.
+const (
+	DTypeFP16    = "fp16"
+	DTypeBF16    = "bf16"
+	DTypeFP8E4M3 = "fp8_e4m3fn"
+)
+
+// ConvertRequest names an artifact to rewrite and the dtype to rewrite its
+// weights in.
+type ConvertRequest struct {
+	// SrcPath is a local file with the whole artifact; it is only read.
+	SrcPath string
+	// DstPath is an absolute path to a file kiln created in its own cache
+	// directory: open it with CreateFetchFile.
+	DstPath string
+	// DType is DTypeFP16, DTypeBF16 or DTypeFP8E4M3.
+	DType string
+}
+
+// ConvertResult says what a Convert wrote.
+type ConvertResult struct {
+	// Bytes is the size of the file written.
+	Bytes  int64
+	Format string
+	// ConvertedTensors counts the tensors whose dtype changed; 0 means the
+	// artifact already was in the dtype asked for (the file is then a copy).
+	ConvertedTensors int64
+}
+
+// Converter is implemented by loaders that can rewrite an artifact with its
+// weights in another dtype, so that a model fits a device it would not fit
+// as shipped (issue 16: fp32 → fp16/bf16, fp16/bf16 → fp8). A conversion
+// it does not make answers an error wrapping ErrUnsupported. Convert must
+// be idempotent: kiln calls it again, on a restarted plugin, when the
+// plugin died during a call. kiln hashes what was written and keeps it in
+// its disk tier as an artifact of its own.
 type Converter interface {
-	Convert(ctx context.Context, srcPath, dstPath string) (bytes int64, format string, err error)
+	Convert(ctx context.Context, req ConvertRequest) (ConvertResult, error)
 }
 
 // PluginMap is the go-plugin plugin set for both kinds; a host dispenses

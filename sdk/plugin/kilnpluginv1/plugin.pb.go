@@ -897,9 +897,17 @@ func (x *InspectResponse) GetNominalBytes() int64 {
 }
 
 type ConvertRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SrcPath       string                 `protobuf:"bytes,1,opt,name=src_path,json=srcPath,proto3" json:"src_path,omitempty"`
-	DstPath       string                 `protobuf:"bytes,2,opt,name=dst_path,json=dstPath,proto3" json:"dst_path,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SrcPath is a local file holding the whole artifact; the plugin only
+	// reads it.
+	SrcPath string `protobuf:"bytes,1,opt,name=src_path,json=srcPath,proto3" json:"src_path,omitempty"`
+	// DstPath is an absolute path to a file the host created for the result,
+	// in its own cache directory (the same rules as FetchToRequest.path).
+	DstPath string `protobuf:"bytes,2,opt,name=dst_path,json=dstPath,proto3" json:"dst_path,omitempty"`
+	// Dtype is the dtype to convert the weights to, in ComfyUI's weight_dtype
+	// names: "fp16", "bf16", "fp8_e4m3fn". Empty: the loader's own choice of
+	// a loading-friendly layout.
+	Dtype         string `protobuf:"bytes,3,opt,name=dtype,proto3" json:"dtype,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -948,12 +956,22 @@ func (x *ConvertRequest) GetDstPath() string {
 	return ""
 }
 
+func (x *ConvertRequest) GetDtype() string {
+	if x != nil {
+		return x.Dtype
+	}
+	return ""
+}
+
 type ConvertResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Bytes         int64                  `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
-	Format        string                 `protobuf:"bytes,2,opt,name=format,proto3" json:"format,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes is the size of the file written.
+	Bytes  int64  `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Format string `protobuf:"bytes,2,opt,name=format,proto3" json:"format,omitempty"`
+	// Tensors counts the tensors whose dtype changed.
+	ConvertedTensors int64 `protobuf:"varint,3,opt,name=converted_tensors,json=convertedTensors,proto3" json:"converted_tensors,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ConvertResponse) Reset() {
@@ -998,6 +1016,13 @@ func (x *ConvertResponse) GetFormat() string {
 		return x.Format
 	}
 	return ""
+}
+
+func (x *ConvertResponse) GetConvertedTensors() int64 {
+	if x != nil {
+		return x.ConvertedTensors
+	}
+	return 0
 }
 
 var File_kilnplugin_v1_plugin_proto protoreflect.FileDescriptor
@@ -1069,13 +1094,15 @@ const file_kilnplugin_v1_plugin_proto_rawDesc = "" +
 	" \x01(\x03R\fnominalBytes\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"F\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\\\n" +
 	"\x0eConvertRequest\x12\x19\n" +
 	"\bsrc_path\x18\x01 \x01(\tR\asrcPath\x12\x19\n" +
-	"\bdst_path\x18\x02 \x01(\tR\adstPath\"?\n" +
+	"\bdst_path\x18\x02 \x01(\tR\adstPath\x12\x14\n" +
+	"\x05dtype\x18\x03 \x01(\tR\x05dtype\"l\n" +
 	"\x0fConvertResponse\x12\x14\n" +
 	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x16\n" +
-	"\x06format\x18\x02 \x01(\tR\x06format2\xd6\x02\n" +
+	"\x06format\x18\x02 \x01(\tR\x06format\x12+\n" +
+	"\x11converted_tensors\x18\x03 \x01(\x03R\x10convertedTensors2\xd6\x02\n" +
 	"\x0eStorageBackend\x12?\n" +
 	"\x04List\x12\x1a.kilnplugin.v1.ListRequest\x1a\x1b.kilnplugin.v1.ListResponse\x12?\n" +
 	"\x04Stat\x12\x1a.kilnplugin.v1.StatRequest\x1a\x1b.kilnplugin.v1.StatResponse\x12:\n" +

@@ -345,7 +345,9 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type ModelLoaderClient interface {
 	Inspect(ctx context.Context, in *InspectRequest, opts ...grpc.CallOption) (*InspectResponse, error)
-	// Convert is optional: rewrite src into a loading-friendly layout at dst.
+	// Convert is optional: rewrite src into dst with its weights in another
+	// dtype (a loader without it answers UNIMPLEMENTED, as does one asked for
+	// a conversion it does not make).
 	Convert(ctx context.Context, in *ConvertRequest, opts ...grpc.CallOption) (*ConvertResponse, error)
 }
 
@@ -380,7 +382,9 @@ func (c *modelLoaderClient) Convert(ctx context.Context, in *ConvertRequest, opt
 // for forward compatibility
 type ModelLoaderServer interface {
 	Inspect(context.Context, *InspectRequest) (*InspectResponse, error)
-	// Convert is optional: rewrite src into a loading-friendly layout at dst.
+	// Convert is optional: rewrite src into dst with its weights in another
+	// dtype (a loader without it answers UNIMPLEMENTED, as does one asked for
+	// a conversion it does not make).
 	Convert(context.Context, *ConvertRequest) (*ConvertResponse, error)
 	mustEmbedUnimplementedModelLoaderServer()
 }
