@@ -136,6 +136,27 @@ def _to_cuda_registered(buf, views, device):
         cudart.cudaHostUnregister(base.data_ptr())
 
 
+def _e4m3_table():
+    """The 256 float8 e4m3fn values by bit pattern (bias 7, no infinities,
+    0x7f/0xff NaN). torch before 2.1 has no float8 dtype, so fp8 weights are
+    kept as their bytes and widened through this table."""
+    vals = []
+    for b in range(256):
+        e, m = (b >> 3) & 0xF, b & 7
+        if e == 15 and m == 7:
+            v = float("nan")
+        elif e == 0:
+            v = m * 2.0 ** -9
+        else:
+            v = (1 + m / 8) * 2.0 ** (e - 7)
+        vals.append(-v if b & 0x80 else v)
+    return torch.tensor(vals, dtype=torch.float32)
+
+
+E4M3 = _e4m3_table()
+FP8_DTYPES = ("F8_E4M3",)
+
+
 def _numel(shape):
     n = 1
     for s in shape:
@@ -146,19 +167,44 @@ def _numel(shape):
 class Model:
     """One loaded model: its mapping, tensors and measured bytes."""
 
-    def __init__(self, model_id, family, mf, tensors, nbytes, checksum):
+    def __init__(self, model_id, family, mf, tensors, nbytes, checksum, header=None):
         self.id, self.family, self.mf, self.tensors = model_id, family, mf, tensors
         self.nbytes, self.checksum = nbytes, checksum
         self.work = {}  # width → (W, W_in, W_out): stand-in weights derived from the model
         self.lock = threading.Lock()
+        # fp8 weights (kiln's conversion to fit, ComfyUI's scaled fp8
+        # checkpoints): name → shape; their bytes stay 1 per element on the
+        # device and are widened with their scale where they are used.
+        self.fp8 = {t.name: list(t.shape) for t in (header.tensors if header else ())
+                    if t.dtype in FP8_DTYPES and t.nbytes > 0}
+
+    def weight(self, name):
+        """Tensor name as float32 values: an fp8 weight is widened and
+        multiplied by its per-tensor scale (``<prefix>.scale_weight``, or
+        ``<name>.scale``); any other floating tensor is cast."""
+        t = self.tensors[name]
+        if name not in self.fp8:
+            return t.to(torch.float32)
+        v = E4M3.to(t.device)[t.reshape(-1).to(torch.long)].view(self.fp8[name])
+        base = name[:-len(".weight")] if name.endswith(".weight") else name
+        scale = self.tensors.get(base + ".scale_weight", self.tensors.get(name + ".scale"))
+        if scale is not None:
+            v = v * scale.to(torch.float32)
+        return v
+
+    def float_names(self):
+        """The names of the weights that hold values: floating tensors and fp8 ones."""
+        return [k for k, t in self.tensors.items() if t.is_floating_point() or k in self.fp8]
 
     def stand_in_weights(self, width, device):
         """Return (W [width×width], W_in [4×width], W_out [width×4]) built from
         the model's largest floating tensor (tiled when it is smaller)."""
         with self.lock:
             if width not in self.work:
-                src = max((t for t in self.tensors.values() if t.is_floating_point()),
-                          key=lambda t: t.numel(), default=None)
+                name = max(self.float_names(), key=lambda k: self.tensors[k].numel(), default=None)
+                # Only an fp8 weight is widened whole (it has no float view);
+                # any other is sliced before its cast.
+                src = None if name is None else self.weight(name) if name in self.fp8 else self.tensors[name]
                 need = width * width + 8 * width
                 flat = (src.reshape(-1)[:need].to(device=device, dtype=torch.float32) if src is not None
                         else torch.empty(0, device=device))
@@ -255,7 +301,7 @@ class TorchWorker(Handler):
             if self.device.type != "cuda":
                 tensors = tensors_from_mapping(mf.buf, header, self.device, self.h2d)
                 nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
-                return Model(req["model"], family, mf, tensors, nbytes, checksum)
+                return Model(req["model"], family, mf, tensors, nbytes, checksum, header)
             # One GPU load at a time: the allocator's growth is then this
             # model's alone (two loads measured over overlapping windows each
             # count the other's tensors, and the ledger would hold both
@@ -275,7 +321,7 @@ class TorchWorker(Handler):
                     raise
                 torch.cuda.synchronize()
                 nbytes = torch.cuda.memory_allocated() - before
-            return Model(req["model"], family, mf, tensors, nbytes, checksum)
+            return Model(req["model"], family, mf, tensors, nbytes, checksum, header)
         except BaseException:
             mf.close()
             raise
