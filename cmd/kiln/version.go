@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+
+	"github.com/kiln-gpu/kiln/kernel/metrics"
 )
 
 // version is set by the Makefile through -ldflags (git describe); without
@@ -13,6 +15,10 @@ import (
 // and go install record (the module version, the VCS revision and whether
 // the tree was modified).
 var version = "dev"
+
+// The daemon reports the same version as kiln version does: in
+// kiln_build_info and on the dashboard.
+func init() { metrics.Version = readVersion().Version }
 
 // buildVersion is what kiln version prints.
 type buildVersion struct {

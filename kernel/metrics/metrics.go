@@ -18,6 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// Version is kiln's version, for kiln_build_info and the dashboard's
+// header. cmd/kiln sets it from its build (the Makefile's -ldflags, else the
+// module's build information) before it assembles a node.
+var Version = "dev"
+
 // Sources read state at scrape time. Nil fields are skipped.
 type Sources struct {
 	// QueueDepth returns queued jobs per class.
