@@ -43,6 +43,8 @@ var commands = []command{
 		args: "canary|ab|switchback --kind K --policy NAME [--guard 'p95<=30s']... | list | show ID | abort ID"},
 	{name: "tune", summary: "search a policy's parameters on recorded traffic", run: cmdTune, subs: []string{"status"},
 		args: "--kind K --policy NAME [--budget N] [--objective O] [--no-canary] | status"},
+	{name: "nats", summary: "run a NATS JetStream server for a kiln cluster", run: cmdNATS,
+		args: "--port P --cluster-port Q --routes nats://H:Q2,nats://H:Q3 --store-dir DIR"},
 	{name: "sim", summary: "the trace-driven simulator", run: cmdSim, subs: []string{"gen", "bench"},
 		args: "--trace F --models F [--report json|md] | gen --kind zipf|bursty|diurnal --out DIR | bench"},
 	{name: "config", summary: "print the effective config, or validate a file", run: cmdConfig, subs: []string{"print", "validate"},

@@ -59,6 +59,11 @@ type Deps struct {
 	// Tune serves GET /v1/tune, the background tuner's status
 	// (kernel/tune): read-only, no token, like /v1/experiments.
 	Tune http.Handler
+	// NodeID is this node's name: the "node" of its jobs (cluster.node_id,
+	// else the hostname). Cluster, when the node is one of a cluster,
+	// takes the submits and answers for every node's jobs (cluster.go).
+	NodeID  string
+	Cluster Cluster
 }
 
 // Server is kiln's HTTP API.
@@ -234,6 +239,7 @@ type jobResponse struct {
 	StartedAt  *time.Time         `json:"started_at"`
 	FinishedAt *time.Time         `json:"finished_at"`
 	Worker     string             `json:"worker,omitempty"`
+	Node       string             `json:"node"`
 	Outputs    []job.Output       `json:"outputs"`
 	Error      *string            `json:"error"`
 	Progress   *dispatch.Progress `json:"progress,omitempty"`
@@ -251,7 +257,7 @@ func (s *Server) view(j *job.Job, withWorkflow bool) jobResponse {
 	r := jobResponse{
 		ID: j.ID, State: j.State, Class: j.Class, Attempts: j.Attempts, Models: j.Models, DeadlineMS: j.DeadlineMS,
 		CreatedAt: timePtr(j.CreatedAt), StartedAt: timePtr(j.StartedAt), FinishedAt: timePtr(j.FinishedAt),
-		Worker: j.Worker, Outputs: j.Outputs,
+		Worker: j.Worker, Node: s.deps.NodeID, Outputs: j.Outputs,
 	}
 	if r.Outputs == nil {
 		r.Outputs = []job.Output{}
@@ -302,8 +308,14 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		Class: req.Class, Workflow: req.Workflow, Models: req.Models, DeadlineMS: req.DeadlineMS,
 		Tenant: req.Tenant, ClientID: req.ClientID,
 	}
-	if err := s.deps.Store.Submit(r.Context(), j); err != nil {
+	key := r.Header.Get("Idempotency-Key")
+	if key != "" {
+		j.ID = idempotencyID(key)
+	}
+	stored, existed, err := s.submit(r.Context(), j, key != "")
+	if err != nil {
 		switch {
+		case s.clusterSubmitError(w, err):
 		case errors.Is(err, job.ErrQueueFull):
 			s.reject(w, &Error{Status: http.StatusTooManyRequests, Type: "queue_full", Message: err.Error()})
 		case errors.Is(err, job.ErrBadClass):
@@ -316,11 +328,16 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if s.deps.Metrics != nil {
-		s.deps.Metrics.JobSubmitted(string(j.Class))
+	w.Header().Set("Location", "/v1/jobs/"+stored.ID)
+	if existed {
+		// A retry with the same Idempotency-Key: the job it made.
+		httpjson.Write(w, http.StatusOK, map[string]any{"id": stored.ID, "state": stored.State, "existed": true})
+		return
 	}
-	w.Header().Set("Location", "/v1/jobs/"+j.ID)
-	httpjson.Write(w, http.StatusAccepted, map[string]any{"id": j.ID, "state": j.State})
+	if s.deps.Metrics != nil {
+		s.deps.Metrics.JobSubmitted(string(stored.Class))
+	}
+	httpjson.Write(w, http.StatusAccepted, map[string]any{"id": stored.ID, "state": stored.State})
 }
 
 // checkNodeClasses refuses graphs with node classes that no worker can
@@ -412,28 +429,43 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	jobs, err := s.deps.Store.List(state, limit)
+	jobs, nodes, err := s.list(state, limit)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
 		return
 	}
 	out := make([]jobResponse, 0, len(jobs))
-	for _, j := range jobs {
-		out = append(out, s.view(j, false))
+	for i, j := range jobs {
+		v := s.view(j, false)
+		v.Node = nodes[i]
+		out = append(out, v)
 	}
-	httpjson.Write(w, http.StatusOK, map[string]any{"jobs": out, "counts": s.deps.Store.Counts()})
+	httpjson.Write(w, http.StatusOK, map[string]any{"jobs": out, "counts": s.counts()})
 }
 
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
-	j, err := s.deps.Store.Get(r.PathValue("id"))
+	j, node, err := s.lookup(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.storeError(w, err)
 		return
 	}
-	httpjson.Write(w, http.StatusOK, s.view(j, r.URL.Query().Get("workflow") == "1"))
+	v := s.view(j, r.URL.Query().Get("workflow") == "1")
+	v.Node = node
+	httpjson.Write(w, http.StatusOK, v)
 }
 
 func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
+	if c := s.deps.Cluster; c != nil {
+		j, node, err := c.Cancel(r.Context(), r.PathValue("id"))
+		if err != nil {
+			s.storeError(w, err)
+			return
+		}
+		v := s.view(j, false)
+		v.Node = node
+		httpjson.Write(w, http.StatusOK, v)
+		return
+	}
 	j, err := s.deps.Dispatcher.Cancel(r.PathValue("id"))
 	if err != nil {
 		s.storeError(w, err)
@@ -513,6 +545,14 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	ready := s.deps.Pool.Ready()
+	if c := s.deps.Cluster; c != nil {
+		if err := c.Ready(); err != nil {
+			// A node cut off from the cluster takes no work (it pulls
+			// none), so a load balancer should send clients elsewhere.
+			httpjson.Write(w, http.StatusServiceUnavailable, map[string]any{"status": "not_ready", "workers_ready": ready, "cluster": err.Error()})
+			return
+		}
+	}
 	if ready == 0 {
 		httpjson.Write(w, http.StatusServiceUnavailable, map[string]any{"status": "not_ready", "workers_ready": 0})
 		return

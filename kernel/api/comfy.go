@@ -214,10 +214,7 @@ func (c *comfy) writePromptError(w http.ResponseWriter, e *PromptError) {
 }
 
 func (c *comfy) queueRemaining() int {
-	if c.s.deps.Store == nil {
-		return 0
-	}
-	n := c.s.deps.Store.Counts()
+	n := c.s.counts()
 	return n[job.Queued] + n[job.Running]
 }
 
@@ -270,8 +267,12 @@ func (c *comfy) postPrompt(w http.ResponseWriter, r *http.Request) {
 		class, j.Front = job.Interactive, true
 	}
 	j.Class = class
-	if err := c.s.deps.Store.Submit(r.Context(), j); err != nil {
+	// In a cluster, a client's prompt_id makes a retried prompt (to any
+	// node) idempotent: it answers with the prompt already queued.
+	stored, existed, err := c.s.submit(r.Context(), j, c.s.deps.Cluster != nil)
+	if err != nil {
 		switch {
+		case c.s.clusterSubmitError(w, err):
 		case errors.Is(err, job.ErrQueueFull):
 			c.writePromptError(w, promptErr(http.StatusTooManyRequests, "queue_full", "the queue is full; retry later", err.Error()))
 		case errors.Is(err, job.ErrDuplicate):
@@ -285,7 +286,8 @@ func (c *comfy) postPrompt(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if c.s.deps.Metrics != nil {
+	j = stored
+	if c.s.deps.Metrics != nil && !existed {
 		c.s.deps.Metrics.JobSubmitted(string(j.Class))
 	}
 	c.hub.rememberExtra(j.ID, req.ExtraData)
@@ -329,12 +331,12 @@ func outputIDs(wf json.RawMessage) []string {
 }
 
 func (c *comfy) getQueue(w http.ResponseWriter, _ *http.Request) {
-	running, err := c.s.deps.Store.List(job.Running, 10000)
+	running, _, err := c.s.list(job.Running, 10000)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
 		return
 	}
-	queued, err := c.s.deps.Store.List(job.Queued, 10000)
+	queued, _, err := c.s.list(job.Queued, 10000)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
 		return
@@ -429,7 +431,7 @@ func (c *comfy) postHistory(w http.ResponseWriter, r *http.Request) {
 func (c *comfy) terminalJobs(max int) []*job.Job {
 	var out []*job.Job
 	for _, st := range []job.State{job.Done, job.Failed, job.Cancelled} {
-		jobs, err := c.s.deps.Store.List(st, 100000)
+		jobs, _, err := c.s.list(st, 100000)
 		if err != nil {
 			continue
 		}
@@ -552,7 +554,7 @@ func (c *comfy) getHistoryID(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{}
 	if e := c.hub.cachedHistoryEntry(id); e != nil {
 		out[id] = e
-	} else if j, err := c.s.deps.Store.Get(id); err == nil && j.State != job.Queued && j.State != job.Running {
+	} else if j, _, err := c.s.lookup(r.Context(), id); err == nil && j.State != job.Queued && j.State != job.Running {
 		out[id] = c.hub.historyEntry(j)
 	}
 	httpjson.Write(w, http.StatusOK, out)

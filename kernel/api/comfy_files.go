@@ -77,6 +77,12 @@ func (c *comfy) view(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f, err := os.Open(p)
+	if err != nil && c.s.deps.Cluster != nil && q.Get("type") != "input" {
+		// Written by another node of the cluster: its copy in the
+		// cluster's object store.
+		c.viewFromCluster(w, r, q.Get("type"), q.Get("subfolder"), name)
+		return
+	}
 	if err != nil {
 		writeError(w, http.StatusNotFound, "not_found", "no such file")
 		return

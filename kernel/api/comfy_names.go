@@ -39,6 +39,13 @@ func (h *hub) nameOutputs(jobID string, outs []job.Output) []job.Output {
 	if base == "" || len(outs) == 0 {
 		return outs
 	}
+	if h.c.s.deps.Cluster != nil {
+		// In a cluster every node would count ComfyUI_00001_.png from its
+		// own folder, so names would collide across nodes (and in the
+		// cluster's object store); a job's own folder is unique
+		// cluster-wide, and clients fetch what /history names.
+		return outs
+	}
 	named := make([]job.Output, 0, len(outs))
 	next := map[string]int{} // folder + name → next counter
 	for _, o := range outs {

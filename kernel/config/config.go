@@ -2,6 +2,7 @@ package config
 
 import (
 	"github.com/kiln-gpu/kiln/kernel/api"
+	"github.com/kiln-gpu/kiln/kernel/cluster/clusterconfig"
 	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
@@ -52,4 +53,7 @@ type Config struct {
 	Tune autotune.Config `koanf:"tune"`
 	// Sim is read by `kiln sim` only.
 	Sim SimConfig `koanf:"sim"`
+	// Cluster joins the node to a kiln cluster on NATS JetStream
+	// (kernel/cluster); empty cluster.nats, the default, is a single node.
+	Cluster clusterconfig.Config `koanf:"cluster"`
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/api"
 	"github.com/kiln-gpu/kiln/kernel/catalog"
 	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/cluster"
 	"github.com/kiln-gpu/kiln/kernel/config"
 	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/device"
@@ -81,6 +82,9 @@ type Node struct {
 	// the active policies' parameters in the simulator and canaries what
 	// wins on a hold-out. Nil without an arrival recorder.
 	Tuner *tune.Auto
+	// Cluster is this node's membership of a kiln cluster (cluster.go);
+	// nil on a single node.
+	Cluster *cluster.Cluster
 
 	addrMu sync.Mutex
 	addr   net.Addr
@@ -235,6 +239,9 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 				}
 				n.Experiments.JobFinished(j)
 				n.observeWatch(j)
+				if n.Cluster != nil {
+					n.Cluster.JobFinished(j)
+				}
 			},
 			ModelLoaded:  func(_ string, d time.Duration) { n.Metrics.ModelLoaded(d.Seconds()) },
 			ModelEvicted: func(string) { n.Metrics.ModelEvicted() },
@@ -250,6 +257,9 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		return nil, err
 	}
 	n.Dispatcher.SetPool(n.Pool)
+	if err := n.openCluster(cfg, outDir); err != nil {
+		return nil, err
+	}
 	n.openShadow(cfg.Experiments.Shadow)
 	if err := n.openTune(); err != nil {
 		return nil, err
@@ -260,7 +270,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		OutputDir: outDir, Comfy: cfg.ComfyUI, Tiers: n.Tiers,
 		Policies: n.Policies.Handler(adminToken), AdminToken: adminToken,
 		Shadow: n.shadowHandler(), Trace: n.traceHandler(), Experiments: n.experimentsHandler(),
-		Tune: n.tuneHandler(),
+		Tune: n.tuneHandler(), NodeID: nodeID(cfg), Cluster: n.clusterAPI(),
 	})
 	return n, nil
 }
@@ -282,6 +292,7 @@ func (n *Node) Run(ctx context.Context) error {
 	shadowDone := n.runShadow(ctx)
 	experimentsDone := n.runExperiments(ctx)
 	tuneDone := n.runTune(ctx)
+	clusterDone := n.runCluster(ctx)
 	err := n.API.ListenAndServe(ctx, n.cfg.Listen, func(a net.Addr) {
 		n.addrMu.Lock()
 		n.addr = a
@@ -297,6 +308,7 @@ func (n *Node) Run(ctx context.Context) error {
 	shadowDone()
 	experimentsDone()
 	tuneDone()
+	clusterDone()
 	n.Pool.Stop()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
@@ -406,6 +418,10 @@ func (n *Node) vramStats() tier.Stats {
 }
 
 func (n *Node) close() {
+	if n.Cluster != nil {
+		n.Cluster.Close()
+		n.Cluster = nil
+	}
 	if n.Shadow != nil {
 		if err := n.Shadow.Close(); err != nil {
 			n.log.Warn().Err(err).Msg("close eviction shadow")

@@ -1,0 +1,688 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/kiln-gpu/kiln/kernel/cluster/clusterconfig"
+	"github.com/kiln-gpu/kiln/kernel/job"
+)
+
+// Names of the JetStream assets the cluster uses. Every node creates them
+// if absent, with the same config, so the first node up sets them up.
+const (
+	workStream    = "KILN_WORK"
+	workSubject   = "kiln.work."
+	jobsBucket    = "KILN_jobs"
+	nodesBucket   = "KILN_nodes"
+	outputsBucket = "KILN_outputs"
+	cancelSubject = "kiln.cancel."
+	// dedupWindow is how long JetStream remembers a job id it queued: a
+	// submit retried within it queues nothing twice (the registry's
+	// compare-and-set covers the rest).
+	dedupWindow = 2 * time.Minute
+	// nodeTTL is how long a node's heartbeat in KILN_nodes lives.
+	nodeTTL = 6 * time.Second
+	// nodeBeat is how often a node writes its heartbeat.
+	nodeBeat = time.Second
+	// opTimeout bounds one JetStream call.
+	opTimeout = 5 * time.Second
+	// maxRecordBytes keeps a record under the server's max payload (kiln
+	// nats: 8 MiB; NATS's default is 1 MiB, which a production cluster
+	// serving kiln should raise).
+	maxRecordBytes = 8<<20 - 4096
+)
+
+// Errors the API maps to answers.
+var (
+	// ErrTooLarge: the job's record is beyond what the cluster stores.
+	ErrTooLarge = errors.New("the job is too large for the cluster's job registry")
+	// ErrUnavailable: NATS or JetStream did not answer.
+	ErrUnavailable = errors.New("the cluster is unavailable")
+)
+
+// Record is a job as the cluster's registry keeps it: the job, and the node
+// that runs or ran it (empty while it waits in the cluster's queue).
+type Record struct {
+	job.Job
+	Node string `json:"node,omitempty"`
+}
+
+// Local is the node's own kernel as the cluster drives it: its durable
+// queue (the node's execution queue), the dispatcher's cancel, and how many
+// workers are ready.
+type Local struct {
+	Store *job.Store
+	// Cancel cancels a local job and stops its worker (the dispatcher's
+	// Cancel).
+	Cancel func(id string) (*job.Job, error)
+	// ReadyWorkers is the number of workers that can take a job now.
+	ReadyWorkers func() int
+	// OutputDir is where the workers write outputs.
+	OutputDir string
+	// Addr is the node's API address, published in its heartbeat.
+	Addr func() string
+}
+
+// Cluster is this node's membership of a kiln cluster.
+type Cluster struct {
+	cfg   clusterconfig.Config
+	local Local
+	log   zerolog.Logger
+
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	jobs    jetstream.KeyValue
+	nodes   jetstream.KeyValue
+	outputs jetstream.ObjectStore
+	work    [2]jetstream.Consumer // interactive, batch
+
+	mu       sync.Mutex
+	held     map[string]*held // jobs this node claimed and has not finished
+	fetching int              // fetches in flight (each may bring one job)
+	room     chan struct{}    // signalled when a held job ends
+	finished []*job.Job       // local jobs that ended, for the recorder
+	wake     chan struct{}    // signalled when finished grows
+	lastBeat time.Time        // last heartbeat JetStream took
+	cutSince time.Time        // when the connection was lost; zero while up
+
+	viewMu sync.RWMutex
+	view   map[string]*Record // the registry, without workflows, kept by a watch
+}
+
+// held is a job this node claimed: the message to keep alive and ack, and
+// the registry revision its claim wrote.
+type held struct {
+	msg       jetstream.Msg
+	rev       uint64
+	rec       Record
+	abandoned bool // the node lost NATS for longer than AckWait: drop its result
+}
+
+// Open connects to NATS, creates the cluster's streams, buckets and
+// consumers if absent, and cancels the local jobs a previous life of this
+// node left unfinished (JetStream redelivers them: the cluster, not the
+// local queue, is their source of truth). It fails when NATS cannot be
+// reached within ctx.
+func Open(ctx context.Context, cfg clusterconfig.Config, local Local, log zerolog.Logger) (*Cluster, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Cluster{cfg: cfg, local: local, log: log, held: map[string]*held{},
+		room: make(chan struct{}, 1), wake: make(chan struct{}, 1), view: map[string]*Record{}}
+	opts := []nats.Option{
+		nats.Name("kiln " + cfg.NodeID),
+		// Close is not a lost connection: no warning at shutdown.
+		nats.NoCallbacksAfterClientClose(),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			c.mu.Lock()
+			if c.cutSince.IsZero() {
+				c.cutSince = time.Now()
+			}
+			c.mu.Unlock()
+			log.Warn().Err(err).Msg("lost the connection to NATS; not taking work until it is back")
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			c.mu.Lock()
+			c.cutSince = time.Time{}
+			c.mu.Unlock()
+			log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("reconnected to NATS")
+		}),
+	}
+	auth, err := authOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, auth...)
+	nc, err := nats.Connect(strings.Join(cfg.Servers(), ","), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: connect %v: %w", cfg.Servers(), err)
+	}
+	c.nc = nc
+	if err := c.setup(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if err := c.forgetLocal(); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if _, err := nc.Subscribe(cancelSubject+cfg.NodeID, c.onCancel); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cluster: subscribe to cancels: %w", err)
+	}
+	return c, nil
+}
+
+// authOptions passes the section's credentials and TLS files to nats.go.
+func authOptions(cfg clusterconfig.Config) ([]nats.Option, error) {
+	var o []nats.Option
+	if cfg.CredsFile != "" {
+		o = append(o, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.NKeyFile != "" {
+		opt, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cluster.nkey_file: %w", err)
+		}
+		o = append(o, opt)
+	}
+	if cfg.User != "" {
+		o = append(o, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.Token != "" {
+		o = append(o, nats.Token(cfg.Token))
+	}
+	if cfg.TLSCert != "" {
+		o = append(o, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
+	}
+	if cfg.TLSCA != "" {
+		o = append(o, nats.RootCAs(cfg.TLSCA))
+	}
+	return o, nil
+}
+
+// setup creates or updates the cluster's assets. JetStream may still be
+// electing its leaders when a cluster starts, so each step is retried until
+// ctx ends.
+func (c *Cluster) setup(ctx context.Context) error {
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		return fmt.Errorf("cluster: jetstream: %w", err)
+	}
+	c.js = js
+	r := c.cfg.Replicas
+	steps := []struct {
+		what string
+		do   func(context.Context) error
+	}{
+		{"stream " + workStream, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+				Name: workStream, Subjects: []string{workSubject + ">"}, Retention: jetstream.WorkQueuePolicy,
+				Storage: jetstream.FileStorage, Replicas: r, Duplicates: dedupWindow,
+			})
+			return err
+		}},
+		{"bucket " + jobsBucket, func(ctx context.Context) error {
+			kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket: jobsBucket, Replicas: r, History: 1, TTL: c.cfg.JobTTL, Storage: jetstream.FileStorage,
+				MaxValueSize: maxRecordBytes + 4096,
+			})
+			c.jobs = kv
+			return err
+		}},
+		{"bucket " + nodesBucket, func(ctx context.Context) error {
+			kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket: nodesBucket, Replicas: r, History: 1, TTL: nodeTTL, Storage: jetstream.MemoryStorage,
+			})
+			c.nodes = kv
+			return err
+		}},
+		{"object store " + outputsBucket, func(ctx context.Context) error {
+			os, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+				Bucket: outputsBucket, Replicas: r, TTL: c.cfg.JobTTL, Storage: jetstream.FileStorage,
+			})
+			c.outputs = os
+			return err
+		}},
+	}
+	for i, class := range []job.Class{job.Interactive, job.Batch} {
+		steps = append(steps, struct {
+			what string
+			do   func(context.Context) error
+		}{"consumer " + string(class), func(ctx context.Context) error {
+			cons, err := js.CreateOrUpdateConsumer(ctx, workStream, jetstream.ConsumerConfig{
+				Durable: "kiln-" + string(class), FilterSubject: workSubject + string(class),
+				AckPolicy: jetstream.AckExplicitPolicy, AckWait: c.cfg.AckWait,
+				// Unlimited: the registry's attempt count bounds a job's
+				// starts (cluster.max_attempts), and a redelivery that
+				// finds the job finished acks it without running it.
+				MaxDeliver: -1, MaxAckPending: -1,
+			})
+			c.work[i] = cons
+			return err
+		}})
+	}
+	for _, s := range steps {
+		if err := retry(ctx, s.do); err != nil {
+			return fmt.Errorf("cluster: create %s: %w", s.what, err)
+		}
+	}
+	return nil
+}
+
+// retry runs do until it succeeds or ctx ends, each try under opTimeout.
+func retry(ctx context.Context, do func(context.Context) error) error {
+	for {
+		tctx, cancel := context.WithTimeout(ctx, opTimeout)
+		err := do(tctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// forgetLocal cancels the local jobs a previous life of this node left
+// queued or running: their messages were never acked, so JetStream gives
+// them out again, to this node or another, and running them from the local
+// queue too would run them twice.
+func (c *Cluster) forgetLocal() error {
+	n := 0
+	for _, st := range []job.State{job.Queued, job.Running} {
+		jobs, err := c.local.Store.List(st, 1<<30)
+		if err != nil {
+			return fmt.Errorf("cluster: list local %s jobs: %w", st, err)
+		}
+		for _, j := range jobs {
+			if _, err := c.local.Store.Cancel(j.ID); err == nil {
+				n++
+			}
+		}
+	}
+	if n > 0 {
+		c.log.Info().Int("jobs", n).Msg("dropped this node's unfinished jobs from its last run; the cluster redelivers them")
+	}
+	return nil
+}
+
+// NodeID is this node's name in the cluster.
+func (c *Cluster) NodeID() string { return c.cfg.NodeID }
+
+// Close disconnects from NATS. Jobs still held are not acked: JetStream
+// gives them to another node after AckWait.
+func (c *Cluster) Close() {
+	if c.nc != nil {
+		c.nc.Close()
+	}
+}
+
+// Ready says why the node cannot take work, or nil: it must be connected
+// to NATS and its last heartbeat must have reached JetStream.
+func (c *Cluster) Ready() error {
+	if !c.nc.IsConnected() {
+		return fmt.Errorf("not connected to NATS: %w", ErrUnavailable)
+	}
+	c.mu.Lock()
+	last := c.lastBeat
+	c.mu.Unlock()
+	if time.Since(last) > 3*nodeBeat {
+		return fmt.Errorf("no heartbeat reached JetStream for %s: %w", time.Since(last).Round(time.Millisecond), ErrUnavailable)
+	}
+	return nil
+}
+
+// key is a job id as a KV key: ids of letters, digits, '-' and '_' as they
+// are, others (with '.' or ':', which KV keys cannot hold as they are) in
+// hex behind "x=", which no job id can start with.
+func key(id string) string {
+	if plainID.MatchString(id) {
+		return id
+	}
+	return "x=" + hex.EncodeToString([]byte(id))
+}
+
+// idFromKey undoes key.
+func idFromKey(k string) string {
+	if h, ok := strings.CutPrefix(k, "x="); ok {
+		if b, err := hex.DecodeString(h); err == nil {
+			return string(b)
+		}
+	}
+	return k
+}
+
+var (
+	plainID = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	validID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+)
+
+// newID is a job id as job.Store makes them: 6 bytes of Unix milliseconds,
+// 10 random bytes, in hex.
+func newID(now time.Time) string {
+	var b [16]byte
+	ms := uint64(now.UnixMilli())
+	for i := range 6 {
+		b[i] = byte(ms >> (8 * (5 - i)))
+	}
+	_, _ = rand.Read(b[6:])
+	return hex.EncodeToString(b[:])
+}
+
+// Submit makes j durable in the cluster: its record in the registry and its
+// id in the work queue, both replicated, before it returns. A job whose id
+// exists already is not submitted again: Submit returns the stored record
+// and existed=true (an idempotent retry), and queues the id again if the
+// job still waits (JetStream's dedup window, then the claim, keep that from
+// running it twice). Errors wrap job.ErrBadID, job.ErrBadClass, ErrTooLarge
+// or ErrUnavailable.
+func (c *Cluster) Submit(ctx context.Context, j *job.Job) (*Record, bool, error) {
+	if j.Class != job.Interactive && j.Class != job.Batch {
+		return nil, false, fmt.Errorf("cluster: submit: class %q: %w", j.Class, job.ErrBadClass)
+	}
+	now := time.Now().UTC()
+	rec := Record{Job: *j}
+	if rec.ID == "" {
+		rec.ID = newID(now)
+	} else if !validID.MatchString(rec.ID) {
+		return nil, false, fmt.Errorf("cluster: submit: id %q: %w", rec.ID, job.ErrBadID)
+	}
+	rec.State, rec.CreatedAt, rec.Attempts = job.Queued, now, 0
+	rec.StartedAt, rec.FinishedAt, rec.Worker, rec.Outputs, rec.Error, rec.Seq = time.Time{}, time.Time{}, "", nil, "", 0
+	data, err := json.Marshal(&rec)
+	if err != nil {
+		return nil, false, fmt.Errorf("cluster: submit: encode: %w", err)
+	}
+	if len(data) > maxRecordBytes {
+		return nil, false, fmt.Errorf("cluster: submit: record of %d bytes (at most %d): %w", len(data), maxRecordBytes, ErrTooLarge)
+	}
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	rev, err := c.jobs.Create(ctx, key(rec.ID), data)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		old, _, gerr := c.get(ctx, rec.ID)
+		if gerr != nil {
+			return nil, false, gerr
+		}
+		if old.State == job.Queued {
+			if err := c.publish(ctx, &old.Job); err != nil {
+				return nil, false, err
+			}
+		}
+		return old, true, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("cluster: submit %s: %v: %w", rec.ID, err, ErrUnavailable)
+	}
+	rec.Seq = rev
+	if err := c.publish(ctx, &rec.Job); err != nil {
+		// Best effort: without its message the record would wait forever
+		// (a retry of the same id queues it again in any case).
+		dctx, dcancel := context.WithTimeout(context.Background(), opTimeout)
+		_ = c.jobs.Delete(dctx, key(rec.ID), jetstream.LastRevision(rev))
+		dcancel()
+		return nil, false, err
+	}
+	c.remember(&rec)
+	return &rec, false, nil
+}
+
+func (c *Cluster) publish(ctx context.Context, j *job.Job) error {
+	if _, err := c.js.Publish(ctx, workSubject+string(j.Class), []byte(j.ID), jetstream.WithMsgID(j.ID)); err != nil {
+		return fmt.Errorf("cluster: queue %s: %v: %w", j.ID, err, ErrUnavailable)
+	}
+	return nil
+}
+
+// get reads a job's record and its revision. Not found wraps
+// job.ErrNotFound.
+func (c *Cluster) get(ctx context.Context, id string) (*Record, uint64, error) {
+	if !validID.MatchString(id) {
+		return nil, 0, fmt.Errorf("cluster: job %q: %w", id, job.ErrNotFound)
+	}
+	e, err := c.jobs.Get(ctx, key(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, 0, fmt.Errorf("cluster: job %s: %w", id, job.ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("cluster: job %s: %v: %w", id, err, ErrUnavailable)
+	}
+	var rec Record
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return nil, 0, fmt.Errorf("cluster: job %s: decode: %w", id, err)
+	}
+	if rec.Seq == 0 {
+		rec.Seq = e.Revision()
+	}
+	return &rec, e.Revision(), nil
+}
+
+// Get returns a job's record from the registry (read from JetStream, not
+// from this node's view, so that a submit on one node is visible on every
+// other at once).
+func (c *Cluster) Get(ctx context.Context, id string) (*Record, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	rec, _, err := c.get(ctx, id)
+	return rec, err
+}
+
+// List returns up to limit records in state (all states when empty), newest
+// first, and the counts per state, from this node's view of the registry
+// (a watch: it trails JetStream by milliseconds).
+func (c *Cluster) List(state job.State, limit int) ([]*Record, map[job.State]int) {
+	c.viewMu.RLock()
+	counts := map[job.State]int{}
+	var out []*Record
+	for _, r := range c.view {
+		counts[r.State]++
+		if state == "" || r.State == state {
+			out = append(out, r)
+		}
+	}
+	c.viewMu.RUnlock()
+	sort.Slice(out, func(a, b int) bool {
+		if !out[a].CreatedAt.Equal(out[b].CreatedAt) {
+			return out[a].CreatedAt.After(out[b].CreatedAt)
+		}
+		return out[a].Seq > out[b].Seq
+	})
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, counts
+}
+
+// remember puts a record (without its workflow) into the view at once, so
+// that a list on the submitting node shows its own submit.
+func (c *Cluster) remember(r *Record) {
+	s := *r
+	s.Workflow = nil
+	c.viewMu.Lock()
+	if old, ok := c.view[s.ID]; !ok || old.Seq <= s.Seq || old.State == job.Queued {
+		c.view[s.ID] = &s
+	}
+	c.viewMu.Unlock()
+}
+
+// watch keeps the view of the registry until ctx ends, re-watching after
+// a lost connection.
+func (c *Cluster) watch(ctx context.Context) {
+	for ctx.Err() == nil {
+		w, err := c.jobs.WatchAll(ctx)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+				continue
+			}
+		}
+		for e := range w.Updates() {
+			if e == nil {
+				continue // the end of the initial values
+			}
+			id := idFromKey(e.Key())
+			if e.Operation() != jetstream.KeyValuePut {
+				c.viewMu.Lock()
+				delete(c.view, id)
+				c.viewMu.Unlock()
+				continue
+			}
+			var rec Record
+			if json.Unmarshal(e.Value(), &rec) != nil {
+				continue
+			}
+			if rec.Seq == 0 {
+				rec.Seq = e.Revision()
+			}
+			rec.Workflow = nil
+			c.viewMu.Lock()
+			c.view[id] = &rec
+			c.viewMu.Unlock()
+		}
+		_ = w.Stop()
+	}
+}
+
+// Cancel cancels a job anywhere in the cluster: a queued one in the
+// registry (the node that pulls its message then drops it), a running one
+// by asking its node. It returns the record as it then stands.
+func (c *Cluster) Cancel(ctx context.Context, id string) (*Record, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	for range 5 {
+		rec, rev, err := c.get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case terminal(rec.State):
+			return rec, fmt.Errorf("cluster: cancel %s: job is %s: %w", id, rec.State, job.ErrBadTransition)
+		case rec.State == job.Queued:
+			rec.State, rec.FinishedAt = job.Cancelled, time.Now().UTC()
+			data, _ := json.Marshal(rec)
+			if _, err := c.jobs.Update(ctx, key(id), data, rev); err != nil {
+				if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+					continue // claimed meanwhile: cancel it on its node
+				}
+				return nil, fmt.Errorf("cluster: cancel %s: %v: %w", id, err, ErrUnavailable)
+			}
+			c.remember(rec)
+			return rec, nil
+		case rec.Node == c.cfg.NodeID:
+			if _, err := c.local.Cancel(id); err != nil && !errors.Is(err, job.ErrBadTransition) {
+				return nil, err
+			}
+		default:
+			if _, err := c.nc.RequestWithContext(ctx, cancelSubject+rec.Node, []byte(id)); err != nil {
+				return nil, fmt.Errorf("cluster: cancel %s on node %s: %v: %w", id, rec.Node, err, ErrUnavailable)
+			}
+		}
+		// The node records the cancellation when its worker has stopped.
+		for ctx.Err() == nil {
+			if r, _, err := c.get(ctx, id); err == nil && terminal(r.State) {
+				return r, nil
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return nil, fmt.Errorf("cluster: cancel %s: %w", id, ctx.Err())
+	}
+	return nil, fmt.Errorf("cluster: cancel %s: the job kept changing: %w", id, ErrUnavailable)
+}
+
+// onCancel answers another node's request to cancel a job this node runs.
+func (c *Cluster) onCancel(m *nats.Msg) {
+	id := string(m.Data)
+	_, err := c.local.Cancel(id)
+	reply := "ok"
+	if err != nil {
+		reply = err.Error()
+	}
+	_ = m.Respond([]byte(reply))
+}
+
+// OpenOutput opens a file a job wrote, from the cluster's object store.
+// Not found wraps os.ErrNotExist.
+func (c *Cluster) OpenOutput(ctx context.Context, typ, subfolder, name string) (io.ReadCloser, error) {
+	obj, err := c.outputs.Get(ctx, outputName(typ, subfolder, name))
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, os.ErrNotExist
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cluster: output %s: %v: %w", name, err, ErrUnavailable)
+	}
+	return obj, nil
+}
+
+// outputName is an output's name in the object store.
+func outputName(typ, subfolder, name string) string {
+	if typ == "" {
+		typ = "output"
+	}
+	return path.Join(typ, path.Clean("/" + strings.ReplaceAll(subfolder, "\\", "/"))[1:], name)
+}
+
+// uploadOutputs copies a finished job's files into the object store, so
+// that any node serves them after this one is gone.
+func (c *Cluster) uploadOutputs(ctx context.Context, outs []job.Output) error {
+	var errs []error
+	for _, o := range outs {
+		if o.Filename == "" || strings.ContainsAny(o.Filename, "/\\") {
+			continue
+		}
+		rel := filepath.Clean(filepath.Join("/", filepath.FromSlash(o.Subfolder), o.Filename))
+		f, err := os.Open(filepath.Join(c.local.OutputDir, rel))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		_, err = c.outputs.Put(ctx, jetstream.ObjectMeta{Name: outputName(o.Type, o.Subfolder, o.Filename)}, f)
+		f.Close()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("put %s: %w", o.Filename, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// NodeInfo is a node's heartbeat in the KILN_nodes bucket.
+type NodeInfo struct {
+	ID           string    `json:"id"`
+	Addr         string    `json:"addr"`
+	WorkersReady int       `json:"workers_ready"`
+	Held         int       `json:"held"`
+	At           time.Time `json:"at"`
+}
+
+// Nodes lists the nodes whose heartbeat is alive.
+func (c *Cluster) Nodes(ctx context.Context) ([]NodeInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	keys, err := c.nodes.Keys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cluster: nodes: %v: %w", err, ErrUnavailable)
+	}
+	var out []NodeInfo
+	for _, k := range keys {
+		e, err := c.nodes.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var ni NodeInfo
+		if json.Unmarshal(e.Value(), &ni) == nil {
+			out = append(out, ni)
+		}
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out, nil
+}

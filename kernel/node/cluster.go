@@ -1,0 +1,133 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/api"
+	"github.com/kiln-gpu/kiln/kernel/cluster"
+	"github.com/kiln-gpu/kiln/kernel/config"
+	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/logging"
+)
+
+// clusterJoinTimeout bounds the wait for NATS at start: a cluster's
+// servers and its JetStream leaders may come up after the node.
+const clusterJoinTimeout = 90 * time.Second
+
+// nodeID is this node's name: cluster.node_id, else the hostname.
+func nodeID(cfg *config.Config) string {
+	return cfg.Cluster.WithDefaults().NodeID
+}
+
+// openCluster joins the cluster when cluster.nats is set; with it unset
+// the node is a single node and nothing here runs.
+func (n *Node) openCluster(cfg *config.Config, outDir string) error {
+	if !cfg.Cluster.Enabled() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), clusterJoinTimeout)
+	defer cancel()
+	c, err := cluster.Open(ctx, cfg.Cluster, cluster.Local{
+		Store:        n.Store,
+		Cancel:       n.Dispatcher.Cancel,
+		ReadyWorkers: func() int { return n.Pool.Ready() },
+		OutputDir:    outDir,
+		Addr: func() string {
+			if a := n.Addr(); a != nil {
+				return a.String()
+			}
+			return ""
+		},
+	}, logging.Component(n.opts.Log, "cluster"))
+	if err != nil {
+		return err
+	}
+	n.Cluster = c
+	n.log.Info().Str("node", c.NodeID()).Strs("nats", cfg.Cluster.Servers()).Msg("joined the kiln cluster")
+	return nil
+}
+
+// runCluster takes work from the cluster until ctx ends; the returned
+// func waits for it.
+func (n *Node) runCluster(ctx context.Context) func() {
+	if n.Cluster == nil {
+		return func() {}
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); n.Cluster.Run(ctx) }()
+	return wg.Wait
+}
+
+// clusterAPI is the API's view of the cluster (api.Cluster), or nil on a
+// single node (a nil interface, not a nil pointer in one).
+func (n *Node) clusterAPI() api.Cluster {
+	if n.Cluster == nil {
+		return nil
+	}
+	return clusterAdapter{n.Cluster}
+}
+
+// clusterAdapter maps kernel/cluster onto api.Cluster and its errors onto
+// the API's.
+type clusterAdapter struct{ c *cluster.Cluster }
+
+var _ api.Cluster = clusterAdapter{}
+
+func apiError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, cluster.ErrTooLarge):
+		return fmt.Errorf("%w: %w", api.ErrJobTooLarge, err)
+	case errors.Is(err, cluster.ErrUnavailable):
+		return fmt.Errorf("%w: %w", api.ErrClusterUnavailable, err)
+	}
+	return err
+}
+
+func (a clusterAdapter) Submit(ctx context.Context, j *job.Job) (*job.Job, bool, error) {
+	rec, existed, err := a.c.Submit(ctx, j)
+	if err != nil {
+		return nil, false, apiError(err)
+	}
+	return &rec.Job, existed, nil
+}
+
+func (a clusterAdapter) Get(ctx context.Context, id string) (*job.Job, string, error) {
+	rec, err := a.c.Get(ctx, id)
+	if err != nil {
+		return nil, "", apiError(err)
+	}
+	return &rec.Job, rec.Node, nil
+}
+
+func (a clusterAdapter) List(state job.State, limit int) ([]*job.Job, []string, map[job.State]int) {
+	recs, counts := a.c.List(state, limit)
+	jobs := make([]*job.Job, len(recs))
+	nodes := make([]string, len(recs))
+	for i, r := range recs {
+		jobs[i], nodes[i] = &r.Job, r.Node
+	}
+	return jobs, nodes, counts
+}
+
+func (a clusterAdapter) Cancel(ctx context.Context, id string) (*job.Job, string, error) {
+	rec, err := a.c.Cancel(ctx, id)
+	if err != nil {
+		return nil, "", apiError(err)
+	}
+	return &rec.Job, rec.Node, nil
+}
+
+func (a clusterAdapter) Ready() error { return a.c.Ready() }
+
+func (a clusterAdapter) OpenOutput(ctx context.Context, typ, subfolder, name string) (io.ReadCloser, error) {
+	rc, err := a.c.OpenOutput(ctx, typ, subfolder, name)
+	return rc, apiError(err)
+}
