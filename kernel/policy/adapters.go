@@ -19,6 +19,7 @@ var fallbackNames = map[abi.Kind]string{
 	abi.KindBalancing:  "least-loaded",
 	abi.KindEviction:   "lru",
 	abi.KindBatching:   "none",
+	abi.KindRouting:    "least-loaded",
 }
 
 // fallbacks are their native instances; the built-ins keep no state in

@@ -25,6 +25,7 @@ type Arm struct {
 	bal   Balancer
 	batch Batcher
 	evict Evictor
+	route Router
 }
 
 // ParseRef splits "name" or "name@version" (version 0: the newest).
@@ -85,6 +86,7 @@ func (h *Host) armOf(v *version) *Arm {
 	a.sched = Scheduler{h: view}
 	a.bal = Balancer{h: view}
 	a.batch = Batcher{h: view}
+	a.route = Router{h: view}
 	a.evict = Evictor{h: view, tags: map[entryKey]uint64{}}
 	return a
 }

@@ -198,12 +198,45 @@ func (d *diffPolicy) Balance(in *abi.BalancingInput, out *abi.BalancingOutput) a
 	return abi.StatusOK
 }
 
+func (d *diffPolicy) tier(ms []uint32) {
+	d.mix(uint64(len(ms)))
+	for _, m := range ms {
+		d.mix(uint64(m))
+	}
+}
+
+func (d *diffPolicy) Route(in *abi.RoutingInput, out *abi.RoutingOutput) abi.Status {
+	d.header(&in.Common)
+	d.models(in.Models)
+	d.mix(in.Random)
+	d.job(&in.Job)
+	d.mix(uint64(len(in.Nodes)))
+	out.Node = abi.NoNode
+	for i, n := range in.Nodes {
+		for _, x := range []uint64{n.FreeVRAM, n.UsableVRAM, uint64(n.Wait), uint64(n.Delay), n.H2DBytesPerS, n.DiskBytesPerS,
+			n.RemoteBytesPerS, uint64(n.Queued), uint64(n.Running), uint64(n.Workers), uint64(n.IdleWorkers), bit(n.Healthy)} {
+			d.mix(x)
+		}
+		d.tier(n.VRAM)
+		d.tier(n.RAM)
+		d.tier(n.Disk)
+		if n.Healthy {
+			out.Node = uint32(i)
+		}
+	}
+	d.state(&in.Common, &out.State)
+	if out.Node == abi.NoNode {
+		return abi.StatusNoDecision
+	}
+	return abi.StatusOK
+}
+
 // TestAssemblyScriptSDKMatchesGo: for every kind, over many seeded inputs
 // (with parameters, state words and tags), the AssemblyScript SDK reads
 // every field the Go SDK decodes to the same values — both fold them into
 // a digest that the answer carries — and writes the same answer bytes:
 // victims, prefetch and tags, dispatch and preemptions, a batch and its
-// wait, a worker or none.
+// wait, a worker or none, a node or none.
 func TestAssemblyScriptSDKMatchesGo(t *testing.T) {
 	wasm := asDiffModule(t)
 	h := newTestHost(t, Config{})
@@ -259,6 +292,8 @@ func commonOf(in any) *abi.Common {
 		return &in.Common
 	case *abi.BalancingInput:
 		return &in.Common
+	case *abi.RoutingInput:
+		return &in.Common
 	}
 	return nil
 }
@@ -273,6 +308,8 @@ func encode(in any) []byte {
 		return abi.AppendBatchingInput(nil, in)
 	case *abi.BalancingInput:
 		return abi.AppendBalancingInput(nil, in)
+	case *abi.RoutingInput:
+		return abi.AppendRoutingInput(nil, in)
 	}
 	return nil
 }

@@ -14,6 +14,9 @@ import (
 	"github.com/kiln-gpu/kiln/policies/eviction/gdsf"
 	"github.com/kiln-gpu/kiln/policies/eviction/lru"
 	"github.com/kiln-gpu/kiln/policies/eviction/s3fifo"
+	routingaffinity "github.com/kiln-gpu/kiln/policies/routing/affinity"
+	routingleastloaded "github.com/kiln-gpu/kiln/policies/routing/least-loaded"
+	"github.com/kiln-gpu/kiln/policies/routing/random"
 	"github.com/kiln-gpu/kiln/policies/scheduling/edf"
 	"github.com/kiln-gpu/kiln/policies/scheduling/fifo"
 	"github.com/kiln-gpu/kiln/policies/scheduling/priority"
@@ -51,6 +54,11 @@ var builtins = map[abi.Kind]map[string]func() any{
 		"round-robin":  func() any { return roundrobin.New() },
 		"least-loaded": func() any { return leastloaded.New() },
 		"affinity":     func() any { return affinity.New() },
+	},
+	abi.KindRouting: {
+		"random":       func() any { return random.New() },
+		"least-loaded": func() any { return routingleastloaded.New() },
+		"affinity":     func() any { return routingaffinity.New() },
 	},
 }
 

@@ -11,11 +11,14 @@ import (
 // Config is the policies section of kiln's config.
 type Config struct {
 	// Eviction, Scheduling, Batching and Balancing name the built-in policy
-	// each kind starts with.
+	// each kind starts with; Routing the cluster's (which node takes a
+	// job), used only where there is a cluster (kiln sim --nodes, a node
+	// with cluster.nats).
 	Eviction   string `koanf:"eviction"`
 	Scheduling string `koanf:"scheduling"`
 	Batching   string `koanf:"batching"`
 	Balancing  string `koanf:"balancing"`
+	Routing    string `koanf:"routing"`
 	// NativeBuiltins serves the built-in policies from their native build
 	// instead of their embedded WASM build (same source, same answers).
 	NativeBuiltins bool `koanf:"native_builtins"`
@@ -55,6 +58,7 @@ func (c Config) WithDefaults() Config {
 	def(&c.Scheduling, "priority")
 	def(&c.Batching, "none")
 	def(&c.Balancing, "least-loaded")
+	def(&c.Routing, "affinity")
 	if c.CallTimeout == 0 {
 		c.CallTimeout = 50 * time.Millisecond
 	}
@@ -113,6 +117,8 @@ func (c Config) builtin(k abi.Kind) string {
 		return c.Batching
 	case abi.KindBalancing:
 		return c.Balancing
+	case abi.KindRouting:
+		return c.Routing
 	}
 	return ""
 }

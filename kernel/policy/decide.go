@@ -416,6 +416,13 @@ func (h *Host) selfTest(v *version) error {
 				return err
 			}
 		}
+	case abi.KindRouting:
+		for _, tc := range routingSamples(models, jobs[1]) {
+			st, err := decide(ctx, h, v, routingOps, tc.in, &abi.RoutingOutput{}, &sc)
+			if err := check(st, err, tc.name); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -85,6 +85,7 @@ type Host struct {
 	bal   Balancer
 	evict Evictor
 	batch Batcher
+	route Router
 }
 
 // slot is one kind's state.
@@ -182,6 +183,7 @@ func newHost(cfg Config, log zerolog.Logger, clk clock.Clock, fsys fs.FS) (*Host
 	h.bal = Balancer{h: h}
 	h.evict = Evictor{h: h, tags: map[entryKey]uint64{}}
 	h.batch = Batcher{h: h}
+	h.route = Router{h: h}
 	for _, k := range abi.Kinds {
 		s := &slot{kind: k}
 		h.slots[k] = s

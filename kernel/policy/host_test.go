@@ -17,6 +17,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/routing"
 	"github.com/kiln-gpu/kiln/policies/policytest"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
@@ -98,6 +99,8 @@ func TestHostileModules(t *testing.T) {
 	wantSched, _ := dispatch.PriorityFIFO{}.Next(jobs, workers)
 	wantPlace, _ := dispatch.LeastLoaded{}.Place(jobs[0], workers)
 	wantVictims := dispatch.LRU{}.Victims(1<<30, entries)
+	// least-loaded, the routing fallback, takes the node with fewer jobs.
+	nodes := []routing.NodeView{{ID: "n0", Healthy: true, Workers: 1, Queued: 2}, {ID: "n1", Workers: 1}, {ID: "n2", Healthy: true, Workers: 1, Queued: 1}}
 	decisions := func() (string, string, []int, []string) {
 		s, _ := h.Scheduler().Next(jobs, workers)
 		p, _ := h.Balancer().Place(jobs[0], workers)
@@ -120,11 +123,17 @@ func TestHostileModules(t *testing.T) {
 				before[k] = h.slots[k].active.Load().faults.Load()
 			}
 			s, p, v, b := decisions()
+			// A routing answer is one word: with nothing huge to say, the
+			// hostile module answers well (its first healthy node).
+			wantNode := map[bool]string{true: "n0", false: "n2"}[tc.mode == 4]
+			if n, _ := h.Router().Route(routing.Request{Job: jobs[0], Nodes: nodes}); n != wantNode {
+				t.Errorf("routed to %q, want %q", n, wantNode)
+			}
 			if s != wantSched || p != wantPlace || fmt.Sprint(v) != fmt.Sprint(wantVictims) || fmt.Sprint(b) != "[b1]" {
 				t.Errorf("decisions %q %q %v %v; want the fallbacks' %q %q %v [b1]", s, p, v, b, wantSched, wantPlace, wantVictims)
 			}
 			for _, k := range abi.Kinds {
-				if tc.mode == 4 && k == abi.KindBalancing || tc.mode == 4 && k == abi.KindBatching {
+				if tc.mode == 4 && (k == abi.KindBalancing || k == abi.KindBatching || k == abi.KindRouting) {
 					continue // these hooks have no huge answer to give
 				}
 				if got := h.slots[k].active.Load().faults.Load() - before[k]; got != 1 {

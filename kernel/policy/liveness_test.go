@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/routing"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -35,6 +36,8 @@ func TestStallingAnswersAreFaults(t *testing.T) {
 	const gib = 1 << 30
 	allBusy := []dispatch.WorkerView{{ID: "w0", DeviceBusy: 1}, {ID: "w1", DeviceBusy: 1}}
 	tooSmall := []dispatch.WorkerView{{ID: "w0", Idle: true, UsableVRAM: gib / 2}}
+	nodes := []routing.NodeView{{ID: "n0", Healthy: true, Workers: 2, Queued: 3}, {ID: "n1", Healthy: true, Workers: 2}}
+	down := []routing.NodeView{{ID: "n0", Workers: 2}, {ID: "n1", Workers: 2}}
 	for _, tc := range []struct {
 		name    string
 		kind    abi.Kind
@@ -82,6 +85,16 @@ func TestStallingAnswersAreFaults(t *testing.T) {
 		{
 			name: "place nowhere while no idle worker can hold the job", kind: abi.KindBalancing,
 			decide: func() string { id, _ := h.Balancer().Place(jobs[0], tooSmall); return id },
+			want:   "",
+		},
+		{
+			name: "route nowhere while a healthy node can hold the job", kind: abi.KindRouting,
+			decide: func() string { id, _ := h.Router().Route(routing.Request{Job: jobs[0], Nodes: nodes}); return id },
+			want:   "n1", isFault: true, // least-loaded, the native fallback
+		},
+		{
+			name: "route nowhere while no node is healthy", kind: abi.KindRouting,
+			decide: func() string { id, _ := h.Router().Route(routing.Request{Job: jobs[0], Nodes: down}); return id },
 			want:   "",
 		},
 	} {

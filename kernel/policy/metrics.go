@@ -50,7 +50,7 @@ var latencyBuckets = prometheus.ExponentialBuckets(1e-6, 2.5, 14)
 // resolved up front so that a decision pays one atomic add for it.
 type decisionLatency struct {
 	vec   *prometheus.HistogramVec
-	kinds [abi.KindBalancing + 1]prometheus.Observer
+	kinds [abi.KindRouting + 1]prometheus.Observer
 }
 
 func newDecisionLatency() *decisionLatency {

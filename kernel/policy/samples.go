@@ -213,6 +213,9 @@ func (s *sampler) next(k abi.Kind) any {
 	case abi.KindBalancing:
 		ms := s.models()
 		return &abi.BalancingInput{Models: ms, Job: s.job(ms), Workers: s.workers(ms, 0)}
+	case abi.KindRouting:
+		ms := s.models()
+		return &abi.RoutingInput{Random: s.rng.Uint64(), Models: ms, Job: s.job(ms), Nodes: s.nodes(ms)}
 	}
 	return nil
 }
@@ -248,6 +251,8 @@ func (h *Host) runTrace(ctx context.Context, v *version, seed uint64, n int, lim
 			st, err = decide(ctx, h, v, batchingOps, in, &abi.BatchingOutput{}, &sc)
 		case *abi.BalancingInput:
 			st, err = decide(ctx, h, v, balancingOps, in, &abi.BalancingOutput{}, &sc)
+		case *abi.RoutingInput:
+			st, err = decide(ctx, h, v, routingOps, in, &abi.RoutingOutput{}, &sc)
 		}
 		r.Decisions++
 		if err != nil {

@@ -14,7 +14,8 @@ import (
 )
 
 // Case is one input and the answer a policy must give. Exactly one input is
-// set. Want lists victims, the dispatch order, the batch or the worker;
+// set. Want lists victims, the dispatch order, the batch, the worker or the
+// node;
 // Extra lists prefetches or preemptions.
 type Case struct {
 	Name       string
@@ -22,6 +23,7 @@ type Case struct {
 	Scheduling *abi.SchedulingInput
 	Batching   *abi.BatchingInput
 	Balancing  *abi.BalancingInput
+	Routing    *abi.RoutingInput
 	Status     abi.Status
 	Want       []uint32
 	Extra      []uint32
@@ -39,6 +41,8 @@ func (c *Case) Kind() abi.Kind {
 		return abi.KindScheduling
 	case c.Batching != nil:
 		return abi.KindBatching
+	case c.Routing != nil:
+		return abi.KindRouting
 	}
 	return abi.KindBalancing
 }
@@ -59,6 +63,10 @@ func (c *Case) Input(params []float64) []byte {
 		in := *c.Batching
 		in.Params = params
 		return abi.AppendBatchingInput(nil, &in)
+	case c.Routing != nil:
+		in := *c.Routing
+		in.Params = params
+		return abi.AppendRoutingInput(nil, &in)
 	}
 	in := *c.Balancing
 	in.Params = params
@@ -91,6 +99,13 @@ func (c *Case) Verify(out []byte) error {
 		decoded = &o
 		if o.Worker != abi.NoWorker {
 			want = []uint32{o.Worker}
+		}
+	case abi.KindRouting:
+		var o abi.RoutingOutput
+		st, err = abi.DecodeRoutingOutput(out, &o)
+		decoded = &o
+		if o.Node != abi.NoNode {
+			want = []uint32{o.Node}
 		}
 	}
 	if err != nil {
@@ -293,4 +308,70 @@ var Cases = map[string][]Case{
 				{Idle: true, Device: 1}, {Idle: true, Device: 2},
 			}}, Want: []uint32{3}},
 	},
+	"routing.random": {
+		// The draw is Random mod the candidates, in node order: the
+		// unhealthy and the too-small nodes are not counted.
+		{Name: "first candidate", Routing: &abi.RoutingInput{Random: 6, Job: abi.Job{VRAM: 8 * gib}, Nodes: routingNodes()}, Want: []uint32{0}},
+		{Name: "skips unhealthy and too small", Routing: &abi.RoutingInput{Random: 7, Job: abi.Job{VRAM: 8 * gib}, Nodes: routingNodes()}, Want: []uint32{3}},
+		{Name: "wraps", Routing: &abi.RoutingInput{Random: 1<<63 + 2, Job: abi.Job{VRAM: 8 * gib}, Nodes: routingNodes()}, Want: []uint32{0}},
+		{Name: "none healthy", Routing: &abi.RoutingInput{Random: 3, Nodes: []abi.Node{{Workers: 1}}}, Status: abi.StatusNoDecision},
+	},
+	"routing.least-loaded": {
+		{Name: "fewest per worker", Routing: &abi.RoutingInput{Nodes: []abi.Node{
+			{Healthy: true, Queued: 3, Running: 2, Workers: 2}, {Healthy: true, Queued: 4, Running: 4, Workers: 4}, {Healthy: true, Queued: 1, Running: 2, Workers: 1},
+		}}, Want: []uint32{1}},
+		{Name: "wait breaks ties", Routing: &abi.RoutingInput{Nodes: []abi.Node{
+			{Healthy: true, Running: 1, Workers: 1, Wait: 9 * time.Second}, {Healthy: true, Running: 2, Workers: 2, Wait: time.Second},
+		}}, Want: []uint32{1}},
+		{Name: "never unhealthy or too small", Routing: &abi.RoutingInput{Job: abi.Job{VRAM: 8 * gib}, Nodes: routingNodes()}, Want: []uint32{3}},
+		{Name: "none fits", Routing: &abi.RoutingInput{Job: abi.Job{VRAM: 90 * gib}, Nodes: routingNodes()}, Status: abi.StatusNoDecision},
+	},
+	"routing.affinity": {
+		// A 6 GiB model costs ~7.5 s to load from the model source at the
+		// default rates, ~2.4 s from disk, ~0.26 s from RAM.
+		{Name: "model in VRAM wins", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: 6 * gib}}, Job: abi.Job{EstCost: 4 * time.Second, Models: []uint32{0}},
+			Nodes: []abi.Node{{Healthy: true, Workers: 2, IdleWorkers: 2}, {Healthy: true, Workers: 2, Running: 1, IdleWorkers: 1, Wait: time.Second, VRAM: []uint32{0}}}},
+			Want: []uint32{1}},
+		{Name: "RAM beats disk beats nothing", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: 6 * gib}}, Job: abi.Job{Models: []uint32{0}},
+			Nodes: []abi.Node{{Healthy: true, Workers: 1}, {Healthy: true, Workers: 1, Disk: []uint32{0}}, {Healthy: true, Workers: 1, RAM: []uint32{0}, Disk: []uint32{0}}}},
+			Want: []uint32{2}},
+		{Name: "a long queue outweighs a load", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: 6 * gib}}, Job: abi.Job{Models: []uint32{0}},
+			Nodes: []abi.Node{{Healthy: true, Workers: 1, Running: 1, Wait: time.Minute, VRAM: []uint32{0}}, {Healthy: true, Workers: 1, Disk: []uint32{0}}}},
+			Want: []uint32{1}},
+		{Name: "network delay counts", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: gib}}, Job: abi.Job{Models: []uint32{0}},
+			Nodes: []abi.Node{{Healthy: true, Workers: 1, Delay: 2 * time.Second, VRAM: []uint32{0}}, {Healthy: true, Workers: 1, RAM: []uint32{0}}}},
+			Want: []uint32{1}},
+		// A 12 GiB model costs ~15 s to load from the model source. The
+		// load bound is in work: the mean wait is (40+0+5)/3 = 15 s, so
+		// with a 4 s job the bound is 1.5 × (15 + 4) = 28.5 s. Node 0
+		// holds the model but would wait 40 + 4/2 = 42 s: the job goes to
+		// the cheapest node under its bound (1: 15 s of load; 2: 5 s of
+		// wait and the same load).
+		{Name: "bounded spill-over", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: 12 * gib}}, Job: abi.Job{EstCost: 4 * time.Second, Models: []uint32{0}},
+			Nodes: []abi.Node{{Healthy: true, Workers: 2, Running: 2, Queued: 6, Wait: 40 * time.Second, VRAM: []uint32{0}},
+				{Healthy: true, Workers: 2}, {Healthy: true, Workers: 2, Running: 1, Wait: 5 * time.Second}}},
+			Want: []uint32{1}},
+		// The mean wait is 5 s, the bound 1.5 × (5 + 4) = 13.5 s; node 0
+		// would wait 10 + 2 = 12 s, under it, and 10 s of wait beats the
+		// 15 s load anywhere else.
+		{Name: "under the bound the holder keeps it", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: 12 * gib}}, Job: abi.Job{EstCost: 4 * time.Second, Models: []uint32{0}},
+			Nodes: []abi.Node{{Healthy: true, Workers: 2, Running: 2, Queued: 1, Wait: 10 * time.Second, VRAM: []uint32{0}},
+				{Healthy: true, Workers: 2}, {Healthy: true, Workers: 2, Running: 1, Wait: 5 * time.Second}}},
+			Want: []uint32{0}},
+		{Name: "never unhealthy or too small", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: 8 * gib}}, Job: abi.Job{VRAM: 8 * gib, Models: []uint32{0}},
+			Nodes: []abi.Node{{Workers: 1, VRAM: []uint32{0}}, {Healthy: true, Workers: 1, UsableVRAM: 4 * gib, VRAM: []uint32{0}}, {Healthy: true, Workers: 1, Queued: 9}}},
+			Want: []uint32{2}},
+		{Name: "none healthy", Routing: &abi.RoutingInput{Nodes: []abi.Node{{Workers: 1}}}, Status: abi.StatusNoDecision},
+	},
+}
+
+// routingNodes is a cluster of four nodes for the routing tables: healthy
+// and big enough (0 and 3), unhealthy (1), too small for an 8 GiB job (2).
+func routingNodes() []abi.Node {
+	return []abi.Node{
+		{Healthy: true, Workers: 1, UsableVRAM: 20 * gib, Queued: 2},
+		{Workers: 1, UsableVRAM: 20 * gib},
+		{Healthy: true, Workers: 1, UsableVRAM: 4 * gib},
+		{Healthy: true, Workers: 1, UsableVRAM: 20 * gib, Queued: 1},
+	}
 }

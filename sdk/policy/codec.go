@@ -14,6 +14,7 @@ const (
 	ModelInfoSize = 16
 	JobSize       = 80
 	WorkerSize    = 56
+	NodeSize      = 104
 	EntrySize     = 56
 	GhostSize     = 16
 	WantedSize    = 24
@@ -26,6 +27,7 @@ const (
 	flagIdle      = 1
 	flagDegraded  = 2
 	flagPinned    = 1
+	flagHealthy   = 1
 )
 
 // ErrShort is returned when a buffer ends before its layout says it does.
@@ -699,6 +701,102 @@ func DecodeBalancingOutput(b []byte, out *BalancingOutput) (Status, error) {
 	d := &dec{b: b}
 	st := readOutHeader(d, KindBalancing, &out.State)
 	out.Worker = d.u32()
+	d.u32()
+	return st, done(d)
+}
+
+// AppendRoutingInput appends the binary snapshot of in to dst (ABI 1.2,
+// section 4.7): the body's counts and random word, the models, the job,
+// the nodes, then the pool (the job's models, then each node's VRAM, RAM
+// and disk lists in node order).
+func AppendRoutingInput(dst []byte, in *RoutingInput) []byte {
+	np := len(in.Job.Models)
+	for i := range in.Nodes {
+		n := &in.Nodes[i]
+		np += len(n.VRAM) + len(n.RAM) + len(n.Disk)
+	}
+	e := appendHeader(enc(dst), KindRouting, &in.Common)
+	e = e.u32(uint32(len(in.Nodes))).u32(uint32(len(in.Models))).u32(uint32(np)).u32(0).u64(in.Random)
+	e = appendModels(e, in.Models)
+	var p pool
+	e = appendJob(e, &in.Job, &p)
+	for i := range in.Nodes {
+		n := &in.Nodes[i]
+		var flags uint32
+		if n.Healthy {
+			flags |= flagHealthy
+		}
+		vo, vn := p.add(n.VRAM)
+		ro, rn := p.add(n.RAM)
+		do, dn := p.add(n.Disk)
+		e = e.u64(n.FreeVRAM).u64(n.UsableVRAM).i64(int64(n.Wait)).i64(int64(n.Delay)).
+			u64(n.H2DBytesPerS).u64(n.DiskBytesPerS).u64(n.RemoteBytesPerS).
+			u32(n.Queued).u32(n.Running).u32(n.Workers).u32(n.IdleWorkers).u32(flags).
+			u32(vo).u32(vn).u32(ro).u32(rn).u32(do).u32(dn).u32(0)
+	}
+	e = appendU32s(e, in.Job.Models)
+	for i := range in.Nodes {
+		n := &in.Nodes[i]
+		e = appendU32s(appendU32s(appendU32s(e, n.VRAM), n.RAM), n.Disk)
+	}
+	return e
+}
+
+// DecodeRoutingInput decodes a snapshot into in, reusing its slices.
+func DecodeRoutingInput(b []byte, in *RoutingInput) error {
+	d := &dec{b: b}
+	readHeader(d, KindRouting, &in.Common)
+	nn, nm, np := d.u32(), d.u32(), d.u32()
+	d.u32()
+	in.Random = d.u64()
+	in.Models = readModels(d, nm, in.Models)
+	js := readJob(d, &in.Job)
+	in.Nodes = grow(in.Nodes, d.count(nn, NodeSize))
+	// Three lists per node: VRAM, RAM and disk.
+	spans := grow(in.spans, 3*len(in.Nodes))
+	in.spans = spans
+	if r := d.rec(NodeSize * len(in.Nodes)); r != nil {
+		for i := range in.Nodes {
+			n, rec := &in.Nodes[i], r[NodeSize*i:NodeSize*(i+1)]
+			n.FreeVRAM = u64le(rec[0:])
+			n.UsableVRAM = u64le(rec[8:])
+			n.Wait = time.Duration(u64le(rec[16:]))
+			n.Delay = time.Duration(u64le(rec[24:]))
+			n.H2DBytesPerS = u64le(rec[32:])
+			n.DiskBytesPerS = u64le(rec[40:])
+			n.RemoteBytesPerS = u64le(rec[48:])
+			n.Queued = u32le(rec[56:])
+			n.Running = u32le(rec[60:])
+			n.Workers = u32le(rec[64:])
+			n.IdleWorkers = u32le(rec[68:])
+			n.Healthy = u32le(rec[72:])&flagHealthy != 0
+			spans[3*i] = span{u32le(rec[76:]), u32le(rec[80:])}
+			spans[3*i+1] = span{u32le(rec[84:]), u32le(rec[88:])}
+			spans[3*i+2] = span{u32le(rec[92:]), u32le(rec[96:])}
+		}
+	}
+	p := readPool(d, np, in.pool, len(in.Models))
+	in.pool = p
+	in.Job.Models = slicePool(d, p, js)
+	for i := range in.Nodes {
+		n := &in.Nodes[i]
+		n.VRAM = slicePool(d, p, spans[3*i])
+		n.RAM = slicePool(d, p, spans[3*i+1])
+		n.Disk = slicePool(d, p, spans[3*i+2])
+	}
+	return done(d)
+}
+
+// AppendRoutingOutput appends a routing hook's answer to dst.
+func AppendRoutingOutput(dst []byte, st Status, out *RoutingOutput) []byte {
+	return appendOutHeader(enc(dst), st, KindRouting, &out.State).u32(out.Node).u32(0)
+}
+
+// DecodeRoutingOutput decodes a routing hook's answer into out.
+func DecodeRoutingOutput(b []byte, out *RoutingOutput) (Status, error) {
+	d := &dec{b: b}
+	st := readOutHeader(d, KindRouting, &out.State)
+	out.Node = d.u32()
 	d.u32()
 	return st, done(d)
 }

@@ -22,7 +22,7 @@ func Log(level int, msg string) {
 // The version marker; the host reads the version from the name before it
 // instantiates the module.
 //
-//go:wasmexport kiln_abi_v1_1
+//go:wasmexport kiln_abi_v1_2
 func abiMarker() {}
 
 //go:wasmexport kiln_buffer
@@ -48,6 +48,9 @@ func kilnBatch(n uint32) uint64 { return call(KindBatching, n) }
 
 //go:wasmexport kiln_balance
 func kilnBalance(n uint32) uint64 { return call(KindBalancing, n) }
+
+//go:wasmexport kiln_route
+func kilnRoute(n uint32) uint64 { return call(KindRouting, n) }
 
 func call(k Kind, n uint32) uint64 {
 	buf := served.buf

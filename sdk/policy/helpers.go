@@ -74,3 +74,45 @@ const DefaultH2D = 25_130_000_000
 
 // Fits reports whether job j's models can ever fit on w's device.
 func Fits(j *Job, w *Worker) bool { return w.UsableVRAM == 0 || j.VRAM <= w.UsableVRAM }
+
+// NodeLoadTime estimates the time to make model m resident on a GPU of
+// node n, from the fastest tier of n that holds it: 0 in VRAM; from RAM,
+// its bytes at the node's host-to-device rate; from disk, a disk read
+// first; from nowhere, a read from the model source first. A rate the node
+// does not know is taken as DefaultH2D, DefaultDiskBytesPerS or
+// DefaultRemoteBytesPerS. The model's own LoadCost is not used: it prices
+// a load on the node that sent it, not on n.
+func NodeLoadTime(models []ModelInfo, m uint32, n *Node) time.Duration {
+	if slices.Contains(n.VRAM, m) {
+		return 0
+	}
+	b := float64(models[m].Bytes)
+	rate := func(r, def uint64) float64 {
+		if r == 0 {
+			r = def
+		}
+		return float64(r)
+	}
+	secs := b / rate(n.H2DBytesPerS, DefaultH2D)
+	if !slices.Contains(n.RAM, m) {
+		secs += b / rate(n.DiskBytesPerS, DefaultDiskBytesPerS)
+		if !slices.Contains(n.Disk, m) {
+			secs += b / rate(n.RemoteBytesPerS, DefaultRemoteBytesPerS)
+		}
+	}
+	return time.Duration(secs * float64(time.Second))
+}
+
+// DefaultDiskBytesPerS and DefaultRemoteBytesPerS are the rates
+// NodeLoadTime assumes when a node has not measured its own: an NVMe read
+// and a 10 Gbit/s model source (the simulator's defaults).
+const (
+	DefaultDiskBytesPerS   = 3_000_000_000
+	DefaultRemoteBytesPerS = 1_250_000_000
+)
+
+// FitsNode reports whether job j can run on node n at all: n is healthy
+// and its largest device can hold the job's models (or n does not say).
+func FitsNode(j *Job, n *Node) bool {
+	return n.Healthy && (n.UsableVRAM == 0 || j.VRAM <= n.UsableVRAM)
+}

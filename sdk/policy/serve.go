@@ -21,11 +21,13 @@ type Guest struct {
 	baO  BatchingOutput
 	bl   BalancingInput
 	blO  BalancingOutput
+	ro   RoutingInput
+	roO  RoutingOutput
 	decl []byte
 }
 
 // NewGuest wraps p, which must implement at least one of Evictor,
-// Scheduler, Batcher and Balancer.
+// Scheduler, Batcher, Balancer and Router.
 func NewGuest(p any) (*Guest, error) {
 	g := &Guest{p: p}
 	if len(g.Kinds()) == 0 {
@@ -57,6 +59,9 @@ func (g *Guest) Kinds() []Kind {
 	}
 	if _, ok := g.p.(Balancer); ok {
 		ks = append(ks, KindBalancing)
+	}
+	if _, ok := g.p.(Router); ok {
+		ks = append(ks, KindRouting)
 	}
 	return ks
 }
@@ -121,6 +126,16 @@ func (g *Guest) Call(k Kind, in []byte) []byte {
 			st = p.Balance(&g.bl, o)
 		}
 		g.out = AppendBalancingOutput(g.out, st, o)
+	case KindRouting:
+		p, ok := g.p.(Router)
+		o := &g.roO
+		*o = RoutingOutput{Node: NoNode}
+		st := g.status(ok, DecodeRoutingInput(in, &g.ro))
+		if st == StatusOK {
+			o.State = g.ro.State
+			st = p.Route(&g.ro, o)
+		}
+		g.out = AppendRoutingOutput(g.out, st, o)
 	default:
 		g.out = appendOutHeader(g.out, StatusUnsupported, k, &[4]uint64{})
 	}

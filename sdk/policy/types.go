@@ -11,22 +11,24 @@ import (
 // its own; see ABI.md.
 const (
 	ABIMajor = 1
-	ABIMinor = 1
+	ABIMinor = 2
 )
 
 // Kind is what a policy decides.
 type Kind uint32
 
-// The four kinds of policy.
+// The five kinds of policy. Routing (since ABI 1.2) is the cluster's
+// decision: which node takes a job; the other four are one node's.
 const (
 	KindEviction   Kind = 1
 	KindScheduling Kind = 2
 	KindBatching   Kind = 3
 	KindBalancing  Kind = 4
+	KindRouting    Kind = 5
 )
 
 // Kinds lists every kind in ABI order.
-var Kinds = []Kind{KindEviction, KindScheduling, KindBatching, KindBalancing}
+var Kinds = []Kind{KindEviction, KindScheduling, KindBatching, KindBalancing, KindRouting}
 
 // String returns the kind's name as the API and CLI spell it.
 func (k Kind) String() string {
@@ -39,6 +41,8 @@ func (k Kind) String() string {
 		return "batching"
 	case KindBalancing:
 		return "balancing"
+	case KindRouting:
+		return "routing"
 	}
 	return "kind(" + itoa(int64(k)) + ")"
 }
@@ -54,6 +58,8 @@ func (k Kind) Hook() string {
 		return "kiln_batch"
 	case KindBalancing:
 		return "kiln_balance"
+	case KindRouting:
+		return "kiln_route"
 	}
 	return ""
 }
@@ -65,7 +71,7 @@ func ParseKind(s string) (Kind, error) {
 			return k, nil
 		}
 	}
-	return 0, errors.New("unknown policy kind " + strconv.Quote(s) + " (want eviction, scheduling, batching or balancing)")
+	return 0, errors.New("unknown policy kind " + strconv.Quote(s) + " (want eviction, scheduling, batching, balancing or routing)")
 }
 
 // Status is a hook's verdict. A soft error is a status, never a trap.
@@ -291,6 +297,59 @@ type BalancingOutput struct {
 	Worker uint32
 }
 
+// NoNode marks a routing answer that names no node.
+const NoNode = ^uint32(0)
+
+// Node is one node of a cluster as a routing policy sees it: what it holds
+// in each tier, how busy it is, how fast it loads, and whether it is
+// healthy. A live node publishes it; the simulator fills it from its nodes.
+type Node struct {
+	// Healthy is false for a node that is not taking work (its heartbeat
+	// lapsed, it is draining, it lost the cluster). A routing answer must
+	// name a healthy node.
+	Healthy bool
+	// Queued and Running count the node's jobs waiting and running;
+	// Workers and IdleWorkers its worker processes.
+	Queued, Running      uint32
+	Workers, IdleWorkers uint32
+	// FreeVRAM is the unreserved VRAM summed over the node's devices;
+	// UsableVRAM the largest device's usable memory (a job fits the node
+	// when its VRAM is at most this, or when this is 0: unknown).
+	FreeVRAM, UsableVRAM uint64
+	// Wait is the node's estimate of the time until it could start one
+	// more job: its backlog (running and queued work) over its workers.
+	Wait time.Duration
+	// Delay is the network time for a job to reach the node (one hop).
+	Delay time.Duration
+	// H2DBytesPerS, DiskBytesPerS and RemoteBytesPerS are the node's
+	// measured load rates: host RAM to device, local disk to RAM, model
+	// source to local disk (0: unknown).
+	H2DBytesPerS, DiskBytesPerS, RemoteBytesPerS uint64
+	// VRAM, RAM and Disk are the models resident in each tier of the node
+	// (indices into Models): VRAM on any of its devices, RAM in its host
+	// cache (L2), Disk in its local store (L3). A model in a faster tier
+	// is usually in the slower ones too; NodeLoadTime takes the fastest.
+	VRAM, RAM, Disk []uint32
+}
+
+// RoutingInput asks which node of the cluster should take Job.
+type RoutingInput struct {
+	Common
+	// Random is a uniformly random word the host drew for this decision
+	// from its own (injected, seeded in the simulator) source: a policy
+	// that chooses at random uses it, so that a run replays.
+	Random uint64
+	Models []ModelInfo
+	Job    Job
+	Nodes  []Node
+}
+
+// RoutingOutput names the node (index into Nodes), or NoNode.
+type RoutingOutput struct {
+	State [4]uint64
+	Node  uint32
+}
+
 // ParamType is a tunable parameter's type.
 type ParamType uint32
 
@@ -329,6 +388,12 @@ type Batcher interface {
 // Balancer is a load-balancing policy.
 type Balancer interface {
 	Balance(in *BalancingInput, out *BalancingOutput) Status
+}
+
+// Router is a routing policy: it picks the node of a cluster that takes a
+// job (ABI 1.2).
+type Router interface {
+	Route(in *RoutingInput, out *RoutingOutput) Status
 }
 
 // ParamDeclarer is implemented by policies with tunable parameters.

@@ -4,7 +4,7 @@
 // most of its model bytes resident; ties go to the device with fewer busy
 // workers, then to more free VRAM. Parameter 0, "min_free_gib", skips
 // workers with less free VRAM than that (default 0).
-export { kiln_abi_v1_1, kiln_buffer } from "../../../sdk/assemblyscript/assembly/kiln";
+export { kiln_abi_v1_2, kiln_buffer } from "../../../sdk/assemblyscript/assembly/kiln";
 import {
   Input, KIND_BALANCING, NO_WORKER, STATUS_ERROR, answerBalancing, answerStatus,
 } from "../../../sdk/assemblyscript/assembly/kiln";

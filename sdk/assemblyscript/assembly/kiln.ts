@@ -1,9 +1,9 @@
-// kiln policy SDK for AssemblyScript — ABI 1.1 (sdk/policy/ABI.md).
+// kiln policy SDK for AssemblyScript — ABI 1.2 (sdk/policy/ABI.md).
 //
 // A policy module's entry file re-exports the ABI plumbing and exports the
 // hook of its kind:
 //
-//   export { kiln_abi_v1_1, kiln_buffer } from "<path>/sdk/assemblyscript/assembly/kiln";
+//   export { kiln_abi_v1_2, kiln_buffer } from "<path>/sdk/assemblyscript/assembly/kiln";
 //   import { Input, KIND_BALANCING, NO_WORKER, answerBalancing } from "<path>/sdk/assemblyscript/assembly/kiln";
 //   export function kiln_balance(len: i32): u64 {
 //     const inp = Input.read(len, KIND_BALANCING);
@@ -12,10 +12,10 @@
 //   }
 //
 // Every record the Go SDK decodes has an accessor here (Input.model, job,
-// runningJob, worker, entry, ghost, wantedModel, poolAt; need and free),
-// and every answer an encoder (answerEviction with victims, prefetch and
-// tags; answerScheduling with preemptions; answerBatching with a wait;
-// answerBalancing). kernel/policy's TestAssemblyScriptSDKMatchesGo checks
+// runningJob, worker, node, entry, ghost, wantedModel, poolAt; need, free
+// and random), and every answer an encoder (answerEviction with victims,
+// prefetch and tags; answerScheduling with preemptions; answerBatching with
+// a wait; answerBalancing; answerRouting). kernel/policy's TestAssemblyScriptSDKMatchesGo checks
 // that both SDKs read and write the same bytes for every kind.
 //
 // Inputs are read in place from the buffer the host wrote (no decoding, no
@@ -27,6 +27,7 @@ export const KIND_EVICTION: u32 = 1;
 export const KIND_SCHEDULING: u32 = 2;
 export const KIND_BATCHING: u32 = 3;
 export const KIND_BALANCING: u32 = 4;
+export const KIND_ROUTING: u32 = 5; // since ABI 1.2
 
 // Statuses.
 export const STATUS_OK: u32 = 0;
@@ -35,18 +36,20 @@ export const STATUS_UNSUPPORTED: u32 = 2;
 export const STATUS_ERROR: u32 = 3;
 
 export const NO_WORKER: u32 = 0xFFFFFFFF;
+export const NO_NODE: u32 = 0xFFFFFFFF;
 
 // Record sizes.
 export const HEADER_SIZE: i32 = 56;
 export const MODEL_SIZE: i32 = 16;
 export const JOB_SIZE: i32 = 80;
 export const WORKER_SIZE: i32 = 56;
+export const NODE_SIZE: i32 = 104;
 export const ENTRY_SIZE: i32 = 56;
 export const GHOST_SIZE: i32 = 16;
 export const WANTED_SIZE: i32 = 24;
 
 // The ABI version marker: the host reads its name before instantiating.
-export function kiln_abi_v1_1(): void {}
+export function kiln_abi_v1_2(): void {}
 
 let inBuf: usize = 0;
 let inCap: i32 = 0;
@@ -110,6 +113,31 @@ export class Worker {
   get residentCount(): u32 { return load<u32>(changetype<usize>(this), 48); }
 }
 
+// Node is a routing node record (ABI 1.2, section 4.7): one node of the
+// cluster. Its tier lists (vram, ram, disk: pool offset and count) name
+// the job's models only.
+@unmanaged
+export class Node {
+  get freeVRAM(): u64 { return load<u64>(changetype<usize>(this)); }
+  get usableVRAM(): u64 { return load<u64>(changetype<usize>(this), 8); }
+  get waitNs(): i64 { return load<i64>(changetype<usize>(this), 16); }
+  get delayNs(): i64 { return load<i64>(changetype<usize>(this), 24); }
+  get h2dBytesPerS(): u64 { return load<u64>(changetype<usize>(this), 32); }
+  get diskBytesPerS(): u64 { return load<u64>(changetype<usize>(this), 40); }
+  get remoteBytesPerS(): u64 { return load<u64>(changetype<usize>(this), 48); }
+  get queued(): u32 { return load<u32>(changetype<usize>(this), 56); }
+  get running(): u32 { return load<u32>(changetype<usize>(this), 60); }
+  get workers(): u32 { return load<u32>(changetype<usize>(this), 64); }
+  get idleWorkers(): u32 { return load<u32>(changetype<usize>(this), 68); }
+  get healthy(): bool { return (load<u32>(changetype<usize>(this), 72) & 1) != 0; }
+  get vramOffset(): u32 { return load<u32>(changetype<usize>(this), 76); }
+  get vramCount(): u32 { return load<u32>(changetype<usize>(this), 80); }
+  get ramOffset(): u32 { return load<u32>(changetype<usize>(this), 84); }
+  get ramCount(): u32 { return load<u32>(changetype<usize>(this), 88); }
+  get diskOffset(): u32 { return load<u32>(changetype<usize>(this), 92); }
+  get diskCount(): u32 { return load<u32>(changetype<usize>(this), 96); }
+}
+
 // Entry is an eviction entry record.
 @unmanaged
 export class Entry {
@@ -160,6 +188,7 @@ export class Input {
   entries: usize = 0; nEntries: u32 = 0;
   ghosts: usize = 0; nGhosts: u32 = 0;
   wanted: usize = 0; nWanted: u32 = 0;
+  nodes: usize = 0; nNodes: u32 = 0;     // routing
   pool: usize = 0; nPool: u32 = 0;
   lead: u32 = 0;
 
@@ -180,6 +209,7 @@ export class Input {
     this.running = 0; this.nRunning = 0; this.workers = 0; this.nWorkers = 0;
     this.entries = 0; this.nEntries = 0; this.ghosts = 0; this.nGhosts = 0;
     this.wanted = 0; this.nWanted = 0; this.pool = 0; this.nPool = 0; this.lead = 0;
+    this.nodes = 0; this.nNodes = 0;
     this.base = inBuf;
     this.len = len;
     this.valid = len >= HEADER_SIZE && load<u16>(inBuf) == 1 && load<u32>(inBuf, 4) == kind;
@@ -219,6 +249,14 @@ export class Input {
       this.workers = this.jobs + JOB_SIZE;
       this.pool = this.workers + <usize>this.nWorkers * WORKER_SIZE;
       this.valid = this.pool + <usize>this.nPool * 4 <= inBuf + len;
+    } else if (kind == KIND_ROUTING) {
+      this.nNodes = load<u32>(b); this.nModels = load<u32>(b, 4); this.nPool = load<u32>(b, 8);
+      this.models = b + 24;
+      this.jobs = this.models + <usize>this.nModels * MODEL_SIZE;
+      this.nJobs = 1;
+      this.nodes = this.jobs + JOB_SIZE;
+      this.pool = this.nodes + <usize>this.nNodes * NODE_SIZE;
+      this.valid = this.pool + <usize>this.nPool * 4 <= inBuf + len;
     }
   }
 
@@ -232,6 +270,7 @@ export class Input {
   job(i: u32): Job { return changetype<Job>(this.jobs + <usize>i * JOB_SIZE); }
   runningJob(i: u32): Job { return changetype<Job>(this.running + <usize>i * JOB_SIZE); }
   worker(i: u32): Worker { return changetype<Worker>(this.workers + <usize>i * WORKER_SIZE); }
+  node(i: u32): Node { return changetype<Node>(this.nodes + <usize>i * NODE_SIZE); }
   entry(i: u32): Entry { return changetype<Entry>(this.entries + <usize>i * ENTRY_SIZE); }
   ghost(i: u32): Ghost { return changetype<Ghost>(this.ghosts + <usize>i * GHOST_SIZE); }
   wantedModel(i: u32): Wanted { return changetype<Wanted>(this.wanted + <usize>i * WANTED_SIZE); }
@@ -240,6 +279,9 @@ export class Input {
   get need(): u64 { return load<u64>(this.body); }
   // free is the bytes free now (a prefetch call's room).
   get free(): u64 { return load<u64>(this.body, 8); }
+  // random is the routing input's random word: a policy that chooses at
+  // random must use it (the module has no other randomness; ABI 4.7).
+  get random(): u64 { return load<u64>(this.body, 16); }
   // poolAt returns element i of the pool (a model id); callers index it with
   // a record's offset + k for k < its count. Out of range reads give 0xFFFFFFFF.
   poolAt(i: u32): u32 { return i < this.nPool ? load<u32>(this.pool + 4 * <usize>i) : 0xFFFFFFFF; }
@@ -284,9 +326,20 @@ export function answerStatus(status: u32, kind: u32, inp: Input): u64 {
   else if (kind == KIND_SCHEDULING) body = 8;
   else if (kind == KIND_BATCHING) body = 16;
   else if (kind == KIND_BALANCING) body = 8;
+  else if (kind == KIND_ROUTING) body = 8;
   const p = begin(status, kind, inp, body);
   memory.fill(p + 40, 0, body);
   if (kind == KIND_BALANCING) store<u32>(p, NO_WORKER, 40);
+  if (kind == KIND_ROUTING) store<u32>(p, NO_NODE, 40);
+  return finish();
+}
+
+// answerRouting answers a routing decision: a node index, or NO_NODE
+// (NO_DECISION, a stall while a healthy node can hold the job).
+export function answerRouting(inp: Input, node: u32): u64 {
+  const p = begin(node == NO_NODE ? STATUS_NO_DECISION : STATUS_OK, KIND_ROUTING, inp, 8);
+  store<u32>(p, node, 40);
+  store<u32>(p, 0, 44);
   return finish();
 }
 

@@ -4,10 +4,11 @@
 // decision made of every answer field. The Go half does the same through
 // the Go SDK; the two answers must be the same bytes. The decisions are
 // not meant to be good, only to use every field.
-export { kiln_abi_v1_1, kiln_buffer } from "../assembly/kiln";
+export { kiln_abi_v1_2, kiln_buffer } from "../assembly/kiln";
 import {
-  Input, Job, Worker, KIND_EVICTION, KIND_SCHEDULING, KIND_BATCHING, KIND_BALANCING, NO_WORKER, STATUS_ERROR,
-  answerEviction, answerScheduling, answerBatching, answerBalancing, answerStatus, setState,
+  Input, Job, Worker, Node, KIND_EVICTION, KIND_SCHEDULING, KIND_BATCHING, KIND_BALANCING, KIND_ROUTING, NO_WORKER,
+  NO_NODE, STATUS_ERROR, answerEviction, answerScheduling, answerBatching, answerBalancing, answerRouting, answerStatus,
+  setState,
 } from "../assembly/kiln";
 
 let h: u64 = 0;
@@ -123,6 +124,36 @@ export function kiln_balance(len: i32): u64 {
   let best: u32 = NO_WORKER;
   for (let i: u32 = 0; i < inp.nWorkers; i++) if (inp.worker(i).idle) best = i;
   const r = answerBalancing(inp, best);
+  setState(0, h); setState(3, inp.state(3) + 1);
+  return r;
+}
+
+function tier(inp: Input, off: u32, n: u32): void {
+  mix(n);
+  for (let k: u32 = 0; k < n; k++) mix(inp.poolAt(off + k));
+}
+
+function node(inp: Input, n: Node): void {
+  mix(n.freeVRAM); mix(n.usableVRAM); mix(<u64>n.waitNs); mix(<u64>n.delayNs); mix(n.h2dBytesPerS);
+  mix(n.diskBytesPerS); mix(n.remoteBytesPerS); mix(n.queued); mix(n.running); mix(n.workers); mix(n.idleWorkers);
+  mix(b(n.healthy));
+  tier(inp, n.vramOffset, n.vramCount); tier(inp, n.ramOffset, n.ramCount); tier(inp, n.diskOffset, n.diskCount);
+}
+
+export function kiln_route(len: i32): u64 {
+  const inp = Input.read(len, KIND_ROUTING);
+  if (!inp.valid) return answerStatus(STATUS_ERROR, KIND_ROUTING, inp);
+  header(inp); models(inp);
+  mix(inp.random);
+  job(inp, inp.job(0));
+  mix(inp.nNodes);
+  let best: u32 = NO_NODE;
+  for (let i: u32 = 0; i < inp.nNodes; i++) {
+    const n = inp.node(i);
+    node(inp, n);
+    if (n.healthy) best = i;
+  }
+  const r = answerRouting(inp, best);
   setState(0, h); setState(3, inp.state(3) + 1);
   return r;
 }

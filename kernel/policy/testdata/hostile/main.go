@@ -162,6 +162,36 @@ func (hostile) Balance(in *policy.BalancingInput, out *policy.BalancingOutput) p
 	return policy.StatusOK
 }
 
+func (hostile) Route(in *policy.RoutingInput, out *policy.RoutingOutput) policy.Status {
+	mode := int(in.Param(0, 0))
+	misbehave(mode)
+	switch mode {
+	case modeInvalid:
+		for i := range in.Nodes {
+			if !in.Nodes[i].Healthy {
+				out.Node = uint32(i) // an unhealthy node
+				return policy.StatusOK
+			}
+		}
+		out.Node = uint32(len(in.Nodes) + 7) // an unknown one
+	case modeError:
+		return policy.StatusError
+	case modeStall, modeNoDecision:
+		// A routing answer cannot be OK without a node: the stall is
+		// NO_DECISION while a healthy node could take the job.
+		return policy.StatusNoDecision
+	default:
+		for i := range in.Nodes {
+			if policy.FitsNode(&in.Job, &in.Nodes[i]) {
+				out.Node = uint32(i)
+				return policy.StatusOK
+			}
+		}
+		return policy.StatusNoDecision
+	}
+	return policy.StatusOK
+}
+
 func init() { policy.Serve(hostile{}) }
 
 func main() {}
