@@ -146,7 +146,7 @@ func TestTorchGPULedgerMatchesNVML(t *testing.T) {
 		}
 	}
 	for _, line := range splitLines(string(data)) {
-		if strings.HasPrefix(line, "kiln_device_") || strings.HasPrefix(line, "kiln_vram_") {
+		if strings.HasPrefix(line, "kiln_device_") {
 			t.Log(line)
 		}
 	}
@@ -158,7 +158,7 @@ func TestTorchGPULedgerMatchesNVML(t *testing.T) {
 	}
 }
 
-// vramReserved sums kiln_vram_reserved_bytes over devices from /metrics.
+// vramReserved sums kiln_device_ledger_reserved_bytes over devices from /metrics.
 func vramReserved(t *testing.T, k *kilnProc) uint64 {
 	t.Helper()
 	_, data := k.do("GET", "/metrics", nil)
@@ -166,7 +166,7 @@ func vramReserved(t *testing.T, k *kilnProc) uint64 {
 	for _, line := range splitLines(string(data)) {
 		var dev string
 		var v float64
-		if n, _ := sscanMetric(line, "kiln_vram_reserved_bytes", &dev, &v); n {
+		if n, _ := sscanMetric(line, "kiln_device_ledger_reserved_bytes", &dev, &v); n {
 			total += v
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -112,7 +113,7 @@ func TestTorchWorkerRunsSharedWorkflow(t *testing.T) {
 		t.Errorf("kiln's log does not mention kiln-worker-torch:\n%s", k.logTail())
 	}
 	code, data := k.do("GET", "/metrics", nil)
-	if code != 200 || !strings.Contains(string(data), `kiln_vram_reserved_bytes{device="cpu0"}`) {
+	if code != 200 || !regexp.MustCompile(`(?m)^kiln_device_ledger_reserved_bytes\{[^}]*name="cpu0"`).Match(data) {
 		t.Errorf("metrics lack the cpu0 ledger: %.1000s", data)
 	}
 	var ws struct{ Workers []json.RawMessage }

@@ -23,12 +23,15 @@ var (
 	descThrottle  = prometheus.NewDesc("kiln_device_throttle_reason", "1 for each active clock event (throttle) reason; the idle reason is left out.", append(append([]string(nil), deviceLabels...), "reason"), nil)
 	descDegraded  = prometheus.NewDesc("kiln_device_degraded", "1 when the balancer avoids the device (throttled, ECC errors, or unreadable).", deviceLabels, nil)
 	descLedgerUse = prometheus.NewDesc("kiln_device_ledger_usable_bytes", "Memory the ledger may hand out (total less headroom).", deviceLabels, nil)
+	// Was kiln_vram_reserved_bytes{device="<name>"}: one label scheme for
+	// a device, the same as every kiln_device_ series.
+	descLedgerRes = prometheus.NewDesc("kiln_device_ledger_reserved_bytes", "Memory reserved in the device's VRAM ledger (models, worker contexts, activations).", deviceLabels, nil)
 )
 
 type deviceCollector struct{ s *Set }
 
 func (c deviceCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descMemTotal, descMemUsed, descUtil, descTemp, descThrottle, descDegraded, descLedgerUse} {
+	for _, d := range []*prometheus.Desc{descMemTotal, descMemUsed, descUtil, descTemp, descThrottle, descDegraded, descLedgerUse, descLedgerRes} {
 		ch <- d
 	}
 }
@@ -41,6 +44,7 @@ func (c deviceCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(descMemTotal, float64(st.MemoryTotal))
 		gauge(descLedgerUse, float64(st.Usable))
+		gauge(descLedgerRes, float64(st.Reserved))
 		if st.MemoryUsed != nil {
 			gauge(descMemUsed, float64(*st.MemoryUsed))
 		}

@@ -42,4 +42,16 @@ kiln_device_throttle_reason{backend="nvml",device="0",name="NVIDIA A",reason="hw
 	if n, err := testutil.GatherAndCount(reg, "kiln_device_memory_used_bytes", "kiln_device_memory_total_bytes"); err != nil || n != 4 {
 		t.Errorf("memory series = %d (%v), want 4", n, err)
 	}
+	// The ledger's reservations carry the same labels as the readings.
+	if _, err := set.Ledger(0).Reserve("w0.0", "checkpoints/a", 3<<30); err != nil {
+		t.Fatal(err)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP kiln_device_ledger_reserved_bytes Memory reserved in the device's VRAM ledger (models, worker contexts, activations).
+# TYPE kiln_device_ledger_reserved_bytes gauge
+kiln_device_ledger_reserved_bytes{`+labels+`} 3.221225472e+09
+kiln_device_ledger_reserved_bytes{backend="nvml",device="1",name="NVIDIA B",simulated="false",uuid="GPU-b"} 0
+`), "kiln_device_ledger_reserved_bytes"); err != nil {
+		t.Error(err)
+	}
 }

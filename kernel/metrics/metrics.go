@@ -12,6 +12,9 @@ package metrics
 
 import (
 	"net/http"
+	"runtime"
+	"runtime/debug"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -33,10 +36,14 @@ type Sources struct {
 	WorkerRestarts func() int
 	// WorkersReady returns the number of workers that are up.
 	WorkersReady func() int
-	// VRAMReserved returns reserved bytes per device name.
+	// VRAMReserved is no longer read: the ledger's reserved bytes are
+	// kiln_device_ledger_reserved_bytes, labelled like every kiln_device_
+	// series (kernel/device). Kept so that callers still build.
 	VRAMReserved func() map[string]uint64
 	// QueueCommits returns the queue's durable commits so far: all of
-	// them, those that carried submissions, and the jobs they carried.
+	// them, those that carried submissions, and the jobs they carried
+	// (kiln_queue_commits_total{kind}; the jobs are
+	// kiln_jobs_submitted_total's).
 	QueueCommits func() (commits, submitCommits, jobs uint64)
 }
 
@@ -52,6 +59,9 @@ type Metrics struct {
 	loadSeconds prometheus.Histogram
 	evictions   prometheus.Counter
 	preemptions *prometheus.CounterVec
+	httpCount   *prometheus.CounterVec
+	httpSeconds *prometheus.HistogramVec
+	cacheLooks  *prometheus.CounterVec
 }
 
 // New registers every collector on a fresh registry.
@@ -91,7 +101,24 @@ func New(src Sources) *Metrics {
 		Name: "kiln_preemptions_total",
 		Help: "Running jobs stopped and queued again for a job of a higher class, by the preempted job's class.",
 	}, []string{"class"})
+	m.httpCount = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kiln_http_requests_total",
+		Help: "HTTP requests answered, by route (the pattern that served it; \"unmatched\" for a 404 or 405 of no route), method and status code.",
+	}, []string{"route", "method", "code"})
+	m.httpSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "kiln_http_request_duration_seconds",
+		Help:    "Time to answer an HTTP request, by route and method (streams — /ws, /v1/dashboard/events — last as long as they are open).",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+	}, []string{"route", "method"})
+	m.cacheLooks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kiln_result_cache_lookups_total",
+		Help: "Prompts looked up in the ComfyUI result cache, by result: hit (answered from a finished run), miss, or stale (matched, but too old or its files gone).",
+	}, []string{"result"})
+	for _, r := range []string{"hit", "miss", "stale"} {
+		m.cacheLooks.WithLabelValues(r)
+	}
 	m.reg.MustRegister(m.jobLatency, m.jobsDone, m.submitted, m.rejected, m.loads, m.loadSeconds, m.evictions, m.preemptions,
+		m.httpCount, m.httpSeconds, m.cacheLooks, buildInfo(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{src: src})
 	return m
@@ -130,6 +157,38 @@ func (m *Metrics) ModelLoaded(seconds float64) {
 // ModelEvicted counts an eviction.
 func (m *Metrics) ModelEvicted() { m.evictions.Inc() }
 
+// HTTPRequest observes one answered request: route is the pattern that
+// served it ("GET /v1/jobs/{id}": bounded, unlike the paths), or
+// "unmatched".
+func (m *Metrics) HTTPRequest(route, method string, code int, seconds float64) {
+	m.httpCount.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
+	m.httpSeconds.WithLabelValues(route, method).Observe(seconds)
+}
+
+// ResultCacheLookup counts a result cache lookup: "hit", "miss" or "stale".
+func (m *Metrics) ResultCacheLookup(result string) { m.cacheLooks.WithLabelValues(result).Inc() }
+
+// buildInfo is kiln_build_info: 1, labelled with the version, the VCS
+// revision and the Go version, for joining onto other series and for
+// seeing a fleet's versions at a glance.
+func buildInfo() prometheus.Collector {
+	revision := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "kiln_build_info",
+		Help:        "Always 1; the labels say which kiln this is.",
+		ConstLabels: prometheus.Labels{"version": Version, "revision": revision, "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	return g
+}
+
 // JobPreempted counts a preemption of a job of class.
 func (m *Metrics) JobPreempted(class string) { m.preemptions.WithLabelValues(class).Inc() }
 
@@ -138,10 +197,10 @@ var (
 	descJobs       = prometheus.NewDesc("kiln_jobs", "Jobs in the store, by state.", []string{"state"}, nil)
 	descRestarts   = prometheus.NewDesc("kiln_worker_restarts_total", "Worker process restarts after a crash or a failed health check.", nil, nil)
 	descReady      = prometheus.NewDesc("kiln_workers_ready", "Worker processes that are up (idle or busy).", nil, nil)
-	descVRAM       = prometheus.NewDesc("kiln_vram_reserved_bytes", "VRAM reserved in the ledger, by device.", []string{"device"}, nil)
-	descCommits    = prometheus.NewDesc("kiln_queue_commits_total", "Durable (fsynced) commits of the job queue.", nil, nil)
-	descSubCommits = prometheus.NewDesc("kiln_queue_submit_commits_total", "Durable commits that carried at least one new job (group commit shares one among many).", nil, nil)
-	descCommitted  = prometheus.NewDesc("kiln_queue_jobs_committed_total", "Jobs made durable by submission.", nil, nil)
+	// One counter for the queue's durable commits: kind="submit" carried at
+	// least one new job (group commit shares one among many), "other"
+	// only state changes. The jobs committed are kiln_jobs_submitted_total.
+	descCommits = prometheus.NewDesc("kiln_queue_commits_total", "Durable (fsynced) commits of the job queue, by kind: submit (carried new jobs) or other (state changes only).", []string{"kind"}, nil)
 )
 
 // stateCollector reads owned state at scrape time.
@@ -152,10 +211,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descJobs
 	ch <- descRestarts
 	ch <- descReady
-	ch <- descVRAM
 	ch <- descCommits
-	ch <- descSubCommits
-	ch <- descCommitted
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -176,14 +232,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, float64(f()))
 	}
 	if f := c.src.QueueCommits; f != nil {
-		commits, sub, jobs := f()
-		ch <- prometheus.MustNewConstMetric(descCommits, prometheus.CounterValue, float64(commits))
-		ch <- prometheus.MustNewConstMetric(descSubCommits, prometheus.CounterValue, float64(sub))
-		ch <- prometheus.MustNewConstMetric(descCommitted, prometheus.CounterValue, float64(jobs))
-	}
-	if f := c.src.VRAMReserved; f != nil {
-		for dev, n := range f() {
-			ch <- prometheus.MustNewConstMetric(descVRAM, prometheus.GaugeValue, float64(n), dev)
-		}
+		commits, sub, _ := f()
+		ch <- prometheus.MustNewConstMetric(descCommits, prometheus.CounterValue, float64(sub), "submit")
+		ch <- prometheus.MustNewConstMetric(descCommits, prometheus.CounterValue, float64(commits-min(sub, commits)), "other")
 	}
 }

@@ -1,10 +1,16 @@
 package shadow
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 var (
-	descHitRatio    = prometheus.NewDesc("kiln_shadow_hit_ratio", "VRAM hit ratio the candidate eviction policy would have had on the live access stream.", []string{"policy"}, nil)
-	descTierRatio   = prometheus.NewDesc("kiln_shadow_tier_hit_ratio", "Hit ratio of one ghost tier under the candidate eviction policy.", []string{"policy", "tier"}, nil)
+	descHitRatio = prometheus.NewDesc("kiln_shadow_hit_ratio", "VRAM hit ratio the candidate eviction policy would have had on the live access stream.", []string{"policy"}, nil)
+	// tier and device as kiln_tier_* and kiln_device_* spell them: a ghost
+	// VRAM tier is tier="vram" with its device's index, not "vram:0".
+	descTierRatio   = prometheus.NewDesc("kiln_shadow_tier_hit_ratio", "Hit ratio of one ghost tier under the candidate eviction policy (device: the GPU's index, for a VRAM tier).", []string{"policy", "tier", "device"}, nil)
 	descMisses      = prometheus.NewDesc("kiln_shadow_misses_total", "VRAM misses the candidate eviction policy would have had.", []string{"policy"}, nil)
 	descBytes       = prometheus.NewDesc("kiln_shadow_bytes_loaded_total", "Bytes the candidate eviction policy would have loaded, over all tiers.", []string{"policy"}, nil)
 	descLoadSeconds = prometheus.NewDesc("kiln_shadow_load_seconds_total", "Estimated load time (bytes / measured bandwidth) the candidate would have spent, over all tiers.", []string{"policy"}, nil)
@@ -41,7 +47,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descFaulted, prometheus.GaugeValue, f, cr.Policy)
 		for _, t := range cr.Tiers {
-			ch <- prometheus.MustNewConstMetric(descTierRatio, prometheus.GaugeValue, t.HitRatio, cr.Policy, t.Tier)
+			tier, device, _ := strings.Cut(t.Tier, ":")
+			ch <- prometheus.MustNewConstMetric(descTierRatio, prometheus.GaugeValue, t.HitRatio, cr.Policy, tier, device)
 		}
 	}
 }

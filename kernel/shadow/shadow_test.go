@@ -306,6 +306,36 @@ func TestFeedHandlerAndMetrics(t *testing.T) {
 			t.Errorf("metric %s missing", n)
 		}
 	}
+	// Tiers are named as kiln_tier_* names them; a VRAM tier's GPU is its
+	// device label, as in kiln_device_*.
+	sawVRAM := false
+	for _, mf := range mfs {
+		if mf.GetName() != "kiln_shadow_tier_hit_ratio" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			switch l["tier"] {
+			case "vram":
+				sawVRAM = true
+				if l["device"] == "" {
+					t.Errorf("a VRAM ghost tier without its device: %v", l)
+				}
+			case "ram", "disk":
+				if l["device"] != "" {
+					t.Errorf("a host tier with a device: %v", l)
+				}
+			default:
+				t.Errorf("tier %q is not one of kiln_tier_*'s", l["tier"])
+			}
+		}
+	}
+	if !sawVRAM {
+		t.Error("no VRAM ghost tier exported")
+	}
 }
 
 // VRAM residency is per worker, as live: a model another worker on the

@@ -14,6 +14,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sort"
 	"strconv"
@@ -44,6 +46,7 @@ func main() {
 	sustainRate := flag.Float64("sustain-rate", 500, "scenario: sustained submissions/s")
 	spike := flag.Duration("spike", 10*time.Second, "scenario: how long the spike lasts")
 	spikeRate := flag.Float64("spike-rate", 2000, "scenario: submissions/s during the spike")
+	prompt := flag.Bool("prompt", false, "also measure POST /prompt (ComfyUI's API) after the durable phase, each prompt with a seed of its own so that none is answered from the result cache, and the baseline again at the end")
 	flag.Parse()
 
 	base := *addr
@@ -85,14 +88,30 @@ func main() {
 	fmt.Printf("machine: %s/%s, %d CPUs; kiln at %s; concurrency %d; %s per phase\n",
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), base, *concurrency, *duration)
 	before := scrape(base)
-	dry := run(base+"/v1/jobs?dry_run=1", body, *concurrency, *duration, http.StatusOK)
-	durable := run(base+"/v1/jobs", body, *concurrency, *duration, http.StatusAccepted)
+	same := func(int) []byte { return body }
+	dry := run(base+"/v1/jobs?dry_run=1", same, *concurrency, *duration, http.StatusOK)
+	durable := run(base+"/v1/jobs", same, *concurrency, *duration, http.StatusAccepted)
 	after := scrape(base)
 
 	report("baseline: POST /v1/jobs?dry_run=1 (validate only)", dry)
 	report("durable:  POST /v1/jobs (fsync before 202)", durable)
-	jobs := after["kiln_queue_jobs_committed_total"] - before["kiln_queue_jobs_committed_total"]
-	sub := after["kiln_queue_submit_commits_total"] - before["kiln_queue_submit_commits_total"]
+	if *prompt {
+		seeded, err := seededPrompt(wf)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(1)
+		}
+		p := run(base+"/prompt", seeded, *concurrency, *duration, http.StatusOK)
+		dry2 := run(base+"/v1/jobs?dry_run=1", same, *concurrency, *duration, http.StatusOK)
+		report("durable:  POST /prompt (fsync before 200)", p)
+		report("baseline again: POST /v1/jobs?dry_run=1 (validate only)", dry2)
+		if dry.ok > 0 && dry2.ok > 0 && p.ok > 0 {
+			fmt.Printf("/prompt / baseline throughput ratio: %.2f (against the mean of both baseline phases; the second alone: %.2f)\n",
+				p.rate()/((dry.rate()+dry2.rate())/2), p.rate()/dry2.rate())
+		}
+	}
+	jobs := after["kiln_jobs_submitted_total"] - before["kiln_jobs_submitted_total"]
+	sub := after[`kiln_queue_commits_total{kind="submit"}`] - before[`kiln_queue_commits_total{kind="submit"}`]
 	all := after["kiln_queue_commits_total"] - before["kiln_queue_commits_total"]
 	if jobs > 0 {
 		fmt.Printf("durable commits: %.0f carried the %.0f submitted jobs = %.4f fsyncs/job (group commit); %.0f commits in all incl. job state changes = %.4f per job\n",
@@ -113,7 +132,28 @@ type result struct {
 
 func (r result) rate() float64 { return float64(r.ok) / r.elapsed.Seconds() }
 
-func run(url string, body []byte, conc int, d time.Duration, want int) result {
+// seededPrompt returns a /prompt body for the API-format workflow wf whose
+// first "seed" is n: identical prompts would be answered from kiln's
+// result cache once the first finished, and measure the cache, not submit.
+func seededPrompt(wf []byte) (func(n int) []byte, error) {
+	loc := regexp.MustCompile(`"seed":\s*\d+`).FindIndex(wf)
+	if loc == nil {
+		return nil, errors.New("the workflow has no seed to vary for /prompt")
+	}
+	prefix := append([]byte(`{"prompt": `), wf[:loc[0]]...)
+	prefix = append(prefix, `"seed": `...)
+	suffix := append(append([]byte{}, wf[loc[1]:]...), '}')
+	return func(n int) []byte {
+		b := make([]byte, 0, len(prefix)+len(suffix)+20)
+		b = append(b, prefix...)
+		b = strconv.AppendInt(b, int64(n), 10)
+		return append(b, suffix...)
+	}, nil
+}
+
+// run posts body(n), n counting up per client from a range of its own, from
+// conc clients for d, and expects status want.
+func run(url string, body func(n int) []byte, conc int, d time.Duration, want int) result {
 	tr := &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc, DisableCompression: true}
 	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -122,16 +162,17 @@ func run(url string, body []byte, conc int, d time.Duration, want int) result {
 	var res result
 	var wg sync.WaitGroup
 	start := time.Now()
-	for i := 0; i < conc; i++ {
+	for client := range conc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var lats []time.Duration
-			ok, errs := 0, 0
+			ok, errs, sent := 0, 0, 0
 			first := ""
 			for ctx.Err() == nil {
 				t0 := time.Now()
-				resp, err := c.Post(url, "application/json", bytes.NewReader(body))
+				sent++
+				resp, err := c.Post(url, "application/json", bytes.NewReader(body(client<<32|sent)))
 				if err != nil {
 					if ctx.Err() == nil {
 						errs++
@@ -204,13 +245,17 @@ func scrape(base string) map[string]float64 {
 		if !ok {
 			continue
 		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil {
+			continue
+		}
+		// Each series by its full name, and each metric summed over its
+		// labels by its bare name.
 		if i := strings.IndexByte(name, '{'); i >= 0 {
+			out[name] = v
 			name = name[:i]
 		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-		if err == nil {
-			out[name] += v
-		}
+		out[name] += v
 	}
 	return out
 }
