@@ -54,6 +54,10 @@ type Options struct {
 	Seed uint64
 	// Workers lists the node's worker IDs, for worker-group splits.
 	Workers func() []string
+	// WorkerDevice names the device a worker runs on; with it a
+	// worker-group split keeps each device's workers in one arm (nil: every
+	// worker counts as a device of its own).
+	WorkerDevice func(id string) string
 	// DataDir holds the record (File); empty keeps it in memory only (the
 	// simulator).
 	DataDir string
@@ -75,6 +79,7 @@ type Controller struct {
 	clk     clock.Clock
 	log     zerolog.Logger
 	workers func() []string
+	device  func(id string) string
 	store   *fileStore
 
 	wake    chan struct{}
@@ -130,7 +135,7 @@ func New(opts Options) (*Controller, error) {
 		rng = rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x5eed))
 	}
 	c := &Controller{cfg: cfg, host: opts.Host, router: opts.Router, clk: opts.Clock, log: opts.Log,
-		workers: opts.Workers, rng: rng, wake: make(chan struct{}, 1), runningAt: map[string]time.Time{}}
+		workers: opts.Workers, device: opts.WorkerDevice, rng: rng, wake: make(chan struct{}, 1), runningAt: map[string]time.Time{}}
 	if c.workers == nil {
 		c.workers = func() []string { return nil }
 	}
@@ -192,7 +197,17 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (Record, error) {
 		// does not give it; scheduling and batching are cleanest split by
 		// workers, which gives each arm its own queue discipline.
 		spec.Unit = Traffic
-		if len(workers) >= 2 && spec.Kind != "balancing" {
+		switch {
+		case spec.Kind == "balancing":
+			// Split by whole devices where each arm then still has two
+			// devices to choose between at 50%: a balancer's harm travels
+			// through the device it crowds, which a traffic split shares
+			// between the arms (test-busiest: +312% alone, promoted by
+			// traffic-split canaries).
+			if len(c.deviceGroups(workers)) >= 4 {
+				spec.Unit = Workers
+			}
+		case len(workers) >= 2:
 			spec.Unit = Workers
 		}
 	}
@@ -266,6 +281,26 @@ func (c *Controller) pin(ctx context.Context, k abi.Kind, candRef, baseRef strin
 	return cand, base, nil
 }
 
+// deviceGroups groups workers by the device they run on, in sorted order
+// (each worker alone without Options.WorkerDevice).
+func (c *Controller) deviceGroups(workers []string) [][]string {
+	byDev := map[string][]string{}
+	for _, w := range workers {
+		d := w
+		if c.device != nil {
+			d = "dev:" + c.device(w)
+		}
+		byDev[d] = append(byDev[d], w)
+	}
+	out := make([][]string, 0, len(byDev))
+	for _, d := range slices.Sorted(maps.Keys(byDev)) {
+		g := byDev[d]
+		slices.Sort(g)
+		out = append(out, g)
+	}
+	return out
+}
+
 // gatingAlpha splits the experiment's alpha between its gating tests
 // (Bonferroni over the four metrics), so that the chance of a false
 // rollback over the whole experiment stays under alpha. Each test runs
@@ -298,9 +333,16 @@ func (c *Controller) startStep(a *active, now time.Time, i int, workers []string
 	switch spec.Unit {
 	case Workers:
 		n := len(workers)
-		k := groupSize(n, pct)
-		m := min(k, n-k)
-		r.group = splitWorkers(workers, k, m, spec.Seed)
+		r.group = splitDevices(c.deviceGroups(workers), groupSize(n, pct), spec.Seed)
+		var k, m int
+		for _, g := range r.group {
+			switch g {
+			case Candidate:
+				k++
+			case Baseline:
+				m++
+			}
+		}
 		r.shares = [3]float64{float64(m) / float64(n), float64(k) / float64(n), float64(n-k-m) / float64(n)}
 		for _, w := range slices.Sorted(slices.Values(workers)) {
 			switch r.group[w] {

@@ -1,6 +1,7 @@
 package experiment
 
 import (
+	"cmp"
 	"hash/fnv"
 	"math"
 	"slices"
@@ -535,31 +536,53 @@ func (rt *Router) Victims(need uint64, entries []dispatch.EntryView) []int {
 	return v
 }
 
-// splitWorkers puts k of the workers (a seeded shuffle) in the candidate's
-// group, the next m in the baseline's, and the rest in production.
-func splitWorkers(ids []string, k, m int, seed uint64) map[string]int {
-	ids = slices.Clone(ids)
-	slices.Sort(ids)
-	slices.SortStableFunc(ids, func(a, b string) int {
-		ha, hb := hashUnit(seed, a), hashUnit(seed, b)
-		switch {
-		case ha < hb:
-			return -1
-		case ha > hb:
-			return 1
+// splitDevices puts whole devices (groups of workers) in the arms, in a
+// seeded shuffle: the candidate's until it has at least k workers, then
+// about as many workers for the baseline, and the rest in production. Two
+// arms sharing a device share its VRAM and its compute, so a policy's harm
+// there would fall on both arms and cancel out of the comparison
+// (RATIONALE.md, interference); a step's share therefore rounds up to whole
+// devices. Below 100% at least one device is left to the baseline; with a
+// single device the split falls back to single workers. With one worker
+// per group this is the plain worker split: k workers, then min(k, n−k).
+func splitDevices(devices [][]string, k int, seed uint64) map[string]int {
+	n := 0
+	for _, d := range devices {
+		n += len(d)
+	}
+	if len(devices) < 2 && k < n {
+		var single [][]string
+		for _, d := range devices {
+			for _, w := range d {
+				single = append(single, []string{w})
+			}
 		}
-		return 0
+		devices = single
+	}
+	devices = slices.Clone(devices)
+	slices.SortFunc(devices, func(a, b []string) int {
+		return cmp.Or(cmp.Compare(hashUnit(seed, a[0]), hashUnit(seed, b[0])), cmp.Compare(a[0], b[0]))
 	})
-	g := make(map[string]int, len(ids))
-	for i, id := range ids {
-		switch {
-		case i < k:
-			g[id] = Candidate
-		case i < k+m:
-			g[id] = Baseline
-		default:
-			g[id] = Production
+	g := make(map[string]int, n)
+	put := func(d []string, arm int) {
+		for _, w := range d {
+			g[w] = arm
 		}
+	}
+	i, cand := 0, 0
+	for ; i < len(devices) && cand < k; i++ {
+		if k < n && i == len(devices)-1 {
+			break // the baseline keeps a device
+		}
+		put(devices[i], Candidate)
+		cand += len(devices[i])
+	}
+	for base := 0; i < len(devices) && base < cand; i++ {
+		put(devices[i], Baseline)
+		base += len(devices[i])
+	}
+	for ; i < len(devices); i++ {
+		put(devices[i], Production)
 	}
 	return g
 }

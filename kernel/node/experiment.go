@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"strconv"
 	"sync"
 
 	"github.com/kiln-gpu/kiln/kernel/experiment"
@@ -34,6 +35,20 @@ func (n *Node) openExperiments() error {
 				ids = append(ids, w.ID())
 			}
 			return ids
+		},
+		WorkerDevice: func(id string) string {
+			if n.Pool == nil {
+				return id
+			}
+			for _, w := range n.Pool.Workers() {
+				if w.ID() == id {
+					if d := w.Device(); d.UUID != "" {
+						return d.UUID
+					}
+					return strconv.Itoa(w.Device().Index)
+				}
+			}
+			return id
 		},
 	})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -74,11 +75,13 @@ func (s *simulator) startCanary(ctx context.Context, c *Canary) error {
 	rt := experiment.NewRouter(experiment.Policies{Scheduler: s.core.Scheduler, Balancer: s.core.Balancer,
 		Batcher: s.core.Batcher, Evictor: s.core.Evictor})
 	ids := make([]string, 0, len(s.workers))
+	devOf := make(map[string]string, len(s.workers))
 	for _, w := range s.workers {
 		ids = append(ids, w.id)
+		devOf[w.id] = strconv.Itoa(w.dev)
 	}
 	ctl, err := experiment.New(experiment.Options{Config: c.Config, Host: s.host, Router: rt, Clock: s.clk, Seed: c.Seed,
-		Workers: func() []string { return ids }, Log: s.opts.Log})
+		Workers: func() []string { return ids }, WorkerDevice: func(id string) string { return devOf[id] }, Log: s.opts.Log})
 	if err != nil {
 		return fmt.Errorf("sim: canary: %w", err)
 	}

@@ -185,6 +185,30 @@ func TestBenchExperiments(t *testing.T) {
 	badRuns := max(runs/4, 1)
 	span := 2 * time.Hour
 	loads := []float64{0.3, 0.6, 0.9}
+	if v := os.Getenv("KILN_BENCH_LOADS"); v != "" {
+		loads = nil
+		for _, f := range strings.Split(v, ",") {
+			l, err := strconv.ParseFloat(f, 64)
+			if err != nil || l <= 0 {
+				t.Fatalf("KILN_BENCH_LOADS=%q: want loads like 0.6,0.9", v)
+			}
+			loads = append(loads, l)
+		}
+	}
+	// KILN_BENCH_KINDS narrows the table to the rows whose experiment name
+	// contains one of the comma-separated words (e.g. "switchback,balancing").
+	only := func(k trialKind) bool {
+		v := os.Getenv("KILN_BENCH_KINDS")
+		if v == "" {
+			return true
+		}
+		for _, w := range strings.Split(v, ",") {
+			if w != "" && strings.Contains(k.name, w) {
+				return true
+			}
+		}
+		return false
+	}
 	start := time.Now()
 	var b strings.Builder
 	fmt.Fprintf(&b, "Workloads: %s of on/off bursty arrivals (exponential periods of 5 min, ×1.8 / ×0.3), Zipf(0.9) over 30 checkpoints "+
@@ -199,6 +223,9 @@ func TestBenchExperiments(t *testing.T) {
 	fmt.Fprintln(&b, "| experiment | load | A/A false alarms | A/A promoted | A/A inconclusive | planted | its effect alone (mean latency, interactive p95, deadline misses) | rolled back (power) | on statistics | promoted | inconclusive | median decision |")
 	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|")
 	for _, k := range trialKinds {
+		if !only(k) {
+			continue
+		}
 		for _, load := range loads {
 			aa := tally(runTrials(t, k, k.active, load, span, runs, 100))
 			for i, bad := range k.bad {
