@@ -12,7 +12,7 @@ RUN_ARGS ?=
 # so that it finishes in about a minute; `make serve` runs at scale 1.
 DEMO_SETS ?= --set cost.time_scale=0.25 --set workers.simulate=true
 
-.PHONY: all policies policy-as build run serve test test-torch load bench bench-sim bench-experiments chaos check fmt vet tidy-check fuzz proto proto-check clean install
+.PHONY: all policies policy-as build run serve test test-torch load bench bench-sim bench-experiments chaos check fmt vet tidy-check fuzz proto proto-check clean install screenshots
 
 all: build
 
@@ -57,6 +57,11 @@ test-torch: build
 	apt-get install -y python3-torch python3-msgpack
 	$(GO) test -tags torch -count=1 -run Torch -v ./tests/
 	cd sdk/python && /usr/bin/python3 -m unittest
+
+# The dashboard's pages, as a real headless chromium shows them while kiln
+# runs jobs and a canary: docs/screenshots/<page>.png (the README shows one).
+screenshots: build
+	DASHBOARD_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run TestDashboardInBrowser -v ./tests/
 
 # The chaos test of `make test`, run for longer: random worker kills and a
 # kill -9 of kiln under continuous submission; prints the counts.

@@ -226,6 +226,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err := n.openExperiments(); err != nil {
 		return nil, err
 	}
+	n.Metrics.Register(experimentOutcomes{n.Experiments})
 	n.Dispatcher = dispatch.New(dispatch.Options{
 		Store: n.Store, Devices: n.Devices, Catalog: n.Catalog, Tiers: n.Tiers, Cost: costCfg, Clock: opts.Clock,
 		Scheduler: n.Router, Balancer: n.Router, Evictor: n.Router, Batcher: n.Router, LookaheadJobs: lookahead(cfg.Dispatch),
