@@ -375,18 +375,24 @@ function experimentCard(r) {
       h("td", { class: "num" }, fmtSecs(a.p99_s)), h("td", { class: "num" }, fmtPct(a.error_rate)))), "no report yet");
 
   const comps = (rep && rep.comparisons) || [];
-  const forest = h("svg", { viewBox: `0 0 ${W} ${Math.max(40, 26 * comps.length + 24)}`, width: "100%", role: "img", "aria-label": "effects" });
+  const rowH = 40;
+  const forest = h("svg", { viewBox: `0 0 ${W} ${Math.max(40, rowH * comps.length + 10)}`, width: "100%", role: "img", "aria-label": "effects" });
   if (comps.length) {
     // Each metric on its own scale (seconds and rates do not share an
     // axis), symmetric about zero: the interval's position is what reads.
-    const fx = (v, span) => 250 + ((v + span) / (2 * span)) * (W - 420);
-    forest.appendChild(h("line", { x1: fx(0, 1), x2: fx(0, 1), y1: 4, y2: 26 * comps.length + 8, stroke: "#6b7385", "stroke-dasharray": "3,3" }));
+    // The label sits above its interval, the figures at the right.
+    const fx = (v, span) => 10 + ((v + span) / (2 * span)) * (W - 190);
+    forest.appendChild(h("line", { x1: fx(0, 1), x2: fx(0, 1), y1: 4, y2: rowH * comps.length + 6, stroke: "#6b7385", "stroke-dasharray": "3,3" }));
     comps.forEach((c, i) => {
-      const cy = 18 + 26 * i;
+      const top = rowH * i;
+      const cy = top + 28;
       const sig = c.p < c.alpha;
       const span = Math.max(...[c.low, c.high, c.effect].map(Math.abs).filter(isFinite), 1e-9) * 1.1;
       const p = c.p < 0.001 ? c.p.toExponential(1) : c.p.toFixed(3);
-      forest.appendChild(h("text", { x: 4, y: cy + 4 }, c.metric + " · " + c.test + " (p=" + p + ")"));
+      const test = c.test.length > 48 ? c.test.slice(0, 47) + "…" : c.test;
+      const label = h("text", { x: 10, y: top + 13 }, c.metric + " · " + test + " · p=" + p);
+      label.appendChild(h("title", {}, c.test));
+      forest.appendChild(label);
       if (isFinite(c.low) && isFinite(c.high)) forest.appendChild(h("line", { x1: fx(c.low, span), x2: fx(c.high, span), y1: cy, y2: cy, stroke: sig ? "#d2581f" : "#6b7385", "stroke-width": 2 }));
       forest.appendChild(h("circle", { cx: fx(c.effect, span), cy: cy, r: 4, fill: sig ? "#d2581f" : "#6b7385" }));
       const fmt = (v) => (isFinite(v) ? (Math.abs(v) >= 100 || v === 0 ? v.toFixed(0) : v.toPrecision(2)) : "∞");
