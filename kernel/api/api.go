@@ -127,6 +127,7 @@ func New(cfg Config, deps Deps) *Server {
 	s.mux.HandleFunc("GET /v1/tiers", s.listTiers)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.HandleFunc("GET /v1/cluster", s.clusterStatus)
 	s.registerComfy()
 	if deps.Policies != nil {
 		s.mux.Handle("/v1/policies", deps.Policies)

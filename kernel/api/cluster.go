@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/kiln-gpu/kiln/kernel/httpjson"
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
@@ -39,6 +40,28 @@ type Cluster interface {
 	// /view of a file that another node wrote. Not found wraps
 	// os.ErrNotExist.
 	OpenOutput(ctx context.Context, typ, subfolder, name string) (io.ReadCloser, error)
+	// OutputsWritten says that the API has finished writing a finished
+	// job's files (PNG metadata), so they may be copied for other nodes.
+	OutputsWritten(id string)
+	// Nodes are the live nodes as their heartbeats describe them, for
+	// GET /v1/cluster (JSON-encodable).
+	Nodes() any
+}
+
+// clusterStatus is GET /v1/cluster: this node's name and, in a cluster,
+// every live node's heartbeat (its health, queue, free VRAM, load rates
+// and resident models). A single node answers with cluster false.
+func (s *Server) clusterStatus(w http.ResponseWriter, _ *http.Request) {
+	c := s.deps.Cluster
+	if c == nil {
+		httpjson.Write(w, http.StatusOK, map[string]any{"cluster": false, "node": s.deps.NodeID, "nodes": []any{}})
+		return
+	}
+	out := map[string]any{"cluster": true, "node": s.deps.NodeID, "nodes": c.Nodes()}
+	if err := c.Ready(); err != nil {
+		out["error"] = err.Error()
+	}
+	httpjson.Write(w, http.StatusOK, out)
 }
 
 // Errors a Cluster's Submit wraps.

@@ -215,6 +215,12 @@ func (h *hub) finished(e dispatch.Event) {
 	delete(h.runs, id)
 	h.mu.Unlock()
 	ts := h.nowMS()
+	if cl := h.c.s.deps.Cluster; cl != nil {
+		// Deferred first, so it runs last: the files are final (PNG
+		// metadata written, websocket images gone) and the cluster may
+		// copy them to its object store.
+		defer cl.OutputsWritten(id)
+	}
 	defer h.removeWebsocketImages(id, e.Outputs)
 	switch e.State {
 	case job.Done:

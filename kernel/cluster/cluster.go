@@ -79,6 +79,9 @@ type Local struct {
 	OutputDir string
 	// Addr is the node's API address, published in its heartbeat.
 	Addr func() string
+	// State describes the node for its heartbeat (nil: only what the
+	// cluster knows itself). It runs once a second and must not block.
+	State func() NodeState
 }
 
 // Cluster is this node's membership of a kiln cluster.
@@ -99,12 +102,14 @@ type Cluster struct {
 	fetching int              // fetches in flight (each may bring one job)
 	room     chan struct{}    // signalled when a held job ends
 	finished []*job.Job       // local jobs that ended, for the recorder
+	written  map[string]bool  // held jobs whose files the API has finished
 	wake     chan struct{}    // signalled when finished grows
 	lastBeat time.Time        // last heartbeat JetStream took
 	cutSince time.Time        // when the connection was lost; zero while up
 
-	viewMu sync.RWMutex
-	view   map[string]*Record // the registry, without workflows, kept by a watch
+	viewMu   sync.RWMutex
+	view     map[string]*Record  // the registry, without workflows, kept by a watch
+	nodeView map[string]seenNode // KILN_nodes, kept by a watch
 }
 
 // held is a job this node claimed: the message to keep alive and ack, and
@@ -126,8 +131,8 @@ func Open(ctx context.Context, cfg clusterconfig.Config, local Local, log zerolo
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Cluster{cfg: cfg, local: local, log: log, held: map[string]*held{},
-		room: make(chan struct{}, 1), wake: make(chan struct{}, 1), view: map[string]*Record{}}
+	c := &Cluster{cfg: cfg, local: local, log: log, held: map[string]*held{}, written: map[string]bool{},
+		room: make(chan struct{}, 1), wake: make(chan struct{}, 1), view: map[string]*Record{}, nodeView: map[string]seenNode{}}
 	opts := []nats.Option{
 		nats.Name("kiln " + cfg.NodeID),
 		// Close is not a lost connection: no warning at shutdown.
@@ -272,6 +277,44 @@ func (c *Cluster) setup(ctx context.Context) error {
 	return nil
 }
 
+// submitTimeout bounds a submit: long enough to ride out a stream leader's
+// election after a NATS server dies (a few seconds), short enough for a
+// client waiting on the answer.
+const submitTimeout = 10 * time.Second
+
+// retryTransient runs do, each try under attemptTimeout, again after an
+// error that a lost server or a leader election explains, until ctx ends.
+// Other errors (a key that exists, a revision that moved on) return at once.
+func retryTransient(ctx context.Context, do func(context.Context) error) error {
+	const attemptTimeout = 2 * time.Second
+	for {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		err := do(actx)
+		cancel()
+		if err == nil || !transient(err) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// transient reports whether err means "JetStream did not answer in time or
+// has no leader yet", which a retry may get past.
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		// 503: JetStream unavailable, no quorum or leader for the stream.
+		return apiErr.Code == 503
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrDisconnected)
+}
+
 // retry runs do until it succeeds or ctx ends, each try under opTimeout.
 func retry(ctx context.Context, do func(context.Context) error) error {
 	for {
@@ -402,9 +445,25 @@ func (c *Cluster) Submit(ctx context.Context, j *job.Job) (*Record, bool, error)
 	if len(data) > maxRecordBytes {
 		return nil, false, fmt.Errorf("cluster: submit: record of %d bytes (at most %d): %w", len(data), maxRecordBytes, ErrTooLarge)
 	}
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	ctx, cancel := context.WithTimeout(ctx, submitTimeout)
 	defer cancel()
-	rev, err := c.jobs.Create(ctx, key(rec.ID), data)
+	var rev uint64
+	err = retryTransient(ctx, func(ctx context.Context) (err error) {
+		rev, err = c.jobs.Create(ctx, key(rec.ID), data)
+		return err
+	})
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		old, oldRev, gerr := c.get(ctx, rec.ID)
+		if gerr != nil {
+			return nil, false, gerr
+		}
+		if old.CreatedAt.Equal(rec.CreatedAt) {
+			// This submit's own write: an earlier try was stored but its
+			// acknowledgement was lost (a server died), and the retry
+			// found it. The job is new.
+			rev, err = oldRev, nil
+		}
+	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		old, _, gerr := c.get(ctx, rec.ID)
 		if gerr != nil {
@@ -434,7 +493,11 @@ func (c *Cluster) Submit(ctx context.Context, j *job.Job) (*Record, bool, error)
 }
 
 func (c *Cluster) publish(ctx context.Context, j *job.Job) error {
-	if _, err := c.js.Publish(ctx, workSubject+string(j.Class), []byte(j.ID), jetstream.WithMsgID(j.ID)); err != nil {
+	err := retryTransient(ctx, func(ctx context.Context) error {
+		_, err := c.js.Publish(ctx, workSubject+string(j.Class), []byte(j.ID), jetstream.WithMsgID(j.ID))
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("cluster: queue %s: %v: %w", j.ID, err, ErrUnavailable)
 	}
 	return nil
@@ -446,21 +509,62 @@ func (c *Cluster) get(ctx context.Context, id string) (*Record, uint64, error) {
 	if !validID.MatchString(id) {
 		return nil, 0, fmt.Errorf("cluster: job %q: %w", id, job.ErrNotFound)
 	}
-	e, err := c.jobs.Get(ctx, key(id))
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+	value, rev, err := c.readLeader(ctx, key(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, fmt.Errorf("cluster: job %s: %w", id, job.ErrNotFound)
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("cluster: job %s: %v: %w", id, err, ErrUnavailable)
 	}
 	var rec Record
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+	if err := json.Unmarshal(value, &rec); err != nil {
 		return nil, 0, fmt.Errorf("cluster: job %s: decode: %w", id, err)
 	}
 	if rec.Seq == 0 {
-		rec.Seq = e.Revision()
+		rec.Seq = rev
 	}
-	return &rec, e.Revision(), nil
+	return &rec, rev, nil
+}
+
+// readLeader reads a key of the registry from its stream's leader. nats.go's
+// KeyValue.Get uses direct gets, which any replica answers, and a follower
+// may not have the latest write yet: a job submitted on one node could read
+// as absent on another, and a node pulling its message would drop it as
+// deleted. The leader's STREAM.MSG.GET sees every acknowledged write.
+func (c *Cluster) readLeader(ctx context.Context, k string) ([]byte, uint64, error) {
+	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + jobsBucket + "." + k})
+	msg, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+jobsBucket, req)
+	if err != nil {
+		return nil, 0, err
+	}
+	var resp struct {
+		Message *struct {
+			Seq  uint64 `json:"seq"`
+			Hdrs []byte `json:"hdrs"`
+			Data []byte `json:"data"`
+		} `json:"message"`
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, 0, fmt.Errorf("decode STREAM.MSG.GET answer: %w", err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.Code == 404:
+		return nil, 0, jetstream.ErrKeyNotFound
+	case resp.Error != nil:
+		return nil, 0, fmt.Errorf("STREAM.MSG.GET: %s (%d)", resp.Error.Description, resp.Error.ErrCode)
+	case resp.Message == nil:
+		return nil, 0, errors.New("STREAM.MSG.GET: empty answer")
+	}
+	// A deleted or purged key is a marker message with an operation header.
+	if h := string(resp.Message.Hdrs); strings.Contains(h, "KV-Operation: DEL") || strings.Contains(h, "KV-Operation: PURGE") {
+		return nil, 0, jetstream.ErrKeyNotFound
+	}
+	return resp.Message.Data, resp.Message.Seq, nil
 }
 
 // Get returns a job's record from the registry (read from JetStream, not
@@ -652,37 +756,105 @@ func (c *Cluster) uploadOutputs(ctx context.Context, outs []job.Output) error {
 	return errors.Join(errs...)
 }
 
-// NodeInfo is a node's heartbeat in the KILN_nodes bucket.
-type NodeInfo struct {
-	ID           string    `json:"id"`
-	Addr         string    `json:"addr"`
-	WorkersReady int       `json:"workers_ready"`
-	Held         int       `json:"held"`
-	At           time.Time `json:"at"`
+// NodeState is what a node knows of itself: what a routing policy needs to
+// place a job on it (routing.NodeView's fields). The node fills it
+// (Local.State) at every heartbeat.
+type NodeState struct {
+	// Queued and Running count the jobs it holds; Workers its worker
+	// processes that are up, IdleWorkers those of them without a job.
+	Queued      int `json:"queued"`
+	Running     int `json:"running"`
+	Workers     int `json:"workers"`
+	IdleWorkers int `json:"idle_workers"`
+	// FreeVRAM is the unreserved VRAM over its devices; UsableVRAM the
+	// largest device's usable memory.
+	FreeVRAM   uint64 `json:"free_vram_bytes"`
+	UsableVRAM uint64 `json:"usable_vram_bytes"`
+	// H2DBytesPerS, DiskBytesPerS and RemoteBytesPerS are measured load
+	// rates (host → device, disk → RAM, source → disk); 0 when not
+	// measured yet.
+	H2DBytesPerS    uint64 `json:"h2d_bytes_per_s"`
+	DiskBytesPerS   uint64 `json:"disk_bytes_per_s"`
+	RemoteBytesPerS uint64 `json:"remote_bytes_per_s"`
+	// VRAM, RAM and Disk are the models resident in each tier, sorted.
+	VRAM []string `json:"vram"`
+	RAM  []string `json:"ram"`
+	Disk []string `json:"disk"`
 }
 
-// Nodes lists the nodes whose heartbeat is alive.
-func (c *Cluster) Nodes(ctx context.Context) ([]NodeInfo, error) {
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
-	keys, err := c.nodes.Keys(ctx)
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cluster: nodes: %v: %w", err, ErrUnavailable)
-	}
-	var out []NodeInfo
-	for _, k := range keys {
-		e, err := c.nodes.Get(ctx, k)
-		if err != nil {
-			continue
+// NodeInfo is a node's heartbeat in the KILN_nodes bucket: its state, its
+// API address and its health, written every second with a TTL of a few
+// seconds, so that a node that dies leaves the bucket on its own.
+type NodeInfo struct {
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+	// Healthy: connected to NATS with at least one worker up, so taking
+	// work.
+	Healthy bool `json:"healthy"`
+	// Held is the number of cluster jobs this node claimed and has not
+	// finished.
+	Held int       `json:"held"`
+	At   time.Time `json:"at"`
+	NodeState
+}
+
+// Nodes lists the nodes whose heartbeat is alive, sorted by id, from this
+// node's watch of KILN_nodes: no network call, so placement can ask it for
+// every job. A node is alive while its last heartbeat arrived within
+// nodeTTL (a KV TTL expiry sends no notice to a watch, so the age is
+// judged here, on this node's clock, by when the heartbeat arrived).
+func (c *Cluster) Nodes() []NodeInfo {
+	now := time.Now()
+	c.viewMu.RLock()
+	out := make([]NodeInfo, 0, len(c.nodeView))
+	for _, n := range c.nodeView {
+		if now.Sub(n.arrived) <= nodeTTL {
+			out = append(out, n.info)
 		}
-		var ni NodeInfo
-		if json.Unmarshal(e.Value(), &ni) == nil {
-			out = append(out, ni)
-		}
 	}
+	c.viewMu.RUnlock()
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
-	return out, nil
+	return out
+}
+
+// seenNode is a heartbeat and when it arrived here.
+type seenNode struct {
+	info    NodeInfo
+	arrived time.Time
+}
+
+// watchNodes keeps nodeView until ctx ends, re-watching after a lost
+// connection.
+func (c *Cluster) watchNodes(ctx context.Context) {
+	for ctx.Err() == nil {
+		w, err := c.nodes.WatchAll(ctx)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+				continue
+			}
+		}
+		for e := range w.Updates() {
+			if e == nil {
+				continue
+			}
+			c.viewMu.Lock()
+			var ni NodeInfo
+			if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &ni) == nil {
+				// The initial values may be old: judge them by their own
+				// time, later ones by their arrival.
+				arrived := time.Now()
+				if at := ni.At.Local(); at.Before(arrived) && e.Delta() > 0 {
+					arrived = at
+				}
+				c.nodeView[e.Key()] = seenNode{info: ni, arrived: arrived}
+			} else {
+				delete(c.nodeView, e.Key())
+			}
+			c.viewMu.Unlock()
+		}
+		_ = w.Stop()
+	}
 }

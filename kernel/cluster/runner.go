@@ -25,7 +25,7 @@ func (c *Cluster) Run(ctx context.Context) {
 		wg.Add(1)
 		go func() { defer wg.Done(); c.pull(ctx, i) }()
 	}
-	for _, f := range []func(context.Context){c.keepAlive, c.record, c.watch} {
+	for _, f := range []func(context.Context){c.keepAlive, c.record, c.watch, c.watchNodes} {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(ctx) }()
 	}
@@ -54,6 +54,26 @@ func (c *Cluster) JobFinished(j *job.Job) {
 	_, ok := c.held[j.ID]
 	if ok {
 		c.finished = append(c.finished, j)
+	}
+	c.mu.Unlock()
+	if ok {
+		signal(c.wake)
+	}
+}
+
+// outputsWait bounds how long a finished job's result waits for the API to
+// finish its files (OutputsWritten) before it is recorded anyway.
+const outputsWait = 5 * time.Second
+
+// OutputsWritten is the API's hook: it has written the last bytes of a
+// finished job's files (ComfyUI's PNG metadata), so the recorder may copy
+// them to the object store; before that, a copy could differ from the file
+// this node serves.
+func (c *Cluster) OutputsWritten(id string) {
+	c.mu.Lock()
+	_, ok := c.held[id]
+	if ok {
+		c.written[id] = true
 	}
 	c.mu.Unlock()
 	if ok {
@@ -274,13 +294,24 @@ func (c *Cluster) keepAlive(ctx context.Context) {
 	}
 }
 
+// heartbeat writes this node's NodeInfo into KILN_nodes. The bucket's TTL
+// (nodeTTL) drops it a few seconds after the last write, so a dead node
+// leaves the cluster's view on its own.
 func (c *Cluster) heartbeat(ctx context.Context) {
-	c.mu.Lock()
-	info := NodeInfo{ID: c.cfg.NodeID, WorkersReady: c.local.ReadyWorkers(), Held: len(c.held), At: time.Now().UTC()}
-	c.mu.Unlock()
+	info := NodeInfo{ID: c.cfg.NodeID, At: time.Now().UTC()}
+	if c.local.State != nil {
+		info.NodeState = c.local.State()
+	}
 	if c.local.Addr != nil {
 		info.Addr = c.local.Addr()
 	}
+	ready := c.local.ReadyWorkers()
+	c.mu.Lock()
+	info.Held = len(c.held)
+	c.mu.Unlock()
+	// Healthy as the node would be if this write reaches JetStream: a
+	// write that does not is no heartbeat at all.
+	info.Healthy = ready > 0 && c.nc.IsConnected()
 	data, _ := json.Marshal(info)
 	bctx, cancel := context.WithTimeout(ctx, nodeBeat)
 	defer cancel()
@@ -296,6 +327,7 @@ func (c *Cluster) heartbeat(ctx context.Context) {
 func (c *Cluster) drop(id string) {
 	c.mu.Lock()
 	delete(c.held, id)
+	delete(c.written, id)
 	c.mu.Unlock()
 	signal(c.room)
 }
@@ -340,6 +372,12 @@ func (c *Cluster) finish(ctx context.Context, j *job.Job) bool {
 	if h.abandoned {
 		c.drop(j.ID)
 		return true
+	}
+	c.mu.Lock()
+	written := c.written[j.ID]
+	c.mu.Unlock()
+	if j.State == job.Done && !written && time.Since(j.FinishedAt) < outputsWait {
+		return false // the API is still writing its files
 	}
 	log := c.log.With().Str("job", j.ID).Logger()
 	octx, cancel := context.WithTimeout(ctx, opTimeout)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/config"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/logging"
+	"github.com/kiln-gpu/kiln/kernel/worker"
 )
 
 // clusterJoinTimeout bounds the wait for NATS at start: a cluster's
@@ -43,6 +45,7 @@ func (n *Node) openCluster(cfg *config.Config, outDir string) error {
 			}
 			return ""
 		},
+		State: n.clusterState,
 	}, logging.Component(n.opts.Log, "cluster"))
 	if err != nil {
 		return err
@@ -127,7 +130,69 @@ func (a clusterAdapter) Cancel(ctx context.Context, id string) (*job.Job, string
 
 func (a clusterAdapter) Ready() error { return a.c.Ready() }
 
+func (a clusterAdapter) Nodes() any { return a.c.Nodes() }
+
+func (a clusterAdapter) OutputsWritten(id string) { a.c.OutputsWritten(id) }
+
 func (a clusterAdapter) OpenOutput(ctx context.Context, typ, subfolder, name string) (io.ReadCloser, error) {
 	rc, err := a.c.OpenOutput(ctx, typ, subfolder, name)
 	return rc, apiError(err)
+}
+
+// clusterState describes this node for its heartbeat: the jobs it holds,
+// its workers, VRAM by the devices' ledgers, the tiers' measured rates and
+// which models each tier holds.
+func (n *Node) clusterState() cluster.NodeState {
+	var st cluster.NodeState
+	counts := n.Store.Counts()
+	st.Queued, st.Running = counts[job.Queued], counts[job.Running]
+	vram := map[string]bool{}
+	for _, w := range n.Pool.Infos() {
+		switch w.State {
+		case worker.Ready:
+			st.Workers++
+			st.IdleWorkers++
+		case worker.Busy:
+			st.Workers++
+		}
+		for m := range w.Resident {
+			vram[m] = true
+		}
+	}
+	for _, d := range n.Devices.Devices() {
+		led := n.Devices.Ledger(d.Info().Index)
+		st.FreeVRAM += led.Free()
+		st.UsableVRAM = max(st.UsableVRAM, led.Usable())
+	}
+	st.VRAM, st.RAM, st.Disk = sortedKeys(vram), []string{}, []string{}
+	if n.Tiers == nil {
+		return st
+	}
+	// Stats: vram, ram, disk, remote; each rate is of transfers into its
+	// tier, so the RAM tier's is disk → RAM and the disk tier's source →
+	// disk. Host → device is not measured yet (0: the policy's default).
+	stats := n.Tiers.Stats()
+	st.DiskBytesPerS = uint64(stats[1].BandwidthBytesPerS)
+	st.RemoteBytesPerS = uint64(stats[2].BandwidthBytesPerS)
+	if models, err := n.Catalog.List(); err == nil {
+		for _, m := range models {
+			ram, disk := n.Tiers.Holds(m.ID)
+			if ram {
+				st.RAM = append(st.RAM, m.ID)
+			}
+			if disk {
+				st.Disk = append(st.Disk, m.ID)
+			}
+		}
+	}
+	return st
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

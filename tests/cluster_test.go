@@ -1,0 +1,410 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// natsProc is one `kiln nats` server of a test cluster.
+type natsProc struct {
+	cmd    *exec.Cmd
+	client string // nats://127.0.0.1:P
+	log    *syncBuffer
+	exited chan struct{}
+}
+
+// startNATSCluster starts three `kiln nats` servers routed to each other,
+// each with its own JetStream store, and waits until each takes clients.
+func startNATSCluster(t *testing.T) []*natsProc {
+	t.Helper()
+	var clientPorts, clusterPorts []string
+	for range 3 {
+		clientPorts = append(clientPorts, portOf(freePort(t)))
+		clusterPorts = append(clusterPorts, portOf(freePort(t)))
+	}
+	var out []*natsProc
+	for i := range 3 {
+		var routes []string
+		for j := range 3 {
+			if j != i {
+				routes = append(routes, "nats://127.0.0.1:"+clusterPorts[j])
+			}
+		}
+		p := &natsProc{client: "nats://127.0.0.1:" + clientPorts[i], log: &syncBuffer{}, exited: make(chan struct{})}
+		p.cmd = exec.Command(filepath.Join(binDir, "kiln"), "nats", "--port", clientPorts[i],
+			"--cluster-port", clusterPorts[i], "--routes", strings.Join(routes, ","),
+			"--store-dir", filepath.Join(t.TempDir(), "js"))
+		p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = p.cmd.Wait(); close(p.exited) }()
+		t.Cleanup(func() {
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+			if t.Failed() {
+				t.Logf("nats %s log, last lines:\n%s", p.client, tail(p.log.String(), 3000))
+			}
+		})
+		out = append(out, p)
+	}
+	for _, p := range out {
+		addr := strings.TrimPrefix(p.client, "nats://")
+		waitFor(t, 20*time.Second, "nats "+addr+" to take clients", func() bool {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+	}
+	return out
+}
+
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// TestClusterThreeNodes runs a kiln cluster of real processes on loopback:
+// three `kiln nats` servers (cluster routes, JetStream, R3) and three kiln
+// nodes. Jobs submitted to any node on both APIs are in the replicated
+// registry before the answer, a resubmission with the same client id
+// returns the same job, every job finishes exactly once with its node
+// named, outputs are served by every node, a SIGKILLed kiln node loses no
+// job (its jobs are redelivered), a dead node leaves the node list, and a
+// SIGKILLed NATS server leaves the cluster serving.
+func TestClusterThreeNodes(t *testing.T) {
+	start := time.Now()
+	servers := startNATSCluster(t)
+	var urls []string
+	for _, s := range servers {
+		urls = append(urls, s.client)
+	}
+	var nodes []*kilnProc
+	for i := range 3 {
+		nodes = append(nodes, startKiln(t, t.TempDir(),
+			"cluster.nats="+strings.Join(urls, ","), fmt.Sprintf("cluster.node_id=node%d", i+1),
+			// A dead node's jobs go elsewhere 2 s after its last sign of life.
+			"cluster.ack_wait=2s",
+			"cost.time_scale=0.05", "workers.per_device=1"))
+	}
+
+	// The test's own view of JetStream: the registry, read directly.
+	nc, err := nats.Connect(strings.Join(urls, ","), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+	for _, name := range []string{"KILN_WORK", "KV_KILN_jobs", "KV_KILN_nodes", "OBJ_KILN_outputs"} {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatalf("stream %s: %v", name, err)
+		}
+		if r := st.CachedInfo().Config.Replicas; r != 3 {
+			t.Fatalf("stream %s has %d replicas, want 3", name, r)
+		}
+	}
+	// Read from the stream's leader (STREAM.MSG.GET), which has every write
+	// the quorum acknowledged: a direct get may be served by a follower.
+	inRegistry := func(id string) {
+		t.Helper()
+		req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV.KILN_jobs." + id})
+		msg, err := nc.Request("$JS.API.STREAM.MSG.GET.KV_KILN_jobs", req, 5*time.Second)
+		var resp struct {
+			Message *struct{ Data []byte } `json:"message"`
+		}
+		if err != nil || json.Unmarshal(msg.Data, &resp) != nil || resp.Message == nil ||
+			!bytes.Contains(resp.Message.Data, []byte(`"id":"`+id+`"`)) {
+			t.Fatalf("job %s answered but not in the replicated registry: %v %s", id, err, msg.Data)
+		}
+	}
+
+	// Submit on every node, both APIs.
+	var ids []string
+	for i := range 18 {
+		k := nodes[i%3]
+		wf := loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 20, 1000+i)
+		var id string
+		if i%2 == 0 {
+			id = k.submit(wf, "batch")
+		} else {
+			id = fmt.Sprintf("prompt-%d-%d", i, start.UnixNano())
+			code, data := postPrompt(t, k, wf, id)
+			if code != 200 {
+				t.Fatalf("POST /prompt to node%d: HTTP %d: %s", i%3+1, code, data)
+			}
+		}
+		inRegistry(id)
+		ids = append(ids, id)
+	}
+
+	// Idempotent resubmission, to another node: the same job, not a new one.
+	wf := loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 20, 7)
+	body, _ := json.Marshal(map[string]any{"workflow": wf, "class": "interactive"})
+	var idemID string
+	for i, k := range nodes {
+		code, data := k.requestHeader("POST", "/v1/jobs", body, "Idempotency-Key", "cluster-test-key")
+		want := http.StatusAccepted
+		if i > 0 {
+			want = http.StatusOK
+		}
+		var ans struct {
+			ID      string `json:"id"`
+			Existed bool   `json:"existed"`
+		}
+		if code != want || json.Unmarshal(data, &ans) != nil || ans.ID == "" || ans.Existed != (i > 0) {
+			t.Fatalf("Idempotency-Key submit %d to node%d: HTTP %d %s; want %d", i+1, i+1, code, data, want)
+		}
+		if idemID != "" && ans.ID != idemID {
+			t.Fatalf("Idempotency-Key retry on node%d made job %s, the first made %s", i+1, ans.ID, idemID)
+		}
+		idemID = ans.ID
+	}
+	inRegistry(idemID)
+	ids = append(ids, idemID)
+	code, data := postPrompt(t, nodes[2], loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 20, 1001), ids[1])
+	var pr struct {
+		PromptID string `json:"prompt_id"`
+	}
+	if code != 200 || json.Unmarshal(data, &pr) != nil || pr.PromptID != ids[1] {
+		t.Fatalf("resubmitted prompt_id %s to node3: HTTP %d %s", ids[1], code, data)
+	}
+	if n := countJobs(t, nodes[0], ""); n != len(ids) {
+		t.Fatalf("the cluster lists %d jobs after %d distinct submissions and 3 retries", n, len(ids))
+	}
+
+	// Every node answers for every job, with its node named.
+	for _, k := range nodes {
+		for _, id := range ids[:3] {
+			if j := k.clusterJob(id); j.ID != id {
+				t.Fatalf("GET /v1/jobs/%s on %s: %+v", id, k.base, j)
+			}
+		}
+	}
+
+	// Kill node3 (SIGKILL) while it runs jobs: they are redelivered.
+	victim := nodes[2]
+	var running []string
+	waitFor(t, 20*time.Second, "node3 to run a job", func() bool {
+		running = running[:0]
+		for _, id := range ids {
+			if j := nodes[0].clusterJob(id); j.State == "running" && j.Node == "node3" {
+				running = append(running, id)
+			}
+		}
+		return len(running) > 0
+	})
+	victim.kill9()
+	// What node3 held when it died, by the registry (a job it finished
+	// between the check above and the kill is not among them).
+	held := running[:0]
+	for _, id := range running {
+		if j := nodes[0].clusterJob(id); j.State == "running" && j.Node == "node3" {
+			held = append(held, id)
+		}
+	}
+	running = held
+	t.Logf("killed node3 running %d jobs at %s", len(running), time.Since(start).Round(time.Millisecond))
+
+	// Kill one NATS server: the cluster keeps serving, and takes new jobs.
+	_ = servers[0].cmd.Process.Kill()
+	<-servers[0].exited
+	for i := range 4 {
+		k := nodes[i%2]
+		id := k.submitRetrying(t, loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 10, 5000+i))
+		ids = append(ids, id)
+	}
+
+	// Every job finishes, once, on a live node; the killed node's running
+	// jobs ran again elsewhere.
+	final := map[string]clusterJobJSON{}
+	waitFor(t, 45*time.Second, "every job to finish", func() bool {
+		for _, id := range ids {
+			j := nodes[1].clusterJob(id)
+			if j.State != "done" {
+				return false
+			}
+			final[id] = j
+		}
+		return true
+	})
+	for _, id := range running {
+		j := final[id]
+		if j.Node == "node3" || j.Attempts < 2 {
+			t.Errorf("job %s, running on node3 when it was killed, finished on %s after %d attempts", id, j.Node, j.Attempts)
+		}
+	}
+	// The list is node1's watch of the registry: it trails by milliseconds.
+	for _, k := range nodes[:2] {
+		waitFor(t, 10*time.Second, k.base+"'s list to show every job done, each once", func() bool {
+			done, all := countJobs(t, k, "done"), countJobs(t, k, "")
+			if done != len(ids) || all != len(ids) {
+				t.Logf("%s lists %d jobs, %d done; want %d", k.base, all, done, len(ids))
+				time.Sleep(500 * time.Millisecond)
+				return false
+			}
+			return true
+		})
+	}
+
+	// Outputs: every live node serves every image, with the same bytes.
+	for _, id := range append([]string{ids[0], ids[len(ids)-1]}, running...) {
+		j := final[id]
+		if len(j.Outputs) == 0 {
+			t.Fatalf("job %s done without outputs", id)
+		}
+		o := j.Outputs[0]
+		q := url.Values{"filename": {o.Filename}, "subfolder": {o.Subfolder}, "type": {"output"}}
+		var first []byte
+		for _, k := range nodes[:2] {
+			code, png := k.do("GET", "/view?"+q.Encode(), nil)
+			if code != 200 || !bytes.HasPrefix(png, []byte("\x89PNG")) {
+				t.Fatalf("/view of %s (from %s) on %s: HTTP %d, %d bytes", id, j.Node, k.base, code, len(png))
+			}
+			if first != nil && !bytes.Equal(first, png) {
+				t.Fatalf("/view of %s differs between nodes", id)
+			}
+			first = png
+		}
+	}
+
+	// The dead node left the node list; the others publish their state.
+	waitFor(t, 15*time.Second, "node3 to leave the node list", func() bool {
+		live := clusterNodes(t, nodes[0])
+		_, dead := live["node3"]
+		return !dead && len(live) == 2
+	})
+	for id, n := range clusterNodes(t, nodes[1]) {
+		if !n.Healthy || n.Workers == 0 || n.UsableVRAM == 0 || len(n.VRAM)+len(n.RAM)+len(n.Disk) == 0 {
+			t.Errorf("node %s's published state is thin: %+v", id, n)
+		}
+	}
+	t.Logf("cluster test took %s", time.Since(start).Round(time.Millisecond))
+}
+
+type clusterJobJSON struct {
+	jobJSON
+	Node string `json:"node"`
+}
+
+func (k *kilnProc) clusterJob(id string) clusterJobJSON {
+	k.t.Helper()
+	code, data := k.do("GET", "/v1/jobs/"+id, nil)
+	if code != 200 {
+		k.t.Fatalf("GET /v1/jobs/%s on %s: HTTP %d: %s", id, k.base, code, data)
+	}
+	var j clusterJobJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		k.t.Fatal(err)
+	}
+	return j
+}
+
+// submitRetrying submits to /v1/jobs, retrying a 503 (JetStream electing
+// a new leader after a server died) for up to 10 s with the same
+// Idempotency-Key, as a careful client would.
+func (k *kilnProc) submitRetrying(t *testing.T, wf map[string]any) string {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"workflow": wf, "class": "batch"})
+	key := fmt.Sprintf("retry-%d", time.Now().UnixNano())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, data := k.requestHeader("POST", "/v1/jobs", body, "Idempotency-Key", key)
+		if code == http.StatusAccepted || code == http.StatusOK {
+			var ans struct{ ID string }
+			if err := json.Unmarshal(data, &ans); err != nil || ans.ID == "" {
+				t.Fatalf("submit answer %s: %v", data, err)
+			}
+			return ans.ID
+		}
+		if code != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("submit to %s with a NATS server down: HTTP %d: %s", k.base, code, data)
+		}
+		t.Logf("submit to %s: 503 (%s); retrying", k.base, data)
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (k *kilnProc) requestHeader(method, path string, body []byte, header, value string) (int, []byte) {
+	k.t.Helper()
+	req, err := http.NewRequest(method, k.base+path, bytes.NewReader(body))
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	req.Header.Set(header, value)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		k.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, data
+}
+
+func postPrompt(t *testing.T, k *kilnProc, wf map[string]any, promptID string) (int, []byte) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"prompt": wf, "prompt_id": promptID, "client_id": "cluster-test"})
+	return k.do("POST", "/prompt", body)
+}
+
+func countJobs(t *testing.T, k *kilnProc, state string) int {
+	t.Helper()
+	code, data := k.do("GET", "/v1/jobs?limit=10000&state="+state, nil)
+	var out struct{ Jobs []jobJSON }
+	if code != 200 || json.Unmarshal(data, &out) != nil {
+		t.Fatalf("GET /v1/jobs: HTTP %d: %s", code, data)
+	}
+	return len(out.Jobs)
+}
+
+type clusterNodeJSON struct {
+	ID         string   `json:"id"`
+	Healthy    bool     `json:"healthy"`
+	Workers    int      `json:"workers"`
+	UsableVRAM uint64   `json:"usable_vram_bytes"`
+	VRAM       []string `json:"vram"`
+	RAM        []string `json:"ram"`
+	Disk       []string `json:"disk"`
+}
+
+func clusterNodes(t *testing.T, k *kilnProc) map[string]clusterNodeJSON {
+	t.Helper()
+	code, data := k.do("GET", "/v1/cluster", nil)
+	var out struct{ Nodes []clusterNodeJSON }
+	if code != 200 || json.Unmarshal(data, &out) != nil {
+		t.Fatalf("GET /v1/cluster: HTTP %d: %s", code, data)
+	}
+	m := map[string]clusterNodeJSON{}
+	for _, n := range out.Nodes {
+		m[n.ID] = n
+	}
+	return m
+}
