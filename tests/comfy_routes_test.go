@@ -546,6 +546,14 @@ func TestComfyRoutes(t *testing.T) {
 		if done, _ := workersJobsDone(t, k); done != doneBefore {
 			t.Errorf("the workers ran %d more jobs for cache hits", done-doneBefore)
 		}
+		// /metrics counts the hits (and the first run's miss).
+		_, text := k.do("GET", "/metrics", nil)
+		if hits := metricValue(string(text), `kiln_result_cache_lookups_total{result="hit"}`); hits < 2 {
+			t.Errorf("kiln_result_cache_lookups_total{result=\"hit\"} = %v after two hits", hits)
+		}
+		if misses := metricValue(string(text), `kiln_result_cache_lookups_total{result="miss"}`); misses < 1 {
+			t.Errorf("kiln_result_cache_lookups_total{result=\"miss\"} = %v after a first run", misses)
+		}
 		// /history?max_items counts cache hits with the runs.
 		if h := k.getJSON("/history?max_items=1"); len(h) != 1 {
 			t.Errorf("/history?max_items=1 has %d entries: %v", len(h), sortedKeys(h))

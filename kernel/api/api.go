@@ -17,6 +17,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/catalog"
 	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/dashboard"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/httpjson"
@@ -72,6 +73,7 @@ type Server struct {
 	deps Deps
 	mux  *http.ServeMux
 	srv  *http.Server
+	dash *dashboard.Dashboard
 }
 
 // WithDefaults fills zero fields with the defaults of configs/kiln.yaml.
@@ -129,6 +131,7 @@ func New(cfg Config, deps Deps) *Server {
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.HandleFunc("GET /v1/cluster", s.clusterStatus)
 	s.registerComfy()
+	s.registerDashboard()
 	if deps.Policies != nil {
 		s.mux.Handle("/v1/policies", deps.Policies)
 		s.mux.Handle("/v1/policies/", deps.Policies)
@@ -166,7 +169,7 @@ func New(cfg Config, deps Deps) *Server {
 // Handler returns the API's root handler: the routes, with JSON errors for
 // unknown paths and methods and a recovery guard.
 func (s *Server) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return s.observe(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -193,7 +196,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		// ServeHTTP, not h: only the mux fills in the path values.
 		s.mux.ServeHTTP(w, r)
-	})
+	}))
 }
 
 // ListenAndServe serves on addr until ctx ends, then shuts down gracefully.
@@ -215,6 +218,7 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string, ready func(net
 	if ready != nil {
 		ready(ln.Addr())
 	}
+	go s.dash.Run(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(ln) }()
 	select {

@@ -28,6 +28,9 @@ type resultCache struct {
 	maxAge    time.Duration
 	clk       clock.Clock
 	outputDir string
+	// count counts a lookup's result (kiln_result_cache_lookups_total):
+	// "hit", "miss", or "stale" (matched, but too old or its files gone).
+	count func(result string)
 
 	mu      sync.Mutex
 	entries map[string]*list.Element
@@ -45,9 +48,12 @@ type cacheHit struct {
 	outputs []job.Output
 }
 
-func newResultCache(cfg ComfyCacheConfig, clk clock.Clock, outputDir string) *resultCache {
+func newResultCache(cfg ComfyCacheConfig, clk clock.Clock, outputDir string, count func(result string)) *resultCache {
+	if count == nil {
+		count = func(string) {}
+	}
 	return &resultCache{enabled: cfg.Enabled != nil && *cfg.Enabled && cfg.MaxEntries > 0 && outputDir != "",
-		max: cfg.MaxEntries, maxAge: cfg.MaxAge, clk: clk, outputDir: outputDir,
+		max: cfg.MaxEntries, maxAge: cfg.MaxAge, clk: clk, outputDir: outputDir, count: count,
 		entries: map[string]*list.Element{}, order: list.New()}
 }
 
@@ -181,6 +187,7 @@ func (c *resultCache) lookup(req *PromptRequest) *cacheHit {
 	}
 	g := decodeGraph(req.Workflow)
 	if g == nil || uncacheable(g) {
+		c.count("miss")
 		return nil
 	}
 	hashes, outs := canonical(g)
@@ -188,12 +195,15 @@ func (c *resultCache) lookup(req *PromptRequest) *cacheHit {
 	c.mu.Lock()
 	el, ok := c.entries[key]
 	var e *cacheEntry
-	if ok {
+	if !ok {
+		c.count("miss")
+	} else {
 		e = el.Value.(*cacheEntry)
 		if c.maxAge > 0 && c.clk.Since(e.at) > c.maxAge {
 			c.order.Remove(el)
 			delete(c.entries, key)
 			e = nil
+			c.count("stale")
 		}
 	}
 	c.mu.Unlock()
@@ -204,6 +214,7 @@ func (c *resultCache) lookup(req *PromptRequest) *cacheHit {
 	for _, id := range outs {
 		for _, o := range e.byHash[hashes[id]] {
 			if _, err := os.Stat(filepath.Join(c.outputDir, filepath.FromSlash(o.Subfolder), o.Filename)); err != nil {
+				c.count("stale")
 				return nil // the files are gone: run again
 			}
 			o.Node = id
@@ -211,8 +222,10 @@ func (c *resultCache) lookup(req *PromptRequest) *cacheHit {
 		}
 	}
 	if len(hit.outputs) == 0 {
+		c.count("miss")
 		return nil
 	}
+	c.count("hit")
 	return hit
 }
 

@@ -115,7 +115,7 @@ const (
 
 func newHub(c *comfy) *hub {
 	return &hub{
-		c: c, cache: newResultCache(c.cfg.Cache, c.s.deps.Clock, c.s.deps.OutputDir),
+		c: c, cache: newResultCache(c.cfg.Cache, c.s.deps.Clock, c.s.deps.OutputDir, c.s.cacheCounter()),
 		conns: map[*wsConn]struct{}{}, runs: map[string]*runState{}, extra: map[string]map[string]any{},
 		hits: map[string]*cachedPrompt{}, pending: map[string][]wsMessage{}, names: map[string][]job.Output{},
 	}

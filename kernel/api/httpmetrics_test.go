@@ -1,0 +1,54 @@
+package api
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rs/zerolog"
+
+	"github.com/kiln-gpu/kiln/kernel/metrics"
+)
+
+// Requests are counted by the route that served them, never by their path
+// (an id in the path would make a series per job), with the status sent;
+// the dashboard's page and the 404s of no route are counted too.
+func TestHTTPMetricsByRoute(t *testing.T) {
+	m := metrics.New(metrics.Sources{})
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("{}")) })
+	s := New(Config{}, Deps{Log: zerolog.Nop(), Metrics: m, AdminToken: "tok", Shadow: ok, Trace: ok})
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/v1/experiments/shadow", 200},
+		{"GET", "/v1/experiments/trace", 401},
+		{"GET", "/", 200},
+		{"GET", "/no/such/thing", 404},
+		{"GET", "/no/such/other/thing", 404},
+		{"DELETE", "/healthz", 405},
+	} {
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, nil))
+		if rec.Code != tc.want {
+			t.Errorf("%s %s: %d, want %d", tc.method, tc.path, rec.Code, tc.want)
+		}
+	}
+	want := `
+# HELP kiln_http_requests_total HTTP requests answered, by route (the pattern that served it; "unmatched" for a 404 or 405 of no route), method and status code.
+# TYPE kiln_http_requests_total counter
+kiln_http_requests_total{code="200",method="GET",route="GET /v1/experiments/shadow"} 1
+kiln_http_requests_total{code="401",method="GET",route="GET /v1/experiments/trace"} 1
+kiln_http_requests_total{code="200",method="GET",route="GET /{$}"} 1
+kiln_http_requests_total{code="404",method="GET",route="unmatched"} 2
+kiln_http_requests_total{code="405",method="DELETE",route="unmatched"} 1
+`
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "kiln_http_requests_total"); err != nil {
+		t.Error(err)
+	}
+	if n, _ := testutil.GatherAndCount(m.Registry(), "kiln_http_request_duration_seconds"); n != 5 {
+		t.Errorf("%d duration series, want 5 (one per route and method)", n)
+	}
+}
