@@ -16,6 +16,7 @@ import (
 
 const simUsage = `usage:
   kiln sim --trace TRACE.csv --models MODELS.csv [--config FILE] [--set k=v]... [--seed N] [--report json|md]
+           [--nodes N]   (a cluster of N nodes of the config's shape; policies.routing picks each job's node)
            [--ram-bytes N] [--disk-bytes N] [--remote-bytes-per-s F]
            [--tune KIND=POLICY [--budget N] [--objective mean_latency|p95_latency|p99_latency|slo_miss|load_time]]
            [--canary KIND=POLICY[@V] [--steps 5,25,50,100] [--guard 'p95<=30s']... [--unit workers|traffic]]
@@ -41,7 +42,7 @@ func cmdSim(args []string) error {
 	fs := newFlags("sim", simUsage)
 	tracePath := fs.String("trace", "", "trace CSV: time_s,models,class,deadline_ms[,workflow]")
 	modelsPath := fs.String("models", "", "model table CSV: model_id,bytes,family")
-	seed := fs.Int64("seed", 1, "seed recorded in the report (the run itself draws no random numbers)")
+	seed := fs.Int64("seed", 1, "seed recorded in the report; with --nodes, also of the routing decisions' random words (one node draws no random numbers)")
 	format := fs.String("report", "json", "report format: json or md")
 	ramBytes := fs.Int64("ram-bytes", 0, "L2 RAM tier capacity (default tiers.ram.capacity_bytes)")
 	diskBytes := fs.Int64("disk-bytes", 0, "L3 disk tier capacity (default tiers.disk.capacity_bytes)")
@@ -55,6 +56,7 @@ func cmdSim(args []string) error {
 	fs.Func("guard", "--canary: a guard such as 'p95<=30s' (repeatable)", func(g string) error { canaryGuards = append(canaryGuards, g); return nil })
 	canaryUnit := fs.String("unit", "", "--canary: workers or traffic (default: workers with two or more workers)")
 	watch := fs.String("watch", "", "KIND=POLICY[@V]@T: activate POLICY at virtual time T and let the watch (experiments.watch) judge it")
+	nodes := fs.Int("nodes", 1, "simulate a cluster of N nodes, each the config's node; policies.routing routes, sim.network_delay is the hop (kernel/sim RunCluster)")
 	var cf configFlags
 	cf.register(fs.FlagSet)
 	pos, err := fs.parse(args)
@@ -129,7 +131,10 @@ func cmdSim(args []string) error {
 		w.Config = cfg.Experiments.Watch
 		opts.Watch = &w
 	}
-	rep, err := sim.Run(context.Background(), sc, models, trace, opts)
+	if *nodes < 1 {
+		return fmt.Errorf("sim: --nodes %d: want at least 1", *nodes)
+	}
+	rep, err := sim.RunCluster(context.Background(), sim.ClusterConfig{Node: sc, Nodes: *nodes, NetworkDelay: cfg.Sim.NetworkDelay}, models, trace, opts)
 	if err != nil {
 		return err
 	}

@@ -61,7 +61,15 @@ func TestWriteSimTune(t *testing.T) {
 // default max_size (4) pay; at a lighter load the defaults are the best
 // there is, and a search rightly finds no gain.
 func TestCmdTune(t *testing.T) {
-	models, reqs, err := sim.Generate(sim.GenConfig{Kind: sim.KindZipf, Jobs: 3000, Rate: 1.5, Checkpoints: 5, Seed: 4})
+	// 1.2 jobs/s: the simulated node holds each job's activations and its
+	// workers' contexts on the ledger as a live node does (docs/stages.md),
+	// so two jobs share a 24 GiB device less often than when only weights
+	// were counted — on this trace at 1.5 jobs/s GPU busy fell from 0.94
+	// to 0.85 and the mean latency rose from 990 s to 1665 s, and the
+	// hold-out's blocks then differed by more than batching's gain (13% ±
+	// 11%). At 1.2 jobs/s the node is still overloaded enough for larger
+	// batches to pay, and the gain clears the blocks' noise.
+	models, reqs, err := sim.Generate(sim.GenConfig{Kind: sim.KindZipf, Jobs: 3000, Rate: 1.2, Checkpoints: 5, Seed: 4})
 	if err != nil {
 		t.Fatal(err)
 	}

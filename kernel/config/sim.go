@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 )
 
 // SimConfig is the sim section: what only a simulated node has (`kiln
@@ -24,6 +25,14 @@ type SimConfig struct {
 	// what a worker that declared it fuses would gain; none does today).
 	// Empty means sequential: the simulator charges what the node does.
 	BatchExecution string `koanf:"batch_execution"`
+	// WholeJobAdmission admits and holds a job by the sum of its models,
+	// as kiln did before it ran jobs in stages: the baseline of a node
+	// that refuses models larger than a device (docs/stages.md).
+	WholeJobAdmission bool `koanf:"whole_job_admission"`
+	// NetworkDelay is, in a simulated cluster (kiln sim --nodes N), the
+	// time for a job to travel from the node that accepted it to the node
+	// the routing policy chose: one hop, added to the job's latency.
+	NetworkDelay time.Duration `koanf:"network_delay"`
 }
 
 // Validate checks the section.
@@ -31,6 +40,9 @@ func (c SimConfig) Validate() error {
 	var errs []error
 	if c.RemoteBytesPerS < 0 || math.IsInf(c.RemoteBytesPerS, 0) || math.IsNaN(c.RemoteBytesPerS) {
 		errs = append(errs, fmt.Errorf("sim.remote_bytes_per_s: must be ≥ 0, got %v", c.RemoteBytesPerS))
+	}
+	if c.NetworkDelay < 0 || c.NetworkDelay > time.Minute {
+		errs = append(errs, fmt.Errorf("sim.network_delay: must be between 0 and 1m, got %s", c.NetworkDelay))
 	}
 	switch c.BatchExecution {
 	case "", "fused", "sequential":

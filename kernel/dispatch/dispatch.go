@@ -1079,7 +1079,7 @@ func (d *Dispatcher) reserve(ctx context.Context, w *worker.Worker, model string
 			var pinned uint64
 			entries, keys, pinned = d.deviceEntries(dev)
 			// Contexts and activations wait to be let go like pins.
-			return entries, pinned + heldBytes(d.opts.Devices.Ledger(dev))
+			return entries, pinned + HeldBytes(d.opts.Devices.Ledger(dev))
 		},
 		Evict: func(i int) { d.evict(ctx, keys[i].worker, keys[i].model) },
 	}

@@ -170,10 +170,10 @@ func (d *Dispatcher) waitVRAM(ctx context.Context, try func() (wait <-chan struc
 	}
 }
 
-// heldBytes sums a device's reservations that are not models (contexts,
+// HeldBytes sums a device's reservations that are not models (contexts,
 // activations): memory no eviction can free, which a reservation waits
 // for like pinned models.
-func heldBytes(led *device.Ledger) uint64 {
+func HeldBytes(led *device.Ledger) uint64 {
 	var b uint64
 	for _, r := range led.Snapshot() {
 		if len(r.Key) > 0 && r.Key[0] == '(' {

@@ -82,6 +82,12 @@ type Config struct {
 	// (kernel/tune) searches over them. A parameter the policy does not
 	// declare, or a value outside its bounds, fails the run.
 	Params map[string]map[string]float64
+	// WholeJobAdmission is sim.whole_job_admission: each job is planned as
+	// one stage of all its models (the node before stages), not in stages.
+	WholeJobAdmission bool
+	// WorkerContextBytes is dispatch.worker_context_bytes: each worker's
+	// context, held on its device's ledger as live.
+	WorkerContextBytes uint64
 }
 
 // How a batch is charged (Config.BatchExecution).
@@ -117,6 +123,9 @@ func FromKernelConfig(c *config.Config) Config {
 		BatchExecution:   c.Sim.BatchExecution,
 		Preemption:       c.Dispatch.Preemption,
 		PreemptMinRun:    c.Dispatch.PreemptMinRun,
+
+		WholeJobAdmission:  c.Sim.WholeJobAdmission,
+		WorkerContextBytes: uint64(max(c.Dispatch.WorkerContextBytes, 0)),
 	}
 }
 

@@ -66,8 +66,9 @@ func TestStallingPoliciesFinishEveryJob(t *testing.T) {
 		{"balancing", func(c *policy.Config) { c.Balancing = "test-place-nowhere" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// 10 GB at 20% headroom: 8 GB usable, one 6 GB model at a time.
-			cfg := node(1, 1, 10e9, "lru")
+			// 13 GB at 20% headroom: 10.4 GB usable, one 6 GB model and
+			// its 3.7 GB of activations at a time.
+			cfg := node(1, 1, 13e9, "lru")
 			cfg.Headroom = 0.2
 			tc.set(&cfg.Policies)
 			rep := run(t, cfg, models, reqs)

@@ -54,6 +54,13 @@ type vramMiss struct {
 // come in below it, since the replay charges every read in full where the
 // run overlapped some with queueing.
 func (s *simulator) optimalLoadTime(perWorker, infiniteRAM bool) time.Duration {
+	if s.parts != nil {
+		var total time.Duration
+		for _, p := range s.parts {
+			total += p.optimalLoadTime(perWorker, infiniteRAM)
+		}
+		return total
+	}
 	var misses []vramMiss
 	for _, d := range s.devices {
 		misses = append(misses, s.beladyDevice(d, perWorker)...)

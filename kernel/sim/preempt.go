@@ -145,12 +145,7 @@ func (s *simulator) stop(w *simWorker) {
 		iv.to = max(min(iv.to, s.now), iv.from)
 	}
 	loading := s.now < lead.start+lead.load
-	for _, m := range lead.models {
-		if r, ok := w.resident[m]; ok {
-			r.pins--
-			r.lastUse = s.now
-		}
-	}
+	s.release(w)
 	if loading {
 		for _, m := range w.loaded {
 			if r, ok := w.resident[m]; ok && r.pins == 0 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/device"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
 // Report is the outcome of a run. Times are in seconds of virtual time
@@ -99,6 +100,10 @@ type Report struct {
 	Canary *CanaryReport `json:"canary,omitempty"`
 	// Watch is the outcome of Options.Watch.
 	Watch *WatchReport `json:"watch,omitempty"`
+	// Cluster describes a simulated cluster (RunCluster with more than one
+	// node): every figure above is then the cluster's, over all its jobs
+	// and devices, and Node is the shape of one node.
+	Cluster *ClusterReport `json:"cluster,omitempty"`
 }
 
 // BatchReport describes batching in a run.
@@ -263,6 +268,11 @@ func (s *simulator) report(wall time.Duration, seed int64) *Report {
 		r.SimSpeedup = r.SimulatedS / wall.Seconds()
 	}
 	for _, k := range s.host.List() {
+		if k.Kind == abi.KindRouting.String() && s.parts == nil {
+			// One node routes nothing: its report names the policies
+			// that decided, as before the routing kind.
+			continue
+		}
 		desc := k.Active
 		for _, v := range k.Versions {
 			if v.Active {
@@ -371,6 +381,14 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	f("\n## Model sizes\n\n| model | family | bytes |\n|---|---|---|\n")
 	for _, m := range r.ModelSizes {
 		f("| %s | %s | %d (%s) |\n", m.ID, m.Family, m.Bytes, device.FormatBytes(uint64(m.Bytes)))
+	}
+	if c := r.Cluster; c != nil {
+		f("\n## Cluster\n\n| nodes | routing | network delay | unrouted |\n|---|---|---|---|\n")
+		f("| %d | %s | %.3f s | %d |\n", c.Nodes, c.Routing, c.NetworkDelayS, c.Unrouted)
+		f("\n| node | jobs | cold loads | GPU busy |\n|---|---|---|---|\n")
+		for i := range c.JobsPerNode {
+			f("| node-%d | %d | %d | %.4f |\n", i, c.JobsPerNode[i], c.ColdLoadsPerNode[i], c.GPUBusyPerNode[i])
+		}
 	}
 	writeCanaryMarkdown(&b, r.Canary)
 	writeWatchMarkdown(&b, r.Watch)

@@ -101,6 +101,13 @@ type simulator struct {
 
 	canary *canaryState // nil without Options.Canary
 	watch  *watchState  // nil without Options.Watch (watch.go)
+
+	// parts, set only on a cluster's merged figures (cluster.go), are its
+	// nodes: the offline optimum is each node's, summed.
+	parts []*simulator
+	// incoming, in a cluster's node, are the jobs routed to it that have
+	// not arrived yet (the network delay): its view counts them.
+	incoming []*simJob
 }
 
 type simJob struct {
@@ -112,6 +119,7 @@ type simJob struct {
 	key      string   // dispatch.BatchKey of models
 	sizes    []uint64
 	vram     uint64
+	plan     dispatch.Plan // its stages (planJob): vram is their Peak
 	work     cost.Work
 	estimate time.Duration
 
@@ -162,6 +170,12 @@ type simWorker struct {
 	// busy list: what a preemption takes back.
 	loaded []string
 	busy   [2]int
+	// held are the models the running batch still pins (its last stage's
+	// and those no stage released), act its stage's activations and ctx
+	// the worker's context, held on the ledger as a live node holds them.
+	held []string
+	act  *device.Reservation
+	ctx  *device.Reservation
 }
 
 type simDevice struct {
@@ -188,61 +202,15 @@ type use struct {
 }
 
 func newSimulator(ctx context.Context, cfg Config, models []Model, trace *Trace, opts Options) (*simulator, error) {
-	s := &simulator{
-		cfg:      cfg,
-		opts:     opts,
-		clk:      clock.NewFake(epoch),
-		models:   make(map[string]Model, len(models)),
-		sizes:    slices.Clone(models),
-		byID:     map[string]*simWorker{},
-		byJobID:  map[string]*simJob{},
-		ram:      newHostTier("ram", cfg.RAMBytes, cfg.RAMTargetFill, cfg.TierEvictor),
-		disk:     newHostTier("disk", cfg.DiskBytes, cfg.DiskTargetFill, cfg.TierEvictor),
-		firstUse: map[string]bool{},
-		inflight: map[string]time.Duration{},
-		unused:   map[string]time.Duration{},
-	}
-	for _, m := range models {
-		s.models[m.ID] = m
-	}
-	for i, dc := range cfg.Devices {
-		name := dc.Name
-		if name == "" {
-			name = "sim-gpu-" + strconv.Itoa(i)
-		}
-		d := &simDevice{index: i, cfg: dc, ledger: device.NewLedger(dc.MemoryBytes, cfg.Headroom),
-			cost: cost.Device{H2DBytesPerS: dc.H2DBytesPerS, ComputeFactor: dc.ComputeFactor}}
-		d.cfg.Name = name
-		for k := 0; k < cfg.WorkersPerDevice; k++ {
-			w := &simWorker{id: fmt.Sprintf("w%d-%d", i, k), dev: i, resident: map[string]*resident{}}
-			d.workers = append(d.workers, w)
-			s.workers = append(s.workers, w)
-			s.byID[w.id] = w
-		}
-		s.devices = append(s.devices, d)
-	}
+	s := newNodeState(cfg, models, clock.NewFake(epoch), opts)
 	for i := range trace.Requests {
-		r := &trace.Requests[i]
-		j := &simJob{id: fmt.Sprintf("j%06d", i), index: i, seq: uint64(i + 1), req: r}
-		for _, m := range r.Models {
-			if slices.Contains(j.models, m) {
-				continue
-			}
-			mod, ok := s.models[m]
-			if !ok {
-				return nil, fmt.Errorf("sim: trace line %d: unknown model %q", r.Line, m)
-			}
-			j.models = append(j.models, m)
-			b := uint64(cost.VRAMBytes(mod.Family, mod.Bytes))
-			j.sizes = append(j.sizes, b)
-			j.vram += b
+		j, err := s.newJob(i, &trace.Requests[i])
+		if err != nil {
+			return nil, err
 		}
-		j.key = dispatch.BatchKey(j.models)
-		j.work = s.work(j)
-		j.estimate = cfg.Cost.JobEstimate(j.work, cost.Device{})
 		s.jobs = append(s.jobs, j)
 		s.byJobID[j.id] = j
-		s.push(event{at: r.Time, kind: evArrive, job: j})
+		s.push(event{at: j.req.Time, kind: evArrive, job: j})
 	}
 	// A decision's deadline is wall time, by design (it bounds CPU spent in
 	// a guest). The simulator judges what policies decide, not how fast a
@@ -294,6 +262,70 @@ func newSimulator(ctx context.Context, cfg Config, models []Model, trace *Trace,
 		return nil, err
 	}
 	return s, nil
+}
+
+// newNodeState builds a node's devices, workers and host tiers on clock
+// clk, with no jobs and no policy host yet: newSimulator adds both for one
+// node, newCluster (cluster.go) for each node of a cluster.
+func newNodeState(cfg Config, models []Model, clk *clock.Fake, opts Options) *simulator {
+	s := &simulator{
+		cfg:      cfg,
+		opts:     opts,
+		clk:      clk,
+		models:   make(map[string]Model, len(models)),
+		sizes:    slices.Clone(models),
+		byID:     map[string]*simWorker{},
+		byJobID:  map[string]*simJob{},
+		ram:      newHostTier("ram", cfg.RAMBytes, cfg.RAMTargetFill, cfg.TierEvictor),
+		disk:     newHostTier("disk", cfg.DiskBytes, cfg.DiskTargetFill, cfg.TierEvictor),
+		firstUse: map[string]bool{},
+		inflight: map[string]time.Duration{},
+		unused:   map[string]time.Duration{},
+	}
+	for _, m := range models {
+		s.models[m.ID] = m
+	}
+	for i, dc := range cfg.Devices {
+		name := dc.Name
+		if name == "" {
+			name = "sim-gpu-" + strconv.Itoa(i)
+		}
+		d := &simDevice{index: i, cfg: dc, ledger: device.NewLedger(dc.MemoryBytes, cfg.Headroom),
+			cost: cost.Device{H2DBytesPerS: dc.H2DBytesPerS, ComputeFactor: dc.ComputeFactor}}
+		d.cfg.Name = name
+		for k := 0; k < cfg.WorkersPerDevice; k++ {
+			w := &simWorker{id: fmt.Sprintf("w%d-%d", i, k), dev: i, resident: map[string]*resident{}}
+			d.workers = append(d.workers, w)
+			s.workers = append(s.workers, w)
+			s.byID[w.id] = w
+		}
+		s.devices = append(s.devices, d)
+	}
+	return s
+}
+
+// newJob is request i of the trace as a job: its models deduplicated and
+// sized, its batch key and its cost estimate.
+func (s *simulator) newJob(i int, r *Request) (*simJob, error) {
+	j := &simJob{id: fmt.Sprintf("j%06d", i), index: i, seq: uint64(i + 1), req: r}
+	for _, m := range r.Models {
+		if slices.Contains(j.models, m) {
+			continue
+		}
+		mod, ok := s.models[m]
+		if !ok {
+			return nil, fmt.Errorf("sim: trace line %d: unknown model %q", r.Line, m)
+		}
+		j.models = append(j.models, m)
+		b := uint64(cost.VRAMBytes(mod.Family, mod.Bytes))
+		j.sizes = append(j.sizes, b)
+	}
+	j.key = dispatch.BatchKey(j.models)
+	j.work = s.work(j)
+	j.plan = s.planJob(j)
+	j.vram = j.plan.Peak()
+	j.estimate = s.cfg.Cost.JobEstimate(j.work, cost.Device{})
+	return j, nil
 }
 
 // defaultSteps is the sampling of a request without a workflow.
@@ -354,11 +386,16 @@ func (s *simulator) push(e event) {
 	heap.Push(&s.events, e)
 }
 
-// advance moves virtual time, and the clock the policies read, to t.
+// advance moves virtual time, and the clock the policies read, to t. The
+// clock is set to epoch+t rather than moved by the difference: in a
+// cluster (cluster.go) every node shares one clock, which another node may
+// already have moved there.
 func (s *simulator) advance(t time.Duration) {
 	if t > s.now {
-		s.clk.Advance(t - s.now)
 		s.now = t
+	}
+	if d := epoch.Add(s.now).Sub(s.clk.Now()); d > 0 {
+		s.clk.Advance(d)
 	}
 }
 
@@ -369,27 +406,41 @@ func (s *simulator) run(ctx context.Context) error {
 		if n%1024 == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}
-		t := s.events[0].at
-		s.advance(t)
-		for s.events.Len() > 0 && s.events[0].at == t {
-			e := heap.Pop(&s.events).(event)
-			switch e.kind {
-			case evArrive:
-				s.enqueue(e.job)
-			case evDone:
-				if e.run == e.w.run && e.w.batch != nil {
-					s.finish(e.w)
-				}
-			case evPrefetched:
-				s.prefetched(e.model)
-			case evPoll:
-				// Nothing but the round below.
-			}
-		}
-		s.dispatch()
-		s.tickCanary()
-		s.tickWatch()
+		s.step()
 	}
+	s.drain()
+	return nil
+}
+
+// step runs the events due at the earliest instant, then a dispatch round.
+func (s *simulator) step() {
+	t := s.events[0].at
+	s.advance(t)
+	for s.events.Len() > 0 && s.events[0].at == t {
+		e := heap.Pop(&s.events).(event)
+		switch e.kind {
+		case evArrive:
+			if i := slices.Index(s.incoming, e.job); i >= 0 {
+				s.incoming = slices.Delete(s.incoming, i, i+1)
+			}
+			s.enqueue(e.job)
+		case evDone:
+			if e.run == e.w.run && e.w.batch != nil {
+				s.finish(e.w)
+			}
+		case evPrefetched:
+			s.prefetched(e.model)
+		case evPoll:
+			// Nothing but the round below.
+		}
+	}
+	s.dispatch()
+	s.tickCanary()
+	s.tickWatch()
+}
+
+// drain ends a run whose events are all done.
+func (s *simulator) drain() {
 	for _, j := range s.head(0) {
 		// Left behind: only possible when a job waits for VRAM that no
 		// completion will free. Count it as failed rather than hang.
@@ -401,7 +452,6 @@ func (s *simulator) run(ctx context.Context) error {
 		s.prefetch.Wasted++
 		s.prefetch.WastedBytes += s.models[m].Bytes
 	}
-	return nil
 }
 
 // dispatch starts jobs while a worker is idle and jobs are queued, asking
@@ -655,7 +705,9 @@ func (s *simulator) workerViews() []dispatch.WorkerView {
 			slices.SortFunc(res, func(a, b dispatch.ResidentModel) int { return strings.Compare(a.Model, b.Model) })
 			v := dispatch.WorkerView{
 				ID: w.id, Device: d.index, Idle: w.batch == nil, DeviceBusy: busy, Resident: res,
-				FreeVRAM: d.ledger.Free(), UsableVRAM: d.ledger.Usable(), H2DBytesPerS: uint64(d.cfg.H2DBytesPerS),
+				FreeVRAM: d.ledger.Free(), H2DBytesPerS: uint64(d.cfg.H2DBytesPerS),
+				// As live: the workers' contexts are never room for a job.
+				UsableVRAM: d.ledger.Usable() - min(d.ledger.Usable(), uint64(len(d.workers))*s.cfg.WorkerContextBytes),
 			}
 			if w.batch != nil {
 				v.EstimatedWait = max(w.busyUntil-s.now, 0)
@@ -674,46 +726,114 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 	for _, j := range batch {
 		s.dequeue(j)
 	}
+	// pinned are the models this start pins (warm or fresh) that it still
+	// pins; fresh those it reserved; recs and hits the entries it made or
+	// found, by model, so that a load is charged even when a later stage
+	// evicted the model again.
 	var pinned, fresh []string
+	recs, hits := map[string]*resident{}, map[string]*resident{}
+	var act *device.Reservation
 	busyFrom := len(d.busy)
 	undo := func() {
-		for _, m := range fresh {
-			r := w.resident[m]
-			d.ledger.Release(r.res)
-			delete(w.resident, m)
+		if act != nil {
+			d.ledger.Release(act)
 		}
 		for _, m := range pinned {
-			w.resident[m].pins--
+			if r := w.resident[m]; r != nil {
+				r.pins--
+			}
+		}
+		for _, m := range fresh {
+			if r := w.resident[m]; r != nil && r == recs[m] {
+				d.ledger.Release(r.res)
+				delete(w.resident, m)
+			}
 		}
 	}
-	for i, m := range lead.models {
-		if r, ok := w.resident[m]; ok {
-			r.pins++
-			pinned = append(pinned, m)
-			continue
+	fail := func(err error) {
+		undo()
+		if errors.Is(err, dispatch.ErrVRAMHeld) {
+			// Back into the queue in arrival order; retried after the
+			// next completion frees pinned VRAM.
+			s.requeue(batch)
+			s.blocked = true
+		} else {
+			lead.state = jobFailed
+			s.requeue(batch[1:])
 		}
-		res, err := s.reserve(d, w, m, lead.sizes[i])
+	}
+	if w.ctx == nil && s.cfg.WorkerContextBytes > 0 {
+		res, err := s.reserve(d, w, "(worker context)", s.cfg.WorkerContextBytes)
 		if err != nil {
-			undo()
-			if errors.Is(err, dispatch.ErrVRAMHeld) {
-				// Back into the queue in arrival order; retried after the
-				// next completion frees pinned VRAM.
-				s.requeue(batch)
-				s.blocked = true
-			} else {
-				lead.state = jobFailed
-				s.requeue(batch[1:])
-			}
+			fail(err)
 			return
 		}
-		w.resident[m] = &resident{bytes: lead.sizes[i], res: res, pins: 1, fresh: true}
-		fresh = append(fresh, m)
+		w.ctx = res
+	}
+	// The job's stages in order, as the live dispatcher moves through
+	// them (dispatch.Plan.Step): each stage unpins what no later stage
+	// needs, gives back the previous stage's activations, and reserves its
+	// models and activations through the decision core, which may evict
+	// what an earlier stage let go. The simulator takes the steps at the
+	// start instant; live, they happen as the worker reaches each stage.
+	for k, st := range lead.plan.Stages {
+		if k > 0 {
+			rel, _ := lead.plan.Step(k)
+			for _, m := range rel {
+				if i := slices.Index(pinned, m); i >= 0 {
+					pinned = slices.Delete(pinned, i, i+1)
+					if r := w.resident[m]; r != nil {
+						r.pins--
+					}
+				}
+			}
+		}
+		if act != nil {
+			d.ledger.Release(act)
+			act = nil
+		}
+		for i, m := range st.Models {
+			if slices.Contains(pinned, m) {
+				continue
+			}
+			if r, ok := w.resident[m]; ok {
+				r.pins++
+				pinned = append(pinned, m)
+				if recs[m] == nil {
+					hits[m] = r
+				}
+				continue
+			}
+			res, err := s.reserve(d, w, m, st.ModelBytes[i])
+			if err != nil {
+				fail(err)
+				return
+			}
+			r := &resident{bytes: st.ModelBytes[i], res: res, pins: 1, fresh: true}
+			w.resident[m], recs[m] = r, r
+			fresh = append(fresh, m)
+			pinned = append(pinned, m)
+		}
+		if st.ActivationBytes > 0 {
+			res, err := s.reserve(d, w, fmt.Sprintf("(activations %s)", lead.id), st.ActivationBytes)
+			if err != nil {
+				fail(err)
+				return
+			}
+			act = res
+		}
 	}
 	// Every model is reserved: charge the loads, tier by tier.
 	var load time.Duration
 	u := use{device: w.dev, worker: w.id, models: lead.models, cold: make([]bool, len(lead.models)), coldCost: make([]time.Duration, len(lead.models))}
 	for i, m := range lead.models {
-		r := w.resident[m]
+		r := recs[m]
+		if r == nil {
+			r = hits[m]
+		}
+		if r == nil {
+			continue // in no stage: not loaded
+		}
 		if !r.fresh {
 			s.vram.Hits++
 			s.vram.Bytes += int64(r.bytes)
@@ -776,9 +896,10 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 			// live ensureResident counts.
 			s.vram.Hits += int64(len(j.models))
 			for _, m := range j.models {
-				r := w.resident[m]
-				s.vram.Bytes += int64(r.bytes)
-				r.hits++
+				if r := w.resident[m]; r != nil {
+					s.vram.Bytes += int64(r.bytes)
+					r.hits++
+				}
 			}
 			s.uses = append(s.uses, use{device: w.dev, worker: w.id, models: j.models, cold: make([]bool, len(j.models))})
 		}
@@ -789,6 +910,7 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 	w.batch, w.busyUntil = batch, at
 	w.run++
 	w.loaded, w.busy = fresh, [2]int{busyFrom, len(d.busy)}
+	w.held, w.act = pinned, act
 	s.push(event{at: at, kind: evDone, w: w, run: w.run})
 }
 
@@ -902,7 +1024,8 @@ func (s *simulator) reserve(d *simDevice, w *simWorker, model string, bytes uint
 			var entries []dispatch.EntryView
 			var pinned uint64
 			entries, keys, pinned = s.deviceEntries(d)
-			return entries, pinned
+			// Contexts and activations wait to be let go like pins.
+			return entries, pinned + dispatch.HeldBytes(d.ledger)
 		},
 		Evict: func(i int) {
 			k := keys[i]
@@ -946,15 +1069,24 @@ func (s *simulator) deviceEntries(d *simDevice) ([]dispatch.EntryView, []entryKe
 	return entries, keys, pinnedBytes
 }
 
-// finish ends the batch running on w.
-func (s *simulator) finish(w *simWorker) {
-	lead := w.batch[0]
-	for _, m := range lead.models {
+// release unpins what the batch running on w still holds and gives back
+// its activations.
+func (s *simulator) release(w *simWorker) {
+	for _, m := range w.held {
 		if r, ok := w.resident[m]; ok {
 			r.pins--
 			r.lastUse = s.now
 		}
 	}
+	if w.act != nil {
+		s.devices[w.dev].ledger.Release(w.act)
+	}
+	w.held, w.act = nil, nil
+}
+
+// finish ends the batch running on w.
+func (s *simulator) finish(w *simWorker) {
+	s.release(w)
 	for _, j := range w.batch {
 		j.state = jobDone
 	}

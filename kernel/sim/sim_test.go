@@ -92,7 +92,9 @@ func TestEvictionUnderSmallLedger(t *testing.T) {
 	for i, m := range []string{"a", "b", "c", "a"} {
 		reqs = append(reqs, Request{Time: time.Duration(i) * time.Minute, Models: []string{m}, Class: job.Batch})
 	}
-	cfg := node(1, 1, 10e9, "lru") // 10 GB usable: two of the three fit
+	// 12 GB: two of the three 4 GB models fit beside one job's 3.7 GB of
+	// SDXL activations at 1024² (the ledger holds them while it runs).
+	cfg := node(1, 1, 12e9, "lru")
 	rep := run(t, cfg, models, reqs)
 	v := rep.Tiers["vram"]
 	if v.Misses != 4 || v.Hits != 0 || v.Evictions != 2 || v.EvictedBytes != 8e9 {
@@ -105,14 +107,15 @@ func TestEvictionUnderSmallLedger(t *testing.T) {
 }
 
 func TestPinnedModelsAreNotEvicted(t *testing.T) {
-	// Two workers share a 10 GB device; job 1 holds an 8 GB model while it
-	// runs, so job 2's 4 GB model must wait for it to finish.
+	// Two workers share a 16 GB device; job 1 holds an 8 GB model and
+	// 3.7 GB of activations while it runs, so job 2's 4 GB model and its
+	// activations (7.7 GB) must wait for it to finish.
 	models := []Model{{ID: "big", Bytes: 8e9, Family: "flux"}, {ID: "small", Bytes: 4e9, Family: "sdxl"}}
 	reqs := []Request{
 		{Time: 0, Models: []string{"big"}, Class: job.Batch},
 		{Time: time.Second, Models: []string{"small"}, Class: job.Batch},
 	}
-	s, err := newSimulator(context.Background(), node(1, 2, 10e9, "lru").withDefaults(), models, &Trace{Requests: reqs}, Options{})
+	s, err := newSimulator(context.Background(), node(1, 2, 16e9, "lru").withDefaults(), models, &Trace{Requests: reqs}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
