@@ -513,6 +513,13 @@ func (e *execution) sample(n *workflow.Node) (value, error) {
 		return value{}, err
 	}
 	step := e.cost.StepTime(out.family, out.width, out.height, out.batch, e.dev)
+	// A model loaded under a VRAM budget moves its streamed weights to the
+	// device every step (cost.StreamTime).
+	e.sim.mu.Lock()
+	if m := e.sim.models[p.Model]; m != nil {
+		step += e.cost.StreamTime(m.streamed, 1, e.dev)
+	}
+	e.sim.mu.Unlock()
 	for i := 1; i <= p.Steps; i++ {
 		if err := e.charge(step); err != nil {
 			return value{}, err

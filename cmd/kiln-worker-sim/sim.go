@@ -76,6 +76,9 @@ type model struct {
 	family   string
 	nominal  int64
 	vram     int64
+	// streamed are the weight bytes beyond the load's VRAM budget: left
+	// in the mapping and charged as a transfer every sampler step.
+	streamed int64
 	checksum string
 	data     []byte // the mmap
 }
@@ -150,7 +153,7 @@ func (s *sim) Hello(ctx context.Context, req wire.HelloRequest) (wire.HelloReply
 	s.log.Info().Str("device", req.Device.Name).Uint64("memory_bytes", req.Device.MemoryBytes).
 		Float64("compute_factor", req.Device.ComputeFactor).Float64("time_scale", cfg.TimeScale).
 		Str("output_dir", req.OutputDir).Msg("hello")
-	caps := []string{"cancel", "progress", wire.CapabilityStages}
+	caps := []string{"cancel", "progress", wire.CapabilityStages, wire.CapabilityStream}
 	for _, class := range nodeClasses() {
 		caps = append(caps, "node:"+class)
 	}
@@ -175,7 +178,7 @@ func (s *sim) Load(ctx context.Context, req wire.LoadRequest) (wire.LoadReply, e
 		s.mu.Lock()
 		if m := s.models[req.Model]; m != nil {
 			s.mu.Unlock()
-			return wire.LoadReply{Model: m.id, VRAMBytes: m.vram, Checksum: m.checksum}, nil
+			return wire.LoadReply{Model: m.id, VRAMBytes: m.vram, Checksum: m.checksum, StreamedBytes: m.streamed}, nil
 		}
 		ch, busy := s.loading[req.Model]
 		if !busy {
@@ -202,8 +205,9 @@ func (s *sim) Load(ctx context.Context, req wire.LoadRequest) (wire.LoadReply, e
 		return wire.LoadReply{}, err
 	}
 	s.log.Info().Str("model", m.id).Str("family", m.family).Int64("nominal_bytes", m.nominal).
-		Int64("vram_bytes", m.vram).Dur("took", elapsed).Msg("model loaded")
-	return wire.LoadReply{Model: m.id, VRAMBytes: m.vram, LoadNanos: elapsed.Nanoseconds(), Checksum: m.checksum}, nil
+		Int64("vram_bytes", m.vram).Int64("streamed_bytes", m.streamed).Dur("took", elapsed).Msg("model loaded")
+	return wire.LoadReply{Model: m.id, VRAMBytes: m.vram, LoadNanos: elapsed.Nanoseconds(), Checksum: m.checksum,
+		StreamedBytes: m.streamed}, nil
 }
 
 // load does the work of Load for a model no one else is loading.
@@ -249,6 +253,12 @@ func (s *sim) load(ctx context.Context, req wire.LoadRequest) (*model, time.Dura
 	// A loader that casts on load (UNETLoader's weight_dtype) holds the
 	// weights in that dtype: Flux-dev's bf16 file as fp8 takes half.
 	vram := cost.WeightBytes(cost.VRAMBytes(family, nominal), dtype, req.WeightDType)
+	var streamed int64
+	if req.VRAMBudgetBytes > 0 && vram > req.VRAMBudgetBytes {
+		// Weight streaming (protocol 1.2): the budget stays on the device,
+		// the rest crosses PCIe every step.
+		streamed, vram = vram-req.VRAMBudgetBytes, req.VRAMBudgetBytes
+	}
 	if limit > 0 && s.vramUsed+vram > limit {
 		used := s.vramUsed
 		s.mu.Unlock()
@@ -279,7 +289,7 @@ func (s *sim) load(ctx context.Context, req wire.LoadRequest) (*model, time.Dura
 	}
 	return &model{
 		id: req.Model, path: req.Path, family: family, nominal: nominal,
-		vram: vram, checksum: sum, data: data,
+		vram: vram, streamed: streamed, checksum: sum, data: data,
 	}, s.clock.Since(start), nil
 }
 

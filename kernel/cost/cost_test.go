@@ -316,3 +316,27 @@ func TestDeterministic(t *testing.T) {
 		}
 	}
 }
+
+func TestStreamTime(t *testing.T) {
+	c := Default()
+	// 5 GB streamed over the A100's 25.13 GB/s pinned link, 28 steps.
+	got := c.StreamTime(5e9, 28, Device{})
+	if want := secs(28 * 5e9 / refH2D); got < want-time.Millisecond || got > want+time.Millisecond {
+		t.Errorf("StreamTime = %v, want %v", got, want)
+	}
+	if fast := c.StreamTime(5e9, 28, Device{H2DBytesPerS: 2 * refH2D}); fast >= got || fast < got/2-time.Millisecond {
+		t.Errorf("twice the bandwidth: %v vs %v", fast, got)
+	}
+	for _, tc := range []struct {
+		bytes int64
+		steps int
+	}{{0, 28}, {-1, 28}, {5e9, 0}} {
+		if d := c.StreamTime(tc.bytes, tc.steps, Device{}); d != 0 {
+			t.Errorf("StreamTime(%d, %d) = %v, want 0", tc.bytes, tc.steps, d)
+		}
+	}
+	c.TimeScale = 0.5
+	if half := c.StreamTime(5e9, 28, Device{}); half < got/2-time.Millisecond || half > got/2+time.Millisecond {
+		t.Errorf("time_scale 0.5: %v vs %v", half, got)
+	}
+}

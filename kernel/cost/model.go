@@ -253,3 +253,25 @@ func WeightBytes(vramBytes int64, storedDType, weightDType string) int64 {
 	}
 	return int64(math.Round(float64(vramBytes) * to / from))
 }
+
+// StreamTime is what running steps sampler steps costs beyond their
+// compute when streamedBytes of the model's weights do not fit on the
+// device and cross from pinned host memory every step (weight streaming,
+// ComfyUI's lowvram): the transfer is PCIe-bound, at the device's pinned
+// host→device bandwidth, charged in full on top of the step's compute.
+// That is an upper bound: a worker that copies layer i+1 while layer i
+// computes hides up to the compute time (ComfyUI's lowvram path copies
+// mostly synchronously; no COSTS.md row measures either, ⚠ assumption).
+func (c Config) StreamTime(streamedBytes int64, steps int, dev Device) time.Duration {
+	if streamedBytes <= 0 || steps <= 0 {
+		return 0
+	}
+	bw := dev.H2DBytesPerS
+	if bw <= 0 {
+		bw = c.H2DBytesPerS
+	}
+	if bw <= 0 {
+		return 0
+	}
+	return c.seconds(float64(steps) * float64(streamedBytes) / bw)
+}

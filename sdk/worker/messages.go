@@ -11,11 +11,15 @@ package worker
 //     LoadRequest.weight_dtype), additive: a kernel sends stages only to a
 //     worker whose hello reply lists CapabilityStages, and a worker sees
 //     the kernel's minor version in HelloRequest.ProtocolMinor.
+//   - 1.2: weight streaming and measured activations (LoadRequest
+//     vram_budget_bytes, LoadReply streamed_bytes, RunResult
+//     activation_bytes), additive: a kernel sets a budget only for a
+//     worker whose hello reply lists CapabilityStream.
 const ProtocolVersion = 1
 
 // ProtocolMinor is the minor version of the protocol this package speaks:
 // additions that older peers ignore (PROTOCOL.md §8).
-const ProtocolMinor = 1
+const ProtocolMinor = 2
 
 // MaxFrameBytes bounds one frame (4-byte length prefix excluded). Bulk bytes
 // never travel through the socket, so a frame near this size is a bug or an
@@ -124,6 +128,14 @@ type PingReply struct {
 // only to workers that advertise it; others get every model before run.
 const CapabilityStages = "stages"
 
+// CapabilityStream, in HelloReply.Capabilities, says that the worker can
+// run a model whose weights exceed the VRAM it may use: it keeps at most
+// LoadRequest.VRAMBudgetBytes of them on the device and streams the rest
+// from the mapped file (host memory) to the device as the layers run, each
+// step (PROTOCOL.md §3, "Weight streaming"). The kernel sets a budget only
+// for workers that advertise it.
+const CapabilityStream = "stream"
+
 // LoadRequest asks the worker to make a model resident on its device.
 type LoadRequest struct {
 	Model  string `msgpack:"model"`  // catalog id, e.g. "checkpoints/sd_xl_base_1.0.safetensors"
@@ -134,14 +146,22 @@ type LoadRequest struct {
 	// casts the weights to (UNETLoader's weight_dtype, "fp8_e4m3fn"); the
 	// footprint the kernel reserved assumes it. Empty: the file's dtype.
 	WeightDType string `msgpack:"weight_dtype,omitempty"`
+	// VRAMBudgetBytes (optional, 1.2, workers with CapabilityStream) is
+	// the most of the model's weights the worker may keep on the device;
+	// the rest it streams from the mapping as the layers run. 0: no
+	// budget, every weight resident.
+	VRAMBudgetBytes int64 `msgpack:"vram_budget_bytes,omitempty"`
 }
 
 // LoadReply reports what the load cost.
 type LoadReply struct {
 	Model     string `msgpack:"model"`
-	VRAMBytes int64  `msgpack:"vram_bytes"`
+	VRAMBytes int64  `msgpack:"vram_bytes"` // device memory the model holds (the resident part when streamed)
 	LoadNanos int64  `msgpack:"load_ns"`
 	Checksum  string `msgpack:"checksum"` // hex digest of the sampled bytes
+	// StreamedBytes (optional, 1.2) are the model's weight bytes left in
+	// host memory and streamed each step under a VRAMBudgetBytes.
+	StreamedBytes int64 `msgpack:"streamed_bytes,omitempty"`
 }
 
 // UnloadRequest asks the worker to free a model.
@@ -239,6 +259,11 @@ type RunResult struct {
 	JobID    string   `msgpack:"job_id"`
 	Outputs  []Output `msgpack:"outputs"`
 	RunNanos int64    `msgpack:"run_ns"`
+	// ActivationBytes (optional, 1.2) is the most device memory the run
+	// held beyond its models' weights (the allocator's peak less the
+	// weights, measured), so that the kernel's activation estimate
+	// follows what runs really take. 0: not measured.
+	ActivationBytes int64 `msgpack:"activation_bytes,omitempty"`
 }
 
 // CancelRequest cancels a run in flight; the run then ends with an error frame

@@ -252,8 +252,12 @@ class Server:
 
     @staticmethod
     def _checked_load(body):
+        # weight_dtype (1.1) and vram_budget_bytes (1.2) are optional: "" and 0
+        # when a kernel does not send them.
         return {"model": p.get_str(body, "model"), "path": p.get_str(body, "path"),
-                "bytes": p.get_int(body, "bytes"), "family": p.get_str(body, "family")}
+                "bytes": p.get_int(body, "bytes"), "family": p.get_str(body, "family"),
+                "weight_dtype": p.get_str(body, "weight_dtype"),
+                "vram_budget_bytes": p.get_int(body, "vram_budget_bytes")}
 
     def _spawn(self, fn):
         def wrapper():

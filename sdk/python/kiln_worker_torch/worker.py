@@ -6,6 +6,10 @@ Options (command-line arguments, set with kiln's ``workers.args``):
   --threads N              torch CPU threads (default: torch's choice)
   --width-scale F          multiplies the stand-in's hidden width (default 1)
   --h2d pageable|staged|register  how model bytes cross to a GPU (see H2D_MODES)
+  --vram-budget BYTES      a fake device memory bound for weights (0: none): a
+                           model beyond what is left keeps the rest of its
+                           weights in the mapping and streams them each step,
+                           as under a load's vram_budget_bytes (protocol 1.2)
 
 Every figure this worker reports is measured: ``vram_bytes`` is the CUDA
 allocator's growth during the load on a GPU and the tensors' byte size on
@@ -154,6 +158,9 @@ def _e4m3_table():
 
 
 E4M3 = _e4m3_table()
+
+# Element sizes of the casts a loader may ask for (LoadRequest.weight_dtype).
+CAST_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8_e4m3fn": 1, "fp8_e4m3fn_fast": 1, "fp8_e5m2": 1}
 FP8_DTYPES = ("F8_E4M3",)
 
 
@@ -177,12 +184,32 @@ class Model:
         # device and are widened with their scale where they are used.
         self.fp8 = {t.name: list(t.shape) for t in (header.tensors if header else ())
                     if t.dtype in FP8_DTYPES and t.nbytes > 0}
+        # Weight streaming: the tensors left in the mapping (host memory)
+        # under the load's budget, copied to the device every step.
+        self.streamed = []
+        self.streamed_bytes = 0
+        self.streamed_in = 0  # bytes moved by stream_in, for stats and tests
 
-    def weight(self, name):
-        """Tensor name as float32 values: an fp8 weight is widened and
-        multiplied by its per-tensor scale (``<prefix>.scale_weight``, or
-        ``<name>.scale``); any other floating tensor is cast."""
-        t = self.tensors[name]
+    def stream_in(self, device):
+        """Copy every streamed tensor from the mapping to the device, as a
+        step needs its layers: {name: the device copy}. The copies live for
+        the step only."""
+        out = {}
+        for name in self.streamed:
+            src = self.tensors[name]
+            dst = torch.empty(src.shape, dtype=src.dtype, device=device)
+            dst.copy_(src)
+            out[name] = dst
+            self.streamed_in += src.numel() * src.element_size()
+        return out
+
+    def weight(self, name, t=None):
+        """Tensor name (or t, a copy of it) as float32 values: an fp8 weight
+        is widened and multiplied by its per-tensor scale
+        (``<prefix>.scale_weight``, or ``<name>.scale``); any other floating
+        tensor is cast."""
+        if t is None:
+            t = self.tensors[name]
         if name not in self.fp8:
             return t.to(torch.float32)
         v = E4M3.to(t.device)[t.reshape(-1).to(torch.long)].view(self.fp8[name])
@@ -196,29 +223,48 @@ class Model:
         """The names of the weights that hold values: floating tensors and fp8 ones."""
         return [k for k, t in self.tensors.items() if t.is_floating_point() or k in self.fp8]
 
-    def stand_in_weights(self, width, device):
+    def stand_in_weights(self, width, device, fetched=None):
         """Return (W [width×width], W_in [4×width], W_out [width×4]) built from
-        the model's largest floating tensor (tiled when it is smaller)."""
+        the model's largest floating tensor (tiled when it is smaller).
+
+        When that tensor is streamed, the weights are built from this
+        step's copy in ``fetched`` (stream_in) and not kept: the same
+        arithmetic on the same bytes, so a streamed run's outputs are
+        bit-identical to a resident one's."""
+        name = max(self.float_names(), key=lambda k: self.tensors[k].numel(), default=None)
+        if name is not None and name in self.streamed:
+            if fetched is None or name not in fetched:
+                fetched = self.stream_in(device)
+            return self._derive(width, device, name, fetched[name])
         with self.lock:
             if width not in self.work:
-                name = max(self.float_names(), key=lambda k: self.tensors[k].numel(), default=None)
-                # Only an fp8 weight is widened whole (it has no float view);
-                # any other is sliced before its cast.
-                src = None if name is None else self.weight(name) if name in self.fp8 else self.tensors[name]
-                need = width * width + 8 * width
-                flat = (src.reshape(-1)[:need].to(device=device, dtype=torch.float32) if src is not None
-                        else torch.empty(0, device=device))
-                if flat.numel() < need:
-                    gen = torch.Generator(device="cpu").manual_seed(len(self.id))
-                    pad = torch.randn(need - flat.numel(), generator=gen).to(device)
-                    flat = torch.cat([flat, pad])
-                flat = torch.nan_to_num(flat, nan=0.0, posinf=0.0, neginf=0.0)
-                flat = flat / (flat.abs().max() + 1e-6)
-                w = flat[:width * width].view(width, width) / width ** 0.5
-                w_in = flat[width * width:width * width + 4 * width].view(4, width)
-                w_out = flat[width * width + 4 * width:need].view(width, 4) / width ** 0.5
-                self.work[width] = (w.contiguous(), w_in.contiguous(), w_out.contiguous())
+                self.work[width] = self._derive(width, device, name, None)
             return self.work[width]
+
+    def _derive(self, width, device, name, copy):
+        """The stand-in weights from tensor name (copy: this step's device
+        copy of it, for a streamed tensor)."""
+        # Only an fp8 weight is widened whole (it has no float view); any
+        # other is sliced before its cast.
+        if name is None:
+            src = None
+        elif name in self.fp8:
+            src = self.weight(name, copy)
+        else:
+            src = copy if copy is not None else self.tensors[name]
+        need = width * width + 8 * width
+        flat = (src.reshape(-1)[:need].to(device=device, dtype=torch.float32) if src is not None
+                else torch.empty(0, device=device))
+        if flat.numel() < need:
+            gen = torch.Generator(device="cpu").manual_seed(len(self.id))
+            pad = torch.randn(need - flat.numel(), generator=gen).to(device)
+            flat = torch.cat([flat, pad])
+        flat = torch.nan_to_num(flat, nan=0.0, posinf=0.0, neginf=0.0)
+        flat = flat / (flat.abs().max() + 1e-6)
+        w = flat[:width * width].view(width, width) / width ** 0.5
+        w_in = flat[width * width:width * width + 4 * width].view(4, width)
+        w_out = flat[width * width + 4 * width:need].view(width, 4) / width ** 0.5
+        return (w.contiguous(), w_in.contiguous(), w_out.contiguous())
 
 
 class TorchWorker(Handler):
@@ -227,8 +273,9 @@ class TorchWorker(Handler):
     name = "kiln-worker-torch"
     version = "0.1.0"
 
-    def __init__(self, device, width_scale=1.0, getenv=os.environ.get, h2d="staged"):
+    def __init__(self, device, width_scale=1.0, getenv=os.environ.get, h2d="staged", vram_budget=0):
         self.device = device
+        self.vram_budget = vram_budget  # --vram-budget: a fake device bound for weights, 0 none
         self.width_scale = width_scale
         self.h2d = h2d
         self.gpu_load_mu = threading.Lock()
@@ -257,7 +304,7 @@ class TorchWorker(Handler):
         name = torch.cuda.get_device_name(0) if self.device.type == "cuda" else "cpu"
         print("kiln-worker-torch: torch %s on %s (%s), kernel device %r" % (
             torch.__version__, self.device, name, dev.get("name")), flush=True)
-        caps = ["cancel", "progress", "device:" + self.device.type]
+        caps = ["cancel", "progress", "stream", "device:" + self.device.type]
         caps += ["node:" + c for c in g.NODE_CLASSES]
         return {"name": self.name, "version": self.version, "capabilities": caps}
 
@@ -285,7 +332,39 @@ class TorchWorker(Handler):
             self.models[mid] = m
         print("kiln-worker-torch: loaded %s (%s): %d bytes in %.1f ms" % (mid, m.family, m.nbytes, took / 1e6),
               flush=True)
-        return {"model": mid, "vram_bytes": m.nbytes, "checksum": m.checksum, "load_ns": took}
+        return {"model": mid, "vram_bytes": m.nbytes, "checksum": m.checksum, "load_ns": took,
+                "streamed_bytes": m.streamed_bytes}
+
+    def _resident_limit(self, req, header, file_size):
+        """How many of the model's tensor bytes may stay on the device, None
+        for all: the load's vram_budget_bytes (protocol 1.2; the kernel's
+        figure is at the model's nominal size and cast, so it is applied as
+        a share of the file's weights) and what --vram-budget leaves."""
+        total = sum(t.nbytes for t in header.tensors)
+        limits = []
+        budget = int(req.get("vram_budget_bytes") or 0)
+        if budget > 0:
+            footprint = header.nominal_bytes(file_size) * CAST_BYTES.get(req.get("weight_dtype") or "", 2) // 2
+            if footprint > 0 and budget < footprint:
+                limits.append(total * budget // footprint)
+        if self.vram_budget > 0:
+            with self.mu:
+                used = sum(m.nbytes for m in self.models.values())
+            limits.append(max(self.vram_budget - used, 0))
+        return min(limits) if limits else None
+
+    @staticmethod
+    def _split(header, limit):
+        """Names of the tensors that stay resident (in file order, while
+        they fit in limit) and of those streamed."""
+        resident, streamed, used = [], [], 0
+        for t in header.tensors:
+            if limit is None or used + t.nbytes <= limit:
+                resident.append(t.name)
+                used += t.nbytes
+            else:
+                streamed.append(t.name)
+        return resident, streamed
 
     def _load(self, req):
         mf = mapping.map_model(req["model"], req["path"], req["bytes"])
@@ -298,10 +377,21 @@ class TorchWorker(Handler):
                 # Not safetensors (.ckpt, .pth): one byte tensor over the file.
                 header = safetensors.Header([safetensors.Tensor("file", "U8", [mf.size], 0, mf.size)], {}, 0)
                 family = req["family"]
+            limit = self._resident_limit(req, header, mf.size)
             if self.device.type != "cuda":
                 tensors = tensors_from_mapping(mf.buf, header, self.device, self.h2d)
-                nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
-                return Model(req["model"], family, mf, tensors, nbytes, checksum, header)
+                m = Model(req["model"], family, mf, tensors, 0, checksum, header)
+                # On CPU the device and the host are one memory: a streamed
+                # tensor stays a view of the mapping and is copied, as to a
+                # GPU, every step (Model.stream_in); only the resident ones
+                # count against the budget.
+                _, m.streamed = self._split(header, limit)
+                m.streamed = [n for n in m.streamed if n in tensors]
+                m.streamed_bytes = sum(tensors[n].numel() * tensors[n].element_size() for n in m.streamed)
+                m.nbytes = sum(t.numel() * t.element_size() for t in tensors.values()) - m.streamed_bytes
+                return m
+            if limit is not None:
+                return self._load_streamed_cuda(req, mf, header, family, checksum, limit)
             # One GPU load at a time: the allocator's growth is then this
             # model's alone (two loads measured over overlapping windows each
             # count the other's tensors, and the ledger would hold both
@@ -325,6 +415,24 @@ class TorchWorker(Handler):
         except BaseException:
             mf.close()
             raise
+
+    def _load_streamed_cuda(self, req, mf, header, family, checksum, limit):
+        """A GPU load under a budget: the resident tensors go to the device,
+        the streamed ones stay views of the mapping (Model.stream_in copies
+        them every step)."""
+        resident, streamed = self._split(header, limit)
+        views = tensors_from_mapping(mf.buf, header, torch.device("cpu"))
+        with self.gpu_load_mu:
+            before = torch.cuda.memory_allocated()
+            on_gpu = _to_cuda_staged({k: views[k] for k in resident if k in views}, self.device)
+            torch.cuda.synchronize()
+            nbytes = torch.cuda.memory_allocated() - before
+        tensors = dict(views)
+        tensors.update(on_gpu)
+        m = Model(req["model"], family, mf, tensors, nbytes, checksum, header)
+        m.streamed = [n for n in streamed if n in views]
+        m.streamed_bytes = sum(views[n].numel() * views[n].element_size() for n in m.streamed)
+        return m
 
     def unload(self, req):
         """Drop a model's tensors and mapping."""
@@ -424,7 +532,9 @@ class TorchWorker(Handler):
             raise p.WorkerError(p.NOT_LOADED, "node %s: no model loaded for the sampler" % node.id)
         width, layers = FAMILY_NET.get(model.family or prm["family"], DEFAULT_NET)
         width = max(8, int(width * self.width_scale))
-        w, w_in, w_out = model.stand_in_weights(width, self.device)
+        streaming = bool(model.streamed)
+        if not streaming:
+            w, w_in, w_out = model.stand_in_weights(width, self.device)
         seed = node.literal("seed", node.literal("noise_seed", 0))
         gen = torch.Generator(device="cpu").manual_seed(int(seed) % (1 << 63) if isinstance(seed, int) else 0)
         lh, lw = max(1, prm["height"] // 8), max(1, prm["width"] // 8)
@@ -435,6 +545,9 @@ class TorchWorker(Handler):
         steps = prm["steps"]
         for i in range(1, steps + 1):
             ctx.check()
+            if streaming:
+                # The streamed layers cross to the device for this step.
+                w, w_in, w_out = model.stand_in_weights(width, self.device, model.stream_in(self.device))
             # STAND-IN for one UNet/DiT evaluation: tokens × (4→W, L × W→W, W→4).
             tokens = x.flatten(2).transpose(1, 2)            # b × (h·w) × 4
             hdn = tokens @ w_in                               # b × n × W
@@ -482,6 +595,7 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--width-scale", type=float, default=1.0)
     ap.add_argument("--h2d", choices=H2D_MODES, default="staged")
+    ap.add_argument("--vram-budget", type=int, default=0)
     return ap.parse_args(argv)
 
 
@@ -490,4 +604,4 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    serve_fd3(TorchWorker(pick_device(args.device), args.width_scale, h2d=args.h2d))
+    serve_fd3(TorchWorker(pick_device(args.device), args.width_scale, h2d=args.h2d, vram_budget=args.vram_budget))
