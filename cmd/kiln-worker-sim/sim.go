@@ -71,11 +71,11 @@ var _ wire.Handler = (*sim)(nil)
 // model is one loaded model: the file's bytes mapped read-only, and what it
 // costs on the device.
 type model struct {
-	id       string
-	path     string
-	family   string
-	nominal  int64
-	vram     int64
+	id      string
+	path    string
+	family  string
+	nominal int64
+	vram    int64
 	// streamed are the weight bytes beyond the load's VRAM budget: left
 	// in the mapping and charged as a transfer every sampler step.
 	streamed int64
