@@ -32,14 +32,8 @@ type Sources struct {
 	QueueDepth func() map[string]int
 	// JobsByState returns the number of jobs in each state.
 	JobsByState func() map[string]int
-	// WorkerRestarts returns the total process restarts so far.
-	WorkerRestarts func() int
 	// WorkersReady returns the number of workers that are up.
 	WorkersReady func() int
-	// VRAMReserved is no longer read: the ledger's reserved bytes are
-	// kiln_device_ledger_reserved_bytes, labelled like every kiln_device_
-	// series (kernel/device). Kept so that callers still build.
-	VRAMReserved func() map[string]uint64
 	// QueueCommits returns the queue's durable commits so far: all of
 	// them, those that carried submissions, and the jobs they carried
 	// (kiln_queue_commits_total{kind}; the jobs are
@@ -195,7 +189,6 @@ func (m *Metrics) JobPreempted(class string) { m.preemptions.WithLabelValues(cla
 var (
 	descQueueDepth = prometheus.NewDesc("kiln_queue_depth", "Queued jobs waiting for a worker, by class.", []string{"class"}, nil)
 	descJobs       = prometheus.NewDesc("kiln_jobs", "Jobs in the store, by state.", []string{"state"}, nil)
-	descRestarts   = prometheus.NewDesc("kiln_worker_restarts_total", "Worker process restarts after a crash or a failed health check.", nil, nil)
 	descReady      = prometheus.NewDesc("kiln_workers_ready", "Worker processes that are up (idle or busy).", nil, nil)
 	// One counter for the queue's durable commits: kind="submit" carried at
 	// least one new job (group commit shares one among many), "other"
@@ -209,7 +202,6 @@ type stateCollector struct{ src Sources }
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descQueueDepth
 	ch <- descJobs
-	ch <- descRestarts
 	ch <- descReady
 	ch <- descCommits
 }
@@ -224,9 +216,6 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		for state, n := range f() {
 			ch <- prometheus.MustNewConstMetric(descJobs, prometheus.GaugeValue, float64(n), state)
 		}
-	}
-	if f := c.src.WorkerRestarts; f != nil {
-		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(f()))
 	}
 	if f := c.src.WorkersReady; f != nil {
 		ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, float64(f()))

@@ -12,11 +12,10 @@ import (
 // sources.
 func TestMetricsLint(t *testing.T) {
 	m := New(Sources{
-		QueueDepth:     func() map[string]int { return map[string]int{"interactive": 2, "batch": 5} },
-		JobsByState:    func() map[string]int { return map[string]int{"queued": 7, "done": 3} },
-		WorkerRestarts: func() int { return 4 },
-		WorkersReady:   func() int { return 2 },
-		QueueCommits:   func() (uint64, uint64, uint64) { return 10, 8, 80 },
+		QueueDepth:   func() map[string]int { return map[string]int{"interactive": 2, "batch": 5} },
+		JobsByState:  func() map[string]int { return map[string]int{"queued": 7, "done": 3} },
+		WorkersReady: func() int { return 2 },
+		QueueCommits: func() (uint64, uint64, uint64) { return 10, 8, 80 },
 	})
 	m.JobSubmitted("batch")
 	m.JobRejected("queue_full")
@@ -35,7 +34,7 @@ func TestMetricsLint(t *testing.T) {
 		t.Errorf("lint %s: %s", p.Metric, p.Text)
 	}
 	for name, want := range map[string]int{
-		"kiln_queue_depth": 2, "kiln_jobs": 2, "kiln_worker_restarts_total": 1, "kiln_vram_reserved_bytes": 0,
+		"kiln_queue_depth": 2, "kiln_jobs": 2, "kiln_worker_restarts_total": 0, "kiln_vram_reserved_bytes": 0,
 		"kiln_queue_commits_total": 2, "kiln_queue_jobs_committed_total": 0, "kiln_queue_submit_commits_total": 0,
 		"kiln_job_latency_seconds": 1, "kiln_jobs_submitted_total": 1, "kiln_preemptions_total": 1, "kiln_build_info": 1,
 		"kiln_http_requests_total": 2, "kiln_http_request_duration_seconds": 2, "kiln_result_cache_lookups_total": 3,

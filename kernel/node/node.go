@@ -180,16 +180,9 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 			st := n.Store.Stats()
 			return st.Commits, st.SubmitCommits, st.JobsCommitted
 		},
-		WorkerRestarts: func() int { return n.Pool.Restarts() },
-		WorkersReady:   func() int { return n.Pool.Ready() },
-		VRAMReserved: func() map[string]uint64 {
-			out := map[string]uint64{}
-			for _, d := range n.Devices.Devices() {
-				in := d.Info()
-				out[in.Name] = n.Devices.Ledger(in.Index).Used()
-			}
-			return out
-		},
+		// Restarts are per worker (kernel/worker's collector); the
+		// ledger's reserved bytes per device (kernel/device's).
+		WorkersReady: func() int { return n.Pool.Ready() },
 	})
 	n.Metrics.Register(n.Devices.Collector())
 	if n.Tiers != nil {
@@ -258,6 +251,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		return nil, err
 	}
 	n.Dispatcher.SetPool(n.Pool)
+	n.Metrics.Register(n.Pool.Collector())
 	if err := n.openCluster(cfg, outDir); err != nil {
 		return nil, err
 	}
