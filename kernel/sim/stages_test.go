@@ -91,7 +91,8 @@ func TestStageReservationsAreReleased(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := node(2, 2, 24*gib, "lru")
+	// 48 GiB: the workload's Flux in bf16 (24 GB) fits too.
+	cfg := node(2, 2, 48*gib, "lru")
 	cfg.Headroom = 0.2
 	cfg.WorkerContextBytes = 512 << 20
 	cfg.Policies.Batching = "same-model"
