@@ -22,9 +22,18 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
-		s.deps.Metrics.HTTPRequest(route, r.Method, sw.code(), time.Since(start).Seconds())
+		seconds := time.Since(start).Seconds()
+		if streams[route] {
+			// A stream lasts as long as its client stays: its "duration"
+			// would swamp the answer times the histogram is for.
+			seconds = -1
+		}
+		s.deps.Metrics.HTTPRequest(route, r.Method, sw.code(), seconds)
 	})
 }
+
+// streams are the routes that hold a connection open (WebSocket, SSE).
+var streams = map[string]bool{"GET /ws": true, "GET /api/ws": true, "GET /v1/dashboard/events": true}
 
 // statusWriter remembers the status a handler sent. It passes Flush on
 // (the ComfyUI routes flush) and unwraps for http.ResponseController and

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -29,9 +30,17 @@ func TestHTTPMetricsByRoute(t *testing.T) {
 		{"GET", "/no/such/thing", 404},
 		{"GET", "/no/such/other/thing", 404},
 		{"DELETE", "/healthz", 405},
+		{"GET", "/v1/dashboard/events", 200},
 	} {
 		rec := httptest.NewRecorder()
-		s.Handler().ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, nil))
+		req := httptest.NewRequest(tc.method, tc.path, nil)
+		if tc.path == "/v1/dashboard/events" {
+			// A client that has gone: the stream answers and ends.
+			ctx, cancel := context.WithCancel(req.Context())
+			cancel()
+			req = req.WithContext(ctx)
+		}
+		s.Handler().ServeHTTP(rec, req)
 		if rec.Code != tc.want {
 			t.Errorf("%s %s: %d, want %d", tc.method, tc.path, rec.Code, tc.want)
 		}
@@ -44,11 +53,13 @@ kiln_http_requests_total{code="401",method="GET",route="GET /v1/experiments/trac
 kiln_http_requests_total{code="200",method="GET",route="GET /{$}"} 1
 kiln_http_requests_total{code="404",method="GET",route="unmatched"} 2
 kiln_http_requests_total{code="405",method="DELETE",route="unmatched"} 1
+kiln_http_requests_total{code="200",method="GET",route="GET /v1/dashboard/events"} 1
 `
 	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "kiln_http_requests_total"); err != nil {
 		t.Error(err)
 	}
+	// The event stream is counted, not timed.
 	if n, _ := testutil.GatherAndCount(m.Registry(), "kiln_http_request_duration_seconds"); n != 5 {
-		t.Errorf("%d duration series, want 5 (one per route and method)", n)
+		t.Errorf("%d duration series, want 5 (one per route and method, the stream left out)", n)
 	}
 }

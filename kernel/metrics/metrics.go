@@ -101,7 +101,7 @@ func New(src Sources) *Metrics {
 	}, []string{"route", "method", "code"})
 	m.httpSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "kiln_http_request_duration_seconds",
-		Help:    "Time to answer an HTTP request, by route and method (streams — /ws, /v1/dashboard/events — last as long as they are open).",
+		Help:    "Time to answer an HTTP request, by route and method (streams — /ws, /v1/dashboard/events — are counted, not timed).",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 	}, []string{"route", "method"})
 	m.cacheLooks = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -153,10 +153,13 @@ func (m *Metrics) ModelEvicted() { m.evictions.Inc() }
 
 // HTTPRequest observes one answered request: route is the pattern that
 // served it ("GET /v1/jobs/{id}": bounded, unlike the paths), or
-// "unmatched".
+// "unmatched". A negative seconds counts the request without timing it (a
+// stream).
 func (m *Metrics) HTTPRequest(route, method string, code int, seconds float64) {
 	m.httpCount.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
-	m.httpSeconds.WithLabelValues(route, method).Observe(seconds)
+	if seconds >= 0 {
+		m.httpSeconds.WithLabelValues(route, method).Observe(seconds)
+	}
 }
 
 // ResultCacheLookup counts a result cache lookup: "hit", "miss" or "stale".
