@@ -27,6 +27,7 @@ package predict
 
 import (
 	"math"
+	"slices"
 	"sort"
 	"time"
 )
@@ -44,6 +45,9 @@ type Config struct {
 	// MaxModels bounds the models tracked; the least seen are forgotten
 	// first (default 4096).
 	MaxModels int
+	// Views names the views to use, of ViewNames (default: all). Leaving
+	// one out measures what it earns.
+	Views []string
 	// LearnHalfLife is how many observations the learned view weights
 	// remember, as a half-life in jobs (default 50).
 	LearnHalfLife float64
@@ -123,11 +127,19 @@ type Predictor struct {
 	weights [nViews]float64
 	seen    float64
 	jobs    uint64
+	// off are the views Config.Views leaves out.
+	off [nViews]bool
 }
 
 // New returns an empty Predictor.
 func New(cfg Config) *Predictor {
-	return &Predictor{cfg: cfg.WithDefaults(), models: map[string]*modelStats{}}
+	p := &Predictor{cfg: cfg.WithDefaults(), models: map[string]*modelStats{}}
+	if len(cfg.Views) > 0 {
+		for v, name := range ViewNames {
+			p.off[v] = !slices.Contains(cfg.Views, name)
+		}
+	}
+	return p
 }
 
 // Jobs is how many jobs were observed.
@@ -326,6 +338,9 @@ func (p *Predictor) Ranked(now time.Time) []Score {
 	sum := 0.0
 	for v := range nViews {
 		w[v] *= mass[v] / (mass[v] + 1)
+		if p.off[v] {
+			w[v] = 0
+		}
 		sum += w[v]
 	}
 	if sum == 0 {
@@ -333,7 +348,7 @@ func (p *Predictor) Ranked(now time.Time) []Score {
 	}
 	byModel := map[string]*Score{}
 	for v := range nViews {
-		if len(dists[v]) == 0 {
+		if len(dists[v]) == 0 || w[v] == 0 {
 			continue
 		}
 		for m, x := range dists[v] {

@@ -66,6 +66,9 @@ type Config struct {
 	// LookaheadJobs is dispatch.lookahead_jobs: how many queued jobs have
 	// their models pulled up to RAM while they wait (0: off).
 	LookaheadJobs int
+	// Predict warms models no queued job needs yet into the RAM tier, from
+	// what the jobs seen so far predict (kernel/predict; warm.go).
+	Predict PredictConfig
 	// BatchExecution is BatchSequential (default: what every worker does
 	// today) or BatchFused (sim.batch_execution).
 	BatchExecution string

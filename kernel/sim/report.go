@@ -91,6 +91,8 @@ type Report struct {
 	PreemptedWorkS float64 `json:"preempted_work_s"`
 	// Prefetch is the lookahead's outcome; nil when lookahead is off.
 	Prefetch *PrefetchReport `json:"prefetch,omitempty"`
+	// Predict is the predictor's warming; nil when it is off.
+	Predict *PredictReport `json:"predict,omitempty"`
 	// Node describes the simulated hardware.
 	Node NodeReport `json:"node"`
 	// ModelSizes is the model table the run used.
@@ -298,6 +300,7 @@ func (s *simulator) report(wall time.Duration, seed int64) *Report {
 	r.Preemptions, r.PreemptedWorkS = s.preemptions, secs(s.preemptedWork)
 	r.Canary = s.canaryReport()
 	r.Watch = s.watchReport()
+	r.Predict = s.predictReport()
 	if s.cfg.LookaheadJobs > 0 && !s.cfg.NoRAMTier {
 		p := s.prefetch
 		p.LoadTimeSavedS = secs(p.saved)

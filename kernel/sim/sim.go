@@ -89,6 +89,9 @@ type simulator struct {
 	inflight    map[string]time.Duration
 	unused      map[string]time.Duration
 	prefetch    PrefetchReport
+	// pred is the predictor warming models no job has asked for yet
+	// (Config.Predict, warm.go); nil when off.
+	pred *predictState
 
 	batches, batchedJobs int
 
@@ -281,6 +284,7 @@ func newNodeState(cfg Config, models []Model, clk *clock.Fake, opts Options) *si
 		firstUse: map[string]bool{},
 		inflight: map[string]time.Duration{},
 		unused:   map[string]time.Duration{},
+		pred:     newPredictState(cfg.Predict),
 	}
 	for _, m := range models {
 		s.models[m.ID] = m
@@ -424,6 +428,7 @@ func (s *simulator) step() {
 				s.incoming = slices.Delete(s.incoming, i, i+1)
 			}
 			s.enqueue(e.job)
+			s.observeArrival(e.job)
 		case evDone:
 			if e.run == e.w.run && e.w.batch != nil {
 				s.finish(e.w)
@@ -467,6 +472,7 @@ func (s *simulator) dispatch() {
 		}
 	}
 	s.lookahead()
+	s.warmPredicted()
 }
 
 func (s *simulator) dispatchReady() {
@@ -601,6 +607,9 @@ func (s *simulator) prefetched(m string) {
 		return // a job's load took the transfer over and landed it
 	}
 	delete(s.inflight, m)
+	if s.warmLanding(m) {
+		return
+	}
 	mod := s.models[m]
 	s.landPrefetch(m, mod)
 }
@@ -622,6 +631,7 @@ func (s *simulator) landPrefetch(m string, mod Model) {
 // evicted books host-tier evictions of prefetched models no job used.
 func (s *simulator) evicted(ids []string) {
 	for _, m := range ids {
+		s.warmEvicted(m)
 		if _, ok := s.unused[m]; ok && !s.ram.has(m) {
 			delete(s.unused, m)
 			s.prefetch.Wasted++
@@ -983,6 +993,7 @@ func (s *simulator) fetch(m string, dev cost.Device) time.Duration {
 		s.ram.stats.Bytes += mod.Bytes
 		got := (end - s.now) + c.TransferTime(mod.Bytes, dev)
 		s.prefetch.Used++
+		s.warmUsed(m)
 		s.prefetch.UsedBytes += mod.Bytes
 		s.prefetch.saved += without - got
 		return got
@@ -991,6 +1002,7 @@ func (s *simulator) fetch(m string, dev cost.Device) time.Duration {
 		if without, ok := s.unused[m]; ok {
 			delete(s.unused, m)
 			s.prefetch.Used++
+			s.warmUsed(m)
 			s.prefetch.UsedBytes += mod.Bytes
 			s.prefetch.saved += without
 		}
