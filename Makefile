@@ -12,7 +12,7 @@ RUN_ARGS ?=
 # so that it finishes in about a minute; `make serve` runs at scale 1.
 DEMO_SETS ?= --set cost.time_scale=0.25 --set workers.simulate=true
 
-.PHONY: all policies policy-as build run serve test test-torch load bench bench-sim bench-experiments chaos check fmt vet tidy-check fuzz proto proto-check clean install screenshots
+.PHONY: all policies policy-as build run serve test test-torch load bench bench-sim bench-stages bench-routing bench-experiments chaos check fmt vet tidy-check fuzz proto proto-check clean install screenshots
 
 all: build
 
@@ -86,6 +86,16 @@ bench: build
 TRACES ?= ../shared/traces
 bench-sim:
 	$(GO) run ./cmd/kiln sim bench --traces $(TRACES) --configs configs --update BENCHMARKS.md
+
+# Big models on 24 and 48 GiB GPUs, in stages against whole-job admission
+# (BENCHMARKS.md "Big models on 24 and 48 GiB GPUs"; about 2 s), and the
+# routing policies on simulated clusters (BENCHMARKS.md "Routing across
+# nodes"; 4, 16 and 64 nodes, about 1 min). Each writes its table to a
+# markdown file, to be pasted into its section.
+bench-stages:
+	KILN_BENCH_STAGES=$(CURDIR)/bench-stages.md $(GO) test -count=1 -timeout 0 -run '^TestBenchStages$$' -v ./kernel/sim/
+bench-routing:
+	KILN_BENCH_ROUTING=$(CURDIR)/bench-routing.md KILN_BENCH_ROUTING_NODES=4,16,64 $(GO) test -count=1 -timeout 0 -run '^TestBenchRouting$$' -v ./kernel/sim/
 
 # The experiments' error rates (kernel/experiment/RATIONALE.md): A/A false
 # alarms and planted bad policies' rollback rates (power), per experiment
