@@ -938,7 +938,7 @@ func (d *Dispatcher) tryResident(ctx context.Context, w *worker.Worker, models [
 			go func() {
 				defer wg.Done()
 				start := d.clk.Now()
-				rep, lerr := d.load(ctx, w, p.entry, plan.dtype(p.entry.ID))
+				rep, lerr := d.load(ctx, w, p.entry, plan.loadSpec(p.entry.ID))
 				if lerr == nil && rep.VRAMBytes > 0 && uint64(rep.VRAMBytes) != p.rm.res.Bytes() {
 					// The worker knows the true footprint; the ledger follows it.
 					if rerr := d.opts.Devices.Ledger(w.Device().Index).Resize(p.rm.res, uint64(rep.VRAMBytes)); rerr != nil {
@@ -1021,11 +1021,21 @@ func (d *Dispatcher) tryResident(ctx context.Context, w *worker.Worker, models [
 
 // load makes one model resident in a worker: through the tiers when kiln has
 // them (the bytes climb to an L2 segment, which the worker maps read-only),
-// else from the catalog's file.
-func (d *Dispatcher) load(ctx context.Context, w *worker.Worker, e catalog.Entry, weightDType string) (wire.LoadReply, error) {
-	req := wire.LoadRequest{Model: e.ID, Path: e.Path, Bytes: e.Bytes, Family: e.Family, WeightDType: weightDType}
+// else from the catalog's file. With spec.ConvertTo set the segment holds
+// the model converted to that dtype (tier.Manager.AcquireConverted); with
+// spec.VRAMBudget set the worker keeps only that much of it on the device
+// and streams the rest (protocol 1.2).
+func (d *Dispatcher) load(ctx context.Context, w *worker.Worker, e catalog.Entry, spec loadSpec) (wire.LoadReply, error) {
+	req := wire.LoadRequest{Model: e.ID, Path: e.Path, Bytes: e.Bytes, Family: e.Family, WeightDType: spec.WeightDType,
+		VRAMBudgetBytes: spec.VRAMBudget}
 	if d.opts.Tiers != nil {
-		lease, err := d.opts.Tiers.Acquire(ctx, e.ID)
+		acquire := d.opts.Tiers.Acquire
+		if spec.ConvertTo != "" {
+			acquire = func(ctx context.Context, id string) (*tier.Lease, error) {
+				return d.opts.Tiers.AcquireConverted(ctx, id, spec.ConvertTo)
+			}
+		}
+		lease, err := acquire(ctx, e.ID)
 		if err != nil {
 			return wire.LoadReply{}, fmt.Errorf("model %s: %w", e.ID, err)
 		}

@@ -43,7 +43,7 @@ func (e *estimates) planOf(d *Dispatcher, j *job.Job) Plan {
 // read is planned as one stage of all its models.
 func (d *Dispatcher) planJob(j *job.Job) Plan {
 	if g := d.graphOf(j); g != nil {
-		return PlanGraph(g, d.opts.Catalog.Lookup, d.opts.Cost)
+		return d.fitPlan(PlanGraph(g, d.opts.Catalog.Lookup, d.opts.Cost))
 	}
 	st := PlanStage{Models: j.Models, ModelBytes: make([]uint64, len(j.Models))}
 	for i, m := range j.Models {
@@ -51,7 +51,7 @@ func (d *Dispatcher) planJob(j *job.Job) Plan {
 			st.ModelBytes[i] = FootprintOf(e, "")
 		}
 	}
-	return Plan{Stages: []PlanStage{st}}
+	return d.fitPlan(Plan{Stages: []PlanStage{st}})
 }
 
 // graphOf parses j's graph, reading it from the store when the queue's
@@ -140,5 +140,8 @@ func (d *Dispatcher) estimateJob(j *job.Job) time.Duration {
 		samplers = g.Params()
 	}
 	known := func(f string) bool { _, ok := d.opts.Cost.Lookup(f); return ok }
-	return d.opts.Cost.JobEstimate(workflow.Work(fams, samplers, known), cost.Device{})
+	// A streamed job pays for its transfers every step: the policies see
+	// a costlier placement, not a refusal.
+	return d.opts.Cost.JobEstimate(workflow.Work(fams, samplers, known), cost.Device{}) +
+		d.estimates.planOf(d, j).StreamTime(d.opts.Cost, cost.Device{})
 }

@@ -26,6 +26,18 @@ type PlanStage struct {
 	// WeightDTypes are the casts the graph's loaders ask for (UNETLoader's
 	// weight_dtype), index for index; nil or "" for none.
 	WeightDTypes []string
+	// ConvertTo are the dtypes the tiers convert the models' files to
+	// before their loads (tiers.convert; convert.go), index for index; nil
+	// or "" for none. ModelBytes are then the converted footprints.
+	ConvertTo []string
+	// StreamedBytes are, index for index, the parts of the models' weights
+	// kept in host memory and streamed to the device every step (weight
+	// streaming, stream.go); ModelBytes are then the resident parts, what
+	// the ledger reserves. nil or 0 for none.
+	StreamedBytes []uint64
+	// Steps are the sampler steps the stage runs: what a streamed model's
+	// transfer is charged per.
+	Steps int
 	// ActivationBytes is what the stage's computation allocates beyond the
 	// weights (cost.ActivationBytes at the job's resolution and batch).
 	ActivationBytes uint64
@@ -188,6 +200,7 @@ func PlanGraph(g *workflow.Graph, lookup ModelLookup, c cost.Config) Plan {
 			}
 		}
 		for _, sp := range st.Samplers {
+			ps.Steps += sp.Steps
 			ps.ActivationBytes = max(ps.ActivationBytes, uint64(c.ActivationBytes(sp.Family, sp.Width, sp.Height, sp.BatchSize)))
 		}
 		if st.Decodes {
@@ -237,18 +250,7 @@ func PlanByRole(models, families []string, bytes []uint64, activation uint64) Pl
 // its workers' contexts. The API refuses a job whose need exceeds the room
 // (does_not_fit) with the same figures the decision core fails it by.
 func (d *Dispatcher) Fit(g *workflow.Graph) (need, room uint64) {
-	need = PlanGraph(g, d.opts.Catalog.Lookup, d.opts.Cost).Peak()
-	workers := map[int]uint64{}
-	if d.opts.Pool != nil {
-		for _, in := range d.opts.Pool.Infos() {
-			workers[in.Device]++
-		}
-	}
-	for _, dev := range d.opts.Devices.Devices() {
-		i := dev.Info().Index
-		if led := d.opts.Devices.Ledger(i); led != nil {
-			room = max(room, led.Usable()-min(led.Usable(), workers[i]*d.opts.WorkerContextBytes))
-		}
-	}
+	need = d.fitPlan(PlanGraph(g, d.opts.Catalog.Lookup, d.opts.Cost)).Peak()
+	_, room = d.room()
 	return need, room
 }
