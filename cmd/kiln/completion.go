@@ -167,7 +167,7 @@ var flagValues = map[string][]string{
 	"-o":       {"table", "json", "yaml"},
 	"--output": {"table", "json", "yaml"},
 	"--class":  {"interactive", "batch"},
-	"--kind":   {"eviction", "scheduling", "batching", "balancing"},
+	"--kind":   {"eviction", "scheduling", "batching", "balancing", "routing"},
 	"--state":  jobStates,
 }
 

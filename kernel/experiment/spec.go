@@ -177,6 +177,15 @@ func (s Spec) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("type %q: want canary, ab or switchback", s.Type))
 	}
+	if k == abi.KindRouting {
+		// A routing arm would pick the node per job at the cluster's
+		// entry and be judged on outcomes from every node; this
+		// controller splits one node's workers or traffic and attributes
+		// outcomes by worker, so it would run an experiment that routes
+		// nothing. Refused until the cluster has its own split.
+		errs = append(errs, errors.New("routing experiments are not supported yet: compare routing policies with kiln sim --nodes N "+
+			"(BENCHMARKS.md, \"Routing across nodes\")"))
+	}
 	if k == abi.KindEviction && s.Type != Switchback {
 		errs = append(errs, errors.New("eviction policies share every cache, so splitting workers or traffic contaminates both arms: "+
 			"compare them with the shadow caches (GET /v1/experiments/shadow) or a switchback"))
