@@ -11,6 +11,13 @@ type Config struct {
 	// have their models pulled up the tiers while they wait; 0 turns
 	// lookahead off.
 	LookaheadJobs int `koanf:"lookahead_jobs"`
+	// Predict warms into the RAM tier, while fewer jobs than the
+	// lookahead's window are queued, the models kernel/predict expects
+	// the next jobs to ask for, from the jobs seen so far (frequency with
+	// decay, time of day, model-to-model transitions); never by dropping
+	// a queued job's model. Off by default: its warms are transfers a
+	// wrong guess wastes (kiln_predict_hit_ratio says how often).
+	Predict bool `koanf:"predict"`
 	// Preemption lets a scheduling policy that plans preemptions (the
 	// built-in priority does) stop a running job of a lower class for a
 	// waiting one when no worker is free; the stopped job goes back to

@@ -288,6 +288,7 @@ func (n *Node) Run(ctx context.Context) error {
 	experimentsDone := n.runExperiments(ctx)
 	tuneDone := n.runTune(ctx)
 	clusterDone := n.runCluster(ctx)
+	predictDone := n.runPredict(ctx)
 	err := n.API.ListenAndServe(ctx, n.cfg.Listen, func(a net.Addr) {
 		n.addrMu.Lock()
 		n.addr = a
@@ -304,6 +305,7 @@ func (n *Node) Run(ctx context.Context) error {
 	experimentsDone()
 	tuneDone()
 	clusterDone()
+	predictDone()
 	n.Pool.Stop()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err

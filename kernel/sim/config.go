@@ -129,6 +129,9 @@ func FromKernelConfig(c *config.Config) Config {
 
 		WholeJobAdmission:  c.Sim.WholeJobAdmission,
 		WorkerContextBytes: uint64(max(c.Dispatch.WorkerContextBytes, 0)),
+		// As the live node (kernel/node predict.go): it warms while fewer
+		// jobs than the lookahead's window wait.
+		Predict: PredictConfig{Enabled: c.Dispatch.Predict, MaxQueued: max(c.Dispatch.LookaheadJobs, 1)},
 	}
 }
 
