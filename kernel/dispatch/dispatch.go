@@ -108,6 +108,7 @@ type Dispatcher struct {
 	unpinned chan struct{}                        // closed and replaced on every unpin
 
 	estimates   estimates
+	activations activations // measured refinements of the activation estimates
 	events      bus
 	prefetching atomic.Bool // a lookahead is climbing the tiers
 	wg          sync.WaitGroup
@@ -630,6 +631,10 @@ func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease w
 			})
 		} else {
 			res, err = w.Run(ctx, req, onProgress)
+		}
+		if err == nil && res.ActivationBytes > 0 {
+			// What the run measured refines the next jobs' reservations.
+			d.activations.observe(plan.family(), plan.MaxActivation(), uint64(res.ActivationBytes))
 		}
 		if err == nil && keepWarm {
 			// The next job of the batch finds the models pinned; it holds

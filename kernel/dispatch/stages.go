@@ -38,6 +38,10 @@ type PlanStage struct {
 	// Steps are the sampler steps the stage runs: what a streamed model's
 	// transfer is charged per.
 	Steps int
+	// Family is the family whose activations the stage is charged
+	// (its largest sampler's, or the graph's largest for a decode): what
+	// measured activations refine (activation.go).
+	Family string
 	// ActivationBytes is what the stage's computation allocates beyond the
 	// weights (cost.ActivationBytes at the job's resolution and batch).
 	ActivationBytes uint64
@@ -186,8 +190,11 @@ func PlanGraph(g *workflow.Graph, lookup ModelLookup, c cost.Config) Plan {
 	// A decode works on the images the samplers made: it is charged the
 	// activations of the graph's largest sampler.
 	var decodeAct uint64
+	var decodeFamily string
 	for _, sp := range g.Params() {
-		decodeAct = max(decodeAct, uint64(c.ActivationBytes(sp.Family, sp.Width, sp.Height, sp.BatchSize)))
+		if a := uint64(c.ActivationBytes(sp.Family, sp.Width, sp.Height, sp.BatchSize)); a > decodeAct || decodeFamily == "" {
+			decodeAct, decodeFamily = max(decodeAct, a), sp.Family
+		}
 	}
 	var p Plan
 	for _, st := range g.Stages() {
@@ -201,10 +208,12 @@ func PlanGraph(g *workflow.Graph, lookup ModelLookup, c cost.Config) Plan {
 		}
 		for _, sp := range st.Samplers {
 			ps.Steps += sp.Steps
-			ps.ActivationBytes = max(ps.ActivationBytes, uint64(c.ActivationBytes(sp.Family, sp.Width, sp.Height, sp.BatchSize)))
+			if a := uint64(c.ActivationBytes(sp.Family, sp.Width, sp.Height, sp.BatchSize)); a > ps.ActivationBytes || ps.Family == "" {
+				ps.ActivationBytes, ps.Family = max(ps.ActivationBytes, a), sp.Family
+			}
 		}
-		if st.Decodes {
-			ps.ActivationBytes = max(ps.ActivationBytes, decodeAct)
+		if st.Decodes && decodeAct > ps.ActivationBytes {
+			ps.ActivationBytes, ps.Family = decodeAct, decodeFamily
 		}
 		p.Stages = append(p.Stages, ps)
 	}

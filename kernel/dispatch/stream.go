@@ -118,11 +118,12 @@ func (d *Dispatcher) poolStreams() bool {
 	return seen
 }
 
-// fitPlan is what a job's plan becomes on this node: its conversions
-// (tiers.convert), then weight streaming for what still fits no device,
+// fitPlan is what a job's plan becomes on this node: its activations
+// refined by what runs measured, its conversions (tiers.convert), then
+// weight streaming for what still fits no device,
 // when the workers stream.
 func (d *Dispatcher) fitPlan(p Plan) Plan {
-	p = d.convertPlan(p)
+	p = d.convertPlan(d.activations.refine(p))
 	if !d.poolStreams() {
 		return p
 	}

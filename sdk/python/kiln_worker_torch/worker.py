@@ -473,15 +473,25 @@ class TorchWorker(Handler):
             self.started += 1
             ctx.crash = self.crash_after > 0 and self.started == self.crash_after
             out_dir = self.output_dir
+            # Activations (protocol 1.2) are measured only for a run alone
+            # on the GPU: the allocator's peak is shared by concurrent runs.
+            alone = self.device.type == "cuda" and self.running == 1
+            if alone:
+                weights = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
         try:
             with torch.inference_mode():
                 outputs = self._execute(graph, ctx, job_id, out_dir)
         finally:
             with self.mu:
+                alone = alone and self.running == 1
                 self.running -= 1
         with self.mu:
             self.jobs_done += 1
-        return {"job_id": job_id, "outputs": outputs, "run_ns": time.monotonic_ns() - start}
+        res = {"job_id": job_id, "outputs": outputs, "run_ns": time.monotonic_ns() - start}
+        if alone:
+            res["activation_bytes"] = max(torch.cuda.max_memory_allocated() - weights, 0)
+        return res
 
     def _model_for(self, graph, node):
         nid, hops = node.link("model") or node.link("guider"), 0
