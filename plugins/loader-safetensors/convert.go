@@ -212,6 +212,7 @@ func forEachValue(ctx context.Context, src *os.File, t plugin.Tensor, fn func([]
 	total := (t.End - t.Begin) / es
 	buf := make([]byte, min(total, chunkElems)*es)
 	vals := make([]float64, min(total, chunkElems))
+	dec := decoderFor(t.DType)
 	for off := int64(0); off < total; off += chunkElems {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -223,7 +224,7 @@ func forEachValue(ctx context.Context, src *os.File, t plugin.Tensor, fn func([]
 		}
 		v := vals[:k]
 		for i := range v {
-			v[i] = decode(t.DType, b[int64(i)*es:])
+			v[i] = dec(b[int64(i)*es:])
 		}
 		if err := fn(v); err != nil {
 			return err
@@ -280,10 +281,11 @@ func (c *conversion) write(ctx context.Context, src *os.File, dst io.Writer) (in
 				return 0, fmt.Errorf("tensor %q: %w", t.name, err)
 			}
 		default:
+			enc := encoderFor(t.dtype, t.scale)
 			err := forEachValue(ctx, src, *t.src, func(v []float64) error {
 				out = out[:0]
 				for _, x := range v {
-					out = encode(out, t.dtype, x, t.scale)
+					out = enc(out, x)
 				}
 				_, err := w.Write(out)
 				return err
@@ -299,6 +301,40 @@ func (c *conversion) write(ctx context.Context, src *os.File, dst io.Writer) (in
 	return 8 + int64(len(hj)) + off, nil
 }
 
+// decoderFor returns decode for one dtype, chosen once per tensor rather
+// than once per value.
+func decoderFor(dtype string) func([]byte) float64 {
+	switch dtype {
+	case "F64":
+		return func(b []byte) float64 { return math.Float64frombits(binary.LittleEndian.Uint64(b)) }
+	case "F32":
+		return func(b []byte) float64 { return float64(math.Float32frombits(binary.LittleEndian.Uint32(b))) }
+	case "F16":
+		return func(b []byte) float64 { return float64(f16ToF32(binary.LittleEndian.Uint16(b))) }
+	case "BF16":
+		return func(b []byte) float64 {
+			return float64(math.Float32frombits(uint32(binary.LittleEndian.Uint16(b)) << 16))
+		}
+	}
+	return func([]byte) float64 { return 0 }
+}
+
+// encoderFor returns encode for one dtype and scale, chosen once per tensor.
+func encoderFor(dtype string, scale float32) func([]byte, float64) []byte {
+	switch dtype {
+	case "F16":
+		return func(out []byte, x float64) []byte { return binary.LittleEndian.AppendUint16(out, f32ToF16(float32(x))) }
+	case "BF16":
+		return func(out []byte, x float64) []byte {
+			return binary.LittleEndian.AppendUint16(out, f32ToBF16(float32(x)))
+		}
+	case "F8_E4M3":
+		s := float64(scale)
+		return func(out []byte, x float64) []byte { return append(out, f32ToE4M3(float32(x/s))) }
+	}
+	return func(out []byte, _ float64) []byte { return out }
+}
+
 // decode reads one little-endian value of dtype from b.
 func decode(dtype string, b []byte) float64 {
 	switch dtype {
@@ -312,19 +348,6 @@ func decode(dtype string, b []byte) float64 {
 		return float64(math.Float32frombits(uint32(binary.LittleEndian.Uint16(b)) << 16))
 	}
 	return 0
-}
-
-// encode appends x in dtype; F8_E4M3 values are x / scale.
-func encode(out []byte, dtype string, x float64, scale float32) []byte {
-	switch dtype {
-	case "F16":
-		return binary.LittleEndian.AppendUint16(out, f32ToF16(float32(x)))
-	case "BF16":
-		return binary.LittleEndian.AppendUint16(out, f32ToBF16(float32(x)))
-	case "F8_E4M3":
-		return append(out, f32ToE4M3(float32(x/float64(scale))))
-	}
-	return out
 }
 
 // f32ToF16 rounds to the nearest fp16, ties to even; a finite value beyond
@@ -417,21 +440,23 @@ func f32ToE4M3(f float32) uint8 {
 	if f >= fp8Max {
 		return sign | 0x7e
 	}
-	// The representable values are k × 2^(e−3) for the value's binade e
-	// (e ≥ −6; below it the subnormal step 2^−9): round to the step.
-	e := max(math.Ilogb(float64(f)), -6)
-	step := math.Ldexp(1, e-3)
-	q := math.RoundToEven(float64(f) / step)
-	v := q * step
-	if v == 0 {
-		return sign
+	bits := math.Float32bits(f)
+	exp := int32(bits>>23) - 127
+	if exp < -6 {
+		// Subnormal in e4m3fn: multiples of 2^-9 (k = 8 is the smallest
+		// normal, 0x08, which the encoding reaches by itself).
+		return sign | uint8(math.RoundToEven(float64(f)*512))
 	}
-	e = math.Ilogb(v)
-	if e < -6 {
-		return sign | uint8(math.Round(v/math.Ldexp(1, -9))) // subnormal: 0.mmm × 2^−6
+	man := bits & 0x7fffff
+	r := uint32(exp+7)<<3 | man>>20
+	rem := man & 0xfffff
+	if rem > 0x80000 || (rem == 0x80000 && r&1 == 1) {
+		r++ // a carry moves into the exponent: still the right value
 	}
-	m := uint8(math.Round(v/math.Ldexp(1, e-3))) - 8
-	return sign | uint8(e+7)<<3 | m
+	if r > 0x7e {
+		r = 0x7e // 0x7f is NaN; below 448 only rounding could reach it
+	}
+	return sign | uint8(r)
 }
 
 // e4m3ToF32 widens a float8 e4m3fn exactly.

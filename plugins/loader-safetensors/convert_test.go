@@ -406,3 +406,30 @@ func fileSum(t *testing.T, p string) [32]byte {
 	}
 	return sha256.Sum256(b)
 }
+
+// BenchmarkConvert converts a 64 MiB file of 16 weights (BF16 to fp8, F32
+// to fp16) and reports the source bytes read per second.
+func BenchmarkConvert(b *testing.B) {
+	for _, tc := range []struct{ from, to string }{{"BF16", plugin.DTypeFP8E4M3}, {"F32", plugin.DTypeFP16}} {
+		b.Run(tc.from+"-to-"+tc.to, func(b *testing.B) {
+			dir := b.TempDir()
+			rng := rand.New(rand.NewPCG(1, 2))
+			var ts []srcTensor
+			per := (64 << 20) / 16 / int(dtypeSize[tc.from])
+			for i := range 16 {
+				ts = append(ts, srcTensor{name: "blocks." + strconv.Itoa(i) + ".weight", dtype: tc.from,
+					shape: []int64{int64(per / 1024), 1024}, vals: values(rng, per, tc.from)})
+			}
+			src := synthesize(b, dir, map[string]string{"kiln.family": "flux"}, ts)
+			st, _ := os.Stat(src)
+			dst := filepath.Join(dir, "dst.safetensors")
+			b.SetBytes(st.Size())
+			b.ResetTimer()
+			for range b.N {
+				if _, err := (loader{}).Convert(context.Background(), plugin.ConvertRequest{SrcPath: src, DstPath: dst, DType: tc.to}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
