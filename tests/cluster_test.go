@@ -108,7 +108,27 @@ func TestClusterThreeNodes(t *testing.T) {
 			"cluster.nats="+strings.Join(urls, ","), fmt.Sprintf("cluster.node_id=node%d", i+1),
 			// A dead node's jobs go elsewhere 2 s after its last sign of life.
 			"cluster.ack_wait=2s",
-			"cost.time_scale=0.05", "workers.per_device=1"))
+			"cost.time_scale=0.05", "workers.per_device=1",
+			// Spread the jobs: affinity would keep this test's one model
+			// on the nodes that loaded it first (its loads are priced at
+			// real speed, its runs at time_scale), and node3 must hold
+			// running jobs when it is killed.
+			"policies.routing=random"))
+	}
+
+	// Every node routes to every node: each one's view has three healthy
+	// nodes (a node's /readyz is 200 once its healthy heartbeat is stored;
+	// the others' watches see it within milliseconds).
+	for _, k := range nodes {
+		waitFor(t, 5*time.Second, k.base+" to see three healthy nodes", func() bool {
+			n := 0
+			for _, v := range clusterNodes(t, k) {
+				if v.Healthy {
+					n++
+				}
+			}
+			return n == 3
+		})
 	}
 
 	// The test's own view of JetStream: the registry, read directly.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/cluster/clusterconfig"
 	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/routing"
 )
 
 // Names of the JetStream assets the cluster uses. Every node creates them
@@ -63,6 +64,9 @@ var (
 type Record struct {
 	job.Job
 	Node string `json:"node,omitempty"`
+	// Target is the node the routing policy chose when the job was
+	// submitted; empty when no node could take it then (any node may).
+	Target string `json:"target,omitempty"`
 }
 
 // Local is the node's own kernel as the cluster drives it: its durable
@@ -82,6 +86,15 @@ type Local struct {
 	// State describes the node for its heartbeat (nil: only what the
 	// cluster knows itself). It runs once a second and must not block.
 	State func() NodeState
+	// Router places a submitted job on a node: the active routing policy
+	// (kernel/policy's Host.Router, through the experiments' split). Nil
+	// sends every job to whichever node pulls it first.
+	Router routing.Router
+	// ModelBytes are the VRAM footprints of models, for the router.
+	ModelBytes func(models []string) []uint64
+	// Estimate is a job's run time by the cost model (the dispatcher's
+	// Estimate), for the router.
+	Estimate func(*job.Job) time.Duration
 }
 
 // Cluster is this node's membership of a kiln cluster.
@@ -95,11 +108,11 @@ type Cluster struct {
 	jobs    jetstream.KeyValue
 	nodes   jetstream.KeyValue
 	outputs jetstream.ObjectStore
-	work    [2]jetstream.Consumer // interactive, batch
+	work    [2]jetstream.Consumer // shared (unrouted) jobs: interactive, batch
+	own     [2]jetstream.Consumer // jobs routed to this node: interactive, batch
 
 	mu       sync.Mutex
 	held     map[string]*held // jobs this node claimed and has not finished
-	fetching int              // fetches in flight (each may bring one job)
 	room     chan struct{}    // signalled when a held job ends
 	finished []*job.Job       // local jobs that ended, for the recorder
 	written  map[string]bool  // held jobs whose files the API has finished
@@ -110,6 +123,9 @@ type Cluster struct {
 	viewMu   sync.RWMutex
 	view     map[string]*Record  // the registry, without workflows, kept by a watch
 	nodeView map[string]seenNode // KILN_nodes, kept by a watch
+	// routedSince counts the jobs this node routed to each node since that
+	// node's last heartbeat (place).
+	routedSince map[string]routed
 }
 
 // held is a job this node claimed: the message to keep alive and ack, and
@@ -132,7 +148,7 @@ func Open(ctx context.Context, cfg clusterconfig.Config, local Local, log zerolo
 		return nil, err
 	}
 	c := &Cluster{cfg: cfg, local: local, log: log, held: map[string]*held{}, written: map[string]bool{},
-		room: make(chan struct{}, 1), wake: make(chan struct{}, 1), view: map[string]*Record{}, nodeView: map[string]seenNode{}}
+		room: make(chan struct{}, 1), wake: make(chan struct{}, 1), view: map[string]*Record{}, nodeView: map[string]seenNode{}, routedSince: map[string]routed{}}
 	opts := []nats.Option{
 		nats.Name("kiln " + cfg.NodeID),
 		// Close is not a lost connection: no warning at shutdown.
@@ -253,21 +269,24 @@ func (c *Cluster) setup(ctx context.Context) error {
 		}},
 	}
 	for i, class := range []job.Class{job.Interactive, job.Batch} {
-		steps = append(steps, struct {
-			what string
-			do   func(context.Context) error
-		}{"consumer " + string(class), func(ctx context.Context) error {
-			cons, err := js.CreateOrUpdateConsumer(ctx, workStream, jetstream.ConsumerConfig{
-				Durable: "kiln-" + string(class), FilterSubject: workSubject + string(class),
-				AckPolicy: jetstream.AckExplicitPolicy, AckWait: c.cfg.AckWait,
-				// Unlimited: the registry's attempt count bounds a job's
-				// starts (cluster.max_attempts), and a redelivery that
-				// finds the job finished acks it without running it.
-				MaxDeliver: -1, MaxAckPending: -1,
-			})
-			c.work[i] = cons
-			return err
-		}})
+		for _, own := range []bool{false, true} {
+			name, filter := "kiln-"+string(class), workSubject+string(class)
+			if own {
+				name, filter = nodeConsumer(c.cfg.NodeID, class), workSubject+string(class)+"."+c.cfg.NodeID
+			}
+			steps = append(steps, struct {
+				what string
+				do   func(context.Context) error
+			}{"consumer " + name, func(ctx context.Context) error {
+				cons, err := js.CreateOrUpdateConsumer(ctx, workStream, c.consumerConfig(name, filter))
+				if own {
+					c.own[i] = cons
+				} else {
+					c.work[i] = cons
+				}
+				return err
+			}})
+		}
 	}
 	for _, s := range steps {
 		if err := retry(ctx, s.do); err != nil {
@@ -313,6 +332,39 @@ func transient(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, nats.ErrDisconnected)
+}
+
+// consumerConfig is a work consumer's config: explicit acks within
+// AckWait (held jobs are signalled in progress), no bound on deliveries.
+func (c *Cluster) consumerConfig(name, filter string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: name, FilterSubject: filter,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: c.cfg.AckWait,
+		// Unlimited: the registry's attempt count bounds a job's starts
+		// (cluster.max_attempts), and a redelivery that finds the job
+		// finished acks it without running it.
+		MaxDeliver: -1, MaxAckPending: -1,
+	}
+}
+
+// nodeConsumer names the durable consumer of the jobs routed to a node.
+func nodeConsumer(node string, class job.Class) string {
+	return "kiln-node-" + node + "-" + string(class)
+}
+
+// consumerNode undoes nodeConsumer: the node and class, or ok false for
+// another consumer.
+func consumerNode(name string) (node string, class job.Class, ok bool) {
+	rest, ok := strings.CutPrefix(name, "kiln-node-")
+	if !ok {
+		return "", "", false
+	}
+	for _, cl := range []job.Class{job.Interactive, job.Batch} {
+		if n, found := strings.CutSuffix(rest, "-"+string(cl)); found && n != "" {
+			return n, cl, true
+		}
+	}
+	return "", "", false
 }
 
 // retry runs do until it succeeds or ctx ends, each try under opTimeout.
@@ -367,7 +419,8 @@ func (c *Cluster) Close() {
 }
 
 // Ready says why the node cannot take work, or nil: it must be connected
-// to NATS and its last heartbeat must have reached JetStream.
+// to NATS and a heartbeat that says it is healthy (a worker up) must have
+// reached JetStream within the last few seconds.
 func (c *Cluster) Ready() error {
 	if !c.nc.IsConnected() {
 		return fmt.Errorf("not connected to NATS: %w", ErrUnavailable)
@@ -376,7 +429,10 @@ func (c *Cluster) Ready() error {
 	last := c.lastBeat
 	c.mu.Unlock()
 	if time.Since(last) > 3*nodeBeat {
-		return fmt.Errorf("no heartbeat reached JetStream for %s: %w", time.Since(last).Round(time.Millisecond), ErrUnavailable)
+		if last.IsZero() {
+			return fmt.Errorf("no healthy heartbeat has reached JetStream yet: %w", ErrUnavailable)
+		}
+		return fmt.Errorf("no healthy heartbeat reached JetStream for %s: %w", time.Since(last).Round(time.Millisecond), ErrUnavailable)
 	}
 	return nil
 }
@@ -438,6 +494,7 @@ func (c *Cluster) Submit(ctx context.Context, j *job.Job) (*Record, bool, error)
 	}
 	rec.State, rec.CreatedAt, rec.Attempts = job.Queued, now, 0
 	rec.StartedAt, rec.FinishedAt, rec.Worker, rec.Outputs, rec.Error, rec.Seq = time.Time{}, time.Time{}, "", nil, "", 0
+	rec.Target = c.place(&rec.Job)
 	data, err := json.Marshal(&rec)
 	if err != nil {
 		return nil, false, fmt.Errorf("cluster: submit: encode: %w", err)
@@ -470,7 +527,7 @@ func (c *Cluster) Submit(ctx context.Context, j *job.Job) (*Record, bool, error)
 			return nil, false, gerr
 		}
 		if old.State == job.Queued {
-			if err := c.publish(ctx, &old.Job); err != nil {
+			if err := c.publish(ctx, &old.Job, old.Target); err != nil {
 				return nil, false, err
 			}
 		}
@@ -480,7 +537,7 @@ func (c *Cluster) Submit(ctx context.Context, j *job.Job) (*Record, bool, error)
 		return nil, false, fmt.Errorf("cluster: submit %s: %v: %w", rec.ID, err, ErrUnavailable)
 	}
 	rec.Seq = rev
-	if err := c.publish(ctx, &rec.Job); err != nil {
+	if err := c.publish(ctx, &rec.Job, rec.Target); err != nil {
 		// Best effort: without its message the record would wait forever
 		// (a retry of the same id queues it again in any case).
 		dctx, dcancel := context.WithTimeout(context.Background(), opTimeout)
@@ -492,9 +549,15 @@ func (c *Cluster) Submit(ctx context.Context, j *job.Job) (*Record, bool, error)
 	return &rec, false, nil
 }
 
-func (c *Cluster) publish(ctx context.Context, j *job.Job) error {
+// publish queues a job's id for the node target (the routing policy's
+// choice), or for any node when target is empty.
+func (c *Cluster) publish(ctx context.Context, j *job.Job, target string) error {
+	subject := workSubject + string(j.Class)
+	if target != "" {
+		subject += "." + target
+	}
 	err := retryTransient(ctx, func(ctx context.Context) error {
-		_, err := c.js.Publish(ctx, workSubject+string(j.Class), []byte(j.ID), jetstream.WithMsgID(j.ID))
+		_, err := c.js.Publish(ctx, subject, []byte(j.ID), jetstream.WithMsgID(j.ID))
 		return err
 	})
 	if err != nil {
@@ -509,7 +572,12 @@ func (c *Cluster) get(ctx context.Context, id string) (*Record, uint64, error) {
 	if !validID.MatchString(id) {
 		return nil, 0, fmt.Errorf("cluster: job %q: %w", id, job.ErrNotFound)
 	}
-	value, rev, err := c.readLeader(ctx, key(id))
+	var value []byte
+	var rev uint64
+	err := retryTransient(ctx, func(ctx context.Context) (err error) {
+		value, rev, err = c.readLeader(ctx, key(id))
+		return err
+	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, fmt.Errorf("cluster: job %s: %w", id, job.ErrNotFound)
 	}
@@ -556,7 +624,9 @@ func (c *Cluster) readLeader(ctx context.Context, k string) ([]byte, uint64, err
 	case resp.Error != nil && resp.Error.Code == 404:
 		return nil, 0, jetstream.ErrKeyNotFound
 	case resp.Error != nil:
-		return nil, 0, fmt.Errorf("STREAM.MSG.GET: %s (%d)", resp.Error.Description, resp.Error.ErrCode)
+		// As nats.go reports it, so that transient sees a 503 (no
+		// leader yet) as worth a retry.
+		return nil, 0, &jetstream.APIError{Code: resp.Error.Code, ErrorCode: jetstream.ErrorCode(resp.Error.ErrCode), Description: resp.Error.Description}
 	case resp.Message == nil:
 		return nil, 0, errors.New("STREAM.MSG.GET: empty answer")
 	}
@@ -615,11 +685,45 @@ func (c *Cluster) remember(r *Record) {
 	c.viewMu.Unlock()
 }
 
-// watch keeps the view of the registry until ctx ends, re-watching after
-// a lost connection.
+// watch keeps the view of the registry until ctx ends.
 func (c *Cluster) watch(ctx context.Context) {
+	watchKV(ctx, c.jobs, func(e jetstream.KeyValueEntry) {
+		id := idFromKey(e.Key())
+		var rec Record
+		if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &rec) != nil {
+			c.viewMu.Lock()
+			delete(c.view, id)
+			c.viewMu.Unlock()
+			return
+		}
+		if rec.Seq == 0 {
+			rec.Seq = e.Revision()
+		}
+		rec.Workflow = nil
+		c.viewMu.Lock()
+		c.view[id] = &rec
+		c.viewMu.Unlock()
+	})
+}
+
+// watchRefresh is how often a watch is started again from the revision
+// after the last it saw. A watch whose consumer lived on a NATS server
+// that died can stay silent for good (seen after a kill -9 of one of three
+// servers); starting again from where it was costs one consumer and
+// replays nothing.
+const watchRefresh = 3 * time.Second
+
+// watchKV applies every change of kv to apply, in order, until ctx ends:
+// the current values first, then each update, watching again (from the
+// next revision) every watchRefresh and after any failure.
+func watchKV(ctx context.Context, kv jetstream.KeyValue, apply func(jetstream.KeyValueEntry)) {
+	var last uint64
 	for ctx.Err() == nil {
-		w, err := c.jobs.WatchAll(ctx)
+		var opts []jetstream.WatchOpt
+		if last > 0 {
+			opts = append(opts, jetstream.ResumeFromRevision(last+1))
+		}
+		w, err := kv.WatchAll(ctx, opts...)
 		if err != nil {
 			select {
 			case <-ctx.Done():
@@ -628,29 +732,29 @@ func (c *Cluster) watch(ctx context.Context) {
 				continue
 			}
 		}
-		for e := range w.Updates() {
-			if e == nil {
-				continue // the end of the initial values
+		refresh := time.NewTimer(watchRefresh)
+	updates:
+		for {
+			select {
+			case <-ctx.Done():
+				break updates
+			case <-refresh.C:
+				break updates
+			case e, ok := <-w.Updates():
+				if !ok {
+					break updates
+				}
+				if e == nil {
+					continue // the end of the initial values
+				}
+				if e.Revision() <= last {
+					continue
+				}
+				last = e.Revision()
+				apply(e)
 			}
-			id := idFromKey(e.Key())
-			if e.Operation() != jetstream.KeyValuePut {
-				c.viewMu.Lock()
-				delete(c.view, id)
-				c.viewMu.Unlock()
-				continue
-			}
-			var rec Record
-			if json.Unmarshal(e.Value(), &rec) != nil {
-				continue
-			}
-			if rec.Seq == 0 {
-				rec.Seq = e.Revision()
-			}
-			rec.Workflow = nil
-			c.viewMu.Lock()
-			c.view[id] = &rec
-			c.viewMu.Unlock()
 		}
+		refresh.Stop()
 		_ = w.Stop()
 	}
 }
@@ -776,6 +880,11 @@ type NodeState struct {
 	H2DBytesPerS    uint64 `json:"h2d_bytes_per_s"`
 	DiskBytesPerS   uint64 `json:"disk_bytes_per_s"`
 	RemoteBytesPerS uint64 `json:"remote_bytes_per_s"`
+	// Wait is the node's estimate of the time until it could start one
+	// more job: the cost model's estimates of its queued jobs and the rest
+	// of its running ones, over its workers; 0 with an idle worker and
+	// nothing queued.
+	Wait time.Duration `json:"wait_ns"`
 	// VRAM, RAM and Disk are the models resident in each tier, sorted.
 	VRAM []string `json:"vram"`
 	RAM  []string `json:"ram"`
@@ -823,38 +932,23 @@ type seenNode struct {
 	arrived time.Time
 }
 
-// watchNodes keeps nodeView until ctx ends, re-watching after a lost
-// connection.
+// watchNodes keeps nodeView until ctx ends.
 func (c *Cluster) watchNodes(ctx context.Context) {
-	for ctx.Err() == nil {
-		w, err := c.nodes.WatchAll(ctx)
-		if err != nil {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-				continue
-			}
+	watchKV(ctx, c.nodes, func(e jetstream.KeyValueEntry) {
+		c.viewMu.Lock()
+		defer c.viewMu.Unlock()
+		var ni NodeInfo
+		if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &ni) != nil {
+			delete(c.nodeView, e.Key())
+			return
 		}
-		for e := range w.Updates() {
-			if e == nil {
-				continue
-			}
-			c.viewMu.Lock()
-			var ni NodeInfo
-			if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &ni) == nil {
-				// The initial values may be old: judge them by their own
-				// time, later ones by their arrival.
-				arrived := time.Now()
-				if at := ni.At.Local(); at.Before(arrived) && e.Delta() > 0 {
-					arrived = at
-				}
-				c.nodeView[e.Key()] = seenNode{info: ni, arrived: arrived}
-			} else {
-				delete(c.nodeView, e.Key())
-			}
-			c.viewMu.Unlock()
+		// The initial values may be old: judge them by their own time,
+		// later ones by their arrival.
+		arrived := time.Now()
+		if at := ni.At.Local(); at.Before(arrived) && e.Delta() > 0 {
+			arrived = at
 		}
-		_ = w.Stop()
-	}
+		c.nodeView[e.Key()] = seenNode{info: ni, arrived: arrived}
+		delete(c.routedSince, e.Key()) // its heartbeat counts them now
+	})
 }

@@ -21,11 +21,11 @@ const fetchWait = 2 * time.Second
 // node's heartbeat and the watch of the registry.
 func (c *Cluster) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for i := range c.work {
+	for _, cons := range []jetstream.Consumer{c.own[0], c.work[0], c.own[1], c.work[1]} {
 		wg.Add(1)
-		go func() { defer wg.Done(); c.pull(ctx, i) }()
+		go func() { defer wg.Done(); c.pull(ctx, cons) }()
 	}
-	for _, f := range []func(context.Context){c.keepAlive, c.record, c.watch, c.watchNodes} {
+	for _, f := range []func(context.Context){c.keepAlive, c.record, c.watch, c.watchNodes, c.adopt} {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(ctx) }()
 	}
@@ -99,18 +99,30 @@ func (c *Cluster) capacity() int {
 	return w + c.cfg.Prefetch
 }
 
-// pull fetches jobs of one class, one at a time, while the node has room.
-func (c *Cluster) pull(ctx context.Context, class int) {
-	cons := c.work[class]
+// freeSlots is how many more jobs this node may take now.
+func (c *Cluster) freeSlots() int {
+	capacity := c.capacity()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return capacity - len(c.held)
+}
+
+// reserveFetch says whether a puller may fetch one job now: while the node
+// holds fewer jobs than its capacity. Fetches in flight are not counted
+// against it: every puller (one per consumer) must get its turn, or the
+// pullers that won the slots would starve the others' consumers (a node
+// with 2 workers and 4 consumers did). So a node may take up to its
+// capacity plus one job per puller less one; they wait in its local queue.
+func (c *Cluster) reserveFetch() bool { return c.freeSlots() > 0 }
+
+// releaseFetch wakes a puller waiting for room after a fetch.
+func (c *Cluster) releaseFetch() { signal(c.room) }
+
+// pull fetches jobs from one consumer (a class's shared jobs, or those
+// routed to this node), one at a time, while the node has room.
+func (c *Cluster) pull(ctx context.Context, cons jetstream.Consumer) {
 	for ctx.Err() == nil {
-		capacity := c.capacity()
-		c.mu.Lock()
-		free := capacity - len(c.held) - c.fetching
-		if free > 0 {
-			c.fetching++
-		}
-		c.mu.Unlock()
-		if free <= 0 {
+		if !c.reserveFetch() {
 			select {
 			case <-ctx.Done():
 				return
@@ -130,10 +142,7 @@ func (c *Cluster) pull(ctx context.Context, class int) {
 			err = batch.Error()
 		}
 		cancel()
-		c.mu.Lock()
-		c.fetching--
-		c.mu.Unlock()
-		signal(c.room)
+		c.releaseFetch()
 		if err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			c.log.Debug().Err(err).Msg("fetch")
 			select {
@@ -315,9 +324,11 @@ func (c *Cluster) heartbeat(ctx context.Context) {
 	data, _ := json.Marshal(info)
 	bctx, cancel := context.WithTimeout(ctx, nodeBeat)
 	defer cancel()
-	if _, err := c.nodes.Put(bctx, c.cfg.NodeID, data); err != nil {
+	if _, err := c.nodes.Put(bctx, c.cfg.NodeID, data); err != nil || !info.Healthy {
 		return
 	}
+	// Ready (and /readyz) counts only healthy heartbeats: once it is 200,
+	// every node's view has this node as one the router may choose.
 	c.mu.Lock()
 	c.lastBeat = time.Now()
 	c.mu.Unlock()

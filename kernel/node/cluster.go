@@ -34,7 +34,7 @@ func (n *Node) openCluster(cfg *config.Config, outDir string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), clusterJoinTimeout)
 	defer cancel()
-	c, err := cluster.Open(ctx, cfg.Cluster, cluster.Local{
+	local := cluster.Local{
 		Store:        n.Store,
 		Cancel:       n.Dispatcher.Cancel,
 		ReadyWorkers: func() int { return n.Pool.Ready() },
@@ -45,8 +45,16 @@ func (n *Node) openCluster(cfg *config.Config, outDir string) error {
 			}
 			return ""
 		},
-		State: n.clusterState,
-	}, logging.Component(n.opts.Log, "cluster"))
+		State:      n.clusterState,
+		ModelBytes: n.modelBytes,
+		Estimate:   n.Dispatcher.Estimate,
+	}
+	if n.Policies != nil {
+		// The active routing policy (policies.routing); a policy loaded
+		// with kiln policy load takes over live, as for the other kinds.
+		local.Router = n.Policies.Router()
+	}
+	c, err := cluster.Open(ctx, cfg.Cluster, local, logging.Component(n.opts.Log, "cluster"))
 	if err != nil {
 		return err
 	}
@@ -165,6 +173,7 @@ func (n *Node) clusterState() cluster.NodeState {
 		st.UsableVRAM = max(st.UsableVRAM, led.Usable())
 	}
 	st.VRAM, st.RAM, st.Disk = sortedKeys(vram), []string{}, []string{}
+	st.Wait = n.backlog(st)
 	if n.Tiers == nil {
 		return st
 	}
@@ -195,4 +204,46 @@ func sortedKeys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// modelBytes are the models' VRAM footprints from the catalog (0 for a
+// model it does not know), for the routing policy's fit check.
+func (n *Node) modelBytes(models []string) []uint64 {
+	out := make([]uint64, len(models))
+	for i, m := range models {
+		if e, err := n.Catalog.Lookup(m); err == nil && e.VRAMBytes > 0 {
+			out[i] = uint64(e.VRAMBytes)
+		}
+	}
+	return out
+}
+
+// backlogJobs bounds the jobs a heartbeat's backlog adds up: a node holds
+// about its workers plus cluster.prefetch cluster jobs, so more means a
+// node that is far behind, which the first thousand show well enough.
+const backlogJobs = 1000
+
+// backlog is the time until this node could start one more job: the cost
+// model's estimates of its queued jobs and the rest of its running ones,
+// over its workers; none while a worker idles with nothing queued.
+func (n *Node) backlog(st cluster.NodeState) time.Duration {
+	if st.Queued == 0 && st.IdleWorkers > 0 {
+		return 0
+	}
+	var work time.Duration
+	now := time.Now()
+	for _, state := range []job.State{job.Queued, job.Running} {
+		jobs, err := n.Store.List(state, backlogJobs)
+		if err != nil {
+			continue
+		}
+		for _, j := range jobs {
+			est := n.Dispatcher.Estimate(j)
+			if state == job.Running && !j.StartedAt.IsZero() {
+				est = max(est-now.Sub(j.StartedAt), 0)
+			}
+			work += est
+		}
+	}
+	return work / time.Duration(max(st.Workers, 1))
 }
