@@ -28,8 +28,10 @@ type WarmOptions struct {
 	// displaces (default 2): without it two models of equal chance would
 	// displace each other on every call, moving bytes for nothing.
 	Margin float64
-	// MaxBytes bounds the bytes one decision brings in (default: a quarter
-	// of the capacity), so that a wrong guess costs a bounded transfer.
+	// MaxBytes bounds the bytes one decision brings in beyond its first
+	// model (default: a quarter of the capacity), so that a wrong guess
+	// costs a bounded transfer while a cache smaller than four models can
+	// still be warmed one model at a time.
 	MaxBytes int64
 }
 
@@ -90,7 +92,7 @@ func PlanWarm(ranked []Score, size func(model string) (int64, bool), room Room, 
 			break // ranked is most likely first
 		}
 		b, ok := size(s.Model)
-		if held[s.Model] || !ok || b <= 0 || b > room.Capacity || plan.WarmBytes+b > opts.MaxBytes {
+		if held[s.Model] || !ok || b <= 0 || b > room.Capacity || (len(plan.Warm) > 0 && plan.WarmBytes+b > opts.MaxBytes) {
 			continue
 		}
 		need := b - free

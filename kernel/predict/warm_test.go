@@ -50,6 +50,10 @@ func TestPlanWarmBounds(t *testing.T) {
 	if !slices.Equal(p.Warm, []string{"a"}) {
 		t.Fatalf("plan %+v; want only a within 15 bytes", p)
 	}
+	p = PlanWarm(ranked, sz, Room{Capacity: 100}, WarmOptions{MaxBytes: 5})
+	if !slices.Equal(p.Warm, []string{"a"}) {
+		t.Fatalf("plan %+v; want a: the first model goes whatever MaxBytes", p)
+	}
 	p = PlanWarm(ranked, sz, Room{Capacity: 100, Reserved: 85}, WarmOptions{MaxBytes: 100})
 	if !slices.Equal(p.Warm, []string{"a"}) {
 		t.Fatalf("plan %+v; want only a in the 15 bytes left by transfers on their way", p)
