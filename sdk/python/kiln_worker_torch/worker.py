@@ -330,8 +330,8 @@ class TorchWorker(Handler):
                 self.loading.pop(mid).set()
         with self.mu:
             self.models[mid] = m
-        print("kiln-worker-torch: loaded %s (%s): %d bytes in %.1f ms" % (mid, m.family, m.nbytes, took / 1e6),
-              flush=True)
+        print("kiln-worker-torch: loaded %s (%s): %d bytes in %.1f ms, %d bytes streamed" % (
+            mid, m.family, m.nbytes, took / 1e6, m.streamed_bytes), flush=True)
         return {"model": mid, "vram_bytes": m.nbytes, "checksum": m.checksum, "load_ns": took,
                 "streamed_bytes": m.streamed_bytes}
 
