@@ -358,6 +358,10 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			p.Used, device.FormatBytes(uint64(p.UsedBytes)), p.Wasted, device.FormatBytes(uint64(p.WastedBytes)))
 		f("| prefetch load time saved | %.1f s |\n", p.LoadTimeSavedS)
 	}
+	if p := r.Predict; p != nil {
+		f("| predictor warmed / used / wasted | %d (%s) / %d (%s) / %d (%s), hit ratio %.2f |\n", p.Warmed, device.FormatBytes(uint64(p.WarmedBytes)),
+			p.Used, device.FormatBytes(uint64(p.UsedBytes)), p.Wasted, device.FormatBytes(uint64(p.WastedBytes)), p.HitRatio)
+	}
 	f("| sim speedup | %.0fx (wall %.3f s) |\n", r.SimSpeedup, r.WallS)
 	f("| seed | %d |\n\n", r.Seed)
 	f("Optimum: %s.\n\n", r.OptimalVariant)
