@@ -23,4 +23,9 @@
 //     that still maps it keeps its pages until it unmaps.
 //   - Bandwidth figures are measured on real transfers (EWMA of bytes/s of
 //     transfers of at least 64 KiB), never assumed.
+//   - AcquireConverted serves a model rewritten in another weight dtype
+//     (tiers.convert: fp16, bf16, fp8_e4m3fn): the model's loader plugin
+//     converts the L3 file into a new content-addressed L3 artifact with its
+//     own sha256, and a JSON record of its source beside the blobs
+//     (<disk dir>-conversions/) finds it again after a restart.
 package tier
