@@ -233,17 +233,68 @@ func forEachValue(ctx context.Context, src *os.File, t plugin.Tensor, fn func([]
 	return nil
 }
 
+// absMax is max|w| over t, NaN ignored. For the IEEE formats it compares
+// magnitude bits as integers, which order finite values and infinities as
+// their values do, instead of decoding every value: the first of the fp8
+// conversion's two passes then costs little more than the read.
 func absMax(ctx context.Context, src *os.File, t plugin.Tensor) (float64, error) {
-	var m float64
-	err := forEachValue(ctx, src, t, func(v []float64) error {
-		for _, x := range v {
-			if a := math.Abs(x); a > m { // NaN compares false: ignored
-				m = a
+	var bitsMax uint64
+	var magnitude func([]byte) (uint64, bool) // value's magnitude bits, false for NaN
+	switch t.DType {
+	case "F16":
+		magnitude = func(b []byte) (uint64, bool) {
+			m := uint64(binary.LittleEndian.Uint16(b) & 0x7fff)
+			return m, m <= 0x7c00
+		}
+	case "BF16":
+		magnitude = func(b []byte) (uint64, bool) {
+			m := uint64(binary.LittleEndian.Uint16(b) & 0x7fff)
+			return m, m <= 0x7f80
+		}
+	case "F32":
+		magnitude = func(b []byte) (uint64, bool) {
+			m := uint64(binary.LittleEndian.Uint32(b) & 0x7fffffff)
+			return m, m <= 0x7f800000
+		}
+	}
+	if magnitude == nil {
+		var m float64
+		err := forEachValue(ctx, src, t, func(v []float64) error {
+			for _, x := range v {
+				if a := math.Abs(x); a > m { // NaN compares false: ignored
+					m = a
+				}
+			}
+			return nil
+		})
+		return m, err
+	}
+	es := dtypeSize[t.DType]
+	n := t.End - t.Begin
+	buf := make([]byte, min(n, chunkElems*es))
+	for off := int64(0); off < n; off += int64(len(buf)) {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		b := buf[:min(int64(len(buf)), n-off)]
+		if _, err := src.ReadAt(b, t.Begin+off); err != nil {
+			return 0, fmt.Errorf("tensor %q: %w", t.Name, err)
+		}
+		for i := int64(0); i+es <= int64(len(b)); i += es {
+			if m, ok := magnitude(b[i:]); ok && m > bitsMax {
+				bitsMax = m
 			}
 		}
-		return nil
-	})
-	return m, err
+	}
+	// The largest magnitude's bits, with the sign clear, decode to max|w|.
+	var le [4]byte
+	switch es {
+	case 2:
+		binary.LittleEndian.PutUint16(le[:], uint16(bitsMax))
+	case 4:
+		binary.LittleEndian.PutUint32(le[:], uint32(bitsMax))
+	}
+	return decoderFor(t.DType)(le[:]), nil
 }
 
 func (c *conversion) write(ctx context.Context, src *os.File, dst io.Writer) (int64, error) {
