@@ -327,6 +327,24 @@ func TestClusterThreeNodes(t *testing.T) {
 			t.Errorf("node %s's published state is thin: %+v", id, n)
 		}
 	}
+	// Cancel through the node that does not run the job: the request goes
+	// to the node that does, which stops its worker and records it.
+	long := nodes[0].submit(loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 150, 99), "interactive")
+	var runner clusterJobJSON
+	waitFor(t, 15*time.Second, "the long job to run", func() bool {
+		runner = nodes[0].clusterJob(long)
+		return runner.State == "running"
+	})
+	other := nodes[0]
+	if runner.Node == "node1" {
+		other = nodes[1]
+	}
+	if code, data := other.do("DELETE", "/v1/jobs/"+long, nil); code != 200 {
+		t.Fatalf("cancel job %s (running on %s) through %s: HTTP %d: %s", long, runner.Node, other.base, code, data)
+	}
+	if j := nodes[0].clusterJob(long); j.State != "cancelled" {
+		t.Fatalf("job %s after its cancel answered 200: %s", long, j.State)
+	}
 	t.Logf("cluster test took %s", time.Since(start).Round(time.Millisecond))
 }
 

@@ -289,7 +289,7 @@ func (c *Cluster) setup(ctx context.Context) error {
 		}
 	}
 	for _, s := range steps {
-		if err := retry(ctx, s.do); err != nil {
+		if err := c.retry(ctx, s.what, s.do); err != nil {
 			return fmt.Errorf("cluster: create %s: %w", s.what, err)
 		}
 	}
@@ -367,14 +367,26 @@ func consumerNode(name string) (node string, class job.Class, ok bool) {
 	return "", "", false
 }
 
-// retry runs do until it succeeds or ctx ends, each try under opTimeout.
-func retry(ctx context.Context, do func(context.Context) error) error {
+// retry runs do until it succeeds or ctx ends, each try under opTimeout,
+// saying every few seconds what it waits for: a node started before its
+// NATS servers waits for them (up to the join timeout), and should not be
+// silent about it.
+func (c *Cluster) retry(ctx context.Context, what string, do func(context.Context) error) error {
+	const sayEvery = 5 * time.Second
+	said := time.Now()
 	for {
 		tctx, cancel := context.WithTimeout(ctx, opTimeout)
 		err := do(tctx)
 		cancel()
 		if err == nil {
 			return nil
+		}
+		if time.Since(said) >= sayEvery {
+			if !c.nc.IsConnected() {
+				err = errors.New("no NATS server of cluster.nats answers")
+			}
+			c.log.Warn().Err(err).Str("step", what).Strs("nats", c.cfg.Servers()).Msg("waiting for NATS JetStream")
+			said = time.Now()
 		}
 		select {
 		case <-ctx.Done():

@@ -221,7 +221,7 @@ func (c *Cluster) take(ctx context.Context, msg jetstream.Msg) {
 	c.mu.Lock()
 	c.held[id] = &held{msg: msg, rev: newRev, rec: *rec}
 	c.mu.Unlock()
-	err = c.local.Store.Submit(ctx, local)
+	err = c.local.Store.Submit(octx, local)
 	if errors.Is(err, job.ErrDuplicate) {
 		// A previous life of this node ran it (forgetLocal cancelled it):
 		// the registry's claim is the job now.
@@ -229,7 +229,7 @@ func (c *Cluster) take(ctx context.Context, msg jetstream.Msg) {
 			_, _ = c.local.Cancel(id)
 		}
 		_ = c.local.Store.Delete(id)
-		err = c.local.Store.Submit(ctx, local)
+		err = c.local.Store.Submit(octx, local)
 	}
 	if err != nil {
 		log.Warn().Err(err).Msg("could not queue a claimed job locally; giving it back")
