@@ -252,7 +252,19 @@ func TestClusterThreeNodes(t *testing.T) {
 		}
 	}
 	running = held
-	t.Logf("killed node3 running %d jobs at %s", len(running), time.Since(start).Round(time.Millisecond))
+	killedAt := time.Now()
+	t.Logf("killed node3 running %d jobs at %s", len(running), killedAt.Sub(start).Round(time.Millisecond))
+	// Its running jobs restart on another node within about ack_wait (2 s).
+	waitFor(t, 15*time.Second, "node3's running jobs to restart elsewhere", func() bool {
+		for _, id := range running {
+			if j := nodes[0].clusterJob(id); j.Node == "node3" {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("node3's %d running jobs restarted elsewhere %s after the kill (cluster.ack_wait=2s)",
+		len(running), time.Since(killedAt).Round(time.Millisecond))
 
 	// Kill one NATS server: the cluster keeps serving, and takes new jobs.
 	_ = servers[0].cmd.Process.Kill()
