@@ -167,6 +167,10 @@ func TestClusterThreeNodes(t *testing.T) {
 		}
 	}
 
+	// A ComfyUI client connected to node1 follows its prompts wherever
+	// they run.
+	ws := dialWS(t, nodes[0], "cluster-test")
+
 	// Submit on every node, both APIs.
 	var ids []string
 	for i := range 18 {
@@ -306,6 +310,34 @@ func TestClusterThreeNodes(t *testing.T) {
 			return true
 		})
 	}
+
+	// The client on node1 heard every prompt finish, also those run by
+	// node2 and node3 (forwarded over NATS).
+	succeeded := map[string]bool{}
+	wsDeadline := time.After(10 * time.Second)
+	want := 0
+	for _, id := range ids {
+		if strings.HasPrefix(id, "prompt-") && final[id].Node != "node1" {
+			want++
+		}
+	}
+	for heard := 0; heard < want; {
+		select {
+		case m, ok := <-ws.msgs:
+			if !ok {
+				t.Fatal("node1's websocket closed")
+			}
+			d, _ := m["data"].(map[string]any)
+			id, _ := d["prompt_id"].(string)
+			if m["type"] == "execution_success" && !succeeded[id] && final[id].Node != "node1" && final[id].Node != "" {
+				succeeded[id] = true
+				heard++
+			}
+		case <-wsDeadline:
+			t.Fatalf("the websocket on node1 heard %d of the %d prompts that other nodes ran finish", len(succeeded), want)
+		}
+	}
+	t.Logf("the websocket on node1 heard all %d prompts run by other nodes finish", want)
 
 	// Outputs: every live node serves every image, with the same bytes.
 	for _, id := range append([]string{ids[0], ids[len(ids)-1]}, running...) {

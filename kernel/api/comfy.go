@@ -44,6 +44,17 @@ func (s *Server) registerComfy() {
 		c.inputDir = filepath.Join(filepath.Dir(s.deps.OutputDir), "input")
 	}
 	c.hub = newHub(c)
+	if cl := s.deps.Cluster; cl != nil {
+		// Messages of prompts that run on other nodes, for the clients
+		// connected here (never forwarded again).
+		if err := cl.OnForwardedWS(func(clientID string, frame []byte) {
+			if clientID != "" {
+				c.hub.deliver(clientID, frame)
+			}
+		}); err != nil {
+			s.deps.Log.Warn().Err(err).Msg("websocket messages from other nodes of the cluster are not received")
+		}
+	}
 	routes := []struct {
 		pattern string
 		h       http.HandlerFunc

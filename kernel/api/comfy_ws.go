@@ -542,6 +542,17 @@ func (h *hub) send(clientID, typ string, data any) {
 	if err != nil {
 		return
 	}
+	h.deliver(clientID, b)
+	if cl := h.c.s.deps.Cluster; cl != nil && clientID != "" {
+		// The prompt's client may be connected to another node of the
+		// cluster. Messages for every client (status) are each node's own.
+		cl.ForwardWS(clientID, b)
+	}
+}
+
+// deliver queues a text frame for the client clientID, or every client
+// when it is empty.
+func (h *hub) deliver(clientID string, b []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for c := range h.conns {

@@ -142,6 +142,12 @@ func (a clusterAdapter) Nodes() any { return a.c.Nodes() }
 
 func (a clusterAdapter) OutputsWritten(id string) { a.c.OutputsWritten(id) }
 
+func (a clusterAdapter) ForwardWS(clientID string, frame []byte) { a.c.ForwardWS(clientID, frame) }
+
+func (a clusterAdapter) OnForwardedWS(deliver func(clientID string, frame []byte)) error {
+	return a.c.OnForwardedWS(deliver)
+}
+
 func (a clusterAdapter) OpenOutput(ctx context.Context, typ, subfolder, name string) (io.ReadCloser, error) {
 	rc, err := a.c.OpenOutput(ctx, typ, subfolder, name)
 	return rc, apiError(err)
