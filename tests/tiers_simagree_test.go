@@ -88,9 +88,14 @@ func TestSimAndLiveRAMTierAgree(t *testing.T) {
 				reqs = append(reqs, sim.Request{Time: time.Duration(i) * time.Hour, Models: []string{ids[u]}, Class: job.Batch})
 			}
 			vram := uint64(cost.VRAMBytes("sd15", size))
+			// The ledger also holds each job's activations (the family's,
+			// at the resolution its figures were measured at, since these
+			// jobs carry no workflow): room for them beside one model.
+			sd15, _ := cost.Default().Lookup("sd15")
+			act := uint64(cost.Default().ActivationBytes("sd15", sd15.RefWidth, sd15.RefHeight, 1))
 			var simulated []string
 			sc := sim.Config{
-				Devices:          []device.SimDeviceConfig{{Name: "g", MemoryBytes: vram * 3 / 2 * 5 / 4, H2DBytesPerS: 20e9, ComputeFactor: 1}},
+				Devices:          []device.SimDeviceConfig{{Name: "g", MemoryBytes: (vram*3/2 + act) * 5 / 4, H2DBytesPerS: 20e9, ComputeFactor: 1}},
 				Headroom:         0.2,
 				WorkersPerDevice: 1,
 				Cost:             cost.Default(),
