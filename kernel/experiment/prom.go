@@ -1,6 +1,8 @@
 package experiment
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -38,7 +40,9 @@ func (h *hist) metric(d *prometheus.Desc, labels ...string) prometheus.Metric {
 }
 
 var (
-	expLabels   = []string{"experiment", "arm", "policy"}
+	// policy and version as the policy host labels its own series
+	// (kiln_policy_*), so that an arm joins them.
+	expLabels   = []string{"experiment", "arm", "policy", "version"}
 	descRunning = prometheus.NewDesc("kiln_experiment_running", "1 while an experiment splits this node's decisions.", nil, nil)
 	descJobs    = prometheus.NewDesc("kiln_experiment_jobs_total", "Finished jobs counted for an experiment's arm.", expLabels, nil)
 	descFailed  = prometheus.NewDesc("kiln_experiment_failed_jobs_total", "Failed jobs counted for an experiment's arm.", expLabels, nil)
@@ -83,7 +87,7 @@ func (c *Controller) Collect(ch chan<- prometheus.Metric) {
 		if t == nil {
 			continue
 		}
-		l := []string{a.rec.ID, armNames[arm], a.arms[arm].Ref()}
+		l := []string{a.rec.ID, armNames[arm], a.arms[arm].Name(), strconv.Itoa(a.arms[arm].Number())}
 		tc := a.tierDone[arm]
 		tc.hits += tier[arm].hits
 		tc.misses += tier[arm].misses
