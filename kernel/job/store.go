@@ -121,6 +121,15 @@ type Store struct {
 	// indexer removes, both under overlayMu.
 	overlayMu sync.RWMutex
 	overlay   map[string]*logRecord
+	// snapMu keeps the indexer from retiring overlay entries while the
+	// committer applies a batch. The committer reads bbolt through a
+	// snapshot taken when the batch began, and the overlay at each lookup:
+	// an entry retired in between (its bbolt commit after the snapshot)
+	// would be in neither, and the batch would act on the job's older
+	// state (a requeue refused as queued → queued, a start of a job "not
+	// found"). Readers outside the committer read the overlay first and
+	// need no such lock. Lock order: snapMu, then overlayMu.
+	snapMu sync.Mutex
 
 	// toIndex carries logged batches (and segments to delete) to the
 	// indexer, in log order.
@@ -587,15 +596,24 @@ func (s *Store) run() {
 	close(s.toIndex)
 }
 
+// testHookAfterSnapshot, set by a test only, runs in commit between the
+// batch's bbolt snapshot and its lookups: it widens the window in which an
+// index update could slip between the two.
+var testHookAfterSnapshot func()
+
 // commit applies a batch against the current state, appends the changes to
 // the log with one fdatasync, then publishes them: the overlay, the
 // in-memory index, the callers, and last the indexer. It returns buf for
 // reuse.
 func (s *Store) commit(batch []*op, buf []byte) []byte {
 	w := &writer{s: s, changed: map[string]*logRecord{}}
+	s.snapMu.Lock()
 	tx, err := s.db.Begin(false)
 	if err == nil {
 		w.jobs, w.seqs = tx.Bucket(bucketJobs), tx.Bucket(bucketSeq)
+		if testHookAfterSnapshot != nil {
+			testHookAfterSnapshot()
+		}
 		for _, o := range batch {
 			o.err = o.apply(w)
 			if o.err != nil {
@@ -603,6 +621,9 @@ func (s *Store) commit(batch []*op, buf []byte) []byte {
 			}
 		}
 		_ = tx.Rollback()
+	}
+	s.snapMu.Unlock()
+	if err == nil {
 		if w.wrote > 0 {
 			s.lsn++
 			for _, r := range w.recs {
@@ -741,7 +762,9 @@ func (s *Store) applyIndex(items []indexItem) error {
 		return err
 	}
 	// Only now may readers stop seeing these changes in the overlay. An
-	// entry that a newer change replaced stays.
+	// entry that a newer change replaced stays. Not during a batch whose
+	// snapshot predates this update (snapMu).
+	s.snapMu.Lock()
 	s.overlayMu.Lock()
 	for _, r := range recs {
 		if s.overlay[r.id] == r {
@@ -749,6 +772,7 @@ func (s *Store) applyIndex(items []indexItem) error {
 		}
 	}
 	s.overlayMu.Unlock()
+	s.snapMu.Unlock()
 	for _, it := range items {
 		if it.seg != nil {
 			// A segment whose removal is lost in a crash is harmless:

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -247,5 +248,34 @@ func TestReadsSeeTheLog(t *testing.T) {
 	}
 	if n, err := s2.Prune(0); err != nil || n != 1 {
 		t.Errorf("Prune(0) = %d, %v; want the 1 finished job", n, err)
+	}
+}
+
+// TestTransitionsSeeTheirOwnPast checks that a commit sees the change
+// before it even when the indexer applies that change to bbolt while the
+// batch is being applied. The hook holds each batch between its bbolt
+// snapshot and its lookups for longer than the indexer's interval, so the
+// indexer applies the previous change meanwhile and tries to retire it from
+// the overlay; were it allowed to, the batch would find the job in neither
+// and act on its older state (start: "not found"; preempt: "queued →
+// queued").
+func TestTransitionsSeeTheirOwnPast(t *testing.T) {
+	s, _, _ := openTest(t, Config{})
+	testHookAfterSnapshot = func() { time.Sleep(3 * indexInterval) }
+	t.Cleanup(func() { testHookAfterSnapshot = nil })
+	for i := range 5 {
+		id := mustSubmit(t, s, Batch).ID
+		if _, err := s.Start(id, "w"); err != nil {
+			t.Fatalf("life %d: start: %v", i, err)
+		}
+		if _, err := s.Preempt(id); err != nil {
+			t.Fatalf("life %d: preempt: %v", i, err)
+		}
+		if _, err := s.Start(id, "w"); err != nil {
+			t.Fatalf("life %d: start again: %v", i, err)
+		}
+		if err := s.Finish(id, nil); err != nil {
+			t.Fatalf("life %d: finish: %v", i, err)
+		}
 	}
 }
