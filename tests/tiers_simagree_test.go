@@ -11,6 +11,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/cost"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/plugin"
@@ -23,11 +24,11 @@ import (
 // it chose, in order.
 type recordingEvictor struct {
 	mu    sync.Mutex
-	inner tier.Evictor
+	inner decision.Evictor
 	gone  []string
 }
 
-func (r *recordingEvictor) Victims(need uint64, entries []tier.EntryView) []int {
+func (r *recordingEvictor) Victims(need uint64, entries []decision.EntryView) []int {
 	v := r.inner.Victims(need, entries)
 	r.mu.Lock()
 	for _, i := range v {

@@ -22,8 +22,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kiln-gpu/kiln/kernel/cluster/clusterconfig"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/job"
-	"github.com/kiln-gpu/kiln/kernel/routing"
 )
 
 // Names of the JetStream assets the cluster uses. Every node creates them
@@ -89,7 +89,7 @@ type Local struct {
 	// Router places a submitted job on a node: the active routing policy
 	// (kernel/policy's Host.Router, through the experiments' split). Nil
 	// sends every job to whichever node pulls it first.
-	Router routing.Router
+	Router decision.Router
 	// ModelBytes are the VRAM footprints of models, for the router.
 	ModelBytes func(models []string) []uint64
 	// Estimate is a job's run time by the cost model (the dispatcher's
@@ -873,7 +873,7 @@ func (c *Cluster) uploadOutputs(ctx context.Context, outs []job.Output) error {
 }
 
 // NodeState is what a node knows of itself: what a routing policy needs to
-// place a job on it (routing.NodeView's fields). The node fills it
+// place a job on it (decision.NodeView's fields). The node fills it
 // (Local.State) at every heartbeat.
 type NodeState struct {
 	// Queued and Running count the jobs it holds; Workers its worker

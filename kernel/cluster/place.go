@@ -7,13 +7,12 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/job"
-	"github.com/kiln-gpu/kiln/kernel/routing"
 )
 
 // Placement. The node that accepts a job asks the routing policy
-// (Local.Router) which node should run it, with one routing.NodeView per
+// (Local.Router) which node should run it, with one decision.NodeView per
 // live node built from the heartbeats in KILN_nodes, and queues the job's
 // id on that node's subject (kiln.work.<class>.<node>), which only that
 // node's durable consumer pulls. A node that dies leaves its consumer
@@ -32,7 +31,7 @@ func (c *Cluster) place(j *job.Job) string {
 	if len(live) == 0 {
 		return ""
 	}
-	jv := dispatch.JobView{ID: j.ID, Class: j.Class, DeadlineMS: j.DeadlineMS, Models: j.Models}
+	jv := decision.JobView{ID: j.ID, Class: j.Class, DeadlineMS: j.DeadlineMS, Models: j.Models}
 	if c.local.ModelBytes != nil {
 		jv.ModelBytes = c.local.ModelBytes(j.Models)
 		for _, b := range jv.ModelBytes {
@@ -42,13 +41,13 @@ func (c *Cluster) place(j *job.Job) string {
 	if c.local.Estimate != nil {
 		jv.EstimatedCost = c.local.Estimate(j)
 	}
-	views := make([]routing.NodeView, len(live))
+	views := make([]decision.NodeView, len(live))
 	c.viewMu.RLock()
 	for i, n := range live {
 		views[i] = nodeView(n, c.routedSince[n.ID])
 	}
 	c.viewMu.RUnlock()
-	node, ok := r.Route(routing.Request{Job: jv, Nodes: views, Random: rand.Uint64()})
+	node, ok := r.Route(decision.RouteRequest{Job: jv, Nodes: views, Random: rand.Uint64()})
 	if !ok {
 		return ""
 	}
@@ -71,8 +70,8 @@ type routed struct {
 // this node routed to it since that heartbeat counted in (queued, and their
 // work added to its wait): without them a burst of submits within one
 // heartbeat would all see the same views and go to the same node.
-func nodeView(n NodeInfo, since routed) routing.NodeView {
-	v := routing.NodeView{
+func nodeView(n NodeInfo, since routed) decision.NodeView {
+	v := decision.NodeView{
 		ID: n.ID, Healthy: n.Healthy,
 		Queued: n.Queued + since.jobs, Running: n.Running, Workers: n.Workers, IdleWorkers: n.IdleWorkers,
 		FreeVRAM: n.FreeVRAM, UsableVRAM: n.UsableVRAM, EstimatedWait: n.Wait,

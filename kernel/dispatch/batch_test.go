@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
@@ -12,9 +13,9 @@ import (
 // need not import kernel/policy.
 type sameKey struct{}
 
-var _ Batcher = sameKey{}
+var _ decision.Batcher = sameKey{}
 
-func (sameKey) Batch(lead JobView, queued []JobView, _ []WorkerView) ([]string, time.Duration) {
+func (sameKey) Batch(lead decision.JobView, queued []decision.JobView, _ []decision.WorkerView) ([]string, time.Duration) {
 	ids := []string{lead.ID}
 	for _, j := range queued {
 		if j.ID != lead.ID && j.BatchKey == lead.BatchKey {

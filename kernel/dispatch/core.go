@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/device"
 )
 
@@ -28,11 +29,11 @@ import (
 //	for _, f := range dec.Unfit { fail(f.JobID, f.Err) }
 //	if ok { start(dec.Jobs, dec.Worker) }
 type Core struct {
-	Scheduler Scheduler
-	Balancer  Balancer
-	Evictor   Evictor
+	Scheduler decision.Scheduler
+	Balancer  decision.Balancer
+	Evictor   decision.Evictor
 	// Batcher groups jobs with the lead; nil runs every job alone.
-	Batcher Batcher
+	Batcher decision.Batcher
 	// MaxEvictionRounds bounds the evict-and-retry rounds of one
 	// reservation; 0 means DefaultEvictionRounds.
 	MaxEvictionRounds int
@@ -94,7 +95,7 @@ type Decision struct {
 // now is set aside for this round and the scheduler asked again, so that
 // one unplaceable job does not block the queue behind it. ok is false when
 // nothing can start now.
-func (c Core) Choose(queued []JobView, workers []WorkerView) (dec Decision, ok bool) {
+func (c Core) Choose(queued []decision.JobView, workers []decision.WorkerView) (dec Decision, ok bool) {
 	c = c.withDefaults()
 	var maxUsable uint64
 	for _, w := range workers {
@@ -106,7 +107,7 @@ func (c Core) Choose(queued []JobView, workers []WorkerView) (dec Decision, ok b
 		if !ok {
 			return dec, false
 		}
-		i := slices.IndexFunc(cands, func(j JobView) bool { return j.ID == id })
+		i := slices.IndexFunc(cands, func(j decision.JobView) bool { return j.ID == id })
 		if i < 0 {
 			// A scheduler that names a job it was not shown is faulty;
 			// dispatching nothing this round is the safe answer.
@@ -126,8 +127,8 @@ func (c Core) Choose(queued []JobView, workers []WorkerView) (dec Decision, ok b
 	return dec, false
 }
 
-func idle(workers []WorkerView, id string) bool {
-	i := slices.IndexFunc(workers, func(w WorkerView) bool { return w.ID == id })
+func idle(workers []decision.WorkerView, id string) bool {
+	i := slices.IndexFunc(workers, func(w decision.WorkerView) bool { return w.ID == id })
 	return i >= 0 && workers[i].Idle
 }
 
@@ -137,7 +138,7 @@ func idle(workers []WorkerView, id string) bool {
 // honoured: the dispatcher runs the batch it has rather than hold a worker
 // idle (DESIGN §4.6 lets it), which keeps live and simulated runs free of
 // timers.
-func (c Core) batch(lead JobView, cands []JobView, workers []WorkerView) ([]string, error) {
+func (c Core) batch(lead decision.JobView, cands []decision.JobView, workers []decision.WorkerView) ([]string, error) {
 	alone := []string{lead.ID}
 	if lead.BatchKey == "" {
 		return alone, nil
@@ -164,7 +165,7 @@ func (c Core) batch(lead JobView, cands []JobView, workers []WorkerView) ([]stri
 	}
 	seen := map[string]bool{lead.ID: true}
 	for _, id := range ids[1:] {
-		i := slices.IndexFunc(cands, func(j JobView) bool { return j.ID == id })
+		i := slices.IndexFunc(cands, func(j decision.JobView) bool { return j.ID == id })
 		switch {
 		case seen[id]:
 			return alone, fmt.Errorf("batcher named %q twice", id)
@@ -194,7 +195,7 @@ func BatchKey(models []string) string {
 // LookaheadModels returns the distinct models of the first n queued jobs,
 // in queue order: what the dispatcher starts climbing the tiers while those
 // jobs wait.
-func LookaheadModels(queued []JobView, n int) []string {
+func LookaheadModels(queued []decision.JobView, n int) []string {
 	seen := map[string]bool{}
 	var ids []string
 	for _, j := range queued[:min(n, len(queued))] {
@@ -220,7 +221,7 @@ type Room struct {
 	Ledger *device.Ledger
 	// List returns the device's resident models in a stable order (sort
 	// with SortEntries) and the bytes of the pinned ones.
-	List func() (entries []EntryView, pinnedBytes uint64)
+	List func() (entries []decision.EntryView, pinnedBytes uint64)
 	// Evict unloads entries[i] of the last List and releases its VRAM on
 	// the ledger; it must leave an entry that was pinned since alone.
 	Evict func(i int)
@@ -277,7 +278,7 @@ func (c Core) Reserve(r Room, owner, model string, bytes uint64) (*device.Reserv
 // covered returns the bytes victims would free, or 0 when the answer is
 // invalid (an index out of range, a pinned entry, a repeat): an invalid
 // answer is not carried out at all.
-func covered(victims []int, entries []EntryView) uint64 {
+func covered(victims []int, entries []decision.EntryView) uint64 {
 	var freed uint64
 	seen := make(map[int]bool, len(victims))
 	for _, i := range victims {
@@ -292,7 +293,7 @@ func covered(victims []int, entries []EntryView) uint64 {
 
 // SortEntries sorts a device's entries by worker, then model, and keys with
 // them: map iteration order is random and policies deserve a stable input.
-func SortEntries[K any](entries []EntryView, keys []K) {
+func SortEntries[K any](entries []decision.EntryView, keys []K) {
 	idx := make([]int, len(entries))
 	for i := range idx {
 		idx[i] = i
@@ -304,7 +305,7 @@ func SortEntries[K any](entries []EntryView, keys []K) {
 		}
 		return x.Model < y.Model
 	})
-	se := make([]EntryView, len(entries))
+	se := make([]decision.EntryView, len(entries))
 	sk := make([]K, len(keys))
 	for i, j := range idx {
 		se[i] = entries[j]
@@ -316,18 +317,6 @@ func SortEntries[K any](entries []EntryView, keys []K) {
 	copy(keys, sk)
 }
 
-// Prefetcher is implemented by evictors whose policy also chooses which
-// models to bring into a cache before anyone asks for them (the prefetch
-// half of an eviction decision; kernel/policy's Evictor). wanted are
-// models queued jobs need, wantedBytes their sizes and waiting how many of
-// those jobs need each, index for index; free is the room the cache has
-// and entries what it holds. The answer names models among wanted, best
-// first; it evicts nothing. The lookahead (Core.Lookahead) finds it by
-// type assertion on the Evictor.
-type Prefetcher interface {
-	PrefetchIDs(free uint64, entries []EntryView, wanted []string, wantedBytes []uint64, waiting []int) []string
-}
-
 // PrefetchRoom is what the lookahead knows of the cache it fills.
 type PrefetchRoom struct {
 	// Free is the room the cache can give the lookahead's models: its
@@ -335,7 +324,7 @@ type PrefetchRoom struct {
 	// room. Lookahead takes the bytes of the models it holds already off.
 	Free uint64
 	// Entries are what the cache holds, nil when unknown.
-	Entries []EntryView
+	Entries []decision.EntryView
 	// Cached reports a model the cache holds already; nil knows none.
 	Cached func(model string) bool
 }
@@ -352,10 +341,10 @@ type PrefetchRoom struct {
 //
 // The sizes the policy sees are the models' VRAM footprints (JobView
 // ModelBytes), which stand in for their bytes in the cache.
-func (c Core) Lookahead(queued []JobView, n int, room PrefetchRoom) []string {
+func (c Core) Lookahead(queued []decision.JobView, n int, room PrefetchRoom) []string {
 	c = c.withDefaults()
 	all := LookaheadModels(queued, n)
-	p, ok := c.Evictor.(Prefetcher)
+	p, ok := c.Evictor.(decision.Prefetcher)
 	if !ok || len(all) == 0 {
 		return all
 	}
@@ -423,10 +412,10 @@ type Preemption struct {
 //
 // A scheduler that does not plan, or a plan without preemptions, preempts
 // nothing. fault is set when the plan names jobs it was not shown.
-func (c Core) Preempt(queued, running []JobView, workers []WorkerView, minRun time.Duration) (p Preemption, ok bool, fault error) {
+func (c Core) Preempt(queued, running []decision.JobView, workers []decision.WorkerView, minRun time.Duration) (p Preemption, ok bool, fault error) {
 	c = c.withDefaults()
-	planner, isPlanner := c.Scheduler.(Planner)
-	if !isPlanner || len(queued) == 0 || slices.ContainsFunc(workers, func(w WorkerView) bool { return w.Idle }) {
+	planner, isPlanner := c.Scheduler.(decision.Planner)
+	if !isPlanner || len(queued) == 0 || slices.ContainsFunc(workers, func(w decision.WorkerView) bool { return w.Idle }) {
 		return p, false, nil
 	}
 	// A job that no device can hold is failed, not run, once a worker is
@@ -435,7 +424,7 @@ func (c Core) Preempt(queued, running []JobView, workers []WorkerView, minRun ti
 	for _, w := range workers {
 		maxUsable = max(maxUsable, w.UsableVRAM)
 	}
-	fits := func(j JobView) bool { return maxUsable == 0 || j.EstimatedVRAM <= maxUsable }
+	fits := func(j decision.JobView) bool { return maxUsable == 0 || j.EstimatedVRAM <= maxUsable }
 	best := -1
 	for _, j := range queued {
 		if fits(j) && (best < 0 || rank(j) < best) {
@@ -448,7 +437,7 @@ func (c Core) Preempt(queued, running []JobView, workers []WorkerView, minRun ti
 	// Only jobs that could ever be preempted go to the policy: shorter
 	// inputs, and no answer the Core would have to refuse for a job the
 	// policy could have passed over for another.
-	var cands []JobView
+	var cands []decision.JobView
 	for _, r := range running {
 		if rank(r) > best && r.RunTime >= minRun {
 			cands = append(cands, r)
@@ -464,7 +453,7 @@ func (c Core) Preempt(queued, running []JobView, workers []WorkerView, minRun ti
 	if len(next) == 0 {
 		return p, false, fmt.Errorf("scheduler preempted %v for no queued job", preempt)
 	}
-	qi := slices.IndexFunc(queued, func(j JobView) bool { return j.ID == next[0] })
+	qi := slices.IndexFunc(queued, func(j decision.JobView) bool { return j.ID == next[0] })
 	if qi < 0 {
 		return p, false, fmt.Errorf("scheduler planned %q first, which is not queued", next[0])
 	}
@@ -472,7 +461,7 @@ func (c Core) Preempt(queued, running []JobView, workers []WorkerView, minRun ti
 		return p, false, nil
 	}
 	for _, id := range preempt {
-		ri := slices.IndexFunc(cands, func(j JobView) bool { return j.ID == id })
+		ri := slices.IndexFunc(cands, func(j decision.JobView) bool { return j.ID == id })
 		if ri < 0 {
 			return p, false, fmt.Errorf("scheduler preempted %q, which is not a preemptible running job", id)
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
@@ -13,16 +14,20 @@ import (
 // fixedBatcher answers with ids whatever it is asked.
 type fixedBatcher []string
 
-func (f fixedBatcher) Batch(JobView, []JobView, []WorkerView) ([]string, time.Duration) { return f, 0 }
+func (f fixedBatcher) Batch(decision.JobView, []decision.JobView, []decision.WorkerView) ([]string, time.Duration) {
+	return f, 0
+}
 
 // fixedScheduler names one job whatever it is shown.
 type fixedScheduler string
 
-func (f fixedScheduler) Next([]JobView, []WorkerView) (string, bool) { return string(f), true }
+func (f fixedScheduler) Next([]decision.JobView, []decision.WorkerView) (string, bool) {
+	return string(f), true
+}
 
 func TestCoreChoose(t *testing.T) {
-	idle := []WorkerView{{ID: "w0", Idle: true, UsableVRAM: 10 * gib, FreeVRAM: 10 * gib}}
-	q := []JobView{
+	idle := []decision.WorkerView{{ID: "w0", Idle: true, UsableVRAM: 10 * gib, FreeVRAM: 10 * gib}}
+	q := []decision.JobView{
 		{ID: "big", Class: job.Interactive, Seq: 1, EstimatedVRAM: 20 * gib, BatchKey: "x"},
 		{ID: "a1", Class: job.Batch, Seq: 2, EstimatedVRAM: gib, BatchKey: "a"},
 		{ID: "b1", Class: job.Batch, Seq: 3, EstimatedVRAM: gib, BatchKey: "b"},
@@ -31,7 +36,7 @@ func TestCoreChoose(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		core     Core
-		workers  []WorkerView
+		workers  []decision.WorkerView
 		want     []string
 		ok       bool
 		unfit    []string
@@ -44,7 +49,7 @@ func TestCoreChoose(t *testing.T) {
 		{name: "batch with the lead not first refused", core: Core{Batcher: fixedBatcher{"a2", "a1"}}, workers: idle, want: []string{"a1"}, ok: true, unfit: []string{"big"}, batchErr: true},
 		{name: "batch repeating a job refused", core: Core{Batcher: fixedBatcher{"a1", "a2", "a2"}}, workers: idle, want: []string{"a1"}, ok: true, unfit: []string{"big"}, batchErr: true},
 		{name: "scheduler naming a stranger", core: Core{Scheduler: fixedScheduler("zz")}, workers: idle, ok: false, schedErr: true},
-		{name: "no idle worker", core: Core{}, workers: []WorkerView{{ID: "w0", UsableVRAM: 10 * gib}}, ok: false, unfit: []string{"big"}},
+		{name: "no idle worker", core: Core{}, workers: []decision.WorkerView{{ID: "w0", UsableVRAM: 10 * gib}}, ok: false, unfit: []string{"big"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dec, ok := tc.core.Choose(q, tc.workers)
@@ -66,7 +71,7 @@ func TestCoreReserve(t *testing.T) {
 	// a pinned 2 GiB one are resident.
 	led := device.NewLedger(10*gib, 0.2)
 	type res struct {
-		view EntryView
+		view decision.EntryView
 		r    *device.Reservation
 	}
 	resident := map[string]*res{}
@@ -80,13 +85,13 @@ func TestCoreReserve(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resident[m.name] = &res{view: EntryView{Model: m.name, Worker: "w0", Bytes: m.bytes, Pinned: m.pinned,
+		resident[m.name] = &res{view: decision.EntryView{Model: m.name, Worker: "w0", Bytes: m.bytes, Pinned: m.pinned,
 			LastUse: time.Unix(int64(m.used), 0)}, r: r}
 	}
 	var listed []string
 	room := Room{Device: 0, Ledger: led,
-		List: func() ([]EntryView, uint64) {
-			var es []EntryView
+		List: func() ([]decision.EntryView, uint64) {
+			var es []decision.EntryView
 			var pinned uint64
 			listed = listed[:0]
 			for name, r := range resident {
@@ -134,17 +139,17 @@ type recordingPrefetcher struct {
 }
 
 var (
-	_ Evictor    = (*recordingPrefetcher)(nil)
-	_ Prefetcher = (*recordingPrefetcher)(nil)
+	_ decision.Evictor    = (*recordingPrefetcher)(nil)
+	_ decision.Prefetcher = (*recordingPrefetcher)(nil)
 )
 
-func (p *recordingPrefetcher) PrefetchIDs(free uint64, _ []EntryView, wanted []string, bytes []uint64, waiting []int) []string {
+func (p *recordingPrefetcher) PrefetchIDs(free uint64, _ []decision.EntryView, wanted []string, bytes []uint64, waiting []int) []string {
 	p.free, p.wanted, p.bytes, p.waiting = free, wanted, bytes, waiting
 	return p.answer
 }
 
 func TestCoreLookahead(t *testing.T) {
-	q := []JobView{
+	q := []decision.JobView{
 		{ID: "j1", Models: []string{"a", "b"}, ModelBytes: []uint64{2 * gib, gib}},
 		{ID: "j2", Models: []string{"b", "b"}, ModelBytes: []uint64{gib, gib}},
 		{ID: "j3", Models: []string{"c"}, ModelBytes: []uint64{3 * gib}},
@@ -208,9 +213,9 @@ type fakePlanner struct {
 	asked         bool
 }
 
-var _ Planner = (*fakePlanner)(nil)
+var _ decision.Planner = (*fakePlanner)(nil)
 
-func (p *fakePlanner) PlanIDs(_, running []JobView, _ []WorkerView) ([]string, []string) {
+func (p *fakePlanner) PlanIDs(_, running []decision.JobView, _ []decision.WorkerView) ([]string, []string) {
 	p.asked = true
 	for _, r := range running {
 		p.shown = append(p.shown, r.ID)
@@ -220,23 +225,23 @@ func (p *fakePlanner) PlanIDs(_, running []JobView, _ []WorkerView) ([]string, [
 
 func TestCorePreempt(t *testing.T) {
 	const minRun = 10 * time.Second
-	queued := []JobView{
+	queued := []decision.JobView{
 		{ID: "i1", Class: job.Interactive, Seq: 2},
 		{ID: "q1", Class: job.Batch, Seq: 3},
 	}
-	running := []JobView{
+	running := []decision.JobView{
 		{ID: "b1", Class: job.Batch, Running: true, Worker: "w0", AtStepBoundary: true, RunTime: 20 * time.Second},
 		{ID: "b2", Class: job.Batch, Running: true, Worker: "w1", AtStepBoundary: true, RunTime: 5 * time.Second},
 		{ID: "i0", Class: job.Interactive, Running: true, Worker: "w2", AtStepBoundary: true, RunTime: time.Minute},
 	}
-	busy := []WorkerView{{ID: "w0"}, {ID: "w1"}, {ID: "w2"}}
-	oneIdle := []WorkerView{{ID: "w0"}, {ID: "w1"}, {ID: "w2"}, {ID: "w3", Idle: true}}
-	small := []WorkerView{{ID: "w0", UsableVRAM: 10 * gib}, {ID: "w1", UsableVRAM: 10 * gib}, {ID: "w2", UsableVRAM: 10 * gib}}
+	busy := []decision.WorkerView{{ID: "w0"}, {ID: "w1"}, {ID: "w2"}}
+	oneIdle := []decision.WorkerView{{ID: "w0"}, {ID: "w1"}, {ID: "w2"}, {ID: "w3", Idle: true}}
+	small := []decision.WorkerView{{ID: "w0", UsableVRAM: 10 * gib}, {ID: "w1", UsableVRAM: 10 * gib}, {ID: "w2", UsableVRAM: 10 * gib}}
 	for _, tc := range []struct {
 		name         string
-		sched        Scheduler
-		queued       []JobView
-		workers      []WorkerView
+		sched        decision.Scheduler
+		queued       []decision.JobView
+		workers      []decision.WorkerView
 		want         Preemption
 		fault, asked bool
 		shown        []string
@@ -261,9 +266,9 @@ func TestCorePreempt(t *testing.T) {
 		{name: "a preemption for nobody", sched: &fakePlanner{preempt: []string{"b1"}},
 			fault: true, asked: true, shown: []string{"b1"}},
 		{name: "never for a job no device can hold", sched: &fakePlanner{next: []string{"huge"}, preempt: []string{"b1"}},
-			queued: []JobView{{ID: "huge", Class: job.Interactive, EstimatedVRAM: 20 * gib}, queued[1]}, workers: small},
+			queued: []decision.JobView{{ID: "huge", Class: job.Interactive, EstimatedVRAM: 20 * gib}, queued[1]}, workers: small},
 		{name: "the plan's head does not fit", sched: &fakePlanner{next: []string{"huge"}, preempt: []string{"b1"}},
-			queued: []JobView{{ID: "huge", Class: job.Interactive, EstimatedVRAM: 20 * gib}, queued[0]}, workers: small,
+			queued: []decision.JobView{{ID: "huge", Class: job.Interactive, EstimatedVRAM: 20 * gib}, queued[0]}, workers: small,
 			asked: true, shown: []string{"b1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -288,7 +293,7 @@ func TestCorePreempt(t *testing.T) {
 // stallingEvictor answers with a fixed list whatever it is asked.
 type stallingEvictor struct{ victims []int }
 
-func (s stallingEvictor) Victims(uint64, []EntryView) []int { return s.victims }
+func (s stallingEvictor) Victims(uint64, []decision.EntryView) []int { return s.victims }
 
 // TestCoreReserveNeverWaitsOnAPolicy checks the floor under every evictor:
 // an answer that is empty, too small or invalid while evicting unpinned
@@ -309,7 +314,7 @@ func TestCoreReserveNeverWaitsOnAPolicy(t *testing.T) {
 			// 10 GiB at 20 % headroom: 8 GiB usable, all of it resident:
 			// a (1 GiB) and b (5 GiB) unpinned, c (2 GiB) pinned.
 			led := device.NewLedger(10*gib, 0.2)
-			entries := []EntryView{
+			entries := []decision.EntryView{
 				{Model: "a", Worker: "w0", Bytes: 1 * gib, LastUse: time.Unix(1, 0)},
 				{Model: "b", Worker: "w0", Bytes: 5 * gib, LastUse: time.Unix(2, 0)},
 				{Model: "c", Worker: "w0", Bytes: 2 * gib, Pinned: true},
@@ -324,8 +329,8 @@ func TestCoreReserveNeverWaitsOnAPolicy(t *testing.T) {
 			}
 			var listed []string // the last List's entries, as Room.Evict indexes them
 			room := Room{Device: 0, Ledger: led,
-				List: func() ([]EntryView, uint64) {
-					var live []EntryView
+				List: func() ([]decision.EntryView, uint64) {
+					var live []decision.EntryView
 					listed = listed[:0]
 					for _, e := range entries {
 						if held[e.Model] != nil {

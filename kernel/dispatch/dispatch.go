@@ -16,6 +16,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/catalog"
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/cost"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/tier"
@@ -50,16 +51,16 @@ type Options struct {
 	Log   zerolog.Logger
 	Hooks Hooks
 
-	Scheduler Scheduler
-	Balancer  Balancer
-	Evictor   Evictor
+	Scheduler decision.Scheduler
+	Balancer  decision.Balancer
+	Evictor   decision.Evictor
 	// LookaheadJobs is how many jobs at the head of the queue have their
 	// models pulled up the tiers while they wait: 0 means
 	// DefaultLookaheadJobs, a negative value turns lookahead off.
 	LookaheadJobs int
 	// Batcher groups queued jobs that share a batch key to run one after
 	// the other on one worker, models warm; nil runs every job alone.
-	Batcher Batcher
+	Batcher decision.Batcher
 	// Preemption lets a Scheduler that is a Planner stop a running job
 	// for a waiting job of a higher class (Core.Preempt); off by default
 	// here, on in the embedded config (dispatch.preemption).
@@ -290,7 +291,7 @@ func (d *Dispatcher) dispatchReady(ctx context.Context) {
 		if idle == 0 {
 			return
 		}
-		queued := d.queuedViews(QueueWindow)
+		queued := d.queuedViews(decision.QueueWindow)
 		if len(queued) == 0 {
 			return
 		}
@@ -398,7 +399,7 @@ func (d *Dispatcher) lookahead(ctx context.Context) {
 	if d.opts.Tiers == nil || n < 0 || !d.prefetching.CompareAndSwap(false, true) {
 		return
 	}
-	ids := d.core.Lookahead(PlannedOrder(d.core.Scheduler, d.queuedViews(n), d.workerViews()), n, d.ramRoom())
+	ids := d.core.Lookahead(decision.PlannedOrder(d.core.Scheduler, d.queuedViews(n), d.workerViews()), n, d.ramRoom())
 	if len(ids) == 0 {
 		d.prefetching.Store(false)
 		return
@@ -428,7 +429,7 @@ func (d *Dispatcher) ramRoom() PrefetchRoom {
 
 // choose asks the decision core (Core.Choose) for the next dispatch and
 // fails the jobs it found no device could ever hold.
-func (d *Dispatcher) choose(queued []JobView, workers []WorkerView) (jobIDs []string, workerID string, ok bool) {
+func (d *Dispatcher) choose(queued []decision.JobView, workers []decision.WorkerView) (jobIDs []string, workerID string, ok bool) {
 	dec, ok := d.core.Choose(queued, workers)
 	for _, u := range dec.Unfit {
 		if ferr := d.opts.Store.Fail(u.JobID, u.Err.Error()); ferr == nil {
@@ -449,10 +450,10 @@ func (d *Dispatcher) choose(queued []JobView, workers []WorkerView) (jobIDs []st
 // perClass jobs of each class, in queue order across classes, each with
 // its place in that order as Seq. Jobs claimed by a batch being started
 // are left out.
-func (d *Dispatcher) queuedViews(perClass int) []JobView {
+func (d *Dispatcher) queuedViews(perClass int) []decision.JobView {
 	jobs := d.opts.Store.Window(perClass)
 	now := d.clk.Now()
-	out := make([]JobView, 0, len(jobs))
+	out := make([]decision.JobView, 0, len(jobs))
 	d.mu.Lock()
 	claimed := maps.Clone(d.claimed)
 	d.mu.Unlock()
@@ -478,7 +479,7 @@ func (d *Dispatcher) queuedViews(perClass int) []JobView {
 		// A job needs its largest stage on one device, not all its
 		// models at once (Plan.Peak).
 		vram := plan.Peak()
-		out = append(out, JobView{
+		out = append(out, decision.JobView{
 			ID: j.ID, Class: j.Class, Seq: uint64(i) + 1, Age: now.Sub(j.CreatedAt), DeadlineMS: j.DeadlineMS,
 			Models: j.Models, Attempts: j.Attempts, EstimatedVRAM: vram, ModelBytes: sizes, LoadCost: loads,
 			BatchKey: BatchKey(j.Models), EstimatedCost: d.estimates.of(d, j),
@@ -502,7 +503,7 @@ func (d *Dispatcher) queuedViews(perClass int) []JobView {
 	return out
 }
 
-func (d *Dispatcher) workerViews() []WorkerView {
+func (d *Dispatcher) workerViews() []decision.WorkerView {
 	infos := d.opts.Pool.Infos()
 	busy := map[int]int{}
 	perDevice := map[int]uint64{}
@@ -533,12 +534,12 @@ func (d *Dispatcher) workerViews() []WorkerView {
 	for _, rj := range running {
 		wait[rj.worker] += max(d.estimates.of(d, rj.job)-now.Sub(rj.started), 0)
 	}
-	out := make([]WorkerView, 0, len(infos))
+	out := make([]decision.WorkerView, 0, len(infos))
 	for _, in := range infos {
 		led := d.opts.Devices.Ledger(in.Device)
-		v := WorkerView{
+		v := decision.WorkerView{
 			ID: in.ID, Device: in.Device, Idle: in.State == worker.Ready, DeviceBusy: busy[in.Device],
-			Resident: ResidentList(nil, in.Resident), EstimatedWait: wait[in.ID],
+			Resident: decision.ResidentList(nil, in.Resident), EstimatedWait: wait[in.ID],
 		}
 		// A worker that does not report a model's footprint (its load
 		// reply's vram_bytes is optional) still holds what the ledger
@@ -716,7 +717,7 @@ func (d *Dispatcher) preempt() {
 	if !d.opts.Preemption {
 		return
 	}
-	if _, ok := d.core.Scheduler.(Planner); !ok {
+	if _, ok := d.core.Scheduler.(decision.Planner); !ok {
 		return // spares the snapshots below
 	}
 	workers := d.workerViews()
@@ -739,7 +740,7 @@ func (d *Dispatcher) preempt() {
 	if !ripe || d.opts.Store.QueuedLen(job.Interactive) == 0 {
 		return
 	}
-	queued := d.queuedViews(QueueWindow)
+	queued := d.queuedViews(decision.QueueWindow)
 	p, ok, fault := d.core.Preempt(queued, running, workers, d.opts.PreemptMinRun)
 	if fault != nil {
 		d.log.Error().Err(fault).Msg("ignoring the scheduling policy's preemptions")
@@ -762,7 +763,7 @@ func (d *Dispatcher) preempt() {
 
 // runningViews describes the running jobs for Core.Preempt. busy is true
 // while a preemption is in flight.
-func (d *Dispatcher) runningViews() (views []JobView, busy bool) {
+func (d *Dispatcher) runningViews() (views []decision.JobView, busy bool) {
 	now := d.clk.Now()
 	var jobs []*job.Job
 	d.mu.Lock()
@@ -773,7 +774,7 @@ func (d *Dispatcher) runningViews() (views []JobView, busy bool) {
 		}
 		j := rj.job
 		jobs = append(jobs, j)
-		views = append(views, JobView{
+		views = append(views, decision.JobView{
 			// Seq is the submission order here: running jobs have no
 			// place in the queue, and policies compare them by age.
 			ID: id, Class: j.Class, Seq: j.Seq, Age: now.Sub(j.CreatedAt), DeadlineMS: j.DeadlineMS,
@@ -1089,8 +1090,8 @@ func (d *Dispatcher) reserve(ctx context.Context, w *worker.Worker, model string
 	room := Room{
 		Device: dev,
 		Ledger: d.opts.Devices.Ledger(dev),
-		List: func() ([]EntryView, uint64) {
-			var entries []EntryView
+		List: func() ([]decision.EntryView, uint64) {
+			var entries []decision.EntryView
 			var pinned uint64
 			entries, keys, pinned = d.deviceEntries(dev)
 			// Contexts and activations wait to be let go like pins.
@@ -1116,8 +1117,8 @@ type entryKey struct {
 }
 
 // deviceEntries lists every model resident on a device's workers.
-func (d *Dispatcher) deviceEntries(dev int) ([]EntryView, []entryKey, uint64) {
-	var entries []EntryView
+func (d *Dispatcher) deviceEntries(dev int) ([]decision.EntryView, []entryKey, uint64) {
+	var entries []decision.EntryView
 	var keys []entryKey
 	var pinnedBytes uint64
 	d.mu.Lock()
@@ -1135,7 +1136,7 @@ func (d *Dispatcher) deviceEntries(dev int) ([]EntryView, []entryKey, uint64) {
 			if pinned {
 				pinnedBytes += b
 			}
-			entries = append(entries, EntryView{Model: m, Worker: w.ID(), Bytes: b, LastUse: rm.lastUse, Hits: rm.hits, Pinned: pinned,
+			entries = append(entries, decision.EntryView{Model: m, Worker: w.ID(), Bytes: b, LastUse: rm.lastUse, Hits: rm.hits, Pinned: pinned,
 				Inserted: rm.inserted, LoadCost: rm.loadTook})
 			keys = append(keys, entryKey{worker: w, model: m})
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/cost"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
@@ -17,11 +18,11 @@ import (
 type recordingBalancer struct {
 	LeastLoaded
 	mu      sync.Mutex
-	job     JobView
-	workers []WorkerView
+	job     decision.JobView
+	workers []decision.WorkerView
 }
 
-func (b *recordingBalancer) Place(j JobView, ws []WorkerView) (string, bool) {
+func (b *recordingBalancer) Place(j decision.JobView, ws []decision.WorkerView) (string, bool) {
 	b.mu.Lock()
 	b.job, b.workers = j, slices.Clone(ws)
 	b.mu.Unlock()

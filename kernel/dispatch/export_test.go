@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
@@ -58,7 +59,7 @@ func RunLiveOrder(t *testing.T, deviceMemory uint64, models map[string]int64, po
 // and the batch job as the store has it in the end. It is exported for
 // the test with the policy host's built-ins (package dispatch_test), which
 // cannot be imported from here.
-func RunPreemption(t *testing.T, sched Scheduler, advance time.Duration) ([]string, *job.Job) {
+func RunPreemption(t *testing.T, sched decision.Scheduler, advance time.Duration) ([]string, *job.Job) {
 	t.Helper()
 	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	r := newRigWith(t, rigConfig{deviceMemory: 24 * gib, perDevice: 1, models: map[string]int64{"checkpoints/a.safetensors": 2 * gib},

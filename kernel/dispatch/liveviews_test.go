@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
@@ -114,7 +115,7 @@ func TestLiveWorkerAndEntryViewsTellTheTruth(t *testing.T) {
 	}
 }
 
-func mustEntries(t *testing.T, r *rig) []EntryView {
+func mustEntries(t *testing.T, r *rig) []decision.EntryView {
 	t.Helper()
 	entries, _, _ := r.d.deviceEntries(0)
 	return entries

@@ -5,20 +5,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
 func TestPriorityFIFO(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		queued []JobView
+		queued []decision.JobView
 		want   string
 		wantOK bool
 	}{
 		{name: "empty", wantOK: false},
-		{name: "oldest batch", queued: []JobView{{ID: "b2", Class: job.Batch, Seq: 2}, {ID: "b1", Class: job.Batch, Seq: 1}}, want: "b1", wantOK: true},
-		{name: "interactive first", queued: []JobView{{ID: "b1", Class: job.Batch, Seq: 1}, {ID: "i9", Class: job.Interactive, Seq: 9}}, want: "i9", wantOK: true},
-		{name: "oldest interactive", queued: []JobView{{ID: "i5", Class: job.Interactive, Seq: 5}, {ID: "i3", Class: job.Interactive, Seq: 3}}, want: "i3", wantOK: true},
+		{name: "oldest batch", queued: []decision.JobView{{ID: "b2", Class: job.Batch, Seq: 2}, {ID: "b1", Class: job.Batch, Seq: 1}}, want: "b1", wantOK: true},
+		{name: "interactive first", queued: []decision.JobView{{ID: "b1", Class: job.Batch, Seq: 1}, {ID: "i9", Class: job.Interactive, Seq: 9}}, want: "i9", wantOK: true},
+		{name: "oldest interactive", queued: []decision.JobView{{ID: "i5", Class: job.Interactive, Seq: 5}, {ID: "i3", Class: job.Interactive, Seq: 3}}, want: "i3", wantOK: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, ok := PriorityFIFO{}.Next(tc.queued, nil)
@@ -31,31 +32,31 @@ func TestPriorityFIFO(t *testing.T) {
 
 func TestLeastLoaded(t *testing.T) {
 	const gib = 1 << 30
-	jobView := JobView{ID: "j", Models: []string{"checkpoints/a"}, EstimatedVRAM: 7 * gib}
+	jobView := decision.JobView{ID: "j", Models: []string{"checkpoints/a"}, EstimatedVRAM: 7 * gib}
 	for _, tc := range []struct {
 		name    string
-		workers []WorkerView
+		workers []decision.WorkerView
 		want    string
 		wantOK  bool
 	}{
-		{name: "none idle", workers: []WorkerView{{ID: "w0.0", Idle: false}}, wantOK: false},
-		{name: "fewest busy on device", workers: []WorkerView{
+		{name: "none idle", workers: []decision.WorkerView{{ID: "w0.0", Idle: false}}, wantOK: false},
+		{name: "fewest busy on device", workers: []decision.WorkerView{
 			{ID: "w0.0", Device: 0, Idle: true, DeviceBusy: 1, UsableVRAM: 20 * gib},
 			{ID: "w1.0", Device: 1, Idle: true, DeviceBusy: 0, UsableVRAM: 20 * gib},
 		}, want: "w1.0", wantOK: true},
-		{name: "resident model breaks the tie", workers: []WorkerView{
+		{name: "resident model breaks the tie", workers: []decision.WorkerView{
 			{ID: "w0.0", Idle: true, UsableVRAM: 20 * gib, FreeVRAM: 20 * gib},
-			{ID: "w1.0", Device: 1, Idle: true, UsableVRAM: 20 * gib, Resident: []ResidentModel{{Model: "checkpoints/a", Bytes: 7 * gib}}},
+			{ID: "w1.0", Device: 1, Idle: true, UsableVRAM: 20 * gib, Resident: []decision.ResidentModel{{Model: "checkpoints/a", Bytes: 7 * gib}}},
 		}, want: "w1.0", wantOK: true},
-		{name: "more free VRAM next", workers: []WorkerView{
+		{name: "more free VRAM next", workers: []decision.WorkerView{
 			{ID: "w0.0", Idle: true, UsableVRAM: 20 * gib, FreeVRAM: 2 * gib},
 			{ID: "w1.0", Device: 1, Idle: true, UsableVRAM: 20 * gib, FreeVRAM: 9 * gib},
 		}, want: "w1.0", wantOK: true},
-		{name: "degraded last", workers: []WorkerView{
+		{name: "degraded last", workers: []decision.WorkerView{
 			{ID: "w0.0", Idle: true, UsableVRAM: 20 * gib, Degraded: true},
 			{ID: "w1.0", Device: 1, Idle: true, DeviceBusy: 1, UsableVRAM: 20 * gib},
 		}, want: "w1.0", wantOK: true},
-		{name: "device too small", workers: []WorkerView{{ID: "w0.0", Idle: true, UsableVRAM: 4 * gib}}, wantOK: false},
+		{name: "device too small", workers: []decision.WorkerView{{ID: "w0.0", Idle: true, UsableVRAM: 4 * gib}}, wantOK: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, ok := LeastLoaded{}.Place(jobView, tc.workers)
@@ -68,7 +69,7 @@ func TestLeastLoaded(t *testing.T) {
 
 func TestLRU(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	entries := []EntryView{
+	entries := []decision.EntryView{
 		{Model: "new", Bytes: 4, LastUse: t0.Add(3 * time.Second)},
 		{Model: "old", Bytes: 4, LastUse: t0.Add(1 * time.Second)},
 		{Model: "pinned-oldest", Bytes: 100, LastUse: t0, Pinned: true},

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
@@ -21,16 +22,16 @@ import (
 type preemptingPriority struct{ PriorityFIFO }
 
 var (
-	_ Scheduler = preemptingPriority{}
-	_ Planner   = preemptingPriority{}
+	_ decision.Scheduler = preemptingPriority{}
+	_ decision.Planner   = preemptingPriority{}
 )
 
-func (p preemptingPriority) PlanIDs(queued, running []JobView, workers []WorkerView) ([]string, []string) {
+func (p preemptingPriority) PlanIDs(queued, running []decision.JobView, workers []decision.WorkerView) ([]string, []string) {
 	id, ok := p.Next(queued, workers)
 	if !ok {
 		return nil, nil
 	}
-	i := slices.IndexFunc(queued, func(j JobView) bool { return j.ID == id })
+	i := slices.IndexFunc(queued, func(j decision.JobView) bool { return j.ID == id })
 	if queued[i].Class != job.Interactive {
 		return []string{id}, nil
 	}
@@ -181,7 +182,7 @@ func (r *rig) waitRounds(n uint64) {
 func TestDispatchDoesNotPreemptWithoutAPlanOrPermission(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		sched Scheduler
+		sched decision.Scheduler
 		on    bool
 	}{
 		{name: "native FIFO", sched: PriorityFIFO{}, on: true},

@@ -12,6 +12,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/catalog"
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/cost"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
@@ -36,26 +37,26 @@ func TestQueuedViewsTellTheTruth(t *testing.T) {
 		subs [2][]sub
 		// then runs between the submissions and the views.
 		then  func(t *testing.T, s *job.Store, clk *clock.Fake, ids []string)
-		field func(v JobView) any
+		field func(v decision.JobView) any
 		want  [2]any
 	}{
 		{name: "Class", subs: [2][]sub{{{class: job.Batch}}, {{class: job.Interactive}}},
-			field: func(v JobView) any { return v.Class }, want: [2]any{job.Batch, job.Interactive}},
+			field: func(v decision.JobView) any { return v.Class }, want: [2]any{job.Batch, job.Interactive}},
 		{name: "Seq is arrival order across classes",
 			subs:  [2][]sub{{{class: job.Interactive}, {class: job.Batch}}, {{class: job.Batch}, {class: job.Interactive}}},
-			field: func(v JobView) any { return v.Seq }, want: [2]any{uint64(1), uint64(2)}},
+			field: func(v decision.JobView) any { return v.Seq }, want: [2]any{uint64(1), uint64(2)}},
 		{name: "Seq honours front",
 			subs:  [2][]sub{{{class: job.Batch}, {class: job.Interactive}}, {{class: job.Batch}, {class: job.Interactive, front: true}}},
-			field: func(v JobView) any { return v.Seq }, want: [2]any{uint64(2), uint64(1)}},
+			field: func(v decision.JobView) any { return v.Seq }, want: [2]any{uint64(2), uint64(1)}},
 		{name: "DeadlineMS", subs: [2][]sub{{{class: job.Interactive}}, {{class: job.Interactive, deadline: 30000}}},
-			field: func(v JobView) any { return v.DeadlineMS }, want: [2]any{int64(0), int64(30000)}},
+			field: func(v decision.JobView) any { return v.DeadlineMS }, want: [2]any{int64(0), int64(30000)}},
 		{name: "Models", subs: [2][]sub{{{class: job.Batch, models: []string{a}}}, {{class: job.Batch, models: []string{b}}}},
-			field: func(v JobView) any { return v.Models }, want: [2]any{[]string{a}, []string{b}}},
+			field: func(v decision.JobView) any { return v.Models }, want: [2]any{[]string{a}, []string{b}}},
 		{name: "BatchKey", subs: [2][]sub{{{class: job.Batch, models: []string{a}}}, {{class: job.Batch, models: []string{b}}}},
-			field: func(v JobView) any { return v.BatchKey }, want: [2]any{BatchKey([]string{a}), BatchKey([]string{b})}},
+			field: func(v decision.JobView) any { return v.BatchKey }, want: [2]any{BatchKey([]string{a}), BatchKey([]string{b})}},
 		{name: "Age", subs: [2][]sub{{{class: job.Batch}}, {{class: job.Batch}}},
 			then:  func(t *testing.T, _ *job.Store, clk *clock.Fake, _ []string) { clk.Advance(7 * time.Second) },
-			field: func(v JobView) any { return v.Age }},
+			field: func(v decision.JobView) any { return v.Age }},
 		{name: "Attempts", subs: [2][]sub{{{class: job.Batch}}, {{class: job.Batch}}},
 			then: func(t *testing.T, s *job.Store, _ *clock.Fake, ids []string) {
 				if _, err := s.Start(ids[0], "w"); err != nil {
@@ -65,7 +66,7 @@ func TestQueuedViewsTellTheTruth(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			field: func(v JobView) any { return v.Attempts }},
+			field: func(v decision.JobView) any { return v.Attempts }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got [2]any
@@ -100,7 +101,7 @@ func TestQueuedViewsTellTheTruth(t *testing.T) {
 						pick = ids[i]
 					}
 				}
-				for _, v := range d.queuedViews(QueueWindow) {
+				for _, v := range d.queuedViews(decision.QueueWindow) {
 					if v.ID == pick {
 						got[variant] = tc.field(v)
 					}

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/policy"
@@ -180,15 +181,15 @@ func (w workload) arrivalRate() float64 {
 	return w.rate * (w.interactive + (1-w.interactive)/burst)
 }
 
-func (d *driver) views() ([]dispatch.JobView, []dispatch.WorkerView) {
-	var qs []dispatch.JobView
+func (d *driver) views() ([]decision.JobView, []decision.WorkerView) {
+	var qs []decision.JobView
 	for i, j := range d.queue[:min(len(d.queue), 256)] {
-		qs = append(qs, dispatch.JobView{ID: j.id, Class: j.class, Seq: uint64(i + 1), Age: d.now - j.arrive,
+		qs = append(qs, decision.JobView{ID: j.id, Class: j.class, Seq: uint64(i + 1), Age: d.now - j.arrive,
 			DeadlineMS: j.deadline.Milliseconds(), EstimatedCost: j.service})
 	}
-	var ws []dispatch.WorkerView
+	var ws []decision.WorkerView
 	for _, w := range d.workers {
-		v := dispatch.WorkerView{ID: w.id, Idle: w.job == nil}
+		v := decision.WorkerView{ID: w.id, Idle: w.job == nil}
 		if w.job != nil {
 			v.EstimatedWait = w.until - d.now
 		}
@@ -200,7 +201,7 @@ func (d *driver) views() ([]dispatch.JobView, []dispatch.WorkerView) {
 func (d *driver) dispatch() {
 	for {
 		qs, ws := d.views()
-		if len(qs) == 0 || !slices.ContainsFunc(ws, func(w dispatch.WorkerView) bool { return w.Idle }) {
+		if len(qs) == 0 || !slices.ContainsFunc(ws, func(w decision.WorkerView) bool { return w.Idle }) {
 			return
 		}
 		dec, ok := dispatch.Core{Scheduler: d.router, Balancer: d.router, Batcher: d.router, Evictor: d.router}.Choose(qs, ws)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
@@ -275,15 +276,15 @@ func TestABAndSwitchback(t *testing.T) {
 // one atomic load on top of the active policy.
 func BenchmarkRouterIdle(b *testing.B) {
 	rt := NewRouter(Policies{})
-	qs := []dispatch.JobView{{ID: "a", Seq: 1}, {ID: "b", Seq: 2}}
-	ws := []dispatch.WorkerView{{ID: "w0", Idle: true}}
+	qs := []decision.JobView{{ID: "a", Seq: 1}, {ID: "b", Seq: 2}}
+	ws := []decision.WorkerView{{ID: "w0", Idle: true}}
 	b.Run("router", func(b *testing.B) {
 		for b.Loop() {
 			rt.Next(qs, ws)
 		}
 	})
 	// The dispatcher holds its scheduler as an interface too.
-	var direct dispatch.Scheduler = dispatch.PriorityFIFO{}
+	var direct decision.Scheduler = dispatch.PriorityFIFO{}
 	b.Run("direct", func(b *testing.B) {
 		for b.Loop() {
 			direct.Next(qs, ws)
@@ -320,17 +321,17 @@ func TestTunedCandidate(t *testing.T) {
 // asked of the active policy directly: the split's cost per decision.
 func BenchmarkRouterRunning(b *testing.B) {
 	d := newDriver(b, defaultWorkload(), 1, "priority", testConfig(), "")
-	var qs []dispatch.JobView
+	var qs []decision.JobView
 	for i := range 256 {
 		class := job.Batch
 		if i%2 == 0 {
 			class = job.Interactive
 		}
-		qs = append(qs, dispatch.JobView{ID: fmt.Sprintf("j%04d", i), Seq: uint64(i + 1), Class: class})
+		qs = append(qs, decision.JobView{ID: fmt.Sprintf("j%04d", i), Seq: uint64(i + 1), Class: class})
 	}
-	var ws []dispatch.WorkerView
+	var ws []decision.WorkerView
 	for _, w := range d.workers {
-		ws = append(ws, dispatch.WorkerView{ID: w.id, Idle: true})
+		ws = append(ws, decision.WorkerView{ID: w.id, Idle: true})
 	}
 	b.Run("direct", func(b *testing.B) {
 		for b.Loop() {

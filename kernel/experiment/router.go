@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/policy"
@@ -29,10 +30,10 @@ var armNames = [2]string{"baseline", "candidate"}
 // Policies are what a Router falls back to when no experiment runs: the
 // host's adapters, which ask each kind's active policy.
 type Policies struct {
-	Scheduler dispatch.Scheduler
-	Balancer  dispatch.Balancer
-	Batcher   dispatch.Batcher
-	Evictor   dispatch.Evictor
+	Scheduler decision.Scheduler
+	Balancer  decision.Balancer
+	Batcher   decision.Batcher
+	Evictor   decision.Evictor
 }
 
 // Router is the dispatcher's Scheduler, Balancer, Batcher and Evictor. With
@@ -75,12 +76,12 @@ type Router struct {
 
 // Interface guards.
 var (
-	_ dispatch.Scheduler  = (*Router)(nil)
-	_ dispatch.Balancer   = (*Router)(nil)
-	_ dispatch.Batcher    = (*Router)(nil)
-	_ dispatch.Evictor    = (*Router)(nil)
-	_ dispatch.Planner    = (*Router)(nil)
-	_ dispatch.Prefetcher = (*Router)(nil)
+	_ decision.Scheduler  = (*Router)(nil)
+	_ decision.Balancer   = (*Router)(nil)
+	_ decision.Batcher    = (*Router)(nil)
+	_ decision.Evictor    = (*Router)(nil)
+	_ decision.Planner    = (*Router)(nil)
+	_ decision.Prefetcher = (*Router)(nil)
 )
 
 // NewRouter returns a router over the active policies.
@@ -149,14 +150,14 @@ func (rt *Router) Active() bool { return rt.cur.Load() != nil }
 
 // jobArm is a job's arm, or Production (canary and A/B), assigning it on
 // first sight. ok is false for a job never assigned when assign is false.
-func (r *routing) jobArm(j *dispatch.JobView) int {
+func (r *routing) jobArm(j *decision.JobView) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.jobArmLocked(j)
 }
 
 // jobArmLocked is jobArm with r.mu held.
-func (r *routing) jobArmLocked(j *dispatch.JobView) int {
+func (r *routing) jobArmLocked(j *decision.JobView) int {
 	if g, ok := r.assign[j.ID]; ok {
 		return int(g)
 	}
@@ -260,14 +261,14 @@ func (r *routing) windowAt(t time.Time) (idx, arm int, burn bool) {
 	return idx, arm, el-time.Duration(idx)*r.window < r.burnIn
 }
 
-func (r *routing) sched(arm int, base dispatch.Scheduler) dispatch.Scheduler {
+func (r *routing) sched(arm int, base decision.Scheduler) decision.Scheduler {
 	if r.kind == abi.KindScheduling && arm != Production {
 		return r.arms[arm].Scheduler()
 	}
 	return base
 }
 
-func (r *routing) bal(arm int, base dispatch.Balancer) dispatch.Balancer {
+func (r *routing) bal(arm int, base decision.Balancer) decision.Balancer {
 	if r.kind == abi.KindBalancing && arm != Production {
 		return r.arms[arm].Balancer()
 	}
@@ -314,8 +315,8 @@ func (r *routing) order() [3]int {
 	return out
 }
 
-// Next implements dispatch.Scheduler.
-func (rt *Router) Next(queued []dispatch.JobView, workers []dispatch.WorkerView) (string, bool) {
+// Next implements decision.Scheduler.
+func (rt *Router) Next(queued []decision.JobView, workers []decision.WorkerView) (string, bool) {
 	r := rt.cur.Load()
 	if r == nil {
 		return rt.base.Scheduler.Next(queued, workers)
@@ -361,12 +362,12 @@ func (rt *Router) Next(queued []dispatch.JobView, workers []dispatch.WorkerView)
 // fixed share instead would make each a small queue of its own, whose
 // backlog drains only at its share's pace: its latencies would depend on
 // its luck with bursts more than on its policy.
-func (r *routing) nextShared(base dispatch.Scheduler, queued []dispatch.JobView, workers []dispatch.WorkerView) (string, bool) {
+func (r *routing) nextShared(base decision.Scheduler, queued []decision.JobView, workers []decision.WorkerView) (string, bool) {
 	id, ok := base.Next(queued, workers)
 	if !ok || r.kind != abi.KindScheduling {
 		return id, ok
 	}
-	i := slices.IndexFunc(queued, func(j dispatch.JobView) bool { return j.ID == id })
+	i := slices.IndexFunc(queued, func(j decision.JobView) bool { return j.ID == id })
 	if i < 0 {
 		return id, ok
 	}
@@ -382,12 +383,12 @@ func (r *routing) nextShared(base dispatch.Scheduler, queued []dispatch.JobView,
 	return own, true
 }
 
-func anyIdle(ws []dispatch.WorkerView) bool {
-	return slices.ContainsFunc(ws, func(w dispatch.WorkerView) bool { return w.Idle })
+func anyIdle(ws []decision.WorkerView) bool {
+	return slices.ContainsFunc(ws, func(w decision.WorkerView) bool { return w.Idle })
 }
 
-func (r *routing) groupWorkers(arm int, workers []dispatch.WorkerView) []dispatch.WorkerView {
-	out := make([]dispatch.WorkerView, 0, len(workers))
+func (r *routing) groupWorkers(arm int, workers []decision.WorkerView) []decision.WorkerView {
+	out := make([]decision.WorkerView, 0, len(workers))
 	for _, w := range workers {
 		if r.workerArm(w.ID) == arm {
 			out = append(out, w)
@@ -396,8 +397,8 @@ func (r *routing) groupWorkers(arm int, workers []dispatch.WorkerView) []dispatc
 	return out
 }
 
-func (r *routing) armJobs(arm int, queued []dispatch.JobView) []dispatch.JobView {
-	out := make([]dispatch.JobView, 0, len(queued))
+func (r *routing) armJobs(arm int, queued []decision.JobView) []decision.JobView {
+	out := make([]decision.JobView, 0, len(queued))
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i := range queued {
@@ -408,8 +409,8 @@ func (r *routing) armJobs(arm int, queued []dispatch.JobView) []dispatch.JobView
 	return out
 }
 
-// Place implements dispatch.Balancer.
-func (rt *Router) Place(j dispatch.JobView, workers []dispatch.WorkerView) (string, bool) {
+// Place implements decision.Balancer.
+func (rt *Router) Place(j decision.JobView, workers []decision.WorkerView) (string, bool) {
 	r := rt.cur.Load()
 	if r == nil {
 		return rt.base.Balancer.Place(j, workers)
@@ -436,9 +437,9 @@ func (rt *Router) Place(j dispatch.JobView, workers []dispatch.WorkerView) (stri
 
 // placedOn records a placement: the switchback attribution, and the VRAM
 // hits and misses the job will see on its worker.
-func (r *routing) placedOn(j dispatch.JobView, arm, win int, burn bool, workers []dispatch.WorkerView, wid string) {
+func (r *routing) placedOn(j decision.JobView, arm, win int, burn bool, workers []decision.WorkerView, wid string) {
 	var tc tierCounts
-	if i := slices.IndexFunc(workers, func(w dispatch.WorkerView) bool { return w.ID == wid }); i >= 0 {
+	if i := slices.IndexFunc(workers, func(w decision.WorkerView) bool { return w.ID == wid }); i >= 0 {
 		for k, m := range j.Models {
 			if _, ok := workers[i].ResidentBytes(m); ok {
 				tc.hits++
@@ -488,8 +489,8 @@ func (r *routing) attribute(jobID, worker string) (placement, bool) {
 	return placement{arm: arm}, true
 }
 
-// Batch implements dispatch.Batcher: a batch holds jobs of lead's arm only.
-func (rt *Router) Batch(lead dispatch.JobView, queued []dispatch.JobView, workers []dispatch.WorkerView) ([]string, time.Duration) {
+// Batch implements decision.Batcher: a batch holds jobs of lead's arm only.
+func (rt *Router) Batch(lead decision.JobView, queued []decision.JobView, workers []decision.WorkerView) ([]string, time.Duration) {
 	r := rt.cur.Load()
 	if r == nil {
 		return rt.base.Batcher.Batch(lead, queued, workers)
@@ -523,9 +524,9 @@ func (rt *Router) Batch(lead dispatch.JobView, queued []dispatch.JobView, worker
 	return ids, wait
 }
 
-// Victims implements dispatch.Evictor. Only a switchback splits eviction
+// Victims implements decision.Evictor. Only a switchback splits eviction
 // (by window); otherwise the active policy answers.
-func (rt *Router) Victims(need uint64, entries []dispatch.EntryView) []int {
+func (rt *Router) Victims(need uint64, entries []decision.EntryView) []int {
 	r := rt.cur.Load()
 	if r == nil || r.kind != abi.KindEviction || r.typ != Switchback {
 		return rt.base.Evictor.Victims(need, entries)
@@ -634,27 +635,27 @@ func itoa(i int) string {
 	return string(b[n:])
 }
 
-// PlanIDs implements dispatch.Planner: the active scheduling policy's plan,
+// PlanIDs implements decision.Planner: the active scheduling policy's plan,
 // preemptions included, when no experiment runs and that policy plans.
 // While an experiment runs it plans nothing, so the dispatcher preempts
 // nothing: a preemption takes a worker from whichever group holds it, at
 // the word of one group's policy, and would move work between the arms
 // that the comparison needs kept apart.
-func (rt *Router) PlanIDs(queued, running []dispatch.JobView, workers []dispatch.WorkerView) (next, preempt []string) {
-	p, ok := rt.base.Scheduler.(dispatch.Planner)
+func (rt *Router) PlanIDs(queued, running []decision.JobView, workers []decision.WorkerView) (next, preempt []string) {
+	p, ok := rt.base.Scheduler.(decision.Planner)
 	if !ok || rt.cur.Load() != nil {
 		return nil, nil
 	}
 	return p.PlanIDs(queued, running, workers)
 }
 
-// PrefetchIDs implements dispatch.Prefetcher, with the evictor that
+// PrefetchIDs implements decision.Prefetcher, with the evictor that
 // Victims would ask (a switchback's window's arm during an eviction
 // switchback). An evictor that does not choose prefetches gets every
 // wanted model, which is what the dispatcher's lookahead does without a
 // Prefetcher: the router must not change the node's behaviour by standing
 // in between.
-func (rt *Router) PrefetchIDs(free uint64, entries []dispatch.EntryView, wanted []string, wantedBytes []uint64, waiting []int) []string {
+func (rt *Router) PrefetchIDs(free uint64, entries []decision.EntryView, wanted []string, wantedBytes []uint64, waiting []int) []string {
 	r := rt.cur.Load()
 	if r != nil && r.kind == abi.KindEviction && r.typ == Switchback {
 		_, arm, _ := r.windowAt(r.now())
@@ -662,7 +663,7 @@ func (rt *Router) PrefetchIDs(free uint64, entries []dispatch.EntryView, wanted 
 		r.checkFault(arm)
 		return ids
 	}
-	if p, ok := rt.base.Evictor.(dispatch.Prefetcher); ok {
+	if p, ok := rt.base.Evictor.(decision.Prefetcher); ok {
 		return p.PrefetchIDs(free, entries, wanted, wantedBytes, waiting)
 	}
 	return slices.Clone(wanted)

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
@@ -11,20 +12,20 @@ import (
 // planningScheduler plans to preempt "b1" whatever it is shown.
 type planningScheduler struct{ dispatch.PriorityFIFO }
 
-func (planningScheduler) PlanIDs(queued, _ []dispatch.JobView, _ []dispatch.WorkerView) ([]string, []string) {
+func (planningScheduler) PlanIDs(queued, _ []decision.JobView, _ []decision.WorkerView) ([]string, []string) {
 	return []string{queued[0].ID}, []string{"b1"}
 }
 
 // prefetchingEvictor prefetches the last wanted model.
 type prefetchingEvictor struct{ dispatch.LRU }
 
-func (prefetchingEvictor) PrefetchIDs(_ uint64, _ []dispatch.EntryView, wanted []string, _ []uint64, _ []int) []string {
+func (prefetchingEvictor) PrefetchIDs(_ uint64, _ []decision.EntryView, wanted []string, _ []uint64, _ []int) []string {
 	return wanted[len(wanted)-1:]
 }
 
 var (
-	_ dispatch.Planner    = planningScheduler{}
-	_ dispatch.Prefetcher = prefetchingEvictor{}
+	_ decision.Planner    = planningScheduler{}
+	_ decision.Prefetcher = prefetchingEvictor{}
 )
 
 // TestRouterForwardsPlansAndPrefetches checks that the router, which the
@@ -33,7 +34,7 @@ var (
 // nothing for policies that make neither (no plan, every wanted model);
 // and that it plans no preemption while an experiment runs.
 func TestRouterForwardsPlansAndPrefetches(t *testing.T) {
-	queued := []dispatch.JobView{{ID: "i1"}}
+	queued := []decision.JobView{{ID: "i1"}}
 	wanted := []string{"a", "b"}
 	plan := func(rt *Router) []string {
 		_, preempt := rt.PlanIDs(queued, nil, nil)

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
@@ -49,14 +49,14 @@ func fallback[I, O any](op *ops[I, O], in *I, out *O) abi.Status {
 
 // Interface guards.
 var (
-	_ dispatch.Scheduler = (*Scheduler)(nil)
-	_ dispatch.Balancer  = (*Balancer)(nil)
-	_ dispatch.Evictor   = (*Evictor)(nil)
-	_ dispatch.Batcher   = (*Batcher)(nil)
+	_ decision.Scheduler = (*Scheduler)(nil)
+	_ decision.Balancer  = (*Balancer)(nil)
+	_ decision.Evictor   = (*Evictor)(nil)
+	_ decision.Batcher   = (*Batcher)(nil)
 	// The dispatcher finds these by type assertion; a signature that drifts
 	// would silently turn preemption and prefetch off.
-	_ dispatch.Planner    = (*Scheduler)(nil)
-	_ dispatch.Prefetcher = (*Evictor)(nil)
+	_ decision.Planner    = (*Scheduler)(nil)
+	_ decision.Prefetcher = (*Evictor)(nil)
 )
 
 // conv turns dispatch views into ABI inputs, reusing its buffers; models,
@@ -69,7 +69,7 @@ type conv struct {
 	sc      scratch
 	// views are the workers of the decision, numbered lazily: only a
 	// running job's worker needs a lookup by name.
-	views   []dispatch.WorkerView
+	views   []decision.WorkerView
 	indexed bool
 
 	sched  abi.SchedulingInput
@@ -177,7 +177,7 @@ func (c *conv) workerIndex(id string) (uint32, bool) {
 	return c.workers.lookup(id)
 }
 
-func (c *conv) job(dst *abi.Job, j *dispatch.JobView) {
+func (c *conv) job(dst *abi.Job, j *decision.JobView) {
 	models := dst.Models[:0]
 	for i, m := range j.Models {
 		var b uint64
@@ -214,7 +214,7 @@ func (c *conv) job(dst *abi.Job, j *dispatch.JobView) {
 	}
 }
 
-func (c *conv) workerList(dst []abi.Worker, ws []dispatch.WorkerView) []abi.Worker {
+func (c *conv) workerList(dst []abi.Worker, ws []decision.WorkerView) []abi.Worker {
 	c.views, c.indexed = ws, false
 	dst = grow(dst, len(ws))
 	for i := range ws {
@@ -245,7 +245,7 @@ func (h *Host) onFault(v *version, err error) bool {
 	return true
 }
 
-// Scheduler is the dispatch.Scheduler backed by the active scheduling
+// Scheduler is the decision.Scheduler backed by the active scheduling
 // policy. Get it from Host.Scheduler.
 type Scheduler struct{ h *Host }
 
@@ -259,7 +259,7 @@ type Plan struct {
 }
 
 // Next returns the first job of the active policy's plan.
-func (s *Scheduler) Next(queued []dispatch.JobView, workers []dispatch.WorkerView) (string, bool) {
+func (s *Scheduler) Next(queued []decision.JobView, workers []decision.WorkerView) (string, bool) {
 	p := s.Plan(queued, nil, workers)
 	if len(p.Dispatch) == 0 {
 		return "", false
@@ -269,7 +269,7 @@ func (s *Scheduler) Next(queued []dispatch.JobView, workers []dispatch.WorkerVie
 
 // Plan asks the active scheduling policy for its full decision, including
 // preemptions of running jobs.
-func (s *Scheduler) Plan(queued, running []dispatch.JobView, workers []dispatch.WorkerView) Plan {
+func (s *Scheduler) Plan(queued, running []decision.JobView, workers []decision.WorkerView) Plan {
 	h := s.h
 	v := h.slots[abi.KindScheduling].active.Load()
 	c := getConv()
@@ -307,16 +307,16 @@ func (s *Scheduler) Plan(queued, running []dispatch.JobView, workers []dispatch.
 // type assertion without importing this package: the queued jobs to
 // dispatch, best first, and the running jobs to preempt at their next step
 // boundary.
-func (s *Scheduler) PlanIDs(queued, running []dispatch.JobView, workers []dispatch.WorkerView) (next, preempt []string) {
+func (s *Scheduler) PlanIDs(queued, running []decision.JobView, workers []decision.WorkerView) (next, preempt []string) {
 	p := s.Plan(queued, running, workers)
 	return p.Dispatch, p.Preempt
 }
 
-// Balancer is the dispatch.Balancer backed by the active balancing policy.
+// Balancer is the decision.Balancer backed by the active balancing policy.
 type Balancer struct{ h *Host }
 
 // Place returns the worker the active policy chose for j.
-func (b *Balancer) Place(j dispatch.JobView, workers []dispatch.WorkerView) (string, bool) {
+func (b *Balancer) Place(j decision.JobView, workers []decision.WorkerView) (string, bool) {
 	h := b.h
 	v := h.slots[abi.KindBalancing].active.Load()
 	c := getConv()
@@ -335,11 +335,11 @@ func (b *Balancer) Place(j dispatch.JobView, workers []dispatch.WorkerView) (str
 	return workers[c.balO.Worker].ID, true
 }
 
-// Batcher is the dispatch.Batcher backed by the active batching policy.
+// Batcher is the decision.Batcher backed by the active batching policy.
 type Batcher struct{ h *Host }
 
 // Batch returns the jobs that run with lead, lead first, or a wait.
-func (b *Batcher) Batch(lead dispatch.JobView, queued []dispatch.JobView, workers []dispatch.WorkerView) ([]string, time.Duration) {
+func (b *Batcher) Batch(lead decision.JobView, queued []decision.JobView, workers []decision.WorkerView) ([]string, time.Duration) {
 	h := b.h
 	v := h.slots[abi.KindBatching].active.Load()
 	c := getConv()
@@ -355,7 +355,7 @@ func (b *Batcher) Batch(lead dispatch.JobView, queued []dispatch.JobView, worker
 		}
 	}
 	if li < 0 {
-		jobs = append(append(make([]dispatch.JobView, 0, len(queued)+1), queued...), lead)
+		jobs = append(append(make([]decision.JobView, 0, len(queued)+1), queued...), lead)
 		li = len(queued)
 	}
 	in.Jobs = grow(in.Jobs, len(jobs))
@@ -378,7 +378,7 @@ func (b *Batcher) Batch(lead dispatch.JobView, queued []dispatch.JobView, worker
 	return ids, c.batO.Wait
 }
 
-// Evictor is the dispatch.Evictor backed by the active eviction policy. It
+// Evictor is the decision.Evictor backed by the active eviction policy. It
 // keeps what eviction policies need across decisions: each entry's tag and
 // a ghost list of recent evictions.
 type Evictor struct {
@@ -417,7 +417,7 @@ type WantedModel struct {
 type EvictionRequest struct {
 	Need    uint64
 	Free    uint64
-	Entries []dispatch.EntryView
+	Entries []decision.EntryView
 	Wanted  []WantedModel
 }
 
@@ -435,7 +435,7 @@ type EvictionResult struct {
 // are resident: the prefetch half of an eviction decision with nothing to
 // make room for, in the dispatcher's own types so that it can find it by
 // type assertion. It evicts nothing; the slices must be of one length.
-func (e *Evictor) PrefetchIDs(free uint64, entries []dispatch.EntryView, wanted []string, wantedBytes []uint64, waiting []int) []string {
+func (e *Evictor) PrefetchIDs(free uint64, entries []decision.EntryView, wanted []string, wantedBytes []uint64, waiting []int) []string {
 	if len(wantedBytes) != len(wanted) || len(waiting) != len(wanted) {
 		return nil
 	}
@@ -446,14 +446,14 @@ func (e *Evictor) PrefetchIDs(free uint64, entries []dispatch.EntryView, wanted 
 	return e.Decide(EvictionRequest{Free: free, Entries: entries, Wanted: ws}).Prefetch
 }
 
-// NewEvictor returns another dispatch.Evictor (and tier.Evictor) backed by
+// NewEvictor returns another decision.Evictor (and decision.Evictor) backed by
 // the active eviction policy, with its own tags and ghost list: one per
 // cache (each cache tier, VRAM), because what a policy remembers about one
 // cache's entries and evictions means nothing for another's.
 func (h *Host) NewEvictor() *Evictor { return &Evictor{h: h, tags: map[entryKey]uint64{}} }
 
-// Victims implements dispatch.Evictor.
-func (e *Evictor) Victims(need uint64, entries []dispatch.EntryView) []int {
+// Victims implements decision.Evictor.
+func (e *Evictor) Victims(need uint64, entries []decision.EntryView) []int {
 	return e.Decide(EvictionRequest{Need: need, Entries: entries}).Victims
 }
 
@@ -461,7 +461,7 @@ func (e *Evictor) Victims(need uint64, entries []dispatch.EntryView) []int {
 // so that looking a tag up allocates nothing.
 type entryKey struct{ worker, model string }
 
-func keyOf(en *dispatch.EntryView) entryKey { return entryKey{en.Worker, en.Model} }
+func keyOf(en *decision.EntryView) entryKey { return entryKey{en.Worker, en.Model} }
 
 // Decide asks the active eviction policy, with prefetch candidates.
 func (e *Evictor) Decide(r EvictionRequest) EvictionResult {

@@ -3,7 +3,7 @@ package policy
 import (
 	"testing"
 
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -12,17 +12,17 @@ import (
 // decision (the interner's map outlives decisions), a running job finds its
 // worker's index, and batch keys start at 1 with equal keys sharing one.
 func TestConvNumbersPerDecision(t *testing.T) {
-	workers := []dispatch.WorkerView{
-		{ID: "w0", Resident: []dispatch.ResidentModel{{Model: "a", Bytes: 1}, {Model: "b", Bytes: 2}}},
-		{ID: "w1", Resident: []dispatch.ResidentModel{{Model: "b", Bytes: 2}}},
+	workers := []decision.WorkerView{
+		{ID: "w0", Resident: []decision.ResidentModel{{Model: "a", Bytes: 1}, {Model: "b", Bytes: 2}}},
+		{ID: "w1", Resident: []decision.ResidentModel{{Model: "b", Bytes: 2}}},
 		{ID: "w2"},
 	}
 	c := getConv()
 	ws := c.workerList(nil, workers)
 	var j1, j2, j3 abi.Job
-	c.job(&j1, &dispatch.JobView{Models: []string{"c", "a"}, BatchKey: "k1", Running: true, Worker: "w2"})
-	c.job(&j2, &dispatch.JobView{Models: []string{"b"}, BatchKey: "k1", Running: true, Worker: "gone"})
-	c.job(&j3, &dispatch.JobView{Models: []string{"c"}, BatchKey: "k2"})
+	c.job(&j1, &decision.JobView{Models: []string{"c", "a"}, BatchKey: "k1", Running: true, Worker: "w2"})
+	c.job(&j2, &decision.JobView{Models: []string{"b"}, BatchKey: "k1", Running: true, Worker: "gone"})
+	c.job(&j3, &decision.JobView{Models: []string{"c"}, BatchKey: "k2"})
 	if got := [][]uint32{ws[0].Resident, ws[1].Resident}; len(got[0]) != 2 || got[0][0] != 0 || got[0][1] != 1 || got[1][0] != 1 {
 		t.Errorf("residency ids = %v, want [[0 1] [1]]", got)
 	}
@@ -41,7 +41,7 @@ func TestConvNumbersPerDecision(t *testing.T) {
 	c = getConv()
 	defer putConv(c)
 	var j abi.Job
-	c.job(&j, &dispatch.JobView{Models: []string{"b", "z"}, BatchKey: "k2"})
+	c.job(&j, &decision.JobView{Models: []string{"b", "z"}, BatchKey: "k2"})
 	if j.Models[0] != 0 || j.Models[1] != 1 || len(c.infos) != 2 || j.BatchKey != 1 {
 		t.Errorf("second decision: models %v, %d infos, key %d; want [0 1], 2, 1", j.Models, len(c.infos), j.BatchKey)
 	}

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -64,24 +64,24 @@ func TestAssemblyScriptExample(t *testing.T) {
 		t.Errorf("params %v, want min_free_gib 0", vi.Params)
 	}
 	const gib = 1 << 30
-	j := dispatch.JobView{ID: "j", Models: []string{"a", "b"}, ModelBytes: []uint64{2 * gib, 6 * gib}, EstimatedVRAM: 8 * gib}
+	j := decision.JobView{ID: "j", Models: []string{"a", "b"}, ModelBytes: []uint64{2 * gib, 6 * gib}, EstimatedVRAM: 8 * gib}
 	for _, tc := range []struct {
 		name    string
 		minFree float64
-		workers []dispatch.WorkerView
+		workers []decision.WorkerView
 		want    string
 		wantOK  bool
 	}{
-		{name: "most resident bytes", workers: []dispatch.WorkerView{
-			{ID: "w0", Idle: true, Resident: []dispatch.ResidentModel{{Model: "a", Bytes: 2 * gib}}},
-			{ID: "w1", Idle: true, Resident: []dispatch.ResidentModel{{Model: "b", Bytes: 6 * gib}}},
-			{ID: "w2", Idle: false, Resident: []dispatch.ResidentModel{{Model: "a", Bytes: 2 * gib}, {Model: "b", Bytes: 6 * gib}}},
+		{name: "most resident bytes", workers: []decision.WorkerView{
+			{ID: "w0", Idle: true, Resident: []decision.ResidentModel{{Model: "a", Bytes: 2 * gib}}},
+			{ID: "w1", Idle: true, Resident: []decision.ResidentModel{{Model: "b", Bytes: 6 * gib}}},
+			{ID: "w2", Idle: false, Resident: []decision.ResidentModel{{Model: "a", Bytes: 2 * gib}, {Model: "b", Bytes: 6 * gib}}},
 		}, want: "w1", wantOK: true},
-		{name: "fewer busy breaks ties", workers: []dispatch.WorkerView{
+		{name: "fewer busy breaks ties", workers: []decision.WorkerView{
 			{ID: "w0", Idle: true, DeviceBusy: 2}, {ID: "w1", Idle: true, DeviceBusy: 1},
 		}, want: "w1", wantOK: true},
-		{name: "too small", workers: []dispatch.WorkerView{{ID: "w0", Idle: true, UsableVRAM: 4 * gib}}},
-		{name: "min free parameter", minFree: 10, workers: []dispatch.WorkerView{
+		{name: "too small", workers: []decision.WorkerView{{ID: "w0", Idle: true, UsableVRAM: 4 * gib}}},
+		{name: "min free parameter", minFree: 10, workers: []decision.WorkerView{
 			{ID: "w0", Idle: true, FreeVRAM: 4 * gib}, {ID: "w1", Idle: true, FreeVRAM: 12 * gib},
 		}, want: "w1", wantOK: true},
 	} {

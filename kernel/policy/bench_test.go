@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	leastloaded "github.com/kiln-gpu/kiln/policies/balancing/least-loaded"
@@ -43,18 +44,18 @@ func settle(b *testing.B, h *Host) {
 	}
 }
 
-func benchViews(n int) ([]dispatch.JobView, []dispatch.WorkerView, []dispatch.EntryView) {
+func benchViews(n int) ([]decision.JobView, []decision.WorkerView, []decision.EntryView) {
 	now := time.Now()
-	jobs := make([]dispatch.JobView, n)
-	workers := make([]dispatch.WorkerView, n)
-	entries := make([]dispatch.EntryView, n)
+	jobs := make([]decision.JobView, n)
+	workers := make([]decision.WorkerView, n)
+	entries := make([]decision.EntryView, n)
 	for i := range n {
 		m := fmt.Sprintf("checkpoints/m%d.safetensors", i%50)
-		jobs[i] = dispatch.JobView{ID: fmt.Sprintf("j%d", i), Class: job.Class([]string{"batch", "interactive"}[i%2]), Seq: uint64(n - i),
+		jobs[i] = decision.JobView{ID: fmt.Sprintf("j%d", i), Class: job.Class([]string{"batch", "interactive"}[i%2]), Seq: uint64(n - i),
 			Age: time.Duration(i) * time.Second, Models: []string{m}, ModelBytes: []uint64{2 << 30}, EstimatedVRAM: 2 << 30}
-		workers[i] = dispatch.WorkerView{ID: fmt.Sprintf("w%d", i), Device: i / 2, Idle: i%3 != 0, DeviceBusy: i % 3,
-			Resident: []dispatch.ResidentModel{{Model: m, Bytes: 2 << 30}}, FreeVRAM: uint64(i) << 28, UsableVRAM: 80 << 30}
-		entries[i] = dispatch.EntryView{Model: m, Worker: fmt.Sprintf("w%d", i%8), Bytes: 1 << 30, LastUse: now.Add(-time.Duration(i*7%n) * time.Second),
+		workers[i] = decision.WorkerView{ID: fmt.Sprintf("w%d", i), Device: i / 2, Idle: i%3 != 0, DeviceBusy: i % 3,
+			Resident: []decision.ResidentModel{{Model: m, Bytes: 2 << 30}}, FreeVRAM: uint64(i) << 28, UsableVRAM: 80 << 30}
+		entries[i] = decision.EntryView{Model: m, Worker: fmt.Sprintf("w%d", i%8), Bytes: 1 << 30, LastUse: now.Add(-time.Duration(i*7%n) * time.Second),
 			Hits: i % 5, Pinned: i%4 == 0}
 	}
 	return jobs, workers, entries
@@ -94,19 +95,19 @@ func BenchmarkDecision(b *testing.B) {
 					settle(b, h)
 					switch kind.kind {
 					case abi.KindEviction:
-						e := dispatch.Evictor(h.Evictor())
+						e := decision.Evictor(h.Evictor())
 						if target == "foundation" {
 							e = dispatch.LRU{}
 						}
 						run(b, func() { e.Victims(uint64(n/4)<<30, entries) })
 					case abi.KindScheduling:
-						s := dispatch.Scheduler(h.Scheduler())
+						s := decision.Scheduler(h.Scheduler())
 						if target == "foundation" {
 							s = dispatch.PriorityFIFO{}
 						}
 						run(b, func() { s.Next(jobs, workers[:min(n, 16)]) })
 					case abi.KindBalancing:
-						p := dispatch.Balancer(h.Balancer())
+						p := decision.Balancer(h.Balancer())
 						if target == "foundation" {
 							p = dispatch.LeastLoaded{}
 						}

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -56,7 +56,7 @@ func init() {
 func TestEvictionStateIsPerCache(t *testing.T) {
 	h := newTestHost(t, Config{NativeBuiltins: true, Eviction: "test-counter"})
 	vram, ram := h.NewEvictor(), h.NewEvictor()
-	entries := []dispatch.EntryView{{Model: "a", Worker: "w0", Bytes: 1, LastUse: time.Unix(1, 0)}}
+	entries := []decision.EntryView{{Model: "a", Worker: "w0", Bytes: 1, LastUse: time.Unix(1, 0)}}
 	ask := func(e *Evictor) counterSeen {
 		t.Helper()
 		counterLog = counterLog[:0]

@@ -832,16 +832,16 @@ func (h *Host) Close() error {
 	return err
 }
 
-// Scheduler returns the dispatch.Scheduler that asks the active scheduling
+// Scheduler returns the decision.Scheduler that asks the active scheduling
 // policy.
 func (h *Host) Scheduler() *Scheduler { return &h.sched }
 
-// Balancer returns the dispatch.Balancer that asks the active balancing
+// Balancer returns the decision.Balancer that asks the active balancing
 // policy.
 func (h *Host) Balancer() *Balancer { return &h.bal }
 
-// Evictor returns the dispatch.Evictor that asks the active eviction policy.
+// Evictor returns the decision.Evictor that asks the active eviction policy.
 func (h *Host) Evictor() *Evictor { return &h.evict }
 
-// Batcher returns the dispatch.Batcher that asks the active batching policy.
+// Batcher returns the decision.Batcher that asks the active batching policy.
 func (h *Host) Batcher() *Batcher { return &h.batch }

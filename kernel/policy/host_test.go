@@ -15,9 +15,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
-	"github.com/kiln-gpu/kiln/kernel/routing"
 	"github.com/kiln-gpu/kiln/policies/policytest"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
@@ -66,17 +66,17 @@ func TestBuiltinsThroughWASM(t *testing.T) {
 }
 
 // sample views for the adapters.
-func sampleViews() ([]dispatch.JobView, []dispatch.WorkerView, []dispatch.EntryView) {
+func sampleViews() ([]decision.JobView, []decision.WorkerView, []decision.EntryView) {
 	now := time.Now()
-	jobs := []dispatch.JobView{
+	jobs := []decision.JobView{
 		{ID: "b1", Class: job.Batch, Seq: 1, Models: []string{"m1"}, EstimatedVRAM: 1 << 30},
 		{ID: "i2", Class: job.Interactive, Seq: 2, Models: []string{"m2"}, EstimatedVRAM: 1 << 30},
 	}
-	workers := []dispatch.WorkerView{
+	workers := []decision.WorkerView{
 		{ID: "w0", Idle: false, DeviceBusy: 1},
-		{ID: "w1", Idle: true, Device: 1, Resident: []dispatch.ResidentModel{{Model: "m1", Bytes: 1 << 30}}},
+		{ID: "w1", Idle: true, Device: 1, Resident: []decision.ResidentModel{{Model: "m1", Bytes: 1 << 30}}},
 	}
-	entries := []dispatch.EntryView{
+	entries := []decision.EntryView{
 		{Model: "m1", Worker: "w1", Bytes: 1 << 30, LastUse: now.Add(-time.Minute)},
 		{Model: "m2", Worker: "w1", Bytes: 1 << 30, LastUse: now.Add(-time.Hour), Pinned: true},
 		{Model: "m3", Worker: "w1", Bytes: 1 << 30, LastUse: now.Add(-time.Second)},
@@ -100,7 +100,7 @@ func TestHostileModules(t *testing.T) {
 	wantPlace, _ := dispatch.LeastLoaded{}.Place(jobs[0], workers)
 	wantVictims := dispatch.LRU{}.Victims(1<<30, entries)
 	// least-loaded, the routing fallback, takes the node with fewer jobs.
-	nodes := []routing.NodeView{{ID: "n0", Healthy: true, Workers: 1, Queued: 2}, {ID: "n1", Workers: 1}, {ID: "n2", Healthy: true, Workers: 1, Queued: 1}}
+	nodes := []decision.NodeView{{ID: "n0", Healthy: true, Workers: 1, Queued: 2}, {ID: "n1", Workers: 1}, {ID: "n2", Healthy: true, Workers: 1, Queued: 1}}
 	decisions := func() (string, string, []int, []string) {
 		s, _ := h.Scheduler().Next(jobs, workers)
 		p, _ := h.Balancer().Place(jobs[0], workers)
@@ -126,7 +126,7 @@ func TestHostileModules(t *testing.T) {
 			// A routing answer is one word: with nothing huge to say, the
 			// hostile module answers well (its first healthy node).
 			wantNode := map[bool]string{true: "n0", false: "n2"}[tc.mode == 4]
-			if n, _ := h.Router().Route(routing.Request{Job: jobs[0], Nodes: nodes}); n != wantNode {
+			if n, _ := h.Router().Route(decision.RouteRequest{Job: jobs[0], Nodes: nodes}); n != wantNode {
 				t.Errorf("routed to %q, want %q", n, wantNode)
 			}
 			if s != wantSched || p != wantPlace || fmt.Sprint(v) != fmt.Sprint(wantVictims) || fmt.Sprint(b) != "[b1]" {
@@ -295,10 +295,10 @@ func TestEmbeddedBuiltinUpgrade(t *testing.T) {
 		t.Fatalf("round-robin source %s, want %s", ki.Versions[0].Source, SourceBuiltin)
 	}
 	_, workers, _ := sampleViews()
-	workers = append(workers, dispatch.WorkerView{ID: "w2", Idle: true})
+	workers = append(workers, decision.WorkerView{ID: "w2", Idle: true})
 	var got []string
 	for range 4 {
-		id, _ := h.Balancer().Place(dispatch.JobView{ID: "j"}, workers)
+		id, _ := h.Balancer().Place(decision.JobView{ID: "j"}, workers)
 		got = append(got, id)
 	}
 	if fmt.Sprint(got) != "[w1 w2 w1 w2]" {
@@ -312,11 +312,11 @@ func TestEmbeddedBuiltinUpgrade(t *testing.T) {
 // bound: the plan dispatches the interactive job and preempts the batch one.
 func TestPlanIDsPreempts(t *testing.T) {
 	h := newTestHost(t, Config{})
-	queued := []dispatch.JobView{{ID: "i1", Class: job.Interactive, Age: time.Minute, Seq: 2}}
-	running := []dispatch.JobView{{ID: "b1", Class: job.Batch, Age: 2 * time.Minute, Seq: 1, Running: true, Worker: "w0", AtStepBoundary: true}}
-	workers := []dispatch.WorkerView{{ID: "w0", Idle: false}}
+	queued := []decision.JobView{{ID: "i1", Class: job.Interactive, Age: time.Minute, Seq: 2}}
+	running := []decision.JobView{{ID: "b1", Class: job.Batch, Age: 2 * time.Minute, Seq: 1, Running: true, Worker: "w0", AtStepBoundary: true}}
+	workers := []decision.WorkerView{{ID: "w0", Idle: false}}
 	var planner interface {
-		PlanIDs(queued, running []dispatch.JobView, workers []dispatch.WorkerView) ([]string, []string)
+		PlanIDs(queued, running []decision.JobView, workers []decision.WorkerView) ([]string, []string)
 	} = h.Scheduler()
 	next, preempt := planner.PlanIDs(queued, running, workers)
 	if fmt.Sprint(next) != "[i1]" || fmt.Sprint(preempt) != "[b1]" {
@@ -336,7 +336,7 @@ func TestPrefetchIDs(t *testing.T) {
 	h := newTestHost(t, Config{})
 	const gib = 1 << 30
 	var prefetcher interface {
-		PrefetchIDs(free uint64, entries []dispatch.EntryView, wanted []string, wantedBytes []uint64, waiting []int) []string
+		PrefetchIDs(free uint64, entries []decision.EntryView, wanted []string, wantedBytes []uint64, waiting []int) []string
 	} = h.Evictor()
 	got := prefetcher.PrefetchIDs(10*gib, nil, []string{"a", "b", "c"}, []uint64{2 * gib, 20 * gib, gib}, []int{2, 5, 0})
 	if fmt.Sprint(got) != "[a]" {

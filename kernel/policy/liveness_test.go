@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
-	"github.com/kiln-gpu/kiln/kernel/routing"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -34,10 +34,10 @@ func TestStallingAnswersAreFaults(t *testing.T) {
 	}
 	jobs, workers, entries := sampleViews()
 	const gib = 1 << 30
-	allBusy := []dispatch.WorkerView{{ID: "w0", DeviceBusy: 1}, {ID: "w1", DeviceBusy: 1}}
-	tooSmall := []dispatch.WorkerView{{ID: "w0", Idle: true, UsableVRAM: gib / 2}}
-	nodes := []routing.NodeView{{ID: "n0", Healthy: true, Workers: 2, Queued: 3}, {ID: "n1", Healthy: true, Workers: 2}}
-	down := []routing.NodeView{{ID: "n0", Workers: 2}, {ID: "n1", Workers: 2}}
+	allBusy := []decision.WorkerView{{ID: "w0", DeviceBusy: 1}, {ID: "w1", DeviceBusy: 1}}
+	tooSmall := []decision.WorkerView{{ID: "w0", Idle: true, UsableVRAM: gib / 2}}
+	nodes := []decision.NodeView{{ID: "n0", Healthy: true, Workers: 2, Queued: 3}, {ID: "n1", Healthy: true, Workers: 2}}
+	down := []decision.NodeView{{ID: "n0", Workers: 2}, {ID: "n1", Workers: 2}}
 	for _, tc := range []struct {
 		name    string
 		kind    abi.Kind
@@ -89,12 +89,12 @@ func TestStallingAnswersAreFaults(t *testing.T) {
 		},
 		{
 			name: "route nowhere while a healthy node can hold the job", kind: abi.KindRouting,
-			decide: func() string { id, _ := h.Router().Route(routing.Request{Job: jobs[0], Nodes: nodes}); return id },
+			decide: func() string { id, _ := h.Router().Route(decision.RouteRequest{Job: jobs[0], Nodes: nodes}); return id },
 			want:   "n1", isFault: true, // least-loaded, the native fallback
 		},
 		{
 			name: "route nowhere while no node is healthy", kind: abi.KindRouting,
-			decide: func() string { id, _ := h.Router().Route(routing.Request{Job: jobs[0], Nodes: down}); return id },
+			decide: func() string { id, _ := h.Router().Route(decision.RouteRequest{Job: jobs[0], Nodes: down}); return id },
 			want:   "",
 		},
 	} {
@@ -117,7 +117,7 @@ func TestStallingAnswersAreFaults(t *testing.T) {
 	}
 }
 
-func nativeNext(jobs []dispatch.JobView, workers []dispatch.WorkerView) string {
+func nativeNext(jobs []decision.JobView, workers []decision.WorkerView) string {
 	id, _ := dispatch.PriorityFIFO{}.Next(jobs, workers)
 	return id
 }

@@ -7,19 +7,19 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/job"
-	"github.com/kiln-gpu/kiln/kernel/routing"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
-// Router is the routing.Router backed by the active routing policy (ABI
+// Router is the decision.Router backed by the active routing policy (ABI
 // 1.2): the cluster's choice of the node that takes a job. Get it from
 // Host.Router. A fault (trap, timeout, invalid answer, stall) is answered
 // in the same call by the native least-loaded routing policy and counted,
 // as for every kind.
 type Router struct{ h *Host }
 
-var _ routing.Router = (*Router)(nil)
+var _ decision.Router = (*Router)(nil)
 
 // Router returns the adapter that asks the active routing policy.
 func (h *Host) Router() *Router { return &h.route }
@@ -38,8 +38,8 @@ type routeConv struct {
 
 var routeConvPool = sync.Pool{New: func() any { return &routeConv{} }}
 
-// Route implements routing.Router.
-func (r *Router) Route(req routing.Request) (string, bool) {
+// Route implements decision.Router.
+func (r *Router) Route(req decision.RouteRequest) (string, bool) {
 	h := r.h
 	v := h.slots[abi.KindRouting].active.Load()
 	c := routeConvPool.Get().(*routeConv)
@@ -62,7 +62,7 @@ func (r *Router) Route(req routing.Request) (string, bool) {
 // convertRoutingInput fills c.in from the request. The nodes' tier lists
 // carry only the job's models: a node's other residents do not change
 // what this job costs there, and the input stays small at 64 nodes.
-func convertRoutingInput(c *routeConv, req routing.Request) {
+func convertRoutingInput(c *routeConv, req decision.RouteRequest) {
 	in := &c.in
 	j := &req.Job
 	jobModels := in.Job.Models[:0]

@@ -6,9 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/job"
-	"github.com/kiln-gpu/kiln/kernel/routing"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -51,20 +50,20 @@ func init() {
 // job's models, and that the chosen index comes back as the node's ID.
 func TestEveryNodeViewFieldReachesTheRoutingPolicy(t *testing.T) {
 	h := newTestHost(t, Config{NativeBuiltins: true, Routing: "test-route-recorder"})
-	baseJob := func() dispatch.JobView {
-		return dispatch.JobView{ID: "a", Class: job.Batch, Seq: 1, Age: time.Second, Models: []string{"m1", "m2"},
+	baseJob := func() decision.JobView {
+		return decision.JobView{ID: "a", Class: job.Batch, Seq: 1, Age: time.Second, Models: []string{"m1", "m2"},
 			ModelBytes: []uint64{1 << 30, 2 << 30}, EstimatedVRAM: 3 << 30, EstimatedCost: time.Second, Attempts: 1}
 	}
-	baseNodes := func() []routing.NodeView {
-		return []routing.NodeView{
+	baseNodes := func() []decision.NodeView {
+		return []decision.NodeView{
 			{ID: "n0", Healthy: true, Workers: 2, IdleWorkers: 1, Running: 1, Queued: 3, FreeVRAM: 4 << 30, UsableVRAM: 20 << 30,
 				EstimatedWait: time.Second, Delay: time.Millisecond, H2DBytesPerS: 1e9, DiskBytesPerS: 2e9, RemoteBytesPerS: 3e8,
 				VRAM: []string{"m1"}, RAM: []string{"m1", "other"}, Disk: []string{"m1", "m2", "other"}},
 			{ID: "n1", Healthy: true, Workers: 1, UsableVRAM: 20 << 30},
 		}
 	}
-	route := func(j dispatch.JobView, nodes []routing.NodeView, random uint64) (string, abi.RoutingInput) {
-		id, ok := h.Router().Route(routing.Request{Job: j, Nodes: nodes, Random: random})
+	route := func(j decision.JobView, nodes []decision.NodeView, random uint64) (string, abi.RoutingInput) {
+		id, ok := h.Router().Route(decision.RouteRequest{Job: j, Nodes: nodes, Random: random})
 		if !ok {
 			t.Fatal("no node chosen")
 		}
@@ -86,23 +85,23 @@ func TestEveryNodeViewFieldReachesTheRoutingPolicy(t *testing.T) {
 	}
 	jobCases := []struct {
 		field  string
-		change func(j *dispatch.JobView)
+		change func(j *decision.JobView)
 		seen   func(in abi.RoutingInput) any
 	}{
-		{"Seq", func(j *dispatch.JobView) { j.Seq = 9 }, func(in abi.RoutingInput) any { return in.Job.Seq }},
-		{"Class", func(j *dispatch.JobView) { j.Class = job.Interactive }, func(in abi.RoutingInput) any { return in.Job.Class }},
-		{"Age", func(j *dispatch.JobView) { j.Age = time.Hour }, func(in abi.RoutingInput) any { return in.Job.Age }},
-		{"DeadlineMS", func(j *dispatch.JobView) { j.DeadlineMS = 30000 }, func(in abi.RoutingInput) any {
+		{"Seq", func(j *decision.JobView) { j.Seq = 9 }, func(in abi.RoutingInput) any { return in.Job.Seq }},
+		{"Class", func(j *decision.JobView) { j.Class = job.Interactive }, func(in abi.RoutingInput) any { return in.Job.Class }},
+		{"Age", func(j *decision.JobView) { j.Age = time.Hour }, func(in abi.RoutingInput) any { return in.Job.Age }},
+		{"DeadlineMS", func(j *decision.JobView) { j.DeadlineMS = 30000 }, func(in abi.RoutingInput) any {
 			return fmt.Sprint(in.Job.HasDeadline, in.Job.Slack)
 		}},
-		{"Attempts", func(j *dispatch.JobView) { j.Attempts = 3 }, func(in abi.RoutingInput) any { return in.Job.Attempts }},
-		{"EstimatedVRAM", func(j *dispatch.JobView) { j.EstimatedVRAM = 5 << 30 }, func(in abi.RoutingInput) any { return in.Job.VRAM }},
-		{"EstimatedCost", func(j *dispatch.JobView) { j.EstimatedCost = time.Minute }, func(in abi.RoutingInput) any { return in.Job.EstCost }},
-		{"ModelBytes", func(j *dispatch.JobView) { j.ModelBytes = []uint64{3 << 30, 2 << 30} }, func(in abi.RoutingInput) any { return in.Models[0].Bytes }},
-		{"Models", func(j *dispatch.JobView) { j.Models = []string{"m2"} }, func(in abi.RoutingInput) any {
+		{"Attempts", func(j *decision.JobView) { j.Attempts = 3 }, func(in abi.RoutingInput) any { return in.Job.Attempts }},
+		{"EstimatedVRAM", func(j *decision.JobView) { j.EstimatedVRAM = 5 << 30 }, func(in abi.RoutingInput) any { return in.Job.VRAM }},
+		{"EstimatedCost", func(j *decision.JobView) { j.EstimatedCost = time.Minute }, func(in abi.RoutingInput) any { return in.Job.EstCost }},
+		{"ModelBytes", func(j *decision.JobView) { j.ModelBytes = []uint64{3 << 30, 2 << 30} }, func(in abi.RoutingInput) any { return in.Models[0].Bytes }},
+		{"Models", func(j *decision.JobView) { j.Models = []string{"m2"} }, func(in abi.RoutingInput) any {
 			return fmt.Sprint(in.Job.Models, in.Nodes[0].VRAM)
 		}},
-		{"BatchVRAM", func(j *dispatch.JobView) { j.BatchVRAM = 1 << 29 }, func(in abi.RoutingInput) any { return in.Job.BatchVRAM }},
+		{"BatchVRAM", func(j *decision.JobView) { j.BatchVRAM = 1 << 29 }, func(in abi.RoutingInput) any { return in.Job.BatchVRAM }},
 	}
 	for _, tc := range jobCases {
 		t.Run("job."+tc.field, func(t *testing.T) {
@@ -117,24 +116,24 @@ func TestEveryNodeViewFieldReachesTheRoutingPolicy(t *testing.T) {
 	}
 	nodeCases := []struct {
 		field  string
-		change func(n *routing.NodeView)
+		change func(n *decision.NodeView)
 		seen   func(n abi.Node) any
 	}{
-		{"Healthy", func(n *routing.NodeView) { n.Healthy = false }, func(n abi.Node) any { return n.Healthy }},
-		{"Queued", func(n *routing.NodeView) { n.Queued = 7 }, func(n abi.Node) any { return n.Queued }},
-		{"Running", func(n *routing.NodeView) { n.Running = 2 }, func(n abi.Node) any { return n.Running }},
-		{"Workers", func(n *routing.NodeView) { n.Workers = 8 }, func(n abi.Node) any { return n.Workers }},
-		{"IdleWorkers", func(n *routing.NodeView) { n.IdleWorkers = 0 }, func(n abi.Node) any { return n.IdleWorkers }},
-		{"FreeVRAM", func(n *routing.NodeView) { n.FreeVRAM = 9 << 30 }, func(n abi.Node) any { return n.FreeVRAM }},
-		{"UsableVRAM", func(n *routing.NodeView) { n.UsableVRAM = 40 << 30 }, func(n abi.Node) any { return n.UsableVRAM }},
-		{"EstimatedWait", func(n *routing.NodeView) { n.EstimatedWait = time.Minute }, func(n abi.Node) any { return n.Wait }},
-		{"Delay", func(n *routing.NodeView) { n.Delay = time.Second }, func(n abi.Node) any { return n.Delay }},
-		{"H2DBytesPerS", func(n *routing.NodeView) { n.H2DBytesPerS = 2e10 }, func(n abi.Node) any { return n.H2DBytesPerS }},
-		{"DiskBytesPerS", func(n *routing.NodeView) { n.DiskBytesPerS = 7e9 }, func(n abi.Node) any { return n.DiskBytesPerS }},
-		{"RemoteBytesPerS", func(n *routing.NodeView) { n.RemoteBytesPerS = 1e9 }, func(n abi.Node) any { return n.RemoteBytesPerS }},
-		{"VRAM", func(n *routing.NodeView) { n.VRAM = []string{"m2"} }, func(n abi.Node) any { return fmt.Sprint(n.VRAM) }},
-		{"RAM", func(n *routing.NodeView) { n.RAM = nil }, func(n abi.Node) any { return fmt.Sprint(n.RAM) }},
-		{"Disk", func(n *routing.NodeView) { n.Disk = []string{"m2"} }, func(n abi.Node) any { return fmt.Sprint(n.Disk) }},
+		{"Healthy", func(n *decision.NodeView) { n.Healthy = false }, func(n abi.Node) any { return n.Healthy }},
+		{"Queued", func(n *decision.NodeView) { n.Queued = 7 }, func(n abi.Node) any { return n.Queued }},
+		{"Running", func(n *decision.NodeView) { n.Running = 2 }, func(n abi.Node) any { return n.Running }},
+		{"Workers", func(n *decision.NodeView) { n.Workers = 8 }, func(n abi.Node) any { return n.Workers }},
+		{"IdleWorkers", func(n *decision.NodeView) { n.IdleWorkers = 0 }, func(n abi.Node) any { return n.IdleWorkers }},
+		{"FreeVRAM", func(n *decision.NodeView) { n.FreeVRAM = 9 << 30 }, func(n abi.Node) any { return n.FreeVRAM }},
+		{"UsableVRAM", func(n *decision.NodeView) { n.UsableVRAM = 40 << 30 }, func(n abi.Node) any { return n.UsableVRAM }},
+		{"EstimatedWait", func(n *decision.NodeView) { n.EstimatedWait = time.Minute }, func(n abi.Node) any { return n.Wait }},
+		{"Delay", func(n *decision.NodeView) { n.Delay = time.Second }, func(n abi.Node) any { return n.Delay }},
+		{"H2DBytesPerS", func(n *decision.NodeView) { n.H2DBytesPerS = 2e10 }, func(n abi.Node) any { return n.H2DBytesPerS }},
+		{"DiskBytesPerS", func(n *decision.NodeView) { n.DiskBytesPerS = 7e9 }, func(n abi.Node) any { return n.DiskBytesPerS }},
+		{"RemoteBytesPerS", func(n *decision.NodeView) { n.RemoteBytesPerS = 1e9 }, func(n abi.Node) any { return n.RemoteBytesPerS }},
+		{"VRAM", func(n *decision.NodeView) { n.VRAM = []string{"m2"} }, func(n abi.Node) any { return fmt.Sprint(n.VRAM) }},
+		{"RAM", func(n *decision.NodeView) { n.RAM = nil }, func(n abi.Node) any { return fmt.Sprint(n.RAM) }},
+		{"Disk", func(n *decision.NodeView) { n.Disk = []string{"m2"} }, func(n abi.Node) any { return fmt.Sprint(n.Disk) }},
 	}
 	for _, tc := range nodeCases {
 		t.Run("node."+tc.field, func(t *testing.T) {
@@ -154,8 +153,8 @@ func TestEveryNodeViewFieldReachesTheRoutingPolicy(t *testing.T) {
 // answers instead; with no node that can hold the job, no node is chosen.
 func TestRouterAnswersAreChecked(t *testing.T) {
 	h := newTestHost(t, Config{NativeBuiltins: true, Routing: "random"})
-	j := dispatch.JobView{ID: "a", Models: []string{"m"}, ModelBytes: []uint64{8 << 30}, EstimatedVRAM: 8 << 30}
-	nodes := []routing.NodeView{
+	j := decision.JobView{ID: "a", Models: []string{"m"}, ModelBytes: []uint64{8 << 30}, EstimatedVRAM: 8 << 30}
+	nodes := []decision.NodeView{
 		{ID: "sick", Workers: 1, UsableVRAM: 20 << 30},
 		{ID: "small", Healthy: true, Workers: 1, UsableVRAM: 4 << 30},
 		{ID: "busy", Healthy: true, Workers: 1, Queued: 9, UsableVRAM: 20 << 30},
@@ -163,7 +162,7 @@ func TestRouterAnswersAreChecked(t *testing.T) {
 	}
 	seen := map[string]int{}
 	for r := range uint64(64) {
-		id, ok := h.Router().Route(routing.Request{Job: j, Nodes: nodes, Random: r})
+		id, ok := h.Router().Route(decision.RouteRequest{Job: j, Nodes: nodes, Random: r})
 		if !ok {
 			t.Fatalf("random %d: no node", r)
 		}
@@ -173,7 +172,7 @@ func TestRouterAnswersAreChecked(t *testing.T) {
 	if seen["busy"] != 32 || seen["free"] != 32 || len(seen) != 2 {
 		t.Errorf("random routed %v; want busy and free 32 times each", seen)
 	}
-	if id, ok := h.Router().Route(routing.Request{Job: j, Nodes: nodes[:2], Random: 1}); ok {
+	if id, ok := h.Router().Route(decision.RouteRequest{Job: j, Nodes: nodes[:2], Random: 1}); ok {
 		t.Errorf("routed to %q with no node able to hold the job", id)
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
@@ -80,55 +80,55 @@ func init() {
 func TestEveryViewFieldReachesThePolicy(t *testing.T) {
 	h := newTestHost(t, Config{NativeBuiltins: true, Scheduling: "test-recorder", Balancing: "test-recorder", Eviction: "test-recorder"})
 	now := time.Now()
-	baseJobs := func() []dispatch.JobView {
-		return []dispatch.JobView{
+	baseJobs := func() []decision.JobView {
+		return []decision.JobView{
 			{ID: "a", Class: job.Batch, Seq: 1, Age: time.Second, Models: []string{"m1"}, ModelBytes: []uint64{1 << 30},
 				LoadCost: []time.Duration{time.Second}, EstimatedVRAM: 1 << 30, EstimatedCost: time.Second, BatchKey: "k1", Attempts: 1},
 			{ID: "b", Class: job.Batch, Seq: 2, Age: time.Second, Models: []string{"m2"}, ModelBytes: []uint64{2 << 30},
 				LoadCost: []time.Duration{time.Second}, EstimatedVRAM: 2 << 30, EstimatedCost: time.Second, BatchKey: "k2"},
 		}
 	}
-	baseRunning := func() []dispatch.JobView {
-		return []dispatch.JobView{{ID: "r", Class: job.Batch, Seq: 3, Models: []string{"m1"}, Running: true, Worker: "w0", RunTime: time.Minute}}
+	baseRunning := func() []decision.JobView {
+		return []decision.JobView{{ID: "r", Class: job.Batch, Seq: 3, Models: []string{"m1"}, Running: true, Worker: "w0", RunTime: time.Minute}}
 	}
-	baseWorkers := func() []dispatch.WorkerView {
-		return []dispatch.WorkerView{
+	baseWorkers := func() []decision.WorkerView {
+		return []decision.WorkerView{
 			{ID: "w0", Device: 0, DeviceBusy: 1, UsableVRAM: 8 << 30, FreeVRAM: 1 << 30, EstimatedWait: time.Second, H2DBytesPerS: 1e9},
 			{ID: "w1", Device: 1, Idle: true, UsableVRAM: 8 << 30, FreeVRAM: 4 << 30, H2DBytesPerS: 1e9,
-				Resident: []dispatch.ResidentModel{{Model: "m9", Bytes: 1 << 30}}},
+				Resident: []decision.ResidentModel{{Model: "m9", Bytes: 1 << 30}}},
 		}
 	}
-	sched := func(jobs, running []dispatch.JobView, workers []dispatch.WorkerView) abi.SchedulingInput {
+	sched := func(jobs, running []decision.JobView, workers []decision.WorkerView) abi.SchedulingInput {
 		h.Scheduler().Plan(jobs, running, workers)
 		return recordedSched
 	}
 	jobCases := []struct {
 		field  string
-		change func(j *dispatch.JobView)
+		change func(j *decision.JobView)
 		seen   func(in abi.SchedulingInput) any
 	}{
-		{"Seq", func(j *dispatch.JobView) { j.Seq = 9 }, func(in abi.SchedulingInput) any { return in.Queued[0].Seq }},
-		{"Class", func(j *dispatch.JobView) { j.Class = job.Interactive }, func(in abi.SchedulingInput) any { return in.Queued[0].Class }},
-		{"Age", func(j *dispatch.JobView) { j.Age = time.Hour }, func(in abi.SchedulingInput) any { return in.Queued[0].Age }},
-		{"DeadlineMS", func(j *dispatch.JobView) { j.DeadlineMS = 30000 }, func(in abi.SchedulingInput) any {
+		{"Seq", func(j *decision.JobView) { j.Seq = 9 }, func(in abi.SchedulingInput) any { return in.Queued[0].Seq }},
+		{"Class", func(j *decision.JobView) { j.Class = job.Interactive }, func(in abi.SchedulingInput) any { return in.Queued[0].Class }},
+		{"Age", func(j *decision.JobView) { j.Age = time.Hour }, func(in abi.SchedulingInput) any { return in.Queued[0].Age }},
+		{"DeadlineMS", func(j *decision.JobView) { j.DeadlineMS = 30000 }, func(in abi.SchedulingInput) any {
 			return fmt.Sprint(in.Queued[0].HasDeadline, in.Queued[0].Slack)
 		}},
-		{"Models", func(j *dispatch.JobView) { j.Models = []string{"m2"} }, func(in abi.SchedulingInput) any {
+		{"Models", func(j *decision.JobView) { j.Models = []string{"m2"} }, func(in abi.SchedulingInput) any {
 			return fmt.Sprint(in.Queued[0].Models, in.Queued[1].Models)
 		}},
-		{"Attempts", func(j *dispatch.JobView) { j.Attempts = 3 }, func(in abi.SchedulingInput) any { return in.Queued[0].Attempts }},
-		{"EstimatedVRAM", func(j *dispatch.JobView) { j.EstimatedVRAM = 5 << 30 }, func(in abi.SchedulingInput) any { return in.Queued[0].VRAM }},
-		{"ModelBytes", func(j *dispatch.JobView) { j.ModelBytes = []uint64{3 << 30} }, func(in abi.SchedulingInput) any {
+		{"Attempts", func(j *decision.JobView) { j.Attempts = 3 }, func(in abi.SchedulingInput) any { return in.Queued[0].Attempts }},
+		{"EstimatedVRAM", func(j *decision.JobView) { j.EstimatedVRAM = 5 << 30 }, func(in abi.SchedulingInput) any { return in.Queued[0].VRAM }},
+		{"ModelBytes", func(j *decision.JobView) { j.ModelBytes = []uint64{3 << 30} }, func(in abi.SchedulingInput) any {
 			return in.Models[in.Queued[0].Models[0]].Bytes
 		}},
-		{"LoadCost", func(j *dispatch.JobView) { j.LoadCost = []time.Duration{time.Minute} }, func(in abi.SchedulingInput) any {
+		{"LoadCost", func(j *decision.JobView) { j.LoadCost = []time.Duration{time.Minute} }, func(in abi.SchedulingInput) any {
 			return in.Models[in.Queued[0].Models[0]].LoadCost
 		}},
-		{"EstimatedCost", func(j *dispatch.JobView) { j.EstimatedCost = time.Minute }, func(in abi.SchedulingInput) any { return in.Queued[0].EstCost }},
-		{"BatchKey", func(j *dispatch.JobView) { j.BatchKey = "k2" }, func(in abi.SchedulingInput) any {
+		{"EstimatedCost", func(j *decision.JobView) { j.EstimatedCost = time.Minute }, func(in abi.SchedulingInput) any { return in.Queued[0].EstCost }},
+		{"BatchKey", func(j *decision.JobView) { j.BatchKey = "k2" }, func(in abi.SchedulingInput) any {
 			return in.Queued[0].BatchKey == in.Queued[1].BatchKey
 		}},
-		{"BatchVRAM", func(j *dispatch.JobView) { j.BatchVRAM = 1 << 29 }, func(in abi.SchedulingInput) any { return in.Queued[0].BatchVRAM }},
+		{"BatchVRAM", func(j *decision.JobView) { j.BatchVRAM = 1 << 29 }, func(in abi.SchedulingInput) any { return in.Queued[0].BatchVRAM }},
 	}
 	for _, tc := range jobCases {
 		t.Run("job."+tc.field, func(t *testing.T) {
@@ -142,12 +142,12 @@ func TestEveryViewFieldReachesThePolicy(t *testing.T) {
 	}
 	runningCases := []struct {
 		field  string
-		change func(j *dispatch.JobView)
+		change func(j *decision.JobView)
 		seen   func(in abi.SchedulingInput) any
 	}{
-		{"Worker", func(j *dispatch.JobView) { j.Worker = "w1" }, func(in abi.SchedulingInput) any { return in.Running[0].Worker }},
-		{"Running", func(j *dispatch.JobView) { j.Running = false }, func(in abi.SchedulingInput) any { return in.Running[0].Worker }},
-		{"AtStepBoundary", func(j *dispatch.JobView) { j.AtStepBoundary = true }, func(in abi.SchedulingInput) any { return in.Running[0].AtStepBoundary }},
+		{"Worker", func(j *decision.JobView) { j.Worker = "w1" }, func(in abi.SchedulingInput) any { return in.Running[0].Worker }},
+		{"Running", func(j *decision.JobView) { j.Running = false }, func(in abi.SchedulingInput) any { return in.Running[0].Worker }},
+		{"AtStepBoundary", func(j *decision.JobView) { j.AtStepBoundary = true }, func(in abi.SchedulingInput) any { return in.Running[0].AtStepBoundary }},
 	}
 	for _, tc := range runningCases {
 		t.Run("running."+tc.field, func(t *testing.T) {
@@ -161,20 +161,20 @@ func TestEveryViewFieldReachesThePolicy(t *testing.T) {
 	}
 	workerCases := []struct {
 		field  string
-		change func(w *dispatch.WorkerView)
+		change func(w *decision.WorkerView)
 		seen   func(w abi.Worker, in abi.SchedulingInput) any
 	}{
-		{"Device", func(w *dispatch.WorkerView) { w.Device = 3 }, func(w abi.Worker, _ abi.SchedulingInput) any { return w.Device }},
-		{"Idle", func(w *dispatch.WorkerView) { w.Idle = false }, func(w abi.Worker, _ abi.SchedulingInput) any { return w.Idle }},
-		{"DeviceBusy", func(w *dispatch.WorkerView) { w.DeviceBusy = 2 }, func(w abi.Worker, _ abi.SchedulingInput) any { return w.DeviceBusy }},
-		{"Resident", func(w *dispatch.WorkerView) { w.Resident = nil }, func(w abi.Worker, _ abi.SchedulingInput) any { return len(w.Resident) }},
-		{"Resident.Bytes", func(w *dispatch.WorkerView) { w.Resident = []dispatch.ResidentModel{{Model: "m8", Bytes: 7 << 30}} },
+		{"Device", func(w *decision.WorkerView) { w.Device = 3 }, func(w abi.Worker, _ abi.SchedulingInput) any { return w.Device }},
+		{"Idle", func(w *decision.WorkerView) { w.Idle = false }, func(w abi.Worker, _ abi.SchedulingInput) any { return w.Idle }},
+		{"DeviceBusy", func(w *decision.WorkerView) { w.DeviceBusy = 2 }, func(w abi.Worker, _ abi.SchedulingInput) any { return w.DeviceBusy }},
+		{"Resident", func(w *decision.WorkerView) { w.Resident = nil }, func(w abi.Worker, _ abi.SchedulingInput) any { return len(w.Resident) }},
+		{"Resident.Bytes", func(w *decision.WorkerView) { w.Resident = []decision.ResidentModel{{Model: "m8", Bytes: 7 << 30}} },
 			func(w abi.Worker, in abi.SchedulingInput) any { return in.Models[w.Resident[0]].Bytes }},
-		{"FreeVRAM", func(w *dispatch.WorkerView) { w.FreeVRAM = 2 << 30 }, func(w abi.Worker, _ abi.SchedulingInput) any { return w.FreeVRAM }},
-		{"UsableVRAM", func(w *dispatch.WorkerView) { w.UsableVRAM = 20 << 30 }, func(w abi.Worker, _ abi.SchedulingInput) any { return w.UsableVRAM }},
-		{"Degraded", func(w *dispatch.WorkerView) { w.Degraded = true }, func(w abi.Worker, _ abi.SchedulingInput) any { return w.Degraded }},
-		{"EstimatedWait", func(w *dispatch.WorkerView) { w.EstimatedWait = time.Minute }, func(w abi.Worker, _ abi.SchedulingInput) any { return w.Wait }},
-		{"H2DBytesPerS", func(w *dispatch.WorkerView) { w.H2DBytesPerS = 2e10 }, func(w abi.Worker, _ abi.SchedulingInput) any { return w.H2DBytesPerS }},
+		{"FreeVRAM", func(w *decision.WorkerView) { w.FreeVRAM = 2 << 30 }, func(w abi.Worker, _ abi.SchedulingInput) any { return w.FreeVRAM }},
+		{"UsableVRAM", func(w *decision.WorkerView) { w.UsableVRAM = 20 << 30 }, func(w abi.Worker, _ abi.SchedulingInput) any { return w.UsableVRAM }},
+		{"Degraded", func(w *decision.WorkerView) { w.Degraded = true }, func(w abi.Worker, _ abi.SchedulingInput) any { return w.Degraded }},
+		{"EstimatedWait", func(w *decision.WorkerView) { w.EstimatedWait = time.Minute }, func(w abi.Worker, _ abi.SchedulingInput) any { return w.Wait }},
+		{"H2DBytesPerS", func(w *decision.WorkerView) { w.H2DBytesPerS = 2e10 }, func(w abi.Worker, _ abi.SchedulingInput) any { return w.H2DBytesPerS }},
 	}
 	for _, tc := range workerCases {
 		t.Run("worker."+tc.field, func(t *testing.T) {
@@ -196,33 +196,33 @@ func TestEveryViewFieldReachesThePolicy(t *testing.T) {
 			}
 		})
 	}
-	baseEntries := func() []dispatch.EntryView {
-		return []dispatch.EntryView{
+	baseEntries := func() []decision.EntryView {
+		return []decision.EntryView{
 			{Model: "m1", Worker: "w0", Bytes: 1 << 30, LastUse: now.Add(-time.Minute), Inserted: now.Add(-time.Hour), LoadCost: time.Second, Hits: 2},
 			{Model: "m2", Worker: "w1", Bytes: 2 << 30, LastUse: now.Add(-time.Minute), Inserted: now.Add(-time.Hour), LoadCost: time.Second, Hits: 2},
 		}
 	}
-	evict := func(entries []dispatch.EntryView) abi.EvictionInput {
+	evict := func(entries []decision.EntryView) abi.EvictionInput {
 		h.NewEvictor().Victims(0, entries)
 		return recordedEvict
 	}
 	entryCases := []struct {
 		field  string
-		change func(e *dispatch.EntryView)
+		change func(e *decision.EntryView)
 		seen   func(in abi.EvictionInput) any
 	}{
-		{"Model", func(e *dispatch.EntryView) { e.Model = "m2" }, func(in abi.EvictionInput) any { return in.Entries[0].Model == in.Entries[1].Model }},
-		{"Worker", func(e *dispatch.EntryView) { e.Worker = "w1" }, func(in abi.EvictionInput) any { return in.Entries[0].Worker == in.Entries[1].Worker }},
-		{"Bytes", func(e *dispatch.EntryView) { e.Bytes = 3 << 30 }, func(in abi.EvictionInput) any { return in.Entries[0].Bytes }},
-		{"LastUse", func(e *dispatch.EntryView) { e.LastUse = now.Add(-48 * time.Hour) }, func(in abi.EvictionInput) any {
+		{"Model", func(e *decision.EntryView) { e.Model = "m2" }, func(in abi.EvictionInput) any { return in.Entries[0].Model == in.Entries[1].Model }},
+		{"Worker", func(e *decision.EntryView) { e.Worker = "w1" }, func(in abi.EvictionInput) any { return in.Entries[0].Worker == in.Entries[1].Worker }},
+		{"Bytes", func(e *decision.EntryView) { e.Bytes = 3 << 30 }, func(in abi.EvictionInput) any { return in.Entries[0].Bytes }},
+		{"LastUse", func(e *decision.EntryView) { e.LastUse = now.Add(-48 * time.Hour) }, func(in abi.EvictionInput) any {
 			return in.Entries[0].SinceUse > time.Hour
 		}},
-		{"Inserted", func(e *dispatch.EntryView) { e.Inserted = now.Add(-48 * time.Hour) }, func(in abi.EvictionInput) any {
+		{"Inserted", func(e *decision.EntryView) { e.Inserted = now.Add(-48 * time.Hour) }, func(in abi.EvictionInput) any {
 			return in.Entries[0].SinceInsert > 2*time.Hour
 		}},
-		{"LoadCost", func(e *dispatch.EntryView) { e.LoadCost = time.Minute }, func(in abi.EvictionInput) any { return in.Entries[0].LoadCost }},
-		{"Hits", func(e *dispatch.EntryView) { e.Hits = 40 }, func(in abi.EvictionInput) any { return in.Entries[0].Hits }},
-		{"Pinned", func(e *dispatch.EntryView) { e.Pinned = true }, func(in abi.EvictionInput) any { return in.Entries[0].Pinned }},
+		{"LoadCost", func(e *decision.EntryView) { e.LoadCost = time.Minute }, func(in abi.EvictionInput) any { return in.Entries[0].LoadCost }},
+		{"Hits", func(e *decision.EntryView) { e.Hits = 40 }, func(in abi.EvictionInput) any { return in.Entries[0].Hits }},
+		{"Pinned", func(e *decision.EntryView) { e.Pinned = true }, func(in abi.EvictionInput) any { return in.Entries[0].Pinned }},
 	}
 	for _, tc := range entryCases {
 		t.Run("entry."+tc.field, func(t *testing.T) {

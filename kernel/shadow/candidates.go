@@ -11,8 +11,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/policy"
-	"github.com/kiln-gpu/kiln/kernel/tier"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -103,7 +103,7 @@ func failing(err error) func() (Decider, io.Closer, error) {
 // hostDecider asks a policy host's evictor; an answer from the native
 // fallback means the policy faulted.
 func hostDecider(e *policy.Evictor) Decider {
-	return func(need uint64, entries []tier.EntryView) ([]int, error) {
+	return func(need uint64, entries []decision.EntryView) ([]int, error) {
 		r := e.Decide(policy.EvictionRequest{Need: need, Entries: entries})
 		if r.Fallback {
 			return nil, errors.New("policy fault (the host answered with its native fallback)")

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
-	"github.com/kiln-gpu/kiln/kernel/tier"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 )
 
 // Limits that bound the work one access can cost.
@@ -26,7 +26,7 @@ const (
 // together free at least need. A nil answer with a nil error means the
 // policy found no set (the model then bypasses the tier); an error is a
 // policy fault.
-type Decider func(need uint64, entries []tier.EntryView) ([]int, error)
+type Decider func(need uint64, entries []decision.EntryView) ([]int, error)
 
 // Candidate is one eviction policy to shadow. New is called once per ghost
 // tier so that each tier has its own policy state; the io.Closer (may be
@@ -40,10 +40,10 @@ type Candidate struct {
 }
 
 // FromEvictor is a candidate over a stateless native evictor such as
-// tier.LRU. Faults cannot be seen through tier.Evictor; a panic is one.
-func FromEvictor(name string, ev tier.Evictor) Candidate {
+// tier.LRU. Faults cannot be seen through decision.Evictor; a panic is one.
+func FromEvictor(name string, ev decision.Evictor) Candidate {
 	return Candidate{Name: name, New: func() (Decider, io.Closer, error) {
-		return func(need uint64, entries []tier.EntryView) (victims []int, err error) {
+		return func(need uint64, entries []decision.EntryView) (victims []int, err error) {
 			defer func() {
 				if r := recover(); r != nil {
 					err = fmt.Errorf("evictor panicked: %v", r)
@@ -289,7 +289,7 @@ type ghost struct {
 	entries []gentry
 	index   map[string]int
 	used    uint64
-	views   []tier.EntryView // reused per decision
+	views   []decision.EntryView // reused per decision
 
 	hits, misses, evictions, bypassed uint64
 	bytesLoaded                       uint64
@@ -363,7 +363,7 @@ func (g *ghost) ask(need uint64, owner string, pinned []string) ([]string, error
 		if w == "" {
 			w = g.tier
 		}
-		g.views = append(g.views, tier.EntryView{Model: e.model, Worker: w, Bytes: e.bytes, LastUse: e.lastUse,
+		g.views = append(g.views, decision.EntryView{Model: e.model, Worker: w, Bytes: e.bytes, LastUse: e.lastUse,
 			Hits: e.hits, Pinned: e.owner == owner && slices.Contains(pinned, e.model), Inserted: e.inserted, LoadCost: e.loadCost})
 	}
 	idx, err := g.decide(need, g.views)

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/tier"
 )
@@ -66,7 +67,7 @@ func tierOf(t *testing.T, c CandidateReport, name string) TierReport {
 // than the cache it keeps hitting where LRU always misses.
 type mru struct{}
 
-func (mru) Victims(need uint64, entries []tier.EntryView) []int {
+func (mru) Victims(need uint64, entries []decision.EntryView) []int {
 	best := -1
 	for i, e := range entries {
 		if !e.Pinned && (best < 0 || e.LastUse.After(entries[best].LastUse)) {
@@ -149,7 +150,7 @@ func TestJobModelsArePinnedAndOversizeBypasses(t *testing.T) {
 func faulty(kind string) Candidate {
 	return Candidate{Name: "faulty-" + kind, New: func() (Decider, io.Closer, error) {
 		n := 0
-		return func(need uint64, entries []tier.EntryView) ([]int, error) {
+		return func(need uint64, entries []decision.EntryView) ([]int, error) {
 			n++
 			if n < 3 {
 				return tier.LRU{}.Victims(need, entries), nil

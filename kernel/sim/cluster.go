@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/policy"
-	"github.com/kiln-gpu/kiln/kernel/routing"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -104,7 +104,7 @@ type cluster struct {
 	cfg    ClusterConfig
 	clk    *clock.Fake
 	host   *policy.Host
-	router routing.Router
+	router decision.Router
 	nodes  []*simulator
 	// jobs are every request of the trace, in arrival order; next is the
 	// first not routed yet.
@@ -219,14 +219,14 @@ func (c *cluster) nextInstant() (time.Duration, bool) {
 
 // route asks the routing policy for j's node and sends j there.
 func (c *cluster) route(j *simJob) {
-	views := make([]routing.NodeView, len(c.nodes))
+	views := make([]decision.NodeView, len(c.nodes))
 	for i, s := range c.nodes {
 		views[i] = s.nodeView(fmt.Sprintf("node-%d", i), c.cfg.NetworkDelay)
 	}
-	jv := dispatch.JobView{ID: j.id, Class: j.req.Class, Seq: j.seq, DeadlineMS: j.req.DeadlineMS, Models: j.models,
+	jv := decision.JobView{ID: j.id, Class: j.req.Class, Seq: j.seq, DeadlineMS: j.req.DeadlineMS, Models: j.models,
 		EstimatedVRAM: j.vram, ModelBytes: j.sizes, EstimatedCost: j.estimate, BatchKey: j.key}
-	id, ok := c.router.Route(routing.Request{Job: jv, Nodes: views, Random: c.rng.Uint64()})
-	k := slices.IndexFunc(views, func(v routing.NodeView) bool { return v.ID == id })
+	id, ok := c.router.Route(decision.RouteRequest{Job: jv, Nodes: views, Random: c.rng.Uint64()})
+	k := slices.IndexFunc(views, func(v decision.NodeView) bool { return v.ID == id })
 	if !ok || k < 0 {
 		j.state = jobFailed
 		c.unrouted++
@@ -248,8 +248,8 @@ func (c *cluster) route(j *simJob) {
 // their models as bound for its VRAM: a router remembers what it sent
 // until the node's view shows it. Without that, a burst of arrivals in
 // one instant all see the same views and all go to the same node.
-func (s *simulator) nodeView(id string, delay time.Duration) routing.NodeView {
-	v := routing.NodeView{ID: id, Healthy: true, Queued: s.queued() + len(s.incoming), Workers: len(s.workers), Delay: delay}
+func (s *simulator) nodeView(id string, delay time.Duration) decision.NodeView {
+	v := decision.NodeView{ID: id, Healthy: true, Queued: s.queued() + len(s.incoming), Workers: len(s.workers), Delay: delay}
 	var backlog time.Duration
 	vram := map[string]bool{}
 	for _, w := range s.workers {

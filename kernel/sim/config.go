@@ -11,10 +11,10 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/config"
 	"github.com/kiln-gpu/kiln/kernel/cost"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/policy"
-	"github.com/kiln-gpu/kiln/kernel/tier"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -23,8 +23,8 @@ import (
 const DefaultRemoteBytesPerS = 1.25e9
 
 // DefaultQueueView is how many queued jobs of each class the scheduler is
-// shown per decision, as the live dispatcher does (dispatch.QueueWindow).
-const DefaultQueueView = dispatch.QueueWindow
+// shown per decision, as the live dispatcher does (decision.QueueWindow).
+const DefaultQueueView = decision.QueueWindow
 
 // Config is the simulated node: its hardware, cost model and policies. It
 // is a value; Run does not change it. FromKernelConfig builds one from
@@ -59,7 +59,7 @@ type Config struct {
 	// TierEvictor picks the host tiers' victims; nil means the active
 	// eviction policy (policy.Host.NewEvictor, one per tier), as a node's
 	// tiers use.
-	TierEvictor tier.Evictor
+	TierEvictor decision.Evictor
 	// NoRAMTier drops the L2 RAM tier (sim.no_ram_tier): every load reads
 	// disk or the source, as a serverless worker without a host cache.
 	NoRAMTier bool

@@ -4,7 +4,7 @@
 // A run builds a policy.Host (the same built-ins, WASM or native, that a
 // live node runs) on a fake clock, one device.Ledger per simulated device
 // and two host tiers (L2 RAM and L3 disk, bounded and evicting through a
-// tier.Evictor as kernel/tier does). Jobs arrive from the trace; whenever a
+// decision.Evictor as kernel/tier does). Jobs arrive from the trace; whenever a
 // worker is idle and jobs are queued, the live dispatcher's decision core
 // (dispatch.Core) picks the job, its worker and its batch, reserves its
 // models on the device's ledger (asking the evictor for victims when the

@@ -4,7 +4,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
@@ -18,7 +18,7 @@ import (
 const preemptPoll = time.Second
 
 // preempt mirrors Dispatcher.preempt: when preemption is on, the scheduler
-// is a dispatch.Planner, no worker is idle and an interactive job waits,
+// is a decision.Planner, no worker is idle and an interactive job waits,
 // the decision core (dispatch.Core.Preempt, which enforces the minimum run
 // and the class rule) may name one running job to stop. It reports whether
 // it stopped one. During a canary the router plans nothing, so nothing is
@@ -33,7 +33,7 @@ func (s *simulator) preempt() bool {
 	if !s.cfg.Preemption || len(s.queues[classIndex(job.Interactive)]) == 0 || s.anyIdle() {
 		return false
 	}
-	if _, ok := s.core.Scheduler.(dispatch.Planner); !ok {
+	if _, ok := s.core.Scheduler.(decision.Planner); !ok {
 		return false
 	}
 	minRun := s.cfg.PreemptMinRun
@@ -100,20 +100,20 @@ func (s *simulator) current(w *simWorker) *simJob {
 // one per busy worker, in submission order, with the time the job has held
 // its worker in this attempt (loading included) and whether its models are
 // in (AtStepBoundary: a job still loading has no step to stop at).
-func (s *simulator) runningViews() []dispatch.JobView {
-	var out []dispatch.JobView
+func (s *simulator) runningViews() []decision.JobView {
+	var out []decision.JobView
 	for _, w := range s.workers {
 		if w.batch == nil {
 			continue
 		}
 		j := s.current(w)
-		out = append(out, dispatch.JobView{
+		out = append(out, decision.JobView{
 			ID: j.id, Class: j.req.Class, Seq: j.seq, Age: s.now - j.req.Time, DeadlineMS: j.req.DeadlineMS,
 			Models: j.models, Attempts: j.attempts, BatchKey: j.key, EstimatedCost: j.estimate,
 			Running: true, Worker: w.id, RunTime: s.now - j.start, AtStepBoundary: s.now >= j.start+j.load,
 		})
 	}
-	slices.SortFunc(out, func(a, b dispatch.JobView) int { return cmpU64(a.Seq, b.Seq) })
+	slices.SortFunc(out, func(a, b decision.JobView) int { return cmpU64(a.Seq, b.Seq) })
 	return out
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/cost"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
@@ -561,7 +562,7 @@ func (s *simulator) requeue(jobs []*simJob) {
 // lookahead mirrors Dispatcher.lookahead: when no lookahead is in flight,
 // the decision core (dispatch.Core.Lookahead) names the models of the
 // first LookaheadJobs queued jobs to pull, the eviction policy's choice
-// when it is a dispatch.Prefetcher (the policy host's always is) and every
+// when it is a decision.Prefetcher (the policy host's always is) and every
 // model otherwise, and those not in RAM start climbing to the RAM tier, in
 // parallel, each arriving when its transfer from the tier that holds it
 // would end. The room is the live one (Dispatcher.ramRoom): the tier's
@@ -573,7 +574,7 @@ func (s *simulator) lookahead() {
 		return
 	}
 	room := dispatch.PrefetchRoom{Free: uint64(max(s.ram.capacity, 0)), Cached: s.ram.has}
-	queued := dispatch.PlannedOrder(s.core.Scheduler, s.queuedViews(n), s.workerViews())
+	queued := decision.PlannedOrder(s.core.Scheduler, s.queuedViews(n), s.workerViews())
 	for _, m := range s.core.Lookahead(queued, n, room) {
 		if s.ram.has(m) {
 			continue
@@ -665,9 +666,9 @@ func (s *simulator) remoteTime(bytes int64) time.Duration {
 // policy host (see newSimulator).
 const simCallTimeout = time.Second
 
-func (s *simulator) queuedViews(perClass int) []dispatch.JobView {
+func (s *simulator) queuedViews(perClass int) []decision.JobView {
 	head := s.head(perClass)
-	out := make([]dispatch.JobView, 0, len(head))
+	out := make([]decision.JobView, 0, len(head))
 	// Load costs depend only on the tiers' contents, which do not change
 	// within one view: price each model once.
 	costs := make(map[string]time.Duration, 16)
@@ -687,7 +688,7 @@ func (s *simulator) queuedViews(perClass int) []dispatch.JobView {
 			}
 			loads[i] = c
 		}
-		out = append(out, dispatch.JobView{
+		out = append(out, decision.JobView{
 			ID: j.id, Class: j.req.Class, Seq: uint64(k) + 1, Age: s.now - j.req.Time, DeadlineMS: j.req.DeadlineMS,
 			Models: j.models, Attempts: j.attempts, EstimatedVRAM: j.vram, ModelBytes: j.sizes, LoadCost: loads, EstimatedCost: j.estimate,
 			BatchKey: j.key,
@@ -696,8 +697,8 @@ func (s *simulator) queuedViews(perClass int) []dispatch.JobView {
 	return out
 }
 
-func (s *simulator) workerViews() []dispatch.WorkerView {
-	out := make([]dispatch.WorkerView, 0, len(s.workers))
+func (s *simulator) workerViews() []decision.WorkerView {
+	out := make([]decision.WorkerView, 0, len(s.workers))
 	for _, d := range s.devices {
 		busy := 0
 		for _, w := range d.workers {
@@ -706,14 +707,14 @@ func (s *simulator) workerViews() []dispatch.WorkerView {
 			}
 		}
 		for _, w := range d.workers {
-			res := make([]dispatch.ResidentModel, 0, len(w.resident))
+			res := make([]decision.ResidentModel, 0, len(w.resident))
 			for m, r := range w.resident {
 				if !r.fresh {
-					res = append(res, dispatch.ResidentModel{Model: m, Bytes: int64(r.bytes)})
+					res = append(res, decision.ResidentModel{Model: m, Bytes: int64(r.bytes)})
 				}
 			}
-			slices.SortFunc(res, func(a, b dispatch.ResidentModel) int { return strings.Compare(a.Model, b.Model) })
-			v := dispatch.WorkerView{
+			slices.SortFunc(res, func(a, b decision.ResidentModel) int { return strings.Compare(a.Model, b.Model) })
+			v := decision.WorkerView{
 				ID: w.id, Device: d.index, Idle: w.batch == nil, DeviceBusy: busy, Resident: res,
 				FreeVRAM: d.ledger.Free(), H2DBytesPerS: uint64(d.cfg.H2DBytesPerS),
 				// As live: the workers' contexts are never room for a job.
@@ -1032,8 +1033,8 @@ func (s *simulator) reserve(d *simDevice, w *simWorker, model string, bytes uint
 	room := dispatch.Room{
 		Device: d.index,
 		Ledger: d.ledger,
-		List: func() ([]dispatch.EntryView, uint64) {
-			var entries []dispatch.EntryView
+		List: func() ([]decision.EntryView, uint64) {
+			var entries []decision.EntryView
 			var pinned uint64
 			entries, keys, pinned = s.deviceEntries(d)
 			// Contexts and activations wait to be let go like pins.
@@ -1061,8 +1062,8 @@ type entryKey struct {
 
 // deviceEntries lists the models resident on a device's workers in the
 // dispatcher's order (dispatch.SortEntries).
-func (s *simulator) deviceEntries(d *simDevice) ([]dispatch.EntryView, []entryKey, uint64) {
-	var entries []dispatch.EntryView
+func (s *simulator) deviceEntries(d *simDevice) ([]decision.EntryView, []entryKey, uint64) {
+	var entries []decision.EntryView
 	var keys []entryKey
 	var pinnedBytes uint64
 	for _, w := range d.workers {
@@ -1071,7 +1072,7 @@ func (s *simulator) deviceEntries(d *simDevice) ([]dispatch.EntryView, []entryKe
 			if pinned {
 				pinnedBytes += r.bytes
 			}
-			entries = append(entries, dispatch.EntryView{Model: m, Worker: w.id, Bytes: r.bytes,
+			entries = append(entries, decision.EntryView{Model: m, Worker: w.id, Bytes: r.bytes,
 				LastUse: epoch.Add(r.lastUse), Hits: r.hits, Pinned: pinned,
 				Inserted: epoch.Add(r.inserted), LoadCost: r.loadCost})
 			keys = append(keys, entryKey{w: w, model: m})

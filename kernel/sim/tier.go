@@ -4,6 +4,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/tier"
 )
 
@@ -33,7 +34,7 @@ func (s TierStats) HitRatio() float64 {
 // hostTier is a byte-bounded cache of model ids standing in for a host
 // tier (L2 RAM, L3 disk). It keeps contents only (the time to read from it
 // is charged by the simulator from the tier's bandwidth) and makes room as
-// kernel/tier's store does: the tier's eviction policy (a tier.Evictor: the
+// kernel/tier's store does: the tier's eviction policy (a decision.Evictor: the
 // active eviction policy, as a node's tiers) is asked for victims down to
 // the target fill, then for exactly what is needed, over the entries sorted
 // by model.
@@ -45,7 +46,7 @@ type hostTier struct {
 	capacity int64
 	target   float64
 	used     int64
-	ev       tier.Evictor
+	ev       decision.Evictor
 	// onEvict, when set, hears each eviction (Options.OnEvict).
 	onEvict func(tier, model string)
 	entries map[string]*hostEntry
@@ -58,12 +59,12 @@ type hostEntry struct {
 	hits    int
 	// inserted and took are when the entry came in and what its
 	// promotion cost, which the live store shows cost-aware policies
-	// (tier.EntryView.Inserted, LoadCost).
+	// (decision.EntryView.Inserted, LoadCost).
 	inserted time.Duration
 	took     time.Duration
 }
 
-func newHostTier(name string, capacity int64, target float64, ev tier.Evictor) *hostTier {
+func newHostTier(name string, capacity int64, target float64, ev decision.Evictor) *hostTier {
 	if ev == nil {
 		ev = tier.LRU{}
 	}
@@ -146,11 +147,11 @@ func (t *hostTier) insert(id string, bytes int64, now, took time.Duration) []str
 
 // views describes the entries named by ids as kernel/tier's store shows
 // them to its eviction policy.
-func (t *hostTier) views(ids []string) []tier.EntryView {
-	views := make([]tier.EntryView, len(ids))
+func (t *hostTier) views(ids []string) []decision.EntryView {
+	views := make([]decision.EntryView, len(ids))
 	for i, k := range ids {
 		e := t.entries[k]
-		views[i] = tier.EntryView{Model: k, Worker: t.name, Bytes: uint64(e.bytes), LastUse: epoch.Add(e.lastUse), Hits: e.hits,
+		views[i] = decision.EntryView{Model: k, Worker: t.name, Bytes: uint64(e.bytes), LastUse: epoch.Add(e.lastUse), Hits: e.hits,
 			Inserted: epoch.Add(e.inserted), LoadCost: e.took}
 	}
 	return views

@@ -7,9 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/job"
-	"github.com/kiln-gpu/kiln/kernel/tier"
 	"github.com/kiln-gpu/kiln/kernel/workflow"
 )
 
@@ -43,7 +42,7 @@ func req(model string, class job.Class) Request {
 	return Request{Models: []string{model}, Class: class}
 }
 
-func queuedView(t *testing.T, s *simulator, i int) dispatch.JobView {
+func queuedView(t *testing.T, s *simulator, i int) decision.JobView {
 	t.Helper()
 	for _, v := range s.queuedViews(DefaultQueueView) {
 		if v.ID == s.jobs[i].id {
@@ -51,10 +50,10 @@ func queuedView(t *testing.T, s *simulator, i int) dispatch.JobView {
 		}
 	}
 	t.Fatalf("job %d is not in the queue's view", i)
-	return dispatch.JobView{}
+	return decision.JobView{}
 }
 
-func workerView(t *testing.T, s *simulator, id string) dispatch.WorkerView {
+func workerView(t *testing.T, s *simulator, id string) decision.WorkerView {
 	t.Helper()
 	for _, v := range s.workerViews() {
 		if v.ID == id {
@@ -62,7 +61,7 @@ func workerView(t *testing.T, s *simulator, id string) dispatch.WorkerView {
 		}
 	}
 	t.Fatalf("no worker %s", id)
-	return dispatch.WorkerView{}
+	return decision.WorkerView{}
 }
 
 // startOn starts trace job i alone on worker id.
@@ -346,7 +345,7 @@ func TestViewsTellTheTruth(t *testing.T) {
 
 // vramEntry starts job 0 (on model) on worker w at time at, runs it
 // starts times (the later ones VRAM hits) and returns the device's entry.
-func vramEntry(t *testing.T, model, w string, at time.Duration, starts int) tier.EntryView {
+func vramEntry(t *testing.T, model, w string, at time.Duration, starts int) decision.EntryView {
 	t.Helper()
 	var reqs []Request
 	for range starts {
@@ -368,7 +367,7 @@ func vramEntry(t *testing.T, model, w string, at time.Duration, starts int) tier
 // hostEntryView puts model into a RAM tier at inserted, looks it up hits
 // times at lookup, and returns the tier's view of it. variant only keeps
 // the tiers of the two situations apart.
-func hostEntryView(t *testing.T, _ int, model string, inserted, lookup time.Duration, hits int) tier.EntryView {
+func hostEntryView(t *testing.T, _ int, model string, inserted, lookup time.Duration, hits int) decision.EntryView {
 	t.Helper()
 	h := newHostTier("ram", 16e9, 0.9, nil)
 	h.insert(model, map[string]int64{"a": 2e9, "b": 6e9}[model], inserted, time.Second)

@@ -4,11 +4,13 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/decision"
 )
 
 func TestLRUVictims(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	entries := []EntryView{
+	entries := []decision.EntryView{
 		{Model: "a", Bytes: 10, LastUse: t0.Add(3 * time.Second)},
 		{Model: "b", Bytes: 10, LastUse: t0.Add(1 * time.Second)},
 		{Model: "c", Bytes: 10, LastUse: t0, Pinned: true},

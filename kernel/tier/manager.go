@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	sdk "github.com/kiln-gpu/kiln/sdk/plugin"
 )
 
@@ -46,15 +47,15 @@ type Options struct {
 	Clock   clock.Clock
 	Log     zerolog.Logger
 	// DiskEvictor and RAMEvictor default to LRU.
-	DiskEvictor Evictor
-	RAMEvictor  Evictor
+	DiskEvictor decision.Evictor
+	RAMEvictor  decision.Evictor
 }
 
 // SetEvictors replaces the disk and RAM tiers' eviction policies (nil
 // keeps one as it is). The node builds the tiers before its policy host
 // exists and hands them the host's evictors once it does, so that the
 // active eviction policy decides for L3 and L2 as it does for VRAM.
-func (m *Manager) SetEvictors(disk, ram Evictor) {
+func (m *Manager) SetEvictors(disk, ram decision.Evictor) {
 	m.disk.setEvictor(disk)
 	m.ram.setEvictor(ram)
 }

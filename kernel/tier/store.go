@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 )
 
 // ErrNoRoom is wrapped when a tier cannot make room: the model is larger
@@ -56,7 +57,7 @@ type store struct {
 	dir     string
 	cap     int64
 	target  float64
-	evictor Evictor
+	evictor decision.Evictor
 	clk     clock.Clock
 	log     zerolog.Logger
 
@@ -68,7 +69,7 @@ type store struct {
 }
 
 // setEvictor replaces the eviction policy; nil keeps the current one.
-func (s *store) setEvictor(ev Evictor) {
+func (s *store) setEvictor(ev decision.Evictor) {
 	if ev == nil {
 		return
 	}
@@ -77,7 +78,7 @@ func (s *store) setEvictor(ev Evictor) {
 	s.mu.Unlock()
 }
 
-func newStore(name, dir string, capBytes int64, target float64, ev Evictor, clk clock.Clock, log zerolog.Logger) *store {
+func newStore(name, dir string, capBytes int64, target float64, ev decision.Evictor, clk clock.Clock, log zerolog.Logger) *store {
 	return &store{name: name, dir: dir, cap: capBytes, target: target, evictor: ev, clk: clk, log: log,
 		entries: map[string]*entry{}, st: Stats{Name: name, CapacityBytes: capBytes}}
 }
@@ -127,7 +128,7 @@ func (s *store) reserve(size int64) error {
 	if s.used+size > s.cap {
 		target := int64(float64(s.cap) * s.target)
 		need := s.used + size - min(target, s.cap-size)
-		views := make([]EntryView, 0, len(s.entries))
+		views := make([]decision.EntryView, 0, len(s.entries))
 		keys := make([]string, 0, len(s.entries))
 		for k := range s.entries {
 			keys = append(keys, k)
@@ -135,7 +136,7 @@ func (s *store) reserve(size int64) error {
 		sort.Strings(keys)
 		for _, k := range keys {
 			e := s.entries[k]
-			views = append(views, EntryView{Model: e.model, Worker: s.name, Bytes: uint64(e.size), LastUse: e.lastUse, Hits: e.hits, Pinned: e.pins > 0,
+			views = append(views, decision.EntryView{Model: e.model, Worker: s.name, Bytes: uint64(e.size), LastUse: e.lastUse, Hits: e.hits, Pinned: e.pins > 0,
 				Inserted: e.inserted, LoadCost: e.loadCost})
 		}
 		victims := s.evictor.Victims(uint64(need), views)

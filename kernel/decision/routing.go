@@ -1,31 +1,6 @@
-// Package routing is the cluster's placement decision: which node of a
-// kiln cluster takes a job. It holds the views a routing policy decides
-// from and the interface the decision is asked through, and nothing else,
-// so that the live cluster (kernel/cluster), the simulator (kernel/sim) and
-// the policy host (kernel/policy, which answers it with the active
-// `routing` WASM policy) share one vocabulary without importing each other.
-//
-// The caller builds one NodeView per node from what the nodes publish
-// (live: a JetStream KV bucket refreshed by heartbeats; simulated: the
-// nodes' state at the instant), draws a random word from its own injected
-// source, and asks:
-//
-//	node, ok := router.Route(routing.Request{Job: jv, Nodes: views, Random: rng.Uint64()})
-//	if !ok { /* no healthy node can hold the job: keep it and ask again */ }
-//
-// The answer is the ID of a healthy node whose largest device can hold the
-// job's models. The policy host checks every answer (ABI 1.2, section 5.5):
-// a node that does not exist, is unhealthy or is too small is an invalid
-// answer, and no node while a healthy node could take the job is a stall;
-// both are faults, answered in the same call by the native `least-loaded`
-// routing policy, so that no job waits on a faulty policy.
-package routing
+package decision
 
-import (
-	"time"
-
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
-)
+import "time"
 
 // NodeView is what a routing policy sees of one node.
 type NodeView struct {
@@ -58,13 +33,13 @@ type NodeView struct {
 	VRAM, RAM, Disk []string
 }
 
-// Request is one routing question.
-type Request struct {
+// RouteRequest is one routing question.
+type RouteRequest struct {
 	// Job is the job to place: its models, their VRAM footprints
 	// (ModelBytes) and its estimates. LoadCost is ignored: a load's price
 	// depends on the node, and the policy computes it from the node's
 	// tiers and rates.
-	Job dispatch.JobView
+	Job JobView
 	// Nodes are the cluster's nodes, in a stable order (the policy's
 	// answer is an index; ties break by it).
 	Nodes []NodeView
@@ -77,5 +52,5 @@ type Request struct {
 // Router picks the node that takes a job. It returns the chosen node's ID,
 // or false when no healthy node can hold the job.
 type Router interface {
-	Route(Request) (node string, ok bool)
+	Route(RouteRequest) (node string, ok bool)
 }
