@@ -156,7 +156,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzLoadYAML$$' -fuzztime $(FUZZTIME) ./kernel/config/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugins/loader-safetensors/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugins/loader-gguf/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodePrompt$$' -fuzztime $(FUZZTIME) ./kernel/api/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodePrompt$$' -fuzztime $(FUZZTIME) ./kernel/api/comfy/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./sdk/policy/
 	$(GO) test -run '^$$' -fuzz '^FuzzInstrument$$' -fuzztime $(FUZZTIME) ./kernel/policy/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseGuard$$' -fuzztime $(FUZZTIME) ./kernel/experiment/

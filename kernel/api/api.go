@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/kiln-gpu/kiln/kernel/api/comfy"
 	"github.com/kiln-gpu/kiln/kernel/catalog"
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/dashboard"
@@ -42,7 +43,7 @@ type Deps struct {
 	// OutputDir is where workers write outputs (ComfyUI's output and temp
 	// folders, /view); Comfy configures the ComfyUI-compatible routes.
 	OutputDir string
-	Comfy     ComfyConfig
+	Comfy     comfy.Config
 	// Tiers serves GET /v1/tiers; nil when kiln runs without them.
 	Tiers *tier.Manager
 	// Policies serves /v1/policies (it checks the admin token itself).
@@ -130,7 +131,11 @@ func New(cfg Config, deps Deps) *Server {
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.HandleFunc("GET /v1/cluster", s.clusterStatus)
-	s.registerComfy()
+	comfy.Register(s.mux, s.deps.Comfy, comfy.Deps{
+		Store: deps.Store, Dispatcher: deps.Dispatcher, Pool: deps.Pool, Devices: deps.Devices,
+		Catalog: deps.Catalog, Metrics: deps.Metrics, Limits: deps.Limits, Clock: deps.Clock, Log: deps.Log,
+		OutputDir: deps.OutputDir, MaxBodyBytes: s.cfg.MaxBodyBytes, Jobs: comfyJobs{s}, Cluster: deps.Cluster,
+	})
 	s.registerDashboard()
 	if deps.Policies != nil {
 		s.mux.Handle("/v1/policies", deps.Policies)

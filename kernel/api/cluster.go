@@ -5,13 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
-	"mime"
 	"net/http"
-	"os"
-	"path/filepath"
 
+	"github.com/kiln-gpu/kiln/kernel/api/comfy"
 	"github.com/kiln-gpu/kiln/kernel/httpjson"
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
@@ -162,25 +159,26 @@ func (s *Server) clusterSubmitError(w http.ResponseWriter, err error) bool {
 	return true
 }
 
-// viewFromCluster serves /view of an output that another node of the
-// cluster wrote, from the cluster's object store.
-func (c *comfy) viewFromCluster(w http.ResponseWriter, r *http.Request, typ, subfolder, name string) {
-	rc, err := c.s.deps.Cluster.OpenOutput(r.Context(), typ, subfolder, name)
-	if errors.Is(err, os.ErrNotExist) {
-		writeError(w, http.StatusNotFound, "not_found", "no such file")
-		return
-	}
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "cluster_unavailable", "the cluster's output store did not answer; retry later")
-		return
-	}
-	defer rc.Close()
-	ct := mime.TypeByExtension(filepath.Ext(name))
-	if ct == "" {
-		ct = "application/octet-stream"
-	}
-	w.Header().Set("Content-Type", ct)
-	w.Header().Set("Content-Disposition", fmt.Sprintf("filename=%q", name))
-	w.WriteHeader(http.StatusOK)
-	_, _ = io.Copy(w, rc)
+// comfyJobs gives the ComfyUI routes (kernel/api/comfy) the API's job
+// access, so that /prompt submits and reads jobs as /v1/jobs does.
+type comfyJobs struct{ s *Server }
+
+var _ comfy.Jobs = comfyJobs{}
+
+func (c comfyJobs) Submit(ctx context.Context, j *job.Job, idempotent bool) (*job.Job, bool, error) {
+	return c.s.submit(ctx, j, idempotent)
+}
+
+func (c comfyJobs) Lookup(ctx context.Context, id string) (*job.Job, string, error) {
+	return c.s.lookup(ctx, id)
+}
+
+func (c comfyJobs) List(state job.State, limit int) ([]*job.Job, []string, error) {
+	return c.s.list(state, limit)
+}
+
+func (c comfyJobs) Counts() map[job.State]int { return c.s.counts() }
+
+func (c comfyJobs) RefuseSubmit(w http.ResponseWriter, err error) bool {
+	return c.s.clusterSubmitError(w, err)
 }

@@ -74,11 +74,3 @@ func (w *statusWriter) code() int {
 	}
 	return w.status
 }
-
-// cacheCounter counts the result cache's lookups in /metrics.
-func (s *Server) cacheCounter() func(result string) {
-	if s.deps.Metrics == nil {
-		return nil
-	}
-	return s.deps.Metrics.ResultCacheLookup
-}

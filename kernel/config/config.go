@@ -2,6 +2,7 @@ package config
 
 import (
 	"github.com/kiln-gpu/kiln/kernel/api"
+	"github.com/kiln-gpu/kiln/kernel/api/comfy"
 	"github.com/kiln-gpu/kiln/kernel/cluster/clusterconfig"
 	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/device"
@@ -37,7 +38,7 @@ type Config struct {
 	Workers worker.Config   `koanf:"workers"`
 	Cost    cost.Config     `koanf:"cost"`
 	Limits  workflow.Limits `koanf:"limits"`
-	ComfyUI api.ComfyConfig `koanf:"comfyui"`
+	ComfyUI comfy.Config    `koanf:"comfyui"`
 	Tiers   tier.Config     `koanf:"tiers"`
 	Plugins plugin.Config   `koanf:"plugins"`
 

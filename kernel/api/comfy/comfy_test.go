@@ -1,4 +1,4 @@
-package api
+package comfy
 
 import (
 	"encoding/json"
@@ -14,13 +14,13 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/workflow"
 )
 
-var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/comfy")
+var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
 
 // simSpecs are kiln-worker-sim's node specs (kept current by its
 // TestNodeSpecsGolden).
 func simSpecs(t testing.TB) *NodeSpecs {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "comfy", "object_info.json"))
+	b, err := os.ReadFile(filepath.Join("testdata", "object_info.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestAnnotatedFile(t *testing.T) {
 // the issue says (ImageRequestParameter is not a core node), with the
 // models it needs.
 func TestWorkflowsGolden(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("..", "..", "examples", "workflows", "*.json"))
+	files, err := filepath.Glob(filepath.Join("..", "..", "..", "examples", "workflows", "*.json"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no workflows: %v", err)
 	}
@@ -243,7 +243,7 @@ func TestWorkflowsGolden(t *testing.T) {
 			}
 			b, _ := json.MarshalIndent(got, "", "  ")
 			b = append(b, '\n')
-			golden := filepath.Join("testdata", "comfy", "golden", strings.TrimSuffix(filepath.Base(f), ".json")+".golden.json")
+			golden := filepath.Join("testdata", "golden", strings.TrimSuffix(filepath.Base(f), ".json")+".golden.json")
 			if *updateGolden {
 				_ = os.MkdirAll(filepath.Dir(golden), 0o755)
 				if err := os.WriteFile(golden, b, 0o644); err != nil {
@@ -252,7 +252,7 @@ func TestWorkflowsGolden(t *testing.T) {
 			}
 			want, err := os.ReadFile(golden)
 			if err != nil {
-				t.Fatalf("%v (go test ./kernel/api -run TestWorkflowsGolden -update)", err)
+				t.Fatalf("%v (go test ./kernel/api/comfy -run TestWorkflowsGolden -update)", err)
 			}
 			if string(b) != string(want) {
 				t.Errorf("got\n%s\nwant\n%s", b, want)

@@ -1,4 +1,4 @@
-package api
+package comfy
 
 import (
 	"bytes"
@@ -48,7 +48,7 @@ type cacheHit struct {
 	outputs []job.Output
 }
 
-func newResultCache(cfg ComfyCacheConfig, clk clock.Clock, outputDir string, count func(result string)) *resultCache {
+func newResultCache(cfg CacheConfig, clk clock.Clock, outputDir string, count func(result string)) *resultCache {
 	if count == nil {
 		count = func(string) {}
 	}

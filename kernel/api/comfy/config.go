@@ -1,4 +1,4 @@
-package api
+package comfy
 
 import (
 	"errors"
@@ -8,9 +8,9 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
-// ComfyConfig is the comfyui section: kiln's ComfyUI-compatible API
+// Config is the comfyui section: kiln's ComfyUI-compatible API
 // (/prompt, /queue, /history, /view, /ws, ...; see docs/comfyui.md).
-type ComfyConfig struct {
+type Config struct {
 	// InputDir holds uploaded images (/upload/image, LoadImage, /view
 	// type=input); empty means "input" next to the output directory.
 	InputDir string `koanf:"input_dir"`
@@ -26,22 +26,22 @@ type ComfyConfig struct {
 	// executor allows ("default" or none: this setting).
 	PreviewMethod string `koanf:"preview_method"`
 	// Cache configures the result cache.
-	Cache ComfyCacheConfig `koanf:"cache"`
+	Cache CacheConfig `koanf:"cache"`
 }
 
 // previewMethods are ComfyUI's LatentPreviewMethod values.
 var previewMethods = map[string]bool{"none": true, "auto": true, "latent2rgb": true, "taesd": true}
 
-// ComfyCacheConfig bounds the result cache: a /prompt whose canonical graph
+// CacheConfig bounds the result cache: a /prompt whose canonical graph
 // matches a finished one is answered from it without running.
-type ComfyCacheConfig struct {
+type CacheConfig struct {
 	Enabled    *bool         `koanf:"enabled"`
 	MaxEntries int           `koanf:"max_entries"`
 	MaxAge     time.Duration `koanf:"max_age"`
 }
 
 // WithDefaults fills zero fields with the defaults of configs/kiln.yaml.
-func (c ComfyConfig) WithDefaults() ComfyConfig {
+func (c Config) WithDefaults() Config {
 	if c.DefaultClass == "" {
 		c.DefaultClass = string(job.Interactive)
 	}
@@ -65,7 +65,7 @@ func (c ComfyConfig) WithDefaults() ComfyConfig {
 }
 
 // Validate checks the comfyui section.
-func (c ComfyConfig) Validate() error {
+func (c Config) Validate() error {
 	c = c.WithDefaults()
 	switch {
 	case c.DefaultClass != string(job.Interactive) && c.DefaultClass != string(job.Batch):

@@ -1,4 +1,4 @@
-package api
+package comfy
 
 import (
 	"bytes"
@@ -36,24 +36,24 @@ var errNotPNG = errors.New("not a PNG file")
 // in ComfyUI). A file that already carries a "prompt" chunk (its worker
 // wrote one) is left alone; errors are logged and the file kept as it is.
 func (h *hub) writePNGInfo(id string, workflow json.RawMessage, outs []job.Output) {
-	if len(outs) == 0 || h.c.s.deps.OutputDir == "" {
+	if len(outs) == 0 || h.c.deps.OutputDir == "" {
 		return
 	}
 	chunks, err := pngInfoChunks(workflow, h.extraPNGInfo(id))
 	if err != nil {
-		h.c.s.deps.Log.Warn().Err(err).Str("prompt_id", id).Msg("png metadata")
+		h.c.deps.Log.Warn().Err(err).Str("prompt_id", id).Msg("png metadata")
 		return
 	}
 	for _, o := range outs {
 		if o.Type == outputWebsocket || !strings.EqualFold(filepath.Ext(o.Filename), ".png") {
 			continue
 		}
-		p, err := h.c.safePath(h.c.s.deps.OutputDir, o.Subfolder, o.Filename)
+		p, err := h.c.safePath(h.c.deps.OutputDir, o.Subfolder, o.Filename)
 		if err == nil {
 			err = addPNGText(p, chunks)
 		}
 		if err != nil {
-			h.c.s.deps.Log.Warn().Err(err).Str("prompt_id", id).Str("file", o.Filename).Msg("png metadata")
+			h.c.deps.Log.Warn().Err(err).Str("prompt_id", id).Str("file", o.Filename).Msg("png metadata")
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package api
+package comfy
 
 import (
 	"encoding/json"
@@ -35,11 +35,11 @@ const comfyNamesFile = ".comfyui-outputs.json"
 // under the job's folder as <name>_<digits>_.png keeps its own name; a
 // file that cannot be linked too (the error is logged).
 func (h *hub) nameOutputs(jobID string, outs []job.Output) []job.Output {
-	base := h.c.s.deps.OutputDir
+	base := h.c.deps.OutputDir
 	if base == "" || len(outs) == 0 {
 		return outs
 	}
-	if h.c.s.deps.Cluster != nil {
+	if h.c.deps.Cluster != nil {
 		// In a cluster every node would count ComfyUI_00001_.png from its
 		// own folder, so names would collide across nodes (and in the
 		// cluster's object store); a job's own folder is unique
@@ -55,7 +55,7 @@ func (h *hub) nameOutputs(jobID string, outs []job.Output) []job.Output {
 		}
 		n, err := h.linkComfyName(base, jobID, o, next)
 		if err != nil {
-			h.c.s.deps.Log.Warn().Err(err).Str("prompt_id", jobID).Str("file", o.Filename).Msg("comfyui file name")
+			h.c.deps.Log.Warn().Err(err).Str("prompt_id", jobID).Str("file", o.Filename).Msg("comfyui file name")
 			n = o
 		}
 		named = append(named, n)
@@ -176,8 +176,8 @@ func (h *hub) outputsOf(j *job.Job) []job.Output {
 	if ok {
 		return outs
 	}
-	if j.State == job.Done && h.c.s.deps.OutputDir != "" {
-		if p, err := h.c.safePath(h.c.s.deps.OutputDir, j.ID, comfyNamesFile); err == nil {
+	if j.State == job.Done && h.c.deps.OutputDir != "" {
+		if p, err := h.c.safePath(h.c.deps.OutputDir, j.ID, comfyNamesFile); err == nil {
 			if b, err := os.ReadFile(p); err == nil && json.Unmarshal(b, &outs) == nil {
 				h.rememberNames(j.ID, outs)
 				return outs

@@ -1,4 +1,4 @@
-package api
+package comfy
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path"
@@ -17,16 +18,75 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kiln-gpu/kiln/kernel/catalog"
+	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/device"
+	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/httpjson"
 	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/metrics"
 	"github.com/kiln-gpu/kiln/kernel/worker"
 	"github.com/kiln-gpu/kiln/kernel/workflow"
+	"github.com/rs/zerolog"
 )
+
+// Deps are the kernel parts the ComfyUI routes serve.
+type Deps struct {
+	Store      *job.Store
+	Dispatcher *dispatch.Dispatcher
+	Pool       *worker.Pool
+	Devices    *device.Set
+	Catalog    *catalog.Catalog
+	Metrics    *metrics.Metrics
+	Limits     workflow.Limits
+	Clock      clock.Clock
+	Log        zerolog.Logger
+	// OutputDir is where workers write outputs (ComfyUI's output and temp
+	// folders, /view).
+	OutputDir string
+	// MaxBodyBytes bounds a request body (api.max_body_bytes).
+	MaxBodyBytes int64
+	// Jobs submits and reads jobs: through the cluster when the node is
+	// one of many, else the local store. kernel/api supplies it, so that
+	// /prompt and /v1/jobs share one submit path.
+	Jobs Jobs
+	// Cluster is what the routes need of a cluster beyond Jobs; nil on a
+	// single node.
+	Cluster Cluster
+}
+
+// Jobs is the job access kernel/api gives the ComfyUI routes.
+type Jobs interface {
+	// Submit stores a job; with idempotent, a job whose id exists is
+	// returned (existed) instead of refused.
+	Submit(ctx context.Context, j *job.Job, idempotent bool) (stored *job.Job, existed bool, err error)
+	// Lookup returns a job and the node that runs or ran it.
+	Lookup(ctx context.Context, id string) (*job.Job, string, error)
+	// List returns up to limit jobs in state (every state when empty),
+	// newest first, with their nodes.
+	List(state job.State, limit int) ([]*job.Job, []string, error)
+	// Counts are the jobs per state.
+	Counts() map[job.State]int
+	// RefuseSubmit answers a submit that the cluster refused for its own
+	// reasons (too large, unavailable) as /v1/jobs does; false means err is
+	// not one of them.
+	RefuseSubmit(w http.ResponseWriter, err error) bool
+}
+
+// Cluster is what the ComfyUI routes need of a kiln cluster (api.Cluster
+// has these methods, documented there): outputs other nodes wrote, and
+// WebSocket messages for clients connected to another node.
+type Cluster interface {
+	OpenOutput(ctx context.Context, typ, subfolder, name string) (io.ReadCloser, error)
+	OutputsWritten(id string)
+	ForwardWS(clientID string, frame []byte)
+	OnForwardedWS(deliver func(clientID string, frame []byte)) error
+}
 
 // comfy serves the ComfyUI-compatible routes. See docs/comfyui.md.
 type comfy struct {
-	s        *Server
-	cfg      ComfyConfig
+	deps     Deps
+	cfg      Config
 	inputDir string
 	hub      *hub
 
@@ -35,16 +95,20 @@ type comfy struct {
 	specs   *NodeSpecs
 }
 
-// registerComfy adds ComfyUI's routes, each also under /api/, and starts the
-// WebSocket hub that turns dispatcher events into ComfyUI messages.
-func (s *Server) registerComfy() {
-	c := &comfy{s: s, cfg: s.deps.Comfy.WithDefaults()}
+// Register adds ComfyUI's routes to mux, each also under /api/, and starts
+// the WebSocket hub that turns dispatcher events into ComfyUI messages (it
+// runs for the life of the process, as the dispatcher's subscription does).
+func Register(mux *http.ServeMux, cfg Config, deps Deps) {
+	if deps.Clock == nil {
+		deps.Clock = clock.Real()
+	}
+	c := &comfy{deps: deps, cfg: cfg.WithDefaults()}
 	c.inputDir = c.cfg.InputDir
-	if c.inputDir == "" && s.deps.OutputDir != "" {
-		c.inputDir = filepath.Join(filepath.Dir(s.deps.OutputDir), "input")
+	if c.inputDir == "" && deps.OutputDir != "" {
+		c.inputDir = filepath.Join(filepath.Dir(deps.OutputDir), "input")
 	}
 	c.hub = newHub(c)
-	if cl := s.deps.Cluster; cl != nil {
+	if cl := deps.Cluster; cl != nil {
 		// Messages of prompts that run on other nodes, for the clients
 		// connected here (never forwarded again).
 		if err := cl.OnForwardedWS(func(clientID string, frame []byte) {
@@ -52,7 +116,7 @@ func (s *Server) registerComfy() {
 				c.hub.deliver(clientID, frame)
 			}
 		}); err != nil {
-			s.deps.Log.Warn().Err(err).Msg("websocket messages from other nodes of the cluster are not received")
+			deps.Log.Warn().Err(err).Msg("websocket messages from other nodes of the cluster are not received")
 		}
 	}
 	routes := []struct {
@@ -82,10 +146,10 @@ func (s *Server) registerComfy() {
 	}
 	for _, r := range routes {
 		method, path, _ := strings.Cut(r.pattern, " ")
-		s.mux.HandleFunc(r.pattern, r.h)
-		s.mux.HandleFunc(method+" /api"+path, r.h)
+		mux.HandleFunc(r.pattern, r.h)
+		mux.HandleFunc(method+" /api"+path, r.h)
 	}
-	if s.deps.Dispatcher != nil {
+	if deps.Dispatcher != nil {
 		go c.hub.run()
 	}
 }
@@ -95,7 +159,7 @@ func (s *Server) registerComfy() {
 // node_specs) is asked directly; otherwise the specs come from one stats
 // call per new worker process.
 func (c *comfy) nodeSpecs(ctx context.Context) *NodeSpecs {
-	p := c.s.deps.Pool
+	p := c.deps.Pool
 	if p == nil {
 		return nil
 	}
@@ -134,7 +198,7 @@ func (c *comfy) nodeSpecs(ctx context.Context) *NodeSpecs {
 		st, err := w.Stats(sctx)
 		cancel()
 		if err != nil {
-			c.s.deps.Log.Debug().Err(err).Str("worker", w.ID()).Msg("fetch node specs")
+			c.deps.Log.Debug().Err(err).Str("worker", w.ID()).Msg("fetch node specs")
 			return c.specs // try again on the next request
 		}
 		for k, v := range st.NodeSpecs {
@@ -143,7 +207,7 @@ func (c *comfy) nodeSpecs(ctx context.Context) *NodeSpecs {
 	}
 	ns, err := ParseNodeSpecs(merged)
 	if err != nil {
-		c.s.deps.Log.Warn().Err(err).Msg("workers sent malformed node specs")
+		c.deps.Log.Warn().Err(err).Msg("workers sent malformed node specs")
 		return c.specs
 	}
 	c.specs, c.specSig = ns, sig
@@ -152,13 +216,13 @@ func (c *comfy) nodeSpecs(ctx context.Context) *NodeSpecs {
 
 // env is what /prompt validation checks against.
 func (c *comfy) env(ctx context.Context) PromptEnv {
-	env := PromptEnv{Limits: c.s.deps.Limits, Specs: c.nodeSpecs(ctx)}
-	if c.s.deps.Pool != nil {
-		if classes, ok := c.s.deps.Pool.NodeClasses(); ok {
+	env := PromptEnv{Limits: c.deps.Limits, Specs: c.nodeSpecs(ctx)}
+	if c.deps.Pool != nil {
+		if classes, ok := c.deps.Pool.NodeClasses(); ok {
 			env.Classes = classes
 		}
 	}
-	if cat := c.s.deps.Catalog; cat != nil {
+	if cat := c.deps.Catalog; cat != nil {
 		env.ModelExists = func(folder, name string) bool {
 			if folder == "input" || folder == "output" || folder == "temp" {
 				// Files of the input-file combos, by annotatedFile's folder;
@@ -200,10 +264,10 @@ func (c *comfy) modelNames(folder string) []string {
 		sort.Strings(out)
 		return out
 	}
-	if c.s.deps.Catalog == nil {
+	if c.deps.Catalog == nil {
 		return out
 	}
-	entries, err := c.s.deps.Catalog.List()
+	entries, err := c.deps.Catalog.List()
 	if err != nil {
 		return out
 	}
@@ -218,14 +282,14 @@ func (c *comfy) modelNames(folder string) []string {
 
 // writePromptError answers a refused prompt in ComfyUI's shape.
 func (c *comfy) writePromptError(w http.ResponseWriter, e *PromptError) {
-	if c.s.deps.Metrics != nil {
-		c.s.deps.Metrics.JobRejected(e.Err.Type)
+	if c.deps.Metrics != nil {
+		c.deps.Metrics.JobRejected(e.Err.Type)
 	}
 	httpjson.Write(w, e.Status, e)
 }
 
 func (c *comfy) queueRemaining() int {
-	n := c.s.counts()
+	n := c.deps.Jobs.Counts()
 	return n[job.Queued] + n[job.Running]
 }
 
@@ -234,7 +298,7 @@ func (c *comfy) getPrompt(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (c *comfy) postPrompt(w http.ResponseWriter, r *http.Request) {
-	body, ok := c.s.readBody(w, r)
+	body, ok := c.readBody(w, r)
 	if !ok {
 		return
 	}
@@ -249,7 +313,7 @@ func (c *comfy) postPrompt(w http.ResponseWriter, r *http.Request) {
 	if hit := c.hub.cache.lookup(req); hit != nil {
 		// A hit is a prompt of its own: its own number, as ComfyUI gives
 		// every prompt the next counter value (or the number it sent).
-		number := float64(c.s.deps.Store.ReserveSeq())
+		number := float64(c.deps.Store.ReserveSeq())
 		if req.Number != nil {
 			number = *req.Number
 		}
@@ -280,10 +344,10 @@ func (c *comfy) postPrompt(w http.ResponseWriter, r *http.Request) {
 	j.Class = class
 	// In a cluster, a client's prompt_id makes a retried prompt (to any
 	// node) idempotent: it answers with the prompt already queued.
-	stored, existed, err := c.s.submit(r.Context(), j, c.s.deps.Cluster != nil)
+	stored, existed, err := c.deps.Jobs.Submit(r.Context(), j, c.deps.Cluster != nil)
 	if err != nil {
 		switch {
-		case c.s.clusterSubmitError(w, err):
+		case c.deps.Jobs.RefuseSubmit(w, err):
 		case errors.Is(err, job.ErrQueueFull):
 			c.writePromptError(w, promptErr(http.StatusTooManyRequests, "queue_full", "the queue is full; retry later", err.Error()))
 		case errors.Is(err, job.ErrDuplicate):
@@ -292,14 +356,14 @@ func (c *comfy) postPrompt(w http.ResponseWriter, r *http.Request) {
 			c.writePromptError(w, promptErr(http.StatusBadRequest, "invalid_prompt", "invalid prompt_id", err.Error()))
 		case r.Context().Err() != nil:
 		default:
-			c.s.deps.Log.Error().Err(err).Msg("submit prompt")
+			c.deps.Log.Error().Err(err).Msg("submit prompt")
 			c.writePromptError(w, promptErr(http.StatusServiceUnavailable, "store_unavailable", "the prompt could not be stored; retry later", ""))
 		}
 		return
 	}
 	j = stored
-	if c.s.deps.Metrics != nil && !existed {
-		c.s.deps.Metrics.JobSubmitted(string(j.Class))
+	if c.deps.Metrics != nil && !existed {
+		c.deps.Metrics.JobSubmitted(string(j.Class))
 	}
 	c.hub.rememberExtra(j.ID, req.ExtraData)
 	httpjson.Write(w, http.StatusOK, map[string]any{"prompt_id": j.ID, "number": promptNumber(j), "node_errors": map[string]any{}})
@@ -342,12 +406,12 @@ func outputIDs(wf json.RawMessage) []string {
 }
 
 func (c *comfy) getQueue(w http.ResponseWriter, _ *http.Request) {
-	running, _, err := c.s.list(job.Running, 10000)
+	running, _, err := c.deps.Jobs.List(job.Running, 10000)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
 		return
 	}
-	queued, _, err := c.s.list(job.Queued, 10000)
+	queued, _, err := c.deps.Jobs.List(job.Queued, 10000)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
 		return
@@ -379,7 +443,7 @@ type clearDelete struct {
 
 func (c *comfy) readClearDelete(w http.ResponseWriter, r *http.Request) (clearDelete, bool) {
 	var cd clearDelete
-	body, ok := c.s.readBody(w, r)
+	body, ok := c.readBody(w, r)
 	if !ok {
 		return cd, false
 	}
@@ -399,17 +463,17 @@ func (c *comfy) postQueue(w http.ResponseWriter, r *http.Request) {
 	}
 	ids := cd.Delete
 	if cd.Clear {
-		queued, _ := c.s.deps.Store.List(job.Queued, 100000)
+		queued, _ := c.deps.Store.List(job.Queued, 100000)
 		for _, j := range queued {
 			ids = append(ids, j.ID)
 		}
 	}
 	for _, id := range ids {
 		// ComfyUI deletes pending items only; they leave no history.
-		if j, err := c.s.deps.Store.Get(id); err == nil && j.State == job.Queued {
-			if _, err := c.s.deps.Dispatcher.Cancel(id); err == nil {
+		if j, err := c.deps.Store.Get(id); err == nil && j.State == job.Queued {
+			if _, err := c.deps.Dispatcher.Cancel(id); err == nil {
 				c.hub.forget(id)
-				_ = c.s.deps.Store.Delete(id)
+				_ = c.deps.Store.Delete(id)
 			}
 		}
 	}
@@ -431,7 +495,7 @@ func (c *comfy) postHistory(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, id := range ids {
 		c.hub.deleteCachedHistory(id)
-		if err := c.s.deps.Store.Delete(id); err == nil {
+		if err := c.deps.Store.Delete(id); err == nil {
 			c.hub.forget(id)
 		}
 	}
@@ -442,7 +506,7 @@ func (c *comfy) postHistory(w http.ResponseWriter, r *http.Request) {
 func (c *comfy) terminalJobs(max int) []*job.Job {
 	var out []*job.Job
 	for _, st := range []job.State{job.Done, job.Failed, job.Cancelled} {
-		jobs, _, err := c.s.list(st, 100000)
+		jobs, _, err := c.deps.Jobs.List(st, 100000)
 		if err != nil {
 			continue
 		}
@@ -565,7 +629,7 @@ func (c *comfy) getHistoryID(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{}
 	if e := c.hub.cachedHistoryEntry(id); e != nil {
 		out[id] = e
-	} else if j, _, err := c.s.lookup(r.Context(), id); err == nil && j.State != job.Queued && j.State != job.Running {
+	} else if j, _, err := c.deps.Jobs.Lookup(r.Context(), id); err == nil && j.State != job.Queued && j.State != job.Running {
 		out[id] = c.hub.historyEntry(j)
 	}
 	httpjson.Write(w, http.StatusOK, out)
@@ -575,9 +639,9 @@ func (c *comfy) objectInfo(w http.ResponseWriter, r *http.Request) {
 	specs := c.nodeSpecs(r.Context())
 	only := r.PathValue("class")
 	out := specs.objectInfo(only, c.modelNames)
-	if specs.Len() == 0 && c.s.deps.Pool != nil {
+	if specs.Len() == 0 && c.deps.Pool != nil {
 		// Workers that send no specs: their classes, without inputs.
-		if classes, ok := c.s.deps.Pool.NodeClasses(); ok {
+		if classes, ok := c.deps.Pool.NodeClasses(); ok {
 			for class := range classes {
 				if only == "" || only == class {
 					out[class] = map[string]any{"input": map[string]any{"required": map[string]any{}}, "output": []any{},
@@ -596,8 +660,8 @@ func (c *comfy) systemStats(w http.ResponseWriter, _ *http.Request) {
 		osName = "nt"
 	}
 	devices := []any{}
-	if c.s.deps.Devices != nil {
-		for _, d := range c.s.deps.Devices.Describe() {
+	if c.deps.Devices != nil {
+		for _, d := range c.deps.Devices.Describe() {
 			typ := "cuda"
 			if d.Simulated {
 				typ = "simulated"
@@ -650,7 +714,7 @@ func (c *comfy) interrupt(w http.ResponseWriter, r *http.Request) {
 		PromptID string `json:"prompt_id"`
 		ClientID string `json:"client_id"`
 	}
-	if data, ok := c.s.readBody(w, r); !ok {
+	if data, ok := c.readBody(w, r); !ok {
 		return
 	} else if len(strings.TrimSpace(string(data))) > 0 {
 		_ = json.Unmarshal(data, &body)
@@ -658,7 +722,7 @@ func (c *comfy) interrupt(w http.ResponseWriter, r *http.Request) {
 	if body.ClientID == "" {
 		body.ClientID = r.URL.Query().Get("clientId")
 	}
-	running, _ := c.s.deps.Store.List(job.Running, 10000)
+	running, _ := c.deps.Store.List(job.Running, 10000)
 	for _, j := range running {
 		switch {
 		case body.PromptID != "" && j.ID != body.PromptID:
@@ -666,8 +730,8 @@ func (c *comfy) interrupt(w http.ResponseWriter, r *http.Request) {
 		case body.PromptID == "" && body.ClientID != "" && j.ClientID != body.ClientID:
 			continue
 		}
-		if _, err := c.s.deps.Dispatcher.Cancel(j.ID); err != nil {
-			c.s.deps.Log.Debug().Err(err).Str("job", j.ID).Msg("interrupt")
+		if _, err := c.deps.Dispatcher.Cancel(j.ID); err != nil {
+			c.deps.Log.Debug().Err(err).Str("job", j.ID).Msg("interrupt")
 		}
 	}
 	w.WriteHeader(http.StatusOK)
@@ -680,7 +744,7 @@ func (c *comfy) free(w http.ResponseWriter, r *http.Request) {
 		UnloadModels bool `json:"unload_models"`
 		FreeMemory   bool `json:"free_memory"`
 	}
-	if data, ok := c.s.readBody(w, r); !ok {
+	if data, ok := c.readBody(w, r); !ok {
 		return
 	} else if len(strings.TrimSpace(string(data))) > 0 {
 		_ = json.Unmarshal(data, &body)
@@ -688,9 +752,9 @@ func (c *comfy) free(w http.ResponseWriter, r *http.Request) {
 	if body.FreeMemory || body.UnloadModels {
 		c.hub.cache.clear()
 	}
-	if body.UnloadModels && c.s.deps.Dispatcher != nil {
-		n := c.s.deps.Dispatcher.UnloadIdle(r.Context())
-		c.s.deps.Log.Info().Int("models", n).Msg("free: unloaded idle models")
+	if body.UnloadModels && c.deps.Dispatcher != nil {
+		n := c.deps.Dispatcher.UnloadIdle(r.Context())
+		c.deps.Log.Info().Int("models", n).Msg("free: unloaded idle models")
 	}
 	w.WriteHeader(http.StatusOK)
 }
@@ -742,7 +806,7 @@ func (c *comfy) features(w http.ResponseWriter, _ *http.Request) {
 // featureFlags are the server's feature flags, for GET /features and the
 // WebSocket's feature_flags reply.
 func (c *comfy) featureFlags() map[string]any {
-	return map[string]any{"supports_preview_metadata": true, "max_upload_size": c.s.cfg.MaxBodyBytes}
+	return map[string]any{"supports_preview_metadata": true, "max_upload_size": c.deps.MaxBodyBytes}
 }
 
 func isOutputClass(class string) bool { return workflow.IsOutputClass(class) }

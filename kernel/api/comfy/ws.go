@@ -1,4 +1,4 @@
-package api
+package comfy
 
 import (
 	"context"
@@ -115,17 +115,17 @@ const (
 
 func newHub(c *comfy) *hub {
 	return &hub{
-		c: c, cache: newResultCache(c.cfg.Cache, c.s.deps.Clock, c.s.deps.OutputDir, c.s.cacheCounter()),
+		c: c, cache: newResultCache(c.cfg.Cache, c.deps.Clock, c.deps.OutputDir, c.cacheCounter()),
 		conns: map[*wsConn]struct{}{}, runs: map[string]*runState{}, extra: map[string]map[string]any{},
 		hits: map[string]*cachedPrompt{}, pending: map[string][]wsMessage{}, names: map[string][]job.Output{},
 	}
 }
 
-func (h *hub) nowMS() int64 { return h.c.s.deps.Clock.Now().UnixMilli() }
+func (h *hub) nowMS() int64 { return h.c.deps.Clock.Now().UnixMilli() }
 
 // run consumes dispatcher events for the life of the process.
 func (h *hub) run() {
-	events, _ := h.c.s.deps.Dispatcher.Subscribe(8192)
+	events, _ := h.c.deps.Dispatcher.Subscribe(8192)
 	for e := range events {
 		h.handle(e)
 	}
@@ -215,7 +215,7 @@ func (h *hub) finished(e dispatch.Event) {
 	delete(h.runs, id)
 	h.mu.Unlock()
 	ts := h.nowMS()
-	if cl := h.c.s.deps.Cluster; cl != nil {
+	if cl := h.c.deps.Cluster; cl != nil {
 		// Deferred first, so it runs last: the files are final (PNG
 		// metadata written, websocket images gone) and the cluster may
 		// copy them to its object store.
@@ -224,7 +224,7 @@ func (h *hub) finished(e dispatch.Event) {
 	defer h.removeWebsocketImages(id, e.Outputs)
 	switch e.State {
 	case job.Done:
-		j, jerr := h.c.s.deps.Store.Get(id)
+		j, jerr := h.c.deps.Store.Get(id)
 		if jerr == nil {
 			h.writePNGInfo(id, j.Workflow, savedOutputs(e.Outputs))
 		}
@@ -388,13 +388,13 @@ func (h *hub) sendWebsocketImages(e dispatch.Event, rs *runState) {
 		}
 		for i, o := range imgs[sent:] {
 			i += sent
-			p, err := h.c.safePath(h.c.s.deps.OutputDir, o.Subfolder, o.Filename)
+			p, err := h.c.safePath(h.c.deps.OutputDir, o.Subfolder, o.Filename)
 			if err != nil {
 				continue
 			}
 			img, err := os.ReadFile(p)
 			if err != nil {
-				h.c.s.deps.Log.Warn().Err(err).Str("prompt_id", e.JobID).Msg("read websocket image")
+				h.c.deps.Log.Warn().Err(err).Str("prompt_id", e.JobID).Msg("read websocket image")
 				continue
 			}
 			var st map[string]any
@@ -415,7 +415,7 @@ func (h *hub) sendWebsocketImages(e dispatch.Event, rs *runState) {
 func (h *hub) isWebsocketNode(id string, rs *runState, node string) bool {
 	if rs.classes == nil {
 		rs.classes = map[string]string{}
-		if j, err := h.c.s.deps.Store.Get(id); err == nil {
+		if j, err := h.c.deps.Store.Get(id); err == nil {
 			var g map[string]struct {
 				ClassType string `json:"class_type"`
 			}
@@ -436,7 +436,7 @@ func (h *hub) isWebsocketNode(id string, rs *runState, node string) bool {
 // It returns nil when there is no such file: the image then goes out when
 // the prompt ends, from the outputs the worker reports.
 func (h *hub) readWebsocketImage(id, node string, i int) []byte {
-	p, err := h.c.safePath(h.c.s.deps.OutputDir, id+"/.websocket", fmt.Sprintf("%s_%05d.png", node, i))
+	p, err := h.c.safePath(h.c.deps.OutputDir, id+"/.websocket", fmt.Sprintf("%s_%05d.png", node, i))
 	if err != nil {
 		return nil
 	}
@@ -457,7 +457,7 @@ func (h *hub) removeWebsocketImages(jobID string, outs []job.Output) {
 		if o.Type != outputWebsocket || !inJobFolder(o.Subfolder, jobID) {
 			continue
 		}
-		if p, err := h.c.safePath(h.c.s.deps.OutputDir, o.Subfolder, o.Filename); err == nil {
+		if p, err := h.c.safePath(h.c.deps.OutputDir, o.Subfolder, o.Filename); err == nil {
 			_ = os.Remove(p)
 			dirs[filepath.Dir(p)] = true
 		}
@@ -490,7 +490,7 @@ func (h *hub) classOf(id, node string) string {
 	if node == "" {
 		return ""
 	}
-	j, err := h.c.s.deps.Store.Get(id)
+	j, err := h.c.deps.Store.Get(id)
 	if err != nil {
 		return ""
 	}
@@ -543,7 +543,7 @@ func (h *hub) send(clientID, typ string, data any) {
 		return
 	}
 	h.deliver(clientID, b)
-	if cl := h.c.s.deps.Cluster; cl != nil && clientID != "" {
+	if cl := h.c.deps.Cluster; cl != nil && clientID != "" {
 		// The prompt's client may be connected to another node of the
 		// cluster. Messages for every client (status) are each node's own.
 		cl.ForwardWS(clientID, b)
@@ -707,7 +707,7 @@ func (h *hub) serveWS(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
-	clk := h.c.s.deps.Clock
+	clk := h.c.deps.Clock
 	for {
 		var f wsFrame
 		select {
@@ -859,7 +859,7 @@ func (h *hub) answerFromCache(req *PromptRequest, hit *cacheHit, number float64)
 		wsMessage{Type: "executing", Data: map[string]any{"node": nil, "display_node": nil, "prompt_id": req.PromptID}})
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.hits[req.PromptID] = &cachedPrompt{id: req.PromptID, at: h.c.s.deps.Clock.Now(), number: number, clientID: req.ClientID, entry: entry, nodes: nodes, outputs: hit.outputs}
+	h.hits[req.PromptID] = &cachedPrompt{id: req.PromptID, at: h.c.deps.Clock.Now(), number: number, clientID: req.ClientID, entry: entry, nodes: nodes, outputs: hit.outputs}
 	h.hitSeq = append(h.hitSeq, req.PromptID)
 	h.pending[req.PromptID] = msgs
 	for len(h.hitSeq) > max(h.c.cfg.Cache.MaxEntries, 1) {

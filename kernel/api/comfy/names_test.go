@@ -1,4 +1,4 @@
-package api
+package comfy
 
 import (
 	"os"
@@ -40,8 +40,8 @@ func TestCounterBase(t *testing.T) {
 func TestNameOutputsContinueTheCounter(t *testing.T) {
 	out := t.TempDir()
 	newHubAt := func() *hub {
-		s := &Server{deps: Deps{OutputDir: out, Log: zerolog.Nop(), Clock: clock.Real()}}
-		return newHub(&comfy{s: s, cfg: ComfyConfig{}.WithDefaults()})
+		deps := Deps{OutputDir: out, Log: zerolog.Nop(), Clock: clock.Real()}
+		return newHub(&comfy{deps: deps, cfg: Config{}.WithDefaults()})
 	}
 	h := newHubAt()
 	write := func(rel string) {

@@ -1,4 +1,4 @@
-package api
+package comfy
 
 import (
 	"errors"
@@ -47,7 +47,7 @@ func (c *comfy) safePath(base, subfolder, name string) (string, error) {
 func (c *comfy) dirOf(typ string) (string, bool) {
 	switch typ {
 	case "", "output", "temp":
-		return c.s.deps.OutputDir, true
+		return c.deps.OutputDir, true
 	case "input":
 		return c.inputDir, true
 	}
@@ -77,7 +77,7 @@ func (c *comfy) view(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f, err := os.Open(p)
-	if err != nil && c.s.deps.Cluster != nil && q.Get("type") != "input" {
+	if err != nil && c.deps.Cluster != nil && q.Get("type") != "input" {
 		// Written by another node of the cluster: its copy in the
 		// cluster's object store.
 		c.viewFromCluster(w, r, q.Get("type"), q.Get("subfolder"), name)
@@ -105,7 +105,7 @@ func (c *comfy) view(w http.ResponseWriter, r *http.Request) {
 // uploadImage is POST /upload/image (multipart: image, overwrite, type,
 // subfolder) → {name, subfolder, type}.
 func (c *comfy) uploadImage(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, c.s.cfg.MaxBodyBytes)
+	r.Body = http.MaxBytesReader(w, r.Body, c.deps.MaxBodyBytes)
 	if err := r.ParseMultipartForm(8 << 20); err != nil {
 		writeError(w, http.StatusBadRequest, "bad_body", "want a multipart form with an image: "+err.Error())
 		return
