@@ -138,7 +138,8 @@ type Planner interface {
 // PlannedOrder returns queued in the order the scheduler would dispatch
 // it, for the lookahead, which prefetches the models of the jobs that run
 // next: the plan of a Planner (the policy host's scheduler), the jobs it
-// leaves out after, in their order; PriorityFIFO's order for any other
+// leaves out after, in their order; interactive jobs first, each class in
+// queue order (ClassRank, then Seq), for any other
 // scheduler, or when the planner plans nothing. queued itself is not
 // changed.
 func PlannedOrder(s Scheduler, queued []JobView, workers []WorkerView) []JobView {
@@ -151,7 +152,7 @@ func PlannedOrder(s Scheduler, queued []JobView, workers []WorkerView) []JobView
 		// No plan (not a Planner, or one that plans nothing now, as the
 		// experiment router during an experiment).
 		slices.SortStableFunc(out, func(a, b JobView) int {
-			if c := rank(a) - rank(b); c != 0 {
+			if c := a.ClassRank() - b.ClassRank(); c != 0 {
 				return c
 			}
 			return cmpSeq(a.Seq, b.Seq)
@@ -197,7 +198,11 @@ type Batcher interface {
 	Batch(lead JobView, queued []JobView, workers []WorkerView) (jobIDs []string, wait time.Duration)
 }
 
-func rank(j JobView) int {
+// ClassRank orders the classes: 0 for an interactive job, 1 for a batch
+// job. Preemption (dispatch.Core.Preempt) stops only a job of a higher
+// rank for one of a lower rank, and the lookahead orders an unplanned
+// queue by it.
+func (j JobView) ClassRank() int {
 	if j.Class == job.Interactive {
 		return 0
 	}

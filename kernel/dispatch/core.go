@@ -10,6 +10,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/device"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 )
 
 // Core is the dispatcher's decision logic with no goroutines, I/O or clock
@@ -44,19 +45,21 @@ type Core struct {
 // the policy under-counted) before it waits for running jobs instead.
 const DefaultEvictionRounds = 9
 
-// withDefaults fills the nil policies with the native ones.
+// withDefaults fills the nil policies with the native builds of the
+// fallback built-ins (policy.Native): the kernel keeps no hand-written
+// copy of a policy.
 func (c Core) withDefaults() Core {
 	if c.Scheduler == nil {
-		c.Scheduler = PriorityFIFO{}
+		c.Scheduler = policy.Native().Scheduler()
 	}
 	if c.Balancer == nil {
-		c.Balancer = LeastLoaded{}
+		c.Balancer = policy.Native().Balancer()
 	}
 	if c.Evictor == nil {
-		c.Evictor = LRU{}
+		c.Evictor = policy.Native().NewEvictor()
 	}
 	if c.Batcher == nil {
-		c.Batcher = NoBatching{}
+		c.Batcher = policy.Native().Batcher()
 	}
 	if c.MaxEvictionRounds <= 0 {
 		c.MaxEvictionRounds = DefaultEvictionRounds
@@ -261,7 +264,7 @@ func (c Core) Reserve(r Room, owner, model string, bytes uint64) (*device.Reserv
 		}
 		victims := c.Evictor.Victims(need, entries)
 		if unpinned >= need && covered(victims, entries) < need {
-			victims = LRU{}.Victims(need, entries)
+			victims = policy.Native().NewEvictor().Victims(need, entries)
 		}
 		if covered(victims, entries) == 0 || attempt >= c.MaxEvictionRounds {
 			if pinnedBytes == 0 && attempt >= c.MaxEvictionRounds {
@@ -427,8 +430,8 @@ func (c Core) Preempt(queued, running []decision.JobView, workers []decision.Wor
 	fits := func(j decision.JobView) bool { return maxUsable == 0 || j.EstimatedVRAM <= maxUsable }
 	best := -1
 	for _, j := range queued {
-		if fits(j) && (best < 0 || rank(j) < best) {
-			best = rank(j)
+		if fits(j) && (best < 0 || j.ClassRank() < best) {
+			best = j.ClassRank()
 		}
 	}
 	if best < 0 {
@@ -439,7 +442,7 @@ func (c Core) Preempt(queued, running []decision.JobView, workers []decision.Wor
 	// policy could have passed over for another.
 	var cands []decision.JobView
 	for _, r := range running {
-		if rank(r) > best && r.RunTime >= minRun {
+		if r.ClassRank() > best && r.RunTime >= minRun {
 			cands = append(cands, r)
 		}
 	}
@@ -465,7 +468,7 @@ func (c Core) Preempt(queued, running []decision.JobView, workers []decision.Wor
 		if ri < 0 {
 			return p, false, fmt.Errorf("scheduler preempted %q, which is not a preemptible running job", id)
 		}
-		if rank(cands[ri]) > rank(queued[qi]) {
+		if cands[ri].ClassRank() > queued[qi].ClassRank() {
 			return Preemption{JobID: id, Worker: cands[ri].Worker, For: next[0]}, true, nil
 		}
 	}

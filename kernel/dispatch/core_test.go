@@ -110,7 +110,7 @@ func TestCoreReserve(t *testing.T) {
 			delete(resident, listed[i])
 		}}
 	c := Core{}
-	// 4 GiB needs 4 − 0 free: LRU evicts "old" (3 GiB), then "new".
+	// 4 GiB needs 4 − 0 free: the lru built-in evicts "old" (3 GiB), then "new".
 	if _, err := c.Reserve(room, "w0", "x", 4*gib); err != nil {
 		t.Fatalf("reserve 4 GiB: %v", err)
 	}
@@ -127,10 +127,10 @@ func TestCoreReserve(t *testing.T) {
 	}
 }
 
-// recordingPrefetcher is an LRU whose policy also prefetches: it answers
+// recordingPrefetcher is the lru built-in whose policy also prefetches: it answers
 // with answer and keeps what it was asked.
 type recordingPrefetcher struct {
-	LRU
+	lruBuiltin
 	answer  []string
 	free    uint64
 	wanted  []string
@@ -192,7 +192,7 @@ func TestCoreLookahead(t *testing.T) {
 		})
 	}
 	t.Run("an evictor that does not prefetch gets every model", func(t *testing.T) {
-		if got := (Core{}).Lookahead(q, 3, PrefetchRoom{Free: gib, Cached: bCached}); !slices.Equal(got, []string{"a", "b", "c"}) {
+		if got := (Core{Evictor: lruBuiltin{}}).Lookahead(q, 3, PrefetchRoom{Free: gib, Cached: bCached}); !slices.Equal(got, []string{"a", "b", "c"}) {
 			t.Errorf("Lookahead = %v, want [a b c]", got)
 		}
 	})
@@ -204,10 +204,10 @@ func TestCoreLookahead(t *testing.T) {
 	})
 }
 
-// fakePlanner is PriorityFIFO with a fixed plan; it keeps the running jobs
+// fakePlanner is the priority built-in with a fixed plan; it keeps the running jobs
 // it was shown.
 type fakePlanner struct {
-	PriorityFIFO
+	priorityBuiltin
 	next, preempt []string
 	shown         []string
 	asked         bool
@@ -252,7 +252,7 @@ func TestCorePreempt(t *testing.T) {
 			want: Preemption{JobID: "b1", Worker: "w0", For: "i1"}, asked: true, shown: []string{"b1"}},
 		{name: "an idle worker is the answer", sched: &fakePlanner{next: []string{"i1"}, preempt: []string{"b1"}}, workers: oneIdle},
 		{name: "a plan without preemptions", sched: &fakePlanner{next: []string{"i1"}}, asked: true, shown: []string{"b1"}},
-		{name: "the native scheduler never preempts", sched: PriorityFIFO{}},
+		{name: "the native scheduler never preempts", sched: priorityBuiltin{}},
 		{name: "no class above a running one waits", sched: &fakePlanner{next: []string{"q1"}, preempt: []string{"b1"}},
 			queued: queued[1:]},
 		{name: "never for a job of the same class", sched: &fakePlanner{next: []string{"q1"}, preempt: []string{"b1"}},

@@ -19,6 +19,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/tier"
 	"github.com/kiln-gpu/kiln/kernel/worker"
 	wire "github.com/kiln-gpu/kiln/sdk/worker"
@@ -158,17 +159,19 @@ func New(opts Options) *Dispatcher {
 		opts.Cost = cost.Default()
 	}
 	opts.Cost = opts.Cost.WithDefaults()
+	// A policy not given is the native build of the fallback built-in
+	// (policy.Native), as for a module that faults.
 	if opts.Scheduler == nil {
-		opts.Scheduler = PriorityFIFO{}
+		opts.Scheduler = policy.Native().Scheduler()
 	}
 	if opts.Balancer == nil {
-		opts.Balancer = LeastLoaded{}
+		opts.Balancer = policy.Native().Balancer()
 	}
 	if opts.Evictor == nil {
-		opts.Evictor = LRU{}
+		opts.Evictor = policy.Native().NewEvictor()
 	}
 	if opts.Batcher == nil {
-		opts.Batcher = NoBatching{}
+		opts.Batcher = policy.Native().Batcher()
 	}
 	if opts.LookaheadJobs == 0 {
 		opts.LookaheadJobs = DefaultLookaheadJobs

@@ -1,11 +1,13 @@
 // Package dispatch moves jobs from the durable queue onto workers.
 //
-// Every choice is asked of a policy behind a small interface — Scheduler
-// (which queued job next), Balancer (which idle worker), Evictor (which
-// resident models to unload when a device's VRAM ledger is full), Batcher
-// (which queued jobs run with the chosen one) — so that
-// the native implementations here (PriorityFIFO, LeastLoaded, LRU) and the
-// WASM policies of kernel/policy are interchangeable. The dispatcher itself
+// Every choice is asked of a policy through the decision contract
+// (kernel/decision) — Scheduler (which queued job next), Balancer (which
+// idle worker), Evictor (which resident models to unload when a device's
+// VRAM ledger is full), Batcher (which queued jobs run with the chosen
+// one). The policies are the policy host's (kernel/policy): a WASM module,
+// or the native build of the same built-in source; a policy left nil in
+// Options is the native build of the fallback built-in (policy.Native).
+// The package holds no policy of its own. The dispatcher itself
 // owns only mechanics: VRAM reservations before loads (a load that cannot fit
 // is never started), pinning models while a job uses them, loading a job's
 // models in parallel, and recording every outcome in the store:

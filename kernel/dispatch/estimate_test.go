@@ -14,9 +14,9 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
-// recordingBalancer is LeastLoaded that keeps the views of its last call.
+// recordingBalancer is the least-loaded built-in that keeps the views of its last call.
 type recordingBalancer struct {
-	LeastLoaded
+	leastLoadedBuiltin
 	mu      sync.Mutex
 	job     decision.JobView
 	workers []decision.WorkerView
@@ -26,7 +26,7 @@ func (b *recordingBalancer) Place(j decision.JobView, ws []decision.WorkerView) 
 	b.mu.Lock()
 	b.job, b.workers = j, slices.Clone(ws)
 	b.mu.Unlock()
-	return b.LeastLoaded.Place(j, ws)
+	return b.leastLoadedBuiltin.Place(j, ws)
 }
 
 // sdxlGraph is a ComfyUI graph sampling 35 steps at 1024×768, batch 2,

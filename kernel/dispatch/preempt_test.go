@@ -14,12 +14,12 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
-// preemptingPriority is PriorityFIFO with a plan: when an interactive job
+// preemptingPriority is the priority built-in with a plan: when an interactive job
 // leads the queue it preempts the newest running batch job at a step
 // boundary, as the built-in priority policy does once its max_wait_ms has
 // passed (here at once, so that the test controls time through the
 // dispatcher's minimum run alone).
-type preemptingPriority struct{ PriorityFIFO }
+type preemptingPriority struct{ priorityBuiltin }
 
 var (
 	_ decision.Scheduler = preemptingPriority{}
@@ -185,7 +185,7 @@ func TestDispatchDoesNotPreemptWithoutAPlanOrPermission(t *testing.T) {
 		sched decision.Scheduler
 		on    bool
 	}{
-		{name: "native FIFO", sched: PriorityFIFO{}, on: true},
+		{name: "native FIFO", sched: priorityBuiltin{}, on: true},
 		{name: "preemption off", sched: preemptingPriority{}, on: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/decision"
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -284,7 +284,7 @@ func BenchmarkRouterIdle(b *testing.B) {
 		}
 	})
 	// The dispatcher holds its scheduler as an interface too.
-	var direct decision.Scheduler = dispatch.PriorityFIFO{}
+	var direct decision.Scheduler = policy.Native().Scheduler()
 	b.Run("direct", func(b *testing.B) {
 		for b.Loop() {
 			direct.Next(qs, ws)

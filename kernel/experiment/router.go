@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/decision"
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/policy"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
@@ -87,16 +86,16 @@ var (
 // NewRouter returns a router over the active policies.
 func NewRouter(base Policies) *Router {
 	if base.Scheduler == nil {
-		base.Scheduler = dispatch.PriorityFIFO{}
+		base.Scheduler = policy.Native().Scheduler()
 	}
 	if base.Balancer == nil {
-		base.Balancer = dispatch.LeastLoaded{}
+		base.Balancer = policy.Native().Balancer()
 	}
 	if base.Batcher == nil {
-		base.Batcher = dispatch.NoBatching{}
+		base.Batcher = policy.Native().Batcher()
 	}
 	if base.Evictor == nil {
-		base.Evictor = dispatch.LRU{}
+		base.Evictor = policy.Native().NewEvictor()
 	}
 	return &Router{base: base}
 }

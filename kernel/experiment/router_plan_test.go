@@ -5,19 +5,21 @@ import (
 	"testing"
 
 	"github.com/kiln-gpu/kiln/kernel/decision"
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
-// planningScheduler plans to preempt "b1" whatever it is shown.
-type planningScheduler struct{ dispatch.PriorityFIFO }
+// planningScheduler is the priority built-in that plans to preempt "b1"
+// whatever it is shown.
+type planningScheduler struct{ decision.Scheduler }
 
 func (planningScheduler) PlanIDs(queued, _ []decision.JobView, _ []decision.WorkerView) ([]string, []string) {
 	return []string{queued[0].ID}, []string{"b1"}
 }
 
-// prefetchingEvictor prefetches the last wanted model.
-type prefetchingEvictor struct{ dispatch.LRU }
+// prefetchingEvictor is the lru built-in that prefetches the last wanted
+// model.
+type prefetchingEvictor struct{ decision.Evictor }
 
 func (prefetchingEvictor) PrefetchIDs(_ uint64, _ []decision.EntryView, wanted []string, _ []uint64, _ []int) []string {
 	return wanted[len(wanted)-1:]
@@ -42,7 +44,7 @@ func TestRouterForwardsPlansAndPrefetches(t *testing.T) {
 	}
 	prefetch := func(rt *Router) []string { return rt.PrefetchIDs(0, nil, wanted, []uint64{1, 1}, []int{1, 1}) }
 
-	rt := NewRouter(Policies{Scheduler: planningScheduler{}, Evictor: prefetchingEvictor{}})
+	rt := NewRouter(Policies{Scheduler: planningScheduler{policy.Native().Scheduler()}, Evictor: prefetchingEvictor{policy.Native().NewEvictor()}})
 	if got := plan(rt); !slices.Equal(got, []string{"b1"}) {
 		t.Errorf("PlanIDs preempts %v, want the policy's [b1]", got)
 	}
@@ -50,7 +52,10 @@ func TestRouterForwardsPlansAndPrefetches(t *testing.T) {
 		t.Errorf("PrefetchIDs = %v, want the policy's [b]", got)
 	}
 
-	plain := NewRouter(Policies{})
+	// The built-ins wrapped so that only their Next and Victims show: a
+	// scheduler without plans, an evictor that does not prefetch.
+	plain := NewRouter(Policies{Scheduler: struct{ decision.Scheduler }{policy.Native().Scheduler()},
+		Evictor: struct{ decision.Evictor }{policy.Native().NewEvictor()}})
 	if got := plan(plain); got != nil {
 		t.Errorf("PlanIDs over a scheduler without plans preempts %v", got)
 	}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/decision"
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	leastloaded "github.com/kiln-gpu/kiln/policies/balancing/least-loaded"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
@@ -64,7 +63,8 @@ func benchViews(n int) ([]decision.JobView, []decision.WorkerView, []decision.En
 // BenchmarkDecision measures one decision through the host's dispatch
 // adapters (view conversion, snapshot encoding, the call, decoding and
 // validation) for the WASM build and the native build of the same
-// built-in, and the kernel's foundation policy as a baseline.
+// built-in; the native build is the baseline (the kernel holds no
+// hand-written policy to compare with any more).
 func BenchmarkDecision(b *testing.B) {
 	for _, kind := range []struct {
 		kind abi.Kind
@@ -74,7 +74,7 @@ func BenchmarkDecision(b *testing.B) {
 		for _, n := range []int{10, 100, 1000} {
 			jobs, workers, entries := benchViews(n)
 			run := loop
-			targets := []string{"foundation", "native", "wasm"}
+			targets := []string{"native", "wasm"}
 			if kind.kind == abi.KindBalancing {
 				targets = append(targets, "wasm-as") // resident-first: the same shape of decision
 			}
@@ -96,21 +96,12 @@ func BenchmarkDecision(b *testing.B) {
 					switch kind.kind {
 					case abi.KindEviction:
 						e := decision.Evictor(h.Evictor())
-						if target == "foundation" {
-							e = dispatch.LRU{}
-						}
 						run(b, func() { e.Victims(uint64(n/4)<<30, entries) })
 					case abi.KindScheduling:
 						s := decision.Scheduler(h.Scheduler())
-						if target == "foundation" {
-							s = dispatch.PriorityFIFO{}
-						}
 						run(b, func() { s.Next(jobs, workers[:min(n, 16)]) })
 					case abi.KindBalancing:
 						p := decision.Balancer(h.Balancer())
-						if target == "foundation" {
-							p = dispatch.LeastLoaded{}
-						}
 						run(b, func() { p.Place(jobs[0], workers) })
 					}
 					for _, ki := range h.List() {

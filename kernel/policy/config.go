@@ -122,3 +122,18 @@ func (c Config) builtin(k abi.Kind) string {
 	}
 	return ""
 }
+
+func (c *Config) setBuiltin(k abi.Kind, name string) {
+	switch k {
+	case abi.KindEviction:
+		c.Eviction = name
+	case abi.KindScheduling:
+		c.Scheduling = name
+	case abi.KindBatching:
+		c.Batching = name
+	case abi.KindBalancing:
+		c.Balancing = name
+	case abi.KindRouting:
+		c.Routing = name
+	}
+}

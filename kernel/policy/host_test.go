@@ -16,7 +16,6 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/decision"
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/policies/policytest"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
@@ -96,9 +95,10 @@ func TestHostileModules(t *testing.T) {
 			t.Fatalf("load hostile %s: %v", k, err)
 		}
 	}
-	wantSched, _ := dispatch.PriorityFIFO{}.Next(jobs, workers)
-	wantPlace, _ := dispatch.LeastLoaded{}.Place(jobs[0], workers)
-	wantVictims := dispatch.LRU{}.Victims(1<<30, entries)
+	// The fallback is the native build of the same built-ins (Native).
+	wantSched, _ := Native().Scheduler().Next(jobs, workers)
+	wantPlace, _ := Native().Balancer().Place(jobs[0], workers)
+	wantVictims := Native().NewEvictor().Victims(1<<30, entries)
 	// least-loaded, the routing fallback, takes the node with fewer jobs.
 	nodes := []decision.NodeView{{ID: "n0", Healthy: true, Workers: 1, Queued: 2}, {ID: "n1", Workers: 1}, {ID: "n2", Healthy: true, Workers: 1, Queued: 1}}
 	decisions := func() (string, string, []int, []string) {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/decision"
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -48,7 +47,7 @@ func TestStallingAnswersAreFaults(t *testing.T) {
 		{
 			name: "evict nothing though unpinned entries cover the need", kind: abi.KindEviction,
 			decide: func() string { return fmt.Sprint(h.Evictor().Victims(2*gib, entries)) },
-			want:   fmt.Sprint(dispatch.LRU{}.Victims(2*gib, entries)), isFault: true,
+			want:   fmt.Sprint(Native().NewEvictor().Victims(2*gib, entries)), isFault: true,
 		},
 		{
 			name: "evict nothing when only pins stand in the way", kind: abi.KindEviction,
@@ -118,7 +117,7 @@ func TestStallingAnswersAreFaults(t *testing.T) {
 }
 
 func nativeNext(jobs []decision.JobView, workers []decision.WorkerView) string {
-	id, _ := dispatch.PriorityFIFO{}.Next(jobs, workers)
+	id, _ := Native().Scheduler().Next(jobs, workers)
 	return id
 }
 

@@ -39,8 +39,9 @@ type Candidate struct {
 	New  func() (Decider, io.Closer, error)
 }
 
-// FromEvictor is a candidate over a stateless native evictor such as
-// tier.LRU. Faults cannot be seen through decision.Evictor; a panic is one.
+// FromEvictor is a candidate over any decision.Evictor, such as a native
+// built-in from policy.Native. Faults cannot be seen through
+// decision.Evictor; a panic is one.
 func FromEvictor(name string, ev decision.Evictor) Candidate {
 	return Candidate{Name: name, New: func() (Decider, io.Closer, error) {
 		return func(need uint64, entries []decision.EntryView) (victims []int, err error) {

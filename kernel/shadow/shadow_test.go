@@ -20,7 +20,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
-	"github.com/kiln-gpu/kiln/kernel/tier"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 )
 
 const gib = 1 << 30
@@ -85,7 +85,7 @@ func TestCyclicPatternLRUVersusMRU(t *testing.T) {
 	// VRAM holds two 2 GiB models; RAM and disk hold everything.
 	topo := Topology{Devices: []Device{{Name: "gpu0", VRAMBytes: 4 * gib}}, RAMBytes: 16 * gib, DiskBytes: 64 * gib}
 	bw := Bandwidths{H2D: []float64{2 * gib}, RAM: 1 * gib, Disk: 0.5 * gib}
-	s, err := New([]Candidate{FromEvictor("lru", tier.LRU{}), FromEvictor("mru", mru{})}, topo, sources(bw), clk)
+	s, err := New([]Candidate{FromEvictor("lru", policy.Native().NewEvictor()), FromEvictor("mru", mru{})}, topo, sources(bw), clk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestCyclicPatternLRUVersusMRU(t *testing.T) {
 func TestJobModelsArePinnedAndOversizeBypasses(t *testing.T) {
 	clk := clock.NewFake(time.Unix(0, 0))
 	topo := Topology{Devices: []Device{{VRAMBytes: 5 * gib}}}
-	s, _ := New([]Candidate{FromEvictor("lru", tier.LRU{})}, topo, sources(Bandwidths{}), clk)
+	s, _ := New([]Candidate{FromEvictor("lru", policy.Native().NewEvictor())}, topo, sources(Bandwidths{}), clk)
 	// One job needs three 2 GiB models on a 5 GiB device: the third cannot
 	// evict the first two (pinned by the same job), so it bypasses.
 	s.Access(0, []string{"a", "b", "c"})
@@ -153,7 +153,7 @@ func faulty(kind string) Candidate {
 		return func(need uint64, entries []decision.EntryView) ([]int, error) {
 			n++
 			if n < 3 {
-				return tier.LRU{}.Victims(need, entries), nil
+				return policy.Native().NewEvictor().Victims(need, entries), nil
 			}
 			switch kind {
 			case "trap":
@@ -175,7 +175,7 @@ func faulty(kind string) Candidate {
 func TestFaultMarksOnlyThatCandidate(t *testing.T) {
 	clk := clock.NewFake(time.Unix(0, 0))
 	topo := Topology{Devices: []Device{{VRAMBytes: 4 * gib}}}
-	cands := []Candidate{FromEvictor("lru", tier.LRU{}), faulty("trap"), faulty("pinned"), faulty("range"),
+	cands := []Candidate{FromEvictor("lru", policy.Native().NewEvictor()), faulty("trap"), faulty("pinned"), faulty("range"),
 		{Name: "broken", New: func() (Decider, io.Closer, error) { return nil, nil, errors.New("no such module") }}}
 	s, _ := New(cands, topo, sources(Bandwidths{}), clk)
 	for i := 0; i < 20; i++ {
@@ -262,7 +262,7 @@ func TestConfig(t *testing.T) {
 
 func TestFeedHandlerAndMetrics(t *testing.T) {
 	clk := clock.NewFake(time.Unix(0, 0))
-	s, _ := New([]Candidate{FromEvictor("lru", tier.LRU{})}, Topology{Devices: []Device{{VRAMBytes: 4 * gib}}}, sources(Bandwidths{}), clk)
+	s, _ := New([]Candidate{FromEvictor("lru", policy.Native().NewEvictor())}, Topology{Devices: []Device{{VRAMBytes: 4 * gib}}}, sources(Bandwidths{}), clk)
 	ch := make(chan dispatch.Event, 8)
 	ch <- dispatch.Event{Type: dispatch.EventStarted, JobID: "j1", Worker: "w0"}
 	ch <- dispatch.Event{Type: dispatch.EventProgress, JobID: "j1"}
@@ -345,7 +345,7 @@ func TestFeedHandlerAndMetrics(t *testing.T) {
 func TestVRAMIsPerWorker(t *testing.T) {
 	clk := clock.NewFake(time.Unix(0, 0))
 	topo := Topology{Devices: []Device{{VRAMBytes: 5 * gib}}, RAMBytes: 8 * gib}
-	s, _ := New([]Candidate{FromEvictor("lru", tier.LRU{})}, topo, sources(Bandwidths{}), clk)
+	s, _ := New([]Candidate{FromEvictor("lru", policy.Native().NewEvictor())}, topo, sources(Bandwidths{}), clk)
 	s.AccessOn(0, "w0", []string{"a"})
 	clk.Advance(time.Second)
 	s.AccessOn(0, "w1", []string{"a"}) // miss in VRAM, hit in RAM

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/decision"
-	"github.com/kiln-gpu/kiln/kernel/tier"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 )
 
 // TierStats counts what happened in one tier during a run.
@@ -66,7 +66,7 @@ type hostEntry struct {
 
 func newHostTier(name string, capacity int64, target float64, ev decision.Evictor) *hostTier {
 	if ev == nil {
-		ev = tier.LRU{}
+		ev = policy.Native().NewEvictor()
 	}
 	if target <= 0 || target > 1 {
 		target = 0.9

@@ -6,9 +6,12 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/decision"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 )
 
-func TestLRUVictims(t *testing.T) {
+// The tiers evict through the native build of the lru built-in when they
+// are given no policy (Options.DiskEvictor, RAMEvictor).
+func TestDefaultEvictorIsLRU(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	entries := []decision.EntryView{
 		{Model: "a", Bytes: 10, LastUse: t0.Add(3 * time.Second)},
@@ -28,7 +31,7 @@ func TestLRUVictims(t *testing.T) {
 		{name: "nothing needed", need: 0, want: nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := (LRU{}).Victims(tc.need, entries); !slices.Equal(got, tc.want) {
+			if got := policy.Native().NewEvictor().Victims(tc.need, entries); !slices.Equal(got, tc.want) {
 				t.Errorf("Victims(%d) = %v, want %v", tc.need, got, tc.want)
 			}
 		})

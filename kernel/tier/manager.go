@@ -18,6 +18,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/decision"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 	sdk "github.com/kiln-gpu/kiln/sdk/plugin"
 )
 
@@ -46,7 +47,8 @@ type Options struct {
 	DataDir string
 	Clock   clock.Clock
 	Log     zerolog.Logger
-	// DiskEvictor and RAMEvictor default to LRU.
+	// DiskEvictor and RAMEvictor default to the native build of the lru
+	// built-in (policy.Native).
 	DiskEvictor decision.Evictor
 	RAMEvictor  decision.Evictor
 }
@@ -94,10 +96,10 @@ func New(cfg Config, res Resolver, opts Options) (*Manager, error) {
 		opts.Clock = clock.Real()
 	}
 	if opts.DiskEvictor == nil {
-		opts.DiskEvictor = LRU{}
+		opts.DiskEvictor = policy.Native().NewEvictor()
 	}
 	if opts.RAMEvictor == nil {
-		opts.RAMEvictor = LRU{}
+		opts.RAMEvictor = policy.Native().NewEvictor()
 	}
 	diskDir := cfg.Disk.Dir
 	if diskDir == "" {

@@ -9,7 +9,12 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
-func TestPriorityFIFO(t *testing.T) {
+// The dispatcher's defaults are the native builds of the fallback
+// built-ins (policy.Native). These tables pinned the hand-written policies
+// they replaced; they hold for the built-ins, so a default that drifts
+// from what the dispatcher was built on fails here.
+
+func TestDefaultSchedulerIsPriorityFIFO(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		queued []decision.JobView
@@ -22,7 +27,7 @@ func TestPriorityFIFO(t *testing.T) {
 		{name: "oldest interactive", queued: []decision.JobView{{ID: "i5", Class: job.Interactive, Seq: 5}, {ID: "i3", Class: job.Interactive, Seq: 3}}, want: "i3", wantOK: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := PriorityFIFO{}.Next(tc.queued, nil)
+			got, ok := priorityBuiltin{}.Next(tc.queued, nil)
 			if got != tc.want || ok != tc.wantOK {
 				t.Errorf("Next = %q, %v; want %q, %v", got, ok, tc.want, tc.wantOK)
 			}
@@ -30,7 +35,7 @@ func TestPriorityFIFO(t *testing.T) {
 	}
 }
 
-func TestLeastLoaded(t *testing.T) {
+func TestDefaultBalancerIsLeastLoaded(t *testing.T) {
 	const gib = 1 << 30
 	jobView := decision.JobView{ID: "j", Models: []string{"checkpoints/a"}, EstimatedVRAM: 7 * gib}
 	for _, tc := range []struct {
@@ -59,7 +64,7 @@ func TestLeastLoaded(t *testing.T) {
 		{name: "device too small", workers: []decision.WorkerView{{ID: "w0.0", Idle: true, UsableVRAM: 4 * gib}}, wantOK: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := LeastLoaded{}.Place(jobView, tc.workers)
+			got, ok := leastLoadedBuiltin{}.Place(jobView, tc.workers)
 			if got != tc.want || ok != tc.wantOK {
 				t.Errorf("Place = %q, %v; want %q, %v", got, ok, tc.want, tc.wantOK)
 			}
@@ -67,7 +72,7 @@ func TestLeastLoaded(t *testing.T) {
 	}
 }
 
-func TestLRU(t *testing.T) {
+func TestDefaultEvictorIsLRU(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	entries := []decision.EntryView{
 		{Model: "new", Bytes: 4, LastUse: t0.Add(3 * time.Second)},
@@ -86,7 +91,7 @@ func TestLRU(t *testing.T) {
 		{name: "pinned never", need: 13, want: nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := (LRU{}).Victims(tc.need, entries); !slices.Equal(got, tc.want) {
+			if got := (lruBuiltin{}).Victims(tc.need, entries); !slices.Equal(got, tc.want) {
 				t.Errorf("Victims(%d) = %v, want %v", tc.need, got, tc.want)
 			}
 		})
