@@ -19,6 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/kiln-gpu/kiln/kernel/api"
 	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/sim"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
@@ -83,7 +84,7 @@ func (p *policyFlags) adminToken() (string, error) {
 	if cfg.Admin.Token != "" {
 		return cfg.Admin.Token, nil
 	}
-	t, err := policy.ReadAdminToken(cfg.DataDir)
+	t, err := api.ReadAdminToken(cfg.DataDir)
 	if err != nil {
 		return "", fmt.Errorf("no admin token: pass --token, set KILN_ADMIN_TOKEN, or run where kiln's data dir is (--data-dir): %w", err)
 	}

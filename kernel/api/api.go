@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -24,6 +22,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/httpjson"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/metrics"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/tier"
 	"github.com/kiln-gpu/kiln/kernel/worker"
 	"github.com/kiln-gpu/kiln/kernel/workflow"
@@ -46,8 +45,8 @@ type Deps struct {
 	Comfy     comfy.Config
 	// Tiers serves GET /v1/tiers; nil when kiln runs without them.
 	Tiers *tier.Manager
-	// Policies serves /v1/policies (it checks the admin token itself).
-	Policies http.Handler
+	// Policies serves /v1/policies (policies.go); nil leaves it out.
+	Policies *policy.Host
 	// AdminToken guards the mutating admin endpoints; empty disables them.
 	AdminToken string
 	// Shadow serves GET /v1/experiments/shadow (read-only: what /metrics
@@ -75,6 +74,9 @@ type Server struct {
 	mux  *http.ServeMux
 	srv  *http.Server
 	dash *dashboard.Dashboard
+	// routes are the patterns registered through handle, in order: every
+	// route but ComfyUI's (kernel/api/comfy registers its own).
+	routes []string
 }
 
 // WithDefaults fills zero fields with the defaults of configs/kiln.yaml.
@@ -119,56 +121,59 @@ func New(cfg Config, deps Deps) *Server {
 		deps.Clock = clock.Real()
 	}
 	s := &Server{cfg: cfg.WithDefaults(), deps: deps, mux: http.NewServeMux()}
-	s.mux.HandleFunc("POST /v1/jobs", s.submitJob)
-	s.mux.HandleFunc("GET /v1/jobs", s.listJobs)
-	s.mux.HandleFunc("GET /v1/jobs/{id}", s.getJob)
-	s.mux.HandleFunc("DELETE /v1/jobs/{id}", s.cancelJob)
-	s.mux.HandleFunc("GET /v1/workers", s.listWorkers)
-	s.mux.HandleFunc("GET /v1/devices", s.listDevices)
-	s.mux.HandleFunc("GET /v1/models", s.listModels)
-	s.mux.Handle("POST /v1/models/refresh", s.admin(http.HandlerFunc(s.refreshModels)))
-	s.mux.HandleFunc("GET /v1/tiers", s.listTiers)
-	s.mux.HandleFunc("GET /healthz", s.healthz)
-	s.mux.HandleFunc("GET /readyz", s.readyz)
-	s.mux.HandleFunc("GET /v1/cluster", s.clusterStatus)
+	s.handle("POST /v1/jobs", http.HandlerFunc(s.submitJob))
+	s.handle("GET /v1/jobs", http.HandlerFunc(s.listJobs))
+	s.handle("GET /v1/jobs/{id}", http.HandlerFunc(s.getJob))
+	s.handle("DELETE /v1/jobs/{id}", http.HandlerFunc(s.cancelJob))
+	s.handle("GET /v1/workers", http.HandlerFunc(s.listWorkers))
+	s.handle("GET /v1/devices", http.HandlerFunc(s.listDevices))
+	s.handle("GET /v1/models", http.HandlerFunc(s.listModels))
+	s.handle("POST /v1/models/refresh", s.admin(http.HandlerFunc(s.refreshModels)))
+	s.handle("GET /v1/tiers", http.HandlerFunc(s.listTiers))
+	s.handle("GET /healthz", http.HandlerFunc(s.healthz))
+	s.handle("GET /readyz", http.HandlerFunc(s.readyz))
+	s.handle("GET /v1/cluster", http.HandlerFunc(s.clusterStatus))
 	comfy.Register(s.mux, s.deps.Comfy, comfy.Deps{
 		Store: deps.Store, Dispatcher: deps.Dispatcher, Pool: deps.Pool, Devices: deps.Devices,
 		Catalog: deps.Catalog, Metrics: deps.Metrics, Limits: deps.Limits, Clock: deps.Clock, Log: deps.Log,
 		OutputDir: deps.OutputDir, MaxBodyBytes: s.cfg.MaxBodyBytes, Jobs: comfyJobs{s}, Cluster: deps.Cluster,
 	})
 	s.registerDashboard()
-	if deps.Policies != nil {
-		s.mux.Handle("/v1/policies", deps.Policies)
-		s.mux.Handle("/v1/policies/", deps.Policies)
-	}
+	s.registerPolicies()
 	if deps.Experiments != nil {
 		// The experiments handler routes these itself; mutations take the
 		// admin token. /v1/experiments/shadow and /trace are more specific
 		// patterns and stay with their handlers.
-		s.mux.Handle("GET /v1/experiments", deps.Experiments)
-		s.mux.Handle("GET /v1/experiments/{id}", deps.Experiments)
-		s.mux.Handle("POST /v1/experiments", s.admin(deps.Experiments))
-		s.mux.Handle("POST /v1/experiments/{id}/abort", s.admin(deps.Experiments))
+		s.handle("GET /v1/experiments", deps.Experiments)
+		s.handle("GET /v1/experiments/{id}", deps.Experiments)
+		s.handle("POST /v1/experiments", s.admin(deps.Experiments))
+		s.handle("POST /v1/experiments/{id}/abort", s.admin(deps.Experiments))
 	}
 	if deps.Tune != nil {
-		s.mux.Handle("GET /v1/tune", deps.Tune)
+		s.handle("GET /v1/tune", deps.Tune)
 	}
 	if deps.Shadow != nil {
-		s.mux.Handle("GET /v1/experiments/shadow", deps.Shadow)
+		s.handle("GET /v1/experiments/shadow", deps.Shadow)
 	}
 	if deps.Trace != nil {
-		s.mux.Handle("GET /v1/experiments/trace", s.admin(deps.Trace))
+		s.handle("GET /v1/experiments/trace", s.admin(deps.Trace))
 	}
 	if deps.Metrics != nil {
-		s.mux.Handle("GET /metrics", deps.Metrics.Handler())
+		s.handle("GET /metrics", deps.Metrics.Handler())
 	}
 	if s.cfg.PProf {
-		s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-		s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		s.handle("GET /debug/pprof/", http.HandlerFunc(pprof.Index))
+		s.handle("GET /debug/pprof/profile", http.HandlerFunc(pprof.Profile))
+		s.handle("GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace))
+		s.handle("GET /debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
 	}
 	return s
+}
+
+// handle registers a route on the API's mux and remembers its pattern.
+func (s *Server) handle(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, h)
+	s.routes = append(s.routes, pattern)
 }
 
 // Handler returns the API's root handler: the routes, with JSON errors for
@@ -513,23 +518,6 @@ func (s *Server) listModels(w http.ResponseWriter, _ *http.Request) {
 		models = []catalog.Entry{}
 	}
 	httpjson.Write(w, http.StatusOK, map[string]any{"models": models})
-}
-
-// admin guards a mutating admin endpoint with the bearer token. The token
-// is compared in constant time and never logged.
-func (s *Server) admin(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		const prefix = "Bearer "
-		got := r.Header.Get("Authorization")
-		if s.deps.AdminToken == "" || !strings.HasPrefix(got, prefix) ||
-			subtle.ConstantTimeCompare([]byte(strings.TrimPrefix(got, prefix)), []byte(s.deps.AdminToken)) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="kiln admin"`)
-			writeError(w, http.StatusUnauthorized, "unauthorized",
-				"this endpoint needs the admin token: Authorization: Bearer <token> (admin.token, KILN_ADMIN_TOKEN, or <data_dir>/admin.token)")
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
 }
 
 func (s *Server) refreshModels(w http.ResponseWriter, r *http.Request) {

@@ -42,9 +42,10 @@ type Config struct {
 	Tiers   tier.Config     `koanf:"tiers"`
 	Plugins plugin.Config   `koanf:"plugins"`
 
-	// The policy host (kernel/policy) and the admin token that guards it.
-	Admin    policy.AdminConfig `koanf:"admin"`
-	Policies policy.Config      `koanf:"policies"`
+	// The policy host (kernel/policy) and the admin token that guards the
+	// mutating API routes (kernel/api).
+	Admin    api.AdminConfig `koanf:"admin"`
+	Policies policy.Config   `koanf:"policies"`
 
 	Dispatch dispatch.Config `koanf:"dispatch"`
 	// Experiments are the defaults of policy experiments (kernel/experiment).

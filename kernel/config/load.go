@@ -24,7 +24,7 @@ const EnvPrefix = "KILN_"
 // Load skips them instead of reporting them as unknown keys.
 var reservedEnv = map[string]bool{
 	"KILN_ADDR":                 true,
-	"KILN_ADMIN_TOKEN":          true, // kernel/policy.AdminToken reads it
+	"KILN_ADMIN_TOKEN":          true, // kernel/api.AdminToken reads it
 	"KILN_WORKER_ID":            true,
 	"KILN_PROTOCOL":             true,
 	"KILN_SIM_CRASH_AFTER_JOBS": true,

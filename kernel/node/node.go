@@ -212,7 +212,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		// when it faults).
 		n.Tiers.SetEvictors(n.Policies.NewEvictor(), n.Policies.NewEvictor())
 	}
-	adminToken, err := policy.AdminToken(cfg.Admin.Token, cfg.DataDir)
+	adminToken, err := api.AdminToken(cfg.Admin.Token, cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -263,7 +263,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		Store: n.Store, Dispatcher: n.Dispatcher, Pool: n.Pool, Devices: n.Devices, Catalog: n.Catalog,
 		Metrics: n.Metrics, Limits: cfg.Limits, Clock: opts.Clock, Log: logging.Component(opts.Log, "api"),
 		OutputDir: outDir, Comfy: cfg.ComfyUI, Tiers: n.Tiers,
-		Policies: n.Policies.Handler(adminToken), AdminToken: adminToken,
+		Policies: n.Policies, AdminToken: adminToken,
 		Shadow: n.shadowHandler(), Trace: n.traceHandler(), Experiments: n.experimentsHandler(),
 		Tune: n.tuneHandler(), NodeID: nodeID(cfg), Cluster: n.clusterAPI(),
 	})

@@ -39,14 +39,6 @@ type Config struct {
 	StateDir string `koanf:"-"`
 }
 
-// AdminConfig is the admin section: the token that guards mutating
-// endpoints such as POST /v1/policies.
-type AdminConfig struct {
-	// Token is the admin bearer token. Empty: KILN_ADMIN_TOKEN, else the
-	// token kiln keeps in <data_dir>/admin.token (created on first start).
-	Token string `koanf:"token"`
-}
-
 // WithDefaults returns c with zero fields set to their defaults.
 func (c Config) WithDefaults() Config {
 	def := func(s *string, v string) {

@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -103,19 +101,6 @@ func TestLoadDedupesAndUnloads(t *testing.T) {
 		t.Errorf("load after unload = %+v, %v; want a fresh mine@1", vi, err)
 	}
 
-	// Over HTTP: the active version is a 409 with a JSON body.
-	srv := httptest.NewServer(h.Handler("tok"))
-	defer srv.Close()
-	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/policies/scheduling/unload", strings.NewReader(`{"name":"priority","version":1}`))
-	req.Header.Set("Authorization", "Bearer tok")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusConflict {
-		t.Errorf("unload of the active version over HTTP: %d, want 409", resp.StatusCode)
-	}
 }
 
 // TestGuestLogNamesPolicy: a guest's log line carries its policy's kind,

@@ -1,19 +1,38 @@
-package policy
+package api
 
 import (
 	"bytes"
 	"encoding/json"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/policy"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
-func TestHandler(t *testing.T) {
-	h := newTestHost(t, Config{})
-	srv := httptest.NewServer(h.Handler("s3cret"))
+// policyHost is a real policy host serving the built-ins' native builds
+// (the same source as their WASM builds, without compiling them here).
+func policyHost(t *testing.T) *policy.Host {
+	t.Helper()
+	h, err := policy.NewHost(policy.Config{NativeBuiltins: true}, zerolog.Nop(), clock.Real())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func TestPolicyRoutes(t *testing.T) {
+	h := policyHost(t)
+	srv := httptest.NewServer(New(Config{}, Deps{Log: zerolog.Nop(), Policies: h, AdminToken: "s3cret"}).Handler())
 	defer srv.Close()
 	do := func(method, path, token string, body []byte) (int, map[string]any) {
 		t.Helper()
@@ -47,14 +66,20 @@ func TestHandler(t *testing.T) {
 		{name: "load without token", method: "POST", path: "/v1/policies/eviction?name=x", body: []byte("\x00asm"), status: 401, errType: "unauthorized"},
 		{name: "load with wrong token", method: "POST", path: "/v1/policies/eviction?name=x", token: "nope", status: 401, errType: "unauthorized"},
 		{name: "load garbage", method: "POST", path: "/v1/policies/eviction?name=x", token: "s3cret", body: []byte("junk"), status: 422, errType: "invalid_policy"},
+		{name: "unknown kind with token", method: "POST", path: "/v1/policies/magic/rollback", token: "s3cret", status: 404, errType: "unknown_kind"},
 		{name: "activate built-in", method: "POST", path: "/v1/policies/eviction/activate", token: "s3cret", body: []byte(`{"name":"gdsf","reason":"try"}`), status: 200},
 		{name: "activate unknown", method: "POST", path: "/v1/policies/eviction/activate", token: "s3cret", body: []byte(`{"name":"zzz"}`), status: 404, errType: "not_found"},
+		{name: "activate bad body", method: "POST", path: "/v1/policies/eviction/activate", token: "s3cret", body: []byte(`{"name":`), status: 400, errType: "invalid_body"},
 		{name: "set param", method: "PUT", path: "/v1/policies/eviction/params", token: "s3cret", body: []byte(`{"name":"prefetch","value":0}`), status: 204},
 		{name: "param out of range", method: "PUT", path: "/v1/policies/eviction/params", token: "s3cret", body: []byte(`{"name":"prefetch","value":7}`), status: 400, errType: "invalid_param"},
 		{name: "param unknown", method: "PUT", path: "/v1/policies/eviction/params", token: "s3cret", body: []byte(`{"params":{"prefetch":1,"nope":2}}`), status: 400, errType: "unknown_param"},
 		{name: "params neither form", method: "PUT", path: "/v1/policies/eviction/params", token: "s3cret", body: []byte(`{"name":"prefetch"}`), status: 400, errType: "invalid_body"},
 		{name: "rollback", method: "POST", path: "/v1/policies/eviction/rollback", token: "s3cret", body: []byte(`{"reason":"done"}`), status: 200},
 		{name: "rollback again", method: "POST", path: "/v1/policies/eviction/rollback", token: "s3cret", status: 404, errType: "not_found"},
+		{name: "unload without a version", method: "POST", path: "/v1/policies/scheduling/unload", token: "s3cret", body: []byte(`{"name":"priority"}`), status: 400, errType: "invalid_body"},
+		// The active version cannot be unloaded: a 409 with a JSON body.
+		{name: "unload the active version", method: "POST", path: "/v1/policies/scheduling/unload", token: "s3cret", body: []byte(`{"name":"priority","version":1}`), status: 409, errType: "in_use"},
+		{name: "no such method", method: "DELETE", path: "/v1/policies/eviction", token: "s3cret", status: 405, errType: "method_not_allowed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			status, out := do(tc.method, tc.path, tc.token, tc.body)
@@ -63,18 +88,24 @@ func TestHandler(t *testing.T) {
 			}
 		})
 	}
-	if wasm, ok := modules["eviction.lru"]; ok {
-		b, _ := os.ReadFile(wasm)
-		status, out := do("POST", "/v1/policies/eviction?name=my-lru&activate=1&reason=test", "s3cret", b)
+	// A WASM module, where this checkout has the built-ins' WASM builds
+	// (make policies; make test builds them first).
+	if wasm, err := fs.ReadFile(policy.BuiltinFS(), policy.BuiltinFile(abi.KindEviction, "lru")); err == nil {
+		status, out := do("POST", "/v1/policies/eviction?name=my-lru&activate=1&reason=test", "s3cret", wasm)
 		if status != 201 || out["active"] != true || out["version"] != 1.0 {
 			t.Errorf("load = %d %v; want 201, active, version 1", status, out)
 		}
 		if got := h.List()[0].Active; got != "my-lru@1" {
 			t.Errorf("active %s, want my-lru@1", got)
 		}
+		if status, _ := do("POST", "/v1/policies/eviction?name=my-lru", "s3cret", wasm); status != 200 {
+			t.Errorf("the same bytes again = %d, want 200 (the version they are)", status)
+		}
+	} else {
+		t.Logf("no WASM build of eviction.lru in this checkout (make policies): the upload is not checked: %v", err)
 	}
 	// No token configured: mutations are refused, never open.
-	closed := httptest.NewServer(h.Handler(""))
+	closed := httptest.NewServer(New(Config{}, Deps{Log: zerolog.Nop(), Policies: h}).Handler())
 	defer closed.Close()
 	resp, err := http.Post(closed.URL+"/v1/policies/eviction/rollback", "application/json", strings.NewReader("{}"))
 	if err != nil {

@@ -1,22 +1,22 @@
-package policy
+package api
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 
 	"github.com/kiln-gpu/kiln/kernel/httpjson"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
-// MaxModuleBytes bounds an uploaded module.
-const MaxModuleBytes = 64 << 20
+// maxModuleBytes bounds an uploaded policy module.
+const maxModuleBytes = 64 << 20
 
-// Handler serves /v1/policies:
+// registerPolicies serves /v1/policies from the policy host
+// (kernel/policy):
 //
 //	GET  /v1/policies                     every kind: active policy, versions, changes
 //	GET  /v1/policies/{kind}              one kind
@@ -26,15 +26,17 @@ const MaxModuleBytes = 64 << 20
 //	POST /v1/policies/{kind}/unload       {"name", "version", "reason"}: 409 for the active version or one an experiment runs
 //	PUT  /v1/policies/{kind}/params       {"name", "value"} or {"params": {name: value, ...}}, all or none
 //
-// Mutations need "Authorization: Bearer <adminToken>"; with an empty
-// adminToken they are refused, never open. Errors are
+// Mutations need the admin token (policyAdmin); errors are
 // {"error": {"type", "message"}}.
-func (h *Host) Handler(adminToken string) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/policies", func(w http.ResponseWriter, r *http.Request) {
+func (s *Server) registerPolicies() {
+	h := s.deps.Policies
+	if h == nil {
+		return
+	}
+	s.handle("GET /v1/policies", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpjson.Write(w, http.StatusOK, map[string]any{"policies": h.List()})
-	})
-	mux.HandleFunc("GET /v1/policies/{kind}", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	s.handle("GET /v1/policies/{kind}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		k, ok := kindParam(w, r)
 		if !ok {
 			return
@@ -44,32 +46,13 @@ func (h *Host) Handler(adminToken string) http.Handler {
 				httpjson.Write(w, http.StatusOK, ki)
 			}
 		}
-	})
-	admin := func(f func(w http.ResponseWriter, r *http.Request, k abi.Kind)) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			if adminToken == "" {
-				httpjson.Error(w, http.StatusForbidden, "admin_disabled", "no admin token is configured; policy changes are refused")
-				return
-			}
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(adminToken)) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="kiln admin"`)
-				httpjson.Error(w, http.StatusUnauthorized, "unauthorized", "policy changes need the admin token (Authorization: Bearer …)")
-				return
-			}
-			k, ok := kindParam(w, r)
-			if !ok {
-				return
-			}
-			f(w, r, k)
-		}
-	}
-	mux.HandleFunc("POST /v1/policies/{kind}", admin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
+	}))
+	s.handle("POST /v1/policies/{kind}", s.policyAdmin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
 		q := r.URL.Query()
 		name := q.Get("name")
-		data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxModuleBytes))
+		data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxModuleBytes))
 		if err != nil {
-			httpjson.Error(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("module larger than %d bytes", MaxModuleBytes))
+			httpjson.Error(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("module larger than %d bytes", maxModuleBytes))
 			return
 		}
 		activate := q.Get("activate") == "1" || q.Get("activate") == "true"
@@ -84,43 +67,43 @@ func (h *Host) Handler(adminToken string) http.Handler {
 		}
 		httpjson.Write(w, code, vi)
 	}))
-	mux.HandleFunc("POST /v1/policies/{kind}/activate", admin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
+	s.handle("POST /v1/policies/{kind}/activate", s.policyAdmin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
 		var body struct {
 			Name    string `json:"name"`
 			Version int    `json:"version"`
 			Reason  string `json:"reason"`
 		}
-		if !readBody(w, r, &body) {
+		if !readPolicyBody(w, r, &body) {
 			return
 		}
 		vi, err := h.Activate(r.Context(), k, body.Name, body.Version, body.Reason)
 		if err != nil {
-			writeFailure(w, err)
+			writePolicyFailure(w, err)
 			return
 		}
 		httpjson.Write(w, http.StatusOK, vi)
 	}))
-	mux.HandleFunc("POST /v1/policies/{kind}/rollback", admin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
+	s.handle("POST /v1/policies/{kind}/rollback", s.policyAdmin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
 		var body struct {
 			Reason string `json:"reason"`
 		}
-		if !readBody(w, r, &body) {
+		if !readPolicyBody(w, r, &body) {
 			return
 		}
 		vi, err := h.Rollback(k, body.Reason)
 		if err != nil {
-			writeFailure(w, err)
+			writePolicyFailure(w, err)
 			return
 		}
 		httpjson.Write(w, http.StatusOK, vi)
 	}))
-	mux.HandleFunc("POST /v1/policies/{kind}/unload", admin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
+	s.handle("POST /v1/policies/{kind}/unload", s.policyAdmin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
 		var body struct {
 			Name    string `json:"name"`
 			Version int    `json:"version"`
 			Reason  string `json:"reason"`
 		}
-		if !readBody(w, r, &body) {
+		if !readPolicyBody(w, r, &body) {
 			return
 		}
 		if body.Name == "" || body.Version < 1 {
@@ -129,12 +112,12 @@ func (h *Host) Handler(adminToken string) http.Handler {
 		}
 		vi, err := h.Unload(k, body.Name, body.Version, body.Reason)
 		if err != nil {
-			writeFailure(w, err)
+			writePolicyFailure(w, err)
 			return
 		}
 		httpjson.Write(w, http.StatusOK, vi)
 	}))
-	mux.HandleFunc("PUT /v1/policies/{kind}/params", admin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
+	s.handle("PUT /v1/policies/{kind}/params", s.policyAdmin(func(w http.ResponseWriter, r *http.Request, k abi.Kind) {
 		// One value ({"name","value"}) or several at once ({"params":
 		// {name: value}}), applied together or not at all.
 		var body struct {
@@ -142,7 +125,7 @@ func (h *Host) Handler(adminToken string) http.Handler {
 			Value  *float64           `json:"value"`
 			Params map[string]float64 `json:"params"`
 		}
-		if !readBody(w, r, &body) {
+		if !readPolicyBody(w, r, &body) {
 			return
 		}
 		set := body.Params
@@ -154,7 +137,7 @@ func (h *Host) Handler(adminToken string) http.Handler {
 			return
 		}
 		if err := h.SetParams(k, set); err != nil {
-			if errors.Is(err, ErrUnknownParam) {
+			if errors.Is(err, policy.ErrUnknownParam) {
 				httpjson.Error(w, http.StatusBadRequest, "unknown_param", err.Error())
 				return
 			}
@@ -163,7 +146,6 @@ func (h *Host) Handler(adminToken string) http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
-	return mux
 }
 
 func kindParam(w http.ResponseWriter, r *http.Request) (abi.Kind, bool) {
@@ -175,7 +157,7 @@ func kindParam(w http.ResponseWriter, r *http.Request) (abi.Kind, bool) {
 	return k, true
 }
 
-func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
+func readPolicyBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 	if err == nil && len(data) > 0 {
 		err = json.Unmarshal(data, v)
@@ -187,12 +169,12 @@ func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-func writeFailure(w http.ResponseWriter, err error) {
-	if errors.Is(err, ErrNotFound) {
+func writePolicyFailure(w http.ResponseWriter, err error) {
+	if errors.Is(err, policy.ErrNotFound) {
 		httpjson.Error(w, http.StatusNotFound, "not_found", err.Error())
 		return
 	}
-	if errors.Is(err, ErrInUse) {
+	if errors.Is(err, policy.ErrInUse) {
 		httpjson.Error(w, http.StatusConflict, "in_use", err.Error())
 		return
 	}
