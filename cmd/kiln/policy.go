@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kiln-gpu/kiln/kernel/api"
+	"github.com/kiln-gpu/kiln/kernel/node"
 	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/sim"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
@@ -487,7 +488,7 @@ func replayTrace(cf configFlags, tracePath, modelsPath string, k abi.Kind, file 
 	if err != nil {
 		return nil, err
 	}
-	sc := sim.FromKernelConfig(cfg)
+	sc := node.SimConfig(cfg)
 	r := &traceReplay{Trace: tracePath, Kind: k.String()}
 	if r.Baseline, err = sim.Run(context.Background(), sc, models, trace, sim.Options{Seed: 1}); err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/experiment"
+	"github.com/kiln-gpu/kiln/kernel/node"
 	"github.com/kiln-gpu/kiln/kernel/sim"
 	"github.com/kiln-gpu/kiln/kernel/tune"
 )
@@ -94,7 +95,7 @@ func cmdSim(args []string) error {
 	if err != nil {
 		return err
 	}
-	sc := sim.FromKernelConfig(cfg)
+	sc := node.SimConfig(cfg)
 	if *ramBytes > 0 {
 		sc.RAMBytes = *ramBytes
 	}

@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/kiln-gpu/kiln/kernel/node"
 	"github.com/kiln-gpu/kiln/kernel/sim"
 )
 
@@ -40,7 +41,7 @@ func cmdSimBench(args []string) error {
 	// speed for a batch job that holds little memory.
 	debug.SetGCPercent(400)
 	var out strings.Builder
-	err = sim.Bench(context.Background(), sim.BenchOptions{ConfigDir: *configs, Traces: os.DirFS(*traces), Quick: *quick, Progress: os.Stderr}, &out)
+	err = sim.Bench(context.Background(), sim.BenchOptions{Baseline: node.SimBaseline(*configs), Traces: os.DirFS(*traces), Quick: *quick, Progress: os.Stderr}, &out)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/kiln-gpu/kiln/kernel/catalog"
+	"github.com/kiln-gpu/kiln/kernel/node"
 	"github.com/kiln-gpu/kiln/kernel/sim"
 	"github.com/kiln-gpu/kiln/kernel/tune"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
@@ -170,7 +171,7 @@ func cmdTune(args []string) error {
 	if *holdout > 0 {
 		train, hold = tune.SplitHoldout(trace.Requests, *holdout)
 	}
-	sc := sim.FromKernelConfig(cfg)
+	sc := node.SimConfig(cfg)
 	res, err := tune.Search(context.Background(), sc, models, &sim.Trace{Requests: train}, kind, *name,
 		tune.Options{Budget: *budget, Seed: *seed, Objective: *objective, Params: params})
 	if err != nil {

@@ -8,9 +8,12 @@ import (
 )
 
 // SimConfig is the sim section: what only a simulated node has (`kiln
-// sim`; `kiln serve` ignores it). It lives here rather than in kernel/sim
-// because kernel/sim reads the whole Config (sim.FromKernelConfig), and a
-// section type there would make the two packages import each other.
+// sim`; `kiln serve` ignores it). It lives here, and kernel/sim has a
+// twin of its fields (sim.Section, converted by node.SimSections), because
+// the simulator does not import kiln's config: the config composes every
+// package's section, and the simulator would link the HTTP API and the
+// plugin host through it. A field added here fails to compile the
+// conversion until it is added there.
 type SimConfig struct {
 	// RemoteBytesPerS is the model source's (L4) read bandwidth into the
 	// disk tier; 0 means 1.25e9 (a 10 Gbit/s share or object store).

@@ -65,7 +65,7 @@ func (n *Node) runTune(ctx context.Context) (wait func()) {
 // report themselves, its config's tiers, workers and cost model, the
 // active policies with their parameters, and the catalog's models.
 func (n *Node) simNode() (sim.Config, []sim.Model, error) {
-	cfg := sim.FromKernelConfig(n.cfg)
+	cfg := SimConfig(n.cfg)
 	cfg.Devices = nil
 	for _, d := range n.Devices.Devices() {
 		in := d.Info()

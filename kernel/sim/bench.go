@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
-	"github.com/kiln-gpu/kiln/kernel/config"
 	"github.com/kiln-gpu/kiln/kernel/device"
 )
 
@@ -27,9 +26,12 @@ const (
 // BenchOptions configure Bench: where the configs and traces are, and the
 // suite's fixed parameters.
 type BenchOptions struct {
-	// ConfigDir holds naive-serverless.yaml, comfy-single.yaml and
-	// kiln-default.yaml.
-	ConfigDir string
+	// Baseline loads a baseline of the suite by name (BaselineNaive,
+	// BaselineComfy, BaselineKiln: configs/<name>.yaml over the embedded
+	// default) with sets applied over it, as `--set` does: node.SimBaseline
+	// does it from kiln's config files. The simulator reads no config file
+	// itself.
+	Baseline func(name string, sets ...string) (Config, error)
 	// Traces is the shared traces folder (servegen/, azure-llm-2023/).
 	Traces fs.FS
 	// Quick shrinks the suite (shorter spans, fewer rates) for tests.
@@ -98,19 +100,6 @@ func (o BenchOptions) workloads() []benchWorkload {
 	}
 }
 
-// LoadBaseline reads configs/<name>.yaml over the embedded default, with
-// the built-in policies served natively (the same source as their WASM
-// build; TestWASMAndNativeAgree checks they answer alike) so that the
-// suite does not compile WASM for every run.
-func LoadBaseline(dir, name string, sets ...string) (Config, error) {
-	c, err := config.Load(config.LoadOptions{File: dir + "/" + name + ".yaml",
-		Sets: append([]string{"policies.native_builtins=true"}, sets...)})
-	if err != nil {
-		return Config{}, err
-	}
-	return FromKernelConfig(c), nil
-}
-
 // benchRun is one simulation of the suite.
 type benchRun struct {
 	workload string
@@ -140,13 +129,13 @@ func Bench(ctx context.Context, o BenchOptions, w io.Writer) error {
 	}
 	baselines := map[string]Config{}
 	for _, name := range []string{BaselineNaive, BaselineComfy, BaselineKiln} {
-		c, err := LoadBaseline(o.ConfigDir, name)
+		c, err := o.Baseline(name)
 		if err != nil {
 			return fmt.Errorf("bench: %s: %w", name, err)
 		}
 		baselines[name] = c
 	}
-	variant := func(sets ...string) (Config, error) { return LoadBaseline(o.ConfigDir, BaselineKiln, sets...) }
+	variant := func(sets ...string) (Config, error) { return o.Baseline(BaselineKiln, sets...) }
 	rates := benchRates
 	if o.Quick {
 		rates = []float64{0.25, 1, 4}

@@ -73,7 +73,7 @@ func defaultNode(t testing.TB, memory uint64, sets ...string) Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := FromKernelConfig(kc)
+	c := fromKernelConfig(kc)
 	for i := range c.Devices {
 		c.Devices[i].MemoryBytes = memory
 	}

@@ -23,7 +23,7 @@ func TestBenchQuick(t *testing.T) {
 	}
 	run := func() string {
 		var b strings.Builder
-		err := Bench(context.Background(), BenchOptions{ConfigDir: "../../configs", Traces: os.DirFS(traces), Quick: true,
+		err := Bench(context.Background(), BenchOptions{Baseline: testBaselines("../../configs"), Traces: os.DirFS(traces), Quick: true,
 			Wall: clock.NewFake(time.Unix(0, 0))}, &b)
 		if err != nil {
 			t.Fatal(err)

@@ -9,12 +9,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
-	"github.com/kiln-gpu/kiln/kernel/config"
 	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/policy"
+	"github.com/kiln-gpu/kiln/kernel/tier"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -27,8 +27,9 @@ const DefaultRemoteBytesPerS = 1.25e9
 const DefaultQueueView = decision.QueueWindow
 
 // Config is the simulated node: its hardware, cost model and policies. It
-// is a value; Run does not change it. FromKernelConfig builds one from
-// kiln's config so that `kiln sim` honours the same keys as `kiln serve`.
+// is a value; Run does not change it. FromSections builds one from kiln's
+// config sections (node.SimConfig from a loaded config) so that `kiln sim`
+// honours the same keys as `kiln serve`.
 type Config struct {
 	// Devices are the simulated GPUs (devices.simulated).
 	Devices []device.SimDeviceConfig
@@ -108,12 +109,38 @@ const (
 	BatchSequential = "sequential"
 )
 
-// FromKernelConfig takes the simulated node from kiln's config.
-func FromKernelConfig(c *config.Config) Config {
+// Sections are the sections of kiln's config (kernel/config) that
+// describe a node to the simulator. The simulator does not import
+// kernel/config, which composes every package's section and so would link
+// the HTTP API and the plugin host into it; its callers (kernel/node,
+// cmd/kiln, through node.SimConfig) fill Sections from the config they
+// loaded.
+type Sections struct {
+	Devices          device.Config
+	WorkersPerDevice int
+	Cost             cost.Config
+	Policies         policy.Config
+	Tiers            tier.Config
+	Dispatch         dispatch.Config
+	Sim              Section
+}
+
+// Section is the config's sim section (config.SimConfig, converted): what
+// only a simulated node has. Its fields are documented there.
+type Section struct {
+	RemoteBytesPerS   float64
+	NoRAMTier         bool
+	BatchExecution    string
+	WholeJobAdmission bool
+	NetworkDelay      time.Duration
+}
+
+// FromSections takes the simulated node from kiln's config sections.
+func FromSections(c Sections) Config {
 	return Config{
 		Devices:          append([]device.SimDeviceConfig(nil), c.Devices.Simulated...),
 		Headroom:         c.Devices.Headroom,
-		WorkersPerDevice: c.Workers.PerDevice,
+		WorkersPerDevice: c.WorkersPerDevice,
 		Cost:             c.Cost,
 		Policies:         c.Policies,
 		RAMBytes:         c.Tiers.RAM.CapacityBytes,

@@ -21,7 +21,7 @@
 //
 //	models, _ := sim.ReadModels(mf, "models.csv")
 //	trace, _ := sim.ReadTrace(tf, sim.TraceOptions{File: "trace.csv", Models: models})
-//	rep, err := sim.Run(ctx, sim.FromKernelConfig(cfg), models, trace, sim.Options{Seed: 1})
+//	rep, err := sim.Run(ctx, node.SimConfig(cfg), models, trace, sim.Options{Seed: 1})
 //	_ = rep.WriteMarkdown(os.Stdout)
 //
 // Workloads come from Generate (zipf with drift, bursty on/off, diurnal),
