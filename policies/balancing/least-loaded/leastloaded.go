@@ -1,8 +1,8 @@
 // Package leastloaded is the built-in balancing policy "least-loaded": the
 // idle worker whose device has the fewest busy workers; ties go to the one
 // that already holds more of the job's model bytes, then to more free VRAM.
-// Degraded devices come last. It is the WASM twin of the kernel's native
-// dispatch.LeastLoaded.
+// Degraded devices come last. Its native build is the kernel's
+// fallback balancer (kernel/policy Native).
 package leastloaded
 
 import (
