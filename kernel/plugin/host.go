@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"google.golang.org/grpc"
 	"io"
 	"os"
 	"os/exec"
@@ -14,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"google.golang.org/grpc"
 
 	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
@@ -373,7 +374,3 @@ func (w logWriter) Write(b []byte) (int, error) {
 	w.log.Debug().Msg(strings.TrimSpace(string(b)))
 	return len(b), nil
 }
-
-// CleanupAll kills every managed plugin of the process; call it on exit
-// paths that skip Host.Close.
-func CleanupAll() { goplugin.CleanupClients() }

@@ -715,20 +715,6 @@ func find(s *slot, name string, number int) *version {
 	return best
 }
 
-// FindKind returns the kinds that have a policy named name (loaded or
-// built in), for commands that name a policy without its kind.
-func (h *Host) FindKind(name string) []abi.Kind {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var out []abi.Kind
-	for _, k := range abi.Kinds {
-		if find(h.slots[k], name, 0) != nil || Builtin(k, name) != nil {
-			out = append(out, k)
-		}
-	}
-	return out
-}
-
 // Rollback makes the previously active policy of kind k active again.
 func (h *Host) Rollback(k abi.Kind, reason string) (VersionInfo, error) {
 	h.mu.Lock()

@@ -188,9 +188,6 @@ func (m *Manager) SetVRAMStats(f func() Stats) {
 	m.mu.Unlock()
 }
 
-// RAMDir is where L2 segments live.
-func (m *Manager) RAMDir() string { return m.ram.dir }
-
 // DiskDir is where L3 files live.
 func (m *Manager) DiskDir() string { return m.disk.dir }
 

@@ -12,7 +12,15 @@
 // A Conn is the kernel's end of one connection: requests are pipelined and
 // replies matched by id; when the process dies every pending call fails with
 // an error wrapping ErrConnClosed, which is how the dispatcher learns that a
-// job's attempt was lost.
+// job's attempt was lost. Call and Run are safe for concurrent use; a
+// cancelled Run sends the worker a cancel and waits (bounded by a short
+// grace period) for the run's terminal frame; a worker's error frame comes
+// back as *wire.Error (errors.As).
+//
+//	c := worker.NewConn(netConn, log) // starts the read loop
+//	err := c.Call(ctx, wire.TypeHello, wire.HelloRequest{...}, &hello)
+//	res, err := c.Run(ctx, wire.RunRequest{...}, onProgress)
+//	<-c.Done()                        // closed when the peer is gone
 //
 //	p, _ := worker.NewPool(cfg, worker.PoolOptions{Devices: devs, OnReady: ..., OnExit: ...})
 //	p.Start(ctx)
