@@ -22,6 +22,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/tier"
 	"github.com/kiln-gpu/kiln/kernel/worker"
+	"github.com/kiln-gpu/kiln/kernel/workflow"
 	wire "github.com/kiln-gpu/kiln/sdk/worker"
 )
 
@@ -254,7 +255,7 @@ func (d *Dispatcher) Cancel(id string) (*job.Job, error) {
 	if rj != nil {
 		rj.cancel(nil) // execute reports the end once the worker has stopped
 	} else {
-		d.finished(id)
+		d.finished(j)
 	}
 	return j, nil
 }
@@ -435,8 +436,8 @@ func (d *Dispatcher) ramRoom() PrefetchRoom {
 func (d *Dispatcher) choose(queued []decision.JobView, workers []decision.WorkerView) (jobIDs []string, workerID string, ok bool) {
 	dec, ok := d.core.Choose(queued, workers)
 	for _, u := range dec.Unfit {
-		if ferr := d.opts.Store.Fail(u.JobID, u.Err.Error()); ferr == nil {
-			d.finished(u.JobID)
+		if fj, ferr := d.opts.Store.Fail(u.JobID, u.Err.Error()); ferr == nil {
+			d.finished(fj)
 		}
 		d.log.Warn().Str("job", u.JobID).Err(u.Err).Msg("job can never fit on this node's devices")
 	}
@@ -580,7 +581,7 @@ func (d *Dispatcher) workerViews() []decision.WorkerView {
 func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease worker.Lease, keepWarm bool) (ok bool, warm func()) {
 	w := lease.Worker
 	log := d.log.With().Str("job", j.ID).Str("worker", w.ID()).Int("attempt", j.Attempts).Logger()
-	d.publish(Event{Type: EventStarted, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts})
+	d.publish(Event{Type: EventStarted, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts, Job: j})
 	defer func() {
 		d.mu.Lock()
 		delete(d.running, j.ID)
@@ -588,14 +589,20 @@ func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease w
 		d.mu.Unlock()
 	}()
 
+	// A worker of protocol 1.3 gets the client's bytes as they were
+	// stored; an older one, the graph as a msgpack map, which costs the
+	// kernel a decode of the workflow here.
 	var graph map[string]any
-	if err := json.Unmarshal(j.Workflow, &graph); err != nil {
-		// The API validated this graph before storing it; a store that
-		// hands back something else is corrupt, and the job cannot run.
-		if ferr := d.opts.Store.Fail(j.ID, "stored workflow is unreadable: "+err.Error()); ferr == nil {
-			d.finished(j.ID)
+	if !w.Speaks(wire.CapabilityWorkflowJSON) {
+		workflow.CountDecode()
+		if err := json.Unmarshal(j.Workflow, &graph); err != nil {
+			// The API validated this graph before storing it; a store that
+			// hands back something else is corrupt, and the job cannot run.
+			if fj, ferr := d.opts.Store.Fail(j.ID, "stored workflow is unreadable: "+err.Error()); ferr == nil {
+				d.finished(fj)
+			}
+			return true, nil
 		}
-		return true, nil
 	}
 	// A worker that speaks stages gets the job's models stage by stage
 	// (docs/stages.md); any other gets them all before the run.
@@ -616,6 +623,9 @@ func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease w
 		d.setProgress(j.ID, Progress{Phase: "running"})
 		d.publish(Event{Type: EventRunning, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts})
 		req := wire.RunRequest{JobID: j.ID, Attempt: j.Attempts, Workflow: graph, Models: j.Models}
+		if graph == nil {
+			req.WorkflowJSON = j.Workflow
+		}
 		onProgress := func(p wire.Progress) {
 			d.setProgress(j.ID, Progress{Phase: "running", Node: p.Node, Value: p.Value, Max: p.Max})
 			d.publish(withPreview(Event{Type: EventProgress, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts,
@@ -653,11 +663,12 @@ func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease w
 			for _, o := range res.Outputs {
 				outs = append(outs, job.Output{Node: o.Node, Filename: o.Filename, Subfolder: o.Subfolder, Type: o.Type})
 			}
-			if ferr := d.opts.Store.Finish(j.ID, outs); ferr != nil {
+			fj, ferr := d.opts.Store.Finish(j.ID, outs)
+			if ferr != nil {
 				log.Warn().Err(ferr).Msg("record finished job")
 				return true, warm
 			}
-			d.finished(j.ID)
+			d.finished(fj)
 			return true, warm
 		}
 	}
@@ -681,15 +692,15 @@ func (d *Dispatcher) recordFailure(ctx, kernelCtx context.Context, j *job.Job, e
 		return false
 	case ctx.Err() != nil:
 		log.Info().Msg("job cancelled")
-		d.finished(j.ID)
+		d.finishedID(j.ID)
 	case errors.As(err, &noRoom):
-		if ferr := d.opts.Store.Fail(j.ID, noRoom.Error()); ferr == nil {
-			d.finished(j.ID)
+		if fj, ferr := d.opts.Store.Fail(j.ID, noRoom.Error()); ferr == nil {
+			d.finished(fj)
 		}
 		log.Warn().Err(err).Msg("job cannot fit on its device")
 	case errors.As(err, &werr) && (werr.Code == wire.ErrCodeFailed || werr.Code == wire.ErrCodeBadRequest || werr.Code == wire.ErrCodeUnsupported):
-		if ferr := d.opts.Store.Fail(j.ID, werr.Message); ferr == nil {
-			d.finished(j.ID)
+		if fj, ferr := d.opts.Store.Fail(j.ID, werr.Message); ferr == nil {
+			d.finished(fj)
 		}
 		log.Warn().Err(err).Msg("job failed")
 	default:
@@ -701,7 +712,7 @@ func (d *Dispatcher) recordFailure(ctx, kernelCtx context.Context, j *job.Job, e
 			return false
 		}
 		if nj.State == job.Failed {
-			d.finished(j.ID)
+			d.finished(nj)
 		} else {
 			d.publish(Event{Type: EventRequeued, JobID: j.ID, ClientID: j.ClientID, Attempt: j.Attempts, Error: err.Error()})
 		}
@@ -805,7 +816,7 @@ func (d *Dispatcher) preempted(j *job.Job, cause error, log zerolog.Logger) {
 	nj, err := d.opts.Store.Preempt(j.ID)
 	if err != nil {
 		if cur, gerr := d.opts.Store.Get(j.ID); gerr == nil && cur.State != job.Queued && cur.State != job.Running {
-			d.finished(j.ID)
+			d.finished(cur)
 		}
 		log.Info().Err(err).Msg("preempted job is no longer running")
 		return
@@ -819,17 +830,23 @@ func (d *Dispatcher) preempted(j *job.Job, cause error, log zerolog.Logger) {
 }
 
 // finished reports a job that reached a terminal state to the hooks and
-// the event subscribers, from the store's record.
-func (d *Dispatcher) finished(id string) {
-	j, err := d.opts.Store.Get(id)
-	if err != nil {
-		return
-	}
+// the event subscribers: j is the job as the store committed it (the
+// transition's result), so nobody reads it back.
+func (d *Dispatcher) finished(j *job.Job) {
 	if d.opts.Hooks.JobFinished != nil {
 		d.opts.Hooks.JobFinished(j)
 	}
 	d.publish(Event{Type: EventFinished, JobID: j.ID, ClientID: j.ClientID, Worker: j.Worker, Attempt: j.Attempts,
-		State: j.State, Outputs: j.Outputs, Error: j.Error})
+		State: j.State, Outputs: j.Outputs, Error: j.Error, Job: j})
+}
+
+// finishedID is finished for a job whose end another caller committed (a
+// cancellation of a running job, which Cancel recorded): it reads the job
+// from the store.
+func (d *Dispatcher) finishedID(id string) {
+	if j, err := d.opts.Store.Get(id); err == nil {
+		d.finished(j)
+	}
 }
 
 func (d *Dispatcher) setProgress(id string, p Progress) {

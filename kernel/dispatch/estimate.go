@@ -11,8 +11,9 @@ import (
 
 // estimates keeps each job's estimated run time (its models in, on a
 // nominal device) from the cost model: what edf weighs against a deadline
-// and what a busy worker's expected wait is made of. A job's graph is
-// parsed once, not in every round that shows it to a policy.
+// and what a busy worker's expected wait is made of. Both come from the
+// Facts the job carries (its graph parsed once, at submit), made once per
+// job, not in every round that shows it to a policy.
 type estimates struct {
 	mu    sync.Mutex
 	byJob map[string]time.Duration
@@ -39,11 +40,11 @@ func (e *estimates) planOf(d *Dispatcher, j *job.Job) Plan {
 	return p
 }
 
-// planJob plans j's stages from its graph; a job whose graph cannot be
-// read is planned as one stage of all its models.
+// planJob plans j's stages from its graph's Facts; a job whose graph
+// could not be parsed is planned as one stage of all its models.
 func (d *Dispatcher) planJob(j *job.Job) Plan {
-	if g := d.graphOf(j); g != nil {
-		return d.fitPlan(PlanGraph(g, d.opts.Catalog.Lookup, d.opts.Cost))
+	if j.Facts != nil {
+		return d.fitPlan(PlanFacts(j.Facts, d.opts.Catalog.Lookup, d.opts.Cost))
 	}
 	st := PlanStage{Models: j.Models, ModelBytes: make([]uint64, len(j.Models))}
 	for i, m := range j.Models {
@@ -52,27 +53,6 @@ func (d *Dispatcher) planJob(j *job.Job) Plan {
 		}
 	}
 	return d.fitPlan(Plan{Stages: []PlanStage{st}})
-}
-
-// graphOf parses j's graph, reading it from the store when the queue's
-// snapshot carries none; nil when it cannot be read.
-func (d *Dispatcher) graphOf(j *job.Job) *workflow.Graph {
-	graph := j.Workflow
-	if len(graph) == 0 && d.opts.Store != nil {
-		if full, err := d.opts.Store.Get(j.ID); err == nil {
-			graph = full.Workflow
-		}
-	}
-	if len(graph) == 0 {
-		return nil
-	}
-	// The API checked the graph on submit; one that no longer parses (a
-	// limit lowered since) is judged by its models alone.
-	g, err := workflow.Parse(graph, workflow.Limits{}.WithDefaults())
-	if err != nil {
-		return nil
-	}
-	return g
 }
 
 // of returns j's estimate, computing it on first sight.
@@ -133,11 +113,11 @@ func (d *Dispatcher) estimateJob(j *job.Job) time.Duration {
 			fams = append(fams, e.Family)
 		}
 	}
-	// The queue's snapshots carry no graph (the store keeps summaries in
-	// memory): graphOf reads the job once from the store for it.
+	// The queue's snapshots carry the Facts the store keeps with each
+	// job: its samplers are the cost model's inputs.
 	var samplers []workflow.SamplerParams
-	if g := d.graphOf(j); g != nil {
-		samplers = g.Params()
+	if j.Facts != nil {
+		samplers = j.Facts.Samplers
 	}
 	known := func(f string) bool { _, ok := d.opts.Cost.Lookup(f); return ok }
 	// A streamed job pays for its transfers every step: the policies see

@@ -12,6 +12,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/workflow"
 )
 
 // recordingBalancer is the least-loaded built-in that keeps the views of its last call.
@@ -90,11 +91,16 @@ func TestViewsCarryCostEstimates(t *testing.T) {
 }
 
 // TestEstimateReadsTheGraph prices a job from its graph's sampler: steps
-// and size as the graph says, not the defaults.
+// and size as the graph says (the Facts the store hands over with the
+// job), not the defaults.
 func TestEstimateReadsTheGraph(t *testing.T) {
 	const model = "checkpoints/sd_xl_base_1.0.safetensors"
 	r := newRig(t, 24*gib, 1, map[string]int64{model: 2 * gib})
-	j := &job.Job{ID: "j1", Workflow: []byte(sdxlGraph), Models: []string{model}}
+	g, err := workflow.Parse([]byte(sdxlGraph), workflow.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := &job.Job{ID: "j1", Workflow: []byte(sdxlGraph), Models: []string{model}, Facts: g.Facts()}
 	got := r.d.estimates.of(r.d, j)
 	want := cost.Default().JobEstimate(cost.TextToImage("sdxl", 35, 1024, 768, 2), cost.Device{})
 	if got != want {

@@ -48,6 +48,11 @@ type Event struct {
 	State   job.State
 	Outputs []job.Output
 	Error   string
+	// Job (EventStarted, EventFinished) is the job as the store committed
+	// its start or its end, with its workflow and, while the process that
+	// parsed it lives, its Facts: subscribers need not read it back. Nil in
+	// other events. Subscribers must not modify it.
+	Job *job.Job
 }
 
 // bus fans events out to subscribers.

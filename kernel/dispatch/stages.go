@@ -178,26 +178,31 @@ func FootprintOf(e catalog.Entry, weightDType string) uint64 {
 	return uint64(max(cost.WeightBytes(b, e.DType, weightDType), 0))
 }
 
-// PlanGraph plans a parsed graph's stages (workflow.Graph.Stages) with
-// the footprints of its models in the catalog and the activations of its
+// PlanGraph plans a parsed graph's stages: PlanFacts of its Facts.
+func PlanGraph(g *workflow.Graph, lookup ModelLookup, c cost.Config) Plan {
+	return PlanFacts(g.Facts(), lookup, c)
+}
+
+// PlanFacts plans the stages of a graph (workflow.Facts.Stages) with the
+// footprints of its models in the catalog and the activations of its
 // samplers and decodes. A model the catalog does not hold counts 0 bytes:
 // the API refuses such jobs at submit, and a load fails them later.
-func PlanGraph(g *workflow.Graph, lookup ModelLookup, c cost.Config) Plan {
+func PlanFacts(f *workflow.Facts, lookup ModelLookup, c cost.Config) Plan {
 	dtype := map[string]string{}
-	for _, m := range g.Models() {
+	for _, m := range f.Models {
 		dtype[m.ID] = m.WeightDType
 	}
 	// A decode works on the images the samplers made: it is charged the
 	// activations of the graph's largest sampler.
 	var decodeAct uint64
 	var decodeFamily string
-	for _, sp := range g.Params() {
+	for _, sp := range f.Samplers {
 		if a := uint64(c.ActivationBytes(sp.Family, sp.Width, sp.Height, sp.BatchSize)); a > decodeAct || decodeFamily == "" {
 			decodeAct, decodeFamily = max(decodeAct, a), sp.Family
 		}
 	}
 	var p Plan
-	for _, st := range g.Stages() {
+	for _, st := range f.Stages {
 		ps := PlanStage{Models: st.Models, ModelBytes: make([]uint64, len(st.Models)),
 			WeightDTypes: make([]string, len(st.Models)), Nodes: st.Nodes}
 		for i, m := range st.Models {
@@ -259,7 +264,13 @@ func PlanByRole(models, families []string, bytes []uint64, activation uint64) Pl
 // its workers' contexts. The API refuses a job whose need exceeds the room
 // (does_not_fit) with the same figures the decision core fails it by.
 func (d *Dispatcher) Fit(g *workflow.Graph) (need, room uint64) {
-	need = d.fitPlan(PlanGraph(g, d.opts.Catalog.Lookup, d.opts.Cost)).Peak()
+	return d.FitFacts(g.Facts())
+}
+
+// FitFacts is Fit for a graph's Facts, which the API derives once and
+// then hands to the job (job.Job.Facts).
+func (d *Dispatcher) FitFacts(f *workflow.Facts) (need, room uint64) {
+	need = d.fitPlan(PlanFacts(f, d.opts.Catalog.Lookup, d.opts.Cost)).Peak()
 	_, room = d.room()
 	return need, room
 }

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"encoding/json"
 	"time"
+
+	"github.com/kiln-gpu/kiln/kernel/workflow"
 )
 
 // Class is a job's priority class.
@@ -59,6 +61,15 @@ type Job struct {
 	// sent it (the store writes these bytes as they are, which also spares
 	// the submit path a re-encoding of the graph).
 	Workflow json.RawMessage `json:"workflow"`
+	// Facts are what the kernel derived from Workflow when the job was
+	// submitted: the graph is parsed once, at submit (the API hands its
+	// parse to Submit; Submit parses a workflow handed over without one).
+	// They live in memory only: the store hands them back with every copy
+	// of a queued or running job it returns (Snapshot, Window, Get and the
+	// transitions), drops them when the job ends, and Open derives them
+	// again, once, for each job it recovers. Nil when the workflow does
+	// not parse: readers then judge the job by its Models.
+	Facts *workflow.Facts `json:"-"`
 	// Models are the catalog ids the workflow needs ("checkpoints/x.safetensors").
 	Models     []string `json:"models"`
 	DeadlineMS int64    `json:"deadline_ms,omitempty"`

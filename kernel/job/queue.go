@@ -14,6 +14,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/kiln-gpu/kiln/kernel/workflow"
 )
 
 // maxIDLen bounds caller-chosen job ids (bbolt keys must stay small).
@@ -64,6 +66,11 @@ func (s *Store) Submit(ctx context.Context, job *Job) error {
 	if full {
 		return fmt.Errorf("job: submit: %s queue has %d jobs: %w", j.Class, limit, ErrQueueFull)
 	}
+	if j.Facts == nil {
+		// A caller that did not parse the graph (the cluster's runner, a
+		// test): the one parse happens here, outside the committer.
+		j.Facts = deriveFacts(j.Workflow)
+	}
 	j.State = Queued
 	j.Attempts, j.Preemptions = 0, 0
 	j.CreatedAt = now
@@ -92,8 +99,17 @@ func (s *Store) Submit(ctx context.Context, job *Job) error {
 		}
 		w.put(&j, data)
 		w.queuedDelta[ci]++
+		if j.Facts != nil {
+			if w.facts == nil {
+				w.facts = map[string]*workflow.Facts{}
+			}
+			w.facts[j.ID] = j.Facts
+		}
 		o.mem = func() {
 			s.counts[Queued]++
+			if j.Facts != nil {
+				s.facts[j.ID] = j.Facts
+			}
 			s.addQueued(sum)
 			s.signal()
 		}
@@ -130,9 +146,10 @@ func (s *Store) Start(id, worker string) (*Job, error) {
 	})
 }
 
-// Finish moves a running job to done with its outputs.
-func (s *Store) Finish(id string, outputs []Output) error {
-	_, err := s.transition("finish", id, func(j *Job, now time.Time) error {
+// Finish moves a running job to done with its outputs. It returns the job
+// as committed.
+func (s *Store) Finish(id string, outputs []Output) (*Job, error) {
+	return s.transition("finish", id, func(j *Job, now time.Time) error {
 		if j.State != Running {
 			return badTransition(j.State, Done)
 		}
@@ -141,12 +158,12 @@ func (s *Store) Finish(id string, outputs []Output) error {
 		j.Outputs = slices.Clone(outputs)
 		return nil
 	})
-	return err
 }
 
 // Fail moves a running or queued job to failed, recording reason in Error.
-func (s *Store) Fail(id, reason string) error {
-	_, err := s.transition("fail", id, func(j *Job, now time.Time) error {
+// It returns the job as committed.
+func (s *Store) Fail(id, reason string) (*Job, error) {
+	return s.transition("fail", id, func(j *Job, now time.Time) error {
 		if j.State != Running && j.State != Queued {
 			return badTransition(j.State, Failed)
 		}
@@ -155,7 +172,6 @@ func (s *Store) Fail(id, reason string) error {
 		j.Error = reason
 		return nil
 	})
-	return err
 }
 
 // Requeue gives a running job back to the queue because its worker died; the
@@ -265,7 +281,13 @@ func (s *Store) transition(verb, id string, change func(j *Job, now time.Time) e
 			w.queuedDelta[ci]++
 		}
 		to, sum := j.State, summaryOf(j)
-		o.mem = func() { s.moveLocked(from, to, sum) }
+		o.mem = func() {
+			s.moveLocked(from, to, sum)
+			if to.terminal() {
+				// The returned job keeps them; nothing after its end asks.
+				delete(s.facts, id)
+			}
+		}
 		out = j
 		return nil
 	}
@@ -284,6 +306,7 @@ func (st State) terminal() bool { return st == Done || st == Failed || st == Can
 // Get returns a copy of the job with this id, or an error wrapping
 // ErrNotFound.
 func (s *Store) Get(id string) (*Job, error) {
+	gets.Add(1)
 	var j *Job
 	// The overlay is read before bbolt's snapshot is taken: the indexer
 	// drops an entry only after bbolt has it, so one of the two has it.
@@ -301,6 +324,11 @@ func (s *Store) Get(id string) (*Job, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("job: get: %w", err)
+	}
+	if !j.State.terminal() {
+		s.mu.RLock()
+		j.Facts = s.facts[id]
+		s.mu.RUnlock()
 	}
 	return j, nil
 }

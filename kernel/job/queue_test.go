@@ -97,9 +97,9 @@ func TestTransitions(t *testing.T) {
 			return stateOf(j), err
 		},
 		"finish": func(s *Store, id string) (State, error) {
-			return Done, s.Finish(id, []Output{{Node: "9", Filename: "a.png", Type: "output"}})
+			return Done, errOf(s.Finish(id, []Output{{Node: "9", Filename: "a.png", Type: "output"}}))
 		},
-		"fail": func(s *Store, id string) (State, error) { return Failed, s.Fail(id, "oom") },
+		"fail": func(s *Store, id string) (State, error) { return Failed, errOf(s.Fail(id, "oom")) },
 		"requeue": func(s *Store, id string) (State, error) {
 			j, err := s.Requeue(id, "worker died")
 			return stateOf(j), err
@@ -121,12 +121,12 @@ func TestTransitions(t *testing.T) {
 		Done: func(t *testing.T, s *Store) string {
 			id := mustSubmit(t, s, Interactive).ID
 			must(t)(s.Start(id, "w0"))
-			mustNil(t, s.Finish(id, nil))
+			mustNil(t, errOf(s.Finish(id, nil)))
 			return id
 		},
 		Failed: func(t *testing.T, s *Store) string {
 			id := mustSubmit(t, s, Interactive).ID
-			mustNil(t, s.Fail(id, "bad graph"))
+			mustNil(t, errOf(s.Fail(id, "bad graph")))
 			return id
 		},
 		Cancelled: func(t *testing.T, s *Store) string {
@@ -471,9 +471,9 @@ func TestListAndDelete(t *testing.T) {
 		all = append(all, mustSubmit(t, s, []Class{Interactive, Batch}[i%2]))
 	}
 	must(t)(s.Start(all[1].ID, "w"))
-	mustNil(t, s.Fail(all[2].ID, "x"))
+	mustNil(t, errOf(s.Fail(all[2].ID, "x")))
 	must(t)(s.Start(all[3].ID, "w"))
-	mustNil(t, s.Finish(all[3].ID, nil))
+	mustNil(t, errOf(s.Finish(all[3].ID, nil)))
 	must(t)(s.Cancel(all[4].ID))
 	for _, tc := range []struct {
 		state State
@@ -593,13 +593,13 @@ func TestConcurrentUse(t *testing.T) {
 				}
 				switch r.IntN(4) {
 				case 0:
-					err = s.Finish(j.ID, nil)
+					err = errOf(s.Finish(j.ID, nil))
 				case 1:
 					_, err = s.Requeue(j.ID, "died")
 				case 2:
 					_, err = s.Cancel(j.ID)
 				case 3:
-					err = s.Fail(j.ID, "bad")
+					err = errOf(s.Fail(j.ID, "bad"))
 				}
 				if err != nil {
 					t.Errorf("after Start: %v", err)

@@ -14,7 +14,7 @@ func TestHistoryLimitPrunesOldestFinishedJobs(t *testing.T) {
 		if _, err := s.Start(j.ID, "w"); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Finish(j.ID, nil); err != nil {
+		if err := errOf(s.Finish(j.ID, nil)); err != nil {
 			t.Fatal(err)
 		}
 		finished = append(finished, j)

@@ -17,6 +17,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/kernel/workflow"
 )
 
 // Errors returned by the Store. Compare with errors.Is.
@@ -106,6 +107,9 @@ type Store struct {
 	mu        sync.RWMutex
 	queues    [2]queue // by classIndex
 	queuedIDs map[string]*entry
+	// facts holds the Facts of every queued or running job (Job.Facts).
+	// The committer reads it without the lock: it is the only writer.
+	facts     map[string]*workflow.Facts
 	counts    map[State]int
 	stats     Stats
 	recovered int
@@ -230,6 +234,7 @@ func Open(path string, cfg Config, clk clock.Clock, opts ...Option) (*Store, err
 		stopped:      make(chan struct{}),
 		notify:       make(chan struct{}, 1),
 		queuedIDs:    map[string]*entry{},
+		facts:        map[string]*workflow.Facts{},
 		counts:       map[State]int{},
 		log:          logWriter{dbPath: path},
 		overlay:      map[string]*logRecord{},
@@ -397,6 +402,12 @@ func (s *Store) recover() error {
 				j.Worker = ""
 				fixes = append(fixes, fix{key: bytes.Clone(k), j: j})
 			}
+			// The one parse of a recovered job's graph: its Facts did not
+			// survive the restart.
+			j.Facts = deriveFacts(j.Workflow)
+			if j.Facts != nil {
+				s.facts[id] = j.Facts
+			}
 			s.addQueued(summaryOf(j))
 			s.counts[Queued]++
 			s.recovered++
@@ -487,6 +498,9 @@ type writer struct {
 	jobs, seqs *bolt.Bucket // read-only
 	changed    map[string]*logRecord
 	recs       []*logRecord
+	// facts are the Facts of jobs submitted in this batch, not yet in
+	// Store.facts (that happens after the commit).
+	facts map[string]*workflow.Facts
 	// queuedDelta is the change of queued jobs per class made by the ops
 	// already applied in this batch.
 	queuedDelta [2]int
@@ -512,9 +526,22 @@ func (w *writer) data(id string) []byte {
 	return w.jobs.Get([]byte(id))
 }
 
-// get reads and decodes one job.
+// get reads and decodes one job, with its Facts.
 func (w *writer) get(id string) (*Job, error) {
-	return decodeJob(id, w.data(id))
+	j, err := decodeJob(id, w.data(id))
+	if err != nil {
+		return nil, err
+	}
+	j.Facts = w.factsOf(id)
+	return j, nil
+}
+
+// factsOf returns the Facts of job id: submitted in this batch, or live.
+func (w *writer) factsOf(id string) *workflow.Facts {
+	if f, ok := w.facts[id]; ok {
+		return f
+	}
+	return w.s.facts[id] // the committer is the map's only writer
 }
 
 // put records j, encoded as data, as the job's new stored form.
@@ -791,16 +818,43 @@ func getJob(jobs *bolt.Bucket, id string) (*Job, error) {
 	return decodeJob(id, jobs.Get([]byte(id)))
 }
 
+// recordDecodes counts decodeJob's decodes of stored records and gets the
+// calls of Store.Get (ReadCounts).
+var recordDecodes, gets atomic.Uint64
+
+// ReadCounts returns how many stored job records this process has decoded
+// (each with its workflow's bytes: the committer's transitions decode the
+// job they change) and how many of those were Store.Get calls. The
+// parse-once test in kernel/node checks that nothing on a job's path
+// reads back with Get a job the store had just handed over.
+func ReadCounts() (records, getCalls uint64) { return recordDecodes.Load(), gets.Load() }
+
 // decodeJob decodes a job's stored JSON; nil means there is no such job.
 func decodeJob(id string, v []byte) (*Job, error) {
 	if v == nil {
 		return nil, fmt.Errorf("job %s: %w", id, ErrNotFound)
 	}
+	recordDecodes.Add(1)
 	j := new(Job)
 	if err := json.Unmarshal(v, j); err != nil {
 		return nil, fmt.Errorf("job %s: decode: %w", id, err)
 	}
 	return j, nil
+}
+
+// deriveFacts parses a stored workflow for its Facts, with the default
+// limits: the API checked the graph at submit against the limits of the
+// time, and a graph that no longer parses is judged by its models alone
+// (nil), as it would be by the dispatcher.
+func deriveFacts(wf json.RawMessage) *workflow.Facts {
+	if len(wf) == 0 {
+		return nil
+	}
+	g, err := workflow.Parse(wf, workflow.Limits{})
+	if err != nil {
+		return nil
+	}
+	return g.Facts()
 }
 
 // putJob writes j and its seq index entry straight into bbolt (recovery,

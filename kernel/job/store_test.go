@@ -32,10 +32,10 @@ func TestReopenRecovers(t *testing.T) {
 		want[j.ID] = Running
 		switch i % 5 {
 		case 0:
-			mustNil(t, s.Finish(j.ID, []Output{{Filename: "o.png"}}))
+			mustNil(t, errOf(s.Finish(j.ID, []Output{{Filename: "o.png"}})))
 			want[j.ID] = Done
 		case 1:
-			mustNil(t, s.Fail(j.ID, "x"))
+			mustNil(t, errOf(s.Fail(j.ID, "x")))
 			want[j.ID] = Failed
 		case 2:
 			must(t)(s.Cancel(j.ID))

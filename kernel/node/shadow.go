@@ -102,9 +102,12 @@ func (n *Node) runShadow(ctx context.Context) (wait func()) {
 			defer wg.Done()
 			defer cancel()
 			n.Shadow.Feed(ctx, ch, func(e dispatch.Event) (int, []string, bool) {
-				j, err := n.Store.Get(e.JobID)
-				if err != nil || j == nil {
-					return 0, nil, false
+				j := e.Job // the job as started; read back only without one
+				if j == nil {
+					var err error
+					if j, err = n.Store.Get(e.JobID); err != nil || j == nil {
+						return 0, nil, false
+					}
 				}
 				for _, w := range n.Pool.Workers() {
 					if w.ID() == e.Worker {

@@ -246,9 +246,14 @@ func (r *Recorder) Feed(ctx context.Context, ch <-chan dispatch.Event, lookup fu
 			if e.Type != dispatch.EventStarted || e.Attempt > 1 {
 				continue
 			}
-			j, err := lookup(e.JobID)
-			if err != nil || j == nil {
-				continue
+			// The dispatcher hands over the job it started; lookup is
+			// for events that carry none.
+			j := e.Job
+			if j == nil {
+				var err error
+				if j, err = lookup(e.JobID); err != nil || j == nil {
+					continue
+				}
 			}
 			r.Record(Arrival{At: j.CreatedAt, Models: j.Models, Class: j.Class, DeadlineMS: j.DeadlineMS})
 			if now := r.clk.Now(); now.Sub(lastSave) >= saveEvery {

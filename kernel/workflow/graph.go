@@ -61,6 +61,7 @@ func Parse(data []byte, lim Limits) (*Graph, error) {
 	if !utf8.Valid(data) {
 		return nil, newErr(ErrInvalidPrompt, "", "", "workflow is not valid utf-8")
 	}
+	decodes.Add(1)
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var v any
@@ -82,6 +83,7 @@ func Parse(data []byte, lim Limits) (*Graph, error) {
 // json.Number, float64 or Go integers. The Graph keeps m: the caller must not
 // change it afterwards. Zero fields of lim take their defaults.
 func FromMap(m map[string]any, lim Limits) (*Graph, error) {
+	graphs.Add(1)
 	lim = lim.WithDefaults()
 	if err := lim.Validate(); err != nil {
 		return nil, fmt.Errorf("workflow: %w", err)

@@ -15,11 +15,16 @@ package worker
 //     vram_budget_bytes, LoadReply streamed_bytes, RunResult
 //     activation_bytes), additive: a kernel sets a budget only for a
 //     worker whose hello reply lists CapabilityStream.
+//   - 1.3: the workflow as the client's JSON bytes (RunRequest
+//     workflow_json instead of the workflow map), additive: a kernel sends
+//     it only to a worker whose hello reply lists CapabilityWorkflowJSON,
+//     and spares a decode and a re-encode of the graph per run. Serve
+//     lists it for every handler and decodes the bytes into Workflow.
 const ProtocolVersion = 1
 
 // ProtocolMinor is the minor version of the protocol this package speaks:
 // additions that older peers ignore (PROTOCOL.md §8).
-const ProtocolMinor = 2
+const ProtocolMinor = 3
 
 // MaxFrameBytes bounds one frame (4-byte length prefix excluded). Bulk bytes
 // never travel through the socket, so a frame near this size is a bug or an
@@ -136,6 +141,13 @@ const CapabilityStages = "stages"
 // for workers that advertise it.
 const CapabilityStream = "stream"
 
+// CapabilityWorkflowJSON, in HelloReply.Capabilities, says that the worker
+// takes a run's graph as RunRequest.WorkflowJSON, the bytes the client
+// sent (protocol 1.3): the kernel then sends them as stored instead of
+// decoding them and encoding a msgpack map. Serve advertises it for every
+// Go handler and fills RunRequest.Workflow from the bytes.
+const CapabilityWorkflowJSON = "workflow_json"
+
 // LoadRequest asks the worker to make a model resident on its device.
 type LoadRequest struct {
 	Model  string `msgpack:"model"`  // catalog id, e.g. "checkpoints/sd_xl_base_1.0.safetensors"
@@ -180,7 +192,14 @@ type RunRequest struct {
 	JobID   string `msgpack:"job_id"`
 	Attempt int    `msgpack:"attempt"`
 	// Workflow is the ComfyUI API-format graph: node id → {class_type, inputs}.
-	Workflow map[string]any `msgpack:"workflow"`
+	// A 1.3 kernel leaves it out for a worker with CapabilityWorkflowJSON
+	// and sends WorkflowJSON; Serve then decodes that into Workflow before
+	// it calls the handler, so handlers find the graph here either way.
+	Workflow map[string]any `msgpack:"workflow,omitempty"`
+	// WorkflowJSON (1.3, workers with CapabilityWorkflowJSON) is the
+	// graph as the client sent it: a JSON object, the bytes the kernel
+	// stored. A handler that passes the graph on as JSON may use it as is.
+	WorkflowJSON []byte `msgpack:"workflow_json,omitempty"`
 	// Models maps the model names the graph uses ("checkpoints/x.safetensors")
 	// to the ids loaded on this worker; all of them were loaded before run.
 	Models []string `msgpack:"models"`

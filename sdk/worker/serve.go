@@ -3,6 +3,7 @@ package worker
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -197,6 +199,10 @@ func (s *server) hello(hdr Header, body msgpack.RawMessage) error {
 		if err == nil && rep.Protocol == 0 {
 			rep.Protocol = ProtocolVersion
 		}
+		if err == nil && !slices.Contains(rep.Capabilities, CapabilityWorkflowJSON) {
+			// startRun decodes RunRequest.WorkflowJSON for every handler.
+			rep.Capabilities = append(slices.Clone(rep.Capabilities), CapabilityWorkflowJSON)
+		}
 		return rep, err
 	})
 	if err != nil {
@@ -228,6 +234,16 @@ func (s *server) startRun(id uint64, body msgpack.RawMessage) {
 	if err := DecodeBody(body, &req); err != nil {
 		s.sendError(id, ErrCodeBadRequest, err.Error())
 		return
+	}
+	if req.Workflow == nil && len(req.WorkflowJSON) > 0 {
+		// Protocol 1.3: the kernel sent the client's bytes. Decoded as
+		// encoding/json does without UseNumber, the graph holds the types
+		// a 1.2 kernel's msgpack map held (numbers as float64), so
+		// handlers see no difference.
+		if err := json.Unmarshal(req.WorkflowJSON, &req.Workflow); err != nil || req.Workflow == nil {
+			s.sendError(id, ErrCodeBadRequest, fmt.Sprintf("workflow_json is not a JSON object: %v", err))
+			return
+		}
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	rs := &runState{cancel: cancel, stages: make(chan int, 1)}

@@ -13,6 +13,11 @@ import struct
 import msgpack
 
 PROTOCOL_VERSION = 1
+# The minor version this SDK speaks (PROTOCOL.md section 8): 1.3 takes a
+# run's graph as the client's JSON bytes (``workflow_json``).
+PROTOCOL_MINOR = 3
+# Capabilities the server itself provides to every handler.
+CAPABILITY_WORKFLOW_JSON = "workflow_json"
 MAX_FRAME_BYTES = 16 << 20
 MAX_DEPTH = 64
 

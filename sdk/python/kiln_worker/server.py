@@ -8,6 +8,7 @@ PROTOCOL.md). Every request gets exactly one terminal frame; a run's progress
 frames are ordered before its terminal frame and none follows it.
 """
 
+import json
 import os
 import signal
 import socket
@@ -214,7 +215,11 @@ class Server:
         reply.setdefault("pid", os.getpid())
         reply.setdefault("name", self.handler.name)
         reply.setdefault("version", self.handler.version)
-        reply.setdefault("capabilities", [])
+        caps = list(reply.get("capabilities") or [])
+        if p.CAPABILITY_WORKFLOW_JSON not in caps:
+            # _start_run decodes workflow_json for every handler (1.3).
+            caps.append(p.CAPABILITY_WORKFLOW_JSON)
+        reply["capabilities"] = caps
         self.send(id_, p.OK, reply)
         return True
 
@@ -284,7 +289,7 @@ class Server:
     def _start_run(self, id_, body):
         try:
             req = {"job_id": p.get_str(body, "job_id"), "attempt": p.get_int(body, "attempt"),
-                   "workflow": p.get_map(body, "workflow"), "models": p.get_list(body, "models")}
+                   "workflow": _workflow_of(body), "models": p.get_list(body, "models")}
         except p.WorkerError as exc:
             self.send_error(id_, exc.code, exc.message)
             return
@@ -359,3 +364,21 @@ def serve_fd3(handler, log=None):
     # os._exit: handler threads that ignore cancel must not keep us alive,
     # and library atexit hooks (CUDA) can hang at interpreter shutdown.
     os._exit(code)
+
+
+def _workflow_of(body):
+    """The run's graph: the ``workflow`` map, or (protocol 1.3) the client's
+    JSON bytes in ``workflow_json``, decoded here so that handlers see a
+    dict either way."""
+    if body.get("workflow") is not None or body.get("workflow_json") is None:
+        return p.get_map(body, "workflow")
+    raw = body["workflow_json"]
+    if not isinstance(raw, (bytes, bytearray, str)):
+        raise p.WorkerError(p.BAD_REQUEST, "workflow_json: want bytes, got %s" % type(raw).__name__)
+    try:
+        wf = json.loads(raw)
+    except ValueError as exc:
+        raise p.WorkerError(p.BAD_REQUEST, "workflow_json is not JSON: %s" % exc)
+    if not isinstance(wf, dict):
+        raise p.WorkerError(p.BAD_REQUEST, "workflow_json: want a JSON object, got %s" % type(wf).__name__)
+    return wf

@@ -1,5 +1,6 @@
 """The worker loop with the echo worker over a socketpair."""
 
+import json
 import os
 import struct
 import tempfile
@@ -81,6 +82,19 @@ class EchoServerTest(unittest.TestCase):
         self.assertEqual(self.k.call("unload", {"model": "checkpoints/tiny.safetensors"})[0], "ok")
         t, b = self.k.call("unload", {"model": "checkpoints/tiny.safetensors"})
         self.assertEqual(b["code"], "not_loaded")
+
+    def test_workflow_json(self):
+        # Protocol 1.3: the server lists the capability for every handler
+        # and hands the handler the decoded bytes.
+        self.assertIn("workflow_json", self.k.hello["capabilities"])
+        self.assertEqual(self.load()[0], "ok")
+        t, b = self.k.call("run", {"job_id": "j3", "attempt": 1, "workflow_json": json.dumps(WORKFLOW).encode(),
+                                   "models": ["checkpoints/tiny.safetensors"]})
+        self.assertEqual(t, "result", b)
+        self.assertEqual([o["filename"] for o in b["outputs"]], ["img_00001_.png", "img_00002_.png"])
+        for bad in (b"[1, 2]", b"{", 7):
+            t, b = self.k.call("run", {"job_id": "j4", "workflow_json": bad})
+            self.assertEqual((t, b["code"]), ("error", "bad_request"), bad)
 
     def test_load_size_mismatch(self):
         path = write_model(self.dir)
