@@ -19,6 +19,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/dashboard"
 	"github.com/kiln-gpu/kiln/kernel/device"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/experiment"
 	"github.com/kiln-gpu/kiln/kernel/httpjson"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/metrics"
@@ -54,9 +55,11 @@ type Deps struct {
 	// node's recent traffic) behind the admin token. Nil leaves a route out.
 	Shadow http.Handler
 	Trace  http.Handler
-	// Experiments serves /v1/experiments (kernel/experiment); the API
-	// guards its POST routes with AdminToken.
-	Experiments http.Handler
+	// Experiments serves /v1/experiments (experiments.go) and Watches
+	// /v1/experiments/watches, the watches of changes made by hand; nil
+	// leaves them out.
+	Experiments *experiment.Controller
+	Watches     *experiment.Watcher
 	// Tune serves GET /v1/tune, the background tuner's status
 	// (kernel/tune): read-only, no token, like /v1/experiments.
 	Tune http.Handler
@@ -140,15 +143,7 @@ func New(cfg Config, deps Deps) *Server {
 	})
 	s.registerDashboard()
 	s.registerPolicies()
-	if deps.Experiments != nil {
-		// The experiments handler routes these itself; mutations take the
-		// admin token. /v1/experiments/shadow and /trace are more specific
-		// patterns and stay with their handlers.
-		s.handle("GET /v1/experiments", deps.Experiments)
-		s.handle("GET /v1/experiments/{id}", deps.Experiments)
-		s.handle("POST /v1/experiments", s.admin(deps.Experiments))
-		s.handle("POST /v1/experiments/{id}/abort", s.admin(deps.Experiments))
-	}
+	s.registerExperiments()
 	if deps.Tune != nil {
 		s.handle("GET /v1/tune", deps.Tune)
 	}

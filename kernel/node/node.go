@@ -147,6 +147,24 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		return nil, err
 	}
 	costCfg := cfg.Cost.WithDefaults()
+	// The policy host comes before the tiers: the active eviction policy
+	// picks their victims too (its fallback's native build when it faults).
+	pcfg := cfg.Policies
+	if pcfg.CacheDir == "" {
+		// The compilation cache is keyed by module content and wazero's
+		// version, so one per user serves every data dir and spares each
+		// fresh node the built-ins' compile time.
+		if dir, err := os.UserCacheDir(); err == nil {
+			pcfg.CacheDir = filepath.Join(dir, "kiln", "policy-compilation")
+		}
+	}
+	// Modules loaded through the API, the active choices and their history
+	// survive a restart (kernel/policy/persist.go).
+	pcfg.StateDir = filepath.Join(cfg.DataDir, "policies")
+	n.Policies, err = policy.NewHost(pcfg, logging.Component(opts.Log, "policy"), opts.Clock)
+	if err != nil {
+		return nil, err
+	}
 	if err := n.openModels(cfg, modelsDir, costCfg, logging.Component(opts.Log, "tier")); err != nil {
 		return nil, err
 	}
@@ -189,29 +207,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		n.Metrics.Register(n.Tiers.Collector())
 		n.Tiers.SetVRAMStats(n.vramStats)
 	}
-	pcfg := cfg.Policies
-	if pcfg.CacheDir == "" {
-		// The compilation cache is keyed by module content and wazero's
-		// version, so one per user serves every data dir and spares each
-		// fresh node the built-ins' compile time.
-		if dir, err := os.UserCacheDir(); err == nil {
-			pcfg.CacheDir = filepath.Join(dir, "kiln", "policy-compilation")
-		}
-	}
-	// Modules loaded through the API, the active choices and their history
-	// survive a restart (kernel/policy/persist.go).
-	pcfg.StateDir = filepath.Join(cfg.DataDir, "policies")
-	n.Policies, err = policy.NewHost(pcfg, logging.Component(opts.Log, "policy"), opts.Clock)
-	if err != nil {
-		return nil, err
-	}
 	n.Metrics.Register(n.Policies.Collector())
-	if n.Tiers != nil {
-		// The tiers exist before the policy host; from here on the active
-		// eviction policy picks their victims too (the native LRU answers
-		// when it faults).
-		n.Tiers.SetEvictors(n.Policies.NewEvictor(), n.Policies.NewEvictor())
-	}
 	adminToken, err := api.AdminToken(cfg.Admin.Token, cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -264,7 +260,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		Metrics: n.Metrics, Limits: cfg.Limits, Clock: opts.Clock, Log: logging.Component(opts.Log, "api"),
 		OutputDir: outDir, Comfy: cfg.ComfyUI, Tiers: n.Tiers,
 		Policies: n.Policies, AdminToken: adminToken,
-		Shadow: n.shadowHandler(), Trace: n.traceHandler(), Experiments: n.experimentsHandler(),
+		Shadow: n.shadowHandler(), Trace: n.traceHandler(), Experiments: n.Experiments, Watches: n.watcher(),
 		Tune: n.tuneHandler(), NodeID: nodeID(cfg), Cluster: n.clusterAPI(),
 	})
 	return n, nil
@@ -377,7 +373,8 @@ func (n *Node) openModels(cfg *config.Config, modelsDir string, costCfg cost.Con
 		log.Warn().Str("problem", e).Msg("catalog")
 	}
 	log.Info().Int("models", res.Models).Int("backends", len(sources)).Msg("catalog ready")
-	n.Tiers, err = tier.New(tcfg, n.Catalog, tier.Options{DataDir: cfg.DataDir, Clock: n.opts.Clock, Log: log})
+	n.Tiers, err = tier.New(tcfg, n.Catalog, tier.Options{DataDir: cfg.DataDir, Clock: n.opts.Clock, Log: log,
+		DiskEvictor: n.Policies.NewEvictor(), RAMEvictor: n.Policies.NewEvictor()})
 	if err != nil {
 		return fmt.Errorf("tiers: %w", err)
 	}

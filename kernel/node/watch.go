@@ -2,14 +2,12 @@ package node
 
 import (
 	"context"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/experiment"
-	"github.com/kiln-gpu/kiln/kernel/httpjson"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/logging"
 	"github.com/kiln-gpu/kiln/kernel/policy"
@@ -183,21 +181,13 @@ func (n *Node) runWatch(ctx context.Context) func() {
 	}
 }
 
-// experimentsHandler serves GET /v1/experiments/watches (every watch,
-// newest first) and hands everything else to the experiment controller.
-func (n *Node) experimentsHandler() http.Handler {
-	inner := n.Experiments.Handler()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet && r.URL.Path == "/v1/experiments/watches" && n.watch != nil {
-			out := n.watch.w.Watches()
-			if out == nil {
-				out = []experiment.Watch{}
-			}
-			httpjson.Write(w, http.StatusOK, map[string]any{"watches": out, "config": n.watch.w.Config()})
-			return
-		}
-		inner.ServeHTTP(w, r)
-	})
+// watcher is the watch of changes made by hand, for GET
+// /v1/experiments/watches; nil when there is none.
+func (n *Node) watcher() *experiment.Watcher {
+	if n.watch == nil {
+		return nil
+	}
+	return n.watch.w
 }
 
 // pendingJobs lists the queued and running jobs for the watch's censored

@@ -1,4 +1,4 @@
-package experiment
+package api
 
 import (
 	"encoding/json"
@@ -6,78 +6,69 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"time"
 
+	"github.com/kiln-gpu/kiln/kernel/experiment"
 	"github.com/kiln-gpu/kiln/kernel/httpjson"
 )
 
 // maxSpecBytes bounds a POST /v1/experiments body.
 const maxSpecBytes = 64 << 10
 
-// Summary is one experiment in a list.
-type Summary struct {
-	ID        string    `json:"id"`
-	Type      Type      `json:"type"`
-	Kind      string    `json:"kind"`
-	State     State     `json:"state"`
-	Verdict   string    `json:"verdict,omitempty"`
-	Reason    string    `json:"reason,omitempty"`
-	Baseline  string    `json:"baseline"`
-	Candidate string    `json:"candidate"`
-	Step      int       `json:"step"`
-	Share     int       `json:"share_pct"`
-	StartedAt time.Time `json:"started_at"`
-	EndedAt   time.Time `json:"ended_at,omitzero"`
-	Decisions int       `json:"decisions"`
-}
-
-// Summarize shortens a record for lists.
-func (r Record) Summarize() Summary {
-	return Summary{ID: r.ID, Type: r.Spec.Type, Kind: r.Spec.Kind, State: r.State, Verdict: r.Verdict, Reason: r.Reason,
-		Baseline: r.Baseline, Candidate: r.Candidate, Step: r.Step, Share: sharePct(r.Spec, r.Step),
-		StartedAt: r.StartedAt, EndedAt: r.EndedAt, Decisions: len(r.Decisions)}
-}
-
-// Handler serves /v1/experiments:
+// registerExperiments serves /v1/experiments from the experiment
+// controller (kernel/experiment):
 //
 //	GET  /v1/experiments              every experiment, newest first (summaries)
 //	POST /v1/experiments              body: a Spec → 201 and the record
 //	GET  /v1/experiments/{id}         the record: spec, assignment, decisions, report
 //	POST /v1/experiments/{id}/abort   {"reason"} → the record
+//	GET  /v1/experiments/watches      every watch of a change by hand, newest first
 //
-// The caller guards the POST routes with the admin token (kernel/api does).
-// Errors are {"error": {"type", "message"}}.
-func (c *Controller) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/experiments", func(w http.ResponseWriter, r *http.Request) {
-		out := []Summary{}
+// The POST routes take the admin token. Errors are
+// {"error": {"type", "message"}}. /v1/experiments/shadow and /trace are
+// more specific patterns (shadow.go).
+func (s *Server) registerExperiments() {
+	c := s.deps.Experiments
+	if c == nil {
+		return
+	}
+	s.handle("GET /v1/experiments", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		out := []experiment.Summary{}
 		for _, rec := range c.List() {
 			out = append(out, rec.Summarize())
 		}
 		httpjson.Write(w, http.StatusOK, map[string]any{"experiments": out})
-	})
-	mux.HandleFunc("GET /v1/experiments/{id}", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	s.handle("GET /v1/experiments/{id}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec, err := c.Get(r.PathValue("id"))
 		if err != nil {
-			writeErr(w, err)
+			writeExperimentError(w, err)
 			return
 		}
 		httpjson.Write(w, http.StatusOK, rec)
-	})
-	mux.HandleFunc("POST /v1/experiments", func(w http.ResponseWriter, r *http.Request) {
-		var spec Spec
+	}))
+	if wt := s.deps.Watches; wt != nil {
+		s.handle("GET /v1/experiments/watches", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			out := wt.Watches()
+			if out == nil {
+				out = []experiment.Watch{}
+			}
+			httpjson.Write(w, http.StatusOK, map[string]any{"watches": out, "config": wt.Config()})
+		}))
+	}
+	s.handle("POST /v1/experiments", s.admin(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var spec experiment.Spec
 		if err := decodeStrict(w, r, &spec); err != nil {
 			httpjson.Error(w, http.StatusBadRequest, "invalid_experiment", err.Error())
 			return
 		}
 		rec, err := c.Start(r.Context(), spec)
 		if err != nil {
-			writeErr(w, err)
+			writeExperimentError(w, err)
 			return
 		}
 		httpjson.Write(w, http.StatusCreated, rec)
-	})
-	mux.HandleFunc("POST /v1/experiments/{id}/abort", func(w http.ResponseWriter, r *http.Request) {
+	})))
+	s.handle("POST /v1/experiments/{id}/abort", s.admin(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
 			Reason string `json:"reason"`
 		}
@@ -93,14 +84,15 @@ func (c *Controller) Handler() http.Handler {
 		}
 		rec, err := c.Abort(r.PathValue("id"), reason)
 		if err != nil {
-			writeErr(w, err)
+			writeExperimentError(w, err)
 			return
 		}
 		httpjson.Write(w, http.StatusOK, rec)
-	})
-	return mux
+	})))
 }
 
+// decodeStrict decodes one JSON object of at most maxSpecBytes with no
+// field v does not have.
 func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxSpecBytes))
 	dec.DisallowUnknownFields()
@@ -116,15 +108,15 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
 	return nil
 }
 
-func writeErr(w http.ResponseWriter, err error) {
+func writeExperimentError(w http.ResponseWriter, err error) {
 	switch {
-	case errors.Is(err, ErrInvalid):
+	case errors.Is(err, experiment.ErrInvalid):
 		httpjson.Error(w, http.StatusBadRequest, "invalid_experiment", err.Error())
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, experiment.ErrNotFound):
 		httpjson.Error(w, http.StatusNotFound, "not_found", err.Error())
-	case errors.Is(err, ErrBusy):
+	case errors.Is(err, experiment.ErrBusy):
 		httpjson.Error(w, http.StatusConflict, "experiment_running", err.Error())
-	case errors.Is(err, ErrNotRunning):
+	case errors.Is(err, experiment.ErrNotRunning):
 		httpjson.Error(w, http.StatusConflict, "not_running", err.Error())
 	default:
 		httpjson.Error(w, http.StatusInternalServerError, "internal_error", err.Error())
