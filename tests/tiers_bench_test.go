@@ -18,6 +18,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/catalog"
 	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/plugin"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/tier"
 	sdk "github.com/kiln-gpu/kiln/sdk/plugin"
 )
@@ -86,7 +87,7 @@ func TestTierBenchFigures(t *testing.T) {
 	curlFile := filepath.Join(data, "curl-baseline.bin")
 	curlDisk := run("curl", "-sf", "-o", curlFile, srv.URL+"/checkpoints/bench.bin")
 	_ = os.Remove(curlFile)
-	m1, err := tier.New(cfg, cat, tier.Options{DataDir: data})
+	m1, err := tier.New(cfg, cat, tier.Options{DataDir: data, DiskEvictor: policy.Native().NewEvictor(), RAMEvictor: policy.Native().NewEvictor()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +109,7 @@ func TestTierBenchFigures(t *testing.T) {
 		l4, rate(curl), l4/rate(curl), rate(curlDisk), l4/rate(curlDisk), coldAll.Round(time.Millisecond))
 
 	// L3 → L2 promote vs dd iflag=direct on the same file.
-	m2, err := tier.New(cfg, cat, tier.Options{DataDir: data})
+	m2, err := tier.New(cfg, cat, tier.Options{DataDir: data, DiskEvictor: policy.Native().NewEvictor(), RAMEvictor: policy.Native().NewEvictor()})
 	if err != nil {
 		t.Fatal(err)
 	}

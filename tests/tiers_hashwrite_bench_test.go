@@ -21,6 +21,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/catalog"
 	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/plugin"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/tier"
 	sdk "github.com/kiln-gpu/kiln/sdk/plugin"
 )
@@ -101,7 +102,7 @@ func TestTierHashWhileWritingFigures(t *testing.T) {
 	}
 	kiln := func(round int) float64 {
 		// A fresh disk tier each round, so that every round fetches.
-		m, err := tier.New(cfg, cat, tier.Options{DataDir: filepath.Join(work, fmt.Sprint("kiln-", round)), Log: zerolog.Nop()})
+		m, err := tier.New(cfg, cat, tier.Options{DataDir: filepath.Join(work, fmt.Sprint("kiln-", round)), Log: zerolog.Nop(), DiskEvictor: policy.Native().NewEvictor(), RAMEvictor: policy.Native().NewEvictor()})
 		if err != nil {
 			t.Fatal(err)
 		}

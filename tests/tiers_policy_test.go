@@ -29,13 +29,12 @@ func TestTiersEvictThroughPolicyHost(t *testing.T) {
 		Disk: tier.DiskConfig{CapacityBytes: 3 * size, TargetFill: 1},
 		RAM:  tier.RAMConfig{CapacityBytes: 2 * size, TargetFill: 1},
 	}
-	r := newTierRig(t, models, cfg, plugin.Config{})
 	h, err := policy.NewHost(policy.Config{NativeBuiltins: true, MaxFaults: 1000, CacheDir: t.TempDir()}, zerolog.Nop(), clock.Real())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h.Close() })
-	r.mgr.SetEvictors(h.NewEvictor(), h.NewEvictor())
+	r := newTierRig(t, models, cfg, plugin.Config{}, h.NewEvictor(), h.NewEvictor())
 
 	cycle := func() {
 		t.Helper()

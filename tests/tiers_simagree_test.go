@@ -62,14 +62,13 @@ func TestSimAndLiveRAMTierAgree(t *testing.T) {
 				Disk: tier.DiskConfig{CapacityBytes: 64 * size, TargetFill: 1},
 				RAM:  tier.RAMConfig{CapacityBytes: 3 * size, TargetFill: 1},
 			}
-			r := newTierRig(t, dir, cfg, plugin.Config{})
 			h, err := policy.NewHost(pcfg, zerolog.Nop(), clock.Real())
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = h.Close() })
 			live := &recordingEvictor{inner: h.NewEvictor()}
-			r.mgr.SetEvictors(h.NewEvictor(), live)
+			r := newTierRig(t, dir, cfg, plugin.Config{}, h.NewEvictor(), live)
 			for _, u := range uses {
 				l, err := r.mgr.Acquire(context.Background(), ids[u])
 				if err != nil {

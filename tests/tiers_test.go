@@ -23,7 +23,9 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/catalog"
 	"github.com/kiln-gpu/kiln/kernel/cost"
+	"github.com/kiln-gpu/kiln/kernel/decision"
 	"github.com/kiln-gpu/kiln/kernel/plugin"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/tier"
 	sdk "github.com/kiln-gpu/kiln/sdk/plugin"
 )
@@ -81,7 +83,9 @@ func tierModels(t *testing.T, n int, size int) (string, []string) {
 	return dir, ids
 }
 
-func newTierRig(t *testing.T, models string, cfg tier.Config, pcfg plugin.Config) *tierRig {
+// newTierRig builds tiers over models; evictors, when given, are the disk
+// and RAM tiers' (default: the native lru built-in's, as policy.Native).
+func newTierRig(t *testing.T, models string, cfg tier.Config, pcfg plugin.Config, evictors ...decision.Evictor) *tierRig {
 	t.Helper()
 	pcfg.Dir = tierPlugins(t)
 	h := plugin.NewHost(pcfg, nil, zerolog.Nop())
@@ -101,7 +105,11 @@ func newTierRig(t *testing.T, models string, cfg tier.Config, pcfg plugin.Config
 	}
 	data := t.TempDir()
 	cfg.RAM.Dir = filepath.Join(data, "shm")
-	m, err := tier.New(cfg, cat, tier.Options{DataDir: data})
+	opts := tier.Options{DataDir: data, DiskEvictor: policy.Native().NewEvictor(), RAMEvictor: policy.Native().NewEvictor()}
+	if len(evictors) == 2 {
+		opts.DiskEvictor, opts.RAMEvictor = evictors[0], evictors[1]
+	}
+	m, err := tier.New(cfg, cat, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +419,7 @@ func tierManagerOver(t *testing.T, st sdk.Storage) *tier.Manager {
 		t.Fatal(err)
 	}
 	data := t.TempDir()
-	m, err := tier.New(tier.Config{RAM: tier.RAMConfig{Dir: filepath.Join(data, "shm")}}, cat, tier.Options{DataDir: data})
+	m, err := tier.New(tier.Config{RAM: tier.RAMConfig{Dir: filepath.Join(data, "shm")}}, cat, tier.Options{DataDir: data, DiskEvictor: policy.Native().NewEvictor(), RAMEvictor: policy.Native().NewEvictor()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/catalog"
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/cost"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/tier"
 	sdk "github.com/kiln-gpu/kiln/sdk/plugin"
 )
@@ -46,7 +47,7 @@ func TestLoadCostFollowsTheTiers(t *testing.T) {
 	dir := t.TempDir()
 	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	m, err := tier.New(tier.Config{RAM: tier.RAMConfig{Dir: filepath.Join(dir, "shm"), CapacityBytes: size * 3 / 2}},
-		memResolver{st}, tier.Options{DataDir: dir, Clock: clk})
+		memResolver{st}, tier.Options{DataDir: dir, Clock: clk, DiskEvictor: policy.Native().NewEvictor(), RAMEvictor: policy.Native().NewEvictor()})
 	if err != nil {
 		t.Fatal(err)
 	}

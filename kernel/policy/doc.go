@@ -22,7 +22,7 @@
 //	d := dispatch.New(dispatch.Options{Scheduler: h.Scheduler(), Balancer: h.Balancer(), Evictor: h.Evictor(), ...})
 //	mux.Handle("/v1/policies", h.Handler(token))
 //	mux.Handle("/v1/policies/", h.Handler(token))
-//	tiers.SetEvictors(h.NewEvictor(), h.NewEvictor()) // one evictor per cache
+//	tiers, _ := tier.New(cfg, res, tier.Options{DiskEvictor: h.NewEvictor(), RAMEvictor: h.NewEvictor()}) // one evictor per cache
 //	registry.MustRegister(h.Collector())               // kiln_policy_* metrics
 //
 // With Config.StateDir set, loaded modules, active choices, rollback stacks,

@@ -21,6 +21,7 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/plugin"
+	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/tier"
 	sdk "github.com/kiln-gpu/kiln/sdk/plugin"
 )
@@ -121,7 +122,7 @@ func TestAcquireConverted(t *testing.T) {
 	}
 	data := t.TempDir()
 	cfg := tier.Config{RAM: tier.RAMConfig{Dir: filepath.Join(data, "shm")}}
-	m, err := tier.New(cfg, cat, tier.Options{DataDir: data})
+	m, err := tier.New(cfg, cat, tier.Options{DataDir: data, DiskEvictor: policy.Native().NewEvictor(), RAMEvictor: policy.Native().NewEvictor()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +199,7 @@ func TestAcquireConverted(t *testing.T) {
 	// After a restart the record finds the artifact on disk: nothing is
 	// converted again.
 	m.Close()
-	m2, err := tier.New(cfg, cat, tier.Options{DataDir: data})
+	m2, err := tier.New(cfg, cat, tier.Options{DataDir: data, DiskEvictor: policy.Native().NewEvictor(), RAMEvictor: policy.Native().NewEvictor()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +225,7 @@ func TestAcquireConvertedWithoutConverter(t *testing.T) {
 	writeF32Model(t, filepath.Join(models, id))
 	cat := catalog.New(models, cost.Default())
 	data := t.TempDir()
-	m, err := tier.New(tier.Config{RAM: tier.RAMConfig{Dir: filepath.Join(data, "shm")}}, cat, tier.Options{DataDir: data})
+	m, err := tier.New(tier.Config{RAM: tier.RAMConfig{Dir: filepath.Join(data, "shm")}}, cat, tier.Options{DataDir: data, DiskEvictor: policy.Native().NewEvictor(), RAMEvictor: policy.Native().NewEvictor()})
 	if err != nil {
 		t.Fatal(err)
 	}

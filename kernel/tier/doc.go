@@ -10,7 +10,8 @@
 // pins entries while a lease holds them, and asks an Evictor which unpinned
 // entries to drop when a tier is full, down to the tier's target fill level.
 //
-//	m, err := tier.New(cfg, resolver, tier.Options{DataDir: dir, Clock: clk, Log: log})
+//	m, err := tier.New(cfg, resolver, tier.Options{DataDir: dir, Clock: clk, Log: log,
+//		DiskEvictor: host.NewEvictor(), RAMEvictor: host.NewEvictor()})
 //	lease, err := m.Acquire(ctx, "checkpoints/sd15.safetensors") // promotes if absent
 //	// worker: mmap(lease.Path(), lease.Bytes(), PROT_READ, MAP_SHARED)
 //	lease.Release()

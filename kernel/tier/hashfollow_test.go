@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/kiln-gpu/kiln/kernel/policy"
 	sdk "github.com/kiln-gpu/kiln/sdk/plugin"
 )
 
@@ -434,7 +435,7 @@ func testManagerFor(t *testing.T, res Resolver) *Manager {
 	t.Helper()
 	data := t.TempDir()
 	m, err := New(Config{Disk: DiskConfig{CapacityBytes: 1 << 30}, RAM: RAMConfig{CapacityBytes: 1 << 30, Dir: filepath.Join(data, "ram")}},
-		res, Options{DataDir: data, Log: zerolog.Nop()})
+		res, Options{DataDir: data, Log: zerolog.Nop(), DiskEvictor: policy.Native().NewEvictor(), RAMEvictor: policy.Native().NewEvictor()})
 	if err != nil {
 		t.Fatal(err)
 	}

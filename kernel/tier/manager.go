@@ -18,7 +18,6 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/decision"
-	"github.com/kiln-gpu/kiln/kernel/policy"
 	sdk "github.com/kiln-gpu/kiln/sdk/plugin"
 )
 
@@ -47,19 +46,13 @@ type Options struct {
 	DataDir string
 	Clock   clock.Clock
 	Log     zerolog.Logger
-	// DiskEvictor and RAMEvictor default to the native build of the lru
-	// built-in (policy.Native).
+	// DiskEvictor and RAMEvictor pick the disk and RAM tiers' victims;
+	// both are required. The node passes the policy host's (one Evictor
+	// per cache, Host.NewEvictor), so that the active eviction policy
+	// decides for L3 and L2 as it does for VRAM; the package itself holds
+	// no policy.
 	DiskEvictor decision.Evictor
 	RAMEvictor  decision.Evictor
-}
-
-// SetEvictors replaces the disk and RAM tiers' eviction policies (nil
-// keeps one as it is). The node builds the tiers before its policy host
-// exists and hands them the host's evictors once it does, so that the
-// active eviction policy decides for L3 and L2 as it does for VRAM.
-func (m *Manager) SetEvictors(disk, ram decision.Evictor) {
-	m.disk.setEvictor(disk)
-	m.ram.setEvictor(ram)
 }
 
 // Manager runs the L4→L3→L2 tiers. Safe for concurrent use.
@@ -95,11 +88,8 @@ func New(cfg Config, res Resolver, opts Options) (*Manager, error) {
 	if opts.Clock == nil {
 		opts.Clock = clock.Real()
 	}
-	if opts.DiskEvictor == nil {
-		opts.DiskEvictor = policy.Native().NewEvictor()
-	}
-	if opts.RAMEvictor == nil {
-		opts.RAMEvictor = policy.Native().NewEvictor()
+	if opts.DiskEvictor == nil || opts.RAMEvictor == nil {
+		return nil, errors.New("tier: Options.DiskEvictor and RAMEvictor are required (the policy host's Host.NewEvictor, one per tier)")
 	}
 	diskDir := cfg.Disk.Dir
 	if diskDir == "" {

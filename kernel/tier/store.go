@@ -68,16 +68,6 @@ type store struct {
 	bwSample bool
 }
 
-// setEvictor replaces the eviction policy; nil keeps the current one.
-func (s *store) setEvictor(ev decision.Evictor) {
-	if ev == nil {
-		return
-	}
-	s.mu.Lock()
-	s.evictor = ev
-	s.mu.Unlock()
-}
-
 func newStore(name, dir string, capBytes int64, target float64, ev decision.Evictor, clk clock.Clock, log zerolog.Logger) *store {
 	return &store{name: name, dir: dir, cap: capBytes, target: target, evictor: ev, clk: clk, log: log,
 		entries: map[string]*entry{}, st: Stats{Name: name, CapacityBytes: capBytes}}
