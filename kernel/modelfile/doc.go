@@ -3,9 +3,10 @@
 // A safetensors file is an 8-byte little-endian header length N, N bytes of
 // JSON describing every tensor (dtype, shape, byte range) plus optional
 // string metadata under "__metadata__", then the tensor data. ReadHeader
-// parses and checks that layout; it is what the L3/L2 tiers and the model
-// loader use to learn a file's size, dtypes and family without reading the
-// data.
+// parses and checks that layout with sdk/safetensors (the parser the loader
+// plugins use too) and further requires the tensors to fill the file
+// exactly; it is what the L3/L2 tiers and the model loader use to learn a
+// file's size, dtypes and family without reading the data.
 //
 // Where no real weights are at hand (laptops, CI, the simulator), Synth writes
 // stand-in files: valid safetensors with realistic tensor names, dtypes and
