@@ -146,6 +146,7 @@ func (r *rawObject) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	r.raw = buf.Bytes()
+	workflow.CountDecode() // the submit's one decode of the graph (workflow.ReadCounts)
 	return json.Unmarshal(r.raw, &r.m)
 }
 

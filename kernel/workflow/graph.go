@@ -450,6 +450,12 @@ func (g *Graph) Node(id string) *Node { return g.nodes[id] }
 // Len returns the number of nodes.
 func (g *Graph) Len() int { return len(g.nodes) }
 
+// Map returns the decoded workflow the graph was built from (Parse's
+// decode, or the map given to FromMap), for a caller that needs the
+// inputs as the client sent them without decoding the bytes again (the
+// ComfyUI result cache's canonical hashes). It is shared: read only.
+func (g *Graph) Map() map[string]any { return g.raw }
+
 // MarshalJSON encodes the graph back to API format, as it was given.
 func (g *Graph) MarshalJSON() ([]byte, error) { return json.Marshal(g.raw) }
 

@@ -1,7 +1,6 @@
 package comfy
 
 import (
-	"bytes"
 	"container/list"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/workflow"
 )
 
 // resultCache answers a prompt whose canonical graph matches a finished
@@ -142,27 +142,57 @@ func graphKey(hashes map[string]string, outs []string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func decodeGraph(raw json.RawMessage) map[string]any {
-	var g map[string]any
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if dec.Decode(&g) != nil {
-		return nil
-	}
-	return g
+// cacheKey is what the result cache needs of a graph: the canonical hash
+// of every node an output depends on, and the output nodes. A prompt's key
+// is computed once, at submit, from the graph the API decoded (lookup), and
+// kept by the hub until the prompt ends (store).
+type cacheKey struct {
+	hashes map[string]string
+	outs   []string
+	// uncacheable graphs must run every time (uncacheable).
+	uncacheable bool
 }
 
-// store records a finished job's outputs.
-func (c *resultCache) store(j *job.Job) {
-	if c == nil || !c.enabled || j.State != job.Done || len(j.Outputs) == 0 {
+// keyOf computes a decoded graph's cacheKey; nil graph, nil key.
+func keyOf(graph map[string]any) *cacheKey {
+	if graph == nil {
+		return nil
+	}
+	if uncacheable(graph) {
+		return &cacheKey{uncacheable: true}
+	}
+	hashes, outs := canonical(graph)
+	return &cacheKey{hashes: hashes, outs: outs}
+}
+
+// keyOfStored computes the key of a stored workflow: a job whose key was
+// not kept at submit (a /v1/jobs job, one recovered after a restart, or
+// one another node of a cluster took) costs this one decode at its end.
+func keyOfStored(raw json.RawMessage) *cacheKey {
+	g, err := workflow.Decode(raw)
+	if err != nil {
+		return nil
+	}
+	return keyOf(g)
+}
+
+// on reports whether the cache is on.
+func (c *resultCache) on() bool { return c != nil && c.enabled }
+
+// store records a finished job's outputs under k, the key of its graph
+// (nil: computed here from the stored workflow).
+func (c *resultCache) store(j *job.Job, k *cacheKey) {
+	if !c.on() || j.State != job.Done || len(j.Outputs) == 0 {
 		return
 	}
-	g := decodeGraph(j.Workflow)
-	if g == nil || uncacheable(g) {
+	if k == nil {
+		k = keyOfStored(j.Workflow)
+	}
+	if k == nil || k.uncacheable {
 		return
 	}
-	hashes, outs := canonical(g)
-	e := &cacheEntry{key: graphKey(hashes, outs), at: c.clk.Now(), byHash: map[string][]job.Output{}}
+	hashes := k.hashes
+	e := &cacheEntry{key: graphKey(hashes, k.outs), at: c.clk.Now(), byHash: map[string][]job.Output{}}
 	for _, o := range j.Outputs {
 		h := hashes[o.Node]
 		e.byHash[h] = append(e.byHash[h], o)
@@ -180,17 +210,24 @@ func (c *resultCache) store(j *job.Job) {
 	}
 }
 
-// lookup finds a prompt's outputs, renamed to its node ids.
-func (c *resultCache) lookup(req *PromptRequest) *cacheHit {
-	if c == nil || !c.enabled {
-		return nil
+// lookup finds a prompt's outputs, renamed to its node ids. It also
+// returns the prompt's key (nil when the cache is off), for store when the
+// prompt runs.
+func (c *resultCache) lookup(req *PromptRequest) (*cacheHit, *cacheKey) {
+	if !c.on() {
+		return nil, nil
 	}
-	g := decodeGraph(req.Workflow)
-	if g == nil || uncacheable(g) {
+	var k *cacheKey
+	if req.Graph != nil {
+		k = keyOf(req.Graph.Map()) // the graph DecodePrompt decoded: no second decode
+	} else {
+		k = keyOfStored(req.Workflow)
+	}
+	if k == nil || k.uncacheable {
 		c.count("miss")
-		return nil
+		return nil, k
 	}
-	hashes, outs := canonical(g)
+	hashes, outs := k.hashes, k.outs
 	key := graphKey(hashes, outs)
 	c.mu.Lock()
 	el, ok := c.entries[key]
@@ -208,14 +245,14 @@ func (c *resultCache) lookup(req *PromptRequest) *cacheHit {
 	}
 	c.mu.Unlock()
 	if e == nil {
-		return nil
+		return nil, k
 	}
 	hit := &cacheHit{}
 	for _, id := range outs {
 		for _, o := range e.byHash[hashes[id]] {
 			if _, err := os.Stat(filepath.Join(c.outputDir, filepath.FromSlash(o.Subfolder), o.Filename)); err != nil {
 				c.count("stale")
-				return nil // the files are gone: run again
+				return nil, k // the files are gone: run again
 			}
 			o.Node = id
 			hit.outputs = append(hit.outputs, o)
@@ -223,10 +260,10 @@ func (c *resultCache) lookup(req *PromptRequest) *cacheHit {
 	}
 	if len(hit.outputs) == 0 {
 		c.count("miss")
-		return nil
+		return nil, k
 	}
 	c.count("hit")
-	return hit
+	return hit, k
 }
 
 // clear empties the cache.

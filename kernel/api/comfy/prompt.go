@@ -113,10 +113,10 @@ func DecodePrompt(body []byte, env PromptEnv) (*PromptRequest, *PromptError) {
 	if len(pb.Prompt) == 0 || string(pb.Prompt) == "null" {
 		return nil, bad("no_prompt", "No prompt provided", "No prompt provided")
 	}
-	var graph map[string]any
-	pdec := json.NewDecoder(bytes.NewReader(pb.Prompt))
-	pdec.UseNumber()
-	if err := pdec.Decode(&graph); err != nil || graph == nil {
+	// The one decode of the graph (numbers as json.Number): the graph is
+	// built from this map, and the result cache hashes it (Graph.Map).
+	graph, err := workflow.Decode(pb.Prompt)
+	if err != nil || graph == nil {
 		return nil, bad("invalid_prompt", "invalid prompt: prompt must be an object of node id → node", "")
 	}
 	req := &PromptRequest{}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
+	"github.com/kiln-gpu/kiln/kernel/workflow"
 	wire "github.com/kiln-gpu/kiln/sdk/worker"
 )
 
@@ -39,6 +40,10 @@ type hub struct {
 	hits      map[string]*cachedPrompt // prompt id → prompt answered from the cache
 	hitSeq    []string                 // hits in arrival order, for bounds and max_items
 	pending   map[string][]wsMessage   // cache-hit messages waiting for the HTTP answer
+
+	// keys holds each queued or running prompt's result-cache key,
+	// computed at submit (resultCache.lookup) and used when it ends.
+	keys map[string]*cacheKey
 }
 
 // runState is what the hub remembers of a running prompt.
@@ -118,6 +123,7 @@ func newHub(c *comfy) *hub {
 		c: c, cache: newResultCache(c.cfg.Cache, c.deps.Clock, c.deps.OutputDir, c.cacheCounter()),
 		conns: map[*wsConn]struct{}{}, runs: map[string]*runState{}, extra: map[string]map[string]any{},
 		hits: map[string]*cachedPrompt{}, pending: map[string][]wsMessage{}, names: map[string][]job.Output{},
+		keys: map[string]*cacheKey{},
 	}
 }
 
@@ -136,9 +142,15 @@ func (h *hub) handle(e dispatch.Event) {
 	switch e.Type {
 	case dispatch.EventStarted:
 		h.mu.Lock()
-		_, seen := h.runs[id]
+		rs, seen := h.runs[id]
 		if !seen {
-			h.runs[id] = &runState{}
+			rs = &runState{}
+			h.runs[id] = rs
+		}
+		if rs.classes == nil && e.Job != nil && e.Job.Facts != nil {
+			// The classes parsed at submit: isWebsocketNode and
+			// errorData read no job back.
+			rs.classes = e.Job.Facts.Classes
 		}
 		h.mu.Unlock()
 		if !seen {
@@ -213,6 +225,8 @@ func (h *hub) finished(e dispatch.Event) {
 	h.mu.Lock()
 	rs := h.runs[id]
 	delete(h.runs, id)
+	key := h.keys[id]
+	delete(h.keys, id)
 	h.mu.Unlock()
 	ts := h.nowMS()
 	if cl := h.c.deps.Cluster; cl != nil {
@@ -224,7 +238,12 @@ func (h *hub) finished(e dispatch.Event) {
 	defer h.removeWebsocketImages(id, e.Outputs)
 	switch e.State {
 	case job.Done:
-		j, jerr := h.c.deps.Store.Get(id)
+		// The dispatcher hands over the job the store committed; an
+		// event without one (none today) reads it back.
+		j, jerr := e.Job, error(nil)
+		if j == nil {
+			j, jerr = h.c.deps.Store.Get(id)
+		}
 		if jerr == nil {
 			h.writePNGInfo(id, j.Workflow, savedOutputs(e.Outputs))
 		}
@@ -249,8 +268,11 @@ func (h *hub) finished(e dispatch.Event) {
 		}
 		h.send(e.ClientID, "execution_success", map[string]any{"prompt_id": id, "timestamp": ts})
 		if jerr == nil {
-			j.Outputs = named
-			h.cache.store(j)
+			// A copy: the event's job is shared with its other
+			// subscribers and hooks.
+			done := *j
+			done.Outputs = named
+			h.cache.store(&done, key)
 		}
 	case job.Failed:
 		h.send(e.ClientID, "execution_error", h.errorData(id, rs, e.Error, ts))
@@ -410,24 +432,40 @@ func (h *hub) sendWebsocketImages(e dispatch.Event, rs *runState) {
 }
 
 // isWebsocketNode reports whether node is a SaveImageWebsocket node of the
-// prompt. Called with h.mu held; the prompt's classes are read from the
-// store once.
+// prompt. Called with h.mu held; the prompt's classes came with its start
+// (the job's Facts), else they are read from the store once.
 func (h *hub) isWebsocketNode(id string, rs *runState, node string) bool {
-	if rs.classes == nil {
-		rs.classes = map[string]string{}
-		if j, err := h.c.deps.Store.Get(id); err == nil {
-			var g map[string]struct {
-				ClassType string `json:"class_type"`
-			}
-			if json.Unmarshal(j.Workflow, &g) == nil {
-				for nid, n := range g {
-					rs.classes[nid] = n.ClassType
-				}
-			}
-		}
+	if rs.wsSent == nil {
 		rs.wsSent = map[string]int{}
 	}
+	if rs.classes == nil {
+		rs.classes = h.storedClasses(id)
+	}
 	return rs.classes[node] == "SaveImageWebsocket"
+}
+
+// storedClasses reads a prompt's node classes from the store, for a
+// prompt whose start event carried none: its Facts when the store keeps
+// them (a queued or running job), else one decode of its workflow. Never
+// nil.
+func (h *hub) storedClasses(id string) map[string]string {
+	j, err := h.c.deps.Store.Get(id)
+	if err != nil {
+		return map[string]string{}
+	}
+	if j.Facts != nil {
+		return j.Facts.Classes
+	}
+	classes := map[string]string{}
+	if g, err := workflow.Decode(j.Workflow); err == nil {
+		for nid, n := range g {
+			node, _ := n.(map[string]any)
+			if c, ok := node["class_type"].(string); ok {
+				classes[nid] = c
+			}
+		}
+	}
+	return classes
 }
 
 // readWebsocketImage reads image i of a SaveImageWebsocket node, which the
@@ -475,7 +513,7 @@ func (h *hub) errorData(id string, rs *runState, msg string, ts int64) map[strin
 			executed = executed[:len(executed)-1]
 		}
 	}
-	return map[string]any{"prompt_id": id, "node_id": node, "node_type": h.classOf(id, node), "executed": executed,
+	return map[string]any{"prompt_id": id, "node_id": node, "node_type": h.classOf(id, rs, node), "executed": executed,
 		"exception_message": msg, "exception_type": "kiln.ExecutionError", "traceback": []string{},
 		"current_inputs": map[string]any{}, "current_outputs": map[string]any{}, "timestamp": ts}
 }
@@ -485,20 +523,21 @@ func (h *hub) interruptedData(id string, rs *runState, ts int64) map[string]any 
 	return map[string]any{"prompt_id": id, "node_id": d["node_id"], "node_type": d["node_type"], "executed": d["executed"], "timestamp": ts}
 }
 
-// classOf is the class of a node of a stored prompt.
-func (h *hub) classOf(id, node string) string {
+// classOf is the class of a node of a prompt: from the classes its run
+// came with, else from the store.
+func (h *hub) classOf(id string, rs *runState, node string) string {
 	if node == "" {
 		return ""
 	}
-	j, err := h.c.deps.Store.Get(id)
-	if err != nil {
-		return ""
+	if rs != nil {
+		h.mu.Lock()
+		classes := rs.classes
+		h.mu.Unlock()
+		if classes != nil {
+			return classes[node]
+		}
 	}
-	var g map[string]struct {
-		ClassType string `json:"class_type"`
-	}
-	_ = json.Unmarshal(j.Workflow, &g)
-	return g[node].ClassType
+	return h.storedClasses(id)[node]
 }
 
 // outputNodes lists the nodes of outputs in order of first appearance.
@@ -738,6 +777,23 @@ func (h *hub) serveWS(w http.ResponseWriter, r *http.Request) {
 
 // rememberExtra keeps a prompt's extra_data for /queue and /history
 // (in memory: after a restart, extra_data holds the client id only).
+// rememberKey keeps a prompt's result-cache key until it ends (finished)
+// or its submit fails (forgetKey).
+func (h *hub) rememberKey(id string, k *cacheKey) {
+	if k == nil {
+		return
+	}
+	h.mu.Lock()
+	h.keys[id] = k
+	h.mu.Unlock()
+}
+
+func (h *hub) forgetKey(id string) {
+	h.mu.Lock()
+	delete(h.keys, id)
+	h.mu.Unlock()
+}
+
 func (h *hub) rememberExtra(id string, extra map[string]any) {
 	if len(extra) == 0 {
 		return
@@ -765,6 +821,7 @@ func (h *hub) forget(id string) {
 	h.mu.Lock()
 	delete(h.extra, id)
 	delete(h.runs, id)
+	delete(h.keys, id)
 	delete(h.names, id)
 	h.mu.Unlock()
 }
