@@ -26,6 +26,13 @@
 // submission (Seq) order unless a job carries an explicit Order (or Front):
 // see Job.Rank.
 //
+// A job's graph is parsed once, when it is submitted: its Facts (what the
+// dispatcher, the estimates and the ComfyUI hub need of it) stay in memory
+// with every queued or running job and come back with every copy the store
+// hands out, and each method that changes a job returns the job as it
+// committed it, so that callers never read back what they were just given.
+// Facts are never written; Open derives them once per job it recovers.
+//
 //	s, err := job.Open(path, cfg.Queue, clock.Real())
 //	if err != nil { ... }
 //	defer s.Close()
