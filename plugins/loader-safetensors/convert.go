@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/kiln-gpu/kiln/sdk/plugin"
+	"github.com/kiln-gpu/kiln/sdk/safetensors"
 )
 
 var _ plugin.Converter = loader{}
@@ -147,7 +148,7 @@ func planConversion(ctx context.Context, src *os.File, mi plugin.ModelInfo, to s
 		}
 		c.converted++
 		sourceDTypes[t.DType] += t.End - t.Begin
-		o.bytes = (t.End - t.Begin) / int64(dtypeSize[t.DType]) * int64(dtypeSize[dt])
+		o.bytes = (t.End - t.Begin) / safetensors.DTypeSize(t.DType) * safetensors.DTypeSize(dt)
 		if dt == "F8_E4M3" {
 			scaleName := strings.TrimSuffix(t.Name, ".weight") + ".scale_weight"
 			if names[scaleName] {
@@ -186,7 +187,7 @@ func planConversion(ctx context.Context, src *os.File, mi plugin.ModelInfo, to s
 	// then starts at a multiple of its element size (torch.frombuffer maps
 	// it without a copy).
 	sort.SliceStable(c.tensors, func(i, j int) bool {
-		return dtypeSize[c.tensors[i].dtype] > dtypeSize[c.tensors[j].dtype]
+		return safetensors.DTypeSize(c.tensors[i].dtype) > safetensors.DTypeSize(c.tensors[j].dtype)
 	})
 	return c, nil
 }
@@ -208,7 +209,7 @@ const chunkElems = 1 << 20
 
 // forEachValue reads t's values as float64, in order, chunk by chunk.
 func forEachValue(ctx context.Context, src *os.File, t plugin.Tensor, fn func([]float64) error) error {
-	es := int64(dtypeSize[t.DType])
+	es := safetensors.DTypeSize(t.DType)
 	total := (t.End - t.Begin) / es
 	buf := make([]byte, min(total, chunkElems)*es)
 	vals := make([]float64, min(total, chunkElems))
@@ -269,7 +270,7 @@ func absMax(ctx context.Context, src *os.File, t plugin.Tensor) (float64, error)
 		})
 		return m, err
 	}
-	es := dtypeSize[t.DType]
+	es := safetensors.DTypeSize(t.DType)
 	n := t.End - t.Begin
 	buf := make([]byte, min(n, chunkElems*es))
 	for off := int64(0); off < n; off += int64(len(buf)) {

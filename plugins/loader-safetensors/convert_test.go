@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/kiln-gpu/kiln/sdk/plugin"
+	"github.com/kiln-gpu/kiln/sdk/safetensors"
 )
 
 // srcTensor is one tensor of a synthesized source file, with its values.
@@ -119,7 +120,7 @@ func readBack(t *testing.T, path string) (plugin.ModelInfo, map[string][]float64
 	}
 	out := map[string][]float64{}
 	for _, ts := range mi.Tensors {
-		es := int64(dtypeSize[ts.DType])
+		es := safetensors.DTypeSize(ts.DType)
 		if ts.Begin%es != 0 {
 			t.Errorf("tensor %s (%s) starts at %d: not aligned to its element", ts.Name, ts.DType, ts.Begin)
 		}
@@ -198,8 +199,8 @@ func TestConvert(t *testing.T) {
 			converted := 0
 			for _, s := range src {
 				n := int64(len(s.vals))
-				srcData += n * dtypeSize[s.dtype]
-				wantData += n * dtypeSize[tc.want[s.name]]
+				srcData += n * safetensors.DTypeSize(s.dtype)
+				wantData += n * safetensors.DTypeSize(tc.want[s.name])
 				if tc.want[s.name] != s.dtype {
 					converted++
 				}
@@ -207,7 +208,7 @@ func TestConvert(t *testing.T) {
 				if !ok {
 					t.Fatalf("tensor %s missing", s.name)
 				}
-				if ts.DType != tc.want[s.name] || ts.End-ts.Begin != n*dtypeSize[ts.DType] || !slicesEqual(ts.Shape, s.shape) {
+				if ts.DType != tc.want[s.name] || ts.End-ts.Begin != n*safetensors.DTypeSize(ts.DType) || !slicesEqual(ts.Shape, s.shape) {
 					t.Errorf("%s: %s %v %d bytes; want %s %v", s.name, ts.DType, ts.Shape, ts.End-ts.Begin, tc.want[s.name], s.shape)
 				}
 			}
@@ -415,7 +416,7 @@ func BenchmarkConvert(b *testing.B) {
 			dir := b.TempDir()
 			rng := rand.New(rand.NewPCG(1, 2))
 			var ts []srcTensor
-			per := (64 << 20) / 16 / int(dtypeSize[tc.from])
+			per := (64 << 20) / 16 / int(safetensors.DTypeSize(tc.from))
 			for i := range 16 {
 				ts = append(ts, srcTensor{name: "blocks." + strconv.Itoa(i) + ".weight", dtype: tc.from,
 					shape: []int64{int64(per / 1024), 1024}, vals: values(rng, per, tc.from)})

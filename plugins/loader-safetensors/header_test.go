@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/kiln-gpu/kiln/sdk/plugin"
+	"github.com/kiln-gpu/kiln/sdk/safetensors"
 )
 
 // file builds a safetensors file from a header map and a data length.
@@ -21,6 +23,14 @@ func file(t testing.TB, header map[string]any, data int) []byte {
 	out := make([]byte, 8, 8+len(h)+data)
 	binary.LittleEndian.PutUint64(out, uint64(len(h)))
 	out = append(out, h...)
+	return append(out, make([]byte, data)...)
+}
+
+// rawFile builds a safetensors file from a raw JSON header, for headers
+// that a map cannot hold (duplicate names).
+func rawFile(header string, data int) []byte {
+	out := binary.LittleEndian.AppendUint64(nil, uint64(len(header)))
+	out = append(out, header...)
 	return append(out, make([]byte, data)...)
 }
 
@@ -64,11 +74,20 @@ func TestParse(t *testing.T) {
 			"b": map[string]any{"dtype": "U8", "shape": []int64{4}, "data_offsets": []int64{2, 6}},
 		}, 6), wantErr: true},
 		{name: "past end", key: "c/x", head: good(t)[:len(g)-1], size: int64(len(g) - 1), wantErr: true},
+		{name: "duplicate name", key: "c/x", head: rawFile(`{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}`, 4), wantErr: true},
+		{name: "gap", key: "c/x", head: rawFile(`{"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}`, 8), size: 0, check: func(t *testing.T, mi plugin.ModelInfo) {
+			if len(mi.Tensors) != 1 || mi.TotalBytes != mi.Tensors[0].End {
+				t.Errorf("info = %+v", mi)
+			}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mi, err := parse(tc.key, tc.head, tc.size)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, wantErr %v", err, tc.wantErr)
+			}
+			if err != nil && !errors.Is(err, safetensors.ErrFormat) {
+				t.Errorf("error %v does not wrap safetensors.ErrFormat", err)
 			}
 			if mi.NeedBytes != tc.wantNeed {
 				t.Fatalf("NeedBytes = %d, want %d", mi.NeedBytes, tc.wantNeed)
