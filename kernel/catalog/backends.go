@@ -13,7 +13,6 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/httpjson"
-	"github.com/kiln-gpu/kiln/kernel/tier"
 	sdk "github.com/kiln-gpu/kiln/sdk/plugin"
 )
 
@@ -40,7 +39,7 @@ type backendSet struct {
 	refreshMu sync.Mutex // one refresh at a time
 	mu        sync.RWMutex
 	snapshot  map[string]Entry
-	sources   map[string]tier.Source
+	sources   map[string]Source
 	inspected map[string]Entry // backend|key|size|mtime|sha → entry
 }
 
@@ -50,7 +49,7 @@ type backendSet struct {
 func NewFromBackends(backends []Backend, loaders LoaderFor, c cost.Config) *Catalog {
 	return &Catalog{cost: c, cache: map[string]cached{}, set: &backendSet{
 		backends: backends, loader: loaders,
-		snapshot: map[string]Entry{}, sources: map[string]tier.Source{}, inspected: map[string]Entry{},
+		snapshot: map[string]Entry{}, sources: map[string]Source{}, inspected: map[string]Entry{},
 	}}
 }
 
@@ -78,7 +77,7 @@ func (c *Catalog) Refresh(ctx context.Context) (RefreshResult, error) {
 	s.refreshMu.Lock()
 	defer s.refreshMu.Unlock()
 	snap := map[string]Entry{}
-	srcs := map[string]tier.Source{}
+	srcs := map[string]Source{}
 	var res RefreshResult
 	for _, b := range s.backends {
 		objs, err := b.Storage.List(ctx, "")
@@ -97,7 +96,7 @@ func (c *Catalog) Refresh(ctx context.Context) (RefreshResult, error) {
 				res.Errors = append(res.Errors, fmt.Sprintf("%s: %v", o.Key, err))
 			}
 			snap[o.Key] = e
-			srcs[o.Key] = tier.Source{Storage: b.Storage, Backend: b.Name, Key: o.Key, Size: o.Size, SHA256: o.SHA256}
+			srcs[o.Key] = Source{Storage: b.Storage, Backend: b.Name, Key: o.Key, Size: o.Size, SHA256: o.SHA256}
 		}
 	}
 	s.mu.Lock()
@@ -211,23 +210,21 @@ func (c *Catalog) listBackends() []Entry {
 }
 
 // Resolve implements tier.Resolver: where the model's bytes are in L4.
-func (c *Catalog) Resolve(_ context.Context, id string) (tier.Source, error) {
+func (c *Catalog) Resolve(_ context.Context, id string) (Source, error) {
 	if err := CleanID(id); err != nil {
-		return tier.Source{}, err
+		return Source{}, err
 	}
 	if c.set == nil {
-		return tier.Source{}, errors.New("catalog: a directory catalog has no storage backends")
+		return Source{}, errors.New("catalog: a directory catalog has no storage backends")
 	}
 	c.set.mu.RLock()
 	src, ok := c.set.sources[id]
 	c.set.mu.RUnlock()
 	if !ok {
-		return tier.Source{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+		return Source{}, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	return src, nil
 }
-
-var _ tier.Resolver = (*Catalog)(nil)
 
 // ExtLoaders maps extensions (".safetensors") to loaders for NewFromBackends.
 func ExtLoaders(m map[string]sdk.Loader) LoaderFor {

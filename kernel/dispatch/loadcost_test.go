@@ -33,8 +33,8 @@ func (s memStorage) Open(_ context.Context, key string, offset, length int64) (i
 
 type memResolver struct{ st memStorage }
 
-func (r memResolver) Resolve(_ context.Context, id string) (tier.Source, error) {
-	return tier.Source{Storage: r.st, Backend: "mem", Key: id, Size: int64(len(r.st[id]))}, nil
+func (r memResolver) Resolve(_ context.Context, id string) (catalog.Source, error) {
+	return catalog.Source{Storage: r.st, Backend: "mem", Key: id, Size: int64(len(r.st[id]))}, nil
 }
 
 // TestLoadCostFollowsTheTiers prices a model's load from the fastest tier

@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/kiln-gpu/kiln/kernel/catalog"
 	"github.com/kiln-gpu/kiln/kernel/policy"
 	sdk "github.com/kiln-gpu/kiln/sdk/plugin"
 )
@@ -228,7 +229,7 @@ func TestFetchIntoDigestIsTheFilesInEveryWriteOrder(t *testing.T) {
 			}
 			defer os.Remove(tmp.Name())
 			defer tmp.Close()
-			src := Source{Storage: writerStorage{write: tc.write}, Key: "k", Size: size, SHA256: digest(want)}
+			src := catalog.Source{Storage: writerStorage{write: tc.write}, Key: "k", Size: size, SHA256: digest(want)}
 			n, sum, err := m.fetchInto(context.Background(), src, tmp)
 			onDisk, rerr := os.ReadFile(tmp.Name())
 			if rerr != nil {
@@ -329,7 +330,7 @@ func TestFetchL3KeepsOnlyVerifiedBytes(t *testing.T) {
 	other := bytes.Clone(want)
 	other[0] ^= 0xff
 	m := testManager(t)
-	src := Source{Backend: "test", Key: "k", Size: size, SHA256: digest(want), Storage: writerStorage{write: func(path string) (int64, error) {
+	src := catalog.Source{Backend: "test", Key: "k", Size: size, SHA256: digest(want), Storage: writerStorage{write: func(path string) (int64, error) {
 		f, err := sdk.CreateFetchFile(path)
 		if err != nil {
 			return 0, err
@@ -385,7 +386,7 @@ func TestAcquireNeverLeasesBytesRewrittenInPlace(t *testing.T) {
 	const size = 3<<20 + 5
 	want := randomBytes(size, 5)
 	var fetches int
-	src := Source{Backend: "test", Key: "k", Size: size, SHA256: digest(want), Storage: writerStorage{write: func(path string) (int64, error) {
+	src := catalog.Source{Backend: "test", Key: "k", Size: size, SHA256: digest(want), Storage: writerStorage{write: func(path string) (int64, error) {
 		fetches++
 		f, err := sdk.CreateFetchFile(path)
 		if err != nil {
@@ -403,7 +404,7 @@ func TestAcquireNeverLeasesBytesRewrittenInPlace(t *testing.T) {
 		}
 		return size, nil
 	}}}
-	m := testManagerFor(t, resolverFunc(func(context.Context, string) (Source, error) { return src, nil }))
+	m := testManagerFor(t, resolverFunc(func(context.Context, string) (catalog.Source, error) { return src, nil }))
 	l, err := m.Acquire(context.Background(), "m")
 	if err == nil {
 		b, _ := os.ReadFile(l.Path())
@@ -425,9 +426,9 @@ func TestAcquireNeverLeasesBytesRewrittenInPlace(t *testing.T) {
 	}
 }
 
-type resolverFunc func(context.Context, string) (Source, error)
+type resolverFunc func(context.Context, string) (catalog.Source, error)
 
-func (f resolverFunc) Resolve(ctx context.Context, id string) (Source, error) { return f(ctx, id) }
+func (f resolverFunc) Resolve(ctx context.Context, id string) (catalog.Source, error) { return f(ctx, id) }
 
 func testManager(t *testing.T) *Manager { return testManagerFor(t, nil) }
 
