@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	"github.com/kiln-gpu/kiln/kernel/api/comfy"
@@ -24,7 +25,9 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/metrics"
 	"github.com/kiln-gpu/kiln/kernel/policy"
+	"github.com/kiln-gpu/kiln/kernel/shadow"
 	"github.com/kiln-gpu/kiln/kernel/tier"
+	"github.com/kiln-gpu/kiln/kernel/tune"
 	"github.com/kiln-gpu/kiln/kernel/worker"
 	"github.com/kiln-gpu/kiln/kernel/workflow"
 )
@@ -53,8 +56,8 @@ type Deps struct {
 	// Shadow serves GET /v1/experiments/shadow (read-only: what /metrics
 	// exports, no token); Trace serves GET /v1/experiments/trace (the
 	// node's recent traffic) behind the admin token. Nil leaves a route out.
-	Shadow http.Handler
-	Trace  http.Handler
+	Shadow *shadow.Shadow
+	Trace  *tune.Recorder
 	// Experiments serves /v1/experiments (experiments.go) and Watches
 	// /v1/experiments/watches, the watches of changes made by hand; nil
 	// leaves them out.
@@ -62,7 +65,7 @@ type Deps struct {
 	Watches     *experiment.Watcher
 	// Tune serves GET /v1/tune, the background tuner's status
 	// (kernel/tune): read-only, no token, like /v1/experiments.
-	Tune http.Handler
+	Tune *tune.Auto
 	// NodeID is this node's name: the "node" of its jobs (cluster.node_id,
 	// else the hostname). Cluster, when the node is one of a cluster,
 	// takes the submits and answers for every node's jobs (cluster.go).
@@ -144,17 +147,10 @@ func New(cfg Config, deps Deps) *Server {
 	s.registerDashboard()
 	s.registerPolicies()
 	s.registerExperiments()
-	if deps.Tune != nil {
-		s.handle("GET /v1/tune", deps.Tune)
-	}
-	if deps.Shadow != nil {
-		s.handle("GET /v1/experiments/shadow", deps.Shadow)
-	}
-	if deps.Trace != nil {
-		s.handle("GET /v1/experiments/trace", s.admin(deps.Trace))
-	}
+	s.registerTuning()
 	if deps.Metrics != nil {
-		s.handle("GET /metrics", deps.Metrics.Handler())
+		reg := deps.Metrics.Registry()
+		s.handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	}
 	if s.cfg.PProf {
 		s.handle("GET /debug/pprof/", http.HandlerFunc(pprof.Index))
@@ -524,12 +520,12 @@ func (s *Server) refreshModels(w http.ResponseWriter, r *http.Request) {
 	httpjson.Write(w, http.StatusOK, res)
 }
 
-func (s *Server) listTiers(w http.ResponseWriter, r *http.Request) {
+func (s *Server) listTiers(w http.ResponseWriter, _ *http.Request) {
 	if s.deps.Tiers == nil {
 		httpjson.Write(w, http.StatusOK, map[string]any{"tiers": []any{}, "note": "kiln runs without cache tiers (no storage plugin found)"})
 		return
 	}
-	s.deps.Tiers.TiersHandler().ServeHTTP(w, r)
+	httpjson.Write(w, http.StatusOK, map[string]any{"tiers": s.deps.Tiers.Stats()})
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -10,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
+	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/metrics"
 )
 
@@ -18,8 +18,8 @@ import (
 // the dashboard's page and the 404s of no route are counted too.
 func TestHTTPMetricsByRoute(t *testing.T) {
 	m := metrics.New(metrics.Sources{})
-	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("{}")) })
-	s := New(Config{}, Deps{Log: zerolog.Nop(), Metrics: m, AdminToken: "tok", Shadow: ok, Trace: ok})
+	clk := clock.Real()
+	s := New(Config{}, Deps{Log: zerolog.Nop(), Metrics: m, AdminToken: "tok", Shadow: testShadow(t, clk), Trace: testRecorder(t, clk)})
 	for _, tc := range []struct {
 		method, path string
 		want         int

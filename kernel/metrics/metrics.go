@@ -6,19 +6,17 @@
 // (latency, loads, evictions, submissions) are counted as they happen.
 //
 //	m := metrics.New(metrics.Sources{QueueDepth: store.Depth, ...})
-//	http.Handle("/metrics", m.Handler())
+//	reg := m.Registry() // kernel/api serves it at GET /metrics
 //	m.JobFinished("interactive", "done", 1.7)
 package metrics
 
 import (
-	"net/http"
 	"runtime"
 	"runtime/debug"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Version is kiln's version, for kiln_build_info and the dashboard's
@@ -116,11 +114,6 @@ func New(src Sources) *Metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{src: src})
 	return m
-}
-
-// Handler serves the metrics in the Prometheus text format.
-func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
 // Register adds another component's collector (the tiers', say) to the

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"net/http"
 	"path/filepath"
 	"sync"
 
@@ -120,20 +119,4 @@ func (n *Node) runShadow(ctx context.Context) (wait func()) {
 		}()
 	}
 	return wg.Wait
-}
-
-// shadowHandler and traceHandler serve /v1/experiments/shadow and
-// /v1/experiments/trace; nil when the part is off.
-func (n *Node) shadowHandler() http.Handler {
-	if n.Shadow == nil {
-		return nil
-	}
-	return n.Shadow.Handler()
-}
-
-func (n *Node) traceHandler() http.Handler {
-	if n.Arrivals == nil {
-		return nil
-	}
-	return n.Arrivals.Handler()
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"sync"
 
 	"github.com/kiln-gpu/kiln/kernel/device"
@@ -111,12 +110,4 @@ func (n *Node) activePolicy(k abi.Kind) (string, map[string]float64, error) {
 		return "", nil, err
 	}
 	return a.Name(), a.Params(), nil
-}
-
-// tuneHandler serves GET /v1/tune; nil without a tuner.
-func (n *Node) tuneHandler() http.Handler {
-	if n.Tuner == nil {
-		return nil
-	}
-	return n.Tuner.Handler()
 }

@@ -13,7 +13,7 @@
 //
 //	s, err := shadow.New(shadow.PolicyCandidates(cfg, liveHost, log, clk), topo, sources, clk)
 //	s.AccessOn(device, workerID, []string{"checkpoints/sdxl.safetensors"}) // or s.Feed(ctx, events, resolve)
-//	rep := s.Report() // also s.Handler(), s.Collector()
+//	rep := s.Report() // also s.Collector(); kernel/api serves it as JSON
 //
 // # Notes
 //

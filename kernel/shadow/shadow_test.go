@@ -2,13 +2,10 @@ package shadow
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/http"
-	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
@@ -260,7 +257,7 @@ func TestConfig(t *testing.T) {
 	}
 }
 
-func TestFeedHandlerAndMetrics(t *testing.T) {
+func TestFeedAndMetrics(t *testing.T) {
 	clk := clock.NewFake(time.Unix(0, 0))
 	s, _ := New([]Candidate{FromEvictor("lru", policy.Native().NewEvictor())}, Topology{Devices: []Device{{VRAMBytes: 4 * gib}}}, sources(Bandwidths{}), clk)
 	ch := make(chan dispatch.Event, 8)
@@ -278,18 +275,6 @@ func TestFeedHandlerAndMetrics(t *testing.T) {
 	r := s.Report()
 	if r.Accesses != 2 || r.Dropped != 1 || find(t, r, "lru").Hits != 1 {
 		t.Fatalf("feed: %+v", r)
-	}
-
-	rec := httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/experiments/shadow", nil))
-	var got Report
-	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || rec.Code != 200 || got.Accesses != 2 {
-		t.Errorf("GET: %d %s %v", rec.Code, rec.Body, err)
-	}
-	rec = httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "/v1/experiments/shadow", nil))
-	if rec.Code != http.StatusMethodNotAllowed || !strings.Contains(rec.Body.String(), `"error"`) {
-		t.Errorf("POST: %d %s", rec.Code, rec.Body)
 	}
 
 	reg := prometheus.NewPedanticRegistry()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/experiment"
-	"github.com/kiln-gpu/kiln/kernel/httpjson"
 	"github.com/kiln-gpu/kiln/kernel/policy"
 	"github.com/kiln-gpu/kiln/kernel/sim"
 	"github.com/kiln-gpu/kiln/kernel/tune/autotune"
@@ -411,18 +409,6 @@ func (a *Auto) Status() Status {
 		st.Runs = append(st.Runs, a.runs[i])
 	}
 	return st
-}
-
-// Handler serves GET /v1/tune: Status as JSON.
-func (a *Auto) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			httpjson.Error(w, http.StatusMethodNotAllowed, "method_not_allowed", "GET /v1/tune")
-			return
-		}
-		httpjson.Write(w, http.StatusOK, a.Status())
-	})
 }
 
 var descRuns = prometheus.NewDesc("kiln_tune_runs_total", "Tuning runs of tune.auto by outcome.", []string{"outcome"}, nil)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
-	"github.com/kiln-gpu/kiln/kernel/httpjson"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/sim"
 )
@@ -264,31 +262,4 @@ func (r *Recorder) Feed(ctx context.Context, ch <-chan dispatch.Event, lookup fu
 			}
 		}
 	}
-}
-
-// Handler serves GET /v1/experiments/trace[?limit=N]: the most recent N
-// arrivals (all by default) as a trace CSV with times relative to the
-// first. It reveals the node's traffic, so the API mounts it behind the
-// admin token.
-func (r *Recorder) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.Method != http.MethodGet && req.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			httpjson.Error(w, http.StatusMethodNotAllowed, "method_not_allowed", "GET /v1/experiments/trace")
-			return
-		}
-		limit := 0
-		if s := req.URL.Query().Get("limit"); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 {
-				httpjson.Error(w, http.StatusBadRequest, "invalid_limit", fmt.Sprintf("limit must be a positive integer, got %q", s))
-				return
-			}
-			limit = n
-		}
-		reqs := r.Requests(limit)
-		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-		w.Header().Set("X-Kiln-Arrivals", strconv.Itoa(len(reqs)))
-		_ = sim.WriteTrace(w, reqs)
-	})
 }

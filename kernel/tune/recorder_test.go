@@ -3,8 +3,6 @@ package tune
 import (
 	"context"
 	"errors"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,7 +60,7 @@ func TestRecorderRingAndPersistence(t *testing.T) {
 	}
 }
 
-func TestRecorderFeedAndHandler(t *testing.T) {
+func TestRecorderFeed(t *testing.T) {
 	clk := clock.NewFake(t0)
 	r, _ := NewRecorder(filepath.Join(t.TempDir(), TraceFile), 0, clk)
 	jobs := map[string]*job.Job{
@@ -86,34 +84,23 @@ func TestRecorderFeedAndHandler(t *testing.T) {
 		t.Fatalf("feed: %v, %d arrivals", err, r.Len())
 	}
 
-	rec := httptest.NewRecorder()
-	r.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/experiments/trace", nil))
-	want := "time_s,models,class,deadline_ms\n0.000,m1;lora1,interactive,5000\n1.500,m2,batch,0\n"
-	if rec.Code != 200 || rec.Body.String() != want {
-		t.Errorf("GET: %d\n%s\nwant\n%s", rec.Code, rec.Body, want)
+	// The recorded arrivals are a trace the simulator reads (kernel/api
+	// serves them as GET /v1/experiments/trace).
+	var buf strings.Builder
+	if err := sim.WriteTrace(&buf, r.Requests(0)); err != nil {
+		t.Fatal(err)
 	}
-	// The CSV is a trace the simulator reads.
-	tr, err := sim.ReadTrace(strings.NewReader(rec.Body.String()), sim.TraceOptions{File: "t.csv",
+	want := "time_s,models,class,deadline_ms\n0.000,m1;lora1,interactive,5000\n1.500,m2,batch,0\n"
+	if buf.String() != want {
+		t.Errorf("trace:\n%s\nwant\n%s", buf.String(), want)
+	}
+	tr, err := sim.ReadTrace(strings.NewReader(buf.String()), sim.TraceOptions{File: "t.csv",
 		Models: []sim.Model{{ID: "m1", Bytes: 1}, {ID: "lora1", Bytes: 1}, {ID: "m2", Bytes: 1}}})
 	if err != nil || len(tr.Requests) != 2 || tr.Requests[1].Time != 1500*time.Millisecond {
 		t.Errorf("ReadTrace: %v %+v", err, tr)
 	}
-	rec = httptest.NewRecorder()
-	r.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/experiments/trace?limit=1", nil))
-	if !strings.HasSuffix(rec.Body.String(), "\n0.000,m2,batch,0\n") {
-		t.Errorf("limit=1: %s", rec.Body)
-	}
-	for _, q := range []string{"?limit=0", "?limit=x", "?limit=-3"} {
-		rec = httptest.NewRecorder()
-		r.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/experiments/trace"+q, nil))
-		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `"invalid_limit"`) {
-			t.Errorf("%s: %d %s", q, rec.Code, rec.Body)
-		}
-	}
-	rec = httptest.NewRecorder()
-	r.Handler().ServeHTTP(rec, httptest.NewRequest("DELETE", "/v1/experiments/trace", nil))
-	if rec.Code != http.StatusMethodNotAllowed {
-		t.Errorf("DELETE: %d", rec.Code)
+	if last := r.Requests(1); len(last) != 1 || last[0].Models[0] != "m2" {
+		t.Errorf("Requests(1) = %+v, want the last arrival", last)
 	}
 }
 

@@ -1,19 +1,8 @@
 package tier
 
 import (
-	"net/http"
-
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/kiln-gpu/kiln/kernel/httpjson"
 )
-
-// TiersHandler serves GET /v1/tiers: {"tiers":[vram, ram, disk, remote]}.
-func (m *Manager) TiersHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		httpjson.Write(w, http.StatusOK, map[string]any{"tiers": m.Stats()})
-	})
-}
 
 // Collector exports Stats as kiln_tier_* metrics labelled by tier.
 func (m *Manager) Collector() prometheus.Collector { return collector{m} }
