@@ -312,7 +312,7 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 	}
 	j := &job.Job{
 		Class: req.Class, Workflow: req.Workflow, Models: req.Models, DeadlineMS: req.DeadlineMS,
-		Tenant: req.Tenant, ClientID: req.ClientID,
+		Tenant: req.Tenant, ClientID: req.ClientID, Facts: req.Facts,
 	}
 	key := r.Header.Get("Idempotency-Key")
 	if key != "" {
@@ -392,10 +392,10 @@ func (s *Server) checkModels(req *SubmitRequest) *Error {
 		return &Error{Status: http.StatusBadRequest, Type: "model_not_found",
 			Message: fmt.Sprintf("models not found in the model store: %v", missing), Details: map[string]any{"models": missing}}
 	}
-	if s.deps.Dispatcher != nil && req.Graph != nil {
+	if s.deps.Dispatcher != nil && req.Facts != nil {
 		// A job needs its largest stage on one device (text encoders, then
 		// the diffusion model, then the VAE), not all its models at once.
-		need, room := s.deps.Dispatcher.Fit(req.Graph)
+		need, room := s.deps.Dispatcher.FitFacts(req.Facts)
 		if room > 0 && need > room {
 			return &Error{Status: http.StatusBadRequest, Type: "does_not_fit",
 				Message: fmt.Sprintf("the workflow's largest stage needs %.1f GiB of VRAM (weights and activations); the largest device has %.1f GiB for one job",

@@ -27,9 +27,12 @@ func (e *Error) Error() string { return e.Type + ": " + e.Message }
 
 // SubmitRequest is a decoded and validated POST /v1/jobs body.
 type SubmitRequest struct {
-	// Workflow is the graph as the client sent it; Graph is its parse.
+	// Workflow is the graph as the client sent it; Graph is its parse,
+	// and Facts what the job keeps of it (job.Job.Facts): the job's one
+	// parse.
 	Workflow json.RawMessage
 	Graph    *workflow.Graph
+	Facts    *workflow.Facts
 	Models   []string
 	// NodeClasses are the distinct class_type values of the graph.
 	NodeClasses []string
@@ -114,7 +117,7 @@ func DecodeSubmit(body []byte, lim workflow.Limits) (*SubmitRequest, *Error) {
 		return nil, bad("invalid_prompt", "%v", err)
 	}
 	req.Workflow = sb.Workflow.raw
-	req.Graph = g
+	req.Graph, req.Facts = g, g.Facts()
 	for _, m := range g.Models() {
 		req.Models = append(req.Models, m.ID)
 	}
