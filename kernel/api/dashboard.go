@@ -1,11 +1,13 @@
 package api
 
 import (
-	"github.com/kiln-gpu/kiln/kernel/dashboard"
+	"net/http"
+
+	"github.com/kiln-gpu/kiln/kernel/api/dashboard"
 	"github.com/kiln-gpu/kiln/kernel/metrics"
 )
 
-// registerDashboard serves the built-in dashboard (kernel/dashboard) at
+// registerDashboard serves the built-in dashboard (kernel/api/dashboard) at
 // GET / and its read-only views under /v1/dashboard. ListenAndServe runs
 // its sampler for as long as the server serves.
 func (s *Server) registerDashboard() {
@@ -14,5 +16,11 @@ func (s *Server) registerDashboard() {
 		Catalog: s.deps.Catalog, Dispatcher: s.deps.Dispatcher, Clock: s.deps.Clock, Log: s.deps.Log,
 		Version: metrics.Version,
 	})
-	s.dash.Register(s.mux)
+	s.dash.Register(recordingMux{s})
 }
+
+// recordingMux registers through handle, so that the server lists the routes a
+// part (the dashboard) adds itself.
+type recordingMux struct{ s *Server }
+
+func (r recordingMux) Handle(pattern string, h http.Handler) { r.s.handle(pattern, h) }

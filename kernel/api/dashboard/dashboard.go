@@ -71,22 +71,28 @@ func New(src Sources) *Dashboard {
 	return &Dashboard{src: src, subs: map[chan Event]struct{}{}, done: make(chan struct{})}
 }
 
+// Mux is where Register adds its routes: a *http.ServeMux, or kernel/api's
+// server, which also lists them.
+type Mux interface {
+	Handle(pattern string, h http.Handler)
+}
+
 // Register adds the dashboard's routes to mux: the page at GET / (exactly
 // "/": every other path stays with its own handler or the API's 404), its
 // assets under /dashboard/, and the JSON views under /v1/dashboard.
-func (d *Dashboard) Register(mux *http.ServeMux) {
+func (d *Dashboard) Register(mux Mux) {
 	assets, err := fs.Sub(assetFS, "assets")
 	if err != nil {
 		panic(err) // the embedded tree is fixed at build time
 	}
 	files := http.FileServerFS(assets)
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-cache")
 		// The page runs only its own scripts and talks only to this kiln.
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		http.ServeFileFS(w, r, assets, "index.html")
-	})
+	}))
 	mux.Handle("GET /dashboard/", http.StripPrefix("/dashboard/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "" || r.URL.Path == "index.html" || r.URL.Path[len(r.URL.Path)-1] == '/' {
 			// No directory listings, and one address for the page.
@@ -101,9 +107,9 @@ func (d *Dashboard) Register(mux *http.ServeMux) {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		files.ServeHTTP(w, r)
 	})))
-	mux.HandleFunc("GET /v1/dashboard", d.serveSnapshot)
-	mux.HandleFunc("GET /v1/dashboard/vram", d.serveHistory)
-	mux.HandleFunc("GET /v1/dashboard/events", d.serveEvents)
+	mux.Handle("GET /v1/dashboard", http.HandlerFunc(d.serveSnapshot))
+	mux.Handle("GET /v1/dashboard/vram", http.HandlerFunc(d.serveHistory))
+	mux.Handle("GET /v1/dashboard/events", http.HandlerFunc(d.serveEvents))
 }
 
 // Run samples the ledger every sampleEvery and records the dispatcher's

@@ -13,6 +13,11 @@
 //
 // Everything here is read-only, so it needs no admin token; like the rest
 // of the API it is reachable only where kiln listens (loopback by default).
+// It lives under kernel/api because it is nothing but an HTTP surface (a
+// page, its assets, three views of the kernel's parts): kernel/api
+// registers its routes on the one mux, and the kernel packages it reads
+// (job, dispatch, device, tier, catalog) expose methods and data only.
+//
 // The page is plain HTML, CSS and JavaScript (charts are inline SVG), so it
 // builds with the Go toolchain alone and its bytes are the files in assets/.
 //
