@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"path"
 	"sort"
 	"strings"
 	"sync"
 
 	"github.com/kiln-gpu/kiln/kernel/cost"
-	"github.com/kiln-gpu/kiln/kernel/httpjson"
 	sdk "github.com/kiln-gpu/kiln/sdk/plugin"
 )
 
@@ -229,31 +227,4 @@ func (c *Catalog) Resolve(_ context.Context, id string) (Source, error) {
 // ExtLoaders maps extensions (".safetensors") to loaders for NewFromBackends.
 func ExtLoaders(m map[string]sdk.Loader) LoaderFor {
 	return func(key string) sdk.Loader { return m[strings.ToLower(path.Ext(key))] }
-}
-
-// ModelsHandler serves GET /v1/models: {"models":[Entry...]}.
-func (c *Catalog) ModelsHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		models, err := c.List()
-		if err != nil {
-			httpjson.Write(w, http.StatusServiceUnavailable, map[string]any{"error": map[string]string{"type": "catalog_unavailable", "message": err.Error()}})
-			return
-		}
-		if models == nil {
-			models = []Entry{}
-		}
-		httpjson.Write(w, http.StatusOK, map[string]any{"models": models})
-	})
-}
-
-// RefreshHandler serves POST /v1/models/refresh with a RefreshResult.
-func (c *Catalog) RefreshHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		res, err := c.Refresh(r.Context())
-		if err != nil {
-			httpjson.Write(w, http.StatusBadGateway, map[string]any{"error": map[string]string{"type": "refresh_failed", "message": err.Error()}})
-			return
-		}
-		httpjson.Write(w, http.StatusOK, res)
-	})
 }
