@@ -16,14 +16,6 @@ import (
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
-// AdminConfig is the admin section: the token that guards the mutating
-// endpoints (POST /v1/policies, /v1/models/refresh, /v1/experiments, ...).
-type AdminConfig struct {
-	// Token is the admin bearer token. Empty: KILN_ADMIN_TOKEN, else the
-	// token kiln keeps in <data_dir>/admin.token (created on first start).
-	Token string `koanf:"token"`
-}
-
 // AdminTokenFile is the file in the data dir that holds a generated token.
 const AdminTokenFile = "admin.token"
 

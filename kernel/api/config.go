@@ -1,15 +1,8 @@
 package api
 
-import "time"
+import "github.com/kiln-gpu/kiln/kernel/api/apiconfig"
 
-// Config holds the HTTP server's limits.
-type Config struct {
-	MaxBodyBytes      int64         `koanf:"max_body_bytes"`
-	MaxHeaderBytes    int           `koanf:"max_header_bytes"`
-	ReadHeaderTimeout time.Duration `koanf:"read_header_timeout"`
-	ReadTimeout       time.Duration `koanf:"read_timeout"`
-	WriteTimeout      time.Duration `koanf:"write_timeout"`
-	IdleTimeout       time.Duration `koanf:"idle_timeout"`
-	// PProf serves net/http/pprof under /debug/pprof/.
-	PProf bool `koanf:"pprof"`
-}
+// Config is the api section (apiconfig.Config): the HTTP server's limits.
+// The type lives in apiconfig so that kernel/config need not import this
+// package.
+type Config = apiconfig.Config

@@ -1,8 +1,7 @@
 package config
 
 import (
-	"github.com/kiln-gpu/kiln/kernel/api"
-	"github.com/kiln-gpu/kiln/kernel/api/comfy"
+	"github.com/kiln-gpu/kiln/kernel/api/apiconfig"
 	"github.com/kiln-gpu/kiln/kernel/cluster/clusterconfig"
 	"github.com/kiln-gpu/kiln/kernel/cost"
 	"github.com/kiln-gpu/kiln/kernel/device"
@@ -31,21 +30,21 @@ type Config struct {
 	// OutputDir is where workers write outputs; empty means DataDir/output.
 	OutputDir string `koanf:"output_dir"`
 
-	Log     logging.Config  `koanf:"log"`
-	API     api.Config      `koanf:"api"`
-	Queue   job.Config      `koanf:"queue"`
-	Devices device.Config   `koanf:"devices"`
-	Workers worker.Config   `koanf:"workers"`
-	Cost    cost.Config     `koanf:"cost"`
-	Limits  workflow.Limits `koanf:"limits"`
-	ComfyUI comfy.Config    `koanf:"comfyui"`
-	Tiers   tier.Config     `koanf:"tiers"`
-	Plugins plugin.Config   `koanf:"plugins"`
+	Log     logging.Config        `koanf:"log"`
+	API     apiconfig.Config      `koanf:"api"`
+	Queue   job.Config            `koanf:"queue"`
+	Devices device.Config         `koanf:"devices"`
+	Workers worker.Config         `koanf:"workers"`
+	Cost    cost.Config           `koanf:"cost"`
+	Limits  workflow.Limits       `koanf:"limits"`
+	ComfyUI apiconfig.ComfyConfig `koanf:"comfyui"`
+	Tiers   tier.Config           `koanf:"tiers"`
+	Plugins plugin.Config         `koanf:"plugins"`
 
 	// The policy host (kernel/policy) and the admin token that guards the
 	// mutating API routes (kernel/api).
-	Admin    api.AdminConfig `koanf:"admin"`
-	Policies policy.Config   `koanf:"policies"`
+	Admin    apiconfig.AdminConfig `koanf:"admin"`
+	Policies policy.Config         `koanf:"policies"`
 
 	Dispatch dispatch.Config `koanf:"dispatch"`
 	// Experiments are the defaults of policy experiments (kernel/experiment).

@@ -17,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/kiln-gpu/kiln/kernel/api/apiconfig"
 	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/workflow"
@@ -347,7 +348,7 @@ func (h *hub) previewsOn(id string) bool {
 	h.mu.Lock()
 	m, _ := h.extra[id]["preview_method"].(string)
 	h.mu.Unlock()
-	if !previewMethods[m] {
+	if !apiconfig.IsPreviewMethod(m) {
 		m = h.c.cfg.PreviewMethod
 	}
 	return m != "none"
