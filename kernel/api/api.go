@@ -85,42 +85,6 @@ type Server struct {
 	routes []string
 }
 
-// WithDefaults fills zero fields with the defaults of configs/kiln.yaml.
-func (c Config) WithDefaults() Config {
-	if c.MaxBodyBytes == 0 {
-		c.MaxBodyBytes = 10 << 20
-	}
-	if c.MaxHeaderBytes == 0 {
-		c.MaxHeaderBytes = 1 << 20
-	}
-	if c.ReadHeaderTimeout == 0 {
-		c.ReadHeaderTimeout = 5 * time.Second
-	}
-	if c.ReadTimeout == 0 {
-		c.ReadTimeout = 30 * time.Second
-	}
-	if c.WriteTimeout == 0 {
-		c.WriteTimeout = 60 * time.Second
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = 120 * time.Second
-	}
-	return c
-}
-
-// Validate checks the api section.
-func (c Config) Validate() error {
-	switch {
-	case c.MaxBodyBytes < 1024:
-		return fmt.Errorf("api.max_body_bytes: must be ≥ 1024, got %d", c.MaxBodyBytes)
-	case c.MaxHeaderBytes < 4096:
-		return fmt.Errorf("api.max_header_bytes: must be ≥ 4096, got %d", c.MaxHeaderBytes)
-	case c.ReadHeaderTimeout <= 0, c.ReadTimeout <= 0, c.WriteTimeout <= 0, c.IdleTimeout <= 0:
-		return errors.New("api: timeouts must be > 0")
-	}
-	return nil
-}
-
 // New builds the API's routes.
 func New(cfg Config, deps Deps) *Server {
 	if deps.Clock == nil {
