@@ -24,7 +24,9 @@ type Facts struct {
 // Facts derives the graph's Facts. It walks the graph (Stages does), so
 // callers derive them once per job and keep them.
 func (g *Graph) Facts() *Facts {
-	f := &Facts{Models: g.Models(), Samplers: g.Params(), Stages: g.Stages(),
+	// The graph's own slices, not copies: both are immutable, and the
+	// Facts of every queued job stay in memory.
+	f := &Facts{Models: g.models, Samplers: g.params, Stages: g.Stages(),
 		Classes: make(map[string]string, len(g.order))}
 	for _, n := range g.order {
 		f.Classes[n.ID] = n.ClassType
@@ -33,13 +35,4 @@ func (g *Graph) Facts() *Facts {
 		}
 	}
 	return f
-}
-
-// ModelIDs returns the ids of Models, in their order.
-func (f *Facts) ModelIDs() []string {
-	ids := make([]string, len(f.Models))
-	for i, m := range f.Models {
-		ids[i] = m.ID
-	}
-	return ids
 }
