@@ -46,10 +46,10 @@ func TestBatchFollowersRunOnTheLeadsWorker(t *testing.T) {
 		select {
 		case e := <-r.events:
 			switch e.Type {
-			case EventStarted:
+			case job.EventStarted:
 				workerOf[e.JobID] = e.Worker
 				order = append(order, e.JobID)
-			case EventFinished:
+			case job.EventFinished:
 				if e.State != job.Done {
 					t.Fatalf("job %s ended %s: %s", e.JobID, e.State, e.Error)
 				}

@@ -581,7 +581,7 @@ func (d *Dispatcher) workerViews() []decision.WorkerView {
 func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease worker.Lease, keepWarm bool) (ok bool, warm func()) {
 	w := lease.Worker
 	log := d.log.With().Str("job", j.ID).Str("worker", w.ID()).Int("attempt", j.Attempts).Logger()
-	d.publish(Event{Type: EventStarted, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts, Job: j})
+	d.publish(job.Event{Type: job.EventStarted, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts, Job: j})
 	defer func() {
 		d.mu.Lock()
 		delete(d.running, j.ID)
@@ -621,14 +621,14 @@ func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease w
 		hold.done()
 	} else {
 		d.setProgress(j.ID, Progress{Phase: "running"})
-		d.publish(Event{Type: EventRunning, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts})
+		d.publish(job.Event{Type: job.EventRunning, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts})
 		req := wire.RunRequest{JobID: j.ID, Attempt: j.Attempts, Workflow: graph, Models: j.Models}
 		if graph == nil {
 			req.WorkflowJSON = j.Workflow
 		}
 		onProgress := func(p wire.Progress) {
 			d.setProgress(j.ID, Progress{Phase: "running", Node: p.Node, Value: p.Value, Max: p.Max})
-			d.publish(withPreview(Event{Type: EventProgress, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts,
+			d.publish(withPreview(job.Event{Type: job.EventProgress, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts,
 				Node: p.Node, Value: p.Value, Max: p.Max}, p))
 		}
 		var res wire.RunResult
@@ -714,7 +714,7 @@ func (d *Dispatcher) recordFailure(ctx, kernelCtx context.Context, j *job.Job, e
 		if nj.State == job.Failed {
 			d.finished(nj)
 		} else {
-			d.publish(Event{Type: EventRequeued, JobID: j.ID, ClientID: j.ClientID, Attempt: j.Attempts, Error: err.Error()})
+			d.publish(job.Event{Type: job.EventRequeued, JobID: j.ID, ClientID: j.ClientID, Attempt: j.Attempts, Error: err.Error()})
 		}
 		log.Warn().Err(err).Str("state", string(nj.State)).Msg("attempt lost; job re-queued")
 		return false
@@ -824,7 +824,7 @@ func (d *Dispatcher) preempted(j *job.Job, cause error, log zerolog.Logger) {
 	if d.opts.Hooks.JobPreempted != nil {
 		d.opts.Hooks.JobPreempted(nj)
 	}
-	d.publish(Event{Type: EventPreempted, JobID: j.ID, ClientID: j.ClientID, Worker: j.Worker, Attempt: j.Attempts,
+	d.publish(job.Event{Type: job.EventPreempted, JobID: j.ID, ClientID: j.ClientID, Worker: j.Worker, Attempt: j.Attempts,
 		Error: cause.Error()})
 	log.Info().Int("preemptions", nj.Preemptions).Msg("job preempted; back in the queue at its place")
 }
@@ -836,7 +836,7 @@ func (d *Dispatcher) finished(j *job.Job) {
 	if d.opts.Hooks.JobFinished != nil {
 		d.opts.Hooks.JobFinished(j)
 	}
-	d.publish(Event{Type: EventFinished, JobID: j.ID, ClientID: j.ClientID, Worker: j.Worker, Attempt: j.Attempts,
+	d.publish(job.Event{Type: job.EventFinished, JobID: j.ID, ClientID: j.ClientID, Worker: j.Worker, Attempt: j.Attempts,
 		State: j.State, Outputs: j.Outputs, Error: j.Error, Job: j})
 }
 

@@ -136,7 +136,7 @@ type rig struct {
 	d      *Dispatcher
 	pool   *worker.Pool
 	set    *device.Set
-	events <-chan Event
+	events <-chan job.Event
 }
 
 const gib = 1 << 30
@@ -311,9 +311,9 @@ func TestDispatchRequeuesWhenTheWorkerDies(t *testing.T) {
 		t.Fatalf("%d reservations, want 1", n)
 	}
 	// The store records the outcome before the event goes out: wait for it.
-	seen := map[EventType]int{}
+	seen := map[job.EventType]int{}
 	timeout := time.After(10 * time.Second)
-	for seen[EventFinished] == 0 {
+	for seen[job.EventFinished] == 0 {
 		select {
 		case e := <-r.events:
 			seen[e.Type]++
@@ -321,7 +321,7 @@ func TestDispatchRequeuesWhenTheWorkerDies(t *testing.T) {
 			t.Fatalf("no finished event; saw %v", seen)
 		}
 	}
-	if seen[EventRequeued] != 1 || seen[EventStarted] != 2 || seen[EventFinished] != 1 {
+	if seen[job.EventRequeued] != 1 || seen[job.EventStarted] != 2 || seen[job.EventFinished] != 1 {
 		t.Fatalf("events %v", seen)
 	}
 }

@@ -39,9 +39,9 @@ func RunLiveOrder(t *testing.T, deviceMemory uint64, models map[string]int64, po
 		select {
 		case e := <-r.events:
 			switch e.Type {
-			case EventStarted:
+			case job.EventStarted:
 				order = append(order, index[e.JobID])
-			case EventFinished:
+			case job.EventFinished:
 				finished++
 			}
 		case <-timeout:

@@ -148,14 +148,14 @@ func TestVRAMWaitHasADeadline(t *testing.T) {
 	// requeued with the reason; it does not wait for the holder's 3 s.
 	requeued := false
 	for ev := range r.events {
-		if ev.Type == EventRequeued && ev.JobID == waiter {
+		if ev.Type == job.EventRequeued && ev.JobID == waiter {
 			if !strings.Contains(ev.Error, "gave up waiting for vram") {
 				t.Fatalf("requeued with %q, want the VRAM wait's deadline", ev.Error)
 			}
 			requeued = true
 			break
 		}
-		if ev.JobID == holder && ev.Type == EventFinished {
+		if ev.JobID == holder && ev.Type == job.EventFinished {
 			break
 		}
 	}

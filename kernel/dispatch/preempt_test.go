@@ -131,10 +131,10 @@ func (r *rig) eventOrder(names map[string]string) []string {
 		select {
 		case e := <-r.events:
 			switch e.Type {
-			case EventStarted, EventPreempted, EventFinished:
+			case job.EventStarted, job.EventPreempted, job.EventFinished:
 				order = append(order, string(e.Type)+" "+names[e.JobID])
 			}
-			if e.Type == EventFinished {
+			if e.Type == job.EventFinished {
 				finished[e.JobID]++
 			}
 		case <-tick.C:
@@ -148,7 +148,7 @@ func (r *rig) eventOrder(names map[string]string) []string {
 	for {
 		select {
 		case e := <-r.events:
-			if e.Type == EventFinished || e.Type == EventPreempted {
+			if e.Type == job.EventFinished || e.Type == job.EventPreempted {
 				r.t.Errorf("%s after every job finished: %+v", e.Type, e)
 			}
 		default:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
@@ -12,7 +11,7 @@ import (
 // keeping when each job's models were resident (EventRunning): the split
 // of a job's time between loading and running. Events are best-effort; a
 // lost one leaves that job's load time unknown (counted as zero).
-func (c *Controller) Follow(ctx context.Context, events <-chan dispatch.Event) {
+func (c *Controller) Follow(ctx context.Context, events <-chan job.Event) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -21,7 +20,7 @@ func (c *Controller) Follow(ctx context.Context, events <-chan dispatch.Event) {
 			if !ok {
 				return
 			}
-			if e.Type != dispatch.EventRunning || !c.router.Active() {
+			if e.Type != job.EventRunning || !c.router.Active() {
 				continue
 			}
 			c.liveMu.Lock()

@@ -8,7 +8,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/logging"
 	"github.com/kiln-gpu/kiln/kernel/predict"
@@ -90,7 +89,7 @@ func (n *Node) runPredict(ctx context.Context) (wait func()) {
 	return wg.Wait
 }
 
-func (np *nodePredictor) loop(ctx context.Context, events <-chan dispatch.Event, wg *sync.WaitGroup) {
+func (np *nodePredictor) loop(ctx context.Context, events <-chan job.Event, wg *sync.WaitGroup) {
 	clk := np.n.opts.Clock
 	tick := clk.After(predictEvery)
 	for {
@@ -101,7 +100,7 @@ func (np *nodePredictor) loop(ctx context.Context, events <-chan dispatch.Event,
 			if !ok {
 				return
 			}
-			if e.Type == dispatch.EventStarted && e.Attempt <= 1 {
+			if e.Type == job.EventStarted && e.Attempt <= 1 {
 				if j, err := np.n.Store.Get(e.JobID); err == nil && j != nil {
 					np.observe(j)
 				}

@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"sync"
 
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/logging"
 	"github.com/kiln-gpu/kiln/kernel/shadow"
 	"github.com/kiln-gpu/kiln/kernel/tune"
@@ -100,7 +100,7 @@ func (n *Node) runShadow(ctx context.Context) (wait func()) {
 		go func() {
 			defer wg.Done()
 			defer cancel()
-			n.Shadow.Feed(ctx, ch, func(e dispatch.Event) (int, []string, bool) {
+			n.Shadow.Feed(ctx, ch, func(e job.Event) (int, []string, bool) {
 				j := e.Job // the job as started; read back only without one
 				if j == nil {
 					var err error

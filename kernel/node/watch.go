@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/experiment"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/logging"
@@ -148,7 +147,7 @@ func (n *Node) runWatch(ctx context.Context) func() {
 				if !ok {
 					return
 				}
-				if e.Type != dispatch.EventRunning {
+				if e.Type != job.EventRunning {
 					continue
 				}
 				nw.mu.Lock()

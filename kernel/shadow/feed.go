@@ -3,18 +3,18 @@ package shadow
 import (
 	"context"
 
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/job"
 )
 
 // Resolver turns a dispatcher event into an access: the device the job's
 // worker (Event.Worker) drives and the job's models. ok is false for events that are not
 // accesses or cannot be placed.
-type Resolver func(dispatch.Event) (device int, models []string, ok bool)
+type Resolver func(job.Event) (device int, models []string, ok bool)
 
 // Feed replays the EventStarted events of ch until ctx ends or ch closes.
 // Run it on its own goroutine: the dispatcher's bus drops events for a slow
 // subscriber, so the shadow can never hold a job back.
-func (s *Shadow) Feed(ctx context.Context, ch <-chan dispatch.Event, resolve Resolver) {
+func (s *Shadow) Feed(ctx context.Context, ch <-chan job.Event, resolve Resolver) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -23,7 +23,7 @@ func (s *Shadow) Feed(ctx context.Context, ch <-chan dispatch.Event, resolve Res
 			if !ok {
 				return
 			}
-			if e.Type != dispatch.EventStarted {
+			if e.Type != job.EventStarted {
 				continue
 			}
 			dev, models, ok := resolve(e)

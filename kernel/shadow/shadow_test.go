@@ -16,7 +16,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/decision"
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/policy"
 )
 
@@ -260,13 +260,13 @@ func TestConfig(t *testing.T) {
 func TestFeedAndMetrics(t *testing.T) {
 	clk := clock.NewFake(time.Unix(0, 0))
 	s, _ := New([]Candidate{FromEvictor("lru", policy.Native().NewEvictor())}, Topology{Devices: []Device{{VRAMBytes: 4 * gib}}}, sources(Bandwidths{}), clk)
-	ch := make(chan dispatch.Event, 8)
-	ch <- dispatch.Event{Type: dispatch.EventStarted, JobID: "j1", Worker: "w0"}
-	ch <- dispatch.Event{Type: dispatch.EventProgress, JobID: "j1"}
-	ch <- dispatch.Event{Type: dispatch.EventStarted, JobID: "j2", Worker: "w0"}
-	ch <- dispatch.Event{Type: dispatch.EventStarted, JobID: "gone", Worker: "w0"}
+	ch := make(chan job.Event, 8)
+	ch <- job.Event{Type: job.EventStarted, JobID: "j1", Worker: "w0"}
+	ch <- job.Event{Type: job.EventProgress, JobID: "j1"}
+	ch <- job.Event{Type: job.EventStarted, JobID: "j2", Worker: "w0"}
+	ch <- job.Event{Type: job.EventStarted, JobID: "gone", Worker: "w0"}
 	close(ch)
-	s.Feed(context.Background(), ch, func(e dispatch.Event) (int, []string, bool) {
+	s.Feed(context.Background(), ch, func(e job.Event) (int, []string, bool) {
 		if e.JobID == "gone" {
 			return 0, nil, false
 		}

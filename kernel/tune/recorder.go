@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/sim"
 )
@@ -230,7 +229,7 @@ func readArrivals(rd io.Reader) ([]Arrival, error) {
 // time and at the end. A job's arrival is its creation time; jobs are
 // recorded when they start, when their models are known to be valid.
 // lookup fetches a job by id (the store).
-func (r *Recorder) Feed(ctx context.Context, ch <-chan dispatch.Event, lookup func(id string) (*job.Job, error)) error {
+func (r *Recorder) Feed(ctx context.Context, ch <-chan job.Event, lookup func(id string) (*job.Job, error)) error {
 	lastSave := r.clk.Now()
 	defer r.Save()
 	for {
@@ -241,7 +240,7 @@ func (r *Recorder) Feed(ctx context.Context, ch <-chan dispatch.Event, lookup fu
 			if !ok {
 				return r.Save()
 			}
-			if e.Type != dispatch.EventStarted || e.Attempt > 1 {
+			if e.Type != job.EventStarted || e.Attempt > 1 {
 				continue
 			}
 			// The dispatcher hands over the job it started; lookup is

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/kernel/clock"
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/sim"
 )
@@ -67,12 +66,12 @@ func TestRecorderFeed(t *testing.T) {
 		"a": {ID: "a", CreatedAt: t0, Models: []string{"m1", "lora1"}, Class: job.Interactive, DeadlineMS: 5000},
 		"b": {ID: "b", CreatedAt: t0.Add(1500 * time.Millisecond), Models: []string{"m2"}, Class: job.Batch},
 	}
-	ch := make(chan dispatch.Event, 10)
-	ch <- dispatch.Event{Type: dispatch.EventStarted, JobID: "a", Attempt: 1}
-	ch <- dispatch.Event{Type: dispatch.EventProgress, JobID: "a", Attempt: 1}
-	ch <- dispatch.Event{Type: dispatch.EventStarted, JobID: "a", Attempt: 2} // a retry is not a new arrival
-	ch <- dispatch.Event{Type: dispatch.EventStarted, JobID: "gone", Attempt: 1}
-	ch <- dispatch.Event{Type: dispatch.EventStarted, JobID: "b", Attempt: 1}
+	ch := make(chan job.Event, 10)
+	ch <- job.Event{Type: job.EventStarted, JobID: "a", Attempt: 1}
+	ch <- job.Event{Type: job.EventProgress, JobID: "a", Attempt: 1}
+	ch <- job.Event{Type: job.EventStarted, JobID: "a", Attempt: 2} // a retry is not a new arrival
+	ch <- job.Event{Type: job.EventStarted, JobID: "gone", Attempt: 1}
+	ch <- job.Event{Type: job.EventStarted, JobID: "b", Attempt: 1}
 	close(ch)
 	err := r.Feed(context.Background(), ch, func(id string) (*job.Job, error) {
 		if j, ok := jobs[id]; ok {

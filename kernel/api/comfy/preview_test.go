@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
+	"github.com/kiln-gpu/kiln/kernel/job"
 	wire "github.com/kiln-gpu/kiln/sdk/worker"
 )
 
@@ -21,7 +21,7 @@ func TestPreviewFrames(t *testing.T) {
 		{format: wire.PreviewJPEG, wantFormat: previewJPEG, wantMIME: "image/jpeg"},
 	} {
 		t.Run(tc.format, func(t *testing.T) {
-			e := dispatch.Event{Type: dispatch.EventProgress, JobID: "p1", Node: "3", Value: 1, Max: 2, Preview: img, PreviewFormat: tc.format}
+			e := job.Event{Type: job.EventProgress, JobID: "p1", Node: "3", Value: 1, Max: 2, Preview: img, PreviewFormat: tc.format}
 
 			b := previewFrame(e.PreviewFormat, e.Preview)
 			if typ, f := binary.BigEndian.Uint32(b), binary.BigEndian.Uint32(b[4:]); typ != 1 || f != tc.wantFormat || !bytes.Equal(b[8:], img) {

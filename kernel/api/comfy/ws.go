@@ -18,7 +18,6 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/kiln-gpu/kiln/kernel/api/apiconfig"
-	"github.com/kiln-gpu/kiln/kernel/dispatch"
 	"github.com/kiln-gpu/kiln/kernel/job"
 	"github.com/kiln-gpu/kiln/kernel/workflow"
 	wire "github.com/kiln-gpu/kiln/sdk/worker"
@@ -138,10 +137,10 @@ func (h *hub) run() {
 	}
 }
 
-func (h *hub) handle(e dispatch.Event) {
+func (h *hub) handle(e job.Event) {
 	id := e.JobID
 	switch e.Type {
-	case dispatch.EventStarted:
+	case job.EventStarted:
 		h.mu.Lock()
 		rs, seen := h.runs[id]
 		if !seen {
@@ -160,7 +159,7 @@ func (h *hub) handle(e dispatch.Event) {
 			h.send(e.ClientID, "execution_cached", map[string]any{"nodes": []string{}, "prompt_id": id, "timestamp": ts})
 		}
 		h.broadcastStatus()
-	case dispatch.EventProgress:
+	case job.EventProgress:
 		h.mu.Lock()
 		rs := h.runs[id]
 		if rs == nil {
@@ -210,9 +209,9 @@ func (h *hub) handle(e dispatch.Event) {
 		case e.Max > 0:
 			h.sendStep(e.ClientID, id, e.Node, value, e.Max, stepState, e.PreviewFormat, e.Preview, h.previewsOn(id), false)
 		}
-	case dispatch.EventRequeued, dispatch.EventPreempted:
+	case job.EventRequeued, job.EventPreempted:
 		h.broadcastStatus()
-	case dispatch.EventFinished:
+	case job.EventFinished:
 		h.finished(e)
 		h.broadcastStatus()
 	}
@@ -221,7 +220,7 @@ func (h *hub) handle(e dispatch.Event) {
 // finished sends the end of a prompt. The store recorded the outcome
 // before the dispatcher published it, so /queue and /history already agree
 // with execution_success when a client reads them.
-func (h *hub) finished(e dispatch.Event) {
+func (h *hub) finished(e job.Event) {
 	id := e.JobID
 	h.mu.Lock()
 	rs := h.runs[id]
@@ -381,7 +380,7 @@ func savedOutputs(outs []job.Output) []job.Output {
 // asked for it — the frames a preview uses. The worker wrote them as files;
 // they are read here, after the run, so an "executing" for the node goes
 // first when another node ran after it.
-func (h *hub) sendWebsocketImages(e dispatch.Event, rs *runState) {
+func (h *hub) sendWebsocketImages(e job.Event, rs *runState) {
 	last := ""
 	if rs != nil {
 		last = rs.lastNode

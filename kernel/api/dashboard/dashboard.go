@@ -123,7 +123,7 @@ func (d *Dashboard) Run(ctx context.Context) {
 	d.running = true
 	d.mu.Unlock()
 	defer close(d.done)
-	var events <-chan dispatch.Event
+	var events <-chan job.Event
 	if d.src.Dispatcher != nil {
 		ch, cancel := d.src.Dispatcher.Subscribe(1024)
 		defer cancel()
@@ -145,14 +145,14 @@ func (d *Dashboard) Run(ctx context.Context) {
 				continue
 			}
 			now := d.src.Clock.Now()
-			if e.Type == dispatch.EventProgress {
+			if e.Type == job.EventProgress {
 				// A sampler sends a frame per step; four a second per job
 				// is all a progress bar needs.
 				if now.Sub(lastProgress[e.JobID]) < 250*time.Millisecond {
 					continue
 				}
 				lastProgress[e.JobID] = now
-			} else if e.Type == dispatch.EventFinished {
+			} else if e.Type == job.EventFinished {
 				delete(lastProgress, e.JobID)
 			}
 			d.record(eventOf(e, now))
@@ -173,7 +173,7 @@ type Event struct {
 	Error  string    `json:"error,omitempty"`
 }
 
-func eventOf(e dispatch.Event, now time.Time) Event {
+func eventOf(e job.Event, now time.Time) Event {
 	return Event{Time: now.UTC(), Type: string(e.Type), Job: e.JobID, Worker: e.Worker, Node: e.Node,
 		Value: e.Value, Max: e.Max, State: string(e.State), Error: e.Error}
 }
@@ -184,7 +184,7 @@ func eventOf(e dispatch.Event, now time.Time) Event {
 func (d *Dashboard) record(e Event) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if e.Type != string(dispatch.EventProgress) {
+	if e.Type != string(job.EventProgress) {
 		if len(d.events) == eventsKept {
 			copy(d.events, d.events[1:])
 			d.events = d.events[:eventsKept-1]
