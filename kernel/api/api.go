@@ -556,6 +556,7 @@ func (r *statusRecorder) WriteHeader(code int) {
 	}
 }
 
+// writeError answers with kiln's error body, {"error": {"type", "message"}}.
 func writeError(w http.ResponseWriter, status int, typ, msg string) {
-	httpjson.Write(w, status, map[string]any{"error": &Error{Status: status, Type: typ, Message: msg}})
+	httpjson.WriteError(w, status, typ, msg)
 }

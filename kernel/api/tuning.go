@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -23,10 +22,7 @@ import (
 func (s *Server) registerTuning() {
 	if sh := s.deps.Shadow; sh != nil {
 		s.handle("GET /v1/experiments/shadow", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "application/json")
-			enc := json.NewEncoder(w)
-			enc.SetIndent("", "  ")
-			_ = enc.Encode(sh.Report())
+			httpjson.WriteIndent(w, http.StatusOK, sh.Report())
 		}))
 	}
 	if rec := s.deps.Trace; rec != nil {

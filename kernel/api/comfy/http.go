@@ -13,16 +13,11 @@ import (
 	"github.com/kiln-gpu/kiln/kernel/httpjson"
 )
 
-// apiError is the body of kiln's own errors, {"error": {"type", "message"}},
-// written exactly as kernel/api writes them, for the requests that fail
-// before ComfyUI's shape applies (bad body, bad query, missing file).
-type apiError struct {
-	Type    string `json:"type"`
-	Message string `json:"message"`
-}
-
+// writeError answers in kiln's own error form, as kernel/api does, for
+// the requests that fail before ComfyUI's shape applies (bad body, bad
+// query, missing file).
 func writeError(w http.ResponseWriter, status int, typ, msg string) {
-	httpjson.Write(w, status, map[string]any{"error": apiError{Type: typ, Message: msg}})
+	httpjson.WriteError(w, status, typ, msg)
 }
 
 // reject answers a refused request body and counts it in /metrics, as
