@@ -81,8 +81,15 @@ func (g *Graph) Stages() []Stage {
 	}
 	users := make(map[string][]*Node, len(g.order)) // node id → nodes linking to it through a carrier input
 	for _, n := range g.order {
-		for _, name := range sortedKeys(n.Inputs) {
-			if l, ok := n.Link(name); ok && carrierInputs[name] {
+		// In map order: a model's span is the least and the greatest
+		// position of its uses, whatever order they are found in, and
+		// sorting every node's inputs cost most of Stages (it runs on
+		// every submit, for the job's Facts).
+		for name := range n.Inputs {
+			if !carrierInputs[name] {
+				continue
+			}
+			if l, ok := n.Link(name); ok {
 				users[l.NodeID] = append(users[l.NodeID], n)
 			}
 		}
