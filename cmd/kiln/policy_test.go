@@ -7,6 +7,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/kiln-gpu/kiln/kernel/api"
 	"github.com/kiln-gpu/kiln/kernel/clock"
 	"github.com/kiln-gpu/kiln/kernel/policy"
 )
@@ -17,7 +18,7 @@ func TestCmdPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	srv := httptest.NewServer(h.Handler("tok"))
+	srv := httptest.NewServer(api.New(api.Config{}, api.Deps{Log: zerolog.Nop(), Policies: h, AdminToken: "tok"}).Handler())
 	defer srv.Close()
 	t.Setenv("KILN_ADMIN_TOKEN", "")
 	for _, tc := range []struct {
