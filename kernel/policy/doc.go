@@ -20,8 +20,7 @@
 //	h, err := policy.NewHost(cfg.Policies, log, clk)
 //	defer h.Close()
 //	d := dispatch.New(dispatch.Options{Scheduler: h.Scheduler(), Balancer: h.Balancer(), Evictor: h.Evictor(), ...})
-//	mux.Handle("/v1/policies", h.Handler(token))
-//	mux.Handle("/v1/policies/", h.Handler(token))
+//	vi, err := h.Load(ctx, abi.KindEviction, "mine", wasm, true, "why") // what POST /v1/policies/eviction does (kernel/api)
 //	tiers, _ := tier.New(cfg, res, tier.Options{DiskEvictor: h.NewEvictor(), RAMEvictor: h.NewEvictor()}) // one evictor per cache
 //	registry.MustRegister(h.Collector())               // kiln_policy_* metrics
 //

@@ -14,7 +14,7 @@
 //	// res.Best, res.Gain (relative improvement of the objective over the defaults)
 //
 // The live side: a Recorder keeps a bounded ring of recent arrivals
-// (persisted in the data dir), served as a trace CSV by
+// (persisted in the data dir); kernel/api serves them as a trace CSV at
 // GET /v1/experiments/trace (admin token). `kiln tune` fetches it, searches,
 // and starts a canary of the best candidate through /v1/experiments.
 //
@@ -25,7 +25,8 @@
 // newer part, the hold-out, with ValidateHoldout, and starts a canary
 // through the experiment controller only if the winner's gain there clears
 // the margin and the noise; otherwise it keeps the current settings and
-// says why (Status, GET /v1/tune, kiln_tune_runs_total).
+// says why (Status, which kernel/api serves at GET /v1/tune;
+// kiln_tune_runs_total).
 //
 //	a, err := tune.NewAuto(tune.AutoOptions{Config: cfg.Tune, Sources: src, Clock: clk})
 //	go a.Run(ctx)   // one run per cfg.Tune.Interval of clk

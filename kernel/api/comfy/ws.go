@@ -35,7 +35,7 @@ type hub struct {
 	conns     map[*wsConn]struct{}
 	runs      map[string]*runState
 	extra     map[string]map[string]any
-	names     map[string][]job.Output  // prompt id → its outputs under ComfyUI's names (comfy_names.go)
+	names     map[string][]job.Output  // prompt id → its outputs under ComfyUI's names (names.go)
 	nameOrder []string                 // names' keys, oldest first, to bound it
 	hits      map[string]*cachedPrompt // prompt id → prompt answered from the cache
 	hitSeq    []string                 // hits in arrival order, for bounds and max_items
