@@ -1,4 +1,5 @@
-"""``python3 -m kiln_comfy --comfyui DIR``: serve ComfyUI as a kiln worker on fd 3."""
+"""``python3 -m kiln_comfy --comfyui DIR [--models-dir DIR] [ComfyUI args]``: serve ComfyUI
+as a kiln worker on fd 3."""
 
 import argparse
 import os
@@ -15,9 +16,12 @@ def main():
     ap = argparse.ArgumentParser(prog="kiln-comfy")
     ap.add_argument("--comfyui", required=True, help="ComfyUI installation (the folder with main.py)")
     ap.add_argument("--models-dir", default="", help="folder for kiln's model links (default: a temp dir)")
-    args = ap.parse_args()
-    models = args.models_dir or tempfile.mkdtemp(prefix="kiln-comfy-models-")
-    serve_fd3(ComfyAdapter(ComfyUIBackend(os.path.abspath(args.comfyui), models)))
+    # Arguments after these go to ComfyUI's own parser (comfy/cli_args.py),
+    # e.g. --reserve-vram 1 or --disable-smart-memory.
+    args, comfy_args = ap.parse_known_args()
+    models = os.path.abspath(args.models_dir) if args.models_dir else tempfile.mkdtemp(prefix="kiln-comfy-models-")
+    serve_fd3(ComfyAdapter(ComfyUIBackend.from_root(os.path.abspath(args.comfyui), models, comfy_args)))
 
 
-main()
+if __name__ == "__main__":
+    main()

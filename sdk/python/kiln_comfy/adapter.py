@@ -6,6 +6,8 @@ import time
 from kiln_worker import graph as g
 from kiln_worker import mapping
 from kiln_worker import protocol as p
+
+from . import held
 from kiln_worker.server import Handler, rss_bytes
 
 
@@ -19,7 +21,10 @@ class Backend:
         raise NotImplementedError
 
     def register_model(self, folder, name, path):
-        """Make ``path`` visible to ComfyUI as ``<folder>/<name>``."""
+        """Make ``path`` visible to ComfyUI as ``<folder>/<name>``. ``path``
+        is the adapter's held descriptor (``/proc/self/fd/<n>``), valid
+        until ``unload_model``; never the kernel's L2 path, which the tiers
+        may evict once the load is answered."""
         raise NotImplementedError
 
     def load_model(self, folder, name):
@@ -27,7 +32,8 @@ class Backend:
         raise NotImplementedError
 
     def unload_model(self, folder, name):
-        """Drop the model from ComfyUI's model management and folders."""
+        """Drop this one model from ComfyUI's model management, caches and
+        folders; other loaded models stay loaded."""
         raise NotImplementedError
 
     def execute(self, prompt, prompt_id, output_dir, on_progress):
@@ -60,7 +66,7 @@ class ComfyAdapter(Handler):
         self.backend = backend
         self.mu = threading.Lock()
         self.exec_lock = threading.Lock()  # one prompt at a time
-        self.models = {}                   # id → (mapping, bytes)
+        self.models = {}                   # id → (HeldFile, bytes, checksum)
         self.output_dir = ""
         self.jobs_done = 0
         self.running = 0
@@ -78,8 +84,13 @@ class ComfyAdapter(Handler):
         return {"name": self.name, "version": self.version, "capabilities": caps, "node_specs": self.specs}
 
     def load(self, req):
-        """Map the file (checks and checksum as every kiln worker), expose it
-        in ComfyUI's model folders, and load it through model management."""
+        """Hold the file (an open descriptor and a mapping, checks and
+        checksum as every kiln worker), expose the descriptor's path in
+        ComfyUI's model folders, and load it through model management.
+
+        The kernel releases the L2 lease once this answers and the tiers may
+        then evict the segment (kiln_comfy/held.py): ComfyUI is given a path
+        that stays valid until unload, not the segment's."""
         start = time.monotonic_ns()
         mid = req["model"]
         folder, _, name = mid.partition("/")
@@ -89,23 +100,31 @@ class ComfyAdapter(Handler):
             if mid in self.models:
                 return {"model": mid, "vram_bytes": self.models[mid][1], "checksum": self.models[mid][2],
                         "load_ns": 0}
-        mf = mapping.map_model(mid, req["path"], req["bytes"])
-        checksum = mapping.checksum_sample(mf.buf)
+        hf = held.hold(mid, req["path"], req["bytes"])
+        checksum = mapping.checksum_sample(hf.mapped.buf)
         try:
-            self.backend.register_model(folder, name, req["path"])
+            self.backend.register_model(folder, name, hf.path)
             nbytes = self.backend.load_model(folder, name)
-        except p.WorkerError:
-            mf.close()
-            raise
         except MemoryError as exc:
-            mf.close()
+            self._forget(folder, name, hf)
             raise p.WorkerError(p.OUT_OF_MEMORY, "load %s: %s" % (mid, exc)) from None
+        except BaseException:
+            self._forget(folder, name, hf)
+            raise
         with self.mu:
-            self.models[mid] = (mf, nbytes, checksum)
+            self.models[mid] = (hf, nbytes, checksum)
         return {"model": mid, "vram_bytes": nbytes, "checksum": checksum, "load_ns": time.monotonic_ns() - start}
 
+    def _forget(self, folder, name, hf):
+        """Undo a load that failed half way, then close the held file."""
+        try:
+            self.backend.unload_model(folder, name)
+        except Exception:
+            pass  # the load's own error is the one to report
+        hf.close()
+
     def unload(self, req):
-        """Drop the model from ComfyUI and unmap it."""
+        """Drop the model from ComfyUI, then close the held file."""
         mid = req["model"]
         with self.mu:
             entry = self.models.pop(mid, None)
