@@ -102,6 +102,13 @@ class ComfyUIBackend(Backend):
         self.server = _ServerStub()
         self.executor = comfy.execution.PromptExecutor(self.server)
         self.mu = threading.Lock()
+        # ComfyUI's model management and executor are driven from one
+        # thread in ComfyUI (its prompt worker); loads and unloads arrive
+        # here on their own threads while a prompt may run. They wait for
+        # it: free_memory or an executor reset in the middle of a prompt
+        # would pull weights or cached outputs from under it. interrupt
+        # and vram_used do not take it.
+        self.comfy_lock = threading.RLock()
         self.warm = {}  # link path → outputs of load_checkpoint_guess_config
         _clear_links(self.models_dir)
         self._original_load = _install_checkpoint_hook(comfy.sd, self)
@@ -177,6 +184,10 @@ class ComfyUIBackend(Backend):
                                 % (folder, name, got, link))
 
     def load_model(self, folder, name):
+        with self.comfy_lock:
+            return self._load_model(folder, name)
+
+    def _load_model(self, folder, name):
         fp, mm = self.comfy.folder_paths, self.comfy.mm
         path = fp.get_full_path(folder, name)
         before = mm.get_total_memory() - mm.get_free_memory()
@@ -197,6 +208,10 @@ class ComfyUIBackend(Backend):
             return self.warm.get(os.path.abspath(path))
 
     def unload_model(self, folder, name):
+        with self.comfy_lock:
+            self._unload_model(folder, name)
+
+    def _unload_model(self, folder, name):
         mm = self.comfy.mm
         link = self._link(folder, name)
         with self.mu:
@@ -237,6 +252,10 @@ class ComfyUIBackend(Backend):
         self.comfy.mm.throw_exception_if_processing_interrupted()
 
     def execute(self, prompt, prompt_id, output_dir, on_progress):
+        with self.comfy_lock:
+            return self._execute(prompt, prompt_id, output_dir, on_progress)
+
+    def _execute(self, prompt, prompt_id, output_dir, on_progress):
         fp, mm, nodes = self.comfy.folder_paths, self.comfy.mm, self.comfy.nodes
         job_dir = os.path.join(output_dir, prompt_id)
         fp.set_output_directory(job_dir)

@@ -171,6 +171,23 @@ class ComfyBackendTest(unittest.TestCase):
         self.k.call("unload", {"model": "checkpoints/a.safetensors"})
         self.assertEqual([m.model.tag for m in self.loaded_patchers()], [])
 
+    def test_unload_waits_for_the_running_prompt(self):
+        """An unload (of a model the run does not use) that arrives while a
+        prompt runs is answered after it: free_memory and the executor's
+        reset must not run under a prompt."""
+        self.load("checkpoints/a.safetensors")
+        self.load("checkpoints/b.safetensors")
+        ks = self.comfy.nodes.NODE_CLASS_MAPPINGS["KSampler"]
+        rid = self.k.send("run", {"job_id": "j", "workflow": workflow("a.safetensors", steps=300)})
+        self.assertTrue(ks.started.wait(10))
+        uid = self.k.send("unload", {"model": "checkpoints/b.safetensors"})
+        order = []
+        while len(order) < 2:
+            i, t, body = self.k.read()
+            if t != "progress":
+                order.append((i, t))
+        self.assertEqual(order, [(rid, "result"), (uid, "ok")])
+
     # progress and node specs -------------------------------------------------
 
     def test_run_reports_nodes_and_steps(self):
