@@ -335,8 +335,9 @@ func (s *Store) Get(id string) (*Job, error) {
 
 // List returns up to limit jobs in state (all states when state is ""),
 // newest first (by descending Seq). limit ≤ 0 means no limit. Jobs are
-// copies with their workflows. Filtering by state reads only the seq index,
-// but each listed job is decoded, so keep limit small on a busy node.
+// copies with their workflows, and queued and running ones with their
+// Facts. Filtering by state reads only the seq index, but each listed job
+// is decoded, so keep limit small on a busy node.
 func (s *Store) List(state State, limit int) ([]*Job, error) {
 	var code byte
 	if state != "" {
@@ -397,6 +398,13 @@ func (s *Store) List(state State, limit int) ([]*Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("job: list: %w", err)
 	}
+	s.mu.RLock()
+	for _, j := range out {
+		if !j.State.terminal() {
+			j.Facts = s.facts[j.ID]
+		}
+	}
+	s.mu.RUnlock()
 	return out, nil
 }
 

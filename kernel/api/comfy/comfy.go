@@ -12,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -395,16 +396,22 @@ func promptNumber(j *job.Job) float64 {
 
 // queueItem is [number, prompt_id, prompt, extra_data, outputs_to_execute].
 func (c *comfy) queueItem(j *job.Job) []any {
-	return []any{promptNumber(j), j.ID, j.Workflow, c.hub.extraData(j), outputIDs(j.Workflow)}
+	return []any{promptNumber(j), j.ID, j.Workflow, c.hub.extraData(j), outputIDs(j)}
 }
 
-// outputIDs lists a stored graph's output nodes.
-func outputIDs(wf json.RawMessage) []string {
+// outputIDs lists a job's output nodes, sorted: from its Facts while the
+// store keeps them (a queued or running job, what /queue lists), else from
+// one decode of its stored graph (/history).
+func outputIDs(j *job.Job) []string {
+	if j.Facts != nil {
+		return append([]string{}, slices.Sorted(slices.Values(j.Facts.Outputs))...)
+	}
 	var g map[string]struct {
 		ClassType string `json:"class_type"`
 	}
 	out := []string{}
-	if json.Unmarshal(wf, &g) != nil {
+	workflow.CountDecode()
+	if json.Unmarshal(j.Workflow, &g) != nil {
 		return out
 	}
 	for id, n := range g {

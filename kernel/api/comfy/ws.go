@@ -857,7 +857,7 @@ func (h *hub) historyEntry(j *job.Job) map[string]any {
 			"executed": []string{}, "timestamp": end}})
 	}
 	return map[string]any{
-		"prompt":  []any{promptNumber(j), j.ID, j.Workflow, h.extraData(j), outputIDs(j.Workflow)},
+		"prompt":  []any{promptNumber(j), j.ID, j.Workflow, h.extraData(j), outputIDs(j)},
 		"outputs": outputs,
 		"status":  map[string]any{"status_str": status, "completed": j.State == job.Done, "messages": msgs},
 		"meta":    meta,
