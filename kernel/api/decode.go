@@ -149,8 +149,12 @@ func (r *rawObject) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	r.raw = buf.Bytes()
-	workflow.CountDecode() // the submit's one decode of the graph (workflow.ReadCounts)
-	return json.Unmarshal(r.raw, &r.m)
+	// The submit's one decode of the graph, numbers as json.Number as
+	// /prompt decodes them: the result cache's hashes (workflow.Facts)
+	// must not depend on the route a graph came by.
+	m, err := workflow.Decode(r.raw)
+	r.m = m
+	return err
 }
 
 func readAll(r *http.Request) ([]byte, error) {

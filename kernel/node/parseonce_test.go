@@ -140,16 +140,16 @@ func TestParseOnce(t *testing.T) {
 	n, base := startCountingNode(t)
 	for _, tc := range []struct {
 		name, path, body string
-		// kernel is what kiln's process may do per job: decode the body
-		// once and build the graph once. A /v1/jobs job is decoded once
-		// more when it ends, for the ComfyUI result cache's key, which
-		// /prompt computes at submit from the map it decoded.
+		// kernel is what kiln's process does per job: decode the body
+		// once and build the graph once; everything after (the stage
+		// plan, estimates, the hub, the result cache's key) comes from
+		// the graph's Facts.
 		kernel workflow.Counts
 	}{
 		{name: "prompt", path: "/prompt", body: `{"prompt": ` + parseOnceGraph + `, "client_id": "c1"}`,
 			kernel: workflow.Counts{Decodes: 1, Graphs: 1}},
 		{name: "v1 jobs", path: "/v1/jobs", body: `{"workflow": ` + parseOnceGraph + `, "client_id": "c1"}`,
-			kernel: workflow.Counts{Decodes: 2, Graphs: 1}},
+			kernel: workflow.Counts{Decodes: 1, Graphs: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ws := dialHub(t, base, "c1")

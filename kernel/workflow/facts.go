@@ -19,6 +19,9 @@ type Facts struct {
 	Outputs []string
 	// Classes maps every node id to its class_type.
 	Classes map[string]string
+	// OutputHashes are the output nodes' canonical hashes (OutputHashes),
+	// the ComfyUI result cache's key.
+	OutputHashes []NodeHash
 }
 
 // Facts derives the graph's Facts. It walks the graph (Stages does), so
@@ -27,7 +30,7 @@ func (g *Graph) Facts() *Facts {
 	// The graph's own slices, not copies: both are immutable, and the
 	// Facts of every queued job stay in memory.
 	f := &Facts{Models: g.models, Samplers: g.params, Stages: g.Stages(),
-		Classes: make(map[string]string, len(g.order))}
+		Classes: make(map[string]string, len(g.order)), OutputHashes: OutputHashes(g.raw)}
 	for _, n := range g.order {
 		f.Classes[n.ID] = n.ClassType
 		if IsOutputClass(n.ClassType) {

@@ -4,7 +4,6 @@ import (
 	"container/list"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -57,55 +56,6 @@ func newResultCache(cfg CacheConfig, clk clock.Clock, outputDir string, count fu
 		entries: map[string]*list.Element{}, order: list.New()}
 }
 
-// canonical computes the hash of every node an output depends on.
-func canonical(graph map[string]any) (map[string]string, []string) {
-	hashes := map[string]string{}
-	var hashOf func(id string, depth int) string
-	hashOf = func(id string, depth int) string {
-		if h, ok := hashes[id]; ok {
-			return h
-		}
-		if depth > 10000 {
-			return "cycle"
-		}
-		node, _ := graph[id].(map[string]any)
-		class, _ := node["class_type"].(string)
-		inputs, _ := node["inputs"].(map[string]any)
-		names := make([]string, 0, len(inputs))
-		for n := range inputs {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		sum := sha256.New()
-		fmt.Fprintf(sum, "class=%q;", class)
-		for _, n := range names {
-			v := inputs[n]
-			if arr, ok := v.([]any); ok && len(arr) == 2 {
-				if src, ok := linkID(arr[0]); ok {
-					fmt.Fprintf(sum, "%q=link(%s,%v);", n, hashOf(src, depth+1), arr[1])
-					continue
-				}
-			}
-			b, _ := json.Marshal(v)
-			fmt.Fprintf(sum, "%q=%s;", n, b)
-		}
-		h := hex.EncodeToString(sum.Sum(nil))
-		hashes[id] = h
-		return h
-	}
-	var outs []string
-	for id, n := range graph {
-		node, _ := n.(map[string]any)
-		class, _ := node["class_type"].(string)
-		if isOutputClass(class) {
-			outs = append(outs, id)
-			hashOf(id, 0)
-		}
-	}
-	sort.Strings(outs)
-	return hashes, outs
-}
-
 // uncacheable reports whether a graph must run every time: one with a
 // SaveImageWebsocket node, which sends its images to the client as it runs
 // and keeps no files (its IS_CHANGED is the time in ComfyUI, so ComfyUI
@@ -120,18 +70,6 @@ func uncacheable(graph map[string]any) bool {
 	return false
 }
 
-func linkID(v any) (string, bool) {
-	switch x := v.(type) {
-	case string:
-		return x, true
-	case json.Number:
-		return x.String(), true
-	case float64:
-		return fmt.Sprint(x), true
-	}
-	return "", false
-}
-
 func graphKey(hashes map[string]string, outs []string) string {
 	hs := make([]string, 0, len(outs))
 	for _, o := range outs {
@@ -143,9 +81,8 @@ func graphKey(hashes map[string]string, outs []string) string {
 }
 
 // cacheKey is what the result cache needs of a graph: the canonical hash
-// of every node an output depends on, and the output nodes. A prompt's key
-// is computed once, at submit, from the graph the API decoded (lookup), and
-// kept by the hub until the prompt ends (store).
+// of each output node (workflow.OutputHashes), and the output nodes. A
+// job's key comes with its Facts, computed once at submit.
 type cacheKey struct {
 	hashes map[string]string
 	outs   []string
@@ -153,41 +90,47 @@ type cacheKey struct {
 	uncacheable bool
 }
 
-// keyOf computes a decoded graph's cacheKey; nil graph, nil key.
-func keyOf(graph map[string]any) *cacheKey {
-	if graph == nil {
-		return nil
+func newCacheKey(hs []workflow.NodeHash, uncacheable bool) *cacheKey {
+	k := &cacheKey{hashes: make(map[string]string, len(hs)), outs: make([]string, 0, len(hs)), uncacheable: uncacheable}
+	for _, h := range hs {
+		k.hashes[h.Node] = h.Hash
+		k.outs = append(k.outs, h.Node)
 	}
-	if uncacheable(graph) {
-		return &cacheKey{uncacheable: true}
-	}
-	hashes, outs := canonical(graph)
-	return &cacheKey{hashes: hashes, outs: outs}
+	return k
 }
 
-// keyOfStored computes the key of a stored workflow: a job whose key was
-// not kept at submit (a /v1/jobs job, one recovered after a restart, or
-// one another node of a cluster took) costs this one decode at its end.
-func keyOfStored(raw json.RawMessage) *cacheKey {
-	g, err := workflow.Decode(raw)
-	if err != nil {
+// keyOfFacts is the key a job's Facts carry.
+func keyOfFacts(f *workflow.Facts) *cacheKey {
+	ws := false
+	for _, c := range f.Classes {
+		ws = ws || c == "SaveImageWebsocket"
+	}
+	return newCacheKey(f.OutputHashes, ws)
+}
+
+// keyOfJob is a job's key: from its Facts, else (a job whose Facts this
+// process does not have: one another node of a cluster ran) from one
+// decode of its stored workflow. Nil when the workflow is unreadable.
+func keyOfJob(j *job.Job) *cacheKey {
+	if j.Facts != nil {
+		return keyOfFacts(j.Facts)
+	}
+	g, err := workflow.Decode(j.Workflow)
+	if err != nil || g == nil {
 		return nil
 	}
-	return keyOf(g)
+	return newCacheKey(workflow.OutputHashes(g), uncacheable(g))
 }
 
 // on reports whether the cache is on.
 func (c *resultCache) on() bool { return c != nil && c.enabled }
 
-// store records a finished job's outputs under k, the key of its graph
-// (nil: computed here from the stored workflow).
-func (c *resultCache) store(j *job.Job, k *cacheKey) {
+// store records a finished job's outputs under its graph's key.
+func (c *resultCache) store(j *job.Job) {
 	if !c.on() || j.State != job.Done || len(j.Outputs) == 0 {
 		return
 	}
-	if k == nil {
-		k = keyOfStored(j.Workflow)
-	}
+	k := keyOfJob(j)
 	if k == nil || k.uncacheable {
 		return
 	}
@@ -210,22 +153,16 @@ func (c *resultCache) store(j *job.Job, k *cacheKey) {
 	}
 }
 
-// lookup finds a prompt's outputs, renamed to its node ids. It also
-// returns the prompt's key (nil when the cache is off), for store when the
-// prompt runs.
-func (c *resultCache) lookup(req *PromptRequest) (*cacheHit, *cacheKey) {
+// lookup finds the outputs of a prompt whose graph has Facts f, renamed
+// to its node ids.
+func (c *resultCache) lookup(f *workflow.Facts) *cacheHit {
 	if !c.on() {
-		return nil, nil
+		return nil
 	}
-	var k *cacheKey
-	if req.Graph != nil {
-		k = keyOf(req.Graph.Map()) // the graph DecodePrompt decoded: no second decode
-	} else {
-		k = keyOfStored(req.Workflow)
-	}
-	if k == nil || k.uncacheable {
+	k := keyOfFacts(f)
+	if k.uncacheable {
 		c.count("miss")
-		return nil, k
+		return nil
 	}
 	hashes, outs := k.hashes, k.outs
 	key := graphKey(hashes, outs)
@@ -245,14 +182,14 @@ func (c *resultCache) lookup(req *PromptRequest) (*cacheHit, *cacheKey) {
 	}
 	c.mu.Unlock()
 	if e == nil {
-		return nil, k
+		return nil
 	}
 	hit := &cacheHit{}
 	for _, id := range outs {
 		for _, o := range e.byHash[hashes[id]] {
 			if _, err := os.Stat(filepath.Join(c.outputDir, filepath.FromSlash(o.Subfolder), o.Filename)); err != nil {
 				c.count("stale")
-				return nil, k // the files are gone: run again
+				return nil // the files are gone: run again
 			}
 			o.Node = id
 			hit.outputs = append(hit.outputs, o)
@@ -260,10 +197,10 @@ func (c *resultCache) lookup(req *PromptRequest) (*cacheHit, *cacheKey) {
 	}
 	if len(hit.outputs) == 0 {
 		c.count("miss")
-		return nil, k
+		return nil
 	}
 	c.count("hit")
-	return hit, k
+	return hit
 }
 
 // clear empties the cache.

@@ -311,8 +311,11 @@ func (c *comfy) postPrompt(w http.ResponseWriter, r *http.Request) {
 	if req.PromptID == "" {
 		req.PromptID = newUUID()
 	}
-	hit, key := c.hub.cache.lookup(req)
-	if hit != nil {
+	// The graph DecodePrompt parsed is the job's one parse: its Facts
+	// give the result cache's key here and go with the job (the stage
+	// plan, estimates, the hub's classes, the key again when it ends).
+	facts := req.Graph.Facts()
+	if hit := c.hub.cache.lookup(facts); hit != nil {
 		// A hit is a prompt of its own: its own number, as ComfyUI gives
 		// every prompt the next counter value (or the number it sent).
 		number := float64(c.deps.Store.ReserveSeq())
@@ -336,10 +339,8 @@ func (c *comfy) postPrompt(w http.ResponseWriter, r *http.Request) {
 	// prompt goes to the interactive class, ahead of every prompt already
 	// there (job.Job.Front).
 	class := job.Class(c.cfg.DefaultClass)
-	// The graph DecodePrompt parsed is the job's one parse: its Facts go
-	// with the job (the stage plan, estimates, the hub's classes).
 	j := &job.Job{ID: req.PromptID, Workflow: req.Workflow, Models: req.Models, ClientID: req.ClientID,
-		Facts: req.Graph.Facts()}
+		Facts: facts}
 	switch {
 	case req.Number != nil:
 		j.Order = req.Number
@@ -347,17 +348,10 @@ func (c *comfy) postPrompt(w http.ResponseWriter, r *http.Request) {
 		class, j.Front = job.Interactive, true
 	}
 	j.Class = class
-	if c.deps.Cluster == nil {
-		// Kept before the submit, which a fast job may outlive; in a
-		// cluster the prompt may run on another node, whose hub computes
-		// the key from the stored workflow when it ends.
-		c.hub.rememberKey(j.ID, key)
-	}
 	// In a cluster, a client's prompt_id makes a retried prompt (to any
 	// node) idempotent: it answers with the prompt already queued.
 	stored, existed, err := c.deps.Jobs.Submit(r.Context(), j, c.deps.Cluster != nil)
 	if err != nil {
-		c.hub.forgetKey(j.ID)
 		switch {
 		case c.deps.Jobs.RefuseSubmit(w, err):
 		case errors.Is(err, job.ErrQueueFull):

@@ -40,10 +40,6 @@ type hub struct {
 	hits      map[string]*cachedPrompt // prompt id → prompt answered from the cache
 	hitSeq    []string                 // hits in arrival order, for bounds and max_items
 	pending   map[string][]wsMessage   // cache-hit messages waiting for the HTTP answer
-
-	// keys holds each queued or running prompt's result-cache key,
-	// computed at submit (resultCache.lookup) and used when it ends.
-	keys map[string]*cacheKey
 }
 
 // runState is what the hub remembers of a running prompt.
@@ -123,7 +119,6 @@ func newHub(c *comfy) *hub {
 		c: c, cache: newResultCache(c.cfg.Cache, c.deps.Clock, c.deps.OutputDir, c.cacheCounter()),
 		conns: map[*wsConn]struct{}{}, runs: map[string]*runState{}, extra: map[string]map[string]any{},
 		hits: map[string]*cachedPrompt{}, pending: map[string][]wsMessage{}, names: map[string][]job.Output{},
-		keys: map[string]*cacheKey{},
 	}
 }
 
@@ -225,8 +220,6 @@ func (h *hub) finished(e job.Event) {
 	h.mu.Lock()
 	rs := h.runs[id]
 	delete(h.runs, id)
-	key := h.keys[id]
-	delete(h.keys, id)
 	h.mu.Unlock()
 	ts := h.nowMS()
 	if cl := h.c.deps.Cluster; cl != nil {
@@ -272,7 +265,7 @@ func (h *hub) finished(e job.Event) {
 			// subscribers and hooks.
 			done := *j
 			done.Outputs = named
-			h.cache.store(&done, key)
+			h.cache.store(&done)
 		}
 	case job.Failed:
 		h.send(e.ClientID, "execution_error", h.errorData(id, rs, e.Error, ts))
@@ -777,23 +770,6 @@ func (h *hub) serveWS(w http.ResponseWriter, r *http.Request) {
 
 // rememberExtra keeps a prompt's extra_data for /queue and /history
 // (in memory: after a restart, extra_data holds the client id only).
-// rememberKey keeps a prompt's result-cache key until it ends (finished)
-// or its submit fails (forgetKey).
-func (h *hub) rememberKey(id string, k *cacheKey) {
-	if k == nil {
-		return
-	}
-	h.mu.Lock()
-	h.keys[id] = k
-	h.mu.Unlock()
-}
-
-func (h *hub) forgetKey(id string) {
-	h.mu.Lock()
-	delete(h.keys, id)
-	h.mu.Unlock()
-}
-
 func (h *hub) rememberExtra(id string, extra map[string]any) {
 	if len(extra) == 0 {
 		return
@@ -821,7 +797,6 @@ func (h *hub) forget(id string) {
 	h.mu.Lock()
 	delete(h.extra, id)
 	delete(h.runs, id)
-	delete(h.keys, id)
 	delete(h.names, id)
 	h.mu.Unlock()
 }
