@@ -22,11 +22,11 @@ POLICY_DIRS := $(wildcard policies/*/*/wasm)
 policies:
 	@for d in $(POLICY_DIRS); do p=$${d%/wasm}; k=$$(echo $$p | cut -d/ -f2); n=$$(echo $$p | cut -d/ -f3); \
 	  GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -ldflags='-s -w' \
-	    -o kernel/policy/builtin/$$k.$$n.wasm ./$$d || exit 1; done
+	    -o internal/policy/builtin/$$k.$$n.wasm ./$$d || exit 1; done
 
 # The AssemblyScript example policy (examples/policy-as): npm installs the
 # compiler pinned in its package-lock.json once, asc builds the module that
-# kernel/policy's tests load. Where npm is missing or offline this says so
+# internal/policy's tests load. Where npm is missing or offline this says so
 # and goes on: `make run` and `make test` need only Go (the tests skip).
 policy-as:
 	@if ! command -v npm >/dev/null 2>&1; then echo "npm not found: the AssemblyScript example policy is not built"; 	elif [ -d examples/policy-as/node_modules/assemblyscript ] || npm ci --prefix examples/policy-as --no-audit --no-fund >/dev/null 2>&1; then 	  npm run --prefix examples/policy-as --silent build || echo "asc failed: the AssemblyScript example policy is not built"; 	else echo "npm ci failed (offline?): the AssemblyScript example policy is not built"; fi
@@ -78,10 +78,10 @@ load: build
 	$(GO) run ./tests/loadgen -scenario -concurrency 512
 
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./kernel/worker/ ./kernel/job/ ./kernel/modelfile/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./internal/worker/ ./internal/job/ ./internal/modelfile/
 	$(GO) run ./tests/loadgen -duration 10s -concurrency 64
 
-# The simulator's suite (kernel/sim, docs/simulator.md): the three configs
+# The simulator's suite (internal/sim, docs/simulator.md): the three configs
 # of configs/ and every eviction policy on the ServeGen and Azure traces
 # (derived traces are generated in memory, not written), written into the
 # marked section of BENCHMARKS.md. A few minutes on two cores.
@@ -95,18 +95,18 @@ bench-sim:
 # nodes"; 4, 16 and 64 nodes, about 1 min). Each writes its table to a
 # markdown file, to be pasted into its section.
 bench-stages:
-	KILN_BENCH_STAGES=$(CURDIR)/bench-stages.md $(GO) test -count=1 -timeout 0 -run '^TestBenchStages$$' -v ./kernel/sim/
+	KILN_BENCH_STAGES=$(CURDIR)/bench-stages.md $(GO) test -count=1 -timeout 0 -run '^TestBenchStages$$' -v ./internal/sim/
 bench-routing:
-	KILN_BENCH_ROUTING=$(CURDIR)/bench-routing.md KILN_BENCH_ROUTING_NODES=4,16,64 $(GO) test -count=1 -timeout 0 -run '^TestBenchRouting$$' -v ./kernel/sim/
+	KILN_BENCH_ROUTING=$(CURDIR)/bench-routing.md KILN_BENCH_ROUTING_NODES=4,16,64 $(GO) test -count=1 -timeout 0 -run '^TestBenchRouting$$' -v ./internal/sim/
 
-# The experiments' error rates (kernel/experiment/RATIONALE.md): A/A false
+# The experiments' error rates (internal/experiment/RATIONALE.md): A/A false
 # alarms and planted bad policies' rollback rates (power), per experiment
 # type and load, with Wilson intervals; the table goes to
 # bench-experiments.md, to be pasted into BENCHMARKS.md. About 900
 # two-hour simulations, GOMAXPROCS at a time (32 min on two shared cores,
 # depending on what else runs); KILN_BENCH_RUNS=N for fewer A/A runs.
 bench-experiments:
-	KILN_BENCH_EXPERIMENTS=$(CURDIR)/bench-experiments.md nice $(GO) test -count=1 -timeout 0 -run '^TestBenchExperiments$$' -v ./kernel/sim/
+	KILN_BENCH_EXPERIMENTS=$(CURDIR)/bench-experiments.md nice $(GO) test -count=1 -timeout 0 -run '^TestBenchExperiments$$' -v ./internal/sim/
 
 # Installs kiln as a daemon (docs/deploy.md): the binaries of make build in
 # $(PREFIX)/lib/kiln (kiln finds its worker and plugins beside it), kiln on
@@ -150,17 +150,17 @@ check: build
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReadFrame$$' -fuzztime $(FUZZTIME) ./sdk/worker/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSubmit$$' -fuzztime $(FUZZTIME) ./kernel/api/
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./kernel/workflow/
-	$(GO) test -run '^$$' -fuzz '^FuzzReadHeader$$' -fuzztime $(FUZZTIME) ./kernel/modelfile/
-	$(GO) test -run '^$$' -fuzz '^FuzzLoadYAML$$' -fuzztime $(FUZZTIME) ./kernel/config/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSubmit$$' -fuzztime $(FUZZTIME) ./internal/api/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/workflow/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadHeader$$' -fuzztime $(FUZZTIME) ./internal/modelfile/
+	$(GO) test -run '^$$' -fuzz '^FuzzLoadYAML$$' -fuzztime $(FUZZTIME) ./internal/config/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugins/loader-safetensors/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugins/loader-gguf/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodePrompt$$' -fuzztime $(FUZZTIME) ./kernel/api/comfy/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodePrompt$$' -fuzztime $(FUZZTIME) ./internal/api/comfy/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./sdk/policy/
-	$(GO) test -run '^$$' -fuzz '^FuzzInstrument$$' -fuzztime $(FUZZTIME) ./kernel/policy/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseGuard$$' -fuzztime $(FUZZTIME) ./kernel/experiment/
-	$(GO) test -run '^$$' -fuzz '^FuzzSpec$$' -fuzztime $(FUZZTIME) ./kernel/experiment/
+	$(GO) test -run '^$$' -fuzz '^FuzzInstrument$$' -fuzztime $(FUZZTIME) ./internal/policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseGuard$$' -fuzztime $(FUZZTIME) ./internal/experiment/
+	$(GO) test -run '^$$' -fuzz '^FuzzSpec$$' -fuzztime $(FUZZTIME) ./internal/experiment/
 
 # The plugin protocol's generated Go code is committed; regenerating needs
 # protoc (Debian's protobuf-compiler) and protoc-gen-go/-go-grpc.
@@ -171,4 +171,4 @@ proto-check: proto
 	git diff --exit-code sdk/plugin/kilnpluginv1
 
 clean:
-	rm -rf $(BIN) demo kernel/policy/builtin/*.wasm
+	rm -rf $(BIN) demo internal/policy/builtin/*.wasm

@@ -1,7 +1,7 @@
 // Package configs holds kiln's embedded default configuration.
 //
 // Default is the text of kiln.yaml, the lowest layer of kiln's configuration
-// (see kernel/config): every key with its default and a comment that says
+// (see internal/config): every key with its default and a comment that says
 // what it does.
 //
 //	cfg, err := config.Load(config.LoadOptions{}) // starts from configs.Default

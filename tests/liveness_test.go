@@ -20,7 +20,7 @@ import (
 // queue. Every job must finish, stall faults must be counted, and the kind
 // rolled back to the policy that served before.
 func TestStallingPoliciesCannotStallTheNode(t *testing.T) {
-	module := buildPolicy(t, "../kernel/policy/testdata/hostile")
+	module := buildPolicy(t, "../internal/policy/testdata/hostile")
 	k := startKiln(t, t.TempDir(), "cost.time_scale=0.01", "workers.per_device=1",
 		"devices.backend=sim",
 		"devices.simulated=[{name: small, memory_bytes: 11811160064, h2d_bytes_per_s: 12e9, compute_factor: 1}]")

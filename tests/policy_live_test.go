@@ -14,7 +14,7 @@ import (
 // answers for the module — the faults are counted, and repeated faults roll
 // the kind back to the policy that served before.
 func TestHostilePolicyOnLiveTraffic(t *testing.T) {
-	module := buildPolicy(t, "../kernel/policy/testdata/hostile")
+	module := buildPolicy(t, "../internal/policy/testdata/hostile")
 	k := startKiln(t, t.TempDir(), "cost.time_scale=0.01", "policies.call_timeout=20ms")
 	admin := k.admin
 	type kindInfo struct {

@@ -16,7 +16,7 @@ import (
 // in the second.
 func TestPolicyTestReplaysATrace(t *testing.T) {
 	module := filepath.Join(t.TempDir(), "hostile.wasm")
-	if err := os.WriteFile(module, buildPolicy(t, "../kernel/policy/testdata/hostile"), 0o644); err != nil {
+	if err := os.WriteFile(module, buildPolicy(t, "../internal/policy/testdata/hostile"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()

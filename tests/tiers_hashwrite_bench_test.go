@@ -18,11 +18,11 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/kiln-gpu/kiln/kernel/catalog"
-	"github.com/kiln-gpu/kiln/kernel/cost"
-	"github.com/kiln-gpu/kiln/kernel/plugin"
-	"github.com/kiln-gpu/kiln/kernel/policy"
-	"github.com/kiln-gpu/kiln/kernel/tier"
+	"github.com/kiln-gpu/kiln/internal/catalog"
+	"github.com/kiln-gpu/kiln/internal/cost"
+	"github.com/kiln-gpu/kiln/internal/plugin"
+	"github.com/kiln-gpu/kiln/internal/policy"
+	"github.com/kiln-gpu/kiln/internal/tier"
 	sdk "github.com/kiln-gpu/kiln/sdk/plugin"
 )
 

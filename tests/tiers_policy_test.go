@@ -10,10 +10,10 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/kiln-gpu/kiln/kernel/clock"
-	"github.com/kiln-gpu/kiln/kernel/plugin"
-	"github.com/kiln-gpu/kiln/kernel/policy"
-	"github.com/kiln-gpu/kiln/kernel/tier"
+	"github.com/kiln-gpu/kiln/internal/clock"
+	"github.com/kiln-gpu/kiln/internal/plugin"
+	"github.com/kiln-gpu/kiln/internal/policy"
+	"github.com/kiln-gpu/kiln/internal/tier"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -76,7 +76,7 @@ func TestTiersEvictThroughPolicyHost(t *testing.T) {
 	}
 
 	wasm := filepath.Join(t.TempDir(), "hostile.wasm")
-	build := exec.Command("go", "build", "-buildmode=c-shared", "-o", wasm, "../kernel/policy/testdata/hostile")
+	build := exec.Command("go", "build", "-buildmode=c-shared", "-o", wasm, "../internal/policy/testdata/hostile")
 	build.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build hostile module: %v\n%s", err, out)

@@ -9,15 +9,15 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/kiln-gpu/kiln/kernel/clock"
-	"github.com/kiln-gpu/kiln/kernel/cost"
-	"github.com/kiln-gpu/kiln/kernel/decision"
-	"github.com/kiln-gpu/kiln/kernel/device"
-	"github.com/kiln-gpu/kiln/kernel/job"
-	"github.com/kiln-gpu/kiln/kernel/plugin"
-	"github.com/kiln-gpu/kiln/kernel/policy"
-	"github.com/kiln-gpu/kiln/kernel/sim"
-	"github.com/kiln-gpu/kiln/kernel/tier"
+	"github.com/kiln-gpu/kiln/internal/clock"
+	"github.com/kiln-gpu/kiln/internal/cost"
+	"github.com/kiln-gpu/kiln/internal/decision"
+	"github.com/kiln-gpu/kiln/internal/device"
+	"github.com/kiln-gpu/kiln/internal/job"
+	"github.com/kiln-gpu/kiln/internal/plugin"
+	"github.com/kiln-gpu/kiln/internal/policy"
+	"github.com/kiln-gpu/kiln/internal/sim"
+	"github.com/kiln-gpu/kiln/internal/tier"
 )
 
 // recordingEvictor passes decisions to an evictor and records the models

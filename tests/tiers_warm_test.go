@@ -5,8 +5,8 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/kiln-gpu/kiln/kernel/plugin"
-	"github.com/kiln-gpu/kiln/kernel/tier"
+	"github.com/kiln-gpu/kiln/internal/plugin"
+	"github.com/kiln-gpu/kiln/internal/tier"
 )
 
 // TestTiersWarmNeverTakesAProtectedModel drives tier.Manager.Warm, the

@@ -13,7 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/kiln-gpu/kiln/kernel/device"
+	"github.com/kiln-gpu/kiln/internal/device"
 )
 
 // The ledger counts model tensors; NVML counts everything on the GPU. The

@@ -13,7 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/kiln-gpu/kiln/kernel/workflow"
+	"github.com/kiln-gpu/kiln/internal/workflow"
 	wire "github.com/kiln-gpu/kiln/sdk/worker"
 )
 

@@ -3,7 +3,7 @@ package main
 import (
 	"io"
 
-	"github.com/kiln-gpu/kiln/kernel/modelfile"
+	"github.com/kiln-gpu/kiln/internal/modelfile"
 )
 
 // modelInfo is what a load learns from a model file's header.

@@ -11,10 +11,10 @@ import (
 	"testing"
 )
 
-var updateSpecs = flag.Bool("update", false, "rewrite kernel/api/comfy/testdata/object_info.json")
+var updateSpecs = flag.Bool("update", false, "rewrite internal/api/comfy/testdata/object_info.json")
 
 // objectInfoGolden is the sim's /object_info as the kernel's API tests use it.
-var objectInfoGolden = filepath.Join("..", "..", "kernel", "api", "comfy", "testdata", "object_info.json")
+var objectInfoGolden = filepath.Join("..", "..", "internal", "api", "comfy", "testdata", "object_info.json")
 
 func TestNodeSpecsCoverNodeTable(t *testing.T) {
 	specs := nodeSpecs()

@@ -16,8 +16,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kiln-gpu/kiln/kernel/cost"
-	"github.com/kiln-gpu/kiln/kernel/workflow"
+	"github.com/kiln-gpu/kiln/internal/cost"
+	"github.com/kiln-gpu/kiln/internal/workflow"
 	wire "github.com/kiln-gpu/kiln/sdk/worker"
 )
 

@@ -5,7 +5,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/kiln-gpu/kiln/kernel/clock"
+	"github.com/kiln-gpu/kiln/internal/clock"
 	wire "github.com/kiln-gpu/kiln/sdk/worker"
 )
 

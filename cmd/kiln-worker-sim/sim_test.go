@@ -17,9 +17,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/kiln-gpu/kiln/kernel/clock"
-	"github.com/kiln-gpu/kiln/kernel/cost"
-	"github.com/kiln-gpu/kiln/kernel/modelfile"
+	"github.com/kiln-gpu/kiln/internal/clock"
+	"github.com/kiln-gpu/kiln/internal/cost"
+	"github.com/kiln-gpu/kiln/internal/modelfile"
 	wire "github.com/kiln-gpu/kiln/sdk/worker"
 )
 

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/kiln-gpu/kiln/kernel/cost"
+	"github.com/kiln-gpu/kiln/internal/cost"
 	wire "github.com/kiln-gpu/kiln/sdk/worker"
 )
 

@@ -11,11 +11,11 @@ import (
 	"sort"
 	"text/tabwriter"
 
-	"github.com/kiln-gpu/kiln/kernel/config"
-	"github.com/kiln-gpu/kiln/kernel/device"
-	"github.com/kiln-gpu/kiln/kernel/logging"
-	"github.com/kiln-gpu/kiln/kernel/modelfile"
-	"github.com/kiln-gpu/kiln/kernel/workflow"
+	"github.com/kiln-gpu/kiln/internal/config"
+	"github.com/kiln-gpu/kiln/internal/device"
+	"github.com/kiln-gpu/kiln/internal/logging"
+	"github.com/kiln-gpu/kiln/internal/modelfile"
+	"github.com/kiln-gpu/kiln/internal/workflow"
 	"go.yaml.in/yaml/v3"
 )
 

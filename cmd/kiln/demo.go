@@ -17,7 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/kiln-gpu/kiln/kernel/node"
+	"github.com/kiln-gpu/kiln/internal/node"
 )
 
 // cmdDemo is `make run`: it makes a demo model store on first use, starts a

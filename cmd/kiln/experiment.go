@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/kiln-gpu/kiln/kernel/experiment"
+	"github.com/kiln-gpu/kiln/internal/experiment"
 )
 
 const experimentUsage = `usage:
@@ -273,7 +273,7 @@ func writeRecord(w io.Writer, rec experiment.Record) error {
 				v += " (info)"
 			}
 			// Every verdict says the smallest effect it could have seen
-			// (kernel/experiment/RATIONALE.md); "-" where it bounds nothing.
+			// (internal/experiment/RATIONALE.md); "-" where it bounds nothing.
 			det, nwt := "-", "-"
 			if c.Detectable > 0 {
 				det, nwt = fmt.Sprintf("+%.4g", c.Detectable), fmt.Sprintf("+%.4g", c.NoWorseThan)

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-gpu/kiln/kernel/experiment"
-	"github.com/kiln-gpu/kiln/kernel/stats"
+	"github.com/kiln-gpu/kiln/internal/experiment"
+	"github.com/kiln-gpu/kiln/internal/stats"
 )
 
 // TestPrintRecord checks that the report names what issues 7 and 14 ask

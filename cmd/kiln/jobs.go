@@ -15,7 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/kiln-gpu/kiln/kernel/worker"
+	"github.com/kiln-gpu/kiln/internal/worker"
 )
 
 // jobOutput is one output file of a job; URL and Path are the CLI's, not

@@ -8,7 +8,7 @@ import (
 	"os"
 	"text/tabwriter"
 
-	"github.com/kiln-gpu/kiln/kernel/catalog"
+	"github.com/kiln-gpu/kiln/internal/catalog"
 )
 
 const modelsHelp = `usage: kiln models [list] [flags]

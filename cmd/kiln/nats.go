@@ -12,11 +12,11 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
 
-	"github.com/kiln-gpu/kiln/kernel/logging"
+	"github.com/kiln-gpu/kiln/internal/logging"
 )
 
 // natsMaxPayload is the largest message the embedded server takes. A job's
-// record in the cluster carries its workflow verbatim (kernel/cluster), and
+// record in the cluster carries its workflow verbatim (internal/cluster), and
 // nats-server warns about anything above 8 MiB, so that is the bound; a
 // larger workflow is refused by the cluster with a 413 at submit.
 const natsMaxPayload = 8 << 20

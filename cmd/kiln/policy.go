@@ -19,10 +19,10 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/kiln-gpu/kiln/kernel/api"
-	"github.com/kiln-gpu/kiln/kernel/node"
-	"github.com/kiln-gpu/kiln/kernel/policy"
-	"github.com/kiln-gpu/kiln/kernel/sim"
+	"github.com/kiln-gpu/kiln/internal/api"
+	"github.com/kiln-gpu/kiln/internal/node"
+	"github.com/kiln-gpu/kiln/internal/policy"
+	"github.com/kiln-gpu/kiln/internal/sim"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 

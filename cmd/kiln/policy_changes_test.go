@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-gpu/kiln/kernel/policy"
+	"github.com/kiln-gpu/kiln/internal/policy"
 )
 
 // TestRecentChanges: kiln policy list shows each kind's latest changes with

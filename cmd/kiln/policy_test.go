@@ -7,9 +7,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/kiln-gpu/kiln/kernel/api"
-	"github.com/kiln-gpu/kiln/kernel/clock"
-	"github.com/kiln-gpu/kiln/kernel/policy"
+	"github.com/kiln-gpu/kiln/internal/api"
+	"github.com/kiln-gpu/kiln/internal/clock"
+	"github.com/kiln-gpu/kiln/internal/policy"
 )
 
 func TestCmdPolicy(t *testing.T) {

@@ -13,9 +13,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/kiln-gpu/kiln/kernel/config"
-	"github.com/kiln-gpu/kiln/kernel/logging"
-	"github.com/kiln-gpu/kiln/kernel/node"
+	"github.com/kiln-gpu/kiln/internal/config"
+	"github.com/kiln-gpu/kiln/internal/logging"
+	"github.com/kiln-gpu/kiln/internal/node"
 )
 
 // multiFlag collects a repeatable flag.

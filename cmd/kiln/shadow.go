@@ -5,7 +5,7 @@ import (
 	"io"
 	"text/tabwriter"
 
-	"github.com/kiln-gpu/kiln/kernel/shadow"
+	"github.com/kiln-gpu/kiln/internal/shadow"
 )
 
 const shadowUsage = `usage: kiln experiment shadow [--addr URL] [--json]

@@ -9,10 +9,10 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/kiln-gpu/kiln/kernel/experiment"
-	"github.com/kiln-gpu/kiln/kernel/node"
-	"github.com/kiln-gpu/kiln/kernel/sim"
-	"github.com/kiln-gpu/kiln/kernel/tune"
+	"github.com/kiln-gpu/kiln/internal/experiment"
+	"github.com/kiln-gpu/kiln/internal/node"
+	"github.com/kiln-gpu/kiln/internal/sim"
+	"github.com/kiln-gpu/kiln/internal/tune"
 )
 
 const simUsage = `usage:
@@ -31,7 +31,7 @@ const simUsage = `usage:
   kiln sim bench [--traces DIR] [--update BENCHMARKS.md] [--quick]
 `
 
-// cmdSim runs the trace-driven simulator (kernel/sim) or, with "gen",
+// cmdSim runs the trace-driven simulator (internal/sim) or, with "gen",
 // writes a synthetic workload.
 func cmdSim(args []string) error {
 	if len(args) > 0 && args[0] == "gen" {
@@ -48,16 +48,16 @@ func cmdSim(args []string) error {
 	ramBytes := fs.Int64("ram-bytes", 0, "L2 RAM tier capacity (default tiers.ram.capacity_bytes)")
 	diskBytes := fs.Int64("disk-bytes", 0, "L3 disk tier capacity (default tiers.disk.capacity_bytes)")
 	remoteBW := fs.Float64("remote-bytes-per-s", 0, "model source (L4) read bandwidth (default 1.25e9)")
-	tuneSpec := fs.String("tune", "", "KIND=POLICY: also search the built-in policy's declared parameters (kernel/tune)")
+	tuneSpec := fs.String("tune", "", "KIND=POLICY: also search the built-in policy's declared parameters (internal/tune)")
 	budget := fs.Int("budget", tune.DefaultBudget, "--tune: simulator runs, the defaults' included")
 	objective := fs.String("objective", tune.ObjectiveMeanLatency, "--tune: what to minimise")
-	canary := fs.String("canary", "", "KIND=POLICY: run a canary of the built-in policy with the live experiment controller (kernel/experiment)")
+	canary := fs.String("canary", "", "KIND=POLICY: run a canary of the built-in policy with the live experiment controller (internal/experiment)")
 	canarySteps := fs.String("steps", "", "--canary: steps in percent (default experiments.steps)")
 	var canaryGuards []string
 	fs.Func("guard", "--canary: a guard such as 'p95<=30s' (repeatable)", func(g string) error { canaryGuards = append(canaryGuards, g); return nil })
 	canaryUnit := fs.String("unit", "", "--canary: workers or traffic (default: workers with two or more workers)")
 	watch := fs.String("watch", "", "KIND=POLICY[@V]@T: activate POLICY at virtual time T and let the watch (experiments.watch) judge it")
-	nodes := fs.Int("nodes", 1, "simulate a cluster of N nodes, each the config's node; policies.routing routes, sim.network_delay is the hop (kernel/sim RunCluster)")
+	nodes := fs.Int("nodes", 1, "simulate a cluster of N nodes, each the config's node; policies.routing routes, sim.network_delay is the hop (internal/sim RunCluster)")
 	var cf configFlags
 	cf.register(fs.FlagSet)
 	pos, err := fs.parse(args)

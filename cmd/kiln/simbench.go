@@ -8,8 +8,8 @@ import (
 	"runtime/debug"
 	"strings"
 
-	"github.com/kiln-gpu/kiln/kernel/node"
-	"github.com/kiln-gpu/kiln/kernel/sim"
+	"github.com/kiln-gpu/kiln/internal/node"
+	"github.com/kiln-gpu/kiln/internal/sim"
 )
 
 // The markers around the section of BENCHMARKS.md that `kiln sim bench

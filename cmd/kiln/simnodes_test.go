@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kiln-gpu/kiln/kernel/sim"
+	"github.com/kiln-gpu/kiln/internal/sim"
 )
 
 // TestSimNodes: `kiln sim --nodes N --set policies.routing=P --report json`

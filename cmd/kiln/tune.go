@@ -9,10 +9,10 @@ import (
 	"os"
 	"strings"
 
-	"github.com/kiln-gpu/kiln/kernel/catalog"
-	"github.com/kiln-gpu/kiln/kernel/node"
-	"github.com/kiln-gpu/kiln/kernel/sim"
-	"github.com/kiln-gpu/kiln/kernel/tune"
+	"github.com/kiln-gpu/kiln/internal/catalog"
+	"github.com/kiln-gpu/kiln/internal/node"
+	"github.com/kiln-gpu/kiln/internal/sim"
+	"github.com/kiln-gpu/kiln/internal/tune"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kiln-gpu/kiln/kernel/sim"
-	"github.com/kiln-gpu/kiln/kernel/tune"
+	"github.com/kiln-gpu/kiln/internal/sim"
+	"github.com/kiln-gpu/kiln/internal/tune"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 

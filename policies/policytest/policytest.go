@@ -1,6 +1,6 @@
 // Package policytest holds the behaviour tables of the built-in policies and
 // runs them through the ABI's byte path. Each policy's own tests run its
-// table natively; kernel/policy runs the same tables through the policy's
+// table natively; internal/policy runs the same tables through the policy's
 // WASM build, so both targets must give the same answers.
 package policytest
 

@@ -23,5 +23,5 @@
 // entries' tags, which come back in the next input. Tunable parameters are
 // declared with ParamDeclarer and arrive in Common.Params.
 //
-// This package never imports the kernel; kernel/policy hosts the modules.
+// This package never imports the kernel; internal/policy hosts the modules.
 package policy

@@ -30,6 +30,6 @@
 //		}
 //	}
 //
-// The kernel side (kernel/worker) uses WriteFrame, ReadFrame and DecodeBody
+// The kernel side (internal/worker) uses WriteFrame, ReadFrame and DecodeBody
 // from this package, so both ends share one codec.
 package worker

@@ -3,7 +3,7 @@
 // command that starts the worker.
 //
 // The suite plays the kernel's side of sdk/worker/PROTOCOL.md over a real
-// socketpair passed as fd 3, as kernel/worker's pool does, and checks
+// socketpair passed as fd 3, as internal/worker's pool does, and checks
 // framing, hello, ordering, pipelining, cancel, error codes, outputs, and
 // what happens when either side goes away. It runs against:
 //

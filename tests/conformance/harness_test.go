@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-gpu/kiln/kernel/modelfile"
+	"github.com/kiln-gpu/kiln/internal/modelfile"
 	wire "github.com/kiln-gpu/kiln/sdk/worker"
 )
 

@@ -71,33 +71,33 @@ func TestLayers(t *testing.T) {
 		not    []string // may not depend on these, nor on anything below them
 		reason string
 	}{
-		{"sdk", []string{"kernel", "cmd", "policies", "plugins"},
+		{"sdk", []string{"internal", "cmd", "policies", "plugins"},
 			"the SDKs are the public contract; a policy, plugin or worker author builds against them alone"},
-		{"kernel/clock", []string{"kernel"}, "injected time is a leaf"},
-		{"kernel/cost", []string{"kernel"}, "the cost model is a leaf: the simulator, the estimates and the simulated worker share it"},
-		{"kernel/stats", []string{"kernel"}, "the experiments' statistics are a leaf"},
-		{"kernel/predict", []string{"kernel"}, "the predictor takes time as an argument and imports nothing of the kernel"},
-		{"policies", []string{"kernel", "cmd", "plugins"},
+		{"internal/clock", []string{"internal"}, "injected time is a leaf"},
+		{"internal/cost", []string{"internal"}, "the cost model is a leaf: the simulator, the estimates and the simulated worker share it"},
+		{"internal/stats", []string{"internal"}, "the experiments' statistics are a leaf"},
+		{"internal/predict", []string{"internal"}, "the predictor takes time as an argument and imports nothing of the kernel"},
+		{"policies", []string{"internal", "cmd", "plugins"},
 			"a built-in is written once against sdk/policy, built natively and to WASM"},
-		{"plugins", []string{"kernel", "cmd", "policies"},
+		{"plugins", []string{"internal", "cmd", "policies"},
 			"plugins are separate processes speaking sdk/plugin"},
-		{"kernel/decision", []string{"kernel/dispatch", "kernel/policy", "kernel/tier", "kernel/experiment", "kernel/sim", "kernel/api", "kernel/config", "kernel/node"},
+		{"internal/decision", []string{"internal/dispatch", "internal/policy", "internal/tier", "internal/experiment", "internal/sim", "internal/api", "internal/config", "internal/node"},
 			"the decision contract is at the bottom: everything that decides speaks it"},
-		{"kernel/policy", []string{"kernel/dispatch", "kernel/tier", "kernel/experiment", "kernel/sim", "kernel/api", "kernel/config", "kernel/node", "kernel/cluster"},
+		{"internal/policy", []string{"internal/dispatch", "internal/tier", "internal/experiment", "internal/sim", "internal/api", "internal/config", "internal/node", "internal/cluster"},
 			"the policy host answers the decision contract; it does not know who asks"},
-		{"kernel/sim", []string{"kernel/config", "kernel/api", "kernel/plugin", "kernel/node", "kernel/cluster"},
+		{"internal/sim", []string{"internal/config", "internal/api", "internal/plugin", "internal/node", "internal/cluster"},
 			"the simulator is an alternative assembly of the decision core, not a layer over the daemon"},
-		{"kernel/tune", []string{"kernel/config", "kernel/api", "kernel/plugin", "kernel/node", "kernel/cluster"},
+		{"internal/tune", []string{"internal/config", "internal/api", "internal/plugin", "internal/node", "internal/cluster"},
 			"the tuner searches in the simulator; config mapping is node's"},
-		{"kernel/dispatch", []string{"kernel/api", "kernel/experiment", "kernel/sim", "kernel/tune", "kernel/config", "kernel/node", "kernel/cluster", "kernel/plugin"},
+		{"internal/dispatch", []string{"internal/api", "internal/experiment", "internal/sim", "internal/tune", "internal/config", "internal/node", "internal/cluster", "internal/plugin"},
 			"the dispatcher asks policies through the contract and knows nothing above it"},
-		{"kernel/job", []string{"kernel/dispatch", "kernel/api", "kernel/policy", "kernel/tier", "kernel/config", "kernel/node"},
+		{"internal/job", []string{"internal/dispatch", "internal/api", "internal/policy", "internal/tier", "internal/config", "internal/node"},
 			"the durable queue is below everything that moves jobs"},
-		{"kernel/tier", []string{"kernel/dispatch", "kernel/policy", "kernel/api", "kernel/config", "kernel/node", "kernel/plugin"},
+		{"internal/tier", []string{"internal/dispatch", "internal/policy", "internal/api", "internal/config", "internal/node", "internal/plugin"},
 			"the tiers move bytes: the plugin host is handed to them as sources, the eviction policy as evictors"},
-		{"kernel/catalog", []string{"kernel/tier", "kernel/dispatch", "kernel/api", "kernel/config", "kernel/node", "kernel/plugin"},
+		{"internal/catalog", []string{"internal/tier", "internal/dispatch", "internal/api", "internal/config", "internal/node", "internal/plugin"},
 			"the catalog says where bytes are; the tiers, which move them, know the catalog"},
-		{"kernel/workflow", []string{"kernel/job", "kernel/decision", "kernel/dispatch", "kernel/api"},
+		{"internal/workflow", []string{"internal/job", "internal/decision", "internal/dispatch", "internal/api"},
 			"graph parsing is a leaf: the queue keeps what it derives"},
 	} {
 		for pkg := range g {
@@ -113,21 +113,21 @@ func TestLayers(t *testing.T) {
 	}
 }
 
-// TestConfigIsNotTheDaemon: kernel/config composes every package's
+// TestConfigIsNotTheDaemon: internal/config composes every package's
 // section, so it must import sections, not servers: through the HTTP API
 // it would link the tuner and the simulator, whose tests load the config.
 func TestConfigIsNotTheDaemon(t *testing.T) {
 	g := load(t)
-	for d := range g.deps("kernel/config") {
+	for d := range g.deps("internal/config") {
 		switch d {
-		case "kernel/api", "kernel/api/comfy", "kernel/api/dashboard", "kernel/sim", "kernel/tune", "kernel/node", "kernel/cluster", "kernel/plugin/host":
-			t.Errorf("kernel/config depends on %s: it should import that package's config section alone (as apiconfig, clusterconfig, autotune)", d)
+		case "internal/api", "internal/api/comfy", "internal/api/dashboard", "internal/sim", "internal/tune", "internal/node", "internal/cluster", "internal/plugin/host":
+			t.Errorf("internal/config depends on %s: it should import that package's config section alone (as apiconfig, clusterconfig, autotune)", d)
 		}
 	}
 }
 
 // maxFloors bounds the longest chain of imports among the module's
-// packages (cmd/kiln at the top, kernel/clock or kernel/cost at the
+// packages (cmd/kiln at the top, internal/clock or internal/cost at the
 // bottom). Lower it when a change flattens the graph; a change that needs
 // to raise it should say why in docs/ARCHITECTURE.md.
 const maxFloors = 12

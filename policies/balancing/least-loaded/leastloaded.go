@@ -2,7 +2,7 @@
 // idle worker whose device has the fewest busy workers; ties go to the one
 // that already holds more of the job's model bytes, then to more free VRAM.
 // Degraded devices come last. Its native build is the kernel's
-// fallback balancer (kernel/policy Native).
+// fallback balancer (internal/policy Native).
 package leastloaded
 
 import (

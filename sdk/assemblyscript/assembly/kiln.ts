@@ -15,7 +15,7 @@
 // runningJob, worker, node, entry, ghost, wantedModel, poolAt; need, free
 // and random), and every answer an encoder (answerEviction with victims,
 // prefetch and tags; answerScheduling with preemptions; answerBatching with
-// a wait; answerBalancing; answerRouting). kernel/policy's TestAssemblyScriptSDKMatchesGo checks
+// a wait; answerBalancing; answerRouting). internal/policy's TestAssemblyScriptSDKMatchesGo checks
 // that both SDKs read and write the same bytes for every kind.
 //
 // Inputs are read in place from the buffer the host wrote (no decoding, no

@@ -1,4 +1,4 @@
-// The AssemblyScript half of kernel/policy's differential test
+// The AssemblyScript half of internal/policy's differential test
 // (TestAssemblyScriptSDKMatchesGo): for every kind it reads every field of
 // the input through the SDK's accessors into a digest, and answers with a
 // decision made of every answer field. The Go half does the same through

@@ -1,7 +1,7 @@
 """Model files the adapter holds for as long as a model is loaded.
 
 The kernel pins a model's L2 segment only while the worker answers ``load``
-(``kernel/dispatch`` ``Dispatcher.load`` releases the tier lease when the
+(``internal/dispatch`` ``Dispatcher.load`` releases the tier lease when the
 load is answered); after that the tiers may evict the segment and unlink its
 file. A mapping taken during the load stays valid, but ComfyUI does not read
 kiln's mapping: its loaders open files by path

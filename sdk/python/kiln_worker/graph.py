@@ -2,7 +2,7 @@
 
 A workflow is ``{node_id: {"class_type": str, "inputs": {name: value}}}``; an
 input whose value is ``[other_node_id, output_index]`` is a link. This module
-is the small subset of kiln's ``kernel/workflow`` that a Python worker needs:
+is the small subset of kiln's ``internal/workflow`` that a Python worker needs:
 a dependency order, the models loader nodes name (same folders as kiln), and
 the width, height, batch and steps a sampler works on.
 """

@@ -1,0 +1,966 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/kiln-gpu/kiln/internal/cluster/clusterconfig"
+	"github.com/kiln-gpu/kiln/internal/decision"
+	"github.com/kiln-gpu/kiln/internal/job"
+)
+
+// Names of the JetStream assets the cluster uses. Every node creates them
+// if absent, with the same config, so the first node up sets them up.
+const (
+	workStream    = "KILN_WORK"
+	workSubject   = "kiln.work."
+	jobsBucket    = "KILN_jobs"
+	nodesBucket   = "KILN_nodes"
+	outputsBucket = "KILN_outputs"
+	cancelSubject = "kiln.cancel."
+	// dedupWindow is how long JetStream remembers a job id it queued: a
+	// submit retried within it queues nothing twice (the registry's
+	// compare-and-set covers the rest).
+	dedupWindow = 2 * time.Minute
+	// nodeTTL is how long a node's heartbeat in KILN_nodes lives.
+	nodeTTL = 6 * time.Second
+	// nodeBeat is how often a node writes its heartbeat.
+	nodeBeat = time.Second
+	// opTimeout bounds one JetStream call.
+	opTimeout = 5 * time.Second
+	// maxRecordBytes keeps a record under the server's max payload (kiln
+	// nats: 8 MiB; NATS's default is 1 MiB, which a production cluster
+	// serving kiln should raise).
+	maxRecordBytes = 8<<20 - 4096
+)
+
+// Errors the API maps to answers.
+var (
+	// ErrTooLarge: the job's record is beyond what the cluster stores.
+	ErrTooLarge = errors.New("the job is too large for the cluster's job registry")
+	// ErrUnavailable: NATS or JetStream did not answer.
+	ErrUnavailable = errors.New("the cluster is unavailable")
+)
+
+// Record is a job as the cluster's registry keeps it: the job, and the node
+// that runs or ran it (empty while it waits in the cluster's queue).
+type Record struct {
+	job.Job
+	Node string `json:"node,omitempty"`
+	// Target is the node the routing policy chose when the job was
+	// submitted; empty when no node could take it then (any node may).
+	Target string `json:"target,omitempty"`
+}
+
+// Local is the node's own kernel as the cluster drives it: its durable
+// queue (the node's execution queue), the dispatcher's cancel, and how many
+// workers are ready.
+type Local struct {
+	Store *job.Store
+	// Cancel cancels a local job and stops its worker (the dispatcher's
+	// Cancel).
+	Cancel func(id string) (*job.Job, error)
+	// ReadyWorkers is the number of workers that can take a job now.
+	ReadyWorkers func() int
+	// OutputDir is where the workers write outputs.
+	OutputDir string
+	// Addr is the node's API address, published in its heartbeat.
+	Addr func() string
+	// State describes the node for its heartbeat (nil: only what the
+	// cluster knows itself). It runs once a second and must not block.
+	State func() NodeState
+	// Router places a submitted job on a node: the active routing policy
+	// (internal/policy's Host.Router, through the experiments' split). Nil
+	// sends every job to whichever node pulls it first.
+	Router decision.Router
+	// ModelBytes are the VRAM footprints of models, for the router.
+	ModelBytes func(models []string) []uint64
+	// Estimate is a job's run time by the cost model (the dispatcher's
+	// Estimate), for the router.
+	Estimate func(*job.Job) time.Duration
+}
+
+// Cluster is this node's membership of a kiln cluster.
+type Cluster struct {
+	cfg   clusterconfig.Config
+	local Local
+	log   zerolog.Logger
+
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	jobs    jetstream.KeyValue
+	nodes   jetstream.KeyValue
+	outputs jetstream.ObjectStore
+	work    [2]jetstream.Consumer // shared (unrouted) jobs: interactive, batch
+	own     [2]jetstream.Consumer // jobs routed to this node: interactive, batch
+
+	mu       sync.Mutex
+	held     map[string]*held // jobs this node claimed and has not finished
+	room     chan struct{}    // signalled when a held job ends
+	finished []*job.Job       // local jobs that ended, for the recorder
+	written  map[string]bool  // held jobs whose files the API has finished
+	wake     chan struct{}    // signalled when finished grows
+	lastBeat time.Time        // last heartbeat JetStream took
+	cutSince time.Time        // when the connection was lost; zero while up
+
+	viewMu   sync.RWMutex
+	view     map[string]*Record  // the registry, without workflows, kept by a watch
+	nodeView map[string]seenNode // KILN_nodes, kept by a watch
+	// routedSince counts the jobs this node routed to each node since that
+	// node's last heartbeat (place).
+	routedSince map[string]routed
+}
+
+// held is a job this node claimed: the message to keep alive and ack, and
+// the registry revision its claim wrote.
+type held struct {
+	msg       jetstream.Msg
+	rev       uint64
+	rec       Record
+	abandoned bool // the node lost NATS for longer than AckWait: drop its result
+}
+
+// Open connects to NATS, creates the cluster's streams, buckets and
+// consumers if absent, and cancels the local jobs a previous life of this
+// node left unfinished (JetStream redelivers them: the cluster, not the
+// local queue, is their source of truth). It fails when NATS cannot be
+// reached within ctx.
+func Open(ctx context.Context, cfg clusterconfig.Config, local Local, log zerolog.Logger) (*Cluster, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Cluster{cfg: cfg, local: local, log: log, held: map[string]*held{}, written: map[string]bool{},
+		room: make(chan struct{}, 1), wake: make(chan struct{}, 1), view: map[string]*Record{}, nodeView: map[string]seenNode{}, routedSince: map[string]routed{}}
+	opts := []nats.Option{
+		nats.Name("kiln " + cfg.NodeID),
+		// Close is not a lost connection: no warning at shutdown.
+		nats.NoCallbacksAfterClientClose(),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			c.mu.Lock()
+			if c.cutSince.IsZero() {
+				c.cutSince = time.Now()
+			}
+			c.mu.Unlock()
+			log.Warn().Err(err).Msg("lost the connection to NATS; not taking work until it is back")
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			c.mu.Lock()
+			c.cutSince = time.Time{}
+			c.mu.Unlock()
+			log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("reconnected to NATS")
+		}),
+	}
+	auth, err := authOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, auth...)
+	nc, err := nats.Connect(strings.Join(cfg.Servers(), ","), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: connect %v: %w", cfg.Servers(), err)
+	}
+	c.nc = nc
+	if err := c.setup(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if err := c.forgetLocal(); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if _, err := nc.Subscribe(cancelSubject+cfg.NodeID, c.onCancel); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cluster: subscribe to cancels: %w", err)
+	}
+	return c, nil
+}
+
+// authOptions passes the section's credentials and TLS files to nats.go.
+func authOptions(cfg clusterconfig.Config) ([]nats.Option, error) {
+	var o []nats.Option
+	if cfg.CredsFile != "" {
+		o = append(o, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.NKeyFile != "" {
+		opt, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cluster.nkey_file: %w", err)
+		}
+		o = append(o, opt)
+	}
+	if cfg.User != "" {
+		o = append(o, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.Token != "" {
+		o = append(o, nats.Token(cfg.Token))
+	}
+	if cfg.TLSCert != "" {
+		o = append(o, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
+	}
+	if cfg.TLSCA != "" {
+		o = append(o, nats.RootCAs(cfg.TLSCA))
+	}
+	return o, nil
+}
+
+// setup creates or updates the cluster's assets. JetStream may still be
+// electing its leaders when a cluster starts, so each step is retried until
+// ctx ends.
+func (c *Cluster) setup(ctx context.Context) error {
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		return fmt.Errorf("cluster: jetstream: %w", err)
+	}
+	c.js = js
+	r := c.cfg.Replicas
+	steps := []struct {
+		what string
+		do   func(context.Context) error
+	}{
+		{"stream " + workStream, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+				Name: workStream, Subjects: []string{workSubject + ">"}, Retention: jetstream.WorkQueuePolicy,
+				Storage: jetstream.FileStorage, Replicas: r, Duplicates: dedupWindow,
+			})
+			return err
+		}},
+		{"bucket " + jobsBucket, func(ctx context.Context) error {
+			kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket: jobsBucket, Replicas: r, History: 1, TTL: c.cfg.JobTTL, Storage: jetstream.FileStorage,
+				MaxValueSize: maxRecordBytes + 4096,
+			})
+			c.jobs = kv
+			return err
+		}},
+		{"bucket " + nodesBucket, func(ctx context.Context) error {
+			kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket: nodesBucket, Replicas: r, History: 1, TTL: nodeTTL, Storage: jetstream.MemoryStorage,
+			})
+			c.nodes = kv
+			return err
+		}},
+		{"object store " + outputsBucket, func(ctx context.Context) error {
+			os, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+				Bucket: outputsBucket, Replicas: r, TTL: c.cfg.JobTTL, Storage: jetstream.FileStorage,
+			})
+			c.outputs = os
+			return err
+		}},
+	}
+	for i, class := range []job.Class{job.Interactive, job.Batch} {
+		for _, own := range []bool{false, true} {
+			name, filter := "kiln-"+string(class), workSubject+string(class)
+			if own {
+				name, filter = nodeConsumer(c.cfg.NodeID, class), workSubject+string(class)+"."+c.cfg.NodeID
+			}
+			steps = append(steps, struct {
+				what string
+				do   func(context.Context) error
+			}{"consumer " + name, func(ctx context.Context) error {
+				cons, err := js.CreateOrUpdateConsumer(ctx, workStream, c.consumerConfig(name, filter))
+				if own {
+					c.own[i] = cons
+				} else {
+					c.work[i] = cons
+				}
+				return err
+			}})
+		}
+	}
+	for _, s := range steps {
+		if err := c.retry(ctx, s.what, s.do); err != nil {
+			return fmt.Errorf("cluster: create %s: %w", s.what, err)
+		}
+	}
+	return nil
+}
+
+// submitTimeout bounds a submit: long enough to ride out a stream leader's
+// election after a NATS server dies (a few seconds), short enough for a
+// client waiting on the answer.
+const submitTimeout = 10 * time.Second
+
+// retryTransient runs do, each try under attemptTimeout, again after an
+// error that a lost server or a leader election explains, until ctx ends.
+// Other errors (a key that exists, a revision that moved on) return at once.
+func retryTransient(ctx context.Context, do func(context.Context) error) error {
+	const attemptTimeout = 2 * time.Second
+	for {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		err := do(actx)
+		cancel()
+		if err == nil || !transient(err) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// transient reports whether err means "JetStream did not answer in time or
+// has no leader yet", which a retry may get past.
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		// 503: JetStream unavailable, no quorum or leader for the stream.
+		return apiErr.Code == 503
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrDisconnected)
+}
+
+// consumerConfig is a work consumer's config: explicit acks within
+// AckWait (held jobs are signalled in progress), no bound on deliveries.
+func (c *Cluster) consumerConfig(name, filter string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: name, FilterSubject: filter,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: c.cfg.AckWait,
+		// Unlimited: the registry's attempt count bounds a job's starts
+		// (cluster.max_attempts), and a redelivery that finds the job
+		// finished acks it without running it.
+		MaxDeliver: -1, MaxAckPending: -1,
+	}
+}
+
+// nodeConsumer names the durable consumer of the jobs routed to a node.
+func nodeConsumer(node string, class job.Class) string {
+	return "kiln-node-" + node + "-" + string(class)
+}
+
+// consumerNode undoes nodeConsumer: the node and class, or ok false for
+// another consumer.
+func consumerNode(name string) (node string, class job.Class, ok bool) {
+	rest, ok := strings.CutPrefix(name, "kiln-node-")
+	if !ok {
+		return "", "", false
+	}
+	for _, cl := range []job.Class{job.Interactive, job.Batch} {
+		if n, found := strings.CutSuffix(rest, "-"+string(cl)); found && n != "" {
+			return n, cl, true
+		}
+	}
+	return "", "", false
+}
+
+// retry runs do until it succeeds or ctx ends, each try under opTimeout,
+// saying every few seconds what it waits for: a node started before its
+// NATS servers waits for them (up to the join timeout), and should not be
+// silent about it.
+func (c *Cluster) retry(ctx context.Context, what string, do func(context.Context) error) error {
+	const sayEvery = 5 * time.Second
+	said := time.Now()
+	for {
+		tctx, cancel := context.WithTimeout(ctx, opTimeout)
+		err := do(tctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Since(said) >= sayEvery {
+			if !c.nc.IsConnected() {
+				err = errors.New("no NATS server of cluster.nats answers")
+			}
+			c.log.Warn().Err(err).Str("step", what).Strs("nats", c.cfg.Servers()).Msg("waiting for NATS JetStream")
+			said = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// forgetLocal cancels the local jobs a previous life of this node left
+// queued or running: their messages were never acked, so JetStream gives
+// them out again, to this node or another, and running them from the local
+// queue too would run them twice.
+func (c *Cluster) forgetLocal() error {
+	n := 0
+	for _, st := range []job.State{job.Queued, job.Running} {
+		jobs, err := c.local.Store.List(st, 1<<30)
+		if err != nil {
+			return fmt.Errorf("cluster: list local %s jobs: %w", st, err)
+		}
+		for _, j := range jobs {
+			if _, err := c.local.Store.Cancel(j.ID); err == nil {
+				n++
+			}
+		}
+	}
+	if n > 0 {
+		c.log.Info().Int("jobs", n).Msg("dropped this node's unfinished jobs from its last run; the cluster redelivers them")
+	}
+	return nil
+}
+
+// NodeID is this node's name in the cluster.
+func (c *Cluster) NodeID() string { return c.cfg.NodeID }
+
+// Close disconnects from NATS. Jobs still held are not acked: JetStream
+// gives them to another node after AckWait.
+func (c *Cluster) Close() {
+	if c.nc != nil {
+		c.nc.Close()
+	}
+}
+
+// Ready says why the node cannot take work, or nil: it must be connected
+// to NATS and a heartbeat that says it is healthy (a worker up) must have
+// reached JetStream within the last few seconds.
+func (c *Cluster) Ready() error {
+	if !c.nc.IsConnected() {
+		return fmt.Errorf("not connected to NATS: %w", ErrUnavailable)
+	}
+	c.mu.Lock()
+	last := c.lastBeat
+	c.mu.Unlock()
+	if time.Since(last) > 3*nodeBeat {
+		if last.IsZero() {
+			return fmt.Errorf("no healthy heartbeat has reached JetStream yet: %w", ErrUnavailable)
+		}
+		return fmt.Errorf("no healthy heartbeat reached JetStream for %s: %w", time.Since(last).Round(time.Millisecond), ErrUnavailable)
+	}
+	return nil
+}
+
+// key is a job id as a KV key: ids of letters, digits, '-' and '_' as they
+// are, others (with '.' or ':', which KV keys cannot hold as they are) in
+// hex behind "x=", which no job id can start with.
+func key(id string) string {
+	if plainID.MatchString(id) {
+		return id
+	}
+	return "x=" + hex.EncodeToString([]byte(id))
+}
+
+// idFromKey undoes key.
+func idFromKey(k string) string {
+	if h, ok := strings.CutPrefix(k, "x="); ok {
+		if b, err := hex.DecodeString(h); err == nil {
+			return string(b)
+		}
+	}
+	return k
+}
+
+var (
+	plainID = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	validID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+)
+
+// newID is a job id as job.Store makes them: 6 bytes of Unix milliseconds,
+// 10 random bytes, in hex.
+func newID(now time.Time) string {
+	var b [16]byte
+	ms := uint64(now.UnixMilli())
+	for i := range 6 {
+		b[i] = byte(ms >> (8 * (5 - i)))
+	}
+	_, _ = rand.Read(b[6:])
+	return hex.EncodeToString(b[:])
+}
+
+// Submit makes j durable in the cluster: its record in the registry and its
+// id in the work queue, both replicated, before it returns. A job whose id
+// exists already is not submitted again: Submit returns the stored record
+// and existed=true (an idempotent retry), and queues the id again if the
+// job still waits (JetStream's dedup window, then the claim, keep that from
+// running it twice). Errors wrap job.ErrBadID, job.ErrBadClass, ErrTooLarge
+// or ErrUnavailable.
+func (c *Cluster) Submit(ctx context.Context, j *job.Job) (*Record, bool, error) {
+	if j.Class != job.Interactive && j.Class != job.Batch {
+		return nil, false, fmt.Errorf("cluster: submit: class %q: %w", j.Class, job.ErrBadClass)
+	}
+	now := time.Now().UTC()
+	rec := Record{Job: *j}
+	if rec.ID == "" {
+		rec.ID = newID(now)
+	} else if !validID.MatchString(rec.ID) {
+		return nil, false, fmt.Errorf("cluster: submit: id %q: %w", rec.ID, job.ErrBadID)
+	}
+	rec.State, rec.CreatedAt, rec.Attempts = job.Queued, now, 0
+	rec.StartedAt, rec.FinishedAt, rec.Worker, rec.Outputs, rec.Error, rec.Seq = time.Time{}, time.Time{}, "", nil, "", 0
+	rec.Target = c.place(&rec.Job)
+	data, err := json.Marshal(&rec)
+	if err != nil {
+		return nil, false, fmt.Errorf("cluster: submit: encode: %w", err)
+	}
+	if len(data) > maxRecordBytes {
+		return nil, false, fmt.Errorf("cluster: submit: record of %d bytes (at most %d): %w", len(data), maxRecordBytes, ErrTooLarge)
+	}
+	ctx, cancel := context.WithTimeout(ctx, submitTimeout)
+	defer cancel()
+	var rev uint64
+	err = retryTransient(ctx, func(ctx context.Context) (err error) {
+		rev, err = c.jobs.Create(ctx, key(rec.ID), data)
+		return err
+	})
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		old, oldRev, gerr := c.get(ctx, rec.ID)
+		if gerr != nil {
+			return nil, false, gerr
+		}
+		if old.CreatedAt.Equal(rec.CreatedAt) {
+			// This submit's own write: an earlier try was stored but its
+			// acknowledgement was lost (a server died), and the retry
+			// found it. The job is new.
+			rev, err = oldRev, nil
+		}
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		old, _, gerr := c.get(ctx, rec.ID)
+		if gerr != nil {
+			return nil, false, gerr
+		}
+		if old.State == job.Queued {
+			if err := c.publish(ctx, &old.Job, old.Target); err != nil {
+				return nil, false, err
+			}
+		}
+		return old, true, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("cluster: submit %s: %v: %w", rec.ID, err, ErrUnavailable)
+	}
+	rec.Seq = rev
+	if err := c.publish(ctx, &rec.Job, rec.Target); err != nil {
+		// Best effort: without its message the record would wait forever
+		// (a retry of the same id queues it again in any case).
+		dctx, dcancel := context.WithTimeout(context.Background(), opTimeout)
+		_ = c.jobs.Delete(dctx, key(rec.ID), jetstream.LastRevision(rev))
+		dcancel()
+		return nil, false, err
+	}
+	c.remember(&rec)
+	return &rec, false, nil
+}
+
+// publish queues a job's id for the node target (the routing policy's
+// choice), or for any node when target is empty.
+func (c *Cluster) publish(ctx context.Context, j *job.Job, target string) error {
+	subject := workSubject + string(j.Class)
+	if target != "" {
+		subject += "." + target
+	}
+	err := retryTransient(ctx, func(ctx context.Context) error {
+		_, err := c.js.Publish(ctx, subject, []byte(j.ID), jetstream.WithMsgID(j.ID))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: queue %s: %v: %w", j.ID, err, ErrUnavailable)
+	}
+	return nil
+}
+
+// get reads a job's record and its revision. Not found wraps
+// job.ErrNotFound.
+func (c *Cluster) get(ctx context.Context, id string) (*Record, uint64, error) {
+	if !validID.MatchString(id) {
+		return nil, 0, fmt.Errorf("cluster: job %q: %w", id, job.ErrNotFound)
+	}
+	var value []byte
+	var rev uint64
+	err := retryTransient(ctx, func(ctx context.Context) (err error) {
+		value, rev, err = c.readLeader(ctx, key(id))
+		return err
+	})
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, fmt.Errorf("cluster: job %s: %w", id, job.ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("cluster: job %s: %v: %w", id, err, ErrUnavailable)
+	}
+	var rec Record
+	if err := json.Unmarshal(value, &rec); err != nil {
+		return nil, 0, fmt.Errorf("cluster: job %s: decode: %w", id, err)
+	}
+	if rec.Seq == 0 {
+		rec.Seq = rev
+	}
+	return &rec, rev, nil
+}
+
+// readLeader reads a key of the registry from its stream's leader. nats.go's
+// KeyValue.Get uses direct gets, which any replica answers, and a follower
+// may not have the latest write yet: a job submitted on one node could read
+// as absent on another, and a node pulling its message would drop it as
+// deleted. The leader's STREAM.MSG.GET sees every acknowledged write.
+func (c *Cluster) readLeader(ctx context.Context, k string) ([]byte, uint64, error) {
+	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + jobsBucket + "." + k})
+	msg, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+jobsBucket, req)
+	if err != nil {
+		return nil, 0, err
+	}
+	var resp struct {
+		Message *struct {
+			Seq  uint64 `json:"seq"`
+			Hdrs []byte `json:"hdrs"`
+			Data []byte `json:"data"`
+		} `json:"message"`
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, 0, fmt.Errorf("decode STREAM.MSG.GET answer: %w", err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.Code == 404:
+		return nil, 0, jetstream.ErrKeyNotFound
+	case resp.Error != nil:
+		// As nats.go reports it, so that transient sees a 503 (no
+		// leader yet) as worth a retry.
+		return nil, 0, &jetstream.APIError{Code: resp.Error.Code, ErrorCode: jetstream.ErrorCode(resp.Error.ErrCode), Description: resp.Error.Description}
+	case resp.Message == nil:
+		return nil, 0, errors.New("STREAM.MSG.GET: empty answer")
+	}
+	// A deleted or purged key is a marker message with an operation header.
+	if h := string(resp.Message.Hdrs); strings.Contains(h, "KV-Operation: DEL") || strings.Contains(h, "KV-Operation: PURGE") {
+		return nil, 0, jetstream.ErrKeyNotFound
+	}
+	return resp.Message.Data, resp.Message.Seq, nil
+}
+
+// Get returns a job's record from the registry (read from JetStream, not
+// from this node's view, so that a submit on one node is visible on every
+// other at once).
+func (c *Cluster) Get(ctx context.Context, id string) (*Record, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	rec, _, err := c.get(ctx, id)
+	return rec, err
+}
+
+// List returns up to limit records in state (all states when empty), newest
+// first, and the counts per state, from this node's view of the registry
+// (a watch: it trails JetStream by milliseconds).
+func (c *Cluster) List(state job.State, limit int) ([]*Record, map[job.State]int) {
+	c.viewMu.RLock()
+	counts := map[job.State]int{}
+	var out []*Record
+	for _, r := range c.view {
+		counts[r.State]++
+		if state == "" || r.State == state {
+			out = append(out, r)
+		}
+	}
+	c.viewMu.RUnlock()
+	sort.Slice(out, func(a, b int) bool {
+		if !out[a].CreatedAt.Equal(out[b].CreatedAt) {
+			return out[a].CreatedAt.After(out[b].CreatedAt)
+		}
+		return out[a].Seq > out[b].Seq
+	})
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, counts
+}
+
+// remember puts a record (without its workflow) into the view at once, so
+// that a list on the submitting node shows its own submit.
+func (c *Cluster) remember(r *Record) {
+	s := *r
+	s.Workflow = nil
+	c.viewMu.Lock()
+	if old, ok := c.view[s.ID]; !ok || old.Seq <= s.Seq || old.State == job.Queued {
+		c.view[s.ID] = &s
+	}
+	c.viewMu.Unlock()
+}
+
+// watch keeps the view of the registry until ctx ends.
+func (c *Cluster) watch(ctx context.Context) {
+	watchKV(ctx, c.jobs, func(e jetstream.KeyValueEntry) {
+		id := idFromKey(e.Key())
+		var rec Record
+		if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &rec) != nil {
+			c.viewMu.Lock()
+			delete(c.view, id)
+			c.viewMu.Unlock()
+			return
+		}
+		if rec.Seq == 0 {
+			rec.Seq = e.Revision()
+		}
+		rec.Workflow = nil
+		c.viewMu.Lock()
+		c.view[id] = &rec
+		c.viewMu.Unlock()
+	})
+}
+
+// watchRefresh is how often a watch is started again from the revision
+// after the last it saw. A watch whose consumer lived on a NATS server
+// that died can stay silent for good (seen after a kill -9 of one of three
+// servers); starting again from where it was costs one consumer and
+// replays nothing.
+const watchRefresh = 3 * time.Second
+
+// watchKV applies every change of kv to apply, in order, until ctx ends:
+// the current values first, then each update, watching again (from the
+// next revision) every watchRefresh and after any failure.
+func watchKV(ctx context.Context, kv jetstream.KeyValue, apply func(jetstream.KeyValueEntry)) {
+	var last uint64
+	for ctx.Err() == nil {
+		var opts []jetstream.WatchOpt
+		if last > 0 {
+			opts = append(opts, jetstream.ResumeFromRevision(last+1))
+		}
+		w, err := kv.WatchAll(ctx, opts...)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+				continue
+			}
+		}
+		refresh := time.NewTimer(watchRefresh)
+	updates:
+		for {
+			select {
+			case <-ctx.Done():
+				break updates
+			case <-refresh.C:
+				break updates
+			case e, ok := <-w.Updates():
+				if !ok {
+					break updates
+				}
+				if e == nil {
+					continue // the end of the initial values
+				}
+				if e.Revision() <= last {
+					continue
+				}
+				last = e.Revision()
+				apply(e)
+			}
+		}
+		refresh.Stop()
+		_ = w.Stop()
+	}
+}
+
+// Cancel cancels a job anywhere in the cluster: a queued one in the
+// registry (the node that pulls its message then drops it), a running one
+// by asking its node. It returns the record as it then stands.
+func (c *Cluster) Cancel(ctx context.Context, id string) (*Record, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	for range 5 {
+		rec, rev, err := c.get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case terminal(rec.State):
+			return rec, fmt.Errorf("cluster: cancel %s: job is %s: %w", id, rec.State, job.ErrBadTransition)
+		case rec.State == job.Queued:
+			rec.State, rec.FinishedAt = job.Cancelled, time.Now().UTC()
+			data, _ := json.Marshal(rec)
+			if _, err := c.jobs.Update(ctx, key(id), data, rev); err != nil {
+				if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+					continue // claimed meanwhile: cancel it on its node
+				}
+				return nil, fmt.Errorf("cluster: cancel %s: %v: %w", id, err, ErrUnavailable)
+			}
+			c.remember(rec)
+			return rec, nil
+		case rec.Node == c.cfg.NodeID:
+			if _, err := c.local.Cancel(id); err != nil && !errors.Is(err, job.ErrBadTransition) {
+				return nil, err
+			}
+		default:
+			if _, err := c.nc.RequestWithContext(ctx, cancelSubject+rec.Node, []byte(id)); err != nil {
+				return nil, fmt.Errorf("cluster: cancel %s on node %s: %v: %w", id, rec.Node, err, ErrUnavailable)
+			}
+		}
+		// The node records the cancellation when its worker has stopped.
+		for ctx.Err() == nil {
+			if r, _, err := c.get(ctx, id); err == nil && terminal(r.State) {
+				return r, nil
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return nil, fmt.Errorf("cluster: cancel %s: %w", id, ctx.Err())
+	}
+	return nil, fmt.Errorf("cluster: cancel %s: the job kept changing: %w", id, ErrUnavailable)
+}
+
+// onCancel answers another node's request to cancel a job this node runs.
+func (c *Cluster) onCancel(m *nats.Msg) {
+	id := string(m.Data)
+	_, err := c.local.Cancel(id)
+	reply := "ok"
+	if err != nil {
+		reply = err.Error()
+	}
+	_ = m.Respond([]byte(reply))
+}
+
+// OpenOutput opens a file a job wrote, from the cluster's object store.
+// Not found wraps os.ErrNotExist.
+func (c *Cluster) OpenOutput(ctx context.Context, typ, subfolder, name string) (io.ReadCloser, error) {
+	obj, err := c.outputs.Get(ctx, outputName(typ, subfolder, name))
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, os.ErrNotExist
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cluster: output %s: %v: %w", name, err, ErrUnavailable)
+	}
+	return obj, nil
+}
+
+// outputName is an output's name in the object store.
+func outputName(typ, subfolder, name string) string {
+	if typ == "" {
+		typ = "output"
+	}
+	return path.Join(typ, path.Clean("/" + strings.ReplaceAll(subfolder, "\\", "/"))[1:], name)
+}
+
+// uploadOutputs copies a finished job's files into the object store, so
+// that any node serves them after this one is gone.
+func (c *Cluster) uploadOutputs(ctx context.Context, outs []job.Output) error {
+	var errs []error
+	for _, o := range outs {
+		if o.Filename == "" || strings.ContainsAny(o.Filename, "/\\") {
+			continue
+		}
+		rel := filepath.Clean(filepath.Join("/", filepath.FromSlash(o.Subfolder), o.Filename))
+		f, err := os.Open(filepath.Join(c.local.OutputDir, rel))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		_, err = c.outputs.Put(ctx, jetstream.ObjectMeta{Name: outputName(o.Type, o.Subfolder, o.Filename)}, f)
+		f.Close()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("put %s: %w", o.Filename, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// NodeState is what a node knows of itself: what a routing policy needs to
+// place a job on it (decision.NodeView's fields). The node fills it
+// (Local.State) at every heartbeat.
+type NodeState struct {
+	// Queued and Running count the jobs it holds; Workers its worker
+	// processes that are up, IdleWorkers those of them without a job.
+	Queued      int `json:"queued"`
+	Running     int `json:"running"`
+	Workers     int `json:"workers"`
+	IdleWorkers int `json:"idle_workers"`
+	// FreeVRAM is the unreserved VRAM over its devices; UsableVRAM the
+	// largest device's usable memory.
+	FreeVRAM   uint64 `json:"free_vram_bytes"`
+	UsableVRAM uint64 `json:"usable_vram_bytes"`
+	// H2DBytesPerS, DiskBytesPerS and RemoteBytesPerS are measured load
+	// rates (host → device, disk → RAM, source → disk); 0 when not
+	// measured yet.
+	H2DBytesPerS    uint64 `json:"h2d_bytes_per_s"`
+	DiskBytesPerS   uint64 `json:"disk_bytes_per_s"`
+	RemoteBytesPerS uint64 `json:"remote_bytes_per_s"`
+	// Wait is the node's estimate of the time until it could start one
+	// more job: the cost model's estimates of its queued jobs and the rest
+	// of its running ones, over its workers; 0 with an idle worker and
+	// nothing queued.
+	Wait time.Duration `json:"wait_ns"`
+	// VRAM, RAM and Disk are the models resident in each tier, sorted.
+	VRAM []string `json:"vram"`
+	RAM  []string `json:"ram"`
+	Disk []string `json:"disk"`
+}
+
+// NodeInfo is a node's heartbeat in the KILN_nodes bucket: its state, its
+// API address and its health, written every second with a TTL of a few
+// seconds, so that a node that dies leaves the bucket on its own.
+type NodeInfo struct {
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+	// Healthy: connected to NATS with at least one worker up, so taking
+	// work.
+	Healthy bool `json:"healthy"`
+	// Held is the number of cluster jobs this node claimed and has not
+	// finished.
+	Held int       `json:"held"`
+	At   time.Time `json:"at"`
+	NodeState
+}
+
+// Nodes lists the nodes whose heartbeat is alive, sorted by id, from this
+// node's watch of KILN_nodes: no network call, so placement can ask it for
+// every job. A node is alive while its last heartbeat arrived within
+// nodeTTL (a KV TTL expiry sends no notice to a watch, so the age is
+// judged here, on this node's clock, by when the heartbeat arrived).
+func (c *Cluster) Nodes() []NodeInfo {
+	now := time.Now()
+	c.viewMu.RLock()
+	out := make([]NodeInfo, 0, len(c.nodeView))
+	for _, n := range c.nodeView {
+		if now.Sub(n.arrived) <= nodeTTL {
+			out = append(out, n.info)
+		}
+	}
+	c.viewMu.RUnlock()
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out
+}
+
+// seenNode is a heartbeat and when it arrived here.
+type seenNode struct {
+	info    NodeInfo
+	arrived time.Time
+}
+
+// watchNodes keeps nodeView until ctx ends.
+func (c *Cluster) watchNodes(ctx context.Context) {
+	watchKV(ctx, c.nodes, func(e jetstream.KeyValueEntry) {
+		c.viewMu.Lock()
+		defer c.viewMu.Unlock()
+		var ni NodeInfo
+		if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &ni) != nil {
+			delete(c.nodeView, e.Key())
+			return
+		}
+		// The initial values may be old: judge them by their own time,
+		// later ones by their arrival.
+		arrived := time.Now()
+		if at := ni.At.Local(); at.Before(arrived) && e.Delta() > 0 {
+			arrived = at
+		}
+		c.nodeView[e.Key()] = seenNode{info: ni, arrived: arrived}
+		delete(c.routedSince, e.Key()) // its heartbeat counts them now
+	})
+}

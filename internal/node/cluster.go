@@ -1,0 +1,255 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/kiln-gpu/kiln/internal/api"
+	"github.com/kiln-gpu/kiln/internal/cluster"
+	"github.com/kiln-gpu/kiln/internal/config"
+	"github.com/kiln-gpu/kiln/internal/job"
+	"github.com/kiln-gpu/kiln/internal/logging"
+	"github.com/kiln-gpu/kiln/internal/worker"
+)
+
+// clusterJoinTimeout bounds the wait for NATS at start: a cluster's
+// servers and its JetStream leaders may come up after the node.
+const clusterJoinTimeout = 90 * time.Second
+
+// nodeID is this node's name: cluster.node_id, else the hostname.
+func nodeID(cfg *config.Config) string {
+	return cfg.Cluster.WithDefaults().NodeID
+}
+
+// openCluster joins the cluster when cluster.nats is set; with it unset
+// the node is a single node and nothing here runs.
+func (n *Node) openCluster(cfg *config.Config, outDir string) error {
+	if !cfg.Cluster.Enabled() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), clusterJoinTimeout)
+	defer cancel()
+	local := cluster.Local{
+		Store:        n.Store,
+		Cancel:       n.Dispatcher.Cancel,
+		ReadyWorkers: func() int { return n.Pool.Ready() },
+		OutputDir:    outDir,
+		Addr: func() string {
+			if a := n.Addr(); a != nil {
+				return a.String()
+			}
+			return ""
+		},
+		State:      n.clusterState,
+		ModelBytes: n.modelBytes,
+		Estimate:   n.Dispatcher.Estimate,
+	}
+	if n.Policies != nil {
+		// The active routing policy (policies.routing); a policy loaded
+		// with kiln policy load takes over live, as for the other kinds.
+		local.Router = n.Policies.Router()
+	}
+	c, err := cluster.Open(ctx, cfg.Cluster, local, logging.Component(n.opts.Log, "cluster"))
+	if err != nil {
+		return err
+	}
+	n.Cluster = c
+	n.log.Info().Str("node", c.NodeID()).Strs("nats", cfg.Cluster.Servers()).Msg("joined the kiln cluster")
+	return nil
+}
+
+// runCluster takes work from the cluster until ctx ends; the returned
+// func waits for it.
+func (n *Node) runCluster(ctx context.Context) func() {
+	if n.Cluster == nil {
+		return func() {}
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); n.Cluster.Run(ctx) }()
+	return wg.Wait
+}
+
+// clusterAPI is the API's view of the cluster (api.Cluster), or nil on a
+// single node (a nil interface, not a nil pointer in one).
+func (n *Node) clusterAPI() api.Cluster {
+	if n.Cluster == nil {
+		return nil
+	}
+	return clusterAdapter{n.Cluster}
+}
+
+// clusterAdapter maps internal/cluster onto api.Cluster and its errors onto
+// the API's.
+type clusterAdapter struct{ c *cluster.Cluster }
+
+var _ api.Cluster = clusterAdapter{}
+
+func apiError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, cluster.ErrTooLarge):
+		return fmt.Errorf("%w: %w", api.ErrJobTooLarge, err)
+	case errors.Is(err, cluster.ErrUnavailable):
+		return fmt.Errorf("%w: %w", api.ErrClusterUnavailable, err)
+	}
+	return err
+}
+
+func (a clusterAdapter) Submit(ctx context.Context, j *job.Job) (*job.Job, bool, error) {
+	rec, existed, err := a.c.Submit(ctx, j)
+	if err != nil {
+		return nil, false, apiError(err)
+	}
+	return &rec.Job, existed, nil
+}
+
+func (a clusterAdapter) Get(ctx context.Context, id string) (*job.Job, string, error) {
+	rec, err := a.c.Get(ctx, id)
+	if err != nil {
+		return nil, "", apiError(err)
+	}
+	return &rec.Job, rec.Node, nil
+}
+
+func (a clusterAdapter) List(state job.State, limit int) ([]*job.Job, []string, map[job.State]int) {
+	recs, counts := a.c.List(state, limit)
+	jobs := make([]*job.Job, len(recs))
+	nodes := make([]string, len(recs))
+	for i, r := range recs {
+		jobs[i], nodes[i] = &r.Job, r.Node
+	}
+	return jobs, nodes, counts
+}
+
+func (a clusterAdapter) Cancel(ctx context.Context, id string) (*job.Job, string, error) {
+	rec, err := a.c.Cancel(ctx, id)
+	if err != nil {
+		return nil, "", apiError(err)
+	}
+	return &rec.Job, rec.Node, nil
+}
+
+func (a clusterAdapter) Ready() error { return a.c.Ready() }
+
+func (a clusterAdapter) Nodes() any { return a.c.Nodes() }
+
+func (a clusterAdapter) OutputsWritten(id string) { a.c.OutputsWritten(id) }
+
+func (a clusterAdapter) ForwardWS(clientID string, frame []byte) { a.c.ForwardWS(clientID, frame) }
+
+func (a clusterAdapter) OnForwardedWS(deliver func(clientID string, frame []byte)) error {
+	return a.c.OnForwardedWS(deliver)
+}
+
+func (a clusterAdapter) OpenOutput(ctx context.Context, typ, subfolder, name string) (io.ReadCloser, error) {
+	rc, err := a.c.OpenOutput(ctx, typ, subfolder, name)
+	return rc, apiError(err)
+}
+
+// clusterState describes this node for its heartbeat: the jobs it holds,
+// its workers, VRAM by the devices' ledgers, the tiers' measured rates and
+// which models each tier holds.
+func (n *Node) clusterState() cluster.NodeState {
+	var st cluster.NodeState
+	counts := n.Store.Counts()
+	st.Queued, st.Running = counts[job.Queued], counts[job.Running]
+	vram := map[string]bool{}
+	for _, w := range n.Pool.Infos() {
+		switch w.State {
+		case worker.Ready:
+			st.Workers++
+			st.IdleWorkers++
+		case worker.Busy:
+			st.Workers++
+		}
+		for m := range w.Resident {
+			vram[m] = true
+		}
+	}
+	for _, d := range n.Devices.Devices() {
+		led := n.Devices.Ledger(d.Info().Index)
+		st.FreeVRAM += led.Free()
+		st.UsableVRAM = max(st.UsableVRAM, led.Usable())
+	}
+	st.VRAM, st.RAM, st.Disk = sortedKeys(vram), []string{}, []string{}
+	st.Wait = n.backlog(st)
+	if n.Tiers == nil {
+		return st
+	}
+	// Stats: vram, ram, disk, remote; each rate is of transfers into its
+	// tier, so the RAM tier's is disk → RAM and the disk tier's source →
+	// disk. Host → device is not measured yet (0: the policy's default).
+	stats := n.Tiers.Stats()
+	st.DiskBytesPerS = uint64(stats[1].BandwidthBytesPerS)
+	st.RemoteBytesPerS = uint64(stats[2].BandwidthBytesPerS)
+	if models, err := n.Catalog.List(); err == nil {
+		for _, m := range models {
+			ram, disk := n.Tiers.Holds(m.ID)
+			if ram {
+				st.RAM = append(st.RAM, m.ID)
+			}
+			if disk {
+				st.Disk = append(st.Disk, m.ID)
+			}
+		}
+	}
+	return st
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// modelBytes are the models' VRAM footprints from the catalog (0 for a
+// model it does not know), for the routing policy's fit check.
+func (n *Node) modelBytes(models []string) []uint64 {
+	out := make([]uint64, len(models))
+	for i, m := range models {
+		if e, err := n.Catalog.Lookup(m); err == nil && e.VRAMBytes > 0 {
+			out[i] = uint64(e.VRAMBytes)
+		}
+	}
+	return out
+}
+
+// backlogJobs bounds the jobs a heartbeat's backlog adds up: a node holds
+// about its workers plus cluster.prefetch cluster jobs, so more means a
+// node that is far behind, which the first thousand show well enough.
+const backlogJobs = 1000
+
+// backlog is the time until this node could start one more job: the cost
+// model's estimates of its queued jobs and the rest of its running ones,
+// over its workers; none while a worker idles with nothing queued.
+func (n *Node) backlog(st cluster.NodeState) time.Duration {
+	if st.Queued == 0 && st.IdleWorkers > 0 {
+		return 0
+	}
+	var work time.Duration
+	now := time.Now()
+	for _, state := range []job.State{job.Queued, job.Running} {
+		jobs, err := n.Store.List(state, backlogJobs)
+		if err != nil {
+			continue
+		}
+		for _, j := range jobs {
+			est := n.Dispatcher.Estimate(j)
+			if state == job.Running && !j.StartedAt.IsZero() {
+				est = max(est-now.Sub(j.StartedAt), 0)
+			}
+			work += est
+		}
+	}
+	return work / time.Duration(max(st.Workers, 1))
+}

@@ -1,0 +1,207 @@
+package node
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kiln-gpu/kiln/internal/job"
+	"github.com/kiln-gpu/kiln/internal/logging"
+	"github.com/kiln-gpu/kiln/internal/predict"
+)
+
+// predictEvery is how often the node's predictor plans a warm; a plan is
+// cheap (one pass over the models seen), a warm is a transfer.
+const predictEvery = 2 * time.Second
+
+// predictWarmTimeout bounds one warm (a remote fetch of a large model
+// included), so that no wait in the kernel lacks a deadline.
+const predictWarmTimeout = 10 * time.Minute
+
+// nodePredictor is the live predictor (dispatch.predict): it observes every
+// job as it first starts (its creation time, its models), and while the
+// queue is shorter than the lookahead's window it warms into the RAM tier
+// the models internal/predict expects next, through the same PlanWarm the
+// simulator replays (internal/sim warm.go). Its hit rate is a metric.
+type nodePredictor struct {
+	n         *Node
+	p         *predict.Predictor
+	maxQueued int
+	busy      atomic.Bool // a warm is running
+
+	mu                   sync.Mutex
+	pending              map[string]bool // warmed, not used yet
+	warmed, used, wasted uint64
+	warmedBytes          uint64
+}
+
+var (
+	descPredictWarms = prometheus.NewDesc("kiln_predict_warms_total",
+		"Models the predictor warmed into the RAM tier before any queued job needed them (outcome=warmed), and of those, the ones a job then used (used) or that left RAM unused (wasted).",
+		[]string{"outcome"}, nil)
+	descPredictBytes = prometheus.NewDesc("kiln_predict_warmed_bytes_total",
+		"Bytes the predictor warmed into the RAM tier.", nil, nil)
+	descPredictHit = prometheus.NewDesc("kiln_predict_hit_ratio",
+		"used / (used + wasted) of the predictor's warms; 0 before any has ended.", nil, nil)
+)
+
+func (np *nodePredictor) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descPredictWarms
+	ch <- descPredictBytes
+	ch <- descPredictHit
+}
+
+func (np *nodePredictor) Collect(ch chan<- prometheus.Metric) {
+	np.mu.Lock()
+	warmed, used, wasted, bytes := np.warmed, np.used, np.wasted, np.warmedBytes
+	np.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descPredictWarms, prometheus.CounterValue, float64(warmed), "warmed")
+	ch <- prometheus.MustNewConstMetric(descPredictWarms, prometheus.CounterValue, float64(used), "used")
+	ch <- prometheus.MustNewConstMetric(descPredictWarms, prometheus.CounterValue, float64(wasted), "wasted")
+	ch <- prometheus.MustNewConstMetric(descPredictBytes, prometheus.CounterValue, float64(bytes))
+	hit := 0.0
+	if used+wasted > 0 {
+		hit = float64(used) / float64(used+wasted)
+	}
+	ch <- prometheus.MustNewConstMetric(descPredictHit, prometheus.GaugeValue, hit)
+}
+
+// runPredict runs the live predictor until ctx ends, when dispatch.predict
+// is on and the node has tiers; the returned function waits for it.
+func (n *Node) runPredict(ctx context.Context) (wait func()) {
+	if !n.cfg.Dispatch.Predict || n.Tiers == nil {
+		return func() {}
+	}
+	np := &nodePredictor{n: n, p: predict.New(predict.Config{}), maxQueued: max(lookahead(n.cfg.Dispatch), 1),
+		pending: map[string]bool{}}
+	n.Metrics.Register(np)
+	events, unsubscribe := n.Dispatcher.Subscribe(1024)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer unsubscribe()
+		np.loop(ctx, events, &wg)
+	}()
+	return wg.Wait
+}
+
+func (np *nodePredictor) loop(ctx context.Context, events <-chan job.Event, wg *sync.WaitGroup) {
+	clk := np.n.opts.Clock
+	tick := clk.After(predictEvery)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-events:
+			if !ok {
+				return
+			}
+			if e.Type == job.EventStarted && e.Attempt <= 1 {
+				if j, err := np.n.Store.Get(e.JobID); err == nil && j != nil {
+					np.observe(j)
+				}
+			}
+		case <-tick:
+			tick = clk.After(predictEvery)
+			np.settle()
+			np.plan(ctx, wg)
+		}
+	}
+}
+
+// observe learns from a job's first start and books the warms it uses.
+func (np *nodePredictor) observe(j *job.Job) {
+	np.p.Observe(j.CreatedAt, j.Models)
+	np.mu.Lock()
+	for _, m := range j.Models {
+		if np.pending[m] {
+			delete(np.pending, m)
+			np.used++
+		}
+	}
+	np.mu.Unlock()
+}
+
+// settle books as wasted the warmed models that left RAM unused.
+func (np *nodePredictor) settle() {
+	np.mu.Lock()
+	defer np.mu.Unlock()
+	for m := range np.pending {
+		if !np.n.Tiers.InRAM(m) {
+			delete(np.pending, m)
+			np.wasted++
+		}
+	}
+}
+
+// plan asks PlanWarm what to warm while the queue is short, and starts the
+// warms on a goroutine of their own, one plan at a time.
+func (np *nodePredictor) plan(ctx context.Context, wg *sync.WaitGroup) {
+	st := np.n.Store
+	if st.QueuedLen(job.Interactive)+st.QueuedLen(job.Batch) >= np.maxQueued || np.busy.Load() {
+		return
+	}
+	ranked := np.p.Ranked(np.n.opts.Clock.Now())
+	if len(ranked) == 0 {
+		return
+	}
+	queued := st.Snapshot(0) // shorter than maxQueued: checked above
+	needed := map[string]bool{}
+	var protect []string
+	for _, j := range queued {
+		for _, m := range j.Models {
+			if !needed[m] {
+				needed[m] = true
+				protect = append(protect, m)
+			}
+		}
+	}
+	room := predict.Room{}
+	for _, s := range np.n.Tiers.Stats() {
+		if s.Name == "ram" {
+			room.Capacity = s.CapacityBytes
+		}
+	}
+	for _, e := range np.n.Tiers.RAMEntries() {
+		room.Entries = append(room.Entries, predict.Entry{Model: e.Model, Bytes: e.Bytes, Protected: e.Pinned || needed[e.Model]})
+	}
+	plan := predict.PlanWarm(ranked, func(m string) (int64, bool) {
+		e, err := np.n.Catalog.Lookup(m)
+		return e.Bytes, err == nil
+	}, room, predict.WarmOptions{})
+	if len(plan.Warm) == 0 || !np.busy.CompareAndSwap(false, true) {
+		return
+	}
+	log := logging.Component(np.n.opts.Log, "predict")
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer np.busy.Store(false)
+		evict := plan.Evict
+		for _, m := range plan.Warm {
+			wctx, cancel := context.WithTimeout(ctx, predictWarmTimeout)
+			err := np.n.Tiers.Warm(wctx, m, evict, protect)
+			cancel()
+			evict = nil // dropped before the first warm
+			if err != nil {
+				if ctx.Err() == nil {
+					log.Debug().Err(err).Str("model", m).Msg("warm")
+				}
+				continue
+			}
+			np.mu.Lock()
+			if !np.pending[m] {
+				np.pending[m] = true
+				np.warmed++
+				if e, err := np.n.Catalog.Lookup(m); err == nil {
+					np.warmedBytes += uint64(e.Bytes)
+				}
+			}
+			np.mu.Unlock()
+		}
+	}()
+}

@@ -1,0 +1,113 @@
+package shadow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"github.com/kiln-gpu/kiln/internal/clock"
+	"github.com/kiln-gpu/kiln/internal/decision"
+	"github.com/kiln-gpu/kiln/internal/policy"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
+)
+
+// Config is the experiments.shadow section.
+type Config struct {
+	// Policies are the eviction policies to shadow, by name ("gdsf") or
+	// version ("my-policy@2"). Empty means every built-in eviction policy.
+	// Set it to ["off"] to turn the shadow off.
+	Policies []string `koanf:"policies"`
+}
+
+// Enabled reports whether the shadow should run.
+func (c Config) Enabled() bool { return !(len(c.Policies) == 1 && c.Policies[0] == "off") }
+
+// Names returns the candidate names, defaults filled.
+func (c Config) Names() []string {
+	if len(c.Policies) == 0 {
+		return policy.BuiltinNames(abi.KindEviction)
+	}
+	return slices.Clone(c.Policies)
+}
+
+// Validate checks the names' syntax; whether a non-built-in is loaded is
+// only known at run time (it is then reported faulted).
+func (c Config) Validate() error {
+	if !c.Enabled() {
+		return nil
+	}
+	var errs []error
+	for _, p := range c.Policies {
+		if _, _, err := policy.ParseRef(p); err != nil {
+			errs = append(errs, fmt.Errorf("experiments.shadow.policies: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// PolicyCandidates builds the candidates named by cfg.
+//
+// A built-in gets a private policy host per ghost tier, running its native
+// build (the same source as the WASM one, the same answers, no compile),
+// so that its state is its own. Any other name must be a version loaded
+// into the live host; it is asked through a version-pinned arm (each ghost
+// its own tags; the version's state words are shared with every other user
+// of that version, its other ghost tiers included — load a copy under
+// another name to keep it apart from the live policy).
+// live may be nil when only built-ins are named.
+func PolicyCandidates(cfg Config, live *policy.Host, log zerolog.Logger, clk clock.Clock) []Candidate {
+	liveName := ""
+	if live != nil {
+		liveName, _, _ = strings.Cut(live.ActiveRef(abi.KindEviction), "@")
+	}
+	var out []Candidate
+	for _, ref := range cfg.Names() {
+		name, number, err := policy.ParseRef(ref)
+		c := Candidate{Name: ref, Live: ref == liveName}
+		switch {
+		case err != nil:
+			c.New = failing(err)
+		case number == 0 && policy.Builtin(abi.KindEviction, name) != nil:
+			c.New = func() (Decider, io.Closer, error) {
+				h, err := policy.NewHost(policy.Config{Eviction: name, NativeBuiltins: true}, log, clk)
+				if err != nil {
+					return nil, nil, err
+				}
+				return hostDecider(h.Evictor()), h, nil
+			}
+		case live == nil:
+			c.New = failing(fmt.Errorf("eviction policy %s is not a built-in", ref))
+		default:
+			c.New = func() (Decider, io.Closer, error) {
+				arm, err := live.Arm(context.Background(), abi.KindEviction, name, number)
+				if err != nil {
+					return nil, nil, err
+				}
+				return hostDecider(arm.Evictor()), nil, nil
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func failing(err error) func() (Decider, io.Closer, error) {
+	return func() (Decider, io.Closer, error) { return nil, nil, err }
+}
+
+// hostDecider asks a policy host's evictor; an answer from the native
+// fallback means the policy faulted.
+func hostDecider(e *policy.Evictor) Decider {
+	return func(need uint64, entries []decision.EntryView) ([]int, error) {
+		r := e.Decide(policy.EvictionRequest{Need: need, Entries: entries})
+		if r.Fallback {
+			return nil, errors.New("policy fault (the host answered with its native fallback)")
+		}
+		return r.Victims, nil
+	}
+}

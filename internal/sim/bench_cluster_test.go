@@ -1,0 +1,233 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-gpu/kiln/internal/config"
+	"github.com/kiln-gpu/kiln/internal/job"
+	"github.com/kiln-gpu/kiln/internal/workflow"
+)
+
+// The benchmarks of BENCHMARKS.md's sections "Big models on 24 and 48 GiB
+// GPUs" (make bench-stages) and "Routing across nodes" (make
+// bench-routing). Each runs only when its variable names the markdown file
+// to write, and compares against its baseline in the same run, over seeds.
+
+// bigModels are Flux-dev (fp8 diffusion model, as ComfyUI's Flux workflow
+// ships it), SD3.5-large (its MMDiT checkpoint with the VAE inside, and
+// the three text encoders of TripleCLIPLoader; T5 and CLIP-L shared with
+// Flux) and SDXL, at their files' sizes.
+func bigModels() []Model {
+	return []Model{
+		{ID: "clip_l.safetensors", Bytes: 246_144_152, Family: workflow.FamilyTextEncoder},
+		{ID: "clip_g.safetensors", Bytes: 1_389_382_176, Family: workflow.FamilyTextEncoder},
+		{ID: "t5xxl_fp16.safetensors", Bytes: 9_787_841_024, Family: workflow.FamilyTextEncoder},
+		{ID: "flux1-dev-fp8.safetensors", Bytes: 11_901_517_952, Family: workflow.FamilyFlux},
+		{ID: "ae.safetensors", Bytes: 335_304_388, Family: workflow.FamilyVAE},
+		{ID: "sd3.5_large.safetensors", Bytes: 16_460_379_262, Family: workflow.FamilySD3},
+		{ID: "sd_xl_base_1.0.safetensors", Bytes: 6_938_078_334, Family: workflow.FamilySDXL},
+	}
+}
+
+// bigTrace is n Poisson arrivals at rate jobs/s: 30% Flux-dev, 30%
+// SD3.5-large, 40% SDXL; a third interactive.
+func bigTrace(n int, rate float64, seed uint64) []Request {
+	rng := rand.New(rand.NewPCG(seed, 0x626967))
+	flux := []string{"clip_l.safetensors", "t5xxl_fp16.safetensors", "flux1-dev-fp8.safetensors", "ae.safetensors"}
+	sd35 := []string{"clip_l.safetensors", "clip_g.safetensors", "t5xxl_fp16.safetensors", "sd3.5_large.safetensors"}
+	sdxl := []string{"sd_xl_base_1.0.safetensors"}
+	var reqs []Request
+	var t float64
+	for range n {
+		t += rng.ExpFloat64() / rate
+		r := Request{Time: time.Duration(t * float64(time.Second)), Class: job.Batch}
+		switch u := rng.Float64(); {
+		case u < 0.3:
+			r.Models = flux
+		case u < 0.6:
+			r.Models = sd35
+		default:
+			r.Models = sdxl
+		}
+		if rng.IntN(3) == 0 {
+			r.Class = job.Interactive
+		}
+		reqs = append(reqs, r)
+	}
+	return reqs
+}
+
+// defaultNode is the default config's node (2 GPUs × 2 workers, 20%
+// headroom, worker contexts, its policies), with each GPU's memory set.
+func defaultNode(t testing.TB, memory uint64, sets ...string) Config {
+	t.Helper()
+	kc, err := config.Load(config.LoadOptions{Sets: append([]string{"policies.native_builtins=true"}, sets...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := fromKernelConfig(kc)
+	for i := range c.Devices {
+		c.Devices[i].MemoryBytes = memory
+	}
+	return c
+}
+
+// meanCI is a mean over seeds with a 95% Student-t interval.
+func meanCI(xs []float64) string {
+	var m float64
+	for _, x := range xs {
+		m += x
+	}
+	m /= float64(len(xs))
+	if len(xs) < 2 {
+		return fmt.Sprintf("%.1f", m)
+	}
+	var v float64
+	for _, x := range xs {
+		v += (x - m) * (x - m)
+	}
+	half := t975[min(len(xs)-1, len(t975)-1)] * math.Sqrt(v/float64(len(xs)-1)/float64(len(xs)))
+	return fmt.Sprintf("%.1f ± %.1f", m, half)
+}
+
+// t975 is Student's t at 0.975 by degrees of freedom (index 0 unused).
+var t975 = []float64{math.NaN(), 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228}
+
+func benchOut(t *testing.T, env string) string {
+	out := os.Getenv(env)
+	if out == "" {
+		t.Skipf("a benchmark: %s=FILE.md runs it and writes its table there", env)
+	}
+	return out
+}
+
+// TestBenchStages: the big-model workload on the default node with 24 and
+// 48 GiB GPUs, admitted by stage (kiln) against admitted by the sum of
+// each job's models (sim.whole_job_admission, the node before stages,
+// which refuses what no device holds whole), over 3 seeds.
+func TestBenchStages(t *testing.T) {
+	out := benchOut(t, "KILN_BENCH_STAGES")
+	const jobs, rate = 1500, 0.12
+	seeds := []uint64{1, 2, 3}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d jobs per run, Poisson at %.2f jobs/s (30%% Flux-dev fp8, 30%% SD3.5-large, 40%% SDXL), the default node (2 GPUs × 2 workers, 20%% headroom, 512 MiB worker contexts), seeds %v; mean ± 95%% t-interval over the seeds.\n\n", jobs, rate, seeds)
+	b.WriteString("| GPU | admission | completed | refused | Flux done | SD3.5 done | p95 latency (s) | throughput (jobs/h) | cold loads | GPU busy |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, gpu := range []uint64{24, 48} {
+		for _, whole := range []bool{false, true} {
+			var done, refused, flux, sd35, p95, thr, cold, busy []float64
+			for _, seed := range seeds {
+				reqs := bigTrace(jobs, rate, seed)
+				cfg := defaultNode(t, gpu<<30)
+				cfg.WholeJobAdmission = whole
+				s, err := newSimulator(context.Background(), cfg.withDefaults(), bigModels(), &Trace{Requests: reqs}, Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := s.run(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				rep := s.report(time.Second, int64(seed))
+				s.host.Close()
+				var nf, ns float64
+				for _, j := range s.jobs {
+					if j.state != jobDone {
+						continue
+					}
+					if slices.Contains(j.models, "flux1-dev-fp8.safetensors") {
+						nf++
+					}
+					if slices.Contains(j.models, "sd3.5_large.safetensors") {
+						ns++
+					}
+				}
+				done = append(done, float64(rep.Completed))
+				refused = append(refused, float64(rep.Failed))
+				flux, sd35 = append(flux, nf), append(sd35, ns)
+				p95 = append(p95, rep.P95LatencyS)
+				thr = append(thr, float64(rep.Completed)/rep.SimulatedS*3600)
+				cold = append(cold, float64(rep.ColdLoads))
+				busy = append(busy, rep.GPUBusy)
+			}
+			name := "by stage (kiln)"
+			if whole {
+				name = "whole job (baseline)"
+			}
+			fmt.Fprintf(&b, "| %d GiB | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", gpu, name, meanCI(done), meanCI(refused), meanCI(flux),
+				meanCI(sd35), meanCI(p95), meanCI(thr), meanCI(cold), fmt.Sprintf("%.3f", mean(busy)))
+		}
+	}
+	t.Log("\n" + b.String())
+	if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mean(xs []float64) float64 {
+	var m float64
+	for _, x := range xs {
+		m += x
+	}
+	return m / float64(len(xs))
+}
+
+// TestBenchRouting: a zipf workload over many checkpoints on clusters of 4
+// and 16 nodes (default node with 48 GiB GPUs, so that every generated
+// model fits), routed by random, least-loaded and affinity, over 3 seeds
+// (of the trace and of the routing words): cold loads, load time, p95 and
+// GPU busy. KILN_BENCH_ROUTING_NODES=4,16,64 picks the sizes.
+func TestBenchRouting(t *testing.T) {
+	out := benchOut(t, "KILN_BENCH_ROUTING")
+	sizes := []int{4, 16}
+	if v := os.Getenv("KILN_BENCH_ROUTING_NODES"); v != "" {
+		sizes = nil
+		for _, f := range strings.Split(v, ",") {
+			var n int
+			if _, err := fmt.Sscan(f, &n); err != nil || n < 2 {
+				t.Fatalf("KILN_BENCH_ROUTING_NODES: %q", f)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	seeds := []uint64{1, 2, 3}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Per node: 150 jobs, 0.25 jobs/s offered; zipf (s = 1) over 6 checkpoints per node (at least 24), LoRAs, ControlNets and upscalers as `kiln sim gen` draws them; the default node (2 GPUs × 2 workers) with 48 GiB GPUs and 40 GB of RAM tier; 2 ms network hop; seeds %v; mean ± 95%% t-interval over the seeds.\n\n", seeds)
+	b.WriteString("| nodes | routing | cold loads | load time (s) | p95 latency (s) | mean latency (s) | GPU busy | completed |\n|---|---|---|---|---|---|---|---|\n")
+	for _, n := range sizes {
+		for _, routing := range []string{"random", "least-loaded", "affinity"} {
+			var cold, load, p95, meanLat, busy, done []float64
+			for _, seed := range seeds {
+				models, reqs, err := Generate(GenConfig{Kind: KindZipf, Jobs: 150 * n, Rate: 0.25 * float64(n), Checkpoints: max(24, 6*n), Seed: seed})
+				if err != nil {
+					t.Fatal(err)
+				}
+				node := defaultNode(t, 48<<30, "policies.routing="+routing)
+				node.RAMBytes = 40e9
+				rep, err := RunCluster(context.Background(), ClusterConfig{Node: node, Nodes: n, NetworkDelay: 2 * time.Millisecond},
+					models, &Trace{Requests: reqs}, Options{Wall: fakeWall(), Seed: int64(seed)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				cold = append(cold, float64(rep.ColdLoads))
+				load = append(load, rep.TotalLoadTimeS)
+				p95 = append(p95, rep.P95LatencyS)
+				meanLat = append(meanLat, rep.MeanLatencyS)
+				busy = append(busy, rep.GPUBusy)
+				done = append(done, float64(rep.Completed))
+			}
+			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %.3f | %s |\n", n, routing, meanCI(cold), meanCI(load), meanCI(p95), meanCI(meanLat), mean(busy), meanCI(done))
+			t.Logf("%d nodes, %s done", n, routing)
+		}
+	}
+	t.Log("\n" + b.String())
+	if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,174 @@
+package sim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-gpu/kiln/internal/clock"
+	"github.com/kiln-gpu/kiln/internal/device"
+	"github.com/kiln-gpu/kiln/internal/predict"
+)
+
+// TestPredictorFigures prints the BENCHMARKS.md table of the predictor:
+// total load time with the lookahead alone and with the predictor's
+// warming added, against the optimum over every tier, on workloads whose
+// popularity drifts and whose working set exceeds the RAM tier. It runs
+// only with KILN_PREDICT_BENCH set:
+//
+//	KILN_PREDICT_BENCH=1 go test -count=1 -run TestPredictorFigures -v ./internal/sim/
+func TestPredictorFigures(t *testing.T) {
+	if os.Getenv("KILN_PREDICT_BENCH") == "" {
+		t.Skip("set KILN_PREDICT_BENCH=1 to run the predictor's figures")
+	}
+	base, err := LoadBaseline("../../configs", "kiln-default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	traces := os.DirFS("/work/shared/traces")
+	type workload struct {
+		name string
+		make func() ([]Model, []Request, error)
+	}
+	workloads := []workload{
+		{"zipf 0.9, 50 ckpts, drift 20m, 0.3/s", func() ([]Model, []Request, error) {
+			return Generate(GenConfig{Kind: KindZipf, Jobs: 2000, Rate: 0.3, Checkpoints: 50, ZipfS: 0.9, Drift: 20 * time.Minute, Seed: 11})
+		}},
+		{"bursty 0.9, 50 ckpts, drift 40m, 1.2/s", func() ([]Model, []Request, error) {
+			return Generate(GenConfig{Kind: KindBursty, Jobs: 3000, Rate: 1.2, Checkpoints: 50, ZipfS: 0.9, Drift: 40 * time.Minute,
+				InteractiveFrac: 0.3, BurstFactor: 1.8, On: 5 * time.Minute, Off: 5 * time.Minute, Seed: 11})
+		}},
+		{"diurnal 1.1, 30 ckpts, drift 30m, 0.3/s", func() ([]Model, []Request, error) {
+			return Generate(GenConfig{Kind: KindDiurnal, Jobs: 2000, Rate: 0.3, Checkpoints: 30, ZipfS: 1.1, Drift: 30 * time.Minute,
+				Period: time.Hour, Seed: 5})
+		}},
+		{"ServeGen language (block mapping), 0.3/s", func() ([]Model, []Request, error) {
+			return ImportServeGen(ServeGenOptions{FS: traces, Dir: "servegen/language/m-small", Start: 7*24*time.Hour + 12*time.Hour,
+				Duration: 2 * time.Hour, TargetRate: 0.3, Checkpoints: 50, Mapping: MapBlock, MaxJobs: 2000, Seed: 1})
+		}},
+		{"Azure conv, Zipf 1.0, 0.3/s", func() ([]Model, []Request, error) {
+			f, err := traces.Open("azure-llm-2023/AzureLLMInferenceTrace_conv.csv")
+			if err != nil {
+				return nil, nil, err
+			}
+			defer f.Close()
+			return ImportAzure(f, "AzureLLMInferenceTrace_conv.csv", AzureOptions{TargetRate: 0.3, Checkpoints: 50, ZipfS: 1, MaxJobs: 2000, Seed: 1})
+		}},
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "| workload | working set / RAM | arm | load time s | optimum s | ratio | RAM hit ratio | predictor warmed / used / wasted | predictor hit ratio | p95 latency s |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, w := range workloads {
+		models, reqs, err := w.make()
+		if err != nil {
+			t.Logf("%s: %v (skipped)", w.name, err)
+			continue
+		}
+		var set int64
+		used := map[string]bool{}
+		for _, r := range reqs {
+			for _, m := range r.Models {
+				used[m] = true
+			}
+		}
+		for _, m := range models {
+			if used[m.ID] {
+				set += m.Bytes
+			}
+		}
+		for _, arm := range armsFromEnv(base.LookaheadJobs) {
+			cfg := base
+			cfg.Predict = arm.p
+			rep, err := Run(context.Background(), cfg, models, &Trace{Requests: reqs}, Options{Wall: clock.NewFake(time.Unix(0, 0)), Seed: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pred, hit := "—", "—"
+			if p := rep.Predict; p != nil {
+				pred = fmt.Sprintf("%s / %s / %s", device.FormatBytes(uint64(p.WarmedBytes)), device.FormatBytes(uint64(p.UsedBytes)), device.FormatBytes(uint64(p.WastedBytes)))
+				hit = fmt.Sprintf("%.2f", p.HitRatio)
+			}
+			fmt.Fprintf(&b, "| %s | %s / %s | %s | %.0f | %.0f | %.3f | %.3f | %s | %s | %.1f |\n", w.name,
+				device.FormatBytes(uint64(set)), device.FormatBytes(uint64(cfg.RAMBytes)), arm.name, rep.TotalLoadTimeS, rep.OptimalLoadTimeS,
+				rep.LoadTimeVsOptimum, rep.Tiers["ram"].HitRatio(), pred, hit, rep.P95LatencyS)
+		}
+	}
+	fmt.Print(b.String())
+}
+
+type predictArm struct {
+	name string
+	p    PredictConfig
+}
+
+// armsFromEnv are the arms to compare: the lookahead alone, the predictor
+// with all its views and with frequency and time of day only, or those
+// KILN_PREDICT_ARMS names, each as minP,margin,halfLifeMinutes,maxQueued[,view+view].
+func armsFromEnv(lookahead int) []predictArm {
+	arms := []predictArm{{name: "lookahead only"}}
+	for _, spec := range strings.Fields(os.Getenv("KILN_PREDICT_ARMS")) {
+		var minP, margin float64
+		var half, maxQ int
+		f := strings.Split(spec, ",")
+		fmt.Sscan(f[0], &minP)
+		fmt.Sscan(f[1], &margin)
+		fmt.Sscan(f[2], &half)
+		fmt.Sscan(f[3], &maxQ)
+		var views []string
+		if len(f) > 4 {
+			views = strings.Split(f[4], "+")
+		}
+		arms = append(arms, predictArm{name: "predictor " + spec, p: PredictConfig{Enabled: true, MaxQueued: maxQ,
+			Model: predict.Config{HalfLife: time.Duration(half) * time.Minute, Views: views}, Warm: predict.WarmOptions{MinP: minP, Margin: margin}}})
+	}
+	if len(arms) == 1 {
+		arms = append(arms,
+			predictArm{name: "+ predictor", p: PredictConfig{Enabled: true, MaxQueued: lookahead}},
+			predictArm{name: "+ predictor (frequency, time of day)", p: PredictConfig{Enabled: true, MaxQueued: lookahead,
+				Model: predict.Config{Views: []string{"frequency", "time_of_day"}}}})
+	}
+	return arms
+}
+
+// TestPredictorWarmsAndReplays: with the predictor on, a run warms models
+// no queued job asked for, some of them are used, the books add up, and
+// the same trace gives the same report to the last byte (the predictor's
+// time is the simulator's).
+func TestPredictorWarmsAndReplays(t *testing.T) {
+	models, reqs, err := Generate(GenConfig{Kind: KindZipf, Jobs: 600, Rate: 0.2, Checkpoints: 30, ZipfS: 1.0, Drift: 10 * time.Minute, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := node(2, 1, 24e9, "lru")
+	cfg.RAMBytes = 100e9
+	cfg.LookaheadJobs = 4
+	cfg.Predict = PredictConfig{Enabled: true, MaxQueued: 4}
+	run := func() *Report {
+		rep, err := Run(context.Background(), cfg, models, &Trace{Requests: reqs}, Options{Wall: clock.NewFake(time.Unix(0, 0)), Seed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep.WallS, rep.SimSpeedup = 0, 0
+		return rep
+	}
+	a, b := run(), run()
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	if string(ja) != string(jb) {
+		t.Fatal("two runs of one trace with the predictor differ")
+	}
+	p := a.Predict
+	if p == nil || p.Warmed == 0 || p.Used == 0 {
+		t.Fatalf("predict report %+v: want models warmed and some used", p)
+	}
+	if p.Used+p.Wasted != p.Warmed {
+		t.Fatalf("predict report %+v: every warmed model ends used or wasted", p)
+	}
+	t.Logf("predictor: %+v", *p)
+	if a.Prefetch == nil || a.Prefetch.Issued < p.Warmed {
+		t.Fatalf("prefetch report %+v: the predictor's warms are prefetches too", a.Prefetch)
+	}
+}

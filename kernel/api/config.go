@@ -1,8 +1,0 @@
-package api
-
-import "github.com/kiln-gpu/kiln/kernel/api/apiconfig"
-
-// Config is the api section (apiconfig.Config): the HTTP server's limits.
-// The type lives in apiconfig so that kernel/config need not import this
-// package.
-type Config = apiconfig.Config
