@@ -21,7 +21,7 @@ var workflowName = regexp.MustCompile(`(?i)workflow|^wf$|prompt|graph`)
 // code must sit in a function that reports it with CountDecode, so that
 // the run-time count sees it. Tests are exempt.
 func TestWorkflowDecodesAreCounted(t *testing.T) {
-	for _, root := range []string{"../../kernel", "../../cmd"} {
+	for _, root := range []string{"../../internal", "../../cmd"} {
 		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
 				return err
