@@ -11,7 +11,7 @@
 // simulator (internal/sim) and the cluster (internal/cluster) build the same
 // views from their own state. None of them needs to import another to
 // speak the contract, and adding an input a policy can see starts here
-// (docs/ARCHITECTURE.md, "A new input to placement").
+// (docs/ARCHITECTURE.md, "How to add an input that placement can see").
 //
 // The package holds types and pure helpers only: no policy, no state, no
 // goroutine. The policies themselves are written once in policies/ and

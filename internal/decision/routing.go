@@ -49,8 +49,21 @@ type RouteRequest struct {
 	Random uint64
 }
 
-// Router picks the node that takes a job. It returns the chosen node's ID,
-// or false when no healthy node can hold the job.
+// Router picks the node of a kiln cluster that takes a job. It returns the
+// chosen node's ID, or false when no healthy node can hold the job. The
+// caller builds one NodeView per node from what the nodes publish (live:
+// internal/cluster's KV bucket of heartbeats; simulated: the nodes' state at
+// the instant) and draws Random from its own injected source:
+//
+//	node, ok := router.Route(decision.RouteRequest{Job: jv, Nodes: views, Random: rng.Uint64()})
+//	if !ok { /* no healthy node can hold the job: keep it and ask again */ }
+//
+// The policy host answers it with the active routing policy and checks
+// every answer (ABI 1.2, section 5.5): a node that does not exist, is
+// unhealthy or too small is an invalid answer, and no node while a healthy
+// node could take the job is a stall; both are faults, answered in the same
+// call by the native least-loaded routing policy, so that no job waits on
+// a faulty policy.
 type Router interface {
 	Route(RouteRequest) (node string, ok bool)
 }
