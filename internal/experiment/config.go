@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/kiln-gpu/kiln/internal/shadow"
+	"github.com/kiln-gpu/kiln/internal/policy"
 )
 
 // Config is the experiments section of kiln's config: the defaults of an
@@ -49,7 +49,7 @@ type Config struct {
 	History int `koanf:"history"`
 	// Shadow is the eviction shadow's section (internal/shadow): which
 	// eviction policies the ghost caches replay live traffic under.
-	Shadow shadow.Config `koanf:"shadow"`
+	Shadow ShadowConfig `koanf:"shadow"`
 	// Watch is how changes made by hand are watched and rolled back when
 	// they hurt (watch.go).
 	Watch WatchConfig `koanf:"watch"`
@@ -140,6 +140,35 @@ func (c Config) Validate() error {
 	}
 	if err := c.Watch.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// ShadowConfig is the experiments.shadow section: the eviction policies
+// internal/shadow evaluates in ghost caches beside the live ones. It lives
+// here, with the section it is nested in, so that this package need not
+// import the shadow.
+type ShadowConfig struct {
+	// Policies are the eviction policies to shadow, by name ("gdsf") or
+	// version ("my-policy@2"). Empty means every built-in eviction policy.
+	// Set it to ["off"] to turn the shadow off.
+	Policies []string `koanf:"policies"`
+}
+
+// Enabled reports whether the shadow should run.
+func (c ShadowConfig) Enabled() bool { return !(len(c.Policies) == 1 && c.Policies[0] == "off") }
+
+// Validate checks the names' syntax; whether a non-built-in is loaded is
+// only known at run time (it is then reported faulted).
+func (c ShadowConfig) Validate() error {
+	if !c.Enabled() {
+		return nil
+	}
+	var errs []error
+	for _, p := range c.Policies {
+		if _, _, err := policy.ParseRef(p); err != nil {
+			errs = append(errs, fmt.Errorf("experiments.shadow.policies: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/kiln-gpu/kiln/internal/experiment"
 	"github.com/kiln-gpu/kiln/internal/job"
 	"github.com/kiln-gpu/kiln/internal/logging"
 	"github.com/kiln-gpu/kiln/internal/shadow"
@@ -19,7 +20,7 @@ const shadowBuffer = 1024
 // openShadow builds the eviction shadow (ghost caches at the live
 // capacities) and the arrival recorder. Neither can stop a node from
 // starting: a failure is logged and the part stays off.
-func (n *Node) openShadow(sc shadow.Config) {
+func (n *Node) openShadow(sc experiment.ShadowConfig) {
 	log := logging.Component(n.opts.Log, "experiment")
 	rec, err := tune.NewRecorder(filepath.Join(n.cfg.DataDir, tune.TraceFile), 0, n.opts.Clock)
 	if err != nil {
@@ -64,7 +65,7 @@ func (n *Node) openShadow(sc shadow.Config) {
 			return bw
 		},
 	}
-	s, err := shadow.New(shadow.PolicyCandidates(sc, n.Policies, log, n.opts.Clock), topo, src, n.opts.Clock)
+	s, err := shadow.New(shadow.PolicyCandidates(sc.Policies, n.Policies, log, n.opts.Clock), topo, src, n.opts.Clock)
 	if err != nil {
 		log.Warn().Err(err).Msg("eviction shadow is off")
 		return

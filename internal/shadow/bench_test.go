@@ -19,7 +19,7 @@ func BenchmarkAccess(b *testing.B) {
 	clk := clock.NewFake(time.Unix(0, 0))
 	topo := Topology{Devices: []Device{{VRAMBytes: 20 * gib}, {VRAMBytes: 20 * gib}}, RAMBytes: 64 * gib, DiskBytes: 200 * gib}
 	bw := Bandwidths{H2D: []float64{10 * gib, 10 * gib}, RAM: 2 * gib, Disk: 0.2 * gib}
-	s, err := New(PolicyCandidates(Config{}, nil, zerolog.Nop(), clk), topo, sources(bw), clk)
+	s, err := New(PolicyCandidates(nil, nil, zerolog.Nop(), clk), topo, sources(bw), clk)
 	if err != nil {
 		b.Fatal(err)
 	}

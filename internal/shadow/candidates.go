@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 
 	"github.com/rs/zerolog"
@@ -16,41 +15,10 @@ import (
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
-// Config is the experiments.shadow section.
-type Config struct {
-	// Policies are the eviction policies to shadow, by name ("gdsf") or
-	// version ("my-policy@2"). Empty means every built-in eviction policy.
-	// Set it to ["off"] to turn the shadow off.
-	Policies []string `koanf:"policies"`
-}
-
-// Enabled reports whether the shadow should run.
-func (c Config) Enabled() bool { return !(len(c.Policies) == 1 && c.Policies[0] == "off") }
-
-// Names returns the candidate names, defaults filled.
-func (c Config) Names() []string {
-	if len(c.Policies) == 0 {
-		return policy.BuiltinNames(abi.KindEviction)
-	}
-	return slices.Clone(c.Policies)
-}
-
-// Validate checks the names' syntax; whether a non-built-in is loaded is
-// only known at run time (it is then reported faulted).
-func (c Config) Validate() error {
-	if !c.Enabled() {
-		return nil
-	}
-	var errs []error
-	for _, p := range c.Policies {
-		if _, _, err := policy.ParseRef(p); err != nil {
-			errs = append(errs, fmt.Errorf("experiments.shadow.policies: %w", err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// PolicyCandidates builds the candidates named by cfg.
+// PolicyCandidates builds the candidates named: eviction policies by name
+// ("gdsf") or version ("my-policy@2"); none names every built-in eviction
+// policy. The names come from the experiments.shadow section
+// (experiment.ShadowConfig), which the node passes in.
 //
 // A built-in gets a private policy host per ghost tier, running its native
 // build (the same source as the WASM one, the same answers, no compile),
@@ -60,13 +28,16 @@ func (c Config) Validate() error {
 // of that version, its other ghost tiers included — load a copy under
 // another name to keep it apart from the live policy).
 // live may be nil when only built-ins are named.
-func PolicyCandidates(cfg Config, live *policy.Host, log zerolog.Logger, clk clock.Clock) []Candidate {
+func PolicyCandidates(names []string, live *policy.Host, log zerolog.Logger, clk clock.Clock) []Candidate {
+	if len(names) == 0 {
+		names = policy.BuiltinNames(abi.KindEviction)
+	}
 	liveName := ""
 	if live != nil {
 		liveName, _, _ = strings.Cut(live.ActiveRef(abi.KindEviction), "@")
 	}
 	var out []Candidate
-	for _, ref := range cfg.Names() {
+	for _, ref := range names {
 		name, number, err := policy.ParseRef(ref)
 		c := Candidate{Name: ref, Live: ref == liveName}
 		switch {

@@ -11,7 +11,7 @@
 // ghost, a RAM miss from the disk ghost, a disk miss from the remote source;
 // each miss is charged bytes / the measured bandwidth into that tier.
 //
-//	s, err := shadow.New(shadow.PolicyCandidates(cfg, liveHost, log, clk), topo, sources, clk)
+//	s, err := shadow.New(shadow.PolicyCandidates(cfg.Policies, liveHost, log, clk), topo, sources, clk)
 //	s.AccessOn(device, workerID, []string{"checkpoints/sdxl.safetensors"}) // or s.Feed(ctx, events, resolve)
 //	rep := s.Report() // also s.Collector(); internal/api serves it as JSON
 //

@@ -196,14 +196,14 @@ func TestFaultMarksOnlyThatCandidate(t *testing.T) {
 
 func TestBuiltinPolicyCandidates(t *testing.T) {
 	clk := clock.NewFake(time.Unix(0, 0))
-	cands := PolicyCandidates(Config{}, nil, zerolog.Nop(), clk)
+	cands := PolicyCandidates(nil, nil, zerolog.Nop(), clk)
 	if len(cands) < 3 {
 		t.Fatalf("want every built-in eviction policy, got %d", len(cands))
 	}
 	topo := Topology{Devices: []Device{{VRAMBytes: 10 * gib}, {VRAMBytes: 10 * gib}}, RAMBytes: 12 * gib, DiskBytes: 40 * gib}
 	bw := Bandwidths{H2D: []float64{10 * gib, 10 * gib}, RAM: 2 * gib, Disk: 0.2 * gib}
 	run := func() Report {
-		s, err := New(PolicyCandidates(Config{}, nil, zerolog.Nop(), clk), topo, sources(bw), clk)
+		s, err := New(PolicyCandidates(nil, nil, zerolog.Nop(), clk), topo, sources(bw), clk)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -235,25 +235,13 @@ func TestBuiltinPolicyCandidates(t *testing.T) {
 		t.Logf("%-8s vram hit ratio %.3f, load %.0f s, evictions %d", ca.Policy, ca.HitRatio, ca.LoadTimeS, ca.Evictions)
 	}
 	// An unknown name is reported, not fatal.
-	s, _ := New(PolicyCandidates(Config{Policies: []string{"lru", "nope@2"}}, nil, zerolog.Nop(), clk), topo, sources(bw), clk)
+	s, _ := New(PolicyCandidates([]string{"lru", "nope@2"}, nil, zerolog.Nop(), clk), topo, sources(bw), clk)
 	s.Access(0, []string{"ckpt1"})
 	if c := find(t, s.Report(), "nope@2"); !c.Faulted {
 		t.Errorf("unknown policy: %+v", c)
 	}
 	if c := find(t, s.Report(), "lru"); c.Faulted || c.Misses != 1 {
 		t.Errorf("lru: %+v", c)
-	}
-}
-
-func TestConfig(t *testing.T) {
-	if err := (Config{Policies: []string{"gdsf", "mine@3"}}).Validate(); err != nil {
-		t.Error(err)
-	}
-	if err := (Config{Policies: []string{"Bad Name"}}).Validate(); err == nil {
-		t.Error("bad name accepted")
-	}
-	if (Config{Policies: []string{"off"}}).Enabled() || !(Config{}).Enabled() {
-		t.Error("Enabled")
 	}
 }
 

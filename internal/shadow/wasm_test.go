@@ -39,7 +39,7 @@ func TestLoadedWASMCandidateMatchesNative(t *testing.T) {
 	}
 	topo := Topology{Devices: []Device{{VRAMBytes: 8 * gib}}}
 	bw := Bandwidths{H2D: []float64{10 * gib}, RAM: 2 * gib, Disk: 0.2 * gib}
-	s, err := New(PolicyCandidates(Config{Policies: []string{"gdsf", "gdsf-wasm"}}, live, zerolog.Nop(), clk), topo, sources(bw), clk)
+	s, err := New(PolicyCandidates([]string{"gdsf", "gdsf-wasm"}, live, zerolog.Nop(), clk), topo, sources(bw), clk)
 	if err != nil {
 		t.Fatal(err)
 	}
