@@ -28,9 +28,10 @@ var nativeHost = sync.OnceValue(func() *Host {
 // priority, least-loaded, none, lru, and least-loaded for routing) — the
 // same policies/* sources whose WASM builds are the default and whose
 // native builds answer for a faulting module — behind the same adapters,
-// answer checks and stall checks as a loaded module. internal/dispatch, the
-// tiers and the experiment router take their defaults from it, so the
-// kernel holds no hand-written copy of a policy (one source, two targets).
+// answer checks and stall checks as a loaded module. internal/dispatch and
+// the experiment router take their defaults from it (the tiers take theirs
+// from the node), so the kernel holds no hand-written copy of a policy (one
+// source, two targets).
 //
 // One host serves the process. Its scheduler, balancer, batcher and
 // router keep no state of their own (ABI §7); each cache that evicts
