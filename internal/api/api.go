@@ -515,16 +515,9 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 
 // readBody reads a request body under the configured limit.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
-	buf, err := readAll(r)
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			s.reject(w, &Error{Status: http.StatusRequestEntityTooLarge, Type: "body_too_large",
-				Message: fmt.Sprintf("request body exceeds api.max_body_bytes (%d bytes)", s.cfg.MaxBodyBytes)})
-			return nil, false
-		}
-		s.reject(w, &Error{Status: http.StatusBadRequest, Type: "bad_body", Message: "could not read the request body: " + err.Error()})
+	buf, berr := httpjson.ReadBody(w, r, s.cfg.MaxBodyBytes)
+	if berr != nil {
+		s.reject(w, &Error{Status: berr.Status, Type: berr.Type, Message: berr.Message})
 		return nil, false
 	}
 	return buf, true

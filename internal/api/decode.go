@@ -156,12 +156,3 @@ func (r *rawObject) UnmarshalJSON(b []byte) error {
 	r.m = m
 	return err
 }
-
-func readAll(r *http.Request) ([]byte, error) {
-	var buf bytes.Buffer
-	if r.ContentLength > 0 && r.ContentLength < 64<<20 {
-		buf.Grow(int(r.ContentLength))
-	}
-	_, err := buf.ReadFrom(r.Body)
-	return buf.Bytes(), err
-}

@@ -14,7 +14,10 @@
 package httpjson
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 )
@@ -52,4 +55,33 @@ func WriteError(w http.ResponseWriter, status int, typ, msg string) {
 // msg trimmed of surrounding space.
 func Error(w http.ResponseWriter, status int, typ, msg string) {
 	Write(w, status, map[string]any{"error": map[string]string{"type": typ, "message": strings.TrimSpace(msg)}})
+}
+
+// BodyError is why ReadBody could not read a request body: the status,
+// error type and message the handler answers with.
+type BodyError struct {
+	Status  int
+	Type    string
+	Message string
+}
+
+// ReadBody reads r's body, at most limit bytes (api.max_body_bytes): the
+// one body reader of kiln's API and its ComfyUI surface, so both refuse an
+// oversized or broken body alike (413 body_too_large, 400 bad_body). The
+// buffer is sized from Content-Length when it is plausible.
+func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *BodyError) {
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	var buf bytes.Buffer
+	if r.ContentLength > 0 && r.ContentLength < 64<<20 {
+		buf.Grow(int(r.ContentLength))
+	}
+	if _, err := buf.ReadFrom(r.Body); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, &BodyError{Status: http.StatusRequestEntityTooLarge, Type: "body_too_large",
+				Message: fmt.Sprintf("request body exceeds api.max_body_bytes (%d bytes)", limit)}
+		}
+		return nil, &BodyError{Status: http.StatusBadRequest, Type: "bad_body", Message: "could not read the request body: " + err.Error()}
+	}
+	return buf.Bytes(), nil
 }

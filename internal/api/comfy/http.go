@@ -1,7 +1,6 @@
 package comfy
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -31,22 +30,12 @@ func (c *comfy) reject(w http.ResponseWriter, status int, typ, msg string) {
 
 // readBody reads a request body under api.max_body_bytes.
 func (c *comfy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	r.Body = http.MaxBytesReader(w, r.Body, c.deps.MaxBodyBytes)
-	var buf bytes.Buffer
-	if r.ContentLength > 0 && r.ContentLength < 64<<20 {
-		buf.Grow(int(r.ContentLength))
-	}
-	if _, err := buf.ReadFrom(r.Body); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			c.reject(w, http.StatusRequestEntityTooLarge, "body_too_large",
-				fmt.Sprintf("request body exceeds api.max_body_bytes (%d bytes)", c.deps.MaxBodyBytes))
-			return nil, false
-		}
-		c.reject(w, http.StatusBadRequest, "bad_body", "could not read the request body: "+err.Error())
+	buf, berr := httpjson.ReadBody(w, r, c.deps.MaxBodyBytes)
+	if berr != nil {
+		c.reject(w, berr.Status, berr.Type, berr.Message)
 		return nil, false
 	}
-	return buf.Bytes(), true
+	return buf, true
 }
 
 // cacheCounter counts the result cache's lookups in /metrics.
