@@ -383,10 +383,18 @@ func TestClusterThreeNodes(t *testing.T) {
 		_, dead := live[victimName]
 		return !dead && len(live) == 2
 	})
+	// Each survivor has loaded models by now: it publishes the load rates
+	// it measured (host → device from its workers' loads, disk → RAM and
+	// source → disk from its tiers), which affinity prices loads with.
 	for id, n := range clusterNodes(t, survivors[1]) {
 		if !n.Healthy || n.Workers == 0 || n.UsableVRAM == 0 || len(n.VRAM)+len(n.RAM)+len(n.Disk) == 0 {
 			t.Errorf("node %s's published state is thin: %+v", id, n)
 		}
+		if n.H2DBytesPerS == 0 || n.DiskBytesPerS == 0 || n.RemoteBytesPerS == 0 {
+			t.Errorf("node %s publishes a load rate of 0 after its loads: %+v", id, n)
+		}
+		t.Logf("node %s's load rates: host→device %.3g B/s, disk→RAM %.3g B/s, source→disk %.3g B/s",
+			id, float64(n.H2DBytesPerS), float64(n.DiskBytesPerS), float64(n.RemoteBytesPerS))
 	}
 	// Cancel through the node that does not run the job: the request goes
 	// to the node that does, which stops its worker and records it.
@@ -485,13 +493,17 @@ func countJobs(t *testing.T, k *kilnProc, state string) int {
 }
 
 type clusterNodeJSON struct {
-	ID         string   `json:"id"`
-	Healthy    bool     `json:"healthy"`
-	Workers    int      `json:"workers"`
-	UsableVRAM uint64   `json:"usable_vram_bytes"`
-	VRAM       []string `json:"vram"`
-	RAM        []string `json:"ram"`
-	Disk       []string `json:"disk"`
+	ID         string `json:"id"`
+	Healthy    bool   `json:"healthy"`
+	Workers    int    `json:"workers"`
+	UsableVRAM uint64 `json:"usable_vram_bytes"`
+	// Load rates, bytes/s.
+	H2DBytesPerS    uint64   `json:"h2d_bytes_per_s"`
+	DiskBytesPerS   uint64   `json:"disk_bytes_per_s"`
+	RemoteBytesPerS uint64   `json:"remote_bytes_per_s"`
+	VRAM            []string `json:"vram"`
+	RAM             []string `json:"ram"`
+	Disk            []string `json:"disk"`
 }
 
 func clusterNodes(t *testing.T, k *kilnProc) map[string]clusterNodeJSON {

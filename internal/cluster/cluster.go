@@ -886,9 +886,11 @@ type NodeState struct {
 	// largest device's usable memory.
 	FreeVRAM   uint64 `json:"free_vram_bytes"`
 	UsableVRAM uint64 `json:"usable_vram_bytes"`
-	// H2DBytesPerS, DiskBytesPerS and RemoteBytesPerS are measured load
-	// rates (host → device, disk → RAM, source → disk); 0 when not
-	// measured yet.
+	// H2DBytesPerS, DiskBytesPerS and RemoteBytesPerS are the node's load
+	// rates: host → device as its workers' loads measured it (before any
+	// load, its devices' own rate), disk → RAM and source → disk as its
+	// tiers measured them (0 until measured: the routing policy then
+	// assumes its defaults).
 	H2DBytesPerS    uint64 `json:"h2d_bytes_per_s"`
 	DiskBytesPerS   uint64 `json:"disk_bytes_per_s"`
 	RemoteBytesPerS uint64 `json:"remote_bytes_per_s"`

@@ -161,7 +161,13 @@ func (n *Node) clusterState() cluster.NodeState {
 	counts := n.Store.Counts()
 	st.Queued, st.Running = counts[job.Queued], counts[job.Running]
 	vram := map[string]bool{}
+	var h2d float64
+	measured := 0
 	for _, w := range n.Pool.Infos() {
+		if w.H2DBytesPerS > 0 {
+			h2d += w.H2DBytesPerS
+			measured++
+		}
 		switch w.State {
 		case worker.Ready:
 			st.Workers++
@@ -173,22 +179,35 @@ func (n *Node) clusterState() cluster.NodeState {
 			vram[m] = true
 		}
 	}
-	for _, d := range n.Devices.Devices() {
+	var devH2D float64
+	devices := n.Devices.Devices()
+	for _, d := range devices {
 		led := n.Devices.Ledger(d.Info().Index)
 		st.FreeVRAM += led.Free()
 		st.UsableVRAM = max(st.UsableVRAM, led.Usable())
+		devH2D += d.Info().H2DBytesPerS
+	}
+	// Host → device: the mean of the rates the workers' loads measured;
+	// before any load, the devices' own rate (configured, or the PCIe
+	// link's), which is what this node's dispatcher prices loads with.
+	switch {
+	case measured > 0:
+		st.H2DBytesPerS = uint64(h2d / float64(measured))
+	case len(devices) > 0:
+		st.H2DBytesPerS = uint64(devH2D / float64(len(devices)))
 	}
 	st.VRAM, st.RAM, st.Disk = sortedKeys(vram), []string{}, []string{}
 	st.Wait = n.backlog(st)
 	if n.Tiers == nil {
 		return st
 	}
-	// Stats: vram, ram, disk, remote; each rate is of transfers into its
-	// tier, so the RAM tier's is disk → RAM and the disk tier's source →
-	// disk. Host → device is not measured yet (0: the policy's default).
+	// Stats: vram, ram, disk, remote; the RAM tier's rate is of its
+	// promotions (disk → RAM), the remote one of fetches (source → disk),
+	// the two the dispatcher prices this node's own loads with (0 until
+	// measured: the routing policy then assumes its defaults).
 	stats := n.Tiers.Stats()
 	st.DiskBytesPerS = uint64(stats[1].BandwidthBytesPerS)
-	st.RemoteBytesPerS = uint64(stats[2].BandwidthBytesPerS)
+	st.RemoteBytesPerS = uint64(stats[3].BandwidthBytesPerS)
 	if models, err := n.Catalog.List(); err == nil {
 		for _, m := range models {
 			ram, disk := n.Tiers.Holds(m.ID)

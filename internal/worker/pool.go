@@ -109,6 +109,10 @@ type Worker struct {
 	lastError  string
 	startedAt  time.Time
 	resident   map[string]int64 // model → VRAM bytes reported by the worker
+	// h2d is the host → device rate of this worker's loads, bytes/s, as
+	// its load replies measure it (an exponential average; 0 until one
+	// is measured). It outlives a process restart: it is the device's.
+	h2d        float64
 	hello      wire.HelloReply
 	recycle    bool
 	killReason string
@@ -128,6 +132,10 @@ type Info struct {
 	Resident   map[string]int64 `json:"resident"`
 	Name       string           `json:"name,omitempty"`
 	Version    string           `json:"version,omitempty"`
+	// H2DBytesPerS is the measured host → device rate of the worker's
+	// loads (bytes on the device over the load's time as the worker
+	// reports it); 0 until a load has been measured.
+	H2DBytesPerS float64 `json:"h2d_bytes_per_s,omitempty"`
 }
 
 // NewPool validates the configuration and prepares one slot per worker.
@@ -452,7 +460,7 @@ func (w *Worker) Info() Info {
 	return Info{
 		ID: w.id, Device: w.device.Index, DeviceName: w.device.Name, State: w.state, PID: w.pid,
 		Generation: w.generation, JobsDone: w.jobsTotal, Restarts: w.restarts, LastError: w.lastError,
-		Resident: res, Name: w.hello.Name, Version: w.hello.Version,
+		Resident: res, Name: w.hello.Name, Version: w.hello.Version, H2DBytesPerS: w.h2d,
 	}
 }
 
@@ -486,8 +494,28 @@ func (w *Worker) Load(ctx context.Context, req wire.LoadRequest) (wire.LoadReply
 	if w.conn == c {
 		w.resident[req.Model] = rep.VRAMBytes
 	}
+	w.sampleH2D(rep)
 	w.mu.Unlock()
 	return rep, nil
+}
+
+// minRateSample is the smallest load that is timed: below it the fixed
+// costs of a load, not its bytes, decide the time (the tiers use the same
+// floor).
+const minRateSample = 64 << 10
+
+// sampleH2D folds a load's measured rate into w.h2d (w.mu held). A load
+// that found the model resident reports no time and is no sample.
+func (w *Worker) sampleH2D(rep wire.LoadReply) {
+	if rep.LoadNanos <= 0 || rep.VRAMBytes < minRateSample {
+		return
+	}
+	bw := float64(rep.VRAMBytes) / (float64(rep.LoadNanos) / 1e9)
+	if w.h2d == 0 {
+		w.h2d = bw
+		return
+	}
+	w.h2d = 0.7*w.h2d + 0.3*bw
 }
 
 // Unload frees a model in the worker's process.

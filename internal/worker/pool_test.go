@@ -43,8 +43,12 @@ func (w *testWorker) Hello(_ context.Context, req wire.HelloRequest) (wire.Hello
 	return wire.HelloReply{Protocol: wire.ProtocolVersion, Name: "test-worker", PID: os.Getpid()}, nil
 }
 
+// testH2D is the host → device rate the test worker's loads report.
+const testH2D = 10e9
+
 func (w *testWorker) Load(_ context.Context, req wire.LoadRequest) (wire.LoadReply, error) {
-	return wire.LoadReply{Model: req.Model, VRAMBytes: req.Bytes}, nil
+	return wire.LoadReply{Model: req.Model, VRAMBytes: req.Bytes,
+		LoadNanos: int64(float64(req.Bytes) / testH2D * 1e9)}, nil
 }
 
 func (w *testWorker) Unload(_ context.Context, req wire.UnloadRequest) (wire.UnloadReply, error) {
@@ -144,6 +148,32 @@ func TestPoolRunsJobs(t *testing.T) {
 	}
 	if got := p.Infos()[0].JobsDone; got != 3 {
 		t.Fatalf("jobs done %d, want 3", got)
+	}
+}
+
+// TestPoolMeasuresLoadRate: the worker's load replies give its host →
+// device rate (a cluster node publishes it for the routing policy); a
+// load too small to time, or one that reports no time, changes nothing.
+func TestPoolMeasuresLoadRate(t *testing.T) {
+	p := newTestPool(t, "ok", Config{}, nil)
+	l := acquire(t, p)
+	defer p.Release(l, true)
+	if got := p.Infos()[0].H2DBytesPerS; got != 0 {
+		t.Fatalf("rate before any load = %v, want 0", got)
+	}
+	if _, err := l.Worker.Load(context.Background(), wire.LoadRequest{Model: "checkpoints/tiny", Bytes: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Infos()[0].H2DBytesPerS; got != 0 {
+		t.Fatalf("rate after a 1000-byte load = %v, want 0 (too small to time)", got)
+	}
+	for _, m := range []string{"checkpoints/a", "checkpoints/b"} {
+		if _, err := l.Worker.Load(context.Background(), wire.LoadRequest{Model: m, Bytes: 2 << 30}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := p.Infos()[0].H2DBytesPerS; got < 0.99*testH2D || got > 1.01*testH2D {
+		t.Fatalf("rate after two 2 GiB loads = %v, want the %v the worker reported", got, testH2D)
 	}
 }
 

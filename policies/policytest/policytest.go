@@ -338,6 +338,14 @@ var Cases = map[string][]Case{
 		{Name: "a long queue outweighs a load", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: 6 * gib}}, Job: abi.Job{Models: []uint32{0}},
 			Nodes: []abi.Node{{Healthy: true, Workers: 1, Running: 1, Wait: time.Minute, VRAM: []uint32{0}}, {Healthy: true, Workers: 1, Disk: []uint32{0}}}},
 			Want: []uint32{1}},
+		// Measured rates count: node 0 is idle but reads its disk at
+		// 100 MB/s (6 GiB: ~64 s); node 1 waits 3 s and reads at 3 GB/s
+		// (~2 s). Both are under the bound (1.5 × (1.5 + 4) s). At the
+		// default rates node 0 would win.
+		{Name: "measured load rates count", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: 6 * gib}}, Job: abi.Job{EstCost: 4 * time.Second, Models: []uint32{0}},
+			Nodes: []abi.Node{{Healthy: true, Workers: 1, Disk: []uint32{0}, DiskBytesPerS: 100e6, H2DBytesPerS: 25e9},
+				{Healthy: true, Workers: 1, Running: 1, Wait: 3 * time.Second, Disk: []uint32{0}, DiskBytesPerS: 3e9, H2DBytesPerS: 25e9}}},
+			Want: []uint32{1}},
 		{Name: "network delay counts", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: gib}}, Job: abi.Job{Models: []uint32{0}},
 			Nodes: []abi.Node{{Healthy: true, Workers: 1, Delay: 2 * time.Second, VRAM: []uint32{0}}, {Healthy: true, Workers: 1, RAM: []uint32{0}}}},
 			Want: []uint32{1}},
