@@ -383,6 +383,15 @@ func TestClusterThreeNodes(t *testing.T) {
 		_, dead := live[victimName]
 		return !dead && len(live) == 2
 	})
+	// Its queue adopted and drained, its consumers are deleted: JetStream
+	// keeps no consumer for a node that died.
+	waitFor(t, 15*time.Second, victimName+"'s consumers to be deleted", func() bool {
+		return len(nodeConsumers(t, nc, victimName)) == 0
+	})
+	if n := len(nodeConsumers(t, nc, "node1")); n != 2 {
+		t.Errorf("node1, alive, has %d consumers of its routed jobs; want 2 (one per class)", n)
+	}
+	t.Logf("%s's consumers deleted %s after the kill", victimName, time.Since(killedAt).Round(time.Millisecond))
 	// Each survivor has loaded models by now: it publishes the load rates
 	// it measured (host → device from its workers' loads, disk → RAM and
 	// source → disk from its tiers), which affinity prices loads with.

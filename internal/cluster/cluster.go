@@ -108,8 +108,10 @@ type Cluster struct {
 	jobs    jetstream.KeyValue
 	nodes   jetstream.KeyValue
 	outputs jetstream.ObjectStore
-	work    [2]jetstream.Consumer // shared (unrouted) jobs: interactive, batch
-	own     [2]jetstream.Consumer // jobs routed to this node: interactive, batch
+	// pullers are this node's work consumers, in the order they are
+	// served: for each class (interactive first), the jobs routed to this
+	// node, then the shared (unrouted) ones.
+	pullers []*puller
 
 	mu       sync.Mutex
 	held     map[string]*held // jobs this node claimed and has not finished
@@ -155,6 +157,14 @@ func Open(ctx context.Context, cfg clusterconfig.Config, local Local, log zerolo
 		nats.NoCallbacksAfterClientClose(),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
+		// A partition that drops packets closes no connection: only
+		// unanswered pings show it. nats.go's default (every 2 min, two
+		// outstanding) would leave a node cut off believing itself
+		// connected for minutes; pinging every ack_wait/4 finds it out
+		// well before its jobs go elsewhere, so that it stops them
+		// (keepAlive) and stops taking work.
+		nats.PingInterval(max(cfg.AckWait/4, time.Second)),
+		nats.MaxPingsOutstanding(2),
 		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			c.mu.Lock()
@@ -176,6 +186,9 @@ func Open(ctx context.Context, cfg clusterconfig.Config, local Local, log zerolo
 		return nil, err
 	}
 	opts = append(opts, auth...)
+	if cfg.IgnoreDiscoveredServers {
+		opts = append(opts, nats.IgnoreDiscoveredServers())
+	}
 	nc, err := nats.Connect(strings.Join(cfg.Servers(), ","), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: connect %v: %w", cfg.Servers(), err)
@@ -268,22 +281,19 @@ func (c *Cluster) setup(ctx context.Context) error {
 			return err
 		}},
 	}
-	for i, class := range []job.Class{job.Interactive, job.Batch} {
-		for _, own := range []bool{false, true} {
-			name, filter := "kiln-"+string(class), workSubject+string(class)
+	for _, class := range []job.Class{job.Interactive, job.Batch} {
+		for _, own := range []bool{true, false} {
+			p := &puller{name: "kiln-" + string(class), filter: workSubject + string(class)}
 			if own {
-				name, filter = nodeConsumer(c.cfg.NodeID, class), workSubject+string(class)+"."+c.cfg.NodeID
+				p.name, p.filter = nodeConsumer(c.cfg.NodeID, class), workSubject+string(class)+"."+c.cfg.NodeID
 			}
+			c.pullers = append(c.pullers, p)
 			steps = append(steps, struct {
 				what string
 				do   func(context.Context) error
-			}{"consumer " + name, func(ctx context.Context) error {
-				cons, err := js.CreateOrUpdateConsumer(ctx, workStream, c.consumerConfig(name, filter))
-				if own {
-					c.own[i] = cons
-				} else {
-					c.work[i] = cons
-				}
+			}{"consumer " + p.name, func(ctx context.Context) error {
+				cons, err := js.CreateOrUpdateConsumer(ctx, workStream, c.consumerConfig(p.name, p.filter))
+				p.cons = cons
 				return err
 			}})
 		}
@@ -332,6 +342,12 @@ func transient(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, nats.ErrDisconnected)
+}
+
+// puller is one work consumer this node pulls from.
+type puller struct {
+	name, filter string
+	cons         jetstream.Consumer
 }
 
 // consumerConfig is a work consumer's config: explicit acks within

@@ -23,7 +23,10 @@
 // Each node pulls from its own durable consumers (the jobs routed to it,
 // one per class) and the shared ones, only while it has room (ready
 // workers + prefetch), and adopts the consumers of nodes whose heartbeat is
-// gone. It claims a job in the registry (a compare-and-set on the record's
+// gone, deleting each once it holds nothing more. A node cut off from NATS
+// (found by unanswered pings every AckWait/4) is not ready and pulls
+// nothing; after AckWait it stops the jobs it held, which other nodes have
+// adopted, and when it is back it creates its consumers again. It claims a job in the registry (a compare-and-set on the record's
 // revision, read from the stream's leader: a KV direct get may come from a
 // follower that lacks the latest write), runs it through its own kernel
 // (the local job.Store is the node's execution queue, the dispatcher and

@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -86,14 +88,19 @@ func nodeView(n NodeInfo, since routed) decision.NodeView {
 	return v
 }
 
-// adoptEvery is how often a node with room looks for the consumers of dead
-// nodes.
+// adoptEvery is how often a node looks for the consumers of dead nodes.
 const adoptEvery = 2 * time.Second
 
 // adopt takes, while this node has room, the jobs routed to nodes that are
 // no longer alive (no heartbeat within nodeTTL): their consumers keep them
 // until someone pulls. Several nodes may adopt from one consumer at once;
-// each message still goes to one of them at a time.
+// each message still goes to one of them at a time. A dead node's consumer
+// that holds nothing more (every job it had delivered and acked) is
+// deleted, so that JetStream does not keep a consumer for every node that
+// ever died; jobs that reach a dead node's subject after that (routed by a
+// node whose view of the heartbeats lagged) get a consumer again
+// (strays). A node taken for dead that comes back creates its own again
+// (pull).
 func (c *Cluster) adopt(ctx context.Context) {
 	t := time.NewTicker(adoptEvery)
 	defer t.Stop()
@@ -103,7 +110,7 @@ func (c *Cluster) adopt(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if c.freeSlots() <= 0 {
+		if !c.nc.IsConnected() {
 			continue
 		}
 		alive := map[string]bool{c.cfg.NodeID: true}
@@ -111,19 +118,83 @@ func (c *Cluster) adopt(ctx context.Context) {
 			alive[n.ID] = true
 		}
 		lctx, cancel := context.WithTimeout(ctx, opTimeout)
-		var orphans []string
-		if st, err := c.js.Stream(lctx, workStream); err == nil {
-			names := st.ConsumerNames(lctx)
-			for name := range names.Name() {
-				if node, _, ok := consumerNode(name); ok && !alive[node] {
-					orphans = append(orphans, name)
-				}
-			}
-		}
+		orphans := c.orphans(lctx, alive)
 		cancel()
 		for _, name := range orphans {
-			c.drain(ctx, name)
+			if c.freeSlots() > 0 {
+				c.drain(ctx, name)
+			}
+			c.retire(ctx, name, alive)
 		}
+	}
+}
+
+// orphans names the consumers of dead nodes, creating one for each dead
+// node's subject that holds jobs but has lost its consumer.
+func (c *Cluster) orphans(ctx context.Context, alive map[string]bool) []string {
+	st, err := c.js.Stream(ctx, workStream)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	exists := map[string]bool{}
+	names := st.ConsumerNames(ctx)
+	for name := range names.Name() {
+		exists[name] = true
+		if node, _, ok := consumerNode(name); ok && !alive[node] {
+			out = append(out, name)
+		}
+	}
+	if names.Err() != nil {
+		return out
+	}
+	// Strays: jobs on kiln.work.<class>.<node> of a dead node with no
+	// consumer.
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(workSubject+"*.*"))
+	if err != nil {
+		return out
+	}
+	for subject, n := range info.State.Subjects {
+		rest, _ := strings.CutPrefix(subject, workSubject)
+		class, node, ok := strings.Cut(rest, ".")
+		if !ok || n == 0 || alive[node] || (job.Class(class) != job.Interactive && job.Class(class) != job.Batch) {
+			continue
+		}
+		name := nodeConsumer(node, job.Class(class))
+		if exists[name] {
+			continue
+		}
+		if _, err := c.js.CreateOrUpdateConsumer(ctx, workStream, c.consumerConfig(name, subject)); err == nil {
+			c.log.Info().Str("consumer", name).Uint64("jobs", n).Msg("jobs were routed to a node that is gone after its consumer was deleted; adopting them")
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// retire deletes a dead node's consumer once it holds nothing: no job
+// waiting and none delivered without an ack (an adopted job is acked
+// through it, so it stays while any runs).
+func (c *Cluster) retire(ctx context.Context, name string, alive map[string]bool) {
+	if node, _, ok := consumerNode(name); !ok || alive[node] {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	cons, err := c.js.Consumer(cctx, workStream, name)
+	if err != nil {
+		return
+	}
+	info, err := cons.Info(cctx)
+	if err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
+		return
+	}
+	err = c.js.DeleteConsumer(cctx, workStream, name)
+	switch {
+	case err == nil:
+		c.log.Info().Str("consumer", name).Msg("deleted the consumer of a node that is gone (its jobs all went elsewhere)")
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		c.log.Debug().Err(err).Str("consumer", name).Msg("delete a dead node's consumer")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kiln-gpu/kiln/internal/job"
@@ -21,9 +22,9 @@ const fetchWait = 2 * time.Second
 // node's heartbeat and the watch of the registry.
 func (c *Cluster) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, cons := range []jetstream.Consumer{c.own[0], c.work[0], c.own[1], c.work[1]} {
+	for _, p := range c.pullers {
 		wg.Add(1)
-		go func() { defer wg.Done(); c.pull(ctx, cons) }()
+		go func() { defer wg.Done(); c.pull(ctx, p) }()
 	}
 	for _, f := range []func(context.Context){c.keepAlive, c.record, c.watch, c.watchNodes, c.adopt} {
 		wg.Add(1)
@@ -120,7 +121,8 @@ func (c *Cluster) releaseFetch() { signal(c.room) }
 
 // pull fetches jobs from one consumer (a class's shared jobs, or those
 // routed to this node), one at a time, while the node has room.
-func (c *Cluster) pull(ctx context.Context, cons jetstream.Consumer) {
+func (c *Cluster) pull(ctx context.Context, p *puller) {
+	cons := p.cons
 	for ctx.Err() == nil {
 		if !c.reserveFetch() {
 			select {
@@ -143,6 +145,17 @@ func (c *Cluster) pull(ctx context.Context, cons jetstream.Consumer) {
 		}
 		cancel()
 		c.releaseFetch()
+		if errors.Is(err, nats.ErrNoResponders) && ctx.Err() == nil {
+			// The consumer is gone: another node deleted it while this
+			// one was cut off from NATS and taken for dead (adopt), or
+			// its stream leader is being elected. Create it again (a
+			// no-op in the second case); jobs routed here meanwhile
+			// waited in the stream.
+			if again, rerr := c.recreate(ctx, p); rerr == nil {
+				cons = again
+				continue
+			}
+		}
 		if err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			c.log.Debug().Err(err).Msg("fetch")
 			select {
@@ -151,6 +164,26 @@ func (c *Cluster) pull(ctx context.Context, cons jetstream.Consumer) {
 			}
 		}
 	}
+}
+
+// recreate creates p's consumer again if it no longer exists, and returns
+// the consumer to fetch from.
+func (c *Cluster) recreate(ctx context.Context, p *puller) (jetstream.Consumer, error) {
+	cctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	cons, err := c.js.Consumer(cctx, workStream, p.name)
+	if err == nil {
+		return cons, nil
+	}
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, err
+	}
+	cons, err = c.js.CreateOrUpdateConsumer(cctx, workStream, c.consumerConfig(p.name, p.filter))
+	if err != nil {
+		return nil, err
+	}
+	c.log.Info().Str("consumer", p.name).Msg("created this node's work consumer again (it was deleted while the node was taken for dead)")
+	return cons, nil
 }
 
 // take claims a delivered job and hands it to the local kernel, or acks a

@@ -61,6 +61,11 @@ type Config struct {
 	TLSCert   string `koanf:"tls_cert"`
 	TLSKey    string `koanf:"tls_key"`
 	TLSCA     string `koanf:"tls_ca"`
+	// IgnoreDiscoveredServers has the node connect only to the servers in
+	// NATS, never to those the servers announce: for a node that reaches
+	// NATS through a proxy, a NAT or a load balancer, where the addresses
+	// the servers announce do not lead.
+	IgnoreDiscoveredServers bool `koanf:"ignore_discovered_servers"`
 }
 
 // Enabled reports whether the node is one of a cluster.
