@@ -109,6 +109,7 @@ type Dispatcher struct {
 	resident map[string]map[string]*residentModel // worker → model → state
 	contexts map[string]*device.Reservation       // worker → its context's reservation
 	unpinned chan struct{}                        // closed and replaced on every unpin
+	gates    map[int]*deviceGate                  // device → the order its jobs enter stages in (admit.go)
 
 	estimates   estimates
 	activations activations // measured refinements of the activation estimates
@@ -192,6 +193,7 @@ func New(opts Options) *Dispatcher {
 		resident: map[string]map[string]*residentModel{},
 		contexts: map[string]*device.Reservation{},
 		unpinned: make(chan struct{}),
+		gates:    map[int]*deviceGate{},
 	}
 }
 
@@ -355,7 +357,7 @@ func (d *Dispatcher) runBatch(ctx context.Context, lead *job.Job, followers []st
 	}()
 	next := 0 // index of the next follower to start
 	for j := lead; j != nil; {
-		ok, warm := d.runOne(ctx, j, lease, hold == nil && next < len(followers))
+		ok, warm := d.runOne(ctx, j, lease, hold == nil && next < len(followers), hold)
 		if warm != nil {
 			hold = warm
 		}
@@ -380,15 +382,17 @@ func (d *Dispatcher) runBatch(ctx context.Context, lead *job.Job, followers []st
 // runOne runs one started job on the lease's worker. ok is false when the
 // attempt was lost in a way that should stop a batch (the worker died, the
 // kernel stops). With keepWarm, the job's models stay pinned after it and
-// warm unpins them.
-func (d *Dispatcher) runOne(kernelCtx context.Context, j *job.Job, lease worker.Lease, keepWarm bool) (ok bool, warm func()) {
+// warm unpins them. inherited, when set, unpins the models the batch's
+// lead left pinned for this job; the job calls it if it must wait for
+// room (calling it again does nothing).
+func (d *Dispatcher) runOne(kernelCtx context.Context, j *job.Job, lease worker.Lease, keepWarm bool, inherited func()) (ok bool, warm func()) {
 	runCtx, cancel := context.WithCancelCause(kernelCtx)
 	defer cancel(nil)
 	d.mu.Lock()
 	d.running[j.ID] = &runningJob{job: j, worker: lease.Worker.ID(), started: d.clk.Now(), cancel: cancel}
 	d.progress[j.ID] = Progress{Phase: "loading"}
 	d.mu.Unlock()
-	return d.execute(runCtx, kernelCtx, j, lease, keepWarm)
+	return d.execute(runCtx, kernelCtx, j, lease, keepWarm, inherited)
 }
 
 // lookahead starts the models of the jobs at the head of the queue climbing
@@ -578,7 +582,7 @@ func (d *Dispatcher) workerViews() []decision.WorkerView {
 // false when the attempt was lost to the worker or the kernel (the job is
 // back in the queue or stays running for the next start). With keepWarm a
 // successful job's models stay pinned and warm unpins them.
-func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease worker.Lease, keepWarm bool) (ok bool, warm func()) {
+func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease worker.Lease, keepWarm bool, inherited func()) (ok bool, warm func()) {
 	w := lease.Worker
 	log := d.log.With().Str("job", j.ID).Str("worker", w.ID()).Int("attempt", j.Attempts).Logger()
 	d.publish(job.Event{Type: job.EventStarted, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts, Job: j})
@@ -608,14 +612,14 @@ func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease w
 	// (docs/stages.md); any other gets them all before the run.
 	plan := d.estimates.planOf(d, j)
 	staged := len(plan.Stages) > 1 && w.Speaks(wire.CapabilityStages)
-	hold := &jobHold{d: d, w: w, jobID: j.ID, plan: plan}
+	hold := &jobHold{d: d, w: w, jobID: j.ID, plan: plan, inherited: inherited}
 	first, act := j.Models, plan.MaxActivation()
 	if staged {
 		first, act = plan.Stages[0].Models, plan.Stages[0].ActivationBytes
 	}
 	err := d.ensureContext(ctx, w)
 	if err == nil {
-		err = hold.enter(ctx, first, act)
+		err = hold.enter(ctx, first, act, false)
 	}
 	if err != nil {
 		hold.done()
@@ -641,7 +645,7 @@ func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease w
 				release, _ := plan.Step(k)
 				hold.release(release)
 				d.setProgress(j.ID, Progress{Phase: "loading"})
-				return hold.enter(ctx, plan.Stages[k].Models, plan.Stages[k].ActivationBytes)
+				return hold.enter(ctx, plan.Stages[k].Models, plan.Stages[k].ActivationBytes, true)
 			})
 		} else {
 			res, err = w.Run(ctx, req, onProgress)
@@ -876,174 +880,10 @@ func human(b uint64) string {
 	return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
 }
 
-// ensureResident makes models resident in the worker and pins them,
-// returning the models it pinned (the caller unpins them). Their
-// footprints and casts come from the job's plan. Independent models load
-// in parallel (LoadWaves). While other jobs' pins hold the memory it
-// releases its own pins and waits (waitVRAM), so that two jobs cannot wait
-// on each other forever.
-func (d *Dispatcher) ensureResident(ctx context.Context, w *worker.Worker, models []string, plan Plan) ([]string, error) {
-	var pinned []string
-	err := d.waitVRAM(ctx, func() (<-chan struct{}, error) {
-		p, wait, err := d.tryResident(ctx, w, models, plan)
-		if err != nil {
-			d.unpin(w.ID(), p)
-			return wait, err
-		}
-		pinned = p
-		return nil, nil
-	})
-	return pinned, err
-}
-
 // ErrVRAMWait is returned (wrapped) when a started job has waited
 // Options.VRAMWait for VRAM that running jobs hold: the attempt is lost
 // and the job goes back to the queue.
 var ErrVRAMWait = errors.New("gave up waiting for vram")
-
-// tryResident pins what it can. On a shortage that other jobs' pins cause, it
-// returns a channel that is closed at the next unpin.
-func (d *Dispatcher) tryResident(ctx context.Context, w *worker.Worker, models []string, plan Plan) (pinned []string, wait <-chan struct{}, err error) {
-	type pending struct {
-		rm    *residentModel
-		entry catalog.Entry
-	}
-	var loads []pending
-	var awaits []*residentModel
-	for _, m := range models {
-		e, lerr := d.opts.Catalog.Lookup(m)
-		if lerr != nil {
-			for _, p := range loads {
-				d.abandon(w, p.rm, lerr)
-			}
-			return pinned, nil, fmt.Errorf("model %s: %w", m, lerr)
-		}
-		d.mu.Lock()
-		byModel := d.resident[w.ID()]
-		if byModel == nil {
-			byModel = map[string]*residentModel{}
-			d.resident[w.ID()] = byModel
-		}
-		rm := byModel[m]
-		if rm != nil {
-			rm.pins++
-			rm.hits++
-			rm.lastUse = d.clk.Now()
-			pinned = append(pinned, m)
-			if rm.loading != nil {
-				awaits = append(awaits, rm)
-			}
-			d.mu.Unlock()
-			continue
-		}
-		d.mu.Unlock()
-		bytes := plan.Bytes(m)
-		if bytes == 0 {
-			bytes = FootprintOf(e, "")
-		}
-		res, werr, rerr := d.reserve(ctx, w, m, bytes)
-		if rerr != nil {
-			// Entries made by this call whose loads never started must not
-			// stay behind looking "loading" to the next attempt.
-			for _, p := range loads {
-				d.abandon(w, p.rm, rerr)
-			}
-			return pinned, werr, rerr
-		}
-		d.mu.Lock()
-		rm = &residentModel{model: m, res: res, pins: 1, lastUse: d.clk.Now(), inserted: d.clk.Now(), loading: make(chan struct{})}
-		byModel[m] = rm
-		d.mu.Unlock()
-		pinned = append(pinned, m)
-		loads = append(loads, pending{rm: rm, entry: e})
-	}
-	runWave := func(wave []pending) {
-		var wg sync.WaitGroup
-		for _, p := range wave {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				start := d.clk.Now()
-				rep, lerr := d.load(ctx, w, p.entry, plan.loadSpec(p.entry.ID))
-				if lerr == nil && rep.VRAMBytes > 0 && uint64(rep.VRAMBytes) != p.rm.res.Bytes() {
-					// The worker knows the true footprint; the ledger follows it.
-					if rerr := d.opts.Devices.Ledger(w.Device().Index).Resize(p.rm.res, uint64(rep.VRAMBytes)); rerr != nil {
-						d.log.Warn().Err(rerr).Str("model", p.entry.ID).Msg("ledger resize after load")
-					}
-				}
-				d.mu.Lock()
-				p.rm.loadErr = lerr
-				p.rm.loadTook = d.clk.Since(start)
-				close(p.rm.loading)
-				p.rm.loading = nil
-				d.mu.Unlock()
-				if lerr == nil && d.opts.Hooks.ModelLoaded != nil {
-					d.opts.Hooks.ModelLoaded(p.entry.ID, d.clk.Since(start))
-				}
-			}()
-		}
-		wg.Wait()
-	}
-	// Independent components load in parallel; those that patch another
-	// (a LoRA or a ControlNet on its checkpoint or diffusion model, by the
-	// loaders' component metadata) load in a later wave, so that a worker
-	// never receives one before its base. A failed wave abandons the rest.
-	entries := make([]catalog.Entry, len(loads))
-	for i, p := range loads {
-		entries[i] = p.entry
-	}
-	var loadErr error
-	for _, idx := range LoadWaves(entries) {
-		wave := make([]pending, len(idx))
-		for i, k := range idx {
-			wave[i] = loads[k]
-		}
-		if loadErr != nil {
-			for _, p := range wave {
-				d.abandon(w, p.rm, loadErr)
-			}
-			continue
-		}
-		runWave(wave)
-		for _, p := range wave {
-			if p.rm.loadErr != nil && loadErr == nil {
-				loadErr = p.rm.loadErr
-			}
-		}
-	}
-	// Every failed load is forgotten, not only the first: an entry left
-	// behind with an error would fail every later job that needs it.
-	for _, p := range loads {
-		if p.rm.loadErr != nil {
-			d.drop(w, p.rm)
-			if loadErr == nil {
-				loadErr = p.rm.loadErr
-			}
-		}
-	}
-	if loadErr != nil {
-		return pinned, nil, loadErr
-	}
-	for _, rm := range awaits {
-		d.mu.Lock()
-		ch := rm.loading
-		d.mu.Unlock()
-		if ch != nil {
-			select {
-			case <-ch:
-			case <-ctx.Done():
-				return pinned, nil, ctx.Err()
-			}
-		}
-		d.mu.Lock()
-		lerr := rm.loadErr
-		d.mu.Unlock()
-		if lerr != nil {
-			return pinned, nil, lerr
-		}
-	}
-	return pinned, nil, nil
-}
 
 // load makes one model resident in a worker: through the tiers when kiln has
 // them (the bytes climb to an L2 segment, which the worker maps read-only),

@@ -28,7 +28,7 @@ import (
 // re-executed with KILN_TEST_WORKER set, serves the worker protocol.
 func TestMain(m *testing.M) {
 	if os.Getenv("KILN_TEST_WORKER") != "" {
-		if err := wire.ServeFD3(&stubWorker{crashMarker: os.Getenv("KILN_TEST_CRASH_ONCE")}); err != nil {
+		if err := wire.ServeFD3(&stubWorker{crashMarker: os.Getenv("KILN_TEST_CRASH_ONCE"), stages: os.Getenv("KILN_TEST_STAGES")}); err != nil {
 			fmt.Fprintln(os.Stderr, "stub worker:", err)
 			os.Exit(1)
 		}
@@ -39,14 +39,50 @@ func TestMain(m *testing.M) {
 
 // stubWorker loads anything, runs for a few milliseconds with progress, and
 // crashes once mid-run when crashMarker names a file that does not exist yet.
+// With stages set (KILN_TEST_STAGES) it speaks stages: it asks the kernel
+// for each stage after the first (wire.AwaitStage) and checks that the
+// stage's models are loaded; a value other than "on" names a gate file
+// that each ask waits for, so that a test can line runs up at a stage
+// boundary.
 type stubWorker struct {
 	crashMarker string
+	stages      string
 	mu          sync.Mutex
 	loaded      map[string]bool
 }
 
 func (s *stubWorker) Hello(context.Context, wire.HelloRequest) (wire.HelloReply, error) {
-	return wire.HelloReply{Protocol: wire.ProtocolVersion, Name: "stub", PID: os.Getpid()}, nil
+	rep := wire.HelloReply{Protocol: wire.ProtocolVersion, Name: "stub", PID: os.Getpid()}
+	if s.stages != "" {
+		rep.Capabilities = []string{wire.CapabilityStages}
+	}
+	return rep, nil
+}
+
+// checkLoaded fails a run whose models are not all loaded.
+func (s *stubWorker) checkLoaded(models []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range models {
+		if !s.loaded[m] {
+			return wire.Errorf(wire.ErrCodeNotLoaded, "%s is not loaded", m)
+		}
+	}
+	return nil
+}
+
+// waitFile waits until path exists or ctx ends.
+func waitFile(ctx context.Context, path string) error {
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
 }
 
 func (s *stubWorker) Load(_ context.Context, r wire.LoadRequest) (wire.LoadReply, error) {
@@ -70,14 +106,27 @@ func (s *stubWorker) Unload(_ context.Context, r wire.UnloadRequest) (wire.Unloa
 }
 
 func (s *stubWorker) Run(ctx context.Context, r wire.RunRequest, progress func(wire.Progress)) (wire.RunResult, error) {
-	s.mu.Lock()
-	for _, m := range r.Models {
-		if !s.loaded[m] {
-			s.mu.Unlock()
-			return wire.RunResult{}, wire.Errorf(wire.ErrCodeNotLoaded, "%s is not loaded", m)
+	first := r.Models
+	if len(r.Stages) > 0 {
+		first = r.Stages[0].Models
+	}
+	if err := s.checkLoaded(first); err != nil {
+		return wire.RunResult{}, err
+	}
+	for k := 1; k < len(r.Stages); k++ {
+		progress(wire.Progress{JobID: r.JobID, Node: r.Stages[k-1].Nodes[0], Value: k, Max: len(r.Stages)})
+		if s.stages != "on" {
+			if err := waitFile(ctx, s.stages); err != nil {
+				return wire.RunResult{}, err
+			}
+		}
+		if err := wire.AwaitStage(ctx, k, r.Stages[k].Nodes[0]); err != nil {
+			return wire.RunResult{}, err
+		}
+		if err := s.checkLoaded(r.Stages[k].Models); err != nil {
+			return wire.RunResult{}, fmt.Errorf("stage %d: %w", k, err)
 		}
 	}
-	s.mu.Unlock()
 	if steps, _ := r.Workflow["fail"].(bool); steps {
 		return wire.RunResult{}, wire.Errorf(wire.ErrCodeFailed, "the graph asked to fail")
 	}
@@ -94,15 +143,8 @@ func (s *stubWorker) Run(ctx context.Context, r wire.RunRequest, progress func(w
 	}
 	if gate, _ := r.Workflow["gate"].(string); gate != "" {
 		progress(wire.Progress{JobID: r.JobID, Node: "3", Value: 0, Max: 3})
-		for {
-			if _, err := os.Stat(gate); err == nil {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return wire.RunResult{}, ctx.Err()
-			case <-time.After(2 * time.Millisecond):
-			}
+		if err := waitFile(ctx, gate); err != nil {
+			return wire.RunResult{}, err
 		}
 	}
 	for step := 1; step <= 3; step++ {
@@ -200,7 +242,7 @@ func newRigWith(t *testing.T, rc rigConfig) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, err := worker.NewPool(worker.Config{PerDevice: perDevice, Command: exe, Env: []string{"KILN_TEST_WORKER", "KILN_TEST_CRASH_ONCE"},
+	pool, err := worker.NewPool(worker.Config{PerDevice: perDevice, Command: exe, Env: []string{"KILN_TEST_WORKER", "KILN_TEST_CRASH_ONCE", "KILN_TEST_STAGES"},
 		RestartBackoffMin: 10 * time.Millisecond,
 		RestartBackoffMax: 50 * time.Millisecond, PingInterval: 200 * time.Millisecond}.WithDefaults(), worker.PoolOptions{
 		Devices: []wire.DeviceInfo{{Index: 0, Name: "sim-0", MemoryBytes: deviceMemory, H2DBandwidth: 25e9, Simulated: true}},

@@ -33,36 +33,82 @@ type jobHold struct {
 	w     *worker.Worker
 	jobID string
 	plan  Plan
+	// inherited lets go of the pins a batch's lead left for this job (its
+	// warm models), nil when there are none: a job that must wait for
+	// room lets go of them too (admit.go).
+	inherited func()
 
 	pinned []string
 	act    *device.Reservation
 }
 
 // enter makes models resident and pinned and holds act bytes for the
-// stage's activations (in place of the previous stage's).
-func (h *jobHold) enter(ctx context.Context, models []string, act uint64) error {
-	var need []string
-	for _, m := range models {
-		if !slices.Contains(h.pinned, m) {
-			need = append(need, m)
-		}
-	}
+// stage's activations (in place of the previous stage's), all or nothing
+// and in turn with the device's other jobs (admit.go): while the room is
+// not there, the job waits holding at most the models its earlier stages
+// keep for this one, and nothing at all unless it is the device's oldest
+// waiter. laterStage is set for a running job's stage after its first,
+// which may pass the device's waiters when it fits.
+func (h *jobHold) enter(ctx context.Context, models []string, act uint64, laterStage bool) error {
 	h.releaseActivations()
-	pinned, err := h.d.ensureResident(ctx, h.w, need, h.plan)
-	h.pinned = append(h.pinned, pinned...)
-	if err != nil {
-		return err
-	}
-	if act > 0 {
-		h.act, err = h.d.reserveWait(ctx, h.w, fmt.Sprintf(activationsKey, h.jobID), act)
-	}
-	return err
+	// Pins on models the stage does not need would be held while it
+	// waits; a model's uses are contiguous, so a kept model is always
+	// the next stage's and this lets go of nothing in practice.
+	h.release(slices.DeleteFunc(slices.Clone(h.pinned), func(m string) bool { return slices.Contains(models, m) }))
+	g := h.d.gate(h.w.Device().Index)
+	queued := false
+	defer func() {
+		if queued {
+			g.leave(h.jobID)
+			// The next waiter may be the head now.
+			h.d.signalUnpin()
+		}
+	}()
+	return h.d.waitVRAM(ctx, func() (<-chan struct{}, error) {
+		var need []string
+		for _, m := range models {
+			if !slices.Contains(h.pinned, m) {
+				need = append(need, m)
+			}
+		}
+		t, wait, err := h.d.tryStage(ctx, h.w, h.jobID, need, h.plan, act, laterStage || queued)
+		if err == nil {
+			h.pinned = append(h.pinned, t.pinned...)
+			h.act = t.act
+			return nil, nil
+		}
+		if wait == nil {
+			return nil, err
+		}
+		head := g.join(h.jobID)
+		queued = true
+		let := h.inherited != nil
+		if let {
+			h.inherited()
+			h.inherited = nil
+		}
+		if !head && len(h.pinned) > 0 {
+			h.release(slices.Clone(h.pinned))
+			let = true
+		}
+		if let {
+			// What it let go may be the room it waits for.
+			return closedChan, err
+		}
+		return wait, err
+	})
 }
+
+// closedChan is a wait that is over at once.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // release unpins models that no later stage needs: they stay resident
 // (warm for the next job) but the eviction policy may now unload them
 // when a stage needs the room.
 func (h *jobHold) release(models []string) {
+	if len(models) == 0 {
+		return
+	}
 	var rel []string
 	h.pinned = slices.DeleteFunc(h.pinned, func(m string) bool {
 		if slices.Contains(models, m) {
