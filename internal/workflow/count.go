@@ -34,6 +34,9 @@ func CountDecode() { decodes.Add(1) }
 // JSON object; FromMap validates the graph.
 func Decode(data []byte) (map[string]any, error) {
 	decodes.Add(1)
+	if m, ok := decodeObject(data); ok {
+		return m, nil
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var m map[string]any
