@@ -68,7 +68,10 @@ type Job struct {
 	// of a queued or running job it returns (Snapshot, Window, Get and the
 	// transitions), drops them when the job ends, and Open derives them
 	// again, once, for each job it recovers. Nil when the workflow does
-	// not parse: readers then judge the job by its Models.
+	// not parse: readers then judge the job by its Models. A caller that
+	// sets Facts vouches that Workflow is the one JSON value they were
+	// derived from: Submit writes it into the record without checking it
+	// again (it checks, and parses, a workflow handed over without Facts).
 	Facts *workflow.Facts `json:"-"`
 	// Models are the catalog ids the workflow needs ("checkpoints/x.safetensors").
 	Models     []string `json:"models"`
@@ -86,6 +89,12 @@ type Job struct {
 	Worker      string    `json:"worker,omitempty"`
 	Outputs     []Output  `json:"outputs,omitempty"`
 	Error       string    `json:"error,omitempty"`
+	// OutputNodes are the ids of the graph's output nodes (Facts.Outputs),
+	// written into the record when the job ends and its Facts are
+	// dropped, so that the ComfyUI history lists them without decoding
+	// the workflow. Nil while the job is queued or running (its Facts
+	// have them) and for a job whose workflow does not parse.
+	OutputNodes []string `json:"output_nodes,omitempty"`
 }
 
 // Rank is the job's place within its class's queue: Order when set, else

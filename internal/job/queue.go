@@ -1,6 +1,7 @@
 package job
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -14,8 +15,6 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-
-	"github.com/kiln-gpu/kiln/internal/workflow"
 )
 
 // maxIDLen bounds caller-chosen job ids (bbolt keys must stay small).
@@ -68,7 +67,12 @@ func (s *Store) Submit(ctx context.Context, job *Job) error {
 	}
 	if j.Facts == nil {
 		// A caller that did not parse the graph (the cluster's runner, a
-		// test): the one parse happens here, outside the committer.
+		// test): the one parse happens here, outside the committer, and
+		// the workflow is checked, as the record carries it verbatim.
+		if j.Workflow != nil && !json.Valid(j.Workflow) {
+			_, err := json.Marshal(&j) // the error a record of it gives
+			return fmt.Errorf("job: submit: encode: %w", err)
+		}
 		j.Facts = deriveFacts(j.Workflow)
 	}
 	j.State = Queued
@@ -84,11 +88,11 @@ func (s *Store) Submit(ctx context.Context, job *Job) error {
 		o := -float64(j.Seq)
 		j.Order = &o
 	}
-	data, err := json.Marshal(&j)
+	data, wfAt, err := encodeRecord(&j)
 	if err != nil {
 		return fmt.Errorf("job: submit: encode: %w", err)
 	}
-	sum := summaryOf(&j)
+	lj := &liveJob{sum: summaryOf(&j), wfAt: wfAt}
 	o := &op{submit: true}
 	o.apply = func(w *writer) error {
 		if w.data(j.ID) != nil {
@@ -99,18 +103,11 @@ func (s *Store) Submit(ctx context.Context, job *Job) error {
 		}
 		w.put(&j, data)
 		w.queuedDelta[ci]++
-		if j.Facts != nil {
-			if w.facts == nil {
-				w.facts = map[string]*workflow.Facts{}
-			}
-			w.facts[j.ID] = j.Facts
-		}
+		w.setLive(j.ID, lj)
 		o.mem = func() {
 			s.counts[Queued]++
-			if j.Facts != nil {
-				s.facts[j.ID] = j.Facts
-			}
-			s.addQueued(sum)
+			s.live[j.ID] = lj
+			s.addQueued(lj.sum)
 			s.signal()
 		}
 		return nil
@@ -239,15 +236,14 @@ func (s *Store) Cancel(id string) (*Job, error) {
 func (s *Store) Delete(id string) error {
 	o := &op{}
 	o.apply = func(w *writer) error {
-		j, err := w.get(id)
+		seq, st, err := w.seqState(id)
 		if err != nil {
 			return fmt.Errorf("job: delete: %w", err)
 		}
-		if !j.State.terminal() {
-			return fmt.Errorf("job %s: delete: job is %s: %w", id, j.State, ErrBadTransition)
+		if !st.terminal() {
+			return fmt.Errorf("job %s: delete: job is %s: %w", id, st, ErrBadTransition)
 		}
-		w.remove(id, j.Seq)
-		st := j.State
+		w.remove(id, seq)
 		o.mem = func() { s.counts[st]-- }
 		return nil
 	}
@@ -260,7 +256,7 @@ func (s *Store) transition(verb, id string, change func(j *Job, now time.Time) e
 	var out *Job
 	o := &op{}
 	o.apply = func(w *writer) error {
-		j, err := w.get(id)
+		j, err := w.current(id)
 		if err != nil {
 			return fmt.Errorf("job: %s: %w", verb, err)
 		}
@@ -268,24 +264,43 @@ func (s *Store) transition(verb, id string, change func(j *Job, now time.Time) e
 		if err := change(j, s.now()); err != nil {
 			return fmt.Errorf("job %s: %s: %w", id, verb, err)
 		}
-		data, err := json.Marshal(j)
+		to := j.State
+		if to.terminal() && j.Facts != nil && j.OutputNodes == nil {
+			// The Facts are dropped now; the record keeps what the
+			// ComfyUI history needs of them.
+			j.OutputNodes = j.Facts.Outputs
+		}
+		data, wfAt, err := encodeRecord(j)
 		if err != nil {
 			return fmt.Errorf("job %s: %s: encode: %w", id, verb, err)
 		}
 		w.put(j, data)
+		// The returned job's workflow is a copy of its own, as from a
+		// decode: the old record's bytes may be bbolt's, valid only
+		// during the batch, and the new one's go on to the log and bbolt.
+		wf, _ := workflowOf(data, wfAt)
+		j.Workflow = bytes.Clone(wf)
 		ci := classIndex(j.Class)
 		if from == Queued {
 			w.queuedDelta[ci]--
 		}
-		if j.State == Queued {
+		if to == Queued {
 			w.queuedDelta[ci]++
 		}
-		to, sum := j.State, summaryOf(j)
+		var lj *liveJob // nil: the job ended, the store keeps nothing of it
+		sum := summaryOf(j)
+		if !to.terminal() {
+			lj = &liveJob{sum: sum, wfAt: wfAt}
+		}
+		w.setLive(id, lj)
 		o.mem = func() {
 			s.moveLocked(from, to, sum)
-			if to.terminal() {
-				// The returned job keeps them; nothing after its end asks.
-				delete(s.facts, id)
+			if lj != nil {
+				s.live[id] = lj
+			} else {
+				// The returned job keeps its Facts; nothing after its
+				// end asks.
+				delete(s.live, id)
 			}
 		}
 		out = j
@@ -327,7 +342,9 @@ func (s *Store) Get(id string) (*Job, error) {
 	}
 	if !j.State.terminal() {
 		s.mu.RLock()
-		j.Facts = s.facts[id]
+		if lj := s.live[id]; lj != nil {
+			j.Facts = lj.sum.Facts
+		}
 		s.mu.RUnlock()
 	}
 	return j, nil
@@ -400,8 +417,8 @@ func (s *Store) List(state State, limit int) ([]*Job, error) {
 	}
 	s.mu.RLock()
 	for _, j := range out {
-		if !j.State.terminal() {
-			j.Facts = s.facts[j.ID]
+		if lj := s.live[j.ID]; lj != nil && !j.State.terminal() {
+			j.Facts = lj.sum.Facts
 		}
 	}
 	s.mu.RUnlock()

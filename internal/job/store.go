@@ -1,7 +1,6 @@
 package job
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -10,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,9 +107,12 @@ type Store struct {
 	mu        sync.RWMutex
 	queues    [2]queue // by classIndex
 	queuedIDs map[string]*entry
-	// facts holds the Facts of every queued or running job (Job.Facts).
-	// The committer reads it without the lock: it is the only writer.
-	facts     map[string]*workflow.Facts
+	// live holds every queued or running job as last committed (liveJob):
+	// Get and List take a job's Facts from it, and a transition builds the
+	// job's next record from it and the workflow's bytes instead of
+	// decoding the record it replaces. The committer reads it without the
+	// lock: it is the only writer.
+	live      map[string]*liveJob
 	counts    map[State]int
 	stats     Stats
 	recovered int
@@ -234,7 +237,7 @@ func Open(path string, cfg Config, clk clock.Clock, opts ...Option) (*Store, err
 		stopped:      make(chan struct{}),
 		notify:       make(chan struct{}, 1),
 		queuedIDs:    map[string]*entry{},
-		facts:        map[string]*workflow.Facts{},
+		live:         map[string]*liveJob{},
 		counts:       map[State]int{},
 		log:          logWriter{dbPath: path},
 		overlay:      map[string]*logRecord{},
@@ -372,8 +375,8 @@ func (s *Store) recover() error {
 			last = binary.BigEndian.Uint64(v)
 		}
 		type fix struct {
-			key []byte
-			j   *Job
+			j  *Job
+			lj *liveJob
 		}
 		var fixes []fix
 		c := seqs.Cursor()
@@ -392,32 +395,35 @@ func (s *Store) recover() error {
 				continue
 			}
 			id := string(v[1:])
-			j, err := getJob(jobs, id)
+			data := jobs.Get([]byte(id))
+			j, err := decodeJob(id, data)
 			if err != nil {
 				return fmt.Errorf("seq %d: %w", seq, err)
-			}
-			if j.State == Running {
-				j.State = Queued
-				j.StartedAt = time.Time{}
-				j.Worker = ""
-				fixes = append(fixes, fix{key: bytes.Clone(k), j: j})
 			}
 			// The one parse of a recovered job's graph: its Facts did not
 			// survive the restart.
 			j.Facts = deriveFacts(j.Workflow)
-			if j.Facts != nil {
-				s.facts[id] = j.Facts
+			lj := &liveJob{wfAt: workflowAtOf(data, j)}
+			if j.State == Running {
+				j.State = Queued
+				j.StartedAt = time.Time{}
+				j.Worker = ""
+				fixes = append(fixes, fix{j: j, lj: lj})
 			}
-			s.addQueued(summaryOf(j))
+			lj.sum = summaryOf(j)
+			s.live[id] = lj
+			s.addQueued(lj.sum)
 			s.counts[Queued]++
 			s.recovered++
 		}
 		// Write after the scan: bbolt cursors must not see their bucket
 		// change under them.
 		for _, f := range fixes {
-			if err := putJob(jobs, seqs, f.j); err != nil {
+			wfAt, err := putJob(jobs, seqs, f.j)
+			if err != nil {
 				return err
 			}
+			f.lj.wfAt = wfAt
 		}
 		s.seq.Store(last)
 		return nil
@@ -498,9 +504,9 @@ type writer struct {
 	jobs, seqs *bolt.Bucket // read-only
 	changed    map[string]*logRecord
 	recs       []*logRecord
-	// facts are the Facts of jobs submitted in this batch, not yet in
-	// Store.facts (that happens after the commit).
-	facts map[string]*workflow.Facts
+	// live holds the changes this batch made to Store.live, which are
+	// applied after the commit: a nil value is a job that ended.
+	live map[string]*liveJob
 	// queuedDelta is the change of queued jobs per class made by the ops
 	// already applied in this batch.
 	queuedDelta [2]int
@@ -526,22 +532,86 @@ func (w *writer) data(id string) []byte {
 	return w.jobs.Get([]byte(id))
 }
 
-// get reads and decodes one job, with its Facts.
-func (w *writer) get(id string) (*Job, error) {
-	j, err := decodeJob(id, w.data(id))
+// current returns job id as last committed. A queued or running job is
+// built from what the store keeps of it (liveJob) and its record's
+// workflow bytes, without decoding the record; any other (a finished job,
+// or a record an older kiln wrote with json.Marshal) is decoded. The
+// returned job's Workflow may alias bbolt's memory: it is valid until
+// the batch ends.
+func (w *writer) current(id string) (*Job, error) {
+	data := w.data(id)
+	if data == nil {
+		return nil, fmt.Errorf("job %s: %w", id, ErrNotFound)
+	}
+	lj := w.liveOf(id)
+	if lj != nil && lj.wfAt > 0 {
+		if wf, ok := workflowOf(data, lj.wfAt); ok {
+			j := *lj.sum
+			// The caller gets a job of its own, as from a decode.
+			j.Models = slices.Clone(j.Models)
+			if j.Order != nil {
+				o := *j.Order
+				j.Order = &o
+			}
+			j.Workflow = wf
+			return &j, nil
+		}
+	}
+	j, err := decodeJob(id, data)
 	if err != nil {
 		return nil, err
 	}
-	j.Facts = w.factsOf(id)
+	if lj != nil {
+		j.Facts = lj.sum.Facts
+	}
 	return j, nil
 }
 
-// factsOf returns the Facts of job id: submitted in this batch, or live.
-func (w *writer) factsOf(id string) *workflow.Facts {
-	if f, ok := w.facts[id]; ok {
-		return f
+// seqState returns job id's Seq and State: from the log record of its
+// last change when bbolt may not have it yet (the record carries both),
+// else from its decoded record.
+func (w *writer) seqState(id string) (uint64, State, error) {
+	if r := w.pending(id); r != nil {
+		if st, ok := stateOfCode(r.state); ok && !r.del {
+			return r.seq, st, nil
+		}
+		if r.del {
+			return 0, "", fmt.Errorf("job %s: %w", id, ErrNotFound)
+		}
 	}
-	return w.s.facts[id] // the committer is the map's only writer
+	j, err := decodeJob(id, w.data(id))
+	if err != nil {
+		return 0, "", err
+	}
+	return j.Seq, j.State, nil
+}
+
+// liveOf returns what the store keeps of job id, with this batch's
+// changes: nil when the job is not queued or running.
+func (w *writer) liveOf(id string) *liveJob {
+	if lj, ok := w.live[id]; ok {
+		return lj
+	}
+	return w.s.live[id] // the committer is the map's only writer
+}
+
+// setLive records this batch's change of what the store keeps of job id
+// (nil: the job ended).
+func (w *writer) setLive(id string, lj *liveJob) {
+	if w.live == nil {
+		w.live = map[string]*liveJob{}
+	}
+	w.live[id] = lj
+}
+
+// liveJob is what the store keeps in memory of a queued or running job.
+type liveJob struct {
+	// sum is the job as committed, without its workflow (summaryOf; the
+	// queue index shares it), Facts included.
+	sum *Job
+	// wfAt is where the workflow starts in the job's record (encodeRecord
+	// puts it last); 0 when the record is one an older kiln wrote.
+	wfAt int
 }
 
 // put records j, encoded as data, as the job's new stored form.
@@ -858,19 +928,20 @@ func deriveFacts(wf json.RawMessage) *workflow.Facts {
 }
 
 // putJob writes j and its seq index entry straight into bbolt (recovery,
-// before the log is in use).
-func putJob(jobs, seqs *bolt.Bucket, j *Job) error {
-	data, err := json.Marshal(j)
+// before the log is in use), and returns where the record's workflow
+// starts.
+func putJob(jobs, seqs *bolt.Bucket, j *Job) (int, error) {
+	data, wfAt, err := encodeRecord(j)
 	if err != nil {
-		return fmt.Errorf("job %s: encode: %w", j.ID, err)
+		return 0, fmt.Errorf("job %s: encode: %w", j.ID, err)
 	}
 	if err := jobs.Put([]byte(j.ID), data); err != nil {
-		return fmt.Errorf("job %s: put: %w", j.ID, err)
+		return 0, fmt.Errorf("job %s: put: %w", j.ID, err)
 	}
 	if err := seqs.Put(seqKey(j.Seq), seqValue(j.State, j.ID)); err != nil {
-		return fmt.Errorf("job %s: put seq index: %w", j.ID, err)
+		return 0, fmt.Errorf("job %s: put seq index: %w", j.ID, err)
 	}
-	return nil
+	return wfAt, nil
 }
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }

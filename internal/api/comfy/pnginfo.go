@@ -70,11 +70,15 @@ func (h *hub) extraPNGInfo(id string) map[string]any {
 // the extra_pnginfo keys in sorted order (ComfyUI keeps the client's order,
 // which a decoded JSON object has lost).
 func pngInfoChunks(workflow json.RawMessage, extra map[string]any) ([][2]string, error) {
-	var compact bytes.Buffer
+	var compact, escaped bytes.Buffer
 	if err := json.Compact(&compact, workflow); err != nil {
 		return nil, fmt.Errorf("prompt: %w", err)
 	}
-	chunks := [][2]string{{"prompt", asciiJSON(compact.Bytes())}}
+	// <, > and & escaped as they always were here: the store's records
+	// once held the workflow as json.Marshal escapes it, and now hold it
+	// as the client sent it (internal/job, RATIONALE.md).
+	json.HTMLEscape(&escaped, compact.Bytes())
+	chunks := [][2]string{{"prompt", asciiJSON(escaped.Bytes())}}
 	keys := make([]string, 0, len(extra))
 	for k := range extra {
 		keys = append(keys, k)
