@@ -105,3 +105,38 @@ func TestFluxStagesOn24GiB(t *testing.T) {
 		t.Error("no worker holds the diffusion model after its jobs")
 	}
 }
+
+// TestFluxJobRecoveredAfterRestart: a Flux job that runs on the default 24
+// GiB devices only with weight streaming (ComfyUI's Flux test workflow: a
+// bf16 diffusion model and an fp16 T5) is queued when kiln dies, and the
+// kiln that opens its data dir again runs it to done. The recovered queue
+// is looked at before the new workers have said hello; a stage plan made
+// then streams nothing, and its peak once failed the job ("the job's
+// models need 27.8 GiB of VRAM but the largest device has 18.2 GiB
+// usable") although the same node admits the workflow fresh.
+func TestFluxJobRecoveredAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	k := startKiln(t, dir, "cost.time_scale=0.01")
+	wf := loadWorkflow(t, "comfyui__tests_inference_workflows_flux-0.api.json", 4, 1)
+	// The first keeps a worker of each device busy while kiln dies, so
+	// that the others are still queued (or running) then.
+	var ids []string
+	for range 3 {
+		ids = append(ids, k.submit(wf, "batch"))
+	}
+	k.kill9()
+	k.start(freePort(t))
+	for _, id := range ids {
+		waitFor(t, 25*time.Second, "recovered flux job "+id+" done", func() bool {
+			j := k.job(id)
+			if j.State == "failed" || j.State == "cancelled" {
+				var why string
+				if j.Error != nil {
+					why = *j.Error
+				}
+				t.Fatalf("recovered job %s ended %s: %s", id, j.State, why)
+			}
+			return j.State == "done"
+		})
+	}
+}

@@ -114,7 +114,8 @@ type Dispatcher struct {
 	estimates   estimates
 	activations activations // measured refinements of the activation estimates
 	events      bus
-	prefetching atomic.Bool // a lookahead is climbing the tiers
+	prefetching atomic.Bool            // a lookahead is climbing the tiers
+	fit         atomic.Pointer[fitKey] // what the plans are made for (refreshFit)
 	wg          sync.WaitGroup
 	// rounds counts the dispatch loop's finished rounds, so that a test
 	// can tell that the loop has looked at a state it set up (a decision
@@ -209,8 +210,12 @@ func (d *Dispatcher) Wake() {
 	}
 }
 
-// OnWorkerReady is the pool's OnReady hook.
-func (d *Dispatcher) OnWorkerReady(*worker.Worker) { d.Wake() }
+// OnWorkerReady is the pool's OnReady hook: a worker that said hello may
+// change what the node's plans are made for (refreshFit).
+func (d *Dispatcher) OnWorkerReady(*worker.Worker) {
+	d.refreshFit()
+	d.Wake()
+}
 
 // OnWorkerExit is the pool's OnExit hook: the process is gone, so are its
 // models; their VRAM goes back to the ledger.
@@ -231,6 +236,7 @@ func (d *Dispatcher) OnWorkerExit(w *worker.Worker, _ []string, reason string) {
 		led.Release(ctxRes)
 	}
 	d.log.Debug().Str("worker", w.ID()).Str("reason", reason).Int("models", len(models)).Msg("worker gone; released its VRAM")
+	d.refreshFit()
 	d.signalUnpin()
 	d.Wake()
 }
@@ -459,6 +465,9 @@ func (d *Dispatcher) choose(queued []decision.JobView, workers []decision.Worker
 // its place in that order as Seq. Jobs claimed by a batch being started
 // are left out.
 func (d *Dispatcher) queuedViews(perClass int) []decision.JobView {
+	// The decision core fails a job whose plan fits no device: the plans
+	// it sees are made for the pool as it is now.
+	d.refreshFit()
 	jobs := d.opts.Store.Window(perClass)
 	now := d.clk.Now()
 	out := make([]decision.JobView, 0, len(jobs))

@@ -18,33 +18,47 @@ type estimates struct {
 	mu    sync.Mutex
 	byJob map[string]time.Duration
 	// plans holds each job's stage plan (PlanGraph), made on first sight
-	// like its estimate.
-	plans map[string]Plan
+	// like its estimate, with the fitKey it was made under.
+	plans map[string]keyedPlan
 }
 
-// planOf returns j's stage plan, making it on first sight.
+// keyedPlan is a job's plan and the fitKey it was made under.
+type keyedPlan struct {
+	plan Plan
+	fit  fitKey
+}
+
+// planOf returns j's stage plan, making it on first sight and again when
+// the node's fitKey has changed since (a recovered job planned before the
+// workers said hello would otherwise keep a plan that streams nothing);
+// the job's estimate, which prices its streaming, is then made again too.
 func (e *estimates) planOf(d *Dispatcher, j *job.Job) Plan {
+	k := d.currentFit()
 	e.mu.Lock()
-	p, ok := e.plans[j.ID]
+	c, ok := e.plans[j.ID]
 	e.mu.Unlock()
-	if ok {
-		return p
+	if ok && c.fit == k {
+		return c.plan
 	}
-	p = d.planJob(j)
+	p := d.planJob(j, k)
 	e.mu.Lock()
 	if e.plans == nil {
-		e.plans = map[string]Plan{}
+		e.plans = map[string]keyedPlan{}
 	}
-	e.plans[j.ID] = p
+	e.plans[j.ID] = keyedPlan{plan: p, fit: k}
+	if ok {
+		delete(e.byJob, j.ID)
+	}
 	e.mu.Unlock()
 	return p
 }
 
-// planJob plans j's stages from its graph's Facts; a job whose graph
-// could not be parsed is planned as one stage of all its models.
-func (d *Dispatcher) planJob(j *job.Job) Plan {
+// planJob plans j's stages from its graph's Facts for a node as k says;
+// a job whose graph could not be parsed is planned as one stage of all
+// its models.
+func (d *Dispatcher) planJob(j *job.Job, k fitKey) Plan {
 	if j.Facts != nil {
-		return d.fitPlan(PlanFacts(j.Facts, d.opts.Catalog.Lookup, d.opts.Cost))
+		return d.fitPlanFor(PlanFacts(j.Facts, d.opts.Catalog.Lookup, d.opts.Cost), k)
 	}
 	st := PlanStage{Models: j.Models, ModelBytes: make([]uint64, len(j.Models))}
 	for i, m := range j.Models {
@@ -52,7 +66,7 @@ func (d *Dispatcher) planJob(j *job.Job) Plan {
 			st.ModelBytes[i] = FootprintOf(e, "")
 		}
 	}
-	return d.fitPlan(Plan{Stages: []PlanStage{st}})
+	return d.fitPlanFor(Plan{Stages: []PlanStage{st}}, k)
 }
 
 // of returns j's estimate, computing it on first sight.

@@ -118,17 +118,58 @@ func (d *Dispatcher) poolStreams() bool {
 	return seen
 }
 
-// fitPlan is what a job's plan becomes on this node: its activations
-// refined by what runs measured, its conversions (tiers.convert), then
-// weight streaming for what still fits no device,
-// when the workers stream.
+// fitKey is what a job's plan depends on beyond the job, the catalog and
+// the measured activations: whether the workers stream weights and the
+// room a device gives one job (fitPlan). The dispatcher keeps the plan it
+// made for each job with the key it was made under and makes it again when
+// the key has changed: a plan made while no worker had said hello (at
+// start, or while the queue a restart recovered waits for its workers)
+// streams nothing, and its peak would fail a job that the same node
+// admits once its workers are up.
+type fitKey struct {
+	streams bool
+	room    uint64
+}
+
+// fitNow is the node's fitKey as the pool and the ledgers are now.
+func (d *Dispatcher) fitNow() fitKey {
+	_, room := d.room()
+	return fitKey{streams: d.poolStreams(), room: room}
+}
+
+// refreshFit takes the node's fitKey again: at every worker's hello and
+// exit (the pool's hooks) and before each look at the queue, so that no
+// plan the decision core judges a job by was made under a stale one.
+func (d *Dispatcher) refreshFit() fitKey {
+	k := d.fitNow()
+	d.fit.Store(&k)
+	return k
+}
+
+// currentFit is the fitKey last taken (refreshFit).
+func (d *Dispatcher) currentFit() fitKey {
+	if k := d.fit.Load(); k != nil {
+		return *k
+	}
+	return d.refreshFit()
+}
+
+// fitPlan is what a job's plan becomes on this node as it is now
+// (fitPlanFor with fitNow).
 func (d *Dispatcher) fitPlan(p Plan) Plan {
+	return d.fitPlanFor(p, d.fitNow())
+}
+
+// fitPlanFor is what a job's plan becomes on a node whose workers and
+// devices are as k says: its activations refined by what runs measured,
+// its conversions (tiers.convert), then weight streaming for what still
+// fits no device, when the workers stream.
+func (d *Dispatcher) fitPlanFor(p Plan, k fitKey) Plan {
 	p = d.convertPlan(d.activations.refine(p))
-	if !d.poolStreams() {
+	if !k.streams {
 		return p
 	}
-	_, room := d.room()
-	return streamPlan(p, room)
+	return streamPlan(p, k.room)
 }
 
 // loadSpec is how one model of a plan is loaded.
