@@ -120,6 +120,8 @@ type Cluster struct {
 	written  map[string]bool  // held jobs whose files the API has finished
 	wake     chan struct{}    // signalled when finished grows
 	lastBeat time.Time        // last heartbeat JetStream took
+	meanJob  time.Duration    // mean estimate of the jobs this node took (routedBacklog)
+	routed   int              // jobs in its own consumers at the last look
 	cutSince time.Time        // when the connection was lost; zero while up
 
 	viewMu   sync.RWMutex
@@ -283,7 +285,7 @@ func (c *Cluster) setup(ctx context.Context) error {
 	}
 	for _, class := range []job.Class{job.Interactive, job.Batch} {
 		for _, own := range []bool{true, false} {
-			p := &puller{name: "kiln-" + string(class), filter: workSubject + string(class)}
+			p := &puller{name: "kiln-" + string(class), filter: workSubject + string(class), own: own}
 			if own {
 				p.name, p.filter = nodeConsumer(c.cfg.NodeID, class), workSubject+string(class)+"."+c.cfg.NodeID
 			}
@@ -347,6 +349,7 @@ func transient(err error) bool {
 // puller is one work consumer this node pulls from.
 type puller struct {
 	name, filter string
+	own          bool // the jobs routed to this node (else the shared ones)
 	cons         jetstream.Consumer
 }
 
@@ -932,8 +935,14 @@ type NodeInfo struct {
 	Healthy bool `json:"healthy"`
 	// Held is the number of cluster jobs this node claimed and has not
 	// finished.
-	Held int       `json:"held"`
-	At   time.Time `json:"at"`
+	Held int `json:"held"`
+	// Routed counts the jobs routed to this node that wait in its
+	// consumers, not pulled yet (it pulls only what its workers and
+	// prefetch hold); RoutedWork is their work by the cost model, as
+	// Routed × the mean estimate of the jobs it took.
+	Routed     int           `json:"routed"`
+	RoutedWork time.Duration `json:"routed_work_ns"`
+	At         time.Time     `json:"at"`
 	NodeState
 }
 

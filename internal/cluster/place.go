@@ -68,16 +68,20 @@ type routed struct {
 	work time.Duration
 }
 
-// nodeView is a node's heartbeat as a routing policy sees it, with the jobs
-// this node routed to it since that heartbeat counted in (queued, and their
-// work added to its wait): without them a burst of submits within one
-// heartbeat would all see the same views and go to the same node.
+// nodeView is a node's heartbeat as a routing policy sees it: the jobs
+// routed to it that wait in its consumers count as queued, their work as
+// wait (a node pulls only what its workers and prefetch hold, so its own
+// queue is short however many jobs are routed to it), and so do the jobs
+// this node routed to it since that heartbeat (without them a burst of
+// submits within one heartbeat would all see the same views and go to the
+// same node).
 func nodeView(n NodeInfo, since routed) decision.NodeView {
 	v := decision.NodeView{
 		ID: n.ID, Healthy: n.Healthy,
-		Queued: n.Queued + since.jobs, Running: n.Running, Workers: n.Workers, IdleWorkers: n.IdleWorkers,
-		FreeVRAM: n.FreeVRAM, UsableVRAM: n.UsableVRAM, EstimatedWait: n.Wait,
-		H2DBytesPerS: n.H2DBytesPerS, DiskBytesPerS: n.DiskBytesPerS, RemoteBytesPerS: n.RemoteBytesPerS,
+		Queued: n.Queued + n.Routed + since.jobs, Running: n.Running, Workers: n.Workers, IdleWorkers: n.IdleWorkers,
+		FreeVRAM: n.FreeVRAM, UsableVRAM: n.UsableVRAM,
+		EstimatedWait: n.Wait + n.RoutedWork/time.Duration(max(n.Workers, 1)),
+		H2DBytesPerS:  n.H2DBytesPerS, DiskBytesPerS: n.DiskBytesPerS, RemoteBytesPerS: n.RemoteBytesPerS,
 		VRAM: n.VRAM, RAM: n.RAM, Disk: n.Disk,
 	}
 	if since.jobs > 0 {

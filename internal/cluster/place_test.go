@@ -29,6 +29,8 @@ func TestNodeViewCountsWhatWasRoutedSinceTheHeartbeat(t *testing.T) {
 		name      string
 		idle      int
 		wait      time.Duration
+		waiting   int           // routed to it, still in its consumers
+		work      time.Duration // their work
 		since     routed
 		wantWait  time.Duration
 		wantQueue int
@@ -41,10 +43,14 @@ func TestNodeViewCountsWhatWasRoutedSinceTheHeartbeat(t *testing.T) {
 			wantQueue: 1},
 		{name: "three routed, two idle workers take two", idle: 2, since: routed{jobs: 3, work: 6 * time.Second},
 			wantWait: time.Second, wantQueue: 3},
+		{name: "jobs waiting in its consumers", wait: time.Second, waiting: 4, work: 8 * time.Second,
+			wantWait: 5 * time.Second, wantQueue: 4},
+		{name: "waiting in its consumers and routed since", wait: time.Second, waiting: 4, work: 8 * time.Second,
+			since: routed{jobs: 1, work: 2 * time.Second}, wantWait: 6 * time.Second, wantQueue: 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := base
-			n.IdleWorkers, n.Wait = tc.idle, tc.wait
+			n.IdleWorkers, n.Wait, n.Routed, n.RoutedWork = tc.idle, tc.wait, tc.waiting, tc.work
 			v := nodeView(n, tc.since)
 			if v.EstimatedWait != tc.wantWait || v.Queued != tc.wantQueue || !v.Healthy || v.ID != "n" {
 				t.Fatalf("nodeView = wait %s queued %d; want wait %s queued %d", v.EstimatedWait, v.Queued, tc.wantWait, tc.wantQueue)

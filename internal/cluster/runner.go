@@ -273,6 +273,19 @@ func (c *Cluster) take(ctx context.Context, msg jetstream.Msg) {
 		rec.Attempts--
 		_ = c.update(octx, rec, newRev)
 		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	// Its estimate (the store derived its facts) feeds the work of the
+	// jobs still waiting in this node's consumers (routedBacklog).
+	if c.local.Estimate != nil {
+		est := c.local.Estimate(local)
+		c.mu.Lock()
+		if c.meanJob == 0 {
+			c.meanJob = est
+		} else {
+			c.meanJob = (7*c.meanJob + 3*est) / 10
+		}
+		c.mu.Unlock()
 	}
 }
 
@@ -348,8 +361,11 @@ func (c *Cluster) heartbeat(ctx context.Context) {
 		info.Addr = c.local.Addr()
 	}
 	ready := c.local.ReadyWorkers()
+	c.routedBacklog(ctx)
 	c.mu.Lock()
 	info.Held = len(c.held)
+	info.Routed = c.routed
+	info.RoutedWork = time.Duration(c.routed) * c.meanJob
 	c.mu.Unlock()
 	// Healthy as the node would be if this write reaches JetStream: a
 	// write that does not is no heartbeat at all.
@@ -364,6 +380,30 @@ func (c *Cluster) heartbeat(ctx context.Context) {
 	// every node's view has this node as one the router may choose.
 	c.mu.Lock()
 	c.lastBeat = time.Now()
+	c.mu.Unlock()
+}
+
+// routedBacklog counts the jobs that wait in this node's own consumers
+// (routed to it, not pulled yet) into c.routed; on an error it keeps the
+// last count.
+func (c *Cluster) routedBacklog(ctx context.Context) {
+	ictx, cancel := context.WithTimeout(ctx, nodeBeat/4)
+	defer cancel()
+	n := 0
+	for _, p := range c.pullers {
+		if !p.own {
+			continue // a shared one: any node's
+		}
+		// p.cons names the consumer; it reads the one that exists now,
+		// also after pull created it again.
+		info, err := p.cons.Info(ictx)
+		if err != nil {
+			return
+		}
+		n += int(info.NumPending)
+	}
+	c.mu.Lock()
+	c.routed = n
 	c.mu.Unlock()
 }
 

@@ -1,0 +1,141 @@
+package tests
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startNATSAlone starts one `kiln nats` server without cluster routes
+// (replicas 1): enough for tests of placement, cheaper than three.
+func startNATSAlone(t *testing.T) string {
+	t.Helper()
+	port := portOf(freePort(t))
+	p := &natsProc{client: "nats://127.0.0.1:" + port, log: &syncBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(filepath.Join(binDir, "kiln"), "nats", "--port", port, "--cluster-port", "0",
+		"--store-dir", filepath.Join(t.TempDir(), "js"))
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("nats log, last lines:\n%s", tail(p.log.String(), 3000))
+		}
+	})
+	waitFor(t, 20*time.Second, "nats to take clients", func() bool {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return p.client
+}
+
+// TestClusterAffinityLive runs the affinity routing policy (the default)
+// on two live nodes: repeated jobs for one model go to the node that holds
+// it, whichever node they are submitted to, and a burst of them spills to
+// the other node once the holder's queue passes the load bound, while the
+// holder keeps most of it.
+func TestClusterAffinityLive(t *testing.T) {
+	start := time.Now()
+	url := startNATSAlone(t)
+	var nodes []*kilnProc
+	for i := range 2 {
+		nodes = append(nodes, startKiln(t, t.TempDir(), "cluster.nats="+url, fmt.Sprintf("cluster.node_id=node%d", i+1),
+			"cost.time_scale=0.05", "workers.per_device=1", "policies.routing=affinity"))
+	}
+	for _, k := range nodes {
+		waitFor(t, 10*time.Second, k.base+" to see two healthy nodes", func() bool {
+			n := 0
+			for _, v := range clusterNodes(t, k) {
+				if v.Healthy {
+					n++
+				}
+			}
+			return n == 2
+		})
+	}
+	const model = "checkpoints/dreamshaper_8.safetensors"
+	const steps = 40
+	wf := func(seed int) map[string]any {
+		return loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", steps, seed)
+	}
+	runOne := func(k *kilnProc, seed int) string {
+		t.Helper()
+		id := k.submit(wf(seed), "batch")
+		var j clusterJobJSON
+		waitFor(t, 15*time.Second, "job "+id+" to finish", func() bool {
+			j = k.clusterJob(id)
+			return j.State == "done"
+		})
+		return j.Node
+	}
+
+	// The first job goes to either node (neither holds the model); it
+	// becomes the holder once its heartbeat shows the model in VRAM.
+	holder := runOne(nodes[0], 1)
+	other := "node1"
+	if holder == "node1" {
+		other = "node2"
+	}
+	for _, k := range nodes {
+		waitFor(t, 5*time.Second, k.base+" to see "+holder+" holding the model", func() bool {
+			return slices.Contains(clusterNodes(t, k)[holder].VRAM, model)
+		})
+	}
+	// Repeated jobs, one at a time, submitted to either node: every one
+	// runs where the model is.
+	for i := range 4 {
+		if got := runOne(nodes[i%2], 10+i); got != holder {
+			t.Fatalf("repeated job %d for %s ran on %s, not on %s, which holds the model in VRAM", i+1, model, got, holder)
+		}
+	}
+
+	// A burst, submitted to one node (whose view counts every job it
+	// routed): the holder (two workers) takes jobs until its wait passes
+	// spill × (the mean wait + one job), about ten; then the other node
+	// gets some, and the holder about half of the rest as the waits even
+	// out.
+	var burst []string
+	for i := range 20 {
+		burst = append(burst, nodes[0].submit(wf(100+i), "batch"))
+	}
+	ranOn := map[string]int{}
+	waitFor(t, 40*time.Second, "the burst to finish", func() bool {
+		clear(ranOn)
+		for _, id := range burst {
+			j := nodes[0].clusterJob(id)
+			if j.State != "done" {
+				return false
+			}
+			ranOn[j.Node]++
+		}
+		return true
+	})
+	t.Logf("a burst of %d jobs for the model %s holds: %d on it, %d spilled to %s (%s)",
+		len(burst), holder, ranOn[holder], ranOn[other], other, strings.TrimSpace(fmt.Sprint(ranOn)))
+	// Bounded, not eager: the first jobs of the burst, well under the
+	// bound, all went to the holder.
+	for i, id := range burst[:6] {
+		if j := nodes[0].clusterJob(id); j.Node != holder {
+			t.Errorf("job %d of the burst ran on %s, though %s holds the model and was under its bound", i+1, j.Node, holder)
+		}
+	}
+	if ranOn[other] == 0 {
+		t.Errorf("no job of the burst spilled to %s: affinity queued all %d on %s", other, len(burst), holder)
+	}
+	if ranOn[holder] < len(burst)/2+2 {
+		t.Errorf("the holder %s ran %d of %d jobs of the burst; affinity should keep most of them there", holder, ranOn[holder], len(burst))
+	}
+	t.Logf("affinity test took %s", time.Since(start).Round(time.Millisecond))
+}
