@@ -139,6 +139,13 @@ type runningJob struct {
 // that the end of the attempt is told from a user's cancel.
 var errPreempted = errors.New("preempted for a job of a higher class")
 
+// cancelledJob is the cause with which Cancel ends a running job's
+// context: the job as the store committed its cancellation, which execute
+// reports when the worker has stopped.
+type cancelledJob struct{ job *job.Job }
+
+func (c *cancelledJob) Error() string { return "job cancelled" }
+
 type residentModel struct {
 	model   string
 	res     *device.Reservation
@@ -261,7 +268,9 @@ func (d *Dispatcher) Cancel(id string) (*job.Job, error) {
 	rj := d.running[id]
 	d.mu.Unlock()
 	if rj != nil {
-		rj.cancel(nil) // execute reports the end once the worker has stopped
+		// execute reports the end once the worker has stopped, with the
+		// job as the store committed it (no read back).
+		rj.cancel(&cancelledJob{job: j})
 	} else {
 		d.finished(j)
 	}
@@ -705,7 +714,11 @@ func (d *Dispatcher) recordFailure(ctx, kernelCtx context.Context, j *job.Job, e
 		return false
 	case ctx.Err() != nil:
 		log.Info().Msg("job cancelled")
-		d.finishedID(j.ID)
+		if c := (*cancelledJob)(nil); errors.As(context.Cause(ctx), &c) {
+			d.finished(c.job)
+		} else {
+			d.finishedID(j.ID)
+		}
 	case errors.As(err, &noRoom):
 		if fj, ferr := d.opts.Store.Fail(j.ID, noRoom.Error()); ferr == nil {
 			d.finished(fj)

@@ -460,6 +460,13 @@ func (s *Store) countsLocked() map[State]int {
 	return m
 }
 
+// IsQueued reports whether job id is queued. It reads memory only.
+func (s *Store) IsQueued(id string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.queuedIDs[id] != nil
+}
+
 // QueuedLen returns the number of queued jobs of class.
 func (s *Store) QueuedLen(class Class) int {
 	s.mu.RLock()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	"image/png"
@@ -76,7 +77,7 @@ func (w *countingWorker) Unload(_ context.Context, r wire.UnloadRequest) (wire.U
 	return wire.UnloadReply{Model: r.Model}, nil
 }
 
-func (w *countingWorker) Run(_ context.Context, r wire.RunRequest, progress func(wire.Progress)) (wire.RunResult, error) {
+func (w *countingWorker) Run(ctx context.Context, r wire.RunRequest, progress func(wire.Progress)) (wire.RunResult, error) {
 	c := workerCounts{MsgpackMap: len(r.WorkflowJSON) == 0}
 	before := workflow.ReadCounts()
 	g, err := workflow.FromMap(r.Workflow, workflow.Limits{})
@@ -86,6 +87,21 @@ func (w *countingWorker) Run(_ context.Context, r wire.RunRequest, progress func
 	w.mu.Lock()
 	out := w.outDir
 	w.mu.Unlock()
+	for _, n := range g.Nodes() {
+		if n.ClassType == holdClass {
+			// Run until cancelled, having said so with a file, so that
+			// the test cancels a job that is running on the worker.
+			if err := os.WriteFile(filepath.Join(out, r.JobID+".holding"), nil, 0o644); err != nil {
+				return wire.RunResult{}, err
+			}
+			select {
+			case <-ctx.Done():
+				return wire.RunResult{}, ctx.Err()
+			case <-time.After(30 * time.Second):
+				return wire.RunResult{}, errors.New("held for 30 s and not cancelled")
+			}
+		}
+	}
 	var res wire.RunResult
 	for _, n := range g.OutputNodes() {
 		progress(wire.Progress{JobID: r.JobID, Node: n.ID, Value: 1, Max: 1})
@@ -128,6 +144,10 @@ const parseOnceGraph = `{
  "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
  "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}}
 }`
+
+// holdClass is a node class that makes a countingWorker run until the job
+// is cancelled.
+const holdClass = "KilnTestHold"
 
 // TestParseOnce counts, for one job through POST /prompt and one through
 // POST /v1/jobs, the decodes of its workflow and the graphs built from it
@@ -182,7 +202,107 @@ func TestParseOnce(t *testing.T) {
 			if wc.MsgpackMap {
 				t.Error("the worker got the graph as a msgpack map; want the stored JSON bytes (protocol 1.3)")
 			}
+			if recs > 0 {
+				t.Errorf("kiln decoded %d stored job records on the job's path; want none: every transition builds the next record from what the store keeps", recs)
+			}
 		})
+	}
+	// The history lists each finished job from one decode of its record
+	// and never decodes a workflow (the output nodes are in the record).
+	t.Run("history", func(t *testing.T) {
+		before := workflow.ReadCounts()
+		recBefore, getsBefore := job.ReadCounts()
+		var hist map[string]struct {
+			Prompt []json.RawMessage `json:"prompt"`
+		}
+		getJSON(t, base+"/history", &hist)
+		after := workflow.ReadCounts()
+		recs, gets := job.ReadCounts()
+		if len(hist) != 2 {
+			t.Fatalf("/history has %d entries; want the 2 jobs", len(hist))
+		}
+		for id, e := range hist {
+			if len(e.Prompt) != 5 || string(e.Prompt[4]) != `["9"]` {
+				t.Errorf("/history %s: prompt %s; want its output node [\"9\"] last", id, e.Prompt)
+			}
+		}
+		if d := after.Decodes - before.Decodes; d != 0 {
+			t.Errorf("/history decoded %d workflows; want none", d)
+		}
+		if recs-recBefore != 2 || gets != getsBefore {
+			t.Errorf("/history decoded %d job records (%d by Store.Get); want one per entry, 2, and no Get", recs-recBefore, gets-getsBefore)
+		}
+	})
+	// Cancelling a running job: the store commits the cancellation and
+	// hands the job over, and the dispatcher reports the end with it once
+	// the worker has stopped; nothing reads the job back.
+	t.Run("cancel running", func(t *testing.T) {
+		events, stop := n.Dispatcher.Subscribe(256)
+		defer stop()
+		held := strings.Replace(parseOnceGraph, `"9": {`, `"10": {"class_type": "`+holdClass+`", "inputs": {}},
+ "9": {`, 1)
+		before := workflow.ReadCounts()
+		recBefore, getsBefore := job.ReadCounts()
+		id := submit(t, base+"/v1/jobs", `{"workflow": `+held+`}`)
+		out := n.cfg.OutputDir
+		if out == "" {
+			out = filepath.Join(n.cfg.DataDir, "output")
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if _, err := os.Stat(filepath.Join(out, id+".holding")); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the job did not start running on the worker within 30 s")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		req, _ := http.NewRequest(http.MethodDelete, base+"/v1/jobs/"+id, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("DELETE /v1/jobs/%s: %s", id, resp.Status)
+		}
+		timeout := time.After(30 * time.Second)
+		for done := false; !done; {
+			select {
+			case e := <-events:
+				done = e.Type == job.EventFinished && e.JobID == id
+				if done && (e.Job == nil || e.Job.State != job.Cancelled) {
+					t.Errorf("finished event %+v; want the cancelled job with it", e)
+				}
+			case <-timeout:
+				t.Fatal("no finished event within 30 s of the cancellation")
+			}
+		}
+		after := workflow.ReadCounts()
+		recs, gets := job.ReadCounts()
+		if d := after.Decodes - before.Decodes; d != 1 {
+			t.Errorf("%d workflow decodes; want 1, at submit", d)
+		}
+		if recs != recBefore || gets != getsBefore {
+			t.Errorf("%d job records decoded (%d by Store.Get) from submit to the cancelled job's end; want none", recs-recBefore, gets-getsBefore)
+		}
+	})
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %s", url, resp.Status, b)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("GET %s: %s: %v", url, b, err)
 	}
 }
 

@@ -101,7 +101,13 @@ func (np *nodePredictor) loop(ctx context.Context, events <-chan job.Event, wg *
 				return
 			}
 			if e.Type == job.EventStarted && e.Attempt <= 1 {
-				if j, err := np.n.Store.Get(e.JobID); err == nil && j != nil {
+				// The dispatcher hands over the job it started; the
+				// store is read only for an event without one.
+				j := e.Job
+				if j == nil {
+					j, _ = np.n.Store.Get(e.JobID)
+				}
+				if j != nil {
 					np.observe(j)
 				}
 			}

@@ -1,6 +1,7 @@
 package comfy
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -395,10 +396,15 @@ func (c *comfy) queueItem(j *job.Job) []any {
 
 // outputIDs lists a job's output nodes, sorted: from its Facts while the
 // store keeps them (a queued or running job, what /queue lists), else from
-// one decode of its stored graph (/history).
+// the output nodes its record kept when it ended (/history); only a job
+// without either (its graph never parsed, or it ended before kiln kept
+// them) costs one decode of its stored graph.
 func outputIDs(j *job.Job) []string {
 	if j.Facts != nil {
 		return append([]string{}, slices.Sorted(slices.Values(j.Facts.Outputs))...)
+	}
+	if j.OutputNodes != nil {
+		return append([]string{}, slices.Sorted(slices.Values(j.OutputNodes))...)
 	}
 	var g map[string]struct {
 		ClassType string `json:"class_type"`
@@ -475,14 +481,19 @@ func (c *comfy) postQueue(w http.ResponseWriter, r *http.Request) {
 	}
 	ids := cd.Delete
 	if cd.Clear {
-		queued, _ := c.deps.Store.List(job.Queued, 100000)
-		for _, j := range queued {
+		// The ids from the queue index (no record read back), newest
+		// first as the store lists them.
+		queued := c.deps.Store.Snapshot(0)
+		slices.SortFunc(queued, func(a, b *job.Job) int { return cmp.Compare(b.Seq, a.Seq) })
+		for _, j := range queued[:min(len(queued), 100000)] {
 			ids = append(ids, j.ID)
 		}
 	}
 	for _, id := range ids {
-		// ComfyUI deletes pending items only; they leave no history.
-		if j, err := c.deps.Store.Get(id); err == nil && j.State == job.Queued {
+		// ComfyUI deletes pending items only; they leave no history. The
+		// store's queue index says which are pending, without reading
+		// each job back.
+		if c.deps.Store.IsQueued(id) {
 			if _, err := c.deps.Dispatcher.Cancel(id); err == nil {
 				c.hub.forget(id)
 				_ = c.deps.Store.Delete(id)
