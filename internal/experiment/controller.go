@@ -328,7 +328,7 @@ func (c *Controller) startStep(a *active, now time.Time, i int, workers []string
 	pct := sharePct(spec, i)
 	r := &routing{kind: a.kind, typ: spec.Type, unit: spec.Unit, seed: spec.Seed, arms: a.arms,
 		start: now, now: c.clk.Now, onFault: c.onFault, placed: map[string]placement{},
-		assign: map[string]int8{}, byClass: map[job.Class]*[3]int64{}}
+		assign: map[string]int8{}, byClass: map[job.Class]*classWork{}, byModels: map[string]*[3]float64{}}
 	as := Assignment{Unit: spec.Unit, Seed: spec.Seed}
 	switch spec.Unit {
 	case Workers:
@@ -701,8 +701,20 @@ func (c *Controller) newTests(a *active) {
 		left = time.Duration(spec.Deadline) - lag // pairs count from the start
 	}
 	horizon := int(max(left, 0) / width)
+	// A canary acts on one side of each test: it rolls back when the
+	// candidate is worse and promotes when a regression is ruled out, so
+	// each is a one-sided test at alpha, a two-sided one at 2·alpha. A/B
+	// tests and switchbacks conclude either way: two-sided at alpha.
+	testAlpha := a.alpha
+	if spec.Type == Canary {
+		testAlpha = 2 * a.alpha
+	}
 	for m := range nGating {
 		a.series[m] = newPairedSeries(origin, width, lag)
-		a.tests[m] = newAutoSeq(a.alpha, horizon)
+		// Latencies are compared as ratios (RATIONALE.md, "ratios"): a
+		// burst multiplies both arms' waits, and a difference in seconds
+		// then swings with the burst while a ratio does not.
+		a.series[m].relative = m == mLatency || m == mInteractive
+		a.tests[m] = newAutoSeq(testAlpha, horizon)
 	}
 }

@@ -53,8 +53,10 @@ func TestCanaryPromotesPriority(t *testing.T) {
 	}
 }
 
-// TestCanaryAA runs 20 A/A canaries (the active policy against itself):
-// none may be rolled back at the default confidence.
+// TestCanaryAA runs 20 A/A canaries (the active policy against itself)
+// at the default confidence: a canary's rollback is a one-sided test at
+// alpha 0.02, so a valid test rolls back two or more of 20 with
+// probability at most 0.06; the seeds are fixed, so the count is too.
 func TestCanaryAA(t *testing.T) {
 	wl := defaultWorkload()
 	rollbacks, n := 0, uint64(20)
@@ -70,10 +72,13 @@ func TestCanaryAA(t *testing.T) {
 		// rollback is.
 		if rec.State == RolledBack {
 			rollbacks++
-			t.Errorf("seed %d: A/A canary rolled back: %s", seed, rec.Reason)
+			t.Logf("seed %d: A/A canary rolled back: %s", seed, rec.Reason)
 		} else if rec.State != Promoted {
 			t.Logf("seed %d: A/A canary still %s at the horizon", seed, rec.State)
 		}
 	}
 	t.Logf("%d A/A canaries: %d rolled back", n, rollbacks)
+	if rollbacks > 1 {
+		t.Errorf("%d of %d A/A canaries rolled back, want at most 1 at alpha 0.02", rollbacks, n)
+	}
 }

@@ -111,15 +111,30 @@ func (c *Controller) windowed(a *active, now time.Time, m int, metric string, mi
 		floor = s.rateFloor()
 	}
 	r := a.tests[m].look(s.diffs, floor)
-	minEffect := c.cfg.MinRateEffect
+	// Rates are tested in points; latencies as log ratios (newTests),
+	// reported in seconds at the baseline's mean: x ↦ base·(eˣ − 1).
+	minEffect, testMin := c.cfg.MinRateEffect, c.cfg.MinRateEffect
+	seconds := func(x float64) float64 { return x }
 	if latency {
-		minEffect = c.cfg.MinEffect * base
+		minEffect, testMin = c.cfg.MinEffect*base, math.Log1p(c.cfg.MinEffect)
+		seconds = func(x float64) float64 { return base * math.Expm1(x) }
+	}
+	p := r.P
+	if a.rec.Spec.Type == Canary {
+		// One-sided in the direction of the estimate (newTests).
+		p /= 2
 	}
 	cmp := Comparison{Metric: metric, NA: s.n[Baseline], NB: s.n[Candidate], Windows: r.N, BaselineMean: base,
-		Effect: r.Mean, Low: r.Low, High: r.High, P: r.P, Alpha: a.alpha, MinEffect: minEffect, Gating: true,
+		Effect: seconds(r.Mean), Low: seconds(r.Low), High: seconds(r.High), P: p, Alpha: a.alpha, MinEffect: minEffect, Gating: true,
 		Test: fmt.Sprintf("group-sequential batch-means t on paired %s windows", s.width)}
+	if latency {
+		cmp.Test = fmt.Sprintf("group-sequential batch-means t on log ratios of paired %s windows", s.width)
+	}
 	if a.rec.Spec.Type == Switchback {
 		cmp.Test = "group-sequential batch-means t on switchback window pairs"
+		if latency {
+			cmp.Test = "group-sequential batch-means t on log ratios of switchback window pairs"
+		}
 	}
 	switch {
 	case !r.Bounded || cmp.NA < minJobs || cmp.NB < minJobs:
@@ -128,15 +143,15 @@ func (c *Controller) windowed(a *active, now time.Time, m int, metric string, mi
 			cmp.Low, cmp.High = 0, 0
 		}
 		return cmp
-	case r.Low > 0 && r.Mean > minEffect:
+	case r.Low > 0 && r.Mean > testMin:
 		cmp.Verdict = stats.Worse
-	case r.High < 0 && r.Mean < -minEffect:
+	case r.High < 0 && r.Mean < -testMin:
 		cmp.Verdict = stats.Better
 	default:
 		cmp.Verdict = stats.NoDifference
 	}
-	cmp.Detectable = max(r.Half, minEffect)
-	cmp.NoWorseThan = max(r.High, 0)
+	cmp.Detectable = max(seconds(r.Half), minEffect)
+	cmp.NoWorseThan = max(cmp.High, 0)
 	if !latency {
 		// A rate differs by at most 1.
 		cmp.Detectable, cmp.NoWorseThan = min(cmp.Detectable, 1), min(cmp.NoWorseThan, 1)

@@ -51,13 +51,16 @@ type Policies struct {
 //     the whole rest of the node would always look worse (Kayenta compares
 //     a canary with a fresh baseline of the same size for this reason).
 //   - Jobs belong to an arm (or production) in proportion to the shares,
-//     stratified by class: each class's jobs, in the order the router
-//     first sees them (queue order), go to the group furthest behind its
-//     share of that class, ties broken by the seed. Both arms thus get the
-//     same mix and the same bursts, which common random numbers show to
-//     cut the noise between two small queues far below what independent
-//     coin flips leave; the assignment is deterministic and each arm's
-//     scheduler and batcher see only their own jobs.
+//     stratified by class and models: each job, in the order the router
+//     first sees it (queue order), goes to the group furthest behind its
+//     share of the job's stratum (its class and models); among groups
+//     within half a job of that, to the one furthest behind its share of
+//     the class's estimated work (classWork); ties broken by the seed.
+//     Both arms thus get the same mix of models, the same work and the
+//     same bursts, which common random numbers show to cut the noise
+//     between two small queues far below what independent coin flips (or
+//     dealing jobs in turn) leave; the assignment is deterministic and
+//     each arm's scheduler and batcher see only their own jobs.
 //   - With unit workers, the workers are split into groups of the same
 //     sizes (a seeded shuffle; new workers by hash): a job runs only on its
 //     group, so the arms are small nodes that share only devices and host
@@ -123,9 +126,11 @@ type routing struct {
 
 	mu      sync.Mutex
 	assign  map[string]int8 // job → group (canary and A/B)
-	byClass map[job.Class]*[3]int64
-	placed  map[string]placement // switchback: job → its window's arm
-	tierAcc *[2]tierCounts       // per-arm VRAM hits, misses, bytes at placement
+	byClass map[job.Class]*classWork
+	// byModels counts each stratum's (class and models') jobs per group.
+	byModels map[string]*[3]float64
+	placed   map[string]placement // switchback: job → its window's arm
+	tierAcc  *[2]tierCounts       // per-arm VRAM hits, misses, bytes at placement
 }
 
 type placement struct {
@@ -165,31 +170,96 @@ func (r *routing) jobArmLocked(j *decision.JobView) int {
 		// without bound; forgetting reassigns the few still queued.
 		clear(r.assign)
 	}
-	cnt := r.byClass[j.Class]
-	if cnt == nil {
-		cnt = new([3]int64)
-		r.byClass[j.Class] = cnt
+	acc := r.byClass[j.Class]
+	if acc == nil {
+		acc = &classWork{}
+		r.byClass[j.Class] = acc
 	}
-	var total int64
-	for _, c := range cnt {
+	w := acc.weight(j.EstimatedCost)
+	var total float64
+	for _, c := range acc.work {
 		total += c
+	}
+	// First the stratum (class and models): the group furthest behind its
+	// share of the stratum's jobs; among groups within half a job of that,
+	// the one furthest behind its share of the class's work.
+	key := string(j.Class) + "\x00" + j.BatchKey
+	cnt := r.byModels[key]
+	if cnt == nil {
+		if len(r.byModels) >= maxAssigned {
+			clear(r.byModels)
+		}
+		cnt = new([3]float64)
+		r.byModels[key] = cnt
+	}
+	var n float64
+	for _, c := range cnt {
+		n += c
+	}
+	var defN, defW [3]float64
+	maxN := math.Inf(-1)
+	for g := range 3 {
+		if r.shares[g] <= 0 {
+			continue
+		}
+		defN[g] = r.shares[g]*(n+1) - cnt[g]
+		defW[g] = r.shares[g]*(total+w) - acc.work[g]
+		maxN = max(maxN, defN[g])
 	}
 	best, bestDef := -1, 0.0
 	// The seed picks which group wins a tie, per class.
 	first := int(hashUnit(r.seed, string(j.Class)) * 3)
 	for k := range 3 {
 		g := (first + k) % 3
-		if r.shares[g] <= 0 {
+		if r.shares[g] <= 0 || defN[g] < maxN-0.5 {
 			continue
 		}
-		def := r.shares[g]*float64(total+1) - float64(cnt[g])
-		if best < 0 || def > bestDef+1e-12 {
-			best, bestDef = g, def
+		if best < 0 || defW[g] > bestDef+1e-12 {
+			best, bestDef = g, defW[g]
 		}
 	}
 	cnt[best]++
+	acc.work[best] += w
 	r.assign[j.ID] = int8(best)
 	return best
+}
+
+// classWork is one class's estimated work assigned to each group, in
+// seconds of run time once the models are in (JobView.EstimatedCost).
+//
+// # Why work and not jobs
+//
+// Two arms that get the same number of jobs still get different work:
+// one draws more of the long models, and under load its backlog, and with
+// it every later job's wait, drifts away from the other arm's like a
+// random walk. On bursty traffic at 0.9 of capacity that drift, not the
+// policies, was most of the difference between the arms of an A/A canary
+// (RATIONALE.md). Balancing the estimated run time keeps the arms'
+// offered work within one job of their shares, so the backlogs differ
+// only by what the policies do. The estimate is the cost model's, the
+// same for either arm, and excludes model loads: those are what eviction
+// and balancing policies change, so they must stay in the outcome.
+type classWork struct {
+	work [3]float64
+	// seen and sum give the class's mean estimate, the weight of a job
+	// without one (a new model the cost model cannot price yet).
+	seen int
+	sum  float64
+}
+
+// weight is the work a job brings: its estimate in seconds, else the
+// class's mean so far, else one (counting jobs).
+func (c *classWork) weight(est time.Duration) float64 {
+	if est > 0 {
+		s := est.Seconds()
+		c.seen++
+		c.sum += s
+		return s
+	}
+	if c.seen > 0 {
+		return c.sum / float64(c.seen)
+	}
+	return 1
 }
 
 // assigned is the group of a job already assigned.

@@ -38,6 +38,9 @@ type pairedSeries struct {
 	// pairedBase is the sum of the baseline's window means over paired
 	// windows: the scale of relative effects and of the test's mixture.
 	pairedBase float64
+	// relative makes each difference the log of the ratio of the window
+	// means, candidate over baseline (latencies; see newTests).
+	relative bool
 }
 
 type winAcc struct {
@@ -98,7 +101,14 @@ func (p *pairedSeries) close(now time.Time) {
 			continue
 		}
 		a, b := acc[0].sum/float64(acc[0].n), acc[1].sum/float64(acc[1].n)
-		p.diffs = append(p.diffs, b-a)
+		if p.relative {
+			if !(a > 0 && b > 0) {
+				continue
+			}
+			p.diffs = append(p.diffs, math.Log(b/a))
+		} else {
+			p.diffs = append(p.diffs, b-a)
+		}
 		p.pairedBase += a
 	}
 	p.closed = upto
