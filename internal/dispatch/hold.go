@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/kiln-gpu/kiln/internal/catalog"
 	"github.com/kiln-gpu/kiln/internal/device"
@@ -57,6 +58,7 @@ func (h *jobHold) enter(ctx context.Context, models []string, act uint64, laterS
 	h.release(slices.DeleteFunc(slices.Clone(h.pinned), func(m string) bool { return slices.Contains(models, m) }))
 	g := h.d.gate(h.w.Device().Index)
 	queued := false
+	var since time.Time
 	defer func() {
 		if queued {
 			g.leave(h.jobID)
@@ -75,12 +77,20 @@ func (h *jobHold) enter(ctx context.Context, models []string, act uint64, laterS
 		if err == nil {
 			h.pinned = append(h.pinned, t.pinned...)
 			h.act = t.act
+			if queued {
+				h.d.log.Debug().Str("job", h.jobID).Str("worker", h.w.ID()).Dur("waited", h.d.clk.Since(since)).Msg("room for the stage")
+			}
 			return nil, nil
 		}
 		if wait == nil {
 			return nil, err
 		}
 		head := g.join(h.jobID)
+		if !queued {
+			since = h.d.clk.Now()
+			h.d.log.Debug().Str("job", h.jobID).Str("worker", h.w.ID()).Bool("head", head).Bool("later_stage", laterStage).
+				Err(err).Msg("waiting for room on the device")
+		}
 		queued = true
 		let := h.inherited != nil
 		if let {
