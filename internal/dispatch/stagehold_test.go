@@ -1,9 +1,12 @@
 package dispatch
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -176,5 +179,57 @@ func TestJobWaitingForRoomIsNotStarved(t *testing.T) {
 	}
 	for i := 2; i < 5; i++ {
 		r.waitState(ids[fmt.Sprintf("s%d", i)], job.Done)
+	}
+}
+
+// TestStageEntryIsAllOrNothing tries a stage whose model fits the device
+// now but whose model and activations together do not, while another
+// job's activations hold part of it: the try must hold nothing after (a
+// model pinned while the job waits for its activations is the hold that
+// deadlocked two jobs on one device) and must evict nothing (another
+// worker's warm model stays). Once that job lets go the same try succeeds;
+// a stage that cannot fit even on an otherwise empty device fails with
+// both figures instead of waiting.
+func TestStageEntryIsAllOrNothing(t *testing.T) {
+	const model, warm = "checkpoints/m.safetensors", "checkpoints/warm.safetensors"
+	r := newRig(t, 24*gib, 2, map[string]int64{model: 8 * gib, warm: 4 * gib})
+	// A finished job leaves its model resident and unpinned on its worker.
+	r.waitState(r.submit(job.Batch, `{}`, warm), job.Done)
+	led := r.set.Ledger(0)
+	other, err := led.Reserve("w0.1", fmt.Sprintf(activationsKey, "other"), 9*gib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := r.pool.Get("w0.0")
+	plan := Plan{Stages: []PlanStage{{Models: []string{model}, ModelBytes: []uint64{8 * gib}, ActivationBytes: 4 * gib}}}
+	before := led.Snapshot()
+	ctx := context.Background()
+	_, wait, err := r.d.tryStage(ctx, w, "j", []string{model}, plan, 4*gib, true)
+	if !errors.Is(err, ErrVRAMHeld) || wait == nil {
+		t.Fatalf("try beside the other job's activations: %v (wait %v); want ErrVRAMHeld and a wait", err, wait != nil)
+	}
+	if after := led.Snapshot(); !reflect.DeepEqual(after, before) {
+		t.Fatalf("a try that must wait changed the ledger:\n before %+v\n after  %+v", before, after)
+	}
+	r.d.mu.Lock()
+	_, pinned := r.d.resident[w.ID()][model]
+	r.d.mu.Unlock()
+	if pinned {
+		t.Fatal("a try that must wait left its model resident")
+	}
+
+	led.Release(other)
+	got, _, err := r.d.tryStage(ctx, w, "j", []string{model}, plan, 4*gib, true)
+	if err != nil || !reflect.DeepEqual(got.pinned, []string{model}) || got.act == nil || got.act.Bytes() != 4*gib {
+		t.Fatalf("try on a free device: %+v, %v; want the model pinned and 4 GiB of activations", got, err)
+	}
+	r.d.unpin(w.ID(), got.pinned)
+	led.Release(got.act)
+
+	big := Plan{Stages: []PlanStage{{Models: []string{model}, ModelBytes: []uint64{8 * gib}, ActivationBytes: 12 * gib}}}
+	_, wait, err = r.d.tryStage(ctx, w, "j", []string{model}, big, 12*gib, true)
+	var noRoom *NoRoomError
+	if !errors.As(err, &noRoom) || wait != nil {
+		t.Fatalf("a stage larger than the empty device: %v; want a NoRoomError and no wait", err)
 	}
 }
