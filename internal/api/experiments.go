@@ -61,6 +61,10 @@ func (s *Server) registerExperiments() {
 			httpjson.Error(w, http.StatusBadRequest, "invalid_experiment", err.Error())
 			return
 		}
+		if err := spec.CheckLive(); err != nil {
+			writeExperimentError(w, err)
+			return
+		}
 		rec, err := c.Start(r.Context(), spec)
 		if err != nil {
 			writeExperimentError(w, err)

@@ -36,6 +36,8 @@ func TestExperimentRoutes(t *testing.T) {
 		{name: "start with an unknown field", method: "POST", path: "/v1/experiments", token: "tok", body: `{"kind":"scheduling","nope":1}`, status: 400, errType: "invalid_experiment"},
 		{name: "start with an empty body", method: "POST", path: "/v1/experiments", token: "tok", status: 400, errType: "invalid_experiment"},
 		{name: "start an invalid spec", method: "POST", path: "/v1/experiments", token: "tok", body: `{"kind":"scheduling","policy":"edf","type":"magic"}`, status: 400, errType: "invalid_experiment"},
+		// A live node cannot attribute the jobs its routing sent elsewhere.
+		{name: "start a routing experiment", method: "POST", path: "/v1/experiments", token: "tok", body: `{"kind":"routing","policy":"random","type":"canary","unit":"traffic"}`, status: 400, errType: "invalid_experiment"},
 		{name: "start", method: "POST", path: "/v1/experiments", token: "tok", body: canary, status: 201},
 		{name: "start while one runs", method: "POST", path: "/v1/experiments", token: "tok", body: canary, status: 409, errType: "experiment_running"},
 		{name: "unknown id", method: "GET", path: "/v1/experiments/nope", status: 404, errType: "not_found"},

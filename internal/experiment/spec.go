@@ -77,7 +77,9 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // experiments config section when the experiment starts.
 type Spec struct {
 	// Kind is the policy kind: scheduling, batching or balancing (eviction
-	// only by switchback; its live comparison is the shadow caches').
+	// only by switchback; its live comparison is the shadow caches');
+	// routing by job or switchback, in the simulated cluster only
+	// (route.go).
 	Kind string `json:"kind"`
 	// Policy is the candidate, "name" or "name@version".
 	Policy string `json:"policy"`
@@ -177,14 +179,10 @@ func (s Spec) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("type %q: want canary, ab or switchback", s.Type))
 	}
-	if k == abi.KindRouting {
-		// A routing arm would pick the node per job at the cluster's
-		// entry and be judged on outcomes from every node; this
-		// controller splits one node's workers or traffic and attributes
-		// outcomes by worker, so it would run an experiment that routes
-		// nothing. Refused until the cluster has its own split.
-		errs = append(errs, errors.New("routing experiments are not supported yet: compare routing policies with kiln sim --nodes N "+
-			"(BENCHMARKS.md, \"Routing across nodes\")"))
+	if k == abi.KindRouting && s.Unit == Workers {
+		// A routing policy decides once per job, for the whole cluster:
+		// its arms split jobs, never one node's workers (route.go).
+		errs = append(errs, errors.New("a routing experiment splits jobs, not workers: use unit traffic (each job is routed by its arm) or a switchback"))
 	}
 	if k == abi.KindEviction && s.Type != Switchback {
 		errs = append(errs, errors.New("eviction policies share every cache, so splitting workers or traffic contaminates both arms: "+

@@ -65,13 +65,15 @@ type ClusterReport struct {
 // The policy host's state words of scheduling, batching and balancing are
 // kept per policy version (ABI section 9), so in a simulated cluster the
 // nodes share them; of the built-ins only balancing's round-robin keeps
-// any (its turn counter). Canaries and watches run on one node only.
+// any (its turn counter). A canary (Options.Canary) must be of routing:
+// one controller judges the arms over every node (cluster_canary.go);
+// watches run on one node only.
 func RunCluster(ctx context.Context, cfg ClusterConfig, models []Model, trace *Trace, opts Options) (*Report, error) {
 	if cfg.Nodes <= 1 {
 		return Run(ctx, cfg.Node, models, trace, opts)
 	}
-	if opts.Canary != nil || opts.Watch != nil || opts.OnStart != nil {
-		return nil, errors.New("sim: canaries, watches and start hooks run on one node (--nodes 1)")
+	if opts.Watch != nil || opts.OnStart != nil {
+		return nil, errors.New("sim: watches and start hooks run on one node (--nodes 1)")
 	}
 	if cfg.NetworkDelay < 0 {
 		return nil, fmt.Errorf("sim: network delay %s is < 0", cfg.NetworkDelay)
@@ -113,6 +115,8 @@ type cluster struct {
 	rng      *rand.Rand
 	routed   []int
 	unrouted int
+	// canary is the routing experiment (cluster_canary.go), when one runs.
+	canary *canaryState
 }
 
 func newCluster(ctx context.Context, cfg ClusterConfig, node Config, models []Model, trace *Trace, opts Options) (*cluster, error) {
@@ -158,6 +162,11 @@ func newCluster(ctx context.Context, cfg ClusterConfig, node Config, models []Mo
 		c.jobs = append(c.jobs, j)
 	}
 	slices.SortStableFunc(c.jobs, func(a, b *simJob) int { return cmpDuration(a.req.Time, b.req.Time) })
+	if opts.Canary != nil {
+		if err := c.startCanary(ctx, opts.Canary, opts); err != nil {
+			return fail(err)
+		}
+	}
 	return c, nil
 }
 
@@ -230,6 +239,7 @@ func (c *cluster) route(j *simJob) {
 	if !ok || k < 0 {
 		j.state = jobFailed
 		c.unrouted++
+		c.observeUnrouted(j)
 		return
 	}
 	s := c.nodes[k]
@@ -326,7 +336,7 @@ func (c *cluster) report(wall time.Duration, seed int64) *Report {
 	first := c.nodes[0]
 	agg := &simulator{cfg: first.cfg, host: c.host, sizes: first.sizes, models: first.models, parts: c.nodes,
 		ram: newHostTier("ram", 0, 0, nil), disk: newHostTier("disk", 0, 0, nil)}
-	agg.jobs = c.jobs
+	agg.jobs, agg.canary = c.jobs, c.canary
 	for _, s := range c.nodes {
 		agg.devices = append(agg.devices, s.devices...)
 		agg.workers = append(agg.workers, s.workers...)
