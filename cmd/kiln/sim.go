@@ -20,7 +20,8 @@ const simUsage = `usage:
            [--nodes N]   (a cluster of N nodes of the config's shape; policies.routing picks each job's node)
            [--ram-bytes N] [--disk-bytes N] [--remote-bytes-per-s F]
            [--tune KIND=POLICY [--budget N] [--objective mean_latency|p95_latency|p99_latency|slo_miss|load_time]]
-           [--canary KIND=POLICY[@V] [--steps 5,25,50,100] [--guard 'p95<=30s']... [--unit workers|traffic]]
+           [--canary KIND=POLICY[@V] [--type canary|ab|switchback] [--steps 5,25,50,100] [--guard 'p95<=30s']... [--unit workers|traffic]]
+                         (with --nodes N, KIND is routing: each arm routes its own jobs)
            [--watch KIND=POLICY[@V]@T]   (activate by hand at T, e.g. scheduling=fifo@90m; the watch judges it)
   kiln sim gen --kind zipf|bursty|diurnal --out DIR [--jobs N] [--rate F] [--checkpoints N] [--zipf-s F]
            [--drift DUR] [--burst-factor F] [--on DUR] [--off DUR] [--period DUR] [--amplitude F]
@@ -55,7 +56,8 @@ func cmdSim(args []string) error {
 	canarySteps := fs.String("steps", "", "--canary: steps in percent (default experiments.steps)")
 	var canaryGuards []string
 	fs.Func("guard", "--canary: a guard such as 'p95<=30s' (repeatable)", func(g string) error { canaryGuards = append(canaryGuards, g); return nil })
-	canaryUnit := fs.String("unit", "", "--canary: workers or traffic (default: workers with two or more workers)")
+	canaryUnit := fs.String("unit", "", "--canary: workers or traffic (default: workers with two or more workers; traffic for routing)")
+	canaryType := fs.String("type", "canary", "--canary: the experiment's type: canary, ab (an A/B test, 50% by default) or switchback")
 	watch := fs.String("watch", "", "KIND=POLICY[@V]@T: activate POLICY at virtual time T and let the watch (experiments.watch) judge it")
 	nodes := fs.Int("nodes", 1, "simulate a cluster of N nodes, each the config's node; policies.routing routes, sim.network_delay is the hop (internal/sim RunCluster)")
 	var cf configFlags
@@ -121,7 +123,7 @@ func cmdSim(args []string) error {
 				return err
 			}
 		}
-		spec.Guards, spec.Unit = canaryGuards, experiment.Unit(*canaryUnit)
+		spec.Guards, spec.Unit, spec.Type = canaryGuards, experiment.Unit(*canaryUnit), experiment.Type(*canaryType)
 		opts.Canary = &sim.Canary{Spec: spec, Config: cfg.Experiments, Seed: uint64(*seed)}
 	}
 	if *watch != "" {

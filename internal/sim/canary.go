@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"github.com/kiln-gpu/kiln/internal/dispatch"
 	"github.com/kiln-gpu/kiln/internal/experiment"
 	"github.com/kiln-gpu/kiln/internal/job"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
 // Canary asks a run to canary a policy with the live experiment controller
@@ -72,6 +74,9 @@ type canaryState struct {
 // startCanary puts the router between the decision core and the policy
 // host and starts the experiment at virtual time zero.
 func (s *simulator) startCanary(ctx context.Context, c *Canary) error {
+	if k, err := abi.ParseKind(c.Spec.Kind); err == nil && k == abi.KindRouting {
+		return errors.New("sim: a routing experiment needs a cluster: run it with --nodes 2 or more")
+	}
 	rt := experiment.NewRouter(experiment.Policies{Scheduler: s.core.Scheduler, Balancer: s.core.Balancer,
 		Batcher: s.core.Batcher, Evictor: s.core.Evictor})
 	ids := make([]string, 0, len(s.workers))
