@@ -143,12 +143,9 @@ func (r *rawObject) UnmarshalJSON(b []byte) error {
 	if string(b) == "null" {
 		return nil
 	}
-	var buf bytes.Buffer
-	buf.Grow(len(b))
-	if err := json.Compact(&buf, b); err != nil {
-		return err
-	}
-	r.raw = buf.Bytes()
+	// b is one JSON value the body's decoder has already checked, so
+	// compacting it needs no second scanner.
+	r.raw = workflow.AppendCompact(make([]byte, 0, len(b)), b)
 	// The submit's one decode of the graph, numbers as json.Number as
 	// /prompt decodes them: the result cache's hashes (workflow.Facts)
 	// must not depend on the route a graph came by.

@@ -103,3 +103,41 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+// TestAppendCompact checks AppendCompact against json.Compact on valid
+// JSON: the example workflows, and values with whitespace, escapes and
+// quotes inside strings.
+func TestAppendCompact(t *testing.T) {
+	files, _ := filepath.Glob("../../examples/workflows/*.json")
+	inputs := []string{` { "a" : [ 1 , "x y\t\"z\\" , { } ] , "b\\\\" : "\\\\" } `, `"s"`, ` 12 `, "{\n\"a\":\r\n\t\"\\u00e9 é\"\n}"}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inputs = append(inputs, string(raw))
+	}
+	for _, in := range inputs {
+		var want bytes.Buffer
+		if err := json.Compact(&want, []byte(in)); err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if got := AppendCompact([]byte("prefix"), []byte(in)); string(got) != "prefix"+want.String() {
+			t.Errorf("AppendCompact(%q) = %q; json.Compact gives %q", in, got[len("prefix"):], want.String())
+		}
+	}
+}
+
+// FuzzAppendCompact holds AppendCompact to json.Compact on valid JSON.
+func FuzzAppendCompact(f *testing.F) {
+	f.Add([]byte(` { "a" : [ 1 , "x \" y" ] } `))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var want bytes.Buffer
+		if json.Compact(&want, data) != nil {
+			return
+		}
+		if got := AppendCompact(nil, data); !bytes.Equal(got, want.Bytes()) {
+			t.Errorf("AppendCompact(%q) = %q; json.Compact gives %q", data, got, want.Bytes())
+		}
+	})
+}

@@ -160,11 +160,9 @@ func DecodePrompt(body []byte, env PromptEnv) (*PromptRequest, *PromptError) {
 	if err != nil {
 		return nil, graphError(err, graph)
 	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, pb.Prompt); err != nil {
-		return nil, bad("invalid_prompt", "invalid prompt", err.Error())
-	}
-	req.Workflow, req.Graph = buf.Bytes(), g
+	// pb.Prompt is one JSON value the body's decoder has already checked
+	// (and Decode has decoded): compacting it needs no second scanner.
+	req.Workflow, req.Graph = workflow.AppendCompact(make([]byte, 0, len(pb.Prompt)), pb.Prompt), g
 	for _, m := range g.Models() {
 		req.Models = append(req.Models, m.ID)
 		if env.ModelExists != nil && !env.ModelExists(m.Folder, m.Name) {
