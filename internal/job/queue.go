@@ -460,6 +460,24 @@ func (s *Store) countsLocked() map[State]int {
 	return m
 }
 
+// Running returns the running jobs, newest first (by descending Seq, as
+// List(Running, 0) orders them), from memory: copies with their Facts but
+// without the workflow. Callers that need no more of a running job than
+// what List would decode for them (the ComfyUI interrupt, the dashboard,
+// the watch's pending jobs) read no record this way.
+func (s *Store) Running() []*Job {
+	s.mu.RLock()
+	out := make([]*Job, 0, len(s.running))
+	for _, j := range s.running {
+		c := *j
+		c.Models = slices.Clone(j.Models)
+		out = append(out, &c)
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(out, func(a, b *Job) int { return cmp.Compare(b.Seq, a.Seq) })
+	return out
+}
+
 // IsQueued reports whether job id is queued. It reads memory only.
 func (s *Store) IsQueued(id string) bool {
 	s.mu.RLock()
@@ -638,6 +656,12 @@ func (s *Store) moveLocked(from, to State, sum *Job) {
 	if to == Queued {
 		s.addQueued(sum)
 		s.signal()
+	}
+	if from == Running {
+		delete(s.running, sum.ID)
+	}
+	if to == Running {
+		s.running[sum.ID] = sum
 	}
 }
 

@@ -278,3 +278,41 @@ func TestSubmitChecksAWorkflowWithoutFacts(t *testing.T) {
 		t.Errorf("%d jobs queued; want none", n)
 	}
 }
+
+// TestRunningReadsMemory checks that Running gives the running jobs List
+// gives, newest first, with their Facts and without decoding a record.
+func TestRunningReadsMemory(t *testing.T) {
+	s, _, _ := openTest(t, Config{})
+	var jobs []*Job
+	for i := range 5 {
+		jobs = append(jobs, submitGraph(t, s, []Class{Interactive, Batch}[i%2]))
+	}
+	for _, j := range jobs[:4] {
+		must(t)(s.Start(j.ID, "w-"+j.ID))
+	}
+	must(t)(s.Finish(jobs[1].ID, nil))
+	must(t)(s.Preempt(jobs[2].ID))
+	recs0, _ := ReadCounts()
+	got := s.Running()
+	if recs, _ := ReadCounts(); recs != recs0 {
+		t.Errorf("Running decoded %d records; want none", recs-recs0)
+	}
+	want, err := s.List(Running, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ids(got), ids(want)) || !slices.Equal(ids(got), []string{jobs[3].ID, jobs[0].ID}) {
+		t.Fatalf("Running = %v; List(Running) = %v; want [%s %s]", ids(got), ids(want), jobs[3].ID, jobs[0].ID)
+	}
+	for i, j := range got {
+		w := *want[i]
+		w.Workflow = nil
+		if j.Facts == nil || !reflect.DeepEqual(*j, w) {
+			t.Errorf("Running()[%d] = %+v; want List's job without its workflow %+v", i, *j, w)
+		}
+	}
+	got[0].Models[0] = "mutated"
+	if again := s.Running(); again[0].Models[0] == "mutated" {
+		t.Error("mutating a job Running returned changed the store")
+	}
+}

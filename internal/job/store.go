@@ -112,7 +112,9 @@ type Store struct {
 	// job's next record from it and the workflow's bytes instead of
 	// decoding the record it replaces. The committer reads it without the
 	// lock: it is the only writer.
-	live      map[string]*liveJob
+	live map[string]*liveJob
+	// running holds the summary of every running job (Running).
+	running   map[string]*Job
 	counts    map[State]int
 	stats     Stats
 	recovered int
@@ -238,6 +240,7 @@ func Open(path string, cfg Config, clk clock.Clock, opts ...Option) (*Store, err
 		notify:       make(chan struct{}, 1),
 		queuedIDs:    map[string]*entry{},
 		live:         map[string]*liveJob{},
+		running:      map[string]*Job{},
 		counts:       map[State]int{},
 		log:          logWriter{dbPath: path},
 		overlay:      map[string]*logRecord{},

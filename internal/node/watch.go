@@ -190,8 +190,8 @@ func (n *Node) watcher() *experiment.Watcher {
 }
 
 // pendingJobs lists the queued and running jobs for the watch's censored
-// latencies (experiment.WatchOptions.Pending): queued from the store's
-// in-memory queue, running from its index.
+// latencies (experiment.WatchOptions.Pending): queued and running from the
+// store's memory.
 func (n *Node) pendingJobs() []experiment.PendingJob {
 	var out []experiment.PendingJob
 	add := func(j *job.Job) {
@@ -200,10 +200,8 @@ func (n *Node) pendingJobs() []experiment.PendingJob {
 	for _, j := range n.Store.Snapshot(0) {
 		add(j)
 	}
-	if running, err := n.Store.List(job.Running, 0); err == nil {
-		for _, j := range running {
-			add(j)
-		}
+	for _, j := range n.Store.Running() {
+		add(j)
 	}
 	return out
 }

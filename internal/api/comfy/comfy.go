@@ -745,8 +745,8 @@ func (c *comfy) interrupt(w http.ResponseWriter, r *http.Request) {
 	if body.ClientID == "" {
 		body.ClientID = r.URL.Query().Get("clientId")
 	}
-	running, _ := c.deps.Store.List(job.Running, 10000)
-	for _, j := range running {
+	// Who runs what, from the store's memory: no record is read.
+	for _, j := range c.deps.Store.Running() {
 		switch {
 		case body.PromptID != "" && j.ID != body.PromptID:
 			continue

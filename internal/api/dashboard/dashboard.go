@@ -288,15 +288,12 @@ func (d *Dashboard) snapshot() Snapshot {
 		for _, c := range []job.Class{job.Interactive, job.Batch} {
 			s.Queue[string(c)][string(job.Queued)] = st.QueuedLen(c)
 		}
-		// Running jobs are at most one per worker (and their batches): a
-		// short list to read.
-		if running, err := st.List(job.Running, 0); err == nil {
-			for _, j := range running {
-				if s.Queue[string(j.Class)] == nil {
-					s.Queue[string(j.Class)] = map[string]int{string(job.Queued): 0, string(job.Running): 0}
-				}
-				s.Queue[string(j.Class)][string(job.Running)]++
+		// Running jobs by class, from the store's memory (no record read).
+		for _, j := range st.Running() {
+			if s.Queue[string(j.Class)] == nil {
+				s.Queue[string(j.Class)] = map[string]int{string(job.Queued): 0, string(job.Running): 0}
 			}
+			s.Queue[string(j.Class)][string(job.Running)]++
 		}
 	}
 	inVRAM := map[string][]string{}
