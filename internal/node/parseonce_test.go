@@ -210,6 +210,11 @@ func TestParseOnce(t *testing.T) {
 	// The history lists each finished job from one decode of its record
 	// and never decodes a workflow (the output nodes are in the record).
 	t.Run("history", func(t *testing.T) {
+		counts := n.Store.Counts()
+		finished := counts[job.Done] + counts[job.Failed] + counts[job.Cancelled]
+		if finished == 0 {
+			t.Skip("no finished job to list: the history is checked after the submit subtests")
+		}
 		before := workflow.ReadCounts()
 		recBefore, getsBefore := job.ReadCounts()
 		var hist map[string]struct {
@@ -218,8 +223,8 @@ func TestParseOnce(t *testing.T) {
 		getJSON(t, base+"/history", &hist)
 		after := workflow.ReadCounts()
 		recs, gets := job.ReadCounts()
-		if len(hist) != 2 {
-			t.Fatalf("/history has %d entries; want the 2 jobs", len(hist))
+		if len(hist) != finished {
+			t.Fatalf("/history has %d entries; want the %d finished jobs", len(hist), finished)
 		}
 		for id, e := range hist {
 			if len(e.Prompt) != 5 || string(e.Prompt[4]) != `["9"]` {
@@ -229,8 +234,8 @@ func TestParseOnce(t *testing.T) {
 		if d := after.Decodes - before.Decodes; d != 0 {
 			t.Errorf("/history decoded %d workflows; want none", d)
 		}
-		if recs-recBefore != 2 || gets != getsBefore {
-			t.Errorf("/history decoded %d job records (%d by Store.Get); want one per entry, 2, and no Get", recs-recBefore, gets-getsBefore)
+		if recs-recBefore != uint64(finished) || gets != getsBefore {
+			t.Errorf("/history decoded %d job records (%d by Store.Get); want one per entry, %d, and no Get", recs-recBefore, gets-getsBefore, finished)
 		}
 	})
 	// Cancelling a running job: the store commits the cancellation and
