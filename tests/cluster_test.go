@@ -392,6 +392,13 @@ func TestClusterThreeNodes(t *testing.T) {
 		t.Errorf("node1, alive, has %d consumers of its routed jobs; want 2 (one per class)", n)
 	}
 	t.Logf("%s's consumers deleted %s after the kill", victimName, time.Since(killedAt).Round(time.Millisecond))
+	// Only the dead node's: a node that had just joined (consumers made,
+	// no heartbeat yet) never lost its own.
+	for _, k := range survivors {
+		if strings.Contains(k.log.String(), "created this node's work consumer again") {
+			t.Errorf("%s had its consumers deleted while alive:\n%s", k.base, k.logTail())
+		}
+	}
 	// Each survivor has loaded models by now: it publishes the load rates
 	// it measured (host → device from its workers' loads, disk → RAM and
 	// source → disk from its tiers), which affinity prices loads with.

@@ -176,6 +176,12 @@ func (c *Cluster) orphans(ctx context.Context, alive map[string]bool) []string {
 	return out
 }
 
+// retireAge is how old a consumer must be before it may be deleted as a
+// dead node's: the heartbeat's TTL, time enough for a node that has just
+// created its consumers (Open) to write its first heartbeat (Run, under
+// a second later).
+const retireAge = nodeTTL
+
 // retire deletes a dead node's consumer once it holds nothing: no job
 // waiting and none delivered without an ack (an adopted job is acked
 // through it, so it stays while any runs).
@@ -191,6 +197,24 @@ func (c *Cluster) retire(ctx context.Context, name string, alive map[string]bool
 	}
 	info, err := cons.Info(cctx)
 	if err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
+		return
+	}
+	// A node creates its consumers when it joins, a moment before its
+	// first heartbeat: a young consumer is not a dead node's. Its age by
+	// the server's clock (TimeStamp is the server's now), not this node's.
+	now := info.TimeStamp
+	if now.IsZero() {
+		now = time.Now()
+	}
+	if now.Sub(info.Created) < retireAge {
+		return
+	}
+	// This node's view of the heartbeats is a watch, which can lag for
+	// seconds after a NATS server dies; before deleting, ask the bucket
+	// itself whether the node's heartbeat has expired (an error, or a
+	// replica that still holds it, keeps the consumer).
+	node, _, _ := consumerNode(name)
+	if _, err := c.nodes.Get(cctx, node); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return
 	}
 	err = c.js.DeleteConsumer(cctx, workStream, name)
