@@ -904,7 +904,7 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 		j.attempts++
 		if i > 0 {
 			// Followers find every model warm: one VRAM hit each, as their
-			// live ensureResident counts.
+			// live stage entries (jobHold.enter) count.
 			s.vram.Hits += int64(len(j.models))
 			for _, m := range j.models {
 				if r := w.resident[m]; r != nil {
