@@ -83,12 +83,19 @@ func buildModules() error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	// Builds for older sources are dead weight.
+	now := time.Now()
+	_ = os.Chtimes(dir, now, now) // in use: see below
+	// Builds for older sources are dead weight, but only once they are a
+	// day old: the hash covers the checkout's paths, so two checkouts
+	// tested at once (a clone beside the working tree) each have a
+	// directory, and removing the other's made its tests fail mid-run.
 	if old, err := os.ReadDir(filepath.Dir(dir)); err == nil {
 		for _, e := range old {
-			if e.IsDir() && e.Name() != "wazero" && e.Name() != filepath.Base(dir) {
-				_ = os.RemoveAll(filepath.Join(filepath.Dir(dir), e.Name()))
+			info, err := e.Info()
+			if err != nil || !e.IsDir() || e.Name() == "wazero" || e.Name() == filepath.Base(dir) || time.Since(info.ModTime()) < 24*time.Hour {
+				continue
 			}
+			_ = os.RemoveAll(filepath.Join(filepath.Dir(dir), e.Name()))
 		}
 	}
 	names := make([]string, 0, len(targets))
