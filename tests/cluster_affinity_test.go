@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os/exec"
@@ -138,4 +139,82 @@ func TestClusterAffinityLive(t *testing.T) {
 		t.Errorf("the holder %s ran %d of %d jobs of the burst; affinity should keep most of them there", holder, ranOn[holder], len(burst))
 	}
 	t.Logf("affinity test took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// TestClusterRoutingExperimentLive runs an A/B test of routing policies on
+// a live two-node cluster: started on node1, it routes the jobs submitted
+// there by their arm (random or the active affinity) and counts each one
+// when the cluster's registry says it ended, also those that ran on node2;
+// jobs submitted to node2 are routed by the active policy and not counted.
+func TestClusterRoutingExperimentLive(t *testing.T) {
+	url := startNATSAlone(t)
+	var nodes []*kilnProc
+	for i := range 2 {
+		nodes = append(nodes, startKiln(t, t.TempDir(), "cluster.nats="+url, fmt.Sprintf("cluster.node_id=node%d", i+1),
+			"cost.time_scale=0.05", "workers.per_device=1", "policies.routing=affinity", "experiments.interval=1s"))
+	}
+	for _, k := range nodes {
+		waitFor(t, 10*time.Second, k.base+" to see two healthy nodes", func() bool { return len(clusterNodes(t, k)) == 2 })
+	}
+	code, data := nodes[0].admin("POST", "/v1/experiments", []byte(`{"kind":"routing","policy":"random","type":"ab"}`))
+	var rec struct {
+		ID   string `json:"id"`
+		Spec struct {
+			Unit string `json:"unit"`
+		} `json:"spec"`
+	}
+	if code != 201 || json.Unmarshal(data, &rec) != nil || rec.ID == "" {
+		t.Fatalf("start a routing A/B test on node1: HTTP %d: %s", code, data)
+	}
+	if rec.Spec.Unit != "traffic" {
+		t.Errorf("a routing experiment's unit is %q, want traffic (each job routed by its arm)", rec.Spec.Unit)
+	}
+	var counted, other []string
+	for i := range 16 {
+		counted = append(counted, nodes[0].submit(loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 4, 300+i), "batch"))
+	}
+	for i := range 2 {
+		other = append(other, nodes[1].submit(loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 4, 400+i), "batch"))
+	}
+	ranOn := map[string]int{}
+	waitFor(t, 30*time.Second, "the jobs to finish", func() bool {
+		clear(ranOn)
+		for _, id := range append(append([]string{}, counted...), other...) {
+			j := nodes[0].clusterJob(id)
+			if j.State != "done" {
+				return false
+			}
+			ranOn[j.Node]++
+		}
+		return true
+	})
+	var arms [2]int
+	waitFor(t, 10*time.Second, "the experiment to count node1's 16 jobs", func() bool {
+		code, data := nodes[0].do("GET", "/v1/experiments/"+rec.ID, nil)
+		var got struct {
+			Report *struct {
+				Arms [2]struct {
+					N int `json:"n"`
+				} `json:"arms"`
+			} `json:"report"`
+		}
+		if code != 200 || json.Unmarshal(data, &got) != nil {
+			t.Fatalf("GET /v1/experiments/%s: HTTP %d: %s", rec.ID, code, data)
+		}
+		if got.Report == nil {
+			return false
+		}
+		arms = [2]int{got.Report.Arms[0].N, got.Report.Arms[1].N}
+		return arms[0]+arms[1] >= len(counted)
+	})
+	if arms[0]+arms[1] != len(counted) || arms[0] < 4 || arms[1] < 4 {
+		t.Errorf("arms counted %v jobs; want the %d submitted to node1, split about evenly", arms, len(counted))
+	}
+	if ranOn["node2"] == 0 {
+		t.Errorf("no job ran on node2 (%v): the count did not cover jobs that ended on another node", ranOn)
+	}
+	t.Logf("routing A/B on node1: arms counted %v of its %d jobs; the jobs ran %v", arms, len(counted), ranOn)
+	if code, data := nodes[0].admin("POST", "/v1/experiments/"+rec.ID+"/abort", nil); code != 200 {
+		t.Fatalf("abort: HTTP %d: %s", code, data)
+	}
 }

@@ -61,7 +61,7 @@ func (s *Server) registerExperiments() {
 			httpjson.Error(w, http.StatusBadRequest, "invalid_experiment", err.Error())
 			return
 		}
-		if err := spec.CheckLive(); err != nil {
+		if err := spec.CheckLive(s.deps.Cluster != nil); err != nil {
 			writeExperimentError(w, err)
 			return
 		}

@@ -95,6 +95,11 @@ type Local struct {
 	// Estimate is a job's run time by the cost model (the dispatcher's
 	// Estimate), for the router.
 	Estimate func(*job.Job) time.Duration
+	// Ended, if set, is told of every job of the cluster that ended (done,
+	// failed or cancelled, on any node) as this node learns of it: the
+	// registry's record, without its workflow, once per job. A routing
+	// experiment counts the jobs its node routed by it. It must not block.
+	Ended func(*job.Job)
 }
 
 // Cluster is this node's membership of a kiln cluster.
@@ -710,10 +715,20 @@ func (c *Cluster) remember(r *Record) {
 	s := *r
 	s.Workflow = nil
 	c.viewMu.Lock()
-	if old, ok := c.view[s.ID]; !ok || old.Seq <= s.Seq || old.State == job.Queued {
+	old, ok := c.view[s.ID]
+	if !ok || old.Seq <= s.Seq || old.State == job.Queued {
 		c.view[s.ID] = &s
 	}
 	c.viewMu.Unlock()
+	c.ended(old, &s)
+}
+
+// ended tells Local.Ended of a record that the view now has as ended and
+// had not before.
+func (c *Cluster) ended(old, now *Record) {
+	if c.local.Ended != nil && terminal(now.State) && (old == nil || !terminal(old.State)) {
+		c.local.Ended(&now.Job)
+	}
 }
 
 // watch keeps the view of the registry until ctx ends.
@@ -732,8 +747,10 @@ func (c *Cluster) watch(ctx context.Context) {
 		}
 		rec.Workflow = nil
 		c.viewMu.Lock()
+		old := c.view[id]
 		c.view[id] = &rec
 		c.viewMu.Unlock()
+		c.ended(old, &rec)
 	})
 }
 

@@ -198,6 +198,8 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (Record, error) {
 		// workers, which gives each arm its own queue discipline.
 		spec.Unit = Traffic
 		switch {
+		case spec.Kind == "routing":
+			// Each job is routed by its arm (route.go).
 		case spec.Kind == "balancing":
 			// Split by whole devices where each arm then still has two
 			// devices to choose between at 50%: a balancer's harm travels

@@ -38,8 +38,8 @@ func (c *Controller) Follow(ctx context.Context, events <-chan job.Event) {
 // Cancelled jobs are not counted: a client's choice says nothing of a
 // policy.
 func (c *Controller) JobFinished(j *job.Job) {
-	if !c.router.Active() {
-		return
+	if !c.router.Active() || c.router.routingExperiment() {
+		return // a routing experiment counts from the cluster's registry (ObserveCluster)
 	}
 	c.liveMu.Lock()
 	running := c.runningAt[j.ID]

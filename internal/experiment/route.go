@@ -3,8 +3,10 @@ package experiment
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/kiln-gpu/kiln/internal/decision"
+	"github.com/kiln-gpu/kiln/internal/job"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -19,11 +21,13 @@ import (
 // the active policies' and are shared by both arms' jobs, as a traffic
 // split on one node shares its workers.
 //
-// A live cluster cannot do this yet: each node's controller sees only the
-// jobs that finish on it, so the arm of a job routed by one node and run
-// by another is unknown where it finishes. CheckLive refuses it there; the
-// simulated cluster (internal/sim RunCluster) has one controller for all
-// its nodes.
+// In the simulated cluster (internal/sim RunCluster) one controller serves
+// every node. In a live cluster the experiment runs on the node it was
+// started on and splits the jobs submitted there: it routes them through
+// RouteSplit (the cluster's Local.Router) and counts each when the
+// cluster's registry says it ended, on whichever node (ObserveCluster).
+// Jobs submitted to other nodes are routed by the active policy and not
+// counted. A single node refuses routing experiments (CheckLive).
 
 // RouteSplit is the router a cluster asks for placements while an
 // experiment may run: base (the active routing policy) outside a routing
@@ -69,14 +73,46 @@ func (s routeSplit) Route(req decision.RouteRequest) (string, bool) {
 	return node, ok
 }
 
-// ErrRoutingLive is CheckLive's refusal.
-var ErrRoutingLive = errors.New("routing experiments run in the simulated cluster only (kiln sim --nodes N --canary routing=POLICY): " +
-	"a live node's controller sees only the jobs that finish on it, not those its routing sent elsewhere")
+// nodeSplit is the split of the node's own decisions (scheduling,
+// balancing, batching, preemption): nil outside an experiment and during
+// a routing experiment, whose arms split the cluster's jobs, not the
+// node's.
+func (rt *Router) nodeSplit() *routing {
+	if r := rt.cur.Load(); r != nil && r.kind != abi.KindRouting {
+		return r
+	}
+	return nil
+}
 
-// CheckLive says whether a live node can run spec: not a routing
-// experiment (see RouteSplit). It wraps ErrInvalid.
-func (s Spec) CheckLive() error {
-	if k, err := abi.ParseKind(s.Kind); err == nil && k == abi.KindRouting {
+// routingExperiment reports whether a routing experiment runs.
+func (rt *Router) routingExperiment() bool {
+	r := rt.cur.Load()
+	return r != nil && r.kind == abi.KindRouting
+}
+
+// ObserveCluster counts a job of the cluster's registry that ended, on
+// whichever node, for the arm of a routing experiment that routed it (a
+// job this node did not route counts for nothing). Its latency runs from
+// the cluster's submit to its node's finish. The node's own hook
+// (JobFinished) leaves routing experiments to this one: a job's local
+// record starts when its node pulled it, not when it was submitted.
+func (c *Controller) ObserveCluster(j *job.Job) {
+	if !c.router.routingExperiment() {
+		return
+	}
+	if o, ok := ObservationOf(j, time.Time{}); ok {
+		c.Observe(o)
+	}
+}
+
+// ErrRoutingLive is CheckLive's refusal.
+var ErrRoutingLive = errors.New("a routing experiment needs a cluster (cluster.nats), or the simulated one (kiln sim --nodes N --canary routing=POLICY)")
+
+// CheckLive says whether a live node can run spec: a routing experiment
+// only in a cluster, whose registry tells the node that routed a job when
+// it ended elsewhere (ObserveCluster). It wraps ErrInvalid.
+func (s Spec) CheckLive(clustered bool) error {
+	if k, err := abi.ParseKind(s.Kind); err == nil && k == abi.KindRouting && !clustered {
 		return fmt.Errorf("%w: %w", ErrInvalid, ErrRoutingLive)
 	}
 	return nil

@@ -386,7 +386,7 @@ func (r *routing) order() [3]int {
 
 // Next implements decision.Scheduler.
 func (rt *Router) Next(queued []decision.JobView, workers []decision.WorkerView) (string, bool) {
-	r := rt.cur.Load()
+	r := rt.nodeSplit()
 	if r == nil {
 		return rt.base.Scheduler.Next(queued, workers)
 	}
@@ -480,7 +480,7 @@ func (r *routing) armJobs(arm int, queued []decision.JobView) []decision.JobView
 
 // Place implements decision.Balancer.
 func (rt *Router) Place(j decision.JobView, workers []decision.WorkerView) (string, bool) {
-	r := rt.cur.Load()
+	r := rt.nodeSplit()
 	if r == nil {
 		return rt.base.Balancer.Place(j, workers)
 	}
@@ -560,7 +560,7 @@ func (r *routing) attribute(jobID, worker string) (placement, bool) {
 
 // Batch implements decision.Batcher: a batch holds jobs of lead's arm only.
 func (rt *Router) Batch(lead decision.JobView, queued []decision.JobView, workers []decision.WorkerView) ([]string, time.Duration) {
-	r := rt.cur.Load()
+	r := rt.nodeSplit()
 	if r == nil {
 		return rt.base.Batcher.Batch(lead, queued, workers)
 	}
@@ -712,7 +712,7 @@ func itoa(i int) string {
 // that the comparison needs kept apart.
 func (rt *Router) PlanIDs(queued, running []decision.JobView, workers []decision.WorkerView) (next, preempt []string) {
 	p, ok := rt.base.Scheduler.(decision.Planner)
-	if !ok || rt.cur.Load() != nil {
+	if !ok || rt.nodeSplit() != nil {
 		return nil, nil
 	}
 	return p.PlanIDs(queued, running, workers)

@@ -53,6 +53,15 @@ func (n *Node) openCluster(cfg *config.Config, outDir string) error {
 		// The active routing policy (policies.routing); a policy loaded
 		// with kiln policy load takes over live, as for the other kinds.
 		local.Router = n.Policies.Router()
+		if n.Router != nil {
+			// A routing experiment started on this node splits the jobs
+			// submitted here between its arms, and counts them when the
+			// registry says they ended (internal/experiment route.go).
+			local.Router = n.Router.RouteSplit(local.Router)
+		}
+	}
+	if n.Experiments != nil {
+		local.Ended = n.Experiments.ObserveCluster
 	}
 	c, err := cluster.Open(ctx, cfg.Cluster, local, logging.Component(n.opts.Log, "cluster"))
 	if err != nil {
