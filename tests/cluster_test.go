@@ -367,6 +367,13 @@ func TestClusterThreeNodes(t *testing.T) {
 		var first []byte
 		for _, k := range survivors {
 			code, png := k.do("GET", "/view?"+q.Encode(), nil)
+			// While a node reconnects after the NATS server kill above,
+			// the object store answers 503 "retry later": a client
+			// retries, and so does the test, for a bounded time.
+			for deadline := time.Now().Add(15 * time.Second); code == http.StatusServiceUnavailable && time.Now().Before(deadline); {
+				time.Sleep(250 * time.Millisecond)
+				code, png = k.do("GET", "/view?"+q.Encode(), nil)
+			}
 			if code != 200 || !bytes.HasPrefix(png, []byte("\x89PNG")) {
 				t.Fatalf("/view of %s (from %s) on %s: HTTP %d, %d bytes", id, j.Node, k.base, code, len(png))
 			}
