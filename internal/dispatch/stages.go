@@ -269,8 +269,18 @@ func (d *Dispatcher) Fit(g *workflow.Graph) (need, room uint64) {
 
 // FitFacts is Fit for a graph's Facts, which the API derives once and
 // then hands to the job (job.Job.Facts).
+//
+// room is 0, "cannot judge yet", while the node has a worker pool of
+// which no worker has said hello: whether the workers stream weights is
+// unknown then, and a plan without streaming would refuse a job (a Flux
+// dev on 24 GiB) that the node runs a second later. Such a job is
+// accepted and judged by the decision core once its workers are known,
+// which fails it with the same figures if it can never fit.
 func (d *Dispatcher) FitFacts(f *workflow.Facts) (need, room uint64) {
-	need = d.fitPlan(PlanFacts(f, d.opts.Catalog.Lookup, d.opts.Cost)).Peak()
-	_, room = d.room()
-	return need, room
+	k := d.fitNow()
+	need = d.fitPlanFor(PlanFacts(f, d.opts.Catalog.Lookup, d.opts.Cost), k).Peak()
+	if !k.streams && !d.workersKnown() {
+		return need, 0
+	}
+	return need, k.room
 }

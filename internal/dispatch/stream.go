@@ -118,6 +118,20 @@ func (d *Dispatcher) poolStreams() bool {
 	return seen
 }
 
+// workersKnown reports whether the workers' capabilities are known: the
+// node has no worker pool, or one of its workers has said hello.
+func (d *Dispatcher) workersKnown() bool {
+	if d.opts.Pool == nil {
+		return true
+	}
+	for _, in := range d.opts.Pool.Infos() {
+		if in.State == worker.Ready || in.State == worker.Busy {
+			return true
+		}
+	}
+	return false
+}
+
 // fitKey is what a job's plan depends on beyond the job, the catalog and
 // the measured activations: whether the workers stream weights and the
 // room a device gives one job (fitPlan). The dispatcher keeps the plan it
