@@ -279,7 +279,7 @@ func (d *Dispatcher) Fit(g *workflow.Graph) (need, room uint64) {
 func (d *Dispatcher) FitFacts(f *workflow.Facts) (need, room uint64) {
 	k := d.fitNow()
 	need = d.fitPlanFor(PlanFacts(f, d.opts.Catalog.Lookup, d.opts.Cost), k).Peak()
-	if !k.streams && !d.workersKnown() {
+	if !k.known {
 		return need, 0
 	}
 	return need, k.room

@@ -96,40 +96,25 @@ func (p Plan) StreamTime(c cost.Config, dev cost.Device) time.Duration {
 	return d
 }
 
-// poolStreams reports whether every worker of the pool can stream
-// weights (wire.CapabilityStream): a plan is made before its worker is
-// chosen, so it streams only where any worker could run it.
-func (d *Dispatcher) poolStreams() bool {
+// poolCaps reports whether every worker of the pool can stream weights
+// (wire.CapabilityStream): a plan is made before its worker is chosen, so
+// it streams only where any worker could run it; and whether that is
+// known at all: the node has no pool, or one of its workers has said
+// hello (before that its capabilities are unknown).
+func (d *Dispatcher) poolCaps() (streams, known bool) {
 	if d.opts.Pool == nil {
-		return false
+		return false, true
 	}
-	infos := d.opts.Pool.Infos()
-	seen := false
-	for _, in := range infos {
+	streams = true
+	for _, in := range d.opts.Pool.Infos() {
 		w := d.opts.Pool.Get(in.ID)
 		if w == nil || (in.State != worker.Ready && in.State != worker.Busy) {
 			continue // not said hello yet: its capabilities are unknown
 		}
-		if !w.Speaks(wire.CapabilityStream) {
-			return false
-		}
-		seen = true
+		known = true
+		streams = streams && w.Speaks(wire.CapabilityStream)
 	}
-	return seen
-}
-
-// workersKnown reports whether the workers' capabilities are known: the
-// node has no worker pool, or one of its workers has said hello.
-func (d *Dispatcher) workersKnown() bool {
-	if d.opts.Pool == nil {
-		return true
-	}
-	for _, in := range d.opts.Pool.Infos() {
-		if in.State == worker.Ready || in.State == worker.Busy {
-			return true
-		}
-	}
-	return false
+	return streams && known, known
 }
 
 // fitKey is what a job's plan depends on beyond the job, the catalog and
@@ -142,13 +127,15 @@ func (d *Dispatcher) workersKnown() bool {
 // admits once its workers are up.
 type fitKey struct {
 	streams bool
+	known   bool // poolCaps: false while no worker has said hello
 	room    uint64
 }
 
 // fitNow is the node's fitKey as the pool and the ledgers are now.
 func (d *Dispatcher) fitNow() fitKey {
 	_, room := d.room()
-	return fitKey{streams: d.poolStreams(), room: room}
+	streams, known := d.poolCaps()
+	return fitKey{streams: streams, known: known, room: room}
 }
 
 // refreshFit takes the node's fitKey again: at every worker's hello and
