@@ -4,14 +4,25 @@ import (
 	"slices"
 	"strings"
 	"time"
+)
 
-	"github.com/kiln-gpu/kiln/internal/job"
+// Class is a job's priority class. It is declared here, not in
+// internal/job, so that the decision contract imports nothing of the
+// kernel: the queue (internal/job) keeps jobs of these classes and
+// re-exports the type and its values (job.Class, job.Interactive,
+// job.Batch) for its many callers.
+type Class string
+
+// The priority classes. Interactive jobs go ahead of batch jobs.
+const (
+	Interactive Class = "interactive"
+	Batch       Class = "batch"
 )
 
 // JobView is what scheduling and placement policies see of a queued job.
 type JobView struct {
 	ID    string
-	Class job.Class
+	Class Class
 	// Seq is the job's place in the queue's order across both classes (1
 	// for the first job of the window, then 2, ...): submission order,
 	// whatever the class, except for jobs with an explicit order
@@ -203,7 +214,7 @@ type Batcher interface {
 // rank for one of a lower rank, and the lookahead orders an unplanned
 // queue by it.
 func (j JobView) ClassRank() int {
-	if j.Class == job.Interactive {
+	if j.Class == Interactive {
 		return 0
 	}
 	return 1

@@ -5,16 +5,20 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/kiln-gpu/kiln/internal/decision"
 	"github.com/kiln-gpu/kiln/internal/workflow"
 )
 
-// Class is a job's priority class.
-type Class string
+// Class is a job's priority class. It is the decision contract's type
+// (decision.Class), aliased so that a job's class is what a policy sees
+// without a conversion, and so that the contract (internal/decision)
+// stays a leaf that imports nothing of the kernel, the queue included.
+type Class = decision.Class
 
 // The priority classes. Interactive jobs go ahead of batch jobs.
 const (
-	Interactive Class = "interactive"
-	Batch       Class = "batch"
+	Interactive = decision.Interactive
+	Batch       = decision.Batch
 )
 
 // State is where a job is in its life.
