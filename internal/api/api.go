@@ -27,7 +27,6 @@ import (
 	"github.com/kiln-gpu/kiln/internal/policy"
 	"github.com/kiln-gpu/kiln/internal/shadow"
 	"github.com/kiln-gpu/kiln/internal/tier"
-	"github.com/kiln-gpu/kiln/internal/tune"
 	"github.com/kiln-gpu/kiln/internal/worker"
 	"github.com/kiln-gpu/kiln/internal/workflow"
 )
@@ -57,15 +56,16 @@ type Deps struct {
 	// exports, no token); Trace serves GET /v1/experiments/trace (the
 	// node's recent traffic) behind the admin token. Nil leaves a route out.
 	Shadow *shadow.Shadow
-	Trace  *tune.Recorder
+	Trace  TraceSource
 	// Experiments serves /v1/experiments (experiments.go) and Watches
 	// /v1/experiments/watches, the watches of changes made by hand; nil
 	// leaves them out.
 	Experiments *experiment.Controller
 	Watches     *experiment.Watcher
-	// Tune serves GET /v1/tune, the background tuner's status
-	// (internal/tune): read-only, no token, like /v1/experiments.
-	Tune *tune.Auto
+	// TuneStatus serves GET /v1/tune, the background tuner's status
+	// (internal/tune.Auto.Status, any value that encodes to JSON):
+	// read-only, no token, like /v1/experiments.
+	TuneStatus func() any
 	// NodeID is this node's name: the "node" of its jobs (cluster.node_id,
 	// else the hostname). Cluster, when the node is one of a cluster,
 	// takes the submits and answers for every node's jobs (cluster.go).

@@ -52,7 +52,7 @@ func fullServer(t *testing.T) *Server {
 		t.Fatal(err)
 	}
 	return New(Config{PProf: true}, Deps{Log: zerolog.Nop(), AdminToken: "tok", Metrics: metrics.New(metrics.Sources{}),
-		Policies: host, Experiments: ctl, Watches: watches, Shadow: testShadow(t, clk), Trace: rec, Tune: auto})
+		Policies: host, Experiments: ctl, Watches: watches, Shadow: testShadow(t, clk), Trace: rec, TuneStatus: func() any { return auto.Status() }})
 }
 
 // TestMutatingRoutesNeedTheToken walks the routes the API registered and

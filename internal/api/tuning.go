@@ -2,12 +2,23 @@ package api
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 
 	"github.com/kiln-gpu/kiln/internal/httpjson"
-	"github.com/kiln-gpu/kiln/internal/sim"
 )
+
+// TraceSource is the node's recent traffic (internal/tune.Recorder):
+// RecentTrace says how many of the most recent limit arrivals (all when
+// limit is 0) it holds and returns a function that writes them as a trace
+// CSV (internal/sim's format). The API declares what it needs of the
+// tuner here, and the node hands it the tuner's recorder, so that the API
+// does not import the tuner and the simulator: it sits beside them, not
+// above them (docs/ARCHITECTURE.md, "Layers").
+type TraceSource interface {
+	RecentTrace(limit int) (arrivals int, write func(io.Writer) error)
+}
 
 // registerTuning serves what kiln learns from its own traffic:
 //
@@ -36,15 +47,15 @@ func (s *Server) registerTuning() {
 				}
 				limit = n
 			}
-			reqs := rec.Requests(limit)
+			n, write := rec.RecentTrace(limit)
 			w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-			w.Header().Set("X-Kiln-Arrivals", strconv.Itoa(len(reqs)))
-			_ = sim.WriteTrace(w, reqs)
+			w.Header().Set("X-Kiln-Arrivals", strconv.Itoa(n))
+			_ = write(w)
 		})))
 	}
-	if t := s.deps.Tune; t != nil {
+	if status := s.deps.TuneStatus; status != nil {
 		s.handle("GET /v1/tune", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			httpjson.Write(w, http.StatusOK, t.Status())
+			httpjson.Write(w, http.StatusOK, status())
 		}))
 	}
 }

@@ -70,7 +70,7 @@ func TestTuningRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := New(Config{}, Deps{Log: zerolog.Nop(), AdminToken: "tok", Shadow: sh, Trace: rec, Tune: auto}).Handler()
+	h := New(Config{}, Deps{Log: zerolog.Nop(), AdminToken: "tok", Shadow: sh, Trace: rec, TuneStatus: func() any { return auto.Status() }}).Handler()
 
 	get := func(path, token string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest("GET", path, nil)

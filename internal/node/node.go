@@ -260,8 +260,8 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		Metrics: n.Metrics, Limits: cfg.Limits, Clock: opts.Clock, Log: logging.Component(opts.Log, "api"),
 		OutputDir: outDir, Comfy: cfg.ComfyUI, Tiers: n.Tiers,
 		Policies: n.Policies, AdminToken: adminToken,
-		Shadow: n.Shadow, Trace: n.Arrivals, Experiments: n.Experiments, Watches: n.watcher(),
-		Tune: n.Tuner, NodeID: nodeID(cfg), Cluster: n.clusterAPI(),
+		Shadow: n.Shadow, Trace: n.traceSource(), Experiments: n.Experiments, Watches: n.watcher(),
+		TuneStatus: n.tuneStatus(), NodeID: nodeID(cfg), Cluster: n.clusterAPI(),
 	})
 	return n, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/kiln-gpu/kiln/internal/api"
 	"github.com/kiln-gpu/kiln/internal/device"
 	"github.com/kiln-gpu/kiln/internal/logging"
 	"github.com/kiln-gpu/kiln/internal/policy"
@@ -39,6 +40,26 @@ func (n *Node) openTune() error {
 	n.Tuner = t
 	n.Metrics.Register(t)
 	return nil
+}
+
+// traceSource hands the HTTP API the arrival recorder through its own
+// interface (api.TraceSource), so that api does not import the tuner;
+// nil (no route) when there is no recorder, never a nil *tune.Recorder in
+// a non-nil interface.
+func (n *Node) traceSource() api.TraceSource {
+	if n.Arrivals == nil {
+		return nil
+	}
+	return n.Arrivals
+}
+
+// tuneStatus is the tuner's status for GET /v1/tune (api.Deps.TuneStatus);
+// nil when there is no tuner.
+func (n *Node) tuneStatus() func() any {
+	if n.Tuner == nil {
+		return nil
+	}
+	return func() any { return n.Tuner.Status() }
 }
 
 // runTune starts the tuner's loop when tune.auto is on; the returned

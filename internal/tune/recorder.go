@@ -145,6 +145,15 @@ func (r *Recorder) Requests(limit int) []sim.Request {
 	return reqs
 }
 
+// RecentTrace is Requests(limit) for the HTTP API (api.TraceSource): how
+// many arrivals there are, and a function that writes them as a trace CSV
+// (sim.WriteTrace). The API takes it through that interface so that it
+// does not import the tuner and, through it, the simulator.
+func (r *Recorder) RecentTrace(limit int) (arrivals int, write func(io.Writer) error) {
+	reqs := r.Requests(limit)
+	return len(reqs), func(w io.Writer) error { return sim.WriteTrace(w, reqs) }
+}
+
 // Save writes the ring to the recorder's file if it changed, atomically
 // (a temporary file renamed over the old one).
 func (r *Recorder) Save() error {
