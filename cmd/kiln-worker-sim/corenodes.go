@@ -36,58 +36,57 @@ func coreNodeSpecs() []nodeSpec {
 	}
 	latent := func(name string) in { return link(name, "LATENT") }
 	return []nodeSpec{
-		spec("VAEEncodeForInpaint", "latent/inpaint", outs("LATENT"), link("pixels", "IMAGE"), link("vae", "VAE"), link("mask", "MASK"),
+		spec("VAEEncodeForInpaint", "model/latent", outs("LATENT"), link("pixels", "IMAGE"), link("vae", "VAE"), link("mask", "MASK"),
 			in{"grow_mask_by", []any{"INT", map[string]any{"default": 6, "min": 0, "max": 64, "step": 1}}}),
-		spec("VAEEncodeTiled", "_for_testing", outs("LATENT"), link("pixels", "IMAGE"), link("vae", "VAE"),
-			in{"tile_size", []any{"INT", map[string]any{"default": 512, "min": 64, "max": 4096, "step": 64}}},
-			in{"overlap", []any{"INT", map[string]any{"default": 64, "min": 0, "max": 4096, "step": 32}}},
-			in{"temporal_size", []any{"INT", map[string]any{"default": 64, "min": 8, "max": 4096, "step": 4}}},
-			in{"temporal_overlap", []any{"INT", map[string]any{"default": 8, "min": 4, "max": 4096, "step": 4}}}),
-		spec("SetLatentNoiseMask", "latent/inpaint", outs("LATENT"), latent("samples"), link("mask", "MASK")),
-		spec("InpaintModelConditioning", "conditioning/inpaint", outs("CONDITIONING", "CONDITIONING", "LATENT"),
+		spec("VAEEncodeTiled", "model/latent", outs("LATENT"), link("pixels", "IMAGE"), link("vae", "VAE"),
+			advanced(stepped(intIn("tile_size", 512, 64, 4096), 64)), advanced(stepped(intIn("overlap", 64, 0, 4096), 32)),
+			advanced(stepped(intIn("temporal_size", 64, 8, 4096), 4)), advanced(stepped(intIn("temporal_overlap", 8, 4, 4096), 4))),
+		spec("SetLatentNoiseMask", "model/latent", outs("LATENT"), latent("samples"), link("mask", "MASK")),
+		spec("InpaintModelConditioning", "model/conditioning", outs("CONDITIONING", "CONDITIONING", "LATENT"),
 			cond("positive"), cond("negative"), link("vae", "VAE"), link("pixels", "IMAGE"), link("mask", "MASK"),
 			boolIn("noise_mask", true)).named("positive", "negative", "latent"),
-		spec("LoadImageMask", "mask", outs("MASK"),
+		spec("LoadImageMask", "image", outs("MASK"),
 			in{"image", []any{[]any{}, map[string]any{"image_upload": true, "kiln_input_files": true}}},
 			comboIn("channel", []any{"alpha", "red", "green", "blue"})),
 		spec("EmptyImage", "image", outs("IMAGE"), in{"width", []any{"INT", map[string]any{"default": 512, "min": 1, "max": maxResolution, "step": 1}}},
 			in{"height", []any{"INT", map[string]any{"default": 512, "min": 1, "max": maxResolution, "step": 1}}}, batch(),
 			in{"color", []any{"INT", map[string]any{"default": 0, "min": 0, "max": 0xFFFFFF, "step": 1, "display": "color"}}}),
-		spec("ImageBatch", "image", outs("IMAGE"), link("image1", "IMAGE"), link("image2", "IMAGE")),
-		spec("ImagePadForOutpaint", "image", outs("IMAGE", "MASK"), link("image", "IMAGE"), res("left", 0, 0), res("top", 0, 0),
+		spec("ImageBatch", "image/batch", outs("IMAGE"), link("image1", "IMAGE"), link("image2", "IMAGE")),
+		spec("ImagePadForOutpaint", "image/transform", outs("IMAGE", "MASK"), link("image", "IMAGE"), res("left", 0, 0), res("top", 0, 0),
 			res("right", 0, 0), res("bottom", 0, 0),
-			in{"feathering", []any{"INT", map[string]any{"default": 40, "min": 0, "max": maxResolution, "step": 1}}}),
-		spec("LatentComposite", "latent", outs("LATENT"), latent("samples_to"), latent("samples_from"), res("x", 0, 0), res("y", 0, 0), res("feather", 0, 0)),
-		spec("LatentBlend", "_for_testing", outs("LATENT"), latent("samples1"), latent("samples2"), floatIn("blend_factor", 0.5, 0, 1, 0.01)),
-		spec("LatentRotate", "latent/transform", outs("LATENT"), latent("samples"),
+			advanced(in{"feathering", []any{"INT", map[string]any{"default": 40, "min": 0, "max": maxResolution, "step": 1}}})),
+		spec("LatentComposite", "model/latent", outs("LATENT"), latent("samples_to"), latent("samples_from"), res("x", 0, 0), res("y", 0, 0), res("feather", 0, 0)),
+		spec("LatentBlend", "experimental", outs("LATENT"), latent("samples1"), latent("samples2"), floatIn("blend_factor", 0.5, 0, 1, 0.01)),
+		spec("LatentRotate", "model/latent/transform", outs("LATENT"), latent("samples"),
 			comboIn("rotation", []any{"none", "90 degrees", "180 degrees", "270 degrees"})),
-		spec("LatentFlip", "latent/transform", outs("LATENT"), latent("samples"),
+		spec("LatentFlip", "model/latent/transform", outs("LATENT"), latent("samples"),
 			comboIn("flip_method", []any{"x-axis: vertically", "y-axis: horizontally"})),
-		spec("LatentCrop", "latent/transform", outs("LATENT"), latent("samples"), res("width", 512, 64), res("height", 512, 64), res("x", 0, 0), res("y", 0, 0)),
-		spec("LatentFromBatch", "latent/batch", outs("LATENT"), latent("samples"), intIn("batch_index", 0, 0, 63), intIn("length", 1, 1, 64)),
-		spec("ConditioningMultiply", "conditioning", outs("CONDITIONING"), cond("conditioning"), floatIn("multiplier", 1, -100, 100, 0.01)),
-		spec("ConditioningSetAreaPercentage", "conditioning", outs("CONDITIONING"), cond("conditioning"), floatIn("width", 1, 0, 1, 0.01),
+		spec("LatentCrop", "model/latent/transform", outs("LATENT"), latent("samples"), res("width", 512, 64), res("height", 512, 64), res("x", 0, 0), res("y", 0, 0)),
+		// batch_index counts from the end when negative (-1: the last).
+		spec("LatentFromBatch", "model/latent/batch", outs("LATENT"), latent("samples"), intIn("batch_index", 0, -maxResolution, maxResolution), intIn("length", 1, 1, 64)),
+		spec("ConditioningMultiply", "model/conditioning/transform", outs("CONDITIONING"), cond("conditioning"), floatIn("multiplier", 1, -100, 100, 0.01)),
+		spec("ConditioningSetAreaPercentage", "model/conditioning/transform", outs("CONDITIONING"), cond("conditioning"), floatIn("width", 1, 0, 1, 0.01),
 			floatIn("height", 1, 0, 1, 0.01), floatIn("x", 0, 0, 1, 0.01), floatIn("y", 0, 0, 1, 0.01), floatIn("strength", 1, 0, 10, 0.01)),
-		spec("ConditioningSetAreaStrength", "conditioning", outs("CONDITIONING"), cond("conditioning"), floatIn("strength", 1, 0, 10, 0.01)),
-		spec("CLIPVisionEncode", "conditioning", outs("CLIP_VISION_OUTPUT"), link("clip_vision", "CLIP_VISION"), link("image", "IMAGE"),
+		spec("ConditioningSetAreaStrength", "model/conditioning/transform", outs("CONDITIONING"), cond("conditioning"), floatIn("strength", 1, 0, 10, 0.01)),
+		spec("CLIPVisionEncode", "model/conditioning", outs("CLIP_VISION_OUTPUT"), link("clip_vision", "CLIP_VISION"), link("image", "IMAGE"),
 			comboIn("crop", []any{"center", "none"})),
-		spec("StyleModelApply", "conditioning/style_model", outs("CONDITIONING"), cond("conditioning"), link("style_model", "STYLE_MODEL"),
+		spec("StyleModelApply", "model/conditioning", outs("CONDITIONING"), cond("conditioning"), link("style_model", "STYLE_MODEL"),
 			link("clip_vision_output", "CLIP_VISION_OUTPUT"), floatIn("strength", 1, 0, 10, 0.001), comboIn("strength_type", []any{"multiply", "attn_bias"})),
-		spec("unCLIPConditioning", "conditioning", outs("CONDITIONING"), cond("conditioning"), link("clip_vision_output", "CLIP_VISION_OUTPUT"),
+		spec("unCLIPConditioning", "model/conditioning", outs("CONDITIONING"), cond("conditioning"), link("clip_vision_output", "CLIP_VISION_OUTPUT"),
 			floatIn("strength", 1, -10, 10, 0.01), floatIn("noise_augmentation", 0, 0, 1, 0.01)),
-		spec("unCLIPCheckpointLoader", "loaders", outs("MODEL", "CLIP", "VAE", "CLIP_VISION"), modelIn("ckpt_name", "checkpoints")),
-		spec("GLIGENLoader", "loaders", outs("GLIGEN"), modelIn("gligen_name", "gligen")),
-		spec("SaveLatent", "_for_testing", outs(), latent("samples"),
-			in{"filename_prefix", []any{"STRING", map[string]any{"default": "latents/ComfyUI"}}}).output().withHidden(),
-		spec("LoadLatent", "_for_testing", outs("LATENT"), in{"latent", []any{[]any{}, map[string]any{"kiln_input_files": true}}}),
+		spec("unCLIPCheckpointLoader", "model/loaders", outs("MODEL", "CLIP", "VAE", "CLIP_VISION"), modelIn("ckpt_name", "checkpoints")),
+		spec("GLIGENLoader", "model/loaders", outs("GLIGEN"), modelIn("gligen_name", "gligen")),
+		spec("SaveLatent", "model/latent", outs("LATENT"), latent("samples"),
+			in{"filename_prefix", []any{"STRING", map[string]any{"default": "latents/ComfyUI"}}}).named("samples").output().withHidden(),
+		spec("LoadLatent", "model/latent", outs("LATENT"), in{"latent", []any{[]any{}, map[string]any{"kiln_input_files": true}}}),
 		// LoadImageOutput's combo has no list: ComfyUI's frontend fetches the
 		// output files from the remote route, and kiln validates the name
 		// against the folder its annotation ("name.png [output]") names.
 		spec("LoadImageOutput", "image", outs("IMAGE", "MASK"), in{"image", []any{"COMBO", map[string]any{
 			"image_upload": true, "image_folder": "output",
 			"remote": map[string]any{"route": "/internal/files/output", "refresh_button": true, "control_after_refresh": "first"}}}}),
-		spec("DiffusersLoader", "advanced/loaders/deprecated", outs("MODEL", "CLIP", "VAE"), modelIn("model_path", "diffusers")),
-		spec("GLIGENTextBoxApply", "conditioning/gligen", outs("CONDITIONING"), cond("conditioning_to"), link("clip", "CLIP"),
+		spec("DiffusersLoader", "model/loaders", outs("MODEL", "CLIP", "VAE"), modelIn("model_path", "diffusers")),
+		spec("GLIGENTextBoxApply", "model/conditioning/gligen", outs("CONDITIONING"), cond("conditioning_to"), link("clip", "CLIP"),
 			link("gligen_textbox_model", "GLIGEN"), in{"text", []any{"STRING", map[string]any{"multiline": true, "dynamicPrompts": true}}},
 			res("width", 64, 8), res("height", 64, 8), res("x", 0, 0), res("y", 0, 0)),
 	}
@@ -326,6 +325,9 @@ func (e *execution) latentFromBatch(n *workflow.Node) (value, error) {
 	l, err2 := intInput(n, "length", 1)
 	if err := errors.Join(err1, err2); err != nil {
 		return value{}, err
+	}
+	if i < 0 { // from the end, as nodes.py's frombatch
+		i += v.batch
 	}
 	i = min(max(i, 0), v.batch-1)
 	l = min(max(l, 1), v.batch-i)

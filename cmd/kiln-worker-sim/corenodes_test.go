@@ -60,6 +60,26 @@ func TestCoreNodeGeometry(t *testing.T) {
 			wantW: 256, wantH: 640, wantImages: 1, // 512×768 after the turn; the crop from y 128 leaves 640; index 3 of 4 leaves one
 		},
 		{
+			name: "the last latent of a batch (negative index)",
+			edit: func(wf map[string]any) {
+				wf["5"].(map[string]any)["inputs"].(map[string]any)["batch_size"] = 3.0
+				wf["22"] = map[string]any{"class_type": "LatentFromBatch", "inputs": map[string]any{"samples": link("5", 0), "batch_index": -1.0, "length": 2.0}}
+				wf["3"].(map[string]any)["inputs"].(map[string]any)["latent_image"] = link("22", 0)
+			},
+			wantW: 512, wantH: 512, wantImages: 1, // -1 is index 2 of 3: one latent left, not two
+		},
+		{
+			name: "a graph goes on from SaveImage's images",
+			edit: func(wf map[string]any) {
+				wf["20"] = map[string]any{"class_type": "ImageScale", "inputs": map[string]any{"image": link("9", 0),
+					"upscale_method": "bilinear", "width": 256.0, "height": 128.0, "crop": "disabled"}}
+				wf["21"] = map[string]any{"class_type": "SaveImage", "inputs": map[string]any{"images": link("20", 0), "filename_prefix": "small"}}
+				delete(wf, "9")
+				wf["9"] = map[string]any{"class_type": "PreviewImage", "inputs": map[string]any{"images": link("8", 0)}}
+			},
+			wantW: -1, wantImages: 2, // the preview at 512×512, the scaled copy at 256×128
+		},
+		{
 			name: "batch images",
 			edit: func(wf map[string]any) {
 				wf["20"] = map[string]any{"class_type": "EmptyImage", "inputs": map[string]any{"width": 320.0, "height": 240.0, "batch_size": 2.0, "color": 0.0}}
@@ -82,6 +102,16 @@ func TestCoreNodeGeometry(t *testing.T) {
 			}
 			for _, o := range res.Outputs {
 				w, ht := decodePNG(t, filepath.Join(h.out, filepath.FromSlash(o.Subfolder), o.Filename))
+				if tc.wantW < 0 { // per output: the preview full size, the rest scaled
+					want := [2]int{256, 128}
+					if o.Type == "temp" {
+						want = [2]int{512, 512}
+					}
+					if w != want[0] || ht != want[1] {
+						t.Errorf("%s (%s) is %d×%d, want %d×%d", o.Filename, o.Type, w, ht, want[0], want[1])
+					}
+					continue
+				}
 				if w != tc.wantW || ht != tc.wantH {
 					t.Errorf("%s is %d×%d, want %d×%d", o.Filename, w, ht, tc.wantW, tc.wantH)
 				}

@@ -25,7 +25,20 @@ var (
 	schedulerNames = []any{"simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
 		"linear_quadratic", "kl_optimal"}
 	upscaleMethods = []any{"nearest-exact", "bilinear", "area", "bicubic", "lanczos"}
-	clipTypes      = []any{"sdxl", "sd3", "flux", "hunyuan_video", "hidream", "stable_diffusion", "stable_cascade",
+	// latentUpscaleMethods are LatentUpscale's and LatentUpscaleBy's:
+	// bislerp instead of lanczos.
+	latentUpscaleMethods = []any{"nearest-exact", "bilinear", "area", "bicubic", "bislerp"}
+	// clipLoaderTypes and dualCLIPTypes are CLIPLoader's and
+	// DualCLIPLoader's type lists, in nodes.py's order (the first is the
+	// frontend's default); a type missing here refused a valid workflow
+	// with value_not_in_list.
+	clipLoaderTypes = []any{"stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos",
+		"lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image", "flux2", "ovis",
+		"longcat_image", "cogvideox", "lens", "pixeldit", "ideogram4", "boogu", "krea2", "joyimage", "mage", "minimax", "yue2"}
+	dualCLIPTypes = []any{"sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image", "hunyuan_video_15",
+		"kandinsky5", "kandinsky5_image", "ltxv", "newbie", "ace"}
+	// clipTypes is the GGUF custom nodes' list (both of ComfyUI's).
+	clipTypes = []any{"sdxl", "sd3", "flux", "hunyuan_video", "hidream", "stable_diffusion", "stable_cascade",
 		"stable_audio", "mochi", "ltxv", "pixart", "cosmos", "lumina2", "wan", "chroma", "ace", "omnigen2", "qwen_image"}
 	weightDTypes = []any{"default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"}
 	unionTypes   = []any{"auto", "openpose", "depth", "hed/pidi/scribble/ted", "canny/lineart/anime_lineart/mlsd",
@@ -136,6 +149,15 @@ func (n nodeSpec) entry() map[string]any {
 	if m.experimental {
 		e["experimental"] = true
 	}
+	// The fields the current server.py adds to every class: no kiln class
+	// takes its inputs as lists or sends intermediate outputs; aliases are
+	// [] where the class has none, essentials_category only where it has one.
+	e["is_input_list"] = false
+	e["has_intermediate_output"] = false
+	e["search_aliases"] = nonNilStrings(m.searchAliases)
+	if m.essentials != "" {
+		e["essentials_category"] = m.essentials
+	}
 	return e
 }
 
@@ -156,6 +178,13 @@ func addOption(group map[string]any, name, key string, v any) {
 	}
 	cp[key] = v
 	group[name] = []any{spec[0], cp}
+}
+
+func nonNilStrings(v []string) []string {
+	if v == nil {
+		return []string{}
+	}
+	return v
 }
 
 func nonNil(v []any) []any {
@@ -180,8 +209,24 @@ func denoise() in                                 { return floatIn("denoise", 1,
 func cfg() in {
 	return in{"cfg", []any{"FLOAT", map[string]any{"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}}}
 }
-func size(name string, def int64) in       { return intIn(name, def, 16, 16384) }
-func stepped(i in, step int64) in          { i.spec[1].(map[string]any)["step"] = step; return i }
+func size(name string, def int64) in { return intIn(name, def, 16, 16384) }
+func stepped(i in, step int64) in    { i.spec[1].(map[string]any)["step"] = step; return i }
+
+// advanced marks a widget that ComfyUI's frontend folds away under
+// "advanced" ({"advanced": true} in its options).
+func advanced(i in) in {
+	opts := map[string]any{}
+	if len(i.spec) > 1 {
+		for k, v := range i.spec[1].(map[string]any) {
+			opts[k] = v
+		}
+	}
+	opts["advanced"] = true
+	return in{i.name, []any{i.spec[0], opts}}
+}
+
+// clipDevice is the CLIP loaders' optional device widget.
+func clipDevice() in                       { return advanced(comboIn("device", []any{"default", "cpu"})) }
 func batch() in                            { return intIn("batch_size", 1, 1, 4096) }
 func strength(name string, def float64) in { return floatIn(name, def, -100, 100, 0.01) }
 func percent(name string, def float64) in  { return floatIn(name, def, 0, 1, 0.001) }
@@ -198,25 +243,26 @@ func nodeSpecTable() []nodeSpec {
 func baseNodeSpecs() []nodeSpec {
 	ckptOuts := outs("MODEL", "CLIP", "VAE")
 	return []nodeSpec{
-		spec("CheckpointLoaderSimple", "loaders", ckptOuts, modelIn("ckpt_name", "checkpoints")),
-		spec("CheckpointLoader", "advanced/loaders", ckptOuts, modelIn("config_name", "configs"), modelIn("ckpt_name", "checkpoints")),
-		spec("UNETLoader", "advanced/loaders", outs("MODEL"), modelIn("unet_name", "diffusion_models"), comboIn("weight_dtype", weightDTypes)),
+		spec("CheckpointLoaderSimple", "model/loaders", ckptOuts, modelIn("ckpt_name", "checkpoints")),
+		spec("CheckpointLoader", "model/loaders", ckptOuts, modelIn("config_name", "configs"), modelIn("ckpt_name", "checkpoints")),
+		spec("UNETLoader", "model/loaders", outs("MODEL"), modelIn("unet_name", "diffusion_models"), advanced(comboIn("weight_dtype", weightDTypes))),
 		spec("UnetLoaderGGUF", "bootleg", outs("MODEL"), modelIn("unet_name", "diffusion_models")),
-		spec("CLIPLoader", "advanced/loaders", outs("CLIP"), modelIn("clip_name", "text_encoders"), comboIn("type", clipTypes)),
-		spec("DualCLIPLoader", "advanced/loaders", outs("CLIP"), modelIn("clip_name1", "text_encoders"), modelIn("clip_name2", "text_encoders"), comboIn("type", clipTypes)),
+		spec("CLIPLoader", "model/loaders", outs("CLIP"), modelIn("clip_name", "text_encoders"), comboIn("type", clipLoaderTypes)).withOptional(clipDevice()),
+		spec("DualCLIPLoader", "model/loaders", outs("CLIP"), modelIn("clip_name1", "text_encoders"), modelIn("clip_name2", "text_encoders"),
+			comboIn("type", dualCLIPTypes)).withOptional(clipDevice()),
 		spec("TripleCLIPLoader", "advanced/loaders", outs("CLIP"), modelIn("clip_name1", "text_encoders"), modelIn("clip_name2", "text_encoders"), modelIn("clip_name3", "text_encoders")),
 		spec("CLIPLoaderGGUF", "bootleg", outs("CLIP"), modelIn("clip_name", "text_encoders"), comboIn("type", clipTypes)),
 		spec("DualCLIPLoaderGGUF", "bootleg", outs("CLIP"), modelIn("clip_name1", "text_encoders"), modelIn("clip_name2", "text_encoders"), comboIn("type", clipTypes)),
-		spec("LoraLoader", "loaders", outs("MODEL", "CLIP"), link("model", "MODEL"), link("clip", "CLIP"), modelIn("lora_name", "loras"),
+		spec("LoraLoader", "model/loaders", outs("MODEL", "CLIP"), link("model", "MODEL"), link("clip", "CLIP"), modelIn("lora_name", "loras"),
 			strength("strength_model", 1), strength("strength_clip", 1)),
-		spec("LoraLoaderModelOnly", "loaders", outs("MODEL"), link("model", "MODEL"), modelIn("lora_name", "loras"), strength("strength_model", 1)),
+		spec("LoraLoaderModelOnly", "model/loaders", outs("MODEL"), link("model", "MODEL"), modelIn("lora_name", "loras"), strength("strength_model", 1)),
 		spec("UpscaleModelLoader", "loaders", outs("UPSCALE_MODEL"), modelIn("model_name", "upscale_models")),
-		spec("VAELoader", "loaders", outs("VAE"), modelIn("vae_name", "vae")),
-		spec("ControlNetLoader", "loaders", outs("CONTROL_NET"), modelIn("control_net_name", "controlnet")),
-		spec("DiffControlNetLoader", "loaders", outs("CONTROL_NET"), link("model", "MODEL"), modelIn("control_net_name", "controlnet")),
-		spec("CLIPVisionLoader", "loaders", outs("CLIP_VISION"), modelIn("clip_name", "clip_vision")),
-		spec("StyleModelLoader", "loaders", outs("STYLE_MODEL"), modelIn("style_model_name", "style_models")),
-		spec("CLIPTextEncode", "conditioning", outs("CONDITIONING"), in{"text", []any{"STRING", map[string]any{"multiline": true, "dynamicPrompts": true}}}, link("clip", "CLIP")),
+		spec("VAELoader", "model/loaders", outs("VAE"), modelIn("vae_name", "vae")),
+		spec("ControlNetLoader", "model/loaders", outs("CONTROL_NET"), modelIn("control_net_name", "controlnet")),
+		spec("DiffControlNetLoader", "model/loaders", outs("CONTROL_NET"), link("model", "MODEL"), modelIn("control_net_name", "controlnet")),
+		spec("CLIPVisionLoader", "model/loaders", outs("CLIP_VISION"), modelIn("clip_name", "clip_vision")),
+		spec("StyleModelLoader", "model/loaders", outs("STYLE_MODEL"), modelIn("style_model_name", "style_models")),
+		spec("CLIPTextEncode", "model/conditioning", outs("CONDITIONING"), in{"text", []any{"STRING", map[string]any{"multiline": true, "dynamicPrompts": true}}}, link("clip", "CLIP")),
 		spec("CLIPTextEncodeSDXL", "advanced/conditioning", outs("CONDITIONING"), link("clip", "CLIP"),
 			size("width", 1024), size("height", 1024), intIn("crop_w", 0, 0, 16384), intIn("crop_h", 0, 0, 16384),
 			size("target_width", 1024), size("target_height", 1024), strIn("text_g", "", true), strIn("text_l", "", true)),
@@ -224,16 +270,16 @@ func baseNodeSpecs() []nodeSpec {
 			strIn("clip_l", "", true), strIn("clip_g", "", true), strIn("t5xxl", "", true), comboIn("empty_padding", []any{"none", "empty_prompt"})),
 		spec("CLIPTextEncodeFlux", "advanced/conditioning/flux", outs("CONDITIONING"), link("clip", "CLIP"),
 			strIn("clip_l", "", true), strIn("t5xxl", "", true), floatIn("guidance", 3.5, 0, 100, 0.1)),
-		spec("CLIPSetLastLayer", "conditioning", outs("CLIP"), link("clip", "CLIP"), intIn("stop_at_clip_layer", -1, -24, -1)),
-		spec("ConditioningZeroOut", "advanced/conditioning", outs("CONDITIONING"), cond("conditioning")),
-		spec("ConditioningCombine", "conditioning", outs("CONDITIONING"), cond("conditioning_1"), cond("conditioning_2")),
-		spec("ConditioningConcat", "conditioning", outs("CONDITIONING"), cond("conditioning_to"), cond("conditioning_from")),
-		spec("ConditioningAverage", "conditioning", outs("CONDITIONING"), cond("conditioning_to"), cond("conditioning_from"), floatIn("conditioning_to_strength", 1, 0, 1, 0.01)),
-		spec("ConditioningSetTimestepRange", "advanced/conditioning", outs("CONDITIONING"), cond("conditioning"), percent("start", 0), percent("end", 1)),
+		spec("CLIPSetLastLayer", "model/conditioning", outs("CLIP"), link("clip", "CLIP"), advanced(stepped(intIn("stop_at_clip_layer", -1, -24, -1), 1))),
+		spec("ConditioningZeroOut", "model/conditioning/transform", outs("CONDITIONING"), cond("conditioning")),
+		spec("ConditioningCombine", "model/conditioning/transform", outs("CONDITIONING"), cond("conditioning_1"), cond("conditioning_2")),
+		spec("ConditioningConcat", "model/conditioning/transform", outs("CONDITIONING"), cond("conditioning_to"), cond("conditioning_from")),
+		spec("ConditioningAverage", "model/conditioning/transform", outs("CONDITIONING"), cond("conditioning_to"), cond("conditioning_from"), floatIn("conditioning_to_strength", 1, 0, 1, 0.01)),
+		spec("ConditioningSetTimestepRange", "model/conditioning/transform", outs("CONDITIONING"), cond("conditioning"), percent("start", 0), percent("end", 1)),
 		spec("FluxGuidance", "advanced/conditioning/flux", outs("CONDITIONING"), cond("conditioning"), floatIn("guidance", 3.5, 0, 100, 0.1)),
-		spec("ControlNetApply", "conditioning/controlnet", outs("CONDITIONING"), cond("conditioning"), link("control_net", "CONTROL_NET"),
+		spec("ControlNetApply", "model/conditioning/controlnet", outs("CONDITIONING"), cond("conditioning"), link("control_net", "CONTROL_NET"),
 			link("image", "IMAGE"), floatIn("strength", 1, 0, 10, 0.01)),
-		spec("ControlNetApplyAdvanced", "conditioning/controlnet", outs("CONDITIONING", "CONDITIONING"), cond("positive"), cond("negative"),
+		spec("ControlNetApplyAdvanced", "model/conditioning/controlnet", outs("CONDITIONING", "CONDITIONING"), cond("positive"), cond("negative"),
 			link("control_net", "CONTROL_NET"), link("image", "IMAGE"), floatIn("strength", 1, 0, 10, 0.01), percent("start_percent", 0), percent("end_percent", 1)).
 			named("positive", "negative").withOptional(link("vae", "VAE")),
 		spec("SetUnionControlNetType", "conditioning/controlnet", outs("CONTROL_NET"), link("control_net", "CONTROL_NET"), comboIn("type", unionTypes)),
@@ -268,45 +314,52 @@ func baseNodeSpecs() []nodeSpec {
 		spec("BetaSamplingScheduler", "sampling/custom_sampling/schedulers", outs("SIGMAS"), link("model", "MODEL"), steps("steps", 20),
 			floatIn("alpha", 0.6, 0, 50, 0.01), floatIn("beta", 0.6, 0, 50, 0.01)),
 		spec("SplitSigmas", "sampling/custom_sampling/sigmas", outs("SIGMAS", "SIGMAS"), link("sigmas", "SIGMAS"), intIn("step", 0, 0, 10000)).named("high_sigmas", "low_sigmas"),
-		spec("EmptyLatentImage", "latent", outs("LATENT"), stepped(size("width", 512), 8), stepped(size("height", 512), 8), batch()),
+		spec("EmptyLatentImage", "model/latent", outs("LATENT"), stepped(size("width", 1024), 8), stepped(size("height", 1024), 8), batch()),
 		spec("EmptySD3LatentImage", "latent/sd3", outs("LATENT"), stepped(size("width", 1024), 16), stepped(size("height", 1024), 16), batch()),
-		spec("LatentUpscale", "latent", outs("LATENT"), link("samples", "LATENT"), comboIn("upscale_method", upscaleMethods[:4]),
-			intIn("width", 512, 0, 16384), intIn("height", 512, 0, 16384), comboIn("crop", []any{"disabled", "center"})),
-		spec("LatentUpscaleBy", "latent", outs("LATENT"), link("samples", "LATENT"), comboIn("upscale_method", upscaleMethods[:4]), floatIn("scale_by", 1.5, 0.01, 8, 0.01)),
-		spec("RepeatLatentBatch", "latent/batch", outs("LATENT"), link("samples", "LATENT"), intIn("amount", 1, 1, 64)),
-		spec("KSampler", "sampling", outs("LATENT"), link("model", "MODEL"), seedIn("seed"), steps("steps", 20), cfg(),
+		spec("LatentUpscale", "model/latent", outs("LATENT"), link("samples", "LATENT"), comboIn("upscale_method", latentUpscaleMethods),
+			stepped(intIn("width", 512, 0, 16384), 8), stepped(intIn("height", 512, 0, 16384), 8), comboIn("crop", []any{"disabled", "center"})),
+		spec("LatentUpscaleBy", "model/latent", outs("LATENT"), link("samples", "LATENT"), comboIn("upscale_method", latentUpscaleMethods), floatIn("scale_by", 1.5, 0.01, 8, 0.01)),
+		spec("RepeatLatentBatch", "model/latent/batch", outs("LATENT"), link("samples", "LATENT"), intIn("amount", 1, 1, 64)),
+		spec("KSampler", "model/sampling", outs("LATENT"), link("model", "MODEL"), seedIn("seed"), steps("steps", 20), cfg(),
 			comboIn("sampler_name", samplerNames), comboIn("scheduler", schedulerNames), cond("positive"), cond("negative"),
 			link("latent_image", "LATENT"), denoise()),
-		spec("KSamplerAdvanced", "sampling", outs("LATENT"), link("model", "MODEL"), enable("add_noise"), seedIn("noise_seed"), steps("steps", 20), cfg(),
+		spec("KSamplerAdvanced", "model/sampling", outs("LATENT"), link("model", "MODEL"), advanced(enable("add_noise")), seedIn("noise_seed"), steps("steps", 20), cfg(),
 			comboIn("sampler_name", samplerNames), comboIn("scheduler", schedulerNames), cond("positive"), cond("negative"),
-			link("latent_image", "LATENT"), stepAt("start_at_step", 0), stepAt("end_at_step", 10000), enable("return_with_leftover_noise")),
+			link("latent_image", "LATENT"), advanced(stepAt("start_at_step", 0)), advanced(stepAt("end_at_step", 10000)),
+			// "disable" first: the frontend's default, as in nodes.py.
+			advanced(comboIn("return_with_leftover_noise", []any{"disable", "enable"}))),
 		spec("SamplerCustom", "sampling/custom_sampling", outs("LATENT", "LATENT"), link("model", "MODEL"), boolIn("add_noise", true), seedIn("noise_seed"), cfg(),
 			cond("positive"), cond("negative"), link("sampler", "SAMPLER"), link("sigmas", "SIGMAS"), link("latent_image", "LATENT")).named("output", "denoised_output"),
 		spec("SamplerCustomAdvanced", "sampling/custom_sampling", outs("LATENT", "LATENT"), link("noise", "NOISE"), link("guider", "GUIDER"),
 			link("sampler", "SAMPLER"), link("sigmas", "SIGMAS"), link("latent_image", "LATENT")).named("output", "denoised_output"),
-		spec("VAEDecode", "latent", outs("IMAGE"), link("samples", "LATENT"), link("vae", "VAE")),
-		spec("VAEDecodeTiled", "_for_testing", outs("IMAGE"), link("samples", "LATENT"), link("vae", "VAE"), intIn("tile_size", 512, 64, 4096),
-			intIn("overlap", 64, 0, 4096), intIn("temporal_size", 64, 8, 4096), intIn("temporal_overlap", 8, 4, 4096)),
-		spec("VAEEncode", "latent", outs("LATENT"), link("pixels", "IMAGE"), link("vae", "VAE")),
+		spec("VAEDecode", "model/latent", outs("IMAGE"), link("samples", "LATENT"), link("vae", "VAE")),
+		spec("VAEDecodeTiled", "model/latent", outs("IMAGE"), link("samples", "LATENT"), link("vae", "VAE"),
+			advanced(stepped(intIn("tile_size", 512, 64, 4096), 32)), advanced(stepped(intIn("overlap", 64, 0, 4096), 32)),
+			advanced(stepped(intIn("temporal_size", 64, 8, 4096), 4)), advanced(stepped(intIn("temporal_overlap", 8, 4, 4096), 4))),
+		spec("VAEEncode", "model/latent", outs("LATENT"), link("pixels", "IMAGE"), link("vae", "VAE")),
 		spec("ImageScale", "image/upscaling", outs("IMAGE"), link("image", "IMAGE"), comboIn("upscale_method", upscaleMethods),
-			intIn("width", 512, 0, 16384), intIn("height", 512, 0, 16384), comboIn("crop", []any{"disabled", "center"})),
+			stepped(intIn("width", 512, 0, 16384), 1), stepped(intIn("height", 512, 0, 16384), 1), comboIn("crop", []any{"disabled", "center"})),
 		spec("ImageScaleBy", "image/upscaling", outs("IMAGE"), link("image", "IMAGE"), comboIn("upscale_method", upscaleMethods), floatIn("scale_by", 1, 0.01, 8, 0.01)),
 		spec("ImageScaleToTotalPixels", "image/upscaling", outs("IMAGE"), link("image", "IMAGE"), comboIn("upscale_method", upscaleMethods), floatIn("megapixels", 1, 0.01, 16, 0.01)),
 		spec("ImageUpscaleWithModel", "image/upscaling", outs("IMAGE"), link("upscale_model", "UPSCALE_MODEL"), link("image", "IMAGE")),
-		spec("ImageInvert", "image", outs("IMAGE"), link("image", "IMAGE")),
+		spec("ImageInvert", "image/color", outs("IMAGE"), link("image", "IMAGE")),
 		spec("Canny", "image/preprocessors", outs("IMAGE"), link("image", "IMAGE"), floatIn("low_threshold", 0.4, 0.01, 0.99, 0.01), floatIn("high_threshold", 0.8, 0.01, 0.99, 0.01)),
 		spec("LoadImage", "image", outs("IMAGE", "MASK"), in{"image", []any{[]any{}, map[string]any{"image_upload": true, "kiln_input_files": true}}}),
-		spec("SaveImage", "image", outs(), link("images", "IMAGE"), in{"filename_prefix", []any{"STRING", map[string]any{"default": "ComfyUI"}}}).output().withHidden(),
-		spec("PreviewImage", "image", outs(), link("images", "IMAGE")).output().withHidden(),
+		// SaveImage returns its images (and PreviewImage, its subclass, too),
+		// so that a graph may go on from them.
+		spec("SaveImage", "image", outs("IMAGE"), link("images", "IMAGE"), in{"filename_prefix", []any{"STRING", map[string]any{"default": "ComfyUI"}}}).
+			named("images").output().withHidden(),
+		spec("PreviewImage", "image", outs("IMAGE"), link("images", "IMAGE")).named("images").output().withHidden(),
 		spec("SaveImageWebsocket", "image", outs(), link("images", "IMAGE")).output(),
 		spec("PrimitiveInt", "utils/primitive", outs("INT"), intIn("value", 0, -1<<63, int64(1<<63-1))),
 		spec("PrimitiveFloat", "utils/primitive", outs("FLOAT"), floatIn("value", 0, -1e308, 1e308, 0.01)),
 		spec("PrimitiveString", "utils/primitive", outs("STRING"), strIn("value", "", false)),
 		spec("PrimitiveStringMultiline", "utils/primitive", outs("STRING"), strIn("value", "", true)),
 		spec("PrimitiveBoolean", "utils/primitive", outs("BOOLEAN"), boolIn("value", false)),
-		spec("ConditioningSetArea", "conditioning", outs("CONDITIONING"), cond("conditioning"), intIn("width", 64, 64, 16384), intIn("height", 64, 64, 16384),
-			intIn("x", 0, 0, 16384), intIn("y", 0, 0, 16384), floatIn("strength", 1, 0, 10, 0.01)),
-		spec("ConditioningSetMask", "conditioning", outs("CONDITIONING"), cond("conditioning"), link("mask", "MASK"), floatIn("strength", 1, 0, 10, 0.01),
+		spec("ConditioningSetArea", "model/conditioning/transform", outs("CONDITIONING"), cond("conditioning"),
+			stepped(intIn("width", 64, 64, 16384), 8), stepped(intIn("height", 64, 64, 16384), 8),
+			stepped(intIn("x", 0, 0, 16384), 8), stepped(intIn("y", 0, 0, 16384), 8), floatIn("strength", 1, 0, 10, 0.01)),
+		spec("ConditioningSetMask", "model/conditioning/transform", outs("CONDITIONING"), cond("conditioning"), link("mask", "MASK"), floatIn("strength", 1, 0, 10, 0.01),
 			comboIn("set_cond_area", []any{"default", "mask bounds"})),
 		spec("ControlNetApplySD3", "conditioning/controlnet", outs("CONDITIONING", "CONDITIONING"), cond("positive"), cond("negative"),
 			link("control_net", "CONTROL_NET"), link("vae", "VAE"), link("image", "IMAGE"), floatIn("strength", 1, 0, 10, 0.01),

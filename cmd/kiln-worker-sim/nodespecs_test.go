@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -97,8 +98,17 @@ func TestNodeSpecsMatchComfyUI(t *testing.T) {
 		{"ControlNetApply", "deprecated", true},
 		{"LoadImageOutput", "experimental", true},
 		{"LoadImageOutput", "display_name", "Load Image (from Outputs)"},
-		{"DiffusersLoader", "display_name", "DiffusersLoader"}, // no mapping, and not DEPRECATED: only its category says so
-		{"DiffusersLoader", "category", "advanced/loaders/deprecated"},
+		{"DiffusersLoader", "display_name", "Load Diffusers Model (DEPRECATED)"},
+		{"DiffusersLoader", "deprecated", true},
+		{"DiffusersLoader", "category", "model/loaders"},
+		{"KSampler", "category", "model/sampling"},
+		{"LoadImageMask", "category", "image"},
+		{"PreviewImage", "description", "Preview the images without saving them to the ComfyUI output directory."},
+		{"SaveImage", "essentials_category", "Basics"},
+		{"PreviewImage", "essentials_category", "Basics"}, // inherited from SaveImage
+		{"LoraLoaderModelOnly", "essentials_category", "Image Generation"},
+		{"KSampler", "is_input_list", false},
+		{"KSampler", "has_intermediate_output", false},
 		{"CLIPTextEncodeSD3", "python_module", "comfy_extras.nodes_sd3"},
 		{"KSampler", "python_module", "nodes"},
 		{"SaveImageWebsocket", "python_module", "custom_nodes.websocket_image_save"},
@@ -139,5 +149,99 @@ func TestNodeSpecsMatchComfyUI(t *testing.T) {
 	save := entry("SaveImage")["input"].(map[string]any)
 	if hidden, _ := save["hidden"].(map[string]any); hidden["prompt"] != "PROMPT" || hidden["extra_pnginfo"] != "EXTRA_PNGINFO" {
 		t.Errorf("SaveImage hidden inputs %v", save["hidden"])
+	}
+}
+
+// TestCoreSpecsMatchNodesPy checks the input specs of core classes against
+// nodes.py where the sim's once differed: a combo value ComfyUI accepts and
+// kiln refused (value_not_in_list), a range that refused a valid value, a
+// combo whose first value (the frontend's default) differed, outputs and
+// widget options.
+func TestCoreSpecsMatchNodesPy(t *testing.T) {
+	specs := nodeSpecs()
+	input := func(class, name string) []any {
+		e := specs[class].(map[string]any)["input"].(map[string]any)
+		for _, group := range []string{"required", "optional"} {
+			if g, ok := e[group].(map[string]any); ok && g[name] != nil {
+				return g[name].([]any)
+			}
+		}
+		t.Fatalf("%s has no input %s", class, name)
+		return nil
+	}
+	options := func(class, name string) map[string]any {
+		s := input(class, name)
+		if len(s) < 2 {
+			return map[string]any{}
+		}
+		return s[1].(map[string]any)
+	}
+	combo := func(class, name string) []any { return input(class, name)[0].([]any) }
+	for _, tc := range []struct{ class, input, value string }{
+		{"LatentUpscale", "upscale_method", "bislerp"},
+		{"LatentUpscaleBy", "upscale_method", "bislerp"},
+		{"CLIPLoader", "type", "flux2"},
+		{"CLIPLoader", "type", "hunyuan_image"},
+		{"DualCLIPLoader", "type", "hunyuan_video_15"},
+		{"DualCLIPLoader", "type", "kandinsky5"},
+		{"CLIPLoader", "device", "cpu"},
+	} {
+		if !slices.Contains(combo(tc.class, tc.input), any(tc.value)) {
+			t.Errorf("%s.%s does not accept %q", tc.class, tc.input, tc.value)
+		}
+	}
+	if slices.Contains(combo("CLIPLoader", "type"), any("sdxl")) {
+		t.Error(`CLIPLoader.type accepts "sdxl", a DualCLIPLoader type`)
+	}
+	for _, tc := range []struct{ class, input, first string }{
+		{"KSamplerAdvanced", "return_with_leftover_noise", "disable"},
+		{"KSamplerAdvanced", "add_noise", "enable"},
+		{"CLIPLoader", "type", "stable_diffusion"},
+		{"DualCLIPLoader", "type", "sdxl"},
+	} {
+		if got := combo(tc.class, tc.input)[0]; got != tc.first {
+			t.Errorf("%s.%s's first value (the default) is %v, want %s", tc.class, tc.input, got, tc.first)
+		}
+	}
+	if o := options("LatentFromBatch", "batch_index"); fmt.Sprint(o["min"], o["max"]) != "-16384 16384" {
+		t.Errorf("LatentFromBatch.batch_index range %v..%v, want ±16384 (negative counts from the end)", o["min"], o["max"])
+	}
+	for _, tc := range []struct {
+		class, input, key string
+		want              any
+	}{
+		{"EmptyLatentImage", "width", "default", int64(1024)},
+		{"ConditioningSetArea", "width", "step", int64(8)},
+		{"LatentUpscale", "height", "step", int64(8)},
+		{"ImageScale", "width", "step", int64(1)},
+		{"CLIPSetLastLayer", "stop_at_clip_layer", "step", int64(1)},
+		{"CLIPSetLastLayer", "stop_at_clip_layer", "advanced", true},
+		{"VAEDecodeTiled", "tile_size", "step", int64(32)},
+		{"VAEDecodeTiled", "temporal_size", "tooltip", temporalSizeDecode},
+		{"VAEEncodeTiled", "temporal_size", "tooltip", temporalSizeEncode},
+		{"UNETLoader", "weight_dtype", "advanced", true},
+		{"ImagePadForOutpaint", "feathering", "advanced", true},
+		{"KSamplerAdvanced", "end_at_step", "advanced", true},
+	} {
+		if got := options(tc.class, tc.input)[tc.key]; got != tc.want {
+			t.Errorf("%s.%s %s = %v, want %v", tc.class, tc.input, tc.key, got, tc.want)
+		}
+	}
+	// SaveImage returns its images, PreviewImage (its subclass) too, and
+	// SaveLatent its samples: graphs may go on from them.
+	for class, want := range map[string][2]string{"SaveImage": {"IMAGE", "images"}, "PreviewImage": {"IMAGE", "images"}, "SaveLatent": {"LATENT", "samples"}} {
+		e := specs[class].(map[string]any)
+		if out, names := e["output"].([]any), e["output_name"].([]any); len(out) != 1 || out[0] != want[0] || names[0] != want[1] || e["output_node"] != true {
+			t.Errorf("%s: output %v %v (output node %v), want [%s] [%s], an output node", class, e["output"], e["output_name"], e["output_node"], want[0], want[1])
+		}
+	}
+	if tips := specs["LoraLoaderModelOnly"].(map[string]any)["output_tooltips"].([]string); len(tips) != 2 {
+		t.Errorf("LoraLoaderModelOnly output_tooltips %v, want LoraLoader's two (inherited)", tips)
+	}
+	if a := specs["KSampler"].(map[string]any)["search_aliases"].([]string); !slices.Contains(a, "txt2img") {
+		t.Errorf("KSampler search_aliases %v", a)
+	}
+	if a, ok := specs["KSamplerAdvanced"].(map[string]any)["search_aliases"].([]string); !ok || a == nil || len(a) != 0 {
+		t.Errorf("KSamplerAdvanced search_aliases %#v, want [] (server.py's default)", specs["KSamplerAdvanced"].(map[string]any)["search_aliases"])
 	}
 }

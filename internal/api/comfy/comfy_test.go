@@ -140,6 +140,40 @@ func TestDecodePromptFields(t *testing.T) {
 	}
 }
 
+// TestDecodePromptAcceptsComfyUIValues checks graphs that ComfyUI's
+// nodes.py accepts and kiln once refused: combo values its lists lacked
+// (value_not_in_list), a negative batch_index (value_smaller_than_min), and
+// links from SaveImage's and PreviewImage's IMAGE output (they return their
+// images).
+func TestDecodePromptAcceptsComfyUIValues(t *testing.T) {
+	for _, tc := range []struct{ name, extra string }{
+		{"bislerp", `"20": {"class_type": "LatentUpscale", "inputs": {"samples": ["3", 0], "upscale_method": "bislerp", "width": 768, "height": 768, "crop": "disabled"}},
+			"21": {"class_type": "SaveLatent", "inputs": {"samples": ["20", 0], "filename_prefix": "l"}}`},
+		{"negative batch_index", `"20": {"class_type": "LatentFromBatch", "inputs": {"samples": ["3", 0], "batch_index": -1, "length": 1}},
+			"21": {"class_type": "SaveLatent", "inputs": {"samples": ["20", 0], "filename_prefix": "l"}}`},
+		{"new CLIP types", `"20": {"class_type": "CLIPLoader", "inputs": {"clip_name": "a.safetensors", "type": "flux2", "device": "cpu"}},
+			"21": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "a.safetensors", "clip_name2": "b.safetensors", "type": "hunyuan_video_15"}},
+			"22": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["23", 0], "conditioning_2": ["24", 0]}},
+			"23": {"class_type": "CLIPTextEncode", "inputs": {"text": "x", "clip": ["20", 0]}},
+			"24": {"class_type": "CLIPTextEncode", "inputs": {"text": "y", "clip": ["21", 0]}},
+			"25": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["22", 0]}},
+			"26": {"class_type": "KSampler", "inputs": {"seed": 1, "steps": 4, "cfg": 7, "sampler_name": "euler", "scheduler": "normal", "denoise": 1,
+				"model": ["4", 0], "positive": ["25", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+			"27": {"class_type": "SaveLatent", "inputs": {"samples": ["26", 0], "filename_prefix": "l"}}`},
+		{"SaveImage output", `"20": {"class_type": "ImageInvert", "inputs": {"image": ["9", 0]}},
+			"21": {"class_type": "PreviewImage", "inputs": {"images": ["20", 0]}},
+			"22": {"class_type": "SaveImage", "inputs": {"images": ["21", 0], "filename_prefix": "again"}}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := `{"prompt": ` + strings.TrimSuffix(strings.TrimSpace(txt2img), "}") + `, ` + tc.extra + `}}`
+			if _, perr := DecodePrompt([]byte(body), testEnv(t)); perr != nil {
+				b, _ := json.Marshal(perr)
+				t.Fatalf("refused: %s", b)
+			}
+		})
+	}
+}
+
 // TestDecodePromptFileNodes checks LoadImageOutput's image, which names a
 // file by ComfyUI's annotation ("name.png [output]"; none means an input
 // file), and DiffusersLoader's model_path, a model of the diffusers folder.
