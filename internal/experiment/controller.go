@@ -200,6 +200,9 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (Record, error) {
 		switch {
 		case spec.Kind == "routing":
 			// Each job is routed by its arm (route.go).
+		case spec.Kind == "eviction":
+			// Only by asking: a split by devices compares the devices'
+			// VRAM alone, the host tiers being shared (Spec.Unit).
 		case spec.Kind == "balancing":
 			// Split by whole devices where each arm then still has two
 			// devices to choose between at 50%: a balancer's harm travels
@@ -218,6 +221,16 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (Record, error) {
 	}
 	if spec.Unit == Workers && len(workers) < 2 {
 		return Record{}, fmt.Errorf("%w: unit workers needs at least two workers (this node has %d); use unit traffic", ErrInvalid, len(workers))
+	}
+	if spec.kind() == abi.KindEviction && spec.Unit == Workers {
+		// Two workers of one device share its VRAM: splitting them would
+		// let one arm's evictor drop the other arm's models.
+		switch n := len(c.deviceGroups(workers)); {
+		case c.device == nil:
+			return Record{}, fmt.Errorf("%w: an eviction experiment by workers splits whole devices, and this node does not say which device each worker runs on; use a switchback", ErrInvalid)
+		case n < 2:
+			return Record{}, fmt.Errorf("%w: an eviction experiment by workers splits whole devices, and this node has %d; use a switchback", ErrInvalid, n)
+		}
 	}
 	if c.host == nil {
 		return Record{}, errors.New("experiments: no policy host")

@@ -141,6 +141,9 @@ func TestStartRejectsBadSpecs(t *testing.T) {
 		{"decreasing steps", Spec{Kind: "scheduling", Policy: "fifo", Type: Canary, Steps: []int{50, 25}}, ErrInvalid},
 		{"bad guard", Spec{Kind: "scheduling", Policy: "fifo", Type: Canary, Guards: []string{"p95 ~ 3"}}, ErrInvalid},
 		{"eviction canary", Spec{Kind: "eviction", Policy: "gdsf", Type: Canary}, ErrInvalid},
+		{"eviction canary by traffic", Spec{Kind: "eviction", Policy: "gdsf", Type: Canary, Unit: Traffic}, ErrInvalid},
+		// The driver's node does not say which device a worker runs on.
+		{"eviction canary by workers, devices unknown", Spec{Kind: "eviction", Policy: "gdsf", Type: Canary, Unit: Workers}, ErrInvalid},
 		{"routing canary by workers", Spec{Kind: "routing", Policy: "random", Type: Canary, Unit: Workers}, ErrInvalid},
 		{"burn-in too long", Spec{Kind: "scheduling", Policy: "fifo", Type: Switchback, Window: Duration(time.Minute), BurnIn: Duration(time.Minute)}, ErrInvalid},
 	} {

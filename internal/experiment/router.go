@@ -593,17 +593,116 @@ func (rt *Router) Batch(lead decision.JobView, queued []decision.JobView, worker
 	return ids, wait
 }
 
-// Victims implements decision.Evictor. Only a switchback splits eviction
-// (by window); otherwise the active policy answers.
+// Victims implements decision.Evictor for the devices' VRAM (the host
+// tiers have evictors of their own). An eviction switchback asks the
+// window's arm; an eviction experiment by workers asks the arm whose
+// devices hold the entries, since each call is one device's VRAM and the
+// split gives each arm whole devices; otherwise the active policy answers.
 func (rt *Router) Victims(need uint64, entries []decision.EntryView) []int {
 	r := rt.cur.Load()
-	if r == nil || r.kind != abi.KindEviction || r.typ != Switchback {
+	if r == nil || r.kind != abi.KindEviction {
 		return rt.base.Evictor.Victims(need, entries)
 	}
-	_, arm, _ := r.windowAt(r.now())
+	arm := Production
+	switch {
+	case r.typ == Switchback:
+		_, arm, _ = r.windowAt(r.now())
+	case r.unit == Workers:
+		arm = r.cacheArm(entries)
+	}
+	if arm == Production {
+		return rt.base.Evictor.Victims(need, entries)
+	}
 	v := r.arms[arm].Evictor().Victims(need, entries)
 	r.checkFault(arm)
 	return v
+}
+
+// HostTier wraps a host tier's evictor (RAM, disk) so that an eviction
+// experiment that has the whole node's caches to itself decides there too:
+// a switchback's window hands the tier to the window's arm, and a device
+// split's last step (100%: the node is the candidate's) to the candidate.
+// Otherwise, and in every other experiment, base answers: the host tiers
+// are shared by every device, so a split cannot give each arm its own.
+// Without this, an eviction switchback compared only the devices' VRAM
+// and left the tiers, where most of an eviction policy's load time is won
+// or lost (a RAM tier holds tens of models, a device a few), to the
+// active policy in both arms.
+func (rt *Router) HostTier(base decision.Evictor) decision.Evictor {
+	if base == nil {
+		base = policy.Native().NewEvictor()
+	}
+	return &tierEvictor{rt: rt, base: base}
+}
+
+// tierEvictor is one host tier's evictor behind the router. Each arm gets
+// an evictor of its own for the tier (tags and ghosts are per cache), made
+// on the arm's first decision there and dropped with the experiment.
+type tierEvictor struct {
+	rt   *Router
+	base decision.Evictor
+
+	mu   sync.Mutex
+	of   *routing
+	arms [2]decision.Evictor
+}
+
+// Victims implements decision.Evictor.
+func (t *tierEvictor) Victims(need uint64, entries []decision.EntryView) []int {
+	r := t.rt.cur.Load()
+	arm := r.wholeNodeArm()
+	if arm == Production {
+		return t.base.Victims(need, entries)
+	}
+	v := t.armEvictor(r, arm).Victims(need, entries)
+	r.checkFault(arm)
+	return v
+}
+
+// wholeNodeArm is the arm that decides for the caches every device shares
+// (the host tiers, and what the lookahead prefetches into them): during an
+// eviction experiment, a switchback's window's arm, or the candidate once
+// a device split gives it the whole node; otherwise Production (the active
+// policy). r may be nil.
+func (r *routing) wholeNodeArm() int {
+	switch {
+	case r == nil || r.kind != abi.KindEviction:
+		return Production
+	case r.typ == Switchback:
+		_, arm, _ := r.windowAt(r.now())
+		return arm
+	case r.shares[Candidate] >= 1:
+		return Candidate
+	}
+	return Production
+}
+
+// armEvictor is arm's evictor for this tier under routing r.
+func (t *tierEvictor) armEvictor(r *routing, arm int) decision.Evictor {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.of == nil || t.of.arms != r.arms {
+		// Another experiment: its arms' versions start this tier afresh.
+		t.of, t.arms = r, [2]decision.Evictor{}
+	}
+	if t.arms[arm] == nil {
+		t.arms[arm] = r.arms[arm].NewEvictor()
+	}
+	return t.arms[arm]
+}
+
+// cacheArm is the group whose devices hold entries (one device's VRAM):
+// the group of the first entry's worker. A device with nothing resident,
+// or entries of a worker the split never saw (a restarted one), is left to
+// the active policy: guessing by hash as workerArm does could hand one
+// device's VRAM to two arms' evictors in turn.
+func (r *routing) cacheArm(entries []decision.EntryView) int {
+	for _, e := range entries {
+		if g, ok := r.group[e.Worker]; ok {
+			return g
+		}
+	}
+	return Production
 }
 
 // splitDevices puts whole devices (groups of workers) in the arms, in a
@@ -726,8 +825,7 @@ func (rt *Router) PlanIDs(queued, running []decision.JobView, workers []decision
 // in between.
 func (rt *Router) PrefetchIDs(free uint64, entries []decision.EntryView, wanted []string, wantedBytes []uint64, waiting []int) []string {
 	r := rt.cur.Load()
-	if r != nil && r.kind == abi.KindEviction && r.typ == Switchback {
-		_, arm, _ := r.windowAt(r.now())
+	if arm := r.wholeNodeArm(); arm != Production {
 		ids := r.arms[arm].Evictor().PrefetchIDs(free, entries, wanted, wantedBytes, waiting)
 		r.checkFault(arm)
 		return ids

@@ -76,9 +76,11 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // Spec is what an operator asks for. Zero fields take the defaults of the
 // experiments config section when the experiment starts.
 type Spec struct {
-	// Kind is the policy kind: scheduling, batching or balancing (eviction
-	// only by switchback; its live comparison is the shadow caches');
-	// routing by job or switchback, in the simulated cluster only
+	// Kind is the policy kind: scheduling, batching, balancing, eviction
+	// (by whole devices or by switchback: each device's VRAM is one cache,
+	// while the host tiers stay the active policy's; the shadow caches
+	// compare eviction policies on the same requests without an
+	// experiment), or routing by job or switchback, in a cluster
 	// (route.go).
 	Kind string `json:"kind"`
 	// Policy is the candidate, "name" or "name@version".
@@ -90,9 +92,15 @@ type Spec struct {
 	// Baseline is the baseline arm; empty means the active policy.
 	Baseline string `json:"baseline,omitempty"`
 	Type     Type   `json:"type"`
-	// Unit is workers or traffic (canary and ab); empty chooses traffic
-	// for balancing (a balancer needs a choice of workers) and workers for
-	// the other kinds when the node has at least two workers.
+	// Unit is workers or traffic (canary and ab); empty chooses workers
+	// split by whole devices for balancing on nodes of four devices or
+	// more (traffic below), traffic for routing, and workers for
+	// scheduling and batching when the node has at least two workers.
+	// An eviction canary or A/B test must ask for workers: it splits whole
+	// devices, and below a canary's 100% step it compares what each arm's
+	// policy evicts from its devices' VRAM only, since the host tiers and
+	// the lookahead's prefetches into them are shared by every device and
+	// stay the active policy's (a switchback compares those too).
 	Unit Unit `json:"unit,omitempty"`
 	// Steps are a canary's candidate shares in percent, increasing; the
 	// last is usually 100, a step with no baseline left that is gated by
@@ -184,9 +192,11 @@ func (s Spec) Validate() error {
 		// its arms split jobs, never one node's workers (route.go).
 		errs = append(errs, errors.New("a routing experiment splits jobs, not workers: use unit traffic (each job is routed by its arm) or a switchback"))
 	}
-	if k == abi.KindEviction && s.Type != Switchback {
-		errs = append(errs, errors.New("eviction policies share every cache, so splitting workers or traffic contaminates both arms: "+
-			"compare them with the shadow caches (GET /v1/experiments/shadow) or a switchback"))
+	if k == abi.KindEviction && s.Type != Switchback && s.Unit != Workers {
+		// Every job of a traffic split may run on any device, so both
+		// arms' jobs would load into caches either arm's evictor keeps.
+		errs = append(errs, errors.New("an eviction experiment splits whole devices (unit workers: each device's VRAM is evicted by its arm's policy) "+
+			"or time (a switchback); a traffic split shares every cache between the arms"))
 	}
 	switch s.Unit {
 	case "", Workers, Traffic:

@@ -10,18 +10,13 @@ import (
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
-// openExperiments builds the router the dispatcher asks its policies
-// through and the experiment controller behind /v1/experiments. With no
-// experiment running the router hands every decision straight to the
-// active policies.
+// openExperiments builds the experiment controller behind
+// /v1/experiments over the router New made (with no experiment running the
+// router hands every decision straight to the active policies).
 func (n *Node) openExperiments() error {
 	if err := n.openWatch(); err != nil {
 		return err
 	}
-	n.Router = experiment.NewRouter(experiment.Policies{
-		Scheduler: n.Policies.Scheduler(), Balancer: n.Policies.Balancer(),
-		Batcher: n.Policies.Batcher(), Evictor: n.Policies.Evictor(),
-	})
 	ctl, err := experiment.New(experiment.Options{
 		Config: n.cfg.Experiments, Host: n.experimentHost(), Router: n.Router, Clock: n.opts.Clock,
 		Seed: uint64(n.opts.Clock.Now().UnixNano()), DataDir: n.cfg.DataDir,

@@ -165,6 +165,13 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// So does the router the dispatcher asks its policies through: an
+	// eviction experiment decides for the host tiers through it too
+	// (experiment.Router.HostTier).
+	n.Router = experiment.NewRouter(experiment.Policies{
+		Scheduler: n.Policies.Scheduler(), Balancer: n.Policies.Balancer(),
+		Batcher: n.Policies.Batcher(), Evictor: n.Policies.Evictor(),
+	})
 	if err := n.openModels(cfg, modelsDir, costCfg, logging.Component(opts.Log, "tier")); err != nil {
 		return nil, err
 	}
@@ -374,7 +381,7 @@ func (n *Node) openModels(cfg *config.Config, modelsDir string, costCfg cost.Con
 	}
 	log.Info().Int("models", res.Models).Int("backends", len(sources)).Msg("catalog ready")
 	n.Tiers, err = tier.New(tcfg, n.Catalog, tier.Options{DataDir: cfg.DataDir, Clock: n.opts.Clock, Log: log,
-		DiskEvictor: n.Policies.NewEvictor(), RAMEvictor: n.Policies.NewEvictor()})
+		DiskEvictor: n.Router.HostTier(n.Policies.NewEvictor()), RAMEvictor: n.Router.HostTier(n.Policies.NewEvictor())})
 	if err != nil {
 		return fmt.Errorf("tiers: %w", err)
 	}

@@ -123,6 +123,17 @@ func (a *Arm) Batcher() *Batcher { return pick(a, abi.KindBatching, &a.batch) }
 // keeps its own tags and ghosts, apart from the host's evictor.
 func (a *Arm) Evictor() *Evictor { return pick(a, abi.KindEviction, &a.evict) }
 
+// NewEvictor returns a further evictor of the arm's version, with tags and
+// ghosts of its own, for one more cache (a host tier): what a policy
+// remembers about one cache's entries means nothing for another's, as for
+// Host.NewEvictor. Nil unless it is an eviction arm.
+func (a *Arm) NewEvictor() *Evictor {
+	if a.v.kind != abi.KindEviction {
+		return nil
+	}
+	return &Evictor{h: a.view, tags: map[entryKey]uint64{}}
+}
+
 // pick returns p when the arm is of kind k: the view has no slot for any
 // other kind, so its adapters for them must not be reachable.
 func pick[T any](a *Arm, k abi.Kind, p *T) *T {

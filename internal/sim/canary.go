@@ -102,6 +102,9 @@ func (s *simulator) startCanary(ctx context.Context, c *Canary) error {
 		return fmt.Errorf("sim: canary: %w", err)
 	}
 	s.core = dispatch.Core{Scheduler: rt, Balancer: rt, Batcher: rt, Evictor: rt, MaxEvictionRounds: s.core.MaxEvictionRounds}
+	// As a node does, the host tiers evict through the router too, so
+	// that an eviction experiment decides there as well.
+	s.ram.ev, s.disk.ev = rt.HostTier(s.ram.ev), rt.HostTier(s.disk.ev)
 	s.canary = &canaryState{ctl: ctl, id: rec.ID}
 	return nil
 }
