@@ -28,8 +28,9 @@ type trialKind struct {
 	name, kind, active string
 	// bad are the planted candidates: the first is the headline one.
 	// Their effects grow with the load, which traces the power curve.
-	bad []string
-	typ experiment.Type
+	bad  []string
+	typ  experiment.Type
+	unit experiment.Unit
 }
 
 var trialKinds = []trialKind{
@@ -37,6 +38,10 @@ var trialKinds = []trialKind{
 	{name: "balancing canary", kind: "balancing", active: "affinity", bad: []string{"test-busiest"}, typ: experiment.Canary},
 	{name: "batching canary", kind: "batching", active: "same-model", bad: []string{"test-hold"}, typ: experiment.Canary},
 	{name: "eviction switchback", kind: "eviction", active: "gdsf", bad: []string{"test-mru"}, typ: experiment.Switchback},
+	// By devices, each device's VRAM is its arm's; the host tiers and
+	// prefetches stay the active policy's below the 100% step, so this
+	// compares the VRAM half of an eviction policy only.
+	{name: "eviction canary by devices", kind: "eviction", active: "gdsf", bad: []string{"test-mru"}, typ: experiment.Canary, unit: experiment.Workers},
 	{name: "scheduling A/B", kind: "scheduling", active: "priority", bad: []string{"test-batch-first"}, typ: experiment.AB},
 }
 
@@ -47,7 +52,7 @@ func (k trialKind) trial(t testing.TB, cand string, load float64, span time.Dura
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec := experiment.Spec{Kind: k.kind, Policy: cand, Type: k.typ}
+	spec := experiment.Spec{Kind: k.kind, Policy: cand, Type: k.typ, Unit: k.unit}
 	if k.typ == experiment.Switchback {
 		// Short windows: a 2 h switchback then has 30 window pairs.
 		spec.Window, spec.BurnIn = experiment.Duration(2*time.Minute), experiment.Duration(30*time.Second)
@@ -215,7 +220,7 @@ func TestBenchExperiments(t *testing.T) {
 		"(+ LoRAs, VAEs, ControlNets ≈ 50 models) whose favourite changes every 40 min, 30%% interactive with a 30 s deadline; "+
 		"load as a fraction of %.2f jobs/s (the node's throughput on this mix); configs/kiln-default.yaml (4 GPUs × 2 workers). "+
 		"Experiments: deadline %s, confidence 0.98 (alpha 0.02 per experiment, 0.005 per gating metric); canaries: steps 5,25,50,100; "+
-		"A/B: 50%% by worker group; eviction: switchbacks of 2 min windows, 30 s burn-in. "+
+		"A/B: 50%% by worker group; eviction: switchbacks of 2 min windows, 30 s burn-in, and canaries by whole devices. "+
 		"%d A/A and %d planted runs per cell, each on its own trace and split seed. Intervals: Wilson 95%%. "+
 		"A false alarm is a rollback on the statistics (canary) or any conclusive verdict (A/B, switchback); "+
 		"power is the share of planted runs rolled back for any cause (canary: statistics, a guard or a fault) or judged worse (A/B, switchback); "+
