@@ -16,6 +16,8 @@ import (
 const (
 	hostileStall      = 9
 	hostileNoDecision = 10
+	// hostileShort names one victim whatever the need: valid, and short.
+	hostileShort = 11
 )
 
 // TestStallingAnswersAreFaults loads a module whose answers are well formed
@@ -43,11 +45,23 @@ func TestStallingAnswersAreFaults(t *testing.T) {
 		decide  func() string
 		want    string // the answer (the native policy's where it is a fault)
 		isFault bool
+		modes   []float64 // the hostile modes that answer so (default: stall and no decision)
 	}{
 		{
 			name: "evict nothing though unpinned entries cover the need", kind: abi.KindEviction,
 			decide: func() string { return fmt.Sprint(h.Evictor().Victims(2*gib, entries)) },
 			want:   fmt.Sprint(Native().NewEvictor().Victims(2*gib, entries)), isFault: true,
+		},
+		{
+			name: "evict too little though unpinned entries cover the need", kind: abi.KindEviction,
+			decide: func() string { return fmt.Sprint(h.Evictor().Victims(2*gib, entries)) },
+			want:   fmt.Sprint(Native().NewEvictor().Victims(2*gib, entries)), isFault: true,
+			modes: []float64{hostileShort},
+		},
+		{
+			name: "one victim that covers the need", kind: abi.KindEviction,
+			decide: func() string { return fmt.Sprint(h.Evictor().Victims(gib, entries)) },
+			want:   "[0]", modes: []float64{hostileShort},
 		},
 		{
 			name: "evict nothing when only pins stand in the way", kind: abi.KindEviction,
@@ -87,6 +101,12 @@ func TestStallingAnswersAreFaults(t *testing.T) {
 			want:   "",
 		},
 		{
+			// Batching cannot stall: without company the lead runs alone.
+			name: "batch nothing", kind: abi.KindBatching,
+			decide: func() string { ids, _ := h.Batcher().Batch(jobs[0], jobs, workers); return fmt.Sprint(ids) },
+			want:   "[b1]",
+		},
+		{
 			name: "route nowhere while a healthy node can hold the job", kind: abi.KindRouting,
 			decide: func() string { id, _ := h.Router().Route(decision.RouteRequest{Job: jobs[0], Nodes: nodes}); return id },
 			want:   "n1", isFault: true, // least-loaded, the native fallback
@@ -97,7 +117,10 @@ func TestStallingAnswersAreFaults(t *testing.T) {
 			want:   "",
 		},
 	} {
-		for _, mode := range []float64{hostileStall, hostileNoDecision} {
+		if tc.modes == nil {
+			tc.modes = []float64{hostileStall, hostileNoDecision}
+		}
+		for _, mode := range tc.modes {
 			t.Run(fmt.Sprintf("%s/mode %v", tc.name, mode), func(t *testing.T) {
 				if err := h.SetParam(tc.kind, "mode", mode); err != nil {
 					t.Fatal(err)
@@ -122,13 +145,15 @@ func nativeNext(jobs []decision.JobView, workers []decision.WorkerView) string {
 }
 
 // TestStallingPolicyIsRolledBack checks that stall faults roll a policy
-// back like any other fault: after MaxFaults within the window the kind's
-// previous version is active again, and the change says why.
+// back like any other fault, for every kind that can stall: after
+// MaxFaults within the window the kind's previous version is active again,
+// and the change says why.
 func TestStallingPolicyIsRolledBack(t *testing.T) {
 	wasm := wasmOf(t, "hostile")
 	h := newTestHost(t, Config{MaxFaults: 3, FaultWindow: time.Minute})
 	jobs, workers, entries := sampleViews()
-	for _, k := range []abi.Kind{abi.KindEviction, abi.KindScheduling, abi.KindBalancing} {
+	nodes := []decision.NodeView{{ID: "n0", Healthy: true, Workers: 2}}
+	for _, k := range stallingKinds {
 		if _, err := h.Load(context.Background(), k, "stall", wasm, true, "test"); err != nil {
 			t.Fatal(err)
 		}
@@ -140,11 +165,15 @@ func TestStallingPolicyIsRolledBack(t *testing.T) {
 		h.Evictor().Victims(1<<30, entries)
 		h.Scheduler().Next(jobs, workers)
 		h.Balancer().Place(jobs[0], workers)
+		h.Router().Route(decision.RouteRequest{Job: jobs[0], Nodes: nodes})
 	}
+	rolledBack := 0
 	for _, ki := range h.List() {
-		if !slices.Contains([]string{"eviction", "scheduling", "balancing"}, ki.Kind) {
+		k, _ := abi.ParseKind(ki.Kind)
+		if !slices.Contains(stallingKinds, k) {
 			continue
 		}
+		rolledBack++
 		if strings.HasPrefix(ki.Active, "stall@") {
 			t.Errorf("%s: still %s after 3 stall faults", ki.Kind, ki.Active)
 			continue
@@ -154,7 +183,14 @@ func TestStallingPolicyIsRolledBack(t *testing.T) {
 			t.Errorf("%s: last change %+v, want an auto-rollback naming the stall", ki.Kind, last)
 		}
 	}
+	if rolledBack != len(stallingKinds) {
+		t.Errorf("checked %d kinds, want %d", rolledBack, len(stallingKinds))
+	}
 }
+
+// stallingKinds are the kinds whose answers can stall work: all but
+// batching, whose lead alone is always progress.
+var stallingKinds = []abi.Kind{abi.KindEviction, abi.KindScheduling, abi.KindBalancing, abi.KindRouting}
 
 // TestBuiltinsNeverStall runs every built-in (its native build: the same
 // source as its WASM build) over many seeded random traces, through the
@@ -197,9 +233,12 @@ func (neverDecides) Schedule(*abi.SchedulingInput, *abi.SchedulingOutput) abi.St
 func (neverDecides) Balance(*abi.BalancingInput, *abi.BalancingOutput) abi.Status {
 	return abi.StatusNoDecision
 }
+func (neverDecides) Route(*abi.RoutingInput, *abi.RoutingOutput) abi.Status {
+	return abi.StatusNoDecision
+}
 
 func init() {
-	for _, k := range []abi.Kind{abi.KindEviction, abi.KindScheduling, abi.KindBalancing} {
+	for _, k := range stallingKinds {
 		RegisterNative(k, "test-never-decides", func() any { return neverDecides{} })
 	}
 }
@@ -209,7 +248,7 @@ func init() {
 // that never decides must stall on them, for every kind that can stall.
 func TestRandomTracesCatchStalls(t *testing.T) {
 	h := newTestHost(t, Config{NativeBuiltins: true, MaxFaults: 1 << 30})
-	for _, k := range []abi.Kind{abi.KindEviction, abi.KindScheduling, abi.KindBalancing} {
+	for _, k := range stallingKinds {
 		arm, err := h.Arm(context.Background(), k, "test-never-decides", 0)
 		if err != nil {
 			t.Fatal(err)

@@ -104,19 +104,22 @@ func (t *hostTier) insert(id string, bytes int64, now, took time.Duration) []str
 		return nil
 	}
 	var gone []string
-	if t.used+bytes > t.capacity {
+	// As internal/tier's store: toward the target fill, then, when the
+	// victims fell short, for exactly the rest (the policy host holds that
+	// answer to the need).
+	target := int64(float64(t.capacity) * t.target)
+	for round := 0; round < 2 && t.used+bytes > t.capacity; round++ {
+		need := t.used + bytes - t.capacity
+		if round == 0 {
+			need = t.used + bytes - min(target, t.capacity-bytes)
+		}
 		ids := make([]string, 0, len(t.entries))
 		for k := range t.entries {
 			ids = append(ids, k)
 		}
 		sort.Strings(ids)
 		views := t.views(ids)
-		target := int64(float64(t.capacity) * t.target)
-		victims := t.ev.Victims(uint64(t.used+bytes-min(target, t.capacity-bytes)), views)
-		if len(victims) == 0 {
-			// The target is a wish; settle for exactly what is needed.
-			victims = t.ev.Victims(uint64(t.used+bytes-t.capacity), views)
-		}
+		victims := t.ev.Victims(uint64(need), views)
 		for _, i := range victims {
 			if i < 0 || i >= len(views) {
 				victims = nil
@@ -136,9 +139,9 @@ func (t *hostTier) insert(id string, bytes int64, now, took time.Duration) []str
 				}
 			}
 		}
-		if t.used+bytes > t.capacity {
-			return gone
-		}
+	}
+	if t.used+bytes > t.capacity {
+		return gone
 	}
 	t.entries[id] = &hostEntry{bytes: bytes, lastUse: now, inserted: now, took: took}
 	t.used += bytes

@@ -115,9 +115,18 @@ func (s *store) reserve(size int64) error {
 	if size > s.cap {
 		return fmt.Errorf("tier %s: %d bytes exceed the capacity of %d: %w", s.name, size, s.cap, ErrNoRoom)
 	}
-	if s.used+size > s.cap {
-		target := int64(float64(s.cap) * s.target)
-		need := s.used + size - min(target, s.cap-size)
+	// First toward the target fill; then, when the policy's victims fell
+	// short of what the entry needs (none, or too few: a policy may answer
+	// the wish short where the unpinned entries cannot reach it), for
+	// exactly the rest. The policy host holds that second answer to the
+	// need: one that frees too little while the unpinned entries could is
+	// a stall fault, answered by the native policy (issue 21).
+	target := int64(float64(s.cap) * s.target)
+	for round := 0; round < 2 && s.used+size > s.cap; round++ {
+		need := s.used + size - s.cap // the target is a wish
+		if round == 0 {
+			need = s.used + size - min(target, s.cap-size)
+		}
 		views := make([]decision.EntryView, 0, len(s.entries))
 		keys := make([]string, 0, len(s.entries))
 		for k := range s.entries {
@@ -130,10 +139,6 @@ func (s *store) reserve(size int64) error {
 				Inserted: e.inserted, LoadCost: e.loadCost})
 		}
 		victims := s.evictor.Victims(uint64(need), views)
-		if len(victims) == 0 {
-			// The target is a wish; settle for exactly what is needed.
-			victims = s.evictor.Victims(uint64(s.used+size-s.cap), views)
-		}
 		for _, i := range victims {
 			if i < 0 || i >= len(views) || views[i].Pinned {
 				s.log.Error().Int("index", i).Str("tier", s.name).Msg("evictor chose an invalid or pinned entry; ignoring its answer")
@@ -144,9 +149,9 @@ func (s *store) reserve(size int64) error {
 		for _, i := range victims {
 			s.dropLocked(keys[i], true)
 		}
-		if s.used+size > s.cap {
-			return fmt.Errorf("tier %s: need %d bytes, %d of %d used and pinned: %w", s.name, size, s.used, s.cap, ErrNoRoom)
-		}
+	}
+	if s.used+size > s.cap {
+		return fmt.Errorf("tier %s: need %d bytes, %d of %d used and pinned: %w", s.name, size, s.used, s.cap, ErrNoRoom)
 	}
 	s.used += size
 	return nil

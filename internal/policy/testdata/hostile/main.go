@@ -28,6 +28,10 @@ const (
 	modeStall
 	// modeNoDecision answers NO_DECISION to everything.
 	modeNoDecision
+	// modeShort names one victim, the first unpinned entry, whatever the
+	// need: a valid answer that frees too little (issue 21: victims that
+	// are valid but insufficient). Other kinds answer as modeOK.
+	modeShort
 )
 
 type hostile struct{}
@@ -79,6 +83,13 @@ func (hostile) Evict(in *policy.EvictionInput, out *policy.EvictionOutput) polic
 	case modeStall:
 	case modeNoDecision:
 		return policy.StatusNoDecision
+	case modeShort:
+		for i, e := range in.Entries {
+			if !e.Pinned && in.Need > in.Free {
+				out.Victims = append(out.Victims, uint32(i))
+				break
+			}
+		}
 	default:
 		// The first unpinned entries, until the need is covered.
 		free := in.Free
