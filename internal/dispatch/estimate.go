@@ -136,6 +136,6 @@ func (d *Dispatcher) estimateJob(j *job.Job) time.Duration {
 	known := func(f string) bool { _, ok := d.opts.Cost.Lookup(f); return ok }
 	// A streamed job pays for its transfers every step: the policies see
 	// a costlier placement, not a refusal.
-	return d.opts.Cost.JobEstimate(workflow.Work(fams, samplers, known), cost.Device{}) +
+	return d.opts.Cost.JobEstimate(JobWork(fams, samplers, known), cost.Device{}) +
 		d.estimates.planOf(d, j).StreamTime(d.opts.Cost, cost.Device{})
 }

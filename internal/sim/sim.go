@@ -17,7 +17,6 @@ import (
 	"github.com/kiln-gpu/kiln/internal/dispatch"
 	"github.com/kiln-gpu/kiln/internal/job"
 	"github.com/kiln-gpu/kiln/internal/policy"
-	"github.com/kiln-gpu/kiln/internal/workflow"
 )
 
 // epoch is virtual time zero. Policies see times relative to it only.
@@ -334,17 +333,17 @@ func (s *simulator) newJob(i int, r *Request) (*simJob, error) {
 }
 
 // defaultSteps is the sampling of a request without a workflow.
-const defaultSteps = workflow.DefaultJobSteps
+const defaultSteps = dispatch.DefaultJobSteps
 
 // work is the compute a job asks for, for the cost model: the same
-// estimate the live dispatcher makes (workflow.Work).
+// estimate the live dispatcher makes (dispatch.JobWork).
 func (s *simulator) work(j *simJob) cost.Work {
 	fams := make([]string, len(j.models))
 	for i, id := range j.models {
 		fams[i] = s.models[id].Family
 	}
 	known := func(f string) bool { _, ok := s.cfg.Cost.Lookup(f); return ok }
-	return workflow.Work(fams, j.req.Samplers, known)
+	return dispatch.JobWork(fams, j.req.Samplers, known)
 }
 
 // Events. At equal times, events run in the order they were scheduled.

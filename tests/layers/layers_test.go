@@ -101,8 +101,8 @@ func TestLayers(t *testing.T) {
 			"the tiers move bytes: the plugin host is handed to them as sources, the eviction policy as evictors"},
 		{"internal/catalog", []string{"internal/tier", "internal/dispatch", "internal/api", "internal/config", "internal/node", "internal/plugin"},
 			"the catalog says where bytes are; the tiers, which move them, know the catalog"},
-		{"internal/workflow", []string{"internal/job", "internal/decision", "internal/dispatch", "internal/api"},
-			"graph parsing is a leaf: the queue keeps what it derives"},
+		{"internal/workflow", []string{"internal"},
+			"graph parsing is a leaf: the queue keeps what it derives, and the cost model's reading of it (dispatch.JobWork) is the estimator's"},
 	} {
 		for pkg := range g {
 			if !under(pkg, rule.from) {
@@ -134,7 +134,7 @@ func TestConfigIsNotTheDaemon(t *testing.T) {
 // packages (cmd/kiln at the top, internal/clock or internal/cost at the
 // bottom). Lower it when a change flattens the graph; a change that needs
 // to raise it should say why in docs/ARCHITECTURE.md.
-const maxFloors = 10
+const maxFloors = 9
 
 func TestFloors(t *testing.T) {
 	g := load(t)

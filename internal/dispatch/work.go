@@ -1,26 +1,31 @@
-package workflow
+package dispatch
 
-import "github.com/kiln-gpu/kiln/internal/cost"
+import (
+	"github.com/kiln-gpu/kiln/internal/cost"
+	"github.com/kiln-gpu/kiln/internal/workflow"
+)
 
 // DefaultJobSteps is the sampling assumed for a job whose graph names no
 // sampler: this many steps at the family's reference size (512² for
 // SD1.5, 1024² for the others).
 const DefaultJobSteps = 20
 
-// Work is the compute a job asks for in the cost model's terms, from the
-// families of the models it needs (catalog order) and the samplers of its
-// graph (Graph.Params; none when the graph is unknown). known says which
-// families the cost model prices; the first of them is the job's base
-// family. The live dispatcher and the simulator both estimate jobs with it,
-// so that the policies see the same estimates in both.
-func Work(families []string, samplers []SamplerParams, known func(family string) bool) cost.Work {
+// JobWork is the compute a job asks for in the cost model's terms, from
+// the families of the models it needs (catalog order) and the samplers of
+// its graph (workflow.Graph.Params; none when the graph is unknown). known
+// says which families the cost model prices; the first of them is the
+// job's base family. The live dispatcher and the simulator both estimate jobs with it,
+// so that the policies see the same estimates in both. It lives here, not
+// in internal/workflow, so that graph parsing imports nothing of the
+// kernel (a leaf): the cost model is the estimator's business.
+func JobWork(families []string, samplers []workflow.SamplerParams, known func(family string) bool) cost.Work {
 	base := ""
 	var loras, upscalers int
 	for _, f := range families {
 		switch f {
-		case FamilyLoRA:
+		case workflow.FamilyLoRA:
 			loras++
-		case FamilyUpscaler:
+		case workflow.FamilyUpscaler:
 			upscalers++
 		}
 		if base == "" && known(f) {
@@ -28,7 +33,7 @@ func Work(families []string, samplers []SamplerParams, known func(family string)
 		}
 	}
 	size := 1024
-	if base == FamilySD15 {
+	if base == workflow.FamilySD15 {
 		size = 512
 	}
 	var w cost.Work
