@@ -225,7 +225,7 @@ var classMeta = map[string]nodeMeta{
 	"UnetLoaderGGUF":           {display: "Unet Loader (GGUF)", module: modGGUF},
 	"CLIPLoaderGGUF":           {display: "CLIPLoader (GGUF)", module: modGGUF},
 	"DualCLIPLoaderGGUF":       {display: "DualCLIPLoader (GGUF)", module: modGGUF},
-	"SaveImageWebsocket":       {module: "custom_nodes.websocket_image_save"},
+	"SaveImageWebsocket":       {display: "Save Image (Websocket)", module: "custom_nodes.websocket_image_save"}, // its file's NODE_DISPLAY_NAME_MAPPINGS
 	"VAEEncodeForInpaint":      {display: "VAE Encode (for Inpainting)"},
 	"VAEEncodeTiled": {display: "VAE Encode (Tiled)",
 		tooltips: map[string]string{"temporal_size": temporalSizeEncode, "temporal_overlap": temporalOverlap}},

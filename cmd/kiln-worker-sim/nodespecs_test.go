@@ -112,6 +112,7 @@ func TestNodeSpecsMatchComfyUI(t *testing.T) {
 		{"CLIPTextEncodeSD3", "python_module", "comfy_extras.nodes_sd3"},
 		{"KSampler", "python_module", "nodes"},
 		{"SaveImageWebsocket", "python_module", "custom_nodes.websocket_image_save"},
+		{"SaveImageWebsocket", "display_name", "Save Image (Websocket)"},
 	} {
 		if got := entry(tc.class)[tc.key]; got != tc.want {
 			t.Errorf("%s %s = %v, want %v", tc.class, tc.key, got, tc.want)
