@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,17 +13,37 @@ import (
 
 // Policies whose answers are well formed but stall the work, for the
 // liveness test: the simulator must judge them as the live node does
-// (internal/policy's stall faults) and finish every job.
+// (internal/policy's stall faults) and finish every job. Each of issue
+// 21's cases: OK with nothing, NO_DECISION, and victims that free too
+// little.
 func init() {
 	policy.RegisterNative(abi.KindEviction, "test-evict-nothing", func() any { return evictNothing{} })
+	policy.RegisterNative(abi.KindEviction, "test-evict-no-decision", func() any { return noDecision{} })
+	policy.RegisterNative(abi.KindEviction, "test-evict-short", func() any { return evictShort{} })
 	policy.RegisterNative(abi.KindScheduling, "test-dispatch-nothing", func() any { return dispatchNothing{} })
-	policy.RegisterNative(abi.KindBalancing, "test-place-nowhere", func() any { return placeNowhere{} })
+	policy.RegisterNative(abi.KindScheduling, "test-dispatch-no-decision", func() any { return noDecision{} })
+	policy.RegisterNative(abi.KindBalancing, "test-place-nowhere", func() any { return noDecision{} })
+	policy.RegisterNative(abi.KindRouting, "test-route-nowhere", func() any { return noDecision{} })
 }
 
 // evictNothing answers OK with no victims, whatever the need.
 type evictNothing struct{}
 
 func (evictNothing) Evict(*abi.EvictionInput, *abi.EvictionOutput) abi.Status { return abi.StatusOK }
+
+// evictShort names one victim, the first unpinned entry, whatever the
+// need: valid, and too little whenever the need is larger than it.
+type evictShort struct{}
+
+func (evictShort) Evict(in *abi.EvictionInput, out *abi.EvictionOutput) abi.Status {
+	for i, e := range in.Entries {
+		if !e.Pinned && in.Need > in.Free {
+			out.Victims = append(out.Victims, uint32(i))
+			break
+		}
+	}
+	return abi.StatusOK
+}
 
 // dispatchNothing answers OK with an empty plan.
 type dispatchNothing struct{}
@@ -31,53 +52,113 @@ func (dispatchNothing) Schedule(*abi.SchedulingInput, *abi.SchedulingOutput) abi
 	return abi.StatusOK
 }
 
-// placeNowhere answers NO_DECISION to every placement.
-type placeNowhere struct{}
+// noDecision answers NO_DECISION to every question.
+type noDecision struct{}
 
-func (placeNowhere) Balance(*abi.BalancingInput, *abi.BalancingOutput) abi.Status {
+func (noDecision) Evict(*abi.EvictionInput, *abi.EvictionOutput) abi.Status {
+	return abi.StatusNoDecision
+}
+func (noDecision) Schedule(*abi.SchedulingInput, *abi.SchedulingOutput) abi.Status {
+	return abi.StatusNoDecision
+}
+func (noDecision) Balance(*abi.BalancingInput, *abi.BalancingOutput) abi.Status {
+	return abi.StatusNoDecision
+}
+func (noDecision) Route(*abi.RoutingInput, *abi.RoutingOutput) abi.Status {
 	return abi.StatusNoDecision
 }
 
 // TestStallingPoliciesFinishEveryJob runs, with each stalling policy
 // active, a workload whose alternating models do not fit one device
 // together (so every other job needs an eviction), and checks that every
-// job completes: the simulator replays the live node's liveness rules.
+// job completes and that the host counted stall faults: the simulator
+// replays the live node's liveness rules. The eviction policies also run
+// with two workers on the device, where two jobs that each need the other's
+// model evicted deadlocked the device's workers (issue 21), and the
+// routing policy on a two-node cluster.
 func TestStallingPoliciesFinishEveryJob(t *testing.T) {
 	a, b := "checkpoints/a.safetensors", "checkpoints/b.safetensors"
-	models := []Model{{ID: a, Bytes: 6e9, Family: "sdxl"}, {ID: b, Bytes: 6e9, Family: "sdxl"}}
+	s1, s2, s3 := "checkpoints/s1.safetensors", "checkpoints/s2.safetensors", "checkpoints/s3.safetensors"
+	models := []Model{{ID: a, Bytes: 6e9, Family: "sdxl"}, {ID: b, Bytes: 6e9, Family: "sdxl"},
+		{ID: s1, Bytes: 3e9, Family: "sd15"}, {ID: s2, Bytes: 3e9, Family: "sd15"}, {ID: s3, Bytes: 3e9, Family: "sd15"}}
+	// alternating: a and b in turn, each evicting the other. mixed: s1, s2,
+	// s3 and a in turn, so that a needs two small models evicted and one
+	// victim is too little.
+	alternating, mixed := trace(a, b), trace(s1, s2, s3, a)
+	for _, tc := range []struct {
+		kind, name string
+		perDevice  int
+		nodes      int
+		mixed      bool
+	}{
+		{kind: "eviction", name: "test-evict-nothing"},
+		{kind: "eviction", name: "test-evict-no-decision"},
+		{kind: "eviction", name: "test-evict-short", mixed: true},
+		{kind: "eviction", name: "test-evict-nothing", perDevice: 2},
+		{kind: "eviction", name: "test-evict-no-decision", perDevice: 2},
+		{kind: "scheduling", name: "test-dispatch-nothing"},
+		{kind: "scheduling", name: "test-dispatch-no-decision"},
+		{kind: "balancing", name: "test-place-nowhere"},
+		{kind: "routing", name: "test-route-nowhere", nodes: 2},
+	} {
+		tc.perDevice, tc.nodes = max(tc.perDevice, 1), max(tc.nodes, 1)
+		t.Run(fmt.Sprintf("%s/%d workers/%d nodes", tc.name, tc.perDevice, tc.nodes), func(t *testing.T) {
+			// 13 GB at 20% headroom: 10.4 GB usable, one 6 GB model and
+			// its 3.7 GB of activations at a time.
+			cfg := node(1, tc.perDevice, 13e9, "lru")
+			cfg.Headroom = 0.2
+			switch tc.kind {
+			case "eviction":
+				cfg.Policies.Eviction = tc.name
+			case "scheduling":
+				cfg.Policies.Scheduling = tc.name
+			case "balancing":
+				cfg.Policies.Balancing = tc.name
+			case "routing":
+				cfg.Policies.Routing = tc.name
+			}
+			reqs := alternating
+			if tc.mixed {
+				reqs = mixed
+			}
+			var rep *Report
+			if tc.nodes > 1 {
+				rep = runCluster(t, ClusterConfig{Node: cfg, Nodes: tc.nodes, NetworkDelay: time.Millisecond}, models, reqs, 3)
+				if rep.Cluster.Unrouted != 0 {
+					t.Errorf("%d jobs unrouted", rep.Cluster.Unrouted)
+				}
+			} else {
+				rep = run(t, cfg, models, reqs)
+			}
+			if rep.Completed != len(reqs) || rep.Failed != 0 {
+				t.Fatalf("completed %d, failed %d of %d jobs under a stalling %s policy", rep.Completed, rep.Failed, len(reqs), tc.kind)
+			}
+			if tc.kind == "eviction" && rep.Tiers["vram"].Misses < int64(len(reqs)/2) {
+				t.Errorf("vram misses %d: the workload did not make the device evict", rep.Tiers["vram"].Misses)
+			}
+			var stalls int64
+			for ref, by := range rep.PolicyFaults {
+				if strings.HasPrefix(ref, tc.kind+"."+tc.name+"@") {
+					stalls += by[policy.FaultStall]
+				}
+			}
+			if stalls == 0 {
+				t.Errorf("no stall fault counted for %s.%s (faults %v)", tc.kind, tc.name, rep.PolicyFaults)
+			}
+		})
+	}
+}
+
+// trace is 12 requests 5 s apart over models in turn, a third of them
+// interactive.
+func trace(models ...string) []Request {
 	var reqs []Request
 	for i := range 12 {
-		m := a
-		if i%2 == 1 {
-			m = b
-		}
 		class := job.Batch
 		if i%3 == 0 {
 			class = job.Interactive
 		}
-		reqs = append(reqs, Request{Time: time.Duration(i) * 5 * time.Second, Models: []string{m}, Class: class})
+		reqs = append(reqs, Request{Time: time.Duration(i) * 5 * time.Second, Models: []string{models[i%len(models)]}, Class: class})
 	}
-	for _, tc := range []struct {
-		name string
-		set  func(*policy.Config)
-	}{
-		{"eviction", func(c *policy.Config) { c.Eviction = "test-evict-nothing" }},
-		{"scheduling", func(c *policy.Config) { c.Scheduling = "test-dispatch-nothing" }},
-		{"balancing", func(c *policy.Config) { c.Balancing = "test-place-nowhere" }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			// 13 GB at 20% headroom: 10.4 GB usable, one 6 GB model and
-			// its 3.7 GB of activations at a time.
-			cfg := node(1, 1, 13e9, "lru")
-			cfg.Headroom = 0.2
-			tc.set(&cfg.Policies)
-			rep := run(t, cfg, models, reqs)
-			if rep.Completed != len(reqs) || rep.Failed != 0 {
-				t.Fatalf("completed %d, failed %d of %d jobs under a stalling %s policy", rep.Completed, rep.Failed, len(reqs), tc.name)
-			}
-			if got := fmt.Sprint(rep.Tiers["vram"].Misses); rep.Tiers["vram"].Misses < int64(len(reqs)/2) {
-				t.Errorf("vram misses %s: the workload did not make the device evict", got)
-			}
-		})
-	}
+	return reqs
 }
