@@ -1,16 +1,9 @@
 package catalog
 
-import sdk "github.com/kiln-gpu/kiln/sdk/plugin"
+import "github.com/kiln-gpu/kiln/internal/l4"
 
 // Source is where a model's bytes live in L4: the storage backend that
 // holds them, its key, size and expected digest. The tiers (internal/tier)
-// fetch from it; Catalog.Resolve answers it.
-type Source struct {
-	Storage sdk.Storage
-	Backend string
-	Key     string
-	Size    int64
-	// SHA256 is the expected digest; "" means unknown (the first fetch's
-	// digest is then recorded and later reads are checked against it).
-	SHA256 string
-}
+// fetch from it; Catalog.Resolve answers it. It is l4.Source, a leaf's
+// type, so that the tiers take it without importing the catalog.
+type Source = l4.Source

@@ -16,9 +16,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/kiln-gpu/kiln/internal/catalog"
 	"github.com/kiln-gpu/kiln/internal/clock"
 	"github.com/kiln-gpu/kiln/internal/decision"
+	"github.com/kiln-gpu/kiln/internal/l4"
 	sdk "github.com/kiln-gpu/kiln/sdk/plugin"
 )
 
@@ -26,14 +26,13 @@ import (
 var ErrCorrupt = errors.New("model bytes do not verify")
 
 // Resolver maps a model id to where its bytes live in L4; the catalog
-// implements it. The location is the catalog's type: the catalog says
-// where the bytes are, the tiers move them, and the catalog need not know
-// the tiers.
+// implements it (the node hands the tiers its *catalog.Catalog). The
+// location is a leaf's type (l4.Source, which catalog.Source aliases):
+// the catalog says where the bytes are, the tiers move them, and neither
+// imports the other.
 type Resolver interface {
-	Resolve(ctx context.Context, id string) (catalog.Source, error)
+	Resolve(ctx context.Context, id string) (l4.Source, error)
 }
-
-var _ Resolver = (*catalog.Catalog)(nil)
 
 // Options are a Manager's collaborators.
 type Options struct {
@@ -202,7 +201,7 @@ func (l *Lease) Model() string { return l.model }
 // Release unpins the segment; calling it again does nothing.
 func (l *Lease) Release() { l.once.Do(func() { l.m.ram.unpin(l.e) }) }
 
-func (m *Manager) sumOf(id string, src catalog.Source) string {
+func (m *Manager) sumOf(id string, src l4.Source) string {
 	if src.SHA256 != "" {
 		return src.SHA256
 	}
@@ -291,7 +290,7 @@ func (m *Manager) once(ctx context.Context, key string, fn func(context.Context)
 // promoteL2 copies the model from L3 into a shared-memory segment,
 // verifying its sha256 on the way; a corrupt L3 file is dropped and fetched
 // again once.
-func (m *Manager) promoteL2(ctx context.Context, id string, src catalog.Source) error {
+func (m *Manager) promoteL2(ctx context.Context, id string, src l4.Source) error {
 	for try := 0; try < 2; try++ {
 		l3, err := m.ensureL3(ctx, id, src)
 		if err != nil {
@@ -357,7 +356,7 @@ func (m *Manager) copyToRAM(l3 *entry, id string) error {
 }
 
 // ensureL3 returns the model's L3 entry pinned, fetching it from L4 if absent.
-func (m *Manager) ensureL3(ctx context.Context, id string, src catalog.Source) (*entry, error) {
+func (m *Manager) ensureL3(ctx context.Context, id string, src l4.Source) (*entry, error) {
 	counted := false
 	for attempt := 0; attempt < 3; attempt++ {
 		if sum := m.sumOf(id, src); sum != "" {
@@ -378,7 +377,7 @@ func (m *Manager) ensureL3(ctx context.Context, id string, src catalog.Source) (
 
 // fetchL3 fetches the model from its backend into a temp file in the disk
 // tier's directory, checks size and sha256, and renames it into place.
-func (m *Manager) fetchL3(ctx context.Context, id string, src catalog.Source) error {
+func (m *Manager) fetchL3(ctx context.Context, id string, src l4.Source) error {
 	if src.Storage == nil {
 		return fmt.Errorf("fetch %s: no storage backend", id)
 	}
@@ -457,7 +456,7 @@ func (m *Manager) fetchL3(ctx context.Context, id string, src catalog.Source) er
 // every file's digest again before a worker sees its bytes, as it must
 // anyway, since a plugin runs as kiln's user and could write the file even
 // after the rename.
-func (m *Manager) fetchInto(ctx context.Context, src catalog.Source, tmp *os.File) (int64, string, error) {
+func (m *Manager) fetchInto(ctx context.Context, src l4.Source, tmp *os.File) (int64, string, error) {
 	if f, ok := src.Storage.(sdk.Fetcher); ok {
 		wrote, n, sum, err := hashWhileFetched(tmp, func() (int64, error) {
 			return f.FetchTo(ctx, src.Key, 0, 0, tmp.Name())
