@@ -1,7 +1,10 @@
 // Package api is kiln's one HTTP home: the server and every route on
 // kiln's port. The kernel packages it serves (job, dispatch, worker,
 // device, catalog, tier, policy, experiment, shadow, tune, metrics) expose
-// methods and data; none of them builds an http.Handler.
+// methods and data; none of them builds an http.Handler. The tuner is
+// served through interfaces declared here (TraceSource, Deps.TuneStatus)
+// and wired by the node, so that api does not import the tuner and the
+// simulator under it (docs/ARCHITECTURE.md, "Layers").
 //
 // It holds:
 //

@@ -101,7 +101,7 @@ func TestLayers(t *testing.T) {
 			"the tiers move bytes: the catalog is handed to them as a Resolver of l4.Source, the plugin host as sources, the eviction policy as evictors"},
 		{"internal/l4", []string{"internal", "sdk"},
 			"where a model's bytes live is a leaf the catalog and the tiers share, so that neither sits on the other"},
-		{"internal/catalog", []string{"internal/tier", "internal/dispatch", "internal/api", "internal/config", "internal/node", "internal/plugin"},
+		{"internal/catalog", []string{"internal/tier", "internal/dispatch", "internal/policy", "internal/api", "internal/config", "internal/node", "internal/plugin"},
 			"the catalog says where bytes are (l4.Source); the tiers move them; neither imports the other"},
 		{"internal/workflow", []string{"internal"},
 			"graph parsing is a leaf: the queue keeps what it derives, and the cost model's reading of it (dispatch.JobWork) is the estimator's"},
