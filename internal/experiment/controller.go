@@ -58,6 +58,11 @@ type Options struct {
 	// worker-group split keeps each device's workers in one arm (nil: every
 	// worker counts as a device of its own).
 	WorkerDevice func(id string) string
+	// Replay, when set, starts a replay of the node's model accesses under
+	// an eviction experiment's two arms (Replay); its comparison gates the
+	// experiment beside the live metrics. Nil: eviction experiments are
+	// judged on the live metrics alone.
+	Replay func(arms [2]*policy.Arm) (Replay, error)
 	// DataDir holds the record (File); empty keeps it in memory only (the
 	// simulator).
 	DataDir string
@@ -80,6 +85,7 @@ type Controller struct {
 	log     zerolog.Logger
 	workers func() []string
 	device  func(id string) string
+	replay  func(arms [2]*policy.Arm) (Replay, error)
 	store   *fileStore
 
 	wake    chan struct{}
@@ -111,8 +117,9 @@ type active struct {
 	// baseline adds to them): see windowed.go and RATIONALE.md.
 	series   [nGating]*pairedSeries
 	tests    [nGating]*autoSeq
-	rank     *Comparison // the last rank test, reused while the counts stay
-	alpha    float64     // per gating test
+	rank     *Comparison  // the last rank test, reused while the counts stay
+	replay   *replayState // an eviction experiment's cache replay, if any
+	alpha    float64      // per gating test
 	nextLook time.Time
 	rng      *rand.Rand
 }
@@ -135,7 +142,7 @@ func New(opts Options) (*Controller, error) {
 		rng = rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x5eed))
 	}
 	c := &Controller{cfg: cfg, host: opts.Host, router: opts.Router, clk: opts.Clock, log: opts.Log,
-		workers: opts.Workers, device: opts.WorkerDevice, rng: rng, wake: make(chan struct{}, 1), runningAt: map[string]time.Time{}}
+		workers: opts.Workers, device: opts.WorkerDevice, replay: opts.Replay, rng: rng, wake: make(chan struct{}, 1), runningAt: map[string]time.Time{}}
 	if c.workers == nil {
 		c.workers = func() []string { return nil }
 	}
@@ -240,6 +247,13 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (Record, error) {
 	if err != nil {
 		return Record{}, err
 	}
+	replay := c.startReplay(k, [2]*policy.Arm{base, cand})
+	started := false
+	defer func() {
+		if !started && replay != nil {
+			replay.Close()
+		}
+	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.run != nil {
@@ -254,8 +268,9 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (Record, error) {
 	a := &active{rec: rec, kind: k, arms: [2]*policy.Arm{base, cand},
 		rng: rand.New(rand.NewPCG(spec.Seed, 7))}
 	a.faults0 = [2]int64{base.Faults(), cand.Faults()}
-	a.alpha = gatingAlpha(spec)
+	a.alpha = gatingAlpha(spec, replay != nil)
 	c.newTests(a)
+	c.attachReplay(a, replay, now)
 	c.startStep(a, now, 0, workers)
 	what := fmt.Sprintf("%s of %s %s against %s (%s)", spec.Type, spec.Kind, rec.Candidate, rec.Baseline, spec.Unit)
 	if len(spec.Params) > 0 {
@@ -271,6 +286,7 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (Record, error) {
 		c.recs = c.recs[:len(c.recs)-1]
 		return Record{}, err
 	}
+	started = true
 	c.log.Info().Str("experiment", rec.ID).Str("type", string(spec.Type)).Str("candidate", rec.Candidate).
 		Str("baseline", rec.Baseline).Msg("experiment started")
 	return rec.clone(), nil
@@ -317,12 +333,17 @@ func (c *Controller) deviceGroups(workers []string) [][]string {
 }
 
 // gatingAlpha splits the experiment's alpha between its gating tests
-// (Bonferroni over the four metrics), so that the chance of a false
-// rollback over the whole experiment stays under alpha. Each test runs
-// over the whole experiment, every step adding to it, and is always-valid,
-// so neither the looks nor the steps need a share.
-func gatingAlpha(s Spec) float64 {
-	return (1 - s.Confidence) / nGating
+// (Bonferroni over the four metrics, and the cache replay's when it has
+// one), so that the chance of a false rollback over the whole experiment
+// stays under alpha. Each test runs over the whole experiment, every step
+// adding to it, and spends its share over a plan of looks, so neither the
+// looks nor the steps need a share of their own.
+func gatingAlpha(s Spec, replay bool) float64 {
+	n := nGating
+	if replay {
+		n++
+	}
+	return (1 - s.Confidence) / float64(n)
 }
 
 // sharePct is the candidate's share at step i, in percent.
@@ -572,6 +593,11 @@ func (c *Controller) end(a *active, now time.Time, st State, verdict, reason str
 	c.router.set(nil)
 	c.run = nil
 	c.last = a
+	if a.replay != nil {
+		if err := a.replay.r.Close(); err != nil {
+			c.log.Warn().Err(err).Str("experiment", rec.ID).Msg("close the cache replay")
+		}
+	}
 	action := map[State]string{Promoted: "promote", RolledBack: "rollback", Completed: "conclude", Inconclusive: "conclude", Aborted: "abort"}[st]
 	if st == Promoted {
 		why := fmt.Sprintf("experiment %s promoted the candidate", rec.ID)
@@ -647,11 +673,16 @@ func (c *Controller) Resume(ctx context.Context) {
 	for _, rec := range todo {
 		k := rec.Spec.kind()
 		cand, base, err := c.pin(ctx, k, rec.Candidate, rec.Baseline, rec.Spec.Params)
+		var replay Replay
+		if err == nil {
+			replay = c.startReplay(k, [2]*policy.Arm{base, cand})
+		}
 		c.mu.Lock()
 		now := c.clk.Now()
-		a := &active{rec: rec, kind: k, arms: [2]*policy.Arm{base, cand}, alpha: gatingAlpha(rec.Spec),
+		a := &active{rec: rec, kind: k, arms: [2]*policy.Arm{base, cand}, alpha: gatingAlpha(rec.Spec, replay != nil),
 			rng: rand.New(rand.NewPCG(rec.Spec.Seed, 7))}
 		c.newTests(a)
+		c.attachReplay(a, replay, now)
 		workers := c.workers()
 		switch {
 		case err != nil:

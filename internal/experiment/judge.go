@@ -44,6 +44,11 @@ func (c *Controller) look(a *active, now time.Time) *Report {
 		// Likewise a fraction of the traffic.
 		rep.Comparisons = append(rep.Comparisons, c.windowed(a, now, mInteractive, "interactive_latency_s", 0))
 	}
+	if a.replay != nil {
+		// The ghosts of both policies see every access at every step, the
+		// 100% step included: this comparison needs no baseline arm.
+		rep.Comparisons = append(rep.Comparisons, c.replayComparison(a, now))
+	}
 	if hasBaseline && spec.Type != Switchback {
 		// The rank test and its shift estimate describe the effect for
 		// the reader; they are fixed-horizon and assume independent jobs,
@@ -209,7 +214,9 @@ func powerText(ps []Power, conf float64) string {
 
 // latencyMetric reports whether a gating metric is a latency (its effects
 // are also stated relative to the baseline's mean).
-func latencyMetric(m string) bool { return m == "latency_s" || m == "interactive_latency_s" }
+func latencyMetric(m string) bool {
+	return m == "latency_s" || m == "interactive_latency_s" || m == replayMetric
+}
 
 // windowComparison compares a switchback's arms by window: the unit of
 // randomisation is the window, so each window's mean latency is one
@@ -411,6 +418,9 @@ func (c *Controller) holdReason(a *active, rep *Report, now time.Time) string {
 			for _, cm := range rep.Comparisons {
 				if !cm.Gating || !latencyMetric(cm.Metric) {
 					continue
+				}
+				if cm.Metric == replayMetric && cm.BaselineMean <= 0 && cm.Verdict != stats.InsufficientData {
+					continue // neither policy's ghosts loaded anything: nothing to bound
 				}
 				if cm.Verdict == stats.InsufficientData || cm.BaselineMean <= 0 {
 					why = append(why, fmt.Sprintf("the %s test cannot bound a regression yet", cm.Metric))

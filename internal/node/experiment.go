@@ -21,6 +21,9 @@ func (n *Node) openExperiments() error {
 		Config: n.cfg.Experiments, Host: n.experimentHost(), Router: n.Router, Clock: n.opts.Clock,
 		Seed: uint64(n.opts.Clock.Now().UnixNano()), DataDir: n.cfg.DataDir,
 		Log: logging.Component(n.opts.Log, "experiment"),
+		// An eviction experiment also replays the node's accesses under
+		// both arms in ghost caches (experiment.Replay).
+		Replay: n.startReplay,
 		Workers: func() []string {
 			if n.Pool == nil {
 				return nil

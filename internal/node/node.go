@@ -78,6 +78,7 @@ type Node struct {
 	Router      *experiment.Router
 	Experiments *experiment.Controller
 	watch       *nodeWatch // the watch of changes made by hand (watch.go)
+	replay      replayFeed // the running eviction experiment's cache replay (shadow.go)
 	// Tuner is the background tuner of tune.auto (tune.go): it searches
 	// the active policies' parameters in the simulator and canaries what
 	// wins on a hold-out. Nil without an arrival recorder.

@@ -82,3 +82,18 @@ func hostDecider(e *policy.Evictor) Decider {
 		return r.Victims, nil
 	}
 }
+
+// FromArm is a candidate asked through an experiment's version-pinned arm:
+// each ghost tier gets an evictor of its own (Arm.NewEvictor), so that the
+// arm's tags and ghosts for one tier never mix with another's or with the
+// live caches'. A fault (the host answering with its fallback) marks the
+// candidate faulted, as for any candidate.
+func FromArm(name string, arm *policy.Arm) Candidate {
+	return Candidate{Name: name, New: func() (Decider, io.Closer, error) {
+		e := arm.NewEvictor()
+		if e == nil {
+			return nil, nil, fmt.Errorf("%s: not an eviction policy", arm.Ref())
+		}
+		return hostDecider(e), nil, nil
+	}}
+}

@@ -9,9 +9,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kiln-gpu/kiln/internal/cost"
 	"github.com/kiln-gpu/kiln/internal/dispatch"
 	"github.com/kiln-gpu/kiln/internal/experiment"
 	"github.com/kiln-gpu/kiln/internal/job"
+	"github.com/kiln-gpu/kiln/internal/policy"
+	"github.com/kiln-gpu/kiln/internal/shadow"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -69,6 +72,9 @@ type CanaryReport struct {
 type canaryState struct {
 	ctl *experiment.Controller
 	id  string
+	// replay is an eviction experiment's cache replay (the controller
+	// made it through Options.Replay); the simulator feeds it each start.
+	replay *shadow.Pair
 }
 
 // startCanary puts the router between the decision core and the policy
@@ -85,8 +91,17 @@ func (s *simulator) startCanary(ctx context.Context, c *Canary) error {
 		ids = append(ids, w.id)
 		devOf[w.id] = strconv.Itoa(w.dev)
 	}
+	state := &canaryState{}
 	ctl, err := experiment.New(experiment.Options{Config: c.Config, Host: s.host, Router: rt, Clock: s.clk, Seed: c.Seed,
-		Workers: func() []string { return ids }, WorkerDevice: func(id string) string { return devOf[id] }, Log: s.opts.Log})
+		Workers: func() []string { return ids }, WorkerDevice: func(id string) string { return devOf[id] }, Log: s.opts.Log,
+		Replay: func(arms [2]*policy.Arm) (experiment.Replay, error) {
+			p, err := shadow.NewPair(arms[experiment.Baseline], arms[experiment.Candidate], s.shadowTopology(), s.shadowSources(), s.clk)
+			if err != nil {
+				return nil, err
+			}
+			state.replay = p
+			return p, nil
+		}})
 	if err != nil {
 		return fmt.Errorf("sim: canary: %w", err)
 	}
@@ -105,8 +120,50 @@ func (s *simulator) startCanary(ctx context.Context, c *Canary) error {
 	// As a node does, the host tiers evict through the router too, so
 	// that an eviction experiment decides there as well.
 	s.ram.ev, s.disk.ev = rt.HostTier(s.ram.ev), rt.HostTier(s.disk.ev)
-	s.canary = &canaryState{ctl: ctl, id: rec.ID}
+	state.ctl, state.id = ctl, rec.ID
+	s.canary = state
 	return nil
+}
+
+// shadowTopology is the node's cache geometry as the shadow's ghosts
+// take it: each device's usable VRAM, the RAM and disk tiers.
+func (s *simulator) shadowTopology() shadow.Topology {
+	var topo shadow.Topology
+	for _, d := range s.devices {
+		topo.Devices = append(topo.Devices, shadow.Device{Name: d.cfg.Name, VRAMBytes: d.ledger.Usable()})
+	}
+	topo.RAMBytes, topo.DiskBytes = uint64(max(s.cfg.RAMBytes, 0)), uint64(max(s.cfg.DiskBytes, 0))
+	return topo
+}
+
+// shadowSources are the models' sizes, as the simulator reserves them,
+// and the transfer rates the simulator charges.
+func (s *simulator) shadowSources() shadow.Sources {
+	bw := shadow.Bandwidths{RAM: s.cfg.Cost.DiskBytesPerS, Disk: s.cfg.RemoteBytesPerS}
+	for _, d := range s.devices {
+		bw.H2D = append(bw.H2D, d.cfg.H2DBytesPerS)
+	}
+	return shadow.Sources{
+		Model: func(id string) (uint64, uint64, bool) {
+			m, ok := s.models[id]
+			if !ok {
+				return 0, 0, false
+			}
+			return uint64(max(m.Bytes, 0)), uint64(cost.VRAMBytes(m.Family, m.Bytes)), true
+		},
+		Bandwidth: func() shadow.Bandwidths { return bw },
+	}
+}
+
+// replayStart feeds an eviction experiment's cache replay the models of
+// the jobs that started on w, as the live node feeds it job starts.
+func (s *simulator) replayStart(w *simWorker, jobs []*simJob) {
+	if s.canary == nil || s.canary.replay == nil {
+		return
+	}
+	for _, j := range jobs {
+		s.canary.replay.AccessOn(w.dev, w.id, j.models)
+	}
 }
 
 // observeCanary counts jobs of a batch that finished on a worker for their

@@ -918,6 +918,7 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 		}
 	}
 	w.batch, w.busyUntil = batch, at
+	s.replayStart(w, batch)
 	w.run++
 	w.loaded, w.busy = fresh, [2]int{busyFrom, len(d.busy)}
 	w.held, w.act = pinned, act

@@ -1,0 +1,80 @@
+package tests
+
+import (
+	"encoding/json"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestEvictionReplayLive runs an eviction switchback on a running kiln
+// while jobs of several models flow, and checks that the experiment
+// replays the node's job starts under both arms in ghost caches: its
+// report carries the replay's gating comparison (issue 14: the eviction
+// experiments' power comes from it), with windows of load time charged.
+func TestEvictionReplayLive(t *testing.T) {
+	k := startKiln(t, t.TempDir(), "cost.time_scale=0.01", "experiments.interval=200ms", "experiments.pair_window=1s")
+	spec := map[string]any{"kind": "eviction", "policy": "lru", "type": "switchback", "window": "2s", "burn_in": "200ms", "deadline": "60s"}
+	body, _ := json.Marshal(spec)
+	code, data := k.admin("POST", "/v1/experiments", body)
+	if code != http.StatusCreated {
+		t.Fatalf("start the switchback: HTTP %d: %s", code, data)
+	}
+	var started struct{ ID string }
+	_ = json.Unmarshal(data, &started)
+
+	workflows := []string{"salad-comfyui-api__sd1.5-txt2img.api.json", "comfyui__tests_inference_graphs_default_graph_sdxl1_0.api.json",
+		"comfyui__tests_inference_workflows_sd-1.5-lora-0.api.json", "worker-comfyui__workflow_sd3.api.json"}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k.submit(loadWorkflow(t, workflows[i%len(workflows)], 2, i), "batch")
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	type comparison struct {
+		Metric       string
+		Windows      int
+		BaselineMean float64 `json:"baseline_mean"`
+		Gating       bool
+	}
+	var rep struct {
+		State  string
+		Report *struct{ Comparisons []comparison }
+	}
+	var replay comparison
+	waitFor(t, 40*time.Second, "the replay's comparison with load time in its windows", func() bool {
+		_, data := k.do("GET", "/v1/experiments/"+started.ID, nil)
+		rep.Report = nil
+		_ = json.Unmarshal(data, &rep)
+		if rep.Report == nil {
+			return false
+		}
+		for _, c := range rep.Report.Comparisons {
+			if c.Metric == "replay_load_s" {
+				replay = c
+				return c.Windows >= 3 && c.BaselineMean > 0
+			}
+		}
+		return false
+	})
+	close(stop)
+	wg.Wait()
+	if !replay.Gating {
+		t.Errorf("the replay's comparison does not gate: %+v", replay)
+	}
+	if rep.State == "running" {
+		if code, data := k.admin("POST", "/v1/experiments/"+started.ID+"/abort", nil); code != http.StatusOK {
+			t.Errorf("abort: HTTP %d: %s", code, data)
+		}
+	}
+}
