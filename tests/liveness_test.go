@@ -123,3 +123,33 @@ func stallingPolicyCase(t *testing.T, k *kilnProc, module, kind, mode, why strin
 		t.Errorf("last change %+v, want an auto-rollback that names the stall", last)
 	}
 }
+
+// TestStallingRoutingPolicyCannotStallTheCluster is the routing kind's
+// case (ABI 1.2) on a live cluster of two nodes: a routing policy that
+// answers NO_DECISION while both nodes are healthy and can hold every job
+// is a stall fault on the node that routes, answered by the native policy
+// and rolled back, and every job finishes.
+func TestStallingRoutingPolicyCannotStallTheCluster(t *testing.T) {
+	module := filepath.Join(t.TempDir(), "hostile.wasm")
+	if err := os.WriteFile(module, buildPolicy(t, "../internal/policy/testdata/hostile"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	url := startNATSAlone(t)
+	var nodes []*kilnProc
+	for i := range 2 {
+		nodes = append(nodes, startKiln(t, t.TempDir(), "cluster.nats="+url, "cluster.node_id=node"+strconv.Itoa(i+1),
+			"cost.time_scale=0.01", "workers.per_device=1", "policies.routing=affinity"))
+	}
+	for _, k := range nodes {
+		waitFor(t, 10*time.Second, k.base+" to see two healthy nodes", func() bool {
+			n := 0
+			for _, v := range clusterNodes(t, k) {
+				if v.Healthy {
+					n++
+				}
+			}
+			return n == 2
+		})
+	}
+	stallingPolicyCase(t, nodes[0], module, "routing", "10", "no node while two are healthy")
+}
