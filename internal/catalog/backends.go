@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/kiln-gpu/kiln/internal/cost"
+	"github.com/kiln-gpu/kiln/internal/modelfile"
 	sdk "github.com/kiln-gpu/kiln/sdk/plugin"
 )
 
@@ -150,6 +151,19 @@ func (c *Catalog) inspectObject(ctx context.Context, b Backend, o sdk.Object) (E
 			e.LoaderVRAMBytes = mi.VRAMBytes
 		}
 	}
+	if s.loader(o.Key) == nil && o.Size > 0 {
+		// No loader reads this extension (a .ckpt, a .pth): a file that is
+		// safetensors inside, as kiln's synthetic stand-ins for such
+		// models are, is sized by its header, as the directory catalog
+		// and the workers size it; anything else (a pickle) by its size.
+		if h, err := modelfile.ReadHeader(storageReaderAt{ctx: ctx, st: b.Storage, key: o.Key}, o.Size); err == nil {
+			e.Format, e.NominalBytes, e.Tensors = "safetensors", h.NominalBytes(), len(h.Tensors)
+			e.DType = mainDType(h.Tensors, func(t modelfile.Tensor) (string, int64) { return t.DType, t.Bytes() })
+			if fam := h.Family(); fam != "" {
+				e.Family = fam
+			}
+		}
+	}
 	e.VRAMBytes = cost.VRAMBytes(e.Family, e.NominalBytes)
 	if ierr == nil {
 		s.mu.Lock()
@@ -227,4 +241,22 @@ func (c *Catalog) Resolve(_ context.Context, id string) (Source, error) {
 // ExtLoaders maps extensions (".safetensors") to loaders for NewFromBackends.
 func ExtLoaders(m map[string]sdk.Loader) LoaderFor {
 	return func(key string) sdk.Loader { return m[strings.ToLower(path.Ext(key))] }
+}
+
+// storageReaderAt reads an object through its backend, one range per
+// call: what modelfile.ReadHeader needs to read a header (its length,
+// then its JSON) without a local file.
+type storageReaderAt struct {
+	ctx context.Context
+	st  sdk.Storage
+	key string
+}
+
+func (r storageReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	rc, err := r.st.Open(r.ctx, r.key, off, int64(len(p)))
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	return io.ReadFull(rc, p)
 }
