@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The tests in this file check kiln against what ComfyUI's own code sends
@@ -178,8 +179,40 @@ func TestComfyFidelity(t *testing.T) {
 	})
 
 	t.Run("progress_state", func(t *testing.T) {
+		// A second client: ComfyUI's WebUIProgressHandler sends
+		// progress_state with the server's client_id, to the prompt's
+		// client only.
+		other := dialWS(t, k, "bystander")
 		id := queue(t, map[string]any{"prompt": loadWorkflow(t, txt2img, 2, 21)})
 		_, texts, _ := followPrompt(t, ws, id, "")
+		// The bystander's status after the prompt ends (queue empty again,
+		// after one that counted it) comes after anything sent for it.
+		busy, deadline := false, time.After(30*time.Second)
+	bystander:
+		for {
+			select {
+			case m, ok := <-other.msgs:
+				if !ok {
+					t.Fatal("the bystander's socket closed")
+				}
+				d, _ := m["data"].(map[string]any)
+				switch m["type"] {
+				case "status":
+					n := d["status"].(map[string]any)["exec_info"].(map[string]any)["queue_remaining"].(float64)
+					if n > 0 {
+						busy = true
+					} else if busy {
+						break bystander
+					}
+				case "progress_state":
+					if d["prompt_id"] == id {
+						t.Fatalf("progress_state of %s reached another client", id)
+					}
+				}
+			case <-deadline:
+				t.Fatal("the bystander saw no status after the prompt")
+			}
+		}
 		// Per node: progress_state with it running (value 0, max 1) before
 		// its executing; running with value/max at each step; finished
 		// (value = max) once the next node starts and at the end.

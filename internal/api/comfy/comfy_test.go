@@ -125,6 +125,40 @@ func TestDecodePromptErrors(t *testing.T) {
 	}
 }
 
+// TestDecodePromptMissingNodeType checks missing_node_type as the current
+// validate_prompt words it: a node without class_type (older releases
+// answered invalid_prompt) and an unknown class, named by its title.
+func TestDecodePromptMissingNodeType(t *testing.T) {
+	for _, tc := range []struct {
+		name, node    string
+		wantMessage   string
+		wantClass     any
+		wantTitle     any
+		wantNodeInErr string
+	}{
+		{"no class_type", `{"inputs": {}}`, "Node 'ID #1' has no class_type. The workflow may be corrupted or a custom node is missing.", nil, nil, "1"},
+		{"no class_type, titled", `{"inputs": {}, "_meta": {"title": "Upscale"}}`, "Node 'Upscale' has no class_type. The workflow may be corrupted or a custom node is missing.", nil, "Upscale", "1"},
+		{"unknown class", `{"class_type": "Foo", "inputs": {}}`, "Node 'Foo' not found. The custom node may not be installed.", "Foo", "Foo", "1"},
+		{"unknown class, titled", `{"class_type": "Foo", "inputs": {}, "_meta": {"title": "My Foo"}}`, "Node 'My Foo' not found. The custom node may not be installed.", "Foo", "My Foo", "1"},
+		{"class_type not a string", `{"class_type": 7, "inputs": {}}`, "Node '7' not found. The custom node may not be installed.", json.Number("7"), "7", "1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := `{"prompt": {"1": ` + tc.node + `, "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}}}`
+			_, perr := DecodePrompt([]byte(body), testEnv(t))
+			if perr == nil {
+				t.Fatal("accepted")
+			}
+			e := perr.Err
+			if perr.Status != http.StatusBadRequest || e.Type != "missing_node_type" || e.Message != tc.wantMessage || e.Details != "Node ID '#1'" {
+				t.Fatalf("error %+v, want missing_node_type %q", e, tc.wantMessage)
+			}
+			if e.ExtraInfo["node_id"] != tc.wantNodeInErr || e.ExtraInfo["class_type"] != tc.wantClass || e.ExtraInfo["node_title"] != tc.wantTitle {
+				t.Errorf("extra_info %v, want node_id %v class_type %v node_title %v", e.ExtraInfo, tc.wantNodeInErr, tc.wantClass, tc.wantTitle)
+			}
+		})
+	}
+}
+
 func TestDecodePromptFields(t *testing.T) {
 	body := `{"prompt": ` + txt2img + `, "client_id": "c1", "prompt_id": "p-1", "front": true, "number": 3, "extra_data": {"extra_pnginfo": {}}, "unknown": 1}`
 	req, perr := DecodePrompt([]byte(body), testEnv(t))

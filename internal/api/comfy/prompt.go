@@ -249,10 +249,31 @@ func validateGraph(graph map[string]any, env PromptEnv) *PromptError {
 			return promptErr(http.StatusBadRequest, "invalid_prompt",
 				"Cannot execute because a node is not an object.", fmt.Sprintf("Node ID '#%s'", id))
 		}
-		class, ok := node["class_type"].(string)
+		raw, has := node["class_type"]
+		if !has {
+			// The current validate_prompt's answer (older releases said
+			// invalid_prompt, "missing the class_type property").
+			var title any
+			label := "ID #" + id
+			if t := nodeTitle(node, ""); t != "" {
+				title, label = t, t
+			}
+			perr := promptErr(http.StatusBadRequest, "missing_node_type",
+				fmt.Sprintf("Node '%s' has no class_type. The workflow may be corrupted or a custom node is missing.", label),
+				fmt.Sprintf("Node ID '#%s'", id))
+			perr.Err.ExtraInfo = map[string]any{"node_id": id, "class_type": nil, "node_title": title}
+			return perr
+		}
+		class, ok := raw.(string)
+		if !ok {
+			// ComfyUI looks a class_type that is not a string up and
+			// finds no such class either.
+			class = fmt.Sprint(raw)
+		}
 		if !ok || class == "" {
-			perr := promptErr(http.StatusBadRequest, "invalid_prompt",
-				"Cannot execute because a node is missing the class_type property.", fmt.Sprintf("Node ID '#%s'", id))
+			perr := promptErr(http.StatusBadRequest, "missing_node_type",
+				fmt.Sprintf("Node '%s' not found. The custom node may not be installed.", nodeTitle(node, class)), fmt.Sprintf("Node ID '#%s'", id))
+			perr.Err.ExtraInfo = map[string]any{"node_id": id, "class_type": raw, "node_title": nodeTitle(node, class)}
 			return perr
 		}
 		known := true
@@ -263,8 +284,10 @@ func validateGraph(graph map[string]any, env PromptEnv) *PromptError {
 			known = env.Classes[class]
 		}
 		if !known {
+			// The message names the node's title (its class when it has
+			// none), as validate_prompt's does.
 			perr := promptErr(http.StatusBadRequest, "missing_node_type",
-				fmt.Sprintf("Node '%s' not found. The custom node may not be installed.", class), fmt.Sprintf("Node ID '#%s'", id))
+				fmt.Sprintf("Node '%s' not found. The custom node may not be installed.", nodeTitle(node, class)), fmt.Sprintf("Node ID '#%s'", id))
 			perr.Err.ExtraInfo = map[string]any{"node_id": id, "class_type": class, "node_title": nodeTitle(node, class)}
 			return perr
 		}

@@ -60,9 +60,6 @@ type runState struct {
 type wsMessage struct {
 	Type string `json:"type"`
 	Data any    `json:"data"`
-	// broadcast sends a queued message to every client, not the
-	// prompt's (progress_state, as ComfyUI sends it).
-	broadcast bool
 }
 
 // wsConn is one WebSocket client.
@@ -189,13 +186,16 @@ func (h *hub) handle(e job.Event) {
 			stepState = rs.progressState(id)
 		}
 		h.mu.Unlock()
+		// progress_state goes to the prompt's client (every client for a
+		// prompt without one), as WebUIProgressHandler sends it with the
+		// server's client_id.
 		if finishedState != nil {
-			h.send("", "progress_state", finishedState)
+			h.send(e.ClientID, "progress_state", finishedState)
 		}
 		if newNode {
 			// ComfyUI marks the node started (progress_state) before
 			// it sends "executing".
-			h.send("", "progress_state", startState)
+			h.send(e.ClientID, "progress_state", startState)
 			h.send(e.ClientID, "executing", map[string]any{"node": e.Node, "display_node": e.Node, "prompt_id": id})
 		}
 		switch {
@@ -251,7 +251,7 @@ func (h *hub) finished(e job.Event) {
 			st := rs.progressState(id)
 			h.mu.Unlock()
 			if len(rs.nodes) > 0 {
-				h.send("", "progress_state", st)
+				h.send(e.ClientID, "progress_state", st)
 			}
 		}
 		saved := savedOutputs(named)
@@ -279,13 +279,14 @@ func (h *hub) finished(e job.Event) {
 }
 
 // sendStep sends one progress step in ComfyUI's order (main.py's progress
-// hook): progress_state (to every client, as ComfyUI's WebUIProgressHandler
-// sends it), the image as a type 4 frame to clients that support preview
-// metadata, "progress" to the prompt's client, then the image as a type 1
-// frame to the clients without the flag. state nil sends no progress_state.
+// hook): progress_state (ComfyUI's WebUIProgressHandler), the image as a
+// type 4 frame to clients that support preview metadata, "progress", then
+// the image as a type 1 frame to the clients without the flag — each to the
+// prompt's client, or every client for a prompt without one. state nil
+// sends no progress_state.
 func (h *hub) sendStep(clientID, id, node string, value, max int, state map[string]any, format string, img []byte, withImage, output bool) {
 	if state != nil {
-		h.send("", "progress_state", state)
+		h.send(clientID, "progress_state", state)
 	}
 	withImage = withImage && len(img) > 0
 	if withImage {
@@ -873,7 +874,7 @@ func (h *hub) answerFromCache(req *PromptRequest, hit *cacheHit, number float64)
 	}
 	// Every node is cached: ComfyUI walks them in execution order, sends
 	// "executed" for those with output and marks each finished
-	// (progress_state to every client).
+	// (progress_state).
 	hasOutput := map[string]bool{}
 	for _, node := range outputNodes(hit.outputs) {
 		hasOutput[node] = true
@@ -885,7 +886,7 @@ func (h *hub) answerFromCache(req *PromptRequest, hit *cacheHit, number float64)
 				"output": uiOf(hit.outputs, n.ID), "prompt_id": req.PromptID}})
 		}
 		rs.progress(n.ID).finish()
-		msgs = append(msgs, wsMessage{Type: "progress_state", Data: rs.progressState(req.PromptID), broadcast: true})
+		msgs = append(msgs, wsMessage{Type: "progress_state", Data: rs.progressState(req.PromptID)})
 	}
 	msgs = append(msgs, wsMessage{Type: "execution_success", Data: map[string]any{"prompt_id": req.PromptID, "timestamp": ts}},
 		wsMessage{Type: "executing", Data: map[string]any{"node": nil, "display_node": nil, "prompt_id": req.PromptID}})
@@ -911,11 +912,7 @@ func (h *hub) replayCached(id string) {
 		return
 	}
 	for _, m := range msgs {
-		to := hit.clientID
-		if m.broadcast {
-			to = ""
-		}
-		h.send(to, m.Type, m.Data)
+		h.send(hit.clientID, m.Type, m.Data)
 	}
 	h.broadcastStatus()
 }
