@@ -52,7 +52,7 @@ func TestPolicyBuiltOutsideTheRepository(t *testing.T) {
 	run([]string{"GOOS=wasip1", "GOARCH=wasm", "GOPROXY=off"}, "go", "build", "-buildmode=c-shared", "-o", "sieve.wasm", ".")
 	out := run(nil, filepath.Join(binDir, "kiln"), "policy", "test", "sieve.wasm", "--kind", "eviction", "--seed", "3",
 		"--samples", "500", "--call-timeout", "2s")
-	if !strings.Contains(out, "passes as a eviction policy") || !strings.Contains(out, "0 faults") {
+	if !strings.Contains(out, "passes as an eviction policy") || !strings.Contains(out, "0 faults") {
 		t.Errorf("kiln policy test: %s", out)
 	}
 }

@@ -44,7 +44,7 @@ version.
 test runs a module here, without a kiln: the load checks, the self-test,
 seeded random inputs and a trace, with the validation kiln applies.
 
-Kinds: eviction, scheduling, batching, balancing. Every command takes
+Kinds: eviction, scheduling, batching, balancing, routing. Every command takes
 --addr URL (default $KILN_ADDR or http://127.0.0.1:8188). Changes need the
 admin token: --token, else $KILN_ADMIN_TOKEN, else admin.token from the
 config, else the token kiln keeps in <data_dir>/admin.token (--data-dir,
@@ -63,7 +63,7 @@ func (p *policyFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.token, "token", "", "admin `TOKEN` (default $KILN_ADMIN_TOKEN, admin.token, <data_dir>/admin.token)")
 	fs.StringVar(&p.dataDir, "data-dir", "", "kiln's data `DIR`, where it keeps a generated admin token")
 	fs.StringVar(&p.reason, "reason", "", "why, recorded with the change")
-	fs.StringVar(&p.kind, "kind", "", "policy `KIND`: eviction, scheduling, batching or balancing")
+	fs.StringVar(&p.kind, "kind", "", "policy `KIND`: eviction, scheduling, batching, balancing or routing")
 }
 
 // adminToken finds the token as documented in policyUsage.
@@ -378,7 +378,7 @@ func (p *policyFlags) resolveKind(name string) (string, error) {
 // self-test and a seeded trace, here, with kiln's own validation.
 func cmdPolicyTest(args []string) error {
 	fs := newFlags("policy test", policyUsage)
-	kind := fs.String("kind", "", "policy kind: eviction, scheduling, batching or balancing")
+	kind := fs.String("kind", "", "policy kind: eviction, scheduling, batching, balancing or routing")
 	out := fs.output("table")
 	seed := fs.Uint64("seed", 0, "seed of the random inputs (default: drawn, and printed)")
 	samples := fs.Int("samples", 1000, "decisions in the trace")
@@ -437,7 +437,11 @@ func cmdPolicyTest(args []string) error {
 		}{rep, replay}, nil)
 	}
 	defer replay.print(os.Stdout)
-	fmt.Printf("%s: passes as a %s policy (sha256 %.12s)\n", pos[0], rep.Kind, rep.SHA256)
+	article := "a"
+	if strings.ContainsRune("aeiou", rune(rep.Kind[0])) {
+		article = "an"
+	}
+	fmt.Printf("%s: passes as %s %s policy (sha256 %.12s)\n", pos[0], article, rep.Kind, rep.SHA256)
 	fmt.Printf("  load checks and self-test: ok (fixed samples and %d random, seed %d)\n", policy.LoadSamples, *seed)
 	fmt.Printf("  trace: %d decisions, %d answered, %d no decision, 0 faults\n", rep.Trace.Decisions, rep.Trace.OK, rep.Trace.NoDecision)
 	for _, p := range rep.Params {
