@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +20,13 @@ import (
 // compiler of examples/policy-as, or skips, saying why.
 func asDiffModule(t *testing.T) []byte {
 	t.Helper()
+	return ascBuild(t, filepath.Join(repoRoot(), "sdk", "assemblyscript", "test", "diff.ts"))
+}
+
+// ascBuild compiles an AssemblyScript entry file with the pinned compiler
+// of examples/policy-as, or skips, saying why.
+func ascBuild(t *testing.T, entry string) []byte {
+	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Skip("node is not installed; the AssemblyScript SDK's differential test cannot run")
@@ -26,9 +35,8 @@ func asDiffModule(t *testing.T) []byte {
 	if _, err := os.Stat(asc); err != nil {
 		t.Skip("AssemblyScript is not installed (`make policy-as` or `npm ci --prefix examples/policy-as`); the differential test cannot run")
 	}
-	out := filepath.Join(t.TempDir(), "diff.wasm")
-	cmd := exec.Command(node, asc, filepath.Join(repoRoot(), "sdk", "assemblyscript", "test", "diff.ts"),
-		"--runtime", "stub", "--optimize", "--noAssert", "--outFile", out)
+	out := filepath.Join(t.TempDir(), "module.wasm")
+	cmd := exec.Command(node, asc, entry, "--runtime", "stub", "--optimize", "--noAssert", "--outFile", out)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("asc: %v\n%s", err, b)
 	}
@@ -312,4 +320,55 @@ func encode(in any) []byte {
 		return abi.AppendRoutingInput(nil, in)
 	}
 	return nil
+}
+
+// TestAssemblyScriptHeaderExample compiles the example at the top of the
+// AssemblyScript SDK (its import paths pointed at this checkout) and loads
+// it as a balancing policy, self-test included: an author copies it first,
+// and it once used a constant it did not import (issue 21).
+func TestAssemblyScriptHeaderExample(t *testing.T) {
+	sdk := filepath.Join(repoRoot(), "sdk", "assemblyscript", "assembly")
+	src, err := os.ReadFile(filepath.Join(sdk, "kiln.ts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?s)// A policy module's entry file.*?:\n//\n(.*?)//\n`).FindSubmatch(src)
+	if m == nil {
+		t.Fatal("sdk/assemblyscript/assembly/kiln.ts: no example after \"A policy module's entry file\"")
+	}
+	dir := t.TempDir()
+	rel, err := filepath.Rel(dir, sdk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var example strings.Builder
+	for _, line := range strings.Split(strings.TrimSuffix(string(m[1]), "\n"), "\n") {
+		line = strings.TrimPrefix(strings.TrimPrefix(line, "//"), "   ")
+		example.WriteString(strings.ReplaceAll(line, "<path>/sdk/assemblyscript/assembly", filepath.ToSlash(rel)) + "\n")
+	}
+	entry := filepath.Join(dir, "example.ts")
+	if err := os.WriteFile(entry, []byte(example.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wasm := ascBuild(t, entry)
+	h := newTestHost(t, Config{})
+	if _, err := h.Load(context.Background(), abi.KindBalancing, "header-example", wasm, true, "test"); err != nil {
+		t.Fatalf("load the header example:\n%s\n%v", example.String(), err)
+	}
+	jobs, workers, _ := sampleViews()
+	if id, ok := h.Balancer().Place(jobs[0], workers); !ok || id != "w1" {
+		t.Errorf("the header example placed the job on %q, %v; want the idle worker w1", id, ok)
+	}
+	if v := kindInfo(t, h, abi.KindBalancing).Versions; faultsOf(v, "header-example") != 0 {
+		t.Errorf("the header example faulted: %+v", v)
+	}
+}
+
+func faultsOf(vs []VersionInfo, name string) int64 {
+	for _, v := range vs {
+		if v.Name == name {
+			return v.Faults
+		}
+	}
+	return -1
 }
