@@ -203,3 +203,56 @@ func retag(wasm []byte, tag string) []byte {
 	body := append(str("kiln-test"), tag...)
 	return append(append([]byte(nil), wasm...), section(0, body)...)
 }
+
+// TestUnloadSurvivesRestart: an unloaded version stays unloaded after a
+// restart — it is neither listed nor compiled again, and its module file
+// is gone — while the versions kept are restored once each (issue 21:
+// every version loaded came back, with its memory, after each restart).
+func TestUnloadSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	ctx, k := context.Background(), abi.KindScheduling
+	fifo := wasmOf(t, "scheduling.fifo")
+	h := newStateHost(t, dir)
+	var kept, dropped VersionInfo
+	for i, tag := range []string{"a", "b", "c"} {
+		vi, err := h.Load(ctx, k, "mine", retag(fifo, tag), true, "load "+tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch i {
+		case 0:
+			dropped = vi
+		case 1:
+			kept = vi
+		}
+	}
+	if _, err := h.Unload(k, "mine", dropped.Version, "not needed"); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+
+	h2 := newStateHost(t, dir)
+	defer h2.Close()
+	ki := kindInfo(t, h2, k)
+	var mine []int
+	for _, v := range ki.Versions {
+		if v.Name == "mine" {
+			mine = append(mine, v.Version)
+		}
+	}
+	if fmt.Sprint(mine) != fmt.Sprintf("[%d %d]", kept.Version, kept.Version+1) {
+		t.Errorf("mine versions after the restart %v; want %d and %d (%d was unloaded)", mine, kept.Version, kept.Version+1, dropped.Version)
+	}
+	if ki.Active != fmt.Sprintf("mine@%d", kept.Version+1) {
+		t.Errorf("active %s after the restart", ki.Active)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "modules", dropped.SHA256+".wasm")); !os.IsNotExist(err) {
+		t.Errorf("the unloaded version's module file: %v; want it gone", err)
+	}
+	h2.compiledMu.Lock()
+	n := len(h2.compiled)
+	h2.compiledMu.Unlock()
+	if n != 2 {
+		t.Errorf("%d modules compiled after the restart, want the 2 kept versions'", n)
+	}
+}
