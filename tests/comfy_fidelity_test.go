@@ -373,6 +373,20 @@ func TestComfyFidelity(t *testing.T) {
 			if f["subfolder"] != "latents" || !strings.HasPrefix(f["filename"].(string), "ComfyUI_") || !strings.HasSuffix(f["filename"].(string), "_.latent") {
 				t.Errorf("latent file %v", f)
 			}
+			// ComfyUI's SaveLatent puts the prompt in the safetensors
+			// header's __metadata__.
+			data, err := os.ReadFile(filepath.Join(k.dataDir, "output", "latents", f["filename"].(string)))
+			if err != nil || len(data) < 8 {
+				t.Fatalf("latent file: %v", err)
+			}
+			n := binary.LittleEndian.Uint64(data[:8])
+			var header struct {
+				Meta map[string]string `json:"__metadata__"`
+			}
+			var prompt map[string]any
+			if n > uint64(len(data)-8) || json.Unmarshal(data[8:8+n], &header) != nil || json.Unmarshal([]byte(header.Meta["prompt"]), &prompt) != nil || prompt["9"] == nil {
+				t.Errorf("latent header has no prompt metadata: %q", data[8:min(8+n, uint64(len(data)))])
+			}
 			for _, m := range texts {
 				if m["type"] == "executed" {
 					if _, ok := m["data"].(map[string]any)["output"].(map[string]any)["latents"]; !ok {

@@ -33,8 +33,9 @@ var errNotPNG = errors.New("not a PNG file")
 
 // writePNGInfo adds the prompt and extra_pnginfo chunks to the PNGs a
 // prompt saved (types output and temp; SaveImageWebsocket writes none, as
-// in ComfyUI). A file that already carries a "prompt" chunk (its worker
-// wrote one) is left alone; errors are logged and the file kept as it is.
+// in ComfyUI), and the same metadata to its SaveLatent files. A file that
+// already carries a "prompt" chunk (its worker wrote one) is left alone;
+// errors are logged and the file kept as it is.
 func (h *hub) writePNGInfo(id string, workflow json.RawMessage, outs []job.Output) {
 	if len(outs) == 0 || h.c.deps.OutputDir == "" {
 		return
@@ -45,11 +46,16 @@ func (h *hub) writePNGInfo(id string, workflow json.RawMessage, outs []job.Outpu
 		return
 	}
 	for _, o := range outs {
-		if o.Type == outputWebsocket || !strings.EqualFold(filepath.Ext(o.Filename), ".png") {
+		ext := strings.ToLower(filepath.Ext(o.Filename))
+		if o.Type == outputWebsocket || (ext != ".png" && ext != ".latent") {
 			continue
 		}
 		p, err := h.c.safePath(h.c.deps.OutputDir, o.Subfolder, o.Filename)
-		if err == nil {
+		switch {
+		case err != nil:
+		case ext == ".latent":
+			err = addLatentMetadata(p, chunks)
+		default:
 			err = addPNGText(p, chunks)
 		}
 		if err != nil {
@@ -171,6 +177,62 @@ func addPNGText(path string, chunks [][2]string) error {
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
 	if _, err := tmp.Write(buf.Bytes()); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// addLatentMetadata gives a SaveLatent file (safetensors) the same keys and
+// texts as a PNG's tEXt chunks, in its header's __metadata__, as ComfyUI's
+// SaveLatent does (comfy.utils.save_torch_file with metadata). The tensors'
+// offsets count from the end of the header, so only the header changes; it
+// is padded with spaces to 8 bytes, as safetensors writes it. A file whose
+// header already has metadata (its worker wrote some) is left as it is.
+func addLatentMetadata(path string, chunks [][2]string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if len(data) < 8 {
+		return fmt.Errorf("%s: not a safetensors file", path)
+	}
+	n := binary.LittleEndian.Uint64(data[:8])
+	if n > uint64(len(data)-8) {
+		return fmt.Errorf("%s: header of %d bytes in a file of %d", path, n, len(data))
+	}
+	var header map[string]json.RawMessage
+	if err := json.Unmarshal(data[8:8+n], &header); err != nil {
+		return fmt.Errorf("%s: header: %w", path, err)
+	}
+	if _, ok := header["__metadata__"]; ok {
+		return nil
+	}
+	meta := make(map[string]string, len(chunks))
+	for _, c := range chunks {
+		meta[c[0]] = c[1]
+	}
+	if header["__metadata__"], err = json.Marshal(meta); err != nil {
+		return err
+	}
+	hdr, err := json.Marshal(header)
+	if err != nil {
+		return err
+	}
+	if pad := len(hdr) % 8; pad != 0 {
+		hdr = append(hdr, bytes.Repeat([]byte(" "), 8-pad)...)
+	}
+	out := binary.LittleEndian.AppendUint64(make([]byte, 0, 8+len(hdr)+len(data)-8-int(n)), uint64(len(hdr)))
+	out = append(append(out, hdr...), data[8+n:]...)
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".latentinfo-*.latent")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if _, err := tmp.Write(out); err != nil {
 		tmp.Close()
 		return err
 	}

@@ -2,6 +2,7 @@ package comfy
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"image"
 	"image/png"
@@ -80,4 +81,47 @@ func FuzzAddPNGText(f *testing.F) {
 			t.Errorf("the file lost bytes: %d → %d", len(data), len(got))
 		}
 	})
+}
+
+// TestAddLatentMetadata checks SaveLatent's metadata: the header's
+// __metadata__ holds the prompt and extra_pnginfo texts, the tensors keep
+// their bytes and offsets, and the header stays 8-byte aligned.
+func TestAddLatentMetadata(t *testing.T) {
+	tensor := []byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+	header := []byte(`{"latent_tensor":{"dtype":"F32","shape":[1,4,1,1],"data_offsets":[0,16]},"latent_format_version_0":{"dtype":"F32","shape":[0],"data_offsets":[16,16]}}`)
+	file := binary.LittleEndian.AppendUint64(nil, uint64(len(header)))
+	file = append(append(file, header...), tensor...)
+	path := filepath.Join(t.TempDir(), "ComfyUI_00001_.latent")
+	if err := os.WriteFile(path, file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	chunks, err := pngInfoChunks(json.RawMessage(`{"9": {"class_type": "SaveLatent", "inputs": {}}}`), map[string]any{"workflow": map[string]any{"nodes": []any{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second time, a file with metadata is left alone
+		if err := addLatentMetadata(path, chunks); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, _ := os.ReadFile(path)
+	n := binary.LittleEndian.Uint64(data[:8])
+	if n%8 != 0 || !bytes.Equal(data[8+n:], tensor) {
+		t.Fatalf("header of %d bytes, tensor bytes %v", n, data[8+n:])
+	}
+	var got struct {
+		Meta   map[string]string `json:"__metadata__"`
+		Tensor struct {
+			Offsets []int `json:"data_offsets"`
+		} `json:"latent_tensor"`
+	}
+	if err := json.Unmarshal(data[8:8+n], &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Meta["prompt"] != `{"9":{"class_type":"SaveLatent","inputs":{}}}` || got.Meta["workflow"] != `{"nodes":[]}` || len(got.Meta) != 2 {
+		t.Errorf("__metadata__ %v", got.Meta)
+	}
+	if len(got.Tensor.Offsets) != 2 || got.Tensor.Offsets[1] != 16 {
+		t.Errorf("tensor offsets %v", got.Tensor.Offsets)
+	}
 }
