@@ -33,7 +33,7 @@ const policyUsage = `usage:
   kiln policy unload NAME@VERSION [--kind K] [--reason R]
   kiln policy set KIND NAME=VALUE [NAME=VALUE ...]
   kiln policy list [--json]
-  kiln policy test FILE --kind K [--seed N] [--samples N] [--trace T --models M [--config F]] [--json]
+  kiln policy test FILE --kind K [--seed N] [--samples N] [--trace T --models M [--config F] [--nodes N]] [--json]
 
 set changes tunable parameters of KIND's active policy (the ones it
 declares; list shows them), in place: no reload, no swap; all the values
@@ -386,6 +386,7 @@ func cmdPolicyTest(args []string) error {
 	timeout := fs.Duration("call-timeout", 0, "per-call deadline (default policies.call_timeout, 50ms)")
 	tracePath := fs.String("trace", "", "also replay this trace CSV in the simulator (as kiln sim --trace), once with the config's policy and once with the module")
 	modelsPath := fs.String("models", "", "--trace: the model table CSV (as kiln sim --models)")
+	nodes := fs.Int("nodes", 0, "--trace: replay on a cluster of N nodes of the config's shape (as kiln sim --nodes; default 3 for a routing module, which one node never asks, else 1)")
 	var cf configFlags
 	cf.register(fs.FlagSet)
 	pos, err := fs.parse(args)
@@ -397,6 +398,9 @@ func cmdPolicyTest(args []string) error {
 	}
 	if (*tracePath == "") != (*modelsPath == "") {
 		return usagef("policy test", "--trace and --models go together")
+	}
+	if *nodes < 0 || *nodes > 0 && *tracePath == "" {
+		return usagef("policy test", "--nodes N (N ≥ 1) goes with --trace")
 	}
 	k, err := abi.ParseKind(*kind)
 	if err != nil {
@@ -426,7 +430,14 @@ func cmdPolicyTest(args []string) error {
 	}
 	var replay *traceReplay
 	if *tracePath != "" {
-		if replay, err = replayTrace(cf, *tracePath, *modelsPath, k, pos[0], wasm); err != nil {
+		n := *nodes
+		if n == 0 {
+			n = 1
+			if k == abi.KindRouting {
+				n = 3
+			}
+		}
+		if replay, err = replayTrace(cf, *tracePath, *modelsPath, k, pos[0], wasm, n); err != nil {
 			return fmt.Errorf("policy test %s: %w", pos[0], err)
 		}
 	}
@@ -465,11 +476,15 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 type traceReplay struct {
 	Trace    string      `json:"trace"`
 	Kind     string      `json:"kind"`
+	Nodes    int         `json:"nodes"`
 	Baseline *sim.Report `json:"baseline"`
 	Module   *sim.Report `json:"module"`
 }
 
-func replayTrace(cf configFlags, tracePath, modelsPath string, k abi.Kind, file string, wasm []byte) (*traceReplay, error) {
+// replayTrace runs the trace twice in the simulator, on nodes nodes of the
+// config's shape: with the config's policies, and with the module active
+// as kind k.
+func replayTrace(cf configFlags, tracePath, modelsPath string, k abi.Kind, file string, wasm []byte, nodes int) (*traceReplay, error) {
 	cfg, err := cf.load()
 	if err != nil {
 		return nil, err
@@ -492,14 +507,14 @@ func replayTrace(cf configFlags, tracePath, modelsPath string, k abi.Kind, file 
 	if err != nil {
 		return nil, err
 	}
-	sc := node.SimConfig(cfg)
-	r := &traceReplay{Trace: tracePath, Kind: k.String()}
-	if r.Baseline, err = sim.Run(context.Background(), sc, models, trace, sim.Options{Seed: 1}); err != nil {
+	cc := sim.ClusterConfig{Node: node.SimConfig(cfg), Nodes: nodes, NetworkDelay: cfg.Sim.NetworkDelay}
+	r := &traceReplay{Trace: tracePath, Kind: k.String(), Nodes: nodes}
+	if r.Baseline, err = sim.RunCluster(context.Background(), cc, models, trace, sim.Options{Seed: 1}); err != nil {
 		return nil, err
 	}
 	name := strings.TrimSuffix(filepath.Base(file), ".wasm")
 	mod := sim.Module{Kind: k, Name: name, WASM: wasm}
-	if r.Module, err = sim.Run(context.Background(), sc, models, trace, sim.Options{Seed: 1, Modules: []sim.Module{mod}}); err != nil {
+	if r.Module, err = sim.RunCluster(context.Background(), cc, models, trace, sim.Options{Seed: 1, Modules: []sim.Module{mod}}); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -511,7 +526,11 @@ func (r *traceReplay) print(w io.Writer) {
 		return
 	}
 	b, m := r.Baseline, r.Module
-	fmt.Fprintf(w, "  trace %s in the simulator (%d jobs), the config's policy against the module:\n", r.Trace, b.Jobs)
+	where := "the simulator"
+	if r.Nodes > 1 {
+		where = fmt.Sprintf("a simulated cluster of %d nodes", r.Nodes)
+	}
+	fmt.Fprintf(w, "  trace %s in %s (%d jobs), the config's policy against the module:\n", r.Trace, where, b.Jobs)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "    \t%s\t%s\n", b.Policies[r.Kind], m.Policies[r.Kind])
 	row := func(name string, f func(*sim.Report) float64, format string) {
