@@ -151,7 +151,13 @@ func (s *store) reserve(size int64) error {
 		}
 	}
 	if s.used+size > s.cap {
-		return fmt.Errorf("tier %s: need %d bytes, %d of %d used and pinned: %w", s.name, size, s.used, s.cap, ErrNoRoom)
+		var pinned int64
+		for _, e := range s.entries {
+			if e.pins > 0 {
+				pinned += e.size
+			}
+		}
+		return fmt.Errorf("tier %s: need %d bytes, %d of %d used, %d of them pinned: %w", s.name, size, s.used, s.cap, pinned, ErrNoRoom)
 	}
 	s.used += size
 	return nil
