@@ -424,12 +424,10 @@ func outputIDs(j *job.Job) []string {
 }
 
 func (c *comfy) getQueue(w http.ResponseWriter, _ *http.Request) {
-	running, _, err := c.deps.Jobs.List(job.Running, 10000)
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
-		return
-	}
-	queued, _, err := c.deps.Jobs.List(job.Queued, 10000)
+	running, queued, err := queueSnapshot(func(state job.State) ([]*job.Job, error) {
+		jobs, _, err := c.deps.Jobs.List(state, 10000)
+		return jobs, err
+	})
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
 		return
@@ -451,6 +449,44 @@ func (c *comfy) getQueue(w http.ResponseWriter, _ *http.Request) {
 		out["queue_pending"] = append(out["queue_pending"], c.queueItem(j))
 	}
 	httpjson.Write(w, http.StatusOK, out)
+}
+
+// queueSnapshot reads the running and the queued prompts so that none that
+// is queued or running goes missing from both lists, as ComfyUI's
+// get_current_queue reads them under one lock. Two reads cannot be atomic:
+// a prompt that starts between a read of the running and one of the queued
+// was in neither (clients that poll /queue then /history, as the
+// @saintno/comfyui-sdk CallWrapper does on every status message, took it
+// for lost). So the running are read before and after the queued: a prompt
+// that changes state once during the reads is in one of the three, and one
+// seen running is not listed as pending as well. One that finished meanwhile
+// is in /history already.
+func queueSnapshot(list func(job.State) ([]*job.Job, error)) (running, queued []*job.Job, err error) {
+	before, err := list(job.Running)
+	if err != nil {
+		return nil, nil, err
+	}
+	pending, err := list(job.Queued)
+	if err != nil {
+		return nil, nil, err
+	}
+	after, err := list(job.Running)
+	if err != nil {
+		return nil, nil, err
+	}
+	seen := map[string]bool{}
+	for _, j := range append(after, before...) {
+		if !seen[j.ID] {
+			seen[j.ID] = true
+			running = append(running, j)
+		}
+	}
+	for _, j := range pending {
+		if !seen[j.ID] {
+			queued = append(queued, j)
+		}
+	}
+	return running, queued, nil
 }
 
 // clearDelete is the body of POST /queue and POST /history.

@@ -2,7 +2,10 @@ package comfy
 
 import (
 	"encoding/json"
+	"slices"
 	"testing"
+
+	"github.com/kiln-gpu/kiln/internal/job"
 )
 
 func TestHistoryWindow(t *testing.T) {
@@ -40,4 +43,55 @@ func TestOrderedObjectKeepsOrder(t *testing.T) {
 	if want := `{"b":{"k":"b"},"c":{"k":"c"},"a":{"k":"a"}}`; string(b) != want {
 		t.Errorf("got %s, want %s", b, want)
 	}
+}
+
+// TestQueueSnapshot checks that a prompt changing state while /queue reads
+// the store is listed once, never in neither list: each case is one
+// transition placed between two of queueSnapshot's three reads.
+func TestQueueSnapshot(t *testing.T) {
+	a, b := &job.Job{ID: "a"}, &job.Job{ID: "b"} // b stays queued throughout
+	for _, tc := range []struct {
+		name        string
+		reads       [3][]*job.Job // running, queued, running
+		wantRunning []string
+		wantQueued  []string
+	}{
+		{"a starts between the first two reads", [3][]*job.Job{{}, {b}, {a}}, []string{"a"}, []string{"b"}},
+		{"a starts between the last two reads", [3][]*job.Job{{}, {a, b}, {a}}, []string{"a"}, []string{"b"}},
+		{"a is requeued between the first two reads", [3][]*job.Job{{a}, {a, b}, {}}, []string{"a"}, []string{"b"}},
+		{"a is requeued between the last two reads", [3][]*job.Job{{a}, {b}, {}}, []string{"a"}, []string{"b"}},
+		{"nothing changes", [3][]*job.Job{{a}, {b}, {a}}, []string{"a"}, []string{"b"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			call := 0
+			running, queued, err := queueSnapshot(func(state job.State) ([]*job.Job, error) {
+				want := job.Running
+				if call == 1 {
+					want = job.Queued
+				}
+				if state != want {
+					t.Fatalf("read %d of state %s, want %s", call, state, want)
+				}
+				call++
+				return tc.reads[call-1], nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := ids(running), tc.wantRunning; !slices.Equal(got, want) {
+				t.Errorf("running %v, want %v", got, want)
+			}
+			if got, want := ids(queued), tc.wantQueued; !slices.Equal(got, want) {
+				t.Errorf("queued %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+func ids(jobs []*job.Job) []string {
+	out := []string{}
+	for _, j := range jobs {
+		out = append(out, j.ID)
+	}
+	return out
 }
