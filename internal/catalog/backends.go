@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
 	"sort"
 	"strings"
@@ -151,12 +152,14 @@ func (c *Catalog) inspectObject(ctx context.Context, b Backend, o sdk.Object) (E
 			e.LoaderVRAMBytes = mi.VRAMBytes
 		}
 	}
-	if s.loader(o.Key) == nil && o.Size > 0 {
+	if s.loader(o.Key) == nil && o.Size > 0 && o.LocalPath != "" {
 		// No loader reads this extension (a .ckpt, a .pth): a file that is
 		// safetensors inside, as kiln's synthetic stand-ins for such
 		// models are, is sized by its header, as the directory catalog
 		// and the workers size it; anything else (a pickle) by its size.
-		if h, err := modelfile.ReadHeader(storageReaderAt{ctx: ctx, st: b.Storage, key: o.Key}, o.Size); err == nil {
+		// Only a local file is read for this: a remote one would cost the
+		// backend a ranged read per refresh for a format no loader claims.
+		if h, err := readLocalHeader(o.LocalPath, o.Size); err == nil {
 			e.Format, e.NominalBytes, e.Tensors = "safetensors", h.NominalBytes(), len(h.Tensors)
 			e.DType = mainDType(h.Tensors, func(t modelfile.Tensor) (string, int64) { return t.DType, t.Bytes() })
 			if fam := h.Family(); fam != "" {
@@ -243,20 +246,13 @@ func ExtLoaders(m map[string]sdk.Loader) LoaderFor {
 	return func(key string) sdk.Loader { return m[strings.ToLower(path.Ext(key))] }
 }
 
-// storageReaderAt reads an object through its backend, one range per
-// call: what modelfile.ReadHeader needs to read a header (its length,
-// then its JSON) without a local file.
-type storageReaderAt struct {
-	ctx context.Context
-	st  sdk.Storage
-	key string
-}
-
-func (r storageReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	rc, err := r.st.Open(r.ctx, r.key, off, int64(len(p)))
+// readLocalHeader reads the safetensors header of a local file of size
+// bytes.
+func readLocalHeader(path string, size int64) (*modelfile.Header, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	defer rc.Close()
-	return io.ReadFull(rc, p)
+	defer f.Close()
+	return modelfile.ReadHeader(f, size)
 }

@@ -13,8 +13,8 @@ import (
 	sdk "github.com/kiln-gpu/kiln/sdk/plugin"
 )
 
-// dirStorage serves a directory's files as a storage backend does, with
-// no local paths, so that the catalog reads every byte through Open.
+// dirStorage serves a directory's files as the fs storage backend does,
+// local paths included.
 type dirStorage struct{ root string }
 
 func (d dirStorage) List(ctx context.Context, prefix string) ([]sdk.Object, error) {
@@ -40,7 +40,7 @@ func (d dirStorage) Stat(_ context.Context, key string) (sdk.Object, error) {
 	if err != nil {
 		return sdk.Object{}, err
 	}
-	return sdk.Object{Key: key, Size: fi.Size(), ModTime: fi.ModTime(), URI: "test://" + key}, nil
+	return sdk.Object{Key: key, Size: fi.Size(), ModTime: fi.ModTime(), URI: "test://" + key, LocalPath: filepath.Join(d.root, key)}, nil
 }
 
 func (d dirStorage) Open(_ context.Context, key string, offset, length int64) (io.ReadCloser, error) {
