@@ -392,6 +392,15 @@ func (c Core) Lookahead(queued []decision.JobView, n int, room PrefetchRoom) []s
 	return out
 }
 
+// PreemptMaxStarts is the last start of a job in which it may be preempted:
+// from its fourth start on it runs to its end. A preemption throws the
+// attempt's work away, so without a bound a scheduler that stops a job for
+// a waiting one and then dispatches the stopped job again (each answer
+// valid on its own) would restart it every minRun for ever, and neither
+// job would finish (issue 21: no decision may leave work unable to
+// progress); so would a steady stream of interactive jobs under priority.
+const PreemptMaxStarts = 3
+
 // Preemption is a running job to stop and give back to the queue so that a
 // waiting job of a higher class takes its worker.
 type Preemption struct {
@@ -411,7 +420,9 @@ type Preemption struct {
 //   - only a job of a lower class than the queued job it makes way for
 //     (the first of the plan), never one of the same or a higher class,
 //     and never for a job that no worker's device could hold;
-//   - at most one per call: the caller asks again once the worker is free.
+//   - at most one per call: the caller asks again once the worker is free;
+//   - only in a job's first PreemptMaxStarts starts (decision.JobView's
+//     Attempts), so that every job finishes whatever the policy plans.
 //
 // A scheduler that does not plan, or a plan without preemptions, preempts
 // nothing. fault is set when the plan names jobs it was not shown.
@@ -442,7 +453,7 @@ func (c Core) Preempt(queued, running []decision.JobView, workers []decision.Wor
 	// policy could have passed over for another.
 	var cands []decision.JobView
 	for _, r := range running {
-		if r.ClassRank() > best && r.RunTime >= minRun {
+		if r.ClassRank() > best && r.RunTime >= minRun && r.Attempts <= PreemptMaxStarts {
 			cands = append(cands, r)
 		}
 	}

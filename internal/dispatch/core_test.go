@@ -245,6 +245,7 @@ func TestCorePreempt(t *testing.T) {
 		want         Preemption
 		fault, asked bool
 		shown        []string
+		running      []decision.JobView // default: running
 	}{
 		{name: "a batch job makes way for an interactive one", sched: &fakePlanner{next: []string{"i1"}, preempt: []string{"b1"}},
 			want: Preemption{JobID: "b1", Worker: "w0", For: "i1"}, asked: true, shown: []string{"b1"}},
@@ -267,6 +268,13 @@ func TestCorePreempt(t *testing.T) {
 			fault: true, asked: true, shown: []string{"b1"}},
 		{name: "never for a job no device can hold", sched: &fakePlanner{next: []string{"huge"}, preempt: []string{"b1"}},
 			queued: []decision.JobView{{ID: "huge", Class: job.Interactive, EstimatedVRAM: 20 * gib}, queued[1]}, workers: small},
+		{name: "a job in its fourth start runs to its end", sched: &fakePlanner{next: []string{"i1"}, preempt: []string{"b1"}},
+			running: []decision.JobView{{ID: "b1", Class: job.Batch, Running: true, Worker: "w0", AtStepBoundary: true, RunTime: time.Minute,
+				Attempts: PreemptMaxStarts + 1}}},
+		{name: "a job in its third start may still make way", sched: &fakePlanner{next: []string{"i1"}, preempt: []string{"b1"}},
+			running: []decision.JobView{{ID: "b1", Class: job.Batch, Running: true, Worker: "w0", AtStepBoundary: true, RunTime: time.Minute,
+				Attempts: PreemptMaxStarts}},
+			want: Preemption{JobID: "b1", Worker: "w0", For: "i1"}, asked: true, shown: []string{"b1"}},
 		{name: "the plan's head does not fit", sched: &fakePlanner{next: []string{"huge"}, preempt: []string{"b1"}},
 			queued: []decision.JobView{{ID: "huge", Class: job.Interactive, EstimatedVRAM: 20 * gib}, queued[0]}, workers: small,
 			asked: true, shown: []string{"b1"}},
@@ -279,7 +287,11 @@ func TestCorePreempt(t *testing.T) {
 			if tc.workers != nil {
 				ws = tc.workers
 			}
-			p, ok, fault := Core{Scheduler: tc.sched}.Preempt(q, running, ws, minRun)
+			run := running
+			if tc.running != nil {
+				run = tc.running
+			}
+			p, ok, fault := Core{Scheduler: tc.sched}.Preempt(q, run, ws, minRun)
 			if p != tc.want || ok != (tc.want != Preemption{}) || (fault != nil) != tc.fault {
 				t.Errorf("Preempt = %+v, %v, %v; want %+v, fault %v", p, ok, fault, tc.want, tc.fault)
 			}

@@ -1,13 +1,16 @@
 package sim
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kiln-gpu/kiln/internal/dispatch"
 	"github.com/kiln-gpu/kiln/internal/job"
 	"github.com/kiln-gpu/kiln/internal/policy"
+	"github.com/kiln-gpu/kiln/internal/workflow"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -24,6 +27,38 @@ func init() {
 	policy.RegisterNative(abi.KindScheduling, "test-dispatch-no-decision", func() any { return noDecision{} })
 	policy.RegisterNative(abi.KindBalancing, "test-place-nowhere", func() any { return noDecision{} })
 	policy.RegisterNative(abi.KindRouting, "test-route-nowhere", func() any { return noDecision{} })
+	policy.RegisterNative(abi.KindScheduling, "test-preempt-then-return", func() any { return preemptThenReturn{} })
+}
+
+// preemptThenReturn stops a running batch job for a waiting interactive
+// one whenever every worker is busy (its plan led by the interactive job,
+// as a preemption must be), and dispatches batch jobs first whenever a
+// worker is idle: each answer is valid, and together they restart the
+// batch job for ever while the interactive job never runs.
+type preemptThenReturn struct{}
+
+func (preemptThenReturn) Schedule(in *abi.SchedulingInput, out *abi.SchedulingOutput) abi.Status {
+	idle := false
+	for _, w := range in.Workers {
+		idle = idle || w.Idle
+	}
+	first := abi.ClassBatch
+	if !idle {
+		first = abi.ClassInteractive
+	}
+	for _, lead := range []bool{true, false} {
+		for i, j := range in.Queued {
+			if (j.Class == first) == lead {
+				out.Dispatch = append(out.Dispatch, uint32(i))
+			}
+		}
+	}
+	for i, r := range in.Running {
+		if !idle && r.Class == abi.ClassBatch {
+			out.Preempt = append(out.Preempt, uint32(i))
+		}
+	}
+	return abi.StatusOK
 }
 
 // evictNothing answers OK with no victims, whatever the need.
@@ -161,4 +196,33 @@ func trace(models ...string) []Request {
 		reqs = append(reqs, Request{Time: time.Duration(i) * 5 * time.Second, Models: []string{models[i%len(models)]}, Class: class})
 	}
 	return reqs
+}
+
+// TestPreemptionCannotLivelock runs preemptThenReturn on one worker: a
+// long batch job, and an interactive job that arrives a second later.
+// Before the dispatcher bounded preemptions per job
+// (dispatch.PreemptMaxStarts) the batch job was stopped every min-run and
+// dispatched again, and the run never ended; now both jobs finish, after
+// PreemptMaxStarts preemptions.
+func TestPreemptionCannotLivelock(t *testing.T) {
+	models := []Model{{ID: "a", Bytes: 2e9, Family: "sd15"}}
+	long := []workflow.SamplerParams{{Steps: 2000, Width: 512, Height: 512, BatchSize: 1}}
+	reqs := []Request{{Models: []string{"a"}, Class: job.Batch, Samplers: long},
+		{Time: time.Second, Models: []string{"a"}, Class: job.Interactive}}
+	cfg := node(1, 1, 24e9, "lru")
+	cfg.Preemption, cfg.PreemptMinRun = true, 5*time.Second
+	cfg.Policies.Scheduling = "test-preempt-then-return"
+	// A livelocked run never ends: fail it instead of hanging.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rep, err := Run(ctx, cfg, models, &Trace{Requests: reqs}, Options{Wall: fakeWall(), Seed: 7})
+	if err != nil {
+		t.Fatalf("run: %v (a scheduler that preempts a job and dispatches it again must not keep the run from ending)", err)
+	}
+	if rep.Completed != len(reqs) || rep.Failed != 0 {
+		t.Errorf("completed %d, failed %d of %d jobs", rep.Completed, rep.Failed, len(reqs))
+	}
+	if rep.Preemptions != dispatch.PreemptMaxStarts {
+		t.Errorf("%d preemptions, want %d (one per start up to dispatch.PreemptMaxStarts)", rep.Preemptions, dispatch.PreemptMaxStarts)
+	}
 }
