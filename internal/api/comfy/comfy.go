@@ -426,6 +426,15 @@ func outputIDs(j *job.Job) []string {
 func (c *comfy) getQueue(w http.ResponseWriter, _ *http.Request) {
 	running, queued, err := queueSnapshot(func(state job.State) ([]*job.Job, error) {
 		jobs, _, err := c.deps.Jobs.List(state, 10000)
+		if state == job.Running {
+			// Finished in the store, still being ended by the hub:
+			// running until their execution_success, as in ComfyUI.
+			for _, f := range c.hub.finishingJobs() {
+				if !slices.ContainsFunc(jobs, func(j *job.Job) bool { return j.ID == f.ID }) {
+					jobs = append(jobs, f)
+				}
+			}
+		}
 		return jobs, err
 	})
 	if err != nil {
@@ -636,6 +645,9 @@ type finishedPrompt struct {
 func (c *comfy) finishedPrompts() []finishedPrompt {
 	var all []finishedPrompt
 	for _, j := range c.terminalJobs(0) {
+		if c.hub.isFinishing(j.ID) {
+			continue // in the history once its end is sent
+		}
 		all = append(all, finishedPrompt{j.ID, j.FinishedAt, float64(j.Seq), c.hub.historyEntry(j)})
 	}
 	for _, hit := range c.hub.cachedHistory() {
@@ -688,7 +700,8 @@ func (c *comfy) getHistoryID(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{}
 	if e := c.hub.cachedHistoryEntry(id); e != nil {
 		out[id] = e
-	} else if j, _, err := c.deps.Jobs.Lookup(r.Context(), id); err == nil && j.State != job.Queued && j.State != job.Running {
+	} else if j, _, err := c.deps.Jobs.Lookup(r.Context(), id); err == nil && j.State != job.Queued && j.State != job.Running &&
+		!c.hub.isFinishing(id) { // in the history once its end is sent (files named, PNG metadata written), as ComfyUI's task_done comes last
 		out[id] = c.hub.historyEntry(j)
 	}
 	httpjson.Write(w, http.StatusOK, out)

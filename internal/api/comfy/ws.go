@@ -40,6 +40,12 @@ type hub struct {
 	hits      map[string]*cachedPrompt // prompt id → prompt answered from the cache
 	hitSeq    []string                 // hits in arrival order, for bounds and max_items
 	pending   map[string][]wsMessage   // cache-hit messages waiting for the HTTP answer
+	// finishing are the prompts the store has finished whose end the hub
+	// is still sending (PNG metadata, ComfyUI names, executed): /queue
+	// lists them as running and /history not yet, as ComfyUI keeps a
+	// prompt in currently_running until task_done, so that no client
+	// sees one in neither or finds the worker's file names in /history.
+	finishing map[string]*job.Job
 }
 
 // runState is what the hub remembers of a running prompt.
@@ -116,6 +122,7 @@ func newHub(c *comfy) *hub {
 		c: c, cache: newResultCache(c.cfg.Cache, c.deps.Clock, c.deps.OutputDir, c.cacheCounter()),
 		conns: map[*wsConn]struct{}{}, runs: map[string]*runState{}, extra: map[string]map[string]any{},
 		hits: map[string]*cachedPrompt{}, pending: map[string][]wsMessage{}, names: map[string][]job.Output{},
+		finishing: map[string]*job.Job{},
 	}
 }
 
@@ -207,9 +214,41 @@ func (h *hub) handle(e job.Event) {
 	case job.EventRequeued, job.EventPreempted:
 		h.broadcastStatus()
 	case job.EventFinished:
+		h.setFinishing(id, e.Job)
 		h.finished(e)
 		h.broadcastStatus()
 	}
+}
+
+// setFinishing marks a prompt as finishing (j, the job the store
+// committed) or, with nil, as finished for the ComfyUI routes too.
+func (h *hub) setFinishing(id string, j *job.Job) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if j == nil {
+		delete(h.finishing, id)
+		return
+	}
+	h.finishing[id] = j
+}
+
+// finishingJobs lists the prompts being finished; isFinishing says whether
+// id is one.
+func (h *hub) finishingJobs() []*job.Job {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]*job.Job, 0, len(h.finishing))
+	for _, j := range h.finishing {
+		out = append(out, j)
+	}
+	return out
+}
+
+func (h *hub) isFinishing(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.finishing[id]
+	return ok
 }
 
 // finished sends the end of a prompt. The store recorded the outcome
@@ -217,6 +256,7 @@ func (h *hub) handle(e job.Event) {
 // with execution_success when a client reads them.
 func (h *hub) finished(e job.Event) {
 	id := e.JobID
+	defer h.setFinishing(id, nil) // whatever the outcome; each ending clears it before its last message
 	h.mu.Lock()
 	rs := h.runs[id]
 	delete(h.runs, id)
@@ -259,6 +299,7 @@ func (h *hub) finished(e job.Event) {
 			h.send(e.ClientID, "executed", map[string]any{"node": node, "display_node": node,
 				"output": uiOf(saved, node), "prompt_id": id})
 		}
+		h.setFinishing(id, nil) // in /history from here on, before execution_success
 		h.send(e.ClientID, "execution_success", map[string]any{"prompt_id": id, "timestamp": ts})
 		if jerr == nil {
 			// A copy: the event's job is shared with its other
@@ -268,8 +309,10 @@ func (h *hub) finished(e job.Event) {
 			h.cache.store(&done)
 		}
 	case job.Failed:
+		h.setFinishing(id, nil)
 		h.send(e.ClientID, "execution_error", h.errorData(id, rs, e.Error, ts))
 	case job.Cancelled:
+		h.setFinishing(id, nil)
 		if rs == nil {
 			return // cancelled while queued: ComfyUI says nothing
 		}
