@@ -14,6 +14,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/internal/clock"
 	"github.com/kiln-gpu/kiln/internal/stats"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
 // WatchConfig is the experiments.watch section: how a change made by hand
@@ -169,6 +170,12 @@ type WatchOptions struct {
 	// w.Reason. It is called without the watcher's lock held.
 	Rollback func(w Watch) error
 	Log      zerolog.Logger
+	// Replay, when set, gives the load time two warm ghost hierarchies
+	// charge under the policies a change moved from and to (the node's
+	// shadow, internal/shadow), or nil when it has none for them. Only
+	// eviction changes are asked. It is called with the watcher's lock
+	// held and must not block: the replay is first read at the next Tick.
+	Replay func(c WatchedChange) Replay
 	// Pending, when set, lists the jobs submitted and not finished yet
 	// (queued or running). At judgement each counts, in the window it was
 	// submitted in, with its age as its latency — a lower bound — so that
@@ -199,6 +206,7 @@ type Watcher struct {
 	clk      clock.Clock
 	rollback func(Watch) error
 	pending  func() []PendingJob
+	replayOf func(WatchedChange) Replay
 	log      zerolog.Logger
 	sub      time.Duration
 
@@ -208,6 +216,17 @@ type Watcher struct {
 	done   []Watch
 	nextID int
 	rolled map[[2]string]int // kind, metric → rollbacks
+	// replay and samples are the open watch's replay of the old and the
+	// new eviction policy, read at Ticks (watchReplay).
+	replay  Replay
+	samples []replaySample
+}
+
+// replaySample is the replay's cumulative load times at a moment:
+// [0] under the policy the change moved from, [1] the one it moved to.
+type replaySample struct {
+	at    time.Time
+	loads [2]float64
 }
 
 // maxWatches bounds the finished watches kept.
@@ -232,7 +251,7 @@ func NewWatcher(opts WatchOptions) (*Watcher, error) {
 	if opts.Clock == nil {
 		opts.Clock = clock.Real()
 	}
-	return &Watcher{cfg: cfg, clk: opts.Clock, rollback: opts.Rollback, pending: opts.Pending, log: opts.Log, sub: watchSubWindow(cfg.Window),
+	return &Watcher{cfg: cfg, clk: opts.Clock, rollback: opts.Rollback, pending: opts.Pending, replayOf: opts.Replay, log: opts.Log, sub: watchSubWindow(cfg.Window),
 		rolled: map[[2]string]int{}}, nil
 }
 
@@ -299,6 +318,9 @@ func (w *Watcher) Changed(c WatchedChange) {
 	w.supersede(now, fmt.Sprintf("%s %s → %s (%s) came before the window ended", c.Kind, c.From, c.To, c.Action))
 	w.nextID++
 	w.open = &Watch{ID: w.nextID, Change: c, OpenedAt: now, EndsAt: now.Add(w.JudgeAfter()), State: WatchOpen}
+	if w.replayOf != nil && c.Kind == abi.KindEviction.String() && c.Action == "activate" && c.From != c.To {
+		w.replay = w.replayOf(c)
+	}
 	w.log.Info().Int("watch", w.open.ID).Str("kind", c.Kind).Str("from", c.From).Str("to", c.To).Str("action", c.Action).
 		Dur("window", w.cfg.Window).Msg("policy change watched")
 }
@@ -323,6 +345,7 @@ func (w *Watcher) supersede(now time.Time, why string) {
 
 func (w *Watcher) finish(o Watch) {
 	w.open = nil
+	w.endReplay()
 	w.done = append(w.done, o)
 	if len(w.done) > maxWatches {
 		w.done = slices.Delete(w.done, 0, len(w.done)-maxWatches)
@@ -337,6 +360,7 @@ func (w *Watcher) Tick() {
 	}
 	now := w.clk.Now()
 	w.mu.Lock()
+	w.sampleReplay(now)
 	o := w.open
 	if o == nil || now.Before(o.EndsAt) {
 		w.mu.Unlock()
@@ -470,8 +494,16 @@ func (w *Watcher) judge(o Watch, obs []watchObs) Watch {
 	}
 	var worse []WatchComparison
 	judged := 0
+	cmps := make([]WatchComparison, 0, len(watchMetrics)+1)
+	if w.replay != nil {
+		// One more test shares the alpha.
+		alpha = (1 - w.cfg.Confidence) / float64(len(watchMetrics)+1)
+		cmps = append(cmps, w.compareReplay(o.OpenedAt, alpha))
+	}
 	for _, m := range watchMetrics {
-		c := w.compare(m, o.OpenedAt, alpha, obs)
+		cmps = append(cmps, w.compare(m, o.OpenedAt, alpha, obs))
+	}
+	for _, c := range cmps {
 		o.Comparisons = append(o.Comparisons, c)
 		switch c.Verdict {
 		case "worse":

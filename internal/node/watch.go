@@ -34,7 +34,7 @@ type nodeWatch struct {
 func (n *Node) openWatch() error {
 	nw := &nodeWatch{runningAt: map[string]time.Time{}}
 	w, err := experiment.NewWatcher(experiment.WatchOptions{Config: n.cfg.Experiments.Watch, Clock: n.opts.Clock, Pending: n.pendingJobs,
-		Log: logging.Component(n.opts.Log, "watch"), Rollback: n.watchRollback})
+		Log: logging.Component(n.opts.Log, "watch"), Rollback: n.watchRollback, Replay: n.watchReplay})
 	if err != nil {
 		return err
 	}
@@ -42,6 +42,18 @@ func (n *Node) openWatch() error {
 	n.watch = nw
 	n.Policies.OnChange(nw.onChange)
 	n.Metrics.Register(w)
+	return nil
+}
+
+// watchReplay is the watch's replay of an eviction change: the shadow's
+// warm ghosts of the old and the new policy, when it runs both.
+func (n *Node) watchReplay(c experiment.WatchedChange) experiment.Replay {
+	if n.Shadow == nil {
+		return nil
+	}
+	if b, ok := n.Shadow.Between(c.From, c.To); ok {
+		return b
+	}
 	return nil
 }
 

@@ -155,14 +155,17 @@ func (s *simulator) shadowSources() shadow.Sources {
 	}
 }
 
-// replayStart feeds an eviction experiment's cache replay the models of
-// the jobs that started on w, as the live node feeds it job starts.
+// replayStart feeds an eviction experiment's cache replay, and the shadow
+// of a watched eviction change, the models of the jobs that started on w,
+// as the live node feeds its replay and its shadow job starts.
 func (s *simulator) replayStart(w *simWorker, jobs []*simJob) {
-	if s.canary == nil || s.canary.replay == nil {
-		return
-	}
 	for _, j := range jobs {
-		s.canary.replay.AccessOn(w.dev, w.id, j.models)
+		if s.canary != nil && s.canary.replay != nil {
+			s.canary.replay.AccessOn(w.dev, w.id, j.models)
+		}
+		if s.watch != nil && s.watch.shadow != nil {
+			s.watch.shadow.AccessOn(w.dev, w.id, j.models)
+		}
 	}
 }
 

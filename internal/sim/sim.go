@@ -42,6 +42,9 @@ func Run(ctx context.Context, cfg Config, models []Model, trace *Trace, opts Opt
 		return nil, err
 	}
 	defer s.host.Close()
+	if s.watch != nil && s.watch.shadow != nil {
+		defer s.watch.shadow.Close()
+	}
 	start := wall.Now()
 	if err := s.run(ctx); err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/internal/experiment"
+	"github.com/kiln-gpu/kiln/internal/shadow"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
@@ -64,8 +65,12 @@ type WatchReport struct {
 
 // watchState is the run's watch.
 type watchState struct {
-	spec    Watch
-	w       *experiment.Watcher
+	spec Watch
+	w    *experiment.Watcher
+	// shadow replays every start under the old and the new eviction
+	// policy from the run's start, as a node's shadow runs from its own
+	// (nil for other kinds): the watch's replay of the change.
+	shadow  *shadow.Shadow
 	applied bool
 	change  experiment.WatchedChange
 	err     error
@@ -86,9 +91,26 @@ func (s *simulator) startWatch(spec *Watch) error {
 	cfg := spec.Config
 	cfg.Enabled = true
 	ws := &watchState{spec: *spec}
+	if k, _ := abi.ParseKind(spec.Kind); k == abi.KindEviction && spec.Policy != "" {
+		from, _, _ := strings.Cut(s.host.ActiveRef(k), "@")
+		sh, err := shadow.New(shadow.PolicyCandidates([]string{from, spec.Policy}, s.host, s.opts.Log, s.clk), s.shadowTopology(), s.shadowSources(), s.clk)
+		if err != nil {
+			return fmt.Errorf("sim: watch: shadow: %w", err)
+		}
+		ws.shadow = sh
+	}
 	w, err := experiment.NewWatcher(experiment.WatchOptions{Config: cfg, Clock: s.clk, Log: s.opts.Log,
 		Rollback: func(wt experiment.Watch) error { return s.watchRollback(wt) },
-		Pending:  s.pendingJobs})
+		Pending:  s.pendingJobs,
+		Replay: func(c experiment.WatchedChange) experiment.Replay {
+			if ws.shadow == nil {
+				return nil
+			}
+			if b, ok := ws.shadow.Between(c.From, c.To); ok {
+				return b
+			}
+			return nil
+		}})
 	if err != nil {
 		return fmt.Errorf("sim: watch: %w", err)
 	}
