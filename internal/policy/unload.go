@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"slices"
 
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
@@ -82,6 +83,16 @@ func (h *Host) Unload(k abi.Kind, name string, number int, reason string) (Versi
 	v.close()
 	if v.mod != nil && !shared {
 		h.dropCompiled(v)
+	}
+	if v.mod != nil {
+		// Hand the memory back to the system now. The version's instance
+		// memories and decoded module are garbage once closed, but a node
+		// that allocates little may not collect for minutes, and the Go
+		// runtime returns freed pages to the OS only slowly: 16 loads and
+		// unloads of a Go module left kiln's RSS at 856 MiB (from 229)
+		// until this (issue 21). Unloads are rare operator actions, and
+		// this costs one collection.
+		debug.FreeOSMemory()
 	}
 	h.log.Info().Str("kind", k.String()).Str("policy", v.ref()).Str("reason", reason).Bool("bytes_shared", shared).Msg("policy unloaded")
 	return vi, nil
