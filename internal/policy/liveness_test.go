@@ -267,3 +267,21 @@ func TestRandomTracesCatchStalls(t *testing.T) {
 		}
 	}
 }
+
+// TestSelfTestRefusesAPolicyThatNeverDecides: the load's fixed self-test
+// inputs ask, for every kind that can stall, a decision that is needed and
+// possible, so a policy that always answers NO_DECISION fails the
+// self-test with a stall (ABI.md §5.5: it is refused at load), before the
+// random inputs are drawn.
+func TestSelfTestRefusesAPolicyThatNeverDecides(t *testing.T) {
+	h := newTestHost(t, Config{NativeBuiltins: true, MaxFaults: 1 << 30})
+	for _, k := range stallingKinds {
+		arm, err := h.Arm(context.Background(), k, "test-never-decides", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.selfTest(arm.v); err == nil || !strings.Contains(err.Error(), FaultStall) {
+			t.Errorf("%s: self-test of a policy that never decides: %v; want a stall", k, err)
+		}
+	}
+}
