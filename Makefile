@@ -12,7 +12,7 @@ RUN_ARGS ?=
 # so that it finishes in about a minute; `make serve` runs at scale 1.
 DEMO_SETS ?= --set cost.time_scale=0.25 --set workers.simulate=true
 
-.PHONY: all policies policy-as build run serve test test-torch load bench bench-sim bench-stages bench-routing bench-experiments chaos check fmt vet tidy-check fuzz proto proto-check clean install screenshots
+.PHONY: all policies policy-as build run cluster-demo serve test test-torch load bench bench-sim bench-stages bench-routing bench-experiments chaos check fmt vet tidy-check fuzz proto proto-check clean install screenshots
 
 all: build
 
@@ -40,6 +40,11 @@ build: policies policy-as
 
 run: build
 	$(BIN)/kiln demo $(DEMO_SETS) $(RUN_ARGS)
+
+# Three kiln nats servers and three kiln nodes as processes on loopback, the
+# demo workload spread over them, per-node progress; Ctrl-C stops them all.
+cluster-demo: build
+	$(BIN)/kiln demo --nodes 3 $(DEMO_SETS) $(RUN_ARGS)
 
 serve: build
 	$(BIN)/kiln serve --data-dir demo/data --models demo/models

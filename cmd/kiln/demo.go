@@ -30,6 +30,12 @@ What make run runs: makes a synthetic model store on first use, starts a
 full kiln node (real worker processes on simulated GPUs unless real ones
 are present), submits a mixed workload over the HTTP API, shows live
 progress and a summary, and keeps serving until Ctrl-C (or --exit).
+
+With --nodes N (make cluster-demo: 3) it runs a cluster instead: N kiln
+nats servers routed to each other and N kiln nodes joined to them, each a
+process of its own, in a fresh --data-dir (default demo/cluster); the jobs
+go to the nodes in turn, progress is shown per node, and Ctrl-C stops
+every process.
 `
 
 func cmdDemo(args []string) error {
@@ -41,6 +47,7 @@ func cmdDemo(args []string) error {
 	scale := fs.Float64("scale", defaultSynthScale, "synthetic model size as a fraction of the real size")
 	exit := fs.Bool("exit", false, "stop after the summary instead of serving until Ctrl-C")
 	seed := fs.Uint64("seed", 7, "seed for the workload mix")
+	nodes := fs.Int("nodes", 1, "run a cluster of `N` kiln nodes and N `kiln nats` servers as processes (make cluster-demo: 3)")
 	pos, err := fs.parse(args)
 	if err != nil {
 		return err
@@ -50,6 +57,9 @@ func cmdDemo(args []string) error {
 	}
 	if sf.dataDir == "" {
 		sf.dataDir = "demo/data"
+		if *nodes > 1 {
+			sf.dataDir = "demo/cluster"
+		}
 	}
 	if sf.models == "" {
 		sf.models = "demo/models"
@@ -74,6 +84,15 @@ func cmdDemo(args []string) error {
 		if err := os.WriteFile(filepath.Join(cfg.ModelsDir, ".synth-done"), nil, 0o644); err != nil {
 			return err
 		}
+	}
+
+	if *nodes > 1 {
+		if err := freshClusterDir(cfg.DataDir); err != nil {
+			return err
+		}
+		ctx, stop := signalContext()
+		defer stop()
+		return clusterDemo(ctx, *nodes, cfg.DataDir, cfg.ModelsDir, sf.sets, *workflows, *jobs, *seed, *exit, out)
 	}
 
 	logPath := filepath.Join(cfg.DataDir, "kiln.log")

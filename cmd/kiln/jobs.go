@@ -49,6 +49,7 @@ type jobView struct {
 	StartedAt  *time.Time   `json:"started_at"`
 	FinishedAt *time.Time   `json:"finished_at"`
 	Worker     string       `json:"worker,omitempty"`
+	Node       string       `json:"node,omitempty"`
 	Outputs    []jobOutput  `json:"outputs"`
 	Error      *string      `json:"error"`
 	Progress   *jobProgress `json:"progress,omitempty"`
