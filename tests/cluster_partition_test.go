@@ -259,8 +259,9 @@ func TestClusterPartition(t *testing.T) {
 		}
 	}
 	// With its queue adopted and drained, node3's consumers are deleted:
-	// JetStream does not keep a consumer for every node that ever died.
-	waitFor(t, 10*time.Second, "node3's consumers to be deleted", func() bool {
+	// JetStream does not keep a consumer for every node that ever died
+	// (once its heartbeat has been missing for cluster.retireGrace, 12 s).
+	waitFor(t, 25*time.Second, "node3's consumers to be deleted", func() bool {
 		return len(nodeConsumers(t, nc, "node3")) == 0
 	})
 	t.Logf("node3's consumers deleted %s after the cut", time.Since(cutAt).Round(time.Millisecond))

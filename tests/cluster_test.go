@@ -392,7 +392,8 @@ func TestClusterThreeNodes(t *testing.T) {
 	})
 	// Its queue adopted and drained, its consumers are deleted: JetStream
 	// keeps no consumer for a node that died.
-	waitFor(t, 15*time.Second, victimName+"'s consumers to be deleted", func() bool {
+	// (after its heartbeat has been missing for cluster.retireGrace, 12 s)
+	waitFor(t, 30*time.Second, victimName+"'s consumers to be deleted", func() bool {
 		return len(nodeConsumers(t, nc, victimName)) == 0
 	})
 	if n := len(nodeConsumers(t, nc, "node1")); n != 2 {

@@ -135,6 +135,10 @@ type Cluster struct {
 	// routedSince counts the jobs this node routed to each node since that
 	// node's last heartbeat (place).
 	routedSince map[string]routed
+	// goneSince is when the adopt loop first found each dead-looking
+	// node's heartbeat missing from the bucket (retire); only that loop
+	// touches it.
+	goneSince map[string]time.Time
 }
 
 // held is a job this node claimed: the message to keep alive and ack, and

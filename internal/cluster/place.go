@@ -182,11 +182,24 @@ func (c *Cluster) orphans(ctx context.Context, alive map[string]bool) []string {
 // a second later).
 const retireAge = nodeTTL
 
+// retireGrace is how long a node's heartbeat must have been seen missing
+// from the bucket before its consumers are deleted. A heartbeat also
+// expires while the node is alive but cannot write: after a NATS server
+// dies, JetStream elects new stream leaders and writes fail for several
+// seconds (5 s and more on a loaded machine), longer than the TTL. The
+// node writes again as soon as it can; deleting its consumers meanwhile
+// only makes it create them again. Its jobs do not wait for this: they
+// are adopted as soon as its heartbeat expires (orphans, drain).
+const retireGrace = 2 * nodeTTL
+
 // retire deletes a dead node's consumer once it holds nothing: no job
 // waiting and none delivered without an ack (an adopted job is acked
 // through it, so it stays while any runs).
 func (c *Cluster) retire(ctx context.Context, name string, alive map[string]bool) {
 	if node, _, ok := consumerNode(name); !ok || alive[node] {
+		if ok {
+			delete(c.goneSince, node)
+		}
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -215,8 +228,22 @@ func (c *Cluster) retire(ctx context.Context, name string, alive map[string]bool
 	// replica that still holds it, keeps the consumer).
 	node, _, _ := consumerNode(name)
 	if _, err := c.nodes.Get(cctx, node); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		delete(c.goneSince, node)
 		return
 	}
+	if c.goneSince == nil {
+		c.goneSince = map[string]time.Time{}
+	}
+	first, seen := c.goneSince[node]
+	if !seen {
+		c.goneSince[node] = time.Now()
+		return
+	}
+	if time.Since(first) < retireGrace {
+		return
+	}
+	// The entry stays until the node is seen alive: its other class's
+	// consumer is deleted on the same grounds.
 	err = c.js.DeleteConsumer(cctx, workStream, name)
 	switch {
 	case err == nil:
