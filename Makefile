@@ -102,7 +102,7 @@ bench-sim:
 bench-stages:
 	KILN_BENCH_STAGES=$(CURDIR)/bench-stages.md $(GO) test -count=1 -timeout 0 -run '^TestBenchStages$$' -v ./internal/sim/
 bench-routing:
-	KILN_BENCH_ROUTING=$(CURDIR)/bench-routing.md KILN_BENCH_ROUTING_NODES=4,16,64 $(GO) test -count=1 -timeout 0 -run '^TestBenchRouting$$' -v ./internal/sim/
+	KILN_BENCH_ROUTING=$(CURDIR)/bench-routing.md KILN_BENCH_ROUTING_NODES=4,16,64 KILN_TRACES=$(abspath $(TRACES)) $(GO) test -count=1 -timeout 0 -run '^TestBenchRouting$$' -v ./internal/sim/
 
 # The experiments' error rates (internal/experiment/RATIONALE.md): A/A false
 # alarms and planted bad policies' rollback rates (power), per experiment

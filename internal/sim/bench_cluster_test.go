@@ -226,8 +226,76 @@ func TestBenchRouting(t *testing.T) {
 			t.Logf("%d nodes, %s done", n, routing)
 		}
 	}
+	routingTraces(t, &b, sizes, seeds)
 	t.Log("\n" + b.String())
 	if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// routingTraces adds the routing table on the trace-derived workloads (the
+// shared folder's ServeGen and Azure traces, as `kiln sim bench` imports
+// them), when the folder is there: per node 150 jobs at 0.25 jobs/s, the
+// traces' own arrival shapes (ServeGen's windows, bursty per client;
+// Azure's conversation arrivals), models as the importers map them onto
+// max(24, 6 per node) checkpoints. Seeds vary the routing words and, for
+// Azure, the models' draw; a ServeGen span is its trace.
+func routingTraces(t *testing.T, b *strings.Builder, sizes []int, seeds []uint64) {
+	traces := "../../../shared/traces"
+	if v := os.Getenv("KILN_TRACES"); v != "" {
+		traces = v // make bench-routing: the Makefile's TRACES
+	}
+	if _, err := os.Stat(traces + "/servegen"); err != nil {
+		t.Logf("no shared traces at %s (KILN_TRACES): the trace-derived routing table is left out", traces)
+		return
+	}
+	fsys := os.DirFS(traces)
+	workloads := []struct {
+		name string
+		make func(n int, seed uint64) ([]Model, []Request, error)
+	}{
+		{"ServeGen multimodal (mm-image), clients striped over checkpoints", func(n int, seed uint64) ([]Model, []Request, error) {
+			return ImportServeGen(ServeGenOptions{FS: fsys, Dir: "servegen/multimodal/mm-image", Start: 12 * time.Hour,
+				TargetRate: 0.25 * float64(n), Checkpoints: max(24, 6*n), Mapping: MapStripe, MaxJobs: 150 * n, Seed: seed})
+		}},
+		{"Azure LLM 2023 conversation arrivals, Zipf(1.0) over checkpoints", func(n int, seed uint64) ([]Model, []Request, error) {
+			f, err := fsys.Open("azure-llm-2023/AzureLLMInferenceTrace_conv.csv")
+			if err != nil {
+				return nil, nil, err
+			}
+			defer f.Close()
+			return ImportAzure(f, "AzureLLMInferenceTrace_conv.csv", AzureOptions{TargetRate: 0.25 * float64(n),
+				Checkpoints: max(24, 6*n), ZipfS: 1, MaxJobs: 150 * n, Seed: seed})
+		}},
+	}
+	for _, w := range workloads {
+		fmt.Fprintf(b, "\n%s; the node and network as above; seeds %v.\n\n", w.name, seeds)
+		b.WriteString("| nodes | routing | cold loads | load time (s) | p95 latency (s) | mean latency (s) | GPU busy | completed |\n|---|---|---|---|---|---|---|---|\n")
+		for _, n := range sizes {
+			for _, routing := range []string{"random", "least-loaded", "affinity"} {
+				var cold, load, p95, meanLat, busy, done []float64
+				for _, seed := range seeds {
+					models, reqs, err := w.make(n, seed)
+					if err != nil {
+						t.Fatal(err)
+					}
+					node := defaultNode(t, 48<<30, "policies.routing="+routing)
+					node.RAMBytes = 40e9
+					rep, err := RunCluster(context.Background(), ClusterConfig{Node: node, Nodes: n, NetworkDelay: 2 * time.Millisecond},
+						models, &Trace{Requests: reqs}, Options{Wall: fakeWall(), Seed: int64(seed)})
+					if err != nil {
+						t.Fatal(err)
+					}
+					cold = append(cold, float64(rep.ColdLoads))
+					load = append(load, rep.TotalLoadTimeS)
+					p95 = append(p95, rep.P95LatencyS)
+					meanLat = append(meanLat, rep.MeanLatencyS)
+					busy = append(busy, rep.GPUBusy)
+					done = append(done, float64(rep.Completed))
+				}
+				fmt.Fprintf(b, "| %d | %s | %s | %s | %s | %s | %.3f | %s |\n", n, routing, meanCI(cold), meanCI(load), meanCI(p95), meanCI(meanLat), mean(busy), meanCI(done))
+				t.Logf("%s: %d nodes, %s done", w.name, n, routing)
+			}
+		}
 	}
 }
