@@ -141,13 +141,28 @@ func (c *Controller) windowed(a *active, now time.Time, m int, metric string, mi
 			cmp.Test = "group-sequential batch-means t on log ratios of switchback window pairs"
 		}
 	}
-	switch {
-	case !r.Bounded || cmp.NA < minJobs || cmp.NB < minJobs:
+	if !r.Bounded || cmp.NA < minJobs || cmp.NB < minJobs {
 		cmp.Verdict = stats.InsufficientData
 		if !r.Bounded {
 			cmp.Low, cmp.High = 0, 0
 		}
 		return cmp
+	}
+	settle(&cmp, r, testMin, max(seconds(r.Half), minEffect))
+	if !latency {
+		// A rate differs by at most 1.
+		cmp.Detectable, cmp.NoWorseThan = min(cmp.Detectable, 1), min(cmp.NoWorseThan, 1)
+	}
+	return cmp
+}
+
+// settle gives a bounded look's verdict, lower being better for every
+// gating metric: worse when the interval lies above zero and the effect
+// beyond testMin (both in the test's scale), better the other way round,
+// else no difference; and what it could have seen (detectable, in the
+// reported scale) and rules out (the interval's upper end, cmp.High).
+func settle(cmp *Comparison, r seqLook, testMin, detectable float64) {
+	switch {
 	case r.Low > 0 && r.Mean > testMin:
 		cmp.Verdict = stats.Worse
 	case r.High < 0 && r.Mean < -testMin:
@@ -155,13 +170,8 @@ func (c *Controller) windowed(a *active, now time.Time, m int, metric string, mi
 	default:
 		cmp.Verdict = stats.NoDifference
 	}
-	cmp.Detectable = max(seconds(r.Half), minEffect)
+	cmp.Detectable = detectable
 	cmp.NoWorseThan = max(cmp.High, 0)
-	if !latency {
-		// A rate differs by at most 1.
-		cmp.Detectable, cmp.NoWorseThan = min(cmp.Detectable, 1), min(cmp.NoWorseThan, 1)
-	}
-	return cmp
 }
 
 // power is what the last look's gating comparisons can say.

@@ -2,7 +2,6 @@ package experiment
 
 import (
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/kiln-gpu/kiln/internal/policy"
@@ -119,22 +118,11 @@ func (c *Controller) replayComparison(a *active, now time.Time) Comparison {
 	cmp := Comparison{Metric: replayMetric, NA: len(s.diffs), NB: len(s.diffs), Windows: r.N, BaselineMean: base,
 		Effect: r.Mean, Low: r.Low, High: r.High, P: p, Alpha: a.alpha, MinEffect: testMin, Gating: true,
 		Test: fmt.Sprintf("group-sequential batch-means t on paired %s windows of both policies' ghost caches replaying the node's accesses", s.width)}
-	switch {
-	case !r.Bounded:
+	if !r.Bounded {
 		cmp.Verdict = stats.InsufficientData
 		cmp.Low, cmp.High = 0, 0
 		return cmp
-	case r.Low > 0 && r.Mean > testMin:
-		cmp.Verdict = stats.Worse
-	case r.High < 0 && r.Mean < -testMin:
-		cmp.Verdict = stats.Better
-	default:
-		cmp.Verdict = stats.NoDifference
 	}
-	cmp.Detectable = max(r.Half, testMin)
-	cmp.NoWorseThan = max(r.High, 0)
-	if math.IsNaN(cmp.Effect) {
-		cmp.Effect = 0
-	}
+	settle(&cmp, r, testMin, max(r.Half, testMin))
 	return cmp
 }
