@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -169,7 +167,7 @@ func clusterDemo(ctx context.Context, n int, dir, models string, sets []string, 
 		}
 		fmt.Fprintf(out, "    node%d ready on %s\n", i+1, bases[i])
 	}
-	ids, err := submitClusterDemo(ctx, clients, workflows, jobs, seed, out)
+	ids, err := submitDemo(ctx, clients, workflows, jobs, seed, out)
 	if err != nil {
 		return err
 	}
@@ -219,65 +217,6 @@ func waitTCP(ctx context.Context, addr string, within time.Duration) error {
 		}
 	}
 	return fmt.Errorf("%s did not take connections within %s", addr, within)
-}
-
-// submitClusterDemo submits the demo workload (as submitDemo draws it) to
-// the nodes in turn.
-func submitClusterDemo(ctx context.Context, clients []*client, dir string, n int, seed uint64, out io.Writer) ([]string, error) {
-	usable, err := demoWorkflows(ctx, clients[0], dir, out)
-	if err != nil {
-		return nil, err
-	}
-	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	fmt.Fprintf(out, "==> submitting %d jobs drawn from %d workflows to the %d nodes in turn\n", n, len(usable), len(clients))
-	ids := make([]string, 0, n)
-	for i := range n {
-		g := reseed(usable[rng.IntN(len(usable))], rng.Uint64()>>12)
-		class := "batch"
-		if i%3 == 0 {
-			class = "interactive"
-		}
-		body, _ := json.Marshal(map[string]any{"workflow": g, "class": class})
-		var acc struct {
-			ID string `json:"id"`
-		}
-		if err := clients[i%len(clients)].do(ctx, http.MethodPost, "/v1/jobs", body, &acc); err != nil {
-			return ids, fmt.Errorf("submit to node%d: %w", i%len(clients)+1, err)
-		}
-		ids = append(ids, acc.ID)
-	}
-	return ids, nil
-}
-
-// demoWorkflows reads the demo's workflows and keeps those the node
-// accepts (a dry run), saying why it refuses the others.
-func demoWorkflows(ctx context.Context, c *client, dir string, out io.Writer) ([]map[string]any, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
-	if err != nil || len(files) == 0 {
-		return nil, fmt.Errorf("no workflows in %s", dir)
-	}
-	sort.Strings(files)
-	var usable []map[string]any
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return nil, err
-		}
-		var g map[string]any
-		if err := json.Unmarshal(data, &g); err != nil {
-			continue
-		}
-		body, _ := json.Marshal(map[string]any{"workflow": g, "class": "batch"})
-		if err := c.do(ctx, http.MethodPost, "/v1/jobs?dry_run=1", body, nil); err != nil {
-			fmt.Fprintf(out, "    refused %-60s %v\n", filepath.Base(f), err)
-			continue
-		}
-		usable = append(usable, g)
-	}
-	if len(usable) == 0 {
-		return nil, errors.New("kiln accepted none of the demo workflows")
-	}
-	return usable, nil
 }
 
 // watchClusterDemo prints one line a second, per node, until every job has

@@ -138,7 +138,7 @@ func cmdDemo(args []string) error {
 	}
 	fmt.Fprintf(out, "==> %d workers ready\n", n.Pool.Ready())
 
-	ids, err := submitDemo(ctx, c, *workflows, *jobs, *seed, out)
+	ids, err := submitDemo(ctx, []*client{c}, *workflows, *jobs, *seed, out)
 	if err != nil {
 		return err
 	}
@@ -173,43 +173,22 @@ func waitReady(ctx context.Context, c *client) error {
 }
 
 // submitDemo submits a mix of the example workflows: a third interactive,
-// the rest batch, with fresh seeds so that every job does real work.
-func submitDemo(ctx context.Context, c *client, dir string, n int, seed uint64, out io.Writer) ([]string, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
-	if err != nil || len(files) == 0 {
-		return nil, fmt.Errorf("no workflows in %s", dir)
-	}
-	sort.Strings(files)
-	type wf struct {
-		name  string
-		graph map[string]any
-	}
-	var usable []wf
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return nil, err
-		}
-		var g map[string]any
-		if err := json.Unmarshal(data, &g); err != nil {
-			continue
-		}
-		// Probe each workflow once so that the demo shows what kiln refuses
-		// and why, then draws its workload from the ones it accepts.
-		body, _ := json.Marshal(map[string]any{"workflow": g, "class": "batch"})
-		if err := c.do(ctx, http.MethodPost, "/v1/jobs?dry_run=1", body, nil); err != nil {
-			fmt.Fprintf(out, "    refused %-60s %v\n", filepath.Base(f), err)
-			continue
-		}
-		usable = append(usable, wf{name: strings.TrimSuffix(filepath.Base(f), ".api.json"), graph: g})
-	}
-	if len(usable) == 0 {
-		return nil, errors.New("kiln accepted none of the demo workflows")
+// the rest batch, with fresh seeds so that every job does real work. With
+// several nodes' clients (the cluster demo) the jobs go to them in turn:
+// any node accepts any job.
+func submitDemo(ctx context.Context, clients []*client, dir string, n int, seed uint64, out io.Writer) ([]string, error) {
+	usable, err := demoWorkflows(ctx, clients[0], dir, out)
+	if err != nil {
+		return nil, err
 	}
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	fmt.Fprintf(out, "==> submitting %d jobs drawn from %d workflows\n", n, len(usable))
+	to := ""
+	if len(clients) > 1 {
+		to = fmt.Sprintf(" to the %d nodes in turn", len(clients))
+	}
+	fmt.Fprintf(out, "==> submitting %d jobs drawn from %d workflows%s\n", n, len(usable), to)
 	ids := make([]string, 0, n)
-	for i := 0; i < n; i++ {
+	for i := range n {
 		w := usable[rng.IntN(len(usable))]
 		g := reseed(w.graph, rng.Uint64()>>12)
 		class := "batch"
@@ -220,12 +199,51 @@ func submitDemo(ctx context.Context, c *client, dir string, n int, seed uint64, 
 		var acc struct {
 			ID string `json:"id"`
 		}
+		c := clients[i%len(clients)]
 		if err := c.do(ctx, http.MethodPost, "/v1/jobs", body, &acc); err != nil {
-			return ids, fmt.Errorf("submit %s: %w", w.name, err)
+			return ids, fmt.Errorf("submit %s to %s: %w", w.name, c.base, err)
 		}
 		ids = append(ids, acc.ID)
 	}
 	return ids, nil
+}
+
+// demoWorkflow is one of the demo's workflows kiln accepts.
+type demoWorkflow struct {
+	name  string
+	graph map[string]any
+}
+
+// demoWorkflows reads the demo's workflows and keeps those the node
+// accepts (a dry run), saying why it refuses the others: the demo shows
+// what kiln refuses and why, then draws its workload from the rest.
+func demoWorkflows(ctx context.Context, c *client, dir string, out io.Writer) ([]demoWorkflow, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil || len(files) == 0 {
+		return nil, fmt.Errorf("no workflows in %s", dir)
+	}
+	sort.Strings(files)
+	var usable []demoWorkflow
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		var g map[string]any
+		if err := json.Unmarshal(data, &g); err != nil {
+			continue
+		}
+		body, _ := json.Marshal(map[string]any{"workflow": g, "class": "batch"})
+		if err := c.do(ctx, http.MethodPost, "/v1/jobs?dry_run=1", body, nil); err != nil {
+			fmt.Fprintf(out, "    refused %-60s %v\n", filepath.Base(f), err)
+			continue
+		}
+		usable = append(usable, demoWorkflow{name: strings.TrimSuffix(filepath.Base(f), ".api.json"), graph: g})
+	}
+	if len(usable) == 0 {
+		return nil, errors.New("kiln accepted none of the demo workflows")
+	}
+	return usable, nil
 }
 
 // reseed copies a graph with every sampler seed replaced.
