@@ -199,33 +199,9 @@ func TestBenchRouting(t *testing.T) {
 	seeds := []uint64{1, 2, 3}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Per node: 150 jobs, 0.25 jobs/s offered; zipf (s = 1) over 6 checkpoints per node (at least 24), LoRAs, ControlNets and upscalers as `kiln sim gen` draws them; the default node (2 GPUs × 2 workers) with 48 GiB GPUs and 40 GB of RAM tier; 2 ms network hop; seeds %v; mean ± 95%% t-interval over the seeds.\n\n", seeds)
-	b.WriteString("| nodes | routing | cold loads | load time (s) | p95 latency (s) | mean latency (s) | GPU busy | completed |\n|---|---|---|---|---|---|---|---|\n")
-	for _, n := range sizes {
-		for _, routing := range []string{"random", "least-loaded", "affinity"} {
-			var cold, load, p95, meanLat, busy, done []float64
-			for _, seed := range seeds {
-				models, reqs, err := Generate(GenConfig{Kind: KindZipf, Jobs: 150 * n, Rate: 0.25 * float64(n), Checkpoints: max(24, 6*n), Seed: seed})
-				if err != nil {
-					t.Fatal(err)
-				}
-				node := defaultNode(t, 48<<30, "policies.routing="+routing)
-				node.RAMBytes = 40e9
-				rep, err := RunCluster(context.Background(), ClusterConfig{Node: node, Nodes: n, NetworkDelay: 2 * time.Millisecond},
-					models, &Trace{Requests: reqs}, Options{Wall: fakeWall(), Seed: int64(seed)})
-				if err != nil {
-					t.Fatal(err)
-				}
-				cold = append(cold, float64(rep.ColdLoads))
-				load = append(load, rep.TotalLoadTimeS)
-				p95 = append(p95, rep.P95LatencyS)
-				meanLat = append(meanLat, rep.MeanLatencyS)
-				busy = append(busy, rep.GPUBusy)
-				done = append(done, float64(rep.Completed))
-			}
-			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %.3f | %s |\n", n, routing, meanCI(cold), meanCI(load), meanCI(p95), meanCI(meanLat), mean(busy), meanCI(done))
-			t.Logf("%d nodes, %s done", n, routing)
-		}
-	}
+	routingTable(t, &b, "zipf", sizes, seeds, func(n int, seed uint64) ([]Model, []Request, error) {
+		return Generate(GenConfig{Kind: KindZipf, Jobs: 150 * n, Rate: 0.25 * float64(n), Checkpoints: max(24, 6*n), Seed: seed})
+	})
 	routingTraces(t, &b, sizes, seeds)
 	t.Log("\n" + b.String())
 	if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
@@ -270,32 +246,41 @@ func routingTraces(t *testing.T, b *strings.Builder, sizes []int, seeds []uint64
 	}
 	for _, w := range workloads {
 		fmt.Fprintf(b, "\n%s; the node and network as above; seeds %v.\n\n", w.name, seeds)
-		b.WriteString("| nodes | routing | cold loads | load time (s) | p95 latency (s) | mean latency (s) | GPU busy | completed |\n|---|---|---|---|---|---|---|---|\n")
-		for _, n := range sizes {
-			for _, routing := range []string{"random", "least-loaded", "affinity"} {
-				var cold, load, p95, meanLat, busy, done []float64
-				for _, seed := range seeds {
-					models, reqs, err := w.make(n, seed)
-					if err != nil {
-						t.Fatal(err)
-					}
-					node := defaultNode(t, 48<<30, "policies.routing="+routing)
-					node.RAMBytes = 40e9
-					rep, err := RunCluster(context.Background(), ClusterConfig{Node: node, Nodes: n, NetworkDelay: 2 * time.Millisecond},
-						models, &Trace{Requests: reqs}, Options{Wall: fakeWall(), Seed: int64(seed)})
-					if err != nil {
-						t.Fatal(err)
-					}
-					cold = append(cold, float64(rep.ColdLoads))
-					load = append(load, rep.TotalLoadTimeS)
-					p95 = append(p95, rep.P95LatencyS)
-					meanLat = append(meanLat, rep.MeanLatencyS)
-					busy = append(busy, rep.GPUBusy)
-					done = append(done, float64(rep.Completed))
+		routingTable(t, b, w.name, sizes, seeds, w.make)
+	}
+}
+
+// routingTable writes one routing table: for each cluster size and routing
+// policy, the runs of gen's workload over the seeds (of the trace and of
+// the routing words) on the default node with 48 GiB GPUs and a 40 GB RAM
+// tier, 2 ms a network hop; means with their 95% t-intervals.
+func routingTable(t *testing.T, b *strings.Builder, workload string, sizes []int, seeds []uint64,
+	gen func(n int, seed uint64) ([]Model, []Request, error)) {
+	b.WriteString("| nodes | routing | cold loads | load time (s) | p95 latency (s) | mean latency (s) | GPU busy | completed |\n|---|---|---|---|---|---|---|---|\n")
+	for _, n := range sizes {
+		for _, routing := range []string{"random", "least-loaded", "affinity"} {
+			var cold, load, p95, meanLat, busy, done []float64
+			for _, seed := range seeds {
+				models, reqs, err := gen(n, seed)
+				if err != nil {
+					t.Fatal(err)
 				}
-				fmt.Fprintf(b, "| %d | %s | %s | %s | %s | %s | %.3f | %s |\n", n, routing, meanCI(cold), meanCI(load), meanCI(p95), meanCI(meanLat), mean(busy), meanCI(done))
-				t.Logf("%s: %d nodes, %s done", w.name, n, routing)
+				node := defaultNode(t, 48<<30, "policies.routing="+routing)
+				node.RAMBytes = 40e9
+				rep, err := RunCluster(context.Background(), ClusterConfig{Node: node, Nodes: n, NetworkDelay: 2 * time.Millisecond},
+					models, &Trace{Requests: reqs}, Options{Wall: fakeWall(), Seed: int64(seed)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				cold = append(cold, float64(rep.ColdLoads))
+				load = append(load, rep.TotalLoadTimeS)
+				p95 = append(p95, rep.P95LatencyS)
+				meanLat = append(meanLat, rep.MeanLatencyS)
+				busy = append(busy, rep.GPUBusy)
+				done = append(done, float64(rep.Completed))
 			}
+			fmt.Fprintf(b, "| %d | %s | %s | %s | %s | %s | %.3f | %s |\n", n, routing, meanCI(cold), meanCI(load), meanCI(p95), meanCI(meanLat), mean(busy), meanCI(done))
+			t.Logf("%s: %d nodes, %s done", workload, n, routing)
 		}
 	}
 }
