@@ -3,8 +3,6 @@ package tests
 import (
 	"encoding/json"
 	"fmt"
-	"net"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,28 +15,9 @@ import (
 func startNATSAlone(t *testing.T) string {
 	t.Helper()
 	port := portOf(freePort(t))
-	p := &natsProc{client: "nats://127.0.0.1:" + port, log: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(filepath.Join(binDir, "kiln"), "nats", "--port", port, "--cluster-port", "0",
+	p := startNATS(t, "nats://127.0.0.1:"+port, "nats", "--port", port, "--cluster-port", "0",
 		"--store-dir", filepath.Join(t.TempDir(), "js"))
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("nats log, last lines:\n%s", tail(p.log.String(), 3000))
-		}
-	})
-	waitFor(t, 20*time.Second, "nats to take clients", func() bool {
-		c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	p.waitUp(t)
 	return p.client
 }
 

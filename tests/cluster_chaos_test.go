@@ -4,45 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
-
-// chaosNATS is one `kiln nats` server the chaos test kills and restarts
-// with the same ports and JetStream store.
-type chaosNATS struct {
-	args   []string
-	client string
-	log    *syncBuffer
-	cmd    *exec.Cmd
-	exited chan struct{}
-}
-
-func (p *chaosNATS) start(t *testing.T) {
-	t.Helper()
-	p.cmd = exec.Command(filepath.Join(binDir, "kiln"), p.args...)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	p.exited = exited
-	cmd := p.cmd
-	go func() { _ = cmd.Wait(); close(exited) }()
-}
-
-func (p *chaosNATS) kill9() {
-	_ = p.cmd.Process.Kill()
-	<-p.exited
-}
 
 // TestChaosCluster is the cluster's long chaos run (`make chaos`; skipped
 // without CHAOS_SECONDS, since TestClusterThreeNodes is the short one in
@@ -60,36 +29,10 @@ func TestChaosCluster(t *testing.T) {
 	}
 	total := time.Duration(seconds) * time.Second
 
-	var clientPorts, routePorts []string
-	for range 3 {
-		clientPorts = append(clientPorts, portOf(freePort(t)))
-		routePorts = append(routePorts, portOf(freePort(t)))
-	}
-	servers := make([]*chaosNATS, 3)
+	servers := startNATSCluster(t)
 	var urls []string
-	for i := range 3 {
-		var routes []string
-		for j := range 3 {
-			if j != i {
-				routes = append(routes, "nats://127.0.0.1:"+routePorts[j])
-			}
-		}
-		p := &chaosNATS{client: "nats://127.0.0.1:" + clientPorts[i], log: &syncBuffer{},
-			args: []string{"nats", "--port", clientPorts[i], "--cluster-port", routePorts[i], "--routes", strings.Join(routes, ","),
-				"--store-dir", filepath.Join(t.TempDir(), "js")}}
-		p.start(t)
-		servers[i] = p
-		urls = append(urls, p.client)
-		t.Cleanup(func() { p.kill9() })
-	}
 	for _, p := range servers {
-		waitFor(t, 20*time.Second, "nats "+p.client, func() bool {
-			c, err := net.DialTimeout("tcp", strings.TrimPrefix(p.client, "nats://"), time.Second)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		})
+		urls = append(urls, p.client)
 	}
 	nodes := make([]*kilnProc, 3)
 	for i := range 3 {
@@ -196,7 +139,7 @@ func TestChaosCluster(t *testing.T) {
 			mu.Unlock()
 		} else {
 			i := rng.IntN(3)
-			servers[i].kill9()
+			servers[i].kill9() // restarted on its ports and store
 			serverKills++
 			time.Sleep(time.Duration(1000+rng.IntN(2000)) * time.Millisecond)
 			servers[i].start(t)

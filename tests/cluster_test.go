@@ -21,10 +21,59 @@ import (
 
 // natsProc is one `kiln nats` server of a test cluster.
 type natsProc struct {
+	args   []string // kiln's, from "nats": a restart reuses its ports and store
 	cmd    *exec.Cmd
 	client string // nats://127.0.0.1:P
 	log    *syncBuffer
 	exited chan struct{}
+}
+
+// startNATS starts a `kiln nats` server with args, which the test kills
+// at its end (with its log if it failed), and waits until it takes
+// clients on client (nats://127.0.0.1:P).
+func startNATS(t *testing.T, client string, args ...string) *natsProc {
+	t.Helper()
+	p := &natsProc{args: args, client: client, log: &syncBuffer{}}
+	p.start(t)
+	t.Cleanup(func() {
+		p.kill9()
+		if t.Failed() {
+			t.Logf("nats %s log, last lines:\n%s", p.client, tail(p.log.String(), 3000))
+		}
+	})
+	return p
+}
+
+// start runs the server (again, after kill9).
+func (p *natsProc) start(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "kiln"), p.args...)
+	cmd.Stdout, cmd.Stderr = p.log, p.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	p.cmd, p.exited = cmd, exited
+}
+
+// kill9 kills the server as a crash would.
+func (p *natsProc) kill9() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
+// waitUp waits until the server takes clients.
+func (p *natsProc) waitUp(t *testing.T) {
+	t.Helper()
+	addr := strings.TrimPrefix(p.client, "nats://")
+	waitFor(t, 20*time.Second, "nats "+addr+" to take clients", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 }
 
 // startNATSCluster starts three `kiln nats` servers routed to each other,
@@ -44,33 +93,12 @@ func startNATSCluster(t *testing.T) []*natsProc {
 				routes = append(routes, "nats://127.0.0.1:"+clusterPorts[j])
 			}
 		}
-		p := &natsProc{client: "nats://127.0.0.1:" + clientPorts[i], log: &syncBuffer{}, exited: make(chan struct{})}
-		p.cmd = exec.Command(filepath.Join(binDir, "kiln"), "nats", "--port", clientPorts[i],
+		out = append(out, startNATS(t, "nats://127.0.0.1:"+clientPorts[i], "nats", "--port", clientPorts[i],
 			"--cluster-port", clusterPorts[i], "--routes", strings.Join(routes, ","),
-			"--store-dir", filepath.Join(t.TempDir(), "js"))
-		p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { _ = p.cmd.Wait(); close(p.exited) }()
-		t.Cleanup(func() {
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-			if t.Failed() {
-				t.Logf("nats %s log, last lines:\n%s", p.client, tail(p.log.String(), 3000))
-			}
-		})
-		out = append(out, p)
+			"--store-dir", filepath.Join(t.TempDir(), "js")))
 	}
 	for _, p := range out {
-		addr := strings.TrimPrefix(p.client, "nats://")
-		waitFor(t, 20*time.Second, "nats "+addr+" to take clients", func() bool {
-			c, err := net.DialTimeout("tcp", addr, time.Second)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		})
+		p.waitUp(t)
 	}
 	return out
 }
@@ -288,8 +316,7 @@ func TestClusterThreeNodes(t *testing.T) {
 		victimName, len(running), time.Since(killedAt).Round(time.Millisecond))
 
 	// Kill one NATS server: the cluster keeps serving, and takes new jobs.
-	_ = servers[0].cmd.Process.Kill()
-	<-servers[0].exited
+	servers[0].kill9()
 	for i := range 4 {
 		k := survivors[i%2]
 		id := k.submitRetrying(t, loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 10, 5000+i))
