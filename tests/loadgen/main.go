@@ -47,6 +47,10 @@ func main() {
 	spike := flag.Duration("spike", 10*time.Second, "scenario: how long the spike lasts")
 	spikeRate := flag.Float64("spike-rate", 2000, "scenario: submissions/s during the spike")
 	prompt := flag.Bool("prompt", false, "also measure POST /prompt (ComfyUI's API) after the durable phase, each prompt with a seed of its own so that none is answered from the result cache, and the baseline again at the end")
+	rounds := flag.Int("rounds", 0, "alternate the phases this many times against one kiln (validate-only, durable /v1/jobs, then /prompt with -prompt), reporting each phase's rate, p99 and kiln's CPU per request, and each round's ratios; 0: the single comparison")
+	profileDir := flag.String("profile-dir", "", "with -rounds: save a CPU profile of kiln for each phase here (needs api.pprof=true, e.g. -set api.pprof=true)")
+	var sets multiFlag
+	flag.Var(&sets, "set", "extra config key=value for the kiln loadgen starts (repeatable)")
 	flag.Parse()
 
 	base := *addr
@@ -59,13 +63,17 @@ func main() {
 		if *scenario {
 			extra = []string{"--set", "workers.per_device=2", "--set", "cost.time_scale=0.001"}
 		}
-		stop, b, err := startKiln(*kilnBin, extra...)
+		for _, kv := range sets {
+			extra = append(extra, "--set", kv)
+		}
+		stop, b, pid, err := startKiln(*kilnBin, extra...)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "loadgen:", err)
 			os.Exit(1)
 		}
 		defer stop()
 		base = b
+		kilnPID = pid
 	}
 	wf, err := os.ReadFile(*workflowFile)
 	if err != nil {
@@ -87,6 +95,10 @@ func main() {
 	}
 	fmt.Printf("machine: %s/%s, %d CPUs; kiln at %s; concurrency %d; %s per phase\n",
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), base, *concurrency, *duration)
+	if *rounds > 0 {
+		runRounds(base, wf, body, *rounds, *concurrency, *duration, *prompt, *profileDir)
+		return
+	}
 	before := scrape(base)
 	same := func(int) []byte { return body }
 	dry := run(base+"/v1/jobs?dry_run=1", same, *concurrency, *duration, http.StatusOK)
@@ -260,33 +272,34 @@ func scrape(base string) map[string]float64 {
 	return out
 }
 
-// startKiln runs kiln serve in the background with a fresh data dir.
-func startKiln(bin string, extraArgs ...string) (func(), string, error) {
+// startKiln runs kiln serve in the background with a fresh data dir and
+// returns how to stop it, its base URL and its process id.
+func startKiln(bin string, extraArgs ...string) (func(), string, int, error) {
 	dir, err := os.MkdirTemp("", "kiln-loadgen-")
 	if err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
 	models := filepath.Join(dir, "models")
 	if out, err := exec.Command(bin, "models", "synth", "--dir", models, "--from-workflows", "examples/workflows", "--scale", "0.0005").CombinedOutput(); err != nil {
-		return nil, "", fmt.Errorf("synth: %v: %s", err, out)
+		return nil, "", 0, fmt.Errorf("synth: %v: %s", err, out)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
 	addr := ln.Addr().String()
 	ln.Close()
 	cmd := exec.Command(bin, "serve", "--listen", addr, "--data-dir", filepath.Join(dir, "data"), "--models", models,
 		"--set", "log.level=warn", "--set", "log.format=json",
-		"--set", "queue.batch_limit=10000000")
+		"--set", "queue.batch_limit=10000000", "--set", "queue.interactive_limit=10000000")
 	cmd.Args = append(cmd.Args, extraArgs...)
 	logf, err := os.Create(filepath.Join(dir, "kiln.log"))
 	if err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
 	base := "http://" + addr
 	deadline := time.Now().Add(30 * time.Second)
@@ -300,7 +313,7 @@ func startKiln(bin string, extraArgs ...string) (func(), string, error) {
 		}
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
-			return nil, "", fmt.Errorf("kiln did not become ready; log in %s", logf.Name())
+			return nil, "", 0, fmt.Errorf("kiln did not become ready; log in %s", logf.Name())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -310,5 +323,5 @@ func startKiln(bin string, extraArgs ...string) (func(), string, error) {
 		logf.Close()
 		os.RemoveAll(dir)
 	}
-	return stop, base, nil
+	return stop, base, cmd.Process.Pid, nil
 }
