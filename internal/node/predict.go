@@ -166,19 +166,52 @@ func (np *nodePredictor) plan(ctx context.Context, wg *sync.WaitGroup) {
 			}
 		}
 	}
-	room := predict.Room{}
-	for _, s := range np.n.Tiers.Stats() {
-		if s.Name == "ram" {
-			room.Capacity = s.CapacityBytes
+	// As the simulator (internal/sim warm.go): the room is the tier's
+	// target fill, since the slack above it is where the tier's own
+	// eviction lands the next load; models a worker holds in VRAM are
+	// served from there; a model's reload cost is a disk read, and a
+	// source read too when the disk tier lacks it.
+	room := predict.Room{Above: map[string]bool{}}
+	stats := np.n.Tiers.Stats()
+	var remoteBytesPerS float64
+	for _, s := range stats {
+		switch s.Name {
+		case "ram":
+			room.Capacity = int64(float64(s.CapacityBytes) * np.n.cfg.Tiers.WithDefaults().RAM.TargetFill)
+		case "remote":
+			remoteBytesPerS = s.BandwidthBytesPerS
+		}
+	}
+	if np.n.Pool != nil {
+		for _, w := range np.n.Pool.Workers() {
+			for m := range w.Resident() {
+				room.Above[m] = true
+			}
 		}
 	}
 	for _, e := range np.n.Tiers.RAMEntries() {
 		room.Entries = append(room.Entries, predict.Entry{Model: e.Model, Bytes: e.Bytes, Protected: e.Pinned || needed[e.Model]})
 	}
-	plan := predict.PlanWarm(ranked, func(m string) (int64, bool) {
+	size := func(m string) (int64, bool) {
 		e, err := np.n.Catalog.Lookup(m)
 		return e.Bytes, err == nil
-	}, room, predict.WarmOptions{})
+	}
+	costCfg := np.n.cfg.Cost.WithDefaults()
+	room.ReloadCost = func(m string) float64 {
+		b, _ := size(m)
+		took := costCfg.DiskReadTime(b)
+		if _, disk := np.n.Tiers.Holds(m); !disk {
+			// Until a fetch has measured the source, price it as a
+			// second disk read rather than as free.
+			if remoteBytesPerS > 0 {
+				took += costCfg.MoveTime(b, remoteBytesPerS)
+			} else {
+				took *= 2
+			}
+		}
+		return took.Seconds()
+	}
+	plan := predict.PlanWarm(ranked, size, room, predict.WarmOptions{})
 	if len(plan.Warm) == 0 || !np.busy.CompareAndSwap(false, true) {
 		return
 	}

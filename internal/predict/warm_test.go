@@ -63,3 +63,69 @@ func TestPlanWarmBounds(t *testing.T) {
 		t.Fatalf("plan %+v; want a and b (c is below MinP, big exceeds the cache)", p)
 	}
 }
+
+// TestPlanWarmGateWeighsWhatItDisplaces: a warm must be expected to save
+// more than Margin times what all the entries it drops are expected to
+// cost, together. Each victim alone is far less likely than the candidate;
+// the three together are not, and the gate refuses.
+func TestPlanWarmGateWeighsWhatItDisplaces(t *testing.T) {
+	ranked := []Score{{Model: "new", P: 0.3}, {Model: "a", P: 0.06}, {Model: "b", P: 0.06}, {Model: "c", P: 0.06}}
+	sz := sizes(map[string]int64{"new": 90, "a": 30, "b": 30, "c": 30})
+	room := Room{Capacity: 90, Entries: []Entry{{Model: "a", Bytes: 30}, {Model: "b", Bytes: 30}, {Model: "c", Bytes: 30}}}
+	// Worth (P × bytes): new 27; a+b+c 5.4, × 2 = 10.8 < 27: warmed.
+	p := PlanWarm(ranked, sz, room, WarmOptions{MaxBytes: 100})
+	if !slices.Equal(p.Warm, []string{"new"}) || len(p.Evict) != 3 || p.Refused != 0 {
+		t.Fatalf("plan %+v; want new in, a b c out", p)
+	}
+	// With a margin of 6 the three together (6 × 5.4 = 32.4) outweigh
+	// new's 27: nothing moves, and the refusal is counted.
+	p = PlanWarm(ranked, sz, room, WarmOptions{MaxBytes: 100, Margin: 6})
+	if len(p.Warm) != 0 || len(p.Evict) != 0 || p.Refused != 1 {
+		t.Fatalf("plan %+v; want the gate to refuse new", p)
+	}
+	// A reload cost that makes the victims dear (a source read each)
+	// refuses the warm at the default margin too, although each victim's
+	// chance is a fifth of new's: the gate weighs load time, not chance.
+	room.ReloadCost = func(m string) float64 {
+		if m == "new" {
+			return 90
+		}
+		return 300
+	}
+	p = PlanWarm(ranked, sz, room, WarmOptions{MaxBytes: 100})
+	if len(p.Warm) != 0 || p.Refused != 1 {
+		t.Fatalf("plan %+v; want the gate to refuse new against dear victims", p)
+	}
+}
+
+// TestPlanWarmEvictsCheapestPerByte: victims go by expected reload cost
+// per byte, so a large entry of the same chance goes before two small ones
+// that together free less room.
+func TestPlanWarmEvictsCheapestPerByte(t *testing.T) {
+	ranked := []Score{{Model: "new", P: 0.5}, {Model: "small1", P: 0.1}, {Model: "small2", P: 0.1}, {Model: "big", P: 0.1}}
+	sz := sizes(map[string]int64{"new": 40, "small1": 10, "small2": 10, "big": 40})
+	room := Room{Capacity: 60, Entries: []Entry{{Model: "small1", Bytes: 10}, {Model: "small2", Bytes: 10}, {Model: "big", Bytes: 40}}}
+	// Per byte all are 0.1 by bytes; make big cheaper to reload per byte.
+	room.ReloadCost = func(m string) float64 {
+		if m == "big" {
+			return 20
+		}
+		b, _ := sz(m)
+		return float64(b)
+	}
+	p := PlanWarm(ranked, sz, room, WarmOptions{MaxBytes: 100})
+	if !slices.Equal(p.Warm, []string{"new"}) || !slices.Equal(p.Evict, []string{"big"}) {
+		t.Fatalf("plan %+v; want new in, big (cheapest per byte) out", p)
+	}
+}
+
+// TestPlanWarmSkipsWhatAFasterCacheHolds: a model in a worker's VRAM is
+// served from there; warming it into RAM would be waste.
+func TestPlanWarmSkipsWhatAFasterCacheHolds(t *testing.T) {
+	ranked := []Score{{Model: "in-vram", P: 0.6}, {Model: "b", P: 0.3}}
+	sz := sizes(map[string]int64{"in-vram": 10, "b": 10})
+	p := PlanWarm(ranked, sz, Room{Capacity: 100, Above: map[string]bool{"in-vram": true}}, WarmOptions{})
+	if !slices.Equal(p.Warm, []string{"b"}) {
+		t.Fatalf("plan %+v; want only b (in-vram is in VRAM)", p)
+	}
+}

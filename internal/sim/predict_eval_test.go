@@ -58,6 +58,20 @@ func TestPredictorFigures(t *testing.T) {
 			defer f.Close()
 			return ImportAzure(f, "AzureLLMInferenceTrace_conv.csv", AzureOptions{TargetRate: 0.3, Checkpoints: 50, ZipfS: 1, MaxJobs: 2000, Seed: 1})
 		}},
+		// Generated with other seeds and shapes than the five above, none
+		// of them used to choose the predictor's or the gate's constants:
+		// bursts and lulls at a low mean rate, faster drift over a larger
+		// catalog, and a node that is idle most of the time.
+		{"gen: bursty 1.0, 60 ckpts, drift 15m, 0.3/s, seed 23", func() ([]Model, []Request, error) {
+			return Generate(GenConfig{Kind: KindBursty, Jobs: 2000, Rate: 0.3, Checkpoints: 60, ZipfS: 1.0, Drift: 15 * time.Minute,
+				InteractiveFrac: 0.3, BurstFactor: 3, On: 2 * time.Minute, Off: 6 * time.Minute, Seed: 23})
+		}},
+		{"gen: zipf 1.2, 80 ckpts, drift 10m, 0.5/s, seed 7", func() ([]Model, []Request, error) {
+			return Generate(GenConfig{Kind: KindZipf, Jobs: 2500, Rate: 0.5, Checkpoints: 80, ZipfS: 1.2, Drift: 10 * time.Minute, Seed: 7})
+		}},
+		{"gen: idle, zipf 0.8, 40 ckpts, drift 30m, 0.05/s, seed 41", func() ([]Model, []Request, error) {
+			return Generate(GenConfig{Kind: KindZipf, Jobs: 600, Rate: 0.05, Checkpoints: 40, ZipfS: 0.8, Drift: 30 * time.Minute, Seed: 41})
+		}},
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "| workload | working set / RAM | arm | load time s | optimum s | ratio | RAM hit ratio | predictor warmed / used / wasted | predictor hit ratio | p95 latency s |\n|---|---|---|---|---|---|---|---|---|---|\n")
@@ -94,6 +108,11 @@ func TestPredictorFigures(t *testing.T) {
 			fmt.Fprintf(&b, "| %s | %s / %s | %s | %.0f | %.0f | %.3f | %.3f | %s | %s | %.1f |\n", w.name,
 				device.FormatBytes(uint64(set)), device.FormatBytes(uint64(cfg.RAMBytes)), arm.name, rep.TotalLoadTimeS, rep.OptimalLoadTimeS,
 				rep.LoadTimeVsOptimum, rep.Tiers["ram"].HitRatio(), pred, hit, rep.P95LatencyS)
+			if os.Getenv("KILN_PREDICT_DIAG") != "" {
+				fmt.Fprintf(&b, "|   diag: ram hits %d bytes %.0f GB, disk hits %d bytes %.0f GB, remote %d %.0f GB, vram misses %d, prefetch %+v\n",
+					rep.Tiers["ram"].Hits, float64(rep.Tiers["ram"].Bytes)/1e9, rep.Tiers["disk"].Hits, float64(rep.Tiers["disk"].Bytes)/1e9,
+					rep.Tiers["remote"].Hits, float64(rep.Tiers["remote"].Bytes)/1e9, rep.ColdLoads, *rep.Prefetch)
+			}
 		}
 	}
 	fmt.Print(b.String())
@@ -104,25 +123,32 @@ type predictArm struct {
 	p    PredictConfig
 }
 
-// armsFromEnv are the arms to compare: the lookahead alone, the predictor
-// with all its views and with frequency and time of day only, or those
-// KILN_PREDICT_ARMS names, each as minP,margin,halfLifeMinutes,maxQueued[,view+view].
+// armsFromEnv are the arms to compare: the lookahead alone, and the
+// predictor's arms, or those KILN_PREDICT_ARMS names (space-separated),
+// each a comma-separated list of key=value: minp, margin, half (minutes),
+// maxq, views (view+view).
 func armsFromEnv(lookahead int) []predictArm {
 	arms := []predictArm{{name: "lookahead only"}}
 	for _, spec := range strings.Fields(os.Getenv("KILN_PREDICT_ARMS")) {
-		var minP, margin float64
-		var half, maxQ int
-		f := strings.Split(spec, ",")
-		fmt.Sscan(f[0], &minP)
-		fmt.Sscan(f[1], &margin)
-		fmt.Sscan(f[2], &half)
-		fmt.Sscan(f[3], &maxQ)
-		var views []string
-		if len(f) > 4 {
-			views = strings.Split(f[4], "+")
+		p := PredictConfig{Enabled: true, MaxQueued: lookahead}
+		for _, kv := range strings.Split(spec, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			var f float64
+			fmt.Sscan(v, &f)
+			switch k {
+			case "minp":
+				p.Warm.MinP = f
+			case "margin":
+				p.Warm.Margin = f
+			case "half":
+				p.Model.HalfLife = time.Duration(f * float64(time.Minute))
+			case "maxq":
+				p.MaxQueued = int(f)
+			case "views":
+				p.Model.Views = strings.Split(v, "+")
+			}
 		}
-		arms = append(arms, predictArm{name: "predictor " + spec, p: PredictConfig{Enabled: true, MaxQueued: maxQ,
-			Model: predict.Config{HalfLife: time.Duration(half) * time.Minute, Views: views}, Warm: predict.WarmOptions{MinP: minP, Margin: margin}}})
+		arms = append(arms, predictArm{name: spec, p: p})
 	}
 	if len(arms) == 1 {
 		arms = append(arms,

@@ -31,6 +31,12 @@ type PredictConfig struct {
 	// queued (0: always). With a queue as long as the lookahead's window,
 	// the lookahead knows what comes next; a guess can only displace it.
 	MaxQueued int
+	// EXPERIMENT
+	EvictMode  int
+	NoAbove    bool
+	TargetRoom bool
+	NoCost     bool
+	NoWarm     bool
 }
 
 // predictState is the simulator's predictor and its books.
@@ -80,10 +86,30 @@ func (s *simulator) warmPredicted() {
 			needed[m] = true
 		}
 	}
-	room := predict.Room{Capacity: s.ram.capacity}
+	// The room is the tier's target fill, not its capacity: the slack
+	// above the target is where the tier's own eviction lands the next
+	// load, so a warm into it would displace an entry anyway, chosen by
+	// the tier and not weighed by the gate (PlanWarm).
+	room := predict.Room{Capacity: int64(float64(s.ram.capacity) * s.ram.target)}
 	for m := range s.inflight {
 		room.Reserved += s.models[m].Bytes
 		needed[m] = true
+	}
+	// A model in some worker's VRAM is served from there (placement
+	// prefers the worker that holds it): warming it into RAM is waste.
+	room.Above = map[string]bool{}
+	for _, w := range s.workers {
+		for m := range w.resident {
+			room.Above[m] = true
+		}
+	}
+	room.ReloadCost = func(m string) float64 {
+		mod := s.models[m]
+		took := s.cfg.Cost.DiskReadTime(mod.Bytes)
+		if !s.disk.has(m) {
+			took += s.remoteTime(mod.Bytes)
+		}
+		return took.Seconds()
 	}
 	for _, m := range sortedKeys(s.ram.entries) {
 		room.Entries = append(room.Entries, predict.Entry{Model: m, Bytes: s.ram.entries[m].bytes, Protected: needed[m]})
