@@ -20,9 +20,14 @@ const (
 )
 
 // JobView is what scheduling and placement policies see of a queued job.
+//
+// A field feeds the ABI's job record (sdk/policy.Job) of the same name, or
+// of the name its abi tag gives, through code internal/abigen generates
+// (internal/policy/views_gen.go); abi:"-" marks a field that
+// internal/policy/adapters.go converts by hand (interned, or derived).
 type JobView struct {
 	ID    string
-	Class Class
+	Class Class `abi:"-"`
 	// Seq is the job's place in the queue's order across both classes (1
 	// for the first job of the window, then 2, ...): submission order,
 	// whatever the class, except for jobs with an explicit order
@@ -34,10 +39,10 @@ type JobView struct {
 	Seq        uint64
 	Age        time.Duration
 	DeadlineMS int64
-	Models     []string
+	Models     []string `abi:"-"`
 	Attempts   int
 	// EstimatedVRAM is the sum of the job's models' VRAM footprints.
-	EstimatedVRAM uint64
+	EstimatedVRAM uint64 `abi:"VRAM"`
 
 	// The fields below feed the WASM policies (internal/policy); zero values
 	// mean "unknown" and the policies fall back to estimates.
@@ -49,17 +54,17 @@ type JobView struct {
 	// holds it, at measured bandwidth).
 	LoadCost []time.Duration
 	// EstimatedCost is the job's estimated run time once its models are in.
-	EstimatedCost time.Duration
+	EstimatedCost time.Duration `abi:"EstCost"`
 	// BatchKey is equal for jobs that may run in one batch (same models,
 	// compatible parameters); "" means the job does not batch.
-	BatchKey string
+	BatchKey string `abi:"-"`
 	// BatchVRAM is the extra VRAM one more batch member needs.
 	BatchVRAM uint64
 	// Running, Worker and AtStepBoundary describe a running job, for
 	// preemption: the worker it runs on and whether it can stop now without
 	// losing more than its current step.
 	Running        bool
-	Worker         string
+	Worker         string `abi:"-"`
 	AtStepBoundary bool
 	// RunTime is how long a running job has held its worker in its
 	// current attempt (loading included).
@@ -67,6 +72,8 @@ type JobView struct {
 }
 
 // WorkerView is what scheduling and placement policies see of a worker.
+// Its fields feed the ABI's worker record (sdk/policy.Worker) as JobView's
+// feed the job record.
 type WorkerView struct {
 	ID     string
 	Device int
@@ -78,14 +85,14 @@ type WorkerView struct {
 	// sorted by model. A list, not a map: the views are rebuilt for every
 	// decision and read by each policy, and iterating a map cost a policy
 	// adapter more than the decision itself (BENCHMARKS.md).
-	Resident []ResidentModel
+	Resident []ResidentModel `abi:"-"`
 	// FreeVRAM is what the device's ledger can still hand out.
 	FreeVRAM uint64
 	// UsableVRAM is the device memory minus headroom.
 	UsableVRAM uint64
 	Degraded   bool
 	// EstimatedWait is the time until the worker is expected to be free.
-	EstimatedWait time.Duration
+	EstimatedWait time.Duration `abi:"Wait"`
 	// H2DBytesPerS is the device's measured host-to-device bandwidth.
 	H2DBytesPerS uint64
 }

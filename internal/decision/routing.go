@@ -3,6 +3,10 @@ package decision
 import "time"
 
 // NodeView is what a routing policy sees of one node.
+//
+// Its fields feed the ABI's node record (sdk/policy.Node) as JobView's
+// feed the job record; abi:"-" marks those internal/policy/routing.go
+// converts by hand.
 type NodeView struct {
 	// ID names the node (cluster.node_id).
 	ID string
@@ -21,16 +25,16 @@ type NodeView struct {
 	// start one more job: its backlog (the rest of its running jobs and
 	// its queued jobs' estimates) over its workers; 0 with an idle worker
 	// and an empty queue.
-	EstimatedWait time.Duration
+	EstimatedWait time.Duration `abi:"-"`
 	// Delay is the network time for a job to reach the node.
-	Delay time.Duration
+	Delay time.Duration `abi:"-"`
 	// H2DBytesPerS, DiskBytesPerS and RemoteBytesPerS are the node's
 	// measured load rates: host RAM → device, disk → RAM, model source →
 	// disk (0: unknown; the policies assume the SDK's defaults).
 	H2DBytesPerS, DiskBytesPerS, RemoteBytesPerS uint64
 	// VRAM, RAM and Disk list the models resident in each of its tiers,
 	// sorted: VRAM on any device (L1), host memory (L2), local disk (L3).
-	VRAM, RAM, Disk []string
+	VRAM, RAM, Disk []string `abi:"-"`
 }
 
 // RouteRequest is one routing question.

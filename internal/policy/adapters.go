@@ -206,9 +206,10 @@ func (c *conv) job(dst *abi.Job, j *decision.JobView) {
 			w = id
 		}
 	}
-	*dst = abi.Job{Seq: j.Seq, Class: class, Attempts: uint32(max(j.Attempts, 0)), Age: j.Age,
-		HasDeadline: j.DeadlineMS > 0, EstCost: j.EstimatedCost, VRAM: j.EstimatedVRAM, BatchVRAM: j.BatchVRAM,
-		BatchKey: key, Models: models, Worker: w, AtStepBoundary: j.AtStepBoundary}
+	// The fields that need interning or deriving; jobViewFields
+	// (views_gen.go) copies the rest.
+	*dst = abi.Job{Class: class, HasDeadline: j.DeadlineMS > 0, BatchKey: key, Models: models, Worker: w}
+	jobViewFields(dst, j)
 	if dst.HasDeadline {
 		dst.Slack = time.Duration(j.DeadlineMS)*time.Millisecond - j.Age
 	}
@@ -223,8 +224,8 @@ func (c *conv) workerList(dst []abi.Worker, ws []decision.WorkerView) []abi.Work
 		for _, r := range w.Resident {
 			res = append(res, c.model(r.Model, uint64(max(r.Bytes, 0)), 0))
 		}
-		dst[i] = abi.Worker{Device: uint32(max(w.Device, 0)), Idle: w.Idle, Degraded: w.Degraded, DeviceBusy: uint32(max(w.DeviceBusy, 0)),
-			FreeVRAM: w.FreeVRAM, UsableVRAM: w.UsableVRAM, Wait: w.EstimatedWait, H2DBytesPerS: w.H2DBytesPerS, Resident: res}
+		dst[i] = abi.Worker{Resident: res}
+		workerViewFields(&dst[i], w)
 	}
 	return dst
 }

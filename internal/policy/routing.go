@@ -83,9 +83,11 @@ func convertRoutingInput(c *routeConv, req decision.RouteRequest) {
 	if j.Class == job.Interactive {
 		class = abi.ClassInteractive
 	}
-	in.Job = abi.Job{Seq: j.Seq, Class: class, Attempts: uint32(max(j.Attempts, 0)), Age: j.Age,
-		HasDeadline: j.DeadlineMS > 0, EstCost: j.EstimatedCost, VRAM: j.EstimatedVRAM, BatchVRAM: j.BatchVRAM,
-		Models: jobModels, Worker: abi.NoWorker}
+	// A job to route runs nowhere yet and batches with nothing on a
+	// node it has not reached; jobViewFields (views_gen.go) copies the
+	// fields that need no conversion.
+	in.Job = abi.Job{Class: class, HasDeadline: j.DeadlineMS > 0, Models: jobModels, Worker: abi.NoWorker}
+	jobViewFields(&in.Job, j)
 	if in.Job.HasDeadline {
 		in.Job.Slack = time.Duration(j.DeadlineMS)*time.Millisecond - j.Age
 	}
@@ -93,10 +95,11 @@ func convertRoutingInput(c *routeConv, req decision.RouteRequest) {
 	for i := range req.Nodes {
 		n := &req.Nodes[i]
 		dst := &in.Nodes[i]
-		*dst = abi.Node{Healthy: n.Healthy, Queued: u32(n.Queued), Running: u32(n.Running), Workers: u32(n.Workers),
-			IdleWorkers: u32(n.IdleWorkers), FreeVRAM: n.FreeVRAM, UsableVRAM: n.UsableVRAM, Wait: max(n.EstimatedWait, 0),
-			Delay: max(n.Delay, 0), H2DBytesPerS: n.H2DBytesPerS, DiskBytesPerS: n.DiskBytesPerS, RemoteBytesPerS: n.RemoteBytesPerS,
+		// Times are never negative to a policy; the tier lists name the
+		// job's models only. nodeViewFields (views_gen.go) copies the rest.
+		*dst = abi.Node{Wait: max(n.EstimatedWait, 0), Delay: max(n.Delay, 0),
 			VRAM: c.jobModelsIn(dst.VRAM[:0], n.VRAM), RAM: c.jobModelsIn(dst.RAM[:0], n.RAM), Disk: c.jobModelsIn(dst.Disk[:0], n.Disk)}
+		nodeViewFields(dst, n)
 	}
 	in.Models = c.infos
 }
@@ -110,8 +113,6 @@ func (c *routeConv) jobModelsIn(dst []uint32, names []string) []uint32 {
 	}
 	return dst
 }
-
-func u32(n int) uint32 { return uint32(max(n, 0)) }
 
 var routingOps = &ops[abi.RoutingInput, abi.RoutingOutput]{
 	kind:   abi.KindRouting,

@@ -7,27 +7,16 @@ import (
 	"time"
 )
 
-// Record sizes of the ABI's fixed layouts, in bytes (see ABI.md).
+// Sizes of the ABI's fixed layouts that are not records, in bytes (see
+// ABI.md); the records' sizes (JobSize, WorkerSize, …) and their encoders
+// and decoders are generated from types.go into records_gen.go.
 const (
 	HeaderSize    = 56
 	OutHeaderSize = 40
-	ModelInfoSize = 16
-	JobSize       = 80
-	WorkerSize    = 56
-	NodeSize      = 104
-	EntrySize     = 56
-	GhostSize     = 16
-	WantedSize    = 24
 	TagUpdateSize = 16
 	ParamDeclSize = 64
 	maxParams     = 64
 	maxParamName  = 32
-	flagDeadline  = 1
-	flagBoundary  = 2
-	flagIdle      = 1
-	flagDegraded  = 2
-	flagPinned    = 1
-	flagHealthy   = 1
 )
 
 // ErrShort is returned when a buffer ends before its layout says it does.
@@ -198,21 +187,15 @@ func readHeader(d *dec, k Kind, c *Common) {
 }
 
 func appendModels(e enc, ms []ModelInfo) enc {
-	for _, m := range ms {
-		e = e.u64(m.Bytes).i64(int64(m.LoadCost))
+	for i := range ms {
+		e = appendModelInfoRecord(e, &ms[i])
 	}
 	return e
 }
 
 func readModels(d *dec, n uint32, ms []ModelInfo) []ModelInfo {
 	ms = grow(ms, d.count(n, ModelInfoSize))
-	for i := range ms {
-		r := d.rec(ModelInfoSize)
-		if r == nil {
-			break
-		}
-		ms[i] = ModelInfo{Bytes: u64le(r[0:]), LoadCost: time.Duration(u64le(r[8:]))}
-	}
+	readModelInfoRecords(d, ms)
 	return ms
 }
 
@@ -231,116 +214,39 @@ func (p *pool) add(ids []uint32) (off, n uint32) {
 
 func jobLists(js []Job) (n int) {
 	for i := range js {
-		n += len(js[i].Models)
+		n += jobPoolLen(&js[i])
 	}
 	return n
 }
 
 func workerLists(ws []Worker) (n int) {
 	for i := range ws {
-		n += len(ws[i].Resident)
+		n += workerPoolLen(&ws[i])
 	}
 	return n
 }
 
 func appendJobLists(e enc, js []Job) enc {
 	for i := range js {
-		e = appendU32s(e, js[i].Models)
+		e = appendJobPool(e, &js[i])
 	}
 	return e
 }
 
 func appendWorkerLists(e enc, ws []Worker) enc {
 	for i := range ws {
-		e = appendU32s(e, ws[i].Resident)
+		e = appendWorkerPool(e, &ws[i])
 	}
 	return e
 }
 
-func appendJob(e enc, j *Job, p *pool) enc {
-	var flags uint32
-	if j.HasDeadline {
-		flags |= flagDeadline
-	}
-	if j.AtStepBoundary {
-		flags |= flagBoundary
-	}
-	off, n := p.add(j.Models)
-	return e.u64(j.Seq).i64(int64(j.Age)).i64(int64(j.Slack)).i64(int64(j.EstCost)).u64(j.VRAM).u64(j.BatchVRAM).
-		u32(uint32(j.Class)).u32(flags).u32(j.BatchKey).u32(j.Attempts).u32(off).u32(n).u32(j.Worker).u32(0)
-}
-
+// span is a list's place in the pool, as its record gives it.
 type span struct{ off, n uint32 }
 
-func readJob(d *dec, j *Job) span {
-	r := d.rec(JobSize)
-	if r == nil {
-		return span{}
-	}
-	return jobFrom(r, j)
-}
-
-// readJobs reads one record per job and its models' span.
-func readJobs(d *dec, js []Job, spans []span) {
-	r := d.rec(JobSize * len(js))
-	if r == nil {
-		return
-	}
-	for i := range js {
-		spans[i] = jobFrom(r[JobSize*i:JobSize*(i+1)], &js[i])
-	}
-}
-
-func jobFrom(r []byte, j *Job) span {
-	j.Seq = u64le(r[0:])
-	j.Age = time.Duration(u64le(r[8:]))
-	j.Slack = time.Duration(u64le(r[16:]))
-	j.EstCost = time.Duration(u64le(r[24:]))
-	j.VRAM = u64le(r[32:])
-	j.BatchVRAM = u64le(r[40:])
-	j.Class = Class(u32le(r[48:]))
-	flags := u32le(r[52:])
-	j.HasDeadline = flags&flagDeadline != 0
-	j.AtStepBoundary = flags&flagBoundary != 0
-	j.BatchKey = u32le(r[56:])
-	j.Attempts = u32le(r[60:])
-	j.Worker = u32le(r[72:])
-	return span{u32le(r[64:]), u32le(r[68:])}
-}
-
-func appendWorker(e enc, w *Worker, p *pool) enc {
-	var flags uint32
-	if w.Idle {
-		flags |= flagIdle
-	}
-	if w.Degraded {
-		flags |= flagDegraded
-	}
-	off, n := p.add(w.Resident)
-	return e.u64(w.FreeVRAM).u64(w.UsableVRAM).i64(int64(w.Wait)).u64(w.H2DBytesPerS).
-		u32(w.Device).u32(flags).u32(w.DeviceBusy).u32(off).u32(n).u32(0)
-}
-
-// readWorkers reads one record per worker and its residency span. One call
-// for all of them, and the same for jobs and lists below: inside WASM, a Go
-// call costs as much as decoding a record (BENCHMARKS.md).
-func readWorkers(d *dec, ws []Worker, spans []span) {
-	r := d.rec(WorkerSize * len(ws))
-	if r == nil {
-		return
-	}
-	for i := range ws {
-		w, rec := &ws[i], r[WorkerSize*i:WorkerSize*(i+1)]
-		w.FreeVRAM = u64le(rec[0:])
-		w.UsableVRAM = u64le(rec[8:])
-		w.Wait = time.Duration(u64le(rec[16:]))
-		w.H2DBytesPerS = u64le(rec[24:])
-		w.Device = u32le(rec[32:])
-		flags := u32le(rec[36:])
-		w.Idle = flags&flagIdle != 0
-		w.Degraded = flags&flagDegraded != 0
-		w.DeviceBusy = u32le(rec[40:])
-		spans[i] = span{u32le(rec[44:]), u32le(rec[48:])}
+// readJob reads the one job record of a balancing or routing input.
+func readJob(d *dec, j *Job, spans []span) {
+	if r := d.rec(JobSize); r != nil {
+		decodeJobRecord(r, j, spans)
 	}
 }
 
@@ -359,48 +265,15 @@ func readPool(d *dec, n uint32, buf []uint32, nModels int) []uint32 {
 	return p
 }
 
-// slicePool returns span s of the pool. The list shares the pool's array,
-// capacity-limited so that appending to it copies: a policy may change or
-// extend its lists without touching another's. Small enough for the
-// compiler to inline: inside WASM a Go call costs as much as the work.
-func slicePool(d *dec, p []uint32, s span) []uint32 {
-	end := uint64(s.off) + uint64(s.n)
-	if end > uint64(len(p)) {
-		return outsidePool(d, p, s)
-	}
-	return p[s.off:end:end]
-}
-
+// outsidePool answers a list whose span does not fit in the pool p (the
+// generated set*Lists slice the pool themselves). Each list shares the
+// pool's array, capacity-limited so that appending to it copies: a policy
+// may change or extend its lists without touching another's.
 func outsidePool(d *dec, p []uint32, s span) []uint32 {
 	if d.err == nil {
 		d.err = errors.New("policy abi: list [" + itoa(int64(s.off)) + ",+" + itoa(int64(s.n)) + ") outside the pool of " + itoa(int64(len(p))))
 	}
 	return nil
-}
-
-// jobModels and residents set each job's and worker's list from its span,
-// slicing in the loop: slicePool is just too big to inline, and a call per
-// record is what this decoder avoids.
-func jobModels(d *dec, p []uint32, js []Job, spans []span) {
-	for i, s := range spans[:len(js)] {
-		end := uint64(s.off) + uint64(s.n)
-		if end > uint64(len(p)) {
-			js[i].Models = outsidePool(d, p, s)
-			continue
-		}
-		js[i].Models = p[s.off:end:end]
-	}
-}
-
-func residents(d *dec, p []uint32, ws []Worker, spans []span) {
-	for i, s := range spans[:len(ws)] {
-		end := uint64(s.off) + uint64(s.n)
-		if end > uint64(len(p)) {
-			ws[i].Resident = outsidePool(d, p, s)
-			continue
-		}
-		ws[i].Resident = p[s.off:end:end]
-	}
 }
 
 func done(d *dec) error {
@@ -418,19 +291,13 @@ func AppendEvictionInput(dst []byte, in *EvictionInput) []byte {
 	e := appendHeader(enc(dst), KindEviction, &in.Common)
 	e = e.u64(in.Need).u64(in.Free).u32(uint32(len(in.Entries))).u32(uint32(len(in.Ghosts))).u32(uint32(len(in.Wanted))).u32(0)
 	for i := range in.Entries {
-		x := &in.Entries[i]
-		var flags uint32
-		if x.Pinned {
-			flags = flagPinned
-		}
-		e = e.u64(x.Bytes).i64(int64(x.SinceUse)).i64(int64(x.SinceInsert)).i64(int64(x.LoadCost)).u64(x.Tag).
-			u32(x.Model).u32(x.Worker).u32(x.Hits).u32(flags)
+		e = appendEntryRecord(e, &in.Entries[i])
 	}
-	for _, g := range in.Ghosts {
-		e = e.i64(int64(g.Ago)).u32(g.Model).u32(0)
+	for i := range in.Ghosts {
+		e = appendGhostRecord(e, &in.Ghosts[i])
 	}
-	for _, w := range in.Wanted {
-		e = e.u64(w.Bytes).i64(int64(w.LoadCost)).u32(w.Model).u32(w.Waiting)
+	for i := range in.Wanted {
+		e = appendWantedRecord(e, &in.Wanted[i])
 	}
 	return e
 }
@@ -442,32 +309,14 @@ func DecodeEvictionInput(b []byte, in *EvictionInput) error {
 	in.Need, in.Free = d.u64(), d.u64()
 	ne, ng, nw := d.u32(), d.u32(), d.u32()
 	d.u32()
+	// One call per section, not per record: inside WASM a Go call costs
+	// more than the read, and there are up to 256 ghosts.
 	in.Entries = grow(in.Entries, d.count(ne, EntrySize))
-	for i := range in.Entries {
-		r := d.rec(EntrySize)
-		if r == nil {
-			break
-		}
-		in.Entries[i] = Entry{Bytes: u64le(r[0:]), SinceUse: time.Duration(u64le(r[8:])),
-			SinceInsert: time.Duration(u64le(r[16:])), LoadCost: time.Duration(u64le(r[24:])), Tag: u64le(r[32:]),
-			Model: u32le(r[40:]), Worker: u32le(r[44:]), Hits: u32le(r[48:]), Pinned: u32le(r[52:])&flagPinned != 0}
-	}
-	// Records are read at fixed offsets, not a call per field: inside WASM a
-	// Go call costs more than the read, and there are up to 256 ghosts.
+	readEntryRecords(d, in.Entries)
 	in.Ghosts = grow(in.Ghosts, d.count(ng, GhostSize))
-	if r := d.rec(GhostSize * len(in.Ghosts)); r != nil {
-		for i := range in.Ghosts {
-			g := r[GhostSize*i:]
-			in.Ghosts[i] = Ghost{Ago: time.Duration(u64le(g[0:])), Model: u32le(g[8:])}
-		}
-	}
+	readGhostRecords(d, in.Ghosts)
 	in.Wanted = grow(in.Wanted, d.count(nw, WantedSize))
-	if r := d.rec(WantedSize * len(in.Wanted)); r != nil {
-		for i := range in.Wanted {
-			w := r[WantedSize*i:]
-			in.Wanted[i] = Wanted{Bytes: u64le(w[0:]), LoadCost: time.Duration(u64le(w[8:])), Model: u32le(w[16:]), Waiting: u32le(w[20:])}
-		}
-	}
+	readWantedRecords(d, in.Wanted)
 	return done(d)
 }
 
@@ -543,13 +392,13 @@ func AppendSchedulingInput(dst []byte, in *SchedulingInput) []byte {
 	e = appendModels(e, in.Models)
 	var p pool
 	for i := range in.Queued {
-		e = appendJob(e, &in.Queued[i], &p)
+		e = appendJobRecord(e, &in.Queued[i], &p)
 	}
 	for i := range in.Running {
-		e = appendJob(e, &in.Running[i], &p)
+		e = appendJobRecord(e, &in.Running[i], &p)
 	}
 	for i := range in.Workers {
-		e = appendWorker(e, &in.Workers[i], &p)
+		e = appendWorkerRecord(e, &in.Workers[i], &p)
 	}
 	e = appendJobLists(e, in.Queued)
 	e = appendJobLists(e, in.Running)
@@ -569,14 +418,14 @@ func DecodeSchedulingInput(b []byte, in *SchedulingInput) error {
 	nq2, nr2 := len(in.Queued), len(in.Queued)+len(in.Running)
 	sp := grow(in.spans, nr2+len(in.Workers))
 	in.spans = sp
-	readJobs(d, in.Queued, sp[:nq2])
-	readJobs(d, in.Running, sp[nq2:nr2])
-	readWorkers(d, in.Workers, sp[nr2:])
+	readJobRecords(d, in.Queued, sp[:nq2])
+	readJobRecords(d, in.Running, sp[nq2:nr2])
+	readWorkerRecords(d, in.Workers, sp[nr2:])
 	p := readPool(d, np, in.pool, len(in.Models))
 	in.pool = p
-	jobModels(d, p, in.Queued, sp[:nq2])
-	jobModels(d, p, in.Running, sp[nq2:nr2])
-	residents(d, p, in.Workers, sp[nr2:])
+	setJobListsAll(d, p, in.Queued, sp[:nq2])
+	setJobListsAll(d, p, in.Running, sp[nq2:nr2])
+	setWorkerListsAll(d, p, in.Workers, sp[nr2:])
 	return done(d)
 }
 
@@ -605,10 +454,10 @@ func AppendBatchingInput(dst []byte, in *BatchingInput) []byte {
 	e = appendModels(e, in.Models)
 	var p pool
 	for i := range in.Jobs {
-		e = appendJob(e, &in.Jobs[i], &p)
+		e = appendJobRecord(e, &in.Jobs[i], &p)
 	}
 	for i := range in.Workers {
-		e = appendWorker(e, &in.Workers[i], &p)
+		e = appendWorkerRecord(e, &in.Workers[i], &p)
 	}
 	e = appendJobLists(e, in.Jobs)
 	return appendWorkerLists(e, in.Workers)
@@ -627,12 +476,12 @@ func DecodeBatchingInput(b []byte, in *BatchingInput) error {
 	sp := grow(in.spans, len(in.Jobs)+len(in.Workers))
 	in.spans = sp
 	js, ws := sp[:len(in.Jobs)], sp[len(in.Jobs):]
-	readJobs(d, in.Jobs, js)
-	readWorkers(d, in.Workers, ws)
+	readJobRecords(d, in.Jobs, js)
+	readWorkerRecords(d, in.Workers, ws)
 	p := readPool(d, np, in.pool, len(in.Models))
 	in.pool = p
-	jobModels(d, p, in.Jobs, js)
-	residents(d, p, in.Workers, ws)
+	setJobListsAll(d, p, in.Jobs, js)
+	setWorkerListsAll(d, p, in.Workers, ws)
 	if d.err == nil && int(in.Lead) >= len(in.Jobs) {
 		d.err = errors.New("policy abi: lead " + itoa(int64(in.Lead)) + " out of range (" + itoa(int64(len(in.Jobs))) + " jobs)")
 	}
@@ -659,16 +508,16 @@ func DecodeBatchingOutput(b []byte, out *BatchingOutput) (Status, error) {
 
 // AppendBalancingInput appends the binary snapshot of in to dst.
 func AppendBalancingInput(dst []byte, in *BalancingInput) []byte {
-	np := len(in.Job.Models) + workerLists(in.Workers)
+	np := jobPoolLen(&in.Job) + workerLists(in.Workers)
 	e := appendHeader(enc(dst), KindBalancing, &in.Common)
 	e = e.u32(uint32(len(in.Workers))).u32(uint32(len(in.Models))).u32(uint32(np)).u32(0)
 	e = appendModels(e, in.Models)
 	var p pool
-	e = appendJob(e, &in.Job, &p)
+	e = appendJobRecord(e, &in.Job, &p)
 	for i := range in.Workers {
-		e = appendWorker(e, &in.Workers[i], &p)
+		e = appendWorkerRecord(e, &in.Workers[i], &p)
 	}
-	e = appendU32s(e, in.Job.Models)
+	e = appendJobPool(e, &in.Job)
 	return appendWorkerLists(e, in.Workers)
 }
 
@@ -679,15 +528,16 @@ func DecodeBalancingInput(b []byte, in *BalancingInput) error {
 	nw, nm, np := d.u32(), d.u32(), d.u32()
 	d.u32()
 	in.Models = readModels(d, nm, in.Models)
-	js := readJob(d, &in.Job)
+	var js [1]span
+	readJob(d, &in.Job, js[:])
 	in.Workers = grow(in.Workers, d.count(nw, WorkerSize))
 	ws := grow(in.spans, len(in.Workers))
 	in.spans = ws
-	readWorkers(d, in.Workers, ws)
+	readWorkerRecords(d, in.Workers, ws)
 	p := readPool(d, np, in.pool, len(in.Models))
 	in.pool = p
-	in.Job.Models = slicePool(d, p, js)
-	residents(d, p, in.Workers, ws)
+	setJobLists(d, p, &in.Job, js[:])
+	setWorkerListsAll(d, p, in.Workers, ws)
 	return done(d)
 }
 
@@ -710,34 +560,21 @@ func DecodeBalancingOutput(b []byte, out *BalancingOutput) (Status, error) {
 // the nodes, then the pool (the job's models, then each node's VRAM, RAM
 // and disk lists in node order).
 func AppendRoutingInput(dst []byte, in *RoutingInput) []byte {
-	np := len(in.Job.Models)
+	np := jobPoolLen(&in.Job)
 	for i := range in.Nodes {
-		n := &in.Nodes[i]
-		np += len(n.VRAM) + len(n.RAM) + len(n.Disk)
+		np += nodePoolLen(&in.Nodes[i])
 	}
 	e := appendHeader(enc(dst), KindRouting, &in.Common)
 	e = e.u32(uint32(len(in.Nodes))).u32(uint32(len(in.Models))).u32(uint32(np)).u32(0).u64(in.Random)
 	e = appendModels(e, in.Models)
 	var p pool
-	e = appendJob(e, &in.Job, &p)
+	e = appendJobRecord(e, &in.Job, &p)
 	for i := range in.Nodes {
-		n := &in.Nodes[i]
-		var flags uint32
-		if n.Healthy {
-			flags |= flagHealthy
-		}
-		vo, vn := p.add(n.VRAM)
-		ro, rn := p.add(n.RAM)
-		do, dn := p.add(n.Disk)
-		e = e.u64(n.FreeVRAM).u64(n.UsableVRAM).i64(int64(n.Wait)).i64(int64(n.Delay)).
-			u64(n.H2DBytesPerS).u64(n.DiskBytesPerS).u64(n.RemoteBytesPerS).
-			u32(n.Queued).u32(n.Running).u32(n.Workers).u32(n.IdleWorkers).u32(flags).
-			u32(vo).u32(vn).u32(ro).u32(rn).u32(do).u32(dn).u32(0)
+		e = appendNodeRecord(e, &in.Nodes[i], &p)
 	}
-	e = appendU32s(e, in.Job.Models)
+	e = appendJobPool(e, &in.Job)
 	for i := range in.Nodes {
-		n := &in.Nodes[i]
-		e = appendU32s(appendU32s(appendU32s(e, n.VRAM), n.RAM), n.Disk)
+		e = appendNodePool(e, &in.Nodes[i])
 	}
 	return e
 }
@@ -750,40 +587,17 @@ func DecodeRoutingInput(b []byte, in *RoutingInput) error {
 	d.u32()
 	in.Random = d.u64()
 	in.Models = readModels(d, nm, in.Models)
-	js := readJob(d, &in.Job)
+	var js [1]span
+	readJob(d, &in.Job, js[:])
 	in.Nodes = grow(in.Nodes, d.count(nn, NodeSize))
 	// Three lists per node: VRAM, RAM and disk.
 	spans := grow(in.spans, 3*len(in.Nodes))
 	in.spans = spans
-	if r := d.rec(NodeSize * len(in.Nodes)); r != nil {
-		for i := range in.Nodes {
-			n, rec := &in.Nodes[i], r[NodeSize*i:NodeSize*(i+1)]
-			n.FreeVRAM = u64le(rec[0:])
-			n.UsableVRAM = u64le(rec[8:])
-			n.Wait = time.Duration(u64le(rec[16:]))
-			n.Delay = time.Duration(u64le(rec[24:]))
-			n.H2DBytesPerS = u64le(rec[32:])
-			n.DiskBytesPerS = u64le(rec[40:])
-			n.RemoteBytesPerS = u64le(rec[48:])
-			n.Queued = u32le(rec[56:])
-			n.Running = u32le(rec[60:])
-			n.Workers = u32le(rec[64:])
-			n.IdleWorkers = u32le(rec[68:])
-			n.Healthy = u32le(rec[72:])&flagHealthy != 0
-			spans[3*i] = span{u32le(rec[76:]), u32le(rec[80:])}
-			spans[3*i+1] = span{u32le(rec[84:]), u32le(rec[88:])}
-			spans[3*i+2] = span{u32le(rec[92:]), u32le(rec[96:])}
-		}
-	}
+	readNodeRecords(d, in.Nodes, spans)
 	p := readPool(d, np, in.pool, len(in.Models))
 	in.pool = p
-	in.Job.Models = slicePool(d, p, js)
-	for i := range in.Nodes {
-		n := &in.Nodes[i]
-		n.VRAM = slicePool(d, p, spans[3*i])
-		n.RAM = slicePool(d, p, spans[3*i+1])
-		n.Disk = slicePool(d, p, spans[3*i+2])
-	}
+	setJobLists(d, p, &in.Job, js[:])
+	setNodeListsAll(d, p, in.Nodes, spans)
 	return done(d)
 }
 

@@ -19,11 +19,8 @@ func Log(level int, msg string) {
 	hostLog(uint32(level), unsafe.Pointer(unsafe.StringData(msg)), uint32(len(msg)))
 }
 
-// The version marker; the host reads the version from the name before it
-// instantiates the module.
-//
-//go:wasmexport kiln_abi_v1_2
-func abiMarker() {}
+// The version marker is in marker_wasip1_gen.go, written by
+// internal/abigen from ABIMajor and ABIMinor.
 
 //go:wasmexport kiln_buffer
 func kilnBuffer(n uint32) uint32 {

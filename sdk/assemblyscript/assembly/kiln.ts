@@ -1,4 +1,5 @@
-// kiln policy SDK for AssemblyScript — ABI 1.2 (sdk/policy/ABI.md).
+// kiln policy SDK for AssemblyScript — the ABI of sdk/policy/ABI.md, of
+// the version ABI_MAJOR.ABI_MINOR below.
 //
 // A policy module's entry file re-exports the ABI plumbing and exports the
 // hook of its kind:
@@ -38,18 +39,24 @@ export const STATUS_ERROR: u32 = 3;
 export const NO_WORKER: u32 = 0xFFFFFFFF;
 export const NO_NODE: u32 = 0xFFFFFFFF;
 
-// Record sizes.
 export const HEADER_SIZE: i32 = 56;
-export const MODEL_SIZE: i32 = 16;
-export const JOB_SIZE: i32 = 80;
-export const WORKER_SIZE: i32 = 56;
-export const NODE_SIZE: i32 = 104;
-export const ENTRY_SIZE: i32 = 56;
-export const GHOST_SIZE: i32 = 16;
-export const WANTED_SIZE: i32 = 24;
 
-// The ABI version marker: the host reads its name before instantiating.
+// The version, the markers, the record sizes and the record accessors are
+// generated from the Go SDK's record types (sdk/policy/types.go) by
+// `go generate ./internal/abigen`; edit those, not the sections below.
+
+// abigen:begin version
+export const ABI_MAJOR: u32 = 1;
+export const ABI_MINOR: u32 = 2;
+
+// The ABI version markers: the host reads the name of the one a module
+// exports before it instantiates it. Re-export the marker of the version
+// whose fields your module reads (the newest, for a new module): a host
+// refuses a module of a newer minor than its own.
+export function kiln_abi_v1_0(): void {}
+export function kiln_abi_v1_1(): void {}
 export function kiln_abi_v1_2(): void {}
+// abigen:end
 
 let inBuf: usize = 0;
 let inCap: i32 = 0;
@@ -72,14 +79,25 @@ export function log(level: i32, msg: string): void {
   hostLog(level, changetype<usize>(utf8), utf8.byteLength);
 }
 
-// Model is a record of the input's model table.
+// abigen:begin records
+// Record sizes.
+export const MODEL_SIZE: i32 = 16;
+export const JOB_SIZE: i32 = 80;
+export const WORKER_SIZE: i32 = 56;
+export const ENTRY_SIZE: i32 = 56;
+export const GHOST_SIZE: i32 = 16;
+export const WANTED_SIZE: i32 = 24;
+export const NODE_SIZE: i32 = 104;
+
+// Model is what the input says about one model; models are named by
+// their index in the input's Models table.
 @unmanaged
 export class Model {
   get bytes(): u64 { return load<u64>(changetype<usize>(this)); }
   get loadCostNs(): i64 { return load<i64>(changetype<usize>(this), 8); }
 }
 
-// Job is a job record.
+// Job is a queued or running job.
 @unmanaged
 export class Job {
   get seq(): u64 { return load<u64>(changetype<usize>(this)); }
@@ -98,7 +116,7 @@ export class Job {
   get worker(): u32 { return load<u32>(changetype<usize>(this), 72); }
 }
 
-// Worker is a worker record.
+// Worker is one worker process and its device.
 @unmanaged
 export class Worker {
   get freeVRAM(): u64 { return load<u64>(changetype<usize>(this)); }
@@ -113,9 +131,40 @@ export class Worker {
   get residentCount(): u32 { return load<u32>(changetype<usize>(this), 48); }
 }
 
-// Node is a routing node record (ABI 1.2, section 4.7): one node of the
-// cluster. Its tier lists (vram, ram, disk: pool offset and count) name
-// the job's models only.
+// Entry is one cached model an eviction policy may drop.
+@unmanaged
+export class Entry {
+  get bytes(): u64 { return load<u64>(changetype<usize>(this)); }
+  get sinceUseNs(): i64 { return load<i64>(changetype<usize>(this), 8); }
+  get sinceInsertNs(): i64 { return load<i64>(changetype<usize>(this), 16); }
+  get loadCostNs(): i64 { return load<i64>(changetype<usize>(this), 24); }
+  get tag(): u64 { return load<u64>(changetype<usize>(this), 32); }
+  get model(): u32 { return load<u32>(changetype<usize>(this), 40); }
+  get worker(): u32 { return load<u32>(changetype<usize>(this), 44); }
+  get hits(): u32 { return load<u32>(changetype<usize>(this), 48); }
+  get pinned(): bool { return (load<u32>(changetype<usize>(this), 52) & 1) != 0; }
+}
+
+// Ghost is a model evicted recently (S3-FIFO's ghost queue, kept by the host).
+@unmanaged
+export class Ghost {
+  get agoNs(): i64 { return load<i64>(changetype<usize>(this)); }
+  get model(): u32 { return load<u32>(changetype<usize>(this), 8); }
+}
+
+// Wanted is a model that queued jobs need and that is not cached here: a
+// candidate for prefetch.
+@unmanaged
+export class Wanted {
+  get bytes(): u64 { return load<u64>(changetype<usize>(this)); }
+  get loadCostNs(): i64 { return load<i64>(changetype<usize>(this), 8); }
+  get model(): u32 { return load<u32>(changetype<usize>(this), 16); }
+  get waiting(): u32 { return load<u32>(changetype<usize>(this), 20); }
+}
+
+// Node is one node of a cluster as a routing policy sees it: what it holds
+// in each tier, how busy it is, how fast it loads, and whether it is
+// healthy. A live node publishes it; the simulator fills it from its nodes.
 @unmanaged
 export class Node {
   get freeVRAM(): u64 { return load<u64>(changetype<usize>(this)); }
@@ -137,37 +186,7 @@ export class Node {
   get diskOffset(): u32 { return load<u32>(changetype<usize>(this), 92); }
   get diskCount(): u32 { return load<u32>(changetype<usize>(this), 96); }
 }
-
-// Entry is an eviction entry record.
-@unmanaged
-export class Entry {
-  get bytes(): u64 { return load<u64>(changetype<usize>(this)); }
-  get sinceUseNs(): i64 { return load<i64>(changetype<usize>(this), 8); }
-  get sinceInsertNs(): i64 { return load<i64>(changetype<usize>(this), 16); }
-  get loadCostNs(): i64 { return load<i64>(changetype<usize>(this), 24); }
-  get tag(): u64 { return load<u64>(changetype<usize>(this), 32); }
-  get model(): u32 { return load<u32>(changetype<usize>(this), 40); }
-  get worker(): u32 { return load<u32>(changetype<usize>(this), 44); }
-  get hits(): u32 { return load<u32>(changetype<usize>(this), 48); }
-  get pinned(): bool { return (load<u32>(changetype<usize>(this), 52) & 1) != 0; }
-}
-
-// Ghost is a model evicted recently from this cache (eviction).
-@unmanaged
-export class Ghost {
-  get agoNs(): i64 { return load<i64>(changetype<usize>(this)); }
-  get model(): u32 { return load<u32>(changetype<usize>(this), 8); }
-}
-
-// Wanted is a prefetch candidate: a model queued jobs need that this cache
-// lacks (eviction).
-@unmanaged
-export class Wanted {
-  get bytes(): u64 { return load<u64>(changetype<usize>(this)); }
-  get loadCostNs(): i64 { return load<i64>(changetype<usize>(this), 8); }
-  get model(): u32 { return load<u32>(changetype<usize>(this), 16); }
-  get waiting(): u32 { return load<u32>(changetype<usize>(this), 20); }
-}
+// abigen:end
 
 // Input is a view of the input in the buffer. It checks the version and the
 // kind; valid is false when they do not match or the input is too short.
