@@ -87,31 +87,79 @@ func edit(t *testing.T, path, old, new string) {
 	}
 }
 
-// TestANewWorkerFieldReachesEveryGeneratedFile adds a field to the worker
-// view and the worker record (in a copy of the tree), as docs/ARCHITECTURE.md
-// says to, and checks that each generated file carries it: the codec, the
-// conversion, ABI.md (with its version and the version history) and the
-// AssemblyScript accessor and marker.
-func TestANewWorkerFieldReachesEveryGeneratedFile(t *testing.T) {
+// TestANewPlacementFieldReachesEveryGeneratedFile adds a field to a view
+// and to the record it feeds (in a copy of the tree), in the record's
+// first reserved slot and with the minor version raised, as
+// docs/ARCHITECTURE.md says to, and checks that each generated file
+// carries it: the codec, the conversion, ABI.md (its table, version and
+// version history) and the AssemblyScript accessor and marker.
+func TestANewPlacementFieldReachesEveryGeneratedFile(t *testing.T) {
 	dir := copyTree(t)
+	abi, err := parseABI(filepath.Join(dir, typesPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first of the placement records with a reserved slot left.
+	var rec *record
+	var off int
+	for _, v := range views {
+		for i := range abi.records {
+			r := &abi.records[i]
+			if r.name != v.record || rec != nil {
+				continue
+			}
+			slots, err := r.layout()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range slots {
+				if s.field == nil && s.flags == nil {
+					rec, off = r, s.off
+					break
+				}
+			}
+		}
+	}
+	if rec == nil {
+		t.Skip("no placement record has a reserved slot left: a new field needs a major version")
+	}
+	minor := abi.minor + 1
 	types := filepath.Join(dir, typesPath)
-	edit(t, types, "ABIMinor = 2", "ABIMinor = 3")
-	edit(t, types, "\tResident []uint32 `abi:\"44\"",
-		"\tQueueDepth uint32 `abi:\"52,since=1.3\" doc:\"queue_depth: jobs waiting for it\"`\n\tResident []uint32 `abi:\"44\"")
-	edit(t, filepath.Join(dir, decisionPath, "decision.go"), "\tH2DBytesPerS uint64\n}", "\tH2DBytesPerS uint64\n\tQueueDepth int\n}")
+	edit(t, types, "ABIMinor = "+strconv.Itoa(abi.minor), "ABIMinor = "+strconv.Itoa(minor))
+	edit(t, types, "type "+rec.name+" struct {\n",
+		"type "+rec.name+" struct {\n\tQueueDepth uint32 `abi:\""+strconv.Itoa(off)+",since=1."+strconv.Itoa(minor)+"\" doc:\"queue_depth: jobs waiting for it\"`\n")
+	viewName := ""
+	for _, v := range views {
+		if v.record == rec.name {
+			viewName = v.view
+		}
+	}
+	viewFiles, _ := filepath.Glob(filepath.Join(dir, decisionPath, "*.go"))
+	edited := false
+	for _, p := range viewFiles {
+		b, _ := os.ReadFile(p)
+		if strings.Contains(string(b), "type "+viewName+" struct {\n") {
+			edit(t, p, "type "+viewName+" struct {\n", "type "+viewName+" struct {\n\tQueueDepth int\n")
+			edited = true
+		}
+	}
+	if !edited {
+		t.Fatalf("no struct %s in %s", viewName, decisionPath)
+	}
 	files, err := generate(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	at, v := strconv.Itoa(off), "1."+strconv.Itoa(minor)
 	want := map[string][]string{
-		codecPath:    {"u32(residentN).u32(x.QueueDepth)", "x.QueueDepth = u32le(rec[52:])"},
-		markerPath:   {"//go:wasmexport kiln_abi_v1_3"},
+		codecPath:    {"u32(x.QueueDepth)", "x.QueueDepth = u32le(rec[" + at + ":])"},
+		markerPath:   {"//go:wasmexport kiln_abi_v1_" + strconv.Itoa(minor)},
 		adaptersPath: {"dst.QueueDepth = uint32(max(v.QueueDepth, 0))"},
-		// The record is still 56 bytes: the field took the reserved slot.
-		abiDocPath: {"**Worker** (56 bytes)", "| 52 | u32 | queue_depth: jobs waiting for it (since 1.3) |", "This document is **1.3**",
-			"- **1.3** — Worker record, offset 52: queue_depth: jobs waiting for it."},
-		tsPath: {"get queueDepth(): u32 { return load<u32>(changetype<usize>(this), 52); }",
-			"export function kiln_abi_v1_3(): void {}", "export function kiln_abi_v1_2(): void {}"},
+		// The record keeps its size: the field took a reserved slot.
+		abiDocPath: {"**" + rec.ts + "** (" + strconv.Itoa(rec.size) + " bytes)", "| " + at + " | u32 | queue_depth: jobs waiting for it (since " + v + ") |",
+			"This document is **" + v + "**", "- **" + v + "** — " + rec.ts + " record, offset " + at + ": queue_depth: jobs waiting for it."},
+		tsPath: {"get queueDepth(): u32 { return load<u32>(changetype<usize>(this), " + at + "); }",
+			"export function kiln_abi_v1_" + strconv.Itoa(minor) + "(): void {}", "export function kiln_abi_v1_" + strconv.Itoa(abi.minor) + "(): void {}"},
 	}
 	for _, f := range files {
 		for _, w := range want[f.path] {
