@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -348,5 +349,94 @@ func TestConnCallAbandoned(t *testing.T) {
 	}
 	if err := c.Call(context.Background(), wire.TypePing, wire.PingRequest{}, nil); err != nil {
 		t.Errorf("ping after an abandoned call: %v", err)
+	}
+}
+
+// TestConnNoticesIdleClose checks that a worker closing its socket while no
+// call is pending is noticed: the background reader takes the free read
+// token after IdleProbe and sees the end.
+func TestConnNoticesIdleClose(t *testing.T) {
+	c, workerEnd, _ := startWorker(t, &connHandler{})
+	if err := c.Call(context.Background(), wire.TypePing, wire.PingRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	workerEnd.Close()
+	within(t, 10*IdleProbe, "Done after an idle close", c.Done())
+	if !errors.Is(c.Err(), ErrConnClosed) {
+		t.Errorf("Err() = %v, want ErrConnClosed", c.Err())
+	}
+}
+
+// TestConnCallsAfterIdle checks that a call takes the read token over from
+// the background reader, which holds it once the connection has been quiet
+// for IdleProbe, again and again.
+func TestConnCallsAfterIdle(t *testing.T) {
+	c, _, _ := startWorker(t, &connHandler{})
+	for i := range 3 {
+		time.Sleep(3 * IdleProbe)
+		var rep wire.PingReply
+		if err := c.Call(context.Background(), wire.TypePing, wire.PingRequest{Nonce: uint64(i + 7)}, &rep); err != nil || rep.Nonce != uint64(i+7) {
+			t.Fatalf("ping %d after idle: %+v, %v", i, rep, err)
+		}
+	}
+}
+
+// TestConnResumesAFrameAfterAnInterrupt cuts a caller's read off inside a
+// reply frame (its context ends while the worker has written part of it):
+// the next reader must carry on from the same byte, or every later frame on
+// the connection would be garbage. Both a frame that fits the read buffer
+// and one that does not are cut.
+func TestConnResumesAFrameAfterAnInterrupt(t *testing.T) {
+	for _, size := range []int{100, 200 << 10} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			k, w := connPair(t)
+			c := NewConn(k, zerolog.Nop())
+			defer c.Close()
+			wr := bufio.NewReader(w)
+
+			ctx, cancel := context.WithCancel(context.Background())
+			first := make(chan error, 1)
+			go func() { first <- c.Call(ctx, wire.TypePing, wire.PingRequest{}, nil) }()
+			h1, _, err := wire.ReadFrame(wr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var reply bytes.Buffer
+			pad := map[string]any{"pad": bytes.Repeat([]byte{'x'}, size)}
+			if err := wire.WriteFrame(&reply, wire.Header{ID: h1.ID, Type: wire.TypeOK}, pad); err != nil {
+				t.Fatal(err)
+			}
+			half := reply.Len() / 2
+			if _, err := w.Write(reply.Bytes()[:half]); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond) // the caller reads the first half
+			cancel()
+			if err := within(t, 5*time.Second, "cancelled call", first); !errors.Is(err, context.Canceled) {
+				t.Fatalf("first call = %v, want context.Canceled", err)
+			}
+
+			second := make(chan error, 1)
+			var rep wire.PingReply
+			go func() {
+				second <- c.Call(context.Background(), wire.TypePing, wire.PingRequest{Nonce: 42}, &rep)
+			}()
+			h2, _, err := wire.ReadFrame(wr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(reply.Bytes()[half:]); err != nil { // the rest of the dropped reply
+				t.Fatal(err)
+			}
+			if err := wire.WriteFrame(w, wire.Header{ID: h2.ID, Type: wire.TypeOK}, wire.PingReply{Nonce: 42}); err != nil {
+				t.Fatal(err)
+			}
+			if err := within(t, 5*time.Second, "second call", second); err != nil || rep.Nonce != 42 {
+				t.Fatalf("second call = %+v, %v", rep, err)
+			}
+			if c.Err() != nil {
+				t.Fatalf("connection closed: %v", c.Err())
+			}
+		})
 	}
 }

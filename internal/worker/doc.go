@@ -17,7 +17,7 @@
 // grace period) for the run's terminal frame; a worker's error frame comes
 // back as *wire.Error (errors.As).
 //
-//	c := worker.NewConn(netConn, log) // starts the read loop
+//	c := worker.NewConn(netConn, log) // a waiting caller reads its own replies
 //	err := c.Call(ctx, wire.TypeHello, wire.HelloRequest{...}, &hello)
 //	res, err := c.Run(ctx, wire.RunRequest{...}, onProgress)
 //	<-c.Done()                        // closed when the peer is gone

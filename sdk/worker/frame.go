@@ -180,6 +180,14 @@ func ReadFrame(r *bufio.Reader) (Header, msgpack.RawMessage, error) {
 	return parseFrame(buf)
 }
 
+// ParseFrame splits and validates a frame's payload (the bytes after the
+// 4-byte length prefix) as ReadFrame does, for a reader that gathers the
+// payload itself — e.g. one whose reads can be interrupted by a deadline and
+// must resume inside a frame. The body aliases buf.
+func ParseFrame(buf []byte) (Header, msgpack.RawMessage, error) {
+	return parseFrame(buf)
+}
+
 // parseFrame splits and validates a frame's payload (the bytes after the
 // length prefix).
 func parseFrame(buf []byte) (Header, msgpack.RawMessage, error) {
