@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -144,9 +146,14 @@ type Store struct {
 	// indexer, in log order.
 	toIndex      chan indexItem
 	indexStopped chan struct{}
-	// holdIndex stops the indexer from applying anything: the test hook for
-	// a crash between the log append and the index update.
-	holdIndex bool
+	// holdIndex stops the indexer from applying anything, and
+	// holdIndexAfter (≥ 0) from applying anything more once it has
+	// applied that many records: the test hooks for a crash between the
+	// log append and the index update (TestHooks). indexedRecords counts
+	// the records applied since Open; indexer only.
+	holdIndex      bool
+	holdIndexAfter int64
+	indexedRecords int64
 }
 
 // indexItem is one logged batch for the indexer, or a finished segment that
@@ -157,11 +164,48 @@ type indexItem struct {
 	seg  *segment
 }
 
-// holdIndexEnv, when set to 1 in the environment, keeps every Store from
-// updating its bbolt index: changes reach the log only. It exists for the
-// crash tests, which kill kiln in that state and check that nothing is
-// lost. (Not KILN_…: kiln reads those as config keys.)
-const holdIndexEnv = "KILNTEST_HOLD_JOB_INDEX"
+// Test hooks for the crash tests, which kill kiln while acknowledged
+// changes are in the log and not (all) in bbolt, and check that nothing is
+// lost. Each is read once, by Open, from the environment; any other value
+// than the ones below is ignored, and node logs a warning at start while
+// one is on (TestHooks), since a store that never indexes keeps every
+// change in memory and in its log. (Not KILN_…: kiln reads those as
+// config keys, from files and flags too; these are environment only.)
+const (
+	// holdIndexEnv=1 keeps the Store from updating its bbolt index at
+	// all: changes reach the log only.
+	holdIndexEnv = "KILNTEST_HOLD_JOB_INDEX"
+	// holdIndexAfterEnv=N (a decimal number ≥ 0) lets the indexer work
+	// as usual until it has applied at least N records, then stops it
+	// before its next bbolt transaction: bbolt keeps a prefix of the log
+	// and the log the rest, as when kiln dies between an append and the
+	// index update that would have carried it.
+	holdIndexAfterEnv = "KILNTEST_HOLD_JOB_INDEX_AFTER"
+)
+
+// TestHooks describes the crash-test hooks this process's environment
+// turns on (see holdIndexEnv), or returns "" when none is: the node logs
+// it as a warning, because no production kiln should run with one.
+func TestHooks() string {
+	var on []string
+	if os.Getenv(holdIndexEnv) == "1" {
+		on = append(on, holdIndexEnv+"=1 (the job index is never updated)")
+	}
+	if n := holdIndexAfter(); n >= 0 {
+		on = append(on, fmt.Sprintf("%s=%d (the job index stops after %d records)", holdIndexAfterEnv, n, n))
+	}
+	return strings.Join(on, ", ")
+}
+
+// holdIndexAfter returns holdIndexAfterEnv's number, or -1 when it is
+// unset or not a number.
+func holdIndexAfter() int64 {
+	n, err := strconv.ParseInt(os.Getenv(holdIndexAfterEnv), 10, 64)
+	if err != nil || n < 0 {
+		return -1
+	}
+	return n
+}
 
 // Stats describe the committer and the queue.
 type Stats struct {
@@ -231,22 +275,23 @@ func Open(path string, cfg Config, clk clock.Clock, opts ...Option) (*Store, err
 		return nil, fmt.Errorf("job: open %s: %w", path, err)
 	}
 	s := &Store{
-		db:           db,
-		cfg:          cfg,
-		clk:          clk,
-		rand:         o.rand,
-		reqs:         make(chan *op, cfg.CommitMaxBatch),
-		stopped:      make(chan struct{}),
-		notify:       make(chan struct{}, 1),
-		queuedIDs:    map[string]*entry{},
-		live:         map[string]*liveJob{},
-		running:      map[string]*Job{},
-		counts:       map[State]int{},
-		log:          logWriter{dbPath: path},
-		overlay:      map[string]*logRecord{},
-		toIndex:      make(chan indexItem, 1024),
-		indexStopped: make(chan struct{}),
-		holdIndex:    os.Getenv(holdIndexEnv) == "1",
+		db:             db,
+		cfg:            cfg,
+		clk:            clk,
+		rand:           o.rand,
+		reqs:           make(chan *op, cfg.CommitMaxBatch),
+		stopped:        make(chan struct{}),
+		notify:         make(chan struct{}, 1),
+		queuedIDs:      map[string]*entry{},
+		live:           map[string]*liveJob{},
+		running:        map[string]*Job{},
+		counts:         map[State]int{},
+		log:            logWriter{dbPath: path},
+		overlay:        map[string]*logRecord{},
+		toIndex:        make(chan indexItem, 1024),
+		indexStopped:   make(chan struct{}),
+		holdIndex:      os.Getenv(holdIndexEnv) == "1",
+		holdIndexAfter: holdIndexAfter(),
 	}
 	if err := s.replay(path); err != nil {
 		_ = db.Close()
@@ -825,7 +870,7 @@ func (s *Store) index() {
 				break drain
 			}
 		}
-		if len(pending) > 0 && !s.holdIndex {
+		if len(pending) > 0 && !s.indexHeld() {
 			if err := s.applyIndex(pending); err != nil {
 				s.mu.Lock()
 				s.stats.IndexErrors++
@@ -863,6 +908,11 @@ func (s *Store) index() {
 // that much more log.
 const indexInterval = 100 * time.Millisecond
 
+// indexHeld says whether a test hook stops the indexer now.
+func (s *Store) indexHeld() bool {
+	return s.holdIndex || (s.holdIndexAfter >= 0 && s.indexedRecords >= s.holdIndexAfter)
+}
+
 // applyIndex commits items to bbolt, then retires them.
 func (s *Store) applyIndex(items []indexItem) error {
 	var recs []*logRecord
@@ -874,6 +924,7 @@ func (s *Store) applyIndex(items []indexItem) error {
 	if err := s.db.Update(func(tx *bolt.Tx) error { return applyRecords(tx, recs, lsn) }); err != nil {
 		return err
 	}
+	s.indexedRecords += int64(len(recs))
 	// Only now may readers stop seeing these changes in the overlay. An
 	// entry that a newer change replaced stays. Not during a batch whose
 	// snapshot predates this update (snapMu).

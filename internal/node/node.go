@@ -140,6 +140,9 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if hooks := job.TestHooks(); hooks != "" {
+		n.log.Warn().Str("hooks", hooks).Msg("job store test hooks are on (set for a crash test; never in production): acknowledged jobs stay in the job log")
+	}
 	if r := n.Store.Recovered(); r > 0 {
 		n.log.Info().Int("jobs", r).Msg("re-queued unfinished jobs from the last run")
 	}

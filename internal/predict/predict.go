@@ -393,3 +393,13 @@ func dedupe(models []string) []string {
 	}
 	return out
 }
+
+// Count is model's decayed count of jobs at now: the frequency view's
+// evidence before normalising, 0 for a model never seen or forgotten.
+func (p *Predictor) Count(now time.Time, model string) float64 {
+	st := p.models[model]
+	if st == nil {
+		return 0
+	}
+	return st.freq.value(now, p.cfg.HalfLife)
+}

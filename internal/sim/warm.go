@@ -1,6 +1,11 @@
 package sim
 
-import "github.com/kiln-gpu/kiln/internal/predict"
+import (
+	"sort"
+
+	"github.com/kiln-gpu/kiln/internal/decision"
+	"github.com/kiln-gpu/kiln/internal/predict"
+)
 
 // PredictReport is what the predictor's warming did (Config.Predict): models
 // it brought into the RAM tier before any job asked for them (Warmed), those
@@ -31,12 +36,14 @@ type PredictConfig struct {
 	// queued (0: always). With a queue as long as the lookahead's window,
 	// the lookahead knows what comes next; a guess can only displace it.
 	MaxQueued int
-	// EXPERIMENT
-	EvictMode  int
-	NoAbove    bool
-	TargetRoom bool
-	NoCost     bool
-	NoWarm     bool
+	// evictRAMByCount and noWarm are experiments the predictor bench
+	// (predict_eval_test.go) measures, unexported because live kiln cannot
+	// do them: the RAM tier evicting by the predictor's decayed counts
+	// (countEvictor) instead of the active eviction policy, which no policy
+	// can do today since the eviction ABI carries no per-model history
+	// across an entry's eviction; and the predictor observing without
+	// warming.
+	evictRAMByCount, noWarm bool
 }
 
 // predictState is the simulator's predictor and its books.
@@ -72,7 +79,7 @@ func (s *simulator) observeArrival(j *simJob) {
 // and the lookahead's transfers in flight counted as used. It runs only
 // while no transfer is in flight, as the live lookahead runs one at a time.
 func (s *simulator) warmPredicted() {
-	if s.pred == nil || s.cfg.NoRAMTier || s.prefetching > 0 || (s.pred.maxQueued > 0 && s.queued() >= s.pred.maxQueued) {
+	if s.pred == nil || s.cfg.Predict.noWarm || s.cfg.NoRAMTier || s.prefetching > 0 || (s.pred.maxQueued > 0 && s.queued() >= s.pred.maxQueued) {
 		return
 	}
 	now := epoch.Add(s.now)
@@ -218,4 +225,39 @@ func (s *simulator) predictReport() *PredictReport {
 		r.HitRatio = float64(r.Used) / float64(r.Used+r.Wasted)
 	}
 	return &r
+}
+
+// countEvictor is the experiment evictRAMByCount: victims by the lowest
+// expected reload cost avoided per byte, the predictor's decayed count of
+// jobs asking for the model times its load cost over its bytes, least
+// recently used first among equals.
+type countEvictor struct{ s *simulator }
+
+func (e countEvictor) Victims(need uint64, entries []decision.EntryView) []int {
+	now := epoch.Add(e.s.now)
+	score := make([]float64, len(entries))
+	idx := make([]int, 0, len(entries))
+	for i, en := range entries {
+		if en.Pinned {
+			continue
+		}
+		idx = append(idx, i)
+		score[i] = e.s.pred.p.Count(now, en.Model) * max(en.LoadCost.Seconds(), 1e-3) / float64(max(en.Bytes, 1))
+	}
+	sort.SliceStable(idx, func(a, b int) bool {
+		if score[idx[a]] != score[idx[b]] {
+			return score[idx[a]] < score[idx[b]]
+		}
+		return entries[idx[a]].LastUse.Before(entries[idx[b]].LastUse)
+	})
+	var free uint64
+	var out []int
+	for _, i := range idx {
+		if free >= need {
+			break
+		}
+		out = append(out, i)
+		free += entries[i].Bytes
+	}
+	return out
 }
