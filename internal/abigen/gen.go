@@ -229,6 +229,7 @@ func goCodec(abi *abiFile) ([]byte, error) {
 		}
 
 		// Pool helpers.
+		fmt.Fprintf(&b, "\n// %sListCount is how many lists a %s record names: the spans a decoder\n// keeps per record.\nconst %sListCount = %d\n", low, r.name, low, len(lists))
 		fmt.Fprintf(&b, "\n// %sPoolLen is how many pool elements x's lists take.\nfunc %sPoolLen(x *%s) int {\n\treturn 0", low, low, r.name)
 		for _, f := range lists {
 			fmt.Fprintf(&b, " + len(x.%s)", f.name)

@@ -415,8 +415,8 @@ func DecodeSchedulingInput(b []byte, in *SchedulingInput) error {
 	in.Queued = grow(in.Queued, d.count(nq, JobSize))
 	in.Running = grow(in.Running, d.count(nr, JobSize))
 	in.Workers = grow(in.Workers, d.count(nw, WorkerSize))
-	nq2, nr2 := len(in.Queued), len(in.Queued)+len(in.Running)
-	sp := grow(in.spans, nr2+len(in.Workers))
+	nq2, nr2 := jobListCount*len(in.Queued), jobListCount*(len(in.Queued)+len(in.Running))
+	sp := grow(in.spans, nr2+workerListCount*len(in.Workers))
 	in.spans = sp
 	readJobRecords(d, in.Queued, sp[:nq2])
 	readJobRecords(d, in.Running, sp[nq2:nr2])
@@ -473,9 +473,10 @@ func DecodeBatchingInput(b []byte, in *BatchingInput) error {
 	in.Models = readModels(d, nm, in.Models)
 	in.Jobs = grow(in.Jobs, d.count(nj, JobSize))
 	in.Workers = grow(in.Workers, d.count(nw, WorkerSize))
-	sp := grow(in.spans, len(in.Jobs)+len(in.Workers))
+	jn := jobListCount * len(in.Jobs)
+	sp := grow(in.spans, jn+workerListCount*len(in.Workers))
 	in.spans = sp
-	js, ws := sp[:len(in.Jobs)], sp[len(in.Jobs):]
+	js, ws := sp[:jn], sp[jn:]
 	readJobRecords(d, in.Jobs, js)
 	readWorkerRecords(d, in.Workers, ws)
 	p := readPool(d, np, in.pool, len(in.Models))
@@ -528,10 +529,10 @@ func DecodeBalancingInput(b []byte, in *BalancingInput) error {
 	nw, nm, np := d.u32(), d.u32(), d.u32()
 	d.u32()
 	in.Models = readModels(d, nm, in.Models)
-	var js [1]span
+	var js [jobListCount]span
 	readJob(d, &in.Job, js[:])
 	in.Workers = grow(in.Workers, d.count(nw, WorkerSize))
-	ws := grow(in.spans, len(in.Workers))
+	ws := grow(in.spans, workerListCount*len(in.Workers))
 	in.spans = ws
 	readWorkerRecords(d, in.Workers, ws)
 	p := readPool(d, np, in.pool, len(in.Models))
@@ -587,11 +588,11 @@ func DecodeRoutingInput(b []byte, in *RoutingInput) error {
 	d.u32()
 	in.Random = d.u64()
 	in.Models = readModels(d, nm, in.Models)
-	var js [1]span
+	var js [jobListCount]span
 	readJob(d, &in.Job, js[:])
 	in.Nodes = grow(in.Nodes, d.count(nn, NodeSize))
 	// Three lists per node: VRAM, RAM and disk.
-	spans := grow(in.spans, 3*len(in.Nodes))
+	spans := grow(in.spans, nodeListCount*len(in.Nodes))
 	in.spans = spans
 	readNodeRecords(d, in.Nodes, spans)
 	p := readPool(d, np, in.pool, len(in.Models))

@@ -97,6 +97,10 @@ func readJobRecords(d *dec, xs []Job, spans []span) {
 	}
 }
 
+// jobListCount is how many lists a Job record names: the spans a decoder
+// keeps per record.
+const jobListCount = 1
+
 // jobPoolLen is how many pool elements x's lists take.
 func jobPoolLen(x *Job) int {
 	return 0 + len(x.Models)
@@ -176,6 +180,10 @@ func readWorkerRecords(d *dec, xs []Worker, spans []span) {
 		spans[1*i+0] = span{u32le(rec[44:]), u32le(rec[48:])}
 	}
 }
+
+// workerListCount is how many lists a Worker record names: the spans a decoder
+// keeps per record.
+const workerListCount = 1
 
 // workerPoolLen is how many pool elements x's lists take.
 func workerPoolLen(x *Worker) int {
@@ -366,6 +374,10 @@ func readNodeRecords(d *dec, xs []Node, spans []span) {
 		spans[3*i+2] = span{u32le(rec[92:]), u32le(rec[96:])}
 	}
 }
+
+// nodeListCount is how many lists a Node record names: the spans a decoder
+// keeps per record.
+const nodeListCount = 3
 
 // nodePoolLen is how many pool elements x's lists take.
 func nodePoolLen(x *Node) int {
