@@ -144,6 +144,9 @@ func runRounds(base string, wf, body []byte, n, conc int, d time.Duration, withP
 					saveProfile(base, name, d-time.Second)
 				}()
 			}
+			if profileDir != "" {
+				saveURL(base+"/debug/pprof/allocs", filepath.Join(profileDir, fmt.Sprintf("r%d-%d.allocs-before", r+1, pi)))
+			}
 			m0 := scrape(base)
 			i0, t0 := machineIdle()
 			c0 := cpuTicks(kilnPID)
@@ -154,6 +157,11 @@ func runRounds(base string, wf, body []byte, n, conc int, d time.Duration, withP
 				<-prof
 			}
 			m1 := scrape(base)
+			if profileDir != "" {
+				// Allocations during the phase: go tool pprof -sample_index=alloc_space -diff_base BEFORE AFTER.
+				saveURL(base+"/debug/pprof/allocs", filepath.Join(profileDir, fmt.Sprintf("r%d-%d.allocs-after", r+1, pi)))
+				saveURL(base+"/debug/pprof/heap?gc=1", filepath.Join(profileDir, fmt.Sprintf("r%d-%d.heap", r+1, pi)))
+			}
 			m := measured{res: res, cpu: c1 - c0, idle: ratio(float64(i1-i0), float64(t1-t0)), load: loadAvg(),
 				commits: m1["kiln_queue_commits_total"] - m0["kiln_queue_commits_total"]}
 			results[r] = append(results[r], m)
@@ -198,7 +206,12 @@ func pct(r result, q float64) time.Duration {
 // saveProfile writes a CPU profile of kiln over d to name.
 func saveProfile(base, name string, d time.Duration) {
 	secs := max(1, int(d.Seconds()))
-	resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs))
+	saveURL(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), name)
+}
+
+// saveURL writes what a GET of url answers to name.
+func saveURL(url, name string) {
+	resp, err := http.Get(url)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen: profile:", err)
 		return
