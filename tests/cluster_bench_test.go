@@ -1,9 +1,11 @@
 package tests
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,20 +21,30 @@ import (
 // (polled every millisecond). CLUSTER_BENCH_JOBS=N (not KILN_: kiln reads
 // those as config) sets the jobs per
 // setup; without it the test is skipped (a benchmark, not a check).
+//
+// It also says where the time goes, per setup (medians): the POST's round
+// trip, the job's created → started and started → finished as its record
+// says, and finished → the client's first GET that saw it done; and for
+// the cluster node the timings its debug log gives of each step of the
+// cluster's own (submit, claim, record, outputs' copy).
 func TestClusterWarmJobLatency(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("CLUSTER_BENCH_JOBS"))
 	if n < 1 {
 		t.Skip("set CLUSTER_BENCH_JOBS=<jobs> to measure the cluster's added latency of a warm job")
 	}
-	measure := func(k *kilnProc, what string) []time.Duration {
+	type phases struct{ total, post, toStart, run, toSeen time.Duration }
+	measure := func(k *kilnProc, what string) []phases {
 		t.Helper()
-		var out []time.Duration
+		var out []phases
 		for i := range n + 2 {
 			wf := loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 1, 7000+i)
 			start := time.Now()
 			id := k.submit(wf, "interactive")
+			posted := time.Since(start)
+			var data []byte
 			for {
-				code, data := k.do("GET", "/v1/jobs/"+id, nil)
+				var code int
+				code, data = k.do("GET", "/v1/jobs/"+id, nil)
 				if code != 200 {
 					t.Fatalf("%s: GET job %s: HTTP %d %s", what, id, code, data)
 				}
@@ -44,14 +56,39 @@ func TestClusterWarmJobLatency(t *testing.T) {
 				}
 				time.Sleep(time.Millisecond)
 			}
+			seen := time.Now()
+			var j struct {
+				CreatedAt  time.Time `json:"created_at"`
+				StartedAt  time.Time `json:"started_at"`
+				FinishedAt time.Time `json:"finished_at"`
+			}
+			if err := json.Unmarshal(data, &j); err != nil {
+				t.Fatalf("%s: job %s: %v", what, id, err)
+			}
 			if i >= 2 { // the first two warm the model and the path
-				out = append(out, time.Since(start))
+				out = append(out, phases{total: seen.Sub(start), post: posted, toStart: j.StartedAt.Sub(j.CreatedAt),
+					run: j.FinishedAt.Sub(j.StartedAt), toSeen: seen.Sub(j.FinishedAt)})
 			}
 		}
-		slices.Sort(out)
 		return out
 	}
-	pct := func(d []time.Duration, p float64) time.Duration { return d[min(len(d)-1, int(p*float64(len(d))))] }
+	pct := func(ps []phases, f func(phases) time.Duration, p float64) time.Duration {
+		d := make([]time.Duration, len(ps))
+		for i, x := range ps {
+			d[i] = f(x)
+		}
+		slices.Sort(d)
+		return d[min(len(d)-1, int(p*float64(len(d))))]
+	}
+	total := func(p phases) time.Duration { return p.total }
+	describe := func(what string, ps []phases) {
+		r := func(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+		t.Logf("%s (medians): POST %s; created → started %s; started → finished %s; finished → seen done %s",
+			what, r(pct(ps, func(p phases) time.Duration { return p.post }, 0.5)),
+			r(pct(ps, func(p phases) time.Duration { return p.toStart }, 0.5)),
+			r(pct(ps, func(p phases) time.Duration { return p.run }, 0.5)),
+			r(pct(ps, func(p phases) time.Duration { return p.toSeen }, 0.5)))
+	}
 	sets := []string{"cost.time_scale=0.01", "workers.per_device=1"}
 
 	single := startKiln(t, t.TempDir(), sets...)
@@ -72,8 +109,47 @@ func TestClusterWarmJobLatency(t *testing.T) {
 		waitFor(t, 10*time.Second, k.base+" to see three healthy nodes", func() bool { return len(clusterNodes(t, k)) == 3 })
 	}
 	three := measure(nodes[0], "cluster")
+	describe("single node", one)
+	describe("3-node cluster", three)
+	if dir := os.Getenv("CLUSTER_BENCH_LOGS"); dir != "" {
+		for i, k := range nodes {
+			_ = os.WriteFile(fmt.Sprintf("%s/node%d.log", dir, i+1), []byte(k.log.String()), 0o644)
+		}
+	}
+	t.Logf("the cluster node's own steps (medians of its debug log's timings, ms): %s", clusterStepTimings(nodes[0].log.String()))
 	t.Logf("warm one-step job, %d jobs each, client-seen latency: single node p50 %s p95 %s; 3-node cluster p50 %s p95 %s; added at p50 %s",
-		n, pct(one, 0.5).Round(100*time.Microsecond), pct(one, 0.95).Round(100*time.Microsecond),
-		pct(three, 0.5).Round(100*time.Microsecond), pct(three, 0.95).Round(100*time.Microsecond),
-		(pct(three, 0.5) - pct(one, 0.5)).Round(100*time.Microsecond))
+		n, pct(one, total, 0.5).Round(100*time.Microsecond), pct(one, total, 0.95).Round(100*time.Microsecond),
+		pct(three, total, 0.5).Round(100*time.Microsecond), pct(three, total, 0.95).Round(100*time.Microsecond),
+		(pct(three, total, 0.5) - pct(one, total, 0.5)).Round(100*time.Microsecond))
+}
+
+// clusterStepTimings summarises the *_ms fields of internal/cluster's debug
+// lines in a node's JSON log: per message and field, the median and the
+// count, e.g. "submitted: write_ms 1.9 (32), ...".
+func clusterStepTimings(log string) string {
+	fields := map[string][]float64{}
+	for _, line := range strings.Split(log, "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil || m["component"] != "cluster" {
+			continue
+		}
+		msg, _ := m["message"].(string)
+		for k, v := range m {
+			if f, ok := v.(float64); ok && strings.HasSuffix(k, "_ms") {
+				fields[msg+": "+k] = append(fields[msg+": "+k], f)
+			}
+		}
+	}
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		v := fields[k]
+		slices.Sort(v)
+		parts = append(parts, fmt.Sprintf("%s %.1f (%d)", k, v[len(v)/2], len(v)))
+	}
+	return strings.Join(parts, "; ")
 }

@@ -7,12 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"path"
-	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -67,6 +65,14 @@ type Record struct {
 	// Target is the node the routing policy chose when the job was
 	// submitted; empty when no node could take it then (any node may).
 	Target string `json:"target,omitempty"`
+	// Token names the submit that created the record; its work message
+	// carries the same (workMessage). Empty in records of older nodes.
+	Token string `json:"token,omitempty"`
+	// Direct: the node that accepted the job claimed it then (Submit) and
+	// no work message was queued for it. If that node stops answering, the
+	// other nodes queue one (rescue); a node that claims it from a message
+	// clears it.
+	Direct bool `json:"direct,omitempty"`
 }
 
 // Local is the node's own kernel as the cluster drives it: its durable
@@ -81,6 +87,10 @@ type Local struct {
 	ReadyWorkers func() int
 	// OutputDir is where the workers write outputs.
 	OutputDir string
+	// PendingDir is where the node notes the jobs whose outputs it has
+	// still to copy to the object store, so that a node killed before a
+	// copy makes it when it starts again (empty: no notes).
+	PendingDir string
 	// Addr is the node's API address, published in its heartbeat.
 	Addr func() string
 	// State describes the node for its heartbeat (nil: only what the
@@ -122,15 +132,29 @@ type Cluster struct {
 	held     map[string]*held // jobs this node claimed and has not finished
 	room     chan struct{}    // signalled when a held job ends
 	finished []*job.Job       // local jobs that ended, for the recorder
-	written  map[string]bool  // held jobs whose files the API has finished
-	wake     chan struct{}    // signalled when finished grows
-	lastBeat time.Time        // last heartbeat JetStream took
-	meanJob  time.Duration    // mean estimate of the jobs this node took (routedBacklog)
-	routed   int              // jobs in its own consumers at the last look
-	cutSince time.Time        // when the connection was lost; zero while up
+	// written has, for each held job and each job whose outputs are being
+	// copied, a channel closed once the API has finished its files
+	// (OutputsWritten).
+	written map[string]chan struct{}
+	// copies counts the outputs' copies under way (copyOutputs).
+	copies sync.WaitGroup
+	// recent are the last jobs this node recorded as ended, whole: a
+	// record that ended never changes, so Get answers them without asking
+	// JetStream (keepRecent). recentIDs is their order, oldest first.
+	recent    map[string]*Record
+	recentIDs []string
+	wake      chan struct{} // signalled when finished grows
+	lastBeat  time.Time     // last heartbeat JetStream took
+	meanJob   time.Duration // mean estimate of the jobs this node took (routedBacklog)
+	routed    int           // jobs in its own consumers at the last look
+	cutSince  time.Time     // when the connection was lost; zero while up
+	started   time.Time     // when Open joined the cluster
 
-	viewMu   sync.RWMutex
-	view     map[string]*Record  // the registry, without workflows, kept by a watch
+	viewMu sync.RWMutex
+	view   map[string]*Record // the registry, without workflows, kept by a watch
+	// directs are the records of the view that are direct (claimed at
+	// submit, no work message) and have not ended, for rescue.
+	directs  map[string]*Record
 	nodeView map[string]seenNode // KILN_nodes, kept by a watch
 	// routedSince counts the jobs this node routed to each node since that
 	// node's last heartbeat (place).
@@ -148,6 +172,8 @@ type held struct {
 	rev       uint64
 	rec       Record
 	abandoned bool // the node lost NATS for longer than AckWait: drop its result
+	// endedAt is when the local kernel said the job ended (JobFinished).
+	endedAt time.Time
 }
 
 // Open connects to NATS, creates the cluster's streams, buckets and
@@ -160,8 +186,8 @@ func Open(ctx context.Context, cfg clusterconfig.Config, local Local, log zerolo
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Cluster{cfg: cfg, local: local, log: log, held: map[string]*held{}, written: map[string]bool{},
-		room: make(chan struct{}, 1), wake: make(chan struct{}, 1), view: map[string]*Record{}, nodeView: map[string]seenNode{}, routedSince: map[string]routed{}}
+	c := &Cluster{cfg: cfg, local: local, log: log, started: time.Now(), held: map[string]*held{}, written: map[string]chan struct{}{}, recent: map[string]*Record{},
+		room: make(chan struct{}, 1), wake: make(chan struct{}, 1), view: map[string]*Record{}, directs: map[string]*Record{}, nodeView: map[string]seenNode{}, routedSince: map[string]routed{}}
 	opts := []nats.Option{
 		nats.Name("kiln " + cfg.NodeID),
 		// Close is not a lost connection: no warning at shutdown.
@@ -192,6 +218,11 @@ func Open(ctx context.Context, cfg clusterconfig.Config, local Local, log zerolo
 			log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("reconnected to NATS")
 		}),
 	}
+	if local.PendingDir != "" {
+		if err := os.MkdirAll(local.PendingDir, 0o755); err != nil {
+			return nil, fmt.Errorf("cluster: %w", err)
+		}
+	}
 	auth, err := authOptions(cfg)
 	if err != nil {
 		return nil, err
@@ -216,6 +247,10 @@ func Open(ctx context.Context, cfg clusterconfig.Config, local Local, log zerolo
 	if _, err := nc.Subscribe(cancelSubject+cfg.NodeID, c.onCancel); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("cluster: subscribe to cancels: %w", err)
+	}
+	if _, err := nc.Subscribe(aliveSubject+cfg.NodeID, c.answerAlive); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cluster: subscribe to %s: %w", aliveSubject+cfg.NodeID, err)
 	}
 	return c, nil
 }
@@ -252,7 +287,10 @@ func authOptions(cfg clusterconfig.Config) ([]nats.Option, error) {
 // electing its leaders when a cluster starts, so each step is retried until
 // ctx ends.
 func (c *Cluster) setup(ctx context.Context) error {
-	js, err := jetstream.New(c.nc)
+	// The outputs' copies publish asynchronously (putObject); a publish
+	// whose acknowledgement never comes fails after opTimeout rather than
+	// waiting in the context for ever.
+	js, err := jetstream.New(c.nc, jetstream.WithPublishAsyncTimeout(opTimeout))
 	if err != nil {
 		return fmt.Errorf("cluster: jetstream: %w", err)
 	}
@@ -521,11 +559,24 @@ func newID(now time.Time) string {
 // job still waits (JetStream's dedup window, then the claim, keep that from
 // running it twice). Errors wrap job.ErrBadID, job.ErrBadClass, ErrTooLarge
 // or ErrUnavailable.
+//
+// A job that the routing policy places on this node while it has room is
+// claimed here, in the record that Submit creates (running on this node,
+// attempt 1), and queued in the local kernel at once: the round trips of a
+// claim (the work message's delivery, a read of the record, its
+// compare-and-set) would otherwise come before every job that stays where
+// it was submitted. No work message is queued for it (Record.Direct): the
+// replicated record is the job's only copy, and if this node dies or is cut
+// off the others find the job there and queue it (rescue). Any other job
+// gets a work message, written concurrently with its record; the message
+// names the submit that wrote it (Record.Token), and a node that pulls a
+// message whose record is not there yet waits for it (take).
 func (c *Cluster) Submit(ctx context.Context, j *job.Job) (*Record, bool, error) {
 	if j.Class != job.Interactive && j.Class != job.Batch {
 		return nil, false, fmt.Errorf("cluster: submit: class %q: %w", j.Class, job.ErrBadClass)
 	}
-	now := time.Now().UTC()
+	start := time.Now()
+	now := start.UTC()
 	rec := Record{Job: *j}
 	if rec.ID == "" {
 		rec.ID = newID(now)
@@ -534,16 +585,36 @@ func (c *Cluster) Submit(ctx context.Context, j *job.Job) (*Record, bool, error)
 	}
 	rec.State, rec.CreatedAt, rec.Attempts = job.Queued, now, 0
 	rec.StartedAt, rec.FinishedAt, rec.Worker, rec.Outputs, rec.Error, rec.Seq = time.Time{}, time.Time{}, "", nil, "", 0
-	rec.Target = c.place(&rec.Job)
-	data, err := json.Marshal(&rec)
-	if err != nil {
-		return nil, false, fmt.Errorf("cluster: submit: encode: %w", err)
+	var work time.Duration
+	rec.Target, work = c.place(&rec.Job)
+	rec.Token = newToken()
+	claimed := rec.Target == c.cfg.NodeID && c.claimAtSubmit(&rec, now)
+	if claimed {
+		c.unroute(work)
 	}
-	if len(data) > maxRecordBytes {
-		return nil, false, fmt.Errorf("cluster: submit: record of %d bytes (at most %d): %w", len(data), maxRecordBytes, ErrTooLarge)
+	placed := time.Now()
+	data, err := json.Marshal(&rec)
+	if err == nil && len(data) > maxRecordBytes {
+		err = fmt.Errorf("cluster: submit: record of %d bytes (at most %d): %w", len(data), maxRecordBytes, ErrTooLarge)
+	} else if err != nil {
+		err = fmt.Errorf("cluster: submit: encode: %w", err)
+	}
+	if err != nil {
+		c.unclaim(rec.ID, claimed)
+		return nil, false, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, submitTimeout)
 	defer cancel()
+	// The message, concurrently with the record: a node that pulls it
+	// first waits for the record (take), and a message whose record is
+	// never written (the create failed, or found an older job of this
+	// id) names a token no record has, and is dropped.
+	published := make(chan error, 1)
+	if claimed {
+		published <- nil
+	} else {
+		go func() { published <- c.publish(ctx, rec.ID, rec.Class, rec.Target, rec.Token, 0) }()
+	}
 	var rev uint64
 	err = retryTransient(ctx, func(ctx context.Context) (err error) {
 		rev, err = c.jobs.Create(ctx, key(rec.ID), data)
@@ -551,57 +622,115 @@ func (c *Cluster) Submit(ctx context.Context, j *job.Job) (*Record, bool, error)
 	})
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		old, oldRev, gerr := c.get(ctx, rec.ID)
-		if gerr != nil {
-			return nil, false, gerr
-		}
-		if old.CreatedAt.Equal(rec.CreatedAt) {
+		if gerr == nil && old.Token == rec.Token {
 			// This submit's own write: an earlier try was stored but its
 			// acknowledgement was lost (a server died), and the retry
 			// found it. The job is new.
 			rev, err = oldRev, nil
 		}
 	}
+	created := time.Now()
+	pubErr := <-published
 	if errors.Is(err, jetstream.ErrKeyExists) {
+		c.unclaim(rec.ID, claimed)
 		old, _, gerr := c.get(ctx, rec.ID)
 		if gerr != nil {
 			return nil, false, gerr
 		}
 		if old.State == job.Queued {
-			if err := c.publish(ctx, &old.Job, old.Target); err != nil {
+			if err := c.publish(ctx, old.ID, old.Class, old.Target, old.Token, 0); err != nil {
 				return nil, false, err
 			}
 		}
 		return old, true, nil
 	}
 	if err != nil {
+		c.unclaim(rec.ID, claimed)
 		return nil, false, fmt.Errorf("cluster: submit %s: %v: %w", rec.ID, err, ErrUnavailable)
 	}
 	rec.Seq = rev
-	if err := c.publish(ctx, &rec.Job, rec.Target); err != nil {
+	if pubErr != nil {
 		// Best effort: without its message the record would wait forever
 		// (a retry of the same id queues it again in any case).
+		c.unclaim(rec.ID, claimed)
 		dctx, dcancel := context.WithTimeout(context.Background(), opTimeout)
 		_ = c.jobs.Delete(dctx, key(rec.ID), jetstream.LastRevision(rev))
 		dcancel()
-		return nil, false, err
+		return nil, false, pubErr
 	}
 	c.remember(&rec)
-	return &rec, false, nil
+	out := rec
+	if claimed {
+		c.runClaimed(ctx, &rec, rev)
+		// The client hears what it would from a single node: accepted,
+		// waiting for a worker (of this node, as the record says).
+		out.State, out.StartedAt = job.Queued, time.Time{}
+	}
+	c.log.Debug().Str("job", rec.ID).Bool("claimed", claimed).Str("target", rec.Target).
+		Float64("place_ms", ms(placed.Sub(start))).Float64("write_ms", ms(created.Sub(placed))).
+		// Then: the local queue's submit of a claimed job, or the rest of
+		// the work message's publish of another.
+		Float64(map[bool]string{true: "local_submit_ms", false: "publish_wait_ms"}[claimed], ms(time.Since(created))).
+		Float64("submit_ms", ms(time.Since(start))).
+		Msg("submitted")
+	return &out, false, nil
+}
+
+// ms is a duration in milliseconds, for the timing fields of debug lines.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// newToken names one submit of a job: its record and its work message
+// carry it, so that a message another submit of the same id wrote (one
+// that lost the race for the record) is recognised and dropped.
+func newToken() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// workMessage is a work message's body: the job's id, the token of the
+// submit that queued it, and for a rescued job the record's revision that
+// it was queued for ("id token rev"; ids have no spaces). A rescue queued
+// for a revision that has moved on (the job was claimed, or ended,
+// meanwhile) is dropped.
+func workMessage(id, token string, rev uint64) []byte {
+	switch {
+	case token == "" && rev == 0:
+		return []byte(id)
+	case rev == 0:
+		return []byte(id + " " + token)
+	}
+	return []byte(id + " " + token + " " + strconv.FormatUint(rev, 10))
+}
+
+// parseWorkMessage undoes workMessage; a message of a node that wrote no
+// token has an empty one, and one that is no rescue a zero revision.
+func parseWorkMessage(b []byte) (id, token string, rev uint64) {
+	id, rest, _ := strings.Cut(string(b), " ")
+	token, revText, _ := strings.Cut(rest, " ")
+	rev, _ = strconv.ParseUint(revText, 10, 64)
+	return id, token, rev
 }
 
 // publish queues a job's id for the node target (the routing policy's
-// choice), or for any node when target is empty.
-func (c *Cluster) publish(ctx context.Context, j *job.Job, target string) error {
-	subject := workSubject + string(j.Class)
+// choice), or for any node when target is empty; rev is the revision of a
+// rescued job's record (else 0). The message id that JetStream
+// deduplicates on is the body: a publish retried within one submit, or the
+// same rescue by several nodes, is stored once, and another submit's is
+// not mistaken for it.
+func (c *Cluster) publish(ctx context.Context, id string, class job.Class, target, token string, rev uint64) error {
+	subject := workSubject + string(class)
 	if target != "" {
 		subject += "." + target
 	}
+	body := workMessage(id, token, rev)
+	msgID := strings.ReplaceAll(string(body), " ", ".")
 	err := retryTransient(ctx, func(ctx context.Context) error {
-		_, err := c.js.Publish(ctx, subject, []byte(j.ID), jetstream.WithMsgID(j.ID))
+		_, err := c.js.Publish(ctx, subject, body, jetstream.WithMsgID(msgID))
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("cluster: queue %s: %v: %w", j.ID, err, ErrUnavailable)
+		return fmt.Errorf("cluster: queue %s: %v: %w", id, err, ErrUnavailable)
 	}
 	return nil
 }
@@ -681,6 +810,9 @@ func (c *Cluster) readLeader(ctx context.Context, k string) ([]byte, uint64, err
 // from this node's view, so that a submit on one node is visible on every
 // other at once).
 func (c *Cluster) Get(ctx context.Context, id string) (*Record, error) {
+	if r := c.recentRecord(id); r != nil {
+		return r, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	rec, _, err := c.get(ctx, id)
@@ -722,6 +854,7 @@ func (c *Cluster) remember(r *Record) {
 	old, ok := c.view[s.ID]
 	if !ok || old.Seq <= s.Seq || old.State == job.Queued {
 		c.view[s.ID] = &s
+		c.indexDirect(s.ID, &s)
 	}
 	c.viewMu.Unlock()
 	c.ended(old, &s)
@@ -743,6 +876,7 @@ func (c *Cluster) watch(ctx context.Context) {
 		if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &rec) != nil {
 			c.viewMu.Lock()
 			delete(c.view, id)
+			c.indexDirect(id, nil)
 			c.viewMu.Unlock()
 			return
 		}
@@ -753,6 +887,7 @@ func (c *Cluster) watch(ctx context.Context) {
 		c.viewMu.Lock()
 		old := c.view[id]
 		c.view[id] = &rec
+		c.indexDirect(id, &rec)
 		c.viewMu.Unlock()
 		c.ended(old, &rec)
 	})
@@ -866,50 +1001,6 @@ func (c *Cluster) onCancel(m *nats.Msg) {
 		reply = err.Error()
 	}
 	_ = m.Respond([]byte(reply))
-}
-
-// OpenOutput opens a file a job wrote, from the cluster's object store.
-// Not found wraps os.ErrNotExist.
-func (c *Cluster) OpenOutput(ctx context.Context, typ, subfolder, name string) (io.ReadCloser, error) {
-	obj, err := c.outputs.Get(ctx, outputName(typ, subfolder, name))
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, os.ErrNotExist
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cluster: output %s: %v: %w", name, err, ErrUnavailable)
-	}
-	return obj, nil
-}
-
-// outputName is an output's name in the object store.
-func outputName(typ, subfolder, name string) string {
-	if typ == "" {
-		typ = "output"
-	}
-	return path.Join(typ, path.Clean("/" + strings.ReplaceAll(subfolder, "\\", "/"))[1:], name)
-}
-
-// uploadOutputs copies a finished job's files into the object store, so
-// that any node serves them after this one is gone.
-func (c *Cluster) uploadOutputs(ctx context.Context, outs []job.Output) error {
-	var errs []error
-	for _, o := range outs {
-		if o.Filename == "" || strings.ContainsAny(o.Filename, "/\\") {
-			continue
-		}
-		rel := filepath.Clean(filepath.Join("/", filepath.FromSlash(o.Subfolder), o.Filename))
-		f, err := os.Open(filepath.Join(c.local.OutputDir, rel))
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		_, err = c.outputs.Put(ctx, jetstream.ObjectMeta{Name: outputName(o.Type, o.Subfolder, o.Filename)}, f)
-		f.Close()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("put %s: %w", o.Filename, err))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // NodeState is what a node knows of itself: what a routing policy needs to

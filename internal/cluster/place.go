@@ -23,15 +23,16 @@ import (
 // A job no node can take now (the policy says so) goes on the shared
 // subject (kiln.work.<class>), which every node pulls.
 
-// place asks the routing policy for j's node; "" means any node.
-func (c *Cluster) place(j *job.Job) string {
+// place asks the routing policy for j's node; "" means any node. work is
+// the job's estimated cost, as routedSince counted it.
+func (c *Cluster) place(j *job.Job) (node string, work time.Duration) {
 	r := c.local.Router
 	if r == nil {
-		return ""
+		return "", 0
 	}
 	live := c.Nodes()
 	if len(live) == 0 {
-		return ""
+		return "", 0
 	}
 	jv := decision.JobView{ID: j.ID, Class: j.Class, DeadlineMS: j.DeadlineMS, Models: j.Models}
 	if c.local.ModelBytes != nil {
@@ -46,12 +47,15 @@ func (c *Cluster) place(j *job.Job) string {
 	views := make([]decision.NodeView, len(live))
 	c.viewMu.RLock()
 	for i, n := range live {
+		if n.ID == c.cfg.NodeID {
+			n = c.liveSelf(n)
+		}
 		views[i] = nodeView(n, c.routedSince[n.ID])
 	}
 	c.viewMu.RUnlock()
 	node, ok := r.Route(decision.RouteRequest{Job: jv, Nodes: views, Random: rand.Uint64()})
 	if !ok {
-		return ""
+		return "", 0
 	}
 	c.viewMu.Lock()
 	r2 := c.routedSince[node]
@@ -59,7 +63,40 @@ func (c *Cluster) place(j *job.Job) string {
 	r2.work += jv.EstimatedCost
 	c.routedSince[node] = r2
 	c.viewMu.Unlock()
-	return node
+	return node, jv.EstimatedCost
+}
+
+// unroute takes a job that place routed to this node and Submit then
+// claimed out of routedSince: it is in the local queue, which liveSelf
+// reads.
+func (c *Cluster) unroute(work time.Duration) {
+	c.viewMu.Lock()
+	defer c.viewMu.Unlock()
+	r := c.routedSince[c.cfg.NodeID]
+	if r.jobs > 0 {
+		r.jobs--
+		r.work = max(r.work-work, 0)
+		c.routedSince[c.cfg.NodeID] = r
+	}
+}
+
+// liveSelf is this node's view of itself: its last heartbeat with its
+// local queue and idle workers as they are now. The jobs it claimed when
+// they were submitted are in that queue, so they do not count in
+// routedSince (Submit takes them out again, unroute): counted there, jobs
+// run one after another within a second, each done before the next,
+// would make the node look busy and send the next ones elsewhere. The jobs
+// routed here that wait in its consumers still count, as for any node.
+func (c *Cluster) liveSelf(n NodeInfo) NodeInfo {
+	counts := c.local.Store.Counts()
+	n.Queued, n.Running = counts[job.Queued], counts[job.Running]
+	// Workers up, less those running a job.
+	n.Workers = c.local.ReadyWorkers()
+	n.IdleWorkers = max(n.Workers-n.Running, 0)
+	if n.Queued == 0 && n.IdleWorkers > 0 {
+		n.Wait = 0
+	}
+	return n
 }
 
 // routed is what this node sent another since that node's last heartbeat.
@@ -130,6 +167,7 @@ func (c *Cluster) adopt(ctx context.Context) {
 			}
 			c.retire(ctx, name, alive)
 		}
+		c.rescue(ctx)
 	}
 }
 

@@ -26,24 +26,37 @@ func (c *Cluster) Run(ctx context.Context) {
 		wg.Add(1)
 		go func() { defer wg.Done(); c.pull(ctx, p) }()
 	}
-	for _, f := range []func(context.Context){c.keepAlive, c.record, c.watch, c.watchNodes, c.adopt} {
+	for _, f := range []func(context.Context){c.keepAlive, c.record, c.watch, c.watchNodes, c.adopt, c.resumeCopies} {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(ctx) }()
 	}
 	wg.Wait()
+	c.copies.Wait()
 	c.release()
 }
 
 // release gives back the jobs this node still holds when it stops, so that
-// other nodes take them at once instead of after AckWait.
+// other nodes take them at once instead of after AckWait: a job held
+// through a message by a nak, a direct one by queuing it (as rescue would,
+// later).
 func (c *Cluster) release() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	var direct []held
 	for id, h := range c.held {
-		if !h.abandoned {
+		switch {
+		case h.abandoned:
+		case h.msg != nil:
 			_ = h.msg.Nak()
+		case h.rev != 0:
+			direct = append(direct, *h)
 		}
 		delete(c.held, id)
+	}
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, h := range direct {
+		_ = c.publish(ctx, h.rec.ID, h.rec.Class, "", h.rec.Token, h.rev)
 	}
 }
 
@@ -52,9 +65,10 @@ func (c *Cluster) release() {
 // not wait on the network, as it runs in the dispatcher.
 func (c *Cluster) JobFinished(j *job.Job) {
 	c.mu.Lock()
-	_, ok := c.held[j.ID]
+	h, ok := c.held[j.ID]
 	if ok {
 		c.finished = append(c.finished, j)
+		h.endedAt = time.Now()
 	}
 	c.mu.Unlock()
 	if ok {
@@ -62,24 +76,24 @@ func (c *Cluster) JobFinished(j *job.Job) {
 	}
 }
 
-// outputsWait bounds how long a finished job's result waits for the API to
-// finish its files (OutputsWritten) before it is recorded anyway.
+// outputsWait bounds how long a finished job's outputs wait for the API to
+// finish its files (OutputsWritten) before they are copied anyway.
 const outputsWait = 5 * time.Second
 
 // OutputsWritten is the API's hook: it has written the last bytes of a
-// finished job's files (ComfyUI's PNG metadata), so the recorder may copy
-// them to the object store; before that, a copy could differ from the file
-// this node serves.
+// finished job's files (ComfyUI's PNG metadata), so the node may copy them
+// to the object store; before that, a copy could differ from the file this
+// node serves.
 func (c *Cluster) OutputsWritten(id string) {
 	c.mu.Lock()
-	_, ok := c.held[id]
-	if ok {
-		c.written[id] = true
+	if ch, ok := c.written[id]; ok {
+		select {
+		case <-ch:
+		default:
+			close(ch)
+		}
 	}
 	c.mu.Unlock()
-	if ok {
-		signal(c.wake)
-	}
 }
 
 func signal(ch chan struct{}) {
@@ -186,21 +200,60 @@ func (c *Cluster) recreate(ctx context.Context, p *puller) (jetstream.Consumer, 
 	return cons, nil
 }
 
+// recordWait is how long a work message whose record is not in the
+// registry is kept (redelivered every recordRetry) before it is dropped:
+// Submit writes the record and the message concurrently, so a node may pull
+// the message first; a message whose submit failed has no record ever.
+const (
+	recordWait  = submitTimeout + 5*time.Second
+	recordRetry = 100 * time.Millisecond
+)
+
 // take claims a delivered job and hands it to the local kernel, or acks a
 // message whose job needs nothing more.
 func (c *Cluster) take(ctx context.Context, msg jetstream.Msg) {
-	id := string(msg.Data())
+	id, token, wantRev := parseWorkMessage(msg.Data())
 	log := c.log.With().Str("job", id).Logger()
+	c.mu.Lock()
+	if h, ok := c.held[id]; ok && !h.abandoned {
+		if token != "" && h.rec.Token != "" && token != h.rec.Token {
+			// Another submit's message for this id (one that lost the
+			// race for its record): nothing to run.
+			c.mu.Unlock()
+			_ = msg.Ack()
+			return
+		}
+		// This node holds the job: claimed when it was submitted here
+		// (the message arrives after), or redelivered to it because an
+		// in-progress signal came late. Keep the newer message alive.
+		h.msg = msg
+		c.mu.Unlock()
+		_ = msg.InProgress()
+		return
+	}
+	c.mu.Unlock()
+	delivered := time.Now()
 	octx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	rec, rev, err := c.get(octx, id)
 	switch {
 	case errors.Is(err, job.ErrNotFound):
-		_ = msg.Ack() // deleted from the registry: nothing to run
+		if md, merr := msg.Metadata(); merr == nil && time.Since(md.Timestamp) < recordWait {
+			// Its submit may still be writing the record.
+			_ = msg.NakWithDelay(recordRetry)
+			return
+		}
+		_ = msg.Ack() // deleted from the registry, or never written: nothing to run
 		return
 	case err != nil:
 		log.Warn().Err(err).Msg("read a delivered job; it is redelivered")
 		_ = msg.NakWithDelay(time.Second)
+		return
+	case token != "" && rec.Token != "" && token != rec.Token:
+		_ = msg.Ack() // another submit's message for this id: nothing to run
+		return
+	case wantRev != 0 && wantRev != rev:
+		_ = msg.Ack() // a rescue of a job that was claimed or ended meanwhile
 		return
 	case terminal(rec.State):
 		// Finished elsewhere, or cancelled while queued; a restarted node
@@ -208,10 +261,11 @@ func (c *Cluster) take(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Ack()
 		return
 	}
+	read := time.Now()
 	c.mu.Lock()
 	if h, ok := c.held[id]; ok {
-		// Redelivered to the node that holds it (an in-progress signal
-		// came late): keep the newer message alive.
+		// Held meanwhile (abandoned, or a redelivery raced this one):
+		// keep the newer message alive.
 		h.msg = msg
 		c.mu.Unlock()
 		_ = msg.InProgress()
@@ -230,6 +284,7 @@ func (c *Cluster) take(ctx context.Context, msg jetstream.Msg) {
 	prev := rec.Node
 	rec.State, rec.Node, rec.StartedAt = job.Running, c.cfg.NodeID, now
 	rec.Attempts++
+	rec.Direct = false // held through this message now
 	newRev, err := c.put(octx, rec, rev)
 	if err != nil {
 		// Claimed by another node meanwhile, or NATS is away: ask again.
@@ -239,8 +294,110 @@ func (c *Cluster) take(ctx context.Context, msg jetstream.Msg) {
 	if prev != "" && prev != c.cfg.NodeID {
 		log.Info().Str("from", prev).Int("attempt", rec.Attempts).Msg("took over a job from a node that stopped holding it")
 	}
+	claimed := time.Now()
+	c.mu.Lock()
+	c.held[id] = &held{msg: msg, rev: newRev, rec: *rec}
+	c.written[id] = make(chan struct{})
+	c.mu.Unlock()
+	if err := c.startLocal(octx, rec); err != nil {
+		log.Warn().Err(err).Msg("could not queue a claimed job locally; giving it back")
+		c.drop(id)
+		rec.State, rec.Node, rec.StartedAt = job.Queued, "", time.Time{}
+		rec.Attempts--
+		_ = c.update(octx, rec, newRev)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	var queued time.Duration
+	if md, merr := msg.Metadata(); merr == nil {
+		queued = delivered.Sub(md.Timestamp)
+	}
+	log.Debug().Float64("queued_ms", ms(queued)).Float64("read_ms", ms(read.Sub(delivered))).
+		Float64("claim_ms", ms(claimed.Sub(read))).Float64("local_submit_ms", ms(time.Since(claimed))).
+		Msg("claimed a delivered job")
+}
+
+// claimAtSubmit claims for this node a job that Submit places here, when
+// the node has room: rec becomes the record of a job running here (attempt
+// 1), and a slot is held for it. false leaves rec as it was: the job is
+// queued for this node as any other.
+func (c *Cluster) claimAtSubmit(rec *Record, now time.Time) bool {
+	capacity := c.capacity()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.held[rec.ID]; ok || capacity-len(c.held) <= 0 {
+		return false
+	}
+	rec.State, rec.Node, rec.StartedAt, rec.Attempts, rec.Direct = job.Running, c.cfg.NodeID, now, 1, true
+	c.held[rec.ID] = &held{rec: *rec}
+	c.written[rec.ID] = make(chan struct{})
+	return true
+}
+
+// unclaim gives up the slot claimAtSubmit held for a job whose submit
+// failed. A message of it that arrived meanwhile goes back to JetStream,
+// which delivers it again to a node that finds its record (or none).
+func (c *Cluster) unclaim(id string, claimed bool) {
+	if !claimed {
+		return
+	}
+	c.mu.Lock()
+	h := c.held[id]
+	delete(c.held, id)
+	delete(c.written, id)
+	c.mu.Unlock()
+	if h != nil && h.msg != nil {
+		_ = h.msg.Nak()
+	}
+	signal(c.room)
+}
+
+// runClaimed queues in the local kernel a job that Submit claimed for this
+// node (claimAtSubmit), its record now stored at revision rev. If the local
+// queue refuses it, the record is given back (queued, no node) with a work
+// message for any node.
+func (c *Cluster) runClaimed(ctx context.Context, rec *Record, rev uint64) {
+	c.mu.Lock()
+	h, ok := c.held[rec.ID]
+	if ok {
+		h.rev, h.rec.Seq = rev, rev
+	}
+	c.mu.Unlock()
+	if !ok || h.abandoned {
+		// Cut off from NATS meanwhile: the other nodes rescue the job.
+		return
+	}
+	err := c.startLocal(ctx, rec)
+	if err == nil {
+		return
+	}
+	c.log.Warn().Err(err).Str("job", rec.ID).Msg("could not queue a job claimed at submit locally; giving it back")
+	c.mu.Lock()
+	msg := h.msg
+	c.mu.Unlock()
+	c.drop(rec.ID)
+	if msg != nil {
+		_ = msg.NakWithDelay(time.Second)
+	}
+	// Queued for any node, with a message now. Should either write fail,
+	// the record still says this node runs the job, which it does not
+	// hold: rescue queues it.
+	back := *rec
+	back.State, back.Node, back.StartedAt, back.Attempts, back.Direct = job.Queued, "", time.Time{}, 0, false
+	uctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if _, err := c.put(uctx, &back, rev); err == nil {
+		_ = c.publish(uctx, back.ID, back.Class, "", back.Token, 0)
+	}
+}
+
+// startLocal queues a job this node claimed in its local kernel.
+func (c *Cluster) startLocal(ctx context.Context, rec *Record) error {
 	local := &job.Job{ID: rec.ID, Class: rec.Class, Workflow: rec.Workflow, Models: rec.Models,
-		DeadlineMS: rec.DeadlineMS, Tenant: rec.Tenant, ClientID: rec.ClientID}
+		DeadlineMS: rec.DeadlineMS, Tenant: rec.Tenant, ClientID: rec.ClientID,
+		// Set when the job was submitted on this node: the API derived
+		// them from this workflow, and the store need not parse it again.
+		Facts: rec.Facts}
 	// The cluster's order within a class, kept on the node: an explicit
 	// order as given, else the registry's sequence (negated for front).
 	order := float64(rec.Seq)
@@ -251,29 +408,18 @@ func (c *Cluster) take(ctx context.Context, msg jetstream.Msg) {
 		order = -float64(rec.Seq)
 	}
 	local.Order = &order
-	c.mu.Lock()
-	c.held[id] = &held{msg: msg, rev: newRev, rec: *rec}
-	c.mu.Unlock()
-	err = c.local.Store.Submit(octx, local)
+	err := c.local.Store.Submit(ctx, local)
 	if errors.Is(err, job.ErrDuplicate) {
 		// A previous life of this node ran it (forgetLocal cancelled it):
 		// the registry's claim is the job now.
-		if old, gerr := c.local.Store.Get(id); gerr == nil && !terminal(old.State) {
-			_, _ = c.local.Cancel(id)
+		if old, gerr := c.local.Store.Get(rec.ID); gerr == nil && !terminal(old.State) {
+			_, _ = c.local.Cancel(rec.ID)
 		}
-		_ = c.local.Store.Delete(id)
-		err = c.local.Store.Submit(octx, local)
+		_ = c.local.Store.Delete(rec.ID)
+		err = c.local.Store.Submit(ctx, local)
 	}
 	if err != nil {
-		log.Warn().Err(err).Msg("could not queue a claimed job locally; giving it back")
-		c.mu.Lock()
-		delete(c.held, id)
-		c.mu.Unlock()
-		rec.State, rec.Node, rec.StartedAt = job.Queued, "", time.Time{}
-		rec.Attempts--
-		_ = c.update(octx, rec, newRev)
-		_ = msg.NakWithDelay(time.Second)
-		return
+		return err
 	}
 	// Its estimate (the store derived its facts) feeds the work of the
 	// jobs still waiting in this node's consumers (routedBacklog).
@@ -287,6 +433,7 @@ func (c *Cluster) take(ctx context.Context, msg jetstream.Msg) {
 		}
 		c.mu.Unlock()
 	}
+	return nil
 }
 
 // put writes rec over revision rev and returns the new revision.
@@ -334,7 +481,7 @@ func (c *Cluster) keepAlive(ctx context.Context) {
 					lost = append(lost, id)
 					continue
 				}
-				if !h.abandoned {
+				if !h.abandoned && h.msg != nil {
 					_ = h.msg.InProgress()
 				}
 			}
@@ -445,7 +592,12 @@ func (c *Cluster) record(ctx context.Context) {
 	}
 }
 
-// finish records one finished job; false means "try again later".
+// finish records one finished job; false means "try again later". The
+// record comes first: a client waiting for the job learns that it is done
+// after one replicated write. Its outputs are copied to the object store
+// after (copyOutputs); a /view of them on another node meanwhile waits for
+// the copy (OpenOutput), and a note in Local.PendingDir, written before the
+// record, has a node that dies before the copy make it when it restarts.
 func (c *Cluster) finish(ctx context.Context, j *job.Job) bool {
 	c.mu.Lock()
 	h, ok := c.held[j.ID]
@@ -457,23 +609,9 @@ func (c *Cluster) finish(ctx context.Context, j *job.Job) bool {
 		c.drop(j.ID)
 		return true
 	}
-	c.mu.Lock()
-	written := c.written[j.ID]
-	c.mu.Unlock()
-	if j.State == job.Done && !written && time.Since(j.FinishedAt) < outputsWait {
-		return false // the API is still writing its files
-	}
 	log := c.log.With().Str("job", j.ID).Logger()
 	octx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	if len(j.Outputs) > 0 && j.State == job.Done {
-		if err := c.uploadOutputs(octx, j.Outputs); err != nil {
-			if !c.nc.IsConnected() {
-				return false
-			}
-			log.Warn().Err(err).Msg("copy outputs to the cluster's object store; they stay on this node")
-		}
-	}
 	rec := h.rec
 	rec.State, rec.Outputs, rec.Error, rec.Worker = j.State, j.Outputs, j.Error, j.Worker
 	rec.FinishedAt = j.FinishedAt
@@ -485,17 +623,45 @@ func (c *Cluster) finish(ctx context.Context, j *job.Job) bool {
 	if j.Attempts > 1 {
 		rec.Attempts += j.Attempts - 1
 	}
+	copying := j.State == job.Done && len(j.Outputs) > 0
+	if copying {
+		c.notePending(j.ID)
+	}
+	start := time.Now()
 	_, err := c.put(octx, &rec, h.rev)
 	switch {
 	case err == nil:
-		if err := h.msg.Ack(); err != nil {
-			log.Debug().Err(err).Msg("ack (the next delivery finds the job finished and acks it)")
+		if h.msg != nil {
+			if err := h.msg.Ack(); err != nil {
+				log.Debug().Err(err).Msg("ack (the next delivery finds the job finished and acks it)")
+			}
 		}
-		c.drop(j.ID)
+		c.keepRecent(&rec)
+		c.mu.Lock()
+		delete(c.held, j.ID)
+		written := c.written[j.ID]
+		if !copying {
+			delete(c.written, j.ID)
+		}
+		c.mu.Unlock()
+		signal(c.room)
+		log.Debug().Float64("hook_after_finish_ms", ms(h.endedAt.Sub(j.FinishedAt))).
+			Float64("record_wait_ms", ms(start.Sub(h.endedAt))).Float64("record_ms", ms(time.Since(start))).
+			Msg("recorded a finished job")
+		if copying {
+			c.copies.Add(1)
+			go func() {
+				defer c.copies.Done()
+				c.copyOutputs(ctx, &rec, written)
+			}()
+		}
 	case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists):
 		// Another node claimed the job after this one stopped signalling;
 		// its run is the job's now. The message is its to ack.
 		log.Warn().Msg("the job was taken over by another node; this node's result is dropped")
+		if copying {
+			c.forgetPending(j.ID)
+		}
 		c.drop(j.ID)
 	default:
 		if c.nc.IsConnected() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -39,6 +40,7 @@ func (n *Node) openCluster(cfg *config.Config, outDir string) error {
 		Cancel:       n.Dispatcher.Cancel,
 		ReadyWorkers: func() int { return n.Pool.Ready() },
 		OutputDir:    outDir,
+		PendingDir:   filepath.Join(cfg.DataDir, "cluster", "pending-copies"),
 		Addr: func() string {
 			if a := n.Addr(); a != nil {
 				return a.String()
