@@ -41,10 +41,11 @@ type Cluster interface {
 	// job's files (PNG metadata), so they may be copied for other nodes.
 	OutputsWritten(id string)
 	// ForwardWS sends a WebSocket message for a client to the other nodes
-	// (the prompt runs here, the client may be connected elsewhere);
-	// OnForwardedWS has deliver called with the messages they forward.
-	ForwardWS(clientID string, frame []byte)
-	OnForwardedWS(deliver func(clientID string, frame []byte)) error
+	// (the prompt runs here, the client may be connected elsewhere), kind
+	// saying what frame holds (the API's own labels); OnForwardedWS has
+	// deliver called with the messages they forward, whatever their size.
+	ForwardWS(clientID, kind string, frame []byte)
+	OnForwardedWS(deliver func(clientID, kind string, frame []byte)) error
 	// Nodes are the live nodes as their heartbeats describe them, for
 	// GET /v1/cluster (JSON-encodable).
 	Nodes() any

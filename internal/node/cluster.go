@@ -153,9 +153,11 @@ func (a clusterAdapter) Nodes() any { return a.c.Nodes() }
 
 func (a clusterAdapter) OutputsWritten(id string) { a.c.OutputsWritten(id) }
 
-func (a clusterAdapter) ForwardWS(clientID string, frame []byte) { a.c.ForwardWS(clientID, frame) }
+func (a clusterAdapter) ForwardWS(clientID, kind string, frame []byte) {
+	a.c.ForwardWS(clientID, kind, frame)
+}
 
-func (a clusterAdapter) OnForwardedWS(deliver func(clientID string, frame []byte)) error {
+func (a clusterAdapter) OnForwardedWS(deliver func(clientID, kind string, frame []byte)) error {
 	return a.c.OnForwardedWS(deliver)
 }
 

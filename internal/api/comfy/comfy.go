@@ -81,8 +81,8 @@ type Jobs interface {
 type Cluster interface {
 	OpenOutput(ctx context.Context, typ, subfolder, name string) (io.ReadCloser, error)
 	OutputsWritten(id string)
-	ForwardWS(clientID string, frame []byte)
-	OnForwardedWS(deliver func(clientID string, frame []byte)) error
+	ForwardWS(clientID, kind string, frame []byte)
+	OnForwardedWS(deliver func(clientID, kind string, frame []byte)) error
 }
 
 // comfy serves the ComfyUI-compatible routes. See docs/comfyui.md.
@@ -113,9 +113,9 @@ func Register(mux *http.ServeMux, cfg Config, deps Deps) {
 	if cl := deps.Cluster; cl != nil {
 		// Messages of prompts that run on other nodes, for the clients
 		// connected here (never forwarded again).
-		if err := cl.OnForwardedWS(func(clientID string, frame []byte) {
+		if err := cl.OnForwardedWS(func(clientID, kind string, frame []byte) {
 			if clientID != "" {
-				c.hub.deliver(clientID, frame)
+				c.hub.deliverForwarded(clientID, kind, frame)
 			}
 		}); err != nil {
 			deps.Log.Warn().Err(err).Msg("websocket messages from other nodes of the cluster are not received")

@@ -622,7 +622,47 @@ func (h *hub) send(clientID, typ string, data any) {
 	if cl := h.c.deps.Cluster; cl != nil && clientID != "" {
 		// The prompt's client may be connected to another node of the
 		// cluster. Messages for every client (status) are each node's own.
-		cl.ForwardWS(clientID, b)
+		cl.ForwardWS(clientID, wsKindText, b)
+	}
+}
+
+// The kinds of WebSocket messages forwarded to the other nodes of a
+// cluster: a text frame as is, or an image event (forwardedImage), which
+// the node the client is on frames as that client asked.
+const (
+	wsKindText  = "text"
+	wsKindImage = "image"
+)
+
+// forwardedImage describes an image event forwarded to other nodes; the
+// forwarded frame is [u32 length of this JSON][JSON][image bytes].
+type forwardedImage struct {
+	PromptID string `json:"prompt_id"`
+	Node     string `json:"node"`
+	Format   string `json:"format"`
+	Output   bool   `json:"output"`
+	Meta     bool   `json:"meta"`
+}
+
+// deliverForwarded delivers a message another node forwarded to the
+// client clientID, if it is connected here.
+func (h *hub) deliverForwarded(clientID, kind string, frame []byte) {
+	switch kind {
+	case wsKindImage:
+		if len(frame) < 4 {
+			return
+		}
+		n := binary.BigEndian.Uint32(frame)
+		if uint64(n) > uint64(len(frame)-4) {
+			return
+		}
+		var e forwardedImage
+		if json.Unmarshal(frame[4:4+n], &e) != nil {
+			return
+		}
+		h.deliverImage(clientID, e.PromptID, e.Node, e.Format, frame[4+n:], e.Output, e.Meta)
+	default:
+		h.deliver(clientID, frame)
 	}
 }
 
@@ -646,7 +686,28 @@ func (h *hub) deliver(clientID string, b []byte) {
 // for (see sendStep). A preview is dropped for a client that has fallen behind;
 // an output image (SaveImageWebsocket's) is not, unless the client's queue
 // is full.
+//
+// In a cluster the event also goes to the other nodes, where the prompt's
+// client may be connected: previews and SaveImageWebsocket's images reach
+// it there as the text messages do.
 func (h *hub) sendImage(clientID, promptID, node, format string, img []byte, output, meta bool) {
+	h.deliverImage(clientID, promptID, node, format, img, output, meta)
+	cl := h.c.deps.Cluster
+	if cl == nil || clientID == "" {
+		return
+	}
+	e, err := json.Marshal(forwardedImage{PromptID: promptID, Node: node, Format: format, Output: output, Meta: meta})
+	if err != nil {
+		return
+	}
+	b := make([]byte, 0, 4+len(e)+len(img))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(e)))
+	b = append(append(b, e...), img...)
+	cl.ForwardWS(clientID, wsKindImage, b)
+}
+
+// deliverImage is sendImage's delivery to the clients connected here.
+func (h *hub) deliverImage(clientID, promptID, node, format string, img []byte, output, meta bool) {
 	var legacy, withMeta []byte // each built once, when first needed
 	h.mu.Lock()
 	defer h.mu.Unlock()
