@@ -69,6 +69,14 @@ func TestPredictorWarmsTheNextModelLive(t *testing.T) {
 	if warmed < 1 || used < 1 {
 		t.Fatalf("predictor warmed %v models and %v were used; want both ≥ 1\n%s", warmed, used, k.logTail())
 	}
+	// The books in bytes: what the used warms brought (each checkpoint is
+	// 1.2 MB here), and the wasted bytes exported even when none were.
+	if b := metric(`kiln_predict_outcome_bytes_total{outcome="used"}`); b < 1e6*used {
+		t.Fatalf("kiln_predict_outcome_bytes_total{outcome=\"used\"} = %v for %v used warms; want ≥ 1 MB each", b, used)
+	}
+	if metric(`kiln_predict_outcome_bytes_total{outcome="wasted"}`) < 0 {
+		t.Fatal("kiln_predict_outcome_bytes_total{outcome=\"wasted\"} is not exported")
+	}
 	t.Logf("warmed %v, used %v, wasted %v, hit ratio %v", warmed, used,
 		metric(`kiln_predict_warms_total{outcome="wasted"}`), metric("kiln_predict_hit_ratio"))
 }

@@ -33,9 +33,11 @@ type nodePredictor struct {
 	busy      atomic.Bool // a warm is running
 
 	mu                   sync.Mutex
-	pending              map[string]bool // warmed, not used yet
+	pending              map[string]int64 // warmed, not used yet: their bytes
 	warmed, used, wasted uint64
-	warmedBytes          uint64
+	// warmedBytes, usedBytes and wastedBytes are the same books in bytes:
+	// what a wrong guess cost in transfers.
+	warmedBytes, usedBytes, wastedBytes uint64
 }
 
 var (
@@ -44,6 +46,9 @@ var (
 		[]string{"outcome"}, nil)
 	descPredictBytes = prometheus.NewDesc("kiln_predict_warmed_bytes_total",
 		"Bytes the predictor warmed into the RAM tier.", nil, nil)
+	descPredictOutcomeBytes = prometheus.NewDesc("kiln_predict_outcome_bytes_total",
+		"Bytes of the predictor's warms that a job then used (outcome=used) or that left RAM unused (wasted).",
+		[]string{"outcome"}, nil)
 	descPredictHit = prometheus.NewDesc("kiln_predict_hit_ratio",
 		"used / (used + wasted) of the predictor's warms; 0 before any has ended.", nil, nil)
 )
@@ -51,17 +56,21 @@ var (
 func (np *nodePredictor) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descPredictWarms
 	ch <- descPredictBytes
+	ch <- descPredictOutcomeBytes
 	ch <- descPredictHit
 }
 
 func (np *nodePredictor) Collect(ch chan<- prometheus.Metric) {
 	np.mu.Lock()
 	warmed, used, wasted, bytes := np.warmed, np.used, np.wasted, np.warmedBytes
+	usedBytes, wastedBytes := np.usedBytes, np.wastedBytes
 	np.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(descPredictWarms, prometheus.CounterValue, float64(warmed), "warmed")
 	ch <- prometheus.MustNewConstMetric(descPredictWarms, prometheus.CounterValue, float64(used), "used")
 	ch <- prometheus.MustNewConstMetric(descPredictWarms, prometheus.CounterValue, float64(wasted), "wasted")
 	ch <- prometheus.MustNewConstMetric(descPredictBytes, prometheus.CounterValue, float64(bytes))
+	ch <- prometheus.MustNewConstMetric(descPredictOutcomeBytes, prometheus.CounterValue, float64(usedBytes), "used")
+	ch <- prometheus.MustNewConstMetric(descPredictOutcomeBytes, prometheus.CounterValue, float64(wastedBytes), "wasted")
 	hit := 0.0
 	if used+wasted > 0 {
 		hit = float64(used) / float64(used+wasted)
@@ -76,7 +85,7 @@ func (n *Node) runPredict(ctx context.Context) (wait func()) {
 		return func() {}
 	}
 	np := &nodePredictor{n: n, p: predict.New(predict.Config{}), maxQueued: max(lookahead(n.cfg.Dispatch), 1),
-		pending: map[string]bool{}}
+		pending: map[string]int64{}}
 	n.Metrics.Register(np)
 	events, unsubscribe := n.Dispatcher.Subscribe(1024)
 	var wg sync.WaitGroup
@@ -124,9 +133,10 @@ func (np *nodePredictor) observe(j *job.Job) {
 	np.p.Observe(j.CreatedAt, j.Models)
 	np.mu.Lock()
 	for _, m := range j.Models {
-		if np.pending[m] {
+		if b, ok := np.pending[m]; ok {
 			delete(np.pending, m)
 			np.used++
+			np.usedBytes += uint64(b)
 		}
 	}
 	np.mu.Unlock()
@@ -136,10 +146,11 @@ func (np *nodePredictor) observe(j *job.Job) {
 func (np *nodePredictor) settle() {
 	np.mu.Lock()
 	defer np.mu.Unlock()
-	for m := range np.pending {
+	for m, b := range np.pending {
 		if !np.n.Tiers.InRAM(m) {
 			delete(np.pending, m)
 			np.wasted++
+			np.wastedBytes += uint64(b)
 		}
 	}
 }
@@ -233,12 +244,11 @@ func (np *nodePredictor) plan(ctx context.Context, wg *sync.WaitGroup) {
 				continue
 			}
 			np.mu.Lock()
-			if !np.pending[m] {
-				np.pending[m] = true
+			if _, ok := np.pending[m]; !ok {
+				b, _ := size(m)
+				np.pending[m] = b
 				np.warmed++
-				if e, err := np.n.Catalog.Lookup(m); err == nil {
-					np.warmedBytes += uint64(e.Bytes)
-				}
+				np.warmedBytes += uint64(b)
 			}
 			np.mu.Unlock()
 		}
