@@ -13,6 +13,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/internal/clock"
 	"github.com/kiln-gpu/kiln/internal/device"
+	"github.com/kiln-gpu/kiln/internal/predict"
 )
 
 // TestPredictorFigures prints the BENCHMARKS.md table of the predictor:
@@ -301,4 +302,53 @@ func TestPredictorSeeds(t *testing.T) {
 		}
 	}
 	fmt.Print(b.String())
+}
+
+// TestPredictorPlansRespectTheRoom: every plan the simulator's predictor
+// makes is for a room that names the models workers hold in VRAM and
+// protects the queued jobs' models and the transfers in flight, and no plan
+// warms the former or drops the latter; some plans warm and some drop, so
+// that the checks see decisions.
+func TestPredictorPlansRespectTheRoom(t *testing.T) {
+	models, reqs, err := Generate(GenConfig{Kind: KindBursty, Jobs: 800, Rate: 0.4, Checkpoints: 40, ZipfS: 0.9, Drift: 10 * time.Minute,
+		InteractiveFrac: 0.3, BurstFactor: 3, On: 2 * time.Minute, Off: 4 * time.Minute, Seed: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := node(2, 2, 24e9, "gdsf")
+	cfg.RAMBytes = 60e9
+	cfg.LookaheadJobs = 4
+	cfg.Predict = PredictConfig{Enabled: true, MaxQueued: 4}
+	s, err := newSimulator(context.Background(), cfg.withDefaults(), models, &Trace{Requests: reqs}, Options{Wall: clock.NewFake(time.Unix(0, 0)), Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.host.Close()
+	var plans, warms, drops, above int
+	s.pred.onPlan = func(plan predict.Plan, room predict.Room, needed map[string]bool) {
+		plans++
+		warms += len(plan.Warm)
+		drops += len(plan.Evict)
+		above += len(room.Above)
+		for _, m := range plan.Warm {
+			if room.Above[m] {
+				t.Errorf("plan warms %s, which a worker holds in VRAM", m)
+			}
+		}
+		for _, m := range plan.Evict {
+			if needed[m] {
+				t.Errorf("plan drops %s, which a queued job needs", m)
+			}
+		}
+		if room.Capacity >= s.ram.capacity {
+			t.Errorf("warm room %d: want the tier's target fill, below its capacity %d", room.Capacity, s.ram.capacity)
+		}
+	}
+	if err := s.run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if plans == 0 || warms == 0 || drops == 0 || above == 0 {
+		t.Fatalf("%d plans, %d warms, %d drops, %d VRAM-resident models seen: want some of each", plans, warms, drops, above)
+	}
+	t.Logf("%d plans, %d warms, %d drops", plans, warms, drops)
 }

@@ -55,6 +55,9 @@ type predictState struct {
 	// transfer is still in flight.
 	pending map[string]bool
 	report  PredictReport
+	// onPlan, when set (by tests), sees every plan with the room and the
+	// queued jobs' models it was made for.
+	onPlan func(plan predict.Plan, room predict.Room, needed map[string]bool)
 }
 
 func newPredictState(c PredictConfig) *predictState {
@@ -125,6 +128,9 @@ func (s *simulator) warmPredicted() {
 		mod, ok := s.models[m]
 		return mod.Bytes, ok
 	}, room, s.pred.opts)
+	if s.pred.onPlan != nil {
+		s.pred.onPlan(plan, room, needed)
+	}
 	for _, m := range plan.Evict {
 		e := s.ram.entries[m]
 		delete(s.ram.entries, m)
