@@ -80,22 +80,34 @@ func defaultNode(t testing.TB, memory uint64, sets ...string) Config {
 	return c
 }
 
-// meanCI is a mean over seeds with a 95% Student-t interval.
-func meanCI(xs []float64) string {
-	var m float64
-	for _, x := range xs {
-		m += x
+// meanCI is a mean over seeds with a 95% Student-t interval, one decimal.
+func meanCI(xs []float64) string { return meanCIDigits(xs, 1) }
+
+// count is how many of xs equal x.
+func count(xs []float64, x float64) int {
+	n := 0
+	for _, v := range xs {
+		if v == x {
+			n++
+		}
 	}
-	m /= float64(len(xs))
+	return n
+}
+
+// meanCI2 is meanCI with two decimals, for rates.
+func meanCI2(xs []float64) string { return meanCIDigits(xs, 2) }
+
+func meanCIDigits(xs []float64, digits int) string {
+	m := mean(xs)
 	if len(xs) < 2 {
-		return fmt.Sprintf("%.1f", m)
+		return fmt.Sprintf("%.*f", digits, m)
 	}
 	var v float64
 	for _, x := range xs {
 		v += (x - m) * (x - m)
 	}
 	half := t975[min(len(xs)-1, len(t975)-1)] * math.Sqrt(v/float64(len(xs)-1)/float64(len(xs)))
-	return fmt.Sprintf("%.1f ± %.1f", m, half)
+	return fmt.Sprintf("%.*f ± %.*f", digits, m, digits, half)
 }
 
 // t975 is Student's t at 0.975 by degrees of freedom (index 0 unused).
@@ -182,71 +194,156 @@ func mean(xs []float64) float64 {
 // and 16 nodes (default node with 48 GiB GPUs, so that every generated
 // model fits), routed by random, least-loaded and affinity, over 3 seeds
 // (of the trace and of the routing words): cold loads, load time, p95 and
-// GPU busy. KILN_BENCH_ROUTING_NODES=4,16,64 picks the sizes.
+// GPU busy; the same on the trace-derived workloads when the shared traces
+// are there; then each policy's throughput at the p95 SLO on every
+// workload. KILN_BENCH_ROUTING_NODES=4,16,64 picks the sizes of the first
+// tables, KILN_BENCH_ROUTING_SLO_NODES (default 16) those of the last.
 func TestBenchRouting(t *testing.T) {
 	out := benchOut(t, "KILN_BENCH_ROUTING")
-	sizes := []int{4, 16}
-	if v := os.Getenv("KILN_BENCH_ROUTING_NODES"); v != "" {
-		sizes = nil
-		for _, f := range strings.Split(v, ",") {
-			var n int
-			if _, err := fmt.Sscan(f, &n); err != nil || n < 2 {
-				t.Fatalf("KILN_BENCH_ROUTING_NODES: %q", f)
-			}
-			sizes = append(sizes, n)
-		}
-	}
+	sizes := benchSizes(t, "KILN_BENCH_ROUTING_NODES", []int{4, 16})
+	sloSizes := benchSizes(t, "KILN_BENCH_ROUTING_SLO_NODES", []int{16})
 	seeds := []uint64{1, 2, 3}
+	workloads := routingWorkloads(t)
 	var b strings.Builder
-	fmt.Fprintf(&b, "Per node: 150 jobs, 0.25 jobs/s offered; zipf (s = 1) over 6 checkpoints per node (at least 24), LoRAs, ControlNets and upscalers as `kiln sim gen` draws them; the default node (2 GPUs × 2 workers) with 48 GiB GPUs and 40 GB of RAM tier; 2 ms network hop; seeds %v; mean ± 95%% t-interval over the seeds.\n\n", seeds)
-	routingTable(t, &b, "zipf", sizes, seeds, func(n int, seed uint64) ([]Model, []Request, error) {
-		return Generate(GenConfig{Kind: KindZipf, Jobs: 150 * n, Rate: 0.25 * float64(n), Checkpoints: max(24, 6*n), Seed: seed})
-	})
-	routingTraces(t, &b, sizes, seeds)
+	for i, w := range workloads {
+		if i == 0 {
+			fmt.Fprintf(&b, "Per node: 150 jobs, 0.25 jobs/s offered; %s; the default node (2 GPUs × 2 workers) with 48 GiB GPUs and 40 GB of RAM tier; 2 ms network hop; seeds %v; mean ± 95%% t-interval over the seeds.\n\n", w.name, seeds)
+		} else {
+			fmt.Fprintf(&b, "\n%s; the node and network as above; seeds %v.\n\n", w.name, seeds)
+		}
+		routingTable(t, &b, w.name, sizes, seeds, func(n int, seed uint64) ([]Model, []Request, error) {
+			return w.make(n, seed, 0.25, 150)
+		})
+	}
+	routingSLOTable(t, &b, workloads, sloSizes, seeds)
 	t.Log("\n" + b.String())
 	if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// routingTraces adds the routing table on the trace-derived workloads (the
-// shared folder's ServeGen and Azure traces, as `kiln sim bench` imports
-// them), when the folder is there: per node 150 jobs at 0.25 jobs/s, the
-// traces' own arrival shapes (ServeGen's windows, bursty per client;
-// Azure's conversation arrivals), models as the importers map them onto
-// max(24, 6 per node) checkpoints. Seeds vary the routing words and, for
-// Azure, the models' draw; a ServeGen span is its trace.
-func routingTraces(t *testing.T, b *strings.Builder, sizes []int, seeds []uint64) {
+// benchSizes reads a comma-separated list of cluster sizes from env.
+func benchSizes(t *testing.T, env string, def []int) []int {
+	v := os.Getenv(env)
+	if v == "" {
+		return def
+	}
+	var sizes []int
+	for _, f := range strings.Split(v, ",") {
+		var n int
+		if _, err := fmt.Sscan(f, &n); err != nil || n < 2 {
+			t.Fatalf("%s: %q", env, f)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes
+}
+
+// routingWorkload makes a cluster workload of n nodes: jobsPerNode jobs per
+// node arriving at ratePerNode jobs/s per node.
+type routingWorkload struct {
+	name string
+	make func(n int, seed uint64, ratePerNode float64, jobsPerNode int) ([]Model, []Request, error)
+}
+
+// routingWorkloads are kiln sim gen's zipf workload and, when the shared
+// folder's traces are there, the ServeGen and Azure ones as `kiln sim
+// bench` imports them: the traces' own arrival shapes (ServeGen's
+// windows, bursty per client; Azure's conversation arrivals), models as
+// the importers map them onto max(24, 6 per node) checkpoints. Seeds vary
+// the routing words and, for zipf and Azure, the models' draw; a ServeGen
+// span is its trace.
+func routingWorkloads(t *testing.T) []routingWorkload {
+	ws := []routingWorkload{{"zipf (s = 1) over 6 checkpoints per node (at least 24), LoRAs, ControlNets and upscalers as `kiln sim gen` draws them",
+		func(n int, seed uint64, rate float64, jobs int) ([]Model, []Request, error) {
+			return Generate(GenConfig{Kind: KindZipf, Jobs: jobs * n, Rate: rate * float64(n), Checkpoints: max(24, 6*n), Seed: seed})
+		}}}
 	traces := "../../../shared/traces"
 	if v := os.Getenv("KILN_TRACES"); v != "" {
 		traces = v // make bench-routing: the Makefile's TRACES
 	}
 	if _, err := os.Stat(traces + "/servegen"); err != nil {
-		t.Logf("no shared traces at %s (KILN_TRACES): the trace-derived routing table is left out", traces)
-		return
+		t.Logf("no shared traces at %s (KILN_TRACES): the trace-derived routing tables are left out", traces)
+		return ws
 	}
 	fsys := os.DirFS(traces)
-	workloads := []struct {
-		name string
-		make func(n int, seed uint64) ([]Model, []Request, error)
-	}{
-		{"ServeGen multimodal (mm-image), clients striped over checkpoints", func(n int, seed uint64) ([]Model, []Request, error) {
+	return append(ws,
+		routingWorkload{"ServeGen multimodal (mm-image), clients striped over checkpoints", func(n int, seed uint64, rate float64, jobs int) ([]Model, []Request, error) {
 			return ImportServeGen(ServeGenOptions{FS: fsys, Dir: "servegen/multimodal/mm-image", Start: 12 * time.Hour,
-				TargetRate: 0.25 * float64(n), Checkpoints: max(24, 6*n), Mapping: MapStripe, MaxJobs: 150 * n, Seed: seed})
+				TargetRate: rate * float64(n), Checkpoints: max(24, 6*n), Mapping: MapStripe, MaxJobs: jobs * n, Seed: seed})
 		}},
-		{"Azure LLM 2023 conversation arrivals, Zipf(1.0) over checkpoints", func(n int, seed uint64) ([]Model, []Request, error) {
+		routingWorkload{"Azure LLM 2023 conversation arrivals, Zipf(1.0) over checkpoints", func(n int, seed uint64, rate float64, jobs int) ([]Model, []Request, error) {
 			f, err := fsys.Open("azure-llm-2023/AzureLLMInferenceTrace_conv.csv")
 			if err != nil {
 				return nil, nil, err
 			}
 			defer f.Close()
-			return ImportAzure(f, "AzureLLMInferenceTrace_conv.csv", AzureOptions{TargetRate: 0.25 * float64(n),
-				Checkpoints: max(24, 6*n), ZipfS: 1, MaxJobs: 150 * n, Seed: seed})
+			return ImportAzure(f, "AzureLLMInferenceTrace_conv.csv", AzureOptions{TargetRate: rate * float64(n),
+				Checkpoints: max(24, 6*n), ZipfS: 1, MaxJobs: jobs * n, Seed: seed})
 		}},
-	}
+	)
+}
+
+// routingSLORates are the per-node arrival rates (jobs/s) the SLO table
+// sweeps, each for 600 s of arrivals.
+var routingSLORates = []float64{0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6}
+
+// routingSLO is the cluster table's p95 SLO: twice the single node's
+// (benchSLO), because in these clusters every node's first loads come from
+// the remote tier and no policy's p95 is within 30 s even at the lowest
+// rate (zipf at 4 nodes, 0.1 jobs/s per node: random 47 s, affinity 37 s).
+const routingSLO = 2 * benchSLO
+
+// routingSLOTable writes each routing policy's throughput at the p95 SLO
+// (routingSLO), as the single node's bench finds it: per seed, the highest swept
+// per-node rate whose p95 stays within the SLO with no failed job (the
+// sweep stops at the first rate past it), and the cluster's completed
+// jobs per second there.
+func routingSLOTable(t *testing.T, b *strings.Builder, workloads []routingWorkload, sizes []int, seeds []uint64) {
+	fmt.Fprintf(b, "\n**Throughput at the p95 SLO (%s)**: per seed, the highest per-node rate of %v jobs/s (600 s of arrivals each) whose p95 stays within the SLO with no failed job, the sweep stopping at the first rate past it; the cluster's throughput there (completed jobs/s); mean ± 95%% t-interval over seeds %v. The node and network as above. The SLO is twice the single node's: every node's first loads come from the remote tier, and at the lowest rate no policy's p95 is within %s.\n\n", routingSLO, routingSLORates, seeds, benchSLO)
+	b.WriteString("| workload | nodes | routing | highest rate within SLO (per node) | throughput there (jobs/s, cluster) | vs random |\n|---|---|---|---|---|---|\n")
 	for _, w := range workloads {
-		fmt.Fprintf(b, "\n%s; the node and network as above; seeds %v.\n\n", w.name, seeds)
-		routingTable(t, b, w.name, sizes, seeds, w.make)
+		for _, n := range sizes {
+			var randomThr float64
+			for _, routing := range []string{"random", "least-loaded", "affinity"} {
+				var best, thr []float64
+				for _, seed := range seeds {
+					var rate, through float64
+					for _, r := range routingSLORates {
+						models, reqs, err := w.make(n, seed, r, int(r*600))
+						if err != nil {
+							t.Fatal(err)
+						}
+						node := defaultNode(t, 48<<30, "policies.routing="+routing)
+						node.RAMBytes = 40e9
+						rep, err := RunCluster(context.Background(), ClusterConfig{Node: node, Nodes: n, NetworkDelay: 2 * time.Millisecond},
+							models, &Trace{Requests: reqs}, Options{Wall: fakeWall(), Seed: int64(seed)})
+						if err != nil {
+							t.Fatal(err)
+						}
+						if rep.P95LatencyS > routingSLO.Seconds() || rep.Failed > 0 {
+							break
+						}
+						rate, through = r, float64(rep.Completed)/rep.SimulatedS
+					}
+					best, thr = append(best, rate), append(thr, through)
+				}
+				vs := "—"
+				if routing == "random" {
+					randomThr = mean(thr)
+				} else if randomThr > 0 {
+					vs = fmt.Sprintf("%.2f×", mean(thr)/randomThr)
+				}
+				rate := meanCI2(best)
+				if top := routingSLORates[len(routingSLORates)-1]; slices.Contains(best, top) {
+					// The sweep found no limit for this seed: a lower bound.
+					rate += fmt.Sprintf(" (%d of %d seeds at the sweep's top)", count(best, top), len(best))
+				}
+				short, _, _ := strings.Cut(w.name, " ")
+				fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s |\n", short, n, routing, rate, meanCI2(thr), vs)
+				t.Logf("SLO sweep %s: %d nodes, %s done", short, n, routing)
+			}
+		}
 	}
 }
 
