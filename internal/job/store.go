@@ -68,7 +68,16 @@ type Option func(*options)
 type options struct {
 	rand        io.Reader
 	lockTimeout time.Duration
+	noSync      bool
 }
+
+// WithoutSync has the store's log written without an fdatasync: a change
+// is in the kernel's page cache when its method returns, which a crash of
+// the process does not lose (a kill -9 included) but a crash of the
+// machine may. For a store that is not the durable copy of its jobs: a
+// cluster node's local queue, whose jobs JetStream holds replicated
+// (internal/cluster) and which a restarted node drops in any case.
+func WithoutSync() Option { return func(o *options) { o.noSync = true } }
 
 // WithRand sets the source of the random part of generated job ids (default
 // crypto/rand). The Store serialises its reads, so r need not be safe for
@@ -82,7 +91,8 @@ func WithLockTimeout(d time.Duration) Option {
 }
 
 // Store is the durable job queue. It is safe for concurrent use. Every method
-// that changes a job returns only after the change is committed to disk.
+// that changes a job returns only after the change is committed to disk (to
+// the page cache only, with WithoutSync).
 type Store struct {
 	db      *bolt.DB
 	cfg     Config
@@ -286,7 +296,7 @@ func Open(path string, cfg Config, clk clock.Clock, opts ...Option) (*Store, err
 		live:           map[string]*liveJob{},
 		running:        map[string]*Job{},
 		counts:         map[State]int{},
-		log:            logWriter{dbPath: path},
+		log:            logWriter{dbPath: path, noSync: o.noSync},
 		overlay:        map[string]*logRecord{},
 		toIndex:        make(chan indexItem, 1024),
 		indexStopped:   make(chan struct{}),

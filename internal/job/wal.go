@@ -211,6 +211,8 @@ func readSegment(seg segment, last bool) ([]logRecord, error) {
 // more records".
 type logWriter struct {
 	dbPath string
+	// noSync skips the fdatasync of each append (WithoutSync).
+	noSync bool
 	gen    uint64 // generation of the active (or last) segment
 	f      *os.File
 	size   int64 // bytes of header and records in the active segment
@@ -309,7 +311,7 @@ func (l *logWriter) append(buf []byte) error {
 		}
 	}
 	_, err := l.f.WriteAt(buf, l.size)
-	if err == nil {
+	if err == nil && !l.noSync {
 		err = fdatasync(l.f)
 	}
 	if err != nil {

@@ -136,7 +136,15 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n.Store, err = job.Open(filepath.Join(cfg.DataDir, "queue.db"), cfg.Queue, opts.Clock)
+	var storeOpts []job.Option
+	if cfg.Cluster.Enabled() {
+		// In a cluster the local queue only runs what JetStream holds
+		// replicated, and a restarted node drops its unfinished local jobs
+		// (the cluster gives them out again): an fdatasync per change
+		// would buy nothing but time on every job's path.
+		storeOpts = append(storeOpts, job.WithoutSync())
+	}
+	n.Store, err = job.Open(filepath.Join(cfg.DataDir, "queue.db"), cfg.Queue, opts.Clock, storeOpts...)
 	if err != nil {
 		return nil, err
 	}
