@@ -351,7 +351,7 @@ func goViews(abi *abiFile, vs []view) ([]byte, error) {
 			}
 		}
 		fn := lowerFirst(v.name) + "Fields"
-		fmt.Fprintf(&b, "\n// %s copies into dst the fields of v that feed abi.%s\n// fields of the same name, or of the name their abi tag gives; the\n// conversion in internal/policy fills the rest by hand: %s.\n", fn, r.name, strings.Join(byHand, ", "))
+		fmt.Fprintf(&b, "\n// %s copies into dst the fields of v that feed abi.%s\n// fields of the same name, or of the name their abi tag gives; the\n// conversion in internal/policy fills the rest by hand:\n// %s.\n", fn, r.name, strings.Join(byHand, ", "))
 		fmt.Fprintf(&b, "func %s(dst *abi.%s, v *decision.%s) {\n", fn, r.name, v.name)
 		for _, s := range stmts {
 			b.WriteString("\t" + s + "\n")

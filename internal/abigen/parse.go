@@ -410,6 +410,7 @@ var views = []struct{ view, record string }{
 	{"JobView", "Job"},
 	{"WorkerView", "Worker"},
 	{"NodeView", "Node"},
+	{"EntryView", "Entry"},
 }
 
 func parseViews(dir string) ([]view, error) {

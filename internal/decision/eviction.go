@@ -6,9 +6,12 @@ import "time"
 // tier, so that one policy serves VRAM, RAM and disk. Worker names the
 // worker holding the model in VRAM, and the tier ("disk", "ram") in the
 // host tiers.
+//
+// Its fields feed the ABI's entry record (sdk/policy.Entry) as JobView's
+// feed the job record; abi:"-" marks those internal/policy interns.
 type EntryView struct {
-	Model   string
-	Worker  string
+	Model   string `abi:"-"`
+	Worker  string `abi:"-"`
 	Bytes   uint64
 	LastUse time.Time
 	Hits    int

@@ -489,9 +489,11 @@ func (e *Evictor) Decide(r EvictionRequest) EvictionResult {
 			ins = en.LastUse
 		}
 		w, _ := c.workers.id(en.Worker)
-		in.Entries[i] = abi.Entry{Model: c.model(en.Model, en.Bytes, en.LoadCost), Worker: w, Bytes: en.Bytes,
-			SinceUse: max(now.Sub(en.LastUse), 0), SinceInsert: max(now.Sub(ins), 0), LoadCost: en.LoadCost,
-			Hits: uint32(max(en.Hits, 0)), Pinned: en.Pinned, Tag: e.tags[keyOf(en)]}
+		// Names interned, times made ages; entryViewFields (views_gen.go)
+		// copies the rest.
+		in.Entries[i] = abi.Entry{Model: c.model(en.Model, en.Bytes, en.LoadCost), Worker: w,
+			SinceUse: max(now.Sub(en.LastUse), 0), SinceInsert: max(now.Sub(ins), 0), Tag: e.tags[keyOf(en)]}
+		entryViewFields(&in.Entries[i], en)
 	}
 	in.Ghosts = in.Ghosts[:0]
 	for _, g := range e.ghosts {

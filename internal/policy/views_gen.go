@@ -9,7 +9,8 @@ import (
 
 // jobViewFields copies into dst the fields of v that feed abi.Job
 // fields of the same name, or of the name their abi tag gives; the
-// conversion in internal/policy fills the rest by hand: Class, Slack, HasDeadline, BatchKey, Models, Worker.
+// conversion in internal/policy fills the rest by hand:
+// Class, Slack, HasDeadline, BatchKey, Models, Worker.
 func jobViewFields(dst *abi.Job, v *decision.JobView) {
 	dst.Seq = v.Seq
 	dst.Age = v.Age
@@ -22,7 +23,8 @@ func jobViewFields(dst *abi.Job, v *decision.JobView) {
 
 // workerViewFields copies into dst the fields of v that feed abi.Worker
 // fields of the same name, or of the name their abi tag gives; the
-// conversion in internal/policy fills the rest by hand: Resident.
+// conversion in internal/policy fills the rest by hand:
+// Resident.
 func workerViewFields(dst *abi.Worker, v *decision.WorkerView) {
 	dst.Device = uint32(max(v.Device, 0))
 	dst.Idle = v.Idle
@@ -36,7 +38,8 @@ func workerViewFields(dst *abi.Worker, v *decision.WorkerView) {
 
 // nodeViewFields copies into dst the fields of v that feed abi.Node
 // fields of the same name, or of the name their abi tag gives; the
-// conversion in internal/policy fills the rest by hand: Wait, Delay, VRAM, RAM, Disk.
+// conversion in internal/policy fills the rest by hand:
+// Wait, Delay, VRAM, RAM, Disk.
 func nodeViewFields(dst *abi.Node, v *decision.NodeView) {
 	dst.Healthy = v.Healthy
 	dst.Queued = uint32(max(v.Queued, 0))
@@ -48,4 +51,15 @@ func nodeViewFields(dst *abi.Node, v *decision.NodeView) {
 	dst.H2DBytesPerS = v.H2DBytesPerS
 	dst.DiskBytesPerS = v.DiskBytesPerS
 	dst.RemoteBytesPerS = v.RemoteBytesPerS
+}
+
+// entryViewFields copies into dst the fields of v that feed abi.Entry
+// fields of the same name, or of the name their abi tag gives; the
+// conversion in internal/policy fills the rest by hand:
+// Model, Worker, SinceUse, SinceInsert, Tag.
+func entryViewFields(dst *abi.Entry, v *decision.EntryView) {
+	dst.Bytes = v.Bytes
+	dst.Hits = uint32(max(v.Hits, 0))
+	dst.Pinned = v.Pinned
+	dst.LoadCost = v.LoadCost
 }

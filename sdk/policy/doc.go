@@ -23,5 +23,11 @@
 // entries' tags, which come back in the next input. Tunable parameters are
 // declared with ParamDeclarer and arrive in Common.Params.
 //
+// The records' wire layouts are the struct tags of their types
+// (types.go); their encoders and decoders (records_gen.go), ABI.md's
+// tables and the AssemblyScript SDK's accessors are generated from them by
+// internal/abigen (go generate ./internal/abigen), and testdata/golden
+// holds the bytes every encoder must keep writing.
+//
 // This package never imports the kernel; internal/policy hosts the modules.
 package policy
