@@ -1,13 +1,17 @@
 package tests
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -152,4 +156,87 @@ func clusterStepTimings(log string) string {
 		parts = append(parts, fmt.Sprintf("%s %.1f (%d)", k, v[len(v)/2], len(v)))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// TestClusterSubmitThroughput measures what the cluster does to accepting
+// jobs (issue 15, item 8): clients POST /v1/jobs as fast as the answers
+// come, for CLUSTER_BENCH_SUBMIT_SECONDS on a single node, then on a
+// three-node cluster (three `kiln nats`, R3, affinity), each client
+// submitting to one node, the clients spread over the nodes. It reports
+// the accepted jobs per second and the accept latency (POST to 202) at
+// p50 and p99. The jobs are one-step SD1.5 jobs of the batch class, run
+// meanwhile by the nodes' workers (cost.time_scale 0.01), as a real
+// cluster would. Skipped without the variable (a benchmark, not a check).
+func TestClusterSubmitThroughput(t *testing.T) {
+	secs, _ := strconv.Atoi(os.Getenv("CLUSTER_BENCH_SUBMIT_SECONDS"))
+	if secs < 1 {
+		t.Skip("set CLUSTER_BENCH_SUBMIT_SECONDS=<seconds> to measure the cluster's submit throughput and accept latency")
+	}
+	clients := 8
+	if n, _ := strconv.Atoi(os.Getenv("CLUSTER_BENCH_SUBMIT_CLIENTS")); n > 0 {
+		clients = n
+	}
+	body, _ := json.Marshal(map[string]any{"workflow": loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 1, 7), "class": "batch"})
+	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4 * clients}, Timeout: 30 * time.Second}
+	run := func(what string, nodes []*kilnProc) {
+		t.Helper()
+		var mu sync.Mutex
+		var lat []time.Duration
+		failed := 0
+		deadline := time.Now().Add(time.Duration(secs) * time.Second)
+		var wg sync.WaitGroup
+		for c := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				base := nodes[c%len(nodes)].base
+				for time.Now().Before(deadline) {
+					start := time.Now()
+					resp, err := httpc.Post(base+"/v1/jobs", "application/json", bytes.NewReader(body))
+					ok := err == nil && resp.StatusCode == http.StatusAccepted
+					if err == nil {
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+					mu.Lock()
+					if ok {
+						lat = append(lat, time.Since(start))
+					} else {
+						failed++
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if len(lat) == 0 {
+			t.Fatalf("%s: no submit accepted (%d failed)", what, failed)
+		}
+		slices.Sort(lat)
+		q := func(p float64) string {
+			return fmt.Sprintf("%.1f ms", float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds())/1000)
+		}
+		t.Logf("%s, %d clients for %d s: %d accepted (%.0f jobs/s), %d refused or failed; accept latency p50 %s p99 %s",
+			what, clients, secs, len(lat), float64(len(lat))/float64(secs), failed, q(0.5), q(0.99))
+	}
+	sets := []string{"cost.time_scale=0.01", "workers.per_device=1"}
+
+	single := startKiln(t, t.TempDir(), sets...)
+	run("single node", []*kilnProc{single})
+	single.stop()
+
+	servers := startNATSCluster(t)
+	var urls []string
+	for _, s := range servers {
+		urls = append(urls, s.client)
+	}
+	var nodes []*kilnProc
+	for i := range 3 {
+		nodes = append(nodes, startKiln(t, t.TempDir(), append([]string{"cluster.nats=" + strings.Join(urls, ","),
+			fmt.Sprintf("cluster.node_id=node%d", i+1), "policies.routing=affinity"}, sets...)...))
+	}
+	for _, k := range nodes {
+		waitFor(t, 10*time.Second, k.base+" to see three healthy nodes", func() bool { return len(clusterNodes(t, k)) == 3 })
+	}
+	run("3-node cluster", nodes)
 }
