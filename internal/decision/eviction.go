@@ -20,6 +20,12 @@ type EntryView struct {
 	Inserted time.Time
 	// LoadCost is how long the entry took to load (zero: unknown).
 	LoadCost time.Duration
+	// RecentDemand is the kernel's decayed count of recent jobs asking
+	// for the model (internal/predict.Demand: each job adds 1, halving
+	// every 30 minutes), whichever tier served them and whether or not
+	// the entry was cached then. It feeds the eviction input's demand
+	// section (ABI 1.3), not the entry record, so the adapter copies it.
+	RecentDemand float64 `abi:"-"`
 }
 
 // Evictor picks entries to drop so that need more bytes fit. It returns

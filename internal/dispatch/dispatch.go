@@ -20,6 +20,7 @@ import (
 	"github.com/kiln-gpu/kiln/internal/device"
 	"github.com/kiln-gpu/kiln/internal/job"
 	"github.com/kiln-gpu/kiln/internal/policy"
+	"github.com/kiln-gpu/kiln/internal/predict"
 	"github.com/kiln-gpu/kiln/internal/tier"
 	"github.com/kiln-gpu/kiln/internal/worker"
 	"github.com/kiln-gpu/kiln/internal/workflow"
@@ -47,6 +48,11 @@ type Options struct {
 	// (L2) before a worker loads it from there; without it workers load
 	// from the catalog's file path.
 	Tiers *tier.Manager
+	// Demand, when set, counts each job's models at its first start (with
+	// its submission time), and the VRAM entries the evictor sees carry
+	// its counts (EntryView.RecentDemand); the node gives its tiers the
+	// same one.
+	Demand *predict.Demand
 	// Cost estimates load times for the policies' views.
 	Cost  cost.Config
 	Clock clock.Clock
@@ -604,6 +610,9 @@ func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease w
 	w := lease.Worker
 	log := d.log.With().Str("job", j.ID).Str("worker", w.ID()).Int("attempt", j.Attempts).Logger()
 	d.publish(job.Event{Type: job.EventStarted, JobID: j.ID, ClientID: j.ClientID, Worker: w.ID(), Attempt: j.Attempts, Job: j})
+	if j.Attempts <= 1 {
+		d.opts.Demand.Observe(j.CreatedAt, j.Models)
+	}
 	defer func() {
 		d.mu.Lock()
 		delete(d.running, j.ID)
@@ -1003,6 +1012,7 @@ func (d *Dispatcher) deviceEntries(dev int) ([]decision.EntryView, []entryKey, u
 	var entries []decision.EntryView
 	var keys []entryKey
 	var pinnedBytes uint64
+	now := d.clk.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, w := range d.opts.Pool.Workers() {
@@ -1019,7 +1029,7 @@ func (d *Dispatcher) deviceEntries(dev int) ([]decision.EntryView, []entryKey, u
 				pinnedBytes += b
 			}
 			entries = append(entries, decision.EntryView{Model: m, Worker: w.ID(), Bytes: b, LastUse: rm.lastUse, Hits: rm.hits, Pinned: pinned,
-				Inserted: rm.inserted, LoadCost: rm.loadTook})
+				Inserted: rm.inserted, LoadCost: rm.loadTook, RecentDemand: d.opts.Demand.Of(now, m)})
 			keys = append(keys, entryKey{worker: w, model: m})
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/kiln-gpu/kiln/internal/device"
 	"github.com/kiln-gpu/kiln/internal/job"
 	"github.com/kiln-gpu/kiln/internal/modelfile"
+	"github.com/kiln-gpu/kiln/internal/predict"
 	"github.com/kiln-gpu/kiln/internal/worker"
 	wire "github.com/kiln-gpu/kiln/sdk/worker"
 )
@@ -236,7 +237,7 @@ func newRigWith(t *testing.T, rc rigConfig) *rig {
 		t.Fatal(err)
 	}
 	d := New(Options{Store: store, Devices: set, Catalog: catalog.New(filepath.Join(dir, "models"), cost.Default()), Log: log,
-		Clock: clk, Hooks: rc.policies.Hooks, Preemption: rc.policies.Preemption, PreemptMinRun: rc.policies.PreemptMinRun, VRAMWait: rc.policies.VRAMWait,
+		Demand: predict.NewDemand(), Clock: clk, Hooks: rc.policies.Hooks, Preemption: rc.policies.Preemption, PreemptMinRun: rc.policies.PreemptMinRun, VRAMWait: rc.policies.VRAMWait,
 		Scheduler: rc.policies.Scheduler, Balancer: rc.policies.Balancer, Evictor: rc.policies.Evictor, Batcher: rc.policies.Batcher})
 	exe, err := os.Executable()
 	if err != nil {

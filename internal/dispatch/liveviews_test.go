@@ -82,6 +82,11 @@ func TestLiveWorkerAndEntryViewsTellTheTruth(t *testing.T) {
 	if first.Inserted.IsZero() || first.LastUse.IsZero() || first.LoadCost <= 0 {
 		t.Errorf("entry %+v: Inserted, LastUse and LoadCost must be set after a load", first)
 	}
+	// One job asked for the model, seconds ago: a count of 1 that has
+	// barely decayed (half-life 30 minutes).
+	if first.RecentDemand < 0.99 || first.RecentDemand > 1 {
+		t.Errorf("RecentDemand %v after one job, want about 1", first.RecentDemand)
+	}
 	r.waitState(slow, job.Done)
 	// Another job on the same model: on the worker that holds it, a hit, a
 	// later use and the same insertion; on the other, a new entry.
@@ -95,6 +100,9 @@ func TestLiveWorkerAndEntryViewsTellTheTruth(t *testing.T) {
 		found = true
 		if e.Pinned {
 			t.Errorf("entry %+v still pinned with no job running", e)
+		}
+		if e.RecentDemand < 1.98 || e.RecentDemand > 2 {
+			t.Errorf("RecentDemand %v after two jobs, want about 2, whichever worker holds the copy", e.RecentDemand)
 		}
 		if !e.LastUse.After(first.LastUse) {
 			t.Errorf("LastUse %v not after the first use %v", e.LastUse, first.LastUse)

@@ -36,6 +36,7 @@ import (
 	"github.com/kiln-gpu/kiln/internal/metrics"
 	"github.com/kiln-gpu/kiln/internal/plugin"
 	"github.com/kiln-gpu/kiln/internal/policy"
+	"github.com/kiln-gpu/kiln/internal/predict"
 	"github.com/kiln-gpu/kiln/internal/shadow"
 	"github.com/kiln-gpu/kiln/internal/tier"
 	"github.com/kiln-gpu/kiln/internal/tune"
@@ -57,6 +58,9 @@ type Node struct {
 	cfg  *config.Config
 	opts Options
 	log  zerolog.Logger
+	// demand is the recent demand per model the dispatcher counts and the
+	// eviction entries of VRAM and of the host tiers carry (ABI 1.3).
+	demand *predict.Demand
 
 	Devices    *device.Set
 	Store      *job.Store
@@ -97,7 +101,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if opts.Clock == nil {
 		opts.Clock = clock.Real()
 	}
-	n = &Node{cfg: cfg, opts: opts, log: opts.Log}
+	n = &Node{cfg: cfg, opts: opts, log: opts.Log, demand: predict.NewDemand()}
 	// The error returns set n to nil, so the cleanup keeps its own pointer.
 	opened := n
 	defer func() {
@@ -236,7 +240,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	}
 	n.Metrics.Register(experimentOutcomes{n.Experiments})
 	n.Dispatcher = dispatch.New(dispatch.Options{
-		Store: n.Store, Devices: n.Devices, Catalog: n.Catalog, Tiers: n.Tiers, Cost: costCfg, Clock: opts.Clock,
+		Store: n.Store, Devices: n.Devices, Catalog: n.Catalog, Tiers: n.Tiers, Demand: n.demand, Cost: costCfg, Clock: opts.Clock,
 		Scheduler: n.Router, Balancer: n.Router, Evictor: n.Router, Batcher: n.Router, LookaheadJobs: lookahead(cfg.Dispatch),
 		Preemption: cfg.Dispatch.Preemption, PreemptMinRun: cfg.Dispatch.PreemptMinRun, VRAMWait: cfg.Dispatch.VRAMWait,
 		WorkerContextBytes: uint64(cfg.Dispatch.WorkerContextBytes),
@@ -392,7 +396,7 @@ func (n *Node) openModels(cfg *config.Config, modelsDir string, costCfg cost.Con
 		log.Warn().Str("problem", e).Msg("catalog")
 	}
 	log.Info().Int("models", res.Models).Int("backends", len(sources)).Msg("catalog ready")
-	n.Tiers, err = tier.New(tcfg, n.Catalog, tier.Options{DataDir: cfg.DataDir, Clock: n.opts.Clock, Log: log,
+	n.Tiers, err = tier.New(tcfg, n.Catalog, tier.Options{DataDir: cfg.DataDir, Clock: n.opts.Clock, Log: log, Demand: n.demand.Of,
 		DiskEvictor: n.Router.HostTier(n.Policies.NewEvictor()), RAMEvictor: n.Router.HostTier(n.Policies.NewEvictor())})
 	if err != nil {
 		return fmt.Errorf("tiers: %w", err)

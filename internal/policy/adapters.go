@@ -482,8 +482,10 @@ func (e *Evictor) Decide(r EvictionRequest) EvictionResult {
 	in := &c.ev
 	in.Need, in.Free = r.Need, r.Free
 	in.Entries = grow(in.Entries, len(r.Entries))
+	in.RecentDemand = grow(in.RecentDemand, len(r.Entries))
 	for i := range r.Entries {
 		en := &r.Entries[i]
+		in.RecentDemand[i] = en.RecentDemand
 		ins := en.Inserted
 		if ins.IsZero() {
 			ins = en.LastUse

@@ -16,8 +16,11 @@ type ops[I, O any] struct {
 	reset  func(*O)
 	native func(p any, in *I, out *O) abi.Status
 	encode func([]byte, *I) []byte
-	decode func([]byte, *O) (abi.Status, error)
-	valid  func(*I, *O) error
+	// encodeFor, when set, encodes instead of encode for a module built
+	// for an older minor version: what it could not decode is left out.
+	encodeFor func(dst []byte, in *I, minor int) []byte
+	decode    func([]byte, *O) (abi.Status, error)
+	valid     func(*I, *O) error
 	// stall, when set, checks a valid answer (or a NO_DECISION) for
 	// leaving work stuck that could progress; see FaultStall.
 	stall func(*I, *O, abi.Status) error
@@ -187,7 +190,12 @@ func decideWASM[I, O any](ctx context.Context, v *version, op *ops[I, O], in *I,
 	}
 	c := op.common(in)
 	sc.ci = callInfo{now: c.Now, params: v.params, values: c.Params, limit: sc.limit}
-	input := op.encode(inst.inputBuffer(), in)
+	var input []byte
+	if op.encodeFor != nil {
+		input = op.encodeFor(inst.inputBuffer(), in, m.minor)
+	} else {
+		input = op.encode(inst.inputBuffer(), in)
+	}
 	answer, err := inst.run(m, &sc.ci, input)
 	if err != nil {
 		m.discard(inst)
@@ -239,6 +247,17 @@ var evictionOps = &ops[abi.EvictionInput, abi.EvictionOutput]{
 		return abi.StatusUnsupported
 	},
 	encode: abi.AppendEvictionInput,
+	encodeFor: func(dst []byte, in *abi.EvictionInput, minor int) []byte {
+		if minor >= 3 || len(in.RecentDemand) == 0 {
+			return abi.AppendEvictionInput(dst, in)
+		}
+		// A 1.2 module's decoder refuses the demand section's bytes.
+		demand := in.RecentDemand
+		in.RecentDemand = nil
+		b := abi.AppendEvictionInput(dst, in)
+		in.RecentDemand = demand
+		return b
+	},
 	decode: abi.DecodeEvictionOutput,
 	stall:  evictionStall,
 	valid: func(in *abi.EvictionInput, out *abi.EvictionOutput) error {

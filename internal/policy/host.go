@@ -385,14 +385,15 @@ func (h *Host) prepare(ctx context.Context, k abi.Kind, name, source string, was
 	if err != nil {
 		return nil, err
 	}
-	if err := validate(cm, k); err != nil {
+	minor, err := validate(cm, k)
+	if err != nil {
 		if !cached {
 			_ = cm.Close(ctx)
 		}
 		return nil, err
 	}
 	v := &version{name: name, kind: k, source: source, sha: hex.EncodeToString(sum[:]), loadedAt: h.clk.Now(),
-		mod: &module{rt: h.rt, compiled: cm, kind: k, timeout: h.cfg.CallTimeout, wd: h.wd, pool: instancePool{max: h.cfg.PoolSize}}}
+		mod: &module{rt: h.rt, compiled: cm, kind: k, minor: minor, timeout: h.cfg.CallTimeout, wd: h.wd, pool: instancePool{max: h.cfg.PoolSize}}}
 	// Until it has a number (Load gives it one), its log lines say "new".
 	v.mod.setLabel(k, name+"@new")
 	fail := func(err error) (*version, error) {

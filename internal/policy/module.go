@@ -110,8 +110,9 @@ func (s sig) String() string {
 }
 
 // validate checks a compiled module against the ABI before any instance
-// exists: version marker, hook signatures, memory export, imports.
-func validate(cm wazero.CompiledModule, kind abi.Kind) error {
+// exists: version marker, hook signatures, memory export, imports. It
+// returns the minor version the module's marker declares.
+func validate(cm wazero.CompiledModule, kind abi.Kind) (minor int, err error) {
 	exports := cm.ExportedFunctions()
 	var marker string
 	for name, f := range exports {
@@ -119,70 +120,70 @@ func validate(cm wazero.CompiledModule, kind abi.Kind) error {
 			continue
 		}
 		if marker != "" {
-			return fmt.Errorf("module exports two ABI markers, %s and %s", marker, name)
+			return 0, fmt.Errorf("module exports two ABI markers, %s and %s", marker, name)
 		}
 		marker = name
 		if len(f.ParamTypes()) != 0 || len(f.ResultTypes()) != 0 {
-			return fmt.Errorf("ABI marker %s must take and return nothing, has %s", name, sigString(f))
+			return 0, fmt.Errorf("ABI marker %s must take and return nothing, has %s", name, sigString(f))
 		}
 	}
 	if marker == "" {
-		return fmt.Errorf("module exports no ABI marker (kiln_abi_v%d_%d): %w", abi.ABIMajor, abi.ABIMinor, ErrABIVersion)
+		return 0, fmt.Errorf("module exports no ABI marker (kiln_abi_v%d_%d): %w", abi.ABIMajor, abi.ABIMinor, ErrABIVersion)
 	}
-	major, minor, ok := strings.Cut(strings.TrimPrefix(marker, "kiln_abi_v"), "_")
+	major, minorText, ok := strings.Cut(strings.TrimPrefix(marker, "kiln_abi_v"), "_")
 	ma, err1 := strconv.Atoi(major)
-	mi, err2 := strconv.Atoi(minor)
+	mi, err2 := strconv.Atoi(minorText)
 	if !ok || err1 != nil || err2 != nil {
-		return fmt.Errorf("malformed ABI marker %s: %w", marker, ErrABIVersion)
+		return 0, fmt.Errorf("malformed ABI marker %s: %w", marker, ErrABIVersion)
 	}
 	if ma != abi.ABIMajor || mi > abi.ABIMinor {
-		return fmt.Errorf("module speaks policy ABI %d.%d, this kiln speaks %d.%d (same major, minor ≤ %d): %w",
+		return 0, fmt.Errorf("module speaks policy ABI %d.%d, this kiln speaks %d.%d (same major, minor ≤ %d): %w",
 			ma, mi, abi.ABIMajor, abi.ABIMinor, abi.ABIMinor, ErrABIVersion)
 	}
 	if f, ok := exports["kiln_buffer"]; !ok || !sameSig(f, sig{[]api.ValueType{i32}, []api.ValueType{i32}}) {
-		return fmt.Errorf("module must export kiln_buffer with signature (i32)->(i32)%s", hasSig(exports["kiln_buffer"]))
+		return 0, fmt.Errorf("module must export kiln_buffer with signature (i32)->(i32)%s", hasSig(exports["kiln_buffer"]))
 	}
 	if f, ok := exports["kiln_params"]; ok && !sameSig(f, sig{nil, []api.ValueType{i64}}) {
-		return fmt.Errorf("kiln_params must be ()->(i64), is %s", sigString(f))
+		return 0, fmt.Errorf("kiln_params must be ()->(i64), is %s", sigString(f))
 	}
 	if f, ok := exports["_initialize"]; ok && (len(f.ParamTypes()) != 0 || len(f.ResultTypes()) != 0) {
-		return fmt.Errorf("_initialize must be ()->(), is %s", sigString(f))
+		return 0, fmt.Errorf("_initialize must be ()->(), is %s", sigString(f))
 	}
 	for _, k := range abi.Kinds {
 		f, ok := exports[k.Hook()]
 		if !ok {
 			if k == kind {
-				return fmt.Errorf("module does not export %s, the %s hook, with signature (i32)->(i64)", k.Hook(), k)
+				return 0, fmt.Errorf("module does not export %s, the %s hook, with signature (i32)->(i64)", k.Hook(), k)
 			}
 			continue
 		}
 		if !sameSig(f, hookSig) {
-			return fmt.Errorf("hook %s must be (i32)->(i64), is %s", k.Hook(), sigString(f))
+			return 0, fmt.Errorf("hook %s must be (i32)->(i64), is %s", k.Hook(), sigString(f))
 		}
 	}
 	if _, ok := cm.ExportedMemories()["memory"]; !ok {
-		return errors.New("module must export its memory as \"memory\"")
+		return 0, errors.New("module must export its memory as \"memory\"")
 	}
 	if len(cm.ImportedMemories()) > 0 {
-		return errors.New("module must not import memory")
+		return 0, errors.New("module must not import memory")
 	}
 	for _, f := range cm.ImportedFunctions() {
 		mod, name, _ := f.Import()
 		if mod == "wasi_snapshot_preview1" {
 			if !allowedWASI[name] {
-				return fmt.Errorf("module imports %s.%s, which policies may not use", mod, name)
+				return 0, fmt.Errorf("module imports %s.%s, which policies may not use", mod, name)
 			}
 			continue
 		}
 		s, ok := allowedHost[mod+"."+name]
 		if !ok {
-			return fmt.Errorf("module imports %s.%s, which policies may not use (allowed: kiln.log, kiln.param, kiln.now_ns, env.abort and a few WASI functions)", mod, name)
+			return 0, fmt.Errorf("module imports %s.%s, which policies may not use (allowed: kiln.log, kiln.param, kiln.now_ns, env.abort and a few WASI functions)", mod, name)
 		}
 		if !sameSig(f, s) {
-			return fmt.Errorf("import %s.%s has signature %s; want %s", mod, name, sigString(f), s)
+			return 0, fmt.Errorf("import %s.%s has signature %s; want %s", mod, name, sigString(f), s)
 		}
 	}
-	return nil
+	return mi, nil
 }
 
 // module is one compiled, validated policy module and its instance pool.
@@ -190,10 +191,13 @@ type module struct {
 	rt       wazero.Runtime
 	compiled wazero.CompiledModule
 	kind     abi.Kind
-	timeout  time.Duration
-	wd       *watchdog
-	pool     instancePool
-	live     atomic.Int64
+	// minor is the ABI minor version the module's marker declares: what
+	// it can decode (an eviction input's demand section needs 1.3).
+	minor   int
+	timeout time.Duration
+	wd      *watchdog
+	pool    instancePool
+	live    atomic.Int64
 	// label names the module's version in its guest log lines
 	// ("eviction.sieve@2"); set once the version has its number.
 	label atomic.Pointer[string]

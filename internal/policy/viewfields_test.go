@@ -46,6 +46,7 @@ func (recorder) Balance(in *abi.BalancingInput, out *abi.BalancingOutput) abi.St
 func (recorder) Evict(in *abi.EvictionInput, out *abi.EvictionOutput) abi.Status {
 	recordedEvict = *in
 	recordedEvict.Entries = slices.Clone(in.Entries)
+	recordedEvict.RecentDemand = slices.Clone(in.RecentDemand)
 	for i := range in.Entries {
 		// A tag per entry, from its bytes, for the tag round trip.
 		out.Tags = append(out.Tags, abi.TagUpdate{Entry: uint32(i), Tag: in.Entries[i].Bytes + 1})
@@ -223,6 +224,7 @@ func TestEveryViewFieldReachesThePolicy(t *testing.T) {
 		{"LoadCost", func(e *decision.EntryView) { e.LoadCost = time.Minute }, func(in abi.EvictionInput) any { return in.Entries[0].LoadCost }},
 		{"Hits", func(e *decision.EntryView) { e.Hits = 40 }, func(in abi.EvictionInput) any { return in.Entries[0].Hits }},
 		{"Pinned", func(e *decision.EntryView) { e.Pinned = true }, func(in abi.EvictionInput) any { return in.Entries[0].Pinned }},
+		{"RecentDemand", func(e *decision.EntryView) { e.RecentDemand = 2.5 }, func(in abi.EvictionInput) any { return in.EntryDemand(0) }},
 	}
 	for _, tc := range entryCases {
 		t.Run("entry."+tc.field, func(t *testing.T) {

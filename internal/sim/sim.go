@@ -17,6 +17,7 @@ import (
 	"github.com/kiln-gpu/kiln/internal/dispatch"
 	"github.com/kiln-gpu/kiln/internal/job"
 	"github.com/kiln-gpu/kiln/internal/policy"
+	"github.com/kiln-gpu/kiln/internal/predict"
 )
 
 // epoch is virtual time zero. Policies see times relative to it only.
@@ -54,6 +55,11 @@ func Run(ctx context.Context, cfg Config, models []Model, trace *Trace, opts Opt
 
 // simulator is one run's state.
 type simulator struct {
+	// demand is the kernel's recent demand per model, as the live
+	// dispatcher keeps it (internal/predict.Demand): each job counted at
+	// its first start, with its submission time; the eviction entries
+	// carry it.
+	demand *predict.Demand
 	cfg    Config
 	opts   Options
 	clk    *clock.Fake
@@ -277,7 +283,9 @@ func newSimulator(ctx context.Context, cfg Config, models []Model, trace *Trace,
 // clk, with no jobs and no policy host yet: newSimulator adds both for one
 // node, newCluster (cluster.go) for each node of a cluster.
 func newNodeState(cfg Config, models []Model, clk *clock.Fake, opts Options) *simulator {
+	demand := predict.NewDemand()
 	s := &simulator{
+		demand:   demand,
 		cfg:      cfg,
 		opts:     opts,
 		clk:      clk,
@@ -292,6 +300,7 @@ func newNodeState(cfg Config, models []Model, clk *clock.Fake, opts Options) *si
 		unused:   map[string]time.Duration{},
 		pred:     newPredictState(cfg.Predict),
 	}
+	s.ram.demand, s.disk.demand = demand, demand
 	for _, m := range models {
 		s.models[m.ID] = m
 	}
@@ -907,6 +916,9 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 	for i, j := range batch {
 		j.state = jobRunning
 		j.attempts++
+		if j.attempts == 1 {
+			s.demand.Observe(epoch.Add(j.req.Time), j.models)
+		}
 		if i > 0 {
 			// Followers find every model warm: one VRAM hit each, as their
 			// live stage entries (jobHold.enter) count.
@@ -1080,7 +1092,7 @@ func (s *simulator) deviceEntries(d *simDevice) ([]decision.EntryView, []entryKe
 			}
 			entries = append(entries, decision.EntryView{Model: m, Worker: w.id, Bytes: r.bytes,
 				LastUse: epoch.Add(r.lastUse), Hits: r.hits, Pinned: pinned,
-				Inserted: epoch.Add(r.inserted), LoadCost: r.loadCost})
+				Inserted: epoch.Add(r.inserted), LoadCost: r.loadCost, RecentDemand: s.demand.Of(epoch.Add(s.now), m)})
 			keys = append(keys, entryKey{w: w, model: m})
 		}
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/kiln-gpu/kiln/internal/decision"
 	"github.com/kiln-gpu/kiln/internal/policy"
+	"github.com/kiln-gpu/kiln/internal/predict"
 )
 
 // TierStats counts what happened in one tier during a run.
@@ -49,6 +50,8 @@ type hostTier struct {
 	ev       decision.Evictor
 	// onEvict, when set, hears each eviction (Options.OnEvict).
 	onEvict func(tier, model string)
+	// demand is the node's recent demand (simulator.demand; nil: 0).
+	demand  *predict.Demand
 	entries map[string]*hostEntry
 	stats   TierStats
 }
@@ -118,7 +121,7 @@ func (t *hostTier) insert(id string, bytes int64, now, took time.Duration) []str
 			ids = append(ids, k)
 		}
 		sort.Strings(ids)
-		views := t.views(ids)
+		views := t.views(ids, now)
 		victims := t.ev.Victims(uint64(need), views)
 		for _, i := range victims {
 			if i < 0 || i >= len(views) {
@@ -150,12 +153,12 @@ func (t *hostTier) insert(id string, bytes int64, now, took time.Duration) []str
 
 // views describes the entries named by ids as internal/tier's store shows
 // them to its eviction policy.
-func (t *hostTier) views(ids []string) []decision.EntryView {
+func (t *hostTier) views(ids []string, now time.Duration) []decision.EntryView {
 	views := make([]decision.EntryView, len(ids))
 	for i, k := range ids {
 		e := t.entries[k]
 		views[i] = decision.EntryView{Model: k, Worker: t.name, Bytes: uint64(e.bytes), LastUse: epoch.Add(e.lastUse), Hits: e.hits,
-			Inserted: epoch.Add(e.inserted), LoadCost: e.took}
+			Inserted: epoch.Add(e.inserted), LoadCost: e.took, RecentDemand: t.demand.Of(epoch.Add(now), k)}
 	}
 	return views
 }

@@ -288,6 +288,11 @@ func TestViewsTellTheTruth(t *testing.T) {
 			entries, _, _ := s.deviceEntries(s.devices[0])
 			return entries[0].Pinned
 		}, want: [2]any{true, false}},
+		{name: "vram/RecentDemand", read: func(t *testing.T, v int) any {
+			// One job asked for the model, or two (the second a VRAM hit,
+			// which the demand counts as it counts any job).
+			return vramEntry(t, "a", "w0-0", 0, 1+v).RecentDemand
+		}, want: [2]any{1.0, 2.0}},
 		{name: "vram/LoadCost", read: func(t *testing.T, v int) any {
 			// Loaded from the RAM tier, or from the source.
 			s := viewSim(t, viewNode(0), []Request{req("a", job.Batch)})
@@ -307,7 +312,7 @@ func TestViewsTellTheTruth(t *testing.T) {
 			s := viewSim(t, viewNode(0), []Request{req("a", job.Batch)})
 			startOn(s, 0, "w0-0")
 			h := []*hostTier{s.ram, s.disk}[v]
-			return h.views([]string{"a"})[0].Worker
+			return h.views([]string{"a"}, 0)[0].Worker
 		}, want: [2]any{"ram", "disk"}},
 		{name: "host/Bytes", read: func(t *testing.T, v int) any {
 			return hostEntryView(t, v, []string{"a", "b"}[v], 0, 0, 0).Bytes
@@ -321,6 +326,16 @@ func TestViewsTellTheTruth(t *testing.T) {
 		{name: "host/Inserted", read: func(t *testing.T, v int) any {
 			return hostEntryView(t, v, "a", time.Duration(v)*time.Minute, 0, 0).Inserted
 		}},
+		{name: "host/RecentDemand", read: func(t *testing.T, v int) any {
+			// The RAM entry of a model one job asked for, or two.
+			s := viewSim(t, viewNode(0), []Request{req("a", job.Batch), req("a", job.Batch)})
+			startOn(s, 0, "w0-0")
+			if v == 1 {
+				s.finish(s.byID["w0-0"])
+				startOn(s, 1, "w0-0")
+			}
+			return s.ram.views([]string{"a"}, s.now)[0].RecentDemand
+		}},
 		{name: "host/LoadCost", read: func(t *testing.T, v int) any {
 			// Promoted from disk, or from the source through disk.
 			s := viewSim(t, viewNode(0), []Request{req("a", job.Batch), req("a", job.Batch)})
@@ -328,7 +343,7 @@ func TestViewsTellTheTruth(t *testing.T) {
 				s.disk.insert("a", 2e9, 0, 0)
 			}
 			startOn(s, 0, "w0-0")
-			return s.ram.views([]string{"a"})[0].LoadCost
+			return s.ram.views([]string{"a"}, s.now)[0].LoadCost
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -374,7 +389,7 @@ func hostEntryView(t *testing.T, _ int, model string, inserted, lookup time.Dura
 	for range hits {
 		h.lookup(model, 0, lookup)
 	}
-	return h.views([]string{model})[0]
+	return h.views([]string{model}, 0)[0]
 }
 
 // TestBatchVRAMIsZeroWhileBatchesRunBackToBack: one more member of a

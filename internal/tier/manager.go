@@ -47,6 +47,10 @@ type Options struct {
 	// no policy.
 	DiskEvictor decision.Evictor
 	RAMEvictor  decision.Evictor
+	// Demand, when set, is the kernel's recent demand for a model as of
+	// now (internal/predict.Demand.Of): the entries the evictors see
+	// carry it (EntryView.RecentDemand). Nil: every entry reads 0.
+	Demand func(now time.Time, model string) float64
 }
 
 // Manager runs the L4→L3→L2 tiers. Safe for concurrent use.
@@ -105,8 +109,8 @@ func New(cfg Config, res Resolver, opts Options) (*Manager, error) {
 	}
 	m := &Manager{
 		res:     res,
-		disk:    newStore("disk", diskDir, cfg.Disk.CapacityBytes, cfg.Disk.TargetFill, opts.DiskEvictor, opts.Clock, opts.Log),
-		ram:     newStore("ram", ramDir, cfg.RAM.CapacityBytes, cfg.RAM.TargetFill, opts.RAMEvictor, opts.Clock, opts.Log),
+		disk:    newStore("disk", diskDir, cfg.Disk.CapacityBytes, cfg.Disk.TargetFill, opts.DiskEvictor, opts.Clock, opts.Log, opts.Demand),
+		ram:     newStore("ram", ramDir, cfg.RAM.CapacityBytes, cfg.RAM.TargetFill, opts.RAMEvictor, opts.Clock, opts.Log, opts.Demand),
 		clk:     opts.Clock,
 		log:     opts.Log,
 		flights: map[string]*flight{},

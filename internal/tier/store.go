@@ -59,7 +59,9 @@ type store struct {
 	target  float64
 	evictor decision.Evictor
 	clk     clock.Clock
-	log     zerolog.Logger
+	// demand is Options.Demand (nil: none).
+	demand func(now time.Time, model string) float64
+	log    zerolog.Logger
 
 	mu       sync.Mutex
 	entries  map[string]*entry
@@ -68,8 +70,16 @@ type store struct {
 	bwSample bool
 }
 
-func newStore(name, dir string, capBytes int64, target float64, ev decision.Evictor, clk clock.Clock, log zerolog.Logger) *store {
-	return &store{name: name, dir: dir, cap: capBytes, target: target, evictor: ev, clk: clk, log: log,
+// recentDemand is Options.Demand's count for model, 0 without one.
+func (s *store) recentDemand(now time.Time, model string) float64 {
+	if s.demand == nil {
+		return 0
+	}
+	return s.demand(now, model)
+}
+
+func newStore(name, dir string, capBytes int64, target float64, ev decision.Evictor, clk clock.Clock, log zerolog.Logger, demand func(time.Time, string) float64) *store {
+	return &store{demand: demand, name: name, dir: dir, cap: capBytes, target: target, evictor: ev, clk: clk, log: log,
 		entries: map[string]*entry{}, st: Stats{Name: name, CapacityBytes: capBytes}}
 }
 
@@ -133,10 +143,11 @@ func (s *store) reserve(size int64) error {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
+		now := s.clk.Now()
 		for _, k := range keys {
 			e := s.entries[k]
 			views = append(views, decision.EntryView{Model: e.model, Worker: s.name, Bytes: uint64(e.size), LastUse: e.lastUse, Hits: e.hits, Pinned: e.pins > 0,
-				Inserted: e.inserted, LoadCost: e.loadCost})
+				Inserted: e.inserted, LoadCost: e.loadCost, RecentDemand: s.recentDemand(now, e.model)})
 		}
 		victims := s.evictor.Victims(uint64(need), views)
 		for _, i := range victims {

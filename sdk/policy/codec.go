@@ -289,7 +289,16 @@ func done(d *dec) error {
 // AppendEvictionInput appends the binary snapshot of in to dst.
 func AppendEvictionInput(dst []byte, in *EvictionInput) []byte {
 	e := appendHeader(enc(dst), KindEviction, &in.Common)
-	e = e.u64(in.Need).u64(in.Free).u32(uint32(len(in.Entries))).u32(uint32(len(in.Ghosts))).u32(uint32(len(in.Wanted))).u32(0)
+	// The demand section (ABI 1.3) follows the wanted records, its count
+	// in the body's word at 28, reserved (zero) before: a 1.2 input is
+	// byte for byte the same, and a host sends the section only to a
+	// module built for 1.3 or later, since an older decoder refuses
+	// trailing bytes.
+	nd := len(in.RecentDemand)
+	if nd != 0 && nd != len(in.Entries) {
+		nd = 0 // the encoder cannot fail: an inconsistent section is left out
+	}
+	e = e.u64(in.Need).u64(in.Free).u32(uint32(len(in.Entries))).u32(uint32(len(in.Ghosts))).u32(uint32(len(in.Wanted))).u32(uint32(nd))
 	for i := range in.Entries {
 		e = appendEntryRecord(e, &in.Entries[i])
 	}
@@ -299,6 +308,9 @@ func AppendEvictionInput(dst []byte, in *EvictionInput) []byte {
 	for i := range in.Wanted {
 		e = appendWantedRecord(e, &in.Wanted[i])
 	}
+	for _, v := range in.RecentDemand[:nd] {
+		e = e.u64(math.Float64bits(v))
+	}
 	return e
 }
 
@@ -307,8 +319,10 @@ func DecodeEvictionInput(b []byte, in *EvictionInput) error {
 	d := &dec{b: b}
 	readHeader(d, KindEviction, &in.Common)
 	in.Need, in.Free = d.u64(), d.u64()
-	ne, ng, nw := d.u32(), d.u32(), d.u32()
-	d.u32()
+	ne, ng, nw, nd := d.u32(), d.u32(), d.u32(), d.u32()
+	if d.err == nil && nd != 0 && nd != ne {
+		d.err = errors.New("policy abi: " + itoa(int64(nd)) + " demand values for " + itoa(int64(ne)) + " entries")
+	}
 	// One call per section, not per record: inside WASM a Go call costs
 	// more than the read, and there are up to 256 ghosts.
 	in.Entries = grow(in.Entries, d.count(ne, EntrySize))
@@ -317,6 +331,12 @@ func DecodeEvictionInput(b []byte, in *EvictionInput) error {
 	readGhostRecords(d, in.Ghosts)
 	in.Wanted = grow(in.Wanted, d.count(nw, WantedSize))
 	readWantedRecords(d, in.Wanted)
+	in.RecentDemand = grow(in.RecentDemand, d.count(nd, 8))
+	if r := d.rec(8 * len(in.RecentDemand)); r != nil {
+		for i := range in.RecentDemand {
+			in.RecentDemand[i] = math.Float64frombits(u64le(r[8*i:]))
+		}
+	}
 	return done(d)
 }
 

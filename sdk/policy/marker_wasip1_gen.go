@@ -8,5 +8,5 @@ package policy
 // instantiates the module. A Go module declares the version of the SDK it
 // was built with.
 //
-//go:wasmexport kiln_abi_v1_2
+//go:wasmexport kiln_abi_v1_3
 func abiMarker() {}

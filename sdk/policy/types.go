@@ -11,7 +11,7 @@ import (
 // its own; see ABI.md.
 const (
 	ABIMajor = 1
-	ABIMinor = 2
+	ABIMinor = 3
 )
 
 // Kind is what a policy decides.
@@ -261,6 +261,21 @@ type EvictionInput struct {
 	Entries []Entry
 	Ghosts  []Ghost
 	Wanted  []Wanted
+	// RecentDemand (since ABI 1.3) is, index for index with Entries, the
+	// kernel's decayed count of recent jobs asking for each entry's model:
+	// each job adds 1 and a count halves every 30 minutes, whichever tier
+	// served the job, so it outlives the entry's evictions, unlike Hits.
+	// Empty when the host sends none (a 1.2 host); read it with
+	// EntryDemand.
+	RecentDemand []float64
+}
+
+// EntryDemand is Entries[i]'s recent demand, 0 when the input has none.
+func (in *EvictionInput) EntryDemand(i int) float64 {
+	if i < len(in.RecentDemand) {
+		return in.RecentDemand[i]
+	}
+	return 0
 }
 
 // EvictionOutput names the victims (indices into Entries), optionally the

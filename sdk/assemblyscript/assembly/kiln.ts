@@ -47,7 +47,7 @@ export const HEADER_SIZE: i32 = 56;
 
 // abigen:begin version
 export const ABI_MAJOR: u32 = 1;
-export const ABI_MINOR: u32 = 2;
+export const ABI_MINOR: u32 = 3;
 
 // The ABI version markers: the host reads the name of the one a module
 // exports before it instantiates it. Re-export the marker of the version
@@ -56,6 +56,7 @@ export const ABI_MINOR: u32 = 2;
 export function kiln_abi_v1_0(): void {}
 export function kiln_abi_v1_1(): void {}
 export function kiln_abi_v1_2(): void {}
+export function kiln_abi_v1_3(): void {}
 // abigen:end
 
 let inBuf: usize = 0;
@@ -207,6 +208,7 @@ export class Input {
   entries: usize = 0; nEntries: u32 = 0;
   ghosts: usize = 0; nGhosts: u32 = 0;
   wanted: usize = 0; nWanted: u32 = 0;
+  demand: usize = 0; nDemand: u32 = 0;  // eviction, since 1.3: per entry
   nodes: usize = 0; nNodes: u32 = 0;     // routing
   pool: usize = 0; nPool: u32 = 0;
   lead: u32 = 0;
@@ -228,7 +230,7 @@ export class Input {
     this.running = 0; this.nRunning = 0; this.workers = 0; this.nWorkers = 0;
     this.entries = 0; this.nEntries = 0; this.ghosts = 0; this.nGhosts = 0;
     this.wanted = 0; this.nWanted = 0; this.pool = 0; this.nPool = 0; this.lead = 0;
-    this.nodes = 0; this.nNodes = 0;
+    this.nodes = 0; this.nNodes = 0; this.demand = 0; this.nDemand = 0;
     this.base = inBuf;
     this.len = len;
     this.valid = len >= HEADER_SIZE && load<u16>(inBuf) == 1 && load<u32>(inBuf, 4) == kind;
@@ -242,7 +244,12 @@ export class Input {
       this.entries = b + 32;
       this.ghosts = this.entries + <usize>this.nEntries * ENTRY_SIZE;
       this.wanted = this.ghosts + <usize>this.nGhosts * GHOST_SIZE;
-      this.valid = this.wanted + <usize>this.nWanted * WANTED_SIZE <= inBuf + len;
+      // The demand section (1.3): n_demand f64s after the wanted records,
+      // 0 or one per entry; an older host sends none (the word was 0).
+      this.nDemand = load<u32>(b, 28);
+      this.demand = this.wanted + <usize>this.nWanted * WANTED_SIZE;
+      this.valid = (this.nDemand == 0 || this.nDemand == this.nEntries) &&
+        this.demand + 8 * <usize>this.nDemand <= inBuf + len;
     } else if (kind == KIND_SCHEDULING) {
       this.nJobs = load<u32>(b); this.nRunning = load<u32>(b, 4); this.nWorkers = load<u32>(b, 8);
       this.nModels = load<u32>(b, 12); this.nPool = load<u32>(b, 16);
@@ -293,6 +300,10 @@ export class Input {
   entry(i: u32): Entry { return changetype<Entry>(this.entries + <usize>i * ENTRY_SIZE); }
   ghost(i: u32): Ghost { return changetype<Ghost>(this.ghosts + <usize>i * GHOST_SIZE); }
   wantedModel(i: u32): Wanted { return changetype<Wanted>(this.wanted + <usize>i * WANTED_SIZE); }
+  // entryDemand is entry i's recent demand (ABI 1.3: the kernel's decayed
+  // count of recent jobs asking for its model, half-life 30 minutes), 0
+  // when the host sent none.
+  entryDemand(i: u32): f64 { return i < this.nDemand ? load<f64>(this.demand + 8 * <usize>i) : 0; }
   // need is the bytes an eviction call must make room for, net of the
   // free space the cache already has (0: a prefetch-only call).
   get need(): u64 { return load<u64>(this.body); }
