@@ -11,6 +11,7 @@ import (
 	roundrobin "github.com/kiln-gpu/kiln/policies/balancing/round-robin"
 	"github.com/kiln-gpu/kiln/policies/batching/none"
 	samemodel "github.com/kiln-gpu/kiln/policies/batching/same-model"
+	"github.com/kiln-gpu/kiln/policies/eviction/demand"
 	"github.com/kiln-gpu/kiln/policies/eviction/gdsf"
 	"github.com/kiln-gpu/kiln/policies/eviction/lru"
 	"github.com/kiln-gpu/kiln/policies/eviction/s3fifo"
@@ -40,6 +41,7 @@ var builtins = map[abi.Kind]map[string]func() any{
 		"lru":    func() any { return lru.New() },
 		"gdsf":   func() any { return gdsf.New() },
 		"s3fifo": func() any { return s3fifo.New() },
+		"demand": func() any { return demand.New() },
 	},
 	abi.KindScheduling: {
 		"fifo":     func() any { return fifo.New() },

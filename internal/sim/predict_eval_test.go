@@ -96,8 +96,7 @@ func TestPredictorFigures(t *testing.T) {
 			}
 		}
 		for _, arm := range armsFromEnv(base.LookaheadJobs) {
-			cfg := base
-			cfg.Predict = arm.p
+			cfg := arm.apply(base)
 			rep, err := Run(context.Background(), cfg, models, &Trace{Requests: reqs}, Options{Wall: clock.NewFake(time.Unix(0, 0)), Seed: 1})
 			if err != nil {
 				t.Fatal(err)
@@ -123,17 +122,30 @@ func TestPredictorFigures(t *testing.T) {
 type predictArm struct {
 	name string
 	p    PredictConfig
+	// eviction, when set, is policies.eviction for the run: the built-in
+	// that evicts from VRAM and the host tiers, as a node's config sets it.
+	eviction string
+}
+
+// apply sets the arm on a copy of the baseline config.
+func (a predictArm) apply(cfg Config) Config {
+	cfg.Predict = a.p
+	if a.eviction != "" {
+		cfg.Policies.Eviction = a.eviction
+	}
+	return cfg
 }
 
 // armsFromEnv are the arms to compare: the lookahead alone, and the
 // predictor's arms, or those KILN_PREDICT_ARMS names (space-separated),
 // each a comma-separated list of key=value: minp, margin, half (minutes),
-// maxq, views (view+view), and the experiments evict-by-count and nowarm
-// (PredictConfig.evictRAMByCount, noWarm).
+// maxq, views (view+view), eviction (a built-in eviction policy for every
+// tier), off (no predictor), and the experiment nowarm (PredictConfig.noWarm).
 func armsFromEnv(lookahead int) []predictArm {
 	arms := []predictArm{{name: "lookahead only"}}
 	for _, spec := range strings.Fields(os.Getenv("KILN_PREDICT_ARMS")) {
 		p := PredictConfig{Enabled: true, MaxQueued: lookahead}
+		var eviction string
 		for _, kv := range strings.Split(spec, ",") {
 			k, v, _ := strings.Cut(kv, "=")
 			var f float64
@@ -149,20 +161,22 @@ func armsFromEnv(lookahead int) []predictArm {
 				p.MaxQueued = int(f)
 			case "views":
 				p.Model.Views = strings.Split(v, "+")
-			case "evict-by-count":
-				p.evictRAMByCount = true
 			case "nowarm":
 				p.noWarm = true
+			case "eviction":
+				eviction = v
+			case "off":
+				p = PredictConfig{}
 			}
 		}
-		arms = append(arms, predictArm{name: spec, p: p})
+		arms = append(arms, predictArm{name: spec, p: p, eviction: eviction})
 	}
 	if len(arms) == 1 {
 		arms = append(arms,
 			predictArm{name: "+ predictor", p: PredictConfig{Enabled: true, MaxQueued: lookahead}},
-			predictArm{name: "RAM tier evicts by the predictor's counts, no warms (experiment)", p: PredictConfig{Enabled: true, MaxQueued: lookahead,
-				evictRAMByCount: true, noWarm: true}},
-			predictArm{name: "both (experiment)", p: PredictConfig{Enabled: true, MaxQueued: lookahead, evictRAMByCount: true}})
+			predictArm{name: "eviction lru, no predictor", eviction: "lru"},
+			predictArm{name: "eviction demand, no predictor", eviction: "demand"},
+			predictArm{name: "eviction demand + predictor", p: PredictConfig{Enabled: true, MaxQueued: lookahead}, eviction: "demand"})
 	}
 	return arms
 }
@@ -266,8 +280,7 @@ func TestPredictorSeeds(t *testing.T) {
 			}
 			var baseLoad float64
 			for i, arm := range arms {
-				cfg := base
-				cfg.Predict = arm.p
+				cfg := arm.apply(base)
 				rep, err := Run(context.Background(), cfg, models, &Trace{Requests: reqs}, Options{Wall: clock.NewFake(time.Unix(0, 0)), Seed: 1})
 				if err != nil {
 					t.Fatal(err)

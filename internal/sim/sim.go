@@ -263,9 +263,6 @@ func newSimulator(ctx context.Context, cfg Config, models []Model, trace *Trace,
 		// ghosts are per cache).
 		s.disk.ev, s.ram.ev = host.NewEvictor(), host.NewEvictor()
 	}
-	if s.pred != nil && cfg.Predict.evictRAMByCount {
-		s.ram.ev = countEvictor{s}
-	}
 	if opts.Canary != nil {
 		if err := s.startCanary(ctx, opts.Canary); err != nil {
 			host.Close()

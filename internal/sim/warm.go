@@ -1,9 +1,6 @@
 package sim
 
 import (
-	"sort"
-
-	"github.com/kiln-gpu/kiln/internal/decision"
 	"github.com/kiln-gpu/kiln/internal/predict"
 )
 
@@ -36,14 +33,12 @@ type PredictConfig struct {
 	// queued (0: always). With a queue as long as the lookahead's window,
 	// the lookahead knows what comes next; a guess can only displace it.
 	MaxQueued int
-	// evictRAMByCount and noWarm are experiments the predictor bench
-	// (predict_eval_test.go) measures, unexported because live kiln cannot
-	// do them: the RAM tier evicting by the predictor's decayed counts
-	// (countEvictor) instead of the active eviction policy, which no policy
-	// can do today since the eviction ABI carries no per-model history
-	// across an entry's eviction; and the predictor observing without
-	// warming.
-	evictRAMByCount, noWarm bool
+	// noWarm is an experiment the predictor bench (predict_eval_test.go)
+	// measures, unexported because live kiln has no such setting: the
+	// predictor observing without warming. (The RAM tier evicting by the
+	// predictor's counts, the experiment that stood beside it, is now the
+	// eviction policy "demand", over ABI 1.3's recent demand.)
+	noWarm bool
 }
 
 // predictState is the simulator's predictor and its books.
@@ -231,39 +226,4 @@ func (s *simulator) predictReport() *PredictReport {
 		r.HitRatio = float64(r.Used) / float64(r.Used+r.Wasted)
 	}
 	return &r
-}
-
-// countEvictor is the experiment evictRAMByCount: victims by the lowest
-// expected reload cost avoided per byte, the predictor's decayed count of
-// jobs asking for the model times its load cost over its bytes, least
-// recently used first among equals.
-type countEvictor struct{ s *simulator }
-
-func (e countEvictor) Victims(need uint64, entries []decision.EntryView) []int {
-	now := epoch.Add(e.s.now)
-	score := make([]float64, len(entries))
-	idx := make([]int, 0, len(entries))
-	for i, en := range entries {
-		if en.Pinned {
-			continue
-		}
-		idx = append(idx, i)
-		score[i] = e.s.pred.p.Count(now, en.Model) * max(en.LoadCost.Seconds(), 1e-3) / float64(max(en.Bytes, 1))
-	}
-	sort.SliceStable(idx, func(a, b int) bool {
-		if score[idx[a]] != score[idx[b]] {
-			return score[idx[a]] < score[idx[b]]
-		}
-		return entries[idx[a]].LastUse.Before(entries[idx[b]].LastUse)
-	})
-	var free uint64
-	var out []int
-	for _, i := range idx {
-		if free >= need {
-			break
-		}
-		out = append(out, i)
-		free += entries[i].Bytes
-	}
-	return out
 }

@@ -188,6 +188,29 @@ var Cases = map[string][]Case{
 				abi.Entry{Model: 1, Bytes: gib, LoadCost: time.Second},
 			)}, Want: []uint32{0}},
 	},
+	"eviction.demand": {
+		{Name: "lowest demand x cost per byte goes first", Eviction: &abi.EvictionInput{Need: gib, Entries: entries(
+			abi.Entry{Model: 0, Bytes: gib, LoadCost: 10 * time.Second, Hits: 50},
+			abi.Entry{Model: 1, Bytes: gib, LoadCost: 10 * time.Second},
+			abi.Entry{Model: 2, Bytes: 8 * gib, LoadCost: 10 * time.Second},
+		), RecentDemand: []float64{0.5, 2, 4}}, Want: []uint32{0}},
+		{Name: "hits do not protect, demand does", Eviction: &abi.EvictionInput{Need: gib, Entries: entries(
+			abi.Entry{Model: 0, Bytes: gib, LoadCost: time.Second, Hits: 10},
+			abi.Entry{Model: 1, Bytes: gib, LoadCost: time.Second},
+		), RecentDemand: []float64{1, 3}}, Want: []uint32{0}},
+		{Name: "no demand is LRU", Eviction: &abi.EvictionInput{Need: 3 * gib, Entries: entries(
+			abi.Entry{Model: 0, Bytes: 2 * gib, SinceUse: time.Minute, LoadCost: time.Second},
+			abi.Entry{Model: 1, Bytes: 2 * gib, SinceUse: time.Hour, LoadCost: time.Second},
+			abi.Entry{Model: 2, Bytes: 2 * gib, SinceUse: time.Second, LoadCost: time.Second},
+		)}, Want: []uint32{1, 0}},
+		{Name: "skips pinned", Eviction: &abi.EvictionInput{Need: gib, Entries: entries(
+			abi.Entry{Model: 0, Bytes: 2 * gib, LoadCost: time.Second, Pinned: true},
+			abi.Entry{Model: 1, Bytes: 2 * gib, LoadCost: time.Second},
+		), RecentDemand: []float64{0, 5}}, Want: []uint32{1}},
+		{Name: "not enough", Eviction: &abi.EvictionInput{Need: 5 * gib, Entries: entries(
+			abi.Entry{Model: 0, Bytes: 2 * gib, Pinned: true}, abi.Entry{Model: 1, Bytes: 2 * gib},
+		)}, Status: abi.StatusNoDecision},
+	},
 	"eviction.s3fifo": {
 		{Name: "one-hit wonder leaves from small", Eviction: &abi.EvictionInput{Need: gib, Entries: entries(
 			abi.Entry{Model: 0, Bytes: gib, SinceInsert: time.Hour, Hits: 2, Tag: 1<<63 | 1<<62},
