@@ -314,6 +314,28 @@ func TestClusterThreeNodes(t *testing.T) {
 	})
 	t.Logf("%s's %d running jobs restarted elsewhere %s after the kill (cluster.ack_wait=2s)",
 		victimName, len(running), time.Since(killedAt).Round(time.Millisecond))
+	// Those of them that the victim claimed when they were submitted to
+	// it had no work message for JetStream to redeliver: a survivor must
+	// have queued each again (internal/cluster rescue.go), as its log says.
+	direct := 0
+	for _, id := range running {
+		if !strings.Contains(victim.log.String(), `"job":"`+id+`","claimed":true`) {
+			continue
+		}
+		direct++
+		rescued := false
+		for _, k := range survivors {
+			for _, line := range strings.Split(k.log.String(), "\n") {
+				if strings.Contains(line, `"job":"`+id+`"`) && strings.Contains(line, "queued a job again that its node claimed") {
+					rescued = true
+				}
+			}
+		}
+		if !rescued {
+			t.Errorf("job %s, claimed by %s when it was submitted there, restarted elsewhere without a rescue in the survivors' logs", id, victimName)
+		}
+	}
+	t.Logf("%d of them were claimed by %s at submit (no work message) and rescued by the survivors", direct, victimName)
 
 	// Kill one NATS server: the cluster keeps serving, and takes new jobs.
 	servers[0].kill9()
