@@ -118,7 +118,7 @@ func (d *diffPolicy) Evict(in *abi.EvictionInput, out *abi.EvictionOutput) abi.S
 	d.mix(uint64(len(in.Entries)))
 	for i, e := range in.Entries {
 		for _, x := range []uint64{e.Bytes, uint64(e.SinceUse), uint64(e.SinceInsert), uint64(e.LoadCost), e.Tag,
-			uint64(e.Model), uint64(e.Worker), uint64(e.Hits), bit(e.Pinned)} {
+			uint64(e.Model), uint64(e.Worker), uint64(e.Hits), bit(e.Pinned), math.Float64bits(in.EntryDemand(i))} {
 			d.mix(x)
 		}
 		if !e.Pinned {

@@ -147,6 +147,14 @@ func (s *sampler) eviction() *abi.EvictionInput {
 		}
 	}
 	in := &abi.EvictionInput{Entries: slices.Clone(s.entries)}
+	if s.rng.IntN(2) == 0 {
+		// The recent demand (ABI 1.3) in half the calls; the others are
+		// what a 1.2 host sends.
+		in.RecentDemand = make([]float64, len(in.Entries))
+		for i := range in.RecentDemand {
+			in.RecentDemand[i] = s.rng.Float64() * 8
+		}
+	}
 	if s.rng.IntN(3) != 0 {
 		in.Need = uint64(1+s.rng.IntN(12)) * gib / 2
 	} else {

@@ -4,7 +4,7 @@
 // decision made of every answer field. The Go half does the same through
 // the Go SDK; the two answers must be the same bytes. The decisions are
 // not meant to be good, only to use every field.
-export { kiln_abi_v1_2, kiln_buffer } from "../assembly/kiln";
+export { kiln_abi_v1_3, kiln_buffer } from "../assembly/kiln";
 import {
   Input, Job, Worker, Node, KIND_EVICTION, KIND_SCHEDULING, KIND_BATCHING, KIND_BALANCING, KIND_ROUTING, NO_WORKER,
   NO_NODE, STATUS_ERROR, answerEviction, answerScheduling, answerBatching, answerBalancing, answerRouting, answerStatus,
@@ -60,7 +60,7 @@ export function kiln_evict(len: i32): u64 {
   for (let i: u32 = 0; i < inp.nEntries; i++) {
     const e = inp.entry(i);
     mix(e.bytes); mix(<u64>e.sinceUseNs); mix(<u64>e.sinceInsertNs); mix(<u64>e.loadCostNs); mix(e.tag);
-    mix(e.model); mix(e.worker); mix(e.hits); mix(b(e.pinned));
+    mix(e.model); mix(e.worker); mix(e.hits); mix(b(e.pinned)); mix(reinterpret<u64>(inp.entryDemand(i)));
     if (!e.pinned) unchecked(ids[nv++] = i);
     unchecked(tagIDs[nt] = i); unchecked(tagVals[nt++] = e.tag + <u64>i + 1);
   }
