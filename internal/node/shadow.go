@@ -61,6 +61,7 @@ func (n *Node) cacheTopology() shadow.Topology {
 // rates the devices and tiers measure.
 func (n *Node) cacheSources() shadow.Sources {
 	return shadow.Sources{
+		Demand: n.demand.Of,
 		Model: func(id string) (uint64, uint64, bool) {
 			e, err := n.Catalog.Lookup(id)
 			if err != nil {

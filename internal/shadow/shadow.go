@@ -86,6 +86,11 @@ type Sources struct {
 	Model func(id string) (fileBytes, vramBytes uint64, ok bool)
 	// Bandwidth returns the current measured rates.
 	Bandwidth func() Bandwidths
+	// Demand, when set, is the kernel's recent demand for a model as of
+	// now (internal/predict.Demand.Of, ABI 1.3): the ghost entries carry
+	// it as the live tiers' do, so a candidate that evicts by it (the
+	// built-in "demand") is judged on what it would see live. Nil: 0.
+	Demand func(now time.Time, model string) float64
 }
 
 // Shadow replays accesses into every candidate's ghost hierarchy. It is
@@ -138,7 +143,7 @@ func New(cands []Candidate, topo Topology, src Sources, clk clock.Clock) (*Shado
 		seen[c.Name] = true
 		h := &hierarchy{name: c.Name, live: c.Live}
 		build := func(name string, capacity uint64) *ghost {
-			g := &ghost{tier: name, capacity: capacity, index: map[string]int{}}
+			g := &ghost{tier: name, capacity: capacity, index: map[string]int{}, demand: src.Demand}
 			if h.faulted {
 				return g
 			}
@@ -286,6 +291,8 @@ type ghost struct {
 	tier     string
 	capacity uint64
 	decide   Decider
+	// demand is Sources.Demand (nil: none).
+	demand func(now time.Time, model string) float64
 
 	entries []gentry
 	index   map[string]int
@@ -338,7 +345,7 @@ func (g *ghost) insert(owner, id string, bytes uint64, now time.Time, cost time.
 		if len(g.entries) >= MaxEntries {
 			need = max(need, 1)
 		}
-		victims, err := g.ask(need, owner, pinned)
+		victims, err := g.ask(need, owner, pinned, now)
 		if err != nil {
 			return fmt.Errorf("%s: %w", g.tier, err)
 		}
@@ -357,7 +364,7 @@ func (g *ghost) insert(owner, id string, bytes uint64, now time.Time, cost time.
 // ask runs one decision and checks its answer the way a live tier does: an
 // index out of range, repeated or pinned is a fault; too few bytes is no
 // answer.
-func (g *ghost) ask(need uint64, owner string, pinned []string) ([]string, error) {
+func (g *ghost) ask(need uint64, owner string, pinned []string, now time.Time) ([]string, error) {
 	g.views = g.views[:0]
 	for _, e := range g.entries {
 		w := e.owner
@@ -366,6 +373,9 @@ func (g *ghost) ask(need uint64, owner string, pinned []string) ([]string, error
 		}
 		g.views = append(g.views, decision.EntryView{Model: e.model, Worker: w, Bytes: e.bytes, LastUse: e.lastUse,
 			Hits: e.hits, Pinned: e.owner == owner && slices.Contains(pinned, e.model), Inserted: e.inserted, LoadCost: e.loadCost})
+		if g.demand != nil {
+			g.views[len(g.views)-1].RecentDemand = g.demand(now, e.model)
+		}
 	}
 	idx, err := g.decide(need, g.views)
 	if err != nil {

@@ -144,6 +144,7 @@ func (s *simulator) shadowSources() shadow.Sources {
 		bw.H2D = append(bw.H2D, d.cfg.H2DBytesPerS)
 	}
 	return shadow.Sources{
+		Demand: s.demand.Of,
 		Model: func(id string) (uint64, uint64, bool) {
 			m, ok := s.models[id]
 			if !ok {
