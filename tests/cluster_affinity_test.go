@@ -21,18 +21,14 @@ func startNATSAlone(t *testing.T) string {
 	return p.client
 }
 
-// TestClusterAffinityLive runs the affinity routing policy (the default)
-// on two live nodes: repeated jobs for one model go to the node that holds
-// it, whichever node they are submitted to, and a burst of them spills to
-// the other node once the holder's queue passes the load bound, while the
-// holder keeps most of it.
-func TestClusterAffinityLive(t *testing.T) {
-	start := time.Now()
-	url := startNATSAlone(t)
+// startTwoNodes starts two kiln nodes, node1 and node2, on the NATS server
+// at url with sets on top, and waits until each sees both healthy.
+func startTwoNodes(t *testing.T, url string, sets ...string) []*kilnProc {
+	t.Helper()
 	var nodes []*kilnProc
 	for i := range 2 {
-		nodes = append(nodes, startKiln(t, t.TempDir(), "cluster.nats="+url, fmt.Sprintf("cluster.node_id=node%d", i+1),
-			"cost.time_scale=0.05", "workers.per_device=1", "policies.routing=affinity"))
+		nodes = append(nodes, startKiln(t, t.TempDir(),
+			append([]string{"cluster.nats=" + url, fmt.Sprintf("cluster.node_id=node%d", i+1)}, sets...)...))
 	}
 	for _, k := range nodes {
 		waitFor(t, 10*time.Second, k.base+" to see two healthy nodes", func() bool {
@@ -45,6 +41,18 @@ func TestClusterAffinityLive(t *testing.T) {
 			return n == 2
 		})
 	}
+	return nodes
+}
+
+// TestClusterAffinityLive runs the affinity routing policy (the default)
+// on two live nodes: repeated jobs for one model go to the node that holds
+// it, whichever node they are submitted to, and a burst of them spills to
+// the other node once the holder's queue passes the load bound, while the
+// holder keeps most of it.
+func TestClusterAffinityLive(t *testing.T) {
+	start := time.Now()
+	url := startNATSAlone(t)
+	nodes := startTwoNodes(t, url, "cost.time_scale=0.05", "workers.per_device=1", "policies.routing=affinity")
 	const model = "checkpoints/dreamshaper_8.safetensors"
 	const steps = 40
 	wf := func(seed int) map[string]any {
@@ -127,14 +135,7 @@ func TestClusterAffinityLive(t *testing.T) {
 // jobs submitted to node2 are routed by the active policy and not counted.
 func TestClusterRoutingExperimentLive(t *testing.T) {
 	url := startNATSAlone(t)
-	var nodes []*kilnProc
-	for i := range 2 {
-		nodes = append(nodes, startKiln(t, t.TempDir(), "cluster.nats="+url, fmt.Sprintf("cluster.node_id=node%d", i+1),
-			"cost.time_scale=0.05", "workers.per_device=1", "policies.routing=affinity", "experiments.interval=1s"))
-	}
-	for _, k := range nodes {
-		waitFor(t, 10*time.Second, k.base+" to see two healthy nodes", func() bool { return len(clusterNodes(t, k)) == 2 })
-	}
+	nodes := startTwoNodes(t, url, "cost.time_scale=0.05", "workers.per_device=1", "policies.routing=affinity", "experiments.interval=1s")
 	code, data := nodes[0].admin("POST", "/v1/experiments", []byte(`{"kind":"routing","policy":"random","type":"ab"}`))
 	var rec struct {
 		ID   string `json:"id"`

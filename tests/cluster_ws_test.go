@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bytes"
-	"fmt"
 	"image/png"
 	"slices"
 	"testing"
@@ -17,22 +16,7 @@ import (
 // the client is on the other one.
 func TestClusterWebSocketImages(t *testing.T) {
 	url := startNATSAlone(t)
-	var nodes []*kilnProc
-	for i := range 2 {
-		nodes = append(nodes, startKiln(t, t.TempDir(), "cluster.nats="+url, fmt.Sprintf("cluster.node_id=node%d", i+1),
-			"cost.time_scale=0.01", "workers.per_device=1", "policies.routing=affinity"))
-	}
-	for _, k := range nodes {
-		waitFor(t, 10*time.Second, k.base+" to see two healthy nodes", func() bool {
-			n := 0
-			for _, v := range clusterNodes(t, k) {
-				if v.Healthy {
-					n++
-				}
-			}
-			return n == 2
-		})
-	}
+	nodes := startTwoNodes(t, url, "cost.time_scale=0.01", "workers.per_device=1", "policies.routing=affinity")
 	// The example graph with its SaveImage replaced by a SaveImageWebsocket
 	// node, as in TestComfyFidelity.
 	graph := func(seed int) map[string]any {
