@@ -8,7 +8,11 @@
 //   import { Input, KIND_BALANCING, NO_WORKER, answerBalancing } from "<path>/sdk/assemblyscript/assembly/kiln";
 //   export function kiln_balance(len: i32): u64 {
 //     const inp = Input.read(len, KIND_BALANCING);
-//     for (let i: u32 = 0; i < inp.nWorkers; i++) if (inp.worker(i).idle) return answerBalancing(inp, i);
+//     const vram = inp.job(0).vram; // the job to place
+//     for (let i: u32 = 0; i < inp.nWorkers; i++) {
+//       const w = inp.worker(i); // idle, and able to hold the job (0: size unknown)
+//       if (w.idle && (w.usableVRAM == 0 || vram <= w.usableVRAM)) return answerBalancing(inp, i);
+//     }
 //     return answerBalancing(inp, NO_WORKER); // NO_DECISION
 //   }
 //
