@@ -5,6 +5,26 @@ import (
 	"time"
 )
 
+// TakeVictims appends the entries of order (indices into in.Entries, the
+// policy's eviction order) to out.Victims until Need bytes are free,
+// counting Free. When even all of order is not enough it leaves no victims
+// and reports false: the policy then answers StatusNoDecision.
+func TakeVictims(in *EvictionInput, out *EvictionOutput, order []uint32) bool {
+	free, start := in.Free, len(out.Victims)
+	for _, i := range order {
+		if free >= in.Need {
+			break
+		}
+		out.Victims = append(out.Victims, i)
+		free += in.Entries[i].Bytes
+	}
+	if free < in.Need {
+		out.Victims = out.Victims[:start]
+		return false
+	}
+	return true
+}
+
 // FillPrefetch adds to out.Prefetch the wanted models that fit in the room
 // left once out.Victims are gone and Need is served, most-waited-for first
 // (then the costlier load first). Eviction policies call it when their

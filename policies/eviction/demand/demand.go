@@ -60,16 +60,7 @@ func (*Demand) Evict(in *policy.EvictionInput, out *policy.EvictionOutput) polic
 		// The longer unused goes first.
 		return cmp.Compare(in.Entries[b].SinceUse, in.Entries[a].SinceUse)
 	})
-	free := in.Free
-	for _, i := range cands {
-		if free >= in.Need {
-			break
-		}
-		out.Victims = append(out.Victims, i)
-		free += in.Entries[i].Bytes
-	}
-	if free < in.Need {
-		out.Victims = out.Victims[:0]
+	if !policy.TakeVictims(in, out, cands) {
 		return policy.StatusNoDecision
 	}
 	if in.Param(0, 1) != 0 {

@@ -66,18 +66,11 @@ func (*GDSF) Evict(in *policy.EvictionInput, out *policy.EvictionOutput) policy.
 		}
 		return cmp.Compare(a, b) // equal keys keep their input order
 	})
-	free := in.Free
-	for _, i := range cands {
-		if free >= in.Need {
-			break
-		}
-		out.Victims = append(out.Victims, i)
-		free += in.Entries[i].Bytes
-		l = max(l, h[i])
-	}
-	if free < in.Need {
-		out.Victims = out.Victims[:0]
+	if !policy.TakeVictims(in, out, cands) {
 		return policy.StatusNoDecision
+	}
+	for _, i := range out.Victims {
+		l = max(l, h[i])
 	}
 	out.State[0] = math.Float64bits(l)
 	if in.Param(0, 1) != 0 {

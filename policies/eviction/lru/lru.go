@@ -44,16 +44,7 @@ func (*LRU) Evict(in *policy.EvictionInput, out *policy.EvictionOutput) policy.S
 		}
 		return cmp.Compare(a, b) // equal keys keep their input order
 	})
-	free := in.Free
-	for _, i := range cands {
-		if free >= in.Need {
-			break
-		}
-		out.Victims = append(out.Victims, i)
-		free += in.Entries[i].Bytes
-	}
-	if free < in.Need {
-		out.Victims = out.Victims[:0]
+	if !policy.TakeVictims(in, out, cands) {
 		return policy.StatusNoDecision
 	}
 	if in.Param(0, 1) != 0 {
