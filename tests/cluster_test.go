@@ -348,16 +348,23 @@ func TestClusterThreeNodes(t *testing.T) {
 	// Every job finishes, once, on a live node; the killed node's running
 	// jobs ran again elsewhere.
 	final := map[string]clusterJobJSON{}
-	waitFor(t, 45*time.Second, "every job to finish", func() bool {
+	var notDone string // the first job not done at the last look, for a timeout's message
+	allDone := func() bool {
 		for _, id := range ids {
 			j := survivors[1].clusterJob(id)
 			if j.State != "done" {
+				notDone = fmt.Sprintf("%s %s on %q after %d attempts", id, j.State, j.Node, j.Attempts)
 				return false
 			}
 			final[id] = j
 		}
 		return true
-	})
+	}
+	for deadline := time.Now().Add(45 * time.Second); !allDone(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after 45s waiting for every job to finish; at the last look job %s", notDone)
+		}
+	}
 	for _, id := range running {
 		j := final[id]
 		if j.Node == victimName || j.Attempts < 2 {
