@@ -80,11 +80,33 @@ func (p *natsProc) waitUp(t *testing.T) {
 // each with its own JetStream store, and waits until each takes clients.
 func startNATSCluster(t *testing.T) []*natsProc {
 	t.Helper()
+	// Every probe listener stays open until all six ports are chosen: a
+	// closed probe's port can come back from the next probe at once, and
+	// one server's cluster port was once another's client port ("address
+	// already in use" in a fresh-clone CI run).
+	var probes []net.Listener
+	defer func() {
+		for _, ln := range probes {
+			ln.Close()
+		}
+	}()
+	pick := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		probes = append(probes, ln)
+		return portOf(ln.Addr().String())
+	}
 	var clientPorts, clusterPorts []string
 	for range 3 {
-		clientPorts = append(clientPorts, portOf(freePort(t)))
-		clusterPorts = append(clusterPorts, portOf(freePort(t)))
+		clientPorts = append(clientPorts, pick())
+		clusterPorts = append(clusterPorts, pick())
 	}
+	for _, ln := range probes {
+		ln.Close()
+	}
+	probes = nil
 	var out []*natsProc
 	for i := range 3 {
 		var routes []string
