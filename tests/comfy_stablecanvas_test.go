@@ -28,7 +28,14 @@ func TestComfyClientStableCanvas(t *testing.T) {
 	if _, err := os.Stat("comfyclient/node_modules/@stable-canvas/comfyui-client/package.json"); err != nil {
 		t.Skip("tests/comfyclient/node_modules/@stable-canvas/comfyui-client is absent; run `npm ci --prefix tests/comfyclient`")
 	}
-	k := startComfyKiln(t)
+	// The client hooks a prompt's events only once its POST /prompt has
+	// answered: frames sent before that are not its prompt's. At
+	// startComfyKiln's time scale a prompt runs in ~70 ms, and under a
+	// loaded make test the answer reached the client after the first
+	// SaveImageWebsocket frame (1 of 2 images). Ten times slower, the
+	// images come ~0.7 s after the answer, as they would on a GPU.
+	k := startKiln(t, t.TempDir(), "cost.time_scale=0.005", "workers.per_device=1", "comfyui.keepalive=500ms",
+		"devices.simulated=[{name: sim-80g, memory_bytes: 85899345920, h2d_bytes_per_s: 25e9, compute_factor: 1}]")
 	dir := t.TempDir()
 	write := func(name string, g map[string]any) string {
 		b, _ := json.Marshal(g)
