@@ -73,6 +73,14 @@ type Record struct {
 	// other nodes queue one (rescue); a node that claims it from a message
 	// clears it.
 	Direct bool `json:"direct,omitempty"`
+	// Rescue is the revision that the work message the job was claimed
+	// through names when that message is a rescue (workMessage); 0 for
+	// any other message. The rescue's message is then the job's only one,
+	// and a delivery of it after the claim (the claiming node stopped
+	// signalling, or its claim was stored but its answer lost) claims the
+	// job again, as for any other message: the record's revision moved
+	// on by that claim, not past the rescue.
+	Rescue uint64 `json:"rescue,omitempty"`
 }
 
 // Local is the node's own kernel as the cluster drives it: its durable

@@ -24,7 +24,11 @@ import (
 // The message names the record's revision (workMessage); the node that
 // pulls it claims the job only if the record is still at that revision, so
 // that rescues by several nodes, or one from a view that lagged, run
-// nothing twice. A node cut off from NATS stops its jobs after ack_wait
+// nothing twice. Once claimed through it, the message is the job's only
+// one and the record says so (Record.Rescue): a delivery of it after that
+// (the claiming node died, or was cut off and stopped the job, or its
+// claim was stored but the answer lost) claims the job again, as any
+// message does. A node cut off from NATS stops its jobs after ack_wait
 // (keepAlive), as it does for the jobs it holds through messages.
 
 // aliveSubject + node is answered by that node while it is connected.

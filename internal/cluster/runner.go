@@ -252,8 +252,13 @@ func (c *Cluster) take(ctx context.Context, msg jetstream.Msg) {
 	case token != "" && rec.Token != "" && token != rec.Token:
 		_ = msg.Ack() // another submit's message for this id: nothing to run
 		return
-	case wantRev != 0 && wantRev != rev:
-		_ = msg.Ack() // a rescue of a job that was claimed or ended meanwhile
+	case wantRev != 0 && wantRev != rev && rec.Rescue != wantRev:
+		// A rescue of a job that was claimed otherwise, given back or
+		// ended meanwhile. One that was claimed through this message
+		// (rec.Rescue) is delivered again because its node stopped
+		// signalling: acked here, it would stay running, in the
+		// registry, on a node that no longer holds it, for good.
+		_ = msg.Ack()
 		return
 	case terminal(rec.State):
 		// Finished elsewhere, or cancelled while queued; a restarted node
@@ -285,6 +290,7 @@ func (c *Cluster) take(ctx context.Context, msg jetstream.Msg) {
 	rec.State, rec.Node, rec.StartedAt = job.Running, c.cfg.NodeID, now
 	rec.Attempts++
 	rec.Direct = false // held through this message now
+	rec.Rescue = wantRev
 	newRev, err := c.put(octx, rec, rev)
 	if err != nil {
 		// Claimed by another node meanwhile, or NATS is away: ask again.
