@@ -635,6 +635,13 @@ func (c *Cluster) finish(ctx context.Context, j *job.Job) bool {
 	}
 	start := time.Now()
 	_, err := c.put(octx, &rec, h.rev)
+	if (errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)) && c.stored(octx, &rec) {
+		// An earlier try of this write was stored but its answer lost
+		// (the server that took it died): the revision moved on by this
+		// node's own result, which is kept, its outputs copied.
+		err = nil
+		c.remember(&rec)
+	}
 	switch {
 	case err == nil:
 		if h.msg != nil {
@@ -676,6 +683,16 @@ func (c *Cluster) finish(ctx context.Context, j *job.Job) bool {
 		return false
 	}
 	return true
+}
+
+// stored reports whether the registry's record of rec's job is rec as
+// this node wrote it: a node's result, and another node's claim or result
+// differ in their node, and this node's results of two runs in their
+// finishing times.
+func (c *Cluster) stored(ctx context.Context, rec *Record) bool {
+	cur, _, err := c.get(ctx, rec.ID)
+	return err == nil && cur.Node == rec.Node && cur.State == rec.State && cur.Attempts == rec.Attempts &&
+		cur.FinishedAt.Equal(rec.FinishedAt)
 }
 
 // terminal reports whether a job in state st has ended.
