@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -116,6 +117,30 @@ func (c *Cluster) outputOf(ctx context.Context, oname, subfolder string) *Record
 	return nil
 }
 
+// holdCopyEnv is a test hook for the crash test that kills a node between
+// a job's record (done) and its outputs' copy
+// (tests/TestClusterKilledBeforeOutputCopy): =1 holds every copy this node
+// starts until the node stops, so that the copy's note stays in PendingDir
+// and the output is in no object store, as when the node dies in between.
+// It is read once, from the environment only (not KILN_…: kiln reads those
+// as config keys, from files and flags too); any other value turns nothing
+// on; a node logs a warning at start while it is on (TestHooks). Nothing in
+// kiln sets it.
+const holdCopyEnv = "KILNTEST_HOLD_OUTPUT_COPY"
+
+// holdCopies reports whether holdCopyEnv is on in this process.
+var holdCopies = sync.OnceValue(func() bool { return os.Getenv(holdCopyEnv) == "1" })
+
+// TestHooks describes the crash-test hooks this process's environment
+// turns on (see holdCopyEnv), or returns "" when none is: the node logs it
+// as a warning, because no production kiln should run with one.
+func TestHooks() string {
+	if holdCopies() {
+		return holdCopyEnv + "=1 (finished jobs' outputs are never copied to the object store)"
+	}
+	return ""
+}
+
 // outputName is an output's name in the object store.
 func outputName(typ, subfolder, name string) string {
 	if typ == "" {
@@ -141,6 +166,12 @@ func (c *Cluster) copyOutputs(ctx context.Context, rec *Record, written <-chan s
 		return
 	case <-written:
 	case <-wait.C:
+	}
+	if holdCopies() {
+		// Test hook (holdCopyEnv): the node is killed while the copy waits
+		// here, its note in PendingDir and the job's record done.
+		<-ctx.Done()
+		return
 	}
 	start := time.Now()
 	log := c.log.With().Str("job", rec.ID).Logger()

@@ -70,6 +70,9 @@ func (n *Node) openCluster(cfg *config.Config, outDir string) error {
 		return err
 	}
 	n.Cluster = c
+	if hooks := cluster.TestHooks(); hooks != "" {
+		n.log.Warn().Str("hooks", hooks).Msg("cluster test hooks are on (set for a crash test; never in production): outputs stay on this node")
+	}
 	n.log.Info().Str("node", c.NodeID()).Strs("nats", cfg.Cluster.Servers()).Msg("joined the kiln cluster")
 	return nil
 }
