@@ -370,12 +370,13 @@ func TestClusterThreeNodes(t *testing.T) {
 	// Every job finishes, once, on a live node; the killed node's running
 	// jobs ran again elsewhere.
 	final := map[string]clusterJobJSON{}
-	var notDone string // the first job not done at the last look, for a timeout's message
+	var notDone, notDoneID string // the first job not done at the last look, for a timeout's message
 	allDone := func() bool {
 		for _, id := range ids {
 			j := survivors[1].clusterJob(id)
 			if j.State != "done" {
 				notDone = fmt.Sprintf("%s %s on %q after %d attempts", id, j.State, j.Node, j.Attempts)
+				notDoneID = id
 				return false
 			}
 			final[id] = j
@@ -384,7 +385,8 @@ func TestClusterThreeNodes(t *testing.T) {
 	}
 	for deadline := time.Now().Add(45 * time.Second); !allDone(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 45s waiting for every job to finish; at the last look job %s", notDone)
+			t.Fatalf("timed out after 45s waiting for every job to finish; at the last look job %s\n%s",
+				notDone, jobStory(nc, notDoneID, nodes))
 		}
 	}
 	for _, id := range running {
@@ -517,6 +519,39 @@ func TestClusterThreeNodes(t *testing.T) {
 		t.Fatalf("job %s after its cancel answered 200: %s", long, j.State)
 	}
 	t.Logf("cluster test took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// jobStory is what a stuck job's timeout needs to explain itself: its
+// record as the registry's leader has it (without the workflow: node,
+// target, direct, rescue, token, attempts) and every line of each node's
+// log (node1, node2, node3 in order, a killed one's up to its death) that
+// names it.
+func jobStory(nc *nats.Conn, id string, nodes []*kilnProc) string {
+	var b strings.Builder
+	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV.KILN_jobs." + id})
+	var resp struct {
+		Message *struct{ Data []byte } `json:"message"`
+	}
+	if msg, err := nc.Request("$JS.API.STREAM.MSG.GET.KV_KILN_jobs", req, 5*time.Second); err != nil {
+		fmt.Fprintf(&b, "registry: %v\n", err)
+	} else if json.Unmarshal(msg.Data, &resp) != nil || resp.Message == nil {
+		fmt.Fprintf(&b, "registry: %s\n", msg.Data)
+	} else {
+		var rec map[string]any
+		_ = json.Unmarshal(resp.Message.Data, &rec)
+		delete(rec, "workflow")
+		data, _ := json.Marshal(rec)
+		fmt.Fprintf(&b, "registry: %s\n", data)
+	}
+	for i, k := range nodes {
+		fmt.Fprintf(&b, "node%d's log about it:\n", i+1)
+		for _, line := range strings.Split(k.log.String(), "\n") {
+			if strings.Contains(line, id) {
+				b.WriteString(line + "\n")
+			}
+		}
+	}
+	return b.String()
 }
 
 type clusterJobJSON struct {
