@@ -152,7 +152,8 @@ func outputName(typ, subfolder, name string) string {
 // copyOutputs copies the files of a job this node recorded as done into the
 // object store, once the API has finished them (written closed) or
 // outputsWait has passed, retrying writes that fail; then it forgets the
-// job's note. A node that stops first leaves the note for its next start.
+// job's note. A node that stops first, or whose writes still fail after
+// copyTries, leaves the note for its next start.
 func (c *Cluster) copyOutputs(ctx context.Context, rec *Record, written <-chan struct{}) {
 	defer func() {
 		c.mu.Lock()
@@ -191,8 +192,11 @@ func (c *Cluster) copyOutputs(ctx context.Context, rec *Record, written <-chan s
 			return
 		}
 		if try == copyTries {
-			log.Error().Err(err).Int("tries", try).Msg("copy outputs to the cluster's object store; they stay on this node")
-			break
+			// The note stays: forgotten here, a NATS outage longer than
+			// the tries (a few minutes) would leave the files on this
+			// node only for good, and lost to the cluster with it.
+			log.Error().Err(err).Int("tries", try).Msg("copy outputs to the cluster's object store; they stay on this node until it starts again")
+			return
 		}
 		select {
 		case <-ctx.Done():
