@@ -54,17 +54,27 @@ func TestClusterKilledBeforeOutputCopy(t *testing.T) {
 		ran, other = nodes[1], nodes[0]
 	}
 	finishedAt := jobField(t, other, promptID, "finished_at")
+	// The hook says when the copy is held, which is after the API has
+	// finished the files (their PNG metadata is written after the record
+	// says done): the file read then is the one the copy must carry.
+	waitFor(t, 10*time.Second, done.Node+" to hold the copy", func() bool {
+		for _, line := range strings.Split(ran.log.String(), "\n") {
+			if strings.Contains(line, `"job":"`+promptID+`"`) && strings.Contains(line, "holding the copy of a finished job's outputs") {
+				return true
+			}
+		}
+		return false
+	})
 	o := done.Outputs[0]
 	wrote, err := os.ReadFile(filepath.Join(ran.dataDir, "output", filepath.FromSlash(o.Subfolder), o.Filename))
 	if err != nil {
 		t.Fatalf("the output %s that %s wrote: %v", o.Filename, done.Node, err)
 	}
 	pending := filepath.Join(ran.dataDir, "cluster", "pending-copies")
-	waitFor(t, 10*time.Second, done.Node+"'s note of the copy to come", func() bool {
-		return pendingNotes(t, pending) == promptID
-	})
-	// The node has served its own /view from its file (so the API has
-	// finished it) and still holds the copy.
+	if got := pendingNotes(t, pending); got != promptID {
+		t.Fatalf("%s's pending copies while it holds the copy: %q; want the note of %s", done.Node, got, promptID)
+	}
+	// The node serves its own /view from its file.
 	if code, png := ran.do("GET", viewPath(o.Filename, o.Subfolder), nil); code != 200 || !bytes.Equal(png, wrote) {
 		t.Fatalf("/view of %s on %s, which ran it: HTTP %d, %d bytes; the file has %d", o.Filename, done.Node, code, len(png), len(wrote))
 	}

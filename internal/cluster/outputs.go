@@ -170,7 +170,9 @@ func (c *Cluster) copyOutputs(ctx context.Context, rec *Record, written <-chan s
 	}
 	if holdCopies() {
 		// Test hook (holdCopyEnv): the node is killed while the copy waits
-		// here, its note in PendingDir and the job's record done.
+		// here, its note in PendingDir, the job's record done and its
+		// files final (written); the line tells the test it is here.
+		c.log.Warn().Str("job", rec.ID).Msg("holding the copy of a finished job's outputs until the node stops (test hook)")
 		<-ctx.Done()
 		return
 	}
