@@ -26,7 +26,7 @@ func (c *Cluster) Run(ctx context.Context) {
 		wg.Add(1)
 		go func() { defer wg.Done(); c.pull(ctx, p) }()
 	}
-	for _, f := range []func(context.Context){c.keepAlive, c.record, c.watch, c.watchNodes, c.adopt, c.resumeCopies} {
+	for _, f := range []func(context.Context){c.keepAlive, c.beat, c.record, c.watch, c.watchNodes, c.adopt, c.resumeCopies} {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(ctx) }()
 	}
@@ -460,23 +460,22 @@ func (c *Cluster) update(ctx context.Context, rec *Record, rev uint64) error {
 	return err
 }
 
-// keepAlive signals "in progress" for every held job every AckWait/3 and
-// writes the node's heartbeat every second. A node cut off from NATS for
-// longer than AckWait has lost its jobs to other nodes: it cancels them
-// here, so that its workers stop, and drops their results.
+// keepAlive signals "in progress" for every held job every AckWait/3. A
+// node cut off from NATS for longer than AckWait has lost its jobs to
+// other nodes: it cancels them here, so that its workers stop, and drops
+// their results. It runs apart from the heartbeat (beat): a heartbeat
+// waits up to a second and more for JetStream while a NATS server's death
+// has it elect new leaders, and signals waiting behind it came up to
+// AckWait/3 + 1.25 s apart, close to a short AckWait (2 s in the cluster
+// tests), after which JetStream gives a held job to another node.
 func (c *Cluster) keepAlive(ctx context.Context) {
 	every := max(c.cfg.AckWait/3, 100*time.Millisecond)
 	progress := time.NewTicker(every)
-	beat := time.NewTicker(nodeBeat)
 	defer progress.Stop()
-	defer beat.Stop()
-	c.heartbeat(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-beat.C:
-			c.heartbeat(ctx)
 		case <-progress.C:
 			c.mu.Lock()
 			cut := !c.cutSince.IsZero() && time.Since(c.cutSince) > c.cfg.AckWait
@@ -498,6 +497,21 @@ func (c *Cluster) keepAlive(ctx context.Context) {
 					c.drop(id) // already ended locally
 				}
 			}
+		}
+	}
+}
+
+// beat writes the node's heartbeat at once and then every nodeBeat.
+func (c *Cluster) beat(ctx context.Context) {
+	t := time.NewTicker(nodeBeat)
+	defer t.Stop()
+	c.heartbeat(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.heartbeat(ctx)
 		}
 	}
 }

@@ -6,8 +6,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kiln-gpu/kiln/internal/job"
 )
@@ -72,5 +75,49 @@ func TestFinishKeepsAResultWhoseAnswerWasLost(t *testing.T) {
 	}
 	if got := recordOf(t, here, id); got != "done on here, attempt 1" {
 		t.Fatalf("the registry has the job %s; want done on here, attempt 1", got)
+	}
+}
+
+// TestInProgressSignalsDoNotWaitForTheHeartbeat: a held job's message is
+// kept alive every AckWait/3 however long the node's heartbeat takes (a
+// heartbeat's write waits up to a second and more for JetStream while a
+// NATS server's death has it elect new leaders; here a slow Local.State
+// stands for it). When the signals waited behind the heartbeat, JetStream
+// gave the job to another node after AckWait while this one ran it.
+func TestInProgressSignalsDoNotWaitForTheHeartbeat(t *testing.T) {
+	here, _, cons := testWorkNodes(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var err error
+	if here.nodes, err = here.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: nodesBucket, TTL: nodeTTL}); err != nil {
+		t.Fatal(err)
+	}
+	const id = "held-1"
+	rec := Record{Job: job.Job{ID: id, Class: job.Batch, State: job.Queued, Workflow: json.RawMessage(`{}`),
+		CreatedAt: time.Now().UTC()}, Token: "t1"}
+	data, _ := json.Marshal(&rec)
+	if _, err := here.jobs.Create(ctx, key(id), data); err != nil {
+		t.Fatal(err)
+	}
+	if err := here.publish(ctx, id, job.Batch, "", "t1", 0); err != nil {
+		t.Fatal(err)
+	}
+	msg := nextWork(t, cons, 5*time.Second)
+	if msg == nil {
+		t.Fatal("no work message")
+	}
+	here.take(ctx, msg)
+	if got := recordOf(t, here, id); got != "running on here, attempt 1" {
+		t.Fatalf("after the take: %s; want running on here, attempt 1", got)
+	}
+	slow := here.cfg.AckWait + 500*time.Millisecond
+	here.local.State = func() NodeState { time.Sleep(slow); return NodeState{} }
+	var wg sync.WaitGroup
+	for _, f := range []func(context.Context){here.keepAlive, here.beat} {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(ctx) }()
+	}
+	defer func() { cancel(); wg.Wait() }()
+	if again := nextWork(t, cons, 3*here.cfg.AckWait); again != nil {
+		t.Fatalf("the held job's message was delivered again while its node ran it (%s): its in-progress signals waited for the heartbeat", again.Data())
 	}
 }
