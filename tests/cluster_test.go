@@ -573,13 +573,19 @@ func (k *kilnProc) clusterJob(id string) clusterJobJSON {
 }
 
 // submitRetrying submits to /v1/jobs, retrying a 503 (JetStream electing
-// a new leader after a server died) for up to 10 s with the same
-// Idempotency-Key, as a careful client would.
+// a new leader after a server died) for up to 30 s with the same
+// Idempotency-Key, as a careful client would. A stream whose leader died
+// has none until a follower's election timer fires, 4 to 9 s after the
+// last heartbeat (nats-server's raft defaults) plus a campaign of up to
+// 0.8 s, and longer on a loaded machine; one kiln submit waits up to 10 s
+// for it (submitTimeout) before its 503. A budget of 10 s was one attempt:
+// the first submit after the kill got its 503 after 10 s and the test gave
+// up (KILN_WORK's leader killed, 3 busy loops beside the test on 2 cores).
 func (k *kilnProc) submitRetrying(t *testing.T, wf map[string]any) string {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{"workflow": wf, "class": "batch"})
 	key := fmt.Sprintf("retry-%d", time.Now().UnixNano())
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		code, data := k.requestHeader("POST", "/v1/jobs", body, "Idempotency-Key", key)
 		if code == http.StatusAccepted || code == http.StatusOK {
