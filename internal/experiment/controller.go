@@ -118,7 +118,7 @@ type active struct {
 	series   [nGating]*pairedSeries
 	tests    [nGating]*autoSeq
 	rank     *Comparison  // the last rank test, reused while the counts stay
-	replay   *replayState // an eviction experiment's cache replay, if any
+	replay   *replayState // an eviction experiment's cache replay or a balancing one's placement replay, if any
 	alpha    float64      // per gating test
 	nextLook time.Time
 	rng      *rand.Rand
@@ -421,6 +421,9 @@ func (c *Controller) startStep(a *active, now time.Time, i int, workers []string
 		a.r.mu.Unlock()
 	}
 	r.tierAcc = &a.tier
+	if a.replay != nil {
+		r.placeRep, _ = a.replay.r.(*placementReplay)
+	}
 	a.rank = nil
 	a.r = r
 	a.nextLook = now.Add(c.cfg.Interval)

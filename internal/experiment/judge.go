@@ -225,8 +225,12 @@ func powerText(ps []Power, conf float64) string {
 // latencyMetric reports whether a gating metric is a latency (its effects
 // are also stated relative to the baseline's mean).
 func latencyMetric(m string) bool {
-	return m == "latency_s" || m == "interactive_latency_s" || m == replayMetric
+	return m == "latency_s" || m == "interactive_latency_s" || isReplayMetric(m)
 }
+
+// isReplayMetric reports whether m is a replay's comparison (the cache
+// replay's or the placement replay's).
+func isReplayMetric(m string) bool { return m == replayMetric || m == placeReplayMetric }
 
 // windowComparison compares a switchback's arms by window: the unit of
 // randomisation is the window, so each window's mean latency is one
@@ -429,8 +433,8 @@ func (c *Controller) holdReason(a *active, rep *Report, now time.Time) string {
 				if !cm.Gating || !latencyMetric(cm.Metric) {
 					continue
 				}
-				if cm.Metric == replayMetric && cm.BaselineMean <= 0 && cm.Verdict != stats.InsufficientData {
-					continue // neither policy's ghosts loaded anything: nothing to bound
+				if isReplayMetric(cm.Metric) && cm.BaselineMean <= 0 && cm.Verdict != stats.InsufficientData {
+					continue // neither policy's answers cost anything: nothing to bound
 				}
 				if cm.Verdict == stats.InsufficientData || cm.BaselineMean <= 0 {
 					why = append(why, fmt.Sprintf("the %s test cannot bound a regression yet", cm.Metric))

@@ -43,6 +43,10 @@ type replayState struct {
 // the experiment to its four live metrics, with a warning: it adds power,
 // it is not needed for a valid verdict.
 func (c *Controller) startReplay(k abi.Kind, arms [2]*policy.Arm) Replay {
+	if k == abi.KindBalancing {
+		// The router prices the arms' placements itself (place_replay.go).
+		return newPlacementReplay()
+	}
 	if c.replay == nil || k != abi.KindEviction {
 		return nil
 	}
@@ -115,9 +119,13 @@ func (c *Controller) replayComparison(a *active, now time.Time) Comparison {
 	if a.rec.Spec.Type == Canary {
 		p /= 2
 	}
-	cmp := Comparison{Metric: replayMetric, NA: len(s.diffs), NB: len(s.diffs), Windows: r.N, BaselineMean: base,
+	metric, what := replayMetric, "both policies' ghost caches replaying the node's accesses"
+	if _, ok := rs.r.(*placementReplay); ok {
+		metric, what = placeReplayMetric, "the price of both policies' answers to every placement (wait, loads, what the loads push out), in the node's state"
+	}
+	cmp := Comparison{Metric: metric, NA: len(s.diffs), NB: len(s.diffs), Windows: r.N, BaselineMean: base,
 		Effect: r.Mean, Low: r.Low, High: r.High, P: p, Alpha: a.alpha, MinEffect: testMin, Gating: true,
-		Test: fmt.Sprintf("group-sequential batch-means t on paired %s windows of both policies' ghost caches replaying the node's accesses", s.width)}
+		Test: fmt.Sprintf("group-sequential batch-means t on paired %s windows of %s", s.width, what)}
 	if !r.Bounded {
 		cmp.Verdict = stats.InsufficientData
 		cmp.Low, cmp.High = 0, 0

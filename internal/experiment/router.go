@@ -131,6 +131,7 @@ type routing struct {
 	byModels map[string]*[3]float64
 	placed   map[string]placement // switchback: job → its window's arm
 	tierAcc  *[2]tierCounts       // per-arm VRAM hits, misses, bytes at placement
+	placeRep *placementReplay     // a balancing experiment's placement replay, if any
 }
 
 type placement struct {
@@ -486,12 +487,13 @@ func (rt *Router) Place(j decision.JobView, workers []decision.WorkerView) (stri
 	}
 	var arm, win int
 	var burn bool
+	all, full := workers, true
 	if r.typ == Switchback {
 		win, arm, burn = r.windowAt(r.now())
 	} else {
 		arm = r.jobArm(&j)
 		if r.unit == Workers {
-			workers = r.groupWorkers(arm, workers)
+			workers, full = r.groupWorkers(arm, workers), false
 		}
 	}
 	id, ok := r.bal(arm, rt.base.Balancer).Place(j, workers)
@@ -501,6 +503,9 @@ func (rt *Router) Place(j decision.JobView, workers []decision.WorkerView) (stri
 	}
 	r.dispatched[arm].Add(1)
 	r.placedOn(j, arm, win, burn, workers, id)
+	if !burn {
+		r.replayPlacement(&j, all, arm, id, full)
+	}
 	return id, true
 }
 
