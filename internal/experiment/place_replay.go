@@ -1,11 +1,14 @@
 package experiment
 
 import (
+	"context"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/kiln-gpu/kiln/internal/decision"
+	"github.com/kiln-gpu/kiln/internal/policy"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
 // placeReplayMetric names the placement replay's comparison.
@@ -35,8 +38,10 @@ const placeReplayMetric = "replay_place_s"
 // the cache replay's.
 type placementReplay struct {
 	mu    sync.Mutex
-	cost  [2]time.Duration // per arm, since the experiment began
+	cost  [2]time.Duration // per arm (a watch's: the old policy, the new), since the replay began
 	pairs int64            // placements both arms answered
+	// onClose, when set, stops the feeding (a watch's replay).
+	onClose func()
 }
 
 func newPlacementReplay() *placementReplay { return &placementReplay{} }
@@ -49,8 +54,14 @@ func (p *placementReplay) LoadTimes() (baseline, candidate time.Duration) {
 	return p.cost[Baseline], p.cost[Candidate]
 }
 
-// Close implements Replay; there is nothing to release.
-func (p *placementReplay) Close() error { return nil }
+// Close implements Replay: a watch's replay stops being fed; an
+// experiment's ends with its routing.
+func (p *placementReplay) Close() error {
+	if p.onClose != nil {
+		p.onClose()
+	}
+	return nil
+}
 
 // add charges one placement's two answers.
 func (p *placementReplay) add(j *decision.JobView, workers []decision.WorkerView, answers [2]string) {
@@ -180,4 +191,57 @@ func (r *routing) replayPlacement(j *decision.JobView, all []decision.WorkerView
 		answers[a] = id
 	}
 	p.add(j, all, answers)
+}
+
+// watchPlacement is a watch's placement replay: while it is set, every
+// placement made with no experiment running is also asked of from (the
+// policy a hand-made change moved away from) and both answers are priced,
+// the active policy's decision standing for the new one.
+type watchPlacement struct {
+	from *policy.Arm
+	rep  *placementReplay
+}
+
+// ReplayPlacements starts the watch's replay of a balancing change made by
+// hand: from now until the returned Replay is closed, each placement the
+// router makes outside an experiment is priced under the active policy
+// (the change's new one) and under from, asked the same question over the
+// same workers. Its LoadTimes are the old policy's cost, then the new
+// one's, as the watch reads every replay. A later call replaces an open
+// replay, which then stops being fed.
+func (rt *Router) ReplayPlacements(from *policy.Arm) Replay {
+	p := newPlacementReplay()
+	wp := &watchPlacement{from: from, rep: p}
+	p.onClose = func() { rt.watchPlace.CompareAndSwap(wp, nil) }
+	rt.watchPlace.Store(wp)
+	return p
+}
+
+// observe prices one placement the active policy made (decided) against
+// the old policy's answer to the same question.
+func (wp *watchPlacement) observe(j *decision.JobView, workers []decision.WorkerView, decided string) {
+	old, ok := wp.from.Balancer().Place(*j, workers)
+	if !ok {
+		return
+	}
+	wp.rep.add(j, workers, [2]string{old, decided})
+}
+
+// ReplayChange is ReplayPlacements for a watched balancing change: it pins
+// the version the change moved from on h. Nil when the change is of another
+// kind or that version cannot be pinned (the watch then judges on the
+// node's metrics alone).
+func (rt *Router) ReplayChange(h *policy.Host, c WatchedChange) Replay {
+	if rt == nil || c.Kind != abi.KindBalancing.String() || h == nil {
+		return nil
+	}
+	name, number, err := policy.ParseRef(c.From)
+	if err != nil {
+		return nil
+	}
+	from, err := h.Arm(context.Background(), abi.KindBalancing, name, number)
+	if err != nil {
+		return nil
+	}
+	return rt.ReplayPlacements(from)
 }

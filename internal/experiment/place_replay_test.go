@@ -6,8 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/kiln-gpu/kiln/internal/clock"
 	"github.com/kiln-gpu/kiln/internal/decision"
 	"github.com/kiln-gpu/kiln/internal/job"
+	"github.com/kiln-gpu/kiln/internal/policy"
 	"github.com/kiln-gpu/kiln/internal/stats"
 )
 
@@ -110,5 +114,53 @@ func TestPlacementPrice(t *testing.T) {
 	}
 	if _, ok := placementPrice(&j, ws, "gone"); ok {
 		t.Error("a worker not in the view was priced")
+	}
+}
+
+// TestRouterReplaysAWatchedBalancingChange is the watch's replay of a
+// balancing change made by hand (round-robin activated in place of
+// affinity): with no experiment running, every placement the active
+// policy makes is priced against the old policy's answer to the same
+// question, until the watch closes the replay.
+func TestRouterReplaysAWatchedBalancingChange(t *testing.T) {
+	h, err := policy.NewHost(policy.Config{NativeBuiltins: true, Balancing: "round-robin"}, zerolog.Nop(), clock.NewFake(epoch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	rt := NewRouter(Policies{Scheduler: h.Scheduler(), Balancer: h.Balancer(), Batcher: h.Batcher(), Evictor: h.Evictor()})
+	if r := rt.ReplayChange(h, WatchedChange{Kind: "scheduling", Action: "activate", From: "priority@1", To: "fifo@1"}); r != nil {
+		t.Fatal("a scheduling change was replayed")
+	}
+	r := rt.ReplayChange(h, WatchedChange{Kind: "balancing", Action: "activate", From: "affinity", To: "round-robin"})
+	if r == nil {
+		t.Fatal("the balancing change was not replayed")
+	}
+	models := []string{"checkpoints/a", "checkpoints/b", "checkpoints/c", "checkpoints/d"}
+	var ws []decision.WorkerView
+	for i := range 8 {
+		ws = append(ws, decision.WorkerView{ID: fmt.Sprintf("w%d", i), Device: i / 2, Idle: true,
+			Resident: []decision.ResidentModel{{Model: models[i%4], Bytes: 4 << 30}}, FreeVRAM: 60 << 30, UsableVRAM: 64 << 30, H2DBytesPerS: 2 << 30})
+	}
+	place := func(n int) {
+		for i := range n {
+			j := decision.JobView{ID: fmt.Sprintf("j%d", i), Class: job.Batch, Models: []string{models[i%4]},
+				ModelBytes: []uint64{4 << 30}, LoadCost: []time.Duration{2 * time.Second}, EstimatedVRAM: 4 << 30}
+			if _, ok := rt.Place(j, ws); !ok {
+				t.Fatalf("job %d not placed", i)
+			}
+		}
+	}
+	place(40)
+	old, cur := r.LoadTimes()
+	if old != 0 || cur < 40*time.Second {
+		t.Fatalf("after 40 placements: affinity (old) charged %v, round-robin (new) %v; want 0 and most of 40 loads of 2 s", old, cur)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	place(40)
+	if o, c := r.LoadTimes(); o != old || c != cur {
+		t.Fatalf("closed replay still fed: %v, %v", o, c)
 	}
 }

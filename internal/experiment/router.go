@@ -74,6 +74,8 @@ type Policies struct {
 type Router struct {
 	base Policies
 	cur  atomic.Pointer[routing]
+	// watchPlace is an open watch's placement replay (ReplayPlacements).
+	watchPlace atomic.Pointer[watchPlacement]
 }
 
 // Interface guards.
@@ -483,7 +485,11 @@ func (r *routing) armJobs(arm int, queued []decision.JobView) []decision.JobView
 func (rt *Router) Place(j decision.JobView, workers []decision.WorkerView) (string, bool) {
 	r := rt.nodeSplit()
 	if r == nil {
-		return rt.base.Balancer.Place(j, workers)
+		id, ok := rt.base.Balancer.Place(j, workers)
+		if wp := rt.watchPlace.Load(); wp != nil && ok {
+			wp.observe(&j, workers, id)
+		}
+		return id, ok
 	}
 	var arm, win int
 	var burn bool

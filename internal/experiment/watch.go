@@ -172,8 +172,10 @@ type WatchOptions struct {
 	Log      zerolog.Logger
 	// Replay, when set, gives the load time two warm ghost hierarchies
 	// charge under the policies a change moved from and to (the node's
-	// shadow, internal/shadow), or nil when it has none for them. Only
-	// eviction changes are asked. It is called with the watcher's lock
+	// shadow, internal/shadow) for an eviction change, the price of both
+	// policies' placements (Router.ReplayPlacements) for a balancing
+	// change, or nil when it has none for them. Only those two kinds are
+	// asked. It is called with the watcher's lock
 	// held and must not block: the replay is first read at the next Tick.
 	Replay func(c WatchedChange) Replay
 	// Pending, when set, lists the jobs submitted and not finished yet
@@ -217,7 +219,7 @@ type Watcher struct {
 	nextID int
 	rolled map[[2]string]int // kind, metric → rollbacks
 	// replay and samples are the open watch's replay of the old and the
-	// new eviction policy, read at Ticks (watchReplay).
+	// new eviction or balancing policy, read at Ticks (watchReplay).
 	replay  Replay
 	samples []replaySample
 }
@@ -318,7 +320,7 @@ func (w *Watcher) Changed(c WatchedChange) {
 	w.supersede(now, fmt.Sprintf("%s %s → %s (%s) came before the window ended", c.Kind, c.From, c.To, c.Action))
 	w.nextID++
 	w.open = &Watch{ID: w.nextID, Change: c, OpenedAt: now, EndsAt: now.Add(w.JudgeAfter()), State: WatchOpen}
-	if w.replayOf != nil && c.Kind == abi.KindEviction.String() && c.Action == "activate" && c.From != c.To {
+	if w.replayOf != nil && (c.Kind == abi.KindEviction.String() || c.Kind == abi.KindBalancing.String()) && c.Action == "activate" && c.From != c.To {
 		w.replay = w.replayOf(c)
 	}
 	w.log.Info().Int("watch", w.open.ID).Str("kind", c.Kind).Str("from", c.From).Str("to", c.To).Str("action", c.Action).

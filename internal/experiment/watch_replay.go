@@ -13,6 +13,11 @@ import (
 // traffic in between. It gates beside the before/after metrics, which
 // see an eviction change only through a node's noisy latencies (the watch
 // caught test-mru in 8–25% of runs without it).
+//
+// A balancing change is replayed the same way by the router
+// (Router.ReplayPlacements): each placement the new policy makes is also
+// asked of the old one, and both answers are priced in the node's state
+// (placementPrice), so the comparison is "replay_place_s".
 
 // replayMetricWatch names the watch's replay comparison.
 const replayMetricWatch = "replay_load_s"
@@ -52,6 +57,9 @@ func (w *Watcher) endReplay() {
 // practical threshold (MinEffect of the old policy's load per sub-window).
 func (w *Watcher) compareReplay(at time.Time, alpha float64) WatchComparison {
 	c := WatchComparison{Metric: replayMetricWatch, Alpha: alpha, Verdict: "insufficient_data"}
+	if _, ok := w.replay.(*placementReplay); ok {
+		c.Metric = placeReplayMetric
+	}
 	w.sampleReplay(w.clk.Now())
 	n := int(w.cfg.Window / w.sub)
 	if n < 2 || len(w.samples) < 2 {

@@ -45,9 +45,13 @@ func (n *Node) openWatch() error {
 	return nil
 }
 
-// watchReplay is the watch's replay of an eviction change: the shadow's
-// warm ghosts of the old and the new policy, when it runs both.
+// watchReplay is the watch's replay of a change: for eviction, the
+// shadow's warm ghosts of the old and the new policy, when it runs both;
+// for balancing, the router's pricing of both policies' placements.
 func (n *Node) watchReplay(c experiment.WatchedChange) experiment.Replay {
+	if r := n.Router.ReplayChange(n.Policies, c); r != nil {
+		return r
+	}
 	if n.Shadow == nil {
 		return nil
 	}

@@ -99,10 +99,21 @@ func (s *simulator) startWatch(spec *Watch) error {
 		}
 		ws.shadow = sh
 	}
+	var rt *experiment.Router
+	if k, _ := abi.ParseKind(spec.Kind); k == abi.KindBalancing && spec.Policy != "" {
+		// As on the node, placements go through the router, which replays
+		// a balancing change's placements under the old policy too.
+		rt = experiment.NewRouter(experiment.Policies{Scheduler: s.core.Scheduler, Balancer: s.core.Balancer,
+			Batcher: s.core.Batcher, Evictor: s.core.Evictor})
+		s.core.Balancer = rt
+	}
 	w, err := experiment.NewWatcher(experiment.WatchOptions{Config: cfg, Clock: s.clk, Log: s.opts.Log,
 		Rollback: func(wt experiment.Watch) error { return s.watchRollback(wt) },
 		Pending:  s.pendingJobs,
 		Replay: func(c experiment.WatchedChange) experiment.Replay {
+			if r := rt.ReplayChange(s.host, c); r != nil {
+				return r
+			}
 			if ws.shadow == nil {
 				return nil
 			}
