@@ -65,8 +65,10 @@ type Record struct {
 	// Target is the node the routing policy chose when the job was
 	// submitted; empty when no node could take it then (any node may).
 	Target string `json:"target,omitempty"`
-	// Token names the submit that created the record; its work message
-	// carries the same (workMessage). Empty in records of older nodes.
+	// Token names the submit that created the record, or the last retry
+	// of that submit that queued the job again (requeue); its work
+	// message carries the same (workMessage), and a message with another
+	// token is dropped. Empty in records of older nodes.
 	Token string `json:"token,omitempty"`
 	// Direct: the node that accepted the job claimed it then (Submit) and
 	// no work message was queued for it. If that node stops answering, the
@@ -563,10 +565,10 @@ func newID(now time.Time) string {
 // Submit makes j durable in the cluster: its record in the registry and its
 // id in the work queue, both replicated, before it returns. A job whose id
 // exists already is not submitted again: Submit returns the stored record
-// and existed=true (an idempotent retry), and queues the id again if the
-// job still waits (JetStream's dedup window, then the claim, keep that from
-// running it twice). Errors wrap job.ErrBadID, job.ErrBadClass, ErrTooLarge
-// or ErrUnavailable.
+// and existed=true (an idempotent retry), and queues the job again under a
+// new token if it still waits (requeue: its first message may be gone, and
+// the new token keeps the two from running it twice). Errors wrap
+// job.ErrBadID, job.ErrBadClass, ErrTooLarge or ErrUnavailable.
 //
 // A job that the routing policy places on this node while it has room is
 // claimed here, in the record that Submit creates (running on this node,
@@ -641,12 +643,12 @@ func (c *Cluster) Submit(ctx context.Context, j *job.Job) (*Record, bool, error)
 	pubErr := <-published
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		c.unclaim(rec.ID, claimed)
-		old, _, gerr := c.get(ctx, rec.ID)
+		old, oldRev, gerr := c.get(ctx, rec.ID)
 		if gerr != nil {
 			return nil, false, gerr
 		}
 		if old.State == job.Queued {
-			if err := c.publish(ctx, old.ID, old.Class, old.Target, old.Token, 0); err != nil {
+			if err := c.requeue(ctx, old, oldRev); err != nil {
 				return nil, false, err
 			}
 		}
@@ -720,12 +722,83 @@ func parseWorkMessage(b []byte) (id, token string, rev uint64) {
 	return id, token, rev
 }
 
+// requeue gives a queued job that is submitted again (a client's retry of
+// its id) a work message of its own: its record may have none left. The
+// job's first message can be gone while its record still says queued: a
+// record whose create was stored late (its answer lost while a server
+// died) after a node had acked the message as one without a record
+// (take, recordWait), then found by the client's retry. Published again
+// under the same message id, that message was a duplicate to JetStream
+// for dedupWindow after the first and dropped without an error, and the
+// job waited for good.
+//
+// A second message of the same token is no answer either: any delivered
+// message claims its job, also one running on another node (that is how a
+// dead node's jobs move on), so two live messages of one job can run it
+// twice. requeue therefore writes a new token into the record
+// (compare-and-set on rev) and then publishes a message naming it: a new
+// message id, and every earlier message of the job names an old token and
+// is acked without running anything (take). A record that moved on
+// meanwhile (claimed, cancelled, or requeued by another retry, which
+// queues its own message) needs nothing from this one.
+func (c *Cluster) requeue(ctx context.Context, old *Record, rev uint64) error {
+	if old.Token == "" {
+		// A record of an older node, whose messages carry no token and
+		// so cannot be told apart: as that node did.
+		return c.publish(ctx, old.ID, old.Class, old.Target, "", 0)
+	}
+	fresh := *old
+	fresh.Token = newToken()
+	var newRev uint64
+	err := retryTransient(ctx, func(ctx context.Context) (err error) {
+		newRev, err = c.put(ctx, &fresh, rev)
+		return err
+	})
+	if err != nil {
+		// The write may have been stored with its answer lost: then the
+		// record names the new token and must get its message.
+		if cur, curRev, gerr := c.get(ctx, old.ID); gerr == nil && cur.Token == fresh.Token {
+			newRev, err = curRev, nil
+		}
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists):
+		return nil
+	case err != nil:
+		return fmt.Errorf("cluster: queue %s again: %v: %w", old.ID, err, ErrUnavailable)
+	}
+	if err := c.publish(ctx, fresh.ID, fresh.Class, fresh.Target, fresh.Token, 0); err != nil {
+		// Put the old token back, so that the job's first message, if it
+		// is still queued, runs it; the client, told of the error,
+		// retries.
+		bctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		_ = c.update(bctx, old, newRev)
+		cancel()
+		return err
+	}
+	*old = fresh
+	return nil
+}
+
 // publish queues a job's id for the node target (the routing policy's
 // choice), or for any node when target is empty; rev is the revision of a
 // rescued job's record (else 0). The message id that JetStream
 // deduplicates on is the body: a publish retried within one submit, or the
 // same rescue by several nodes, is stored once, and another submit's is
 // not mistaken for it.
+//
+// JetStream drops a message whose id it saw within dedupWindow even when
+// that message was consumed since, so every publish must name a body that
+// no consumed message of a job that still needs one had:
+//   - a submit's, its own new token;
+//   - a retried submit's of a queued job, a new token it writes into the
+//     record first (requeue);
+//   - a job given back by its node (runClaimed), the token of a submit
+//     that claimed the job and so published nothing;
+//   - a rescue or a release at shutdown, the record's revision: a message
+//     of that revision is consumed only once the record has moved past it
+//     (claimed through it, which the record notes in Record.Rescue, or
+//     ended); a claim whose write failed gives the message back.
 func (c *Cluster) publish(ctx context.Context, id string, class job.Class, target, token string, rev uint64) error {
 	subject := workSubject + string(class)
 	if target != "" {
