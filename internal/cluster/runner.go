@@ -250,7 +250,10 @@ func (c *Cluster) take(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.NakWithDelay(time.Second)
 		return
 	case token != "" && rec.Token != "" && token != rec.Token:
-		_ = msg.Ack() // another submit's message for this id: nothing to run
+		// Another submit's message for this id, or one of this job's
+		// from before a retried submit queued it again under a new token
+		// (requeue): nothing to run.
+		_ = msg.Ack()
 		return
 	case wantRev != 0 && wantRev != rev && rec.Rescue != wantRev:
 		// A rescue of a job that was claimed otherwise, given back or
@@ -293,9 +296,27 @@ func (c *Cluster) take(ctx context.Context, msg jetstream.Msg) {
 	rec.Rescue = wantRev
 	newRev, err := c.put(octx, rec, rev)
 	if err != nil {
-		// Claimed by another node meanwhile, or NATS is away: ask again.
-		_ = msg.NakWithDelay(200 * time.Millisecond)
-		return
+		// The write may have been stored with its answer lost (the server
+		// that took it died). Given back, the message's next delivery
+		// would find the job running on this node, which does not hold
+		// it, and claim it again: a second attempt counted for one start,
+		// and at cluster.max_attempts a job failed that never ran. So
+		// read the record and keep a claim that is this node's, as finish
+		// keeps a result. octx may be spent by the wait for that answer:
+		// the read and the rest of the claim get a context of their own.
+		_ = msg.InProgress()
+		sctx, scancel := context.WithTimeout(ctx, opTimeout)
+		defer scancel()
+		octx = sctx
+		storedRev, ok := c.stored(octx, rec)
+		if !ok {
+			// Claimed by another node meanwhile, or NATS is away: ask
+			// again.
+			_ = msg.NakWithDelay(200 * time.Millisecond)
+			return
+		}
+		newRev = storedRev
+		c.remember(rec)
 	}
 	if prev != "" && prev != c.cfg.NodeID {
 		log.Info().Str("from", prev).Int("attempt", rec.Attempts).Msg("took over a job from a node that stopped holding it")
@@ -649,12 +670,15 @@ func (c *Cluster) finish(ctx context.Context, j *job.Job) bool {
 	}
 	start := time.Now()
 	_, err := c.put(octx, &rec, h.rev)
-	if (errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)) && c.stored(octx, &rec) {
-		// An earlier try of this write was stored but its answer lost
-		// (the server that took it died): the revision moved on by this
-		// node's own result, which is kept, its outputs copied.
-		err = nil
-		c.remember(&rec)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		if _, ok := c.stored(octx, &rec); ok {
+			// An earlier try of this write was stored but its answer
+			// lost (the server that took it died): the revision moved
+			// on by this node's own result, which is kept, its outputs
+			// copied.
+			err = nil
+			c.remember(&rec)
+		}
 	}
 	switch {
 	case err == nil:
@@ -700,13 +724,15 @@ func (c *Cluster) finish(ctx context.Context, j *job.Job) bool {
 }
 
 // stored reports whether the registry's record of rec's job is rec as
-// this node wrote it: a node's result, and another node's claim or result
-// differ in their node, and this node's results of two runs in their
-// finishing times.
-func (c *Cluster) stored(ctx context.Context, rec *Record) bool {
-	cur, _, err := c.get(ctx, rec.ID)
-	return err == nil && cur.Node == rec.Node && cur.State == rec.State && cur.Attempts == rec.Attempts &&
-		cur.FinishedAt.Equal(rec.FinishedAt)
+// this node wrote it, and at which revision: another node's claim or
+// result differs in its node, and this node's claims or results of two
+// runs in their attempts, starting or finishing times (each write sets
+// them to its own clock's reading, in nanoseconds).
+func (c *Cluster) stored(ctx context.Context, rec *Record) (uint64, bool) {
+	cur, rev, err := c.get(ctx, rec.ID)
+	ok := err == nil && cur.Node == rec.Node && cur.State == rec.State && cur.Attempts == rec.Attempts &&
+		cur.StartedAt.Equal(rec.StartedAt) && cur.FinishedAt.Equal(rec.FinishedAt)
+	return rev, ok
 }
 
 // terminal reports whether a job in state st has ended.

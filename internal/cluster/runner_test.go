@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kiln-gpu/kiln/internal/job"
@@ -119,5 +120,69 @@ func TestInProgressSignalsDoNotWaitForTheHeartbeat(t *testing.T) {
 	defer func() { cancel(); wg.Wait() }()
 	if again := nextWork(t, cons, 3*here.cfg.AckWait); again != nil {
 		t.Fatalf("the held job's message was delivered again while its node ran it (%s): its in-progress signals waited for the heartbeat", again.Data())
+	}
+}
+
+// lostAnswerKV stores the first Update it is asked for and answers it
+// with a timeout, as when the NATS server that took the write died before
+// its answer came.
+type lostAnswerKV struct {
+	jetstream.KeyValue
+	lost bool
+}
+
+var _ jetstream.KeyValue = (*lostAnswerKV)(nil)
+
+func (kv *lostAnswerKV) Update(ctx context.Context, k string, value []byte, rev uint64) (uint64, error) {
+	n, err := kv.KeyValue.Update(ctx, k, value, rev)
+	if err != nil || kv.lost {
+		return n, err
+	}
+	kv.lost = true
+	return 0, nats.ErrTimeout
+}
+
+// TestClaimWhoseAnswerWasLostCountsOneAttempt: a node's claim of a
+// delivered job can be stored while its answer is lost. The node used to
+// give the message back; its next delivery found the job running on that
+// node, which did not hold it, and claimed it again: two attempts counted
+// for one start (a job may start cluster.max_attempts times), and the job
+// waited for the redelivery meanwhile. The node now reads the record,
+// recognises its own claim and runs the job.
+func TestClaimWhoseAnswerWasLostCountsOneAttempt(t *testing.T) {
+	here, _, cons := testWorkNodes(t)
+	ctx := context.Background()
+	const id = "lost-claim"
+	rec := Record{Job: job.Job{ID: id, Class: job.Batch, State: job.Queued, Workflow: json.RawMessage(`{}`),
+		CreatedAt: time.Now().UTC()}, Token: "t1"}
+	data, _ := json.Marshal(&rec)
+	if _, err := here.jobs.Create(ctx, key(id), data); err != nil {
+		t.Fatal(err)
+	}
+	if err := here.publish(ctx, id, job.Batch, "", "t1", 0); err != nil {
+		t.Fatal(err)
+	}
+	msg := nextWork(t, cons, 5*time.Second)
+	if msg == nil {
+		t.Fatal("no work message")
+	}
+	here.jobs = &lostAnswerKV{KeyValue: here.jobs}
+	here.take(ctx, msg)
+	here.mu.Lock()
+	_, held := here.held[id]
+	here.mu.Unlock()
+	if !held {
+		t.Fatal("the node does not hold the job whose claim it stored")
+	}
+	if j, err := here.local.Store.Get(id); err != nil || j.State != job.Queued {
+		t.Fatalf("the job in the node's local queue: %+v, %v; want queued", j, err)
+	}
+	// Nobody signals the message here: it comes again after ack_wait,
+	// and the node that holds the job keeps it without a new claim.
+	if again := nextWork(t, cons, 3*here.cfg.AckWait); again != nil {
+		here.take(ctx, again)
+	}
+	if got := recordOf(t, here, id); got != "running on here, attempt 1" {
+		t.Fatalf("the registry has the job %s; want running on here, attempt 1", got)
 	}
 }
