@@ -35,7 +35,10 @@
 // node that dies stops signalling; JetStream redelivers its jobs after
 // AckWait to another node, whose claim raises the record's revision so
 // that a late result from the dead node (its compare-and-set fails) is
-// dropped: no job is listed as done twice. See docs/cluster.md.
+// dropped: no job is listed as done twice. A queued job left with no work
+// message (a publish after its record's write failed, or its message was
+// dropped before the record was stored) is queued again by the audit of
+// the queue (audit.go). See docs/cluster.md.
 //
 //	c, err := cluster.Open(ctx, cfg.Cluster, cluster.Local{Store: st, ...}, log)
 //	go c.Run(ctx)

@@ -19,14 +19,15 @@ const fetchWait = 2 * time.Second
 
 // Run takes work from the cluster until ctx ends: one puller per class,
 // the in-progress signals of held jobs, the recorder of finished jobs, the
-// node's heartbeat and the watch of the registry.
+// node's heartbeat, the watch of the registry and the audit of its queued
+// jobs.
 func (c *Cluster) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, p := range c.pullers {
 		wg.Add(1)
 		go func() { defer wg.Done(); c.pull(ctx, p) }()
 	}
-	for _, f := range []func(context.Context){c.keepAlive, c.beat, c.record, c.watch, c.watchNodes, c.adopt, c.resumeCopies} {
+	for _, f := range []func(context.Context){c.keepAlive, c.beat, c.record, c.watch, c.watchNodes, c.adopt, c.resumeCopies, c.audit} {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(ctx) }()
 	}
