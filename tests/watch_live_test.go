@@ -108,3 +108,71 @@ func TestWatchLive(t *testing.T) {
 		t.Error("/metrics: kiln_policy_watches_open is not 0 after the watch")
 	}
 }
+
+// TestWatchReplaysBalancingLive activates a balancing policy by hand on a
+// running kiln with traffic of several models: the watch opens (the
+// activation answers: the change hook runs with the policy host's lock
+// held, and an earlier version of this replay deadlocked there), the
+// router prices every placement under the old policy too, and the watch's
+// verdict carries that comparison (replay_place_s).
+func TestWatchReplaysBalancingLive(t *testing.T) {
+	const window = 12 * time.Second
+	k := startKiln(t, t.TempDir(), "cost.time_scale=0.01", "experiments.watch.enabled=true", "experiments.watch.window="+window.String())
+	workflows := []string{"salad-comfyui-api__sd1.5-txt2img.api.json", "comfyui__tests_inference_graphs_default_graph_sdxl1_0.api.json",
+		"comfyui__tests_inference_workflows_sd-1.5-lora-0.api.json", "worker-comfyui__workflow_sd3.api.json"}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			k.submit(loadWorkflow(t, workflows[i%len(workflows)], 2, i), "batch")
+		}
+	}()
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+	time.Sleep(window + 2*time.Second) // a window of history before the change
+	body, _ := json.Marshal(map[string]string{"name": "round-robin", "reason": "by hand"})
+	if code, data := k.admin("POST", "/v1/policies/balancing/activate", body); code != http.StatusOK {
+		t.Fatalf("activate round-robin: HTTP %d: %s", code, data)
+	}
+	type watch struct {
+		State       string
+		Reason      string
+		Change      struct{ Kind, From, To string }
+		Comparisons []struct {
+			Metric  string
+			Verdict string
+			Before  float64
+			After   float64
+		}
+	}
+	var w watch
+	waitFor(t, window+30*time.Second, "the balancing watch's verdict", func() bool {
+		_, data := k.do("GET", "/v1/experiments/watches", nil)
+		var out struct{ Watches []watch }
+		if err := json.Unmarshal(data, &out); err != nil || len(out.Watches) == 0 {
+			return false
+		}
+		w = out.Watches[0]
+		return w.State != "watching"
+	})
+	t.Logf("watch of %s → %s: %s (%s)", w.Change.From, w.Change.To, w.State, w.Reason)
+	for _, c := range w.Comparisons {
+		if c.Metric == "replay_place_s" {
+			t.Logf("replay_place_s: %s, %.2f s → %.2f s per sub-window", c.Verdict, c.Before, c.After)
+			if c.Verdict == "insufficient_data" {
+				t.Fatalf("the placement replay had too few sub-windows to judge: %+v", c)
+			}
+			return
+		}
+	}
+	t.Fatalf("the balancing watch has no replay_place_s comparison: %+v", w)
+}

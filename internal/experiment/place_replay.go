@@ -1,7 +1,6 @@
 package experiment
 
 import (
-	"context"
 	"slices"
 	"sync"
 	"time"
@@ -227,21 +226,14 @@ func (wp *watchPlacement) observe(j *decision.JobView, workers []decision.Worker
 	wp.rep.add(j, workers, [2]string{old, decided})
 }
 
-// ReplayChange is ReplayPlacements for a watched balancing change: it pins
-// the version the change moved from on h. Nil when the change is of another
-// kind or that version cannot be pinned (the watch then judges on the
-// node's metrics alone).
-func (rt *Router) ReplayChange(h *policy.Host, c WatchedChange) Replay {
-	if rt == nil || c.Kind != abi.KindBalancing.String() || h == nil {
+// ReplayChange is ReplayPlacements for a watched balancing change, asking
+// the version it moved from (c.FromArm). Nil when the change is of another
+// kind or has no such arm (the watch then judges on the node's metrics
+// alone). It takes no lock of the policy host: the watch is told of a
+// change from the host's change hook, with that lock held.
+func (rt *Router) ReplayChange(c WatchedChange) Replay {
+	if rt == nil || c.Kind != abi.KindBalancing.String() || c.FromArm == nil || c.FromArm.Kind() != abi.KindBalancing {
 		return nil
 	}
-	name, number, err := policy.ParseRef(c.From)
-	if err != nil {
-		return nil
-	}
-	from, err := h.Arm(context.Background(), abi.KindBalancing, name, number)
-	if err != nil {
-		return nil
-	}
-	return rt.ReplayPlacements(from)
+	return rt.ReplayPlacements(c.FromArm)
 }

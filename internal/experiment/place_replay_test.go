@@ -1,6 +1,7 @@
 package experiment
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/kiln-gpu/kiln/internal/job"
 	"github.com/kiln-gpu/kiln/internal/policy"
 	"github.com/kiln-gpu/kiln/internal/stats"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
 // TestPlacementReplayGatesBalancing drives balancing canaries through the
@@ -129,10 +131,21 @@ func TestRouterReplaysAWatchedBalancingChange(t *testing.T) {
 	}
 	t.Cleanup(func() { h.Close() })
 	rt := NewRouter(Policies{Scheduler: h.Scheduler(), Balancer: h.Balancer(), Batcher: h.Batcher(), Evictor: h.Evictor()})
-	if r := rt.ReplayChange(h, WatchedChange{Kind: "scheduling", Action: "activate", From: "priority@1", To: "fifo@1"}); r != nil {
+	sched, err := h.ActiveArm(abi.KindScheduling)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rt.ReplayChange(WatchedChange{Kind: "scheduling", Action: "activate", From: "priority@1", To: "fifo@1", FromArm: sched}); r != nil {
 		t.Fatal("a scheduling change was replayed")
 	}
-	r := rt.ReplayChange(h, WatchedChange{Kind: "balancing", Action: "activate", From: "affinity", To: "round-robin"})
+	if r := rt.ReplayChange(WatchedChange{Kind: "balancing", Action: "activate", From: "affinity@1", To: "round-robin@1"}); r != nil {
+		t.Fatal("a balancing change without the old version's arm was replayed")
+	}
+	from, err := h.Arm(context.Background(), abi.KindBalancing, "affinity", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rt.ReplayChange(WatchedChange{Kind: "balancing", Action: "activate", From: "affinity@1", To: "round-robin@1", FromArm: from})
 	if r == nil {
 		t.Fatal("the balancing change was not replayed")
 	}

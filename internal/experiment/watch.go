@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kiln-gpu/kiln/internal/clock"
+	"github.com/kiln-gpu/kiln/internal/policy"
 	"github.com/kiln-gpu/kiln/internal/stats"
 	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
@@ -110,6 +111,10 @@ type WatchedChange struct {
 	// Before and After are a set's parameter values.
 	Before map[string]float64 `json:"before,omitempty"`
 	After  map[string]float64 `json:"after,omitempty"`
+	// FromArm is pinned to the version an activation moved away from,
+	// when the caller has it (policy.ChangeEvent.FromArm): the balancing
+	// replay asks it.
+	FromArm *policy.Arm `json:"-"`
 }
 
 // Watch states.

@@ -49,7 +49,7 @@ func (n *Node) openWatch() error {
 // shadow's warm ghosts of the old and the new policy, when it runs both;
 // for balancing, the router's pricing of both policies' placements.
 func (n *Node) watchReplay(c experiment.WatchedChange) experiment.Replay {
-	if r := n.Router.ReplayChange(n.Policies, c); r != nil {
+	if r := n.Router.ReplayChange(c); r != nil {
 		return r
 	}
 	if n.Shadow == nil {
@@ -70,7 +70,7 @@ func (nw *nodeWatch) onChange(e policy.ChangeEvent) {
 			return // an experiment's promotion: judged by the experiment
 		}
 		nw.w.Changed(experiment.WatchedChange{Kind: e.Kind.String(), Action: e.Action, From: e.From, To: e.To,
-			Reason: e.Reason, Before: e.Before, After: e.After})
+			Reason: e.Reason, Before: e.Before, After: e.After, FromArm: e.FromArm})
 	case "rollback", "auto-rollback":
 		// The operator (or the fault counter) moved the kind on: the
 		// watched change is no longer alone in the comparison.
@@ -179,8 +179,11 @@ func (n *Node) runWatch(ctx context.Context) func() {
 		defer wg.Done()
 		// A second is far finer than any window (at least a second, a
 		// sixtieth of it per sub-window), and a look with nothing due is
-		// one comparison.
-		tick := min(time.Second, nw.w.Config().Window/10)
+		// one comparison. Short windows tick at least twice per
+		// sub-window: a replay is sampled at ticks, and a sub-window
+		// without a sample is missing from its comparison (a 10 s window
+		// ticked each second left half of them empty, too few to judge).
+		tick := min(time.Second, nw.w.Config().Window/120)
 		for {
 			select {
 			case <-ctx.Done():

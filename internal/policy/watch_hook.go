@@ -27,6 +27,11 @@ type ChangeEvent struct {
 	// Before and After are the active version's parameter values before
 	// and after a set, by name; nil for a swap.
 	Before, After map[string]float64
+	// FromArm is pinned to the version a swap moved away from (nil for a
+	// set), for a subscriber that must ask it again (the watch's
+	// placement replay): the hook runs with the host's lock held, so
+	// Host.Arm, which takes it, cannot be called from there.
+	FromArm *Arm
 }
 
 // changeHooks are the subscribers of each host. They live beside the Host
@@ -69,7 +74,7 @@ func (h *Host) notifyChange(e ChangeEvent) {
 
 // swapped is swap's hook: it tells the subscribers; h.mu is held.
 func (h *Host) swapped(s *slot, old, v *version, action, reason string) {
-	h.notifyChange(ChangeEvent{Time: h.clk.Now(), Kind: s.kind, Action: action, From: old.ref(), To: v.ref(), Reason: reason})
+	h.notifyChange(ChangeEvent{Time: h.clk.Now(), Kind: s.kind, Action: action, From: old.ref(), To: v.ref(), Reason: reason, FromArm: h.armOf(old)})
 }
 
 // paramsSet is SetParams' hook, called just before after become v's

@@ -111,7 +111,7 @@ func (s *simulator) startWatch(spec *Watch) error {
 		Rollback: func(wt experiment.Watch) error { return s.watchRollback(wt) },
 		Pending:  s.pendingJobs,
 		Replay: func(c experiment.WatchedChange) experiment.Replay {
-			if r := rt.ReplayChange(s.host, c); r != nil {
+			if r := rt.ReplayChange(c); r != nil {
 				return r
 			}
 			if ws.shadow == nil {
@@ -195,6 +195,12 @@ func (s *simulator) applyWatchChange(spec Watch) (experiment.WatchedChange, erro
 		}
 		name = n
 	}
+	// Pinned before the swap, as the node's change hook hands it over.
+	fromArm, err := s.host.ActiveArm(k)
+	if err != nil {
+		return c, err
+	}
+	c.FromArm = fromArm
 	vi, err := s.host.Activate(context.Background(), k, name, number, "sim watch")
 	if err != nil {
 		return c, err
