@@ -18,10 +18,11 @@ const placeReplayMetric = "replay_place_s"
 // policies, over the whole node's workers as they are at that moment, and
 // each answer is priced on the worker it names: the worker's expected
 // wait, the loads of the job's models it lacks, at the load costs the
-// views carry, and the reload of what those loads push out of the device
-// (placementPrice). Both arms answer the same job in the
-// same state, so the difference between the two prices is the policies'
-// alone: no burst, no queue and no split of the node between them.
+// views carry, the reload of what those loads push out of the device, and
+// the wait for VRAM that running jobs hold (placementPrice). Both arms
+// answer the same job in the same state, so the difference between the
+// two prices is the policies' alone: no burst, no queue and no split of
+// the node between them.
 //
 // It is what the cache replay is to eviction (RATIONALE.md, "Balancing:
 // the placement replay"): a split by traffic shares every worker and
@@ -36,9 +37,8 @@ const placeReplayMetric = "replay_place_s"
 // It implements Replay, so the controller tests its series as it tests
 // the cache replay's.
 type placementReplay struct {
-	mu    sync.Mutex
-	cost  [2]time.Duration // per arm (a watch's: the old policy, the new), since the replay began
-	pairs int64            // placements both arms answered
+	mu   sync.Mutex
+	cost [2]time.Duration // per arm (a watch's: the old policy, the new), since the replay began
 	// onClose, when set, stops the feeding (a watch's replay).
 	onClose func()
 }
@@ -76,7 +76,6 @@ func (p *placementReplay) add(j *decision.JobView, workers []decision.WorkerView
 	defer p.mu.Unlock()
 	p.cost[Baseline] += price[Baseline]
 	p.cost[Candidate] += price[Candidate]
-	p.pairs++
 }
 
 // placementPrice is what placing j on worker id costs, in time: the
