@@ -148,6 +148,7 @@ func (c *Cluster) requeueMessageless(ctx context.Context, minAge time.Duration) 
 			c.log.Warn().Err(err).Str("job", id).Msg("could not queue again a queued job that has no work message")
 		case rec.Token != old || old == "":
 			n++
+			c.requeued.noMessage.Add(1)
 			c.log.Warn().Str("job", id).Dur("since_write", age).Str("reason", "no_message").
 				Msg("queued again a queued job that had no work message")
 		}

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/kiln-gpu/kiln/internal/job"
 )
 
@@ -52,6 +54,9 @@ func TestAuditRequeuesAQueuedJobWithoutAMessage(t *testing.T) {
 			}
 			if got := n == 1; got != tc.wantRequeued {
 				t.Fatalf("the audit queued %d jobs again; want requeued %v", n, tc.wantRequeued)
+			}
+			if got := requeuedMetric(t, here, requeueNoMessage); got != float64(n) {
+				t.Fatalf("kiln_cluster_jobs_requeued_total{reason=%q} = %v after %d requeues", requeueNoMessage, got, n)
 			}
 			after, _, err := here.get(ctx, id)
 			if err != nil {
@@ -136,4 +141,29 @@ func TestPendingWorkReadsEveryMessageLeft(t *testing.T) {
 			t.Fatalf("pendingWork = %v; want a (t-a) and c (t-c)", got)
 		}
 	}
+}
+
+// requeuedMetric reads kiln_cluster_jobs_requeued_total{reason} from c's
+// collector, as Prometheus would.
+func requeuedMetric(t *testing.T, c *Cluster, reason string) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(c.Collector()); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if mf.GetName() == "kiln_cluster_jobs_requeued_total" && l.GetName() == "reason" && l.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no kiln_cluster_jobs_requeued_total{reason=%q}", reason)
+	return 0
 }

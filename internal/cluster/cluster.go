@@ -160,6 +160,10 @@ type Cluster struct {
 	cutSince  time.Time     // when the connection was lost; zero while up
 	started   time.Time     // when Open joined the cluster
 
+	// requeued counts the jobs this node queued again, by reason
+	// (kiln_cluster_jobs_requeued_total).
+	requeued requeueCounts
+
 	viewMu sync.RWMutex
 	view   map[string]*Record // the registry, without workflows, kept by a watch
 	// directs are the records of the view that are direct (claimed at
@@ -648,8 +652,12 @@ func (c *Cluster) Submit(ctx context.Context, j *job.Job) (*Record, bool, error)
 			return nil, false, gerr
 		}
 		if old.State == job.Queued {
+			token := old.Token
 			if err := c.requeue(ctx, old, oldRev); err != nil {
 				return nil, false, err
+			}
+			if old.Token != token || token == "" {
+				c.requeued.resubmit.Add(1)
 			}
 		}
 		return old, true, nil

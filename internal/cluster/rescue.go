@@ -101,6 +101,7 @@ func (c *Cluster) rescue(ctx context.Context) {
 		rec, rev, err := c.get(gctx, r.ID)
 		if err == nil && rec.Direct && !terminal(rec.State) && rec.Node == r.Node {
 			if err := c.publish(gctx, rec.ID, rec.Class, "", rec.Token, rev); err == nil {
+				c.requeued.rescue.Add(1)
 				c.log.Info().Str("job", rec.ID).Str("node", rec.Node).Msg("queued a job again that its node claimed when it was submitted and no longer holds")
 			}
 		}

@@ -111,6 +111,9 @@ func TestRescuedJobOutlivesItsRescuer(t *testing.T) {
 	if msg == nil {
 		t.Fatal("the rescue queued no work message")
 	}
+	if n := requeuedMetric(t, here, requeueRescue); n != 1 {
+		t.Fatalf("kiln_cluster_jobs_requeued_total{reason=%q} = %v after one rescue", requeueRescue, n)
+	}
 	b.take(ctx, msg)
 	if got := recordOf(t, here, id); got != "running on b, attempt 2" {
 		t.Fatalf("after b pulled the rescue: %s; want running on b, attempt 2", got)

@@ -54,6 +54,9 @@ func TestResubmitQueuesAJobWhoseMessageIsGone(t *testing.T) {
 			if err != nil || !existed || got.State != job.Queued {
 				t.Fatalf("the retry's submit: %+v, existed %v, %v; want the queued job, existed", got, existed, err)
 			}
+			if n := requeuedMetric(t, here, requeueResubmit); n != 1 {
+				t.Fatalf("kiln_cluster_jobs_requeued_total{reason=%q} = %v after one retry of a queued job", requeueResubmit, n)
+			}
 			// Every message of the job (the retry's submit queues one of
 			// its own too, for the record it did not create), to the two
 			// nodes in turn. The messages are all in the stream: a fetch

@@ -70,6 +70,7 @@ func (n *Node) openCluster(cfg *config.Config, outDir string) error {
 		return err
 	}
 	n.Cluster = c
+	n.Metrics.Register(c.Collector())
 	if hooks := cluster.TestHooks(); hooks != "" {
 		n.log.Warn().Str("hooks", hooks).Msg("cluster test hooks are on (set for a crash test; never in production): outputs stay on this node")
 	}
