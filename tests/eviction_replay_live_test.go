@@ -3,7 +3,6 @@ package tests
 import (
 	"encoding/json"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 )
@@ -39,23 +38,7 @@ func replayLive(t *testing.T, spec map[string]any, metric string) {
 	var started struct{ ID string }
 	_ = json.Unmarshal(data, &started)
 
-	workflows := []string{"salad-comfyui-api__sd1.5-txt2img.api.json", "comfyui__tests_inference_graphs_default_graph_sdxl1_0.api.json",
-		"comfyui__tests_inference_workflows_sd-1.5-lora-0.api.json", "worker-comfyui__workflow_sd3.api.json"}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			k.submit(loadWorkflow(t, workflows[i%len(workflows)], 2, i), "batch")
-			time.Sleep(50 * time.Millisecond)
-		}
-	}()
+	stop := k.submitEvery(t, 50*time.Millisecond, fourModels, []string{"batch"})
 	type comparison struct {
 		Metric       string
 		Windows      int
@@ -82,8 +65,7 @@ func replayLive(t *testing.T, spec map[string]any, metric string) {
 		}
 		return false
 	})
-	close(stop)
-	wg.Wait()
+	stop()
 	if !replay.Gating {
 		t.Errorf("the replay's comparison does not gate: %+v", replay)
 	}

@@ -227,6 +227,36 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// fourModels are workflows of four different checkpoints (SD1.5, SDXL,
+// SD1.5 with a LoRA, SD3): traffic in which where a job runs and what a
+// device holds matter.
+var fourModels = []string{"salad-comfyui-api__sd1.5-txt2img.api.json", "comfyui__tests_inference_graphs_default_graph_sdxl1_0.api.json",
+	"comfyui__tests_inference_workflows_sd-1.5-lora-0.api.json", "worker-comfyui__workflow_sd3.api.json"}
+
+// submitEvery submits the workflows in turn (2 steps, the submission's
+// index as seed), in the classes in turn, one every interval, until the
+// returned stop is called; the test's cleanup calls it too.
+func (k *kilnProc) submitEvery(t *testing.T, every time.Duration, workflows, classes []string) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-time.After(every):
+			}
+			k.submit(loadWorkflow(t, workflows[i%len(workflows)], 2, i), classes[i%len(classes)])
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { close(done); wg.Wait() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -28,24 +27,7 @@ func TestWatchLive(t *testing.T) {
 		return ki.Active
 	}()
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			k.submit(loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 2, i), []string{"interactive", "batch"}[i%2])
-		}
-	}()
-	defer func() {
-		close(stop)
-		wg.Wait()
-	}()
+	k.submitEvery(t, 100*time.Millisecond, []string{"salad-comfyui-api__sd1.5-txt2img.api.json"}, []string{"interactive", "batch"})
 
 	type watch struct {
 		ID           int
@@ -118,26 +100,7 @@ func TestWatchLive(t *testing.T) {
 func TestWatchReplaysBalancingLive(t *testing.T) {
 	const window = 12 * time.Second
 	k := startKiln(t, t.TempDir(), "cost.time_scale=0.01", "experiments.watch.enabled=true", "experiments.watch.window="+window.String())
-	workflows := []string{"salad-comfyui-api__sd1.5-txt2img.api.json", "comfyui__tests_inference_graphs_default_graph_sdxl1_0.api.json",
-		"comfyui__tests_inference_workflows_sd-1.5-lora-0.api.json", "worker-comfyui__workflow_sd3.api.json"}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			k.submit(loadWorkflow(t, workflows[i%len(workflows)], 2, i), "batch")
-		}
-	}()
-	defer func() {
-		close(stop)
-		wg.Wait()
-	}()
+	k.submitEvery(t, 100*time.Millisecond, fourModels, []string{"batch"})
 	time.Sleep(window + 2*time.Second) // a window of history before the change
 	body, _ := json.Marshal(map[string]string{"name": "round-robin", "reason": "by hand"})
 	if code, data := k.admin("POST", "/v1/policies/balancing/activate", body); code != http.StatusOK {

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 	"time"
 
@@ -38,15 +37,7 @@ func TestAuditRequeuesAQueuedJobWithoutAMessage(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			rec := Record{Job: job.Job{ID: id, Class: job.Batch, State: job.Queued, Workflow: json.RawMessage(`{}`),
-				CreatedAt: time.Now().UTC()}, Token: "t1"}
-			data, _ := json.Marshal(&rec)
-			rev, err := here.jobs.Create(ctx, key(id), data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rec.Seq = rev
-			here.remember(&rec)
+			here.remember(createQueued(t, here, id, "t1"))
 
 			n, err := here.requeueMessageless(ctx, 0)
 			if err != nil {
@@ -94,15 +85,7 @@ func TestAuditLeavesAYoungRecordAlone(t *testing.T) {
 	here, _, _ := testWorkNodes(t)
 	ctx := context.Background()
 	const id = "prompt-1"
-	rec := Record{Job: job.Job{ID: id, Class: job.Batch, State: job.Queued, Workflow: json.RawMessage(`{}`),
-		CreatedAt: time.Now().UTC()}, Token: "t1"}
-	data, _ := json.Marshal(&rec)
-	rev, err := here.jobs.Create(ctx, key(id), data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec.Seq = rev
-	here.remember(&rec)
+	here.remember(createQueued(t, here, id, "t1"))
 	if n, err := here.requeueMessageless(ctx, auditAge); err != nil || n != 0 {
 		t.Fatalf("the audit queued %d jobs again, %v; want none", n, err)
 	}

@@ -79,6 +79,22 @@ func createDirect(t *testing.T, c *Cluster, id string) uint64 {
 	return rev
 }
 
+// createQueued writes the record of a queued batch job id of token, as a
+// submit whose work message is the test's business, and returns it with
+// its revision.
+func createQueued(t *testing.T, c *Cluster, id, token string) *Record {
+	t.Helper()
+	rec := Record{Job: job.Job{ID: id, Class: job.Batch, State: job.Queued, Workflow: json.RawMessage(`{}`),
+		CreatedAt: time.Now().UTC()}, Token: token}
+	data, _ := json.Marshal(&rec)
+	rev, err := c.jobs.Create(context.Background(), key(id), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Seq = rev
+	return &rec
+}
+
 // recordOf is a job's record as the registry's leader has it, in words.
 func recordOf(t *testing.T, c *Cluster, id string) string {
 	t.Helper()

@@ -93,12 +93,7 @@ func TestInProgressSignalsDoNotWaitForTheHeartbeat(t *testing.T) {
 		t.Fatal(err)
 	}
 	const id = "held-1"
-	rec := Record{Job: job.Job{ID: id, Class: job.Batch, State: job.Queued, Workflow: json.RawMessage(`{}`),
-		CreatedAt: time.Now().UTC()}, Token: "t1"}
-	data, _ := json.Marshal(&rec)
-	if _, err := here.jobs.Create(ctx, key(id), data); err != nil {
-		t.Fatal(err)
-	}
+	createQueued(t, here, id, "t1")
 	if err := here.publish(ctx, id, job.Batch, "", "t1", 0); err != nil {
 		t.Fatal(err)
 	}
@@ -153,12 +148,7 @@ func TestClaimWhoseAnswerWasLostCountsOneAttempt(t *testing.T) {
 	here, _, cons := testWorkNodes(t)
 	ctx := context.Background()
 	const id = "lost-claim"
-	rec := Record{Job: job.Job{ID: id, Class: job.Batch, State: job.Queued, Workflow: json.RawMessage(`{}`),
-		CreatedAt: time.Now().UTC()}, Token: "t1"}
-	data, _ := json.Marshal(&rec)
-	if _, err := here.jobs.Create(ctx, key(id), data); err != nil {
-		t.Fatal(err)
-	}
+	createQueued(t, here, id, "t1")
 	if err := here.publish(ctx, id, job.Batch, "", "t1", 0); err != nil {
 		t.Fatal(err)
 	}

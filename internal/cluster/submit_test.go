@@ -43,12 +43,7 @@ func TestResubmitQueuesAJobWhoseMessageIsGone(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			rec := Record{Job: job.Job{ID: id, Class: job.Batch, State: job.Queued, Workflow: json.RawMessage(`{}`),
-				CreatedAt: time.Now().UTC()}, Token: "t1"}
-			data, _ := json.Marshal(&rec)
-			if _, err := here.jobs.Create(ctx, key(id), data); err != nil {
-				t.Fatal(err)
-			}
+			createQueued(t, here, id, "t1")
 
 			got, existed, err := here.Submit(ctx, &job.Job{ID: id, Class: job.Batch, Workflow: json.RawMessage(`{}`)})
 			if err != nil || !existed || got.State != job.Queued {
