@@ -132,7 +132,9 @@ func TestClusterAffinityLive(t *testing.T) {
 // a live two-node cluster: started on node1, it routes the jobs submitted
 // there by their arm (random or the active affinity) and counts each one
 // when the cluster's registry says it ended, also those that ran on node2;
-// jobs submitted to node2 are routed by the active policy and not counted.
+// node2 follows it (node1's heartbeat carries the split), routes the jobs
+// submitted to it by their arms too, and node1 counts those as well. When
+// the experiment ends, node2 stops following.
 func TestClusterRoutingExperimentLive(t *testing.T) {
 	url := startNATSAlone(t)
 	nodes := startTwoNodes(t, url, "cost.time_scale=0.05", "workers.per_device=1", "policies.routing=affinity", "experiments.interval=1s")
@@ -149,17 +151,20 @@ func TestClusterRoutingExperimentLive(t *testing.T) {
 	if rec.Spec.Unit != "traffic" {
 		t.Errorf("a routing experiment's unit is %q, want traffic (each job routed by its arm)", rec.Spec.Unit)
 	}
-	var counted, other []string
+	waitFor(t, 10*time.Second, "node2 to follow node1's routing experiment", func() bool {
+		return strings.Contains(nodes[1].log.String(), "following the cluster's routing experiment")
+	})
+	var counted []string
 	for i := range 16 {
 		counted = append(counted, nodes[0].submit(loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 4, 300+i), "batch"))
 	}
-	for i := range 2 {
-		other = append(other, nodes[1].submit(loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 4, 400+i), "batch"))
+	for i := range 8 {
+		counted = append(counted, nodes[1].submit(loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 4, 400+i), "batch"))
 	}
 	ranOn := map[string]int{}
 	waitFor(t, 30*time.Second, "the jobs to finish", func() bool {
 		clear(ranOn)
-		for _, id := range append(append([]string{}, counted...), other...) {
+		for _, id := range counted {
 			j := nodes[0].clusterJob(id)
 			if j.State != "done" {
 				return false
@@ -169,7 +174,7 @@ func TestClusterRoutingExperimentLive(t *testing.T) {
 		return true
 	})
 	var arms [2]int
-	waitFor(t, 10*time.Second, "the experiment to count node1's 16 jobs", func() bool {
+	waitFor(t, 10*time.Second, "the experiment to count the 24 jobs of both nodes", func() bool {
 		code, data := nodes[0].do("GET", "/v1/experiments/"+rec.ID, nil)
 		var got struct {
 			Report *struct {
@@ -188,13 +193,19 @@ func TestClusterRoutingExperimentLive(t *testing.T) {
 		return arms[0]+arms[1] >= len(counted)
 	})
 	if arms[0]+arms[1] != len(counted) || arms[0] < 4 || arms[1] < 4 {
-		t.Errorf("arms counted %v jobs; want the %d submitted to node1, split about evenly", arms, len(counted))
+		t.Errorf("arms counted %v jobs; want the %d submitted to node1 and node2, split about evenly", arms, len(counted))
 	}
 	if ranOn["node2"] == 0 {
 		t.Errorf("no job ran on node2 (%v): the count did not cover jobs that ended on another node", ranOn)
 	}
-	t.Logf("routing A/B on node1: arms counted %v of its %d jobs; the jobs ran %v", arms, len(counted), ranOn)
+	t.Logf("routing A/B on node1, followed by node2: arms counted %v of the %d jobs; the jobs ran %v", arms, len(counted), ranOn)
+	if code, data := nodes[1].admin("POST", "/v1/experiments", []byte(`{"kind":"routing","policy":"least-loaded","type":"ab"}`)); code != 409 {
+		t.Errorf("a second routing experiment on the follower node2: HTTP %d %s, want 409", code, data)
+	}
 	if code, data := nodes[0].admin("POST", "/v1/experiments/"+rec.ID+"/abort", nil); code != 200 {
 		t.Fatalf("abort: HTTP %d: %s", code, data)
 	}
+	waitFor(t, 10*time.Second, "node2 to stop following", func() bool {
+		return strings.Contains(nodes[1].log.String(), "stopped following the cluster's routing experiment")
+	})
 }

@@ -83,6 +83,10 @@ type Record struct {
 	// job again, as for any other message: the record's revision moved
 	// on by that claim, not past the rescue.
 	Rescue uint64 `json:"rescue,omitempty"`
+	// Experiment is the tag of the routing experiment arm that routed the
+	// job at its submit (Local.Tag), whichever node that was: the node
+	// running the experiment counts the job for that arm when it ends.
+	Experiment json.RawMessage `json:"experiment,omitempty"`
 }
 
 // Local is the node's own kernel as the cluster drives it: its durable
@@ -117,9 +121,24 @@ type Local struct {
 	Estimate func(*job.Job) time.Duration
 	// Ended, if set, is told of every job of the cluster that ended (done,
 	// failed or cancelled, on any node) as this node learns of it: the
-	// registry's record, without its workflow, once per job. A routing
-	// experiment counts the jobs its node routed by it. It must not block.
-	Ended func(*job.Job)
+	// registry's record, without its workflow, once per job, and the tag
+	// the routing experiment that routed it gave it (Record.Experiment;
+	// nil if none). A routing experiment counts the jobs routed by it. It
+	// must not block.
+	Ended func(j *job.Job, experiment json.RawMessage)
+	// Tag, if set, is the routing experiment's tag of a job Router has
+	// just routed, for its record (nil: routed by no experiment's arm).
+	// It is opaque to the cluster.
+	Tag func(id string) json.RawMessage
+	// Leading, if set, is the routing experiment this node runs, as the
+	// other nodes need it to split the jobs submitted to them (nil: none).
+	// Its heartbeat carries it. It runs once a second and must not block.
+	Leading func() json.RawMessage
+	// Follow, if set, is told of another node's routing experiment that
+	// this node should split its own jobs for (the Leading of the live
+	// node with the smallest id that has one; nil: none any more) each
+	// time that changes. It is opaque to the cluster.
+	Follow func(experiment json.RawMessage) error
 }
 
 // Cluster is this node's membership of a kiln cluster.
@@ -127,6 +146,9 @@ type Cluster struct {
 	cfg   clusterconfig.Config
 	local Local
 	log   zerolog.Logger
+	// followed is the other node's routing experiment last handed to
+	// Local.Follow (the beat's goroutine only).
+	followed json.RawMessage
 
 	nc      *nats.Conn
 	js      jetstream.JetStream
@@ -601,6 +623,9 @@ func (c *Cluster) Submit(ctx context.Context, j *job.Job) (*Record, bool, error)
 	rec.StartedAt, rec.FinishedAt, rec.Worker, rec.Outputs, rec.Error, rec.Seq = time.Time{}, time.Time{}, "", nil, "", 0
 	var work time.Duration
 	rec.Target, work = c.place(&rec.Job)
+	if c.local.Tag != nil {
+		rec.Experiment = c.local.Tag(rec.ID)
+	}
 	rec.Token = newToken()
 	claimed := rec.Target == c.cfg.NodeID && c.claimAtSubmit(&rec, now)
 	if claimed {
@@ -953,7 +978,7 @@ func (c *Cluster) remember(r *Record) {
 // had not before.
 func (c *Cluster) ended(old, now *Record) {
 	if c.local.Ended != nil && terminal(now.State) && (old == nil || !terminal(old.State)) {
-		c.local.Ended(&now.Job)
+		c.local.Ended(&now.Job, now.Experiment)
 	}
 }
 
@@ -1144,6 +1169,9 @@ type NodeInfo struct {
 	Routed     int           `json:"routed"`
 	RoutedWork time.Duration `json:"routed_work_ns"`
 	At         time.Time     `json:"at"`
+	// Experiment is the routing experiment this node runs (Local.Leading),
+	// for the other nodes to follow.
+	Experiment json.RawMessage `json:"experiment,omitempty"`
 	NodeState
 }
 

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -534,7 +535,35 @@ func (c *Cluster) beat(ctx context.Context) {
 			return
 		case <-t.C:
 			c.heartbeat(ctx)
+			c.followExperiment()
 		}
+	}
+}
+
+// followExperiment hands Local.Follow the routing experiment another live
+// node runs (the one with the smallest id, should two run one), or nil
+// once none does: its node's heartbeat stopped carrying it, or stopped.
+// It calls Follow only when that changes; a refusal (this node lacks an
+// arm's policy, or runs an experiment itself) is logged once and tried
+// again when the experiment changes.
+func (c *Cluster) followExperiment() {
+	if c.local.Follow == nil {
+		return
+	}
+	var lead string
+	var exp json.RawMessage
+	for _, n := range c.Nodes() {
+		if n.ID != c.cfg.NodeID && len(n.Experiment) > 0 {
+			lead, exp = n.ID, n.Experiment
+			break
+		}
+	}
+	if bytes.Equal(exp, c.followed) {
+		return
+	}
+	c.followed = exp
+	if err := c.local.Follow(exp); err != nil {
+		c.log.Warn().Err(err).Str("node", lead).Msg("not taking part in the routing experiment of another node: jobs submitted here are routed by the active policy")
 	}
 }
 
@@ -545,6 +574,9 @@ func (c *Cluster) heartbeat(ctx context.Context) {
 	info := NodeInfo{ID: c.cfg.NodeID, At: time.Now().UTC()}
 	if c.local.State != nil {
 		info.NodeState = c.local.State()
+	}
+	if c.local.Leading != nil {
+		info.Experiment = c.local.Leading()
 	}
 	if c.local.Addr != nil {
 		info.Addr = c.local.Addr()

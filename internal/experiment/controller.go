@@ -259,6 +259,9 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (Record, error) {
 	if c.run != nil {
 		return Record{}, fmt.Errorf("%w: %s", ErrBusy, c.run.rec.ID)
 	}
+	if r := c.router.cur.Load(); r != nil && r.follows != "" {
+		return Record{}, fmt.Errorf("%w: %w (%s): start experiments there, or after it ends", ErrBusy, ErrFollowing, r.follows)
+	}
 	now := c.clk.Now()
 	if spec.Seed == 0 {
 		spec.Seed = c.rng.Uint64() | 1
@@ -363,7 +366,7 @@ func (c *Controller) startStep(a *active, now time.Time, i int, workers []string
 	rec.Step, rec.StepStartedAt = i, now
 	pct := sharePct(spec, i)
 	r := &routing{kind: a.kind, typ: spec.Type, unit: spec.Unit, seed: spec.Seed, arms: a.arms,
-		start: now, now: c.clk.Now, onFault: c.onFault, placed: map[string]placement{},
+		exp: rec.ID, step: i, start: now, now: c.clk.Now, onFault: c.onFault, placed: map[string]placement{},
 		assign: map[string]int8{}, byClass: map[job.Class]*classWork{}, byModels: map[string]*[3]float64{}}
 	as := Assignment{Unit: spec.Unit, Seed: spec.Seed}
 	switch spec.Unit {
@@ -459,6 +462,11 @@ func (c *Controller) Observe(o Observation) {
 		}
 		return
 	}
+	c.observeLocked(a, p, o)
+}
+
+// observeLocked counts o for placement p's arm, with c.mu held.
+func (c *Controller) observeLocked(a *active, p placement, o Observation) {
 	win := -1
 	if a.r.typ == Switchback {
 		win = p.window

@@ -23,11 +23,12 @@ import (
 //
 // In the simulated cluster (internal/sim RunCluster) one controller serves
 // every node. In a live cluster the experiment runs on the node it was
-// started on and splits the jobs submitted there: it routes them through
-// RouteSplit (the cluster's Local.Router) and counts each when the
-// cluster's registry says it ended, on whichever node (ObserveCluster).
-// Jobs submitted to other nodes are routed by the active policy and not
-// counted. A single node refuses routing experiments (CheckLive).
+// started on, which judges it; the other nodes follow it (follow.go): each
+// node routes the jobs submitted to it through RouteSplit (the cluster's
+// Local.Router), tags their records with the arm (Router.Tag), and the
+// running node counts each tagged job when the cluster's registry says it
+// ended, on whichever node (ObserveClusterTagged). A single node refuses
+// routing experiments (CheckLive).
 
 // RouteSplit is the router a cluster asks for placements while an
 // experiment may run: base (the active routing policy) outside a routing

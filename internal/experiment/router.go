@@ -121,6 +121,12 @@ type routing struct {
 	burnIn  time.Duration
 	windows []int // switchback: arm of window i, repeating
 	now     func() time.Time
+	// exp and step name the experiment and step this split belongs to
+	// (Tag); follows is exp when the experiment runs on another node of
+	// the cluster and this node only splits its own jobs for it (FollowRouting).
+	exp     string
+	step    int
+	follows string
 
 	dispatched [3]atomic.Int64
 	onFault    func(arm int)

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"github.com/kiln-gpu/kiln/internal/api"
 	"github.com/kiln-gpu/kiln/internal/cluster"
 	"github.com/kiln-gpu/kiln/internal/config"
+	"github.com/kiln-gpu/kiln/internal/experiment"
 	"github.com/kiln-gpu/kiln/internal/job"
 	"github.com/kiln-gpu/kiln/internal/logging"
 	"github.com/kiln-gpu/kiln/internal/worker"
@@ -63,7 +65,7 @@ func (n *Node) openCluster(cfg *config.Config, outDir string) error {
 		}
 	}
 	if n.Experiments != nil {
-		local.Ended = n.Experiments.ObserveCluster
+		n.wireClusterExperiments(&local)
 	}
 	c, err := cluster.Open(ctx, cfg.Cluster, local, logging.Component(n.opts.Log, "cluster"))
 	if err != nil {
@@ -288,4 +290,54 @@ func (n *Node) backlog(st cluster.NodeState) time.Duration {
 		}
 	}
 	return work / time.Duration(max(st.Workers, 1))
+}
+
+// wireClusterExperiments lets a routing experiment span the cluster: the
+// node running one publishes its split in its heartbeat (Leading), the
+// other nodes split the jobs submitted to them by it (Follow) and tag each
+// job's record with its arm (Tag), and the running node counts every
+// tagged job that ends (Ended). internal/experiment follow.go has the why.
+func (n *Node) wireClusterExperiments(local *cluster.Local) {
+	x := n.Experiments
+	local.Ended = func(j *job.Job, raw json.RawMessage) {
+		var tag *experiment.Tag
+		if len(raw) > 0 {
+			tag = new(experiment.Tag)
+			if json.Unmarshal(raw, tag) != nil {
+				tag = nil
+			}
+		}
+		x.ObserveClusterTagged(j, tag)
+	}
+	if n.Router == nil {
+		return
+	}
+	local.Tag = func(id string) json.RawMessage {
+		tag, ok := n.Router.Tag(id)
+		if !ok {
+			return nil
+		}
+		b, _ := json.Marshal(tag)
+		return b
+	}
+	local.Leading = func() json.RawMessage {
+		f, ok := x.Leading()
+		if !ok {
+			return nil
+		}
+		b, _ := json.Marshal(f)
+		return b
+	}
+	local.Follow = func(raw json.RawMessage) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if len(raw) == 0 {
+			return x.FollowRouting(ctx, nil)
+		}
+		var f experiment.FollowSpec
+		if err := json.Unmarshal(raw, &f); err != nil {
+			return fmt.Errorf("the routing experiment's split: %w", err)
+		}
+		return x.FollowRouting(ctx, &f)
+	}
 }

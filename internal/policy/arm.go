@@ -97,6 +97,10 @@ func (a *Arm) Ref() string { return a.v.ref() }
 // Name is the arm's policy name.
 func (a *Arm) Name() string { return a.v.name }
 
+// SHA is the SHA-256 of the version's WASM bytes ("" for a native build),
+// which tells whether two nodes' versions of one name are the same policy.
+func (a *Arm) SHA() string { return a.v.sha }
+
 // Number is the arm's version number.
 func (a *Arm) Number() int { return a.v.number }
 

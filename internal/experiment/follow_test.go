@@ -1,0 +1,123 @@
+package experiment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/kiln-gpu/kiln/internal/decision"
+	"github.com/kiln-gpu/kiln/internal/job"
+)
+
+// TestFollowRoutingExperiment: a routing experiment started on one node is
+// followed by another: the follower routes the jobs submitted to it by
+// the controller's arms, in the controller's shares, tags each, and the
+// controller counts the follower's tagged jobs for their arms when they
+// end — and counts nothing of another experiment's or step's tags. A
+// follower refuses experiments of its own, and stops with the leader.
+func TestFollowRoutingExperiment(t *testing.T) {
+	ctx := context.Background()
+	lead := newDriver(t, defaultWorkload(), 7, "priority", testConfig(), "")
+	follower := newDriver(t, defaultWorkload(), 8, "priority", testConfig(), "")
+	if _, ok := lead.ctl.Leading(); ok {
+		t.Fatal("Leading with no experiment running")
+	}
+	rec, err := lead.ctl.Start(ctx, Spec{Kind: "routing", Policy: "random", Type: AB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, ok := lead.ctl.Leading()
+	if !ok || spec.ID != rec.ID || spec.Shares[Candidate] != 0.5 || spec.Arms[Candidate].Name != "random" {
+		t.Fatalf("Leading = %+v, %v; want %s at 50%% with random as the candidate", spec, ok, rec.ID)
+	}
+	if err := follower.ctl.FollowRouting(ctx, &spec); err != nil {
+		t.Fatal(err)
+	}
+	if got := follower.ctl.FollowedRouting(); got != rec.ID {
+		t.Fatalf("FollowedRouting = %q, want %s", got, rec.ID)
+	}
+	if _, err := follower.ctl.Start(ctx, Spec{Kind: "routing", Policy: "random", Type: AB}); !errors.Is(err, ErrBusy) {
+		t.Errorf("a follower started an experiment of its own: %v", err)
+	}
+	if d := follower.router.nodeSplit(); d != nil {
+		t.Error("following a routing experiment splits the node's own decisions")
+	}
+
+	split := follower.router.RouteSplit(fixedRouter("base"))
+	var tags []Tag
+	var per [2]int
+	for i := range 40 {
+		id := fmt.Sprintf("f%03d", i)
+		req := decision.RouteRequest{Job: decision.JobView{ID: id, Class: job.Batch, EstimatedCost: 1},
+			Nodes: []decision.NodeView{{ID: "n1", Healthy: true, Workers: 1}, {ID: "n2", Healthy: true, Workers: 1}}}
+		if node, ok := split.Route(req); !ok || node == "base" {
+			t.Fatalf("the follower routed job %s to %q, %v: not by an arm", id, node, ok)
+		}
+		tag, ok := follower.router.Tag(id)
+		if !ok || tag.ID != rec.ID || tag.Step != 0 {
+			t.Fatalf("job %s: Tag = %+v, %v; want a tag of %s step 0", id, tag, ok, rec.ID)
+		}
+		tags = append(tags, tag)
+		per[tag.Arm]++
+	}
+	if per[Baseline] != 20 || per[Candidate] != 20 {
+		t.Errorf("the follower's 40 jobs went %v to the baseline and candidate; want 20 and 20 (the leader's shares)", per)
+	}
+
+	// The leader counts them when the registry says they ended.
+	now := lead.clk.Now()
+	for i, tag := range tags {
+		j := &job.Job{ID: fmt.Sprintf("f%03d", i), Class: job.Batch, State: job.Done,
+			CreatedAt: now.Add(-3 * time.Second), StartedAt: now.Add(-2 * time.Second), FinishedAt: now}
+		lead.ctl.ObserveClusterTagged(j, &tag)
+	}
+	stale := Tag{ID: "exp-other", Arm: Candidate}
+	lead.ctl.ObserveClusterTagged(&job.Job{ID: "x1", State: job.Done, CreatedAt: now.Add(-time.Second), FinishedAt: now}, &stale)
+	later := Tag{ID: rec.ID, Step: 3, Arm: Candidate}
+	lead.ctl.ObserveClusterTagged(&job.Job{ID: "x2", State: job.Done, CreatedAt: now.Add(-time.Second), FinishedAt: now}, &later)
+	lead.ctl.mu.Lock()
+	counted := [2]int{lead.ctl.run.step[Baseline].n, lead.ctl.run.step[Candidate].n}
+	lead.ctl.mu.Unlock()
+	if counted != per {
+		t.Errorf("the leader counted %v of the follower's jobs (baseline, candidate), want %v; another experiment's or step's tags must count nothing", counted, per)
+	}
+
+	// The leader's end: the follower's next heartbeat has no experiment.
+	if err := follower.ctl.FollowRouting(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if follower.router.Active() || follower.ctl.FollowedRouting() != "" {
+		t.Error("the follower still splits after the experiment ended")
+	}
+	if node, ok := split.Route(decision.RouteRequest{Job: decision.JobView{ID: "after"}}); !ok || node != "base" {
+		t.Errorf("after the end, routed to %q; want the active policy's", node)
+	}
+}
+
+// TestFollowRoutingRefusals: a node running its own experiment does not
+// follow another's, and a follower whose version of an arm has other
+// bytes than the leader's refuses to take part rather than split its jobs
+// between policies that are not the experiment's.
+func TestFollowRoutingRefusals(t *testing.T) {
+	ctx := context.Background()
+	lead := newDriver(t, defaultWorkload(), 7, "priority", testConfig(), "")
+	other := newDriver(t, defaultWorkload(), 9, "priority", testConfig(), "")
+	if _, err := lead.ctl.Start(ctx, Spec{Kind: "routing", Policy: "random", Type: AB}); err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := lead.ctl.Leading()
+	if _, err := other.ctl.Start(ctx, Spec{Kind: "routing", Policy: "least-loaded", Type: AB}); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.ctl.FollowRouting(ctx, &spec); !errors.Is(err, ErrBusy) {
+		t.Errorf("a node running its own experiment followed another: %v", err)
+	}
+	third := newDriver(t, defaultWorkload(), 10, "priority", testConfig(), "")
+	bad := spec
+	bad.Arms[Candidate].SHA = "0000"
+	if err := third.ctl.FollowRouting(ctx, &bad); err == nil || third.router.Active() {
+		t.Errorf("followed with a candidate of other bytes: %v", err)
+	}
+}
