@@ -199,6 +199,28 @@ func TestClusterRoutingExperimentLive(t *testing.T) {
 		t.Errorf("no job ran on node2 (%v): the count did not cover jobs that ended on another node", ranOn)
 	}
 	t.Logf("routing A/B on node1, followed by node2: arms counted %v of the %d jobs; the jobs ran %v", arms, len(counted), ranOn)
+	// The routing shadow put node1's 16 jobs to every built-in routing
+	// policy and priced their answers beside the live ones.
+	var shadow struct {
+		Decisions  int `json:"decisions"`
+		Candidates []struct {
+			Policy string  `json:"policy"`
+			Agreed float64 `json:"agreed"`
+		} `json:"candidates"`
+	}
+	var shadowJSON []byte
+	waitFor(t, 10*time.Second, "node1's routing shadow to judge its 16 decisions", func() bool {
+		code, data := nodes[0].do("GET", "/v1/cluster/shadow", nil)
+		shadowJSON = data
+		if code != 200 || json.Unmarshal(data, &shadow) != nil {
+			t.Fatalf("GET /v1/cluster/shadow: HTTP %d: %s", code, data)
+		}
+		return shadow.Decisions >= 16
+	})
+	if len(shadow.Candidates) != 3 {
+		t.Errorf("routing shadow candidates %+v; want the three built-ins", shadow.Candidates)
+	}
+	t.Logf("node1's routing shadow: %s", shadowJSON)
 	if code, data := nodes[1].admin("POST", "/v1/experiments", []byte(`{"kind":"routing","policy":"least-loaded","type":"ab"}`)); code != 409 {
 		t.Errorf("a second routing experiment on the follower node2: HTTP %d %s, want 409", code, data)
 	}

@@ -49,6 +49,27 @@ type Cluster interface {
 	// Nodes are the live nodes as their heartbeats describe them, for
 	// GET /v1/cluster (JSON-encodable).
 	Nodes() any
+	// RoutingShadow is the routing shadow's report, for GET
+	// /v1/cluster/shadow (JSON-encodable; nil when it is off).
+	RoutingShadow() any
+}
+
+// routingShadow is GET /v1/cluster/shadow: what the routing policies the
+// node shadows would have chosen for the jobs it routed, priced beside its
+// own choices (internal/experiment RoutingShadow). Read-only, as the
+// eviction shadow's report.
+func (s *Server) routingShadow(w http.ResponseWriter, _ *http.Request) {
+	c := s.deps.Cluster
+	if c == nil {
+		httpjson.Error(w, http.StatusNotFound, "not_a_cluster", "the routing shadow runs on a node of a cluster (cluster.nats)")
+		return
+	}
+	rep := c.RoutingShadow()
+	if rep == nil {
+		httpjson.Error(w, http.StatusNotFound, "shadow_off", "the routing shadow is off (experiments.shadow.routing: [off])")
+		return
+	}
+	httpjson.WriteIndent(w, http.StatusOK, rep)
 }
 
 // clusterStatus is GET /v1/cluster: this node's name and, in a cluster,

@@ -133,3 +133,14 @@ func TestTuningRoutes(t *testing.T) {
 		}
 	}
 }
+
+// TestRoutingShadowRouteOnASingleNode: GET /v1/cluster/shadow on a node
+// that is not in a cluster is a 404 with a JSON error saying why, not an
+// empty report.
+func TestRoutingShadowRouteOnASingleNode(t *testing.T) {
+	h := New(Config{}, Deps{Log: zerolog.Nop()}).Handler()
+	code, body := call(t, h, "GET", "/v1/cluster/shadow", "", "")
+	if code != http.StatusNotFound || errTypeOf(body) != "not_a_cluster" {
+		t.Errorf("GET /v1/cluster/shadow on a single node: HTTP %d %v; want 404 not_a_cluster", code, body)
+	}
+}

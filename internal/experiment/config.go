@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kiln-gpu/kiln/internal/policy"
+	abi "github.com/kiln-gpu/kiln/sdk/policy"
 )
 
 // Config is the experiments section of kiln's config: the defaults of an
@@ -153,21 +154,44 @@ type ShadowConfig struct {
 	// version ("my-policy@2"). Empty means every built-in eviction policy.
 	// Set it to ["off"] to turn the shadow off.
 	Policies []string `koanf:"policies"`
+	// Routing are the routing policies a node of a cluster puts every job
+	// it routes to, by name or version (RoutingShadow). Empty means every
+	// built-in routing policy; ["off"] turns the routing shadow off.
+	Routing []string `koanf:"routing"`
 }
 
 // Enabled reports whether the shadow should run.
 func (c ShadowConfig) Enabled() bool { return !(len(c.Policies) == 1 && c.Policies[0] == "off") }
 
+// RoutingEnabled reports whether the routing shadow should run (in a
+// cluster).
+func (c ShadowConfig) RoutingEnabled() bool { return !(len(c.Routing) == 1 && c.Routing[0] == "off") }
+
+// RoutingPolicies are the routing shadow's candidates: Routing, or every
+// built-in routing policy.
+func (c ShadowConfig) RoutingPolicies() []string {
+	if len(c.Routing) == 0 {
+		return policy.BuiltinNames(abi.KindRouting)
+	}
+	return c.Routing
+}
+
 // Validate checks the names' syntax; whether a non-built-in is loaded is
 // only known at run time (it is then reported faulted).
 func (c ShadowConfig) Validate() error {
-	if !c.Enabled() {
-		return nil
-	}
 	var errs []error
-	for _, p := range c.Policies {
-		if _, _, err := policy.ParseRef(p); err != nil {
-			errs = append(errs, fmt.Errorf("experiments.shadow.policies: %w", err))
+	if c.Enabled() {
+		for _, p := range c.Policies {
+			if _, _, err := policy.ParseRef(p); err != nil {
+				errs = append(errs, fmt.Errorf("experiments.shadow.policies: %w", err))
+			}
+		}
+	}
+	if c.RoutingEnabled() {
+		for _, p := range c.Routing {
+			if _, _, err := policy.ParseRef(p); err != nil {
+				errs = append(errs, fmt.Errorf("experiments.shadow.routing: %w", err))
+			}
 		}
 	}
 	return errors.Join(errs...)

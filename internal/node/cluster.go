@@ -67,6 +67,13 @@ func (n *Node) openCluster(cfg *config.Config, outDir string) error {
 	if n.Experiments != nil {
 		n.wireClusterExperiments(&local)
 	}
+	if sc := cfg.Experiments.Shadow; n.Policies != nil && local.Router != nil && sc.RoutingEnabled() {
+		// Every job this node routes is also put to the shadow's
+		// candidates, priced off the submit's path.
+		n.routingShadow = experiment.NewRoutingShadow(ctx, n.experimentHost(), sc.RoutingPolicies(),
+			logging.Component(n.opts.Log, "routing-shadow"))
+		local.Router = n.routingShadow.Wrap(local.Router)
+	}
 	c, err := cluster.Open(ctx, cfg.Cluster, local, logging.Component(n.opts.Log, "cluster"))
 	if err != nil {
 		return err
@@ -89,6 +96,10 @@ func (n *Node) runCluster(ctx context.Context) func() {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); n.Cluster.Run(ctx) }()
+	if n.routingShadow != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.routingShadow.Run(ctx) }()
+	}
 	return wg.Wait
 }
 
@@ -98,12 +109,22 @@ func (n *Node) clusterAPI() api.Cluster {
 	if n.Cluster == nil {
 		return nil
 	}
-	return clusterAdapter{n.Cluster}
+	return clusterAdapter{c: n.Cluster, shadow: n.routingShadow}
 }
 
 // clusterAdapter maps internal/cluster onto api.Cluster and its errors onto
 // the API's.
-type clusterAdapter struct{ c *cluster.Cluster }
+type clusterAdapter struct {
+	c      *cluster.Cluster
+	shadow *experiment.RoutingShadow
+}
+
+func (a clusterAdapter) RoutingShadow() any {
+	if a.shadow == nil {
+		return nil
+	}
+	return a.shadow.Report()
+}
 
 var _ api.Cluster = clusterAdapter{}
 

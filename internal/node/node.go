@@ -75,8 +75,11 @@ type Node struct {
 	// Shadow replays live model accesses into ghost caches under each
 	// candidate eviction policy; Arrivals records recent arrivals for the
 	// auto-tuner. Either is nil when off (see shadow.go).
-	Shadow   *shadow.Shadow
-	Arrivals *tune.Recorder
+	Shadow *shadow.Shadow
+	// routingShadow puts each job a cluster node routes to other routing
+	// policies too (experiments.shadow.routing); nil on a single node.
+	routingShadow *experiment.RoutingShadow
+	Arrivals      *tune.Recorder
 	// Router stands between the dispatcher and the policies; Experiments
 	// runs canaries, A/B tests and switchbacks through it (experiment.go).
 	Router      *experiment.Router

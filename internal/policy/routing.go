@@ -204,3 +204,32 @@ func (s *sampler) nodes(ms []abi.ModelInfo) []abi.Node {
 	}
 	return ns
 }
+
+// RoutePrices are what each node of req would cost the job before it
+// could start there — the network delay, the node's estimated wait, and
+// the loads of the job's models from that node's fastest tier holding
+// each at its measured rates (sdk/policy NodeLoadTime, the price the
+// affinity policy minimises) — and how many of the job's models it would
+// have to load into VRAM. For judging routing decisions after the fact
+// (the routing shadow); no policy is asked.
+func RoutePrices(req decision.RouteRequest) (price []time.Duration, loads []int) {
+	c := routeConvPool.Get().(*routeConv)
+	defer routeConvPool.Put(c)
+	c.models.reset()
+	c.infos = c.infos[:0]
+	convertRoutingInput(c, req)
+	in := &c.in
+	price = make([]time.Duration, len(in.Nodes))
+	loads = make([]int, len(in.Nodes))
+	for i := range in.Nodes {
+		n := &in.Nodes[i]
+		price[i] = n.Delay + n.Wait
+		for _, m := range in.Job.Models {
+			if t := abi.NodeLoadTime(in.Models, m, n); t > 0 || !slices.Contains(n.VRAM, m) {
+				price[i] += t
+				loads[i]++
+			}
+		}
+	}
+	return price, loads
+}
