@@ -221,6 +221,12 @@ func TestClusterRoutingExperimentLive(t *testing.T) {
 		t.Errorf("routing shadow candidates %+v; want the three built-ins", shadow.Candidates)
 	}
 	t.Logf("node1's routing shadow: %s", shadowJSON)
+	if code, out, errOut := kilnCLI(t, "experiment", "shadow", "--routing", "--addr", nodes[0].base); code != 0 ||
+		!strings.Contains(out, "affinity@1") || !strings.Contains(out, "(live decisions)") {
+		t.Errorf("kiln experiment shadow --routing: exit %d, stdout %q, stderr %q", code, out, errOut)
+	} else {
+		t.Logf("kiln experiment shadow --routing:\n%s", out)
+	}
 	if code, data := nodes[1].admin("POST", "/v1/experiments", []byte(`{"kind":"routing","policy":"least-loaded","type":"ab"}`)); code != 409 {
 		t.Errorf("a second routing experiment on the follower node2: HTTP %d %s, want 409", code, data)
 	}
