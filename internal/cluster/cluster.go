@@ -1194,6 +1194,15 @@ func (c *Cluster) Nodes() []NodeInfo {
 	return out
 }
 
+// alive reports whether node id's heartbeat is alive in this node's view
+// (as Nodes judges it).
+func (c *Cluster) alive(id string) bool {
+	c.viewMu.RLock()
+	defer c.viewMu.RUnlock()
+	n, ok := c.nodeView[id]
+	return ok && time.Since(n.arrived) <= nodeTTL
+}
+
 // seenNode is a heartbeat and when it arrived here.
 type seenNode struct {
 	info    NodeInfo

@@ -63,6 +63,19 @@ func (c *Cluster) OpenOutput(ctx context.Context, typ, subfolder, name string) (
 	if rec == nil {
 		return nil, os.ErrNotExist
 	}
+	// A node that is gone (no heartbeat for nodeTTL) copies nothing until
+	// it starts again (its notes in PendingDir): waiting for it, at first
+	// or once it is found gone, would only hold the client.
+	gone := func() error {
+		if rec.Node == c.cfg.NodeID || c.alive(rec.Node) {
+			return nil
+		}
+		return fmt.Errorf("cluster: output %s of job %s: node %s, which ran it, is not in the cluster (no heartbeat for %s); its outputs are copied when it starts again: %w",
+			name, rec.ID, rec.Node, nodeTTL, ErrUnavailable)
+	}
+	if err := gone(); err != nil {
+		return nil, err
+	}
 	wctx, cancel := context.WithTimeout(ctx, copyWait)
 	defer cancel()
 	t := time.NewTicker(copyPoll)
@@ -83,6 +96,9 @@ func (c *Cluster) OpenOutput(ctx context.Context, typ, subfolder, name string) (
 			}
 			return obj, nil
 		case errors.Is(err, jetstream.ErrObjectNotFound), wctx.Err() != nil:
+			if err := gone(); err != nil {
+				return nil, err
+			}
 		default:
 			return nil, fmt.Errorf("cluster: output %s: %v: %w", name, err, ErrUnavailable)
 		}

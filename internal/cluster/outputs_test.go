@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,10 +103,17 @@ func TestPutObjectIsReadByObjectStoreGet(t *testing.T) {
 // whose record says done finds its output even when it asks before the
 // copy is there (it waits for it); a file no finished job lists is not
 // found at once; a listed file that never comes is unavailable, not
-// missing.
+// missing; and a file of a job whose node is gone (no heartbeat) is
+// unavailable at once, not after copyWait.
 func TestOpenOutputWaitsForTheCopy(t *testing.T) {
 	c := testJetStream(t)
 	ctx := context.Background()
+	c.viewMu.Lock()
+	if c.nodeView == nil {
+		c.nodeView = map[string]seenNode{}
+	}
+	c.nodeView["there"] = seenNode{info: NodeInfo{ID: "there", Healthy: true}, arrived: time.Now()}
+	c.viewMu.Unlock()
 	rec := Record{Job: job.Job{ID: "job7", Class: job.Interactive, State: job.Done,
 		Outputs: []job.Output{{Filename: "a.png", Subfolder: "job7/sub", Type: "output"}, {Filename: "b.png", Subfolder: "job7/sub", Type: "output"}}},
 		Node: "there"}
@@ -150,6 +158,19 @@ func TestOpenOutputWaitsForTheCopy(t *testing.T) {
 	defer cancel()
 	if _, err := c.OpenOutput(short, "output", "job7/sub", "b.png"); err == nil || errors.Is(err, os.ErrNotExist) || !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("a listed file never copied: %v, want unavailable", err)
+	}
+
+	gone := Record{Job: job.Job{ID: "job8", State: job.Done, Outputs: []job.Output{{Filename: "a.png", Subfolder: "job8", Type: "output"}}}, Node: "gone"}
+	data, _ = json.Marshal(gone)
+	if _, err := c.jobs.Create(ctx, key(gone.ID), data); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	if _, err := c.OpenOutput(ctx, "output", "job8", "a.png"); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "not in the cluster") {
+		t.Fatalf("an output of a job whose node is gone: %v, want unavailable, saying why", err)
+	}
+	if waited := time.Since(start); waited > 2*time.Second {
+		t.Fatalf("an output of a gone node's job took %s to refuse; want at once", waited)
 	}
 }
 
