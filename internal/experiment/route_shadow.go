@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/kiln-gpu/kiln/internal/decision"
@@ -221,4 +222,36 @@ func (s *RoutingShadow) Report() RoutingShadowReport {
 		rep.OverheadPerDecisionUS = float64(s.spent.Microseconds()) / float64(s.live.decisions)
 	}
 	return rep
+}
+
+var (
+	descRoutingShadowDecisions = prometheus.NewDesc("kiln_routing_shadow_decisions_total",
+		"Routing decisions of this cluster node that the routing shadow judged (outcome=judged) or dropped for want of time (dropped).",
+		[]string{"outcome"}, nil)
+	descRoutingShadowPrice = prometheus.NewDesc("kiln_routing_shadow_mean_time_to_start_seconds",
+		"Mean time before a routed job could have started on the node a policy chose (network delay, wait and model loads, by the nodes' estimates at the submit): the node's own decisions (policy=\"live\") and each shadowed routing policy's.",
+		[]string{"policy"}, nil)
+	descRoutingShadowLoads = prometheus.NewDesc("kiln_routing_shadow_model_loads_total",
+		"Models the nodes a policy chose would have had to load into VRAM (policy=\"live\": the node's own decisions).",
+		[]string{"policy"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (s *RoutingShadow) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descRoutingShadowDecisions
+	ch <- descRoutingShadowPrice
+	ch <- descRoutingShadowLoads
+}
+
+// Collect implements prometheus.Collector.
+func (s *RoutingShadow) Collect(ch chan<- prometheus.Metric) {
+	rep := s.Report()
+	ch <- prometheus.MustNewConstMetric(descRoutingShadowDecisions, prometheus.CounterValue, float64(rep.Decisions), "judged")
+	ch <- prometheus.MustNewConstMetric(descRoutingShadowDecisions, prometheus.CounterValue, float64(rep.Dropped), "dropped")
+	rows := append([]RoutingShadowRow{rep.Live}, rep.Candidates...)
+	rows[0].Policy = "live"
+	for _, r := range rows {
+		ch <- prometheus.MustNewConstMetric(descRoutingShadowPrice, prometheus.GaugeValue, r.MeanPriceS, r.Policy)
+		ch <- prometheus.MustNewConstMetric(descRoutingShadowLoads, prometheus.CounterValue, float64(r.ModelLoads), r.Policy)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/kiln-gpu/kiln/internal/decision"
@@ -60,5 +61,25 @@ func TestRoutingShadow(t *testing.T) {
 	aff := rep.Candidates[0]
 	if aff.Policy != "affinity@1" || aff.ModelLoads != 0 || aff.Agreed != 0 || aff.VsLive >= 1 {
 		t.Errorf("affinity's row %+v: want no loads, never the live node, a price below the live one's", aff)
+	}
+
+	// /metrics has the same figures.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	loads := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != "kiln_routing_shadow_model_loads_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			loads[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+		}
+	}
+	if loads["live"] != jobs || loads["affinity@1"] != 0 || len(loads) != 3 {
+		t.Errorf("kiln_routing_shadow_model_loads_total = %v; want live %d, affinity@1 0, and least-loaded@1", loads, jobs)
 	}
 }

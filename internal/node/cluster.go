@@ -73,6 +73,7 @@ func (n *Node) openCluster(cfg *config.Config, outDir string) error {
 		n.routingShadow = experiment.NewRoutingShadow(ctx, n.experimentHost(), sc.RoutingPolicies(),
 			logging.Component(n.opts.Log, "routing-shadow"))
 		local.Router = n.routingShadow.Wrap(local.Router)
+		n.Metrics.Register(n.routingShadow)
 	}
 	c, err := cluster.Open(ctx, cfg.Cluster, local, logging.Component(n.opts.Log, "cluster"))
 	if err != nil {
