@@ -168,6 +168,12 @@ type Cluster struct {
 	// copied, a channel closed once the API has finished its files
 	// (OutputsWritten).
 	written map[string]chan struct{}
+	// unsure are the claims this node wrote whose answer was lost and
+	// whose read-back failed too (NATS away): the StartedAt each wrote.
+	// A later delivery that finds the record running here since that
+	// instant knows the claim was stored and takes it up without counting
+	// another attempt.
+	unsure map[string]time.Time
 	// copies counts the outputs' copies under way (copyOutputs).
 	copies sync.WaitGroup
 	// recent are the last jobs this node recorded as ended, whole: a

@@ -282,6 +282,18 @@ func (c *Cluster) take(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	c.mu.Unlock()
+	c.mu.Lock()
+	unsureAt, unsure := c.unsure[id]
+	delete(c.unsure, id)
+	c.mu.Unlock()
+	if unsure && rec.State == job.Running && rec.Node == c.cfg.NodeID && rec.StartedAt.Equal(unsureAt) {
+		// This node's own claim, stored while its answer and the read
+		// after it were lost: the job never started here. Take the claim
+		// up as it stands; another claim would count a second attempt
+		// for one start.
+		c.hold(octx, msg, rec, rev, delivered, read)
+		return
+	}
 	now := time.Now().UTC()
 	if rec.Attempts >= c.cfg.MaxAttempts {
 		rec.State, rec.FinishedAt = job.Failed, now
@@ -313,7 +325,14 @@ func (c *Cluster) take(ctx context.Context, msg jetstream.Msg) {
 		storedRev, ok := c.stored(octx, rec)
 		if !ok {
 			// Claimed by another node meanwhile, or NATS is away: ask
-			// again.
+			// again, remembering what this claim wrote in case it was
+			// stored.
+			c.mu.Lock()
+			if c.unsure == nil || len(c.unsure) >= maxUnsureClaims {
+				c.unsure = map[string]time.Time{}
+			}
+			c.unsure[id] = rec.StartedAt
+			c.mu.Unlock()
 			_ = msg.NakWithDelay(200 * time.Millisecond)
 			return
 		}
@@ -323,6 +342,20 @@ func (c *Cluster) take(ctx context.Context, msg jetstream.Msg) {
 	if prev != "" && prev != c.cfg.NodeID {
 		log.Info().Str("from", prev).Int("attempt", rec.Attempts).Msg("took over a job from a node that stopped holding it")
 	}
+	c.hold(octx, msg, rec, newRev, delivered, read)
+}
+
+// maxUnsureClaims bounds Cluster.unsure: claims in doubt are rare (a lost
+// answer and a failed read together), and forgetting one costs only the
+// extra attempt it would have saved.
+const maxUnsureClaims = 1 << 12
+
+// hold makes a job whose claim by this node the registry holds at rev
+// this node's: held, its message kept alive, queued locally. A job the
+// local queue refuses is given back.
+func (c *Cluster) hold(octx context.Context, msg jetstream.Msg, rec *Record, newRev uint64, delivered, read time.Time) {
+	id := rec.ID
+	log := c.log.With().Str("job", id).Logger()
 	claimed := time.Now()
 	c.mu.Lock()
 	c.held[id] = &held{msg: msg, rev: newRev, rec: *rec}

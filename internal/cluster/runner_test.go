@@ -176,3 +176,64 @@ func TestClaimWhoseAnswerWasLostCountsOneAttempt(t *testing.T) {
 		t.Fatalf("the registry has the job %s; want running on here, attempt 1", got)
 	}
 }
+
+// blindKV loses the answer of the first Update it stores, as lostAnswerKV
+// does, and ends the caller's context with it, so that the read-back that
+// follows fails too: NATS away after the write landed.
+type blindKV struct {
+	jetstream.KeyValue
+	lost   bool
+	cancel context.CancelFunc
+}
+
+func (kv *blindKV) Update(ctx context.Context, k string, value []byte, rev uint64) (uint64, error) {
+	n, err := kv.KeyValue.Update(ctx, k, value, rev)
+	if err != nil || kv.lost {
+		return n, err
+	}
+	kv.lost = true
+	kv.cancel()
+	return 0, nats.ErrTimeout
+}
+
+// TestClaimInDoubtCountsOneAttempt: a claim whose answer is lost and whose
+// read-back fails too leaves the node unsure whether it was stored; it
+// gives the message back. Its next delivery finds the record running on
+// this node since the instant that claim wrote: the node takes the claim
+// up, attempt 1, instead of claiming again (attempt 2 for one start).
+func TestClaimInDoubtCountsOneAttempt(t *testing.T) {
+	here, _, cons := testWorkNodes(t)
+	ctx := context.Background()
+	const id = "doubt-claim"
+	createQueued(t, here, id, "t1")
+	if err := here.publish(ctx, id, job.Batch, "", "t1", 0); err != nil {
+		t.Fatal(err)
+	}
+	msg := nextWork(t, cons, 5*time.Second)
+	if msg == nil {
+		t.Fatal("no work message")
+	}
+	away, cancel := context.WithCancel(ctx)
+	here.jobs = &blindKV{KeyValue: here.jobs, cancel: cancel}
+	here.take(away, msg)
+	here.mu.Lock()
+	_, held := here.held[id]
+	here.mu.Unlock()
+	if held {
+		t.Fatal("the node holds a job whose claim it could not confirm")
+	}
+	again := nextWork(t, cons, 5*time.Second)
+	if again == nil {
+		t.Fatal("the message given back was not delivered again")
+	}
+	here.take(ctx, again)
+	here.mu.Lock()
+	_, held = here.held[id]
+	here.mu.Unlock()
+	if !held {
+		t.Fatal("the node does not hold the job after its redelivery")
+	}
+	if got := recordOf(t, here, id); got != "running on here, attempt 1" {
+		t.Fatalf("the registry has the job %s; want running on here, attempt 1 (one start)", got)
+	}
+}
