@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -63,6 +65,33 @@ const (
 	auditScanTime = 20 * time.Second
 )
 
+// auditEveryEnv is a test hook for the multi-process audit test
+// (tests/TestClusterAuditRequeuesLive): a duration D has the audit run
+// every D (± D/4) and requeue records older than D, so that a test sees
+// one in seconds instead of minutes. Read once, from the environment only
+// (not KILN_…: kiln reads those as config keys); a value that is not a
+// positive duration turns nothing on; a node logs a warning at start
+// while it is on (TestHooks). Nothing in kiln sets it.
+const auditEveryEnv = "KILNTEST_AUDIT_EVERY"
+
+// auditHook is auditEveryEnv's duration, 0 when off.
+var auditHook = sync.OnceValue(func() time.Duration {
+	d, err := time.ParseDuration(os.Getenv(auditEveryEnv))
+	if err != nil || d <= 0 {
+		return 0
+	}
+	return d
+})
+
+// auditTimings are the audit's period, jitter and age: the constants, or
+// auditEveryEnv's.
+func auditTimings() (every, jitter, age time.Duration) {
+	if d := auditHook(); d > 0 {
+		return d, d / 4, d
+	}
+	return auditEvery, auditJitter, auditAge
+}
+
 // errStreamTooLarge: the work stream holds more than auditMaxMsgs.
 var errStreamTooLarge = errors.New("the work stream holds more messages than an audit reads")
 
@@ -70,7 +99,8 @@ var errStreamTooLarge = errors.New("the work stream holds more messages than an 
 // alive node with the smallest id, until ctx ends.
 func (c *Cluster) audit(ctx context.Context) {
 	for {
-		wait := auditEvery - auditJitter + rand.N(2*auditJitter)
+		every, jitter, age := auditTimings()
+		wait := every - jitter + rand.N(2*jitter)
 		select {
 		case <-ctx.Done():
 			return
@@ -79,7 +109,7 @@ func (c *Cluster) audit(ctx context.Context) {
 		if !c.nc.IsConnected() || !c.auditsQueue() {
 			continue
 		}
-		if _, err := c.requeueMessageless(ctx, auditAge); err != nil {
+		if _, err := c.requeueMessageless(ctx, age); err != nil {
 			c.log.Warn().Err(err).Msg("skipped the audit of queued jobs")
 		}
 	}

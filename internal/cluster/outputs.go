@@ -148,13 +148,17 @@ const holdCopyEnv = "KILNTEST_HOLD_OUTPUT_COPY"
 var holdCopies = sync.OnceValue(func() bool { return os.Getenv(holdCopyEnv) == "1" })
 
 // TestHooks describes the crash-test hooks this process's environment
-// turns on (see holdCopyEnv), or returns "" when none is: the node logs it
+// turns on (see holdCopyEnv and auditEveryEnv), or returns "" when none is: the node logs it
 // as a warning, because no production kiln should run with one.
 func TestHooks() string {
+	var on []string
 	if holdCopies() {
-		return holdCopyEnv + "=1 (finished jobs' outputs are never copied to the object store)"
+		on = append(on, holdCopyEnv+"=1 (finished jobs' outputs are never copied to the object store)")
 	}
-	return ""
+	if d := auditHook(); d > 0 {
+		on = append(on, fmt.Sprintf("%s=%s (the queue audit runs every %s and requeues records older than that)", auditEveryEnv, d, d))
+	}
+	return strings.Join(on, "; ")
 }
 
 // outputName is an output's name in the object store.
