@@ -252,15 +252,6 @@ func (s *Server) view(j *job.Job, withWorkflow bool) jobResponse {
 }
 
 func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
-	dryRun := r.URL.Query().Get("dry_run") == "1"
-	// Announce the job to the local committer before the body is read and
-	// validated (most of a request's CPU), so that a commit of others'
-	// jobs may wait for this one and share its fdatasync (job.Store.Expect).
-	arrived := func() {}
-	if !dryRun && s.deps.Cluster == nil && s.deps.Store != nil {
-		arrived = s.deps.Store.Expect()
-		defer arrived()
-	}
 	body, ok := s.readBody(w, r)
 	if !ok {
 		return
@@ -278,7 +269,7 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, apiErr)
 		return
 	}
-	if dryRun {
+	if r.URL.Query().Get("dry_run") == "1" {
 		// Validation only: the caller learns whether kiln would accept the
 		// job and which models it needs, and nothing is queued.
 		httpjson.Write(w, http.StatusOK, map[string]any{"state": "valid", "class": req.Class, "models": req.Models})
@@ -292,7 +283,6 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 	if key != "" {
 		j.ID = idempotencyID(key)
 	}
-	arrived()
 	stored, existed, err := s.submit(r.Context(), j, key != "")
 	if err != nil {
 		switch {
