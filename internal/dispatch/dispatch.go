@@ -164,6 +164,10 @@ type residentModel struct {
 	loadTook time.Duration
 	loading  chan struct{} // non-nil while a load is in flight
 	loadErr  error
+	// kept counts the running jobs that finished a stage with the model
+	// and keep it (jobHold.enter): unpinned, it is evicted only when
+	// nothing else makes the room (reserve).
+	kept int
 }
 
 // New returns a dispatcher; call Run to start it.
@@ -639,14 +643,14 @@ func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease w
 	// (docs/stages.md); any other gets them all before the run.
 	plan := d.estimates.planOf(d, j)
 	staged := len(plan.Stages) > 1 && w.Speaks(wire.CapabilityStages)
-	hold := &jobHold{d: d, w: w, jobID: j.ID, plan: plan, inherited: inherited}
+	hold := &jobHold{d: d, w: w, jobID: j.ID, plan: plan, inherited: inherited, keepAll: d.fitsWhole(w, plan)}
 	first, act := j.Models, plan.MaxActivation()
 	if staged {
 		first, act = plan.Stages[0].Models, plan.Stages[0].ActivationBytes
 	}
 	err := d.ensureContext(ctx, w)
 	if err == nil {
-		err = hold.enter(ctx, first, act, false)
+		err = hold.enter(ctx, first, nil, act, false)
 	}
 	if err != nil {
 		hold.done()
@@ -669,10 +673,9 @@ func (d *Dispatcher) execute(ctx, kernelCtx context.Context, j *job.Job, lease w
 				if k >= len(plan.Stages) {
 					return fmt.Errorf("worker asked for stage %d of %d", k, len(plan.Stages))
 				}
-				release, _ := plan.Step(k)
-				hold.release(release)
+				done, _ := plan.Step(k)
 				d.setProgress(j.ID, Progress{Phase: "loading"})
-				return hold.enter(ctx, plan.Stages[k].Models, plan.Stages[k].ActivationBytes, true)
+				return hold.enter(ctx, plan.Stages[k].Models, done, plan.Stages[k].ActivationBytes, true)
 			})
 		} else {
 			res, err = w.Run(ctx, req, onProgress)
@@ -978,13 +981,14 @@ func (d *Dispatcher) drop(w *worker.Worker, rm *residentModel) {
 func (d *Dispatcher) reserve(ctx context.Context, w *worker.Worker, model string, bytes uint64) (*device.Reservation, <-chan struct{}, error) {
 	dev := w.Device().Index
 	var keys []entryKey
+	var spare bool // kept models count as pinned: they go last
 	room := Room{
 		Device: dev,
 		Ledger: d.opts.Devices.Ledger(dev),
 		List: func() ([]decision.EntryView, uint64) {
 			var entries []decision.EntryView
 			var pinned uint64
-			entries, keys, pinned = d.deviceEntries(dev)
+			entries, keys, pinned = d.entriesOf(dev, spare)
 			// Contexts and activations wait to be let go like pins.
 			return entries, pinned + HeldBytes(d.opts.Devices.Ledger(dev))
 		},
@@ -995,11 +999,52 @@ func (d *Dispatcher) reserve(ctx context.Context, w *worker.Worker, model string
 	d.mu.Lock()
 	ch := d.unpinned
 	d.mu.Unlock()
+	// First without the models running jobs keep from finished stages,
+	// then, if only they and pins stand in the way, with them.
+	spare = true
 	res, err := d.core.Reserve(room, w.ID(), model, bytes)
+	if errors.Is(err, ErrVRAMHeld) && d.keptOn(dev) {
+		spare = false
+		res, err = d.core.Reserve(room, w.ID(), model, bytes)
+	}
 	if errors.Is(err, ErrVRAMHeld) {
 		return nil, ch, err
 	}
 	return res, nil, err
+}
+
+// fitsWhole reports whether plan's models and largest activations fit w's
+// device together beside its workers' contexts: a node admitting whole
+// jobs would hold them all for the job's run.
+func (d *Dispatcher) fitsWhole(w *worker.Worker, plan Plan) bool {
+	dev := w.Device().Index
+	workers := 0
+	for _, o := range d.opts.Pool.Workers() {
+		if o.Device().Index == dev {
+			workers++
+		}
+	}
+	contexts := uint64(workers) * d.opts.WorkerContextBytes
+	usable := d.opts.Devices.Ledger(dev).Usable()
+	return contexts < usable && plan.Whole() <= usable-contexts
+}
+
+// keptOn reports whether a running job keeps a model of a finished stage
+// on device dev.
+func (d *Dispatcher) keptOn(dev int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, w := range d.opts.Pool.Workers() {
+		if w.Device().Index != dev {
+			continue
+		}
+		for _, rm := range d.resident[w.ID()] {
+			if rm.kept > 0 && rm.pins == 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 type entryKey struct {
@@ -1009,6 +1054,12 @@ type entryKey struct {
 
 // deviceEntries lists every model resident on a device's workers.
 func (d *Dispatcher) deviceEntries(dev int) ([]decision.EntryView, []entryKey, uint64) {
+	return d.entriesOf(dev, false)
+}
+
+// entriesOf is deviceEntries, with the models running jobs keep from
+// finished stages shown pinned when spare is set (reserve's first pass).
+func (d *Dispatcher) entriesOf(dev int, spare bool) ([]decision.EntryView, []entryKey, uint64) {
 	var entries []decision.EntryView
 	var keys []entryKey
 	var pinnedBytes uint64
@@ -1024,7 +1075,7 @@ func (d *Dispatcher) deviceEntries(dev int) ([]decision.EntryView, []entryKey, u
 			if rm.res != nil {
 				b = rm.res.Bytes()
 			}
-			pinned := rm.pins > 0 || rm.loading != nil
+			pinned := rm.pins > 0 || rm.loading != nil || (spare && rm.kept > 0)
 			if pinned {
 				pinnedBytes += b
 			}

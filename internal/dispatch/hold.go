@@ -40,7 +40,12 @@ type jobHold struct {
 	inherited func()
 
 	pinned []string
-	act    *device.Reservation
+	// kept are the models of its finished stages it keeps (enter).
+	kept []*residentModel
+	// keepAll: the job's models fit its device together, and its
+	// finished stages' models stay pinned while its stages find room.
+	keepAll bool
+	act     *device.Reservation
 }
 
 // enter makes models resident and pinned and holds act bytes for the
@@ -50,12 +55,34 @@ type jobHold struct {
 // keep for this one, and nothing at all unless it is the device's oldest
 // waiter. laterStage is set for a running job's stage after its first,
 // which may pass the device's waiters when it fits.
-func (h *jobHold) enter(ctx context.Context, models []string, act uint64, laterStage bool) error {
+//
+// done are models of finished stages that no later stage needs
+// (Plan.Step). They are unpinned but kept (residentModel.kept): a
+// reservation evicts them only when nothing else makes the room
+// (Dispatcher.reserve). Unpinned like any other, they were what the
+// device's other worker evicted first, and the next job loaded them again
+// although the whole job fitted (on 48 GiB the staged node made 2.9× the
+// cold loads of one admitting whole jobs); pinned until the job's end,
+// they would hold the other worker back where the device is small.
+//
+// A job whose models all fit its device together (Plan.Whole; keepAll)
+// keeps them pinned until its end, as a node admitting whole jobs does,
+// unless a stage finds no room: it then keeps them as above before it
+// tries again, so that a job never waits pinning what its stage does not
+// need.
+func (h *jobHold) enter(ctx context.Context, models, done []string, act uint64, laterStage bool) error {
 	h.releaseActivations()
+	done = slices.DeleteFunc(slices.Clone(done), func(m string) bool { return slices.Contains(models, m) })
+	if !h.keepAll {
+		h.keep(done)
+		done = nil
+	}
 	// Pins on models the stage does not need would be held while it
 	// waits; a model's uses are contiguous, so a kept model is always
 	// the next stage's and this lets go of nothing in practice.
-	h.release(slices.DeleteFunc(slices.Clone(h.pinned), func(m string) bool { return slices.Contains(models, m) }))
+	h.release(slices.DeleteFunc(slices.Clone(h.pinned), func(m string) bool {
+		return slices.Contains(models, m) || slices.Contains(done, m)
+	}))
 	g := h.d.gate(h.w.Device().Index)
 	queued := false
 	var since time.Time
@@ -84,6 +111,13 @@ func (h *jobHold) enter(ctx context.Context, models []string, act uint64, laterS
 		}
 		if wait == nil {
 			return nil, err
+		}
+		if len(done) > 0 {
+			// No room beside the finished stages' models: keep them
+			// unpinned (evicted last) and try again before waiting.
+			h.keep(done)
+			done = nil
+			return closedChan, err
 		}
 		head := g.join(h.jobID)
 		if !queued {
@@ -130,6 +164,32 @@ func (h *jobHold) release(models []string) {
 	h.d.unpin(h.w.ID(), rel)
 }
 
+// keep unpins models of finished stages that this job pins, marking them
+// kept (evicted last) until the job is done.
+func (h *jobHold) keep(models []string) {
+	var moved []string
+	h.pinned = slices.DeleteFunc(h.pinned, func(m string) bool {
+		if slices.Contains(models, m) {
+			moved = append(moved, m)
+			return true
+		}
+		return false
+	})
+	if len(moved) == 0 {
+		return
+	}
+	h.d.mu.Lock()
+	for _, m := range moved {
+		if rm := h.d.resident[h.w.ID()][m]; rm != nil && rm.pins > 0 {
+			rm.pins--
+			rm.kept++
+			h.kept = append(h.kept, rm)
+		}
+	}
+	h.d.mu.Unlock()
+	h.d.signalUnpin()
+}
+
 // releaseActivations gives the stage's activations back.
 func (h *jobHold) releaseActivations() {
 	if h.act != nil {
@@ -139,11 +199,20 @@ func (h *jobHold) releaseActivations() {
 	}
 }
 
-// done unpins everything and gives the activations back.
+// done unpins everything, stops keeping what it kept, and gives the
+// activations back.
 func (h *jobHold) done() {
 	h.releaseActivations()
 	h.d.unpin(h.w.ID(), h.pinned)
 	h.pinned = nil
+	if len(h.kept) > 0 {
+		h.d.mu.Lock()
+		for _, rm := range h.kept {
+			rm.kept-- // an evicted one is gone from d.resident: no harm
+		}
+		h.d.mu.Unlock()
+		h.kept = nil
+	}
 }
 
 // wireStages is the plan as the run request carries it.

@@ -166,6 +166,9 @@ type resident struct {
 	inserted time.Duration
 	hits     int
 	loadCost time.Duration
+	// kept counts the running batches that keep the model from a
+	// finished stage (dispatch's residentModel.kept).
+	kept int
 }
 
 type simWorker struct {
@@ -188,6 +191,9 @@ type simWorker struct {
 	held []string
 	act  *device.Reservation
 	ctx  *device.Reservation
+	// kept are the finished stages' models the running batch keeps:
+	// unpinned, evicted only when nothing else makes the room.
+	kept []*resident
 }
 
 type simDevice struct {
@@ -753,6 +759,7 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 	// found, by model, so that a load is charged even when a later stage
 	// evicted the model again.
 	var pinned, fresh []string
+	var kept []*resident // finished stages' models this start keeps
 	recs, hits := map[string]*resident{}, map[string]*resident{}
 	var act *device.Reservation
 	busyFrom := len(d.busy)
@@ -764,6 +771,9 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 			if r := w.resident[m]; r != nil {
 				r.pins--
 			}
+		}
+		for _, r := range kept {
+			r.kept--
 		}
 		for _, m := range fresh {
 			if r := w.resident[m]; r != nil && r == recs[m] {
@@ -793,21 +803,44 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 		w.ctx = res
 	}
 	// The job's stages in order, as the live dispatcher moves through
-	// them (dispatch.Plan.Step): each stage unpins what no later stage
-	// needs, gives back the previous stage's activations, and reserves its
-	// models and activations through the decision core, which may evict
-	// what an earlier stage let go. The simulator takes the steps at the
-	// start instant; live, they happen as the worker reaches each stage.
+	// them (dispatch.Plan.Step, jobHold.enter): each stage unpins what no
+	// later stage needs but keeps it (evicted last, reserve), gives back
+	// the previous stage's activations, and reserves its models and
+	// activations through the decision core, which may evict what an
+	// earlier stage let go. The simulator takes the steps at the start
+	// instant; live, they happen as the worker reaches each stage.
+	// A job whose models fit the device together keeps its finished
+	// stages' models pinned until a stage finds no room beside them.
+	keepAll := s.fitsWhole(d, lead.plan)
+	var done []string
+	keepDone := func() bool {
+		moved := false
+		for _, m := range done {
+			if i := slices.Index(pinned, m); i >= 0 {
+				pinned = slices.Delete(pinned, i, i+1)
+				if r := w.resident[m]; r != nil {
+					r.pins--
+					r.kept++
+					kept = append(kept, r)
+					moved = true
+				}
+			}
+		}
+		done = nil
+		return moved
+	}
+	reserveStage := func(key string, bytes uint64) (*device.Reservation, error) {
+		res, err := s.reserve(d, w, key, bytes)
+		if errors.Is(err, dispatch.ErrVRAMHeld) && keepDone() {
+			res, err = s.reserve(d, w, key, bytes)
+		}
+		return res, err
+	}
 	for k, st := range lead.plan.Stages {
 		if k > 0 {
-			rel, _ := lead.plan.Step(k)
-			for _, m := range rel {
-				if i := slices.Index(pinned, m); i >= 0 {
-					pinned = slices.Delete(pinned, i, i+1)
-					if r := w.resident[m]; r != nil {
-						r.pins--
-					}
-				}
+			done, _ = lead.plan.Step(k)
+			if !keepAll {
+				keepDone()
 			}
 		}
 		if act != nil {
@@ -826,7 +859,7 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 				}
 				continue
 			}
-			res, err := s.reserve(d, w, m, st.ModelBytes[i])
+			res, err := reserveStage(m, st.ModelBytes[i])
 			if err != nil {
 				fail(err)
 				return
@@ -837,7 +870,7 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 			pinned = append(pinned, m)
 		}
 		if st.ActivationBytes > 0 {
-			res, err := s.reserve(d, w, fmt.Sprintf("(activations %s)", lead.id), st.ActivationBytes)
+			res, err := reserveStage(fmt.Sprintf("(activations %s)", lead.id), st.ActivationBytes)
 			if err != nil {
 				fail(err)
 				return
@@ -936,7 +969,7 @@ func (s *simulator) start(batch []*simJob, w *simWorker) {
 	s.replayStart(w, batch)
 	w.run++
 	w.loaded, w.busy = fresh, [2]int{busyFrom, len(d.busy)}
-	w.held, w.act = pinned, act
+	w.held, w.act, w.kept = pinned, act, kept
 	s.push(event{at: at, kind: evDone, w: w, run: w.run})
 }
 
@@ -1045,13 +1078,14 @@ func (s *simulator) fetch(m string, dev cost.Device) time.Duration {
 // over the device's entries, sorted as the dispatcher sorts them.
 func (s *simulator) reserve(d *simDevice, w *simWorker, model string, bytes uint64) (*device.Reservation, error) {
 	var keys []entryKey
+	spare := true // kept models count as pinned: they go last
 	room := dispatch.Room{
 		Device: d.index,
 		Ledger: d.ledger,
 		List: func() ([]decision.EntryView, uint64) {
 			var entries []decision.EntryView
 			var pinned uint64
-			entries, keys, pinned = s.deviceEntries(d)
+			entries, keys, pinned = s.entriesOf(d, spare)
 			// Contexts and activations wait to be let go like pins.
 			return entries, pinned + dispatch.HeldBytes(d.ledger)
 		},
@@ -1067,7 +1101,35 @@ func (s *simulator) reserve(d *simDevice, w *simWorker, model string, bytes uint
 			s.vram.EvictedBytes += int64(r.bytes)
 		},
 	}
-	return s.core.Reserve(room, w.id, model, bytes)
+	// As the live dispatcher reserves: first without the models running
+	// jobs keep from finished stages, then with them.
+	res, err := s.core.Reserve(room, w.id, model, bytes)
+	if errors.Is(err, dispatch.ErrVRAMHeld) && s.keptOn(d) {
+		spare = false
+		res, err = s.core.Reserve(room, w.id, model, bytes)
+	}
+	return res, err
+}
+
+// fitsWhole reports whether plan's models and largest activations fit d
+// together beside its workers' contexts (dispatch's fitsWhole).
+func (s *simulator) fitsWhole(d *simDevice, plan dispatch.Plan) bool {
+	contexts := uint64(len(d.workers)) * s.cfg.WorkerContextBytes
+	usable := d.ledger.Usable()
+	return contexts < usable && plan.Whole() <= usable-contexts
+}
+
+// keptOn reports whether a running batch keeps a finished stage's model
+// on d.
+func (s *simulator) keptOn(d *simDevice) bool {
+	for _, w := range d.workers {
+		for _, r := range w.resident {
+			if r.kept > 0 && r.pins == 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 type entryKey struct {
@@ -1078,12 +1140,18 @@ type entryKey struct {
 // deviceEntries lists the models resident on a device's workers in the
 // dispatcher's order (dispatch.SortEntries).
 func (s *simulator) deviceEntries(d *simDevice) ([]decision.EntryView, []entryKey, uint64) {
+	return s.entriesOf(d, false)
+}
+
+// entriesOf is deviceEntries, with the models running batches keep from
+// finished stages shown pinned when spare is set (reserve's first pass).
+func (s *simulator) entriesOf(d *simDevice, spare bool) ([]decision.EntryView, []entryKey, uint64) {
 	var entries []decision.EntryView
 	var keys []entryKey
 	var pinnedBytes uint64
 	for _, w := range d.workers {
 		for m, r := range w.resident {
-			pinned := r.pins > 0
+			pinned := r.pins > 0 || (spare && r.kept > 0)
 			if pinned {
 				pinnedBytes += r.bytes
 			}
@@ -1109,7 +1177,10 @@ func (s *simulator) release(w *simWorker) {
 	if w.act != nil {
 		s.devices[w.dev].ledger.Release(w.act)
 	}
-	w.held, w.act = nil, nil
+	for _, r := range w.kept {
+		r.kept--
+	}
+	w.held, w.act, w.kept = nil, nil, nil
 }
 
 // finish ends the batch running on w.
