@@ -91,9 +91,9 @@ func TestClusterAffinityLive(t *testing.T) {
 
 	// A burst, submitted to one node (whose view counts every job it
 	// routed): the holder (two workers) takes jobs until its wait passes
-	// spill × (the mean wait + one job), about ten; then the other node
-	// gets some, and the holder about half of the rest as the waits even
-	// out.
+	// spill × (the mean wait + one job), about six at spill 1.2; then the
+	// other node gets some, and the holder about half of the rest as the
+	// waits even out (13 of 20 here; 16 when spill was 1.5).
 	var burst []string
 	for i := range 20 {
 		burst = append(burst, nodes[0].submit(wf(100+i), "batch"))
@@ -122,7 +122,7 @@ func TestClusterAffinityLive(t *testing.T) {
 	if ranOn[other] == 0 {
 		t.Errorf("no job of the burst spilled to %s: affinity queued all %d on %s", other, len(burst), holder)
 	}
-	if ranOn[holder] < len(burst)/2+2 {
+	if ranOn[holder] <= len(burst)/2 {
 		t.Errorf("the holder %s ran %d of %d jobs of the burst; affinity should keep most of them there", holder, ranOn[holder], len(burst))
 	}
 	t.Logf("affinity test took %s", time.Since(start).Round(time.Millisecond))

@@ -363,18 +363,18 @@ var Cases = map[string][]Case{
 			Want: []uint32{1}},
 		// Measured rates count: node 0 is idle but reads its disk at
 		// 100 MB/s (6 GiB: ~64 s); node 1 waits 3 s and reads at 3 GB/s
-		// (~2 s). Both are under the bound (1.5 × (1.5 + 4) s). At the
-		// default rates node 0 would win.
+		// (~2 s). Both are under the bound (1.2 × (2 + 4) s; node 1's
+		// share of the job is 2 s). At the default rates node 0 would win.
 		{Name: "measured load rates count", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: 6 * gib}}, Job: abi.Job{EstCost: 4 * time.Second, Models: []uint32{0}},
 			Nodes: []abi.Node{{Healthy: true, Workers: 1, Disk: []uint32{0}, DiskBytesPerS: 100e6, H2DBytesPerS: 25e9},
-				{Healthy: true, Workers: 1, Running: 1, Wait: 3 * time.Second, Disk: []uint32{0}, DiskBytesPerS: 3e9, H2DBytesPerS: 25e9}}},
+				{Healthy: true, Workers: 2, Running: 2, Wait: 3 * time.Second, Disk: []uint32{0}, DiskBytesPerS: 3e9, H2DBytesPerS: 25e9}}},
 			Want: []uint32{1}},
 		{Name: "network delay counts", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: gib}}, Job: abi.Job{Models: []uint32{0}},
 			Nodes: []abi.Node{{Healthy: true, Workers: 1, Delay: 2 * time.Second, VRAM: []uint32{0}}, {Healthy: true, Workers: 1, RAM: []uint32{0}}}},
 			Want: []uint32{1}},
 		// A 12 GiB model costs ~15 s to load from the model source. The
 		// load bound is in work: the mean wait is (40+0+5)/3 = 15 s, so
-		// with a 4 s job the bound is 1.5 × (15 + 4) = 28.5 s. Node 0
+		// with a 4 s job the bound is 1.2 × (15 + 4) = 22.8 s. Node 0
 		// holds the model but would wait 40 + 4/2 = 42 s: the job goes to
 		// the cheapest node under its bound (1: 15 s of load; 2: 5 s of
 		// wait and the same load).
@@ -382,12 +382,39 @@ var Cases = map[string][]Case{
 			Nodes: []abi.Node{{Healthy: true, Workers: 2, Running: 2, Queued: 6, Wait: 40 * time.Second, VRAM: []uint32{0}},
 				{Healthy: true, Workers: 2}, {Healthy: true, Workers: 2, Running: 1, Wait: 5 * time.Second}}},
 			Want: []uint32{1}},
-		// The mean wait is 5 s, the bound 1.5 × (5 + 4) = 13.5 s; node 0
-		// would wait 10 + 2 = 12 s, under it, and 10 s of wait beats the
+		// The mean wait is 4 s, the bound 1.2 × (4 + 4) = 9.6 s; node 0
+		// would wait 7 + 2 = 9 s, under it, and 7 s of wait beats the
 		// 15 s load anywhere else.
 		{Name: "under the bound the holder keeps it", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: 12 * gib}}, Job: abi.Job{EstCost: 4 * time.Second, Models: []uint32{0}},
-			Nodes: []abi.Node{{Healthy: true, Workers: 2, Running: 2, Queued: 1, Wait: 10 * time.Second, VRAM: []uint32{0}},
+			Nodes: []abi.Node{{Healthy: true, Workers: 2, Running: 2, Queued: 1, Wait: 7 * time.Second, VRAM: []uint32{0}},
 				{Healthy: true, Workers: 2}, {Healthy: true, Workers: 2, Running: 1, Wait: 5 * time.Second}}},
+			Want: []uint32{0}},
+		// Near prices: three idle nodes, the model on none. The first
+		// node in order used to take every such load; the one with the
+		// most free VRAM takes it without evicting anything.
+		{Name: "equal prices: the most free VRAM wins", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: 6 * gib}}, Job: abi.Job{EstCost: 4 * time.Second, Models: []uint32{0}},
+			Nodes: []abi.Node{{Healthy: true, Workers: 2, IdleWorkers: 2, FreeVRAM: 10 * gib}, {Healthy: true, Workers: 2, IdleWorkers: 2, FreeVRAM: 40 * gib},
+				{Healthy: true, Workers: 2, IdleWorkers: 2, FreeVRAM: 20 * gib}}},
+			Want: []uint32{1}},
+		// Measured rates differ a little between like nodes: node 0's
+		// model source is 4% faster (~0.2 s less on ~7.5 s), within near
+		// (0.2) of it, so node 1's free VRAM still wins.
+		{Name: "near prices count as equal", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: 6 * gib}}, Job: abi.Job{EstCost: 4 * time.Second, Models: []uint32{0}},
+			Nodes: []abi.Node{{Healthy: true, Workers: 2, IdleWorkers: 2, FreeVRAM: 10 * gib, RemoteBytesPerS: 1.3e9},
+				{Healthy: true, Workers: 2, IdleWorkers: 2, FreeVRAM: 40 * gib, RemoteBytesPerS: 1.25e9}}},
+			Want: []uint32{1}},
+		// Not near: node 0 holds the model on disk (~2.4 s), node 1 would
+		// read it from the source first (~7.5 s); free VRAM does not buy
+		// that.
+		{Name: "a clearly cheaper node keeps it", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: 6 * gib}}, Job: abi.Job{EstCost: 4 * time.Second, Models: []uint32{0}},
+			Nodes: []abi.Node{{Healthy: true, Workers: 2, IdleWorkers: 2, FreeVRAM: gib, Disk: []uint32{0}}, {Healthy: true, Workers: 2, IdleWorkers: 2, FreeVRAM: 90 * gib}}},
+			Want: []uint32{0}},
+		// The margin is a fraction of the loads, not of the wait: both
+		// nodes hold the model in VRAM, so only an equal price is near,
+		// and a second more of wait is not bought with free VRAM.
+		{Name: "a longer wait is not near", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: 6 * gib}}, Job: abi.Job{EstCost: 4 * time.Second, Models: []uint32{0}},
+			Nodes: []abi.Node{{Healthy: true, Workers: 2, Running: 2, Queued: 3, Wait: 10 * time.Second, FreeVRAM: gib, VRAM: []uint32{0}},
+				{Healthy: true, Workers: 2, Running: 2, Queued: 3, Wait: 11 * time.Second, FreeVRAM: 40 * gib, VRAM: []uint32{0}}}},
 			Want: []uint32{0}},
 		{Name: "never unhealthy or too small", Routing: &abi.RoutingInput{Models: []abi.ModelInfo{{Bytes: 8 * gib}}, Job: abi.Job{VRAM: 8 * gib, Models: []uint32{0}},
 			Nodes: []abi.Node{{Workers: 1, VRAM: []uint32{0}}, {Healthy: true, Workers: 1, UsableVRAM: 4 * gib, VRAM: []uint32{0}}, {Healthy: true, Workers: 1, Queued: 9}}},
