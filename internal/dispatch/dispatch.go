@@ -127,6 +127,9 @@ type Dispatcher struct {
 	// can tell that the loop has looked at a state it set up (a decision
 	// not taken leaves nothing else to wait for).
 	rounds atomic.Uint64
+	// lookaheads counts the rounds that looked ahead (lookaheadPace), for
+	// a test.
+	lookaheads atomic.Uint64
 }
 
 // runningJob is a job between its start and its outcome: what a
@@ -287,22 +290,44 @@ func (d *Dispatcher) Cancel(id string) (*job.Job, error) {
 	return j, nil
 }
 
+// lookaheadPace is the shortest time between two lookaheads. A round runs
+// after every commit that queues a job, and under a stream of submits the
+// lookahead (a window of the queue, the workers, the policy's planned
+// order) was the dearest part of it, ~45 µs of CPU per round on the path
+// of every durable submit, mostly to reach the same answer: the queue's
+// head and the RAM tier rarely change between two commits (BENCHMARKS.md,
+// issue 20 item 1, third pass). A model load takes far longer than the
+// pace.
+const lookaheadPace = 20 * time.Millisecond
+
 // Run dispatches until ctx ends, then waits for the jobs it started to stop.
 // Jobs interrupted by shutdown stay "running" in the store and are queued
 // again when the store is next opened.
 func (d *Dispatcher) Run(ctx context.Context) {
 	defer d.wg.Wait()
 	notify := d.opts.Store.Notify()
+	var lastLook time.Time
 	for {
 		d.dispatchReady(ctx)
 		d.preempt()
-		d.lookahead(ctx)
+		// A round within lookaheadPace of the last lookahead skips it and
+		// comes back when the pace allows, so that the last change of a
+		// burst is still looked ahead of.
+		var paced <-chan time.Time
+		now := d.clk.Now()
+		if wait := lookaheadPace - now.Sub(lastLook); wait <= 0 || wait > lookaheadPace {
+			d.lookahead(ctx)
+			lastLook = now
+		} else {
+			paced = d.clk.After(wait)
+		}
 		d.rounds.Add(1)
 		select {
 		case <-ctx.Done():
 			return
 		case <-d.wake:
 		case <-notify:
+		case <-paced:
 		case <-d.clk.After(time.Second):
 			// A safety net: a lost wake-up costs at most a second.
 		}
@@ -428,6 +453,7 @@ func (d *Dispatcher) runOne(kernelCtx context.Context, j *job.Job, lease worker.
 // shares its transfers with any load that wants the same model meanwhile,
 // and nothing is pinned.
 func (d *Dispatcher) lookahead(ctx context.Context) {
+	d.lookaheads.Add(1)
 	n := d.opts.LookaheadJobs
 	if d.opts.Tiers == nil || n < 0 || !d.prefetching.CompareAndSwap(false, true) {
 		return
