@@ -121,3 +121,72 @@ func TestFollowRoutingRefusals(t *testing.T) {
 		t.Errorf("followed with a candidate of other bytes: %v", err)
 	}
 }
+
+// TestFollowRoutingSwitchback: a follower of a routing switchback routes
+// each job by the arm of the window it is placed in — the leader's
+// windows, counted from the leader's start — and tags it with that window;
+// a job placed in a window's burn-in is tagged to be discarded, and the
+// leader counts it as discarded, not for its arm.
+func TestFollowRoutingSwitchback(t *testing.T) {
+	ctx := context.Background()
+	lead := newDriver(t, defaultWorkload(), 7, "priority", testConfig(), "")
+	follower := newDriver(t, defaultWorkload(), 8, "priority", testConfig(), "")
+	rec, err := lead.ctl.Start(ctx, Spec{Kind: "routing", Policy: "random", Type: Switchback,
+		Window: Duration(2 * time.Minute), BurnIn: Duration(20 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, ok := lead.ctl.Leading()
+	if !ok || spec.Type != Switchback || spec.Window != 2*time.Minute || len(spec.Windows) == 0 {
+		t.Fatalf("Leading = %+v, %v; want the switchback's windows", spec, ok)
+	}
+	if err := follower.ctl.FollowRouting(ctx, &spec); err != nil {
+		t.Fatal(err)
+	}
+	split := follower.router.RouteSplit(fixedRouter("base"))
+	route := func(id string) Tag {
+		t.Helper()
+		req := decision.RouteRequest{Job: decision.JobView{ID: id, Class: job.Batch, EstimatedCost: 1},
+			Nodes: []decision.NodeView{{ID: "n1", Healthy: true, Workers: 1}, {ID: "n2", Healthy: true, Workers: 1}}}
+		if _, ok := split.Route(req); !ok {
+			t.Fatalf("job %s not routed", id)
+		}
+		tag, ok := follower.router.Tag(id)
+		if !ok || tag.ID != rec.ID {
+			t.Fatalf("job %s: Tag = %+v, %v", id, tag, ok)
+		}
+		return tag
+	}
+	var counted [2]int
+	discarded := 0
+	var at time.Duration // the follower's clock, from epoch
+	setTo := func(d time.Duration) { follower.clk.Advance(d - at); at = d }
+	for w := range 6 {
+		// Both drivers' fake clocks start at the same instant: the
+		// follower's window w is the leader's.
+		base := time.Duration(w) * 2 * time.Minute
+		setTo(base + 5*time.Second) // in the burn-in
+		burn := route(fmt.Sprintf("b%d", w))
+		setTo(base + time.Minute)
+		tag := route(fmt.Sprintf("j%d", w))
+		want := spec.Windows[w%len(spec.Windows)]
+		if tag.Window != w || tag.Arm != want || tag.Discard || !burn.Discard || burn.Window != w {
+			t.Fatalf("window %d: tags %+v (burn-in %+v); want window %d, arm %d, the burn-in's discarded", w, tag, burn, w, want)
+		}
+		now := epoch.Add(base + 90*time.Second)
+		for _, x := range []Tag{burn, tag} {
+			j := &job.Job{ID: fmt.Sprintf("%v", x), Class: job.Batch, State: job.Done,
+				CreatedAt: now.Add(-20 * time.Second), StartedAt: now.Add(-10 * time.Second), FinishedAt: now}
+			lead.ctl.ObserveClusterTagged(j, &x)
+		}
+		counted[want]++
+		discarded++
+	}
+	lead.ctl.mu.Lock()
+	got := [2]int{lead.ctl.run.step[Baseline].n, lead.ctl.run.step[Candidate].n}
+	gotDiscarded := lead.ctl.run.step[Baseline].discarded + lead.ctl.run.step[Candidate].discarded
+	lead.ctl.mu.Unlock()
+	if got != counted || gotDiscarded != discarded {
+		t.Errorf("leader counted %v and discarded %d; want %v and %d", got, gotDiscarded, counted, discarded)
+	}
+}
