@@ -190,3 +190,71 @@ func TestFollowRoutingSwitchback(t *testing.T) {
 		t.Errorf("leader counted %v and discarded %d; want %v and %d", got, gotDiscarded, counted, discarded)
 	}
 }
+
+// TestFollowRoutingCanarySteps: a follower takes a canary's next step
+// (its new shares) when the leader's heartbeat carries it, and the leader
+// counts a follower's job only for the step that routed it, as it counts
+// its own.
+func TestFollowRoutingCanarySteps(t *testing.T) {
+	ctx := context.Background()
+	lead := newDriver(t, defaultWorkload(), 7, "priority", testConfig(), "")
+	follower := newDriver(t, defaultWorkload(), 8, "priority", testConfig(), "")
+	if _, err := lead.ctl.Start(ctx, Spec{Kind: "routing", Policy: "random", Type: Canary, Steps: []int{10, 50, 100}}); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := lead.ctl.Leading()
+	if err := follower.ctl.FollowRouting(ctx, &first); err != nil {
+		t.Fatal(err)
+	}
+	route := func(id string) (Tag, bool) {
+		req := decision.RouteRequest{Job: decision.JobView{ID: id, Class: job.Batch, EstimatedCost: 1},
+			Nodes: []decision.NodeView{{ID: "n1", Healthy: true, Workers: 1}, {ID: "n2", Healthy: true, Workers: 1}}}
+		follower.router.RouteSplit(fixedRouter("base")).Route(req)
+		return follower.router.Tag(id)
+	}
+	shareOf := func(prefix string) float64 {
+		tagged := 0
+		for i := range 100 {
+			if tag, ok := route(fmt.Sprintf("%s%d", prefix, i)); ok && tag.Arm == Candidate {
+				tagged++
+			}
+		}
+		return float64(tagged) / 100
+	}
+	if got := shareOf("s0-"); got < 0.05 || got > 0.15 {
+		t.Fatalf("step 0 (10%%): the follower gave the candidate %.2f of its jobs", got)
+	}
+	var old Tag
+	oldID := ""
+	for i := 0; oldID == "" && i < 100; i++ {
+		if tag, ok := route(fmt.Sprintf("old%d", i)); ok {
+			old, oldID = tag, fmt.Sprintf("old%d", i)
+		}
+	}
+	if oldID == "" || old.Step != 0 {
+		t.Fatalf("no job of step 0 tagged for an arm (%+v)", old)
+	}
+
+	lead.ctl.mu.Lock()
+	lead.ctl.startStep(lead.ctl.run, lead.clk.Now(), 1, nil)
+	lead.ctl.mu.Unlock()
+	second, _ := lead.ctl.Leading()
+	if second.Step != 1 || second.Shares[Candidate] != 0.5 {
+		t.Fatalf("the leader's next step: %+v", second)
+	}
+	if err := follower.ctl.FollowRouting(ctx, &second); err != nil {
+		t.Fatal(err)
+	}
+	if got := shareOf("s1-"); got < 0.4 || got > 0.6 {
+		t.Fatalf("step 1 (50%%): the follower gave the candidate %.2f of its jobs", got)
+	}
+	now := lead.clk.Now()
+	j := &job.Job{ID: oldID, Class: job.Batch, State: job.Done, CreatedAt: now.Add(-time.Second), FinishedAt: now}
+	lead.ctl.ObserveClusterTagged(j, &old)
+	lead.ctl.mu.Lock()
+	n := lead.ctl.run.step[Baseline].n + lead.ctl.run.step[Candidate].n
+	lead.ctl.mu.Unlock()
+	if n != 0 {
+		t.Errorf("the leader counted a job of step 0 in step 1 (%d counted)", n)
+	}
+}
