@@ -154,6 +154,21 @@ func TestClusterRoutingExperimentLive(t *testing.T) {
 	waitFor(t, 10*time.Second, "node2 to follow node1's routing experiment", func() bool {
 		return strings.Contains(nodes[1].log.String(), "following the cluster's routing experiment")
 	})
+	// node2 says so where an operator looks.
+	var listed struct {
+		Following *struct {
+			Experiment string `json:"experiment"`
+			Node       string `json:"node"`
+			Share      int    `json:"share"`
+		} `json:"following"`
+	}
+	if code, data := nodes[1].do("GET", "/v1/experiments", nil); code != 200 || json.Unmarshal(data, &listed) != nil ||
+		listed.Following == nil || listed.Following.Experiment != rec.ID || listed.Following.Node != "node1" || listed.Following.Share != 50 {
+		t.Errorf("GET /v1/experiments on node2: HTTP %d %s; want following %s of node1 at 50%%", code, data, rec.ID)
+	}
+	if code, out, _ := kilnCLI(t, "experiment", "list", "--addr", nodes[1].base); code != 0 || !strings.Contains(out, "follows routing ab "+rec.ID+" of node node1") {
+		t.Errorf("kiln experiment list on node2: exit %d: %q", code, out)
+	}
 	var counted []string
 	for i := range 16 {
 		counted = append(counted, nodes[0].submit(loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 4, 300+i), "batch"))

@@ -113,7 +113,8 @@ func cmdExperiment(args []string) error {
 		return followExperiment(&pf, rec.ID, out)
 	case "list":
 		var list struct {
-			Experiments []experiment.Summary `json:"experiments"`
+			Experiments []experiment.Summary  `json:"experiments"`
+			Following   *experiment.Following `json:"following,omitempty"`
 		}
 		if err := pf.request(http.MethodGet, "/v1/experiments", "", nil, false, &list); err != nil {
 			return err
@@ -128,7 +129,14 @@ func cmdExperiment(args []string) error {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d (%d%%)\t%s\t%s\n", s.ID, s.Type, s.Kind, s.Candidate, s.Baseline, s.State,
 					s.Step, s.Share, dash(s.Verdict), s.StartedAt.Local().Format(time.DateTime))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if f := list.Following; f != nil {
+				fmt.Fprintf(w, "\nThis node follows routing %s %s of node %s: step %d, %d%% of its jobs to %s against %s.\n",
+					f.Type, f.Experiment, f.Node, f.Step, f.Share, f.Candidate, f.Baseline)
+			}
+			return nil
 		})
 	case "show", "abort":
 		if len(pos) != 1 {

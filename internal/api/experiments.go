@@ -36,7 +36,13 @@ func (s *Server) registerExperiments() {
 		for _, rec := range c.List() {
 			out = append(out, rec.Summarize())
 		}
-		httpjson.Write(w, http.StatusOK, map[string]any{"experiments": out})
+		body := map[string]any{"experiments": out}
+		if f, ok := c.FollowingNow(); ok {
+			// A routing experiment of another node splits this node's
+			// jobs too (a cluster): say so where the operator looks.
+			body["following"] = f
+		}
+		httpjson.Write(w, http.StatusOK, body)
 	}))
 	s.handle("GET /v1/experiments/{id}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec, err := c.Get(r.PathValue("id"))

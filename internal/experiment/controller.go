@@ -78,15 +78,18 @@ type Options struct {
 // The controller reads time only from its clock, so the simulator runs the
 // same code in virtual time (Tick after each event).
 type Controller struct {
-	cfg     Config
-	host    Host
-	router  *Router
-	clk     clock.Clock
-	log     zerolog.Logger
-	workers func() []string
-	device  func(id string) string
-	replay  func(arms [2]*policy.Arm) (Replay, error)
-	store   *fileStore
+	// following is the spec of the routing experiment of another node
+	// that this node follows (FollowRouting), nil when none; under mu.
+	following *FollowSpec
+	cfg       Config
+	host      Host
+	router    *Router
+	clk       clock.Clock
+	log       zerolog.Logger
+	workers   func() []string
+	device    func(id string) string
+	replay    func(arms [2]*policy.Arm) (Replay, error)
+	store     *fileStore
 
 	wake    chan struct{}
 	faulted atomic.Bool

@@ -30,7 +30,10 @@ import (
 
 // FollowSpec is what a follower needs of a routing experiment.
 type FollowSpec struct {
-	ID   string `json:"id"`
+	ID string `json:"id"`
+	// Node is the node that runs the experiment (set by the cluster's
+	// wiring: the controller does not know its node's name).
+	Node string `json:"node,omitempty"`
 	Type Type   `json:"type"`
 	Step int    `json:"step"`
 	Seed uint64 `json:"seed"`
@@ -102,6 +105,7 @@ func (c *Controller) FollowRouting(ctx context.Context, f *FollowSpec) error {
 	cur := c.router.cur.Load()
 	following := cur != nil && cur.follows != ""
 	if f == nil {
+		c.following = nil
 		if following {
 			c.router.set(nil)
 			c.log.Info().Str("experiment", cur.follows).Msg("stopped following the cluster's routing experiment")
@@ -140,6 +144,8 @@ func (c *Controller) FollowRouting(ctx context.Context, f *FollowSpec) error {
 		r.unit = Windows
 	}
 	c.router.set(r)
+	spec := *f
+	c.following = &spec
 	if !following || cur.follows != f.ID {
 		c.log.Info().Str("experiment", f.ID).Str("type", string(f.Type)).Str("candidate", arms[Candidate].Ref()).
 			Str("baseline", arms[Baseline].Ref()).Msg("following the cluster's routing experiment: jobs submitted here are split between its arms")
@@ -153,6 +159,35 @@ func (c *Controller) FollowedRouting() string {
 		return r.follows
 	}
 	return ""
+}
+
+// Following is what GET /v1/experiments says of the routing experiment of
+// another node that this node follows.
+type Following struct {
+	Experiment string `json:"experiment"`
+	Node       string `json:"node,omitempty"`
+	Type       Type   `json:"type"`
+	Step       int    `json:"step"`
+	// Candidate and Baseline name the arms' routing policies.
+	Candidate string `json:"candidate"`
+	Baseline  string `json:"baseline"`
+	// Share is the candidate's share of this node's jobs, in percent.
+	Share int `json:"share"`
+}
+
+// FollowingNow describes the routing experiment this node follows; false
+// when it follows none.
+func (c *Controller) FollowingNow() (Following, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.router.cur.Load()
+	if r == nil || r.follows == "" || c.following == nil {
+		return Following{}, false
+	}
+	f := c.following
+	return Following{Experiment: f.ID, Node: f.Node, Type: f.Type, Step: f.Step,
+		Candidate: r.arms[Candidate].Ref(), Baseline: r.arms[Baseline].Ref(),
+		Share: int(f.Shares[Candidate]*100 + 0.5)}, true
 }
 
 // Tag is the routing experiment's tag of job id, which the router routed

@@ -342,11 +342,13 @@ func (n *Node) wireClusterExperiments(local *cluster.Local) {
 		b, _ := json.Marshal(tag)
 		return b
 	}
+	node := nodeID(n.cfg)
 	local.Leading = func() json.RawMessage {
 		f, ok := x.Leading()
 		if !ok {
 			return nil
 		}
+		f.Node = node
 		b, _ := json.Marshal(f)
 		return b
 	}
