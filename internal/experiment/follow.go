@@ -100,27 +100,24 @@ func (c *Controller) Leading() (FollowSpec, bool) {
 // this node runs an experiment of its own, and when this node lacks
 // either arm's policy with the controller's bytes.
 func (c *Controller) FollowRouting(ctx context.Context, f *FollowSpec) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cur := c.router.cur.Load()
-	following := cur != nil && cur.follows != ""
 	if f == nil {
+		c.mu.Lock()
+		defer c.mu.Unlock()
 		c.following = nil
-		if following {
+		if cur := c.router.cur.Load(); cur != nil && cur.follows != "" {
 			c.router.set(nil)
 			c.log.Info().Str("experiment", cur.follows).Msg("stopped following the cluster's routing experiment")
 		}
 		return nil
 	}
-	if c.run != nil {
-		return fmt.Errorf("%w: %s runs here", ErrBusy, c.run.rec.ID)
-	}
-	if following && cur.follows == f.ID && cur.step == f.Step {
-		return nil
-	}
 	if f.Type == Switchback && (f.Window <= 0 || len(f.Windows) == 0) {
 		return fmt.Errorf("%w: switchback without windows", ErrInvalid)
 	}
+	if cur := c.router.cur.Load(); cur != nil && cur.follows == f.ID && cur.step == f.Step {
+		return nil
+	}
+	// The arms are pinned without the controller's lock, as Start pins
+	// its own: a built-in not loaded yet is compiled first.
 	var arms [2]*policy.Arm
 	for i, fa := range f.Arms {
 		if c.host == nil {
@@ -135,6 +132,13 @@ func (c *Controller) FollowRouting(ctx context.Context, f *FollowSpec) error {
 		}
 		arms[i] = arm
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.run != nil {
+		return fmt.Errorf("%w: %s runs here", ErrBusy, c.run.rec.ID)
+	}
+	cur := c.router.cur.Load()
+	following := cur != nil && cur.follows != ""
 	r := &routing{kind: abi.KindRouting, typ: f.Type, unit: Traffic, seed: f.Seed, arms: arms,
 		shares: f.Shares, share: f.Shares[Candidate], start: f.Start, window: f.Window, burnIn: f.BurnIn,
 		windows: f.Windows, now: c.clk.Now, placed: map[string]placement{},
