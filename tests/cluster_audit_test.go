@@ -9,9 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestClusterAuditRequeuesLive: a queued job whose work message is gone
@@ -37,15 +34,7 @@ func TestClusterAuditRequeuesLive(t *testing.T) {
 	// orphan is a copy of it under a new id, queued, never published.
 	done := nodes[0].submit(loadWorkflow(t, "salad-comfyui-api__sd1.5-txt2img.api.json", 2, 900), "batch")
 	waitFor(t, 30*time.Second, "the template job to finish", func() bool { return nodes[0].clusterJob(done).State == "done" })
-	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := connectJetStream(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, "KILN_jobs")

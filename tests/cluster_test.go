@@ -182,15 +182,7 @@ func TestClusterThreeNodes(t *testing.T) {
 	}
 
 	// The test's own view of JetStream: the registry, read directly.
-	nc, err := nats.Connect(strings.Join(urls, ","), nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := connectJetStream(t, strings.Join(urls, ","))
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
 	for _, name := range []string{"KILN_WORK", "KV_KILN_jobs", "KV_KILN_nodes", "OBJ_KILN_outputs"} {
@@ -661,4 +653,21 @@ func clusterNodes(t *testing.T, k *kilnProc) map[string]clusterNodeJSON {
 		m[n.ID] = n
 	}
 	return m
+}
+
+// connectJetStream connects the test itself to the NATS servers at urls
+// (comma-separated), to read or write what the nodes keep there; closed
+// at the test's end.
+func connectJetStream(t *testing.T, urls string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(urls, nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
 }

@@ -120,10 +120,11 @@ func TestInProgressSignalsDoNotWaitForTheHeartbeat(t *testing.T) {
 
 // lostAnswerKV stores the first Update it is asked for and answers it
 // with a timeout, as when the NATS server that took the write died before
-// its answer came.
+// its answer came; onLost, if set, runs then.
 type lostAnswerKV struct {
 	jetstream.KeyValue
-	lost bool
+	lost   bool
+	onLost func()
 }
 
 var _ jetstream.KeyValue = (*lostAnswerKV)(nil)
@@ -134,6 +135,9 @@ func (kv *lostAnswerKV) Update(ctx context.Context, k string, value []byte, rev 
 		return n, err
 	}
 	kv.lost = true
+	if kv.onLost != nil {
+		kv.onLost()
+	}
 	return 0, nats.ErrTimeout
 }
 
@@ -177,25 +181,6 @@ func TestClaimWhoseAnswerWasLostCountsOneAttempt(t *testing.T) {
 	}
 }
 
-// blindKV loses the answer of the first Update it stores, as lostAnswerKV
-// does, and ends the caller's context with it, so that the read-back that
-// follows fails too: NATS away after the write landed.
-type blindKV struct {
-	jetstream.KeyValue
-	lost   bool
-	cancel context.CancelFunc
-}
-
-func (kv *blindKV) Update(ctx context.Context, k string, value []byte, rev uint64) (uint64, error) {
-	n, err := kv.KeyValue.Update(ctx, k, value, rev)
-	if err != nil || kv.lost {
-		return n, err
-	}
-	kv.lost = true
-	kv.cancel()
-	return 0, nats.ErrTimeout
-}
-
 // TestClaimInDoubtCountsOneAttempt: a claim whose answer is lost and whose
 // read-back fails too leaves the node unsure whether it was stored; it
 // gives the message back. Its next delivery finds the record running on
@@ -213,8 +198,9 @@ func TestClaimInDoubtCountsOneAttempt(t *testing.T) {
 	if msg == nil {
 		t.Fatal("no work message")
 	}
+	// NATS goes away with the lost answer: the read-back fails too.
 	away, cancel := context.WithCancel(ctx)
-	here.jobs = &blindKV{KeyValue: here.jobs, cancel: cancel}
+	here.jobs = &lostAnswerKV{KeyValue: here.jobs, onLost: cancel}
 	here.take(away, msg)
 	here.mu.Lock()
 	_, held := here.held[id]
