@@ -189,8 +189,10 @@ type RoutingShadowRow struct {
 	Agreed float64 `json:"agreed,omitempty"`
 	// NoNode counts the decisions for which it chose no node.
 	NoNode int64 `json:"no_node,omitempty"`
-	// Faults are the candidate's faults (trap, timeout, invalid answer),
-	// each answered by the native least-loaded policy, as live.
+	// Faults are the faults (trap, timeout, invalid answer) of the
+	// candidate's version since the shadow began, each answered by the
+	// native least-loaded policy as live; a version that is also the
+	// active policy counts its live faults here too.
 	Faults int64 `json:"faults,omitempty"`
 }
 
