@@ -144,10 +144,7 @@ func TestRescuedJobOutlivesItsRescuer(t *testing.T) {
 	if got := recordOf(t, here, id); got != "running on here, attempt 3" {
 		t.Fatalf("after b died holding the rescued job: %s; want running on here, attempt 3 (nothing else would run it)", got)
 	}
-	here.mu.Lock()
-	_, held := here.held[id]
-	here.mu.Unlock()
-	if !held {
+	if !holds(here, id) {
 		t.Fatal("the node that claimed the job again does not hold it")
 	}
 	if j, err := here.local.Store.Get(id); err != nil || j.State != job.Queued {

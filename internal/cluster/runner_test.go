@@ -93,14 +93,7 @@ func TestInProgressSignalsDoNotWaitForTheHeartbeat(t *testing.T) {
 		t.Fatal(err)
 	}
 	const id = "held-1"
-	createQueued(t, here, id, "t1")
-	if err := here.publish(ctx, id, job.Batch, "", "t1", 0); err != nil {
-		t.Fatal(err)
-	}
-	msg := nextWork(t, cons, 5*time.Second)
-	if msg == nil {
-		t.Fatal("no work message")
-	}
+	msg := queueDelivered(t, here, cons, id)
 	here.take(ctx, msg)
 	if got := recordOf(t, here, id); got != "running on here, attempt 1" {
 		t.Fatalf("after the take: %s; want running on here, attempt 1", got)
@@ -152,20 +145,10 @@ func TestClaimWhoseAnswerWasLostCountsOneAttempt(t *testing.T) {
 	here, _, cons := testWorkNodes(t)
 	ctx := context.Background()
 	const id = "lost-claim"
-	createQueued(t, here, id, "t1")
-	if err := here.publish(ctx, id, job.Batch, "", "t1", 0); err != nil {
-		t.Fatal(err)
-	}
-	msg := nextWork(t, cons, 5*time.Second)
-	if msg == nil {
-		t.Fatal("no work message")
-	}
+	msg := queueDelivered(t, here, cons, id)
 	here.jobs = &lostAnswerKV{KeyValue: here.jobs}
 	here.take(ctx, msg)
-	here.mu.Lock()
-	_, held := here.held[id]
-	here.mu.Unlock()
-	if !held {
+	if !holds(here, id) {
 		t.Fatal("the node does not hold the job whose claim it stored")
 	}
 	if j, err := here.local.Store.Get(id); err != nil || j.State != job.Queued {
@@ -190,22 +173,12 @@ func TestClaimInDoubtCountsOneAttempt(t *testing.T) {
 	here, _, cons := testWorkNodes(t)
 	ctx := context.Background()
 	const id = "doubt-claim"
-	createQueued(t, here, id, "t1")
-	if err := here.publish(ctx, id, job.Batch, "", "t1", 0); err != nil {
-		t.Fatal(err)
-	}
-	msg := nextWork(t, cons, 5*time.Second)
-	if msg == nil {
-		t.Fatal("no work message")
-	}
+	msg := queueDelivered(t, here, cons, id)
 	// NATS goes away with the lost answer: the read-back fails too.
 	away, cancel := context.WithCancel(ctx)
 	here.jobs = &lostAnswerKV{KeyValue: here.jobs, onLost: cancel}
 	here.take(away, msg)
-	here.mu.Lock()
-	_, held := here.held[id]
-	here.mu.Unlock()
-	if held {
+	if holds(here, id) {
 		t.Fatal("the node holds a job whose claim it could not confirm")
 	}
 	again := nextWork(t, cons, 5*time.Second)
@@ -213,13 +186,34 @@ func TestClaimInDoubtCountsOneAttempt(t *testing.T) {
 		t.Fatal("the message given back was not delivered again")
 	}
 	here.take(ctx, again)
-	here.mu.Lock()
-	_, held = here.held[id]
-	here.mu.Unlock()
-	if !held {
+	if !holds(here, id) {
 		t.Fatal("the node does not hold the job after its redelivery")
 	}
 	if got := recordOf(t, here, id); got != "running on here, attempt 1" {
 		t.Fatalf("the registry has the job %s; want running on here, attempt 1 (one start)", got)
 	}
+}
+
+// queueDelivered creates job id queued (token t1), publishes its work
+// message and returns the message as the node's consumer delivers it.
+func queueDelivered(t *testing.T, here *Cluster, cons jetstream.Consumer, id string) jetstream.Msg {
+	t.Helper()
+	createQueued(t, here, id, "t1")
+	if err := here.publish(context.Background(), id, job.Batch, "", "t1", 0); err != nil {
+		t.Fatal(err)
+	}
+	msg := nextWork(t, cons, 5*time.Second)
+	if msg == nil {
+		t.Fatal("no work message")
+	}
+	return msg
+}
+
+// holds reports whether the node holds job id (it claimed it and has not
+// finished it).
+func holds(c *Cluster, id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.held[id]
+	return ok
 }
